@@ -1,0 +1,54 @@
+# uprnlink: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+
+DEMO_PEOPLE ?= 20000
+DEMO_SEED ?= 42
+
+.PHONY: help setup demo test test-fast lint format typecheck check bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create or refresh the project's virtual environment (.venv/)
+
+demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/ and print a summary
+	$(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --dir demo
+
+test: $(STAMP) ## Run the whole test suite
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP) ## Run the tests that need no synthetic population
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## Lint with ruff
+	$(BIN)/ruff check src pipelines tests benchmarks
+	$(BIN)/ruff format --check src pipelines tests benchmarks
+
+format: $(STAMP) ## Format with ruff
+	$(BIN)/ruff check --fix src pipelines tests benchmarks
+	$(BIN)/ruff format src pipelines tests benchmarks
+
+typecheck: $(STAMP) ## Type-check src/ with mypy
+	$(BIN)/mypy
+
+check: lint typecheck test ## Lint, type-check and test
+
+bench: $(STAMP) ## Run the benchmarks (figures and baseline ratios)
+	$(BIN)/python -m benchmarks.run
+
+clean: ## Remove generated data and caches (keeps .venv/)
+	rm -rf demo bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis
