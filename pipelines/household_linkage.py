@@ -1,0 +1,97 @@
+"""Prefect flow: council and NHS extracts to a de-identified household-level linked dataset.
+
+Thin by design: each task wraps one call into `uprnlink.pipeline`, passes only the config path
+and returns only counts and paths, so no personal data or key material enters Prefect's state.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from uprnlink import pipeline
+from uprnlink.settings import read_settings
+
+# Results hold counts only, but persisting them is still pointless: every stage re-reads its
+# inputs from the zones on disk.
+TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": None}
+
+
+@task(name="start-run", **TASK_OPTIONS)
+def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+    """Check config, contracts and key; audit the start."""
+    return pipeline.start_run(config_path, run_id)
+
+
+@task(name="ingest-reference", retries=2, retry_delay_seconds=5, **TASK_OPTIONS)
+def ingest_reference(config_path: str) -> list[dict[str, Any]]:
+    """Validate the reference lookups and build the UPRN area table."""
+    return pipeline.ingest_reference_data(config_path)
+
+
+@task(name="ingest-source", retries=2, retry_delay_seconds=5, **TASK_OPTIONS)
+def ingest_source(config_path: str, source: str) -> dict[str, Any]:
+    """Validate, standardise and pseudonymise one extract."""
+    return pipeline.ingest_person_source(config_path, source)
+
+
+@task(name="link-people", **TASK_OPTIONS)
+def link_people(config_path: str) -> dict[str, Any]:
+    """Train, predict and cluster people across all sources."""
+    return pipeline.link_records(config_path)
+
+
+@task(name="publish-outputs", retries=1, retry_delay_seconds=5, **TASK_OPTIONS)
+def publish(config_path: str, run_id: str, summaries: dict[str, Any]) -> dict[str, Any]:
+    """Assemble households and publish the Parquet dataset and DuckDB views."""
+    return pipeline.publish_outputs(config_path, run_id, summaries)
+
+
+@task(name="finish-run", **TASK_OPTIONS)
+def finish_run(config_path: str, run_id: str, summary: dict[str, Any]) -> str:
+    """Write the run summary and audit the end of the run."""
+    return str(pipeline.finish_run(config_path, run_id, summary))
+
+
+@flow(name="household-linkage", log_prints=True)
+def household_linkage(config_path: str, run_id: str | None = None) -> dict[str, Any]:
+    """Run the whole pipeline for the configuration file at `config_path`."""
+    logger = get_run_logger()
+    run_id = run_id or pipeline.new_run_id()
+    timings: dict[str, float] = {}
+    settings = read_settings(Path(config_path))
+
+    t = time.perf_counter()
+    run = start_run(config_path, run_id)
+    logger.info("run %s with key %s (epoch %s)", run_id, run["key_id"], run["epoch"])
+    reference = ingest_reference(config_path)
+    futures = [ingest_source.submit(config_path, name) for name in settings.sources]
+    ingest = [f.result() for f in futures]
+    timings["ingest"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    linkage = link_people(config_path)
+    timings["link"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    summary: dict[str, Any] = {
+        "run": run,
+        "reference": reference,
+        "ingest": ingest,
+        "linkage": linkage,
+    }
+    published = publish(config_path, run_id, summary)
+    timings["publish"] = round(time.perf_counter() - t, 2)
+    summary["published"] = published
+    summary["timings"] = timings
+    summary["summary_path"] = finish_run(config_path, run_id, summary)
+    logger.info(
+        "published %s people in %s households to %s",
+        published["metadata"]["counts"]["people"],
+        published["metadata"]["counts"]["households"],
+        published["linked_dir"],
+    )
+    return summary

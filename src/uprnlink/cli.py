@@ -1,0 +1,307 @@
+"""The `uprnlink` command line: synthesise, run, evaluate, manage keys, verify the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from uprnlink import __version__
+from uprnlink.errors import UprnlinkError
+from uprnlink.settings import PROJECT_ROOT
+
+DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
+
+
+def _prefect_environment() -> None:
+    """Offline, quiet Prefect with its home inside the project's working folder."""
+    os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process and its children, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def run_flow(config: Path, run_id: str | None = None) -> dict[str, Any]:
+    """Run the household linkage Prefect flow and return its summary."""
+    _prefect_environment()
+    from pipelines.household_linkage import household_linkage
+
+    return household_linkage(str(config), run_id=run_id)
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_synth(args: argparse.Namespace) -> int:
+    from uprnlink.synth import write_synthetic
+
+    summary = write_synthetic(Path(args.out), people=args.people, seed=args.seed)
+    print(f"Synthetic population: {summary.people:,} people at {summary.addresses:,} addresses "
+          f"({summary.households_on_reference_date:,} households on the reference date)")
+    for source, n in summary.records_per_source.items():
+        print(f"  {source:<20} {n:>10,} records")
+    print(f"Extracts in {Path(args.out) / 'landing'}; ground truth in {Path(args.out) / 'truth'} "
+          f"({summary.seconds:.1f} s)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    summary = run_flow(Path(args.config), args.run_id)
+    print_run_summary(summary, time.perf_counter() - started)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from uprnlink.pipeline import evaluate_run
+    from uprnlink.settings import read_settings
+
+    result = evaluate_run(read_settings(Path(args.config)), Path(args.truth))
+    print_evaluation(result)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from uprnlink.keys import DEMO_PASSPHRASE, create_demo_key
+    from uprnlink.pipeline import evaluate_run
+    from uprnlink.settings import read_settings
+    from uprnlink.synth import write_synthetic
+
+    config = Path(args.config)
+    settings = read_settings(config)
+    demo_dir = settings.landing_dir.parent
+    t0 = time.perf_counter()
+    print(f"[1/4] Synthesising {args.people:,} people (seed {args.seed}) into {demo_dir} ...")
+    synth = write_synthetic(demo_dir, people=args.people, seed=args.seed)
+    synth_s = time.perf_counter() - t0
+    print(f"      {sum(synth.records_per_source.values()):,} source records in {synth_s:.1f} s")
+
+    key_file = settings.key.file
+    assert key_file is not None
+    if not key_file.exists():
+        create_demo_key(key_file)
+    _banner(
+        "DEMO KEY: the demo pseudonymises with a key whose passphrase is published in the "
+        "source code. Never use it for real data: create your own with `uprnlink key init`."
+    )
+    if settings.key.passphrase_env:
+        os.environ[settings.key.passphrase_env] = DEMO_PASSPHRASE
+
+    print("[2/4] Running the household-linkage flow (Prefect, embedded DuckDB) ...")
+    t1 = time.perf_counter()
+    summary = run_flow(config)
+    run_s = time.perf_counter() - t1
+    print("[3/4] Evaluating linkage against the synthetic ground truth ...")
+    evaluation = evaluate_run(settings, demo_dir / "truth")
+    summary["timings"] = {"synthesise": round(synth_s, 2), **summary["timings"]}
+    print("[4/4] Done.\n")
+    print_run_summary(summary, run_s + synth_s)
+    print_evaluation(evaluation)
+    print_example_query(settings.database_path)
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from uprnlink import keys
+
+    path = Path(args.file)
+    if args.key_command == "init":
+        passphrase = _passphrase(args.passphrase_env, confirm=True)
+        info = keys.create_key_file(path, passphrase)
+        print(f"Created key {info.key_id} (epoch {info.epoch}) in {path}")
+        print("Keep the passphrase in your secrets manager; the key cannot be recovered without it.")
+    elif args.key_command == "show":
+        info = keys.read_key_info(path)
+        print(f"key id:     {info.key_id}\nepoch:      {info.epoch}\ncreated at: {info.created_at}")
+    elif args.key_command == "check":
+        key = keys.load_key_file(path, _passphrase(args.passphrase_env))
+        print(f"OK: key {key.key_id} (epoch {key.epoch}) unlocks")
+    elif args.key_command == "rotate":
+        info = keys.rotate_key_file(path, _passphrase(args.passphrase_env))
+        print(f"Rotated: new key {info.key_id} (epoch {info.epoch}). Every output must be rebuilt "
+              "with `uprnlink run` on the full extracts: tokens of two epochs never mix.")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from uprnlink.audit import verify_audit_log
+    from uprnlink.pipeline import Zones, load_key
+    from uprnlink.settings import read_settings
+
+    settings = read_settings(Path(args.config))
+    zones = Zones(settings)
+    result = verify_audit_log(zones.audit_log, load_key(settings), head_path=zones.audit_head)
+    if result.ok:
+        print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
+        return 0
+    print(f"TAMPERED: {result.reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from uprnlink.settings import read_settings
+
+    db = read_settings(Path(args.config)).database_path
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rel = con.sql(args.sql)
+        print(rel.limit(args.limit) if rel is not None else "OK")
+    finally:
+        con.close()
+    return 0
+
+
+# ------------------------------------------------------------------------------ output
+def _banner(text: str) -> None:
+    line = "!" * 78
+    print(f"\n{line}\n{text}\n{line}\n")
+
+
+def _passphrase(env_name: str | None, confirm: bool = False) -> str:
+    import getpass
+
+    if env_name and os.environ.get(env_name):
+        return os.environ[env_name]
+    if not sys.stdin.isatty():
+        raise UprnlinkError(f"no passphrase: set {env_name} or run in a terminal to be asked")
+    first = getpass.getpass("Key passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise UprnlinkError("the passphrases do not match")
+    return first
+
+
+def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
+    """The run's counts, timings and output locations."""
+    print(f"Run {summary['run']['run_id']}  key {summary['run']['key_id']} "
+          f"(epoch {summary['run']['epoch']})")
+    print(f"\n{'source':<20}{'rows in':>10}{'accepted':>10}{'quarantined':>12}{'nulled':>8}  reconciles")
+    for r in summary["ingest"]:
+        nulled = sum(r["values_nulled"].values())
+        ok = "yes" if r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] else "NO"
+        print(f"{r['source']:<20}{r['rows_in']:>10,}{r['rows_accepted']:>10,}"
+              f"{r['rows_quarantined']:>12,}{nulled:>8,}  {ok}")
+    counts = summary["published"]["metadata"]["counts"]
+    link = summary["linkage"]
+    print(f"\nLinked {link['records']:,} records into {link['people']:,} people "
+          f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})")
+    print(f"Households on {summary['published']['metadata']['reference_date']}: "
+          f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)")
+    print("\nWall time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
+          + f"; total {wall_seconds:.1f} s; peak memory {peak_memory_mib():,.0f} MiB")
+    print(f"\nPublished (de-identified): {summary['published']['linked_dir']}")
+    print(f"Analyst database:          {summary['published']['database']}")
+    print(f"Run summary:               {summary['summary_path']}")
+
+
+def print_evaluation(result: dict[str, Any]) -> None:
+    """Pairwise precision, recall and F1 of the person clusters."""
+    p = result["pairwise"]
+    print(f"\nLinkage against ground truth ({p['records']:,} records): precision {p['precision']:.4f}, "
+          f"recall {p['recall']:.4f}, F1 {p['f1']:.4f}  (true pairs {p['true_pairs']:,}, "
+          f"predicted {p['predicted_pairs']:,})")
+
+
+EXAMPLE_QUERY = """\
+SELECT imd_decile,
+       count(*) AS households,
+       round(avg(residents), 2) AS mean_size,
+       round(100.0 * avg(CASE WHEN residents > bedrooms * 2 THEN 1 ELSE 0 END)
+             FILTER (WHERE bedrooms IS NOT NULL), 1) AS pct_crowded_social_lets,
+       round(1000.0 * sum(emergency_admissions) / sum(residents), 1) AS emergency_admissions_per_1000
+FROM households
+GROUP BY imd_decile ORDER BY imd_decile"""
+
+
+def print_example_query(db_path: Path) -> None:
+    """Run one household question against the published database and show it."""
+    import duckdb
+
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        print(f"\nExample query (duckdb {db_path}):\n{EXAMPLE_QUERY}\n")
+        print(con.sql(EXAMPLE_QUERY))
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    p = argparse.ArgumentParser(
+        prog="uprnlink",
+        description="Household-level linkage of council and NHS extracts on pseudonymised UPRNs.",
+    )
+    p.add_argument("--version", action="version", version=f"uprnlink {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write a synthetic population's extracts and ground truth")
+    s.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")
+    s.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    s.add_argument("--out", required=True, help="folder for landing/ and truth/")
+    s.set_defaults(func=cmd_synth)
+
+    r = sub.add_parser("run", help="run the household-linkage flow for a config file")
+    r.add_argument("--config", required=True, help="run configuration (TOML)")
+    r.add_argument("--run-id", help="run id (default: timestamp + random suffix)")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
+    d.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")
+    d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    d.add_argument("--config", default=str(DEMO_CONFIG), help="demo configuration")
+    d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("evaluate", help="score the last run's person clusters against truth")
+    e.add_argument("--config", required=True, help="run configuration (TOML)")
+    e.add_argument("--truth", required=True, help="folder with the synthetic truth files")
+    e.set_defaults(func=cmd_evaluate)
+
+    k = sub.add_parser("key", help="create, inspect, check or rotate the pseudonymisation key")
+    k.add_argument("key_command", choices=["init", "show", "check", "rotate"])
+    k.add_argument("--file", required=True, help="encrypted key file")
+    k.add_argument("--passphrase-env", default="UPRNLINK_KEY_PASSPHRASE",
+                   help="environment variable holding the passphrase (else prompt)")
+    k.set_defaults(func=cmd_key)
+
+    a = sub.add_parser("audit", help="verify the tamper-evident audit log")
+    a.add_argument("audit_command", choices=["verify"])
+    a.add_argument("--config", required=True, help="run configuration (TOML)")
+    a.set_defaults(func=cmd_audit)
+
+    q = sub.add_parser("query", help="run read-only SQL against the published DuckDB views")
+    q.add_argument("--config", required=True, help="run configuration (TOML)")
+    q.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    q.add_argument("sql", help="SQL to run")
+    q.set_defaults(func=cmd_query)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand, turning uprnlink errors into a message and exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UprnlinkError as exc:
+        print(f"uprnlink: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("uprnlink: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Households: who lives at which pseudonymised UPRN, from when to when.
+
+Each residence-bearing record says a person lived at an address over a period. Per person the
+periods are laid end to end (a later move-in cuts an earlier open period; at equal start dates
+the more authoritative source wins), giving a timeline without overlaps. A household on a
+reference date is everyone whose timeline places them at the same household token that day.
+Communal establishments (care homes, hostels) are flagged and are not counted as households.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+# Sources whose dates describe residence at the recorded address, most authoritative first.
+# Hospital activity records an address at one moment, not a period, so it is not used.
+RESIDENCE_SOURCES = (
+    "council_tax",
+    "housing_tenancies",
+    "benefits_claims",
+    "adult_social_care",
+    "gp_registrations",
+)
+NHS_SOURCES = ("gp_registrations", "hospital_activity", "adult_social_care")
+OPEN_END = date(9999, 12, 31)
+
+
+def person_attributes(records: pl.DataFrame, facts_gp: pl.DataFrame | None) -> pl.DataFrame:
+    """One row per person: consensus sex and date of birth, date of death, sources seen."""
+    nhs_first = pl.col("source_dataset").is_in(list(NHS_SOURCES))
+    dob = (
+        records.filter(pl.col("dob").is_not_null())
+        .group_by("person_id", "dob")
+        .agg(pl.len().alias("n"), nhs_first.any().alias("nhs"))
+        .sort(["person_id", "nhs", "n", "dob"], descending=[False, True, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "dob")
+    )
+    sex = (
+        records.filter(pl.col("sex").is_not_null())
+        .group_by("person_id", "sex")
+        .len()
+        .sort(["person_id", "len", "sex"], descending=[False, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "sex")
+    )
+    people = (
+        records.group_by("person_id")
+        .agg(
+            pl.len().alias("n_records"),
+            pl.col("source_dataset").unique().sort().alias("sources"),
+        )
+        .join(dob, on="person_id", how="left")
+        .join(sex, on="person_id", how="left")
+    )
+    if facts_gp is not None and "date_of_death" in facts_gp.columns:
+        deaths = (
+            facts_gp.filter(pl.col("date_of_death").is_not_null())
+            .group_by("person_id")
+            .agg(pl.col("date_of_death").max())
+        )
+        people = people.join(deaths, on="person_id", how="left")
+    else:
+        people = people.with_columns(pl.lit(None, pl.Date).alias("date_of_death"))
+    return people
+
+
+def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
+    """Raw residence claims: person, household token, from, to (open ends as 9999-12-31)."""
+    priority = {s: i for i, s in enumerate(RESIDENCE_SOURCES)}
+    return (
+        records.filter(
+            pl.col("source_dataset").is_in(list(RESIDENCE_SOURCES))
+            & pl.col("household_token").is_not_null()
+            & pl.col("start_date").is_not_null()
+        )
+        .select(
+            "person_id",
+            "household_token",
+            "is_communal",
+            pl.col("start_date").alias("valid_from"),
+            pl.col("end_date").fill_null(OPEN_END).alias("valid_to"),
+            pl.col("source_dataset").replace_strict(priority, return_dtype=pl.Int8).alias("prio"),
+        )
+        .filter(pl.col("valid_to") >= pl.col("valid_from"))
+    )
+
+
+def build_memberships(periods: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
+    """A non-overlapping residence timeline per person, merged into membership spells."""
+    deaths = people.select("person_id", "date_of_death")
+    ordered = (
+        periods.sort(["person_id", "valid_from", "prio"])
+        .unique(["person_id", "valid_from"], keep="first", maintain_order=True)
+        .with_columns(pl.col("valid_from").shift(-1).over("person_id").alias("_next_from"))
+        .with_columns(
+            pl.when(pl.col("_next_from").is_not_null())
+            .then(pl.min_horizontal("valid_to", pl.col("_next_from") - timedelta(days=1)))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .join(deaths, on="person_id", how="left")
+        .with_columns(
+            pl.min_horizontal("valid_to", pl.col("date_of_death").fill_null(OPEN_END)).alias(
+                "valid_to"
+            )
+        )
+        .filter(pl.col("valid_to") >= pl.col("valid_from"))
+    )
+    # Merge consecutive spells at the same address into one membership.
+    spells = ordered.with_columns(
+        (pl.col("household_token") != pl.col("household_token").shift(1).over("person_id"))
+        .fill_null(True)
+        .cum_sum()
+        .over("person_id")
+        .alias("_spell")
+    )
+    return (
+        spells.group_by("person_id", "_spell")
+        .agg(
+            pl.col("household_token").first(),
+            pl.col("is_communal").first(),
+            pl.col("valid_from").min(),
+            pl.col("valid_to").max(),
+        )
+        .drop("_spell")
+        .with_columns(
+            pl.when(pl.col("valid_to") == OPEN_END)
+            .then(None)
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .sort("person_id", "valid_from")
+    )
+
+
+def residents_on(memberships: pl.DataFrame, on: date) -> pl.DataFrame:
+    """Who lives where on a date: person_id, household_token, is_communal."""
+    return memberships.filter(
+        (pl.col("valid_from") <= on) & (pl.col("valid_to").fill_null(OPEN_END) >= on)
+    ).select("person_id", "household_token", "is_communal")
+
+
+def age_on_expr(dob: str, on: date) -> pl.Expr:
+    """Age in whole years on a date."""
+    d = pl.col(dob)
+    before_birthday = (d.dt.month() > on.month) | (
+        (d.dt.month() == on.month) & (d.dt.day() > on.day)
+    )
+    return (pl.lit(on.year) - d.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int16)
+
+
+def age_band_expr(age: str) -> pl.Expr:
+    """Five-year age bands to 85+ (ONS style), null where age is unknown."""
+    a = pl.col(age)
+    lower = (a // 5 * 5).clip(0, 85)
+    return (
+        pl.when(a.is_null())
+        .then(None)
+        .when(lower >= 85)
+        .then(pl.lit("85+"))
+        .otherwise(lower.cast(pl.Utf8).str.zfill(2) + "-" + (lower + 4).cast(pl.Utf8).str.zfill(2))
+    )
+
+
+def household_composition(residents: pl.DataFrame, people: pl.DataFrame, on: date) -> pl.DataFrame:
+    """Size and make-up of every household (and communal establishment) on a date."""
+    r = residents.join(people.select("person_id", "dob"), on="person_id", how="left").with_columns(
+        age_on_expr("dob", on).alias("age")
+    )
+    a = pl.col("age")
+    comp = r.group_by("household_token").agg(
+        pl.col("is_communal").first(),
+        pl.len().cast(pl.Int32).alias("residents"),
+        (a >= 18).sum().cast(pl.Int32).alias("adults"),
+        (a < 18).sum().cast(pl.Int32).alias("children_0_17"),
+        (a <= 4).sum().cast(pl.Int32).alias("children_0_4"),
+        ((a >= 5) & (a <= 15)).sum().cast(pl.Int32).alias("children_5_15"),
+        (a >= 65).sum().cast(pl.Int32).alias("people_65_plus"),
+        (a >= 85).sum().cast(pl.Int32).alias("people_85_plus"),
+        a.is_null().sum().cast(pl.Int32).alias("age_unknown"),
+        a.min().alias("youngest_age"),
+        a.max().alias("oldest_age"),
+    )
+    return comp.with_columns(
+        (pl.col("residents") == 1).alias("living_alone"),
+        ((pl.col("adults") == 1) & (pl.col("children_0_17") > 0)).alias("lone_adult_with_children"),
+        (pl.col("residents") > 10).alias("improbable_size"),
+        pl.lit(on).alias("reference_date"),
+    )

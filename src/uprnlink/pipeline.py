@@ -1,0 +1,399 @@
+"""The pipeline's stages as plain functions over a run configuration.
+
+Each stage reads its inputs from the zones on disk and writes its outputs back, returning only
+a small summary of counts and paths (never data values), so an orchestrator can call them as
+tasks and record their results safely. The key is resolved inside the stages that need it and
+never passed between them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uprnlink import __version__
+from uprnlink.audit import AuditLog
+from uprnlink.contracts import find_contract
+from uprnlink.dataset import build_analysis_tables
+from uprnlink.errors import ConfigError, ContractError
+from uprnlink.ingest import ingest_extract, write_quarantine
+from uprnlink.keys import MasterKey, resolve_key
+from uprnlink.linkage import link_people
+from uprnlink.publish import (
+    read_policy,
+    replace_dir,
+    write_database,
+    write_linked_dataset,
+)
+from uprnlink.records import build_reference, build_trusted_source
+from uprnlink.settings import RunSettings, read_settings
+
+log = logging.getLogger("uprnlink")
+
+
+@dataclass(frozen=True)
+class Zones:
+    """Paths of one run's working and published zones."""
+
+    settings: RunSettings
+
+    @property
+    def reference(self) -> Path:
+        """Area lookup keyed on raw UPRN (restricted: holds real UPRNs)."""
+        return self.settings.work_dir / "reference" / "reference.parquet"
+
+    def records(self, source: str) -> Path:
+        """Pseudonymised linkage records of one source."""
+        return self.settings.trusted_dir / "records" / f"{source}.parquet"
+
+    def facts(self, source: str) -> Path:
+        """Pseudonymised source facts of one source."""
+        return self.settings.trusted_dir / "facts" / f"{source}.parquet"
+
+    def crosswalk(self, source: str) -> Path:
+        """Record key to the source's own row reference (engineer-only)."""
+        return self.settings.trusted_dir / "crosswalk" / f"{source}.parquet"
+
+    def quarantine(self, source: str) -> Path:
+        """Rejected rows of one source with their reasons (raw values: restricted)."""
+        return self.settings.quarantine_dir / f"{source}.parquet"
+
+    @property
+    def clusters(self) -> Path:
+        """Record to person id, from linkage."""
+        return self.settings.trusted_dir / "linkage" / "clusters.parquet"
+
+    @property
+    def linkage_dir(self) -> Path:
+        """Linkage working folder (model, spill files)."""
+        return self.settings.trusted_dir / "linkage"
+
+    @property
+    def staging(self) -> Path:
+        """Where a publish is written before it is switched into place."""
+        return self.settings.work_dir / "staging"
+
+    @property
+    def audit_log(self) -> Path:
+        """Hash-chained audit log (no personal data)."""
+        return self.settings.out_dir / "audit" / "audit.jsonl"
+
+    @property
+    def audit_head(self) -> Path:
+        """Checkpoint of the audit chain head, kept apart from the log."""
+        return self.settings.work_dir / "audit" / "audit.head"
+
+    @property
+    def runs(self) -> Path:
+        """Run summaries (counts and timings only)."""
+        return self.settings.out_dir / "runs"
+
+
+def load_key(settings: RunSettings) -> MasterKey:
+    """The pseudonymisation key named by the run configuration."""
+    return resolve_key(
+        key_file=settings.key.file,
+        passphrase_env=settings.key.passphrase_env,
+        key_env=settings.key.key_env,
+        prompt=False,
+    )
+
+
+def audit_log(settings: RunSettings, key: MasterKey) -> AuditLog:
+    """The run's audit log."""
+    z = Zones(settings)
+    z.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    z.audit_head.parent.mkdir(parents=True, exist_ok=True)
+    return AuditLog(z.audit_log, key, head_path=z.audit_head)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id such as 20261123T101500Z-3f9a."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+    """Check the configuration, contracts and key before any data is read; audit the start."""
+    settings = read_settings(Path(config_path))
+    for name, source in {**settings.sources, **settings.reference}.items():
+        find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        if source.required and not source.path.exists():
+            raise ContractError(
+                f"source {name!r} is configured but its extract is missing",
+                file=str(source.path),
+                rule="file_missing",
+            )
+    key = load_key(settings)
+    audit = audit_log(settings, key)
+    audit.append("key.loaded", actor=_actor(), data={"run_id": run_id})
+    audit.append(
+        "run.started",
+        actor=_actor(),
+        data={"run_id": run_id, "config": settings.config_path.name, "version": __version__},
+    )
+    return {"run_id": run_id, "key_id": key.key_id, "epoch": key.epoch, "name": settings.name}
+
+
+def ingest_reference_data(config_path: str) -> list[dict[str, Any]]:
+    """Validate the reference files and write the UPRN area lookup (restricted zone)."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    frames: dict[str, pl.DataFrame | None] = {n: None for n in ("uprn_lookup", "property_class", "deprivation")}
+    reports = []
+    for name, source in settings.reference.items():
+        if not source.path.exists() and not source.required:
+            continue
+        contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        accepted, quarantined, report = ingest_extract(source, contract, settings.reference_date)
+        write_quarantine(quarantined, z.quarantine(f"reference_{name}"))
+        frames[contract.name] = accepted
+        reports.append(report.to_dict())
+    reference = build_reference(frames["uprn_lookup"], frames["property_class"], frames["deprivation"])
+    z.reference.parent.mkdir(parents=True, exist_ok=True)
+    reference.write_parquet(z.reference)
+    log.info("reference: %d UPRNs with areas", reference.height)
+    return reports
+
+
+def ingest_person_source(config_path: str, source_name: str) -> dict[str, Any]:
+    """Validate, standardise, enrich and pseudonymise one source into the trusted zone."""
+    settings = read_settings(Path(config_path))
+    if source_name not in settings.sources:
+        raise ConfigError(f"no source {source_name!r} in {settings.config_path}")
+    z = Zones(settings)
+    source = settings.sources[source_name]
+    contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+    started = time.perf_counter()
+    accepted, quarantined, report = ingest_extract(source, contract, settings.reference_date)
+    write_quarantine(quarantined, z.quarantine(source_name))
+    key = load_key(settings)
+    reference = pl.read_parquet(z.reference)
+    trusted = build_trusted_source(accepted, source_name, reference, key)
+    for path, frame in (
+        (z.records(source_name), trusted.records),
+        (z.facts(source_name), trusted.facts),
+        (z.crosswalk(source_name), trusted.crosswalk),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(path)
+    out = report.to_dict()
+    out["uprn_present"] = int(trusted.records.get_column("uprn_token").is_not_null().sum())
+    out["uprn_in_lookup"] = int(trusted.records.get_column("uprn_in_lookup").sum())
+    out["nhs_number_present"] = int(trusted.records.get_column("nhs_token").is_not_null().sum())
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    log.info(
+        "%s: %d in, %d accepted, %d quarantined",
+        source_name,
+        report.rows_in,
+        report.rows_accepted,
+        report.rows_quarantined,
+    )
+    return out
+
+
+def read_trusted_records(settings: RunSettings) -> pl.DataFrame:
+    """All sources' trusted linkage records as one frame."""
+    z = Zones(settings)
+    frames = [pl.read_parquet(z.records(n)) for n in settings.sources if z.records(n).exists()]
+    if not frames:
+        raise ContractError("no trusted records: run the ingest stage first", rule="no_records")
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def link_records(config_path: str) -> dict[str, Any]:
+    """Link and deduplicate people across all sources; write record -> person clusters."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    records = read_trusted_records(settings)
+    z.linkage_dir.mkdir(parents=True, exist_ok=True)
+    result = link_people(records, settings.linkage, work_dir=z.linkage_dir)
+    result.clusters.write_parquet(z.clusters)
+    shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
+    return {
+        "records": result.records,
+        "people": result.people,
+        "candidate_pairs": result.candidate_pairs,
+        "pairs_above_threshold": result.pairs_above_threshold,
+        "match_threshold": result.match_threshold,
+        "seconds": result.seconds,
+    }
+
+
+def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
+    """Per source: records, people, and how many records link to another source or to a UPRN."""
+    sources_per_person = linked.group_by("person_id").agg(
+        pl.col("source_dataset").n_unique().alias("_n_sources")
+    )
+    return (
+        linked.join(sources_per_person, on="person_id")
+        .group_by("source_dataset")
+        .agg(
+            pl.len().alias("records"),
+            pl.col("person_id").n_unique().alias("people"),
+            (pl.col("_n_sources") > 1).mean().round(4).alias("share_linked_to_other_source"),
+            pl.col("uprn_token").is_not_null().mean().round(4).alias("share_with_uprn"),
+            pl.col("uprn_in_lookup").mean().round(4).alias("share_uprn_in_lookup"),
+            pl.col("nhs_token").is_not_null().mean().round(4).alias("share_with_nhs_number"),
+        )
+        .sort("source_dataset")
+    )
+
+
+def publish_outputs(
+    config_path: str, run_id: str, stage_summaries: dict[str, Any]
+) -> dict[str, Any]:
+    """Assemble the de-identified tables and switch the published dataset and database in."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    key = load_key(settings)
+    records = read_trusted_records(settings)
+    clusters = pl.read_parquet(z.clusters).select("unique_id", "person_id")
+    linked = records.join(clusters, on="unique_id", how="inner")
+    facts = {}
+    for name in settings.sources:
+        if z.facts(name).exists():
+            facts[name] = pl.read_parquet(z.facts(name)).join(
+                clusters, on="unique_id", how="inner"
+            ).drop("person_id")
+    tables = build_analysis_tables(
+        linked,
+        facts,
+        reference_date=settings.reference_date,
+        service_period_months=settings.service_period_months,
+    )
+    quality = linkage_quality_table(linked)
+    contracts = {
+        n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
+        for n, s in {**settings.sources, **settings.reference}.items()
+    }
+    metadata = {
+        "run_id": run_id,
+        "key_id": key.key_id,
+        "key_epoch": key.epoch,
+        "uprnlink_version": __version__,
+        "reference_date": settings.reference_date.isoformat(),
+        "service_period_months": settings.service_period_months,
+        "contracts": contracts,
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "counts": {
+            "people": tables.person.height,
+            "households": int(tables.household.filter(~pl.col("is_communal")).height),
+            "communal_establishments": int(tables.household.filter(pl.col("is_communal")).height),
+            "memberships": tables.membership.height,
+            "service_events": tables.service_events.height,
+        },
+    }
+    staging = z.staging
+    shutil.rmtree(staging, ignore_errors=True)
+    staged_linked = staging / "linked"
+    paths = write_linked_dataset(tables, quality, staged_linked, metadata)
+    policy = read_policy(settings.policy_path)
+    staged_db = staging / "uprnlink.duckdb"
+    # The database copies the staged Parquet into its own tables, so it stays valid after the
+    # staging folder is switched into place.
+    write_database(staged_db, paths, metadata, policy)
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    replace_dir(staged_linked, settings.linked_dir)
+    os.replace(staged_db, settings.database_path)
+    shutil.rmtree(staging, ignore_errors=True)
+
+    audit = audit_log(settings, key)
+    audit.append(
+        "publish",
+        actor=_actor(),
+        data={"run_id": run_id, "tables": sorted(paths), "counts": metadata["counts"]},
+    )
+    return {"metadata": metadata, "linked_dir": str(settings.linked_dir), "database": str(settings.database_path)}
+
+
+def finish_run(
+    config_path: str, run_id: str, summary: dict[str, Any], status: str = "completed"
+) -> Path:
+    """Write the run summary (counts and timings only) and audit the end of the run."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    z.runs.mkdir(parents=True, exist_ok=True)
+    path = z.runs / f"{run_id}.json"
+    path.write_text(json.dumps({"run_id": run_id, "status": status, **summary}, indent=2, default=str))
+    key = load_key(settings)
+    audit = audit_log(settings, key)
+    ingest = summary.get("ingest", [])
+    audit.append(
+        "run.finished",
+        actor=_actor(),
+        data={
+            "run_id": run_id,
+            "status": status,
+            "inputs": {r["source"]: r["checksum"] for r in ingest},
+            "rows_in": {r["source"]: r["rows_in"] for r in ingest},
+            "rows_quarantined": {r["source"]: r["rows_quarantined"] for r in ingest},
+            "contracts": {r["source"]: r["contract"] for r in ingest},
+        },
+    )
+    return path
+
+
+def _actor() -> str:
+    """Who is running this: the OS user on this host."""
+    try:
+        user = os.getlogin()
+    except OSError:
+        user = os.environ.get("USER") or str(os.getuid())
+    return f"{user}@{platform.node()}"
+
+
+def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
+    """Score the last run's person clusters against synthetic ground truth; write JSON beside outputs."""
+    from uprnlink.evaluation import label_clusters, pairwise_scores
+
+    z = Zones(settings)
+    truth_path = truth_dir / "records.parquet"
+    if not truth_path.exists():
+        raise ConfigError(f"no ground truth at {truth_path}")
+    clusters = pl.read_parquet(z.clusters)
+    crosswalk = pl.concat(
+        [pl.read_parquet(z.crosswalk(n)) for n in settings.sources if z.crosswalk(n).exists()]
+    )
+    labelled = label_clusters(clusters, crosswalk, pl.read_parquet(truth_path))
+    overall = pairwise_scores(labelled)
+    by_source = {
+        s: pairwise_scores(labelled.filter(pl.col("source_dataset") == s)).to_dict()
+        for s in settings.sources
+    }
+    result = {"pairwise": overall.to_dict(), "within_source": by_source}
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    (settings.out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_all(config_path: str, run_id: str | None = None) -> dict[str, Any]:
+    """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
+    run_id = run_id or new_run_id()
+    settings = read_settings(Path(config_path))
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    summary: dict[str, Any] = {"run": start_run(config_path, run_id)}
+    summary["reference"] = ingest_reference_data(config_path)
+    summary["ingest"] = [ingest_person_source(config_path, n) for n in settings.sources]
+    timings["ingest"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    summary["linkage"] = link_records(config_path)
+    timings["link"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    summary["published"] = publish_outputs(config_path, run_id, summary)
+    timings["publish"] = round(time.perf_counter() - t, 2)
+    summary["timings"] = timings
+    summary["summary_path"] = str(finish_run(config_path, run_id, summary))
+    return summary

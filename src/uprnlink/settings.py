@@ -1,0 +1,276 @@
+"""Typed run configuration loaded from one TOML file (`uprnlink.toml`).
+
+Secrets are referenced (environment variable names, key file paths), never stored here.
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from uprnlink.errors import ConfigError
+
+PERSON_SOURCES = (
+    "council_tax",
+    "housing_tenancies",
+    "benefits_claims",
+    "adult_social_care",
+    "gp_registrations",
+    "hospital_activity",
+)
+REFERENCE_SOURCES = ("uprn_lookup", "property_class", "deprivation")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Where a canonical field comes from in a source file, and its date format if any."""
+
+    column: str
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """One extract: its file, format and the mapping of its columns onto its contract."""
+
+    name: str
+    contract: str
+    contract_version: int | None
+    path: Path
+    format: str
+    delimiter: str
+    encoding: str
+    date_format: str | None
+    columns: dict[str, ColumnMapping]
+    required: bool = True
+
+    def date_formats_for(self, field_name: str) -> list[str]:
+        """Date formats to try for `field_name`: its own first, then the source default."""
+        formats = []
+        own = self.columns[field_name].format if field_name in self.columns else None
+        for fmt in (own, self.date_format):
+            if fmt and fmt not in formats:
+                formats.append(fmt)
+        return formats
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """Where the pseudonymisation key comes from (never the key itself)."""
+
+    file: Path | None
+    passphrase_env: str | None = "UPRNLINK_KEY_PASSPHRASE"
+    key_env: str | None = "UPRNLINK_KEY"
+
+
+@dataclass(frozen=True)
+class LinkageSettings:
+    """How people are linked: backend, threshold and resource limits."""
+
+    backend: str = "duckdb"
+    match_threshold: float = 0.95
+    memory_limit: str = "8GB"
+    threads: int = 2
+    max_pairs_u: float = 2e6
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a pipeline run needs to know, from one TOML file."""
+
+    config_path: Path
+    name: str
+    landing_dir: Path
+    work_dir: Path
+    out_dir: Path
+    schemas_dir: Path
+    policy_path: Path
+    reference_date: date
+    service_period_months: int
+    sources: dict[str, SourceSettings]
+    reference: dict[str, SourceSettings]
+    key: KeySettings
+    linkage: LinkageSettings = field(default_factory=LinkageSettings)
+
+    @property
+    def trusted_dir(self) -> Path:
+        """Engineer-only zone: pseudonymised tokens and linkage quasi-identifiers."""
+        return self.work_dir / "trusted"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Restricted zone: rejected rows with their raw values and reasons."""
+        return self.work_dir / "quarantine"
+
+    @property
+    def linked_dir(self) -> Path:
+        """De-identified Parquet dataset for analysts."""
+        return self.out_dir / "linked"
+
+    @property
+    def database_path(self) -> Path:
+        """The analysts' DuckDB database."""
+        return self.out_dir / "uprnlink.duckdb"
+
+
+_TOP_KEYS = {"run", "key", "linkage", "sources", "reference"}
+_RUN_KEYS = {
+    "name",
+    "landing_dir",
+    "work_dir",
+    "out_dir",
+    "schemas_dir",
+    "policy",
+    "reference_date",
+    "service_period_months",
+}
+_SOURCE_KEYS = {
+    "contract",
+    "version",
+    "path",
+    "format",
+    "delimiter",
+    "encoding",
+    "date_format",
+    "columns",
+    "required",
+}
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {sorted(unknown)} in [{where}]; allowed: {sorted(allowed)}"
+        )
+
+
+def _path(base: Path, value: Any, where: str, config: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{config}: [{where}] needs a path string")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _source(
+    name: str, raw: dict[str, Any], landing: Path, config: Path, table: str
+) -> SourceSettings:
+    where = f"{table}.{name}"
+    _check_keys(raw, _SOURCE_KEYS, where, config)
+    if "path" not in raw:
+        raise ConfigError(f"{config}: [{where}] needs path (the extract file)")
+    if "columns" not in raw or not isinstance(raw["columns"], dict):
+        raise ConfigError(
+            f"{config}: [{where}.columns] is missing: map each contract field to the file's column"
+        )
+    columns: dict[str, ColumnMapping] = {}
+    for fname, spec in raw["columns"].items():
+        if isinstance(spec, str):
+            columns[fname] = ColumnMapping(spec)
+        elif isinstance(spec, dict) and isinstance(spec.get("column"), str):
+            _check_keys(spec, {"column", "format"}, f"{where}.columns.{fname}", config)
+            columns[fname] = ColumnMapping(spec["column"], spec.get("format"))
+        else:
+            raise ConfigError(
+                f"{config}: [{where}.columns] {fname} must be a column name or "
+                "{{ column = ..., format = ... }}"
+            )
+    path = _path(landing, raw["path"], where, config)
+    fmt = str(raw.get("format") or ("parquet" if path.suffix.lower() == ".parquet" else "csv"))
+    if fmt not in {"csv", "parquet"}:
+        raise ConfigError(f"{config}: [{where}] format must be csv or parquet, not {fmt!r}")
+    version = raw.get("version")
+    return SourceSettings(
+        name=name,
+        contract=str(raw.get("contract", name)),
+        contract_version=int(version) if version is not None else None,
+        path=path,
+        format=fmt,
+        delimiter=str(raw.get("delimiter", ",")),
+        encoding=str(raw.get("encoding", "utf8")),
+        date_format=raw.get("date_format"),
+        columns=columns,
+        required=bool(raw.get("required", True)),
+    )
+
+
+def read_settings(config_path: Path) -> RunSettings:
+    """Load and check a run configuration file."""
+    config_path = Path(config_path).resolve()
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {config_path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    _check_keys(raw, _TOP_KEYS, "top level", config_path)
+    base = config_path.parent
+    run = raw.get("run", {})
+    _check_keys(run, _RUN_KEYS, "run", config_path)
+    for needed in ("landing_dir", "work_dir", "out_dir", "reference_date"):
+        if needed not in run:
+            raise ConfigError(f"{config_path}: [run] needs {needed}")
+    landing = _path(base, run["landing_dir"], "run.landing_dir", config_path)
+    ref_date = run["reference_date"]
+    if isinstance(ref_date, str):
+        try:
+            ref_date = date.fromisoformat(ref_date)
+        except ValueError:
+            raise ConfigError(f"{config_path}: [run] reference_date must be YYYY-MM-DD") from None
+    if not isinstance(ref_date, date):
+        raise ConfigError(f"{config_path}: [run] reference_date must be a date")
+
+    sources_raw = raw.get("sources", {})
+    if not sources_raw:
+        raise ConfigError(f"{config_path}: no [sources.*] tables: name at least one extract")
+    sources = {
+        n: _source(n, s, landing, config_path, "sources") for n, s in sources_raw.items()
+    }
+    reference = {
+        n: _source(n, s, landing, config_path, "reference")
+        for n, s in raw.get("reference", {}).items()
+    }
+    key_raw = raw.get("key", {})
+    _check_keys(key_raw, {"file", "passphrase_env", "key_env"}, "key", config_path)
+    key = KeySettings(
+        file=_path(base, key_raw["file"], "key.file", config_path) if "file" in key_raw else None,
+        passphrase_env=key_raw.get("passphrase_env", "UPRNLINK_KEY_PASSPHRASE"),
+        key_env=key_raw.get("key_env", "UPRNLINK_KEY"),
+    )
+    link_raw = raw.get("linkage", {})
+    _check_keys(
+        link_raw,
+        {"backend", "match_threshold", "memory_limit", "threads", "max_pairs_u", "seed"},
+        "linkage",
+        config_path,
+    )
+    linkage = LinkageSettings(**link_raw)
+    if linkage.backend not in {"duckdb", "spark"}:
+        raise ConfigError(f"{config_path}: [linkage] backend must be duckdb or spark")
+    if not 0.0 < linkage.match_threshold < 1.0:
+        raise ConfigError(f"{config_path}: [linkage] match_threshold must be between 0 and 1")
+    return RunSettings(
+        config_path=config_path,
+        name=str(run.get("name", config_path.stem)),
+        landing_dir=landing,
+        work_dir=_path(base, run["work_dir"], "run.work_dir", config_path),
+        out_dir=_path(base, run["out_dir"], "run.out_dir", config_path),
+        schemas_dir=_path(base, run["schemas_dir"], "run.schemas_dir", config_path)
+        if "schemas_dir" in run
+        else PROJECT_ROOT / "schemas",
+        policy_path=_path(base, run["policy"], "run.policy", config_path)
+        if "policy" in run
+        else PROJECT_ROOT / "governance" / "policy.toml",
+        reference_date=ref_date,
+        service_period_months=int(run.get("service_period_months", 12)),
+        sources=sources,
+        reference=reference,
+        key=key,
+        linkage=linkage,
+    )

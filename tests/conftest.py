@@ -1,0 +1,67 @@
+"""Shared fixtures: a small seeded synthetic population run through the whole pipeline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from uprnlink.settings import PROJECT_ROOT, RunSettings, read_settings
+
+SMALL_PEOPLE = 1500
+SMALL_SEED = 7
+
+
+@dataclass
+class PipelineRun:
+    """A finished pipeline run on a small synthetic population."""
+
+    root: Path
+    config: Path
+    settings: RunSettings
+    summary: dict[str, Any]
+
+
+def make_demo_tree(root: Path, people: int, seed: int) -> Path:
+    """Synthesise a population under root/demo and copy the demo config to root/config."""
+    from uprnlink.keys import create_demo_key
+    from uprnlink.synth import write_synthetic
+
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    config = root / "config" / "demo.toml"
+    shutil.copy(PROJECT_ROOT / "config" / "demo.toml", config)
+    write_synthetic(root / "demo", people=people, seed=seed)
+    settings = read_settings(config)
+    assert settings.key.file is not None
+    create_demo_key(settings.key.file)
+    return config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _demo_passphrase() -> Iterator[None]:
+    from uprnlink.keys import DEMO_PASSPHRASE
+
+    old = os.environ.get("UPRNLINK_KEY_PASSPHRASE")
+    os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
+    os.environ.pop("UPRNLINK_KEY", None)
+    yield
+    if old is None:
+        os.environ.pop("UPRNLINK_KEY_PASSPHRASE", None)
+    else:
+        os.environ["UPRNLINK_KEY_PASSPHRASE"] = old
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    """The whole pipeline (no orchestrator) on a seeded population of 1,500 people."""
+    from uprnlink.pipeline import run_all
+
+    root = tmp_path_factory.mktemp("small")
+    config = make_demo_tree(root, SMALL_PEOPLE, SMALL_SEED)
+    summary = run_all(str(config), run_id="test-run")
+    return PipelineRun(root=root, config=config, settings=read_settings(config), summary=summary)

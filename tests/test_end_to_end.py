@@ -1,0 +1,130 @@
+"""End to end on a small seeded synthetic population: counts, quality, outputs and privacy."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from tests.conftest import PipelineRun
+from uprnlink.pipeline import evaluate_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_row_is_accepted_or_quarantined(small_run: PipelineRun) -> None:
+    landing = small_run.settings.landing_dir
+    truth = pl.read_parquet(small_run.root / "demo" / "truth" / "records.parquet")
+    for report in small_run.summary["ingest"]:
+        assert report["rows_in"] == report["rows_accepted"] + report["rows_quarantined"]
+        expected = truth.filter(pl.col("source") == report["source"]).height
+        assert report["rows_in"] == expected, report["source"]
+        q = pl.read_parquet(small_run.settings.quarantine_dir / f"{report['source']}.parquet")
+        assert q.height == report["rows_quarantined"]
+        assert q["_reasons"].str.contains(":").all()
+    # The deliberately malformed rows in the synthetic extracts were caught.
+    assert sum(r["rows_quarantined"] for r in small_run.summary["ingest"]) > 0
+    assert landing.exists()
+
+
+def test_linkage_quality_on_synthetic_truth(small_run: PipelineRun) -> None:
+    result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")
+    p = result["pairwise"]
+    assert p["precision"] >= 0.95, p
+    assert p["recall"] >= 0.90, p
+    assert json.loads((small_run.settings.out_dir / "evaluation.json").read_text())["pairwise"] == p
+
+
+def test_published_views_answer_household_questions(small_run: PipelineRun) -> None:
+    con = duckdb.connect(str(small_run.settings.database_path), read_only=True)
+    try:
+        n_households, mean_size = con.execute(
+            "SELECT count(*), avg(residents) FROM households"
+        ).fetchall()[0]
+        assert n_households > 300
+        assert 1.5 < mean_size < 3.5
+        by_decile = con.execute(
+            "SELECT imd_decile, count(*) FROM households GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert len(by_decile) >= 3
+        people_cols = {r[0] for r in con.execute("DESCRIBE people").fetchall()}
+        assert {"person_id", "age_band", "household_id"} <= people_cols
+        assert not {"dob", "forename", "surname", "nhs_number", "uprn"} & people_cols
+        views = {r[0] for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        assert {"households", "people", "area_summary", "deprivation_summary"} <= views
+    finally:
+        con.close()
+
+
+def test_area_summary_suppresses_small_counts(small_run: PipelineRun) -> None:
+    con = duckdb.connect(str(small_run.settings.database_path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT households, residents, people_65_plus_living_alone, emergency_admissions, "
+            "ae_attendances FROM area_summary UNION ALL SELECT households, residents, NULL, "
+            "emergency_admissions, ae_attendances FROM deprivation_summary"
+        ).fetchall()
+    finally:
+        con.close()
+    shown = [v for row in rows for v in row if v is not None]
+    assert shown, "expected some published counts"
+    assert all(v == 0 or v >= 10 for v in shown)
+
+
+def _published_values(run: PipelineRun) -> tuple[set[str], str]:
+    """Every cell of every published Parquet file and DuckDB view, and all published text."""
+    values: set[str] = set()
+    texts = []
+    for path in sorted(run.settings.linked_dir.glob("*.parquet")):
+        df = pl.read_parquet(path).select(pl.all().cast(pl.Utf8))
+        for col in df.columns:
+            values.update(v for v in df.get_column(col).unique().to_list() if v is not None)
+    for path in [*run.settings.linked_dir.glob("*.json"), *(run.settings.out_dir / "runs").glob("*.json")]:
+        texts.append(path.read_text())
+    con = duckdb.connect(str(run.settings.database_path), read_only=True)
+    try:
+        for (view,) in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall():
+            for row in con.execute(f"SELECT * FROM {view}").fetchall():
+                values.update(str(v) for v in row if v is not None)
+    finally:
+        con.close()
+    return values, "\n".join([*texts, *values])
+
+
+def test_no_raw_identifier_or_key_material_is_published(small_run: PipelineRun) -> None:
+    truth = small_run.root / "demo" / "truth"
+    people = pl.read_parquet(truth / "people.parquet")
+    addresses = pl.read_parquet(truth / "addresses.parquet")
+    values, text = _published_values(small_run)
+    digit_runs = set(re.findall(r"\d{6,}", text))
+    nhs = set(people["nhs_number"].cast(pl.Utf8).to_list())
+    uprns = {str(u) for u in addresses["uprn"].to_list()}
+    assert not digit_runs & nhs
+    assert not digit_runs & uprns
+    names = {n.upper() for n in people["surname"].to_list() + people["forename"].to_list()}
+    upper_values = {v.upper() for v in values}
+    assert not upper_values & names, sorted(upper_values & names)[:5]
+    dobs = {d.isoformat() for d in people["dob"].to_list()}
+    assert not values & dobs
+    # The key file's ciphertext and salt never appear in outputs.
+    doc = json.loads(Path(small_run.settings.key.file).read_text())  # type: ignore[arg-type]
+    secrets = [doc["kdf"]["salt"], doc["cipher"]["nonce"], doc["cipher"]["ciphertext"]]
+    assert not any(s in text for s in secrets)
+    assert doc["key_id"] in text  # the fingerprint, not the key, identifies the key used
+
+
+def test_outputs_record_key_id_and_contract_versions(small_run: PipelineRun) -> None:
+    meta = json.loads((small_run.settings.linked_dir / "run_metadata.json").read_text())
+    assert meta["key_id"] == small_run.summary["run"]["key_id"]
+    assert meta["contracts"]["gp_registrations"] == "gp_registrations@1.0"
+    import pyarrow.parquet as pq
+
+    kv = pq.read_metadata(small_run.settings.linked_dir / "person.parquet").metadata
+    assert json.loads(kv[b"uprnlink"])["run_id"] == "test-run"

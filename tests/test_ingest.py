@@ -1,0 +1,160 @@
+"""Ingest: column mapping, validation, quarantine with reasons, and reconciliation."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from uprnlink.contracts import find_contract
+from uprnlink.errors import ContractError
+from uprnlink.ingest import ingest_extract, read_extract, validate_extract
+from uprnlink.settings import PROJECT_ROOT, ColumnMapping, SourceSettings
+
+SCHEMAS = PROJECT_ROOT / "schemas"
+REF = date(2026, 3, 31)
+GP_COLUMNS = {
+    "record_id": "PATIENT_ID",
+    "nhs_number": "NHS_NUMBER",
+    "forename": "FORENAME",
+    "surname": "SURNAME",
+    "dob": "DATE_OF_BIRTH",
+    "sex": "SEX",
+    "postcode": "POSTCODE",
+    "uprn": "UPRN",
+    "start_date": "REGISTRATION_DATE",
+}
+HEADER = "PATIENT_ID,NHS_NUMBER,FORENAME,SURNAME,DATE_OF_BIRTH,SEX,POSTCODE,UPRN,REGISTRATION_DATE,EXTRA\n"
+
+
+def gp_source(path: Path, **overrides: object) -> SourceSettings:
+    cols = {k: ColumnMapping(v) for k, v in GP_COLUMNS.items()}
+    kwargs: dict[str, object] = dict(
+        name="gp_registrations",
+        contract="gp_registrations",
+        contract_version=1,
+        path=path,
+        format="csv",
+        delimiter=",",
+        encoding="utf8",
+        date_format="%Y%m%d",
+        columns=cols,
+    )
+    kwargs.update(overrides)
+    return SourceSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def write(tmp_path: Path, body: str, name: str = "gp.csv", encoding: str = "utf-8") -> Path:
+    p = tmp_path / name
+    p.write_bytes(body.encode(encoding))
+    return p
+
+
+def test_rows_reconcile_and_reasons_name_field_and_rule(tmp_path: Path) -> None:
+    body = HEADER + (
+        "P1,943 476 5919,John,Smith,19800102,M,ls1 4ab,100023336956,20100101,x\n"
+        ",9434765919,Ann,Jones,19800102,F,LS1 4AB,1,20100101,x\n"  # no record id
+        "P3,9434765919,Ann,,19800102,F,LS1 4AB,1,20100101,x\n"  # no surname
+        "P4,9434765919,Ann,Jones,19800231,F,LS1 4AB,1,20100101,x\n"  # impossible dob
+        "P5,9434765918,Ann,Jones,19800102,F,NOT A PC,1.00023E+11,20100101,x\n"  # bad optionals
+        "P1,9434765919,Ann,Jones,19800102,F,LS1 4AB,2,20100101,x\n"  # duplicate id
+        "P7,,Bob,Brown,20300101,M,LS1 4AB,3,20100101,x\n"  # future dob
+    )
+    src = gp_source(write(tmp_path, body))
+    contract = find_contract(SCHEMAS, "gp_registrations", 1)
+    accepted, quarantined, report = ingest_extract(src, contract, REF)
+    assert report.rows_in == 7
+    assert report.rows_accepted + report.rows_quarantined == report.rows_in
+    assert accepted.height == 2 and quarantined.height == 5
+    reasons = dict(
+        zip(quarantined["_row"].to_list(), quarantined["_reasons"].to_list(), strict=True)
+    )
+    assert reasons[2] == "record_id:missing"
+    assert reasons[3] == "surname:missing"
+    assert reasons[4] == "dob:invalid_dob"
+    assert reasons[6] == "record_id:duplicate"
+    assert reasons[7] == "dob:invalid_dob"
+    # The bad optional values cost nothing but the value, and are counted.
+    row5 = accepted.filter(pl.col("record_id") == "P5").row(0, named=True)
+    assert row5["postcode"] is None and row5["uprn"] is None and row5["nhs_number"] is None
+    assert report.values_nulled == {
+        "nhs_number:invalid_nhs_number": 1,
+        "postcode:invalid_postcode": 1,
+        "uprn:invalid_uprn": 1,
+    }
+    row1 = accepted.filter(pl.col("record_id") == "P1").row(0, named=True)
+    assert row1["postcode"] == "LS1 4AB" and row1["uprn"] == 100023336956
+    assert row1["nhs_number"] == "9434765919" and row1["forename"] == "JOHN"
+    assert row1["dob"] == date(1980, 1, 2)
+    assert report.columns_ignored == ["EXTRA"]
+    assert "end_date" in report.fields_not_supplied
+
+
+def test_reasons_never_contain_values(tmp_path: Path) -> None:
+    body = HEADER + "P1,9434765919,Zebedee,,19800231,M,LS1 4AB,1,20100101,x\n"
+    src = gp_source(write(tmp_path, body))
+    _, quarantined, report = ingest_extract(src, find_contract(SCHEMAS, "gp_registrations"), REF)
+    text = str(report.to_dict()) + " ".join(quarantined["_reasons"].to_list())
+    assert "Zebedee" not in text and "19800231" not in text
+
+
+def test_missing_mapping_for_required_field_is_a_clear_error(tmp_path: Path) -> None:
+    cols = {k: ColumnMapping(v) for k, v in GP_COLUMNS.items() if k != "surname"}
+    src = gp_source(write(tmp_path, HEADER + "P1,,A,B,19800101,M,,,20100101,x\n"), columns=cols)
+    with pytest.raises(ContractError, match="required field 'surname'.*mapping_missing"):
+        ingest_extract(src, find_contract(SCHEMAS, "gp_registrations"), REF)
+
+
+def test_mapped_column_absent_from_file_names_file_and_column(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, HEADER.replace("SURNAME", "FAMILY_NAME") + "P1,,A,B,19800101,M,,,20100101,x\n"
+    )
+    with pytest.raises(ContractError) as err:
+        ingest_extract(gp_source(path), find_contract(SCHEMAS, "gp_registrations"), REF)
+    msg = str(err.value)
+    assert "gp.csv" in msg and "column=SURNAME" in msg and "rule=missing_column" in msg
+
+
+def test_empty_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ContractError, match="empty"):
+        read_extract(gp_source(write(tmp_path, "")))
+
+
+def test_latin1_and_bom_are_read(tmp_path: Path) -> None:
+    row = "P1,,Zoë,O'Brien,19800101,F,,,20100101,x\n"
+    latin = write(tmp_path, HEADER + row, "latin.csv", "latin-1")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + (HEADER + row).encode())
+    contract = find_contract(SCHEMAS, "gp_registrations")
+    a1, _, _ = ingest_extract(gp_source(latin, encoding="latin-1"), contract, REF)
+    a2, _, _ = ingest_extract(gp_source(bom), contract, REF)
+    assert a1["forename"].to_list() == ["ZOE"] == a2["forename"].to_list()
+    assert a1["surname"].to_list() == ["OBRIEN"]
+    with pytest.raises(ContractError, match="encoding"):
+        ingest_extract(gp_source(latin), contract, REF)
+
+
+def test_validate_in_memory_frame_with_native_dates() -> None:
+    raw = pl.DataFrame(
+        {
+            "PATIENT_ID": ["A", "B"],
+            "FORENAME": ["x", "y"],
+            "SURNAME": ["s", "t"],
+            "DATE_OF_BIRTH": [date(1990, 1, 1), None],
+            "REGISTRATION_DATE": [date(2020, 1, 1), date(2020, 1, 1)],
+            "NHS_NUMBER": [None, None],
+            "SEX": ["1", "2"],
+            "POSTCODE": [None, None],
+            "UPRN": [None, None],
+        }
+    )
+    src = gp_source(Path("mem.parquet"), format="parquet", date_format=None)
+    accepted, quarantined, report = validate_extract(
+        raw, src, find_contract(SCHEMAS, "gp_registrations"), REF
+    )
+    assert accepted["dob"].to_list() == [date(1990, 1, 1)]
+    assert accepted["sex"].to_list() == ["M"]
+    assert quarantined["_reasons"].to_list() == ["dob:missing"]
+    assert report.reconciles
