@@ -58,6 +58,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from uprnlink.settings import read_settings
+
+    read_settings(Path(args.config))  # fail fast, before an orchestrator starts
     started = time.perf_counter()
     summary = run_flow(Path(args.config), args.run_id)
     print_run_summary(summary, time.perf_counter() - started)

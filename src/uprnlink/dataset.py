@@ -164,7 +164,10 @@ def build_analysis_tables(
               on="household_token", how="left")
         .join(person_flags, on="person_id", how="left")
         .with_columns(
-            age_on_expr("dob", on).alias("age"),
+            pl.when(pl.col("date_of_death") <= on)
+            .then(age_on_expr("dob", on, at_death="date_of_death"))
+            .otherwise(age_on_expr("dob", on))
+            .alias("age"),
             (pl.col("date_of_death").is_not_null() & (pl.col("date_of_death") <= on)).alias(
                 "died_before_reference_date"
             ),

@@ -144,13 +144,14 @@ def residents_on(memberships: pl.DataFrame, on: date) -> pl.DataFrame:
     ).select("person_id", "household_token", "is_communal")
 
 
-def age_on_expr(dob: str, on: date) -> pl.Expr:
-    """Age in whole years on a date."""
+def age_on_expr(dob: str, on: date, *, at_death: str | None = None) -> pl.Expr:
+    """Age in whole years on a date (or on the date in column `at_death`, when given)."""
     d = pl.col(dob)
-    before_birthday = (d.dt.month() > on.month) | (
-        (d.dt.month() == on.month) & (d.dt.day() > on.day)
+    when = pl.col(at_death) if at_death else pl.lit(on)
+    before_birthday = (d.dt.month() > when.dt.month()) | (
+        (d.dt.month() == when.dt.month()) & (d.dt.day() > when.dt.day())
     )
-    return (pl.lit(on.year) - d.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int16)
+    return (when.dt.year() - d.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int16)
 
 
 def age_band_expr(age: str) -> pl.Expr:

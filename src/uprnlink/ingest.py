@@ -260,6 +260,8 @@ def validate_extract(
             typed.append(std.middle_names_expr(pl.col(col)).alias("middle_names"))
         present = _text_expr(col).is_not_null()
         bad = present & value.is_null()
+        if spec.type == "sex":
+            bad = bad & ~std.sex_not_known_expr(pl.col(col))
         failed[spec.name] = bad
         if spec.required:
             reasons.append(pl.when(~present).then(pl.lit(f"{spec.name}:missing")))

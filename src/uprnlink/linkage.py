@@ -138,7 +138,7 @@ def link_people(
     t0 = time.perf_counter()
     con = _connect(settings, work_dir / "duckdb_tmp")
     db = DuckDBAPI(con)
-    sdf = db.register(data, source_dataset_name="records")
+    sdf = db.register(data, dataset_display_name="records")
     linker = Linker(sdf, settings_dict(settings.match_threshold), log_level=logging.WARNING)
 
     linker.training.estimate_probability_two_random_records_match(

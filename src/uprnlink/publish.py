@@ -116,11 +116,11 @@ def views_sql(policy: DisclosurePolicy) -> list[str]:
         WITH h AS (
             SELECT lsoa, ward, imd_decile,
                    count(*) AS households,
-                   sum(residents) AS residents,
+                   sum(residents)::BIGINT AS residents,
                    count(*) FILTER (WHERE living_alone AND people_65_plus = 1) AS people_65_plus_living_alone,
                    count(*) FILTER (WHERE residents > bedrooms * 2) AS crowded_social_lets,
-                   sum(emergency_admissions) AS emergency_admissions,
-                   sum(ae_attendances) AS ae_attendances
+                   sum(emergency_admissions)::BIGINT AS emergency_admissions,
+                   sum(ae_attendances)::BIGINT AS ae_attendances
             FROM households GROUP BY ALL)
         SELECT lsoa, ward, imd_decile,
                {s('households')} AS households,
@@ -135,9 +135,9 @@ def views_sql(policy: DisclosurePolicy) -> list[str]:
         f"""CREATE OR REPLACE VIEW deprivation_summary AS
         WITH h AS (
             SELECT imd_decile, tenure,
-                   count(*) AS households, sum(residents) AS residents,
-                   sum(emergency_admissions) AS emergency_admissions,
-                   sum(ae_attendances) AS ae_attendances
+                   count(*) AS households, sum(residents)::BIGINT AS residents,
+                   sum(emergency_admissions)::BIGINT AS emergency_admissions,
+                   sum(ae_attendances)::BIGINT AS ae_attendances
             FROM households GROUP BY ALL)
         SELECT imd_decile, tenure,
                {s('households')} AS households,

@@ -260,3 +260,22 @@ def flag_expr(col: str | pl.Expr) -> pl.Expr:
     e = _to_expr(col)
     result = _code_key(e).replace_strict(_FLAG_CODES, default=None, return_dtype=pl.Boolean)
     return _named(result, e)
+
+
+SEX_NOT_KNOWN_CODES = (
+    "0",
+    "9",
+    "U",
+    "UNKNOWN",
+    "NOT KNOWN",
+    "NOT STATED",
+    "NOT SPECIFIED",
+    "I",
+    "INDETERMINATE",
+    "X",
+)
+
+
+def sex_not_known_expr(col: str | pl.Expr) -> pl.Expr:
+    """True where a recorded sex is a valid 'not known / not stated' code (not a bad value)."""
+    return _code_key(_to_expr(col)).is_in(list(SEX_NOT_KNOWN_CODES))

@@ -39,13 +39,14 @@ def weighted_index(u: pl.Series, weights: Sequence[float]) -> pl.Series:
     return idx.clip(0, len(weights) - 1).cast(pl.Int64)
 
 
-def poisson_count_expr(lam: pl.Expr, u: pl.Expr, max_k: int = 24) -> pl.Expr:
-    """Poisson(lam) counts by inverting the CDF against uniform u (lam up to about 10)."""
-    p = (-lam).exp()
-    cdf = p
-    count = pl.lit(0, dtype=pl.Int64)
+def with_poisson_counts(frame: pl.DataFrame, lam: str, u: str, out: str, max_k: int = 48) -> pl.DataFrame:
+    """frame with column `out`: Poisson(lam) counts by inverting the CDF at uniform u."""
+    f = frame.with_columns((-pl.col(lam)).exp().alias("_p")).with_columns(
+        pl.col("_p").alias("_cdf"), pl.lit(0, dtype=pl.Int64).alias(out)
+    )
     for k in range(max_k):
-        count = count + (u > cdf).cast(pl.Int64)
-        p = p * lam / (k + 1)
-        cdf = cdf + p
-    return count
+        f = f.with_columns(
+            (pl.col(out) + (pl.col(u) > pl.col("_cdf")).cast(pl.Int64)).alias(out),
+            (pl.col("_p") * pl.col(lam) / (k + 1)).alias("_p"),
+        ).with_columns((pl.col("_cdf") + pl.col("_p")).alias("_cdf"))
+    return f.drop("_p", "_cdf")

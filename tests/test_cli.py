@@ -1,0 +1,44 @@
+"""The command line: help, clear errors without tracebacks, key commands."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from uprnlink.cli import main
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("synth", "run", "demo", "evaluate", "key", "audit", "query"):
+        assert command in out
+
+
+def test_missing_config_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["run", "--config", str(tmp_path / "nope.toml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "config file not found" in err and "Traceback" not in err
+
+
+def test_key_init_show_check(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "k.key"
+    monkeypatch.setenv("TEST_PASSPHRASE", "correct horse battery staple")
+    assert main(["key", "init", "--file", str(path), "--passphrase-env", "TEST_PASSPHRASE"]) == 0
+    assert main(["key", "show", "--file", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "kid-" in out and "correct horse" not in out
+    assert main(["key", "check", "--file", str(path), "--passphrase-env", "TEST_PASSPHRASE"]) == 0
+    monkeypatch.setenv("TEST_PASSPHRASE", "wrong passphrase entirely")
+    code = main(["key", "check", "--file", str(path), "--passphrase-env", "TEST_PASSPHRASE"])
+    err = capsys.readouterr().err
+    assert code == 4 and "wrong passphrase" in err and "Traceback" not in err
+    assert "wrong passphrase entirely" not in err
+    assert os.stat(path).st_mode & 0o777 == 0o600
