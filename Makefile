@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) ## Create or refresh the project's virtual environment (.venv/)
 
 demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/ and print a summary
-	$(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --dir demo
+	$(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
 
 test: $(STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest -q

@@ -50,17 +50,61 @@ class LinkageResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _address_comparison() -> Any:
+    """One comparison for where a record places the person, so UPRN and postcode agreement
+    (which always co-occur) are not counted twice as independent evidence."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    sector = "regexp_extract({c}, '^[A-Z]{{1,2}}[0-9][A-Z0-9]? [0-9]', 0)"
+    district = "split_part({c}, ' ', 1)"
+    return cl.CustomComparison(
+        output_column_name="address",
+        comparison_description="UPRN token, else postcode levels",
+        comparison_levels=[
+            cll.And(
+                cll.Or(cll.NullLevel("uprn_token"), cll.Not(cll.NullLevel("uprn_token"))),
+                cll.CustomLevel(
+                    "(uprn_token_l IS NULL OR uprn_token_r IS NULL) AND "
+                    "(postcode_l IS NULL OR postcode_r IS NULL)"
+                ),
+            ).configure(is_null_level=True),
+            cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
+            cll.CustomLevel(
+                "postcode_l = postcode_r", label_for_charts="Same postcode (UPRN differs or unknown)"
+            ),
+            cll.CustomLevel(
+                f"{sector.format(c='postcode_l')} = {sector.format(c='postcode_r')}",
+                label_for_charts="Same postcode sector",
+            ),
+            cll.CustomLevel(
+                f"{district.format(c='postcode_l')} = {district.format(c='postcode_r')}",
+                label_for_charts="Same postcode district",
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+
+
 def _comparisons() -> list[Any]:
     import splink.comparison_library as cl
 
+    # Starting m probabilities for each non-null level. EM re-estimates every level it can
+    # observe; a level it cannot (true matches born ten years apart, say) keeps this prior
+    # instead of Splink's uninformative default, which would under-penalise disagreement.
     return [
-        cl.NameComparison("forename").configure(term_frequency_adjustments=True),
-        cl.NameComparison("surname").configure(term_frequency_adjustments=True),
-        cl.DateOfBirthComparison("dob", input_is_string=False),
-        cl.PostcodeComparison("postcode"),
-        cl.ExactMatch("uprn_token"),
-        cl.ExactMatch("nhs_token"),
-        cl.ExactMatch("sex"),
+        cl.NameComparison("forename").configure(
+            term_frequency_adjustments=True, m_probabilities=[0.9, 0.04, 0.02, 0.02, 0.02]
+        ),
+        cl.NameComparison("surname").configure(
+            term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
+        ),
+        cl.DateOfBirthComparison("dob", input_is_string=False).configure(
+            m_probabilities=[0.95, 0.03, 0.008, 0.008, 0.003, 0.001]
+        ),
+        _address_comparison().configure(m_probabilities=[0.6, 0.2, 0.08, 0.06, 0.06]),
+        cl.ExactMatch("nhs_token").configure(m_probabilities=[0.995, 0.005]),
+        cl.ExactMatch("sex").configure(m_probabilities=[0.99, 0.01]),
     ]
 
 
@@ -148,12 +192,13 @@ def link_people(
         max_pairs=settings.max_pairs_u, seed=settings.seed
     )
     # NHS-number agreement is near-certain evidence of a match, so a session blocked on it
-    # learns the name, date-of-birth and address m probabilities; the second learns the rest.
+    # learns the name, date-of-birth and address m probabilities; the second (names) learns the
+    # NHS number's.
     linker.training.estimate_parameters_using_expectation_maximisation(
         block_on("nhs_token"), fix_u_probabilities=True
     )
     linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("surname", "dob"), fix_u_probabilities=True
+        block_on("forename", "surname"), fix_u_probabilities=True, max_pairs=settings.max_pairs_em
     )
     timings["train"] = round(time.perf_counter() - t0, 2)
 

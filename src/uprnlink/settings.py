@@ -77,6 +77,7 @@ class LinkageSettings:
     memory_limit: str = "8GB"
     threads: int = 2
     max_pairs_u: float = 2e6
+    max_pairs_em: float = 5e6
     seed: int = 42
 
 
@@ -246,7 +247,7 @@ def read_settings(config_path: Path) -> RunSettings:
     link_raw = raw.get("linkage", {})
     _check_keys(
         link_raw,
-        {"backend", "match_threshold", "memory_limit", "threads", "max_pairs_u", "seed"},
+        {"backend", "match_threshold", "memory_limit", "threads", "max_pairs_u", "max_pairs_em", "seed"},
         "linkage",
         config_path,
     )

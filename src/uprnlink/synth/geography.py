@@ -258,9 +258,15 @@ def _build_lsoa(b: _Builder, lsoa: int, decile: int, target: int, locality: str,
 
 
 def _capacities(rng: random.Random, beds: int, low: int, high: int) -> list[int]:
+    """Sizes of establishments adding up to about `beds` (a small area gets one small home)."""
     out: list[int] = []
-    while sum(out) < beds:
-        out.append(rng.randint(low, high))
+    left = beds
+    while left > 0:
+        cap = rng.randint(low, high)
+        if cap > left:
+            cap = max(left, 8)
+        out.append(cap)
+        left -= cap
     return out
 
 
