@@ -153,6 +153,24 @@ def person_id_expr(col: str = "cluster_id") -> pl.Expr:
     )
 
 
+M_FLOOR = 1e-4
+
+
+def _floor_m_probabilities(linker: Any, floor: float = M_FLOOR) -> None:
+    """Keep every level's m probability above a floor.
+
+    EM can estimate m = 0 for a level it never sees among matches (different NHS numbers,
+    different sex), which makes that disagreement an infinite penalty; real data has
+    transcription errors, so a large but finite penalty is the honest model.
+    """
+    for comparison in linker._settings_obj.comparisons:
+        levels = [lvl for lvl in comparison.comparison_levels if not lvl.is_null_level]
+        for level in levels:
+            m = level.m_probability
+            if isinstance(m, float) and m < floor:
+                level.m_probability = floor
+
+
 def _connect(settings: LinkageSettings, temp_dir: Path) -> duckdb.DuckDBPyConnection:
     temp_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
@@ -200,6 +218,7 @@ def link_people(
     linker.training.estimate_parameters_using_expectation_maximisation(
         block_on("forename", "surname"), fix_u_probabilities=True, max_pairs=settings.max_pairs_em
     )
+    _floor_m_probabilities(linker)
     timings["train"] = round(time.perf_counter() - t0, 2)
 
     t1 = time.perf_counter()
