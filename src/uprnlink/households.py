@@ -1,8 +1,8 @@
 """Households: who lives at which pseudonymised UPRN, from when to when.
 
 Each residence-bearing record says a person lived at an address over a period. Per person the
-periods are laid end to end (a later move-in cuts an earlier open period; at equal start dates
-the more authoritative source wins), giving a timeline without overlaps. A household on a
+periods are resolved into a timeline without overlaps: on any day the person lives where the
+most recent covering move-in says (at equal start dates the more authoritative source wins). A household on a
 reference date is everyone whose timeline places them at the same household token that day.
 Communal establishments (care homes, hostels) are flagged and are not counted as households.
 """
@@ -90,41 +90,62 @@ def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_memberships(periods: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
-    """A non-overlapping residence timeline per person, merged into membership spells."""
+    """A non-overlapping residence timeline per person, merged into membership spells.
+
+    The person's days are cut at every period start and end. On each piece the address is the
+    one from the covering period that started last (the most recent move-in), ties going to the
+    more authoritative source; a piece no period covers is a gap. Death ends the timeline.
+    """
+    one_day = timedelta(days=1)
     deaths = people.select("person_id", "date_of_death")
-    ordered = (
-        periods.sort(["person_id", "valid_from", "prio"])
-        .unique(["person_id", "valid_from"], keep="first", maintain_order=True)
-        .with_columns(pl.col("valid_from").shift(-1).over("person_id").alias("_next_from"))
-        .with_columns(
-            pl.when(pl.col("_next_from").is_not_null())
-            .then(pl.min_horizontal("valid_to", pl.col("_next_from") - timedelta(days=1)))
-            .otherwise(pl.col("valid_to"))
-            .alias("valid_to")
-        )
-        .join(deaths, on="person_id", how="left")
+    periods = (
+        periods.join(deaths, on="person_id", how="left")
         .with_columns(
             pl.min_horizontal("valid_to", pl.col("date_of_death").fill_null(OPEN_END)).alias(
                 "valid_to"
             )
         )
+        .drop("date_of_death")
         .filter(pl.col("valid_to") >= pl.col("valid_from"))
     )
-    # Merge consecutive spells at the same address into one membership.
-    spells = ordered.with_columns(
-        (pl.col("household_token") != pl.col("household_token").shift(1).over("person_id"))
-        .fill_null(True)
-        .cum_sum()
-        .over("person_id")
-        .alias("_spell")
+    cuts = (
+        pl.concat(
+            [
+                periods.select("person_id", pl.col("valid_from").alias("start")),
+                periods.filter(pl.col("valid_to") < OPEN_END).select(
+                    "person_id", (pl.col("valid_to") + one_day).alias("start")
+                ),
+            ]
+        )
+        .unique()
+        .sort("person_id", "start")
+        .with_columns(
+            (pl.col("start").shift(-1).over("person_id") - one_day)
+            .fill_null(OPEN_END)
+            .alias("end")
+        )
     )
+    pieces = (
+        cuts.join(periods, on="person_id", how="inner")
+        .filter((pl.col("valid_from") <= pl.col("start")) & (pl.col("valid_to") >= pl.col("start")))
+        .sort(["person_id", "start", "valid_from", "prio"], descending=[False, False, True, False])
+        .group_by("person_id", "start", maintain_order=True)
+        .first()
+        .select("person_id", "start", "end", "household_token", "is_communal")
+    )
+    # Merge consecutive pieces at the same address with no gap between them.
+    new_spell = (
+        (pl.col("household_token") != pl.col("household_token").shift(1).over("person_id"))
+        | (pl.col("start") != (pl.col("end").shift(1).over("person_id") + one_day))
+    ).fill_null(True)
     return (
-        spells.group_by("person_id", "_spell")
+        pieces.with_columns(new_spell.cum_sum().over("person_id").alias("_spell"))
+        .group_by("person_id", "_spell")
         .agg(
             pl.col("household_token").first(),
             pl.col("is_communal").first(),
-            pl.col("valid_from").min(),
-            pl.col("valid_to").max(),
+            pl.col("start").min().alias("valid_from"),
+            pl.col("end").max().alias("valid_to"),
         )
         .drop("_spell")
         .with_columns(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from uprnlink.synth.rates import SOURCES, SynthErrorRates
 from uprnlink.synth.simulation import History, simulate
 from uprnlink.synth import sources as src
 
+_log = logging.getLogger(__name__)
 _EPOCH = date(1970, 1, 1)
 _UPRN_LOOKUP_GAP = 0.005
 
@@ -45,6 +47,18 @@ class SynthSummary:
     households_on_reference_date: int
     records_per_source: dict[str, int]
     seconds: float
+
+
+class _Clock:
+    """Logs how long each stage took, at DEBUG level."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        _log.debug("synth %s: %.2f s", stage, now - self.t)
+        self.t = now
 
 
 def _years_before(d: date, years: int) -> date:
@@ -189,6 +203,7 @@ def write_synthetic(
     if people < 100:
         raise ValueError("people must be at least 100")
     t0 = time.perf_counter()
+    clock = _Clock()
     rates = rates or SynthErrorRates()
     root = random.Random(seed)
     stage = {name: random.Random(root.getrandbits(64)) for name in (
@@ -207,8 +222,10 @@ def write_synthetic(
         return g.addresses
 
     history, addresses = simulate(stage["world"], people, s_day, e_day, read_surnames(), build)
+    clock.lap("simulation")
     residence = src.residence_with_previous(history.residence)
     people_frame = _people_frame(history, residence, addresses, end, stage["people"])
+    clock.lap("people")
     w = src.World(history=history, people=people_frame, residence=residence, addresses=addresses, start=start, end=end)
     lines = ex.address_lines(addresses)
     addr_keys = addresses.select("uprn", "postcode", "neighbour_uprn")
@@ -225,6 +242,7 @@ def write_synthetic(
         ),
         "hospital_activity": src.hospital_records(w, activity),
     }
+    clock.lap("true records")
     landing = out_dir / "landing"
     landing.mkdir(parents=True, exist_ok=True)
     truth_parts = []
@@ -254,6 +272,7 @@ def write_synthetic(
         _write_extract(out, spec, landing)
         truth_parts.append(truth)
         counts[source] = out.height
+        clock.lap(source)
 
     _write_reference(addresses, lsoas["frame"], landing / "reference", stage["reference"])
     records = pl.concat(truth_parts)
@@ -271,6 +290,7 @@ def write_synthetic(
         "households_on_reference_date": households_now,
     }
     _write_truth(w, history, out_dir / "truth", records, manifest)
+    clock.lap("reference and truth")
     return SynthSummary(
         people=people_frame.height,
         addresses=addresses.height,

@@ -251,8 +251,9 @@ def finalise(frame: pl.DataFrame, spec: ExtractSpec, rates: SourceErrorRates, rn
     r = random.Random(rng.getrandbits(64))
     f = frame.sort("record_date", "_row", "duplicate", maintain_order=True)
     n = f.height
-    ids = pl.Series(spec.id_col, [f"{spec.id_prefix}{spec.id_start + i:0{spec.id_digits}d}" for i in range(n)], dtype=pl.Utf8)
-    f = f.with_columns(ids)
+    f = f.with_columns(
+        (pl.lit(spec.id_prefix) + (pl.int_range(pl.len(), dtype=pl.Int64) + spec.id_start).cast(pl.Utf8).str.zfill(spec.id_digits)).alias(spec.id_col)
+    )
     k = min(n, max(2, round(rates.malformed * n))) if n else 0
     picks = sorted(r.sample(range(n), k)) if k else []
     kind = [""] * n

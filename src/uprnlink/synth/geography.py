@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from uprnlink.synth.draws import uniforms
+
 LAD_CODE = "E08000999"
 LAD_NAME = "Calderbridge"
 TOWN = "CALDERBRIDGE"
@@ -97,28 +99,41 @@ _SOCIAL_BY_DECILE = (0.42, 0.33, 0.25, 0.19, 0.14, 0.1, 0.075, 0.05, 0.035, 0.02
 _SOCIAL_KIND = {DETACHED: 0.05, SEMI: 0.9, TERRACE: 1.1, FLAT: 1.5}
 
 
-def _bedrooms(rng: random.Random, kind: int) -> int:
-    if kind == BEDSIT:
-        return 1
-    table = _BEDROOMS.get(kind)
-    return _weighted(rng, table) if table else 0
-
-
-def _band(rng: random.Random, kind: int, decile: int) -> str:
-    base = _BAND_BASE.get(kind, 2)
-    base += (decile - 4) // 3
-    if rng.random() < 0.3:
-        base += 1 if rng.random() < 0.5 else -1
-    return "ABCDEFGH"[min(7, max(0, base))]
-
-
-def _tenure(rng: random.Random, kind: int, decile: int) -> int:
-    if kind == BEDSIT:
-        return PRIVATE_RENT
-    if rng.random() < _SOCIAL_BY_DECILE[decile - 1] * _SOCIAL_KIND[kind]:
-        return SOCIAL_RENT
-    private = (0.3 - 0.024 * (decile - 1)) * (1.5 if kind == FLAT else 1.0)
-    return PRIVATE_RENT if rng.random() < private else OWNER
+def _stock_exprs() -> dict[str, pl.Expr]:
+    """Bedrooms, council tax band and first tenure of each address, from its kind and decile."""
+    kind, decile = pl.col("kind"), pl.col("decile")
+    u = pl.col("u_bed")
+    bedrooms = pl.lit(0)
+    for k, table in _BEDROOMS.items():
+        cuts: list[tuple[float, int]] = []
+        cum = 0.0
+        for value, w in table[:-1]:
+            cum += w
+            cuts.append((cum, value))
+        chain = pl.lit(table[-1][0])
+        for cut, value in reversed(cuts):
+            chain = pl.when(u < cut).then(pl.lit(value)).otherwise(chain)
+        bedrooms = pl.when(kind == k).then(chain).otherwise(bedrooms)
+    bedrooms = pl.when(kind == BEDSIT).then(pl.lit(1)).otherwise(bedrooms)
+    shift = decile.replace_strict({d: (d - 4) // 3 for d in range(1, 11)}, return_dtype=pl.Int64)
+    noise = pl.when(pl.col("u_band") < 0.15).then(-1).when(pl.col("u_band") < 0.3).then(1).otherwise(0)
+    base = kind.replace_strict(_BAND_BASE, default=2, return_dtype=pl.Int64)
+    band_idx = (base + shift + noise).clip(0, 7)
+    band = band_idx.replace_strict(dict(enumerate("ABCDEFGH")), return_dtype=pl.Utf8)
+    social = decile.replace_strict(dict(enumerate(_SOCIAL_BY_DECILE, start=1)), return_dtype=pl.Float64) * kind.replace_strict(_SOCIAL_KIND, default=0.0, return_dtype=pl.Float64)
+    private = (0.3 - 0.024 * (decile.cast(pl.Float64) - 1)) * pl.when(kind == FLAT).then(1.5).otherwise(1.0)
+    tenure = (
+        pl.when(kind == BEDSIT).then(pl.lit(PRIVATE_RENT))
+        .when(pl.col("u_social") < social).then(pl.lit(SOCIAL_RENT))
+        .when(pl.col("u_private") < private).then(pl.lit(PRIVATE_RENT))
+        .otherwise(pl.lit(OWNER))
+    )
+    communal = kind.is_in(list(COMMUNAL_KINDS))
+    return {
+        "bedrooms": pl.when(communal).then(pl.lit(0)).otherwise(bedrooms).cast(pl.Int8),
+        "band": pl.when(communal).then(None).otherwise(band),
+        "stock_tenure": pl.when(communal).then(None).otherwise(tenure).cast(pl.Int8),
+    }
 
 
 def _street_kind(rng: random.Random, decile: int) -> str:
@@ -145,8 +160,7 @@ class _Builder:
         self.cols: dict[str, list[object]] = {
             k: []
             for k in (
-                "uprn", "kind", "capacity", "bedrooms", "band", "stock_tenure", "lsoa_idx",
-                "street_id", "sub_building", "building_name", "number", "street", "locality",
+                "uprn", "kind", "capacity", "lsoa_idx", "street_id", "sub_building", "building_name", "number", "street", "locality",
                 "easting", "northing",
             )
         }
@@ -161,9 +175,6 @@ class _Builder:
         c["uprn"].append(self.counter[digits])
         c["kind"].append(kind)
         c["capacity"].append(capacity)
-        c["bedrooms"].append(_bedrooms(rng, kind))
-        c["band"].append(_band(rng, kind, decile) if kind not in COMMUNAL_KINDS else None)
-        c["stock_tenure"].append(_tenure(rng, kind, decile) if kind not in COMMUNAL_KINDS else None)
         c["lsoa_idx"].append(lsoa)
         c["street_id"].append(self.street_id)
         c["sub_building"].append(sub)
@@ -354,9 +365,8 @@ def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_b
     )
     addresses = (
         pl.DataFrame(b.cols, schema_overrides={
-            "uprn": pl.Int64, "kind": pl.Int8, "capacity": pl.Int32, "bedrooms": pl.Int8,
-            "stock_tenure": pl.Int8, "lsoa_idx": pl.Int32, "street_id": pl.Int32,
-            "easting": pl.Int32, "northing": pl.Int32,
+            "uprn": pl.Int64, "kind": pl.Int8, "capacity": pl.Int32, "lsoa_idx": pl.Int32,
+            "street_id": pl.Int32, "easting": pl.Int32, "northing": pl.Int32,
         })
         .with_columns(
             postcode=pl.Series(postcodes),
@@ -366,6 +376,9 @@ def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_b
             town=pl.lit(TOWN),
         )
         .join(lsoas, on="lsoa_idx", how="left", maintain_order="left")
+        .hstack(uniforms(rng, len(postcodes), ["u_bed", "u_band", "u_social", "u_private"]))
+        .with_columns(**_stock_exprs())
+        .drop("u_bed", "u_band", "u_social", "u_private")
         .with_row_index("dwelling")
         .with_columns(pl.col("dwelling").cast(pl.Int32))
         .with_columns(

@@ -9,6 +9,7 @@ starting two weeks or more later can draw it. Communal establishments hold many 
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import random
@@ -37,6 +38,13 @@ STILL_HERE, DIED, LEFT_AREA = range(3)
 # vacancy pools: the letting market each dwelling belongs to
 _POOL_OWNER, _POOL_PRIVATE, _POOL_SOCIAL, _POOL_HMO = range(4)
 _MIN_VOID_DAYS = 14
+_MARKETS_HMO = (_POOL_HMO * 4, _POOL_PRIVATE * 4)
+_MARKETS_SOCIAL = (_POOL_SOCIAL * 4,)
+_MARKETS_OWNER = (_POOL_OWNER * 4, _POOL_PRIVATE * 4)
+_MARKETS_PRIVATE = (_POOL_PRIVATE * 4, _POOL_OWNER * 4)
+_CLASS_ORDER = tuple(
+    tuple(c for c in (w, w + 1, w - 1, w + 2, w - 2, w + 3, w - 3) if 0 <= c <= 3) for w in range(4)
+)
 
 # Gompertz mortality (hazard A*exp(B*age)), calibrated to UK life tables
 _GOMPERTZ_A, _GOMPERTZ_B = 4.5e-5, 0.0877
@@ -225,24 +233,25 @@ class _Sim:
 
     def find_dwelling(self, tenure: int, size: int, t: int, hmo: bool = False) -> int:
         """A vacant dwelling for a household wanting `tenure` and about `size` bedrooms, or -1."""
-        rng = self.rng
+        rnd = self.rng.random
+        pools, vac = self.pools, self.d_vac
+        latest = t - _MIN_VOID_DAYS
         if hmo:
-            markets = (_POOL_HMO, _POOL_PRIVATE)
+            markets = _MARKETS_HMO
         elif tenure == SOCIAL_RENT:
-            markets = (_POOL_SOCIAL,)
+            markets = _MARKETS_SOCIAL
         elif tenure == OWNER:
-            markets = (_POOL_OWNER, _POOL_PRIVATE)
+            markets = _MARKETS_OWNER
         else:
-            markets = (_POOL_PRIVATE, _POOL_OWNER)
-        want = min(3, max(0, size - 1))
+            markets = _MARKETS_PRIVATE
+        order = _CLASS_ORDER[min(3, max(0, size - 1))]
         for market in markets:
-            for cls in (want, want + 1, want - 1, want + 2, want - 2, want + 3, want - 3):
-                if not 0 <= cls <= 3:
-                    continue
-                pool = self.pools[market * 4 + cls]
-                for _ in range(min(6, len(pool))):
-                    d = pool[int(rng.random() * len(pool))]
-                    if self.d_vac[d] + _MIN_VOID_DAYS <= t:
+            for cls in order:
+                pool = pools[market + cls]
+                n = len(pool)
+                for _ in range(6 if n > 6 else n):
+                    d = pool[int(rnd() * n)]
+                    if vac[d] <= latest:
                         return d
         return -1
 
@@ -305,7 +314,8 @@ class _Sim:
 
     def start_residence(self, p: int, d: int, t: int, size: int) -> None:
         self.p_home[p] = d
-        self.p_from[p] = max(t, self.p_dob[p])
+        dob = self.p_dob[p]
+        self.p_from[p] = t if t > dob else dob
         self.p_size[p] = size
 
     def end_residence(self, p: int, last_day: int) -> None:
@@ -977,6 +987,18 @@ def simulate(rng: random.Random, people: int, start: int, end: int, surnames: Su
     `build_addresses(dwellings, care_beds, hostel_beds)` returns the addresses frame; it is
     called once the number of households is known, so the stock fits them with ~5% vacant.
     """
+    # millions of small long-lived lists make the cyclic collector rescan an ever larger heap
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate(rng, people, start, end, surnames, build_addresses)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _simulate(rng: random.Random, people: int, start: int, end: int, surnames: SurnameTable,
+              build_addresses: object) -> tuple[History, pl.DataFrame]:
     care_beds = round(0.0185 * people)
     hostel_beds = round(0.006 * people)
     resident_target = people - int(care_beds * 0.91) - int(hostel_beds * 0.85)
