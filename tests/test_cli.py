@@ -19,7 +19,9 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
-def test_missing_config_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_missing_config_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code = main(["run", "--config", str(tmp_path / "nope.toml")])
     err = capsys.readouterr().err
     assert code == 2

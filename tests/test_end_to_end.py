@@ -54,8 +54,12 @@ def test_published_views_answer_household_questions(small_run: PipelineRun) -> N
         people_cols = {r[0] for r in con.execute("DESCRIBE people").fetchall()}
         assert {"person_id", "age_band", "household_id"} <= people_cols
         assert not {"dob", "forename", "surname", "nhs_number", "uprn"} & people_cols
-        views = {r[0] for r in con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        views = {
+            r[0]
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        }
         assert {"households", "people", "area_summary", "deprivation_summary"} <= views
     finally:
         con.close()
@@ -84,7 +88,10 @@ def _published_values(run: PipelineRun) -> tuple[set[str], str]:
         df = pl.read_parquet(path).select(pl.all().cast(pl.Utf8))
         for col in df.columns:
             values.update(v for v in df.get_column(col).unique().to_list() if v is not None)
-    for path in [*run.settings.linked_dir.glob("*.json"), *(run.settings.out_dir / "runs").glob("*.json")]:
+    for path in [
+        *run.settings.linked_dir.glob("*.json"),
+        *(run.settings.out_dir / "runs").glob("*.json"),
+    ]:
         texts.append(path.read_text())
     con = duckdb.connect(str(run.settings.database_path), read_only=True)
     try:

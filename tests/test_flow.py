@@ -30,7 +30,9 @@ def test_flow_runs_end_to_end_under_prefect(prefect_harness: None, tmp_path: Pat
     settings = read_settings(config)
     assert summary["run"]["run_id"] == "flow-test"
     assert {r["source"] for r in summary["ingest"]} == set(settings.sources)
-    assert all(r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] for r in summary["ingest"])
+    assert all(
+        r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] for r in summary["ingest"]
+    )
     assert summary["linkage"]["people"] > 300
     assert settings.database_path.exists()
     assert (settings.linked_dir / "household.parquet").exists()

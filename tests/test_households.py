@@ -33,11 +33,15 @@ def records(rows: list[tuple[str, str, str, date, date | None]]) -> pl.DataFrame
 
 
 def no_deaths(*ids: str) -> pl.DataFrame:
-    return pl.DataFrame({"person_id": list(ids), "date_of_death": [None] * len(ids)},
-                        schema_overrides={"date_of_death": pl.Date})
+    return pl.DataFrame(
+        {"person_id": list(ids), "date_of_death": [None] * len(ids)},
+        schema_overrides={"date_of_death": pl.Date},
+    )
 
 
-def timeline(rows: list[tuple[str, str, str, date, date | None]]) -> list[tuple[str, date, date | None]]:
+def timeline(
+    rows: list[tuple[str, str, str, date, date | None]],
+) -> list[tuple[str, date, date | None]]:
     people = no_deaths(*{r[0] for r in rows})
     m = build_memberships(residence_periods(records(rows)), people)
     return [(r["household_token"], r["valid_from"], r["valid_to"]) for r in m.iter_rows(named=True)]

@@ -25,7 +25,9 @@ def test_policy_file_drives_the_threshold(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("min_count,suppress_zero", [(10, False), (5, False), (8, True)])
-def test_suppression_sql_hides_exactly_the_small_counts(min_count: int, suppress_zero: bool) -> None:
+def test_suppression_sql_hides_exactly_the_small_counts(
+    min_count: int, suppress_zero: bool
+) -> None:
     policy = DisclosurePolicy(min_count=min_count, suppress_zero=suppress_zero)
     values = list(range(0, 30))
     shown = duckdb.sql(

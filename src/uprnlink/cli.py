@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -48,12 +47,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from uprnlink.synth import write_synthetic
 
     summary = write_synthetic(Path(args.out), people=args.people, seed=args.seed)
-    print(f"Synthetic population: {summary.people:,} people at {summary.addresses:,} addresses "
-          f"({summary.households_on_reference_date:,} households on the reference date)")
+    print(
+        f"Synthetic population: {summary.people:,} people at {summary.addresses:,} addresses "
+        f"({summary.households_on_reference_date:,} households on the reference date)"
+    )
     for source, n in summary.records_per_source.items():
         print(f"  {source:<20} {n:>10,} records")
-    print(f"Extracts in {Path(args.out) / 'landing'}; ground truth in {Path(args.out) / 'truth'} "
-          f"({summary.seconds:.1f} s)")
+    print(
+        f"Extracts in {Path(args.out) / 'landing'}; ground truth in {Path(args.out) / 'truth'} "
+        f"({summary.seconds:.1f} s)"
+    )
     return 0
 
 
@@ -124,7 +127,9 @@ def cmd_key(args: argparse.Namespace) -> int:
         passphrase = _passphrase(args.passphrase_env, confirm=True)
         info = keys.create_key_file(path, passphrase)
         print(f"Created key {info.key_id} (epoch {info.epoch}) in {path}")
-        print("Keep the passphrase in your secrets manager; the key cannot be recovered without it.")
+        print(
+            "Keep the passphrase in your secrets manager; the key cannot be recovered without it."
+        )
     elif args.key_command == "show":
         info = keys.read_key_info(path)
         print(f"key id:     {info.key_id}\nepoch:      {info.epoch}\ncreated at: {info.created_at}")
@@ -133,8 +138,10 @@ def cmd_key(args: argparse.Namespace) -> int:
         print(f"OK: key {key.key_id} (epoch {key.epoch}) unlocks")
     elif args.key_command == "rotate":
         info = keys.rotate_key_file(path, _passphrase(args.passphrase_env))
-        print(f"Rotated: new key {info.key_id} (epoch {info.epoch}). Every output must be rebuilt "
-              "with `uprnlink run` on the full extracts: tokens of two epochs never mix.")
+        print(
+            f"Rotated: new key {info.key_id} (epoch {info.epoch}). Every output must be rebuilt "
+            "with `uprnlink run` on the full extracts: tokens of two epochs never mix."
+        )
     return 0
 
 
@@ -189,22 +196,35 @@ def _passphrase(env_name: str | None, confirm: bool = False) -> str:
 
 def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
     """The run's counts, timings and output locations."""
-    print(f"Run {summary['run']['run_id']}  key {summary['run']['key_id']} "
-          f"(epoch {summary['run']['epoch']})")
-    print(f"\n{'source':<20}{'rows in':>10}{'accepted':>10}{'quarantined':>12}{'nulled':>8}  reconciles")
+    print(
+        f"Run {summary['run']['run_id']}  key {summary['run']['key_id']} "
+        f"(epoch {summary['run']['epoch']})"
+    )
+    print(
+        f"\n{'source':<20}{'rows in':>10}{'accepted':>10}{'quarantined':>12}{'nulled':>8}  reconciles"
+    )
     for r in summary["ingest"]:
         nulled = sum(r["values_nulled"].values())
         ok = "yes" if r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] else "NO"
-        print(f"{r['source']:<20}{r['rows_in']:>10,}{r['rows_accepted']:>10,}"
-              f"{r['rows_quarantined']:>12,}{nulled:>8,}  {ok}")
+        print(
+            f"{r['source']:<20}{r['rows_in']:>10,}{r['rows_accepted']:>10,}"
+            f"{r['rows_quarantined']:>12,}{nulled:>8,}  {ok}"
+        )
     counts = summary["published"]["metadata"]["counts"]
     link = summary["linkage"]
-    print(f"\nLinked {link['records']:,} records into {link['people']:,} people "
-          f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})")
-    print(f"Households on {summary['published']['metadata']['reference_date']}: "
-          f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)")
-    print("\nWall time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
-          + f"; total {wall_seconds:.1f} s; peak memory {peak_memory_mib():,.0f} MiB")
+    print(
+        f"\nLinked {link['records']:,} records into {link['people']:,} people "
+        f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
+    )
+    print(
+        f"Households on {summary['published']['metadata']['reference_date']}: "
+        f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)"
+    )
+    print(
+        "\nWall time per stage: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
+        + f"; total {wall_seconds:.1f} s; peak memory {peak_memory_mib():,.0f} MiB"
+    )
     print(f"\nPublished (de-identified): {summary['published']['linked_dir']}")
     print(f"Analyst database:          {summary['published']['database']}")
     print(f"Run summary:               {summary['summary_path']}")
@@ -213,9 +233,11 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
 def print_evaluation(result: dict[str, Any]) -> None:
     """Pairwise precision, recall and F1 of the person clusters."""
     p = result["pairwise"]
-    print(f"\nLinkage against ground truth ({p['records']:,} records): precision {p['precision']:.4f}, "
-          f"recall {p['recall']:.4f}, F1 {p['f1']:.4f}  (true pairs {p['true_pairs']:,}, "
-          f"predicted {p['predicted_pairs']:,})")
+    print(
+        f"\nLinkage against ground truth ({p['records']:,} records): precision {p['precision']:.4f}, "
+        f"recall {p['recall']:.4f}, F1 {p['f1']:.4f}  (true pairs {p['true_pairs']:,}, "
+        f"predicted {p['predicted_pairs']:,})"
+    )
 
 
 EXAMPLE_QUERY = """\
@@ -276,8 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("key", help="create, inspect, check or rotate the pseudonymisation key")
     k.add_argument("key_command", choices=["init", "show", "check", "rotate"])
     k.add_argument("--file", required=True, help="encrypted key file")
-    k.add_argument("--passphrase-env", default="UPRNLINK_KEY_PASSPHRASE",
-                   help="environment variable holding the passphrase (else prompt)")
+    k.add_argument(
+        "--passphrase-env",
+        default="UPRNLINK_KEY_PASSPHRASE",
+        help="environment variable holding the passphrase (else prompt)",
+    )
     k.set_defaults(func=cmd_key)
 
     a = sub.add_parser("audit", help="verify the tamper-evident audit log")

@@ -160,8 +160,11 @@ def build_analysis_tables(
             on="person_id",
             how="left",
         )
-        .join(areas.select("household_token", "lsoa", "msoa", "ward", "imd_decile"),
-              on="household_token", how="left")
+        .join(
+            areas.select("household_token", "lsoa", "msoa", "ward", "imd_decile"),
+            on="household_token",
+            how="left",
+        )
         .join(person_flags, on="person_id", how="left")
         .with_columns(
             pl.when(pl.col("date_of_death") <= on)
@@ -201,11 +204,16 @@ def build_analysis_tables(
                 ),
             ]
         )
-        .join(residents.select("person_id", pl.col("household_token").alias("household_id")),
-              on="person_id", how="left")
+        .join(
+            residents.select("person_id", pl.col("household_token").alias("household_id")),
+            on="person_id",
+            how="left",
+        )
         .sort("event_date", "person_id")
     )
-    return AnalysisTables(person=person, household=household, membership=membership, service_events=events)
+    return AnalysisTables(
+        person=person, household=household, membership=membership, service_events=events
+    )
 
 
 def _person_flags(
@@ -219,7 +227,9 @@ def _person_flags(
     """Per-person conditions and service use."""
     flags = [c for c in LTC_FLAGS if c in gp.columns]
     ltc = gp.group_by("person_id").agg([pl.col(c).fill_null(False).any() for c in flags])
-    ltc = ltc.with_columns(pl.any_horizontal(flags).alias("ltc_any") if flags else pl.lit(False).alias("ltc_any"))
+    ltc = ltc.with_columns(
+        pl.any_horizontal(flags).alias("ltc_any") if flags else pl.lit(False).alias("ltc_any")
+    )
     use = hospital.group_by("person_id").agg(
         (pl.col("activity_type") == "AE").sum().cast(pl.Int32).alias("ae_attendances"),
         (pl.col("activity_type") == "EMERGENCY_ADMISSION")
@@ -232,11 +242,15 @@ def _person_flags(
         .join(ltc, on="person_id", how="left")
         .join(use, on="person_id", how="left")
         .with_columns(
-            pl.col("person_id").is_in(benefits.get_column("person_id").implode()).alias("receives_benefits"),
-            pl.col("person_id").is_in(housing.get_column("person_id").implode()).alias("social_tenant"),
-            pl.col("person_id").is_in(care_in_period.get_column("person_id").implode()).alias(
-                "social_care_client"
-            ),
+            pl.col("person_id")
+            .is_in(benefits.get_column("person_id").implode())
+            .alias("receives_benefits"),
+            pl.col("person_id")
+            .is_in(housing.get_column("person_id").implode())
+            .alias("social_tenant"),
+            pl.col("person_id")
+            .is_in(care_in_period.get_column("person_id").implode())
+            .alias("social_care_client"),
             pl.col("ae_attendances").fill_null(0),
             pl.col("emergency_admissions").fill_null(0),
         )

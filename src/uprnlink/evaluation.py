@@ -42,7 +42,9 @@ def _pairs(col: pl.Expr) -> pl.Expr:
     return (col * (col - 1) // 2).sum()
 
 
-def pairwise_scores(frame: pl.DataFrame, predicted: str = "person_id", truth: str = "true_id") -> PairwiseScores:
+def pairwise_scores(
+    frame: pl.DataFrame, predicted: str = "person_id", truth: str = "true_id"
+) -> PairwiseScores:
     """Pairwise scores of `predicted` cluster ids against `truth` ids, one row per record."""
     df = frame.select(predicted, truth).drop_nulls()
     counts = pl.col("len").cast(pl.Int64)

@@ -120,9 +120,7 @@ def build_memberships(periods: pl.DataFrame, people: pl.DataFrame) -> pl.DataFra
         .unique()
         .sort("person_id", "start")
         .with_columns(
-            (pl.col("start").shift(-1).over("person_id") - one_day)
-            .fill_null(OPEN_END)
-            .alias("end")
+            (pl.col("start").shift(-1).over("person_id") - one_day).fill_null(OPEN_END).alias("end")
         )
     )
     pieces = (

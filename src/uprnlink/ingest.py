@@ -74,7 +74,7 @@ def _decode_to_utf8(data: bytes, encoding: str, path: Path) -> bytes:
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise ContractError(
-                "file is not valid UTF-8; set encoding (for example encoding = \"latin-1\") "
+                'file is not valid UTF-8; set encoding (for example encoding = "latin-1") '
                 "in the source's config",
                 file=str(path),
                 row=line,
@@ -85,7 +85,9 @@ def _decode_to_utf8(data: bytes, encoding: str, path: Path) -> bytes:
         return data.decode(codec).encode("utf-8")
     except (LookupError, UnicodeDecodeError) as exc:
         raise ContractError(
-            f"cannot decode file as {encoding}: {type(exc).__name__}", file=str(path), rule="encoding"
+            f"cannot decode file as {encoding}: {type(exc).__name__}",
+            file=str(path),
+            rule="encoding",
         ) from None
 
 
@@ -169,9 +171,7 @@ def _text_expr(col: str) -> pl.Expr:
     return pl.when(s.str.len_chars() > 0).then(s).otherwise(None)
 
 
-def typed_expr(
-    spec: FieldSpec, col: str, formats: list[str], reference_date: date
-) -> pl.Expr:
+def typed_expr(spec: FieldSpec, col: str, formats: list[str], reference_date: date) -> pl.Expr:
     """The standardised, typed value of one field (null where the raw value breaks its rule)."""
     raw = pl.col(col)
     t = spec.type

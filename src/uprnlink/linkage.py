@@ -71,7 +71,8 @@ def _address_comparison() -> Any:
             ).configure(is_null_level=True),
             cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
             cll.CustomLevel(
-                "postcode_l = postcode_r", label_for_charts="Same postcode (UPRN differs or unknown)"
+                "postcode_l = postcode_r",
+                label_for_charts="Same postcode (UPRN differs or unknown)",
             ),
             cll.CustomLevel(
                 f"{sector.format(c='postcode_l')} = {sector.format(c='postcode_r')}",
@@ -153,6 +154,13 @@ def person_id_expr(col: str = "cluster_id") -> pl.Expr:
     )
 
 
+def _to_polars(sdf: Any) -> pl.DataFrame:
+    """A Splink result table as a polars frame (Arrow, no pandas or numpy needed)."""
+    frame = pl.from_arrow(sdf.as_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 M_FLOOR = 1e-4
 
 
@@ -223,23 +231,19 @@ def link_people(
 
     t1 = time.perf_counter()
     predictions = linker.inference.predict(threshold_match_probability=0.5)
-    pairs = predictions.as_pyarrow_table()
-    pairs_above = int(
-        pl.from_arrow(pairs)
-        .filter(pl.col("match_probability") >= settings.match_threshold)
-        .height
-    ) if pairs.num_rows else 0
+    n_pairs, n_above = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE match_probability >= ?) "
+        f"FROM {predictions.physical_name}",
+        [settings.match_threshold],
+    ).fetchall()[0]
     timings["predict"] = round(time.perf_counter() - t1, 2)
 
     t2 = time.perf_counter()
     clusters_sdf = linker.clustering.cluster_pairwise_predictions_at_threshold(
         predictions, threshold_match_probability=settings.match_threshold
     )
-    clusters = pl.from_arrow(clusters_sdf.as_pyarrow_table()).select(
-        "unique_id", "source_dataset", "cluster_id"
-    )
+    clusters = _to_polars(clusters_sdf).select("unique_id", "source_dataset", "cluster_id")
     timings["cluster"] = round(time.perf_counter() - t2, 2)
-    assert isinstance(clusters, pl.DataFrame)
     canonical = clusters.group_by("cluster_id").agg(pl.col("unique_id").min().alias("_min"))
     clusters = (
         clusters.join(canonical, on="cluster_id")
@@ -254,8 +258,8 @@ def link_people(
         clusters=clusters,
         records=records.height,
         people=clusters.get_column("person_id").n_unique(),
-        candidate_pairs=pairs.num_rows,
-        pairs_above_threshold=pairs_above,
+        candidate_pairs=int(n_pairs),
+        pairs_above_threshold=int(n_above),
         match_threshold=settings.match_threshold,
         model={"version": MODEL_VERSION, "splink": model},
         seconds=timings,

@@ -150,7 +150,9 @@ def ingest_reference_data(config_path: str) -> list[dict[str, Any]]:
     """Validate the reference files and write the UPRN area lookup (restricted zone)."""
     settings = read_settings(Path(config_path))
     z = Zones(settings)
-    frames: dict[str, pl.DataFrame | None] = {n: None for n in ("uprn_lookup", "property_class", "deprivation")}
+    frames: dict[str, pl.DataFrame | None] = {
+        n: None for n in ("uprn_lookup", "property_class", "deprivation")
+    }
     reports = []
     for name, source in settings.reference.items():
         if not source.path.exists() and not source.required:
@@ -160,7 +162,9 @@ def ingest_reference_data(config_path: str) -> list[dict[str, Any]]:
         write_quarantine(quarantined, z.quarantine(f"reference_{name}"))
         frames[contract.name] = accepted
         reports.append(report.to_dict())
-    reference = build_reference(frames["uprn_lookup"], frames["property_class"], frames["deprivation"])
+    reference = build_reference(
+        frames["uprn_lookup"], frames["property_class"], frames["deprivation"]
+    )
     z.reference.parent.mkdir(parents=True, exist_ok=True)
     reference.write_parquet(z.reference)
     log.info("reference: %d UPRNs with areas", reference.height)
@@ -264,9 +268,11 @@ def publish_outputs(
     facts = {}
     for name in settings.sources:
         if z.facts(name).exists():
-            facts[name] = pl.read_parquet(z.facts(name)).join(
-                clusters, on="unique_id", how="inner"
-            ).drop("person_id")
+            facts[name] = (
+                pl.read_parquet(z.facts(name))
+                .join(clusters, on="unique_id", how="inner")
+                .drop("person_id")
+            )
     tables = build_analysis_tables(
         linked,
         facts,
@@ -315,7 +321,11 @@ def publish_outputs(
         actor=_actor(),
         data={"run_id": run_id, "tables": sorted(paths), "counts": metadata["counts"]},
     )
-    return {"metadata": metadata, "linked_dir": str(settings.linked_dir), "database": str(settings.database_path)}
+    return {
+        "metadata": metadata,
+        "linked_dir": str(settings.linked_dir),
+        "database": str(settings.database_path),
+    }
 
 
 def finish_run(
@@ -326,7 +336,9 @@ def finish_run(
     z = Zones(settings)
     z.runs.mkdir(parents=True, exist_ok=True)
     path = z.runs / f"{run_id}.json"
-    path.write_text(json.dumps({"run_id": run_id, "status": status, **summary}, indent=2, default=str))
+    path.write_text(
+        json.dumps({"run_id": run_id, "status": status, **summary}, indent=2, default=str)
+    )
     key = load_key(settings)
     audit = audit_log(settings, key)
     ingest = summary.get("ingest", [])

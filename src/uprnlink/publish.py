@@ -23,8 +23,20 @@ from uprnlink.errors import PublishError
 
 TABLES = ("person", "household", "membership", "service_events", "linkage_quality")
 FORBIDDEN_COLUMNS = frozenset(
-    {"forename", "surname", "middle_names", "dob", "nhs_number", "uprn", "record_id",
-     "address_line_1", "postcode", "uprn_token", "nhs_token", "unique_id"}
+    {
+        "forename",
+        "surname",
+        "middle_names",
+        "dob",
+        "nhs_number",
+        "uprn",
+        "record_id",
+        "address_line_1",
+        "postcode",
+        "uprn_token",
+        "nhs_token",
+        "unique_id",
+    }
 )
 
 
@@ -38,7 +50,9 @@ class DisclosurePolicy:
     def suppress_sql(self, expr: str) -> str:
         """SQL that shows `expr` only when it is safe to publish."""
         low = 0 if self.suppress_zero else 1
-        return f"CASE WHEN ({expr}) BETWEEN {low} AND {self.min_count - 1} THEN NULL ELSE ({expr}) END"
+        return (
+            f"CASE WHEN ({expr}) BETWEEN {low} AND {self.min_count - 1} THEN NULL ELSE ({expr}) END"
+        )
 
 
 def read_policy(path: Path) -> DisclosurePolicy:
@@ -123,12 +137,12 @@ def views_sql(policy: DisclosurePolicy) -> list[str]:
                    sum(ae_attendances)::BIGINT AS ae_attendances
             FROM households GROUP BY ALL)
         SELECT lsoa, ward, imd_decile,
-               {s('households')} AS households,
-               {s('residents')} AS residents,
-               {s('people_65_plus_living_alone')} AS people_65_plus_living_alone,
-               {s('emergency_admissions')} AS emergency_admissions,
-               {s('ae_attendances')} AS ae_attendances,
-               CASE WHEN ({s('residents')}) IS NULL OR ({s('emergency_admissions')}) IS NULL THEN NULL
+               {s("households")} AS households,
+               {s("residents")} AS residents,
+               {s("people_65_plus_living_alone")} AS people_65_plus_living_alone,
+               {s("emergency_admissions")} AS emergency_admissions,
+               {s("ae_attendances")} AS ae_attendances,
+               CASE WHEN ({s("residents")}) IS NULL OR ({s("emergency_admissions")}) IS NULL THEN NULL
                     ELSE round(1000.0 * emergency_admissions / residents, 1) END
                     AS emergency_admissions_per_1000
         FROM h ORDER BY lsoa""",
@@ -140,11 +154,11 @@ def views_sql(policy: DisclosurePolicy) -> list[str]:
                    sum(ae_attendances)::BIGINT AS ae_attendances
             FROM households GROUP BY ALL)
         SELECT imd_decile, tenure,
-               {s('households')} AS households,
-               {s('residents')} AS residents,
-               {s('emergency_admissions')} AS emergency_admissions,
-               {s('ae_attendances')} AS ae_attendances,
-               CASE WHEN ({s('residents')}) IS NULL OR ({s('emergency_admissions')}) IS NULL THEN NULL
+               {s("households")} AS households,
+               {s("residents")} AS residents,
+               {s("emergency_admissions")} AS emergency_admissions,
+               {s("ae_attendances")} AS ae_attendances,
+               CASE WHEN ({s("residents")}) IS NULL OR ({s("emergency_admissions")}) IS NULL THEN NULL
                     ELSE round(1000.0 * emergency_admissions / residents, 1) END
                     AS emergency_admissions_per_1000
         FROM h ORDER BY imd_decile, tenure""",
@@ -163,11 +177,12 @@ def write_database(
     try:
         con.execute("CREATE SCHEMA linked")
         for name, path in parquet.items():
-            con.execute(
-                f"CREATE TABLE linked.{name} AS SELECT * FROM read_parquet(?)", [str(path)]
-            )
+            con.execute(f"CREATE TABLE linked.{name} AS SELECT * FROM read_parquet(?)", [str(path)])
         meta = pl.DataFrame(
-            {"key": list(metadata), "value": [json.dumps(v, default=str) for v in metadata.values()]}
+            {
+                "key": list(metadata),
+                "value": [json.dumps(v, default=str) for v in metadata.values()],
+            }
         )
         con.register("meta_df", meta.to_arrow())
         con.execute("CREATE TABLE linked.run_metadata AS SELECT * FROM meta_df")

@@ -58,7 +58,9 @@ def build_reference(
         "lad": pl.Utf8,
     }
     lookup = (
-        uprn_lookup.select([pl.col(c).cast(t) for c, t in schema.items() if c in uprn_lookup.columns])
+        uprn_lookup.select(
+            [pl.col(c).cast(t) for c, t in schema.items() if c in uprn_lookup.columns]
+        )
         if uprn_lookup is not None
         else pl.DataFrame(schema=schema)
     )
@@ -78,9 +80,10 @@ def build_reference(
     else:
         lookup = lookup.with_columns(pl.lit(None, pl.Int8).alias("imd_decile"))
     return lookup.with_columns(
-        pl.col("property_class").str.starts_with(COMMUNAL_CLASS_PREFIX).fill_null(False).alias(
-            "is_communal"
-        )
+        pl.col("property_class")
+        .str.starts_with(COMMUNAL_CLASS_PREFIX)
+        .fill_null(False)
+        .alias("is_communal")
     )
 
 

@@ -230,9 +230,7 @@ def read_settings(config_path: Path) -> RunSettings:
     sources_raw = raw.get("sources", {})
     if not sources_raw:
         raise ConfigError(f"{config_path}: no [sources.*] tables: name at least one extract")
-    sources = {
-        n: _source(n, s, landing, config_path, "sources") for n, s in sources_raw.items()
-    }
+    sources = {n: _source(n, s, landing, config_path, "sources") for n, s in sources_raw.items()}
     reference = {
         n: _source(n, s, landing, config_path, "reference")
         for n, s in raw.get("reference", {}).items()
@@ -247,7 +245,15 @@ def read_settings(config_path: Path) -> RunSettings:
     link_raw = raw.get("linkage", {})
     _check_keys(
         link_raw,
-        {"backend", "match_threshold", "memory_limit", "threads", "max_pairs_u", "max_pairs_em", "seed"},
+        {
+            "backend",
+            "match_threshold",
+            "memory_limit",
+            "threads",
+            "max_pairs_u",
+            "max_pairs_em",
+            "seed",
+        },
         "linkage",
         config_path,
     )

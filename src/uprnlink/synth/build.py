@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from uprnlink.synth import extracts as ex
+from uprnlink.synth import sources as src
 from uprnlink.synth.corruption import corrupt
 from uprnlink.synth.draws import uniform
 from uprnlink.synth.geography import (
@@ -27,7 +28,6 @@ from uprnlink.synth.names import assign_forenames, read_surnames
 from uprnlink.synth.nhs import draw_nhs_numbers
 from uprnlink.synth.rates import SOURCES, SynthErrorRates
 from uprnlink.synth.simulation import History, simulate
-from uprnlink.synth import sources as src
 
 _log = logging.getLogger(__name__)
 _EPOCH = date(1970, 1, 1)
@@ -68,11 +68,18 @@ def _years_before(d: date, years: int) -> date:
         return d.replace(year=d.year - years, day=28)
 
 
-def _people_frame(history: History, residence: pl.DataFrame, addresses: pl.DataFrame, end: date, rng: random.Random) -> pl.DataFrame:
+def _people_frame(
+    history: History,
+    residence: pl.DataFrame,
+    addresses: pl.DataFrame,
+    end: date,
+    rng: random.Random,
+) -> pl.DataFrame:
     """Truth people with names, NHS numbers, conditions and the facts the sources draw on."""
     p = history.people.sort("person_id")
     names = assign_forenames(
-        p.select("person_id", "sex", birth_year=pl.col("dob").dt.year(), origin=pl.col("origin")), rng
+        p.select("person_id", "sex", birth_year=pl.col("dob").dt.year(), origin=pl.col("origin")),
+        rng,
     )
     nhs = draw_nhs_numbers(rng, p.height)
     last = (
@@ -81,8 +88,12 @@ def _people_frame(history: History, residence: pl.DataFrame, addresses: pl.DataF
         .join(addresses.select("uprn", "decile"), on="uprn", how="left")
     )
     care = (
-        residence.join(addresses.filter(pl.col("kind") == CARE_HOME).select("uprn"), on="uprn", how="semi")
-        .select("person_id").unique().with_columns(ever_in_care_home=pl.lit(True))
+        residence.join(
+            addresses.filter(pl.col("kind") == CARE_HOME).select("uprn"), on="uprn", how="semi"
+        )
+        .select("person_id")
+        .unique()
+        .with_columns(ever_in_care_home=pl.lit(True))
     )
     at = pl.col("exit_date").fill_null(pl.lit(end))
     p = (
@@ -96,16 +107,29 @@ def _people_frame(history: History, residence: pl.DataFrame, addresses: pl.DataF
             age=(at - pl.col("dob")).dt.total_days() / 365.25,
         )
     )
-    flags = assign_conditions(p.select("person_id", "sex", "age", "decile", "origin", "ever_in_care_home"), rng)
+    flags = assign_conditions(
+        p.select("person_id", "sex", "age", "decile", "origin", "ever_in_care_home"), rng
+    )
     return p.join(flags, on="person_id", how="left", maintain_order="left")
 
 
-_PERSON_COLS = ("forename", "middle_name", "surname", "previous_surname", "surname_changed", "sex", "dob", "nhs_number")
+_PERSON_COLS = (
+    "forename",
+    "middle_name",
+    "surname",
+    "previous_surname",
+    "surname_changed",
+    "sex",
+    "dob",
+    "nhs_number",
+)
 
 
 def _with_person(frame: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
     cols = [c for c in _PERSON_COLS if c not in frame.columns]
-    return frame.join(people.select("person_id", *cols), on="person_id", how="left", maintain_order="left")
+    return frame.join(
+        people.select("person_id", *cols), on="person_id", how="left", maintain_order="left"
+    )
 
 
 def _write_extract(frame: pl.DataFrame, spec: ex.ExtractSpec, landing: Path) -> None:
@@ -116,7 +140,9 @@ def _write_extract(frame: pl.DataFrame, spec: ex.ExtractSpec, landing: Path) -> 
         frame.write_csv(path, separator=spec.separator, null_value="", quote_style="necessary")
 
 
-def _write_reference(addresses: pl.DataFrame, lsoas: pl.DataFrame, folder: Path, rng: random.Random) -> None:
+def _write_reference(
+    addresses: pl.DataFrame, lsoas: pl.DataFrame, folder: Path, rng: random.Random
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     a = addresses.sort("uprn")
     keep = uniform(rng, a.height) >= _UPRN_LOOKUP_GAP
@@ -135,24 +161,40 @@ def _write_reference(addresses: pl.DataFrame, lsoas: pl.DataFrame, folder: Path,
     lsoas.sort("lsoa").select(
         pl.col("lsoa").alias("LSOA code (2021)"),
         pl.col("lsoa_name").alias("LSOA name (2021)"),
-        pl.col("decile").alias("Index of Multiple Deprivation (IMD) Decile (where 1 is most deprived 10% of LSOAs)"),
+        pl.col("decile").alias(
+            "Index of Multiple Deprivation (IMD) Decile (where 1 is most deprived 10% of LSOAs)"
+        ),
     ).write_csv(folder / "imd_lsoa.csv")
 
 
-def _write_truth(w: src.World, history: History, folder: Path, records: pl.DataFrame, manifest: dict[str, object]) -> None:
+def _write_truth(
+    w: src.World, history: History, folder: Path, records: pl.DataFrame, manifest: dict[str, object]
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     w.people.select(
-        "person_id", "forename", "middle_name", "surname", "previous_surname", "surname_changed",
-        "sex", "dob", "nhs_number",
+        "person_id",
+        "forename",
+        "middle_name",
+        "surname",
+        "previous_surname",
+        "surname_changed",
+        "sex",
+        "dob",
+        "nhs_number",
         pl.when(pl.col("exit_kind") == "died").then(pl.col("exit_date")).alias("date_of_death"),
-        "entry_date", "entry_kind", "exit_date", "exit_kind", *CONDITIONS,
+        "entry_date",
+        "entry_kind",
+        "exit_date",
+        "exit_kind",
+        *CONDITIONS,
     ).write_parquet(folder / "people.parquet", statistics=False)
     records.write_parquet(folder / "records.parquet", statistics=False)
     w.residence.select("person_id", "uprn", "valid_from", "valid_to", "household_size").sort(
         "person_id", "valid_from"
     ).write_parquet(folder / "residence.parquet", statistics=False)
     current = history.occupancies.filter(pl.col("end").is_null()).select(
-        "uprn", tenure=pl.col("tenure").replace_strict(dict(enumerate(TENURE_NAMES)), return_dtype=pl.Utf8)
+        "uprn",
+        tenure=pl.col("tenure").replace_strict(dict(enumerate(TENURE_NAMES)), return_dtype=pl.Utf8),
     )
     lines = ex.address_lines(w.addresses).select("uprn", address=pl.col("line"))
     w.addresses.join(current, on="uprn", how="left", maintain_order="left").join(
@@ -168,7 +210,10 @@ def _write_truth(w: src.World, history: History, folder: Path, records: pl.DataF
         "oa",
         "bedrooms",
         "band",
-        pl.when(pl.col("is_communal")).then(pl.lit("communal")).otherwise(pl.col("tenure")).alias("tenure"),
+        pl.when(pl.col("is_communal"))
+        .then(pl.lit("communal"))
+        .otherwise(pl.col("tenure"))
+        .alias("tenure"),
         "capacity",
         "address",
         "locality",
@@ -206,9 +251,20 @@ def write_synthetic(
     clock = _Clock()
     rates = rates or SynthErrorRates()
     root = random.Random(seed)
-    stage = {name: random.Random(root.getrandbits(64)) for name in (
-        "world", "people", "claims", "housing", "care", "gp", "hospital", "reference", *SOURCES
-    )}
+    stage = {
+        name: random.Random(root.getrandbits(64))
+        for name in (
+            "world",
+            "people",
+            "claims",
+            "housing",
+            "care",
+            "gp",
+            "hospital",
+            "reference",
+            *SOURCES,
+        )
+    }
     end = reference_date
     start = _years_before(end, 10)
     s_day, e_day = (start - _EPOCH).days, (end - _EPOCH).days
@@ -226,19 +282,31 @@ def write_synthetic(
     residence = src.residence_with_previous(history.residence)
     people_frame = _people_frame(history, residence, addresses, end, stage["people"])
     clock.lap("people")
-    w = src.World(history=history, people=people_frame, residence=residence, addresses=addresses, start=start, end=end)
+    w = src.World(
+        history=history,
+        people=people_frame,
+        residence=residence,
+        addresses=addresses,
+        start=start,
+        end=end,
+    )
     lines = ex.address_lines(addresses)
     addr_keys = addresses.select("uprn", "postcode", "neighbour_uprn")
 
     claims = src.benefit_claims(w, stage["claims"])
-    activity = draw_hospital_activity(src.hospital_segments(w), stage["hospital"], (_years_before(end, 3) - _EPOCH).days, e_day)
+    activity = draw_hospital_activity(
+        src.hospital_segments(w), stage["hospital"], (_years_before(end, 3) - _EPOCH).days, e_day
+    )
     true_records = {
         "council_tax": src.council_tax_records(w, claims),
         "housing_tenancies": src.housing_records(w, stage["housing"]),
         "benefits_claims": src.benefit_records(w, claims),
         "adult_social_care": src.social_care_records(w, stage["care"]),
         "gp_registrations": src.gp_records(w, stage["gp"]).join(
-            people_frame.select("person_id", *CONDITIONS), on="person_id", how="left", maintain_order="left"
+            people_frame.select("person_id", *CONDITIONS),
+            on="person_id",
+            how="left",
+            maintain_order="left",
         ),
         "hospital_activity": src.hospital_records(w, activity),
     }
@@ -286,7 +354,9 @@ def write_synthetic(
         "record_counts": counts,
         "people_in_truth": people_frame.height,
         "addresses": addresses.height,
-        "communal_establishments": addresses.filter(pl.col("kind").is_in(list(COMMUNAL_KINDS))).height,
+        "communal_establishments": addresses.filter(
+            pl.col("kind").is_in(list(COMMUNAL_KINDS))
+        ).height,
         "households_on_reference_date": households_now,
     }
     _write_truth(w, history, out_dir / "truth", records, manifest)

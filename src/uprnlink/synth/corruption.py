@@ -24,21 +24,52 @@ for _r, _row in enumerate(_KEYBOARD_ROWS):
         near = [_row[j] for j in (_i - 1, _i + 1) if 0 <= j < len(_row)]
         for _other in (_r - 1, _r + 1):
             if 0 <= _other < 3:
-                near += [_KEYBOARD_ROWS[_other][j] for j in (_i, _i + 1) if j < len(_KEYBOARD_ROWS[_other])]
+                near += [
+                    _KEYBOARD_ROWS[_other][j]
+                    for j in (_i, _i + 1)
+                    if j < len(_KEYBOARD_ROWS[_other])
+                ]
         _NEIGHBOURS[_c] = "".join(near)
 _PC_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
 _DRAWS = (
-    "u_fn_typo", "u_sn_typo", "u_variant", "u_middle", "u_stale_sn", "u_case", "u_ws",
-    "u_dob_miss", "u_dob_swap", "u_dob_digit", "u_sex", "u_nhs_miss", "u_nhs_bad",
-    "u_stale_addr", "u_uprn_miss", "u_uprn_wrong", "u_pc",
+    "u_fn_typo",
+    "u_sn_typo",
+    "u_variant",
+    "u_middle",
+    "u_stale_sn",
+    "u_case",
+    "u_ws",
+    "u_dob_miss",
+    "u_dob_swap",
+    "u_dob_digit",
+    "u_sex",
+    "u_nhs_miss",
+    "u_nhs_bad",
+    "u_stale_addr",
+    "u_uprn_miss",
+    "u_uprn_wrong",
+    "u_pc",
 )
 _DUPLICATE_BOOST = 5.0
 
 ERROR_FLAGS = (
-    "e_forename_typo", "e_surname_typo", "e_forename_variant", "e_middle_name_in_forename",
-    "e_stale_surname", "e_case_noise", "e_whitespace_noise", "e_dob_missing",
-    "e_dob_day_month_swap", "e_dob_digit_error", "e_sex_unknown", "e_nhs_number_missing",
-    "e_nhs_number_invalid", "e_stale_address", "e_uprn_missing", "e_uprn_wrong", "e_postcode_error",
+    "e_forename_typo",
+    "e_surname_typo",
+    "e_forename_variant",
+    "e_middle_name_in_forename",
+    "e_stale_surname",
+    "e_case_noise",
+    "e_whitespace_noise",
+    "e_dob_missing",
+    "e_dob_day_month_swap",
+    "e_dob_digit_error",
+    "e_sex_unknown",
+    "e_nhs_number_missing",
+    "e_nhs_number_invalid",
+    "e_stale_address",
+    "e_uprn_missing",
+    "e_uprn_wrong",
+    "e_postcode_error",
 )
 
 
@@ -84,7 +115,9 @@ def dob_digit_slip(d: date, r: random.Random) -> date:
                 return d.replace(day=day)
             if part < 0.6 and d.month < 10:
                 return d.replace(month=r.choice([m for m in range(1, 10) if m != d.month]))
-            return d.replace(year=(d.year // 10) * 10 + r.choice([x for x in range(10) if x != d.year % 10]))
+            return d.replace(
+                year=(d.year // 10) * 10 + r.choice([x for x in range(10) if x != d.year % 10])
+            )
         except ValueError:
             continue
     return d + timedelta(days=1)
@@ -143,31 +176,44 @@ def corrupt(
     variants = read_variants()
     has_variant = pl.col("forename").str.to_uppercase().is_in(list(variants))
     has_middle = pl.col("middle_name").is_not_null()
-    swappable = (pl.col("dob").dt.day() <= 12) & (pl.col("dob").dt.day() != pl.col("dob").dt.month())
+    swappable = (pl.col("dob").dt.day() <= 12) & (
+        pl.col("dob").dt.day() != pl.col("dob").dt.month()
+    )
     moved = pl.col("prev_uprn").is_not_null()
     variant_rate = min(1.0, rates.forename_variant / share(has_variant))
     middle_rate = min(1.0, rates.middle_name_in_forename / share(has_middle))
     swap_rate = min(1.0, rates.dob_day_month_swap / share(swappable))
     stale_rate = min(0.5, rates.stale_address / share(moved))
-    f = f.with_columns(
-        e_forename_variant=hit("u_variant", variant_rate, True) & has_variant,
-        e_middle_name_in_forename=hit("u_middle", middle_rate) & has_middle,
-        e_forename_typo=hit("u_fn_typo", rates.forename_typo, True),
-        e_surname_typo=hit("u_sn_typo", rates.surname_typo, True),
-        e_stale_surname=pl.col("previous_surname").is_not_null()
-        & (pl.col("surname_changed") <= pl.col("name_date"))
-        & hit("u_stale_sn", rates.stale_surname),
-        e_case_noise=hit("u_case", rates.case_noise),
-        e_whitespace_noise=hit("u_ws", rates.whitespace_noise),
-        e_dob_missing=hit("u_dob_miss", rates.dob_missing),
-        e_sex_unknown=hit("u_sex", rates.sex_unknown),
-        e_nhs_number_missing=(hit("u_nhs_miss", rates.nhs_number_missing, True) | pl.col("nhs_number").is_null())
-        & pl.lit(rates.nhs_number_missing < 1.0),
-    ).with_columns(
-        e_dob_day_month_swap=~pl.col("e_dob_missing") & hit("u_dob_swap", swap_rate) & swappable,
-        e_nhs_number_invalid=~pl.col("e_nhs_number_missing") & hit("u_nhs_bad", rates.nhs_number_invalid),
-    ).with_columns(
-        e_dob_digit_error=~pl.col("e_dob_missing") & ~pl.col("e_dob_day_month_swap") & hit("u_dob_digit", rates.dob_digit_error),
+    f = (
+        f.with_columns(
+            e_forename_variant=hit("u_variant", variant_rate, True) & has_variant,
+            e_middle_name_in_forename=hit("u_middle", middle_rate) & has_middle,
+            e_forename_typo=hit("u_fn_typo", rates.forename_typo, True),
+            e_surname_typo=hit("u_sn_typo", rates.surname_typo, True),
+            e_stale_surname=pl.col("previous_surname").is_not_null()
+            & (pl.col("surname_changed") <= pl.col("name_date"))
+            & hit("u_stale_sn", rates.stale_surname),
+            e_case_noise=hit("u_case", rates.case_noise),
+            e_whitespace_noise=hit("u_ws", rates.whitespace_noise),
+            e_dob_missing=hit("u_dob_miss", rates.dob_missing),
+            e_sex_unknown=hit("u_sex", rates.sex_unknown),
+            e_nhs_number_missing=(
+                hit("u_nhs_miss", rates.nhs_number_missing, True) | pl.col("nhs_number").is_null()
+            )
+            & pl.lit(rates.nhs_number_missing < 1.0),
+        )
+        .with_columns(
+            e_dob_day_month_swap=~pl.col("e_dob_missing")
+            & hit("u_dob_swap", swap_rate)
+            & swappable,
+            e_nhs_number_invalid=~pl.col("e_nhs_number_missing")
+            & hit("u_nhs_bad", rates.nhs_number_invalid),
+        )
+        .with_columns(
+            e_dob_digit_error=~pl.col("e_dob_missing")
+            & ~pl.col("e_dob_day_month_swap")
+            & hit("u_dob_digit", rates.dob_digit_error),
+        )
     )
 
     # names
@@ -180,7 +226,10 @@ def corrupt(
         .otherwise(pl.col("out_forename")),
         out_surname=pl.when(
             pl.col("e_stale_surname")
-            | (pl.col("previous_surname").is_not_null() & (pl.col("surname_changed") > pl.col("name_date")))
+            | (
+                pl.col("previous_surname").is_not_null()
+                & (pl.col("surname_changed") > pl.col("name_date"))
+            )
         )
         .then(pl.col("previous_surname"))
         .otherwise(pl.col("surname")),
@@ -193,15 +242,17 @@ def corrupt(
     for col in ("out_forename", "out_surname"):
         plain = pl.col(col).str.to_uppercase() if upper_names else pl.col(col)
         noisy = (
-            pl.when(first_case).then(pl.col(col).str.to_lowercase()).otherwise(
-                pl.col(col) if upper_names else pl.col(col).str.to_uppercase()
-            )
+            pl.when(first_case)
+            .then(pl.col(col).str.to_lowercase())
+            .otherwise(pl.col(col) if upper_names else pl.col(col).str.to_uppercase())
         )
         f = f.with_columns(pl.when(pl.col("e_case_noise")).then(noisy).otherwise(plain).alias(col))
     ws_kind = (pl.col("u_ws") / max(rates.whitespace_noise, 1e-12) * 3).floor()
     f = f.with_columns(
-        out_surname=pl.when(pl.col("e_whitespace_noise") & (ws_kind == 0)).then(pl.col("out_surname") + " ")
-        .when(pl.col("e_whitespace_noise") & (ws_kind == 1)).then(" " + pl.col("out_surname"))
+        out_surname=pl.when(pl.col("e_whitespace_noise") & (ws_kind == 0))
+        .then(pl.col("out_surname") + " ")
+        .when(pl.col("e_whitespace_noise") & (ws_kind == 1))
+        .then(" " + pl.col("out_surname"))
         .otherwise(pl.col("out_surname")),
         out_forename=pl.when(pl.col("e_whitespace_noise") & (ws_kind >= 2))
         .then(pl.col("out_forename").str.replace(" ", "  ").str.replace(r"^(\S+)$", "$1 "))
@@ -211,8 +262,10 @@ def corrupt(
     # date of birth, sex, NHS number
     dob = pl.col("dob")
     f = f.with_columns(
-        out_dob=pl.when(pl.col("e_dob_missing")).then(None)
-        .when(pl.col("e_dob_day_month_swap")).then(pl.date(dob.dt.year(), dob.dt.day(), dob.dt.month()))
+        out_dob=pl.when(pl.col("e_dob_missing"))
+        .then(None)
+        .when(pl.col("e_dob_day_month_swap"))
+        .then(pl.date(dob.dt.year(), dob.dt.day(), dob.dt.month()))
         .otherwise(dob),
         out_sex=pl.when(pl.col("e_sex_unknown")).then(pl.lit("U")).otherwise(pl.col("sex")),
         out_nhs=pl.when(pl.col("e_nhs_number_missing") | pl.lit(rates.nhs_number_missing >= 1.0))
@@ -228,24 +281,36 @@ def corrupt(
     f = f.with_columns(
         e_stale_address=hit("u_stale_addr", stale_rate) & moved,
     ).with_columns(
-        addr_uprn=pl.when(pl.col("e_stale_address")).then(pl.col("prev_uprn")).otherwise(pl.col("uprn")),
+        addr_uprn=pl.when(pl.col("e_stale_address"))
+        .then(pl.col("prev_uprn"))
+        .otherwise(pl.col("uprn")),
     )
-    f = f.join(
-        addresses.select(pl.col("uprn").alias("addr_uprn"), pl.col("postcode").alias("_pc"), pl.col("neighbour_uprn").alias("_nb")),
-        on="addr_uprn",
-        how="left",
-        maintain_order="left",
-    ).with_columns(
-        e_uprn_missing=hit("u_uprn_miss", rates.uprn_missing),
-    ).with_columns(
-        e_uprn_wrong=~pl.col("e_uprn_missing")
-        & hit("u_uprn_wrong", min(1.0, rates.uprn_wrong / max(1.0 - rates.uprn_missing, 0.05)))
-        & pl.col("_nb").is_not_null(),
-        e_postcode_error=hit("u_pc", rates.postcode_error),
+    f = (
+        f.join(
+            addresses.select(
+                pl.col("uprn").alias("addr_uprn"),
+                pl.col("postcode").alias("_pc"),
+                pl.col("neighbour_uprn").alias("_nb"),
+            ),
+            on="addr_uprn",
+            how="left",
+            maintain_order="left",
+        )
+        .with_columns(
+            e_uprn_missing=hit("u_uprn_miss", rates.uprn_missing),
+        )
+        .with_columns(
+            e_uprn_wrong=~pl.col("e_uprn_missing")
+            & hit("u_uprn_wrong", min(1.0, rates.uprn_wrong / max(1.0 - rates.uprn_missing, 0.05)))
+            & pl.col("_nb").is_not_null(),
+            e_postcode_error=hit("u_pc", rates.postcode_error),
+        )
     )
     f = f.with_columns(
-        out_uprn=pl.when(pl.col("e_uprn_missing")).then(None)
-        .when(pl.col("e_uprn_wrong")).then(pl.col("_nb"))
+        out_uprn=pl.when(pl.col("e_uprn_missing"))
+        .then(None)
+        .when(pl.col("e_uprn_wrong"))
+        .then(pl.col("_nb"))
         .otherwise(pl.col("addr_uprn")),
         out_postcode=_rewrite(f["_pc"], f["e_postcode_error"], lambda v: damage_postcode(v, r)),
     )
@@ -255,5 +320,7 @@ def corrupt(
 def errors_expr() -> pl.Expr:
     """Semicolon-joined names of the errors flagged on a row ('' when none)."""
     return pl.concat_str(
-        [pl.when(pl.col(c)).then(pl.lit(c[2:])) for c in ERROR_FLAGS], separator=";", ignore_nulls=True
+        [pl.when(pl.col(c)).then(pl.lit(c[2:])) for c in ERROR_FLAGS],
+        separator=";",
+        ignore_nulls=True,
     ).fill_null("")

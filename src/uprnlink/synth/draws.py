@@ -39,7 +39,9 @@ def weighted_index(u: pl.Series, weights: Sequence[float]) -> pl.Series:
     return idx.clip(0, len(weights) - 1).cast(pl.Int64)
 
 
-def with_poisson_counts(frame: pl.DataFrame, lam: str, u: str, out: str, max_k: int = 48) -> pl.DataFrame:
+def with_poisson_counts(
+    frame: pl.DataFrame, lam: str, u: str, out: str, max_k: int = 48
+) -> pl.DataFrame:
     """frame with column `out`: Poisson(lam) counts by inverting the CDF at uniform u."""
     f = frame.with_columns((-pl.col(lam)).exp().alias("_p")).with_columns(
         pl.col("_p").alias("_cdf"), pl.lit(0, dtype=pl.Int64).alias(out)

@@ -32,43 +32,98 @@ _DISTRICTS = (
 )
 _CENTRE_E, _CENTRE_N, _CELL_M = 430_000, 433_500, 700
 
-_STREET_WORDS = """Oak Ash Elm Beech Birch Alder Rowan Willow Holly Hazel Cedar Larch Maple Poplar Sycamore
-Chestnut Hawthorn Laurel Juniper Yew Linden Thorn Fern Heather Bracken Moss Primrose Bluebell Clover
-Daisy Lilac Laburnum Lavender Meadow Orchard Garden Park Field Mill Church Chapel School Station
-Bridge Market Castle Abbey Priory Grange Manor Hall Court Lodge Farm Croft Moor Fell Dale Beck Brook
-Ings Carr Holme Wharf Canal River Valley Hill Crest Ridge Bank Cliff Green Common Cross Well Spring
-Mount Heath Forest Wood Grove Spinney Copse Woodland Lea Leys Acre Hollin Royd Shaw Clough Stubbing
-Nab Scar Knoll Tor Rigg Howe Thwaite Garth Wray Booth Ackroyd Armitage Barraclough Beaumont
-Bentley Blenheim Bramley Brunswick Buckingham Cambridge Carlton Cavendish Chatsworth Clarence
-Clifton Cobden Cromwell Derby Devonshire Dudley Egerton Fitzwilliam Gladstone Grosvenor Hanover
-Harewood Kensington Lansdowne Lister Marlborough Melbourne Milton Nelson Newton Norfolk Oxford
-Palmerston Peel Portland Raglan Regent Richmond Rosebery Russell Salisbury Stanley Sutherland Trafalgar
-Victoria Waterloo Wellington Westminster Windsor York Albion Alexandra Albert Arthur Edward George
-Henry Louis Mary Queen King Prince Princess Duke Earl Ashfield Broomfield Fairfield Springfield
-Westfield Eastfield Northfield Southfield Longfield Whitefield Greenfield Highfield Lowfield Moorfield
-Brookfield Larkfield Oakfield Summerfield Sunnybank Woodlands Rosedale Ferndale Glendale Hillside
-Parkside Riverside Lakeside Brookside Meadowside Westbourne Eastbourne Ashbourne Holbeck Kirkstall
-Headingley Roundhay Gledhow Chapeltown Harehills Beeston Hunslet Armley Bramley Pudsey Farsley Rodley
-Calverley Horsforth Otley Ilkley Wetherby Tadcaster Garforth Rothwell Morley Batley Dewsbury Ossett
-Wakefield Normanton Castleford Pontefract Knottingley Selby Goole Skipton Keighley Bingley Shipley
-Baildon Guiseley Yeadon Rawdon Menston Burley Addingham Silsden Haworth Oxenhope Cullingworth
-Denholme Thornton Queensbury Clayton Allerton Heaton Manningham Girlington Lidget Wibsey Buttershaw
-Wyke Low High Upper Nether Old New Far Near""".split()
+_STREET_WORDS_TEXT = """
+Oak Ash Elm Beech Birch Alder Rowan Willow Holly Hazel Cedar Larch Maple Poplar Sycamore
+Chestnut Hawthorn Laurel Juniper Yew Linden Thorn Fern Heather Bracken Moss Primrose Bluebell
+Clover Daisy Lilac Laburnum Lavender Meadow Orchard Garden Park Field Mill Church Chapel School
+Station Bridge Market Castle Abbey Priory Grange Manor Hall Court Lodge Farm Croft Moor Fell
+Dale Beck Brook Ings Carr Holme Wharf Canal River Valley Hill Crest Ridge Bank Cliff Green
+Common Cross Well Spring Mount Heath Forest Wood Grove Spinney Copse Woodland Lea Leys Acre
+Hollin Royd Shaw Clough Stubbing Nab Scar Knoll Tor Rigg Howe Thwaite Garth Wray Booth Ackroyd
+Armitage Barraclough Beaumont Bentley Blenheim Bramley Brunswick Buckingham Cambridge Carlton
+Cavendish Chatsworth Clarence Clifton Cobden Cromwell Derby Devonshire Dudley Egerton
+Fitzwilliam Gladstone Grosvenor Hanover Harewood Kensington Lansdowne Lister Marlborough
+Melbourne Milton Nelson Newton Norfolk Oxford Palmerston Peel Portland Raglan Regent Richmond
+Rosebery Russell Salisbury Stanley Sutherland Trafalgar Victoria Waterloo Wellington
+Westminster Windsor York Albion Alexandra Albert Arthur Edward George Henry Louis Mary Queen
+King Prince Princess Duke Earl Ashfield Broomfield Fairfield Springfield Westfield Eastfield
+Northfield Southfield Longfield Whitefield Greenfield Highfield Lowfield Moorfield Brookfield
+Larkfield Oakfield Summerfield Sunnybank Woodlands Rosedale Ferndale Glendale Hillside Parkside
+Riverside Lakeside Brookside Meadowside Westbourne Eastbourne Ashbourne Holbeck Kirkstall
+Headingley Roundhay Gledhow Chapeltown Harehills Beeston Hunslet Armley Bramley Pudsey Farsley
+Rodley Calverley Horsforth Otley Ilkley Wetherby Tadcaster Garforth Rothwell Morley Batley
+Dewsbury Ossett Wakefield Normanton Castleford Pontefract Knottingley Selby Goole Skipton
+Keighley Bingley Shipley Baildon Guiseley Yeadon Rawdon Menston Burley Addingham Silsden
+Haworth Oxenhope Cullingworth Denholme Thornton Queensbury Clayton Allerton Heaton Manningham
+Girlington Lidget Wibsey Buttershaw Wyke Low High Upper Nether Old New Far Near
+"""
+_STREET_WORDS = tuple(_STREET_WORDS_TEXT.split())
 _STREET_SUFFIXES = (
-    ("Road", 14), ("Street", 12), ("Avenue", 8), ("Lane", 8), ("Close", 7), ("Drive", 6),
-    ("Grove", 6), ("Crescent", 5), ("Terrace", 5), ("Way", 4), ("Gardens", 4), ("Place", 3),
-    ("Mount", 3), ("View", 3), ("Walk", 2), ("Rise", 2), ("Court", 2), ("Square", 1),
-    ("Fold", 2), ("Mews", 1), ("Row", 1), ("Vale", 1),
+    ("Road", 14),
+    ("Street", 12),
+    ("Avenue", 8),
+    ("Lane", 8),
+    ("Close", 7),
+    ("Drive", 6),
+    ("Grove", 6),
+    ("Crescent", 5),
+    ("Terrace", 5),
+    ("Way", 4),
+    ("Gardens", 4),
+    ("Place", 3),
+    ("Mount", 3),
+    ("View", 3),
+    ("Walk", 2),
+    ("Rise", 2),
+    ("Court", 2),
+    ("Square", 1),
+    ("Fold", 2),
+    ("Mews", 1),
+    ("Row", 1),
+    ("Vale", 1),
 )
 _BLOCK_SUFFIXES = ("Court", "House", "Heights", "Point", "Tower", "Mansions", "Lodge", "Place")
-_CARE_SUFFIXES = ("Care Home", "Nursing Home", "House Care Home", "Lodge Care Home", "Grange Nursing Home")
-_HOSTEL_NAMES = ("{w} House Hostel", "{w} Foyer", "Salvation Army {w} Lodge", "{w} Court Supported Housing")
-_LOCALITY_FIRST = """Ash Beck Birk Black Brad Bram Brig Broad Calder Carl Chap Clay Cold Cross Dal Den
-Ecc Farn Gild Green Hal Har Hay Heck Holm Horn Kirk Lang Ley Lin Low Mars Mean Mir Moor Nether
-Nor Ock Ouse Red Rip Rom Ros Scar Shel Skel South Stan Sut Thorn Thurn Tod Ure Wal Wes Whin Wool
-Wray Yar""".split()
-_LOCALITY_SECOND = ("ley", "field", "thorpe", "by", "ton", "worth", "holme", "bridge", "wood", "well",
-                    "hurst", "dale", "stead", "croft", "bank", "moor", "ford", "garth", "hill", "royd")
+_CARE_SUFFIXES = (
+    "Care Home",
+    "Nursing Home",
+    "House Care Home",
+    "Lodge Care Home",
+    "Grange Nursing Home",
+)
+_HOSTEL_NAMES = (
+    "{w} House Hostel",
+    "{w} Foyer",
+    "Salvation Army {w} Lodge",
+    "{w} Court Supported Housing",
+)
+_LOCALITY_FIRST_TEXT = """
+Ash Beck Birk Black Brad Bram Brig Broad Calder Carl Chap Clay Cold Cross Dal Den Ecc Farn Gild
+Green Hal Har Hay Heck Holm Horn Kirk Lang Ley Lin Low Mars Mean Mir Moor Nether Nor Ock Ouse
+Red Rip Rom Ros Scar Shel Skel South Stan Sut Thorn Thurn Tod Ure Wal Wes Whin Wool Wray Yar
+"""
+_LOCALITY_FIRST = tuple(_LOCALITY_FIRST_TEXT.split())
+_LOCALITY_SECOND = (
+    "ley",
+    "field",
+    "thorpe",
+    "by",
+    "ton",
+    "worth",
+    "holme",
+    "bridge",
+    "wood",
+    "well",
+    "hurst",
+    "dale",
+    "stead",
+    "croft",
+    "bank",
+    "moor",
+    "ford",
+    "garth",
+    "hill",
+    "royd",
+)
 
 
 @dataclass(frozen=True)
@@ -116,16 +171,25 @@ def _stock_exprs() -> dict[str, pl.Expr]:
         bedrooms = pl.when(kind == k).then(chain).otherwise(bedrooms)
     bedrooms = pl.when(kind == BEDSIT).then(pl.lit(1)).otherwise(bedrooms)
     shift = decile.replace_strict({d: (d - 4) // 3 for d in range(1, 11)}, return_dtype=pl.Int64)
-    noise = pl.when(pl.col("u_band") < 0.15).then(-1).when(pl.col("u_band") < 0.3).then(1).otherwise(0)
+    noise = (
+        pl.when(pl.col("u_band") < 0.15).then(-1).when(pl.col("u_band") < 0.3).then(1).otherwise(0)
+    )
     base = kind.replace_strict(_BAND_BASE, default=2, return_dtype=pl.Int64)
     band_idx = (base + shift + noise).clip(0, 7)
     band = band_idx.replace_strict(dict(enumerate("ABCDEFGH")), return_dtype=pl.Utf8)
-    social = decile.replace_strict(dict(enumerate(_SOCIAL_BY_DECILE, start=1)), return_dtype=pl.Float64) * kind.replace_strict(_SOCIAL_KIND, default=0.0, return_dtype=pl.Float64)
-    private = (0.3 - 0.024 * (decile.cast(pl.Float64) - 1)) * pl.when(kind == FLAT).then(1.5).otherwise(1.0)
+    social = decile.replace_strict(
+        dict(enumerate(_SOCIAL_BY_DECILE, start=1)), return_dtype=pl.Float64
+    ) * kind.replace_strict(_SOCIAL_KIND, default=0.0, return_dtype=pl.Float64)
+    private = (0.3 - 0.024 * (decile.cast(pl.Float64) - 1)) * pl.when(kind == FLAT).then(
+        1.5
+    ).otherwise(1.0)
     tenure = (
-        pl.when(kind == BEDSIT).then(pl.lit(PRIVATE_RENT))
-        .when(pl.col("u_social") < social).then(pl.lit(SOCIAL_RENT))
-        .when(pl.col("u_private") < private).then(pl.lit(PRIVATE_RENT))
+        pl.when(kind == BEDSIT)
+        .then(pl.lit(PRIVATE_RENT))
+        .when(pl.col("u_social") < social)
+        .then(pl.lit(SOCIAL_RENT))
+        .when(pl.col("u_private") < private)
+        .then(pl.lit(PRIVATE_RENT))
         .otherwise(pl.lit(OWNER))
     )
     communal = kind.is_in(list(COMMUNAL_KINDS))
@@ -160,15 +224,42 @@ class _Builder:
         self.cols: dict[str, list[object]] = {
             k: []
             for k in (
-                "uprn", "kind", "capacity", "lsoa_idx", "street_id", "sub_building", "building_name", "number", "street", "locality",
-                "easting", "northing",
+                "uprn",
+                "kind",
+                "capacity",
+                "lsoa_idx",
+                "street_id",
+                "sub_building",
+                "building_name",
+                "number",
+                "street",
+                "locality",
+                "easting",
+                "northing",
             )
         }
-        self.counter = {11: 10_000_000_000 + rng.randrange(5_000_000), 12: 100_000_000_000 + rng.randrange(5_000_000)}
+        self.counter = {
+            11: 10_000_000_000 + rng.randrange(5_000_000),
+            12: 100_000_000_000 + rng.randrange(5_000_000),
+        }
         self.street_id = 0
 
-    def add(self, *, kind: int, lsoa: int, decile: int, digits: int, sub: str, building: str,
-            number: str, street: str, locality: str, e: int, n: int, capacity: int = 0) -> None:
+    def add(
+        self,
+        *,
+        kind: int,
+        lsoa: int,
+        decile: int,
+        digits: int,
+        sub: str,
+        building: str,
+        number: str,
+        street: str,
+        locality: str,
+        e: int,
+        n: int,
+        capacity: int = 0,
+    ) -> None:
         rng = self.rng
         self.counter[digits] += 1 + (rng.randrange(4) if rng.random() < 0.3 else 0)
         c = self.cols
@@ -198,8 +289,16 @@ def _street_name(rng: random.Random, used: set[str]) -> str:
     return name
 
 
-def _build_lsoa(b: _Builder, lsoa: int, decile: int, target: int, locality: str, used: set[str],
-                cell: tuple[int, int], communal: list[tuple[int, int]]) -> None:
+def _build_lsoa(
+    b: _Builder,
+    lsoa: int,
+    decile: int,
+    target: int,
+    locality: str,
+    used: set[str],
+    cell: tuple[int, int],
+    communal: list[tuple[int, int]],
+) -> None:
     """Streets of one LSOA until `target` dwellings exist, then its communal establishments."""
     rng = b.rng
     dep = (10 - decile) / 9.0
@@ -227,12 +326,26 @@ def _build_lsoa(b: _Builder, lsoa: int, decile: int, target: int, locality: str,
                 building = f"{rng.choice(_STREET_WORDS)} {rng.choice(_BLOCK_SUFFIXES)}"
                 flats = min(rng.randint(8, 40), target - made)
                 for f in range(1, flats + 1):
-                    b.add(kind=FLAT, lsoa=lsoa, decile=decile, digits=digits, sub=f"Flat {f}",
-                          building=building, number=str(number), street=street, locality=locality,
-                          e=e0 + number * de, n=n0 + number * dn)
+                    b.add(
+                        kind=FLAT,
+                        lsoa=lsoa,
+                        decile=decile,
+                        digits=digits,
+                        sub=f"Flat {f}",
+                        building=building,
+                        number=str(number),
+                        street=street,
+                        locality=locality,
+                        e=e0 + number * de,
+                        n=n0 + number * dn,
+                    )
                 made += flats
             continue
-        houses = {"terrace": rng.randint(16, 64), "semi": rng.randint(10, 40), "detached": rng.randint(6, 24)}[kind]
+        houses = {
+            "terrace": rng.randint(16, 64),
+            "semi": rng.randint(10, 40),
+            "detached": rng.randint(6, 24),
+        }[kind]
         house_kind = {"terrace": TERRACE, "semi": SEMI, "detached": DETACHED}[kind]
         p_hmo = (0.025 * dep) if kind == "terrace" else 0.0
         p_conv = (0.03 + 0.07 * dep) if kind == "terrace" else 0.02 if kind == "semi" else 0.0
@@ -243,29 +356,73 @@ def _build_lsoa(b: _Builder, lsoa: int, decile: int, target: int, locality: str,
             r = rng.random()
             if r < p_hmo:
                 for room in range(1, min(rng.randint(3, 6), target - made) + 1):
-                    b.add(kind=BEDSIT, lsoa=lsoa, decile=decile, digits=digits, sub=f"Room {room}",
-                          building="", number=str(number), street=street, locality=locality, e=e, n=n)
+                    b.add(
+                        kind=BEDSIT,
+                        lsoa=lsoa,
+                        decile=decile,
+                        digits=digits,
+                        sub=f"Room {room}",
+                        building="",
+                        number=str(number),
+                        street=street,
+                        locality=locality,
+                        e=e,
+                        n=n,
+                    )
                     made += 1
             elif r < p_hmo + p_conv:
                 labels = ("A", "B", "C") if rng.random() < 0.5 else ("1", "2", "3")
                 for label in labels[: min(rng.randint(2, 3), target - made)]:
-                    b.add(kind=FLAT, lsoa=lsoa, decile=decile, digits=digits, sub=f"Flat {label}",
-                          building="", number=str(number), street=street, locality=locality, e=e, n=n)
+                    b.add(
+                        kind=FLAT,
+                        lsoa=lsoa,
+                        decile=decile,
+                        digits=digits,
+                        sub=f"Flat {label}",
+                        building="",
+                        number=str(number),
+                        street=street,
+                        locality=locality,
+                        e=e,
+                        n=n,
+                    )
                     made += 1
             else:
-                b.add(kind=house_kind, lsoa=lsoa, decile=decile, digits=digits, sub="", building="",
-                      number=str(number), street=street, locality=locality, e=e, n=n)
+                b.add(
+                    kind=house_kind,
+                    lsoa=lsoa,
+                    decile=decile,
+                    digits=digits,
+                    sub="",
+                    building="",
+                    number=str(number),
+                    street=street,
+                    locality=locality,
+                    e=e,
+                    n=n,
+                )
                 made += 1
-    for kind, capacity in communal:
+    for establishment, capacity in communal:
         number += 2
         word = rng.choice(_STREET_WORDS)
-        if kind == CARE_HOME:
+        if establishment == CARE_HOME:
             building = f"{word} {rng.choice(_CARE_SUFFIXES)}"
         else:
             building = rng.choice(_HOSTEL_NAMES).format(w=word)
-        b.add(kind=kind, lsoa=lsoa, decile=decile, digits=digits, sub="", building=building,
-              number=str(number), street=street, locality=locality, e=e0 + number * de,
-              n=n0 + number * dn, capacity=capacity)
+        b.add(
+            kind=establishment,
+            lsoa=lsoa,
+            decile=decile,
+            digits=digits,
+            sub="",
+            building=building,
+            number=str(number),
+            street=street,
+            locality=locality,
+            e=e0 + number * de,
+            n=n0 + number * dn,
+            capacity=capacity,
+        )
 
 
 def _capacities(rng: random.Random, beds: int, low: int, high: int) -> list[int]:
@@ -281,7 +438,9 @@ def _capacities(rng: random.Random, beds: int, low: int, high: int) -> list[int]
     return out
 
 
-def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_beds: int) -> Geography:
+def build_geography(
+    rng: random.Random, dwellings: int, care_beds: int, hostel_beds: int
+) -> Geography:
     """Areas and addresses: `dwellings` self-contained homes plus care homes and hostels."""
     n_lsoa = max(1, round(dwellings / 550))
     sizes = [rng.randint(400, 700) for _ in range(n_lsoa)]
@@ -290,12 +449,23 @@ def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_b
     sizes[-1] = max(1, sizes[-1] + dwellings - sum(sizes))
 
     side = math.ceil(math.sqrt(n_lsoa))
-    cells = [(_CENTRE_E + (i % side - side / 2) * _CELL_M, _CENTRE_N + (i // side - side / 2) * _CELL_M) for i in range(n_lsoa)]
-    score = [math.hypot(i % side - (side - 1) / 2, i // side - (side - 1) / 2) / max(side / 2, 1) + 0.45 * rng.random() for i in range(n_lsoa)]
+    cells = [
+        (_CENTRE_E + (i % side - side / 2) * _CELL_M, _CENTRE_N + (i // side - side / 2) * _CELL_M)
+        for i in range(n_lsoa)
+    ]
+    score = [
+        math.hypot(i % side - (side - 1) / 2, i // side - (side - 1) / 2) / max(side / 2, 1)
+        + 0.45 * rng.random()
+        for i in range(n_lsoa)
+    ]
     order = sorted(range(n_lsoa), key=lambda i: score[i])
     decile = [0] * n_lsoa
     for rank, i in enumerate(order):
-        decile[i] = 1 + min(9, int(10 * ((rank + 0.5) / n_lsoa) ** 1.25)) if n_lsoa > 1 else rng.randint(1, 10)
+        decile[i] = (
+            1 + min(9, int(10 * ((rank + 0.5) / n_lsoa) ** 1.25))
+            if n_lsoa > 1
+            else rng.randint(1, 10)
+        )
 
     n_wards = min(n_lsoa, max(20, round(n_lsoa / 25)))
     ward_of = [i * n_wards // n_lsoa for i in range(n_lsoa)]
@@ -318,8 +488,16 @@ def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_b
     used: list[set[str]] = [set() for _ in range(n_wards)]
     bounds = [0]
     for i in range(n_lsoa):
-        _build_lsoa(b, i, decile[i], sizes[i], localities[ward_of[i]], used[ward_of[i]],
-                    (int(cells[i][0]), int(cells[i][1])), communal[i])
+        _build_lsoa(
+            b,
+            i,
+            decile[i],
+            sizes[i],
+            localities[ward_of[i]],
+            used[ward_of[i]],
+            (int(cells[i][0]), int(cells[i][1])),
+            communal[i],
+        )
         bounds.append(len(b.cols["uprn"]))
 
     # output areas, postcodes: consecutive runs of addresses in street order within each LSOA
@@ -356,7 +534,9 @@ def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_b
         {
             "lsoa_idx": list(range(n_lsoa)),
             "lsoa": lsoa_codes,
-            "lsoa_name": [f"{LAD_NAME} {msoa_of[i] + 1:03d}{'ABCDE'[i % 5]}" for i in range(n_lsoa)],
+            "lsoa_name": [
+                f"{LAD_NAME} {msoa_of[i] + 1:03d}{'ABCDE'[i % 5]}" for i in range(n_lsoa)
+            ],
             "decile": decile,
             "msoa": [f"E02{90000 + msoa_of[i]:06d}" for i in range(n_lsoa)],
             "ward": [f"E05{90000 + ward_of[i]:06d}" for i in range(n_lsoa)],
@@ -364,10 +544,18 @@ def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_b
         schema_overrides={"lsoa_idx": pl.Int32, "decile": pl.Int8},
     )
     addresses = (
-        pl.DataFrame(b.cols, schema_overrides={
-            "uprn": pl.Int64, "kind": pl.Int8, "capacity": pl.Int32, "lsoa_idx": pl.Int32,
-            "street_id": pl.Int32, "easting": pl.Int32, "northing": pl.Int32,
-        })
+        pl.DataFrame(
+            b.cols,
+            schema_overrides={
+                "uprn": pl.Int64,
+                "kind": pl.Int8,
+                "capacity": pl.Int32,
+                "lsoa_idx": pl.Int32,
+                "street_id": pl.Int32,
+                "easting": pl.Int32,
+                "northing": pl.Int32,
+            },
+        )
         .with_columns(
             postcode=pl.Series(postcodes),
             oa=pl.Series([f"E00{900000 + o:06d}" for o in oa_idx]),
@@ -383,7 +571,8 @@ def build_geography(rng: random.Random, dwellings: int, care_beds: int, hostel_b
         .with_columns(pl.col("dwelling").cast(pl.Int32))
         .with_columns(
             neighbour_uprn=pl.coalesce(
-                pl.col("uprn").shift(1).over("street_id"), pl.col("uprn").shift(-1).over("street_id")
+                pl.col("uprn").shift(1).over("street_id"),
+                pl.col("uprn").shift(-1).over("street_id"),
             )
         )
     )

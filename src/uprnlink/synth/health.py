@@ -7,6 +7,7 @@ deprivation, overcrowding (more residents than bedrooms + 1) and communal living
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import polars as pl
@@ -22,23 +23,54 @@ _PREVALENCE: dict[str, tuple[tuple[float, float], ...]] = {
     "chd": ((40, 0.0), (55, 0.02), (70, 0.07), (85, 0.13), (100, 0.13)),
     "hypertension": ((20, 0.0), (40, 0.06), (55, 0.2), (70, 0.38), (85, 0.5), (100, 0.5)),
     "depression": ((12, 0.0), (18, 0.09), (45, 0.15), (70, 0.11), (100, 0.1)),
-    "dementia": ((60, 0.0), (65, 0.01), (75, 0.04), (85, 0.14), (95, 0.3), (105, 0.35)),
+    "dementia": ((60, 0.0), (65, 0.006), (75, 0.025), (85, 0.1), (95, 0.22), (105, 0.3)),
 }
 # relative risk in decile 1 (most deprived) and decile 10, linear between
 _DEPRIVATION: dict[str, tuple[float, float]] = {
-    "asthma": (1.25, 0.85), "copd": (2.0, 0.55), "diabetes": (1.5, 0.75), "chd": (1.4, 0.8),
-    "hypertension": (1.2, 0.9), "depression": (1.4, 0.8), "dementia": (1.15, 0.9),
+    "asthma": (1.25, 0.85),
+    "copd": (2.0, 0.55),
+    "diabetes": (1.5, 0.75),
+    "chd": (1.4, 0.8),
+    "hypertension": (1.2, 0.9),
+    "depression": (1.4, 0.8),
+    "dementia": (1.15, 0.9),
 }
-_AE_BY_AGE = ((0, 0.7), (5, 0.3), (15, 0.35), (20, 0.45), (30, 0.32), (60, 0.3), (75, 0.45), (85, 0.8), (100, 1.0))
-_ADMIT_BY_AGE = ((0, 0.12), (2, 0.05), (15, 0.04), (40, 0.06), (65, 0.13), (75, 0.22), (85, 0.4), (100, 0.5))
-_CONDITION_RR = {"asthma": 1.3, "copd": 2.0, "diabetes": 1.3, "chd": 1.6, "hypertension": 1.05,
-                 "depression": 1.35, "dementia": 1.6}
+_AE_BY_AGE = (
+    (0, 0.6),
+    (5, 0.27),
+    (15, 0.32),
+    (20, 0.4),
+    (30, 0.29),
+    (60, 0.27),
+    (75, 0.4),
+    (85, 0.7),
+    (100, 0.9),
+)
+_ADMIT_BY_AGE = (
+    (0, 0.09),
+    (2, 0.04),
+    (15, 0.03),
+    (40, 0.045),
+    (65, 0.1),
+    (75, 0.17),
+    (85, 0.32),
+    (100, 0.4),
+)
+_CONDITION_RR = {
+    "asthma": 1.3,
+    "copd": 2.0,
+    "diabetes": 1.3,
+    "chd": 1.6,
+    "hypertension": 1.05,
+    "depression": 1.35,
+    "dementia": 1.6,
+}
 
 
 def interpolate_expr(x: pl.Expr, knots: tuple[tuple[float, float], ...]) -> pl.Expr:
     """Piecewise-linear function of x through the knots, flat beyond the ends."""
     out = pl.lit(knots[-1][1])
-    for (x0, y0), (x1, y1) in reversed(list(zip(knots, knots[1:], strict=False))):
+    for (x0, y0), (x1, y1) in reversed(list(itertools.pairwise(knots))):
         out = pl.when(x < x1).then(y0 + (y1 - y0) * (x - x0) / (x1 - x0)).otherwise(out)
     return pl.when(x < knots[0][0]).then(pl.lit(knots[0][1])).otherwise(out)
 
@@ -57,10 +89,14 @@ def assign_conditions(people: pl.DataFrame, rng: random.Random) -> pl.DataFrame:
     age = pl.col("age")
     exprs = []
     for c in CONDITIONS:
-        p = interpolate_expr(age, _PREVALENCE[c]) * _deprivation_expr(pl.col("decile"), *_DEPRIVATION[c])
+        p = interpolate_expr(age, _PREVALENCE[c]) * _deprivation_expr(
+            pl.col("decile"), *_DEPRIVATION[c]
+        )
         if c == "diabetes":
             p = p * pl.when(pl.col("sex") == "M").then(1.2).otherwise(1.0)
-            p = p * pl.when(pl.col("origin").str.starts_with("south_asian")).then(2.0).otherwise(1.0)
+            p = p * pl.when(pl.col("origin").str.starts_with("south_asian")).then(2.0).otherwise(
+                1.0
+            )
         elif c == "chd":
             p = p * pl.when(pl.col("sex") == "M").then(1.5).otherwise(0.7)
         elif c == "depression":
@@ -68,12 +104,18 @@ def assign_conditions(people: pl.DataFrame, rng: random.Random) -> pl.DataFrame:
         elif c == "asthma":
             p = p * pl.when(pl.col("sex") == "F").then(1.1).otherwise(0.9)
         elif c == "dementia":
-            p = pl.when(pl.col("ever_in_care_home") & (age >= 65)).then(pl.max_horizontal(p, pl.lit(0.65))).otherwise(p)
+            p = (
+                pl.when(pl.col("ever_in_care_home") & (age >= 65))
+                .then(pl.max_horizontal(p, pl.lit(0.55)))
+                .otherwise(p)
+            )
         exprs.append((pl.col(f"u_{c}") < p.clip(0.0, 0.95)).alias(c))
     return frame.select("person_id", *exprs)
 
 
-def draw_hospital_activity(segments: pl.DataFrame, rng: random.Random, window_start: int, end: int) -> pl.DataFrame:
+def draw_hospital_activity(
+    segments: pl.DataFrame, rng: random.Random, window_start: int, end: int
+) -> pl.DataFrame:
     """A&E attendances and emergency admissions during residence segments in the window.
 
     Takes person_id, uprn, valid_from, valid_to (null = still there), dob, crowded, kind
@@ -100,9 +142,13 @@ def draw_hospital_activity(segments: pl.DataFrame, rng: random.Random, window_st
     rr = rr * pl.when(pl.col("crowded")).then(1.25).otherwise(1.0)
     years = pl.col("days") / 365.25
     seg = seg.with_columns(
-        lam_ae=interpolate_expr(pl.col("age"), _AE_BY_AGE) * rr * years
+        lam_ae=interpolate_expr(pl.col("age"), _AE_BY_AGE)
+        * rr
+        * years
         * pl.when(pl.col("kind") == "hostel").then(2.5).otherwise(1.0),
-        lam_adm=interpolate_expr(pl.col("age"), _ADMIT_BY_AGE) * rr * years
+        lam_adm=interpolate_expr(pl.col("age"), _ADMIT_BY_AGE)
+        * rr
+        * years
         * pl.when(pl.col("kind") == "care_home").then(1.4).otherwise(1.0),
     ).hstack(uniforms(rng, seg.height, ["u_ae", "u_adm"]))
     seg = with_poisson_counts(seg, "lam_ae", "u_ae", "n_ae")
@@ -111,7 +157,9 @@ def draw_hospital_activity(segments: pl.DataFrame, rng: random.Random, window_st
     for kind, col in (("AE", "n_ae"), ("EMERGENCY_ADMISSION", "n_adm")):
         ev = (
             seg.filter(pl.col(col) > 0)
-            .select("person_id", "uprn", "s", "days", "age", pl.int_ranges(0, pl.col(col)).alias("k"))
+            .select(
+                "person_id", "uprn", "s", "days", "age", pl.int_ranges(0, pl.col(col)).alias("k")
+            )
             .explode("k")
             .drop("k")
             .with_columns(activity_type=pl.lit(kind))
@@ -120,14 +168,21 @@ def draw_hospital_activity(segments: pl.DataFrame, rng: random.Random, window_st
     ev = pl.concat(parts)
     u = uniforms(rng, ev.height, ["u_day", "u_los", "u_same"])
     ev = ev.hstack(u).with_columns(
-        activity_date=(pl.col("s") + pl.duration(days=(pl.col("u_day") * pl.col("days")).floor().cast(pl.Int64))),
+        activity_date=(
+            pl.col("s")
+            + pl.duration(days=(pl.col("u_day") * pl.col("days")).floor().cast(pl.Int64))
+        ),
     )
     los = (-(1.0 - pl.col("u_los")).log() * (2.0 + pl.col("age") / 12.0)).floor().cast(pl.Int64)
-    discharge = pl.col("activity_date") + pl.duration(days=pl.when(pl.col("u_same") < 0.25).then(0).otherwise(los))
+    discharge = pl.col("activity_date") + pl.duration(
+        days=pl.when(pl.col("u_same") < 0.25).then(0).otherwise(los)
+    )
     return ev.select(
         "person_id",
         "uprn",
         "activity_type",
         "activity_date",
-        discharge_date=pl.when((pl.col("activity_type") == "EMERGENCY_ADMISSION") & (discharge <= hi)).then(discharge),
+        discharge_date=pl.when(
+            (pl.col("activity_type") == "EMERGENCY_ADMISSION") & (discharge <= hi)
+        ).then(discharge),
     )

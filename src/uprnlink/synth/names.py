@@ -149,9 +149,11 @@ def assign_forenames(people: pl.DataFrame, rng: random.Random) -> pl.DataFrame:
     own = pl.col("origin").replace_strict(FORENAME_POOL, default=BRITISH)
     mixed = pl.lit(other_pools[0])
     for i, o in enumerate(other_pools):
-        mixed = pl.when(pl.col("u_pool") >= 0.97 + 0.03 * i / len(other_pools)).then(
-            pl.lit(o)
-        ).otherwise(mixed)
+        mixed = (
+            pl.when(pl.col("u_pool") >= 0.97 + 0.03 * i / len(other_pools))
+            .then(pl.lit(o))
+            .otherwise(mixed)
+        )
     frame = (
         people.select("person_id", "sex", "birth_year", "origin")
         .with_row_index("_row")
@@ -160,14 +162,18 @@ def assign_forenames(people: pl.DataFrame, rng: random.Random) -> pl.DataFrame:
             pool=pl.when(own != BRITISH)
             .then(pl.when(pl.col("u_pool") < _OWN_POOL_SHARE).then(own).otherwise(pl.lit(BRITISH)))
             .otherwise(
-                pl.when(pl.col("u_pool") < _BRITISH_POOL_SHARE).then(pl.lit(BRITISH)).otherwise(mixed)
+                pl.when(pl.col("u_pool") < _BRITISH_POOL_SHARE)
+                .then(pl.lit(BRITISH))
+                .otherwise(mixed)
             ),
             bucket=(pl.col("birth_year") // 5) * 5 + 2,
         )
     )
     parts = []
-    for key, group in frame.partition_by(["sex", "pool", "bucket"], as_dict=True, maintain_order=True).items():
-        sex, pool, bucket = str(key[0]), str(key[1]), int(key[2])  # type: ignore[call-overload]
+    for key, group in frame.partition_by(
+        ["sex", "pool", "bucket"], as_dict=True, maintain_order=True
+    ).items():
+        sex, pool, bucket = str(key[0]), str(key[1]), int(key[2])
         cands = pools.get((sex, pool)) or pools[(sex, BRITISH)]
         weights = _weights_for_year(cands, bucket)
         names = pl.Series([c.name for c in cands])
@@ -183,6 +189,7 @@ def assign_forenames(people: pl.DataFrame, rng: random.Random) -> pl.DataFrame:
         "person_id",
         "forename",
         middle_name=pl.when(
-            (pl.col("u_has_mid") < _MIDDLE_NAME_SHARE) & (pl.col("middle_name") != pl.col("forename"))
+            (pl.col("u_has_mid") < _MIDDLE_NAME_SHARE)
+            & (pl.col("middle_name") != pl.col("forename"))
         ).then(pl.col("middle_name")),
     )

@@ -48,7 +48,8 @@ def draw_nhs_numbers(rng: random.Random, n: int) -> pl.Series:
         base = first * 100_000_000 + (u_rest * 100_000_000).floor().cast(pl.Int64)
         frame = pl.DataFrame({"base": base}).with_columns(check=_check_expr(pl.col("base")))
         frame = frame.filter(pl.col("check") != 10).with_columns(
-            nhs=pl.col("base") * 10 + pl.when(pl.col("check") == 11).then(0).otherwise(pl.col("check"))
+            nhs=pl.col("base") * 10
+            + pl.when(pl.col("check") == 11).then(0).otherwise(pl.col("check"))
         )
         got = pl.concat([got, frame["nhs"].alias("nhs_number")]).unique(maintain_order=True)
     return got.head(n).cast(pl.Utf8)

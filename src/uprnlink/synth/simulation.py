@@ -13,6 +13,7 @@ import gc
 import heapq
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -29,6 +30,7 @@ from uprnlink.synth.names import SurnameTable
 
 NEVER = 10_000_000
 YEAR = 365.25
+_SIXTEEN_YEARS = int(16 * YEAR)
 
 # person roles within a household
 HRP, PARTNER, CHILD, OTHER = range(4)
@@ -38,8 +40,8 @@ STILL_HERE, DIED, LEFT_AREA = range(3)
 # vacancy pools: the letting market each dwelling belongs to
 _POOL_OWNER, _POOL_PRIVATE, _POOL_SOCIAL, _POOL_HMO = range(4)
 _MIN_VOID_DAYS = 14
-_MARKETS_HMO = (_POOL_HMO * 4, _POOL_PRIVATE * 4)
-_MARKETS_SOCIAL = (_POOL_SOCIAL * 4,)
+_MARKETS_HMO: tuple[int, ...] = (_POOL_HMO * 4, _POOL_PRIVATE * 4)
+_MARKETS_SOCIAL: tuple[int, ...] = (_POOL_SOCIAL * 4,)
 _MARKETS_OWNER = (_POOL_OWNER * 4, _POOL_PRIVATE * 4)
 _MARKETS_PRIVATE = (_POOL_PRIVATE * 4, _POOL_OWNER * 4)
 _CLASS_ORDER = tuple(
@@ -47,17 +49,29 @@ _CLASS_ORDER = tuple(
 )
 
 # Gompertz mortality (hazard A*exp(B*age)), calibrated to UK life tables
-_GOMPERTZ_A, _GOMPERTZ_B = 4.5e-5, 0.0877
+_GOMPERTZ_A, _GOMPERTZ_B = 3.6e-5, 0.0877
 _CARE_ENTRY_C, _CARE_ENTRY_B = 4.1e-7, 0.14
-_CARE_HOME_MORTALITY = 4.0
+_CARE_HOME_MORTALITY = 3.0
 _FERTILITY_MAX = 0.17
 _MOVE_RATE = {OWNER: 0.05, PRIVATE_RENT: 0.15, SOCIAL_RENT: 0.07}
 _LEAVE_AREA_ON_MOVE = 0.45
 _SEPARATION_RATE = 0.012
 _PARTNERING_RATE = 0.07
 
-(_DEATH, _MOVE, _BIRTH, _LEAVE_HOME, _SEPARATE, _PARTNER, _CARE, _HOSTEL_LEAVE,
- _HOSTEL_ARRIVE, _CARE_ARRIVE, _IN_MIGRATE, _MONTH) = range(12)
+(
+    _DEATH,
+    _MOVE,
+    _BIRTH,
+    _LEAVE_HOME,
+    _SEPARATE,
+    _PARTNER,
+    _CARE,
+    _HOSTEL_LEAVE,
+    _HOSTEL_ARRIVE,
+    _CARE_ARRIVE,
+    _IN_MIGRATE,
+    _MONTH,
+) = range(12)
 
 
 @dataclass(frozen=True)
@@ -87,14 +101,37 @@ def _fertility(age: float) -> float:
 
 
 # (low, high, weight) bands of age for the reference person of each kind of household
-_AGES_SINGLE = ((18, 25, 3), (25, 35, 10), (35, 45, 10), (45, 55, 13), (55, 65, 17), (65, 75, 18),
-                (75, 85, 18), (85, 100, 11))
-_AGES_COUPLE = ((20, 25, 3), (25, 35, 14), (35, 45, 6), (45, 55, 12), (55, 65, 23), (65, 75, 25),
-                (75, 85, 14), (85, 95, 3))
+_AGES_SINGLE = (
+    (18, 25, 3),
+    (25, 35, 10),
+    (35, 45, 10),
+    (45, 55, 13),
+    (55, 65, 17),
+    (65, 75, 18),
+    (75, 85, 18),
+    (85, 100, 11),
+)
+_AGES_COUPLE = (
+    (20, 25, 3),
+    (25, 35, 14),
+    (35, 45, 6),
+    (45, 55, 12),
+    (55, 65, 23),
+    (65, 75, 25),
+    (75, 85, 14),
+    (85, 95, 3),
+)
 _AGES_MOTHER = ((20, 30, 15), (30, 40, 35), (40, 50, 35), (50, 60, 15))
-_AGES_SINGLE_MIGRANT = ((18, 25, 15), (25, 35, 35), (35, 45, 20), (45, 55, 10), (55, 65, 8),
-                        (65, 75, 6), (75, 95, 6))
-_AGES_COUPLE_MIGRANT = ((20, 25, 10), (25, 35, 35), (35, 45, 20), (45, 65, 20), (65, 90, 15))
+_AGES_SINGLE_MIGRANT = (
+    (18, 25, 15),
+    (25, 35, 35),
+    (35, 45, 20),
+    (45, 55, 10),
+    (55, 65, 8),
+    (65, 75, 6),
+    (75, 95, 6),
+)
+_AGES_COUPLE_MIGRANT = ((20, 25, 8), (25, 35, 30), (35, 45, 20), (45, 65, 25), (65, 90, 18))
 
 
 def _age_in(rng: random.Random, bands: tuple[tuple[int, int, int], ...]) -> float:
@@ -129,6 +166,8 @@ class _Sim:
         self.pools: list[list[int]] = [[] for _ in range(16)]
         self.n_homes = 0
         self.n_vacant = 0
+        self.resident = 0
+        self.target = 0
         self.care_homes: list[int] = []
         self.hostels: list[int] = []
         # people
@@ -280,6 +319,7 @@ class _Sim:
         self.p_entry_kind.append(kind)
         self.p_exit.append(NEVER)
         self.p_exit_kind.append(STILL_HERE)
+        self.resident += 1
         return p
 
     def draw_death(self, p: int, t: int, care: bool = False) -> None:
@@ -288,16 +328,18 @@ class _Sim:
         mult = (1.35 if self.p_sex[p] == 0 else 0.8) * (1.5 - 0.075 * (decile - 1))
         if care:
             mult *= _CARE_HOME_MORTALITY
-        wait = _gompertz_wait(self.rng, max(0.0, self.age(p, t)), _GOMPERTZ_A * mult, _GOMPERTZ_B)
+        age = (t - self.p_dob[p]) / YEAR
+        wait = _gompertz_wait(self.rng, age if age > 0.0 else 0.0, _GOMPERTZ_A * mult, _GOMPERTZ_B)
         d = t + 1 + int(wait * YEAR)
         self.p_death[p] = d
-        self.push(d, _DEATH, p)
+        if d <= self.R:
+            self.push(d, _DEATH, p)
 
     def schedule_person(self, p: int, t: int) -> None:
         """Draw a newly placed person's death, care-home entry, leaving home and birth chain."""
         rng = self.rng
         self.draw_death(p, t)
-        age = self.age(p, t)
+        age = (t - self.p_dob[p]) / YEAR
         if age > 55:
             wait = _gompertz_wait(rng, age, _CARE_ENTRY_C, _CARE_ENTRY_B)
             if age + wait >= 65:
@@ -309,7 +351,9 @@ class _Sim:
                 when = t + 1 + int(rng.expovariate(0.25) * YEAR)
             self.push(when, _LEAVE_HOME, p)
         if self.p_sex[p] == 1 and age < 45:
-            first = max(t, self.p_dob[p] + int(16 * YEAR))
+            first = self.p_dob[p] + _SIXTEEN_YEARS
+            if first < t:
+                first = t
             self.push(first + int(rng.expovariate(_FERTILITY_MAX) * YEAR), _BIRTH, p)
 
     def start_residence(self, p: int, d: int, t: int, size: int) -> None:
@@ -331,6 +375,8 @@ class _Sim:
         self.p_home[p] = -1
 
     def exit_area(self, p: int, t: int, kind: int) -> None:
+        if self.p_exit_kind[p] == STILL_HERE:
+            self.resident -= 1
         self.p_exit[p] = t
         self.p_exit_kind[p] = kind
 
@@ -575,7 +621,11 @@ class _Sim:
             members += [(k, CHILD) for k in kids(mother_age, n, kid_sur)]
             if kind == "multigen":
                 gp_age = max(55.0, mother_age + 26 + 6 * u())
-                side = self.p_sur[man] if u() < 0.6 else (self.p_prev[woman] if self.p_prev[woman] >= 0 else self.p_sur[woman])
+                side = (
+                    self.p_sur[man]
+                    if u() < 0.6
+                    else (self.p_prev[woman] if self.p_prev[woman] >= 0 else self.p_sur[woman])
+                )
                 members.append((person(int(u() < 0.35), gp_age, side), OTHER))
                 if u() < 0.3:
                     members.append((person(int(u() < 0.5), gp_age + rng.gauss(0, 3), side), OTHER))
@@ -589,7 +639,12 @@ class _Sim:
         else:  # sharers
             sharers = True
             for i in range(2 + int(u() * 2.6)):
-                members.append((person(int(u() < 0.5), 19 + 16 * u(), self.draw_surname()), HRP if i == 0 else OTHER))
+                members.append(
+                    (
+                        person(int(u() < 0.5), 19 + 16 * u(), self.draw_surname()),
+                        HRP if i == 0 else OTHER,
+                    )
+                )
         h_age = self.age(members[0][0], t)
         h = self.new_household(self.pick_tenure(h_age, kind), sharers)
         for p, role in members:
@@ -600,8 +655,7 @@ class _Sim:
         """Forget a composed household that found no dwelling (its people never existed here)."""
         self.h_alive[h] = False
         for p in self.h_members[h]:
-            self.p_exit[p] = self.p_entry[p]
-            self.p_exit_kind[p] = LEFT_AREA
+            self.exit_area(p, self.p_entry[p], LEFT_AREA)
             self.p_entry_kind[p] = -1
         self.h_members[h] = []
 
@@ -611,7 +665,9 @@ class _Sim:
         rng, S = self.rng, self.S
         for h, members in households:
             tenure = self.h_ten[h]
-            young_single = len(members) == 1 and tenure == PRIVATE_RENT and self.age(members[0], S) < 35
+            young_single = (
+                len(members) == 1 and tenure == PRIVATE_RENT and self.age(members[0], S) < 35
+            )
             size = self.need_rooms(members, S, tenure)
             d = self.find_dwelling(tenure, size, S, hmo=young_single and rng.random() < 0.3)
             if d < 0:
@@ -621,7 +677,11 @@ class _Sim:
                 self.discard_household(h)
                 continue
             mean_years = {OWNER: 13.0, PRIVATE_RENT: 3.5, SOCIAL_RENT: 8.0}[self.h_ten[h]]
-            adult_since = max(self.p_dob[p] + int(18 * YEAR) for p in members if p in (self.h_hrp[h], self.h_partner[h]))
+            adult_since = max(
+                self.p_dob[p] + int(18 * YEAR)
+                for p in members
+                if p in (self.h_hrp[h], self.h_partner[h])
+            )
             t0 = max(adult_since, S - 1 - int(rng.expovariate(1 / mean_years) * YEAR))
             t0 = min(t0, S - 1)
             self.occupy(h, d, t0)
@@ -657,7 +717,12 @@ class _Sim:
 
     def hostel_arrival(self, c: int, t: int, initial: bool = False) -> None:
         rng = self.rng
-        p = self.compose_lone(int(rng.random() < 0.25), 18 + 42 * rng.random() ** 1.5, t, INITIAL if initial else IN_MIGRANT)
+        p = self.compose_lone(
+            int(rng.random() < 0.25),
+            18 + 42 * rng.random() ** 1.5,
+            t,
+            INITIAL if initial else IN_MIGRANT,
+        )
         since = t - rng.randrange(400) if initial else t
         self.start_residence(p, c, since, 0)
         self.d_count[c] += 1
@@ -666,15 +731,26 @@ class _Sim:
 
     def compose_lone(self, sex: int, age: float, t: int, kind: int) -> int:
         dob = t - int(age * YEAR) - self.rng.randrange(365)
-        return self.new_person(sex, dob, self.draw_surname(), self.S if kind == INITIAL else t, kind)
+        return self.new_person(
+            sex, dob, self.draw_surname(), self.S if kind == INITIAL else t, kind
+        )
 
     # ------------------------------------------------------------------ events
     def run(self) -> None:
         heap, payload, pop = self.heap, self.payload, heapq.heappop
         handlers = [
-            self.on_death, self.on_move, self.on_birth, self.on_leave_home, self.on_separate,
-            self.on_partner, self.on_care, self.on_hostel_leave, self.on_hostel_arrive,
-            self.on_care_arrive, self.on_in_migrate, self.on_month,
+            self.on_death,
+            self.on_move,
+            self.on_birth,
+            self.on_leave_home,
+            self.on_separate,
+            self.on_partner,
+            self.on_care,
+            self.on_hostel_leave,
+            self.on_hostel_arrive,
+            self.on_care_arrive,
+            self.on_in_migrate,
+            self.on_month,
         ]
         mask = (1 << 36) - 1
         while heap:
@@ -710,9 +786,9 @@ class _Sim:
         if old == SOCIAL_RENT:
             new = SOCIAL_RENT if r < 0.9 else PRIVATE_RENT
         elif old == PRIVATE_RENT:
-            new = PRIVATE_RENT if r < 0.65 else OWNER if r < 0.88 else SOCIAL_RENT
+            new = PRIVATE_RENT if r < 0.55 else OWNER if r < 0.9 else SOCIAL_RENT
         else:
-            new = OWNER if r < 0.92 else PRIVATE_RENT
+            new = OWNER if r < 0.95 else PRIVATE_RENT
         d = self.find_dwelling(new, self.need_rooms(members, t, new), t)
         if d < 0 or d == self.h_dw[h]:
             self.household_leaves_area(h, t)
@@ -732,7 +808,7 @@ class _Sim:
         h = self.p_hh[p]
         members = self.h_members[h]
         coupled = (self.h_hrp[h] == p and self.h_partner[h] >= 0) or self.h_partner[h] == p
-        factor = 1.0 if coupled else 0.25 if self.h_hrp[h] == p else 0.08
+        factor = 1.1 if coupled else 0.3 if self.h_hrp[h] == p else 0.08
         born = False
         if rng.random() * _FERTILITY_MAX < _fertility(age) * factor and len(members) < 8:
             other = self.h_partner[h] if self.h_hrp[h] == p else self.h_hrp[h]
@@ -748,7 +824,12 @@ class _Sim:
         self.push(t + gap + 1 + int(rng.expovariate(_FERTILITY_MAX) * YEAR), _BIRTH, p)
 
     def on_leave_home(self, p: int, t: int) -> None:
-        if not self.here(p, t) or self.p_hh[p] < 0 or self.p_role[p] != CHILD or self.age(p, t) < 17:
+        if (
+            not self.here(p, t)
+            or self.p_hh[p] < 0
+            or self.p_role[p] != CHILD
+            or self.age(p, t) < 17
+        ):
             return
         rng = self.rng
         if rng.random() < 0.55:
@@ -770,7 +851,9 @@ class _Sim:
         else:
             leaver, stayer = (a, b) if rng.random() < 0.5 else (b, a)
         if rng.random() < 0.6:
-            if not self.form_single(leaver, t, SOCIAL_RENT if rng.random() < 0.25 else PRIVATE_RENT):
+            if not self.form_single(
+                leaver, t, SOCIAL_RENT if rng.random() < 0.25 else PRIVATE_RENT
+            ):
                 self.remove_member(leaver, t - 1)
                 self.exit_area(leaver, t, LEFT_AREA)
         else:
@@ -782,8 +865,12 @@ class _Sim:
     def valid_single(self, q: int, t: int) -> bool:
         h = self.p_hh[q]
         return (
-            self.p_exit[q] > t and h >= 0 and self.h_hrp[h] == q and self.h_partner[h] < 0
-            and not self.h_sharers[h] and 18 <= self.age(q, t) < 56
+            self.p_exit[q] > t
+            and h >= 0
+            and self.h_hrp[h] == q
+            and self.h_partner[h] < 0
+            and not self.h_sharers[h]
+            and 18 <= self.age(q, t) < 56
         )
 
     def on_partner(self, p: int, t: int) -> None:
@@ -811,7 +898,9 @@ class _Sim:
                     continue
                 if len(self.h_members[self.p_hh[c]]) != 1:
                     continue
-                if (self.p_sex[c] == self.p_sex[p]) == same_sex and abs(self.age(c, t) - age_p) <= 10:
+                if (self.p_sex[c] == self.p_sex[p]) == same_sex and abs(
+                    self.age(c, t) - age_p
+                ) <= 10:
                     q = c
                     break
         if q >= 0:
@@ -838,7 +927,15 @@ class _Sim:
         if not self.here(p, t) or self.p_hh[p] < 0:
             return
         rng = self.rng
-        free = [c for c in (rng.choice(self.care_homes) for _ in range(4)) if self.d_count[c] < self.d_cap[c]] if self.care_homes else []
+        free = (
+            [
+                c
+                for c in (rng.choice(self.care_homes) for _ in range(4))
+                if self.d_count[c] < self.d_cap[c]
+            ]
+            if self.care_homes
+            else []
+        )
         if not free:
             return
         c = free[0]
@@ -863,10 +960,14 @@ class _Sim:
         self.d_count[c] -= 1
         self.push(t + 1 + int(rng.expovariate(1 / 30)), _HOSTEL_ARRIVE, c)
         if rng.random() < 0.5:
-            d = self.find_dwelling(SOCIAL_RENT if rng.random() < 0.5 else PRIVATE_RENT, 1, t, hmo=rng.random() < 0.3)
+            d = self.find_dwelling(
+                SOCIAL_RENT if rng.random() < 0.5 else PRIVATE_RENT, 1, t, hmo=rng.random() < 0.3
+            )
             if d >= 0:
                 self.end_residence(p, t - 1)
-                h = self.new_household(SOCIAL_RENT if self.d_pool[d] == _POOL_SOCIAL else PRIVATE_RENT)
+                h = self.new_household(
+                    SOCIAL_RENT if self.d_pool[d] == _POOL_SOCIAL else PRIVATE_RENT
+                )
                 self.join(h, p, HRP)
                 self.occupy(h, d, t)
                 self.schedule_move(h, t)
@@ -876,13 +977,17 @@ class _Sim:
         self.exit_area(p, t, LEFT_AREA)
 
     def on_month(self, _: int, t: int) -> None:
-        """Keep about 5% of homes vacant and care homes about 90% full by in-migration."""
+        """Keep about 5% of homes vacant (3% while the population is short) and care homes 90% full."""
         rng = self.rng
-        excess = self.n_vacant - int(0.05 * self.n_homes)
+        vacancy = 0.05 if self.resident >= self.target else 0.03
+        excess = self.n_vacant - int(vacancy * self.n_homes)
         for _ in range((excess + 1) // 2):
             self.push(t + int(rng.random() * 30), _IN_MIGRATE, 0)
         free = [c for c in self.care_homes if self.d_count[c] < self.d_cap[c]]
-        spare = sum(self.d_cap[c] - self.d_count[c] for c in free) - sum(self.d_cap[c] for c in self.care_homes) // 10
+        spare = (
+            sum(self.d_cap[c] - self.d_count[c] for c in free)
+            - sum(self.d_cap[c] for c in self.care_homes) // 10
+        )
         for _ in range(max(0, spare) // 3):
             self.push(t + int(rng.random() * 30), _CARE_ARRIVE, rng.choice(free))
 
@@ -890,13 +995,24 @@ class _Sim:
         rng = self.rng
         r = rng.random()
         kind = (
-            "single" if r < 0.36 else "couple" if r < 0.56 else "couple_kids" if r < 0.76
-            else "lone_parent" if r < 0.84 else "sharers" if r < 0.97 else "multigen"
+            "single"
+            if r < 0.36
+            else "couple"
+            if r < 0.56
+            else "couple_kids"
+            if r < 0.76
+            else "lone_parent"
+            if r < 0.84
+            else "sharers"
+            if r < 0.97
+            else "multigen"
         )
         h, members = self.compose(kind, t, IN_MIGRANT)
         tenure = self.h_ten[h]
         young_single = len(members) == 1 and tenure == PRIVATE_RENT and self.age(members[0], t) < 35
-        d = self.find_dwelling(tenure, self.need_rooms(members, t, tenure), t, hmo=young_single and rng.random() < 0.4)
+        d = self.find_dwelling(
+            tenure, self.need_rooms(members, t, tenure), t, hmo=young_single and rng.random() < 0.4
+        )
         if d < 0:
             self.discard_household(h)
             return
@@ -926,7 +1042,9 @@ class _Sim:
             return pl.Series(col, values, dtype=pl.Int32).cast(pl.Date)
 
         def opt_date(col: str, values: list[int]) -> pl.Series:
-            return pl.Series(col, [v if v < NEVER else None for v in values], dtype=pl.Int32).cast(pl.Date)
+            return pl.Series(col, [v if v < NEVER else None for v in values], dtype=pl.Int32).cast(
+                pl.Date
+            )
 
         names = self.sn.names
         people = pl.DataFrame(
@@ -935,13 +1053,27 @@ class _Sim:
                 pl.Series("sex", ["MF"[self.p_sex[p]] for p in keep]),
                 date("dob", [self.p_dob[p] for p in keep]),
                 pl.Series("surname", [names[self.p_sur[p]] for p in keep]),
-                pl.Series("previous_surname", [names[self.p_prev[p]] if self.p_prev[p] >= 0 else None for p in keep], dtype=pl.Utf8),
-                opt_date("surname_changed", [self.p_change[p] if self.p_prev[p] >= 0 else NEVER for p in keep]),
+                pl.Series(
+                    "previous_surname",
+                    [names[self.p_prev[p]] if self.p_prev[p] >= 0 else None for p in keep],
+                    dtype=pl.Utf8,
+                ),
+                opt_date(
+                    "surname_changed",
+                    [self.p_change[p] if self.p_prev[p] >= 0 else NEVER for p in keep],
+                ),
                 pl.Series("origin", [self.p_origin[p] for p in keep]),
                 date("entry_date", [self.p_entry[p] for p in keep]),
-                pl.Series("entry_kind", [("initial", "born", "in_migrant")[self.p_entry_kind[p]] for p in keep]),
+                pl.Series(
+                    "entry_kind",
+                    [("initial", "born", "in_migrant")[self.p_entry_kind[p]] for p in keep],
+                ),
                 opt_date("exit_date", [self.p_exit[p] for p in keep]),
-                pl.Series("exit_kind", [(None, "died", "left_area")[self.p_exit_kind[p]] for p in keep], dtype=pl.Utf8),
+                pl.Series(
+                    "exit_kind",
+                    [(None, "died", "left_area")[self.p_exit_kind[p]] for p in keep],
+                    dtype=pl.Utf8,
+                ),
             ]
         )
         residence = pl.DataFrame(
@@ -973,15 +1105,29 @@ class _Sim:
                 opt_date("end", self.l_end),
             ]
         ).filter(pl.col("end").is_null() | (pl.col("end") >= pl.col("start")))
-        return History(people=people, residence=residence, occupancies=occupancies, liabilities=liabilities)
+        return History(
+            people=people, residence=residence, occupancies=occupancies, liabilities=liabilities
+        )
 
 
-_KINDS = (("single", 0.30), ("couple", 0.26), ("couple_kids", 0.24), ("lone_parent", 0.1),
-          ("multigen", 0.03), ("sharers", 0.07))
+_KINDS = (
+    ("single", 0.30),
+    ("couple", 0.26),
+    ("couple_kids", 0.24),
+    ("lone_parent", 0.1),
+    ("multigen", 0.03),
+    ("sharers", 0.07),
+)
 
 
-def simulate(rng: random.Random, people: int, start: int, end: int, surnames: SurnameTable,
-             build_addresses: object) -> tuple[History, pl.DataFrame]:
+def simulate(
+    rng: random.Random,
+    people: int,
+    start: int,
+    end: int,
+    surnames: SurnameTable,
+    build_addresses: Callable[[int, int, int], pl.DataFrame],
+) -> tuple[History, pl.DataFrame]:
     """Compose households for about `people` residents, build their area, then run the decade.
 
     `build_addresses(dwellings, care_beds, hostel_beds)` returns the addresses frame; it is
@@ -997,12 +1143,19 @@ def simulate(rng: random.Random, people: int, start: int, end: int, surnames: Su
             gc.enable()
 
 
-def _simulate(rng: random.Random, people: int, start: int, end: int, surnames: SurnameTable,
-              build_addresses: object) -> tuple[History, pl.DataFrame]:
+def _simulate(
+    rng: random.Random,
+    people: int,
+    start: int,
+    end: int,
+    surnames: SurnameTable,
+    build_addresses: Callable[[int, int, int], pl.DataFrame],
+) -> tuple[History, pl.DataFrame]:
     care_beds = round(0.0185 * people)
     hostel_beds = round(0.006 * people)
     resident_target = people - int(care_beds * 0.91) - int(hostel_beds * 0.85)
     sim = _Sim(rng, start, end, surnames)
+    sim.target = people
     households: list[tuple[int, list[int]]] = []
     total = 0
     cum = []
@@ -1017,8 +1170,7 @@ def _simulate(rng: random.Random, people: int, start: int, end: int, surnames: S
         households.append((h, members))
         total += len(members)
     dwellings = math.ceil(len(households) / 0.95)
-    addresses = build_addresses(dwellings, care_beds, hostel_beds)  # type: ignore[operator]
-    assert isinstance(addresses, pl.DataFrame)
+    addresses = build_addresses(dwellings, care_beds, hostel_beds)
     sim.set_dwellings(addresses)
     sim.populate(households)
     sim.run()
