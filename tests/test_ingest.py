@@ -39,7 +39,7 @@ def gp_source(path: Path, **overrides: object) -> SourceSettings:
         format="csv",
         delimiter=",",
         encoding="utf8",
-        date_format="%Y%m%d",
+        date_formats=("%Y%m%d",),
         columns=cols,
     )
     kwargs.update(overrides)
@@ -150,7 +150,7 @@ def test_validate_in_memory_frame_with_native_dates() -> None:
             "UPRN": [None, None],
         }
     )
-    src = gp_source(Path("mem.parquet"), format="parquet", date_format=None)
+    src = gp_source(Path("mem.parquet"), format="parquet", date_formats=())
     accepted, quarantined, report = validate_extract(
         raw, src, find_contract(SCHEMAS, "gp_registrations"), REF
     )
@@ -158,3 +158,32 @@ def test_validate_in_memory_frame_with_native_dates() -> None:
     assert accepted["sex"].to_list() == ["M"]
     assert quarantined["_reasons"].to_list() == ["dob:missing"]
     assert report.reconciles
+
+
+def test_timestamps_in_date_fields_keep_their_date() -> None:
+    from uprnlink.standardise import date_expr
+
+    df = pl.DataFrame(
+        {"d": ["1980-01-02 00:00:00", "1980-01-02T13:45:00.000Z", "02/01/1980 1:05 PM", "x"]}
+    )
+    out = df.select(date_expr("d", ["%Y-%m-%d", "%d/%m/%Y"]))["d"].to_list()
+    assert out == [date(1980, 1, 2)] * 3 + [None]
+
+
+def test_headers_differing_in_case_or_spaces_are_matched(tmp_path: Path) -> None:
+    header = HEADER.replace("SURNAME", " surname ").replace("PATIENT_ID", "Patient_Id")
+    path = write(tmp_path, header + "P1,,Ann,Jones,19800102,F,,,20100101,x\n")
+    accepted, _, report = ingest_extract(
+        gp_source(path), find_contract(SCHEMAS, "gp_registrations"), REF
+    )
+    assert accepted["surname"].to_list() == ["JONES"]
+    assert report.columns_ignored == ["EXTRA"]
+
+
+def test_mixed_date_formats_from_a_list(tmp_path: Path) -> None:
+    body = HEADER + "P1,,Ann,Jones,1980-01-02,F,,,02/01/2010,x\nP2,,Bo,Li,19800102,M,,,20100101,x\n"
+    src = gp_source(write(tmp_path, body), date_formats=("%Y%m%d", "%Y-%m-%d", "%d/%m/%Y"))
+    accepted, quarantined, _ = ingest_extract(src, find_contract(SCHEMAS, "gp_registrations"), REF)
+    assert quarantined.height == 0
+    assert accepted["dob"].to_list() == [date(1980, 1, 2)] * 2
+    assert accepted["start_date"].to_list() == [date(2010, 1, 2), date(2010, 1, 1)]

@@ -124,8 +124,16 @@ def read_extract(source: SourceSettings) -> pl.DataFrame:
         ) from None
 
 
-def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract) -> None:
-    """Fail clearly when a required field is unmapped or a mapped column is absent."""
+def _header_key(name: str) -> str:
+    return " ".join(name.replace("\ufeff", "").split()).casefold()
+
+
+def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract) -> dict[str, str]:
+    """Each mapped field's actual header in the file; fail clearly on a gap in the mapping.
+
+    A header that differs from the config only in case or surrounding spaces is accepted, as
+    systems change those between releases; an ambiguous or absent one is an error.
+    """
     unknown = set(source.columns) - set(contract.field_names)
     if unknown:
         raise ContractError(
@@ -143,8 +151,16 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
                 rule="mapping_missing",
             )
     headers = set(raw.columns)
+    by_key: dict[str, list[str]] = {}
+    for h in raw.columns:
+        by_key.setdefault(_header_key(h), []).append(h)
+    resolved: dict[str, str] = {}
     for fname, mapping in source.columns.items():
-        if mapping.column not in headers:
+        if mapping.column in headers:
+            resolved[fname] = mapping.column
+        elif len(by_key.get(_header_key(mapping.column), [])) == 1:
+            resolved[fname] = by_key[_header_key(mapping.column)][0]
+        else:
             raise ContractError(
                 f"column {mapping.column!r} (mapped to field {fname!r}) is not in the file's "
                 f"header; found {len(headers)} columns",
@@ -154,7 +170,7 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
             )
         spec = contract.field(fname)
         if spec.is_date and not source.date_formats_for(fname):
-            dtype = raw.schema[mapping.column]
+            dtype = raw.schema[resolved[fname]]
             if not dtype.is_temporal():
                 raise ContractError(
                     f"date field {fname!r} needs a date format: set date_format for the source "
@@ -163,6 +179,7 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
                     column=mapping.column,
                     rule="date_format_missing",
                 )
+    return resolved
 
 
 def _text_expr(col: str) -> pl.Expr:
@@ -232,7 +249,7 @@ def validate_extract(
 ) -> tuple[pl.DataFrame, pl.DataFrame, IngestReport]:
     """Split an extract into standardised accepted rows and quarantined rows with reasons."""
     started = time.perf_counter()
-    check_mapping(raw, source, contract)
+    columns = check_mapping(raw, source, contract)
     report = IngestReport(
         source=source.name,
         file=source.path.name,
@@ -240,20 +257,19 @@ def validate_extract(
         checksum="",
         rows_in=raw.height,
         fields_not_supplied=[f.name for f in contract.fields if f.name not in source.columns],
-        columns_ignored=sorted(set(raw.columns) - {m.column for m in source.columns.values()}),
+        columns_ignored=sorted(set(raw.columns) - set(columns.values())),
     )
     frame = raw.with_row_index(ROW, offset=1)
     typed: list[pl.Expr] = []
     reasons: list[pl.Expr] = []
     failed: dict[str, pl.Expr] = {}
     for spec in contract.fields:
-        mapping = source.columns.get(spec.name)
-        if mapping is None:
+        col = columns.get(spec.name)
+        if col is None:
             typed.append(pl.lit(None).alias(spec.name))
             if spec.type == "forename":
                 typed.append(pl.lit(None, pl.Utf8).alias("middle_names"))
             continue
-        col = mapping.column
         value = typed_expr(spec, col, source.date_formats_for(spec.name), reference_date)
         typed.append(value.alias(spec.name))
         if spec.type == "forename":
@@ -267,8 +283,8 @@ def validate_extract(
             reasons.append(pl.when(~present).then(pl.lit(f"{spec.name}:missing")))
             reasons.append(pl.when(bad).then(pl.lit(f"{spec.name}:{_rule_name(spec)}")))
     for spec in contract.fields:
-        if spec.unique and spec.name in source.columns:
-            key = _text_expr(source.columns[spec.name].column)
+        if spec.unique and spec.name in columns:
+            key = _text_expr(columns[spec.name])
             dup = key.is_not_null() & key.is_duplicated() & (pl.int_range(pl.len()).over(key) > 0)
             reasons.append(pl.when(dup).then(pl.lit(f"{spec.name}:duplicate")))
 

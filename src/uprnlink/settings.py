@@ -31,7 +31,7 @@ class ColumnMapping:
     """Where a canonical field comes from in a source file, and its date format if any."""
 
     column: str
-    format: str | None = None
+    formats: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,16 @@ class SourceSettings:
     format: str
     delimiter: str
     encoding: str
-    date_format: str | None
+    date_formats: tuple[str, ...]
     columns: dict[str, ColumnMapping]
     required: bool = True
 
     def date_formats_for(self, field_name: str) -> list[str]:
-        """Date formats to try for `field_name`: its own first, then the source default."""
-        formats = []
-        own = self.columns[field_name].format if field_name in self.columns else None
-        for fmt in (own, self.date_format):
-            if fmt and fmt not in formats:
+        """Date formats to try for `field_name`: its own first, then the source default(s)."""
+        own = self.columns[field_name].formats if field_name in self.columns else ()
+        formats: list[str] = []
+        for fmt in (*own, *self.date_formats):
+            if fmt not in formats:
                 formats.append(fmt)
         return formats
 
@@ -159,6 +159,17 @@ def _path(base: Path, value: Any, where: str, config: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
+def _formats(value: Any, where: str, config: Path) -> tuple[str, ...]:
+    """One strptime format or a list of them, tried in order (for extracts with mixed formats)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{config}: [{where}] date format must be a string or a list of strings")
+
+
 def _source(
     name: str, raw: dict[str, Any], landing: Path, config: Path, table: str
 ) -> SourceSettings:
@@ -176,7 +187,9 @@ def _source(
             columns[fname] = ColumnMapping(spec)
         elif isinstance(spec, dict) and isinstance(spec.get("column"), str):
             _check_keys(spec, {"column", "format"}, f"{where}.columns.{fname}", config)
-            columns[fname] = ColumnMapping(spec["column"], spec.get("format"))
+            columns[fname] = ColumnMapping(
+                spec["column"], _formats(spec.get("format"), f"{where}.columns.{fname}", config)
+            )
         else:
             raise ConfigError(
                 f"{config}: [{where}.columns] {fname} must be a column name or "
@@ -195,7 +208,7 @@ def _source(
         format=fmt,
         delimiter=str(raw.get("delimiter", ",")),
         encoding=str(raw.get("encoding", "utf8")),
-        date_format=raw.get("date_format"),
+        date_formats=_formats(raw.get("date_format"), where, config),
         columns=columns,
         required=bool(raw.get("required", True)),
     )

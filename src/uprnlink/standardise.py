@@ -220,6 +220,9 @@ def nhs_number_expr(col: str | pl.Expr) -> pl.Expr:
     return _named(pl.when(valid).then(s), e)
 
 
+_TIME_SUFFIX = r"(?i)[ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2}|AM|PM)?$"
+
+
 def date_expr(col: str | pl.Expr, formats: Sequence[str]) -> pl.Expr:
     """Parse dates trying each strptime format in order; Date/Datetime input passes through.
 
@@ -227,7 +230,14 @@ def date_expr(col: str | pl.Expr, formats: Sequence[str]) -> pl.Expr:
     """
     e = _to_expr(col)
     text = e.cast(pl.String).str.strip_chars()
-    parsed = [text.str.to_date(fmt, strict=False) for fmt in formats]
+    # Exports often write a date as a timestamp ("1980-01-02 00:00:00", "2024-05-01T13:45Z"):
+    # a format without a time part is also tried on the date that is left.
+    text_no_time = text.str.replace(_TIME_SUFFIX, "")
+    parsed = [
+        t.str.to_date(fmt, strict=False)
+        for fmt in formats
+        for t in ((text,) if "%H" in fmt else (text, text_no_time))
+    ]
     from_text = pl.coalesce(parsed) if parsed else pl.lit(None, dtype=pl.Date)
     # Resolved from the schema at plan time, so only one branch is ever computed.
     is_temporal = pl.dtype_of(e).matches(cs.date() | cs.datetime())

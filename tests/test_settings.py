@@ -1,0 +1,81 @@
+"""Run configuration and contracts: typed, checked, with clear errors."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from uprnlink.contracts import find_contract, read_contract
+from uprnlink.errors import ConfigError, ContractError
+from uprnlink.settings import PERSON_SOURCES, PROJECT_ROOT, read_settings
+
+DEMO = PROJECT_ROOT / "config" / "demo.toml"
+
+
+def test_demo_config_maps_every_required_contract_field() -> None:
+    s = read_settings(DEMO)
+    assert s.reference_date == date(2026, 3, 31)
+    assert set(s.sources) == set(PERSON_SOURCES)
+    assert s.landing_dir == (PROJECT_ROOT / "demo" / "landing").resolve()
+    for source in s.sources.values():
+        contract = find_contract(s.schemas_dir, source.contract, source.contract_version)
+        required = {f.name for f in contract.fields if f.required}
+        assert required <= set(source.columns), source.name
+    benefits = s.sources["benefits_claims"]
+    assert benefits.date_formats_for("dob") == ["%d-%b-%Y"]
+
+
+def test_every_contract_loads_and_is_versioned() -> None:
+    for path in sorted((PROJECT_ROOT / "schemas").glob("*.v*.toml")):
+        c = read_contract(path)
+        assert path.name == f"{c.name}.v{c.major}.toml"
+        assert c.field_names[0] in {"record_id", "uprn", "lsoa"}
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+BASE = """
+[run]
+landing_dir = "l"
+work_dir = "w"
+out_dir = "o"
+reference_date = "2026-03-31"
+[sources.gp_registrations]
+path = "gp.csv"
+date_format = ["%Y%m%d", "%d/%m/%Y"]
+[sources.gp_registrations.columns]
+record_id = "ID"
+"""
+
+
+def test_relative_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
+    s = read_settings(_config(tmp_path, BASE))
+    assert s.landing_dir == tmp_path / "l"
+    assert s.sources["gp_registrations"].path == tmp_path / "l" / "gp.csv"
+    assert s.sources["gp_registrations"].date_formats == ("%Y%m%d", "%d/%m/%Y")
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (("[run]", "[run]\nlanding = 'x'"), "unknown setting"),
+        (('reference_date = "2026-03-31"', 'reference_date = "31/03/2026"'), "YYYY-MM-DD"),
+        (('[sources.gp_registrations.columns]\nrecord_id = "ID"', ""), "columns] is missing"),
+        (('date_format = ["%Y%m%d", "%d/%m/%Y"]', "date_format = 3"), "date format"),
+        (("[run]", "[linkage]\nmatch_threshold = 1.5\n[run]"), "between 0 and 1"),
+    ],
+)
+def test_config_mistakes_are_named(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        read_settings(_config(tmp_path, BASE.replace(*change)))
+
+
+def test_missing_contract_is_a_contract_error(tmp_path: Path) -> None:
+    with pytest.raises(ContractError, match="no contract"):
+        find_contract(PROJECT_ROOT / "schemas", "parking_permits")
