@@ -209,24 +209,34 @@ def link_people(
     con = _connect(settings, work_dir / "duckdb_tmp")
     db = DuckDBAPI(con)
     sdf = db.register(data, dataset_display_name="records")
-    linker = Linker(sdf, settings_dict(settings.match_threshold), log_level=logging.WARNING)
+    linker = Linker(sdf, settings_dict(settings.match_threshold), log_level=logging.ERROR)
+    # Splink warns about every level an EM session cannot observe; those levels keep the
+    # documented priors in _comparisons(), so the warnings are noise in run logs.
+    splink_log = logging.getLogger("splink")
+    previous_level = splink_log.level
+    splink_log.setLevel(logging.ERROR)
 
-    linker.training.estimate_probability_two_random_records_match(
-        [block_on("nhs_token"), block_on("forename", "surname", "dob")], recall=0.8
-    )
-    linker.training.estimate_u_using_random_sampling(
-        max_pairs=settings.max_pairs_u, seed=settings.seed
-    )
-    # NHS-number agreement is near-certain evidence of a match, so a session blocked on it
-    # learns the name, date-of-birth and address m probabilities; the second (names) learns the
-    # NHS number's.
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("nhs_token"), fix_u_probabilities=True
-    )
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("forename", "surname"), fix_u_probabilities=True, max_pairs=settings.max_pairs_em
-    )
-    _floor_m_probabilities(linker)
+    try:
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on("nhs_token"), block_on("forename", "surname", "dob")], recall=0.8
+        )
+        linker.training.estimate_u_using_random_sampling(
+            max_pairs=settings.max_pairs_u, seed=settings.seed
+        )
+        # NHS-number agreement is near-certain evidence of a match, so a session blocked on it
+        # learns the name, date-of-birth and address m probabilities; the second (names) learns the
+        # NHS number's.
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on("nhs_token"), fix_u_probabilities=True
+        )
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on("forename", "surname"),
+            fix_u_probabilities=True,
+            max_pairs=settings.max_pairs_em,
+        )
+        _floor_m_probabilities(linker)
+    finally:
+        splink_log.setLevel(previous_level)
     timings["train"] = round(time.perf_counter() - t0, 2)
 
     t1 = time.perf_counter()
