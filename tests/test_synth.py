@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import fields, replace
 from datetime import date
 from pathlib import Path
@@ -24,32 +27,101 @@ REFERENCE = date(2026, 3, 31)
 
 COLUMNS = {
     "council_tax": [
-        "PARTY_REF", "ACCOUNT_REF", "TITLE", "FORENAMES", "SURNAME", "DATE_OF_BIRTH", "ADDRESS_1",
-        "ADDRESS_2", "ADDRESS_3", "POST_CODE", "UPRN", "PROPERTY_BAND", "LIABILITY_START",
-        "LIABILITY_END", "SINGLE_PERSON_DISCOUNT", "CTR_FLAG",
+        "PARTY_REF",
+        "ACCOUNT_REF",
+        "TITLE",
+        "FORENAMES",
+        "SURNAME",
+        "DATE_OF_BIRTH",
+        "ADDRESS_1",
+        "ADDRESS_2",
+        "ADDRESS_3",
+        "POST_CODE",
+        "UPRN",
+        "PROPERTY_BAND",
+        "LIABILITY_START",
+        "LIABILITY_END",
+        "SINGLE_PERSON_DISCOUNT",
+        "CTR_FLAG",
     ],
     "housing_tenancies": [
-        "tenancy_ref", "tenant_seq", "person_ref", "forename", "surname", "dob", "prop_ref", "uprn",
-        "address_line1", "postcode", "tenure_type", "bedrooms", "start_date", "end_date",
+        "tenancy_ref",
+        "tenant_seq",
+        "person_ref",
+        "forename",
+        "surname",
+        "dob",
+        "prop_ref",
+        "uprn",
+        "address_line1",
+        "postcode",
+        "tenure_type",
+        "bedrooms",
+        "start_date",
+        "end_date",
     ],
     "benefits_claims": [
-        "ClaimRef", "PersonRef", "PersonType", "FirstName", "LastName", "DoB", "UPRN", "Postcode",
-        "BenefitType", "AwardStart", "AwardEnd", "WeeklyAmount",
+        "ClaimRef",
+        "PersonRef",
+        "PersonType",
+        "FirstName",
+        "LastName",
+        "DoB",
+        "UPRN",
+        "Postcode",
+        "BenefitType",
+        "AwardStart",
+        "AwardEnd",
+        "WeeklyAmount",
     ],
     "adult_social_care": [
-        "PersonID", "Forename", "Surname", "DOB", "Gender", "NHS_No", "AddressLine1", "Postcode",
-        "UPRN", "SupportSetting", "ServiceStart", "ServiceEnd", "PrimarySupportReason",
+        "PersonID",
+        "Forename",
+        "Surname",
+        "DOB",
+        "Gender",
+        "NHS_No",
+        "AddressLine1",
+        "Postcode",
+        "UPRN",
+        "SupportSetting",
+        "ServiceStart",
+        "ServiceEnd",
+        "PrimarySupportReason",
     ],
     "gp_registrations": [
-        "PATIENT_ID", "NHS_NUMBER", "FORENAME", "SURNAME", "DATE_OF_BIRTH", "SEX", "ADDRESS_LINE_1",
-        "POSTCODE", "UPRN", "REGISTRATION_DATE", "DEREGISTRATION_DATE", "DATE_OF_DEATH",
-        "LTC_ASTHMA", "LTC_COPD", "LTC_DIABETES", "LTC_CHD", "LTC_HYPERTENSION", "LTC_DEPRESSION",
+        "PATIENT_ID",
+        "NHS_NUMBER",
+        "FORENAME",
+        "SURNAME",
+        "DATE_OF_BIRTH",
+        "SEX",
+        "ADDRESS_LINE_1",
+        "POSTCODE",
+        "UPRN",
+        "REGISTRATION_DATE",
+        "DEREGISTRATION_DATE",
+        "DATE_OF_DEATH",
+        "LTC_ASTHMA",
+        "LTC_COPD",
+        "LTC_DIABETES",
+        "LTC_CHD",
+        "LTC_HYPERTENSION",
+        "LTC_DEPRESSION",
         "LTC_DEMENTIA",
     ],
     "hospital_activity": [
-        "ACTIVITY_ID", "NHS_NUMBER", "PATIENT_FORENAME", "PATIENT_SURNAME", "PERSON_BIRTH_DATE",
-        "PERSON_STATED_GENDER_CODE", "POSTCODE_USUAL_ADDRESS", "UPRN", "ACTIVITY_TYPE",
-        "ACTIVITY_DATE", "DISCHARGE_DATE",
+        "ACTIVITY_ID",
+        "NHS_NUMBER",
+        "PATIENT_FORENAME",
+        "PATIENT_SURNAME",
+        "PERSON_BIRTH_DATE",
+        "PERSON_STATED_GENDER_CODE",
+        "POSTCODE_USUAL_ADDRESS",
+        "UPRN",
+        "ACTIVITY_TYPE",
+        "ACTIVITY_DATE",
+        "DISCHARGE_DATE",
     ],
 }
 FILES = {
@@ -86,10 +158,14 @@ def read_extract(root: Path, source: str) -> pl.DataFrame:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
-def test_same_seed_gives_identical_bytes_and_another_seed_differs(synth: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(
+    synth: Path, tmp_path: Path
+) -> None:
     again = tmp_path / "again"
     write_synthetic(again, PEOPLE, SEED, reference_date=REFERENCE)
     first, second = _files(synth), _files(again)
@@ -101,12 +177,28 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(synth: Path, t
     assert all(first[f"landing/{n}"] != third[f"landing/{n}"] for n, _ in FILES.values())
 
 
+def test_same_bytes_across_processes_with_different_hash_seeds(tmp_path: Path) -> None:
+    code = "import sys; from pathlib import Path; from uprnlink.synth import write_synthetic; write_synthetic(Path(sys.argv[1]), 300, 5)"
+    for run, hash_seed in (("a", "1"), ("b", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], check=True, env=env)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
 def test_layout_and_exact_columns(synth: Path) -> None:
     for source in SOURCES:
         assert read_extract(synth, source).columns == COLUMNS[source], source
     ref = synth / "landing" / "reference"
     assert pl.read_csv(ref / "uprn_lookup.csv").columns == [
-        "UPRN", "GRIDGB1E", "GRIDGB1N", "PCDS", "OA21CD", "LSOA21CD", "MSOA21CD", "WD25CD", "LAD25CD",
+        "UPRN",
+        "GRIDGB1E",
+        "GRIDGB1N",
+        "PCDS",
+        "OA21CD",
+        "LSOA21CD",
+        "MSOA21CD",
+        "WD25CD",
+        "LAD25CD",
     ]
     assert pl.read_csv(ref / "property_class.csv").columns == ["UPRN", "CLASS"]
     assert pl.read_csv(ref / "imd_lsoa.csv").columns[0] == "LSOA code (2021)"
@@ -162,25 +254,55 @@ def test_no_person_in_two_places_and_no_dwelling_with_two_households(synth: Path
     assert clash.height == 0
     assert res.group_by("person_id").agg(open=pl.col("valid_to").is_null().sum())["open"].max() == 1
     hh = pl.read_parquet(synth / "truth" / "households.parquet").sort("uprn", "valid_from")
-    overlap = hh.with_columns(prev_to=pl.col("valid_to").shift(1).over("uprn")).filter(
-        pl.col("uprn") == pl.col("uprn")
-    ).filter(pl.col("prev_to").is_not_null() & (pl.col("valid_from") <= pl.col("prev_to")))
+    overlap = (
+        hh.with_columns(prev_to=pl.col("valid_to").shift(1).over("uprn"))
+        .filter(pl.col("uprn") == pl.col("uprn"))
+        .filter(pl.col("prev_to").is_not_null() & (pl.col("valid_from") <= pl.col("prev_to")))
+    )
     assert overlap.height == 0
     assert hh.group_by("uprn").agg(pl.col("valid_to").is_null().sum().alias("n"))["n"].max() == 1
+
+
+def test_people_who_left_or_died_have_no_open_residence(synth: Path) -> None:
+    people = pl.read_parquet(synth / "truth" / "people.parquet")
+    res = pl.read_parquet(synth / "truth" / "residence.parquet")
+    last = res.group_by("person_id").agg(
+        pl.col("valid_to").is_null().any().alias("open"), pl.col("valid_to").max().alias("to")
+    )
+    gone = people.filter(pl.col("exit_date").is_not_null()).join(last, on="person_id")
+    assert not gone["open"].any()
+    assert (gone["to"] <= gone["exit_date"]).all()
+    dead = people.filter(pl.col("date_of_death").is_not_null())
+    assert (dead["date_of_death"] <= REFERENCE).all()
+    assert (people["dob"] <= REFERENCE).all()
 
 
 def test_communal_establishments_and_population_size(synth: Path) -> None:
     addresses = pl.read_parquet(synth / "truth" / "addresses.parquet")
     assert {"RI01", "RI02"} <= set(addresses["class"].to_list())
-    assert set(addresses["class"].unique().to_list()) <= {"RD02", "RD03", "RD04", "RD06", "RH02", "RI01", "RI02"}
+    assert set(addresses["class"].unique().to_list()) <= {
+        "RD02",
+        "RD03",
+        "RD04",
+        "RD06",
+        "RH02",
+        "RI01",
+        "RI02",
+    }
     assert addresses["uprn"].n_unique() == addresses.height
     assert addresses["uprn"].cast(pl.Utf8).str.len_chars().is_in([11, 12]).all()
-    res = pl.read_parquet(synth / "truth" / "residence.parquet").filter(pl.col("valid_to").is_null())
+    res = pl.read_parquet(synth / "truth" / "residence.parquet").filter(
+        pl.col("valid_to").is_null()
+    )
     here = res.join(addresses.select("uprn", "is_communal"), on="uprn")
     assert 0.85 * PEOPLE <= here.height <= 1.15 * PEOPLE
     assert 0.01 <= here["is_communal"].mean() <= 0.05  # type: ignore[operator]
     tenure = addresses.filter(~pl.col("is_communal"))["tenure"].value_counts(normalize=True)
-    assert set(tenure["tenure"].drop_nulls().to_list()) == {"owner_occupied", "private_rented", "social_rented"}
+    assert set(tenure["tenure"].drop_nulls().to_list()) == {
+        "owner_occupied",
+        "private_rented",
+        "social_rented",
+    }
     postcodes = pl.read_csv(synth / "landing" / "reference" / "uprn_lookup.csv")["PCDS"]
     assert postcodes.str.contains(r"^[A-Z]{2}\d{1,2} \d[A-Z]{2}$").all()
 
@@ -206,7 +328,9 @@ def test_error_rates_roughly_as_configured(synth: Path) -> None:
     typos = records.filter(pl.col("errors").str.contains("typo"))
     assert 0.005 < typos.height / records.height < 0.08
     variants = council.join(
-        records.filter(pl.col("source") == "council_tax").select(pl.col("record_id").alias("PARTY_REF"), "errors"),
+        records.filter(pl.col("source") == "council_tax").select(
+            pl.col("record_id").alias("PARTY_REF"), "errors"
+        ),
         on="PARTY_REF",
     ).filter(pl.col("errors").str.contains("forename_variant"))
     assert variants.height > 0
@@ -217,7 +341,9 @@ def test_rates_are_configurable(tmp_path: Path) -> None:
     rates = replace(SynthErrorRates(), gp_registrations=clean)
     write_synthetic(tmp_path, 400, 3, rates=rates)
     gp = read_extract(tmp_path, "gp_registrations")
-    records = pl.read_parquet(tmp_path / "truth" / "records.parquet").filter(pl.col("source") == "gp_registrations")
+    records = pl.read_parquet(tmp_path / "truth" / "records.parquet").filter(
+        pl.col("source") == "gp_registrations"
+    )
     good = records.filter(~pl.col("malformed"))["row_number"] - 1
     assert records["malformed"].sum() == 2  # the floor: every extract carries a couple of bad rows
     assert gp[good]["NHS_NUMBER"].null_count() == 0
@@ -233,7 +359,10 @@ def test_malformed_rows_are_damaged_and_flagged(synth: Path) -> None:
         truth = records.filter(pl.col("source") == source).sort("row_number")
         id_col, dob_col, fmt, uprn_col = ID_DOB_UPRN[source]
         uprn = frame[uprn_col].cast(pl.Utf8)
-        dob_ok = frame[dob_col].is_null() | frame[dob_col].str.strptime(pl.Date, fmt, strict=False).is_not_null()
+        dob_ok = (
+            frame[dob_col].is_null()
+            | frame[dob_col].str.strptime(pl.Date, fmt, strict=False).is_not_null()
+        )
         uprn_ok = uprn.is_null() | uprn.str.contains(r"^\d{1,12}$")
         id_ok = frame[id_col].is_not_null() & (frame[id_col] != "")
         clean = dob_ok & uprn_ok & id_ok

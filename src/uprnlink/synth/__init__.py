@@ -5,7 +5,7 @@ grouped into MSOAs and 20+ wards, with an IMD decile per LSOA that drives housin
 health and mortality. Addresses carry AddressBase-style classes (RD02 detached, RD03 semi,
 RD04 terraced, RD06 flat, RH02 HMO bedsit, RI01 care home, RI02 hostel), 11- and 12-digit
 UPRNs (flats share a building but not a UPRN), LS/BD-style unit postcodes of 10-20
-addresses, council tax bands and bedrooms. About people/2.2 dwellings, 5% of them vacant.
+addresses, council tax bands and bedrooms: about one dwelling per 2.3 residents, ~5% vacant.
 
 People live in households (singles, couples, families, lone parents, multi-generational
 households, sharers) with UK names drawn by birth year and heritage from the shipped

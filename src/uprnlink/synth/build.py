@@ -323,7 +323,7 @@ def write_synthetic(
         frame = _with_person(true_records[source], people_frame)
         if "prev_uprn" not in frame.columns:
             frame = frame.with_columns(prev_uprn=pl.lit(None, dtype=pl.Int64))
-        bad = corrupt(frame, src_rates, r, addr_keys, upper_names=spec.upper_names)
+        bad = corrupt(frame, src_rates, r, addr_keys, upper_names=spec.upper_names, latest=end)
         if source == "council_tax":
             shaped = ex.format_council_tax(bad, lines, src_rates, r)
         elif source == "housing_tenancies":

@@ -146,13 +146,15 @@ def corrupt(
     addresses: pl.DataFrame,
     *,
     upper_names: bool,
+    latest: date,
 ) -> pl.DataFrame:
     """Apply one source's coverage, duplicates and errors to its true records.
 
     `frame` has a stable row key `_row` and person_id, forename, middle_name, surname,
     previous_surname, surname_changed, name_date, sex, dob, nhs_number, uprn, prev_uprn.
     Adds duplicate, out_forename, out_surname, out_dob, out_sex, out_nhs, addr_uprn, out_uprn,
-    out_postcode and the e_* flags of ERROR_FLAGS; other columns pass through.
+    out_postcode and the e_* flags of ERROR_FLAGS; other columns pass through. A slipped date
+    of birth never lands after `latest` (the reference date), so it stays a plausible value.
     """
     r = random.Random(rng.getrandbits(64))
     f = frame.sort("_row").hstack(uniforms(rng, frame.height, ["u_cov", "u_dup"]))
@@ -275,6 +277,12 @@ def corrupt(
     f = f.with_columns(
         out_dob=_rewrite(f["out_dob"], f["e_dob_digit_error"], lambda v: dob_digit_slip(v, r)),
         out_nhs=_rewrite(f["out_nhs"], f["e_nhs_number_invalid"], lambda v: transpose_nhs(v, r)),
+    )
+    future = pl.col("out_dob") > pl.lit(latest)
+    f = f.with_columns(
+        e_dob_day_month_swap=pl.col("e_dob_day_month_swap") & ~future.fill_null(False),
+        e_dob_digit_error=pl.col("e_dob_digit_error") & ~future.fill_null(False),
+        out_dob=pl.when(future).then(pl.col("dob")).otherwise(pl.col("out_dob")),
     )
 
     # address

@@ -503,8 +503,26 @@ def build_geography(
     # output areas, postcodes: consecutive runs of addresses in street order within each LSOA
     oa_idx: list[int] = []
     postcodes: list[str] = []
-    used_units = dict.fromkeys(_DISTRICTS, 0)
+    sector_used: dict[tuple[str, int], int] = {}
     ward_district = [_DISTRICTS[k % len(_DISTRICTS)] for k in range(n_wards)]
+    ward_digit = [rng.randrange(10) for _ in range(n_wards)]
+
+    def district_load(d: str) -> int:
+        return sum(sector_used.get((d, x), 0) for x in range(10))
+
+    def next_sector(k: int) -> tuple[str, int]:
+        """The next postcode sector of ward k with room left (wards move on to a new district)."""
+        while True:
+            district = ward_district[k]
+            for _ in range(10):
+                key = (district, ward_digit[k] % 10)
+                ward_digit[k] += 1
+                if key not in sector_used:
+                    sector_used[key] = rng.randrange(40)
+                if sector_used[key] < _UNITS_PER_SECTOR:
+                    return key
+            ward_district[k] = min(_DISTRICTS, key=district_load)
+
     oa_count = 0
     for i in range(n_lsoa):
         lo, hi = bounds[i], bounds[i + 1]
@@ -514,17 +532,14 @@ def build_geography(
             oa_idx.append(oa_count + j * n_oa // n)
         oa_count += n_oa
         j = lo
-        k = ward_of[i]
+        key = next_sector(ward_of[i])
         while j < hi:
             run = rng.randint(10, 20)
-            district = ward_district[k]
-            if used_units[district] >= 10 * _UNITS_PER_SECTOR:
-                district = min(_DISTRICTS, key=lambda d: used_units[d])
-                ward_district[k] = district
-            u = used_units[district]
-            used_units[district] = u + 1
-            sector, unit = divmod(u, _UNITS_PER_SECTOR)
-            pc = f"{district} {sector}{_POSTCODE_LETTERS[unit // 20]}{_POSTCODE_LETTERS[unit % 20]}"
+            if sector_used[key] >= _UNITS_PER_SECTOR:
+                key = next_sector(ward_of[i])
+            unit = sector_used[key]
+            sector_used[key] = unit + 1
+            pc = f"{key[0]} {key[1]}{_POSTCODE_LETTERS[unit // 20]}{_POSTCODE_LETTERS[unit % 20]}"
             postcodes.extend([pc] * min(run, hi - j))
             j += run
 

@@ -28,7 +28,7 @@ class SourceErrorRates:
         stale_surname: of people who changed surname, share of records still under the old one.
         case_noise: names written in an unexpected case (lower or mixed).
         whitespace_noise: stray leading, trailing or doubled spaces in names.
-        dob_missing: date of birth left blank.
+        dob_missing: date of birth left blank (NHS and social care contracts require one, so 0).
         dob_day_month_swap: day and month transposed (only possible when both are 12 or less).
         dob_digit_error: one digit of the date of birth wrong (still a valid date).
         sex_unknown: sex recorded as unknown / not stated.
@@ -134,7 +134,6 @@ class SynthErrorRates:
         stale_surname=0.15,
         case_noise=0.03,
         whitespace_noise=0.02,
-        dob_missing=0.01,
         dob_day_month_swap=0.01,
         dob_digit_error=0.01,
         sex_unknown=0.005,
@@ -173,7 +172,6 @@ class SynthErrorRates:
         stale_surname=0.2,
         case_noise=0.01,
         whitespace_noise=0.01,
-        dob_missing=0.002,
         dob_day_month_swap=0.005,
         dob_digit_error=0.008,
         sex_unknown=0.004,

@@ -828,7 +828,7 @@ class _Sim:
             not self.here(p, t)
             or self.p_hh[p] < 0
             or self.p_role[p] != CHILD
-            or self.age(p, t) < 17
+            or self.age(p, t) < 17.9
         ):
             return
         rng = self.rng
