@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,6 +28,7 @@ class PipelineRun:
     config: Path
     settings: RunSettings
     summary: dict[str, Any]
+    log_text: str
 
 
 def make_demo_tree(root: Path, people: int, seed: int) -> Path:
@@ -63,5 +67,26 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
 
     root = tmp_path_factory.mktemp("small")
     config = make_demo_tree(root, SMALL_PEOPLE, SMALL_SEED)
-    summary = run_all(str(config), run_id="test-run")
-    return PipelineRun(root=root, config=config, settings=read_settings(config), summary=summary)
+    # Capture every log record (any logger, DEBUG up) and everything printed during the run,
+    # so the leak test can scan them.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root_logger = logging.getLogger()
+    old_level = root_logger.level
+    root_logger.addHandler(handler)
+    root_logger.setLevel(logging.DEBUG)
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            summary = run_all(str(config), run_id="test-run")
+    finally:
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(old_level)
+    return PipelineRun(
+        root=root,
+        config=config,
+        settings=read_settings(config),
+        summary=summary,
+        log_text=stream.getvalue(),
+    )

@@ -139,3 +139,18 @@ def test_outputs_record_key_id_and_contract_versions(small_run: PipelineRun) -> 
 
     kv = pq.read_metadata(small_run.settings.linked_dir / "person.parquet").metadata
     assert json.loads(kv[b"uprnlink"])["run_id"] == "test-run"
+
+
+def test_logs_and_printed_output_hold_no_identifiers(small_run: PipelineRun) -> None:
+    truth = small_run.root / "demo" / "truth"
+    people = pl.read_parquet(truth / "people.parquet")
+    addresses = pl.read_parquet(truth / "addresses.parquet")
+    text = small_run.log_text + json.dumps(small_run.summary, default=str)
+    assert len(small_run.log_text) > 0, "expected the run to log something"
+    digit_runs = set(re.findall(r"\d{6,}", text))
+    assert not digit_runs & set(people["nhs_number"].cast(pl.Utf8).to_list())
+    assert not digit_runs & {str(u) for u in addresses["uprn"].to_list()}
+    words = set(re.findall(r"[A-Z][A-Za-z'-]{3,}", text.upper()))
+    surnames = {s.upper() for s in people["surname"].to_list() if len(s) > 5}
+    assert not words & surnames, sorted(words & surnames)[:5]
+    assert "uprnlink-demo-passphrase" not in text
