@@ -38,6 +38,12 @@ def ingest_source(config_path: str, source: str) -> dict[str, Any]:
     return pipeline.ingest_person_source(config_path, source)
 
 
+@task(name="clear-trusted-zone", **TASK_OPTIONS)
+def clear_trusted(config_path: str) -> None:
+    """Remove the trusted zone before a full rebuild."""
+    pipeline.clear_trusted_zone(read_settings(Path(config_path)))
+
+
 @task(name="link-people", **TASK_OPTIONS)
 def link_people(config_path: str) -> dict[str, Any]:
     """Train, predict and cluster people across all sources."""
@@ -57,12 +63,19 @@ def finish_run(config_path: str, run_id: str, summary: dict[str, Any]) -> str:
 
 
 @flow(name="household-linkage", log_prints=True)
-def household_linkage(config_path: str, run_id: str | None = None) -> dict[str, Any]:
-    """Run the whole pipeline for the configuration file at `config_path`."""
+def household_linkage(
+    config_path: str, run_id: str | None = None, rebuild: bool = False
+) -> dict[str, Any]:
+    """Run the whole pipeline for the configuration file at `config_path`.
+
+    `rebuild` clears the trusted zone first (a full rebuild, as a key rotation requires).
+    """
     logger = get_run_logger()
     run_id = run_id or pipeline.new_run_id()
     timings: dict[str, float] = {}
     settings = read_settings(Path(config_path))
+    if rebuild:
+        clear_trusted(config_path)
 
     t = time.perf_counter()
     run = start_run(config_path, run_id)

@@ -34,12 +34,12 @@ def peak_memory_mib() -> float:
     return max(own, kids) / 1024
 
 
-def run_flow(config: Path, run_id: str | None = None) -> dict[str, Any]:
+def run_flow(config: Path, run_id: str | None = None, rebuild: bool = False) -> dict[str, Any]:
     """Run the household linkage Prefect flow and return its summary."""
     _prefect_environment()
     from pipelines.household_linkage import household_linkage
 
-    return household_linkage(str(config), run_id=run_id)
+    return household_linkage(str(config), run_id=run_id, rebuild=rebuild)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     read_settings(Path(args.config))  # fail fast, before an orchestrator starts
     started = time.perf_counter()
-    summary = run_flow(Path(args.config), args.run_id)
+    summary = run_flow(Path(args.config), args.run_id, rebuild=args.rebuild)
     print_run_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -96,14 +96,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     key_file = settings.key.file
     assert key_file is not None
+    created = None
     if not key_file.exists():
-        create_demo_key(key_file)
+        created = create_demo_key(key_file)
     _banner(
         "DEMO KEY: the demo pseudonymises with a key whose passphrase is published in the "
         "source code. Never use it for real data: create your own with `uprnlink key init`."
     )
     if settings.key.passphrase_env:
         os.environ[settings.key.passphrase_env] = DEMO_PASSPHRASE
+    if created is not None:
+        from uprnlink.pipeline import load_key, record_key_event
+
+        record_key_event(
+            settings,
+            load_key(settings),
+            "key.created",
+            {"key_id": created.key_id, "epoch": created.epoch, "demo": True},
+        )
 
     print("[2/4] Running the household-linkage flow (Prefect, embedded DuckDB) ...")
     t1 = time.perf_counter()
@@ -126,6 +136,9 @@ def cmd_key(args: argparse.Namespace) -> int:
     if args.key_command == "init":
         passphrase = _passphrase(args.passphrase_env, confirm=True)
         info = keys.create_key_file(path, passphrase)
+        _audit_key_event(
+            args, path, passphrase, "key.created", {"key_id": info.key_id, "epoch": info.epoch}
+        )
         print(f"Created key {info.key_id} (epoch {info.epoch}) in {path}")
         print(
             "Keep the passphrase in your secrets manager; the key cannot be recovered without it."
@@ -137,7 +150,16 @@ def cmd_key(args: argparse.Namespace) -> int:
         key = keys.load_key_file(path, _passphrase(args.passphrase_env))
         print(f"OK: key {key.key_id} (epoch {key.epoch}) unlocks")
     elif args.key_command == "rotate":
-        info = keys.rotate_key_file(path, _passphrase(args.passphrase_env))
+        passphrase = _passphrase(args.passphrase_env)
+        old = keys.read_key_info(path)
+        info = keys.rotate_key_file(path, passphrase)
+        _audit_key_event(
+            args,
+            path,
+            passphrase,
+            "key.rotated",
+            {"key_id": info.key_id, "epoch": info.epoch, "previous_key_id": old.key_id},
+        )
         print(
             f"Rotated: new key {info.key_id} (epoch {info.epoch}). Every output must be rebuilt "
             "with `uprnlink run` on the full extracts: tokens of two epochs never mix."
@@ -145,14 +167,41 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_key_event(
+    args: argparse.Namespace, path: Path, passphrase: str, event: str, data: dict[str, Any]
+) -> None:
+    """Record a key lifecycle event in the audit log of `--config`, when one is given."""
+    if not args.config:
+        return
+    from uprnlink.keys import load_key_file
+    from uprnlink.pipeline import record_key_event
+    from uprnlink.settings import read_settings
+
+    record_key_event(read_settings(Path(args.config)), load_key_file(path, passphrase), event, data)
+    print(f"Recorded {event} in the audit log of {args.config}")
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from uprnlink.audit import verify_audit_log
-    from uprnlink.pipeline import Zones, load_key
+    from uprnlink.pipeline import Zones, audit_keys
     from uprnlink.settings import read_settings
 
     settings = read_settings(Path(args.config))
     zones = Zones(settings)
-    result = verify_audit_log(zones.audit_log, load_key(settings), head_path=zones.audit_head)
+    keys = audit_keys(settings)
+    if args.audit_command == "report":
+        from uprnlink.audit_report import render_audit_report
+
+        report = render_audit_report(
+            zones.audit_log, keys, head_path=zones.audit_head, fmt=args.format
+        )
+        if args.out:
+            Path(args.out).write_text(report, encoding="utf-8")
+            print(f"Wrote {args.format} audit report to {args.out}")
+        else:
+            print(report)
+        return 0
+    result = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head)
     if result.ok:
         print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
         return 0
@@ -282,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the household-linkage flow for a config file")
     r.add_argument("--config", required=True, help="run configuration (TOML)")
     r.add_argument("--run-id", help="run id (default: timestamp + random suffix)")
+    r.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="clear the trusted zone and rebuild everything from landing (needed after a key rotation)",
+    )
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
@@ -305,9 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.set_defaults(func=cmd_key)
 
-    a = sub.add_parser("audit", help="verify the tamper-evident audit log")
-    a.add_argument("audit_command", choices=["verify"])
+    a = sub.add_parser("audit", help="verify the tamper-evident audit log, or report on it")
+    a.add_argument("audit_command", choices=["verify", "report"])
     a.add_argument("--config", required=True, help="run configuration (TOML)")
+    a.add_argument(
+        "--format",
+        choices=["markdown", "html"],
+        default="markdown",
+        help="report format (default markdown)",
+    )
+    a.add_argument("--out", help="write the report to this file (default: print it)")
     a.set_defaults(func=cmd_audit)
 
     q = sub.add_parser("query", help="run read-only SQL against the published DuckDB views")

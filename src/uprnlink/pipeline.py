@@ -26,7 +26,7 @@ from uprnlink import __version__
 from uprnlink.audit import AuditLog
 from uprnlink.contracts import find_contract
 from uprnlink.dataset import build_analysis_tables
-from uprnlink.errors import ConfigError, ContractError
+from uprnlink.errors import ConfigError, ContractError, KeyManagementError
 from uprnlink.ingest import ingest_extract, write_quarantine
 from uprnlink.keys import MasterKey, resolve_key
 from uprnlink.linkage import link_people
@@ -100,6 +100,38 @@ class Zones:
         return self.settings.out_dir / "runs"
 
 
+KEY_ID_META = "uprnlink_key_id"
+
+
+def write_trusted(frame: pl.DataFrame, path: Path, key: MasterKey) -> None:
+    """Write a trusted-zone file stamped with the key id (and epoch) its tokens came from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(
+        path, metadata={KEY_ID_META: key.key_id, "uprnlink_key_epoch": str(key.epoch)}
+    )
+
+
+def read_trusted(path: Path, key: MasterKey) -> pl.DataFrame:
+    """Read a trusted-zone file, refusing one whose tokens came from another key epoch."""
+    meta = pl.read_parquet_metadata(path)
+    found = meta.get(KEY_ID_META)
+    if found != key.key_id:
+        raise KeyManagementError(
+            f"{path.name} in the trusted zone was pseudonymised under key {found} "
+            f"(epoch {meta.get('uprnlink_key_epoch')}) but this run's key is {key.key_id} "
+            f"(epoch {key.epoch}). Tokens of two key epochs never mix in one dataset: after a "
+            "rotation, rebuild everything from the landing extracts with `uprnlink run "
+            "--config FILE --rebuild` (it clears the trusted zone first)."
+        )
+    return pl.read_parquet(path)
+
+
+def clear_trusted_zone(settings: RunSettings) -> None:
+    """Remove every trusted-zone file (a full rebuild, for example after a key rotation)."""
+    shutil.rmtree(settings.trusted_dir, ignore_errors=True)
+    shutil.rmtree(Zones(settings).reference.parent, ignore_errors=True)
+
+
 def load_key(settings: RunSettings) -> MasterKey:
     """The pseudonymisation key named by the run configuration."""
     return resolve_key(
@@ -116,6 +148,30 @@ def audit_log(settings: RunSettings, key: MasterKey) -> AuditLog:
     z.audit_log.parent.mkdir(parents=True, exist_ok=True)
     z.audit_head.parent.mkdir(parents=True, exist_ok=True)
     return AuditLog(z.audit_log, key, head_path=z.audit_head)
+
+
+def record_key_event(
+    settings: RunSettings, key: MasterKey, event: str, data: dict[str, Any]
+) -> None:
+    """Append a key lifecycle event (created, rotated) to the run configuration's audit log."""
+    audit_log(settings, key).append(event, actor=_actor(), data=data)
+
+
+def audit_keys(settings: RunSettings) -> list[MasterKey]:
+    """The current key plus retired epochs that open with the same passphrase (to verify a log
+    that spans rotations)."""
+    from uprnlink.keys import load_key_file
+
+    keys = [load_key(settings)]
+    key_file = settings.key.file
+    passphrase = os.environ.get(settings.key.passphrase_env or "", "")
+    if key_file is not None and passphrase:
+        for retired in sorted(key_file.parent.glob(key_file.name + ".epoch*.retired")):
+            try:
+                keys.append(load_key_file(retired, passphrase))
+            except KeyManagementError:
+                log.warning("retired key file %s does not open with this passphrase", retired.name)
+    return keys
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -190,8 +246,7 @@ def ingest_person_source(config_path: str, source_name: str) -> dict[str, Any]:
         (z.facts(source_name), trusted.facts),
         (z.crosswalk(source_name), trusted.crosswalk),
     ):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(path)
+        write_trusted(frame, path, key)
     out = report.to_dict()
     out["uprn_present"] = int(trusted.records.get_column("uprn_token").is_not_null().sum())
     out["uprn_in_lookup"] = int(trusted.records.get_column("uprn_in_lookup").sum())
@@ -207,10 +262,10 @@ def ingest_person_source(config_path: str, source_name: str) -> dict[str, Any]:
     return out
 
 
-def read_trusted_records(settings: RunSettings) -> pl.DataFrame:
-    """All sources' trusted linkage records as one frame."""
+def read_trusted_records(settings: RunSettings, key: MasterKey) -> pl.DataFrame:
+    """All sources' trusted linkage records as one frame (all from the current key epoch)."""
     z = Zones(settings)
-    frames = [pl.read_parquet(z.records(n)) for n in settings.sources if z.records(n).exists()]
+    frames = [read_trusted(z.records(n), key) for n in settings.sources if z.records(n).exists()]
     if not frames:
         raise ContractError("no trusted records: run the ingest stage first", rule="no_records")
     return pl.concat(frames, how="vertical_relaxed")
@@ -220,10 +275,11 @@ def link_records(config_path: str) -> dict[str, Any]:
     """Link and deduplicate people across all sources; write record -> person clusters."""
     settings = read_settings(Path(config_path))
     z = Zones(settings)
-    records = read_trusted_records(settings)
+    key = load_key(settings)
+    records = read_trusted_records(settings, key)
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     result = link_people(records, settings.linkage, work_dir=z.linkage_dir)
-    result.clusters.write_parquet(z.clusters)
+    write_trusted(result.clusters, z.clusters, key)
     shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
     return {
         "records": result.records,
@@ -262,14 +318,14 @@ def publish_outputs(
     settings = read_settings(Path(config_path))
     z = Zones(settings)
     key = load_key(settings)
-    records = read_trusted_records(settings)
-    clusters = pl.read_parquet(z.clusters).select("unique_id", "person_id")
+    records = read_trusted_records(settings, key)
+    clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
     linked = records.join(clusters, on="unique_id", how="inner")
     facts = {}
     for name in settings.sources:
         if z.facts(name).exists():
             facts[name] = (
-                pl.read_parquet(z.facts(name))
+                read_trusted(z.facts(name), key)
                 .join(clusters, on="unique_id", how="inner")
                 .drop("person_id")
             )
@@ -374,9 +430,10 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     truth_path = truth_dir / "records.parquet"
     if not truth_path.exists():
         raise ConfigError(f"no ground truth at {truth_path}")
-    clusters = pl.read_parquet(z.clusters)
+    key = load_key(settings)
+    clusters = read_trusted(z.clusters, key)
     crosswalk = pl.concat(
-        [pl.read_parquet(z.crosswalk(n)) for n in settings.sources if z.crosswalk(n).exists()]
+        [read_trusted(z.crosswalk(n), key) for n in settings.sources if z.crosswalk(n).exists()]
     )
     labelled = label_clusters(clusters, crosswalk, pl.read_parquet(truth_path))
     overall = pairwise_scores(labelled)
@@ -390,10 +447,14 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     return result
 
 
-def run_all(config_path: str, run_id: str | None = None) -> dict[str, Any]:
+def run_all(
+    config_path: str, run_id: str | None = None, *, rebuild: bool = False
+) -> dict[str, Any]:
     """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
     run_id = run_id or new_run_id()
     settings = read_settings(Path(config_path))
+    if rebuild:
+        clear_trusted_zone(settings)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     summary: dict[str, Any] = {"run": start_run(config_path, run_id)}

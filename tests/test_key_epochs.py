@@ -1,0 +1,57 @@
+"""Key rotation: tokens of two epochs never mix; a full rebuild works; the audit log verifies
+across the rotation with both keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_demo_tree
+from uprnlink.audit import verify_audit_log
+from uprnlink.errors import KeyManagementError
+from uprnlink.keys import DEMO_PASSPHRASE, rotate_key_file
+from uprnlink.pipeline import (
+    Zones,
+    audit_keys,
+    ingest_person_source,
+    link_records,
+    load_key,
+    record_key_event,
+    run_all,
+)
+from uprnlink.settings import read_settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_rotation_refuses_mixed_epochs_until_rebuilt(tmp_path: Path) -> None:
+    config = make_demo_tree(tmp_path, people=400, seed=5)
+    settings = read_settings(config)
+    first = run_all(str(config), run_id="epoch-1")
+    assert first["run"]["epoch"] == 1
+
+    assert settings.key.file is not None
+    info = rotate_key_file(settings.key.file, DEMO_PASSPHRASE)
+    record_key_event(settings, load_key(settings), "key.rotated", {"key_id": info.key_id})
+    assert info.epoch == 2
+
+    # One source re-ingested under the new key, the others still under the old one.
+    ingest_person_source(str(config), "gp_registrations")
+    with pytest.raises(KeyManagementError) as err:
+        link_records(str(config))
+    message = str(err.value)
+    assert "never mix" in message and "--rebuild" in message
+    assert DEMO_PASSPHRASE not in message
+
+    second = run_all(str(config), run_id="epoch-2", rebuild=True)
+    assert second["run"]["epoch"] == 2
+    assert second["published"]["metadata"]["key_id"] == info.key_id
+
+    zones = Zones(settings)
+    keys = audit_keys(settings)
+    assert {k.epoch for k in keys} == {1, 2}
+    result = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head)
+    assert result.ok, result.reason
+    only_new = verify_audit_log(zones.audit_log, load_key(settings), head_path=zones.audit_head)
+    assert not only_new.ok
