@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import PipelineRun
 from uprnlink.cli import main
 
 
@@ -44,3 +47,24 @@ def test_key_init_show_check(
     assert code == 4 and "wrong passphrase" in err and "Traceback" not in err
     assert "wrong passphrase entirely" not in err
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.slow
+def test_audit_verify_names_a_hand_edited_entry(
+    small_run: PipelineRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(small_run.root, copy)
+    config = str(copy / "config" / "demo.toml")
+    assert main(["audit", "verify", "--config", config]) == 0
+    assert "intact" in capsys.readouterr().out
+
+    log = copy / "demo" / "out" / "audit" / "audit.jsonl"
+    lines = log.read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry["data"]["run_id"] = "someone-else"
+    lines[1] = json.dumps(entry)
+    log.write_text("\n".join(lines) + "\n")
+    assert main(["audit", "verify", "--config", config]) == 1
+    err = capsys.readouterr().err
+    assert "TAMPERED" in err and "seq 1" in err.replace("seq=1", "seq 1")

@@ -352,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("key", help="create, inspect, check or rotate the pseudonymisation key")
     k.add_argument("key_command", choices=["init", "show", "check", "rotate"])
     k.add_argument("--file", required=True, help="encrypted key file")
+    k.add_argument("--config", help="also record the event in this run configuration's audit log")
     k.add_argument(
         "--passphrase-env",
         default="UPRNLINK_KEY_PASSPHRASE",
