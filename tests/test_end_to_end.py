@@ -91,6 +91,7 @@ def _published_values(run: PipelineRun) -> tuple[set[str], str]:
     for path in [
         *run.settings.linked_dir.glob("*.json"),
         *(run.settings.out_dir / "runs").glob("*.json"),
+        *(run.settings.out_dir / "audit").glob("*.jsonl"),
     ]:
         texts.append(path.read_text())
     con = duckdb.connect(str(run.settings.database_path), read_only=True)

@@ -210,18 +210,64 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    import duckdb
+    import getpass
 
+    from uprnlink.access import (
+        AccessRefusedError,
+        check_query,
+        query_fingerprint,
+        read_roles,
+        run_query,
+        safe_name,
+    )
+    from uprnlink.pipeline import audit_log, load_key
     from uprnlink.settings import read_settings
 
-    db = read_settings(Path(args.config)).database_path
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rel = con.sql(args.sql)
-        print(rel.limit(args.limit) if rel is not None else "OK")
-    finally:
-        con.close()
+    settings = read_settings(Path(args.config))
+    user = safe_name(args.user or getpass.getuser())
+    role = safe_name(args.role)
+    # Every access and refusal is audited, so no query runs without the audit key.
+    audit = audit_log(settings, load_key(settings))
+    roles = read_roles(settings.policy_path)
+    check = check_query(args.sql, roles.get(role, ()))
+    if role not in roles:
+        check = type(check)(False, check.relations, f"unknown role {role!r}")
+    base = {
+        "user": user,
+        "role": role,
+        "views": list(check.relations),
+        "query_fingerprint": query_fingerprint(args.sql),
+    }
+    if not check.allowed:
+        audit.append("access.refused", actor=user, data={**base, "reason": check.reason})
+        raise AccessRefusedError(f"query refused: {check.reason} (logged)")
+    started = time.perf_counter()
+    frame = run_query(settings.database_path, args.sql)
+    audit.append("access", actor=user, data={**base, "rows": frame.height})
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() == ".parquet":
+            frame.write_parquet(out)
+        else:
+            frame.write_csv(out)
+        print(f"Wrote {frame.height:,} rows to {out}")
+    else:
+        with pl_config():
+            print(frame.head(args.limit))
+        if frame.height > args.limit:
+            print(f"... {frame.height:,} rows in all; use --out FILE.csv to save them")
+    print(
+        f"({frame.height:,} rows in {time.perf_counter() - started:.2f} s; access logged)",
+        file=sys.stderr,
+    )
     return 0
+
+
+def pl_config() -> Any:
+    """Terminal-friendly table printing."""
+    import polars as pl
+
+    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40)
 
 
 # ------------------------------------------------------------------------------ output
@@ -372,10 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="write the report to this file (default: print it)")
     a.set_defaults(func=cmd_audit)
 
-    q = sub.add_parser("query", help="run read-only SQL against the published DuckDB views")
+    q = sub.add_parser(
+        "query",
+        help="run read-only SQL on the published views (role-checked, every access audited)",
+    )
     q.add_argument("--config", required=True, help="run configuration (TOML)")
-    q.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
-    q.add_argument("sql", help="SQL to run")
+    q.add_argument("--role", default="analyst", help="your role in governance/policy.toml")
+    q.add_argument("--user", help="who is asking (default: your login name)")
+    q.add_argument("--out", help="write all rows to FILE.csv or FILE.parquet")
+    q.add_argument("--limit", type=int, default=50, help="rows to show on screen (default 50)")
+    q.add_argument("sql", help="one SELECT statement over the analyst views")
     q.set_defaults(func=cmd_query)
     return p
 
