@@ -68,3 +68,33 @@ def test_audit_verify_names_a_hand_edited_entry(
     assert main(["audit", "verify", "--config", config]) == 1
     err = capsys.readouterr().err
     assert "TAMPERED" in err and "seq 1" in err.replace("seq=1", "seq 1")
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupted", "truncated", "flipped"])
+def test_bad_key_files_give_one_clear_line_and_exit_4(
+    damage: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "k.key"
+    monkeypatch.setenv("TEST_PASSPHRASE", "correct horse battery staple")
+    assert main(["key", "init", "--file", str(path), "--passphrase-env", "TEST_PASSPHRASE"]) == 0
+    capsys.readouterr()
+    text = path.read_text()
+    if damage == "missing":
+        path.unlink()
+    elif damage == "corrupted":
+        path.write_text("{not json")
+    elif damage == "truncated":
+        path.write_text(text[: len(text) // 2])
+    else:
+        doc = json.loads(text)
+        ct = doc["cipher"]["ciphertext"]
+        doc["cipher"]["ciphertext"] = ("A" if ct[0] != "A" else "B") + ct[1:]
+        path.write_text(json.dumps(doc))
+    code = main(["key", "check", "--file", str(path), "--passphrase-env", "TEST_PASSPHRASE"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert err.startswith("uprnlink: error:") and "Traceback" not in err
+    assert "correct horse" not in err
