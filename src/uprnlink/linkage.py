@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from uprnlink.clustering import cluster_records
 from uprnlink.errors import LinkageError
 from uprnlink.settings import LinkageSettings
 
@@ -34,6 +35,7 @@ LINKAGE_COLUMNS = (
     "nhs_token",
 )
 MODEL_VERSION = "uprnlink-model/1"
+VARIANTS_PATH = Path(__file__).parent / "data" / "name_variants.csv"
 
 
 @dataclass
@@ -87,6 +89,48 @@ def _address_comparison() -> Any:
     )
 
 
+def _forename_comparison() -> Any:
+    """Forename: exact (term-frequency adjusted), close spelling, or a known variant of the same
+    name (BILL / WILLIAM, PEGGY / MARGARET) from the shipped UK forename variant list."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    return cl.CustomComparison(
+        output_column_name="forename",
+        comparison_description="Forename with spelling and nickname levels",
+        comparison_levels=[
+            cll.NullLevel("forename"),
+            cll.ExactMatchLevel("forename", term_frequency_adjustments=True),
+            cll.JaroWinklerLevel("forename", 0.92),
+            cll.ArrayIntersectLevel("forename_roots", 1).configure(
+                label_for_charts="Known variant of the same forename"
+            ),
+            cll.JaroWinklerLevel("forename", 0.8),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def forename_roots(forenames: pl.Series) -> pl.Series:
+    """Each forename with the names it is a known variant of (BILLY -> [BILLY, WILLIAM])."""
+    variants = pl.read_csv(VARIANTS_PATH).select(
+        pl.col("name").str.to_uppercase(), pl.col("variant").str.to_uppercase()
+    )
+    roots = (
+        variants.group_by("variant")
+        .agg(pl.col("name").unique().sort())
+        .rename({"variant": "forename", "name": "roots"})
+    )
+    frame = forenames.rename("forename").to_frame()
+    joined = frame.join(roots, on="forename", how="left", maintain_order="left")
+    return joined.select(
+        pl.when(pl.col("forename").is_null())
+        .then(None)
+        .otherwise(pl.concat_list(pl.col("forename"), pl.col("roots").fill_null([])))
+        .alias("forename_roots")
+    ).get_column("forename_roots")
+
+
 def _comparisons() -> list[Any]:
     import splink.comparison_library as cl
 
@@ -94,9 +138,7 @@ def _comparisons() -> list[Any]:
     # observe; a level it cannot (true matches born ten years apart, say) keeps this prior
     # instead of Splink's uninformative default, which would under-penalise disagreement.
     return [
-        cl.NameComparison("forename").configure(
-            term_frequency_adjustments=True, m_probabilities=[0.9, 0.04, 0.02, 0.02, 0.02]
-        ),
+        _forename_comparison().configure(m_probabilities=[0.88, 0.04, 0.03, 0.02, 0.03]),
         cl.NameComparison("surname").configure(
             term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
         ),
@@ -203,7 +245,11 @@ def link_people(
         raise LinkageError(f"linkage input lacks columns {missing}")
     if records.height < 2:
         raise LinkageError("linkage needs at least two records")
-    data = records.select(LINKAGE_COLUMNS).to_arrow()
+    data = (
+        records.select(LINKAGE_COLUMNS)
+        .with_columns(forename_roots(records.get_column("forename")))
+        .to_arrow()
+    )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     con = _connect(settings, work_dir / "duckdb_tmp")
@@ -249,10 +295,24 @@ def link_people(
     timings["predict"] = round(time.perf_counter() - t1, 2)
 
     t2 = time.perf_counter()
-    clusters_sdf = linker.clustering.cluster_pairwise_predictions_at_threshold(
-        predictions, threshold_match_probability=settings.match_threshold
+    pairs = pl.from_arrow(
+        con.execute(
+            f"SELECT unique_id_l, unique_id_r, match_probability FROM {predictions.physical_name} "
+            "WHERE match_probability >= ?",
+            [settings.match_threshold],
+        ).to_arrow_table()
     )
-    clusters = _to_polars(clusters_sdf).select("unique_id", "source_dataset", "cluster_id")
+    assert isinstance(pairs, pl.DataFrame)
+    completeness = records.select(
+        "unique_id",
+        "source_dataset",
+        (pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()).alias("complete"),
+    )
+    clusters = cluster_records(completeness, pairs, settings.match_threshold).join(
+        completeness.select("unique_id", "source_dataset"), on="unique_id", how="right"
+    )
+    # A record in no pair above the threshold is a person of its own.
+    clusters = clusters.with_columns(pl.coalesce("cluster_id", "unique_id").alias("cluster_id"))
     timings["cluster"] = round(time.perf_counter() - t2, 2)
     canonical = clusters.group_by("cluster_id").agg(pl.col("unique_id").min().alias("_min"))
     clusters = (
