@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ LINKAGE_COLUMNS = (
     "uprn_token",
     "nhs_token",
 )
+PERIOD_COLUMNS = ("start_date", "end_date")
+# Hospital activity dates are visits, not stays at an address.
+NON_RESIDENCE_SOURCES = ("hospital_activity",)
 MODEL_VERSION = "uprnlink-model/1"
 VARIANTS_PATH = Path(__file__).parent / "data" / "name_variants.csv"
 
@@ -111,6 +115,50 @@ def _forename_comparison() -> Any:
     )
 
 
+def _move_comparison() -> Any:
+    """Time-aware address evidence: one record's stay at an address ends the day before
+    another's begins (a move: council tax liability closed and reopened elsewhere, or a care
+    placement starting the day after a liability ends)."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    consecutive = (
+        "(move_next_l IS NOT NULL AND period_start_r BETWEEN period_end_l AND move_next_l) OR "
+        "(move_next_r IS NOT NULL AND period_start_l BETWEEN period_end_r AND move_next_r)"
+    )
+    within_month = (
+        "(move_next_l IS NOT NULL AND abs(datediff('day', period_end_l, period_start_r)) <= 31) OR "
+        "(move_next_r IS NOT NULL AND abs(datediff('day', period_end_r, period_start_l)) <= 31)"
+    )
+    return cl.CustomComparison(
+        output_column_name="move",
+        comparison_description="One stay ends as the other begins",
+        comparison_levels=[
+            cll.CustomLevel(
+                "period_start_l IS NULL OR period_start_r IS NULL OR "
+                "(period_end_l IS NULL AND period_end_r IS NULL)"
+            ).configure(is_null_level=True),
+            cll.CustomLevel(
+                consecutive, label_for_charts="Moved: one stay ends the day before the other starts"
+            ),
+            cll.CustomLevel(
+                within_month, label_for_charts="One stay ends within a month of the other starting"
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def period_exprs() -> list[pl.Expr]:
+    """Residence period columns for the move comparison (null where a source has no stays)."""
+    stay = ~pl.col("source_dataset").is_in(list(NON_RESIDENCE_SOURCES))
+    return [
+        pl.when(stay).then(pl.col("start_date")).alias("period_start"),
+        pl.when(stay).then(pl.col("end_date")).alias("period_end"),
+        pl.when(stay).then(pl.col("end_date") + timedelta(days=1)).alias("move_next"),
+    ]
+
+
 def forename_roots(forenames: pl.Series) -> pl.Series:
     """Each forename with the names it is a known variant of (BILLY -> [BILLY, WILLIAM])."""
     variants = pl.read_csv(VARIANTS_PATH).select(
@@ -146,6 +194,7 @@ def _comparisons() -> list[Any]:
             m_probabilities=[0.95, 0.03, 0.008, 0.008, 0.003, 0.001]
         ),
         _address_comparison().configure(m_probabilities=[0.6, 0.2, 0.08, 0.06, 0.06]),
+        _move_comparison().configure(m_probabilities=[0.05, 0.03, 0.92]),
         cl.ExactMatch("nhs_token").configure(m_probabilities=[0.995, 0.005]),
         cl.ExactMatch("sex").configure(m_probabilities=[0.99, 0.01]),
     ]
@@ -167,6 +216,11 @@ def _prediction_blocking_rules() -> list[Any]:
         block_on("uprn_token", "forename"),
         block_on("postcode", "forename"),
         block_on("forename", "surname", "substr(postcode, 1, 4)"),
+        # A move: the same name where one stay ends the day before the other starts.
+        "l.surname = r.surname AND l.move_next = r.period_start",
+        "l.surname = r.surname AND r.move_next = l.period_start",
+        "l.forename = r.forename AND l.move_next = r.period_start",
+        "l.forename = r.forename AND r.move_next = l.period_start",
     ]
 
 
@@ -246,8 +300,9 @@ def link_people(
     if records.height < 2:
         raise LinkageError("linkage needs at least two records")
     data = (
-        records.select(LINKAGE_COLUMNS)
-        .with_columns(forename_roots(records.get_column("forename")))
+        records.select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
+        .with_columns(forename_roots(records.get_column("forename")), *period_exprs())
+        .drop(PERIOD_COLUMNS)
         .to_arrow()
     )
     timings: dict[str, float] = {}
