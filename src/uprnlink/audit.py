@@ -221,7 +221,7 @@ def _entry_shape_problem(obj: Any) -> str | None:
 def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     try:
         obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None, "is not valid JSON"
     problem = _entry_shape_problem(obj)
     return (obj, None) if problem is None else (None, problem)

@@ -200,7 +200,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"Wrote {args.format} audit report to {args.out}")
         else:
             print(report)
-        return 0
+        # The report is written either way; the exit code still says whether the log is intact.
+        intact = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head).ok
+        return 0 if intact else 1
     result = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head)
     if result.ok:
         print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
@@ -443,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("uprnlink: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
