@@ -79,5 +79,5 @@ def test_cli_query_runs_refuses_and_audits(
 
 
 def test_run_query_cannot_read_files(small_run: PipelineRun) -> None:
-    with pytest.raises(Exception, match="(?i)permission|disabled"):
+    with pytest.raises(Exception, match=r"(?i)permission|disabled"):
         run_query(small_run.settings.database_path, "SELECT * FROM read_csv('/etc/passwd')")
