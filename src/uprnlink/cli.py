@@ -75,7 +75,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from uprnlink.settings import read_settings
 
     result = evaluate_run(read_settings(Path(args.config)), Path(args.truth))
-    print_evaluation(result)
+    print_evaluation(result, full=True)
     return 0
 
 
@@ -327,8 +327,12 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
     print(f"Run summary:               {summary['summary_path']}")
 
 
-def print_evaluation(result: dict[str, Any]) -> None:
-    """Pairwise precision, recall and F1 of the person clusters."""
+def print_evaluation(result: dict[str, Any], *, full: bool = False) -> None:
+    """Pairwise precision, recall and F1 of the person clusters (and, with `full`, the table of
+    source pairs, households and bias checks)."""
+    if full and result.get("print_table"):
+        print()
+        print(result["print_table"])
     p = result["pairwise"]
     print(
         f"\nLinkage against ground truth ({p['records']:,} records): precision {p['precision']:.4f}, "

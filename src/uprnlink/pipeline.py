@@ -423,28 +423,38 @@ def _actor() -> str:
 
 
 def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
-    """Score the last run's person clusters against synthetic ground truth; write JSON beside outputs."""
-    from uprnlink.evaluation import label_clusters, pairwise_scores
+    """Score the last run against synthetic ground truth; write evaluation.json beside outputs.
+
+    Person clusters overall and per pair of sources, households on the reference date, and
+    recall by age band, sex and mover status. The JSON holds counts and ratios only; the
+    returned dict adds `print_table`, the same figures as text for a terminal.
+    """
+    from uprnlink.evaluation import evaluate_linkage, read_ground_truth
 
     z = Zones(settings)
-    truth_path = truth_dir / "records.parquet"
-    if not truth_path.exists():
-        raise ConfigError(f"no ground truth at {truth_path}")
+    truth = read_ground_truth(truth_dir)
     key = load_key(settings)
-    clusters = read_trusted(z.clusters, key)
+    clusters = read_trusted(z.clusters, key).select("unique_id", "source_dataset", "person_id")
     crosswalk = pl.concat(
-        [read_trusted(z.crosswalk(n), key) for n in settings.sources if z.crosswalk(n).exists()]
+        [
+            read_trusted(z.crosswalk(n), key).select("unique_id", "record_id")
+            for n in settings.sources
+            if z.crosswalk(n).exists()
+        ]
     )
-    labelled = label_clusters(clusters, crosswalk, pl.read_parquet(truth_path))
-    overall = pairwise_scores(labelled)
-    by_source = {
-        s: pairwise_scores(labelled.filter(pl.col("source_dataset") == s)).to_dict()
-        for s in settings.sources
-    }
-    result = {"pairwise": overall.to_dict(), "within_source": by_source}
+    membership_path = settings.linked_dir / "membership.parquet"
+    membership = pl.read_parquet(membership_path) if membership_path.exists() else None
+    evaluation = evaluate_linkage(
+        clusters,
+        crosswalk,
+        truth,
+        reference_date=settings.reference_date,
+        membership=membership,
+    )
+    result = evaluation.to_dict()
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     (settings.out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
-    return result
+    return {**result, "print_table": evaluation.to_table()}
 
 
 def run_all(
