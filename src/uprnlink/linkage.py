@@ -350,11 +350,11 @@ def link_people(
     timings["predict"] = round(time.perf_counter() - t1, 2)
 
     t2 = time.perf_counter()
+    threshold = float(settings.match_threshold)  # validated in (0, 1) by the settings loader
     pairs = pl.from_arrow(
-        con.execute(
+        con.sql(
             f"SELECT unique_id_l, unique_id_r, match_probability FROM {predictions.physical_name} "
-            "WHERE match_probability >= ?",
-            [settings.match_threshold],
+            f"WHERE match_probability >= {threshold!r}"
         ).to_arrow_table()
     )
     assert isinstance(pairs, pl.DataFrame)
