@@ -126,3 +126,20 @@ def test_age_and_band_around_birthdays() -> None:
     )
     assert out["age"].to_list() == [26, 25, 96, None]
     assert out["band"].to_list() == ["25-29", "25-29", "85+", None]
+
+
+def test_council_end_closes_a_stale_gp_registration_at_the_same_address() -> None:
+    rows = [
+        ("p", "gp_registrations", "A", D(2005, 1, 1), None),  # never deregistered
+        ("p", "council_tax", "A", D(2010, 1, 1), D(2024, 6, 30)),  # council: left A
+    ]
+    assert timeline(rows) == [("A", D(2005, 1, 1), D(2024, 6, 30))]
+    # A council stay still open at the address keeps the registration open.
+    rows.append(("p", "housing_tenancies", "A", D(2024, 7, 1), None))
+    assert timeline(rows) == [("A", D(2005, 1, 1), None)]
+    # A registration at another address is untouched.
+    other = [
+        ("q", "gp_registrations", "B", D(2005, 1, 1), None),
+        ("q", "council_tax", "A", D(2010, 1, 1), D(2024, 6, 30)),
+    ]
+    assert timeline(other)[-1] == ("B", D(2024, 7, 1), None)

@@ -22,6 +22,7 @@ RESIDENCE_SOURCES = (
     "adult_social_care",
     "gp_registrations",
 )
+COUNCIL_SOURCE_COUNT = 3  # the first three residence sources are council records of stays
 NHS_SOURCES = ("gp_registrations", "hospital_activity", "adult_social_care")
 OPEN_END = date(9999, 12, 31)
 
@@ -86,6 +87,41 @@ def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
             pl.col("source_dataset").replace_strict(priority, return_dtype=pl.Int8).alias("prio"),
         )
         .filter(pl.col("valid_to") >= pl.col("valid_from"))
+        .pipe(close_unconfirmed_stays)
+    )
+
+
+def close_unconfirmed_stays(periods: pl.DataFrame) -> pl.DataFrame:
+    """End open GP and social care stays at an address the council says the person has left.
+
+    GP lists keep people who moved away until someone deregisters them. When a council source
+    (council tax, tenancy, benefits) shows the same person's stay at the same address ending,
+    with no council stay there still open, an open registration there that began before that
+    end is closed on the same day.
+    """
+    council = pl.col("prio") < COUNCIL_SOURCE_COUNT
+    ended = (
+        periods.filter(council)
+        .group_by("person_id", "household_token")
+        .agg(
+            pl.col("valid_to").max().alias("_council_end"),
+        )
+        .filter(pl.col("_council_end") < OPEN_END)
+    )
+    return (
+        periods.join(ended, on=["person_id", "household_token"], how="left")
+        .with_columns(
+            pl.when(
+                ~council
+                & (pl.col("valid_to") == OPEN_END)
+                & pl.col("_council_end").is_not_null()
+                & (pl.col("valid_from") <= pl.col("_council_end"))
+            )
+            .then(pl.col("_council_end"))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_council_end")
     )
 
 
