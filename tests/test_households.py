@@ -143,3 +143,16 @@ def test_council_end_closes_a_stale_gp_registration_at_the_same_address() -> Non
         ("q", "council_tax", "A", D(2010, 1, 1), D(2024, 6, 30)),
     ]
     assert timeline(other)[-1] == ("B", D(2024, 7, 1), None)
+
+
+def test_hospital_address_only_fills_gaps_for_a_year() -> None:
+    rows = [
+        ("p", "council_tax", "A", D(2015, 1, 1), None),
+        ("p", "hospital_activity", "Z", D(2024, 1, 1), None),  # a visit: not a move
+        ("q", "hospital_activity", "B", D(2025, 6, 1), D(2025, 6, 3)),  # no stay known at all
+        ("r", "hospital_activity", "C", D(2020, 1, 1), None),  # too long ago to place r today
+    ]
+    people = no_deaths("p", "q", "r")
+    m = build_memberships(residence_periods(records(rows)), people)
+    now = dict(residents_on(m, D(2026, 3, 31)).select("person_id", "household_token").iter_rows())
+    assert now == {"p": "A", "q": "B"}

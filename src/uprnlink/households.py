@@ -14,7 +14,6 @@ from datetime import date, timedelta
 import polars as pl
 
 # Sources whose dates describe residence at the recorded address, most authoritative first.
-# Hospital activity records an address at one moment, not a period, so it is not used.
 RESIDENCE_SOURCES = (
     "council_tax",
     "housing_tenancies",
@@ -23,6 +22,11 @@ RESIDENCE_SOURCES = (
     "gp_registrations",
 )
 COUNCIL_SOURCE_COUNT = 3  # the first three residence sources are council records of stays
+# A hospital record's usual address is a claim about one day. It is used only to fill a gap:
+# where no stay covers a day, the person lives at the address of their latest attendance in
+# the year before it.
+FALLBACK_SOURCES = ("hospital_activity",)
+FALLBACK_DAYS = timedelta(days=365)  # how long an attendance's address stands as evidence
 NHS_SOURCES = ("gp_registrations", "hospital_activity", "adult_social_care")
 OPEN_END = date(9999, 12, 31)
 
@@ -71,10 +75,10 @@ def person_attributes(records: pl.DataFrame, facts_gp: pl.DataFrame | None) -> p
 
 def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
     """Raw residence claims: person, household token, from, to (open ends as 9999-12-31)."""
-    priority = {s: i for i, s in enumerate(RESIDENCE_SOURCES)}
+    priority = {s: i for i, s in enumerate((*RESIDENCE_SOURCES, *FALLBACK_SOURCES))}
     return (
         records.filter(
-            pl.col("source_dataset").is_in(list(RESIDENCE_SOURCES))
+            pl.col("source_dataset").is_in([*RESIDENCE_SOURCES, *FALLBACK_SOURCES])
             & pl.col("household_token").is_not_null()
             & pl.col("start_date").is_not_null()
         )
@@ -83,8 +87,12 @@ def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
             "household_token",
             "is_communal",
             pl.col("start_date").alias("valid_from"),
-            pl.col("end_date").fill_null(OPEN_END).alias("valid_to"),
+            pl.when(pl.col("source_dataset").is_in(list(FALLBACK_SOURCES)))
+            .then(pl.col("start_date") + FALLBACK_DAYS)
+            .otherwise(pl.col("end_date").fill_null(OPEN_END))
+            .alias("valid_to"),
             pl.col("source_dataset").replace_strict(priority, return_dtype=pl.Int8).alias("prio"),
+            pl.col("source_dataset").is_in(list(FALLBACK_SOURCES)).alias("fallback"),
         )
         .filter(pl.col("valid_to") >= pl.col("valid_from"))
         .pipe(close_unconfirmed_stays)
@@ -162,7 +170,10 @@ def build_memberships(periods: pl.DataFrame, people: pl.DataFrame) -> pl.DataFra
     pieces = (
         cuts.join(periods, on="person_id", how="inner")
         .filter((pl.col("valid_from") <= pl.col("start")) & (pl.col("valid_to") >= pl.col("start")))
-        .sort(["person_id", "start", "valid_from", "prio"], descending=[False, False, True, False])
+        .sort(
+            ["person_id", "start", "fallback", "valid_from", "prio"],
+            descending=[False, False, False, True, False],
+        )
         .group_by("person_id", "start", maintain_order=True)
         .first()
         .select("person_id", "start", "end", "household_token", "is_communal")
