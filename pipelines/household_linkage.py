@@ -45,9 +45,15 @@ def clear_trusted(config_path: str) -> None:
 
 
 @task(name="link-people", **TASK_OPTIONS)
-def link_people(config_path: str) -> dict[str, Any]:
-    """Train, predict and cluster people across all sources."""
-    return pipeline.link_records(config_path)
+def link_people(config_path: str, run_id: str, retrain: bool) -> dict[str, Any]:
+    """Train (or reuse the saved model), predict and cluster people across all sources."""
+    return pipeline.link_records(config_path, retrain, run_id=run_id)
+
+
+@task(name="write-quality-report", **TASK_OPTIONS)
+def write_quality_report(config_path: str, summary: dict[str, Any]) -> dict[str, str]:
+    """Write the HTML linkage quality report beside the outputs."""
+    return pipeline.write_quality_report(config_path, summary)
 
 
 @task(name="publish-outputs", retries=1, retry_delay_seconds=5, **TASK_OPTIONS)
@@ -64,11 +70,12 @@ def finish_run(config_path: str, run_id: str, summary: dict[str, Any]) -> str:
 
 @flow(name="household-linkage", log_prints=True)
 def household_linkage(
-    config_path: str, run_id: str | None = None, rebuild: bool = False
+    config_path: str, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
 ) -> dict[str, Any]:
     """Run the whole pipeline for the configuration file at `config_path`.
 
-    `rebuild` clears the trusted zone first (a full rebuild, as a key rotation requires).
+    `rebuild` clears the trusted zone first (a full rebuild, as a key rotation requires);
+    `retrain` trains a new linkage model even when the saved one fits the settings.
     """
     logger = get_run_logger()
     run_id = run_id or pipeline.new_run_id()
@@ -86,7 +93,7 @@ def household_linkage(
     timings["ingest"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
-    linkage = link_people(config_path)
+    linkage = link_people(config_path, run_id, retrain)
     timings["link"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
@@ -99,6 +106,9 @@ def household_linkage(
     published = publish(config_path, run_id, summary)
     timings["publish"] = round(time.perf_counter() - t, 2)
     summary["published"] = published
+    t = time.perf_counter()
+    summary["reports"] = write_quality_report(config_path, summary)
+    timings["report"] = round(time.perf_counter() - t, 2)
     summary["timings"] = timings
     summary["summary_path"] = finish_run(config_path, run_id, summary)
     logger.info(

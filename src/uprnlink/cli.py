@@ -36,12 +36,14 @@ def peak_memory_mib() -> float:
     return max(own, kids) / 1024
 
 
-def run_flow(config: Path, run_id: str | None = None, rebuild: bool = False) -> dict[str, Any]:
+def run_flow(
+    config: Path, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
+) -> dict[str, Any]:
     """Run the household linkage Prefect flow and return its summary."""
     _prefect_environment()
     from pipelines.household_linkage import household_linkage
 
-    return household_linkage(str(config), run_id=run_id, rebuild=rebuild)
+    return household_linkage(str(config), run_id=run_id, rebuild=rebuild, retrain=retrain)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -67,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     read_settings(Path(args.config))  # fail fast, before an orchestrator starts
     started = time.perf_counter()
-    summary = run_flow(Path(args.config), args.run_id, rebuild=args.rebuild)
+    summary = run_flow(Path(args.config), args.run_id, rebuild=args.rebuild, retrain=args.retrain)
     print_run_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -123,10 +125,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_s = time.perf_counter() - t1
     print("[3/4] Evaluating linkage against the synthetic ground truth ...")
     evaluation = evaluate_run(settings, demo_dir / "truth")
+    # Redraw the quality report now that the synthetic truth gives recall by group.
+    from uprnlink.pipeline import write_quality_report
+
+    summary["reports"] = write_quality_report(str(config), summary, evaluation)
     summary["timings"] = {"synthesise": round(synth_s, 2), **summary["timings"]}
     print("[4/4] Done.\n")
     print_run_summary(summary, run_s + synth_s)
-    print_evaluation(evaluation)
+    print_evaluation(evaluation, full=args.full_evaluation)
     print_example_query(settings.database_path)
     return 0
 
@@ -315,6 +321,14 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         f"\nLinked {link['records']:,} records into {link['people']:,} people "
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
     )
+    model, ids = link.get("model", {}), link.get("ids", {})
+    if model:
+        how = "trained" if model.get("trained") else f"reused (trained {model.get('trained_at')})"
+        print(
+            f"Model {how}; person ids kept {ids.get('kept', 0):,}, created "
+            f"{ids.get('created', 0):,}, merged {ids.get('merged', 0):,}, "
+            f"split {ids.get('split', 0):,}"
+        )
     print(
         f"Households on {summary['published']['metadata']['reference_date']}: "
         f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)"
@@ -327,6 +341,10 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
     print(f"\nPublished (de-identified): {summary['published']['linked_dir']}")
     print(f"Analyst database:          {summary['published']['database']}")
     print(f"Run summary:               {summary['summary_path']}")
+    if summary.get("reports", {}).get("quality_report"):
+        print(
+            f"Linkage quality report:    {summary['reports']['quality_report']}  (open in a browser)"
+        )
 
 
 def print_evaluation(result: dict[str, Any], *, full: bool = False) -> None:
@@ -390,12 +408,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="clear the trusted zone and rebuild everything from landing (needed after a key rotation)",
     )
+    r.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train a new linkage model even if the saved one fits the current settings",
+    )
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
     d.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")
     d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     d.add_argument("--config", default=str(DEMO_CONFIG), help="demo configuration")
+    d.add_argument(
+        "--full-evaluation",
+        action="store_true",
+        help="print the whole evaluation table (source pairs, households, bias)",
+    )
     d.set_defaults(func=cmd_demo)
 
     e = sub.add_parser("evaluate", help="score the last run's person clusters against truth")

@@ -11,14 +11,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 
-from uprnlink.clustering import cluster_records
+from uprnlink.clustering import cluster_records, connected_components
 from uprnlink.errors import LinkageError
 from uprnlink.settings import LinkageSettings
 
@@ -52,8 +52,9 @@ class LinkageResult:
     candidate_pairs: int
     pairs_above_threshold: int
     match_threshold: float
-    model: dict[str, Any]
+    model: dict[str, Any]  # MODEL_VERSION header + the Splink model JSON (see model_artefact)
     seconds: dict[str, float] = field(default_factory=dict)
+    model_trained: bool = True  # False when a saved model was reused
 
 
 def _address_comparison() -> Any:
@@ -285,38 +286,77 @@ def _connect(settings: LinkageSettings, temp_dir: Path) -> duckdb.DuckDBPyConnec
     return con
 
 
-def link_people(
-    records: pl.DataFrame,
-    settings: LinkageSettings,
-    *,
-    work_dir: Path,
-) -> LinkageResult:
-    """Train a model on the records, predict pairs, and cluster them into people."""
-    from splink import DuckDBAPI, Linker, block_on
+# Keys of a Splink settings dict that training sets (or that name one linker instance), left out
+# of the fingerprint so a trained model and the untrained settings it came from hash alike.
+TRAINED_KEYS = frozenset(
+    {"m_probability", "u_probability", "probability_two_random_records_match", "linker_uid"}
+)
 
-    missing = [c for c in LINKAGE_COLUMNS if c not in records.columns]
-    if missing:
-        raise LinkageError(f"linkage input lacks columns {missing}")
-    if records.height < 2:
-        raise LinkageError("linkage needs at least two records")
-    data = (
-        records.select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
-        .with_columns(forename_roots(records.get_column("forename")), *period_exprs())
-        .drop(PERIOD_COLUMNS)
-        .to_arrow()
-    )
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    con = _connect(settings, work_dir / "duckdb_tmp")
-    db = DuckDBAPI(con)
-    sdf = db.register(data, dataset_display_name="records")
-    linker = Linker(sdf, settings_dict(settings.match_threshold), log_level=logging.ERROR)
+
+def _without_trained(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_trained(v) for k, v in value.items() if k not in TRAINED_KEYS}
+    if isinstance(value, list):
+        return [_without_trained(v) for v in value]
+    return value
+
+
+def settings_fingerprint(splink_settings: dict[str, Any]) -> str:
+    """SHA-256 of a Splink settings dict's definition (comparisons, levels, blocking rules),
+    ignoring trained parameters, so a saved model is reused only for the same definition.
+
+    A change to how the model is trained (not what it compares) should bump MODEL_VERSION.
+    """
+    canonical = json.dumps(_without_trained(splink_settings), sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _settings_json(creator: Any) -> dict[str, Any]:
+    """A SettingsCreator resolved for DuckDB, as the plain JSON dict a saved model holds."""
+    return dict(json.loads(json.dumps(creator.get_settings("duckdb").as_dict(), default=str)))
+
+
+def current_fingerprint(settings: LinkageSettings) -> str:
+    """The fingerprint of the model definition this code would train."""
+    return settings_fingerprint(_settings_json(settings_dict(settings.match_threshold)))
+
+
+def reusable_model(model: dict[str, Any] | None, fingerprint: str) -> dict[str, Any] | None:
+    """The Splink model JSON inside a saved artefact, if it is this MODEL_VERSION and this
+    settings fingerprint (and its own parameters still hash to it); otherwise None."""
+    if not model or model.get("version") != MODEL_VERSION:
+        return None
+    splink_model = model.get("splink")
+    if model.get("settings_fingerprint") != fingerprint or not isinstance(splink_model, dict):
+        return None
+    if settings_fingerprint(splink_model) != fingerprint:
+        return None
+    return splink_model
+
+
+def model_artefact(
+    splink_model: dict[str, Any], fingerprint: str, records: int, now: datetime | None = None
+) -> dict[str, Any]:
+    """A saved model: a small header (version, when, on how many records, fingerprint) and the
+    Splink model JSON that `Linker(sdf, settings=...)` loads."""
+    return {
+        "version": MODEL_VERSION,
+        "trained_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        "records_trained_on": records,
+        "settings_fingerprint": fingerprint,
+        "splink": splink_model,
+    }
+
+
+def _train(linker: Any, settings: LinkageSettings) -> None:
+    """λ from deterministic rules, u by random sampling, m by EM in two sessions."""
+    from splink import block_on
+
     # Splink warns about every level an EM session cannot observe; those levels keep the
     # documented priors in _comparisons(), so the warnings are noise in run logs.
     splink_log = logging.getLogger("splink")
     previous_level = splink_log.level
     splink_log.setLevel(logging.ERROR)
-
     try:
         linker.training.estimate_probability_two_random_records_match(
             [block_on("nhs_token"), block_on("forename", "surname", "dob")], recall=0.8
@@ -325,8 +365,8 @@ def link_people(
             max_pairs=settings.max_pairs_u, seed=settings.seed
         )
         # NHS-number agreement is near-certain evidence of a match, so a session blocked on it
-        # learns the name, date-of-birth and address m probabilities; the second (names) learns the
-        # NHS number's.
+        # learns the name, date-of-birth and address m probabilities; the second (names) learns
+        # the NHS number's.
         linker.training.estimate_parameters_using_expectation_maximisation(
             block_on("nhs_token"), fix_u_probabilities=True
         )
@@ -338,7 +378,68 @@ def link_people(
         _floor_m_probabilities(linker)
     finally:
         splink_log.setLevel(previous_level)
-    timings["train"] = round(time.perf_counter() - t0, 2)
+
+
+def _check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in records.columns]
+    if missing:
+        raise LinkageError(f"linkage input lacks columns {missing}")
+    if records.height < 2:
+        raise LinkageError("linkage needs at least two records")
+
+
+def _with_person_ids(clusters: pl.DataFrame) -> pl.DataFrame:
+    """Replace cluster_id by the person id of the cluster's smallest record key."""
+    canonical = clusters.group_by("cluster_id").agg(pl.col("unique_id").min().alias("_min"))
+    return (
+        clusters.join(canonical, on="cluster_id")
+        .with_columns(person_id_expr("_min").alias("person_id"))
+        .drop("cluster_id", "_min")
+    )
+
+
+def link_people(
+    records: pl.DataFrame,
+    settings: LinkageSettings,
+    *,
+    work_dir: Path,
+    model: dict[str, Any] | None = None,
+    retrain: bool = False,
+) -> LinkageResult:
+    """Predict pairs and cluster the records into people, with a saved model when it fits.
+
+    `model` is an artefact from an earlier `LinkageResult.model`; it is reused unless `retrain`
+    is set or it was built for another MODEL_VERSION or settings fingerprint, in which case a
+    model is trained on these records.
+    """
+    from splink import DuckDBAPI, Linker
+
+    _check_records(records, LINKAGE_COLUMNS)
+    data = (
+        records.select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
+        .with_columns(forename_roots(records.get_column("forename")), *period_exprs())
+        .drop(PERIOD_COLUMNS)
+        .to_arrow()
+    )
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    creator = settings_dict(settings.match_threshold)
+    fingerprint = settings_fingerprint(_settings_json(creator))
+    saved = None if retrain else reusable_model(model, fingerprint)
+    con = _connect(settings, work_dir / "duckdb_tmp")
+    db = DuckDBAPI(con)
+    sdf = db.register(data, dataset_display_name="records")
+    if saved is not None:
+        linker = Linker(sdf, json.loads(json.dumps(saved)), log_level=logging.ERROR)
+        assert model is not None
+        artefact = model
+        timings["load_model"] = round(time.perf_counter() - t0, 2)
+    else:
+        linker = Linker(sdf, creator, log_level=logging.ERROR)
+        _train(linker, settings)
+        trained = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
+        artefact = model_artefact(trained, fingerprint, records.height)
+        timings["train"] = round(time.perf_counter() - t0, 2)
 
     t1 = time.perf_counter()
     predictions = linker.inference.predict(threshold_match_probability=0.5)
@@ -358,6 +459,7 @@ def link_people(
         ).to_arrow_table()
     )
     assert isinstance(pairs, pl.DataFrame)
+    con.close()
     completeness = records.select(
         "unique_id",
         "source_dataset",
@@ -368,17 +470,8 @@ def link_people(
     )
     # A record in no pair above the threshold is a person of its own.
     clusters = clusters.with_columns(pl.coalesce("cluster_id", "unique_id").alias("cluster_id"))
+    clusters = _with_person_ids(clusters).select("unique_id", "source_dataset", "person_id")
     timings["cluster"] = round(time.perf_counter() - t2, 2)
-    canonical = clusters.group_by("cluster_id").agg(pl.col("unique_id").min().alias("_min"))
-    clusters = (
-        clusters.join(canonical, on="cluster_id")
-        .with_columns(person_id_expr("_min").alias("person_id"))
-        .select("unique_id", "source_dataset", "person_id")
-    )
-    model_path = work_dir / "model.json"
-    linker.misc.save_model_to_json(str(model_path), overwrite=True)
-    model = json.loads(model_path.read_text())
-    con.close()
     return LinkageResult(
         clusters=clusters,
         records=records.height,
@@ -386,6 +479,100 @@ def link_people(
         candidate_pairs=int(n_pairs),
         pairs_above_threshold=int(n_above),
         match_threshold=settings.match_threshold,
-        model={"version": MODEL_VERSION, "splink": model},
+        model=artefact,
         seconds=timings,
+        model_trained=saved is None,
     )
+
+
+# ---------------------------------------------------------------- baselines
+
+BASELINE_COLUMNS = ("unique_id", "source_dataset", "forename", "surname", "dob", "postcode")
+
+
+def deterministic_clusters(records: pl.DataFrame) -> pl.DataFrame:
+    """Baseline: records are one person when they share (a) an NHS number token or (b) forename,
+    surname, date of birth and UPRN token, closed transitively; returns unique_id, person_id."""
+    _check_records(records, ("unique_id", "forename", "surname", "dob", "uprn_token", "nhs_token"))
+    rules = [["nhs_token"], ["forename", "surname", "dob", "uprn_token"]]
+    edges = pl.concat(
+        [
+            records.drop_nulls(keys)
+            .with_columns(pl.col("unique_id").min().over(keys).alias("a"))
+            .select("a", pl.col("unique_id").alias("b"))
+            .filter(pl.col("a") != pl.col("b"))
+            for keys in rules
+        ]
+    )
+    components = connected_components(records.get_column("unique_id"), edges)
+    return records.select("unique_id").join(
+        components.select(
+            pl.col("node").alias("unique_id"), person_id_expr("component").alias("person_id")
+        ),
+        on="unique_id",
+        how="left",
+    )
+
+
+def plain_settings() -> Any:
+    """The plain five-comparison Splink model commonly used as a starting point."""
+    import splink.comparison_library as cl
+    from splink import SettingsCreator, block_on
+
+    return SettingsCreator(
+        link_type="dedupe_only",
+        comparisons=[
+            cl.NameComparison("forename"),
+            cl.NameComparison("surname"),
+            cl.DateOfBirthComparison("dob", input_is_string=False),
+            cl.PostcodeComparison("postcode"),
+            cl.ExactMatch("uprn_token"),
+        ],
+        blocking_rules_to_generate_predictions=[
+            block_on("forename", "surname"),
+            block_on("surname", "dob"),
+        ],
+        retain_intermediate_calculation_columns=False,
+        retain_matching_columns=False,
+    )
+
+
+def plain_splink_clusters(
+    records: pl.DataFrame, settings: LinkageSettings, work_dir: Path, threshold: float = 0.95
+) -> pl.DataFrame:
+    """Baseline: the plain model (u by random sampling, m by EM) clustered at `threshold` with
+    Splink's own connected components; returns unique_id, person_id."""
+    from splink import DuckDBAPI, Linker, block_on
+
+    _check_records(records, (*BASELINE_COLUMNS, "uprn_token"))
+    data = records.select("unique_id", "forename", "surname", "dob", "postcode", "uprn_token")
+    con = _connect(settings, work_dir / "duckdb_tmp")
+    try:
+        sdf = DuckDBAPI(con).register(data.to_arrow(), dataset_display_name="records")
+        linker = Linker(sdf, plain_settings(), log_level=logging.ERROR)
+        splink_log = logging.getLogger("splink")
+        previous_level = splink_log.level
+        splink_log.setLevel(logging.ERROR)
+        try:
+            linker.training.estimate_probability_two_random_records_match(
+                [block_on("forename", "surname", "dob")], recall=0.7
+            )
+            linker.training.estimate_u_using_random_sampling(
+                max_pairs=settings.max_pairs_u, seed=settings.seed
+            )
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on("forename", "surname"), max_pairs=settings.max_pairs_em
+            )
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on("dob"), max_pairs=settings.max_pairs_em
+            )
+        finally:
+            splink_log.setLevel(previous_level)
+        predictions = linker.inference.predict(threshold_match_probability=threshold)
+        clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            predictions, threshold_match_probability=threshold
+        )
+        clusters = _to_polars(clustered).select("unique_id", "cluster_id")
+    finally:
+        con.close()
+    return records.select("unique_id").join(_with_person_ids(clusters), on="unique_id", how="left")

@@ -26,7 +26,7 @@ from uprnlink import __version__
 from uprnlink.audit import AuditLog
 from uprnlink.contracts import find_contract
 from uprnlink.dataset import build_analysis_tables
-from uprnlink.errors import ConfigError, ContractError, KeyManagementError
+from uprnlink.errors import ConfigError, ContractError, KeyManagementError, PublishError
 from uprnlink.ingest import ingest_extract, write_quarantine
 from uprnlink.keys import MasterKey, resolve_key
 from uprnlink.linkage import link_people
@@ -271,24 +271,119 @@ def read_trusted_records(settings: RunSettings, key: MasterKey) -> pl.DataFrame:
     return pl.concat(frames, how="vertical_relaxed")
 
 
-def link_records(config_path: str) -> dict[str, Any]:
-    """Link and deduplicate people across all sources; write record -> person clusters."""
+def link_records(
+    config_path: str,
+    retrain: bool = False,
+    *,
+    baselines: bool = True,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Link and deduplicate people across all sources; write record -> person clusters.
+
+    The saved model (`trusted/linkage/model.json`) is reused unless `retrain` is set or the
+    model definition changed; person ids carry over from the previous clusters where the
+    clusters overlap. With `baselines`, the deterministic and plain-Splink baselines are written
+    beside the clusters for the evaluation to compare.
+    """
+    from uprnlink.stable_ids import assign_stable_ids
+
     settings = read_settings(Path(config_path))
     z = Zones(settings)
     key = load_key(settings)
     records = read_trusted_records(settings, key)
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
-    result = link_people(records, settings.linkage, work_dir=z.linkage_dir)
-    write_trusted(result.clusters, z.clusters, key)
-    shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
-    return {
+    model_path = z.linkage_dir / "model.json"
+    saved = json.loads(model_path.read_text()) if model_path.exists() else None
+    result = link_people(
+        records, settings.linkage, work_dir=z.linkage_dir, model=saved, retrain=retrain
+    )
+    if result.model_trained:
+        write_model(result.model, z.linkage_dir, run_id)
+    t = time.perf_counter()
+    ids, report = assign_stable_ids(
+        result.clusters.select("unique_id", pl.col("person_id").alias("cluster_key")),
+        read_previous_clusters(z.clusters, key),
+    )
+    clusters = result.clusters.drop("person_id").join(ids, on="unique_id", how="left")
+    result.seconds["stable_ids"] = round(time.perf_counter() - t, 2)
+    write_trusted(clusters, z.clusters, key)
+    summary: dict[str, Any] = {
         "records": result.records,
         "people": result.people,
         "candidate_pairs": result.candidate_pairs,
         "pairs_above_threshold": result.pairs_above_threshold,
         "match_threshold": result.match_threshold,
+        "retrain": retrain,
+        "model": {
+            "trained": result.model_trained,
+            "trained_at": result.model.get("trained_at"),
+            "records_trained_on": result.model.get("records_trained_on"),
+            "settings_fingerprint": result.model.get("settings_fingerprint"),
+        },
+        "ids": report.to_dict(),
         "seconds": result.seconds,
     }
+    if baselines:
+        summary["baselines"] = write_baselines(records, settings, key)
+    shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
+    return summary
+
+
+def write_model(model: dict[str, Any], linkage_dir: Path, run_id: str | None) -> Path:
+    """Save a newly trained model as `model.json` (the one the next run reuses) and a copy
+    under `models/` named after the run (or the time it was trained)."""
+    stamp = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    copy = linkage_dir / "models" / f"{stamp}.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(model, indent=2)
+    copy.write_text(text)
+    current = linkage_dir / "model.json"
+    staged = current.with_suffix(".json.tmp")
+    staged.write_text(text)
+    os.replace(staged, current)
+    return copy
+
+
+def read_previous_clusters(path: Path, key: MasterKey) -> pl.DataFrame | None:
+    """The last run's record -> person ids, or None if there is none from this key epoch
+    (record keys of another epoch never match, so its ids cannot carry over)."""
+    if not path.exists():
+        return None
+    try:
+        return read_trusted(path, key).select("unique_id", "person_id")
+    except KeyManagementError:
+        log.warning("previous clusters are from another key epoch: person ids start afresh")
+        return None
+
+
+def write_baselines(records: pl.DataFrame, settings: RunSettings, key: MasterKey) -> dict[str, Any]:
+    """Cluster the records with each baseline method and write `baseline_<name>.parquet` beside
+    the clusters; returns people and seconds per baseline."""
+    from uprnlink.linkage import deterministic_clusters, plain_splink_clusters
+
+    z = Zones(settings)
+    out: dict[str, Any] = {}
+    for name in ("deterministic", "plain_splink"):
+        t = time.perf_counter()
+        if name == "deterministic":
+            found = deterministic_clusters(records)
+        else:
+            found = plain_splink_clusters(
+                records, settings.linkage, z.linkage_dir, settings.linkage.match_threshold
+            )
+        clusters = found.join(
+            records.select("unique_id", "source_dataset"), on="unique_id", how="left"
+        )
+        write_trusted(
+            clusters.select("unique_id", "source_dataset", "person_id"),
+            z.linkage_dir / f"baseline_{name}.parquet",
+            key,
+        )
+        out[name] = {
+            "people": clusters.get_column("person_id").n_unique(),
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+    return out
 
 
 def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
@@ -452,13 +547,43 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
         membership=membership,
     )
     result = evaluation.to_dict()
+    # The baselines linked the same records in the same run: score them the same way.
+    from uprnlink.evaluation import label_clusters, pairwise_scores
+
+    baselines: dict[str, Any] = {}
+    table = evaluation.to_table()
+    rows = [
+        f"  {'model (uprnlink)':<34}{result['pairwise']['precision']:>10.4f}"
+        f"{result['pairwise']['recall']:>8.4f}{result['pairwise']['f1']:>8.4f}"
+    ]
+    for path in sorted(z.linkage_dir.glob("baseline_*.parquet")):
+        name = path.stem.removeprefix("baseline_")
+        labelled = label_clusters(
+            read_trusted(path, key).join(
+                clusters.select("unique_id", "source_dataset"), on="unique_id"
+            ),
+            crosswalk,
+            truth.records,
+        )
+        scores = pairwise_scores(labelled).to_dict()
+        baselines[name] = scores
+        rows.append(
+            f"  {'baseline: ' + name:<34}{scores['precision']:>10.4f}"
+            f"{scores['recall']:>8.4f}{scores['f1']:>8.4f}"
+        )
+    if baselines:
+        result["baselines"] = baselines
+        table += (
+            "\n\nModel against baselines on the same records\n"
+            f"  {'':<34}{'precision':>10}{'recall':>8}{'F1':>8}\n" + "\n".join(rows)
+        )
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     (settings.out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
-    return {**result, "print_table": evaluation.to_table()}
+    return {**result, "print_table": table}
 
 
 def run_all(
-    config_path: str, run_id: str | None = None, *, rebuild: bool = False
+    config_path: str, run_id: str | None = None, *, rebuild: bool = False, retrain: bool = False
 ) -> dict[str, Any]:
     """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
     run_id = run_id or new_run_id()
@@ -472,11 +597,49 @@ def run_all(
     summary["ingest"] = [ingest_person_source(config_path, n) for n in settings.sources]
     timings["ingest"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    summary["linkage"] = link_records(config_path)
+    summary["linkage"] = link_records(config_path, retrain, run_id=run_id)
     timings["link"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     summary["published"] = publish_outputs(config_path, run_id, summary)
     timings["publish"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    summary["reports"] = write_quality_report(config_path, summary)
+    timings["report"] = round(time.perf_counter() - t, 2)
     summary["timings"] = timings
     summary["summary_path"] = str(finish_run(config_path, run_id, summary))
     return summary
+
+
+def write_quality_report(
+    config_path: str, summary: dict[str, Any], evaluation: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Write the linkage quality report: de-identified page in out/, engineer page in work/."""
+    from uprnlink.publish import read_policy
+    from uprnlink.quality_report import build_quality_report
+
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    key = load_key(settings)
+    model_path = z.linkage_dir / "model.json"
+    model = json.loads(model_path.read_text()) if model_path.exists() else {}
+    records = read_trusted_records(settings, key)
+    clusters = read_trusted(z.clusters, key)
+    out_path = settings.out_dir / "quality_report.html"
+    engineer_path = z.linkage_dir / "quality_report_engineer.html"
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "records": records,
+        "clusters": clusters,
+        "run_summary": summary,
+        "evaluation": evaluation,
+        "min_count": read_policy(settings.policy_path).min_count,
+    }
+    try:
+        build_quality_report(**kwargs, out_path=out_path, engineer_path=engineer_path)
+        return {"quality_report": str(out_path), "engineer_report": str(engineer_path)}
+    except PublishError:
+        raise
+    except Exception as exc:  # the engineer page is a convenience; the published page stands
+        log.warning("engineer quality page not written: %s", type(exc).__name__)
+    build_quality_report(**kwargs, out_path=out_path)
+    return {"quality_report": str(out_path)}

@@ -1,0 +1,173 @@
+"""Linkage on a tiny synthetic population: model reuse, settings fingerprints, baselines."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from uprnlink.evaluation import pairwise_scores
+from uprnlink.linkage import (
+    MODEL_VERSION,
+    _settings_json,
+    current_fingerprint,
+    deterministic_clusters,
+    link_people,
+    plain_splink_clusters,
+    reusable_model,
+    settings_dict,
+    settings_fingerprint,
+)
+from uprnlink.settings import LinkageSettings
+from uprnlink.stable_ids import derived_id
+
+FORENAMES = [
+    "OLIVER", "AMELIA", "GEORGE", "ISLA", "HARRY", "AVA", "NOAH", "MIA", "JACK", "ELLA",
+    "LEO", "GRACE", "ARTHUR", "LILY", "OSCAR", "FREYA", "CHARLIE", "EMILY", "THOMAS", "SOPHIE",
+]  # fmt: skip
+SURNAMES = [
+    "SMITH", "JONES", "TAYLOR", "BROWN", "WILLIAMS", "WILSON", "JOHNSON", "DAVIES", "ROBINSON",
+    "WRIGHT", "THOMPSON", "EVANS", "WALKER", "WHITE", "ROBERTS", "GREEN", "HALL", "WOOD",
+]  # fmt: skip
+SOURCES = ("gp_registrations", "council_tax", "hospital_activity")
+SETTINGS = LinkageSettings(memory_limit="1GB", threads=1, max_pairs_u=2e5, max_pairs_em=2e5)
+
+
+def _typo(name: str, rng: random.Random) -> str:
+    i = rng.randrange(1, len(name))
+    return name[:i] + name[i + 1 :]
+
+
+def synthetic_records(people: int = 120, seed: int = 3) -> pl.DataFrame:
+    """Records of `people` people across three sources, with typos and gaps; `true_id` is the
+    person each record belongs to."""
+    rng = random.Random(seed)
+    rows = []
+    for p in range(people):
+        forename, surname = rng.choice(FORENAMES), rng.choice(SURNAMES)
+        dob = date(1940, 1, 1) + timedelta(days=rng.randrange(25000))
+        sex = rng.choice("MF")
+        postcode = f"AB{rng.randrange(1, 9)} {rng.randrange(1, 9)}{rng.choice('ABDEF')}Q"
+        uprn, nhs = f"u{p % (people // 2):05d}", f"n{p:05d}"
+        start = date(2015, 1, 1) + timedelta(days=rng.randrange(2000))
+        for k in range(rng.randrange(2, 5)):
+            source = SOURCES[k % 3]
+            rows.append(
+                {
+                    "unique_id": f"r{len(rows):05d}",
+                    "source_dataset": source,
+                    "forename": _typo(forename, rng) if rng.random() < 0.1 else forename,
+                    "surname": surname,
+                    "dob": None if source == "council_tax" and rng.random() < 0.3 else dob,
+                    "sex": None if source == "council_tax" else sex,
+                    "postcode": postcode,
+                    "uprn_token": uprn if rng.random() < 0.9 else None,
+                    "nhs_token": None if source == "council_tax" else nhs,
+                    "start_date": start,
+                    "end_date": None,
+                    "true_id": f"T{p}",
+                }
+            )
+    return pl.DataFrame(rows, schema_overrides={"end_date": pl.Date, "dob": pl.Date})
+
+
+@pytest.fixture(scope="module")
+def records() -> pl.DataFrame:
+    return synthetic_records()
+
+
+def _scores(clusters: pl.DataFrame, records: pl.DataFrame) -> tuple[float, float]:
+    s = pairwise_scores(clusters.join(records.select("unique_id", "true_id"), on="unique_id"))
+    return s.true_positive_pairs / s.predicted_pairs, s.true_positive_pairs / s.true_pairs
+
+
+def test_saved_model_is_reused_and_gives_identical_clusters(
+    records: pl.DataFrame, tmp_path: Path
+) -> None:
+    first = link_people(records, SETTINGS, work_dir=tmp_path)
+    assert first.model_trained and "train" in first.seconds
+    header = first.model
+    assert header["version"] == MODEL_VERSION
+    assert header["records_trained_on"] == records.height
+    assert header["settings_fingerprint"] == current_fingerprint(SETTINGS)
+    precision, recall = _scores(first.clusters, records)
+    assert precision > 0.95 and recall > 0.9, (precision, recall)
+
+    again = link_people(records, SETTINGS, work_dir=tmp_path, model=first.model)
+    assert not again.model_trained and "train" not in again.seconds
+    assert again.model == first.model  # the saved artefact, header and all
+    assert again.clusters.sort("unique_id").equals(first.clusters.sort("unique_id"))
+
+    forced = link_people(records, SETTINGS, work_dir=tmp_path, model=first.model, retrain=True)
+    assert forced.model_trained
+
+
+def test_model_of_another_version_or_definition_is_not_reused() -> None:
+    fingerprint = current_fingerprint(SETTINGS)
+    splink_model = _settings_json(settings_dict(SETTINGS.match_threshold))
+    model = {"version": MODEL_VERSION, "settings_fingerprint": fingerprint, "splink": splink_model}
+    assert reusable_model(model, fingerprint) == splink_model
+    assert reusable_model({**model, "version": "uprnlink-model/0"}, fingerprint) is None
+    assert reusable_model(model, "sha256:other") is None
+    assert reusable_model(None, fingerprint) is None
+    legacy = {"version": MODEL_VERSION, "splink": splink_model}  # saved before fingerprints
+    assert reusable_model(legacy, fingerprint) is None
+
+
+def test_fingerprint_follows_the_definition_not_the_trained_parameters() -> None:
+    base = _settings_json(settings_dict(0.95))
+    fingerprint = settings_fingerprint(base)
+    assert fingerprint == current_fingerprint(SETTINGS)
+
+    trained = _settings_json(settings_dict(0.95))
+    trained["probability_two_random_records_match"] = 0.001
+    trained["linker_uid"] = "other"
+    for comparison in trained["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            level["m_probability"], level["u_probability"] = 0.5, 0.01
+    assert settings_fingerprint(trained) == fingerprint
+
+    changed = _settings_json(settings_dict(0.95))
+    forename_levels = changed["comparisons"][0]["comparison_levels"]
+    forename_levels[2]["sql_condition"] = forename_levels[2]["sql_condition"].replace("0.92", "0.9")
+    assert settings_fingerprint(changed) != fingerprint
+
+    dropped = _settings_json(settings_dict(0.95))
+    dropped["comparisons"] = dropped["comparisons"][:-1]
+    assert settings_fingerprint(dropped) != fingerprint
+
+    blocking = _settings_json(settings_dict(0.95))
+    blocking["blocking_rules_to_generate_predictions"].pop()
+    assert settings_fingerprint(blocking) != fingerprint
+
+
+def test_deterministic_baseline_on_a_hand_made_case() -> None:
+    dob = date(1980, 5, 1)
+    frame = pl.DataFrame(
+        {
+            "unique_id": ["a", "b", "c", "d", "e", "f"],
+            "forename": ["ANN", "ANNE", "ANNE", "ANNE", "ANN", "BOB"],
+            "surname": ["LEE"] * 5 + ["RAY"],
+            "dob": [dob, dob, dob, dob, None, dob],
+            "uprn_token": ["u1", "u1", "u1", "u2", "u1", None],
+            "nhs_token": ["n1", "n1", None, None, None, None],
+        }
+    )
+    # a-b share an NHS number; b-c share name, date of birth and UPRN; d lives elsewhere;
+    # e has no date of birth; f has no UPRN: neither rule joins them to anyone.
+    got = deterministic_clusters(frame)
+    assert got.columns == ["unique_id", "person_id"]
+    ids = dict(zip(got["unique_id"].to_list(), got["person_id"].to_list(), strict=True))
+    assert ids["a"] == ids["b"] == ids["c"] == derived_id("a")
+    assert {ids["d"], ids["e"], ids["f"]} == {derived_id("d"), derived_id("e"), derived_id("f")}
+
+
+def test_plain_splink_baseline_clusters_every_record(records: pl.DataFrame, tmp_path: Path) -> None:
+    got = plain_splink_clusters(records, SETTINGS, tmp_path)
+    assert got.columns == ["unique_id", "person_id"]
+    assert got.height == records.height and got["person_id"].null_count() == 0
+    precision, recall = _scores(got, records)
+    assert precision > 0.8 and recall > 0.6, (precision, recall)
