@@ -116,6 +116,41 @@ def _forename_comparison() -> Any:
     )
 
 
+def _dob_comparison() -> Any:
+    """Date of birth: exact; day and month transposed (03/05 for 05/03); one character slip;
+    then within a month, a year, ten years."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    transposed = (
+        "day(dob_l) <= 12 AND day(dob_r) <= 12 AND day(dob_l) <> month(dob_l) AND "
+        "year(dob_l) = year(dob_r) AND month(dob_l) = day(dob_r) AND day(dob_l) = month(dob_r)"
+    )
+    return cl.CustomComparison(
+        output_column_name="dob",
+        comparison_description="Date of birth with transposition and slip levels",
+        comparison_levels=[
+            cll.NullLevel("dob"),
+            cll.ExactMatchLevel("dob"),
+            cll.CustomLevel(transposed, label_for_charts="Day and month transposed"),
+            cll.CustomLevel(
+                "levenshtein(CAST(dob_l AS VARCHAR), CAST(dob_r AS VARCHAR)) <= 1",
+                label_for_charts="One character different",
+            ),
+            cll.AbsoluteDateDifferenceLevel(
+                "dob", input_is_string=False, threshold=1, metric="month"
+            ),
+            cll.AbsoluteDateDifferenceLevel(
+                "dob", input_is_string=False, threshold=1, metric="year"
+            ),
+            cll.AbsoluteDateDifferenceLevel(
+                "dob", input_is_string=False, threshold=10, metric="year"
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+
+
 def _move_comparison() -> Any:
     """Time-aware address evidence: one record's stay at an address ends the day before
     another's begins (a move: council tax liability closed and reopened elsewhere, or a care
@@ -191,8 +226,8 @@ def _comparisons() -> list[Any]:
         cl.NameComparison("surname").configure(
             term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
         ),
-        cl.DateOfBirthComparison("dob", input_is_string=False).configure(
-            m_probabilities=[0.95, 0.03, 0.008, 0.008, 0.003, 0.001]
+        _dob_comparison().configure(
+            m_probabilities=[0.95, 0.008, 0.022, 0.008, 0.008, 0.003, 0.001]
         ),
         _address_comparison().configure(m_probabilities=[0.6, 0.2, 0.08, 0.06, 0.06]),
         _move_comparison().configure(m_probabilities=[0.05, 0.03, 0.92]),
