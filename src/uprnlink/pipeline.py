@@ -322,6 +322,7 @@ def link_records(
         },
         "ids": report.to_dict(),
         "seconds": result.seconds,
+        "blocking": result.blocking,
     }
     if baselines:
         summary["baselines"] = write_baselines(records, settings, key)
