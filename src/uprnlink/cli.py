@@ -36,11 +36,26 @@ def peak_memory_mib() -> float:
     return max(own, kids) / 1024
 
 
+def _progress_to_terminal() -> None:
+    """Show the pipeline's own progress lines (counts only, never data) on stderr."""
+    import logging
+
+    logger = logging.getLogger("uprnlink")
+    if not any(getattr(h, "_uprnlink_progress", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("      %(asctime)s  %(message)s", "%H:%M:%S"))
+        handler._uprnlink_progress = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # Prefect's console handler would print each line twice
+
+
 def run_flow(
     config: Path, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
 ) -> dict[str, Any]:
     """Run the household linkage Prefect flow and return its summary."""
     _prefect_environment()
+    _progress_to_terminal()
     from pipelines.household_linkage import household_linkage
 
     return household_linkage(str(config), run_id=run_id, rebuild=rebuild, retrain=retrain)

@@ -291,6 +291,7 @@ def link_records(
     z = Zones(settings)
     key = load_key(settings)
     records = read_trusted_records(settings, key)
+    log.info("linking %d records from %d sources ...", records.height, len(settings.sources))
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     model_path = z.linkage_dir / "model.json"
     saved = json.loads(model_path.read_text()) if model_path.exists() else None
@@ -324,7 +325,15 @@ def link_records(
         "seconds": result.seconds,
         "blocking": result.blocking,
     }
-    if baselines:
+    log.info(
+        "linked into %d people (%s model; ids kept %d, created %d)",
+        result.people,
+        "trained" if result.model_trained else "reused",
+        report.kept,
+        report.created,
+    )
+    if baselines and settings.linkage.baselines:
+        log.info("linking the same records with the two baselines ...")
         summary["baselines"] = write_baselines(records, settings, key)
     shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
     return summary
@@ -425,6 +434,7 @@ def publish_outputs(
                 .join(clusters, on="unique_id", how="inner")
                 .drop("person_id")
             )
+    log.info("assembling households on %s and publishing ...", settings.reference_date)
     tables = build_analysis_tables(
         linked,
         facts,
@@ -621,6 +631,7 @@ def write_quality_report(
     settings = read_settings(Path(config_path))
     z = Zones(settings)
     key = load_key(settings)
+    log.info("writing the linkage quality report ...")
     model_path = z.linkage_dir / "model.json"
     model = json.loads(model_path.read_text()) if model_path.exists() else {}
     records = read_trusted_records(settings, key)

@@ -78,6 +78,7 @@ class LinkageSettings:
     threads: int = 2
     max_pairs_u: float = 2e6
     max_pairs_em: float = 5e6
+    baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
     seed: int = 42
 
 
@@ -266,6 +267,7 @@ def read_settings(config_path: Path) -> RunSettings:
             "max_pairs_u",
             "max_pairs_em",
             "seed",
+            "baselines",
         },
         "linkage",
         config_path,
