@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from uprnlink import pipeline
+from uprnlink.runlock import run_lock
 from uprnlink.settings import read_settings
 
 # Results hold counts only, but persisting them is still pointless: every stage re-reads its
@@ -79,42 +80,55 @@ def household_linkage(
     """
     logger = get_run_logger()
     run_id = run_id or pipeline.new_run_id()
-    timings: dict[str, float] = {}
     settings = read_settings(Path(config_path))
-    if rebuild:
-        clear_trusted(config_path)
+    # One run at a time on these folders; a failed run still leaves a summary saying where.
+    with run_lock(pipeline.Zones(settings).lock, run_id):
+        summary: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        stage = "start"
+        try:
+            if rebuild:
+                clear_trusted(config_path)
+            t = time.perf_counter()
+            summary["run"] = start_run(config_path, run_id)
+            logger.info(
+                "run %s with key %s (epoch %s)",
+                run_id,
+                summary["run"]["key_id"],
+                summary["run"]["epoch"],
+            )
+            stage = "ingest"
+            summary["reference"] = ingest_reference(config_path)
+            futures = [ingest_source.submit(config_path, name) for name in settings.sources]
+            summary["ingest"] = [f.result() for f in futures]
+            timings["ingest"] = round(time.perf_counter() - t, 2)
 
-    t = time.perf_counter()
-    run = start_run(config_path, run_id)
-    logger.info("run %s with key %s (epoch %s)", run_id, run["key_id"], run["epoch"])
-    reference = ingest_reference(config_path)
-    futures = [ingest_source.submit(config_path, name) for name in settings.sources]
-    ingest = [f.result() for f in futures]
-    timings["ingest"] = round(time.perf_counter() - t, 2)
+            stage, t = "link", time.perf_counter()
+            summary["linkage"] = link_people(config_path, run_id, retrain)
+            timings["link"] = round(time.perf_counter() - t, 2)
 
-    t = time.perf_counter()
-    linkage = link_people(config_path, run_id, retrain)
-    timings["link"] = round(time.perf_counter() - t, 2)
-
-    t = time.perf_counter()
-    summary: dict[str, Any] = {
-        "run": run,
-        "reference": reference,
-        "ingest": ingest,
-        "linkage": linkage,
-    }
-    published = publish(config_path, run_id, summary)
-    timings["publish"] = round(time.perf_counter() - t, 2)
-    summary["published"] = published
-    t = time.perf_counter()
-    summary["reports"] = write_quality_report(config_path, summary)
-    timings["report"] = round(time.perf_counter() - t, 2)
-    summary["timings"] = timings
-    summary["summary_path"] = finish_run(config_path, run_id, summary)
+            stage, t = "publish", time.perf_counter()
+            summary["published"] = publish(config_path, run_id, summary)
+            timings["publish"] = round(time.perf_counter() - t, 2)
+            stage, t = "report", time.perf_counter()
+            summary["reports"] = write_quality_report(config_path, summary)
+            timings["report"] = round(time.perf_counter() - t, 2)
+            summary["timings"] = timings
+            stage = "finish"
+            summary["summary_path"] = finish_run(config_path, run_id, summary)
+        except Exception as exc:
+            pipeline.record_failure(
+                config_path, run_id, stage, exc, {**summary, "timings": timings}
+            )
+            logger.error(
+                "run %s failed in stage %s: %s", run_id, stage, pipeline.failure_reason(exc)
+            )
+            raise
+    counts = summary["published"]["metadata"]["counts"]
     logger.info(
         "published %s people in %s households to %s",
-        published["metadata"]["counts"]["people"],
-        published["metadata"]["counts"]["households"],
-        published["linked_dir"],
+        counts["people"],
+        counts["households"],
+        summary["published"]["linked_dir"],
     )
     return summary

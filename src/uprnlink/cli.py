@@ -497,6 +497,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        if os.environ.get("UPRNLINK_DEBUG"):
+            raise
+        # A traceback can quote data values, so by default only the error type is shown.
+        print(
+            f"uprnlink: unexpected {type(exc).__name__}. A failed run's summary in out/runs/ "
+            "names the stage; set UPRNLINK_DEBUG=1 for a traceback (it may quote data values).",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

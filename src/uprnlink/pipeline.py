@@ -95,6 +95,11 @@ class Zones:
         return self.settings.work_dir / "audit" / "audit.head"
 
     @property
+    def lock(self) -> Path:
+        """One run at a time on these folders."""
+        return self.settings.work_dir / "run.lock"
+
+    @property
     def runs(self) -> Path:
         """Run summaries (counts and timings only)."""
         return self.settings.out_dir / "runs"
@@ -514,6 +519,11 @@ def finish_run(
             "rows_in": {r["source"]: r["rows_in"] for r in ingest},
             "rows_quarantined": {r["source"]: r["rows_quarantined"] for r in ingest},
             "contracts": {r["source"]: r["contract"] for r in ingest},
+            **(
+                {"failed_stage": summary["failed_stage"], "error": summary.get("error")}
+                if status == "failed"
+                else {}
+            ),
         },
     )
     return path
@@ -597,28 +607,63 @@ def run_all(
     config_path: str, run_id: str | None = None, *, rebuild: bool = False, retrain: bool = False
 ) -> dict[str, Any]:
     """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
+    from uprnlink.runlock import run_lock
+
     run_id = run_id or new_run_id()
     settings = read_settings(Path(config_path))
-    if rebuild:
-        clear_trusted_zone(settings)
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    summary: dict[str, Any] = {"run": start_run(config_path, run_id)}
-    summary["reference"] = ingest_reference_data(config_path)
-    summary["ingest"] = [ingest_person_source(config_path, n) for n in settings.sources]
-    timings["ingest"] = round(time.perf_counter() - t, 2)
-    t = time.perf_counter()
-    summary["linkage"] = link_records(config_path, retrain, run_id=run_id)
-    timings["link"] = round(time.perf_counter() - t, 2)
-    t = time.perf_counter()
-    summary["published"] = publish_outputs(config_path, run_id, summary)
-    timings["publish"] = round(time.perf_counter() - t, 2)
-    t = time.perf_counter()
-    summary["reports"] = write_quality_report(config_path, summary)
-    timings["report"] = round(time.perf_counter() - t, 2)
-    summary["timings"] = timings
-    summary["summary_path"] = str(finish_run(config_path, run_id, summary))
+    summary: dict[str, Any] = {}
+    stage = "start"
+    with run_lock(Zones(settings).lock, run_id):
+        try:
+            if rebuild:
+                clear_trusted_zone(settings)
+            t = time.perf_counter()
+            summary["run"] = start_run(config_path, run_id)
+            stage = "ingest"
+            summary["reference"] = ingest_reference_data(config_path)
+            summary["ingest"] = [ingest_person_source(config_path, n) for n in settings.sources]
+            timings["ingest"] = round(time.perf_counter() - t, 2)
+            stage, t = "link", time.perf_counter()
+            summary["linkage"] = link_records(config_path, retrain, run_id=run_id)
+            timings["link"] = round(time.perf_counter() - t, 2)
+            stage, t = "publish", time.perf_counter()
+            summary["published"] = publish_outputs(config_path, run_id, summary)
+            timings["publish"] = round(time.perf_counter() - t, 2)
+            stage, t = "report", time.perf_counter()
+            summary["reports"] = write_quality_report(config_path, summary)
+            timings["report"] = round(time.perf_counter() - t, 2)
+            summary["timings"] = timings
+            stage = "finish"
+            summary["summary_path"] = str(finish_run(config_path, run_id, summary))
+        except Exception as exc:
+            record_failure(config_path, run_id, stage, exc, {**summary, "timings": timings})
+            raise
     return summary
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A failure's message fit for logs and summaries: uprnlink errors carry no data values;
+    anything else is reported by type only, as its text may quote data."""
+    from uprnlink.errors import UprnlinkError
+
+    return str(exc) if isinstance(exc, UprnlinkError) else type(exc).__name__
+
+
+def record_failure(
+    config_path: str, run_id: str, stage: str, exc: BaseException, summary: dict[str, Any]
+) -> None:
+    """Write a failed run's summary (which stage, why, what was kept) without masking the error."""
+    summary = {
+        **summary,
+        "failed_stage": stage,
+        "error": failure_reason(exc),
+        "published_output": "unchanged: the previous publication, if any, is still in place",
+    }
+    try:
+        finish_run(config_path, run_id, summary, status="failed")
+    except Exception as inner:  # the key or folders may be the very thing that failed
+        log.warning("could not record the failed run: %s", type(inner).__name__)
 
 
 def write_quality_report(
