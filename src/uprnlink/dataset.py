@@ -67,7 +67,7 @@ def _facts(records: pl.DataFrame, facts: dict[str, pl.DataFrame], source: str) -
 
 
 def months_before(on: date, months: int) -> date:
-    """The day after the same day `months` months earlier (start of a look-back period)."""
+    """The same day `months` months earlier (start of a look-back period, inclusive)."""
     y, m = divmod(on.year * 12 + on.month - 1 - months, 12)
     day = min(on.day, 28)
     return date(y, m + 1, day) + (on - on.replace(day=day))
@@ -115,6 +115,7 @@ def build_analysis_tables(
 
     tenancy = housing.group_by("household_token").agg(
         pl.col("tenure_type").drop_nulls().first().alias("tenancy_type"),
+        pl.len().alias("_active_tenancies"),
         pl.col("bedrooms").drop_nulls().max().alias("bedrooms"),
     )
     ctax = council_tax.group_by("household_token").agg(
@@ -145,11 +146,12 @@ def build_analysis_tables(
         .join(ctax, on="household_token", how="left")
         .join(per_household_people, on="household_token", how="left")
         .with_columns(
-            pl.when(pl.col("tenancy_type").is_not_null())
+            pl.when(pl.col("_active_tenancies").fill_null(0) > 0)
             .then(pl.lit("social_rented"))
             .otherwise(pl.lit("owner_or_private_or_unknown"))
             .alias("tenure"),
         )
+        .drop("_active_tenancies")
         .rename({"household_token": "household_id"})
         .sort("household_id")
     )

@@ -132,7 +132,6 @@ def views_sql(policy: DisclosurePolicy) -> list[str]:
                    count(*) AS households,
                    sum(residents)::BIGINT AS residents,
                    count(*) FILTER (WHERE living_alone AND people_65_plus = 1) AS people_65_plus_living_alone,
-                   count(*) FILTER (WHERE residents > bedrooms * 2) AS crowded_social_lets,
                    sum(emergency_admissions)::BIGINT AS emergency_admissions,
                    sum(ae_attendances)::BIGINT AS ae_attendances
             FROM households GROUP BY ALL)

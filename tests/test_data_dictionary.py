@@ -1,0 +1,82 @@
+"""docs/data-dictionary.md documents every analyst view and every column, in order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import PipelineRun
+from uprnlink.settings import PROJECT_ROOT
+
+DICTIONARY = PROJECT_ROOT / "docs" / "data-dictionary.md"
+# A view section is a level-2 heading that is a bare identifier ("## households"); other
+# sections ("## Disclosure control") have spaces in their titles.
+VIEW_HEADING = re.compile(r"^## ([a-z_][a-z0-9_]*)\s*$")
+TABLE_ROW = re.compile(r"^\|\s*`?([^|`]+?)`?\s*\|")
+
+
+def documented_columns(path: Path) -> dict[str, list[str]]:
+    """View name -> the column names of its section's table, in the order written."""
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            m = VIEW_HEADING.match(line)
+            current = m.group(1) if m else None
+            if current is not None:
+                assert current not in sections, f"view {current} documented twice"
+                sections[current] = []
+            continue
+        if current is None or not line.startswith("|"):
+            continue
+        m = TABLE_ROW.match(line)
+        if m is None:
+            continue
+        name = m.group(1).strip()
+        if name == "column" or set(name) <= set("-: "):
+            continue  # header and separator rows
+        sections[current].append(name)
+    return sections
+
+
+@pytest.fixture(scope="module")
+def documented() -> dict[str, list[str]]:
+    sections = documented_columns(DICTIONARY)
+    assert sections, f"no view sections found in {DICTIONARY}"
+    return sections
+
+
+@pytest.fixture(scope="module")
+def database(small_run: PipelineRun) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(str(small_run.settings.database_path), read_only=True)
+    yield con
+    con.close()
+
+
+def test_every_documented_view_matches_describe(
+    documented: dict[str, list[str]], database: duckdb.DuckDBPyConnection
+) -> None:
+    for view, columns in documented.items():
+        assert columns, f"section {view} has no column table"
+        actual = [row[0] for row in database.execute(f'DESCRIBE "{view}"').fetchall()]
+        assert columns == actual, f"{view}: documented {columns} != DESCRIBE {actual}"
+
+
+def test_every_analyst_view_has_a_section(
+    documented: dict[str, list[str]], database: duckdb.DuckDBPyConnection
+) -> None:
+    views = {
+        row[0]
+        for row in database.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall()
+    }
+    assert views, "the published database has no views"
+    missing = views - set(documented)
+    assert not missing, f"views with no section in {DICTIONARY.name}: {sorted(missing)}"
+    extra = set(documented) - views
+    assert not extra, f"sections for views the database does not have: {sorted(extra)}"
