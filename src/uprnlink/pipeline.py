@@ -402,22 +402,22 @@ def write_baselines(records: pl.DataFrame, settings: RunSettings, key: MasterKey
 
 
 def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
-    """Per source: records, people, and how many records link to another source or to a UPRN."""
-    sources_per_person = linked.group_by("person_id").agg(
-        pl.col("source_dataset").n_unique().alias("_n_sources")
-    )
-    return (
-        linked.join(sources_per_person, on="person_id")
-        .group_by("source_dataset")
-        .agg(
-            pl.len().alias("records"),
-            pl.col("person_id").n_unique().alias("people"),
-            (pl.col("_n_sources") > 1).mean().round(4).alias("share_linked_to_other_source"),
-            pl.col("uprn_token").is_not_null().mean().round(4).alias("share_with_uprn"),
-            pl.col("uprn_in_lookup").mean().round(4).alias("share_uprn_in_lookup"),
-            pl.col("nhs_token").is_not_null().mean().round(4).alias("share_with_nhs_number"),
-        )
-        .sort("source_dataset")
+    """Per source: records, people, and the shares linked to another source, with a UPRN, with a
+    UPRN found in the lookup and with an NHS number (the published linkage_quality table)."""
+    from uprnlink.quality_report import source_quality_table
+
+    counts = source_quality_table(linked)
+    share = {
+        "linked_to_other_source": "share_linked_to_other_source",
+        "with_uprn": "share_with_uprn",
+        "uprn_in_lookup": "share_uprn_in_lookup",
+        "with_nhs_number": "share_with_nhs_number",
+    }
+    return counts.select(
+        "source_dataset",
+        "records",
+        "people",
+        *[(pl.col(c) / pl.col("records")).round(4).alias(name) for c, name in share.items()],
     )
 
 
