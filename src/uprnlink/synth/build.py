@@ -173,14 +173,7 @@ def _write_truth(
     folder.mkdir(parents=True, exist_ok=True)
     w.people.select(
         "person_id",
-        "forename",
-        "middle_name",
-        "surname",
-        "previous_surname",
-        "surname_changed",
-        "sex",
-        "dob",
-        "nhs_number",
+        *_PERSON_COLS,
         pl.when(pl.col("exit_kind") == "died").then(pl.col("exit_date")).alias("date_of_death"),
         "entry_date",
         "entry_kind",
