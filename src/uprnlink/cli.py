@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -86,6 +87,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     summary = run_flow(Path(args.config), args.run_id, rebuild=args.rebuild, retrain=args.retrain)
     print_run_summary(summary, time.perf_counter() - started)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from uprnlink.run_history import list_runs, runs_table
+    from uprnlink.settings import read_settings
+
+    settings = read_settings(Path(args.config))
+    if args.json:
+        runs = list_runs(settings.out_dir)
+        print(json.dumps(runs[-args.limit :] if args.limit else runs, indent=2, default=str))
+    else:
+        print(runs_table(settings.out_dir, args.limit))
     return 0
 
 
@@ -321,15 +335,22 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         f"(epoch {summary['run']['epoch']})"
     )
     print(
-        f"\n{'source':<20}{'rows in':>10}{'accepted':>10}{'quarantined':>12}{'nulled':>8}  reconciles"
+        f"\n{'source':<20}{'extract':<10}{'rows in':>10}{'accepted':>10}{'quarantined':>12}"
+        f"{'nulled':>8}  reconciles"
     )
     for r in summary["ingest"]:
+        if r.get("skipped"):
+            print(f"{r['source']:<20}{'skipped':<10}  ({r['skipped']})")
+            continue
         nulled = sum(r["values_nulled"].values())
         ok = "yes" if r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] else "NO"
+        status = "reused" if r.get("reused") else "ingested"
         print(
-            f"{r['source']:<20}{r['rows_in']:>10,}{r['rows_accepted']:>10,}"
+            f"{r['source']:<20}{status:<10}{r['rows_in']:>10,}{r['rows_accepted']:>10,}"
             f"{r['rows_quarantined']:>12,}{nulled:>8,}  {ok}"
         )
+    if any(r.get("reused") for r in summary["ingest"]):
+        print("(reused = extract unchanged since it was last ingested: same SHA-256, not re-read)")
     counts = summary["published"]["metadata"]["counts"]
     link = summary["linkage"]
     print(
@@ -337,7 +358,9 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
     )
     model, ids = link.get("model", {}), link.get("ids", {})
-    if model:
+    if link.get("reused"):
+        print(f"No extract changed: clusters reused from run {link.get('linked_in_run')}")
+    elif model:
         how = "trained" if model.get("trained") else f"reused (trained {model.get('trained_at')})"
         print(
             f"Model {how}; person ids kept {ids.get('kept', 0):,}, created "
@@ -353,7 +376,12 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
         + f"; total {wall_seconds:.1f} s; peak memory {peak_memory_mib():,.0f} MiB"
     )
-    print(f"\nPublished (de-identified): {summary['published']['linked_dir']}")
+    release = summary.get("release", {})
+    print(
+        f"\nRelease {release.get('release')} is live"
+        + (f" (replacing {release['previous']})" if release.get("previous") else "")
+    )
+    print(f"Published (de-identified): {summary['published']['linked_dir']}")
     print(f"Analyst database:          {summary['published']['database']}")
     print(f"Run summary:               {summary['summary_path']}")
     if summary.get("reports", {}).get("quality_report"):
@@ -429,6 +457,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a new linkage model even if the saved one fits the current settings",
     )
     r.set_defaults(func=cmd_run)
+
+    h = sub.add_parser(
+        "runs",
+        help="list the run history (status, what changed, timings, counts)",
+        description="List the runs recorded in the output folder's runs/ summaries: status "
+        "(and the failed stage), which extracts were ingested or reused, whether linkage ran, "
+        "people and households published. The live release's run is starred.",
+    )
+    h.add_argument("--config", required=True, help="run configuration (TOML)")
+    h.add_argument("--limit", type=int, default=20, help="show the last N runs (0 = all)")
+    h.add_argument("--json", action="store_true", help="print the full summaries as JSON")
+    h.set_defaults(func=cmd_runs)
 
     d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
     d.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")

@@ -15,7 +15,8 @@ import platform
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,11 @@ from uprnlink.audit import AuditLog
 from uprnlink.contracts import find_contract
 from uprnlink.dataset import build_analysis_tables
 from uprnlink.errors import ConfigError, ContractError, KeyManagementError, PublishError
-from uprnlink.ingest import ingest_extract, write_quarantine
+from uprnlink.ingest import file_checksum, ingest_extract, write_quarantine
 from uprnlink.keys import MasterKey, resolve_key
 from uprnlink.linkage import link_people
 from uprnlink.publish import (
     read_policy,
-    replace_dir,
     write_database,
     write_linked_dataset,
 )
@@ -80,11 +80,6 @@ class Zones:
         return self.settings.trusted_dir / "linkage"
 
     @property
-    def staging(self) -> Path:
-        """Where a publish is written before it is switched into place."""
-        return self.settings.work_dir / "staging"
-
-    @property
     def audit_log(self) -> Path:
         """Hash-chained audit log (no personal data)."""
         return self.settings.out_dir / "audit" / "audit.jsonl"
@@ -106,6 +101,7 @@ class Zones:
 
 
 KEY_ID_META = "uprnlink_key_id"
+REFERENCE_ENTRY = "_reference"
 
 
 def write_trusted(frame: pl.DataFrame, path: Path, key: MasterKey) -> None:
@@ -196,6 +192,7 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
                 file=str(source.path),
                 rule="file_missing",
             )
+    check_distinct_deliveries(settings)
     key = load_key(settings)
     audit = audit_log(settings, key)
     audit.append("key.loaded", actor=_actor(), data={"run_id": run_id})
@@ -207,43 +204,140 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "key_id": key.key_id, "epoch": key.epoch, "name": settings.name}
 
 
-def ingest_reference_data(config_path: str) -> list[dict[str, Any]]:
-    """Validate the reference files and write the UPRN area lookup (restricted zone)."""
+def check_distinct_deliveries(settings: RunSettings) -> None:
+    """Refuse a delivery in which two sources' extracts are the same file (same SHA-256):
+    one system's extract copied under another's name would otherwise be counted twice."""
+    seen: dict[str, str] = {}
+    for name, source in settings.sources.items():
+        if not source.path.exists():
+            continue
+        checksum = file_checksum(source.path)
+        if checksum in seen:
+            raise ContractError(
+                f"the extracts for sources {seen[checksum]!r} and {name!r} are byte-for-byte "
+                "the same file (same SHA-256): one was probably delivered under the wrong name",
+                file=source.path.name,
+                rule="duplicate_delivery",
+            )
+        seen[checksum] = name
+
+
+def _reference_fingerprint(settings: RunSettings) -> str:
+    """Digest of the reference files (checksums), their contracts and their mappings."""
+    from uprnlink.manifest import fingerprint
+
+    parts: dict[str, Any] = {}
+    for name, source in sorted(settings.reference.items()):
+        if not source.path.exists():
+            parts[name] = None
+            continue
+        contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        settings_part = {k: v for k, v in asdict(source).items() if k != "path"}
+        parts[name] = [file_checksum(source.path), contract.tag, settings_part]
+    return fingerprint({"reference": parts, "uprnlink": __version__})
+
+
+def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Validate the reference files and write the UPRN area lookup (restricted zone).
+
+    Unchanged reference files (same checksums, contracts and mappings as the manifest records)
+    are not read again: the lookup built from them last time is reused.
+    """
+    from uprnlink import manifest
+
     settings = read_settings(Path(config_path))
     z = Zones(settings)
+    reference_fp = _reference_fingerprint(settings)
+    entry = manifest.read_entry(settings.trusted_dir, REFERENCE_ENTRY)
+    if entry is not None and entry.get("fingerprint") == reference_fp and z.reference.exists():
+        log.info("reference lookups unchanged since run %s: reused", entry.get("run_id"))
+        return [{**r, "reused": True} for r in entry.get("reports", [])]
+    manifest.drop_entry(settings.trusted_dir, REFERENCE_ENTRY)
     frames: dict[str, pl.DataFrame | None] = {
         n: None for n in ("uprn_lookup", "property_class", "deprivation")
     }
     reports = []
     for name, source in settings.reference.items():
         if not source.path.exists() and not source.required:
+            log.warning("optional reference file %s is absent: skipped", source.path.name)
             continue
         contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
         accepted, quarantined, report = ingest_extract(source, contract, settings.reference_date)
         write_quarantine(quarantined, z.quarantine(f"reference_{name}"))
         frames[contract.name] = accepted
-        reports.append(report.to_dict())
+        reports.append({**report.to_dict(), "reused": False})
     reference = build_reference(
         frames["uprn_lookup"], frames["property_class"], frames["deprivation"]
     )
     z.reference.parent.mkdir(parents=True, exist_ok=True)
-    reference.write_parquet(z.reference)
+    staged = z.reference.with_name(z.reference.name + ".tmp")
+    reference.write_parquet(staged)
+    os.replace(staged, z.reference)
+    manifest.write_entry(
+        settings.trusted_dir,
+        REFERENCE_ENTRY,
+        {"fingerprint": reference_fp, "run_id": run_id, "reports": reports},
+    )
     log.info("reference: %d UPRNs with areas", reference.height)
     return reports
 
 
-def ingest_person_source(config_path: str, source_name: str) -> dict[str, Any]:
-    """Validate, standardise, enrich and pseudonymise one source into the trusted zone."""
+def ingest_person_source(
+    config_path: str, source_name: str, run_id: str | None = None
+) -> dict[str, Any]:
+    """Validate, standardise, enrich and pseudonymise one source into the trusted zone.
+
+    An extract whose checksum, contract, mapping, reference data and key are all as the
+    manifest recorded for the files already in the trusted zone is not ingested again (an
+    unchanged or re-delivered extract): its report is returned marked `reused`.
+    """
+    from uprnlink import manifest
+
     settings = read_settings(Path(config_path))
     if source_name not in settings.sources:
         raise ConfigError(f"no source {source_name!r} in {settings.config_path}")
     z = Zones(settings)
     source = settings.sources[source_name]
+    if not source.path.exists():
+        if source.required:
+            raise ContractError(
+                f"source {source_name!r} is configured but its extract is missing",
+                file=str(source.path),
+                rule="file_missing",
+            )
+        log.warning("optional source %s has no extract: skipped", source_name)
+        manifest.drop_entry(settings.trusted_dir, source_name)
+        write_empty_source(settings, source_name)
+        return {"source": source_name, "skipped": "no extract (optional source)", "reused": False}
     contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
     started = time.perf_counter()
+    key = load_key(settings)
+    reference_entry = manifest.read_entry(settings.trusted_dir, REFERENCE_ENTRY) or {}
+    checksum = file_checksum(source.path)
+    source_fp = manifest.source_fingerprint(
+        source,
+        checksum,
+        contract.tag,
+        key_id=key.key_id,
+        reference=str(reference_entry.get("fingerprint")),
+        reference_date=settings.reference_date.isoformat(),
+    )
+    entry = manifest.read_entry(settings.trusted_dir, source_name)
+    outputs = (z.records(source_name), z.facts(source_name), z.crosswalk(source_name))
+    if (
+        entry is not None
+        and entry.get("fingerprint") == source_fp
+        and all(p.exists() for p in outputs)
+    ):
+        log.info(
+            "%s: extract unchanged (same checksum) since run %s: reused",
+            source_name,
+            entry.get("run_id"),
+        )
+        return {**entry["report"], "reused": True, "ingested_in_run": entry.get("run_id")}
+    manifest.drop_entry(settings.trusted_dir, source_name)
     accepted, quarantined, report = ingest_extract(source, contract, settings.reference_date)
     write_quarantine(quarantined, z.quarantine(source_name))
-    key = load_key(settings)
     reference = pl.read_parquet(z.reference)
     trusted = build_trusted_source(accepted, source_name, reference, key)
     for path, frame in (
@@ -257,6 +351,11 @@ def ingest_person_source(config_path: str, source_name: str) -> dict[str, Any]:
     out["uprn_in_lookup"] = int(trusted.records.get_column("uprn_in_lookup").sum())
     out["nhs_number_present"] = int(trusted.records.get_column("nhs_token").is_not_null().sum())
     out["seconds"] = round(time.perf_counter() - started, 2)
+    manifest.write_entry(
+        settings.trusted_dir,
+        source_name,
+        {"fingerprint": source_fp, "checksum": checksum, "run_id": run_id, "report": out},
+    )
     log.info(
         "%s: %d in, %d accepted, %d quarantined",
         source_name,
@@ -264,7 +363,27 @@ def ingest_person_source(config_path: str, source_name: str) -> dict[str, Any]:
         report.rows_accepted,
         report.rows_quarantined,
     )
-    return out
+    return {**out, "reused": False}
+
+
+def write_empty_source(settings: RunSettings, source_name: str) -> None:
+    """Trusted-zone files with no rows (but the source's own columns) for an optional source
+    that sent no extract, so every later stage sees an empty source rather than a missing one."""
+    from uprnlink.ingest import validate_extract
+
+    z = Zones(settings)
+    source = settings.sources[source_name]
+    contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+    raw = pl.DataFrame(schema={m.column: pl.Utf8 for m in source.columns.values()})
+    accepted, _, _ = validate_extract(raw, source, contract, settings.reference_date)
+    key = load_key(settings)
+    trusted = build_trusted_source(accepted, source_name, pl.read_parquet(z.reference), key)
+    for path, frame in (
+        (z.records(source_name), trusted.records),
+        (z.facts(source_name), trusted.facts),
+        (z.crosswalk(source_name), trusted.crosswalk),
+    ):
+        write_trusted(frame, path, key)
 
 
 def read_trusted_records(settings: RunSettings, key: MasterKey) -> pl.DataFrame:
@@ -342,6 +461,56 @@ def link_records(
         summary["baselines"] = write_baselines(records, settings, key)
     shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
     return summary
+
+
+def _linkage_inputs(settings: RunSettings) -> str:
+    """Digest of what linkage reads: every source's manifest fingerprint, the linkage
+    settings and the saved model."""
+    from uprnlink import manifest
+
+    z = Zones(settings)
+    model_path = z.linkage_dir / "model.json"
+    return manifest.fingerprint(
+        {
+            "sources": {
+                n: (manifest.read_entry(settings.trusted_dir, n) or {}).get("fingerprint")
+                for n in sorted(settings.sources)
+            },
+            "linkage": asdict(settings.linkage),
+            "model": file_checksum(model_path) if model_path.exists() else None,
+        }
+    )
+
+
+def link_stage(
+    config_path: str, run_id: str | None = None, retrain: bool = False
+) -> dict[str, Any]:
+    """Link people, or reuse the last clusters when no source, setting or model has changed
+    since they were made (a re-run of the same delivery); `retrain` always links afresh."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    marker = z.linkage_dir / "inputs.json"
+    try:
+        previous = json.loads(marker.read_text()) if marker.exists() else None
+    except ValueError:
+        previous = None
+    if (
+        not retrain
+        and previous is not None
+        and previous.get("fingerprint") == _linkage_inputs(settings)
+        and z.clusters.exists()
+    ):
+        log.info("no source changed since run %s: its clusters are reused", previous["run_id"])
+        return {**previous["summary"], "reused": True, "linked_in_run": previous["run_id"]}
+    marker.unlink(missing_ok=True)
+    summary = link_records(config_path, retrain, run_id=run_id)
+    marker.write_text(
+        json.dumps(
+            {"fingerprint": _linkage_inputs(settings), "run_id": run_id, "summary": summary},
+            default=str,
+        )
+    )
+    return {**summary, "reused": False}
 
 
 def write_model(model: dict[str, Any], linkage_dir: Path, run_id: str | None) -> Path:
@@ -468,31 +637,58 @@ def publish_outputs(
             "service_events": tables.service_events.height,
         },
     }
-    staging = z.staging
-    shutil.rmtree(staging, ignore_errors=True)
-    staged_linked = staging / "linked"
-    paths = write_linked_dataset(tables, quality, staged_linked, metadata)
-    policy = read_policy(settings.policy_path)
-    staged_db = staging / "uprnlink.duckdb"
-    # The database copies the staged Parquet into its own tables, so it stays valid after the
-    # staging folder is switched into place.
-    write_database(staged_db, paths, metadata, policy)
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
-    replace_dir(staged_linked, settings.linked_dir)
-    os.replace(staged_db, settings.database_path)
-    shutil.rmtree(staging, ignore_errors=True)
+    from uprnlink import releases
 
-    audit = audit_log(settings, key)
-    audit.append(
-        "publish",
-        actor=_actor(),
-        data={"run_id": run_id, "tables": sorted(paths), "counts": metadata["counts"]},
-    )
+    staging = releases.begin(settings.out_dir, run_id)
+    paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
+    policy = read_policy(settings.policy_path)
+    # The database copies the staged Parquet into its own tables: it depends on no other file.
+    write_database(staging / "uprnlink.duckdb", paths, metadata, policy)
+    log.info("publication staged; it goes live when the run finishes")
     return {
         "metadata": metadata,
+        "tables": sorted(paths),
+        "staged": str(staging),
         "linked_dir": str(settings.linked_dir),
         "database": str(settings.database_path),
     }
+
+
+def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Make this run's staged publication the live one in one atomic step, prune old releases
+    and audit the publication."""
+    from uprnlink import releases
+
+    settings = read_settings(Path(config_path))
+    key = load_key(settings)
+    previous = releases.current(settings.out_dir)
+    final = releases.switch(settings.out_dir, run_id)
+    pruned = releases.prune(settings.out_dir, keep_releases(settings))
+    published = summary.get("published", {})
+    audit_log(settings, key).append(
+        "publish",
+        actor=_actor(),
+        data={
+            "run_id": run_id,
+            "release": final.name,
+            "replaced": previous,
+            "tables": published.get("tables", []),
+            "counts": published.get("metadata", {}).get("counts", {}),
+        },
+    )
+    log.info("release %s is live (previous: %s)", final.name, previous or "none")
+    return {"release": final.name, "previous": previous, "pruned": pruned}
+
+
+def keep_releases(settings: RunSettings) -> int:
+    """How many published releases to keep on disk (governance policy [retention])."""
+    import tomllib
+
+    try:
+        policy = tomllib.loads(settings.policy_path.read_text())
+    except (OSError, ValueError):
+        return 3
+    return max(1, int(policy.get("retention", {}).get("published_releases", 3)))
 
 
 def finish_run(
@@ -508,7 +704,7 @@ def finish_run(
     )
     key = load_key(settings)
     audit = audit_log(settings, key)
-    ingest = summary.get("ingest", [])
+    ingest = [r for r in summary.get("ingest", []) if not r.get("skipped")]
     audit.append(
         "run.finished",
         actor=_actor(),
@@ -519,6 +715,7 @@ def finish_run(
             "rows_in": {r["source"]: r["rows_in"] for r in ingest},
             "rows_quarantined": {r["source"]: r["rows_quarantined"] for r in ingest},
             "contracts": {r["source"]: r["contract"] for r in ingest},
+            "changes": summary.get("changes", {}),
             **(
                 {"failed_stage": summary["failed_stage"], "error": summary.get("error")}
                 if status == "failed"
@@ -603,43 +800,122 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     return {**result, "print_table": table}
 
 
-def run_all(
-    config_path: str, run_id: str | None = None, *, rebuild: bool = False, retrain: bool = False
+@dataclass(frozen=True)
+class Steps:
+    """The stage callables a run is made of, in the order `execute` calls them.
+
+    `LOCAL_STEPS` calls the stage functions directly; the Prefect flow passes task-wrapped ones
+    (and ingests the sources concurrently), so the stage order is written once, here.
+    """
+
+    clear_trusted: Callable[[str], None]
+    start: Callable[[str, str], dict[str, Any]]
+    ingest_reference: Callable[[str, str], list[dict[str, Any]]]
+    ingest_sources: Callable[[str, list[str], str], list[dict[str, Any]]]
+    link: Callable[[str, str, bool], dict[str, Any]]
+    publish: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+    report: Callable[[str, dict[str, Any]], dict[str, str]]
+    switch: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+    finish: Callable[[str, str, dict[str, Any]], Any]
+
+
+#: The stages a run reports (and a failure names), in order.
+STAGES = ("start", "ingest", "link", "publish", "report", "switch", "finish")
+
+
+LOCAL_STEPS = Steps(
+    clear_trusted=lambda config: clear_trusted_zone(read_settings(Path(config))),
+    start=lambda config, run_id: start_run(config, run_id),
+    ingest_reference=lambda config, run_id: ingest_reference_data(config, run_id),
+    ingest_sources=lambda config, names, run_id: [
+        ingest_person_source(config, n, run_id) for n in names
+    ],
+    link=lambda config, run_id, retrain: link_stage(config, run_id, retrain),
+    publish=lambda config, run_id, summary: publish_outputs(config, run_id, summary),
+    report=lambda config, summary: write_quality_report(config, summary),
+    switch=lambda config, run_id, summary: switch_release(config, run_id, summary),
+    finish=lambda config, run_id, summary: finish_run(config, run_id, summary),
+)
+
+
+def source_changes(ingest: list[dict[str, Any]]) -> dict[str, str]:
+    """Per source: `ingested` (new or changed extract), `reused` (unchanged) or `skipped`."""
+    out = {}
+    for r in ingest:
+        if r.get("skipped"):
+            out[r["source"]] = "skipped"
+        else:
+            out[r["source"]] = "reused" if r.get("reused") else "ingested"
+    return out
+
+
+def execute(
+    config_path: str,
+    steps: Steps = LOCAL_STEPS,
+    run_id: str | None = None,
+    *,
+    rebuild: bool = False,
+    retrain: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
+    """Run every stage in order under the run lock; a failure leaves a summary naming the stage.
+
+    Nothing is published until the `switch` stage, so a run that fails or is killed earlier
+    leaves the previous release live, and the next run starts cleanly without manual clean-up.
+    """
     from uprnlink.runlock import run_lock
 
     run_id = run_id or new_run_id()
     settings = read_settings(Path(config_path))
     timings: dict[str, float] = {}
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rebuild": rebuild,
+    }
     stage = "start"
+    t = time.perf_counter()
+
+    def begin(name: str) -> None:
+        nonlocal stage, t
+        if stage != name:
+            timings[stage] = round(time.perf_counter() - t, 2)
+        stage, t = name, time.perf_counter()
+        log.info("stage %d/%d: %s", STAGES.index(name) + 1, len(STAGES), name)
+
     with run_lock(Zones(settings).lock, run_id):
         try:
+            begin("start")
             if rebuild:
-                clear_trusted_zone(settings)
-            t = time.perf_counter()
-            summary["run"] = start_run(config_path, run_id)
-            stage = "ingest"
-            summary["reference"] = ingest_reference_data(config_path)
-            summary["ingest"] = [ingest_person_source(config_path, n) for n in settings.sources]
-            timings["ingest"] = round(time.perf_counter() - t, 2)
-            stage, t = "link", time.perf_counter()
-            summary["linkage"] = link_records(config_path, retrain, run_id=run_id)
-            timings["link"] = round(time.perf_counter() - t, 2)
-            stage, t = "publish", time.perf_counter()
-            summary["published"] = publish_outputs(config_path, run_id, summary)
-            timings["publish"] = round(time.perf_counter() - t, 2)
-            stage, t = "report", time.perf_counter()
-            summary["reports"] = write_quality_report(config_path, summary)
-            timings["report"] = round(time.perf_counter() - t, 2)
+                steps.clear_trusted(config_path)
+            summary["run"] = steps.start(config_path, run_id)
+            begin("ingest")
+            summary["reference"] = steps.ingest_reference(config_path, run_id)
+            summary["ingest"] = steps.ingest_sources(config_path, list(settings.sources), run_id)
+            summary["changes"] = source_changes(summary["ingest"])
+            begin("link")
+            summary["linkage"] = steps.link(config_path, run_id, retrain)
+            begin("publish")
+            summary["published"] = steps.publish(config_path, run_id, summary)
+            begin("report")
+            summary["reports"] = steps.report(config_path, summary)
+            begin("switch")
+            summary["release"] = steps.switch(config_path, run_id, summary)
+            begin("finish")
             summary["timings"] = timings
-            stage = "finish"
-            summary["summary_path"] = str(finish_run(config_path, run_id, summary))
-        except Exception as exc:
+            summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            summary["summary_path"] = str(steps.finish(config_path, run_id, summary))
+        except BaseException as exc:
+            timings[stage] = round(time.perf_counter() - t, 2)
+            summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             record_failure(config_path, run_id, stage, exc, {**summary, "timings": timings})
             raise
     return summary
+
+
+def run_all(
+    config_path: str, run_id: str | None = None, *, rebuild: bool = False, retrain: bool = False
+) -> dict[str, Any]:
+    """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
+    return execute(config_path, LOCAL_STEPS, run_id, rebuild=rebuild, retrain=retrain)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -654,11 +930,21 @@ def record_failure(
     config_path: str, run_id: str, stage: str, exc: BaseException, summary: dict[str, Any]
 ) -> None:
     """Write a failed run's summary (which stage, why, what was kept) without masking the error."""
+    from uprnlink import releases
+
+    settings = read_settings(Path(config_path))
+    live = releases.current(settings.out_dir)
     summary = {
         **summary,
         "failed_stage": stage,
         "error": failure_reason(exc),
-        "published_output": "unchanged: the previous publication, if any, is still in place",
+        "published_output": (
+            f"unchanged: release {live} is still the live one"
+            if live and live != run_id
+            else ("this run's release went live before the failure" if live else "none yet")
+        ),
+        "kept": "the trusted zone keeps every source ingested before the failure; the next run "
+        "reuses them and needs no clean-up",
     }
     try:
         finish_run(config_path, run_id, summary, status="failed")
@@ -681,7 +967,14 @@ def write_quality_report(
     model = json.loads(model_path.read_text()) if model_path.exists() else {}
     records = read_trusted_records(settings, key)
     clusters = read_trusted(z.clusters, key)
-    out_path = settings.out_dir / "quality_report.html"
+    # Into the run's staged release when there is one (it goes live with the data), else into
+    # the live release (a report rewritten after `uprnlink evaluate`).
+    from uprnlink import releases
+
+    run_id = summary.get("run", {}).get("run_id")
+    staged = releases.staging_dir(settings.out_dir, run_id) if run_id else None
+    target = staged if staged is not None and staged.is_dir() else settings.out_dir
+    out_path = target / "quality_report.html"
     engineer_path = z.linkage_dir / "quality_report_engineer.html"
     kwargs: dict[str, Any] = {
         "model": model,

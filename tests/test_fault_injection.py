@@ -1,0 +1,142 @@
+"""Fault injection: a run that fails or is killed in any stage leaves the previous release live
+and queryable, and the next run finishes without manual clean-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.conftest import make_demo_tree
+from tests.test_incremental import no_baselines
+from uprnlink import pipeline, releases
+from uprnlink.settings import read_settings
+
+pytestmark = pytest.mark.slow
+
+STEP_OF_STAGE = {
+    "start": "start",
+    "ingest": "ingest_sources",
+    "link": "link",
+    "publish": "publish",
+    "report": "report",
+    "switch": "switch",
+    "finish": "finish",
+}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = no_baselines(make_demo_tree(tmp_path_factory.mktemp("faults"), people=300, seed=9))
+    pipeline.run_all(str(config), run_id="20260101T000000Z-good")
+    return config
+
+
+def households_live(config: Path) -> tuple[str | None, int]:
+    """The live release and what an analyst's query on it returns."""
+    settings = read_settings(config)
+    con = duckdb.connect(str(settings.database_path), read_only=True)
+    try:
+        rows = con.execute("SELECT count(*) FROM households").fetchall()
+    finally:
+        con.close()
+    return releases.current(settings.out_dir), int(rows[0][0])
+
+
+def touch_an_extract(config: Path) -> None:
+    """Change one extract so the next run has real work in ingest and link."""
+    gp = read_settings(config).sources["gp_registrations"].path
+    lines = gp.read_text().splitlines(keepends=True)
+    gp.write_text("".join(lines[:-3]))
+
+
+@pytest.mark.parametrize("stage", pipeline.STAGES)
+def test_a_failure_in_any_stage_keeps_the_previous_release(tree: Path, stage: str) -> None:
+    settings = read_settings(tree)
+    live_before, households_before = households_live(tree)
+    touch_an_extract(tree)
+    step = STEP_OF_STAGE[stage]
+    real = getattr(pipeline.LOCAL_STEPS, step)
+
+    def failing(*args: Any) -> Any:
+        if stage in {"publish", "report", "ingest"}:
+            real(*args)  # the worst moment: the stage's work is done, then it dies
+        raise OSError("injected failure while handling 'SMITH'")
+
+    steps = dataclasses.replace(pipeline.LOCAL_STEPS, **{step: failing})
+    run_id = f"20260301T000000Z-{stage}"
+    with pytest.raises(OSError):
+        pipeline.execute(str(tree), steps, run_id)
+
+    failed = json.loads((settings.out_dir / "runs" / f"{run_id}.json").read_text())
+    assert failed["status"] == "failed" and failed["failed_stage"] == stage
+    assert failed["error"] == "OSError" and "SMITH" not in json.dumps(failed)
+    assert not pipeline.Zones(settings).lock.exists()
+    if stage == "finish":  # the switch had already happened: the new release is the live one
+        assert households_live(tree)[0] == run_id
+    else:
+        assert households_live(tree) == (live_before, households_before)
+        assert live_before in failed["published_output"]
+
+    # The next run needs no clean-up and publishes.
+    again = pipeline.run_all(str(tree), run_id=f"20260301T000001Z-{stage}")
+    assert households_live(tree)[0] == again["run"]["run_id"]
+    assert not list(releases.releases_dir(settings.out_dir).glob(".staging-*"))
+
+
+KILLER = textwrap.dedent(
+    """
+    import dataclasses, os, signal, sys
+    from uprnlink import pipeline
+
+    config, stage, step, run_id = sys.argv[1:5]
+    real = getattr(pipeline.LOCAL_STEPS, step)
+
+    def killed(*args):
+        if stage != "link":
+            real(*args)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    steps = dataclasses.replace(pipeline.LOCAL_STEPS, **{step: killed})
+    pipeline.execute(config, steps, run_id)
+    """
+)
+
+
+@pytest.mark.parametrize("stage", ["link", "publish", "switch"])
+def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_recovers(
+    tree: Path, stage: str
+) -> None:
+    settings = read_settings(tree)
+    live_before, households_before = households_live(tree)
+    touch_an_extract(tree)
+    run_id = f"20260401T000000Z-kill-{stage}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(tree), stage, STEP_OF_STAGE[stage], run_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    lock = pipeline.Zones(settings).lock
+    assert lock.exists()  # killed: nothing could clean up
+    if stage == "switch":  # killed after the switch: the new release is already live
+        assert households_live(tree)[0] == run_id
+    else:
+        assert households_live(tree) == (live_before, households_before)
+
+    again = pipeline.run_all(str(tree), run_id=f"20260401T000001Z-kill-{stage}")
+    assert households_live(tree)[0] == again["run"]["run_id"]
+    assert not lock.exists()

@@ -1,0 +1,145 @@
+"""Incremental and repeated runs: unchanged extracts are reused by checksum, outputs repeat
+exactly, one changed extract re-ingests only itself, and ids stay stable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import make_demo_tree
+from uprnlink import pipeline, releases
+from uprnlink.errors import ContractError
+from uprnlink.run_history import runs_table
+from uprnlink.settings import RunSettings, read_settings
+
+pytestmark = pytest.mark.slow
+
+TABLES = ("person", "household", "membership", "service_events", "linkage_quality")
+
+
+def no_baselines(config: Path) -> Path:
+    """The demo config with the evaluation baselines off (they are not under test here)."""
+    text = config.read_text().replace("baselines = true", "baselines = false")
+    config.write_text(text)
+    return config
+
+
+def published_tables(settings: RunSettings, run_id: str) -> dict[str, pl.DataFrame]:
+    folder = releases.release_dir(settings.out_dir, run_id) / "linked"
+    return {t: pl.read_parquet(folder / f"{t}.parquet") for t in TABLES}
+
+
+def assert_same_content(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
+    for name in TABLES:
+        left, right = a[name], b[name]
+        assert left.columns == right.columns, name
+        key = left.columns
+        assert left.sort(key).equals(right.sort(key)), f"{name} differs"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("incremental")
+    return no_baselines(make_demo_tree(root, people=400, seed=5))
+
+
+def test_rerun_of_the_same_delivery_reuses_everything_and_repeats_the_outputs(tree: Path) -> None:
+    settings = read_settings(tree)
+    first = pipeline.run_all(str(tree), run_id="20260101T000000Z-0001")
+    assert set(first["changes"].values()) == {"ingested"}
+    assert first["linkage"]["reused"] is False
+
+    second = pipeline.run_all(str(tree), run_id="20260101T000000Z-0002")
+    assert set(second["changes"].values()) == {"reused"}
+    assert all(r["reused"] for r in second["reference"])
+    assert second["linkage"]["reused"] is True
+    # Reused reports are the original counts, not counted again.
+    for a, b in zip(first["ingest"], second["ingest"], strict=True):
+        assert (a["rows_in"], a["rows_accepted"], a["checksum"]) == (
+            b["rows_in"],
+            b["rows_accepted"],
+            b["checksum"],
+        )
+    # Idempotent: the same inputs and key give the same published content.
+    assert_same_content(
+        published_tables(settings, "20260101T000000Z-0001"),
+        published_tables(settings, "20260101T000000Z-0002"),
+    )
+    assert releases.current(settings.out_dir) == "20260101T000000Z-0002"
+    history = runs_table(settings.out_dir)
+    assert "all ingested" in history and "all reused" in history
+
+
+def test_one_changed_extract_is_the_only_one_ingested_and_ids_stay_stable(tree: Path) -> None:
+    settings = read_settings(tree)
+    before = published_tables(settings, releases.current(settings.out_dir) or "")
+    gp = settings.sources["gp_registrations"].path
+    lines = gp.read_text().splitlines(keepends=True)
+    # Next month's extract: the same list less the last 5% of registrations.
+    gp.write_text("".join(lines[: int(len(lines) * 0.95)]))
+
+    third = pipeline.run_all(str(tree), run_id="20260201T000000Z-0003")
+    assert third["changes"]["gp_registrations"] == "ingested"
+    assert {s for s, c in third["changes"].items() if c == "reused"} == set(settings.sources) - {
+        "gp_registrations"
+    }
+    link = third["linkage"]
+    assert link["reused"] is False
+    assert link["model"]["trained"] is False  # the saved model is reused
+    ids = link["ids"]
+    assert ids["kept"] >= 0.9 * (ids["kept"] + ids["created"])
+    after = published_tables(settings, "20260201T000000Z-0003")
+    # Most people keep their published person id.
+    shared = set(before["person"]["person_id"]) & set(after["person"]["person_id"])
+    assert len(shared) >= 0.9 * before["person"].height
+    audit = [
+        json.loads(line)
+        for line in (settings.out_dir / "audit" / "audit.jsonl").read_text().splitlines()
+    ]
+    finished = [e["data"] for e in audit if e["event"] == "run.finished"]
+    assert finished[-1]["changes"]["gp_registrations"] == "ingested"
+    assert "gp_registrations ingested; 5 reused" in runs_table(settings.out_dir)
+
+
+def test_rebuild_ingests_everything_again(tree: Path) -> None:
+    summary = pipeline.run_all(str(tree), run_id="20260201T000000Z-0004", rebuild=True)
+    assert set(summary["changes"].values()) == {"ingested"}
+
+
+def test_an_extract_delivered_under_two_names_is_refused(tree: Path) -> None:
+    settings = read_settings(tree)
+    ct = settings.sources["council_tax"].path
+    saved = ct.read_bytes()
+    shutil.copy(settings.sources["housing_tenancies"].path, ct)
+    try:
+        with pytest.raises(ContractError, match="duplicate_delivery"):
+            pipeline.run_all(str(tree), run_id="20260201T000000Z-0005")
+    finally:
+        ct.write_bytes(saved)
+    failed = json.loads((settings.out_dir / "runs" / "20260201T000000Z-0005.json").read_text())
+    assert failed["failed_stage"] == "start"
+
+
+def test_an_optional_source_without_an_extract_is_skipped(tree: Path) -> None:
+    text = tree.read_text().replace(
+        'path = "adult_social_care.csv"', 'path = "adult_social_care.csv"\nrequired = false'
+    )
+    assert text != tree.read_text()
+    optional = tree.with_name("optional.toml")
+    optional.write_text(text)
+    settings = read_settings(optional)
+    extract = settings.sources["adult_social_care"].path
+    moved = extract.with_suffix(".held")
+    extract.rename(moved)
+    try:
+        summary = pipeline.run_all(str(optional), run_id="20260201T000000Z-0006")
+    finally:
+        moved.rename(extract)
+    assert summary["changes"]["adult_social_care"] == "skipped"
+    assert pl.read_parquet(pipeline.Zones(settings).records("adult_social_care")).height == 0
+    services = published_tables(settings, "20260201T000000Z-0006")["service_events"]
+    assert services.height > 0
