@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup demo test test-fast lint format typecheck check bench clean
+.PHONY: help setup demo test test-fast lint format typecheck check bench serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +46,15 @@ typecheck: $(STAMP) ## Type-check src/ with mypy
 	$(BIN)/mypy
 
 check: lint typecheck test ## Lint, type-check and test
+
+SERVE_PORT ?= 4200
+
+serve: $(STAMP) ## Start a local Prefect server + worker and register the scheduled deployments
+	@test -f demo/work/keys/uprnlink.key || $(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
+	$(BIN)/python -m pipelines.serve start --port $(SERVE_PORT)
+
+stop: ## Stop the Prefect server and worker that `make serve` started
+	@$(BIN)/python -m pipelines.serve stop
 
 bench: $(STAMP) ## Run the benchmarks (figures and baseline ratios)
 	$(BIN)/python -m benchmarks.run

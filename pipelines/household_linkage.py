@@ -146,9 +146,12 @@ def household_linkage(
     library = logging.getLogger("uprnlink")
     handler = _ForwardToPrefect(logger)
     library.addHandler(handler)
-    level = library.level
+    level, propagate = library.level, library.propagate
     if library.getEffectiveLevel() > logging.INFO:
         library.setLevel(logging.INFO)
+    # The flow run's logger prints each line to the console already; propagating as well
+    # would print it twice.
+    library.propagate = False
     try:
         summary = pipeline.execute(
             config_path, PREFECT_STEPS, run_id, rebuild=rebuild, retrain=retrain
@@ -159,6 +162,7 @@ def household_linkage(
     finally:
         library.removeHandler(handler)
         library.setLevel(level)
+        library.propagate = propagate
     publish_artifacts(summary)
     counts = summary["published"]["metadata"]["counts"]
     logger.info(

@@ -60,3 +60,52 @@ def test_library_imports_without_prefect() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.slow
+def test_incremental_flow_run_after_one_extract_changes(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """The landing watch sees one changed extract and triggers a run that re-ingests only it,
+    reuses the model and keeps person ids; the run publishes its Prefect artifact."""
+    from pipelines.household_linkage import household_linkage
+    from pipelines.landing_watch import landing_watch
+    from prefect.client.orchestration import get_client
+
+    from tests.test_incremental import no_baselines
+    from uprnlink.pipeline import Zones
+
+    config = no_baselines(make_demo_tree(tmp_path, people=300, seed=12))
+    settings = read_settings(config)
+    first = household_linkage(str(config), run_id="20260101T000000Z-flow1")
+    zones = Zones(settings)
+    stamps = {n: zones.records(n).stat().st_mtime_ns for n in settings.sources}
+
+    idle = landing_watch(str(config), settle_seconds=0)
+    assert idle["triggered"] is None and idle["changed"] == []
+
+    gp = settings.sources["gp_registrations"].path
+    lines = gp.read_text().splitlines(keepends=True)
+    gp.write_text("".join(lines[: int(len(lines) * 0.9)]))
+    waiting = landing_watch(str(config), settle_seconds=3600)  # just written: still arriving
+    assert waiting["triggered"] is None and "gp_registrations" in waiting["waiting_for"]
+
+    watched = landing_watch(str(config), settle_seconds=0)
+    assert watched["changed"] == ["gp_registrations"]
+    run_id = watched["triggered"]
+    second = json.loads((settings.out_dir / "runs" / f"{run_id}.json").read_text())
+    assert second["changes"]["gp_registrations"] == "ingested"
+    for name in set(settings.sources) - {"gp_registrations"}:
+        assert second["changes"][name] == "reused"
+        assert zones.records(name).stat().st_mtime_ns == stamps[name]  # not rewritten
+    assert zones.records("gp_registrations").stat().st_mtime_ns != stamps["gp_registrations"]
+    assert second["linkage"]["model"]["trained"] is False
+    ids = second["linkage"]["ids"]
+    assert ids["kept"] >= 0.9 * first["linkage"]["people"]
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    keys = {a.key for a in artifacts}
+    assert {"household-linkage-summary", "linkage-quality-report"} <= keys
+    markdown = next(a.data for a in artifacts if a.key == "household-linkage-summary")
+    assert "gp_registrations" in str(markdown) and "uprnlink-demo-passphrase" not in str(markdown)

@@ -143,3 +143,16 @@ def test_an_optional_source_without_an_extract_is_skipped(tree: Path) -> None:
     assert pl.read_parquet(pipeline.Zones(settings).records("adult_social_care")).height == 0
     services = published_tables(settings, "20260201T000000Z-0006")["service_events"]
     assert services.height > 0
+
+
+def test_runs_and_landing_commands_show_history_and_state(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uprnlink.cli import main
+
+    assert main(["runs", "--config", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "20260101T000000Z-0001" in out and "failed in start" in out and "* = the live" in out
+    assert main(["landing", "--config", str(tree), "--settle-seconds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "gp_registrations" in out and "unchanged" in out

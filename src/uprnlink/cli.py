@@ -103,6 +103,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_landing(args: argparse.Namespace) -> int:
+    from uprnlink.landing import status_for_config, status_table
+
+    status = status_for_config(args.config, args.settle_seconds)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(status_table(status))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from uprnlink.pipeline import evaluate_run
     from uprnlink.settings import read_settings
@@ -251,6 +262,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import getpass
 
+    from uprnlink import queries
     from uprnlink.access import (
         AccessRefusedError,
         check_query,
@@ -259,42 +271,68 @@ def cmd_query(args: argparse.Namespace) -> int:
         run_query,
         safe_name,
     )
+    from uprnlink.errors import ConfigError
     from uprnlink.pipeline import audit_log, load_key
+    from uprnlink.publish import read_policy
     from uprnlink.settings import read_settings
 
+    if args.list:
+        for nq in queries.list_queries():
+            print(f"{nq.name}\n    {nq.title}")
+        print("\nRun one with: uprnlink query --config FILE --named NAME")
+        return 0
+    if bool(args.sql) == bool(args.named):
+        raise ConfigError("give either one SELECT statement or --named NAME (--list shows names)")
+    if not args.config:
+        raise ConfigError("--config is required to run a query")
+    named = queries.get_query(args.named) if args.named else None
+    sql = named.sql if named is not None else args.sql
     settings = read_settings(Path(args.config))
     user = safe_name(args.user or getpass.getuser())
     role = safe_name(args.role)
     # Every access and refusal is audited, so no query runs without the audit key.
     audit = audit_log(settings, load_key(settings))
     roles = read_roles(settings.policy_path)
-    check = check_query(args.sql, roles.get(role, ()))
+    check = check_query(sql, roles.get(role, ()))
     if role not in roles:
         check = type(check)(False, check.relations, f"unknown role {role!r}")
-    base = {
+    base: dict[str, Any] = {
         "user": user,
         "role": role,
         "views": list(check.relations),
-        "query_fingerprint": query_fingerprint(args.sql),
+        "query_fingerprint": query_fingerprint(sql),
     }
+    if named is not None:
+        base["named_query"] = named.name
     if not check.allowed:
         audit.append("access.refused", actor=user, data={**base, "reason": check.reason})
         raise AccessRefusedError(f"query refused: {check.reason} (logged)")
     started = time.perf_counter()
-    frame = run_query(settings.database_path, args.sql)
+    frame = run_query(
+        settings.database_path, sql, progress=sys.stderr if sys.stderr.isatty() else None
+    )
+    if named is not None:
+        # A named query's answer is protected (suppression, rounding) before anyone sees it.
+        frame, _ = queries.protect_result(named, frame, read_policy(settings.policy_path))
     audit.append("access", actor=user, data={**base, "rows": frame.height})
+    targets = [(Path(f), "csv") for f in (args.csv or [])]
+    targets += [(Path(f), "parquet") for f in (args.parquet or [])]
     if args.out:
         out = Path(args.out)
-        if out.suffix.lower() == ".parquet":
-            frame.write_parquet(out)
+        targets.append((out, "parquet" if out.suffix.lower() == ".parquet" else "csv"))
+    for path, kind in targets:
+        if kind == "parquet":
+            frame.write_parquet(path)
         else:
-            frame.write_csv(out)
-        print(f"Wrote {frame.height:,} rows to {out}")
-    else:
+            frame.write_csv(path)
+        print(f"Wrote {frame.height:,} rows to {path}")
+    if not targets:
+        if named is not None:
+            print(f"{named.title}\n")
         with pl_config():
             print(frame.head(args.limit))
         if frame.height > args.limit:
-            print(f"... {frame.height:,} rows in all; use --out FILE.csv to save them")
+            print(f"... {frame.height:,} rows in all; save them with --csv FILE or --parquet FILE")
     print(
         f"({frame.height:,} rows in {time.perf_counter() - started:.2f} s; access logged)",
         file=sys.stderr,
@@ -470,6 +508,23 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--json", action="store_true", help="print the full summaries as JSON")
     h.set_defaults(func=cmd_runs)
 
+    w = sub.add_parser(
+        "landing",
+        help="show which extracts have landed and which a run would ingest",
+        description="Compare each configured extract in the landing folder with what was last "
+        "ingested (by SHA-256): missing, arriving (modified in the last --settle-seconds), new "
+        "or unchanged. The landing-watch flow triggers a run on the same check.",
+    )
+    w.add_argument("--config", required=True, help="run configuration (TOML)")
+    w.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=300.0,
+        help="a file modified more recently than this is still arriving (default 300)",
+    )
+    w.add_argument("--json", action="store_true", help="print the status as JSON")
+    w.set_defaults(func=cmd_landing)
+
     d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
     d.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")
     d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
@@ -513,12 +568,20 @@ def build_parser() -> argparse.ArgumentParser:
         "query",
         help="run read-only SQL on the published views (role-checked, every access audited)",
     )
-    q.add_argument("--config", required=True, help="run configuration (TOML)")
+    q.add_argument("--config", help="run configuration (TOML); needed except with --list")
     q.add_argument("--role", default="analyst", help="your role in governance/policy.toml")
     q.add_argument("--user", help="who is asking (default: your login name)")
-    q.add_argument("--out", help="write all rows to FILE.csv or FILE.parquet")
+    q.add_argument("--list", action="store_true", help="list the named queries and exit")
+    q.add_argument(
+        "--named", metavar="NAME", help="run a named query from the library (see --list)"
+    )
+    q.add_argument("--csv", action="append", metavar="FILE", help="write all rows to a CSV file")
+    q.add_argument(
+        "--parquet", action="append", metavar="FILE", help="write all rows to a Parquet file"
+    )
+    q.add_argument("--out", help="write all rows to FILE.csv or FILE.parquet (by suffix)")
     q.add_argument("--limit", type=int, default=50, help="rows to show on screen (default 50)")
-    q.add_argument("sql", help="one SELECT statement over the analyst views")
+    q.add_argument("sql", nargs="?", help="one SELECT statement over the analyst views")
     q.set_defaults(func=cmd_query)
     return p
 

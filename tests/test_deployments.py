@@ -1,0 +1,54 @@
+"""prefect.yaml declares deployments that point at real flows with the documented schedules."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from uprnlink.settings import PROJECT_ROOT
+
+yaml = pytest.importorskip("yaml")
+
+
+def deployments() -> dict[str, dict]:  # type: ignore[type-arg]
+    doc = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d for d in doc["deployments"]}
+
+
+def test_each_deployment_points_at_a_flow_with_matching_parameters() -> None:
+    from prefect import Flow
+
+    for name, d in deployments().items():
+        path, func = d["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, func)
+        assert isinstance(flow, Flow), name
+        assert set(d["parameters"]) <= set(flow.parameters.properties), name
+        assert d["work_pool"]["name"] == "uprnlink-process"
+        config = PROJECT_ROOT / d["parameters"]["config_path"]
+        assert config.exists(), name
+
+
+def test_the_monthly_run_is_scheduled_monthly_in_uk_time() -> None:
+    monthly = deployments()["monthly"]
+    (schedule,) = monthly["schedules"]
+    _minute, _hour, day, month, weekday = schedule["cron"].split()
+    assert (day, month, weekday) != ("*", "*", "*") and month == "*" and day.isdigit()
+    assert schedule["timezone"] == "Europe/London"
+    assert monthly["concurrency_limit"] == 1
+    watch = deployments()["landing-watch"]
+    assert watch["parameters"]["deployment"] == "household-linkage/monthly"
+
+
+def test_serve_script_stops_only_what_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines import serve
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    assert serve.stop() == 0  # nothing recorded: nothing signalled
+    (tmp_path / "serve.json").write_text('{"server": 999999999}')  # a pid that cannot exist
+    assert serve.stop() == 0
+    assert not (tmp_path / "serve.json").exists()
