@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import polars as pl
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from uprnlink import standardise
 from uprnlink.standardise import (
+    CONTROL_CHARACTERS,
+    NHS_DUMMY_NUMBERS,
     POSTCODE_PATTERN,
     UPRN_MAX,
     date_expr,
@@ -30,6 +33,7 @@ from uprnlink.standardise import (
     postcode_sector_expr,
     sex_expr,
     surname_expr,
+    text_expr,
     uprn_expr,
 )
 
@@ -259,6 +263,31 @@ def test_uprn_scientific_only_when_exact(values: list[int]) -> None:
     assert run(uprn_expr, [f"{n:.5E}" for n in values]) == [None] * len(values)
 
 
+def _decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(re.sub(r"\s", "", text))
+    except InvalidOperation:
+        return None
+
+
+@PROPERTY
+@given(st.lists(st.text(alphabet="0123456789 .,eE+-x\t", max_size=16), min_size=1, max_size=50))
+def test_uprn_never_accepts_anything_but_a_whole_number_in_range(values: list[str]) -> None:
+    # Whatever the text, an accepted UPRN is 1..12 digits and exactly the number written.
+    for text, got in zip(values, run(uprn_expr, values), strict=True):
+        if got is not None:
+            assert 1 <= got <= UPRN_MAX
+            assert _decimal(text) == got, text
+
+
+@PROPERTY
+@given(st.lists(st.integers(0, 10**13), min_size=1, max_size=50), st.integers(0, 3))
+def test_uprn_digit_strings_accepted_exactly_in_range(values: list[int], zeros: int) -> None:
+    got = run(uprn_expr, ["0" * zeros + str(n) for n in values])
+    assert got == [n if 1 <= n <= UPRN_MAX else None for n in values]
+    assert run(uprn_expr, [f"-{n}" for n in values]) == [None] * len(values)
+
+
 # --- NHS numbers -------------------------------------------------------------------------
 
 
@@ -342,6 +371,41 @@ def test_nhs_expr_agrees_with_python(values: list[str]) -> None:
     assert [g is not None for g in got] == [is_valid_nhs_number(v) for v in values]
 
 
+def _modulus_11_ok(digits: str) -> bool:
+    """The NHS number rule written out independently of the module under test."""
+    total = sum(int(d) * (10 - i) for i, d in enumerate(digits[:9]))
+    check = 11 - total % 11
+    check = 0 if check == 11 else check
+    return check != 10 and check == int(digits[9])
+
+
+@PROPERTY
+@given(st.lists(st.text(alphabet="0123456789", min_size=10, max_size=10), min_size=1, max_size=60))
+def test_nhs_accepts_exactly_valid_modulus_11_numbers(values: list[str]) -> None:
+    expected = [
+        v
+        if _modulus_11_ok(v)
+        and len(set(v)) > 1
+        and not v.startswith("999")
+        and v not in NHS_DUMMY_NUMBERS
+        else None
+        for v in values
+    ]
+    assert run(nhs_number_expr, values) == expected
+
+
+@PROPERTY
+@given(st.lists(st.text(alphabet="0123456789", max_size=14), min_size=1, max_size=50))
+def test_nhs_wrong_length_never_accepted(values: list[str]) -> None:
+    got = run(nhs_number_expr, values)
+    assert all(g is None for g, v in zip(got, values, strict=True) if len(v) != 10)
+
+
+def test_nhs_dummy_numbers_pass_modulus_11_but_are_refused() -> None:
+    assert all(_modulus_11_ok(v) for v in NHS_DUMMY_NUMBERS)
+    assert run(nhs_number_expr, list(NHS_DUMMY_NUMBERS)) == [None] * len(NHS_DUMMY_NUMBERS)
+
+
 # --- dates -------------------------------------------------------------------------------
 
 UK = ["%d/%m/%Y", "%Y-%m-%d"]
@@ -392,6 +456,32 @@ def test_date_expr_without_formats() -> None:
     assert run(lambda c: date_expr(c, []), ["01/02/1980"]) == [None]
 
 
+def _real_date(y: int, m: int, d: int) -> date | None:
+    try:
+        return date(y, m, d)
+    except ValueError:
+        return None
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(st.integers(1900, 2100), st.integers(0, 13), st.integers(0, 32)),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_date_expr_never_returns_an_impossible_date(triples: list[tuple[int, int, int]]) -> None:
+    expected = [_real_date(*t) for t in triples]
+    for fmt, write in (
+        ("%d/%m/%Y", "{2:02d}/{1:02d}/{0:04d}"),
+        ("%Y-%m-%d", "{0:04d}-{1:02d}-{2:02d}"),
+        ("%Y%m%d", "{0:04d}{1:02d}{2:02d}"),
+    ):
+        texts = [write.format(*t) for t in triples]
+        assert run(lambda c, f=fmt: date_expr(c, [f]), texts) == expected, fmt
+
+
 def test_dob_expr_range() -> None:
     def dob(c: str) -> pl.Expr:
         return dob_expr(c, UK, latest=date(2024, 6, 30))
@@ -421,6 +511,29 @@ def test_sex_expr() -> None:
     expected = ["M", "M", "M", "F", "F", "F"] + [None] * 11
     assert run(sex_expr, raw) == expected
     assert run(sex_expr, [1, 2, 0], pl.Int64) == ["M", "F", None]
+
+
+# --- free text ---------------------------------------------------------------------------
+
+
+def test_text_expr() -> None:
+    raw = ["  Flat 2\r\n 12 High St ", "a\n\nb", "one  two", "\t", "", None]
+    assert run(text_expr, raw) == ["Flat 2 12 High St", "a b", "one  two", None, None, None]
+
+
+@PROPERTY
+@given(st.lists(st.text(alphabet="ab \r\n\t,", max_size=20), min_size=1, max_size=40))
+def test_text_expr_has_no_line_breaks_and_is_idempotent(values: list[str]) -> None:
+    once = run(text_expr, values)
+    assert run(text_expr, once) == once
+    for v in once:
+        assert v is None or ("\n" not in v and "\r" not in v and v == v.strip())
+
+
+def test_control_characters_pattern() -> None:
+    values = ["a\x00b", "\x1b", "\x7f", "tab\there", "line\nbreak", "cr\r", "é£"]
+    got = pl.Series(values).str.contains(CONTROL_CHARACTERS).to_list()
+    assert got == [True, True, True, False, False, False, False]
 
 
 def test_flag_expr() -> None:

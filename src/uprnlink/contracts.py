@@ -28,8 +28,22 @@ FIELD_TYPES = frozenset(
 )
 KINDS = frozenset({"person_source", "reference"})
 _FIELD_KEYS = frozenset(
-    {"name", "type", "required", "unique", "values", "not_future", "min", "max", "description"}
+    {
+        "name",
+        "type",
+        "required",
+        "unique",
+        "values",
+        "not_future",
+        "min",
+        "max",
+        "max_length",
+        "description",
+    }
 )
+DEFAULT_MAX_LENGTH = 1000
+"""Longest value (in characters, after trimming) any field accepts unless its contract says
+otherwise: a longer value fails the rule `too_long` rather than reaching the pipeline."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +58,18 @@ class FieldSpec:
     not_future: bool = False
     min: float | None = None
     max: float | None = None
+    max_length: int | None = None
     description: str = ""
 
     @property
     def is_date(self) -> bool:
         """Whether values are parsed with a date format."""
         return self.type in {"date", "dob"}
+
+    @property
+    def length_limit(self) -> int:
+        """Longest accepted value in characters: `max_length`, else `DEFAULT_MAX_LENGTH`."""
+        return self.max_length if self.max_length is not None else DEFAULT_MAX_LENGTH
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,16 @@ def _parse_field(raw: dict[str, Any], path: Path, index: int) -> FieldSpec:
         raise ContractError(
             "an enum field needs values", file=str(path), column=raw["name"], rule="enum_values"
         )
+    max_length = raw.get("max_length")
+    if max_length is not None and (
+        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+    ):
+        raise ContractError(
+            f"{where} max_length must be a positive whole number of characters",
+            file=str(path),
+            column=raw["name"],
+            rule="max_length",
+        )
     return FieldSpec(
         name=str(raw["name"]),
         type=str(raw["type"]),
@@ -115,6 +145,7 @@ def _parse_field(raw: dict[str, Any], path: Path, index: int) -> FieldSpec:
         not_future=bool(raw.get("not_future", False)),
         min=raw.get("min"),
         max=raw.get("max"),
+        max_length=max_length,
         description=str(raw.get("description", "")),
     )
 

@@ -2,7 +2,8 @@
 
 Each source's entry records the SHA-256 of the extract it was ingested from and a fingerprint of
 everything else that shapes its trusted-zone files: the contract version, the column mapping and
-formats, the reference lookups it was enriched with, the key id and the uprnlink version. A
+formats, the reference lookups it was enriched with, the key id and the code that builds them
+(the uprnlink version and the source of the ingest modules). A
 later run whose fingerprint for that source is the same reuses the files instead of ingesting the
 extract again, so a monthly delivery of one changed extract re-ingests only that one, and an
 extract delivered twice is recognised by its checksum and never counted twice.
@@ -14,6 +15,7 @@ names only, never data values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,6 +25,23 @@ from typing import Any
 
 from uprnlink import __version__
 from uprnlink.settings import SourceSettings
+
+#: Modules whose code shapes the trusted-zone files: a change to any of them (a new rule, a fixed
+#: parser) makes every source's fingerprint change, so the next run ingests afresh.
+CODE_MODULES = ("contracts", "ingest", "standardise", "records", "pseudonymise")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Digest of the uprnlink version and the source of the modules that build trusted files."""
+    h = hashlib.sha256(__version__.encode())
+    package = Path(__file__).parent
+    for module in CODE_MODULES:
+        path = package / f"{module}.py"
+        if path.exists():
+            h.update(module.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:32]
 
 
 def fingerprint(parts: Any) -> str:
@@ -51,7 +70,7 @@ def source_fingerprint(
             "key_id": key_id,
             "reference": reference,
             "reference_date": reference_date,
-            "uprnlink": __version__,
+            "code": code_fingerprint(),
         }
     )
 

@@ -224,7 +224,7 @@ def check_distinct_deliveries(settings: RunSettings) -> None:
 
 def _reference_fingerprint(settings: RunSettings) -> str:
     """Digest of the reference files (checksums), their contracts and their mappings."""
-    from uprnlink.manifest import fingerprint
+    from uprnlink.manifest import code_fingerprint, fingerprint
 
     parts: dict[str, Any] = {}
     for name, source in sorted(settings.reference.items()):
@@ -234,7 +234,7 @@ def _reference_fingerprint(settings: RunSettings) -> str:
         contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
         settings_part = {k: v for k, v in asdict(source).items() if k != "path"}
         parts[name] = [file_checksum(source.path), contract.tag, settings_part]
-    return fingerprint({"reference": parts, "uprnlink": __version__})
+    return fingerprint({"reference": parts, "code": code_fingerprint()})
 
 
 def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[dict[str, Any]]:

@@ -16,7 +16,9 @@ import polars as pl
 import polars.selectors as cs
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "NAME_TITLES",
+    "NHS_DUMMY_NUMBERS",
     "POSTCODE_PATTERN",
     "UPRN_MAX",
     "date_expr",
@@ -33,6 +35,7 @@ __all__ = [
     "postcode_sector_expr",
     "sex_expr",
     "surname_expr",
+    "text_expr",
     "uprn_expr",
 ]
 
@@ -70,6 +73,14 @@ _NHS_SEPARATORS = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f
 _NHS_WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
 _NHS_TEST_RANGE_START = 9_990_000_000
 _REPDIGIT = 1_111_111_111
+NHS_DUMMY_NUMBERS: tuple[str, ...] = ("0123456789", "9876543210")
+"""Placeholder numbers that pass Modulus 11 but are typed when the real number is not known
+(repeated digits such as 0000000000 and the 999 test range are rejected as well)."""
+_NHS_DUMMY_INTS = [int(v) for v in NHS_DUMMY_NUMBERS]
+
+CONTROL_CHARACTERS = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+"""C0 control characters other than tab, line feed and carriage return, and DEL: NUL bytes and
+their like mean a damaged or mis-declared file, so a value holding one is not trusted."""
 
 _SEX_CODES: dict[str, str] = {
     "M": "M", "MALE": "M", "1": "M",
@@ -100,6 +111,14 @@ def _blank_to_null(s: pl.Expr) -> pl.Expr:
 def _code_key(e: pl.Expr) -> pl.Expr:
     """Upper-case, trim and collapse whitespace in a short code value."""
     return e.cast(pl.String).str.replace_all(r"\s+", " ").str.strip_chars(" ").str.to_uppercase()
+
+
+def text_expr(col: str | pl.Expr) -> pl.Expr:
+    """Free text trimmed, with each line break (and the spaces round it) as one space; blank
+    gives null. Quoted CSV fields may hold line breaks; downstream files should not."""
+    e = _to_expr(col)
+    s = e.cast(pl.String).str.replace_all(r"\s*[\r\n]+\s*", " ").str.strip_chars()
+    return _named(_blank_to_null(s), e)
 
 
 def name_expr(col: str | pl.Expr) -> pl.Expr:
@@ -199,13 +218,16 @@ def is_valid_nhs_number(value: str) -> bool:
     if re.fullmatch("[0-9]{10}", digits) is None:
         return False
     n = int(digits)
-    if n % _REPDIGIT == 0 or n >= _NHS_TEST_RANGE_START:
+    if n % _REPDIGIT == 0 or n >= _NHS_TEST_RANGE_START or n in _NHS_DUMMY_INTS:
         return False
     return nhs_check_digit(digits[:9]) == int(digits[9])
 
 
 def nhs_number_expr(col: str | pl.Expr) -> pl.Expr:
-    """Validate an NHS number (Modulus 11, no dummy or 999 test values) as 10 digits, else null."""
+    """Validate an NHS number (Modulus 11, no dummy or 999 test values) as 10 digits, else null.
+
+    Separators (spaces, hyphens) are dropped; anything but exactly ten ASCII digits is null.
+    """
     e = _to_expr(col)
     s = e.cast(pl.String).str.replace_all(_NHS_SEPARATORS, "")
     n = pl.when(s.str.contains("^[0-9]{10}$")).then(s.cast(pl.Int64, strict=False))
@@ -216,6 +238,7 @@ def nhs_number_expr(col: str | pl.Expr) -> pl.Expr:
         (check == digit[9])
         & (n % _REPDIGIT != 0)
         & (n < _NHS_TEST_RANGE_START)
+        & ~n.is_in(_NHS_DUMMY_INTS)
     )  # fmt: skip
     return _named(pl.when(valid).then(s), e)
 
