@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 import polars as pl
@@ -16,9 +17,17 @@ from uprnlink.households import (
 )
 
 D = date
+REFERENCE_DATE = date(2026, 3, 31)
 
 
-def records(rows: list[tuple[str, str, str, date, date | None]]) -> pl.DataFrame:
+Row = (
+    tuple[str, str, str | None, date, date | None]
+    | tuple[str, str, str | None, date, date | None, str, str]
+)
+
+
+def records(rows: Sequence[Row]) -> pl.DataFrame:
+    """Trusted-style records: person, source, token, start, end (and surname, postcode)."""
     return pl.DataFrame(
         {
             "person_id": [r[0] for r in rows],
@@ -27,8 +36,16 @@ def records(rows: list[tuple[str, str, str, date, date | None]]) -> pl.DataFrame
             "is_communal": [False] * len(rows),
             "start_date": [r[3] for r in rows],
             "end_date": [r[4] for r in rows],
+            "surname": [r[5] if len(r) > 5 else None for r in rows],
+            "postcode": [r[6] if len(r) > 6 else None for r in rows],
         },
-        schema_overrides={"start_date": pl.Date, "end_date": pl.Date},
+        schema_overrides={
+            "household_token": pl.Utf8,
+            "start_date": pl.Date,
+            "end_date": pl.Date,
+            "surname": pl.Utf8,
+            "postcode": pl.Utf8,
+        },
     )
 
 
@@ -39,12 +56,21 @@ def no_deaths(*ids: str) -> pl.DataFrame:
     )
 
 
-def timeline(
-    rows: list[tuple[str, str, str, date, date | None]],
-) -> list[tuple[str, date, date | None]]:
-    people = no_deaths(*{r[0] for r in rows})
-    m = build_memberships(residence_periods(records(rows)), people)
+def memberships(rows: Sequence[Row]) -> pl.DataFrame:
+    people = no_deaths(*sorted({r[0] for r in rows}))
+    return build_memberships(residence_periods(records(rows)), people)
+
+
+def timeline(rows: Sequence[Row], person: str | None = None) -> list[tuple[str, date, date | None]]:
+    m = memberships(rows)
+    if person is not None:
+        m = m.filter(pl.col("person_id") == person)
     return [(r["household_token"], r["valid_from"], r["valid_to"]) for r in m.iter_rows(named=True)]
+
+
+def placed_on(rows: Sequence[Row], on: date = REFERENCE_DATE) -> dict[str, str]:
+    """Who lives where on a date."""
+    return dict(residents_on(memberships(rows), on).select("person_id", "household_token").rows())
 
 
 def test_move_ends_the_earlier_open_period() -> None:
@@ -156,3 +182,196 @@ def test_hospital_address_only_fills_gaps_for_a_year() -> None:
     m = build_memberships(residence_periods(records(rows)), people)
     now = dict(residents_on(m, D(2026, 3, 31)).select("person_id", "household_token").iter_rows())
     assert now == {"p": "A", "q": "B"}
+
+
+# ------------------------------------------------------------------ consistency rules
+CT, HT, BN, SC, GP, HA = (
+    "council_tax",
+    "housing_tenancies",
+    "benefits_claims",
+    "adult_social_care",
+    "gp_registrations",
+    "hospital_activity",
+)
+
+
+def test_gp_deregistration_closes_a_stale_council_liability_but_a_benefit_end_closes_nothing() -> (
+    None
+):
+    rows: Sequence[Row] = [
+        ("p", CT, "A", D(2010, 1, 1), None),  # liability never closed
+        ("p", GP, "A", D(2005, 1, 1), D(2024, 6, 30)),  # deregistered: left the area
+    ]
+    assert timeline(rows) == [("A", D(2005, 1, 1), D(2024, 6, 30))]
+    # A benefit award can end while the claimant stays: the open registration stands.
+    kept: list[Row] = [
+        ("q", GP, "A", D(2005, 1, 1), None),
+        ("q", BN, "A", D(2010, 1, 1), D(2024, 6, 30)),
+    ]
+    assert timeline(kept) == [("A", D(2005, 1, 1), None)]
+    # A liability and a tenancy do not close each other.
+    both: list[Row] = [
+        ("r", CT, "A", D(2010, 1, 1), None),
+        ("r", HT, "A", D(2010, 1, 1), D(2024, 6, 30)),
+    ]
+    assert timeline(both) == [("A", D(2010, 1, 1), None)]
+
+
+def test_a_later_record_at_an_address_already_left_is_stale() -> None:
+    rows: Sequence[Row] = [
+        ("p", CT, "A", D(2010, 1, 1), D(2019, 12, 31)),
+        ("p", CT, "B", D(2020, 1, 1), None),
+        ("p", BN, "A", D(2021, 1, 1), None),  # new award carrying the old address
+    ]
+    assert timeline(rows) == [("A", D(2010, 1, 1), D(2019, 12, 31)), ("B", D(2020, 1, 1), None)]
+    # Without a liability elsewhere the same record is taken as a return to A.
+    back: list[Row] = [
+        ("q", CT, "A", D(2010, 1, 1), D(2019, 12, 31)),
+        ("q", BN, "A", D(2021, 1, 1), None),
+    ]
+    assert placed_on(back) == {"q": "A"}
+
+
+FAMILY: list[Row] = [
+    ("mum", CT, "A", D(2012, 1, 1), D(2022, 5, 31), "OWEN", "LS1 1AA"),
+    ("dad", CT, "A", D(2012, 1, 1), D(2022, 5, 31), "OWEN", "LS1 1AA"),
+    ("kid", GP, "A", D(2014, 3, 1), None, "OWEN", "LS1 1AA"),  # GP never told of the move
+]
+
+
+def test_a_child_known_only_to_the_gp_moves_with_the_parents() -> None:
+    moved: list[Row] = [
+        *FAMILY,
+        ("mum", CT, "B", D(2022, 6, 1), None, "OWEN", "LS2 2BB"),
+        ("dad", CT, "B", D(2022, 6, 1), None, "OWEN", "LS2 2BB"),
+    ]
+    assert timeline(moved, "kid") == [
+        ("A", D(2014, 3, 1), D(2022, 5, 31)),
+        ("B", D(2022, 6, 1), None),
+    ]
+    # Parents who left the area take the child with them: no household today.
+    assert placed_on(FAMILY) == {}
+
+
+def test_a_child_stays_when_someone_who_lived_with_them_stays_on() -> None:
+    rows: Sequence[Row] = [
+        *FAMILY,
+        ("gran", CT, "A", D(2012, 1, 1), None, "BAKER", "LS1 1AA"),  # stays at A
+    ]
+    assert placed_on(rows) == {"kid": "A", "gran": "A"}
+    # A child registered after the relatives left is not theirs.
+    later: list[Row] = [*FAMILY[:2], ("kid", GP, "A", D(2023, 1, 1), None, "OWEN", "LS1 1AA")]
+    assert placed_on(later) == {"kid": "A"}
+
+
+def test_next_door_uprn_goes_to_the_address_more_sources_give() -> None:
+    rows: Sequence[Row] = [
+        ("p", CT, "A2", D(2015, 1, 1), None, "KHAN", "LS1 1AA"),  # neighbouring property
+        ("p", HT, "A1", D(2015, 1, 1), None, "KHAN", "LS1 1AA"),
+        ("p", GP, "A1", D(2001, 1, 1), None, "KHAN", "LS1 1AA"),
+    ]
+    assert timeline(rows) == [("A1", D(2001, 1, 1), None)]
+    # Another postcode is not a neighbour: the later move-in stands.
+    moved: list[Row] = [
+        ("q", CT, "B", D(2015, 1, 1), None, "KHAN", "LS2 2BB"),
+        ("q", HT, "A1", D(2010, 1, 1), None, "KHAN", "LS1 1AA"),
+        ("q", GP, "A1", D(2001, 1, 1), None, "KHAN", "LS1 1AA"),
+    ]
+    assert placed_on(moved) == {"q": "B"}
+
+
+def test_next_door_tie_goes_to_the_household_that_arrived_together() -> None:
+    rows: Sequence[Row] = [
+        # p's liability carries the neighbour's UPRN; the GP has the right one.
+        ("p", CT, "N", D(2019, 4, 1), None, "COLE", "LS1 1AA"),
+        ("p", GP, "T", D(2001, 1, 1), None, "COLE", "LS1 1AA"),
+        ("partner", CT, "T", D(2019, 4, 1), None, "WARD", "LS1 1AA"),  # moved in with p
+        ("neighbour", CT, "N", D(2008, 1, 1), None, "HILL", "LS1 1AA"),
+    ]
+    assert placed_on(rows) == {"p": "T", "partner": "T", "neighbour": "N"}
+
+
+def test_a_record_without_uprn_takes_the_persons_own_address_in_its_postcode() -> None:
+    rows: Sequence[Row] = [
+        ("p", HA, "A", D(2015, 5, 1), D(2015, 5, 2), "LEE", "LS1 1AA"),
+        ("p", GP, None, D(2001, 1, 1), None, "LEE", "LS1 1AA"),
+    ]
+    assert placed_on(rows) == {"p": "A"}
+    # ... and is then closed like any other stay there when the council records them leaving.
+    left: list[Row] = [
+        ("q", CT, "A", D(2010, 1, 1), D(2020, 1, 31), "LEE", "LS1 1AA"),
+        ("q", GP, None, D(2001, 1, 1), None, "LEE", "LS1 1AA"),
+    ]
+    assert placed_on(left) == {}
+
+
+def test_a_record_without_uprn_joins_the_one_household_of_relatives_in_its_postcode() -> None:
+    rows: Sequence[Row] = [
+        ("mum", CT, "A", D(2015, 1, 1), None, "PATEL", "LS1 1AA"),
+        ("kid", GP, None, D(2016, 2, 1), None, "PATEL", "LS1 1AA"),
+        ("other", CT, "B", D(2015, 1, 1), None, "JONES", "LS1 1AA"),
+    ]
+    assert placed_on(rows) == {"mum": "A", "kid": "A", "other": "B"}
+    # Two households of that surname in the postcode: no guess.
+    two: list[Row] = [*rows, ("aunt", CT, "C", D(2015, 1, 1), None, "PATEL", "LS1 1AA")]
+    assert "kid" not in placed_on(two)
+    # Nor into a communal establishment, nor for someone housed elsewhere.
+    housed: list[Row] = [*rows, ("kid", CT, "D", D(2024, 1, 1), None, "PATEL", "LS9 9ZZ")]
+    assert placed_on(housed)["kid"] == "D"
+
+
+def test_a_gp_only_child_next_door_joins_the_relatives() -> None:
+    rows: Sequence[Row] = [
+        ("mum", CT, "A", D(2015, 1, 1), None, "WOOD", "LS1 1AA"),
+        ("kid", GP, "B", D(2016, 2, 1), None, "WOOD", "LS1 1AA"),  # neighbour's UPRN
+        ("other", CT, "B", D(2015, 1, 1), None, "JONES", "LS1 1AA"),
+    ]
+    assert placed_on(rows) == {"mum": "A", "kid": "A", "other": "B"}
+    # A child with a relative at the GP's address stays there.
+    cousin: list[Row] = [*rows, ("aunt", CT, "B", D(2015, 1, 1), None, "WOOD", "LS1 1AA")]
+    assert placed_on(cousin)["kid"] == "B"
+
+
+def test_a_liability_next_door_joins_the_relatives_who_moved_in_the_same_day() -> None:
+    rows: Sequence[Row] = [
+        ("him", CT, "A", D(2020, 3, 1), None, "EVANS", "LS1 1AA"),
+        ("her", CT, "B", D(2020, 3, 1), None, "EVANS", "LS1 1AA"),  # neighbour's UPRN
+        ("other", CT, "B", D(2010, 1, 1), None, "BROWN", "LS1 1AA"),
+    ]
+    assert placed_on(rows) == {"him": "A", "her": "A", "other": "B"}
+    # Relatives who arrived years apart are not taken to be one move.
+    apart: list[Row] = [*rows[:1], ("her", CT, "B", D(2023, 3, 1), None, "EVANS", "LS1 1AA")]
+    assert placed_on(apart) == {"him": "A", "her": "B"}
+
+
+def test_a_hospital_address_does_not_outlast_a_later_recorded_departure() -> None:
+    rows: Sequence[Row] = [
+        ("p", CT, "A", D(2010, 1, 1), D(2025, 12, 31)),
+        ("p", HA, "A", D(2025, 6, 1), D(2025, 6, 3)),  # attended while still at A
+    ]
+    assert timeline(rows) == [("A", D(2010, 1, 1), D(2025, 12, 31))]
+    # An attendance after leaving still fills the gap for a year.
+    later: list[Row] = [*rows[:1], ("p", HA, "A", D(2026, 2, 1), None)]
+    assert placed_on(later) == {"p": "A"}
+
+
+def test_records_without_surname_or_postcode_columns_still_resolve() -> None:
+    rows: list[Row] = [
+        ("p", GP, "A", D(2005, 1, 1), None),
+        ("p", CT, "A", D(2010, 1, 1), D(2024, 6, 30)),
+    ]
+    bare = records(rows).drop("surname", "postcode")
+    periods = residence_periods(bare)
+    assert periods.columns == [
+        "person_id",
+        "household_token",
+        "is_communal",
+        "valid_from",
+        "valid_to",
+        "prio",
+        "fallback",
+    ]
+    m = build_memberships(periods, no_deaths("p"))
+    assert m.select("household_token", "valid_from", "valid_to").rows() == [
+        ("A", D(2005, 1, 1), D(2024, 6, 30))
+    ]

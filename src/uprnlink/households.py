@@ -1,10 +1,22 @@
 """Households: who lives at which pseudonymised UPRN, from when to when.
 
-Each residence-bearing record says a person lived at an address over a period. Per person the
-periods are resolved into a timeline without overlaps: on any day the person lives where the
-most recent covering move-in says (at equal start dates the more authoritative source wins). A household on a
-reference date is everyone whose timeline places them at the same household token that day.
-Communal establishments (care homes, hostels) are flagged and are not counted as households.
+Each residence-bearing record is a claim that a person lived at an address over a period.
+Claims are first made consistent with each other (`residence_periods`): registers that stay
+open after people move (GP lists, the odd council tax liability) are closed by another
+source's record of leaving, people known only from a GP or care list move with the
+relatives they live with, the next-door UPRN (the commonest UPRN error) is corrected from the
+person's other sources and household, and a record without a UPRN is placed from the
+person's own records or their relatives in the same postcode. Per person the claims are then
+resolved into a timeline without overlaps: on any day the person lives where the most recent
+covering move-in says (at equal start dates the more authoritative source wins). A household
+on a reference date is everyone whose timeline places them at the same household token that
+day. Communal establishments (care homes, hostels) are flagged and are not counted as
+households.
+
+"Relatives" are people who share a recorded surname (current or previous): the extracts hold
+no relationships. Every rule that relies on them acts only on positive evidence (a relative
+recorded at the right place and time), so where surnames say little about households it
+fires less often rather than wrongly more often.
 """
 
 from __future__ import annotations
@@ -21,14 +33,31 @@ RESIDENCE_SOURCES = (
     "adult_social_care",
     "gp_registrations",
 )
-COUNCIL_SOURCE_COUNT = 3  # the first three residence sources are council records of stays
 # A hospital record's usual address is a claim about one day. It is used only to fill a gap:
 # where no stay covers a day, the person lives at the address of their latest attendance in
-# the year before it.
+# the year before it (not past a later recorded departure from that address).
 FALLBACK_SOURCES = ("hospital_activity",)
 FALLBACK_DAYS = timedelta(days=365)  # how long an attendance's address stands as evidence
 NHS_SOURCES = ("gp_registrations", "hospital_activity", "adult_social_care")
+# Sources whose end date means the person left the address (a benefit claim or a care package
+# can end while the person stays put).
+LEAVING_SOURCES = ("council_tax", "housing_tenancies", "gp_registrations")
+# Sources whose open stay at an address keeps the person there against another's end date.
+CONFIRMING_SOURCES = ("council_tax", "housing_tenancies", "benefits_claims", "gp_registrations")
+# Sources whose stays are tied to the household's occupancy of the address (liable people).
+OCCUPANCY_SOURCES = ("council_tax", "housing_tenancies")
+# Open-ended lists that keep people after they move, without an end of their own.
+LIST_SOURCES = ("gp_registrations", "adult_social_care")
+# People who move together start their new stays within this many days of each other (and
+# of leaving the old address).
+MOVE_WINDOW = timedelta(days=31)
 OPEN_END = date(9999, 12, 31)
+
+
+def _prio(sources: tuple[str, ...]) -> tuple[int, ...]:
+    """Priority codes (as in the periods' `prio` column) of some sources."""
+    order = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES)
+    return tuple(order.index(s) for s in sources)
 
 
 def person_attributes(records: pl.DataFrame, facts_gp: pl.DataFrame | None) -> pl.DataFrame:
@@ -74,63 +103,726 @@ def person_attributes(records: pl.DataFrame, facts_gp: pl.DataFrame | None) -> p
 
 
 def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
-    """Raw residence claims: person, household token, from, to (open ends as 9999-12-31)."""
+    """Residence claims after the consistency rules: person, household token, from, to.
+
+    Open ends are 9999-12-31. Each residence-bearing record is one claim (`residence_claims`);
+    then, in order:
+
+    1. a claim without a UPRN takes the address of the person's own latest record in the same
+       postcode (`recover_own_addresses`);
+    2. a person's claims at two addresses of one postcode go to the better-supported one
+       (`resolve_neighbour_conflicts`);
+    3. a claim at an address the person had already left for a liability or tenancy elsewhere
+       is dropped (`drop_stale_addresses`);
+    4. an open claim at an address another source records the person leaving is closed
+       (`close_unconfirmed_stays`);
+    5. an open GP or social care claim follows the relatives it lives with when they leave
+       (`follow_household_moves`), or moves next door to them (`join_relatives_next_door`);
+       a stay next door to the relatives who moved in with the person moves to them
+       (`join_arrivals_next_door`);
+    6. an open claim still without a UPRN joins the one household in its postcode where a
+       relative lives (`impute_from_relatives`);
+    7. a hospital attendance's address stands for FALLBACK_DAYS at most, and not past a later
+       recorded departure from it (`limit_fallback`).
+
+    The result has the columns of PERIOD_COLUMNS; `build_memberships` resolves it.
+    """
+    surnames = person_surnames(records)
+    claims = residence_claims(records)
+    claims = recover_own_addresses(claims)
+    claims = resolve_neighbour_conflicts(claims, surnames)
+    placed = claims.filter(pl.col("household_token").is_not_null())
+    placed = drop_stale_addresses(placed)
+    placed = close_unconfirmed_stays(placed)
+    placed = follow_household_moves(placed, surnames)
+    placed = join_relatives_next_door(placed, surnames)
+    placed = join_arrivals_next_door(placed, surnames)
+    unplaced = claims.filter(pl.col("household_token").is_null())
+    placed = pl.concat(
+        [placed, impute_from_relatives(unplaced, placed, surnames)], how="vertical_relaxed"
+    )
+    return (
+        limit_fallback(placed)
+        .filter(pl.col("valid_to") >= pl.col("valid_from"))
+        .select(*PERIOD_COLUMNS)
+        .sort("person_id", "valid_from", "prio", "household_token")
+    )
+
+
+PERIOD_COLUMNS = (
+    "person_id",
+    "household_token",
+    "is_communal",
+    "valid_from",
+    "valid_to",
+    "prio",
+    "fallback",
+)
+
+
+def _optional(records: pl.DataFrame, column: str) -> pl.Expr:
+    """A text column of the records, or nulls when the frame does not carry it."""
+    return pl.col(column) if column in records.columns else pl.lit(None, pl.Utf8).alias(column)
+
+
+def residence_claims(records: pl.DataFrame) -> pl.DataFrame:
+    """One claim per residence-bearing record, with or without a household token.
+
+    Columns: PERIOD_COLUMNS plus `postcode` (for claims without a UPRN). A hospital
+    attendance claims its usual address from the attendance for FALLBACK_DAYS.
+    """
     priority = {s: i for i, s in enumerate((*RESIDENCE_SOURCES, *FALLBACK_SOURCES))}
+    fallback = pl.col("source_dataset").is_in(list(FALLBACK_SOURCES))
     return (
         records.filter(
             pl.col("source_dataset").is_in([*RESIDENCE_SOURCES, *FALLBACK_SOURCES])
-            & pl.col("household_token").is_not_null()
             & pl.col("start_date").is_not_null()
+            & (pl.col("household_token").is_not_null() | ~fallback)
         )
         .select(
             "person_id",
             "household_token",
-            "is_communal",
+            pl.col("is_communal").fill_null(False),
             pl.col("start_date").alias("valid_from"),
-            pl.when(pl.col("source_dataset").is_in(list(FALLBACK_SOURCES)))
+            pl.when(fallback)
             .then(pl.col("start_date") + FALLBACK_DAYS)
             .otherwise(pl.col("end_date").fill_null(OPEN_END))
             .alias("valid_to"),
             pl.col("source_dataset").replace_strict(priority, return_dtype=pl.Int8).alias("prio"),
-            pl.col("source_dataset").is_in(list(FALLBACK_SOURCES)).alias("fallback"),
+            fallback.alias("fallback"),
+            _optional(records, "postcode"),
         )
         .filter(pl.col("valid_to") >= pl.col("valid_from"))
-        .pipe(close_unconfirmed_stays)
     )
+
+
+def person_surnames(records: pl.DataFrame) -> pl.DataFrame:
+    """Every surname each person is recorded under (current and previous): person_id, surname."""
+    if "surname" not in records.columns:
+        return pl.DataFrame(schema={"person_id": records.schema["person_id"], "surname": pl.Utf8})
+    return (
+        records.filter(pl.col("surname").is_not_null() & (pl.col("surname") != ""))
+        .select("person_id", "surname")
+        .unique()
+    )
+
+
+def recover_own_addresses(claims: pl.DataFrame) -> pl.DataFrame:
+    """Give a claim without a UPRN the address of the person's own records in its postcode.
+
+    A GP or social care record often arrives with the postcode but no UPRN. When the same
+    person has records with a UPRN in that postcode, the latest of them (by start date) is
+    taken as the address; with no such record the claim stays without one.
+    """
+    own = (
+        claims.filter(pl.col("household_token").is_not_null() & pl.col("postcode").is_not_null())
+        .sort("valid_from", "household_token")
+        .group_by("person_id", "postcode", maintain_order=True)
+        .agg(
+            pl.col("household_token").last().alias("_own_token"),
+            pl.col("is_communal").last().alias("_own_communal"),
+        )
+    )
+    return (
+        claims.join(own, on=["person_id", "postcode"], how="left")
+        .with_columns(
+            pl.coalesce("household_token", "_own_token").alias("household_token"),
+            pl.when(pl.col("household_token").is_null() & pl.col("_own_token").is_not_null())
+            .then(pl.col("_own_communal"))
+            .otherwise(pl.col("is_communal"))
+            .alias("is_communal"),
+        )
+        .drop("_own_token", "_own_communal")
+    )
+
+
+def resolve_neighbour_conflicts(claims: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
+    """Put a person's claims at two addresses of one postcode at the better-supported one.
+
+    The commonest UPRN error is the property next door, and a real move within one postcode
+    is rare next to it. When one person's records place them at two or more addresses that
+    share a postcode, the addresses are ranked by, in turn: how many of the person's sources
+    give it (distinct sources, hospital attendances included); whether a relative (someone
+    sharing a surname) is recorded there; how the other people recorded there fit
+    (`household_fit`); the most authoritative source giving it. The claims at the others
+    move to the first, unless the first two tie on all four.
+    """
+    one = ["person_id", "household_token"]
+    with_token = claims.filter(pl.col("household_token").is_not_null())
+    usual_postcode = (
+        with_token.filter(pl.col("postcode").is_not_null())
+        .group_by("household_token", "postcode")
+        .len()
+        .sort("len", "postcode", descending=[True, False])
+        .group_by("household_token", maintain_order=True)
+        .first()
+        .select("household_token", pl.col("postcode").alias("_pc"))
+    )
+    support = (
+        with_token.group_by(one)
+        .agg(
+            pl.col("prio").n_unique().cast(pl.Int32).alias("_support"),
+            pl.col("prio").min().cast(pl.Int32).alias("_authority"),
+            pl.col("is_communal").first(),
+        )
+        .join(usual_postcode, on="household_token", how="inner")
+        .filter(pl.len().over("person_id", "_pc") > 1)
+    )
+    if support.is_empty():
+        return claims
+    candidates = support.select(one)
+    relatives = (
+        with_token.filter(~pl.col("fallback"))
+        .select(pl.col("person_id").alias("_relative"), "household_token")
+        .unique()
+        .join(surnames.rename({"person_id": "_relative"}), on="_relative")
+    )
+    related = (
+        candidates.join(surnames, on="person_id")
+        .join(relatives, on=["household_token", "surname"])
+        .filter(pl.col("_relative") != pl.col("person_id"))
+        .select(*one, pl.lit(1, pl.Int32).alias("_related"))
+        .unique()
+    )
+    ranked = (
+        support.join(related, on=one, how="left")
+        .join(household_fit(with_token, surnames, candidates), on=one, how="left")
+        .with_columns(
+            (
+                pl.col("_support") * 1000
+                + pl.col("_related").fill_null(0) * 100
+                + pl.col("_fit").cast(pl.Int32) * 10
+                + (9 - pl.col("_authority"))
+            ).alias("_score")
+        )
+        .sort(
+            ["person_id", "_pc", "_score", "household_token"],
+            descending=[False, False, True, False],
+        )
+        .with_columns(pl.col("_score").shift(-1).over("person_id", "_pc").alias("_next"))
+    )
+    best = (
+        ranked.group_by("person_id", "_pc", maintain_order=True)
+        .first()
+        .filter(pl.col("_score") > pl.col("_next"))
+        .select(
+            "person_id",
+            "_pc",
+            pl.col("household_token").alias("_best"),
+            pl.col("is_communal").alias("_best_communal"),
+        )
+    )
+    moved = (
+        ranked.select(*one, "_pc")
+        .join(best, on=["person_id", "_pc"])
+        .filter(pl.col("_best") != pl.col("household_token"))
+        .drop("_pc")
+    )
+    return (
+        claims.join(moved, on=one, how="left")
+        .with_columns(
+            pl.coalesce("_best", "household_token").alias("household_token"),
+            pl.when(pl.col("_best").is_not_null())
+            .then(pl.col("_best_communal"))
+            .otherwise(pl.col("is_communal"))
+            .alias("is_communal"),
+        )
+        .drop("_best", "_best_communal")
+    )
+
+
+def household_fit(
+    claims: pl.DataFrame, surnames: pl.DataFrame, subjects: pl.DataFrame
+) -> pl.DataFrame:
+    """How each subject's claimed address fits the other people recorded there.
+
+    A dwelling holds one household, whose liable members usually arrive together. For each
+    (person_id, household_token) in `subjects`: 2 when someone else's council tax liability
+    or tenancy there began within MOVE_WINDOW of one of the person's own (they arrived
+    together), 0 when someone who is neither a relative (same surname) nor a co-arrival held
+    one there while the person's claims there were open, else 1. Columns: person_id,
+    household_token, _fit.
+    """
+    one = ["person_id", "household_token"]
+    stays = claims.filter(~pl.col("fallback") & pl.col("household_token").is_not_null())
+    occupancy = stays.filter(pl.col("prio").is_in(list(_prio(OCCUPANCY_SOURCES))))
+    occ = occupancy.select(
+        pl.col("person_id").alias("_other"),
+        "household_token",
+        pl.col("valid_from").alias("_o_from"),
+        pl.col("valid_to").alias("_o_to"),
+    )
+    move_ins = occupancy.select("person_id", pl.col("valid_from").alias("_in"))
+    spans = (
+        stays.join(subjects, on=one, how="semi")
+        .group_by(one)
+        .agg(pl.col("valid_from").min().alias("_from"), pl.col("valid_to").max().alias("_to"))
+    )
+    others = (
+        spans.join(occ, on="household_token")
+        .filter(
+            (pl.col("_other") != pl.col("person_id"))
+            & (pl.col("_o_from") <= pl.col("_to"))
+            & (pl.col("_o_to") >= pl.col("_from"))
+        )
+        .select(*one, "_other", "_o_from")
+    )
+    together = (
+        others.join(move_ins, on="person_id")
+        .filter((pl.col("_o_from") - pl.col("_in")).dt.total_days().abs() <= MOVE_WINDOW.days)
+        .select(*one, "_other")
+        .unique()
+    )
+    kin = (
+        others.join(surnames, on="person_id")
+        .join(surnames.rename({"person_id": "_other"}), on=["_other", "surname"])
+        .select(*one, "_other")
+        .unique()
+    )
+    foreign = (
+        others.select(*one, "_other")
+        .unique()
+        .join(together, on=[*one, "_other"], how="anti")
+        .join(kin, on=[*one, "_other"], how="anti")
+        .select(*one)
+        .unique()
+        .with_columns(pl.lit(0, pl.Int8).alias("_f"))
+    )
+    arrived = together.select(*one).unique().with_columns(pl.lit(2, pl.Int8).alias("_t"))
+    return (
+        subjects.join(arrived, on=one, how="left")
+        .join(foreign, on=one, how="left")
+        .select(*one, pl.coalesce("_t", "_f", pl.lit(1, pl.Int8)).alias("_fit"))
+    )
+
+
+def drop_stale_addresses(periods: pl.DataFrame) -> pl.DataFrame:
+    """Drop a claim at an address the person had left before it began.
+
+    Benefit, care and GP systems sometimes carry the previous address into a new record.
+    A claim from a source other than council tax or tenancies (hospital attendances included)
+    is dropped when it begins after the person's council tax liability or tenancy at that
+    address had ended, while a liability or tenancy at another address covers its first day.
+    """
+    one = ["person_id", "household_token"]
+    occupancy = periods.filter(
+        ~pl.col("fallback") & pl.col("prio").is_in(list(_prio(OCCUPANCY_SOURCES)))
+    )
+    left_at = occupancy.group_by(one).agg(pl.col("valid_to").max().alias("_left"))
+    elsewhere = occupancy.select(
+        "person_id",
+        pl.col("household_token").alias("_other"),
+        pl.col("valid_from").alias("_o_from"),
+        pl.col("valid_to").alias("_o_to"),
+    )
+    claims = periods.with_row_index("_i")
+    stale = (
+        claims.filter(~pl.col("prio").is_in(list(_prio(OCCUPANCY_SOURCES))))
+        .join(left_at, on=one)
+        .filter(pl.col("valid_from") > pl.col("_left"))
+        .join(elsewhere, on="person_id")
+        .filter(
+            (pl.col("_other") != pl.col("household_token"))
+            & (pl.col("_o_from") <= pl.col("valid_from"))
+            & (pl.col("_o_to") >= pl.col("valid_from"))
+        )
+        .select("_i")
+        .unique()
+    )
+    return claims.join(stale, on="_i", how="anti").drop("_i")
 
 
 def close_unconfirmed_stays(periods: pl.DataFrame) -> pl.DataFrame:
-    """End open GP and social care stays at an address the council says the person has left.
+    """End an open stay at an address another source records the person leaving.
 
-    GP lists keep people who moved away until someone deregisters them. When a council source
-    (council tax, tenancy, benefits) shows the same person's stay at the same address ending,
-    with no council stay there still open, an open registration there that began before that
-    end is closed on the same day.
+    Registers stay open after people move: GP lists keep leavers until someone deregisters
+    them, a council tax liability is sometimes never closed. When a source whose end date
+    means leaving the address (LEAVING_SOURCES: a council tax liability, a tenancy, a GP
+    registration) shows the person's stay at an address ending, and no other source
+    (CONFIRMING_SOURCES) still has the person there, an open claim at that address from any
+    other source that began by then is closed on the same day. Benefit claims and care
+    packages end for reasons other than moving, so their end dates close nothing; and a
+    council tax liability and a tenancy do not close each other (a tenancy ends and restarts
+    on a change of tenancy type, a liability on a change of account, while the household
+    stays).
     """
-    council = pl.col("prio") < COUNCIL_SOURCE_COUNT
-    ended = (
-        periods.filter(council)
-        .group_by("person_id", "household_token")
-        .agg(
-            pl.col("valid_to").max().alias("_council_end"),
-        )
-        .filter(pl.col("_council_end") < OPEN_END)
+    one = ["person_id", "household_token"]
+    by_source = (
+        periods.filter(~pl.col("fallback"))
+        .group_by(*one, "prio")
+        .agg(pl.col("valid_to").max().alias("_end"))
+    )
+    is_open = pl.col("_end") == OPEN_END
+
+    def occupancy(column: str) -> pl.Expr:
+        return pl.col(column).is_in(list(_prio(OCCUPANCY_SOURCES)))
+
+    ended = by_source.filter(pl.col("prio").is_in(list(_prio(LEAVING_SOURCES))) & ~is_open).select(
+        *one, pl.col("prio").alias("_by"), "_end"
+    )
+    confirming = by_source.filter(
+        pl.col("prio").is_in(list(_prio(CONFIRMING_SOURCES))) & is_open
+    ).select(*one, pl.col("prio").alias("_by"))
+    # Per open claim's source there: the latest end another leaving source recorded there,
+    # and how many other confirming sources still have the person there.
+    against = (
+        by_source.filter(is_open)
+        .select(*one, "prio")
+        .join(ended, on=one)
+        .filter((pl.col("_by") != pl.col("prio")) & ~(occupancy("_by") & occupancy("prio")))
+        .group_by(*one, "prio")
+        .agg(pl.col("_end").max())
+    )
+    support = (
+        by_source.filter(is_open)
+        .select(*one, "prio")
+        .join(confirming, on=one)
+        .filter(pl.col("_by") != pl.col("prio"))
+        .group_by(*one, "prio")
+        .agg(pl.len().alias("_confirmed"))
     )
     return (
-        periods.join(ended, on=["person_id", "household_token"], how="left")
+        periods.join(against, on=[*one, "prio"], how="left")
+        .join(support, on=[*one, "prio"], how="left")
         .with_columns(
             pl.when(
-                ~council
+                ~pl.col("fallback")
                 & (pl.col("valid_to") == OPEN_END)
-                & pl.col("_council_end").is_not_null()
-                & (pl.col("valid_from") <= pl.col("_council_end"))
+                & pl.col("_end").is_not_null()
+                & pl.col("_confirmed").is_null()
+                & (pl.col("valid_from") <= pl.col("_end"))
             )
-            .then(pl.col("_council_end"))
+            .then(pl.col("_end"))
             .otherwise(pl.col("valid_to"))
             .alias("valid_to")
         )
-        .drop("_council_end")
+        .drop("_end", "_confirmed")
     )
+
+
+def follow_household_moves(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
+    """Move an open GP or social care stay with the household it belongs to.
+
+    Children and other people who hold no liability or tenancy are known at an address only
+    from open-ended lists (GP, social care), which keep them there after the household moves
+    away. Such a person's household is taken to be the people with a council tax liability or
+    tenancy at the same address who share a surname with them (the anchors). When every
+    anchor's stay there has ended, nobody else whose stay began by then stayed on, and the
+    person's own claim began by then, their open claim ends when the last anchor left (a
+    later hospital attendance from the address does not stop this: hospitals copy stale
+    addresses too). If the anchors moved together to one other (non-communal) address,
+    starting within MOVE_WINDOW of leaving, the person moves with them for as long as the
+    anchors stay there.
+    """
+    one = ["person_id", "household_token"]
+    stays = periods.filter(~pl.col("fallback"))
+    occ = stays.filter(pl.col("prio").is_in(list(_prio(OCCUPANCY_SOURCES))))
+    lists = pl.col("prio").is_in(list(_prio(LIST_SOURCES))) & (pl.col("valid_to") == OPEN_END)
+    candidates = (
+        stays.filter(lists)
+        .join(occ.select(one).unique(), on=one, how="anti")
+        .group_by(one)
+        .agg(pl.col("valid_from").min().alias("_since"), pl.col("prio").min().alias("_prio"))
+    )
+    anchor_stays = occ.join(surnames, on="person_id").select(
+        pl.col("person_id").alias("_anchor"),
+        "household_token",
+        "surname",
+        pl.col("valid_to").alias("_a_to"),
+    )
+    left = (
+        candidates.join(surnames, on="person_id")
+        .join(anchor_stays, on=["household_token", "surname"])
+        .filter(pl.col("_anchor") != pl.col("person_id"))
+        .group_by(one)
+        .agg(
+            pl.col("_since").first(),
+            pl.col("_prio").first(),
+            pl.col("_a_to").max().alias("_left"),
+            pl.col("_anchor").unique().alias("_anchors"),
+        )
+        .filter((pl.col("_left") < OPEN_END) & (pl.col("_since") <= pl.col("_left")))
+    )
+    stayed_on = (
+        left.select(*one, "_left")
+        .join(
+            occ.select(
+                pl.col("person_id").alias("_other"),
+                "household_token",
+                pl.col("valid_from").alias("_o_from"),
+                pl.col("valid_to").alias("_o_to"),
+            ),
+            on="household_token",
+        )
+        .filter(
+            (pl.col("_other") != pl.col("person_id"))
+            & (pl.col("_o_from") <= pl.col("_left"))
+            & (pl.col("_o_to") > pl.col("_left"))
+        )
+        .select(one)
+    )
+    left = left.join(stayed_on, on=one, how="anti")
+
+    # Where the anchors went: a liability or tenancy of theirs starting within MOVE_WINDOW
+    # of leaving.
+    near = (pl.col("_d_from") - pl.col("_left")).dt.total_days().abs() <= MOVE_WINDOW.days
+    moves = (
+        left.explode("_anchors")
+        .join(
+            occ.select(
+                pl.col("person_id").alias("_anchors"),
+                pl.col("household_token").alias("_dest"),
+                pl.col("is_communal").alias("_d_communal"),
+                pl.col("valid_from").alias("_d_from"),
+                pl.col("valid_to").alias("_d_to"),
+            ),
+            on="_anchors",
+        )
+        .filter((pl.col("_dest") != pl.col("household_token")) & near)
+        .group_by(one)
+        .agg(
+            pl.col("_dest").n_unique().alias("_n"),
+            pl.col("_dest").first(),
+            pl.col("_d_communal").any().alias("_d_communal"),
+            pl.col("_d_from").min(),
+            pl.col("_d_to").max(),
+            pl.col("_prio").first(),
+        )
+        .filter((pl.col("_n") == 1) & ~pl.col("_d_communal"))
+        .select(
+            "person_id",
+            pl.col("_dest").alias("household_token"),
+            pl.lit(False).alias("is_communal"),
+            pl.col("_d_from").alias("valid_from"),
+            pl.col("_d_to").alias("valid_to"),
+            pl.col("_prio").alias("prio"),
+            pl.lit(False).alias("fallback"),
+            pl.lit(None, pl.Utf8).alias("postcode"),
+        )
+    )
+    closed = (
+        periods.join(left.select(*one, "_left"), on=one, how="left")
+        .with_columns(
+            pl.when(lists & ~pl.col("fallback") & (pl.col("valid_from") <= pl.col("_left")))
+            .then(pl.col("_left"))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_left")
+    )
+    return pl.concat([closed, moves.select(closed.columns)], how="vertical_relaxed")
+
+
+def _relatives_at(stays: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
+    """(person_id, household_token) where someone else sharing a surname has a stay."""
+    one = ["person_id", "household_token"]
+    present = stays.select(one).unique().join(surnames, on="person_id")
+    return (
+        present.join(
+            present.select(pl.col("person_id").alias("_relative"), "household_token", "surname"),
+            on=["household_token", "surname"],
+        )
+        .filter(pl.col("_relative") != pl.col("person_id"))
+        .select(one)
+        .unique()
+    )
+
+
+def join_relatives_next_door(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
+    """Move a list-only claim next door when the person's relatives all live there.
+
+    A GP or social care record with the neighbouring property's UPRN is the only evidence for
+    many children. When a person's open list claim at an address is backed by none of their
+    other sources and no relative (same surname) has a stay there, while relatives have open
+    stays at exactly one other address with the claim's postcode, the claim is moved there.
+    """
+    one = ["person_id", "household_token"]
+    stays = periods.filter(~pl.col("fallback"))
+    open_list = (
+        pl.col("prio").is_in(list(_prio(LIST_SOURCES)))
+        & (pl.col("valid_to") == OPEN_END)
+        & pl.col("postcode").is_not_null()
+    )
+    backed = stays.filter(~pl.col("prio").is_in(list(_prio(LIST_SOURCES)))).select(one).unique()
+    relatives_there = _relatives_at(stays, surnames)
+    claims = (
+        stays.filter(open_list)
+        .select(*one, "postcode")
+        .unique()
+        .join(backed, on=one, how="anti")
+        .join(relatives_there, on=one, how="anti")
+    )
+    relatives = (
+        stays.filter((pl.col("valid_to") == OPEN_END) & pl.col("postcode").is_not_null())
+        .join(surnames, on="person_id")
+        .select(
+            pl.col("person_id").alias("_relative"),
+            pl.col("household_token").alias("_token"),
+            pl.col("is_communal").alias("_communal"),
+            "postcode",
+            "surname",
+        )
+    )
+    moves = (
+        claims.join(surnames, on="person_id")
+        .join(relatives, on=["postcode", "surname"])
+        .filter(
+            (pl.col("_relative") != pl.col("person_id"))
+            & (pl.col("_token") != pl.col("household_token"))
+        )
+        .group_by(*one, "postcode")
+        .agg(
+            pl.col("_token").n_unique().alias("_n"),
+            pl.col("_token").first(),
+            pl.col("_communal").any(),
+        )
+        .filter((pl.col("_n") == 1) & ~pl.col("_communal"))
+        .select(*one, "postcode", "_token")
+    )
+    return (
+        periods.join(moves, on=[*one, "postcode"], how="left")
+        .with_columns(
+            pl.when(open_list & ~pl.col("fallback") & pl.col("_token").is_not_null())
+            .then(pl.col("_token"))
+            .otherwise(pl.col("household_token"))
+            .alias("household_token")
+        )
+        .drop("_token")
+    )
+
+
+def join_arrivals_next_door(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
+    """Move a stay next door when the relatives who arrived with the person live there.
+
+    A council tax, tenancy or benefit record with the neighbouring property's UPRN puts one
+    member of a household next door to the rest, among strangers. When the stay's address
+    holds nobody sharing the person's surname, nobody who moved in with them, and someone
+    else (`household_fit` 0: the neighbours), while relatives whose liability or tenancy
+    began within MOVE_WINDOW of the stay's start hold exactly one other address with the
+    stay's postcode, the stay is moved there.
+    """
+    one = ["person_id", "household_token"]
+    near = (pl.col("_o_from") - pl.col("valid_from")).dt.total_days().abs() <= MOVE_WINDOW.days
+    indexed = periods.with_row_index("_i")
+    stays = indexed.filter(~pl.col("fallback"))
+    occ = stays.filter(pl.col("prio").is_in(list(_prio(OCCUPANCY_SOURCES)))).select(
+        pl.col("person_id").alias("_other"),
+        pl.col("household_token").alias("_token"),
+        pl.col("is_communal").alias("_communal"),
+        pl.col("valid_from").alias("_o_from"),
+        "postcode",
+    )
+    claims = stays.filter(
+        ~pl.col("prio").is_in(list(_prio(LIST_SOURCES))) & pl.col("postcode").is_not_null()
+    ).join(_relatives_at(stays, surnames), on=one, how="anti")
+    misfits = household_fit(stays, surnames, claims.select(one).unique()).filter(
+        pl.col("_fit") == 0
+    )
+    moves = (
+        claims.join(misfits, on=one, how="semi")
+        .select("_i", *one, "valid_from", "postcode")
+        .join(surnames, on="person_id")
+        .join(
+            occ.join(surnames.rename({"person_id": "_other"}), on="_other"),
+            on=["postcode", "surname"],
+        )
+        .filter(
+            (pl.col("_other") != pl.col("person_id"))
+            & (pl.col("_token") != pl.col("household_token"))
+            & near
+        )
+        .group_by("_i")
+        .agg(
+            pl.col("_token").n_unique().alias("_n"),
+            pl.col("_token").first(),
+            pl.col("_communal").any(),
+        )
+        .filter((pl.col("_n") == 1) & ~pl.col("_communal"))
+        .select("_i", "_token")
+    )
+    return (
+        indexed.join(moves, on="_i", how="left")
+        .with_columns(pl.coalesce("_token", "household_token").alias("household_token"))
+        .drop("_i", "_token")
+    )
+
+
+def impute_from_relatives(
+    unplaced: pl.DataFrame, placed: pl.DataFrame, surnames: pl.DataFrame
+) -> pl.DataFrame:
+    """Place an open claim without a UPRN in the one household of its postcode with a relative.
+
+    For a person with no open stay anywhere else whose open claim (a GP registration, say)
+    has a postcode but no UPRN: when exactly one address in that postcode has someone with an
+    open stay who shares a surname with them, the claim is taken to be at that address.
+    Communal establishments are never imputed. Returns the imputed claims only.
+    """
+    open_stay = ~pl.col("fallback") & (pl.col("valid_to") == OPEN_END)
+    housed = placed.filter(open_stay).select("person_id").unique()
+    claims = (
+        unplaced.filter(open_stay & pl.col("postcode").is_not_null())
+        .join(housed, on="person_id", how="anti")
+        .with_row_index("_claim")
+    )
+    relatives = (
+        placed.filter(open_stay & pl.col("postcode").is_not_null())
+        .join(surnames, on="person_id")
+        .select(
+            pl.col("person_id").alias("_relative"),
+            pl.col("household_token").alias("_token"),
+            pl.col("is_communal").alias("_communal"),
+            "postcode",
+            "surname",
+        )
+    )
+    found = (
+        claims.join(surnames, on="person_id")
+        .join(relatives, on=["postcode", "surname"])
+        .filter(pl.col("_relative") != pl.col("person_id"))
+        .group_by("_claim")
+        .agg(
+            pl.col("_token").n_unique().alias("_n"),
+            pl.col("_token").first(),
+            pl.col("_communal").any(),
+        )
+        .filter((pl.col("_n") == 1) & ~pl.col("_communal"))
+    )
+    return (
+        claims.join(found, on="_claim")
+        .with_columns(pl.col("_token").alias("household_token"), pl.lit(False).alias("is_communal"))
+        .select(claims.drop("_claim").columns)
+    )
+
+
+def limit_fallback(periods: pl.DataFrame) -> pl.DataFrame:
+    """End a hospital attendance's claim at a later recorded departure from the same address.
+
+    An attendance says where the person lived that day. A council tax liability, tenancy or
+    GP registration at that address ending after the attendance is later evidence: the
+    attendance's address does not outlast it.
+    """
+    one = ["person_id", "household_token"]
+    departures = periods.filter(
+        ~pl.col("fallback")
+        & pl.col("prio").is_in(list(_prio(LEAVING_SOURCES)))
+        & (pl.col("valid_to") < OPEN_END)
+    ).select(*one, pl.col("valid_to").alias("_departed"))
+    attendances = periods.filter(pl.col("fallback")).with_row_index("_i")
+    cut = (
+        attendances.select("_i", *one, "valid_from")
+        .join(departures, on=one)
+        .filter(pl.col("_departed") >= pl.col("valid_from"))
+        .group_by("_i")
+        .agg(pl.col("_departed").min())
+    )
+    limited = (
+        attendances.join(cut, on="_i", how="left")
+        .with_columns(
+            pl.min_horizontal("valid_to", pl.col("_departed").fill_null(OPEN_END)).alias("valid_to")
+        )
+        .drop("_i", "_departed")
+    )
+    return pl.concat([periods.filter(~pl.col("fallback")), limited], how="vertical_relaxed")
 
 
 def build_memberships(periods: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
