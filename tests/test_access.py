@@ -38,6 +38,23 @@ def test_check_query(sql: str, allowed: bool) -> None:
     assert check_query(sql, ANALYST).allowed is allowed
 
 
+@pytest.mark.parametrize(
+    "sql,allowed",
+    [
+        ("SELECT * FROM households_as_at(DATE '2025-03-31')", True),
+        ("SELECT * FROM households_as_at(reference_date() - INTERVAL 1 YEAR)", True),
+        ("SELECT safe_count(count(*)) FROM households", True),
+        ("SELECT * FROM ward_summary_as_at(DATE '2025-03-31')", False),  # not granted below
+        ("SELECT * FROM _households_as_at_computed(DATE '2025-03-31')", False),
+        ("SELECT * FROM query('SELECT * FROM linked.person')", False),
+        ("SELECT * FROM households_as_at((SELECT max(valid_from) FROM linked.membership))", False),
+    ],
+)
+def test_table_macros_are_allowed_only_when_granted(sql: str, allowed: bool) -> None:
+    check = check_query(sql, (*ANALYST, "households_as_at"))
+    assert check.allowed is allowed, check.reason
+
+
 def test_engineer_wildcard_and_fingerprint() -> None:
     assert check_query("SELECT * FROM linked.person", ("*",)).allowed
     assert query_fingerprint("SELECT  1\n") == query_fingerprint("SELECT 1")
@@ -45,9 +62,13 @@ def test_engineer_wildcard_and_fingerprint() -> None:
 
 
 def test_policy_roles_cover_the_analyst_views() -> None:
+    from uprnlink.publish import MACROS, VIEWS
+
     roles = read_roles(PROJECT_ROOT / "governance" / "policy.toml")
     assert "households" in roles.get("analyst", ())
-    assert not any(v.startswith("linked.") for v in roles.get("analyst", ()))
+    assert not any(v.startswith(("linked.", "summaries.")) for v in roles.get("analyst", ()))
+    assert set(roles["analyst"]) == set(VIEWS) | set(MACROS)
+    assert roles["ig_lead"] == ("run_info",)
 
 
 @pytest.mark.slow

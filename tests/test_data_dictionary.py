@@ -16,16 +16,18 @@ DICTIONARY = PROJECT_ROOT / "docs" / "data-dictionary.md"
 # A view section is a level-2 heading that is a bare identifier ("## households"); other
 # sections ("## Disclosure control") have spaces in their titles.
 VIEW_HEADING = re.compile(r"^## ([a-z_][a-z0-9_]*)\s*$")
+# A table macro's section is headed by its call: "## households_as_at(as_at)".
+MACRO_HEADING = re.compile(r"^## ([a-z_][a-z0-9_]*)\(([a-z_]+)\)\s*$")
 TABLE_ROW = re.compile(r"^\|\s*`?([^|`]+?)`?\s*\|")
 
 
-def documented_columns(path: Path) -> dict[str, list[str]]:
-    """View name -> the column names of its section's table, in the order written."""
+def documented_columns(path: Path, heading: re.Pattern[str] = VIEW_HEADING) -> dict[str, list[str]]:
+    """View (or macro) name -> the column names of its section's table, in the order written."""
     sections: dict[str, list[str]] = {}
     current: str | None = None
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("## "):
-            m = VIEW_HEADING.match(line)
+            m = heading.match(line)
             current = m.group(1) if m else None
             if current is not None:
                 assert current not in sections, f"view {current} documented twice"
@@ -80,3 +82,27 @@ def test_every_analyst_view_has_a_section(
     assert not missing, f"views with no section in {DICTIONARY.name}: {sorted(missing)}"
     extra = set(documented) - views
     assert not extra, f"sections for views the database does not have: {sorted(extra)}"
+
+
+def test_every_table_macro_matches_describe_and_has_a_section(
+    database: duckdb.DuckDBPyConnection,
+) -> None:
+    documented = documented_columns(DICTIONARY, MACRO_HEADING)
+    assert documented, f"no macro sections found in {DICTIONARY}"
+    macros = {
+        row[0]
+        for row in database.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            "WHERE function_type = 'table_macro' AND NOT internal"
+        ).fetchall()
+        if not row[0].startswith("_")  # internal helpers analysts cannot call
+    }
+    assert macros == set(documented), (sorted(macros), sorted(documented))
+    for macro, columns in documented.items():
+        actual = [
+            row[0]
+            for row in database.execute(
+                f"DESCRIBE SELECT * FROM {macro}(reference_date())"
+            ).fetchall()
+        ]
+        assert columns == actual, f"{macro}: documented {columns} != DESCRIBE {actual}"

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from uprnlink.publish import DisclosurePolicy, read_policy, views_sql
+from uprnlink.publish import MACROS, DisclosurePolicy, read_policy, views_sql
 from uprnlink.settings import PROJECT_ROOT
 
 GOVERNANCE = PROJECT_ROOT / "governance"
@@ -15,12 +15,20 @@ POLICY_PATH = GOVERNANCE / "policy.toml"
 ROLES = ("data_engineer", "analyst", "ig_lead")
 ANALYST_VIEWS = {
     "households",
+    "household_composition",
+    "household_circumstances",
+    "household_health",
     "communal_establishments",
     "people",
+    "person_analysis",
+    "household_snapshots",
     "area_summary",
+    "ward_summary",
+    "decile_summary",
     "deprivation_summary",
     "run_info",
 }
+ANALYST_MACROS = {"households_as_at", "ward_summary_as_at", "decile_summary_as_at"}
 _VIEW_RE = re.compile(r"CREATE\s+OR\s+REPLACE\s+VIEW\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 _LINK_RE = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 
@@ -40,16 +48,29 @@ def published_views() -> set[str]:
 
 
 def test_policy_parses_and_keeps_the_disclosure_rule(policy):
-    assert policy["disclosure"] == {"min_count": 10, "suppress_zero": False}
+    assert policy["disclosure"] == {
+        "preset": "threshold_10",
+        "min_count": 10,
+        "suppress_zero": False,
+        "secondary": True,
+        "round_to": 1,
+    }
     assert read_policy(POLICY_PATH) == DisclosurePolicy(min_count=10, suppress_zero=False)
     assert set(policy["outputs"].values()) == {False}
-    assert policy["retention"] == {"landing_days": 90, "quarantine_days": 90, "trusted_days": 365}
+    assert policy["retention"] == {
+        "landing_days": 90,
+        "quarantine_days": 90,
+        "trusted_days": 365,
+        "published_releases": 3,
+    }
     assert policy["key"]["rotation_months"] == 12
 
 
 def test_every_role_names_only_views_the_publisher_creates(policy):
     views = published_views()
     assert views == ANALYST_VIEWS  # a new view needs a decision about who may see it
+    assert set(MACROS) == ANALYST_MACROS
+    views |= set(MACROS)
     assert set(policy["roles"]) == set(ROLES)
     for role, spec in policy["roles"].items():
         named = spec["views"]
@@ -60,7 +81,7 @@ def test_every_role_names_only_views_the_publisher_creates(policy):
 
 def test_role_grants(policy):
     roles = policy["roles"]
-    assert set(roles["analyst"]["views"]) == ANALYST_VIEWS
+    assert set(roles["analyst"]["views"]) == ANALYST_VIEWS | ANALYST_MACROS
     assert roles["data_engineer"]["views"] == ["*"]
     assert roles["ig_lead"] == {"views": ["run_info"], "audit": True}
     assert not any(v.startswith("linked.") for v in roles["analyst"]["views"])

@@ -1,9 +1,10 @@
 """The analysts' query path: role-checked, read-only, and every access or refusal audited.
 
 A query is parsed (DuckDB's own parser, via `json_serialize_sql`) to find every relation it
-names; each must be a view the role may query under `governance/policy.toml`. Only single
-SELECT statements run, on a read-only connection with external file access disabled, so a
-query cannot reach the engineer-only tables, other files or the landing zone.
+names; each must be a view (or an as-at table macro) the role may query under
+`governance/policy.toml`. Only single SELECT statements run, on a read-only connection with
+external file access disabled, so a query cannot reach the engineer-only tables, other files
+or the landing zone. A query that runs longer than a second shows its progress on stderr.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import duckdb
 import polars as pl
@@ -91,31 +94,93 @@ def check_query(sql: str, allowed_views: tuple[str, ...]) -> QueryCheck:
     ctes: set[str] = set()
     functions: set[str] = set()
     _walk(parsed, relations, ctes, functions)
-    named = tuple(sorted(relations - ctes))
-    if functions and "*" not in allowed_views:
-        return QueryCheck(False, named, f"table functions are not allowed: {sorted(functions)}")
+    named = tuple(sorted((relations - ctes) | functions))
     if "*" in allowed_views:
         return QueryCheck(True, named)
+    # Table functions (read_csv, query, duckdb_tables, ...) are refused; the published as-at
+    # macros are table functions too, allowed when the role lists them like views.
+    other_functions = sorted(f for f in functions if f not in allowed_views)
+    if other_functions:
+        return QueryCheck(False, named, f"table functions are not allowed: {other_functions}")
     refused = [r for r in named if r not in allowed_views]
     if refused:
         return QueryCheck(False, named, f"not allowed for this role: {refused}")
     return QueryCheck(True, named)
 
 
-def run_query(db_path: Path, sql: str, *, limit: int | None = None) -> pl.DataFrame:
-    """Run an already-checked query read-only, with no access to files outside the database."""
+def run_query(
+    db_path: Path,
+    sql: str,
+    *,
+    limit: int | None = None,
+    progress: TextIO | None = None,
+    progress_after: float = 1.0,
+) -> pl.DataFrame:
+    """Run an already-checked query read-only, with no access to files outside the database.
+
+    With `progress` (a terminal stream), a query still running after `progress_after` seconds
+    shows a spinner, the elapsed time and DuckDB's own estimate of how far it has got.
+    """
     if not db_path.exists():
         raise ConfigError(f"no published database at {db_path}: run the pipeline first")
     con = duckdb.connect(str(db_path), read_only=True, config={"enable_external_access": False})
+    ticker = _Progress(con, progress, progress_after) if progress is not None else None
     try:
+        if ticker is not None:
+            con.execute("SET enable_progress_bar = true")
+            con.execute("SET enable_progress_bar_print = false")
+            ticker.start()
         rel = con.sql(sql)
         if limit is not None:
             rel = rel.limit(limit)
         frame = pl.from_arrow(rel.to_arrow_table())
     finally:
+        if ticker is not None:
+            ticker.stop()
         con.close()
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+class _Progress:
+    """A spinner line on a stream while a query runs (elapsed seconds and DuckDB's estimate)."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, stream: TextIO, after: float) -> None:
+        self.con, self.stream, self.after = con, stream, after
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.shown = False
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        if self.shown:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
+
+    def _run(self) -> None:
+        if self.done.wait(self.after):
+            return
+        tick = 0
+        while not self.done.is_set():
+            try:
+                pct = self.con.query_progress()
+            except duckdb.Error:
+                pct = -1.0
+            elapsed = time.monotonic() - self.started
+            estimate = f", about {pct:.0f}% done" if pct >= 0 else ""
+            frame = self.FRAMES[tick % len(self.FRAMES)]
+            self.stream.write(f"\r{frame} query running: {elapsed:.1f} s{estimate}   ")
+            self.stream.flush()
+            self.shown = True
+            tick += 1
+            self.done.wait(0.2)
 
 
 def safe_name(text: str) -> str:

@@ -1,0 +1,436 @@
+"""Statistical disclosure control for published counts, driven by `governance/policy.toml`.
+
+Three steps, applied to every count a summary shows:
+
+1. **Primary suppression**: a count from 1 to `min_count - 1` (and 0 too if `suppress_zero`) is
+   withheld (NULL).
+2. **Secondary (complementary) suppression**: a table's cells add up to its margins (row,
+   column and grand totals, published or not). Whenever exactly one entry of such an equation is
+   withheld, it could be recovered by subtraction, so another entry is withheld too: the
+   smallest non-zero cell of the equation, else its total. This repeats over every equation
+   until none has exactly one withheld entry. Every margin is treated as known unless it is
+   itself withheld, because margins are easy to obtain elsewhere (other summaries, run counts,
+   other publications).
+3. **Rounding** (optional, `round_to`): every count still shown is rounded to the nearest
+   multiple (halves round up). Rates are computed from the rounded counts.
+
+Suppression decisions are made on the exact counts; rounding is applied afterwards. The
+secondary step is the usual heuristic ("at least two withheld entries in every line"). It
+prevents recovery from any single equation; it does not compute protection intervals against
+an attacker who combines many equations (as tau-ARGUS's optimal methods do), which is why
+outputs still go through output checking before they leave the partnership.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uprnlink.errors import PublishError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named disclosure rule (see governance/roles.md, "Disclosure presets")."""
+
+    min_count: int
+    suppress_zero: bool
+    round_to: int
+    secondary: bool
+    description: str
+
+
+# The rules as their owners publish them; governance/roles.md cites the sources.
+PRESETS: dict[str, Preset] = {
+    "threshold_10": Preset(
+        min_count=10,
+        suppress_zero=False,
+        round_to=1,
+        secondary=True,
+        description=(
+            "ONS Secure Research Service / SDAP 'rules of thumb': at least 10 units behind "
+            "every published count; 1-9 withheld, with secondary suppression so no withheld "
+            "count can be recovered from totals; no rounding. The uprnlink default."
+        ),
+    ),
+    "nhs_england_hes": Preset(
+        min_count=8,
+        suppress_zero=False,
+        round_to=5,
+        secondary=False,
+        description=(
+            "NHS England (formerly NHS Digital) HES/ECDS sub-national outputs since September "
+            "2018: 1-7 withheld, every other count rounded to the nearest 5, zero shown; "
+            "rounding replaces secondary suppression; rates from the rounded counts."
+        ),
+    ),
+    "nhs_england_hes_secondary": Preset(
+        min_count=8,
+        suppress_zero=False,
+        round_to=5,
+        secondary=True,
+        description=(
+            "As nhs_england_hes, plus secondary suppression: for small-area tables whose "
+            "totals are published elsewhere. Close to OpenSAFELY's output rule (counts of 7 "
+            "or fewer redacted, others rounded to 5)."
+        ),
+    ),
+    "hes_pre_2018": Preset(
+        min_count=6,
+        suppress_zero=False,
+        round_to=1,
+        secondary=True,
+        description=(
+            "The HES rule before September 2018: 1-5 withheld with secondary suppression, no "
+            "rounding. For reproducing older outputs only."
+        ),
+    ),
+}
+DEFAULT_PRESET = "threshold_10"
+
+
+@dataclass(frozen=True)
+class DisclosurePolicy:
+    """The disclosure rule from governance policy: threshold, zeros, rounding, secondary."""
+
+    min_count: int = 10
+    suppress_zero: bool = False
+    round_to: int = 1
+    secondary: bool = True
+    # Which preset the values came from: a label, not part of the rule itself.
+    preset: str | None = field(default=None, compare=False)
+
+    def is_primary(self, value: int | None) -> bool:
+        """True when `value` may not be shown at all (a small count)."""
+        if value is None:
+            return False
+        low = 0 if self.suppress_zero else 1
+        return low <= value <= self.min_count - 1
+
+    def rounded(self, value: int) -> int:
+        """`value` rounded to the nearest multiple of `round_to` (halves up)."""
+        r = self.round_to
+        return value if r <= 1 else (value + r // 2) // r * r
+
+    def shown_expr(self, column: str) -> pl.Expr:
+        """A count column as published under primary suppression and rounding only."""
+        v = pl.col(column).cast(pl.Int64)
+        low = 0 if self.suppress_zero else 1
+        r = self.round_to
+        shown = v if r <= 1 else (v + r // 2) // r * r
+        return (
+            pl.when(v.is_between(low, self.min_count - 1)).then(None).otherwise(shown).alias(column)
+        )
+
+    def suppress_sql(self, expr: str) -> str:
+        """SQL that shows `expr` only when it is not a small count (primary suppression only)."""
+        low = 0 if self.suppress_zero else 1
+        return (
+            f"CASE WHEN ({expr}) BETWEEN {low} AND {self.min_count - 1} THEN NULL ELSE ({expr}) END"
+        )
+
+    def safe_count_sql(self, expr: str) -> str:
+        """SQL for a count as published: primary suppression, then rounding."""
+        shown = self.suppress_sql(expr)
+        r = self.round_to
+        if r <= 1:
+            return f"CAST({shown} AS BIGINT)"
+        return f"CAST((({shown}) + {r // 2}) // {r} * {r} AS BIGINT)"
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as plain values (for run_info and reports)."""
+        return {
+            "preset": self.preset,
+            "min_count": self.min_count,
+            "suppress_zero": self.suppress_zero,
+            "round_to": self.round_to,
+            "secondary": self.secondary,
+        }
+
+
+def read_policy(path: Path) -> DisclosurePolicy:
+    """The disclosure rule from a governance policy file: a preset, then explicit keys."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PublishError(f"governance policy not found: {path}") from None
+    d = raw.get("disclosure", {})
+    preset_name = d.get("preset")
+    base = DisclosurePolicy()
+    if preset_name is not None:
+        if preset_name not in PRESETS:
+            raise PublishError(
+                f"{path}: disclosure.preset {preset_name!r} is not one of {sorted(PRESETS)}"
+            )
+        p = PRESETS[preset_name]
+        base = DisclosurePolicy(p.min_count, p.suppress_zero, p.round_to, p.secondary)
+    try:
+        policy = DisclosurePolicy(
+            min_count=int(d.get("min_count", base.min_count)),
+            suppress_zero=bool(d.get("suppress_zero", base.suppress_zero)),
+            round_to=int(d.get("round_to", base.round_to)),
+            secondary=bool(d.get("secondary", base.secondary)),
+            preset=preset_name,
+        )
+    except (TypeError, ValueError):
+        raise PublishError(f"{path}: [disclosure] values must be integers or booleans") from None
+    if policy.min_count < 1:
+        raise PublishError(f"{path}: disclosure.min_count must be at least 1")
+    if policy.round_to < 1:
+        raise PublishError(f"{path}: disclosure.round_to must be at least 1")
+    return policy
+
+
+# ------------------------------------------------------------------------------ the engine
+Equation = tuple[int, list[int]]  # (index of the total, indices of the parts that sum to it)
+
+
+def secondary_suppression(
+    values: Sequence[int], withheld: Sequence[bool], equations: Iterable[Equation]
+) -> list[bool]:
+    """Withhold more entries until no equation has exactly one withheld entry.
+
+    The complement chosen for an equation is a non-zero part still shown: first one that also
+    mends another equation left with a single withheld entry (so one cell protects two lines),
+    then the smallest (ties: the lower index). If there is none, the total goes, else the
+    smallest part (a zero). Entries are only ever added, so the loop ends; the result is
+    deterministic for the same input order.
+    """
+    out = list(withheld)
+    eqs = [[t, *parts] for t, parts in equations]
+    member_of: dict[int, list[int]] = defaultdict(list)
+    for e, members in enumerate(eqs):
+        for i in members:
+            member_of[i].append(e)
+
+    def single(e: int) -> bool:
+        return sum(out[i] for i in eqs[e]) == 1
+
+    changed = True
+    while changed:
+        changed = False
+        for e, (total, *parts) in enumerate(eqs):
+            if not single(e):
+                continue
+            shown = [i for i in parts if not out[i]]
+            positive = [i for i in shown if values[i] > 0]
+            if positive:
+                pick = min(
+                    positive,
+                    key=lambda i: (-sum(single(f) for f in member_of[i] if f != e), values[i], i),
+                )
+            elif not out[total]:
+                pick = total
+            elif shown:
+                pick = min(shown)
+            else:  # cannot happen: one withheld member means another is shown
+                continue
+            out[pick] = True
+            changed = True
+    return out
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One level of a table: the dimensions its cells are keyed by."""
+
+    name: str
+    dims: tuple[str, ...]
+    published: bool = True
+
+
+@dataclass
+class ProtectedTables:
+    """Published cells per grouping, and how many cells each step withheld."""
+
+    tables: dict[str, pl.DataFrame]
+    stats: list[dict[str, Any]]
+
+
+def protect(
+    base: pl.DataFrame,
+    counts: Sequence[str],
+    groupings: Sequence[Grouping],
+    relations: Sequence[tuple[str, str]],
+    policy: DisclosurePolicy,
+    *,
+    subsets: Sequence[tuple[str, str]] = (),
+) -> ProtectedTables:
+    """Apply the disclosure rule to additive counts at several levels of aggregation at once.
+
+    `base` holds the finest cells: one row per combination of every dimension any grouping
+    uses, with the `counts` columns (non-negative integers). Each grouping's cells are sums of
+    `base`. A relation (child, parent) says every parent cell is the sum of the child cells
+    that share its keys (the parent's dims must be a subset of the child's). A subset
+    (part, whole) says one count is part of another in every cell (people with asthma of
+    children): the difference is a count too, so it must not be a small number either and
+    must not be recoverable; it is protected as a hidden third entry of `whole = part + rest`.
+    All counts are protected together over all groupings, so a cell shown in two places gets
+    the same decision in both. Returns, per published grouping, its dims and counts (withheld
+    as NULL, rounded), plus per-grouping statistics.
+    """
+    by_name = {g.name: g for g in groupings}
+    for child, parent in relations:
+        if not set(by_name[parent].dims) <= set(by_name[child].dims):
+            raise ValueError(f"{parent} is not a margin of {child}")
+    for part, whole in subsets:
+        if part not in counts or whole not in counts:
+            raise ValueError(f"subset {part} of {whole}: both must be counts")
+    rests = [f"_{whole}_minus_{part}" for part, whole in subsets]
+    base = base.with_columns(
+        (pl.col(whole) - pl.col(part)).alias(rest)
+        for (part, whole), rest in zip(subsets, rests, strict=True)
+    )
+    measures = [*counts, *rests]
+    agg = [pl.col(c).sum().cast(pl.Int64) for c in measures]
+    frames: dict[str, pl.DataFrame] = {}
+    for g in groupings:
+        if g.dims:
+            frames[g.name] = (
+                base.group_by(list(g.dims)).agg(agg).sort(list(g.dims), nulls_last=True)
+            )
+        elif base.height:
+            frames[g.name] = base.select(agg)
+        else:
+            frames[g.name] = pl.DataFrame(
+                {c: [0] for c in measures}, schema=dict.fromkeys(measures, pl.Int64)
+            )
+    # Cell index: measure-major, then grouping order, then row order.
+    offsets: dict[str, int] = {}
+    keys: dict[str, list[tuple[Any, ...]]] = {}
+    n = 0
+    for g in groupings:
+        offsets[g.name] = n
+        keys[g.name] = list(frames[g.name].select(list(g.dims)).iter_rows()) if g.dims else [()]
+        n += len(keys[g.name])
+
+    def at(measure: int, grouping: str, row: int) -> int:
+        return measure * n + offsets[grouping] + row
+
+    equations: list[Equation] = []
+    for child, parent in relations:
+        pdims, cdims = by_name[parent].dims, by_name[child].dims
+        pos = [cdims.index(d) for d in pdims]
+        parent_row = {k: i for i, k in enumerate(keys[parent])}
+        parts: dict[int, list[int]] = defaultdict(list)
+        for i, k in enumerate(keys[child]):
+            parts[parent_row[tuple(k[p] for p in pos)]].append(i)
+        for m in range(len(measures)):
+            equations += [
+                (at(m, parent, prow), [at(m, child, i) for i in rows])
+                for prow, rows in parts.items()
+            ]
+    for j, (part, whole) in enumerate(subsets):
+        mp, mw, mr = measures.index(part), measures.index(whole), len(counts) + j
+        for g in groupings:
+            equations += [
+                (at(mw, g.name, i), [at(mp, g.name, i), at(mr, g.name, i)])
+                for i in range(len(keys[g.name]))
+            ]
+    values: list[int] = []
+    for measure in measures:
+        for g in groupings:
+            values += [int(v or 0) for v in frames[g.name].get_column(measure).to_list()]
+    primary = [policy.is_primary(v) for v in values]
+    withheld = secondary_suppression(values, primary, equations) if policy.secondary else primary
+
+    stats: list[dict[str, Any]] = []
+    tables = {}
+    for g in groupings:
+        cols = []
+        for mi, c in enumerate(counts):
+            lo = at(mi, g.name, 0)
+            hi = lo + len(keys[g.name])
+            cols.append(
+                pl.Series(
+                    c,
+                    [None if withheld[i] else policy.rounded(values[i]) for i in range(lo, hi)],
+                    dtype=pl.Int64,
+                )
+            )
+            stats.append(
+                {
+                    "grouping": g.name,
+                    "count": c,
+                    "cells": hi - lo,
+                    "primary": sum(primary[lo:hi]),
+                    "secondary": sum(withheld[lo:hi]) - sum(primary[lo:hi]),
+                    "published": g.published,
+                }
+            )
+        if g.published:
+            f = frames[g.name].select(list(g.dims))
+            tables[g.name] = f.with_columns(cols) if g.dims else pl.DataFrame(cols)
+    return ProtectedTables(tables=tables, stats=stats)
+
+
+def lattice(dims: Sequence[str]) -> tuple[list[Grouping], list[tuple[str, str]]]:
+    """The full cross-tabulation of `dims`: the published cells and every margin below them.
+
+    Margins (each proper subset of the dims, down to the grand total) are not published but
+    treated as known; each cell level is related to the levels one dimension coarser.
+    """
+    dims = tuple(dims)
+    name = ",".join
+
+    groupings = [Grouping(name(dims) or "total", dims, published=True)]
+    relations: list[tuple[str, str]] = []
+    for size in range(len(dims) - 1, -1, -1):
+        for sub in itertools.combinations(dims, size):
+            groupings.append(Grouping(name(sub) or "total", sub, published=False))
+    for g in groupings:
+        for d in g.dims:
+            parent = tuple(x for x in g.dims if x != d)
+            relations.append((g.name, name(parent) or "total"))
+    return groupings, relations
+
+
+def protect_rows(
+    frame: pl.DataFrame,
+    dims: Sequence[str],
+    counts: Sequence[str],
+    policy: DisclosurePolicy,
+    *,
+    margins: bool = True,
+    subsets: Sequence[tuple[str, str]] = (),
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Protect a query result whose rows are keyed by `dims` and whose `counts` add up.
+
+    With `margins`, the rows are the cells of a cross-tabulation of `dims` and every row,
+    column and grand total is protected too (`lattice`); without, each row stands alone (rows
+    that do not add up, such as dates) and only `subsets` link counts within a row. Rows keep
+    their order; only dims and counts are returned (recompute rates from the counts shown).
+    """
+    dims_used = list(dims)
+    if margins:
+        groupings, relations = lattice(dims_used)
+    else:
+        groupings, relations = [Grouping("rows", tuple(dims_used))], []
+    base = frame.select(*dims_used, *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts])
+    result = protect(base, counts, groupings, relations, policy, subsets=subsets)
+    top = result.tables[groupings[0].name]
+    if not dims_used:
+        return top, result.stats
+    ordered = (
+        frame.select(dims_used)
+        .with_row_index("_order")
+        .join(top, on=dims_used, how="left", nulls_equal=True)
+    )
+    return ordered.sort("_order").drop("_order"), result.stats
+
+
+def rate_expr(num: str, den: str, per: float, name: str, digits: int = 1) -> pl.Expr:
+    """A rate from published counts: NULL when either is withheld or the denominator is 0."""
+    return (
+        pl.when(pl.col(num).is_null() | pl.col(den).is_null() | (pl.col(den) == 0))
+        .then(None)
+        .otherwise((per * pl.col(num) / pl.col(den)).round(digits))
+        .alias(name)
+    )
