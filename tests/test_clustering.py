@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uprnlink.clustering import cluster_records, connected_components
 from uprnlink.linkage import forename_roots
@@ -56,3 +58,41 @@ def test_forename_roots_link_nicknames_both_ways() -> None:
     roots = forename_roots(pl.Series(["BILL", "WILLIAM", "BILLY", "ZEBEDEE", None])).to_list()
     assert "WILLIAM" in roots[0] and roots[1] == ["WILLIAM"] and "WILLIAM" in roots[2]
     assert roots[3] == ["ZEBEDEE"] and roots[4] is None
+
+
+def _union_find(nodes: list[int], edges: list[tuple[int, int]]) -> dict[int, int]:
+    parent = {n: n for n in nodes}
+
+    def find(n: int) -> int:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    return {n: find(n) for n in nodes}
+
+
+@given(
+    st.integers(min_value=1, max_value=80).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=3 * n),
+        )
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_connected_components_agree_with_union_find(
+    graph: tuple[int, list[tuple[int, int]]],
+) -> None:
+    n, edges = graph
+    nodes = [i * 7 for i in range(n)]  # sparse integer ids, not row numbers
+    pairs = [(a * 7, b * 7) for a, b in edges if a != b]
+    frame = (
+        pl.DataFrame(pairs, schema=["a", "b"], orient="row")
+        if pairs
+        else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
+    )
+    got = dict(connected_components(pl.Series(nodes), frame).iter_rows())
+    assert got == _union_find(nodes, pairs)

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from uprnlink.errors import LinkageError
 from uprnlink.evaluation import pairwise_scores
 from uprnlink.linkage import (
     MODEL_VERSION,
     _settings_json,
+    blocking_rule_sqls,
     current_fingerprint,
     deterministic_clusters,
     link_people,
+    linkage_profiles,
     plain_splink_clusters,
     reusable_model,
     settings_dict,
     settings_fingerprint,
+    spark_memory,
+    with_parameters,
 )
 from uprnlink.settings import LinkageSettings
 from uprnlink.stable_ids import derived_id
@@ -101,6 +108,20 @@ def test_saved_model_is_reused_and_gives_identical_clusters(
     assert again.model == first.model  # the saved artefact, header and all
     assert again.clusters.sort("unique_id").equals(first.clusters.sort("unique_id"))
 
+    # Scoring the profiles in several slices (bounded memory) finds exactly the same pairs.
+    sliced = link_people(
+        records,
+        replace(SETTINGS, predict_chunk_records=100),
+        work_dir=tmp_path,
+        model=first.model,
+    )
+    assert sliced.blocking == first.blocking and sliced.candidate_pairs == first.candidate_pairs
+    assert sliced.clusters.sort("unique_id").equals(first.clusters.sort("unique_id"))
+    # The pairs each blocking rule added are counted while predicting, in rule order.
+    assert [b["rule"] for b in first.blocking] == blocking_rule_sqls()
+    assert first.blocking[-1]["cumulative_pairs"] == first.candidate_pairs
+    assert sum(b["marginal_pairs"] for b in first.blocking) == first.candidate_pairs
+
     forced = link_people(records, SETTINGS, work_dir=tmp_path, model=first.model, retrain=True)
     assert forced.model_trained
 
@@ -171,3 +192,84 @@ def test_plain_splink_baseline_clusters_every_record(records: pl.DataFrame, tmp_
     assert got.height == records.height and got["person_id"].null_count() == 0
     precision, recall = _scores(got, records)
     assert precision > 0.8 and recall > 0.6, (precision, recall)
+
+
+def test_identical_identifier_profiles_are_linked_once_and_expanded(
+    records: pl.DataFrame,
+) -> None:
+    # Every record twice more under new keys, as repeat hospital attendances would be.
+    repeats = pl.concat(
+        [records] + [records.with_columns(pl.col("unique_id") + f"#{i}") for i in range(1, 3)]
+    )
+    profiles, members = linkage_profiles(repeats)
+    assert profiles.height == linkage_profiles(records)[0].height
+    assert members.height == repeats.height and members["profile"].null_count() == 0
+    assert profiles["unique_id"].to_list() == list(range(profiles.height))
+    # The same records give the same profile numbers whatever their order.
+    again = linkage_profiles(repeats.reverse())[1]
+    assert again.sort("unique_id").equals(members.sort("unique_id"))
+    # A record and its repeats share a profile; the compared values come through unchanged.
+    by_key = dict(zip(members["unique_id"], members["profile"], strict=True))
+    assert all(by_key[k] == by_key[k + "#1"] == by_key[k + "#2"] for k in records["unique_id"])
+    assert {"forename_roots", "move_next", "period_start"} <= set(profiles.columns)
+
+
+def test_repeated_records_join_their_person(records: pl.DataFrame, tmp_path: Path) -> None:
+    repeats = pl.concat([records, records.with_columns(pl.col("unique_id") + "#1")])
+    linked = link_people(repeats, SETTINGS, work_dir=tmp_path)
+    ids = dict(zip(linked.clusters["unique_id"], linked.clusters["person_id"], strict=True))
+    assert all(ids[k] == ids[k + "#1"] for k in records["unique_id"])
+    assert linked.profiles == linkage_profiles(records)[0].height
+
+
+def test_trained_parameters_move_between_sql_dialects() -> None:
+    duckdb = _settings_json(settings_dict(0.95))
+    trained = _settings_json(settings_dict(0.95))
+    trained["probability_two_random_records_match"] = 0.0012
+    for comparison in trained["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            if not level.get("is_null_level"):
+                level["m_probability"], level["u_probability"] = 0.3, 0.02
+    spark = with_parameters(_settings_json(settings_dict(0.95), "spark"), trained)
+    assert spark["probability_two_random_records_match"] == 0.0012
+    assert spark["sql_dialect"] == "spark" and settings_fingerprint(
+        with_parameters(duckdb, trained)
+    ) == settings_fingerprint(duckdb)
+    levels = [lvl for c in spark["comparisons"] for lvl in c["comparison_levels"]]
+    assert all(lvl["m_probability"] == 0.3 for lvl in levels if not lvl.get("is_null_level"))
+    # The custom DuckDB SQL was translated for Spark, level by level.
+    assert json.dumps(spark["comparisons"]) != json.dumps(duckdb["comparisons"])
+
+
+def test_spark_memory_sizes() -> None:
+    assert spark_memory("8GB") == "8192m"
+    assert spark_memory("512MiB") == "512m"
+    with pytest.raises(LinkageError):
+        spark_memory("lots")
+
+
+def test_progress_lines_give_counts_and_an_estimate(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    import duckdb
+
+    from uprnlink.progress import Progress, duckdb_progress, eta_text
+
+    assert eta_text(1, 4, 10.0) == "elapsed 10 s, about 30 s left"
+    assert eta_text(0, 4, 10.0) == eta_text(4, 4, 10.0) == "elapsed 10 s"
+    with caplog.at_level("INFO", logger="uprnlink"):
+        step = Progress("scoring", 4, "slices")
+        step.advance(note="10 pairs")
+        con = duckdb.connect()
+        with duckdb_progress(con, "query", every=0.01):
+            con.execute("SELECT count(*) FROM range(3000000) a JOIN range(10) b ON true").fetchall()
+    assert "scoring: 1/4 slices, 10 pairs (elapsed 0 s" in caplog.text
+    assert not [t for t in threading.enumerate() if t.name == "progress-query"]
+
+
+def test_vectorised_person_ids_match_the_derivation_in_order() -> None:
+    from uprnlink.stable_ids import derived_ids
+
+    keys = [f"{i:032x}" for i in range(0, 300_000, 3)] + ["Zoë", None]
+    got = derived_ids(pl.Series("k", keys)).to_list()
+    assert got == [None if k is None else derived_id(k) for k in keys]

@@ -18,6 +18,7 @@ from uprnlink.keys import HKDF_SALT, MasterKey
 from uprnlink.pseudonymise import (
     canonical_identifier,
     pseudonymise_frame,
+    tokenise_purposes,
     tokenise_series,
     tokenise_value,
 )
@@ -96,6 +97,22 @@ def test_tokenise_series_empty_and_all_null():
     assert nulls.to_list() == [None, None] and nulls.dtype == pl.String
     untyped = tokenise_series(pl.Series("u", [None, None]), KEY, "uprn")
     assert untyped.to_list() == [None, None] and untyped.dtype == pl.String
+
+
+def test_all_distinct_and_repeated_columns_give_per_value_tokens():
+    # Record keys are all distinct (hashed in place); UPRNs repeat (hashed once, mapped back).
+    for values in (["b", None, "a", "c"], ["b", None, "a", "b", None, "a"]):
+        series = pl.Series("k", values)
+        expected = [None if v is None else tokenise_value(v, KEY, "record") for v in values]
+        assert tokenise_series(series, KEY, "record").to_list() == expected
+
+
+def test_tokenise_purposes_share_the_look_up_but_not_the_key():
+    uprns = pl.Series("uprn", [7, None, 100023336956, 7], dtype=pl.Int64)
+    both = tokenise_purposes(uprns, KEY, ("uprn", "household"))
+    assert_series_equal(both["uprn"], tokenise_series(uprns, KEY, "uprn"))
+    assert_series_equal(both["household"], tokenise_series(uprns, KEY, "household"))
+    assert both["uprn"][0] != both["household"][0]
 
 
 def test_integer_widths_and_nhs_integer_input_agree():

@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import shutil
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ import polars as pl
 
 from uprnlink.clustering import cluster_records, connected_components
 from uprnlink.errors import LinkageError
+from uprnlink.progress import Progress, duckdb_progress, timed
 from uprnlink.settings import LinkageSettings
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,9 @@ LINKAGE_COLUMNS = (
 PERIOD_COLUMNS = ("start_date", "end_date")
 # Hospital activity dates are visits, not stays at an address.
 NON_RESIDENCE_SOURCES = ("hospital_activity",)
-MODEL_VERSION = "uprnlink-model/1"
+# 2: trained on distinct identifier profiles, EM sessions capped at max_pairs_em, postcode
+# sector by string position.
+MODEL_VERSION = "uprnlink-model/2"
 VARIANTS_PATH = Path(__file__).parent / "data" / "name_variants.csv"
 
 
@@ -56,6 +62,17 @@ class LinkageResult:
     seconds: dict[str, float] = field(default_factory=dict)
     model_trained: bool = True  # False when a saved model was reused
     blocking: list[dict[str, Any]] = field(default_factory=list)
+    profiles: int = 0  # distinct identifier profiles scored (see linkage_profiles)
+
+
+def _duckdb_level(sql_condition: str, label_for_charts: str | None = None) -> Any:
+    """A custom comparison level written in DuckDB SQL, which Splink translates (sqlglot) when
+    the model runs on another backend such as Spark."""
+    import splink.comparison_level_library as cll
+
+    return cll.CustomLevel(
+        sql_condition, label_for_charts=label_for_charts, base_dialect_str="duckdb"
+    )
 
 
 def _address_comparison() -> Any:
@@ -64,7 +81,9 @@ def _address_comparison() -> Any:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
-    sector = "regexp_extract({c}, '^[A-Z]{{1,2}}[0-9][A-Z0-9]? [0-9]', 0)"
+    # Postcodes arrive canonical ("OUTWARD INWARD", inward = digit + two letters), so the
+    # sector is all but the last two characters: plain string functions, no per-pair regex.
+    sector = "substr({c}, 1, length({c}) - 2)"
     district = "split_part({c}, ' ', 1)"
     return cl.CustomComparison(
         output_column_name="address",
@@ -72,21 +91,21 @@ def _address_comparison() -> Any:
         comparison_levels=[
             cll.And(
                 cll.Or(cll.NullLevel("uprn_token"), cll.Not(cll.NullLevel("uprn_token"))),
-                cll.CustomLevel(
+                _duckdb_level(
                     "(uprn_token_l IS NULL OR uprn_token_r IS NULL) AND "
                     "(postcode_l IS NULL OR postcode_r IS NULL)"
                 ),
             ).configure(is_null_level=True),
             cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
-            cll.CustomLevel(
+            _duckdb_level(
                 "postcode_l = postcode_r",
                 label_for_charts="Same postcode (UPRN differs or unknown)",
             ),
-            cll.CustomLevel(
+            _duckdb_level(
                 f"{sector.format(c='postcode_l')} = {sector.format(c='postcode_r')}",
                 label_for_charts="Same postcode sector",
             ),
-            cll.CustomLevel(
+            _duckdb_level(
                 f"{district.format(c='postcode_l')} = {district.format(c='postcode_r')}",
                 label_for_charts="Same postcode district",
             ),
@@ -133,8 +152,8 @@ def _dob_comparison() -> Any:
         comparison_levels=[
             cll.NullLevel("dob"),
             cll.ExactMatchLevel("dob"),
-            cll.CustomLevel(transposed, label_for_charts="Day and month transposed"),
-            cll.CustomLevel(
+            _duckdb_level(transposed, label_for_charts="Day and month transposed"),
+            _duckdb_level(
                 "levenshtein(CAST(dob_l AS VARCHAR), CAST(dob_r AS VARCHAR)) <= 1",
                 label_for_charts="One character different",
             ),
@@ -171,14 +190,14 @@ def _move_comparison() -> Any:
         output_column_name="move",
         comparison_description="One stay ends as the other begins",
         comparison_levels=[
-            cll.CustomLevel(
+            _duckdb_level(
                 "period_start_l IS NULL OR period_start_r IS NULL OR "
                 "(period_end_l IS NULL AND period_end_r IS NULL)"
             ).configure(is_null_level=True),
-            cll.CustomLevel(
+            _duckdb_level(
                 consecutive, label_for_charts="Moved: one stay ends the day before the other starts"
             ),
-            cll.CustomLevel(
+            _duckdb_level(
                 within_month, label_for_charts="One stay ends within a month of the other starting"
             ),
             cll.ElseLevel(),
@@ -206,14 +225,15 @@ def forename_roots(forenames: pl.Series) -> pl.Series:
         .agg(pl.col("name").unique().sort())
         .rename({"variant": "forename", "name": "roots"})
     )
+    # Built once per distinct forename (thousands), then joined onto every record (millions).
+    distinct = forenames.rename("forename").unique().drop_nulls().to_frame()
+    table = distinct.join(roots, on="forename", how="left").select(
+        "forename",
+        pl.concat_list(pl.col("forename"), pl.col("roots").fill_null([])).alias("forename_roots"),
+    )
     frame = forenames.rename("forename").to_frame()
-    joined = frame.join(roots, on="forename", how="left", maintain_order="left")
-    return joined.select(
-        pl.when(pl.col("forename").is_null())
-        .then(None)
-        .otherwise(pl.concat_list(pl.col("forename"), pl.col("roots").fill_null([])))
-        .alias("forename_roots")
-    ).get_column("forename_roots")
+    joined = frame.join(table, on="forename", how="left", maintain_order="left")
+    return joined.get_column("forename_roots")
 
 
 def _comparisons() -> list[Any]:
@@ -262,7 +282,11 @@ def _prediction_blocking_rules() -> list[Any]:
 
 
 def settings_dict(threshold: float) -> Any:
-    """The Splink settings used to link people (link_and_dedupe across all sources)."""
+    """The Splink settings used to link people (all sources deduplicated together).
+
+    Splink compares distinct identifier profiles (see `linkage_profiles`), not raw records, so
+    no per-record column is carried through prediction.
+    """
     from splink import SettingsCreator
 
     return SettingsCreator(
@@ -271,20 +295,15 @@ def settings_dict(threshold: float) -> Any:
         blocking_rules_to_generate_predictions=_prediction_blocking_rules(),
         retain_intermediate_calculation_columns=False,
         retain_matching_columns=False,
-        additional_columns_to_retain=["source_dataset"],
         max_iterations=20,
     )
 
 
 def person_id_expr(col: str = "cluster_id") -> pl.Expr:
     """A person id derived from the cluster's smallest record key (already a keyed token)."""
-    return pl.col(col).map_batches(
-        lambda s: pl.Series(
-            [("P" + hashlib.sha256(v.encode()).hexdigest()[:15]) for v in s.to_list()],
-            dtype=pl.Utf8,
-        ),
-        return_dtype=pl.Utf8,
-    )
+    from uprnlink.stable_ids import derived_ids
+
+    return pl.col(col).map_batches(derived_ids, return_dtype=pl.Utf8)
 
 
 def _to_polars(sdf: Any) -> pl.DataFrame:
@@ -313,6 +332,7 @@ def _floor_m_probabilities(linker: Any, floor: float = M_FLOOR) -> None:
 
 
 def _connect(settings: LinkageSettings, temp_dir: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB capped at `memory_limit`, spilling to `temp_dir` beyond it."""
     temp_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{settings.memory_limit}'")
@@ -347,14 +367,39 @@ def settings_fingerprint(splink_settings: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _settings_json(creator: Any) -> dict[str, Any]:
-    """A SettingsCreator resolved for DuckDB, as the plain JSON dict a saved model holds."""
-    return dict(json.loads(json.dumps(creator.get_settings("duckdb").as_dict(), default=str)))
+def _settings_json(creator: Any, dialect: str = "duckdb") -> dict[str, Any]:
+    """A SettingsCreator resolved for a SQL dialect, as the plain JSON dict a saved model holds
+    (saved models are always in the DuckDB dialect)."""
+    return dict(json.loads(json.dumps(creator.get_settings(dialect).as_dict(), default=str)))
 
 
 def current_fingerprint(settings: LinkageSettings) -> str:
     """The fingerprint of the model definition this code would train."""
     return settings_fingerprint(_settings_json(settings_dict(settings.match_threshold)))
+
+
+def with_parameters(template: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    """`template` (a settings dict, possibly for another SQL dialect) carrying the trained
+    m and u probabilities and λ of `trained`, level by level.
+
+    A model trained on one backend then scores identically on another: only the SQL text of
+    the levels differs between dialects, never their order or parameters.
+    """
+    out = json.loads(json.dumps(template))
+    if len(out["comparisons"]) != len(trained["comparisons"]):
+        raise LinkageError("the trained model and the settings have different comparisons")
+    for mine, theirs in zip(out["comparisons"], trained["comparisons"], strict=True):
+        levels, trained_levels = mine["comparison_levels"], theirs["comparison_levels"]
+        if len(levels) != len(trained_levels):
+            raise LinkageError(f"comparison {mine.get('output_column_name')} changed its levels")
+        for level, trained_level in zip(levels, trained_levels, strict=True):
+            for name in ("m_probability", "u_probability"):
+                if name in trained_level:
+                    level[name] = trained_level[name]
+                else:
+                    level.pop(name, None)
+    out["probability_two_random_records_match"] = trained["probability_two_random_records_match"]
+    return dict(out)
 
 
 def reusable_model(model: dict[str, Any] | None, fingerprint: str) -> dict[str, Any] | None:
@@ -371,21 +416,31 @@ def reusable_model(model: dict[str, Any] | None, fingerprint: str) -> dict[str, 
 
 
 def model_artefact(
-    splink_model: dict[str, Any], fingerprint: str, records: int, now: datetime | None = None
+    splink_model: dict[str, Any],
+    fingerprint: str,
+    records: int,
+    now: datetime | None = None,
+    profiles: int | None = None,
 ) -> dict[str, Any]:
-    """A saved model: a small header (version, when, on how many records, fingerprint) and the
-    Splink model JSON that `Linker(sdf, settings=...)` loads."""
+    """A saved model: a small header (version, when, on how many records and distinct
+    identifier profiles, fingerprint) and the Splink model JSON that `Linker(sdf, settings=...)`
+    loads."""
     return {
         "version": MODEL_VERSION,
         "trained_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
         "records_trained_on": records,
+        "profiles_trained_on": profiles if profiles is not None else records,
         "settings_fingerprint": fingerprint,
         "splink": splink_model,
     }
 
 
 def _train(linker: Any, settings: LinkageSettings) -> None:
-    """λ from deterministic rules, u by random sampling, m by EM in two sessions."""
+    """λ from deterministic rules, u by random sampling, m by EM in two sessions.
+
+    Every step is bounded: u from at most `max_pairs_u` random pairs, each EM session on at
+    most `max_pairs_em` blocked pairs, so training time stops growing with the data.
+    """
     from splink import block_on
 
     # Splink warns about every level an EM session cannot observe; those levels keep the
@@ -394,23 +449,27 @@ def _train(linker: Any, settings: LinkageSettings) -> None:
     previous_level = splink_log.level
     splink_log.setLevel(logging.ERROR)
     try:
-        linker.training.estimate_probability_two_random_records_match(
-            [block_on("nhs_token"), block_on("forename", "surname", "dob")], recall=0.8
-        )
-        linker.training.estimate_u_using_random_sampling(
-            max_pairs=settings.max_pairs_u, seed=settings.seed
-        )
+        with timed("linkage: training 1/4, share of matching pairs"):
+            linker.training.estimate_probability_two_random_records_match(
+                [block_on("nhs_token"), block_on("forename", "surname", "dob")], recall=0.8
+            )
+        with timed(f"linkage: training 2/4, u from {settings.max_pairs_u:,.0f} random pairs"):
+            linker.training.estimate_u_using_random_sampling(
+                max_pairs=settings.max_pairs_u, seed=settings.seed
+            )
         # NHS-number agreement is near-certain evidence of a match, so a session blocked on it
         # learns the name, date-of-birth and address m probabilities; the second (names) learns
         # the NHS number's.
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("nhs_token"), fix_u_probabilities=True
-        )
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("forename", "surname"),
-            fix_u_probabilities=True,
-            max_pairs=settings.max_pairs_em,
-        )
+        with timed("linkage: training 3/4, m by EM on pairs sharing an NHS number"):
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on("nhs_token"), fix_u_probabilities=True, max_pairs=settings.max_pairs_em
+            )
+        with timed("linkage: training 4/4, m by EM on pairs sharing forename and surname"):
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on("forename", "surname"),
+                fix_u_probabilities=True,
+                max_pairs=settings.max_pairs_em,
+            )
         _floor_m_probabilities(linker)
     finally:
         splink_log.setLevel(previous_level)
@@ -426,17 +485,32 @@ def _check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
 
 def _with_person_ids(clusters: pl.DataFrame) -> pl.DataFrame:
     """Replace cluster_id by the person id of the cluster's smallest record key."""
-    canonical = clusters.group_by("cluster_id").agg(pl.col("unique_id").min().alias("_min"))
-    return (
-        clusters.join(canonical, on="cluster_id")
-        .with_columns(person_id_expr("_min").alias("person_id"))
-        .drop("cluster_id", "_min")
+    canonical = (
+        clusters.group_by("cluster_id")
+        .agg(pl.col("unique_id").min().alias("_min"))
+        .select("cluster_id", person_id_expr("_min").alias("person_id"))
     )
+    return clusters.join(canonical, on="cluster_id", how="left").drop("cluster_id")
+
+
+def blocking_rule_sqls() -> list[str]:
+    """The prediction blocking rules as SQL, in order (a prediction's `match_key` indexes it)."""
+    from splink.internals.blocking_rule_creator import BlockingRuleCreator
+
+    return [
+        rule.get_blocking_rule("duckdb").blocking_rule_sql
+        if isinstance(rule, BlockingRuleCreator)
+        else str(rule)
+        for rule in _prediction_blocking_rules()
+    ]
 
 
 def blocking_analysis(sdf: Any, sample: float = 1.0) -> list[dict[str, Any]]:
-    """Candidate pairs each prediction blocking rule adds (Splink's blocking analysis,
-    estimated on a record sample), so a run shows that comparisons stay bounded."""
+    """Candidate pairs each prediction blocking rule adds (Splink's blocking analysis, exact or
+    estimated on a record sample), to check that comparisons stay bounded before a run.
+
+    A run does not need it: `link_people` counts the pairs each rule added as it predicts.
+    """
     from splink.blocking_analysis import count_comparisons_from_blocking_rules
 
     counts = count_comparisons_from_blocking_rules(
@@ -456,6 +530,247 @@ def blocking_analysis(sdf: Any, sample: float = 1.0) -> list[dict[str, Any]]:
     ]
 
 
+# ---------------------------------------------------------------- identifier profiles
+
+# What Splink compares. Records agreeing on all of these get identical comparison vectors
+# against every other record, so they are scored once, as one profile.
+PROFILE_COLUMNS = (
+    "forename",
+    "surname",
+    "dob",
+    "sex",
+    "postcode",
+    "uprn_token",
+    "nhs_token",
+    "period_start",
+    "period_end",
+)
+
+
+def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Distinct identifier profiles, and the profile of every record.
+
+    Hospital activity repeats a patient's identifiers at every attendance, and other sources
+    hold the same person twice: linking each distinct combination once, then expanding, cuts the
+    records Splink scores by about a tenth and the pairs sharing an NHS number by half.
+
+    Returns `profiles` (unique_id: a profile number 0..n-1, the same for the same records in
+    every run; the compared columns, forename roots and move_next) and `members` (unique_id,
+    source_dataset, profile) with one row per record.
+    """
+    compared = pl.struct(PROFILE_COLUMNS)
+    keyed = (
+        records.lazy()
+        .select("unique_id", "source_dataset", *LINKAGE_COLUMNS[2:], *PERIOD_COLUMNS)
+        .with_columns(period_exprs()[:2])
+        .drop(PERIOD_COLUMNS)
+        # Two independent 64-bit hashes of the compared values: grouping on them is several
+        # times faster than on nine nullable columns, and a collision (about 1e-27 at a
+        # million profiles) is out of reach.
+        .with_columns(compared.hash(seed=1).alias("_h1"), compared.hash(seed=2).alias("_h2"))
+        .collect()
+    )
+    # Sorted by hash, each profile's records are adjacent: numbering the first of each run
+    # gives dense, reproducible profile numbers without sorting or grouping on strings.
+    ordered = (
+        keyed.sort("_h1", "_h2")
+        .with_columns(pl.struct("_h1", "_h2").is_first_distinct().alias("_new"))
+        .with_columns((pl.col("_new").cum_sum() - 1).cast(pl.Int64).alias("profile"))
+    )
+    members = ordered.select("unique_id", "source_dataset", "profile")
+    profiles = ordered.filter(pl.col("_new")).select(
+        pl.col("profile").alias("unique_id"),
+        *PROFILE_COLUMNS,
+        (pl.col("period_end") + timedelta(days=1)).alias("move_next"),
+    )
+    profiles = profiles.with_columns(forename_roots(profiles.get_column("forename")))
+    return profiles, members
+
+
+# ---------------------------------------------------------------- backends
+
+
+class DuckDBLinkage:
+    """Splink on an in-process DuckDB, capped at `memory_limit` and spilling to disk."""
+
+    dialect = "duckdb"
+
+    def __init__(self, settings: LinkageSettings, work_dir: Path) -> None:
+        from splink import DuckDBAPI
+
+        self.con = _connect(settings, work_dir / "duckdb_tmp")
+        self.db_api = DuckDBAPI(self.con)
+
+    def register(self, frame: pl.DataFrame, name: str) -> Any:
+        """Make a polars frame a Splink input table."""
+        return self.db_api.register(frame.to_arrow(), dataset_display_name=name)
+
+    def progress(self, step: str) -> AbstractContextManager[None]:
+        """Log DuckDB's progress through long queries while the block runs."""
+        return duckdb_progress(self.con, step)
+
+    def scored(self, predictions: Any, threshold: float) -> tuple[dict[str, int], pl.DataFrame]:
+        """Pairs scored per blocking rule (match_key) and the pairs at or above `threshold`."""
+        table = predictions.physical_name
+        counts = self.con.execute(
+            f"SELECT CAST(match_key AS VARCHAR), count(*) FROM {table} GROUP BY ALL"
+        ).fetchall()
+        above = pl.from_arrow(
+            self.con.sql(
+                f"SELECT unique_id_l, unique_id_r, match_probability FROM {table} "
+                f"WHERE match_probability >= {float(threshold)!r}"
+            ).to_arrow_table()
+        )
+        assert isinstance(above, pl.DataFrame)
+        return {str(k): int(n) for k, n in counts}, above
+
+    def close(self) -> None:
+        """Release the connection (and its spill files)."""
+        self.con.close()
+
+
+class SparkLinkage:
+    """Splink on Spark: profiles go in and scored pairs come out as Parquet in `work_dir`.
+
+    The session is the active one if there is one (spark-submit, a notebook on a cluster),
+    otherwise a local session with `threads` cores and Splink's similarity functions jar.
+    """
+
+    dialect = "spark"
+
+    def __init__(self, settings: LinkageSettings, work_dir: Path) -> None:
+        from splink import SparkAPI
+
+        self.work_dir = work_dir / "spark"
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True)
+        self.spark = spark_session(settings, self.work_dir)
+        self.spark.sparkContext.setCheckpointDir((self.work_dir / "checkpoints").as_posix())
+        self.db_api = SparkAPI(  # type: ignore[no-untyped-call]
+            spark_session=self.spark, break_lineage_method="parquet"
+        )
+
+    def register(self, frame: pl.DataFrame, name: str) -> Any:
+        """Write a polars frame as Parquet and register Spark's reading of it."""
+        path = self.work_dir / f"{name}.parquet"
+        frame.write_parquet(path)
+        return self.db_api.register(
+            self.spark.read.parquet(path.as_posix()), dataset_display_name=name
+        )
+
+    def progress(self, step: str) -> AbstractContextManager[None]:
+        """Spark reports its own stage progress (Spark UI); nothing to add here."""
+        return nullcontext()
+
+    def scored(self, predictions: Any, threshold: float) -> tuple[dict[str, int], pl.DataFrame]:
+        """Pairs scored per blocking rule (match_key) and the pairs at or above `threshold`."""
+        from pyspark.sql import functions as F
+
+        frame = predictions.as_spark_dataframe()
+        counts = {
+            str(row[0]): int(row[1])
+            for row in frame.groupBy(F.col("match_key").cast("string")).count().collect()
+        }
+        path = self.work_dir / f"{predictions.physical_name}_above.parquet"
+        frame.filter(F.col("match_probability") >= threshold).select(
+            "unique_id_l", "unique_id_r", "match_probability"
+        ).write.mode("overwrite").parquet(path.as_posix())
+        return counts, pl.read_parquet(path / "*.parquet")
+
+    def close(self) -> None:
+        """Keep the session (it may be shared); remove this run's Parquet exchange files."""
+        self.spark.catalog.clearCache()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def spark_session(settings: LinkageSettings, work_dir: Path) -> Any:
+    """The active Spark session, or a local one configured from the linkage settings."""
+    from pyspark.sql import SparkSession
+    from splink.backends.spark import similarity_jar_location
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    conf = {
+        "spark.jars": similarity_jar_location(),
+        "spark.driver.memory": spark_memory(settings.memory_limit),
+        "spark.sql.shuffle.partitions": str(max(2, 2 * settings.threads)),
+        "spark.default.parallelism": str(max(2, 2 * settings.threads)),
+        "spark.local.dir": (work_dir / "local").as_posix(),
+        "spark.ui.enabled": "false",
+        "spark.sql.session.timeZone": "UTC",
+        **settings.spark_conf,
+    }
+    builder = SparkSession.builder.appName("uprnlink").master(
+        settings.spark_master or f"local[{int(settings.threads)}]"
+    )
+    for name, value in conf.items():
+        builder = builder.config(name, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def spark_memory(limit: str) -> str:
+    """A DuckDB-style memory limit ("8GB", "512MiB") as a JVM size for Spark ("8g", "512m")."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])i?B?\s*", limit, flags=re.IGNORECASE)
+    if not match:
+        raise LinkageError(f"[linkage] memory_limit {limit!r} is not a size such as '8GB'")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    factor = {"k": 1, "m": 1024, "g": 1024**2, "t": 1024**3}[unit]
+    return f"{max(1, round(number * factor / 1024))}m"
+
+
+def linkage_backend(settings: LinkageSettings, work_dir: Path) -> DuckDBLinkage | SparkLinkage:
+    """The engine `[linkage] backend` names."""
+    if settings.backend == "spark":
+        try:
+            return SparkLinkage(settings, work_dir)
+        except ImportError as exc:
+            raise LinkageError(
+                "[linkage] backend = 'spark' needs pyspark: pip install 'uprnlink[spark]'"
+            ) from exc
+    return DuckDBLinkage(settings, work_dir)
+
+
+# ---------------------------------------------------------------- linking
+
+
+def _predict(
+    linker: Any, backend: DuckDBLinkage | SparkLinkage, threshold: float, chunks: int
+) -> tuple[pl.DataFrame, list[dict[str, Any]], int]:
+    """Score every blocked pair, `chunks` slices of the profiles at a time (bounded memory,
+    progress with an estimate); returns the pairs at or above `threshold`, the pairs each
+    blocking rule added and the number of pairs scored."""
+    progress = Progress("linkage: scoring pairs", chunks, "slices of the profiles")
+    by_rule: dict[str, int] = {}
+    kept = []
+    for chunk in range(1, chunks + 1):
+        with backend.progress(f"linkage: scoring slice {chunk}/{chunks}"):
+            predictions = linker.inference.predict_chunk(
+                left_chunk=(chunk, chunks), right_chunk=(1, 1), warning_mode="never"
+            )
+        counts, above = backend.scored(predictions, threshold)
+        predictions.drop_table_from_database_and_remove_from_cache()
+        for rule, n in counts.items():
+            by_rule[rule] = by_rule.get(rule, 0) + n
+        kept.append(above)
+        progress.advance(note=f"{sum(counts.values()):,} pairs scored, {above.height:,} kept")
+    rules = blocking_rule_sqls()
+    blocking, cumulative = [], 0
+    for i, rule in enumerate(rules):
+        cumulative += by_rule.get(str(i), 0)
+        blocking.append(
+            {
+                "rule": rule,
+                "marginal_pairs": by_rule.get(str(i), 0),
+                "cumulative_pairs": cumulative,
+                "estimate": False,
+            }
+        )
+    return pl.concat(kept), blocking, cumulative
+
+
 def link_people(
     records: pl.DataFrame,
     settings: LinkageSettings,
@@ -470,80 +785,74 @@ def link_people(
     is set or it was built for another MODEL_VERSION or settings fingerprint, in which case a
     model is trained on these records.
     """
-    from splink import DuckDBAPI, Linker
+    from splink import Linker
 
     _check_records(records, LINKAGE_COLUMNS)
-    data = (
-        records.select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
-        .with_columns(forename_roots(records.get_column("forename")), *period_exprs())
-        .drop(PERIOD_COLUMNS)
-        .to_arrow()
-    )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    profiles, members = linkage_profiles(records)
+    timings["profiles"] = round(time.perf_counter() - t0, 2)
+    log.info(
+        "linkage: %s records hold %s distinct identifier profiles (%s backend)",
+        f"{records.height:,}",
+        f"{profiles.height:,}",
+        settings.backend,
+    )
     creator = settings_dict(settings.match_threshold)
     fingerprint = settings_fingerprint(_settings_json(creator))
     saved = None if retrain else reusable_model(model, fingerprint)
-    con = _connect(settings, work_dir / "duckdb_tmp")
-    db = DuckDBAPI(con)
-    sdf = db.register(data, dataset_display_name="records")
-    t_block = time.perf_counter()
-    blocking = blocking_analysis(sdf)
-    timings["blocking_analysis"] = round(time.perf_counter() - t_block, 2)
-    if saved is not None:
-        linker = Linker(sdf, json.loads(json.dumps(saved)), log_level=logging.ERROR)
-        assert model is not None
-        artefact = model
-        timings["load_model"] = round(time.perf_counter() - t0, 2)
-    else:
-        linker = Linker(sdf, creator, log_level=logging.ERROR)
-        _train(linker, settings)
-        trained = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
-        artefact = model_artefact(trained, fingerprint, records.height)
-        timings["train"] = round(time.perf_counter() - t0, 2)
+    backend = linkage_backend(settings, work_dir)
+    try:
+        t1 = time.perf_counter()
+        sdf = backend.register(profiles, "profiles")
+        template = _settings_json(creator, backend.dialect)
+        if saved is not None:
+            linker = Linker(sdf, with_parameters(template, saved), log_level=logging.ERROR)
+            assert model is not None
+            artefact = model
+            timings["load_model"] = round(time.perf_counter() - t1, 2)
+        else:
+            linker = Linker(sdf, creator, log_level=logging.ERROR)
+            with backend.progress("linkage: training"):
+                _train(linker, settings)
+            trained = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
+            canonical = with_parameters(_settings_json(creator), trained)
+            artefact = model_artefact(
+                canonical, fingerprint, records.height, profiles=profiles.height
+            )
+            timings["train"] = round(time.perf_counter() - t1, 2)
 
-    t1 = time.perf_counter()
-    predictions = linker.inference.predict(threshold_match_probability=0.5)
-    n_pairs, n_above = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE match_probability >= ?) "
-        f"FROM {predictions.physical_name}",
-        [settings.match_threshold],
-    ).fetchall()[0]
-    timings["predict"] = round(time.perf_counter() - t1, 2)
+        t2 = time.perf_counter()
+        chunks = max(1, -(-profiles.height // settings.predict_chunk_records))
+        pairs, blocking, n_scored = _predict(linker, backend, settings.match_threshold, chunks)
+        timings["predict"] = round(time.perf_counter() - t2, 2)
+    finally:
+        backend.close()
 
-    t2 = time.perf_counter()
-    threshold = float(settings.match_threshold)  # validated in (0, 1) by the settings loader
-    pairs = pl.from_arrow(
-        con.sql(
-            f"SELECT unique_id_l, unique_id_r, match_probability FROM {predictions.physical_name} "
-            f"WHERE match_probability >= {threshold!r}"
-        ).to_arrow_table()
-    )
-    assert isinstance(pairs, pl.DataFrame)
-    con.close()
-    completeness = records.select(
-        "unique_id",
-        "source_dataset",
-        (pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()).alias("complete"),
-    )
-    clusters = cluster_records(completeness, pairs, settings.match_threshold).join(
-        completeness.select("unique_id", "source_dataset"), on="unique_id", how="right"
-    )
-    # A record in no pair above the threshold is a person of its own.
-    clusters = clusters.with_columns(pl.coalesce("cluster_id", "unique_id").alias("cluster_id"))
-    clusters = _with_person_ids(clusters).select("unique_id", "source_dataset", "person_id")
-    timings["cluster"] = round(time.perf_counter() - t2, 2)
+    t3 = time.perf_counter()
+    with timed(f"linkage: clustering {profiles.height:,} profiles on {pairs.height:,} pairs"):
+        complete = profiles.select(
+            "unique_id",
+            (pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()).alias("complete"),
+        )
+        by_profile = cluster_records(complete, pairs, settings.match_threshold)
+        clusters = members.join(
+            by_profile.rename({"unique_id": "profile"}), on="profile", how="left"
+        ).drop("profile")
+        clusters = _with_person_ids(clusters).select("unique_id", "source_dataset", "person_id")
+    timings["cluster"] = round(time.perf_counter() - t3, 2)
     return LinkageResult(
         clusters=clusters,
         records=records.height,
         people=clusters.get_column("person_id").n_unique(),
-        candidate_pairs=int(n_pairs),
-        pairs_above_threshold=int(n_above),
+        candidate_pairs=n_scored,
+        pairs_above_threshold=pairs.height,
         match_threshold=settings.match_threshold,
         model=artefact,
         seconds=timings,
         model_trained=saved is None,
         blocking=blocking,
+        profiles=profiles.height,
     )
 
 
@@ -567,10 +876,13 @@ def deterministic_clusters(records: pl.DataFrame) -> pl.DataFrame:
         ]
     )
     components = connected_components(records.get_column("unique_id"), edges)
+    ids = (
+        components.select("component")
+        .unique()
+        .with_columns(person_id_expr("component").alias("person_id"))
+    )
     return records.select("unique_id").join(
-        components.select(
-            pl.col("node").alias("unique_id"), person_id_expr("component").alias("person_id")
-        ),
+        components.join(ids, on="component").select(pl.col("node").alias("unique_id"), "person_id"),
         on="unique_id",
         how="left",
     )

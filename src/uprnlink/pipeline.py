@@ -409,12 +409,14 @@ def link_records(
     clusters overlap. With `baselines`, the deterministic and plain-Splink baselines are written
     beside the clusters for the evaluation to compare.
     """
+    from uprnlink.linkage import LINKAGE_COLUMNS, PERIOD_COLUMNS
     from uprnlink.stable_ids import assign_stable_ids
 
     settings = read_settings(Path(config_path))
     z = Zones(settings)
     key = load_key(settings)
-    records = read_trusted_records(settings, key)
+    # Only what linkage compares stays in memory while Splink runs.
+    records = read_trusted_records(settings, key).select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
     log.info("linking %d records from %d sources ...", records.height, len(settings.sources))
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     model_path = z.linkage_dir / "model.json"

@@ -20,7 +20,7 @@ several times slower. Tokenisation is therefore an eager step on a materialised 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import polars as pl
 
@@ -31,6 +31,7 @@ __all__ = [
     "TOKEN_BYTES",
     "canonical_identifier",
     "pseudonymise_frame",
+    "tokenise_purposes",
     "tokenise_series",
     "tokenise_value",
 ]
@@ -65,11 +66,10 @@ def tokenise_value(value: int | str, key: MasterKey, purpose: str) -> str:
     return h.finalize()[:TOKEN_BYTES].hex()
 
 
-def _canonical_unique(values: pl.Series, purpose: str) -> tuple[pl.Series, pl.Series]:
-    """Distinct non-null input values and their canonical forms (Binary), validated."""
-    name = values.name
-    dtype = values.dtype
-    distinct = values.drop_nulls().unique()
+def _canonical(distinct: pl.Series, purpose: str) -> list[bytes]:
+    """The canonical forms (UTF-8 bytes) of distinct non-null input values, validated."""
+    name = distinct.name
+    dtype = distinct.dtype
     if purpose == "uprn":
         if not dtype.is_integer():
             raise ContractError(
@@ -112,36 +112,69 @@ def _canonical_unique(values: pl.Series, purpose: str) -> tuple[pl.Series, pl.Se
             column=name,
             rule="identifier-type",
         )
-    return distinct, canonical.cast(pl.Binary)
+    return canonical.cast(pl.Binary).to_list()
+
+
+def _digests(messages: list[bytes], key: MasterKey, purpose: str) -> pl.Series:
+    """Tokens (String, 32 hex chars) of canonical messages, in order.
+
+    This loop is the stage's cost: one `.copy()` of a keyed HMAC prototype (no re-keying),
+    one update and one finalize per message, with no Python function call in between.
+    """
+    copy = key.hmac_prototype(purpose).copy
+
+    def run() -> Iterator[bytes]:
+        for message in messages:
+            h = copy()
+            h.update(message)
+            yield h.finalize()[:TOKEN_BYTES]
+
+    return pl.Series(list(run()), dtype=pl.Binary).bin.encode("hex")
+
+
+def tokenise_purposes(
+    values: pl.Series, key: MasterKey, purposes: Sequence[str]
+) -> dict[str, pl.Series]:
+    """The tokens of one identifier column under several purposes (say ``uprn`` and
+    ``household``), each a String column of 32 hex characters; nulls stay null.
+
+    Each distinct value is hashed once per purpose, and the distinct values and their
+    positions are found once for all purposes. A column whose values are all distinct (record
+    keys) is hashed in place, with no look-up at all.
+    """
+    name = values.name
+    if values.dtype == pl.Null:
+        return {p: pl.Series(name, [None] * len(values), dtype=pl.String) for p in purposes}
+    if isinstance(values.dtype, pl.Categorical | pl.Enum):
+        values = values.cast(pl.String)
+    present = values.drop_nulls()
+    distinct = present.unique()
+    out: dict[str, pl.Series] = {}
+    if distinct.len() == present.len():
+        # All distinct: hash in order, then put the nulls back where they were.
+        at = values.is_not_null().arg_true() if present.len() < values.len() else None
+        for purpose in purposes:
+            tokens = _digests(_canonical(present, purpose), key, purpose)
+            if at is not None:
+                tokens = pl.Series(name, [None] * len(values), dtype=pl.String).scatter(at, tokens)
+            out[purpose] = tokens.rename(name)
+        return out
+    # A value's dense rank is its position among the sorted distinct values (nulls stay null).
+    distinct = distinct.sort()
+    position = values.rank("dense") - 1
+    for purpose in purposes:
+        tokens = _digests(_canonical(distinct, purpose), key, purpose)
+        out[purpose] = tokens.gather(position).rename(name)
+    return out
 
 
 def tokenise_series(values: pl.Series, key: MasterKey, purpose: str) -> pl.Series:
     """Replace each identifier by its token (String, 32 hex chars); nulls stay null.
 
-    Each distinct value is hashed once and the tokens joined back: identifiers repeat across
-    records and sources, and the per-message cost is the `.copy()` of a keyed HMAC prototype.
+    Each distinct value is hashed once and the tokens mapped back to every row: identifiers
+    repeat across records and sources (see `tokenise_purposes`).
     """
-    name = values.name
-    if values.dtype == pl.Null:
-        return pl.Series(name, [None] * len(values), dtype=pl.String)
-    if isinstance(values.dtype, pl.Categorical | pl.Enum):
-        values = values.cast(pl.String)
-    distinct, canonical = _canonical_unique(values, purpose)
-    copy = key.hmac_prototype(purpose).copy
-
-    def digest(message: bytes) -> bytes:
-        h = copy()
-        h.update(message)
-        return h.finalize()[:TOKEN_BYTES]
-
-    tokens = pl.Series(list(map(digest, canonical.to_list())), dtype=pl.Binary).bin.encode("hex")
-    lookup = pl.DataFrame({"value": distinct, "token": tokens})
-    joined = (
-        values.rename("value")
-        .to_frame()
-        .join(lookup, on="value", how="left", maintain_order="left")
-    )
-    return joined.get_column("token").rename(name)
+    return tokenise_purposes(values, key, (purpose,))[purpose]
 
 
 def pseudonymise_frame(

@@ -6,12 +6,16 @@ it is replaced by a token, because the reference lookups are keyed on real UPRNs
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import polars as pl
 
 from uprnlink.keys import MasterKey
-from uprnlink.pseudonymise import tokenise_series
+from uprnlink.pseudonymise import tokenise_purposes, tokenise_series
+
+log = logging.getLogger(__name__)
 
 PERSON_FIELDS = (
     "record_id",
@@ -141,12 +145,22 @@ def build_trusted_source(
     df = enrich_with_areas(accepted, reference)
     record_key = pl.lit(source_name + "|") + pl.col("record_id")
     df = df.with_columns(record_key.alias("_record_key"))
+    started = time.perf_counter()
+    # UPRN tokens for linkage and household tokens for publication share one distinct-value
+    # look-up; each purpose still has its own sub-key.
+    uprn = tokenise_purposes(df.get_column("uprn"), key, ("uprn", "household"))
     df = df.with_columns(
         tokenise_series(df.get_column("_record_key"), key, "record").alias("unique_id"),
-        tokenise_series(df.get_column("uprn"), key, "uprn").alias("uprn_token"),
-        tokenise_series(df.get_column("uprn"), key, "household").alias("household_token"),
+        uprn["uprn"].alias("uprn_token"),
+        uprn["household"].alias("household_token"),
         tokenise_series(df.get_column("nhs_number"), key, "nhs_number").alias("nhs_token"),
         pl.lit(source_name).alias("source_dataset"),
+    )
+    log.info(
+        "%s: pseudonymised %s records (record keys, UPRNs, NHS numbers) in %.1f s",
+        source_name,
+        f"{df.height:,}",
+        time.perf_counter() - started,
     )
     records = df.select(
         "unique_id",

@@ -7,7 +7,7 @@ Relative paths are resolved against the config file's folder.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -72,14 +72,17 @@ class KeySettings:
 class LinkageSettings:
     """How people are linked: backend, threshold and resource limits."""
 
-    backend: str = "duckdb"
+    backend: str = "duckdb"  # or "spark" (needs the `spark` extra and Java 17)
     match_threshold: float = 0.95
-    memory_limit: str = "8GB"
+    memory_limit: str = "8GB"  # DuckDB's cap (it spills to disk beyond it); Spark driver memory
     threads: int = 2
-    max_pairs_u: float = 2e6
-    max_pairs_em: float = 5e6
+    max_pairs_u: float = 2e6  # random pairs for the u probabilities
+    max_pairs_em: float = 1e6  # most blocked pairs each EM session trains on (a sample)
+    predict_chunk_records: int = 3_000_000  # profiles per prediction slice (bounds memory)
     baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
     seed: int = 42
+    spark_master: str | None = None  # e.g. "spark://host:7077"; default local[threads]
+    spark_conf: dict[str, str] = field(default_factory=dict)  # extra SparkSession settings
 
 
 @dataclass(frozen=True)
@@ -257,26 +260,20 @@ def read_settings(config_path: Path) -> RunSettings:
         key_env=key_raw.get("key_env", "UPRNLINK_KEY"),
     )
     link_raw = raw.get("linkage", {})
-    _check_keys(
-        link_raw,
-        {
-            "backend",
-            "match_threshold",
-            "memory_limit",
-            "threads",
-            "max_pairs_u",
-            "max_pairs_em",
-            "seed",
-            "baselines",
-        },
-        "linkage",
-        config_path,
-    )
+    _check_keys(link_raw, {f.name for f in fields(LinkageSettings)}, "linkage", config_path)
+    if not isinstance(link_raw.get("spark_conf", {}), dict):
+        raise ConfigError(f"{config_path}: [linkage.spark_conf] must be a table of settings")
+    link_raw = {
+        **link_raw,
+        "spark_conf": {str(k): str(v) for k, v in link_raw.get("spark_conf", {}).items()},
+    }
     linkage = LinkageSettings(**link_raw)
     if linkage.backend not in {"duckdb", "spark"}:
         raise ConfigError(f"{config_path}: [linkage] backend must be duckdb or spark")
     if not 0.0 < linkage.match_threshold < 1.0:
         raise ConfigError(f"{config_path}: [linkage] match_threshold must be between 0 and 1")
+    if linkage.predict_chunk_records < 1:
+        raise ConfigError(f"{config_path}: [linkage] predict_chunk_records must be positive")
     return RunSettings(
         config_path=config_path,
         name=str(run.get("name", config_path.stem)),
