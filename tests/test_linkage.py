@@ -273,3 +273,16 @@ def test_vectorised_person_ids_match_the_derivation_in_order() -> None:
     keys = [f"{i:032x}" for i in range(0, 300_000, 3)] + ["Zoë", None]
     got = derived_ids(pl.Series("k", keys)).to_list()
     assert got == [None if k is None else derived_id(k) for k in keys]
+
+
+def test_threshold_chosen_from_the_data_in_auto_mode(records: pl.DataFrame, tmp_path: Path) -> None:
+    fixed = link_people(records, SETTINGS, work_dir=tmp_path)
+    choice = fixed.threshold_choice
+    assert choice is not None and 0.5 <= choice["threshold"] <= 0.999
+    assert fixed.match_threshold == SETTINGS.match_threshold  # fixed: reported, not used
+    auto = link_people(
+        records, replace(SETTINGS, threshold_mode="auto"), work_dir=tmp_path, model=fixed.model
+    )
+    assert auto.match_threshold == choice["threshold"]
+    assert auto.threshold_choice == choice  # the same model scores the same pairs
+    assert auto.candidate_pairs == fixed.candidate_pairs

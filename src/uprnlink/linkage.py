@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import secrets
 import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -25,6 +27,7 @@ from uprnlink.clustering import cluster_records, connected_components
 from uprnlink.errors import LinkageError
 from uprnlink.progress import Progress, duckdb_progress, timed
 from uprnlink.settings import LinkageSettings
+from uprnlink.threshold import AUTO_FLOOR, choose_threshold, merge_histograms
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class LinkageResult:
     model_trained: bool = True  # False when a saved model was reused
     blocking: list[dict[str, Any]] = field(default_factory=list)
     profiles: int = 0  # distinct identifier profiles scored (see linkage_profiles)
+    # The expected-F1 operating point read from the scored pairs (uprnlink.threshold).
+    threshold_choice: dict[str, Any] | None = None
 
 
 def _duckdb_level(sql_condition: str, label_for_charts: str | None = None) -> Any:
@@ -624,6 +629,16 @@ class DuckDBLinkage:
         assert isinstance(above, pl.DataFrame)
         return {str(k): int(n) for k, n in counts}, above
 
+    def histogram(self, predictions: Any) -> pl.DataFrame:
+        """Scored pairs per match-weight bin (for choosing the threshold from the data)."""
+        from uprnlink.threshold import histogram_sql
+
+        frame = pl.from_arrow(
+            self.con.sql(histogram_sql(predictions.physical_name)).to_arrow_table()
+        )
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
     def close(self) -> None:
         """Release the connection (and its spill files)."""
         self.con.close()
@@ -641,10 +656,12 @@ class SparkLinkage:
     def __init__(self, settings: LinkageSettings, work_dir: Path) -> None:
         from splink import SparkAPI
 
-        self.work_dir = work_dir / "spark"
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        # On a cluster, `spark_dir` must be a folder the driver and every executor see at the
+        # same path (a shared mount); locally the linkage folder will do.
+        base = Path(settings.spark_dir) if settings.spark_dir else work_dir / "spark"
+        self.work_dir = base / f"run-{os.getpid()}-{secrets.token_hex(4)}"
         self.work_dir.mkdir(parents=True)
-        self.spark = spark_session(settings, self.work_dir)
+        self.spark = spark_session(settings, base)
         self.spark.sparkContext.setCheckpointDir((self.work_dir / "checkpoints").as_posix())
         self.db_api = SparkAPI(  # type: ignore[no-untyped-call]
             spark_session=self.spark, break_lineage_method="parquet"
@@ -676,6 +693,27 @@ class SparkLinkage:
             "unique_id_l", "unique_id_r", "match_probability"
         ).write.mode("overwrite").parquet(path.as_posix())
         return counts, pl.read_parquet(path / "*.parquet")
+
+    def histogram(self, predictions: Any) -> pl.DataFrame:
+        """Scored pairs per match-weight bin (for choosing the threshold from the data)."""
+        from pyspark.sql import functions as F
+
+        from uprnlink.threshold import BIN_WIDTH
+
+        rows = (
+            predictions.as_spark_dataframe()
+            .groupBy((F.floor(F.col("match_weight") / BIN_WIDTH) * BIN_WIDTH).alias("weight"))
+            .agg(
+                F.count("*").alias("pairs"),
+                F.sum("match_probability").alias("expected_matches"),
+            )
+            .collect()
+        )
+        return pl.DataFrame(
+            [(float(r[0]), int(r[1]), float(r[2])) for r in rows],
+            schema={"weight": pl.Float64, "pairs": pl.Int64, "expected_matches": pl.Float64},
+            orient="row",
+        )
 
     def close(self) -> None:
         """Keep the session (it may be shared); remove this run's Parquet exchange files."""
@@ -737,7 +775,11 @@ def linkage_backend(settings: LinkageSettings, work_dir: Path) -> DuckDBLinkage 
 
 
 def _predict(
-    linker: Any, backend: DuckDBLinkage | SparkLinkage, threshold: float, chunks: int
+    linker: Any,
+    backend: DuckDBLinkage | SparkLinkage,
+    threshold: float,
+    chunks: int,
+    histograms: list[pl.DataFrame] | None = None,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]], int]:
     """Score every blocked pair, `chunks` slices of the profiles at a time (bounded memory,
     progress with an estimate); returns the pairs at or above `threshold`, the pairs each
@@ -751,6 +793,8 @@ def _predict(
                 left_chunk=(chunk, chunks), right_chunk=(1, 1), warning_mode="never"
             )
         counts, above = backend.scored(predictions, threshold)
+        if histograms is not None:
+            histograms.append(backend.histogram(predictions))
         predictions.drop_table_from_database_and_remove_from_cache()
         for rule, n in counts.items():
             by_rule[rule] = by_rule.get(rule, 0) + n
@@ -824,10 +868,28 @@ def link_people(
 
         t2 = time.perf_counter()
         chunks = max(1, -(-profiles.height // settings.predict_chunk_records))
-        pairs, blocking, n_scored = _predict(linker, backend, settings.match_threshold, chunks)
+        auto = settings.threshold_mode == "auto"
+        retain = min(settings.match_threshold, AUTO_FLOOR) if auto else settings.match_threshold
+        histograms: list[pl.DataFrame] = []
+        pairs, blocking, n_scored = _predict(linker, backend, retain, chunks, histograms)
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
+    choice = choose_threshold(merge_histograms(histograms))
+    threshold = settings.match_threshold
+    if auto and choice is not None:
+        threshold = choice.threshold
+        pairs = pairs.filter(pl.col("match_probability") >= threshold)
+    if choice is not None:
+        log.info(
+            "linkage: the model's expected F1 peaks at threshold %.4f (expected precision %.4f, "
+            "recall %.4f); clustering at %.4f (%s)",
+            choice.threshold,
+            choice.expected_precision,
+            choice.expected_recall,
+            threshold,
+            "chosen from the data" if auto and threshold == choice.threshold else "configured",
+        )
 
     t3 = time.perf_counter()
     with timed(f"linkage: clustering {profiles.height:,} profiles on {pairs.height:,} pairs"):
@@ -835,7 +897,7 @@ def link_people(
             "unique_id",
             (pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()).alias("complete"),
         )
-        by_profile = cluster_records(complete, pairs, settings.match_threshold)
+        by_profile = cluster_records(complete, pairs, threshold)
         clusters = members.join(
             by_profile.rename({"unique_id": "profile"}), on="profile", how="left"
         ).drop("profile")
@@ -847,12 +909,13 @@ def link_people(
         people=clusters.get_column("person_id").n_unique(),
         candidate_pairs=n_scored,
         pairs_above_threshold=pairs.height,
-        match_threshold=settings.match_threshold,
+        match_threshold=threshold,
         model=artefact,
         seconds=timings,
         model_trained=saved is None,
         blocking=blocking,
         profiles=profiles.height,
+        threshold_choice=choice.to_dict() if choice is not None else None,
     )
 
 

@@ -436,10 +436,13 @@ def link_records(
     write_trusted(clusters, z.clusters, key)
     summary: dict[str, Any] = {
         "records": result.records,
+        "profiles": result.profiles,
         "people": result.people,
         "candidate_pairs": result.candidate_pairs,
         "pairs_above_threshold": result.pairs_above_threshold,
         "match_threshold": result.match_threshold,
+        "threshold_mode": settings.linkage.threshold_mode,
+        "threshold_choice": result.threshold_choice,
         "retrain": retrain,
         "model": {
             "trained": result.model_trained,

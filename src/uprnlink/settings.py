@@ -74,6 +74,9 @@ class LinkageSettings:
 
     backend: str = "duckdb"  # or "spark" (needs the `spark` extra and Java 17)
     match_threshold: float = 0.95
+    # "auto": cluster at the threshold the model's own probabilities give the best expected F1
+    # (uprnlink.threshold), within [0.5, 0.999]; match_threshold is then only the fallback.
+    threshold_mode: str = "fixed"
     memory_limit: str = "8GB"  # DuckDB's cap (it spills to disk beyond it); Spark driver memory
     threads: int = 2
     max_pairs_u: float = 2e6  # random pairs for the u probabilities
@@ -83,6 +86,7 @@ class LinkageSettings:
     seed: int = 42
     spark_master: str | None = None  # e.g. "spark://host:7077"; default local[threads]
     spark_conf: dict[str, str] = field(default_factory=dict)  # extra SparkSession settings
+    spark_dir: str | None = None  # Parquet exchange folder all Spark nodes see (cluster runs)
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,8 @@ def read_settings(config_path: Path) -> RunSettings:
         raise ConfigError(f"{config_path}: [linkage] backend must be duckdb or spark")
     if not 0.0 < linkage.match_threshold < 1.0:
         raise ConfigError(f"{config_path}: [linkage] match_threshold must be between 0 and 1")
+    if linkage.threshold_mode not in {"fixed", "auto"}:
+        raise ConfigError(f"{config_path}: [linkage] threshold_mode must be fixed or auto")
     if linkage.predict_chunk_records < 1:
         raise ConfigError(f"{config_path}: [linkage] predict_chunk_records must be positive")
     return RunSettings(
