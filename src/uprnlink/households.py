@@ -628,6 +628,26 @@ def _relatives_at(stays: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _open_stays_by_surname(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
+    """Open, non-fallback stays with a postcode, keyed for a postcode + surname join: who
+    (`_relative`) lives where (`_token`, `_communal`) under which surname."""
+    return (
+        periods.filter(
+            ~pl.col("fallback")
+            & (pl.col("valid_to") == OPEN_END)
+            & pl.col("postcode").is_not_null()
+        )
+        .join(surnames, on="person_id")
+        .select(
+            pl.col("person_id").alias("_relative"),
+            pl.col("household_token").alias("_token"),
+            pl.col("is_communal").alias("_communal"),
+            "postcode",
+            "surname",
+        )
+    )
+
+
 def join_relatives_next_door(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
     """Move a list-only claim next door when the person's relatives all live there.
 
@@ -652,17 +672,7 @@ def join_relatives_next_door(periods: pl.DataFrame, surnames: pl.DataFrame) -> p
         .join(backed, on=one, how="anti")
         .join(relatives_there, on=one, how="anti")
     )
-    relatives = (
-        stays.filter((pl.col("valid_to") == OPEN_END) & pl.col("postcode").is_not_null())
-        .join(surnames, on="person_id")
-        .select(
-            pl.col("person_id").alias("_relative"),
-            pl.col("household_token").alias("_token"),
-            pl.col("is_communal").alias("_communal"),
-            "postcode",
-            "surname",
-        )
-    )
+    relatives = _open_stays_by_surname(stays, surnames)
     moves = (
         claims.join(surnames, on="person_id")
         .join(relatives, on=["postcode", "surname"])
@@ -764,17 +774,7 @@ def impute_from_relatives(
         .join(housed, on="person_id", how="anti")
         .with_row_index("_claim")
     )
-    relatives = (
-        placed.filter(open_stay & pl.col("postcode").is_not_null())
-        .join(surnames, on="person_id")
-        .select(
-            pl.col("person_id").alias("_relative"),
-            pl.col("household_token").alias("_token"),
-            pl.col("is_communal").alias("_communal"),
-            "postcode",
-            "surname",
-        )
-    )
+    relatives = _open_stays_by_surname(placed, surnames)
     found = (
         claims.join(surnames, on="person_id")
         .join(relatives, on=["postcode", "surname"])
