@@ -196,3 +196,20 @@ def test_ingest_has_no_python_udfs() -> None:
 
     source = inspect.getsource(ingest)
     assert "map_elements" not in source and "map_batches" not in source
+
+
+def test_file_checksum_follows_every_rewrite(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    from uprnlink.ingest import file_checksum
+
+    path = tmp_path / "extract.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    first = file_checksum(path)
+    assert first == hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    assert file_checksum(path) == first  # the same version: read once, same answer
+    stat = path.stat()
+    path.write_bytes(b"a,b\n1,3\n")  # same size, new bytes
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert file_checksum(path) == hashlib.sha256(b"a,b\n1,3\n").hexdigest()

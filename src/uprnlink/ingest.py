@@ -68,13 +68,29 @@ class IngestReport:
         return asdict(self)
 
 
+_CHECKSUMS: dict[tuple[str, int, int, int, int], str] = {}
+
+
 def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, so a re-delivered extract is recognised."""
+    """SHA-256 of a file's bytes, so a re-delivered extract is recognised.
+
+    A run asks for an extract's checksum several times (the duplicate-delivery check, the
+    manifest, the ingest report); the bytes are read once per version of the file, recognised
+    by device, inode, size and modification time in nanoseconds (any rewrite or replacement
+    changes at least one of them).
+    """
+    st = path.stat()
+    version = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if (known := _CHECKSUMS.get(version)) is not None:
+        return known
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    if len(_CHECKSUMS) > 256:
+        _CHECKSUMS.clear()
+    _CHECKSUMS[version] = digest = h.hexdigest()
+    return digest
 
 
 # --------------------------------------------------------------------------- reading
