@@ -18,27 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.test_ingest import GP_COLUMNS, REF, SCHEMAS, gp_source
 from uprnlink.contracts import DEFAULT_MAX_LENGTH, Contract, find_contract, read_contract
 from uprnlink.errors import ConfigError, ContractError
 from uprnlink.ingest import IngestReport, ingest_extract, read_extract
 from uprnlink.keys import MasterKey
 from uprnlink.quality_report import source_quality_table
 from uprnlink.records import build_reference, build_trusted_source, enrich_with_areas
-from uprnlink.settings import PROJECT_ROOT, ColumnMapping, SourceSettings
+from uprnlink.settings import ColumnMapping, SourceSettings
 
-SCHEMAS = PROJECT_ROOT / "schemas"
-REF = date(2026, 3, 31)
-GP_COLUMNS = {
-    "record_id": "PATIENT_ID",
-    "nhs_number": "NHS_NUMBER",
-    "forename": "FORENAME",
-    "surname": "SURNAME",
-    "dob": "DATE_OF_BIRTH",
-    "sex": "SEX",
-    "postcode": "POSTCODE",
-    "uprn": "UPRN",
-    "start_date": "REGISTRATION_DATE",
-}
 HEADER = "PATIENT_ID,NHS_NUMBER,FORENAME,SURNAME,DATE_OF_BIRTH,SEX,POSTCODE,UPRN,REGISTRATION_DATE"
 GOOD = "P{n},9434765919,Ann,Jones,19800102,F,LS1 4AB,100023336956,20100101"
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,22 +34,6 @@ FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthChe
 
 def gp_contract() -> Contract:
     return find_contract(SCHEMAS, "gp_registrations", 1)
-
-
-def gp_source(path: Path, **overrides: Any) -> SourceSettings:
-    kwargs: dict[str, Any] = dict(
-        name="gp_registrations",
-        contract="gp_registrations",
-        contract_version=1,
-        path=path,
-        format="csv",
-        delimiter=",",
-        encoding="utf8",
-        date_formats=("%Y%m%d",),
-        columns={k: ColumnMapping(v) for k, v in GP_COLUMNS.items()},
-    )
-    kwargs.update(overrides)
-    return SourceSettings(**kwargs)
 
 
 def put(tmp_path: Path, content: str | bytes, name: str = "gp.csv") -> Path:
