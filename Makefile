@@ -57,7 +57,7 @@ stop: ## Stop the Prefect server and worker that `make serve` started
 	@$(BIN)/python -m pipelines.serve stop
 
 bench: $(STAMP) ## Run the benchmarks (figures and baseline ratios)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean: ## Remove generated data and caches (keeps .venv/)
 	rm -rf demo bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis
