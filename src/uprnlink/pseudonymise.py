@@ -13,14 +13,16 @@ Canonical forms, hashed as UTF-8:
   that is zero-padded to 10 digits). Spaces and check digits are the standardiser's job.
 - any other purpose: the string as given (integer columns are written in decimal).
 
-There is deliberately no ``token_expr``: polars and DuckDB have no keyed HMAC, and a Python UDF
-(``map_elements``/``map_batches``) would hash every row instead of every distinct value and be
-several times slower. Tokenisation is therefore an eager step on a materialised column.
+There is deliberately no ``token_expr``: polars and DuckDB have no keyed HMAC, and a UDF
+(``map_elements``/``map_batches``) would hash every row instead of every distinct value.
+Tokenisation is therefore an eager step on a materialised column: the distinct values' canonical
+bytes go to `MasterKey.hmac_hex` in one call (the `uprnlink._hmac` extension hashes them in C on
+OpenSSL's SHA-256) and the tokens are mapped back to every row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -66,7 +68,7 @@ def tokenise_value(value: int | str, key: MasterKey, purpose: str) -> str:
     return h.finalize()[:TOKEN_BYTES].hex()
 
 
-def _canonical(distinct: pl.Series, purpose: str) -> list[bytes]:
+def _canonical(distinct: pl.Series, purpose: str) -> pl.Series:
     """The canonical forms (UTF-8 bytes) of distinct non-null input values, validated."""
     name = distinct.name
     dtype = distinct.dtype
@@ -112,24 +114,13 @@ def _canonical(distinct: pl.Series, purpose: str) -> list[bytes]:
             column=name,
             rule="identifier-type",
         )
-    return canonical.cast(pl.Binary).to_list()
+    return canonical.cast(pl.Binary)
 
 
-def _digests(messages: list[bytes], key: MasterKey, purpose: str) -> pl.Series:
-    """Tokens (String, 32 hex chars) of canonical messages, in order.
-
-    This loop is the stage's cost: one `.copy()` of a keyed HMAC prototype (no re-keying),
-    one update and one finalize per message, with no Python function call in between.
-    """
-    copy = key.hmac_prototype(purpose).copy
-
-    def run() -> Iterator[bytes]:
-        for message in messages:
-            h = copy()
-            h.update(message)
-            yield h.finalize()[:TOKEN_BYTES]
-
-    return pl.Series(list(run()), dtype=pl.Binary).bin.encode("hex")
+def _digests(messages: pl.Series, key: MasterKey, purpose: str) -> pl.Series:
+    """Tokens (String, 32 hex chars) of canonical messages (Binary), in order: the stage's
+    cost, one call into `MasterKey.hmac_hex` for the whole column."""
+    return key.hmac_hex(purpose, messages, TOKEN_BYTES)
 
 
 def tokenise_purposes(
