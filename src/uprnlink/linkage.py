@@ -747,6 +747,8 @@ def spark_session(settings: LinkageSettings, work_dir: Path) -> Any:
         "spark.sql.shuffle.partitions": str(max(2, 2 * settings.threads)),
         "spark.default.parallelism": str(max(2, 2 * settings.threads)),
         "spark.local.dir": (work_dir / "local").as_posix(),
+        # Spark creates its (here unused) warehouse folder in the working directory otherwise.
+        "spark.sql.warehouse.dir": (work_dir / "warehouse").as_posix(),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
