@@ -62,6 +62,7 @@ def test_policy_parses_and_keeps_the_disclosure_rule(policy):
         "quarantine_days": 90,
         "trusted_days": 365,
         "published_releases": 3,
+        "enforce": "report",
     }
     assert policy["key"]["rotation_months"] == 12
 

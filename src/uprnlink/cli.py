@@ -114,6 +114,42 @@ def cmd_landing(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from uprnlink.pipeline import Zones, enforce_retention, load_key, new_run_id
+    from uprnlink.retention import find_expired, read_retention
+    from uprnlink.runlock import run_lock
+    from uprnlink.settings import read_settings
+
+    settings = read_settings(Path(args.config))
+    policy = read_retention(settings.policy_path)
+    if not args.apply:
+        expired = find_expired(settings, policy)
+        if args.json:
+            print(json.dumps([e.to_dict() for e in expired], indent=2))
+            return 0
+        print(
+            f"retention (days): landing {policy.landing_days}, quarantine "
+            f"{policy.quarantine_days}, trusted {policy.trusted_days}; enforce = "
+            f"{policy.enforce!r} ({settings.policy_path})"
+        )
+        if not expired:
+            print("no file is past its retention period")
+            return 0
+        print(f"{'zone':<11} {'age (days)':>10} {'limit':>6} {'bytes':>12}  path")
+        for e in expired:
+            print(f"{e.zone:<11} {e.age_days:>10.0f} {e.limit_days:>6} {e.size:>12,}  {e.relative}")
+        print(f"{len(expired)} files past retention; --apply deletes them (audited)")
+        return 0
+    run_id = new_run_id()
+    with run_lock(Zones(settings).lock, run_id):
+        result = enforce_retention(settings, load_key(settings), run_id, delete=True)
+    print(
+        f"deleted {result['files_past_retention']} files past retention"
+        + "".join(f"; {z}: {v['files']}" for z, v in result["by_zone"].items())
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from uprnlink.pipeline import evaluate_run
     from uprnlink.settings import read_settings
@@ -524,6 +560,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--json", action="store_true", help="print the status as JSON")
     w.set_defaults(func=cmd_landing)
+
+    t = sub.add_parser(
+        "retention",
+        help="list (or --apply: delete) files past the policy's retention periods",
+        description="List the files in the landing, quarantine and trusted zones last written "
+        "longer ago than their period in the governance policy's [retention] section "
+        "(reference look-ups in the landing folder are exempt). --apply deletes them under the "
+        "run lock and records one audit entry (zone, path, age). Every run reports the same "
+        'list; enforce = "delete" in the policy makes every run delete it.',
+    )
+    t.add_argument("--config", required=True, help="run configuration (TOML)")
+    t.add_argument("--apply", action="store_true", help="delete the files (needs the key)")
+    t.add_argument("--json", action="store_true", help="print the list as JSON")
+    t.set_defaults(func=cmd_retention)
 
     d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
     d.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")

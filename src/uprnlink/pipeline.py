@@ -193,6 +193,7 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
                 rule="file_missing",
             )
     check_distinct_deliveries(settings)
+    keep_releases(settings)  # a malformed [retention] policy fails here, before any data is read
     key = load_key(settings)
     audit = audit_log(settings, key)
     audit.append("key.loaded", actor=_actor(), data={"run_id": run_id})
@@ -687,13 +688,40 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
 
 def keep_releases(settings: RunSettings) -> int:
     """How many published releases to keep on disk (governance policy [retention])."""
-    import tomllib
+    from uprnlink.retention import read_retention
 
-    try:
-        policy = tomllib.loads(settings.policy_path.read_text())
-    except (OSError, ValueError):
-        return 3
-    return max(1, int(policy.get("retention", {}).get("published_releases", 3)))
+    return read_retention(settings.policy_path).published_releases
+
+
+def enforce_retention(
+    settings: RunSettings, key: MasterKey, run_id: str, *, delete: bool | None = None
+) -> dict[str, Any]:
+    """Find the files past the policy's retention periods; delete them when the policy says
+    `enforce = "delete"` (or `delete=True`), with one audit entry. Counts for the summary."""
+    from uprnlink.retention import apply_retention, find_expired, read_retention
+    from uprnlink.retention import retention_summary as summarise
+
+    policy = read_retention(settings.policy_path)
+    expired = find_expired(settings, policy)
+    if delete is None:
+        delete = policy.enforce == "delete"
+    deleted = apply_retention(expired) if delete else []
+    if deleted:
+        audit_log(settings, key).append(
+            "retention.deleted",
+            actor=_actor(),
+            data={"run_id": run_id, "files": [e.to_dict() for e in deleted]},
+        )
+        log.info("retention: deleted %d files past their retention period", len(deleted))
+    elif expired:
+        log.warning(
+            "retention: %d files are past their retention period (oldest %.0f days); "
+            "`uprnlink retention --config %s --apply` deletes them",
+            len(expired),
+            expired[0].age_days,
+            settings.config_path,
+        )
+    return summarise(deleted if delete else expired, bool(deleted))
 
 
 def finish_run(
@@ -704,10 +732,12 @@ def finish_run(
     z = Zones(settings)
     z.runs.mkdir(parents=True, exist_ok=True)
     path = z.runs / f"{run_id}.json"
+    key = load_key(settings)
+    if status == "completed":
+        summary["retention"] = enforce_retention(settings, key, run_id)
     path.write_text(
         json.dumps({"run_id": run_id, "status": status, **summary}, indent=2, default=str)
     )
-    key = load_key(settings)
     audit = audit_log(settings, key)
     ingest = [r for r in summary.get("ingest", []) if not r.get("skipped")]
     audit.append(

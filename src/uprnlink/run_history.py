@@ -156,6 +156,17 @@ def run_markdown(summary: dict[str, Any]) -> str:
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items())
             + ".",
         ]
+    retention = summary.get("retention") or {}
+    if retention.get("files_past_retention"):
+        zones = ", ".join(
+            f"{zone} {z['files']:,}" for zone, z in retention.get("by_zone", {}).items()
+        )
+        verb = "deleted" if retention.get("deleted") else "past retention, not deleted"
+        lines += [
+            "",
+            f"**Retention**: {retention['files_past_retention']:,} files {verb} ({zones}; "
+            f"oldest {retention.get('oldest_days')} days).",
+        ]
     timings = summary.get("timings") or {}
     if timings:
         lines += [
