@@ -14,7 +14,6 @@ import json
 import re
 import threading
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +22,7 @@ import duckdb
 import polars as pl
 
 from uprnlink.errors import ConfigError, UprnlinkError
+from uprnlink.settings import read_toml
 
 
 class AccessRefusedError(UprnlinkError):
@@ -42,10 +42,7 @@ class QueryCheck:
 
 def read_roles(policy_path: Path) -> dict[str, tuple[str, ...]]:
     """Role -> views it may query, from the governance policy (`*` means every relation)."""
-    try:
-        raw = tomllib.loads(policy_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"governance policy not found: {policy_path}") from None
+    raw = read_toml(policy_path, "governance policy")
     roles = raw.get("roles", {})
     return {name: tuple(spec.get("views", ())) for name, spec in roles.items()}
 

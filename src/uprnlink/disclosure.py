@@ -24,7 +24,6 @@ outputs still go through output checking before they leave the partnership.
 from __future__ import annotations
 
 import itertools
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 import polars as pl
 
 from uprnlink.errors import PublishError
+from uprnlink.settings import read_toml
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,7 @@ class DisclosurePolicy:
 
 def read_policy(path: Path) -> DisclosurePolicy:
     """The disclosure rule from a governance policy file: a preset, then explicit keys."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PublishError(f"governance policy not found: {path}") from None
+    raw = read_toml(path, "governance policy", PublishError)
     d = raw.get("disclosure", {})
     preset_name = d.get("preset")
     base = DisclosurePolicy()

@@ -20,14 +20,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import ConfigError
-from uprnlink.settings import RunSettings
+from uprnlink.settings import RunSettings, read_toml
 
 __all__ = [
     "ENFORCE_MODES",
@@ -66,12 +65,7 @@ _INT_KEYS = ("landing_days", "quarantine_days", "trusted_days", "published_relea
 
 def read_retention(policy_path: Path) -> RetentionPolicy:
     """The retention policy, validated; a missing section or key takes the default."""
-    try:
-        raw = tomllib.loads(policy_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"governance policy not found: {policy_path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{policy_path}: not valid TOML ({exc})") from None
+    raw = read_toml(policy_path, "governance policy")
     section = raw.get("retention", {})
     if not isinstance(section, Mapping):
         raise ConfigError(f"{policy_path}: [retention] must be a table")

@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from uprnlink.errors import ConfigError
+from uprnlink.errors import ConfigError, UprnlinkError
 
 PERSON_SOURCES = (
     "council_tax",
@@ -222,15 +222,23 @@ def _source(
     )
 
 
+def read_toml(
+    path: Path, what: str = "config file", error: type[UprnlinkError] = ConfigError
+) -> dict[str, Any]:
+    """A TOML file (a run configuration or the governance policy) as a dict; a missing or
+    malformed file is `error` naming `what` and the path."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
 def read_settings(config_path: Path) -> RunSettings:
     """Load and check a run configuration file."""
     config_path = Path(config_path).resolve()
-    try:
-        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {config_path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    raw = read_toml(config_path)
     _check_keys(raw, _TOP_KEYS, "top level", config_path)
     base = config_path.parent
     run = raw.get("run", {})
