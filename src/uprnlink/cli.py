@@ -114,6 +114,31 @@ def cmd_landing(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map(args: argparse.Namespace) -> int:
+    from uprnlink.contracts import find_contract
+    from uprnlink.errors import ContractError
+    from uprnlink.mapping import propose_mapping
+
+    contract = find_contract(Path(args.schemas), args.contract, args.version)
+    proposal = propose_mapping(Path(args.file), contract, args.source, rows=args.rows)
+    config_dir = Path(args.relative_to) if args.relative_to else None
+    print(proposal.to_toml(config_dir), end="")
+    mapped = len(proposal.columns)
+    print(
+        f"{mapped} of {len(contract.fields)} contract fields mapped from "
+        f"{proposal.rows_sampled:,} sampled rows; {len(proposal.unused_columns)} column(s) "
+        "unmapped",
+        file=sys.stderr,
+    )
+    if proposal.missing_required:
+        raise ContractError(
+            "no column found for required field(s) " + ", ".join(proposal.missing_required),
+            file=str(args.file),
+            rule="mapping_missing",
+        )
+    return 0
+
+
 def cmd_retention(args: argparse.Namespace) -> int:
     from uprnlink.pipeline import Zones, enforce_retention, load_key, new_run_id
     from uprnlink.retention import find_expired, read_retention
@@ -560,6 +585,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--json", action="store_true", help="print the status as JSON")
     w.set_defaults(func=cmd_landing)
+
+    m = sub.add_parser(
+        "map",
+        help="propose a new extract's column mapping onto a contract (TOML to paste)",
+        description="Read the header and a sample of rows of an extract (CSV or Parquet) and "
+        "propose its [sources.NAME] table: delimiter, encoding, date formats and a column for "
+        "each contract field, from column names (with common council and NHS aliases) and the "
+        "share of values valid for the field's type (Modulus 11 NHS numbers, postcodes, "
+        "UPRNs, dates, sex codes). Evidence is printed as comments; no data value is shown. "
+        "Exit 3 when a required field has no column.",
+    )
+    m.add_argument("file", help="the extract (CSV or Parquet)")
+    m.add_argument("--contract", required=True, help="contract name, e.g. gp_registrations")
+    m.add_argument("--version", type=int, default=None, help="contract major version")
+    m.add_argument("--source", default=None, help="source name in the config (default: contract)")
+    m.add_argument("--rows", type=int, default=5000, help="rows to sample (default 5000)")
+    m.add_argument("--schemas", default=str(PROJECT_ROOT / "schemas"), help="contracts folder")
+    m.add_argument(
+        "--relative-to",
+        default=None,
+        help="write the path relative to this folder (the config's landing_dir)",
+    )
+    m.set_defaults(func=cmd_map)
 
     t = sub.add_parser(
         "retention",

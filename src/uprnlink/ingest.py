@@ -466,13 +466,19 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
             rule="missing_header",
         )
     if absent:
+        from uprnlink.mapping import suggest_columns
+
         fname, column = absent[0]
         others = (
             f" ({len(absent) - 1} other mapped column(s) missing too)" if len(absent) > 1 else ""
         )
+        unmapped = [h for h in data_columns if h not in resolved.values()]
+        close = suggest_columns(column, unmapped, fname)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ContractError(
             f"column {column!r} (mapped to field {fname!r}) is not in the file's header; found "
-            f"{len(headers)} columns{others}",
+            f"{len(headers)} columns{others}{hint} (`uprnlink map FILE --contract NAME` "
+            "proposes a mapping from the header)",
             file=str(source.path),
             column=column,
             rule="missing_column",

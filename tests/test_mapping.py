@@ -1,0 +1,196 @@
+"""`uprnlink map`: a new extract in another system's column names, delimiter, encoding and date
+format gets a proposed mapping that the ingest accepts as it is, without any data value shown."""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from uprnlink import cli
+from uprnlink.contracts import find_contract
+from uprnlink.errors import ContractError
+from uprnlink.ingest import ingest_extract
+from uprnlink.mapping import _normal, propose_mapping, suggest_columns
+from uprnlink.settings import PROJECT_ROOT, read_settings
+from uprnlink.standardise import nhs_check_digit
+
+SCHEMAS = PROJECT_ROOT / "schemas"
+TODAY = date(2026, 3, 31)
+GP = find_contract(SCHEMAS, "gp_registrations")
+
+
+def _nhs_numbers(n: int, rng: random.Random) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        first = f"{rng.randrange(400_000_000, 699_999_999):09d}"
+        check = nhs_check_digit(first)
+        if check is not None:
+            out.append(first + str(check))
+    return out
+
+
+def _other_system_extract(n: int = 300, seed: int = 3) -> pl.DataFrame:
+    """A GP extract as another system might write it: its own names, dd.mm.yyyy dates,
+    Male/Female, spaced NHS numbers, a column order of its own and a column we don't use."""
+    rng = random.Random(seed)
+    born = [date(1930, 1, 1) + timedelta(days=rng.randrange(0, 30_000)) for _ in range(n)]
+    registered = [date(2005, 1, 1) + timedelta(days=rng.randrange(0, 7000)) for _ in range(n)]
+    nhs = _nhs_numbers(n, rng)
+    return pl.DataFrame(
+        {
+            "PracticeCode": [f"B8{rng.randrange(1000, 9999)}" for _ in range(n)],
+            "LocalPatientIdentifier": [f"LP{i:06d}" for i in range(n)],
+            "GivenName": [rng.choice(["Amy", "Raj", "Ewa", "Tom", "Li"]) for _ in range(n)],
+            "FamilyName": [rng.choice(["Khan", "Smith", "Nowak", "O'Neill"]) for _ in range(n)],
+            "BirthDate": [d.strftime("%d.%m.%Y") for d in born],
+            "Gender": [rng.choice(["Male", "Female"]) for _ in range(n)],
+            "NHSNumber": [f"{x[:3]} {x[3:6]} {x[6:]}" for x in nhs],
+            "PostCode": [rng.choice(["LS1 4AB", "ls6 2qd", "BD7 1DP"]) for _ in range(n)],
+            "PropertyUPRN": [str(rng.randrange(10_000_000, 100_099_999_999)) for _ in range(n)],
+            "RegisteredFrom": [d.strftime("%d.%m.%Y") for d in registered],
+            "RegisteredTo": [""] * n,
+        }
+    )
+
+
+EXPECTED = {
+    "record_id": "LocalPatientIdentifier",
+    "forename": "GivenName",
+    "surname": "FamilyName",
+    "dob": "BirthDate",
+    "sex": "Gender",
+    "nhs_number": "NHSNumber",
+    "postcode": "PostCode",
+    "uprn": "PropertyUPRN",
+    "start_date": "RegisteredFrom",
+    "end_date": "RegisteredTo",
+}
+
+
+@pytest.mark.parametrize(
+    ("header", "normal"),
+    [
+        ("NHSNumber", "nhs number"),
+        ("Person_Birth_Date", "person birth date"),
+        ("DoB", "do b"),
+        ("POST CODE", "post code"),
+        ("nhs-no.", "nhs no"),
+    ],
+)
+def test_header_names_normalise(header, normal):
+    assert _normal(header) == normal
+
+
+@pytest.fixture
+def extract(tmp_path: Path) -> Path:
+    """The other system's extract as a semicolon-separated Windows-1252 file."""
+    frame = _other_system_extract()
+    path = tmp_path / "landing" / "gp_extract.csv"
+    path.parent.mkdir()
+    text = frame.write_csv(separator=";")
+    path.write_bytes(text.replace("Khan", "Khán").encode("cp1252"))
+    return path
+
+
+def test_proposes_the_mapping_format_delimiter_and_encoding(extract):
+    proposal = propose_mapping(extract, GP, "gp", today=TODAY)
+    assert {c.field: c.column for c in proposal.columns} == EXPECTED
+    assert proposal.delimiter == ";"
+    assert proposal.encoding == "cp1252"
+    assert proposal.date_format() == "%d.%m.%Y"
+    assert "PracticeCode" in proposal.unused_columns
+    assert proposal.missing_required == []
+    evidence = {c.field: c.evidence for c in proposal.columns}
+    assert "100.0% valid NHS numbers" in evidence["nhs_number"]
+    assert "dates of birth as %d.%m.%Y" in evidence["dob"]
+
+
+def test_the_proposal_runs_through_the_ingest_as_it_is(extract, tmp_path):
+    proposal = propose_mapping(extract, GP, "gp", today=TODAY)
+    toml = proposal.to_toml(extract.parent)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[run]\n"
+        f'landing_dir = "{extract.parent.as_posix()}"\n'
+        'work_dir = "work"\nout_dir = "out"\nreference_date = "2026-03-31"\n'
+        '[key]\nfile = "work/keys/k.key"\npassphrase_env = "UPRNLINK_KEY_PASSPHRASE"\n\n' + toml
+    )
+    assert tomllib.loads(toml)["sources"]["gp"]["delimiter"] == ";"
+    source = read_settings(config).sources["gp"]
+    accepted, _, report = ingest_extract(source, GP, TODAY)
+    assert report.rows_in == 300
+    assert report.rows_accepted == 300, report.quarantine_reasons
+    assert accepted.get_column("nhs_number").null_count() == 0
+    assert accepted.get_column("sex").to_list().count(None) == 0
+    assert accepted.get_column("surname").str.contains("KH").any()
+
+
+def test_no_data_value_is_shown(extract, capsys):
+    frame = _other_system_extract()
+    assert cli.main(["map", str(extract), "--contract", "gp_registrations"]) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    for column in ("NHSNumber", "FamilyName", "BirthDate", "PropertyUPRN", "PostCode"):
+        for value in frame.get_column(column).head(50).to_list():
+            assert value not in text, column
+    assert "gp_registrations" in text
+
+
+def test_values_alone_identify_an_unnamed_nhs_number_column(tmp_path):
+    frame = _other_system_extract().rename({"NHSNumber": "Col7", "BirthDate": "Field5"})
+    rng = random.Random(9)
+    # Ten digits that fail Modulus 11 are not taken for NHS numbers.
+    frame = frame.with_columns(
+        Col9=pl.Series([f"{rng.randrange(10**9, 10**10)}0" for _ in range(frame.height)])
+    )
+    path = tmp_path / "x.parquet"
+    frame.write_parquet(path)
+    proposal = propose_mapping(path, GP, today=TODAY)
+    mapped = {c.field: c.column for c in proposal.columns}
+    assert mapped["nhs_number"] == "Col7"
+    assert mapped["dob"] == "Field5"
+    assert "Col9" in proposal.unused_columns
+
+
+def test_day_month_ambiguity_is_flagged(tmp_path):
+    rows = "PATIENT_ID,SURNAME,DOB\n" + "".join(
+        f"P{i},Smith,{d:02d}/{m:02d}/1980\n" for i, (d, m) in enumerate([(1, 2), (3, 4), (5, 6)])
+    )
+    path = tmp_path / "gp.csv"
+    path.write_text(rows)
+    proposal = propose_mapping(path, GP, today=TODAY)
+    dob = next(c for c in proposal.columns if c.field == "dob")
+    assert dob.date_format == "%d/%m/%Y"
+    assert dob.ambiguous_order
+    assert "UK day-first assumed" in proposal.to_toml()
+
+
+def test_missing_required_field_exits_3_naming_it(tmp_path, capsys):
+    path = tmp_path / "gp.csv"
+    path.write_text("PATIENT_ID,FORENAME\nP1,Amy\n")
+    assert cli.main(["map", str(path), "--contract", "gp_registrations"]) == 3
+    err = capsys.readouterr().err
+    assert "surname" in err and "dob" in err
+    assert "mapping_missing" in err
+
+
+def test_missing_column_error_suggests_the_header(tmp_path):
+    from tests.test_ingest import gp_source
+
+    path = tmp_path / "gp.csv"
+    header = (
+        "PATIENT_ID,NHS_NUMBER,FORENAME,SURNAME,DATE_OF_BIRTH,SEX,POST_CODE,UPRN,REGISTRATION_DATE"
+    )
+    path.write_text(header + "\nP1,9434765919,John,Smith,19800102,M,LS1 4AB,1,20100101\n")
+    with pytest.raises(ContractError, match=r"did you mean 'POST_CODE'\?.*uprnlink map"):
+        ingest_extract(gp_source(path), GP, TODAY)
+
+
+def test_suggest_columns_by_name():
+    assert suggest_columns("NHS_NO", ["NHSNumber", "Surname"], "nhs_number") == ["NHSNumber"]
+    assert suggest_columns("XYZ", ["Surname"], "record_id") == []
