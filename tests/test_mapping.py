@@ -157,6 +157,24 @@ def test_values_alone_identify_an_unnamed_nhs_number_column(tmp_path):
     assert "Col9" in proposal.unused_columns
 
 
+def test_spreadsheet_serial_dates_are_proposed_only_for_a_named_date_column(tmp_path):
+    frame = _other_system_extract().with_columns(
+        BirthDate=pl.col("BirthDate")
+        .str.to_date("%d.%m.%Y")
+        .sub(pl.date(1899, 12, 30))
+        .dt.total_days()
+        .cast(pl.String),
+    )
+    path = tmp_path / "gp.csv"
+    frame.write_csv(path)
+    proposal = propose_mapping(path, GP, today=TODAY)
+    dob = next(c for c in proposal.columns if c.field == "dob")
+    assert (dob.column, dob.date_format) == ("BirthDate", "excel")
+    # Unnamed, the same serial numbers are not taken for dates of birth by their values.
+    path.write_text(frame.rename({"BirthDate": "Col5"}).write_csv())
+    assert "dob" not in {c.field for c in propose_mapping(path, GP, today=TODAY).columns}
+
+
 def test_day_month_ambiguity_is_flagged(tmp_path):
     rows = "PATIENT_ID,SURNAME,DOB\n" + "".join(
         f"P{i},Smith,{d:02d}/{m:02d}/1980\n" for i, (d, m) in enumerate([(1, 2), (3, 4), (5, 6)])

@@ -456,6 +456,41 @@ def test_date_expr_without_formats() -> None:
     assert run(lambda c: date_expr(c, []), ["01/02/1980"]) == [None]
 
 
+def test_spreadsheet_serial_dates() -> None:
+    """``date_format = "excel"``: days since 1899-12-30, a time of day as a fraction; serials
+    before Excel's phantom 29/02/1900 (< 61), beyond 9999-12-31, negative or not plain
+    numbers are null."""
+    raw = ["29221", "45382.75", " 45382 ", "61", "60", "2958465", "2958466", "-5", "1e4", "x"]
+    assert run(lambda c: date_expr(c, ["excel"]), raw) == [
+        date(1980, 1, 1),
+        date(2024, 3, 31),
+        date(2024, 3, 31),
+        date(1900, 3, 1),
+        None,
+        date(9999, 12, 31),
+        None,
+        None,
+        None,
+        None,
+    ]
+    # Mixed extracts: a text format first, serial numbers for the rest.
+    assert run(lambda c: date_expr(c, ["%d/%m/%Y", "excel"]), ["01/02/1980", "29252"]) == [
+        date(1980, 2, 1),
+        date(1980, 2, 1),
+    ]
+    assert run(lambda c: date_expr(c, ["excel"]), [29221, None], pl.Int64) == [
+        date(1980, 1, 1),
+        None,
+    ]
+
+
+@PROPERTY
+@given(st.dates(min_value=date(1900, 3, 1), max_value=date(9999, 12, 31)))
+def test_spreadsheet_serials_round_trip(day: date) -> None:
+    serial = (day - date(1899, 12, 30)).days
+    assert run(lambda c: date_expr(c, ["excel"]), [str(serial)]) == [day]
+
+
 def _real_date(y: int, m: int, d: int) -> date | None:
     try:
         return date(y, m, d)

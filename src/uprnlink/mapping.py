@@ -56,9 +56,11 @@ DATE_FORMATS = (
     "%d/%m/%y",
     "%Y/%m/%d",
     "%m/%d/%Y",
+    std.EXCEL_DATE,
 )
 """Date formats tried on a date column, in order of preference when several parse every value
-(UK day-first before US month-first)."""
+(UK day-first before US month-first; spreadsheet serial numbers last, and only for a column
+whose name says it holds the field)."""
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "record_id": (
@@ -466,6 +468,8 @@ def propose_mapping(
             if name_score == 0:
                 # Values alone: only for identifier types that cannot be mistaken.
                 if spec.type not in _SELF_EVIDENT or ev is None or ev.share < _SELF_EVIDENT_SHARE:
+                    continue
+                if ev.date_format == std.EXCEL_DATE:  # any column of small integers would do
                     continue
                 score, why = 0.5 * ev.share, ev.what
             else:

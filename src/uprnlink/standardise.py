@@ -246,8 +246,28 @@ def nhs_number_expr(col: str | pl.Expr) -> pl.Expr:
 _TIME_SUFFIX = r"(?i)[ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2}|AM|PM)?$"
 
 
+EXCEL_DATE = "excel"
+"""A date format meaning a spreadsheet serial date: days since 1899-12-30 (``45382`` is
+2024-03-31; a time of day may follow as a fraction). Serials below 61 fall before Excel's
+phantom 29 February 1900 and are refused rather than shifted by a day."""
+_EXCEL_EPOCH = date(1899, 12, 30)
+_EXCEL_MAX = 2_958_465  # 9999-12-31
+
+
+def excel_date_expr(text: pl.Expr) -> pl.Expr:
+    """A spreadsheet serial date (text of a whole or fractional number of days) as a Date."""
+    days = (
+        pl.when(text.str.contains(r"^[0-9]{1,7}(\.[0-9]+)?$"))
+        .then(text.cast(pl.Float64, strict=False).floor().cast(pl.Int64))
+        .otherwise(None)
+    )
+    valid = days.is_between(61, _EXCEL_MAX)
+    return pl.when(valid).then(pl.lit(_EXCEL_EPOCH) + pl.duration(days=days)).cast(pl.Date)
+
+
 def date_expr(col: str | pl.Expr, formats: Sequence[str]) -> pl.Expr:
-    """Parse dates trying each strptime format in order; Date/Datetime input passes through.
+    """Parse dates trying each strptime format in order (or `EXCEL_DATE` for spreadsheet
+    serial dates); Date/Datetime input passes through.
 
     Impossible or unparseable dates become null. With no formats, text input is all null.
     """
@@ -257,9 +277,9 @@ def date_expr(col: str | pl.Expr, formats: Sequence[str]) -> pl.Expr:
     # a format without a time part is also tried on the date that is left.
     text_no_time = text.str.replace(_TIME_SUFFIX, "")
     parsed = [
-        t.str.to_date(fmt, strict=False)
+        excel_date_expr(text) if fmt == EXCEL_DATE else t.str.to_date(fmt, strict=False)
         for fmt in formats
-        for t in ((text,) if "%H" in fmt else (text, text_no_time))
+        for t in ((text,) if "%H" in fmt or fmt == EXCEL_DATE else (text, text_no_time))
     ]
     from_text = pl.coalesce(parsed) if parsed else pl.lit(None, dtype=pl.Date)
     # Resolved from the schema at plan time, so only one branch is ever computed.
