@@ -343,42 +343,49 @@ def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
     that whole period. With `skip_snapshot_dates` it returns nothing for a date that has a
     snapshot (households_as_at reads the snapshot instead).
     """
-    gap = GENERATION_GAP
     skip = (
-        "WHERE CAST(as_at AS DATE) NOT IN (SELECT as_at_date FROM linked.snapshot_dates)"
+        "WHERE as_at_date NOT IN (SELECT as_at_date FROM linked.snapshot_dates)"
         if skip_snapshot_dates
         else ""
     )
-    return f"""CREATE OR REPLACE MACRO {COMPUTED_MACRO}(as_at) AS TABLE
-WITH d AS (
-    SELECT CAST(as_at AS DATE) AS as_at_date,
-           CAST(CAST(as_at AS DATE) - to_months(service_period_months) AS DATE) AS period_start,
-           reference_date, hospital_data_from
-    FROM linked.run_parameters {skip}),
+    dates = f"SELECT as_at_date FROM (SELECT CAST(as_at AS DATE) AS as_at_date) {skip}"
+    return f"CREATE OR REPLACE MACRO {COMPUTED_MACRO}(as_at) AS TABLE\n" + households_on_sql(dates)
+
+
+def households_on_sql(dates: str) -> str:
+    """A query of private households on each date `dates` (a query of `as_at_date` values)
+    yields, rebuilt from the membership spells: one pass for any number of dates."""
+    gap = GENERATION_GAP
+    return f"""WITH d AS (
+    SELECT dd.as_at_date,
+           CAST(dd.as_at_date - to_months(p.service_period_months) AS DATE) AS period_start,
+           p.reference_date, p.hospital_data_from
+    FROM ({dates}) dd CROSS JOIN linked.run_parameters p),
 r AS (
-    SELECT m.household_id, m.person_id,
+    SELECT d.as_at_date, m.household_id, m.person_id,
            CASE WHEN m.age_on_reference_date IS NULL THEN NULL
                 ELSE greatest(0, CAST(floor(m.age_on_reference_date + 0.5
                      - date_diff('day', d.as_at_date, d.reference_date) / 365.25) AS INTEGER))
            END AS age
-    FROM linked.membership m CROSS JOIN d
-    WHERE m.valid_from <= d.as_at_date
-      AND (m.valid_to IS NULL OR m.valid_to >= d.as_at_date)
-      AND NOT m.is_communal),
+    FROM linked.membership m JOIN d
+      ON m.valid_from <= d.as_at_date
+     AND coalesce(m.valid_to, DATE '9999-12-31') >= d.as_at_date
+    WHERE NOT m.is_communal),
 ev AS (
-    SELECT e.person_id,
+    SELECT d.as_at_date, e.person_id,
            count(*) FILTER (WHERE e.event_type = 'AE') AS ae,
            count(*) FILTER (WHERE e.event_type = 'EMERGENCY_ADMISSION') AS ea
-    FROM linked.service_events e CROSS JOIN d
+    FROM linked.service_events e JOIN d
+      ON e.event_date BETWEEN d.period_start AND d.as_at_date
     WHERE e.source = 'hospital_activity'
-      AND e.event_date BETWEEN d.period_start AND d.as_at_date
-    GROUP BY e.person_id),
+    GROUP BY d.as_at_date, e.person_id),
 r2 AS (
-    SELECT r.household_id, r.age, min(r.age) OVER (PARTITION BY r.household_id) AS youngest,
+    SELECT r.as_at_date, r.household_id, r.age,
+           min(r.age) OVER (PARTITION BY r.as_at_date, r.household_id) AS youngest,
            coalesce(ev.ae, 0) AS ae, coalesce(ev.ea, 0) AS ea
-    FROM r LEFT JOIN ev USING (person_id)),
+    FROM r LEFT JOIN ev USING (as_at_date, person_id)),
 h AS (
-    SELECT household_id,
+    SELECT as_at_date, household_id,
            CAST(count(*) AS INTEGER) AS residents,
            CAST(count(*) FILTER (WHERE age >= 18) AS INTEGER) AS adults,
            CAST(count(*) FILTER (WHERE age <= 4) AS INTEGER) AS children_0_4,
@@ -393,7 +400,7 @@ h AS (
            min(age) FILTER (WHERE age >= youngest + {gap}) AS middle,
            CAST(sum(ae) AS INTEGER) AS ae,
            CAST(sum(ea) AS INTEGER) AS ea
-    FROM r2 GROUP BY household_id),
+    FROM r2 GROUP BY as_at_date, household_id),
 c AS (
     SELECT *, coalesce(oldest >= middle + {gap}, FALSE) AS multigenerational,
            adults = 1 AND children_0_15 >= 1 AND age_unknown = 0 AS lone_parent
@@ -417,7 +424,7 @@ SELECT c.household_id, d.as_at_date, a.lsoa, a.msoa, a.ward, a.imd_decile, a.pro
        d.period_start, d.as_at_date AS period_end,
        CASE WHEN d.period_start >= d.hospital_data_from THEN c.ae END AS ae_attendances,
        CASE WHEN d.period_start >= d.hospital_data_from THEN c.ea END AS emergency_admissions
-FROM c LEFT JOIN linked.household_area a USING (household_id) CROSS JOIN d"""
+FROM c JOIN d USING (as_at_date) LEFT JOIN linked.household_area a USING (household_id)"""
 
 
 def households_as_at_sql() -> str:
@@ -614,23 +621,29 @@ def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) ->
 
     Rebuilding households from the spells takes about a second per date at a million people,
     so the dates analysts ask for most (31 March of each year, for a 31 March reference date)
-    are computed here; any other date is computed when asked for.
+    are computed here, all in one pass over the spells; any other date is computed when asked
+    for.
     """
     con.execute(households_computed_sql(skip_snapshot_dates=False))
     earliest = con.execute("SELECT min(valid_from) FROM linked.membership").fetchall()[0][0]
     dates = snapshot_dates(date.fromisoformat(str(metadata["reference_date"])), earliest)
-    # One date at a time, newest first, so each date's rows are stored together and a filter
-    # on years_before_reference (or as_at_date) skips the other years' row groups.
-    for years, d in enumerate(dates):
-        select = (
-            f"SELECT *, {years} AS years_before_reference "
-            f"FROM {COMPUTED_MACRO}(DATE '{d.isoformat()}')"
-        )
-        if years == 0:
-            con.execute(f"CREATE TABLE linked.household_snapshots AS {select}")
-        else:
-            con.execute(f"INSERT INTO linked.household_snapshots {select}")
-    _register(con, "linked.snapshot_dates", pl.DataFrame({"as_at_date": sorted(dates)}))
+    _register(
+        con,
+        "linked.snapshot_dates",
+        pl.DataFrame({"as_at_date": dates, "years_before_reference": range(len(dates))}).sort(
+            "as_at_date"
+        ),
+    )
+    # Newest first, each date's rows together, so a filter on years_before_reference (or
+    # as_at_date) skips the other years' row groups.
+    con.execute(
+        "CREATE TABLE linked.household_snapshots AS "
+        "SELECT h.*, s.years_before_reference FROM ("
+        + households_on_sql("SELECT as_at_date FROM linked.snapshot_dates")
+        + ") h JOIN linked.snapshot_dates s USING (as_at_date) "
+        "ORDER BY s.years_before_reference, h.household_id"
+    )
+    con.execute("ALTER TABLE linked.snapshot_dates DROP COLUMN years_before_reference")
     return dates
 
 
