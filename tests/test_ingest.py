@@ -213,3 +213,40 @@ def test_file_checksum_follows_every_rewrite(tmp_path: Path) -> None:
     path.write_bytes(b"a,b\n1,3\n")  # same size, new bytes
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert file_checksum(path) == hashlib.sha256(b"a,b\n1,3\n").hexdigest()
+
+
+def test_typed_parquet_columns_are_read(tmp_path: Path) -> None:
+    """A Parquet extract from a typed system: integer ids and NHS numbers (a leading zero
+    lost), Date and Datetime columns, UPRNs as floats, sex as NHS codes 1/2/0/9."""
+    from datetime import datetime
+
+    frame = pl.DataFrame(
+        {
+            "PATIENT_ID": [1, 2, 3],
+            "NHS_NUMBER": [9434765919, 101012349, None],
+            "FORENAME": ["Ann", "Bob", "Cy"],
+            "SURNAME": ["Lee", "Khan", "Ng"],
+            "DATE_OF_BIRTH": [date(1980, 1, 2), date(1990, 5, 6), date(2001, 7, 8)],
+            "SEX": [2, 1, 9],
+            "POSTCODE": ["LS1 4AB", "ls6 2qd", "BD7 1DP"],
+            "UPRN": [100023336956.0, 1.0, None],
+            "REGISTRATION_DATE": [datetime(2010, 1, 1, 12, 30)] * 3,
+        }
+    )
+    path = tmp_path / "gp.parquet"
+    frame.write_parquet(path)
+    src = gp_source(path, format="parquet", date_formats=())
+    accepted, quarantined, report = ingest_extract(
+        src, find_contract(SCHEMAS, "gp_registrations"), REF
+    )
+    assert (report.rows_in, report.rows_accepted, quarantined.height) == (3, 3, 0)
+    assert accepted.get_column("record_id").to_list() == ["1", "2", "3"]
+    assert accepted.get_column("nhs_number").to_list() == ["9434765919", "0101012349", None]
+    assert accepted.get_column("dob").to_list() == [
+        date(1980, 1, 2),
+        date(1990, 5, 6),
+        date(2001, 7, 8),
+    ]
+    assert accepted.get_column("sex").to_list() == ["F", "M", None]
+    assert accepted.get_column("uprn").to_list() == [100023336956, 1, None]
+    assert accepted.get_column("start_date").to_list() == [date(2010, 1, 1)] * 3

@@ -325,6 +325,18 @@ def test_nhs_number_expr(raw: str | None, expected: str | None) -> None:
         assert is_valid_nhs_number(raw) is (expected is not None)
 
 
+def test_nhs_number_from_an_integer_column_keeps_its_leading_zero() -> None:
+    """A typed extract stores 0101012349 as the integer 101012349: padded back, it is valid;
+    the same nine digits as text are refused (never guessed)."""
+    assert run(nhs_number_expr, [101012349, 9434765919, None, -5], pl.Int64) == [
+        "0101012349",
+        "9434765919",
+        None,
+        None,
+    ]
+    assert run(nhs_number_expr, ["101012349", "0101012349"]) == [None, "0101012349"]
+
+
 def test_nhs_9990000018_passes_modulus_11() -> None:
     assert nhs_check_digit("999000001") == 8
 

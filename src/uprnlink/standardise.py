@@ -227,9 +227,19 @@ def nhs_number_expr(col: str | pl.Expr) -> pl.Expr:
     """Validate an NHS number (Modulus 11, no dummy or 999 test values) as 10 digits, else null.
 
     Separators (spaces, hyphens) are dropped; anything but exactly ten ASCII digits is null.
+    An integer column (a typed Parquet extract) has lost any leading zero, so it is padded back
+    to ten digits; text is never padded (a nine-digit string is refused, not guessed at).
     """
     e = _to_expr(col)
-    s = e.cast(pl.String).str.replace_all(_NHS_SEPARATORS, "")
+    text = e.cast(pl.String)
+    # Resolved from the schema at plan time, as in date_expr.
+    is_integer = pl.dtype_of(e).matches(cs.integer())
+    s = (
+        pl.when(is_integer)
+        .then(text.str.zfill(10))
+        .otherwise(text)
+        .str.replace_all(_NHS_SEPARATORS, "")
+    )
     n = pl.when(s.str.contains("^[0-9]{10}$")).then(s.cast(pl.Int64, strict=False))
     digit = [(n // 10 ** (9 - k)) % 10 for k in range(10)]
     total = pl.sum_horizontal([digit[k] * w for k, w in enumerate(_NHS_WEIGHTS)])
