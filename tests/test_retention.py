@@ -13,6 +13,7 @@ import pytest
 
 from uprnlink import cli
 from uprnlink.audit import verify_audit_log
+from uprnlink.audit_report import render_audit_report
 from uprnlink.errors import ConfigError
 from uprnlink.keys import create_demo_key
 from uprnlink.pipeline import Zones, enforce_retention, load_key
@@ -165,6 +166,12 @@ def test_enforce_reports_or_deletes_by_policy_and_audits(tree, tmp_path):
         "records/benefits_claims.parquet",
     }
     assert verify_audit_log(log, [key], head_path=Zones(settings).audit_head).ok
+    # The IG lead's audit report has the deletion: when, which run, by whom, files per zone.
+    report = render_audit_report(log, key, head_path=Zones(settings).audit_head)
+    section = report.split("## Retention", 1)[1].split("\n## ", 1)[0]
+    assert "4 file(s) deleted in 1 deletion(s)" in section
+    assert "run-2" in section
+    assert "landing 2; quarantine 1; trusted 1" in section
 
 
 def test_cli_lists_then_applies(tree, capsys):

@@ -278,6 +278,7 @@ class _Summary:
     publications: list[_Publication]
     access: list[_Access]
     refused: list[_Access]
+    deletions: list[_Entry] = field(default_factory=list)
 
 
 def _epochs_from_key_events(events: Iterable[_Entry]) -> dict[str, int]:
@@ -363,6 +364,8 @@ def _summarise(entries: Sequence[_Entry], key_epochs: Mapping[str, int]) -> _Sum
                         _int_map(data.get("counts")),
                     )
                 )
+        elif ev.event == "retention.deleted":
+            s.deletions.append(entry)
         elif ev.event in ("access", "access.refused"):
             record = _Access(
                 entry,
@@ -420,6 +423,10 @@ def _counts(s: _Summary) -> dict[str, Any]:
             "rows_quarantined": sum(sum(r.rows_quarantined.values()) for r in runs),
         },
         "publications": len(s.publications),
+        "retention": {
+            "deletions": len(s.deletions),
+            "files_deleted": sum(len(_files(e)) for e in s.deletions),
+        },
         "access": _access_counts(s.access, refused=False),
         "refused": _access_counts(s.refused, refused=True),
     }
@@ -735,6 +742,56 @@ def _publication_blocks(s: _Summary, flag: bool) -> list[_Block]:
     return blocks
 
 
+def _files(entry: _Entry) -> list[dict[str, Any]]:
+    """The files a retention.deleted entry lists (zone, path, age_days, limit_days, bytes)."""
+    files = entry.event.data.get("files")
+    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+
+
+def _retention_blocks(s: _Summary, flag: bool) -> list[_Block]:
+    blocks: list[_Block] = [_Heading(2, "Retention")]
+    if not s.deletions:
+        return [
+            *blocks,
+            _Para(
+                "No files deleted under the retention policy (runs list files past their "
+                "period in their summaries; `uprnlink retention` shows them)."
+            ),
+        ]
+    total = sum(len(_files(e)) for e in s.deletions)
+    blocks.append(_Para(f"{total:,} file(s) deleted in {len(s.deletions)} deletion(s)."))
+
+    def by_zone(entry: _Entry) -> str:
+        zones = Counter(_text(f.get("zone")) or _UNKNOWN for f in _files(entry))
+        return "; ".join(f"{zone} {n:,}" for zone, n in sorted(zones.items())) or _UNKNOWN
+
+    def oldest(entry: _Entry) -> str:
+        ages = [a for f in _files(entry) if isinstance(a := f.get("age_days"), int | float)]
+        return f"{max(ages):,.0f}" if ages else _UNKNOWN
+
+    blocks.append(
+        _table(
+            ("time", "run id", "by", "files by zone", "oldest (days)"),
+            (
+                (
+                    (
+                        _ts(e.event.ts),
+                        _text(e.event.data.get("run_id")) or _UNKNOWN,
+                        e.event.actor,
+                        by_zone(e),
+                        oldest(e),
+                    ),
+                    e.verified,
+                )
+                for e in s.deletions
+            ),
+            numeric=(4,),
+            show_verified=flag,
+        )
+    )
+    return blocks
+
+
 def _by_user(records: Sequence[_Access]) -> dict[str, list[_Access]]:
     groups: dict[str, list[_Access]] = {}
     for r in records:
@@ -939,6 +996,7 @@ def _report_blocks(
     blocks += _key_blocks(summary, supplied, flag)
     blocks += _run_blocks(summary, flag)
     blocks += _publication_blocks(summary, flag)
+    blocks += _retention_blocks(summary, flag)
     blocks += _access_blocks(summary, flag)
     blocks += _refused_blocks(summary, flag)
     return blocks

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from uprnlink.keys import MasterKey
+from uprnlink.keys import BULK_HMAC, MasterKey
 from uprnlink.pseudonymise import tokenise_purposes, tokenise_series
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,13 @@ def build_trusted_source(
         pl.lit(source_name).alias("source_dataset"),
     )
     log.info(
-        "%s: pseudonymised %s records (record keys, UPRNs, NHS numbers) in %.1f s",
+        "%s: pseudonymised %s records (record keys, UPRNs, NHS numbers) in %.1f s%s",
         source_name,
         f"{df.height:,}",
         time.perf_counter() - started,
+        ""
+        if BULK_HMAC == "openssl"
+        else " (pure-Python HMAC: the uprnlink._hmac extension is not built; see README)",
     )
     records = df.select(
         "unique_id",
