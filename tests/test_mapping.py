@@ -212,3 +212,40 @@ def test_missing_column_error_suggests_the_header(tmp_path):
 def test_suggest_columns_by_name():
     assert suggest_columns("NHS_NO", ["NHSNumber", "Surname"], "nhs_number") == ["NHSNumber"]
     assert suggest_columns("XYZ", ["Surname"], "record_id") == []
+
+
+def test_a_report_title_above_the_header_is_found_and_skipped(extract, tmp_path):
+    """Exports from reporting tools put a title and notes above the header. The map proposes
+    skip_lines; the ingest without it says on which line the mapped columns are."""
+    body = extract.read_bytes()
+    titled = tmp_path / "landing" / "titled.csv"
+    titled.write_bytes(
+        "GP registrations; practice list extract\r\nRun on 01/04/2026 by SYSTEM\r\n\r\n".encode(
+            "cp1252"
+        )
+        + body
+    )
+    proposal = propose_mapping(titled, GP, "gp", today=TODAY)
+    assert (proposal.skip_lines, proposal.delimiter) == (3, ";")
+    assert {c.field: c.column for c in proposal.columns} == EXPECTED
+    toml = proposal.to_toml(titled.parent)
+    assert "skip_lines = 3" in toml
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[run]\n"
+        f'landing_dir = "{titled.parent.as_posix()}"\n'
+        'work_dir = "work"\nout_dir = "out"\nreference_date = "2026-03-31"\n'
+        '[key]\nfile = "work/keys/k.key"\npassphrase_env = "UPRNLINK_KEY_PASSPHRASE"\n\n' + toml
+    )
+    source = read_settings(config).sources["gp"]
+    _, _, report = ingest_extract(source, GP, TODAY)
+    assert (report.rows_in, report.rows_accepted) == (300, 300)
+
+    from dataclasses import replace
+
+    with pytest.raises(ContractError, match=r"on line 4: set skip_lines = 3") as err:
+        ingest_extract(replace(source, skip_lines=0), GP, TODAY)
+    assert err.value.rule == "missing_header"
+    with pytest.raises(ContractError, match="fewer than skip_lines"):
+        ingest_extract(replace(source, skip_lines=10_000), GP, TODAY)

@@ -69,6 +69,8 @@ def test_relative_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
         (('[sources.gp_registrations.columns]\nrecord_id = "ID"', ""), "columns] is missing"),
         (('date_format = ["%Y%m%d", "%d/%m/%Y"]', "date_format = 3"), "date format"),
         (("[run]", "[linkage]\nmatch_threshold = 1.5\n[run]"), "between 0 and 1"),
+        (("date_format = [", "skip_lines = -1\ndate_format = ["), "skip_lines must be"),
+        (("date_format = [", "skip_lines = true\ndate_format = ["), "skip_lines must be"),
     ],
 )
 def test_config_mistakes_are_named(tmp_path: Path, change: tuple[str, str], message: str) -> None:

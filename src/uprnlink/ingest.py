@@ -285,6 +285,40 @@ def _tail_frame(line: str, sep: str, names: list[str], row: int) -> pl.DataFrame
     return pl.DataFrame(data, schema=schema)
 
 
+def _skip_lines(text: str, source: SourceSettings) -> str:
+    """The text after the `skip_lines` lines before the header (row numbers in messages then
+    count from the header line)."""
+    at = 0
+    for _ in range(source.skip_lines):
+        nl = text.find("\n", at)
+        if nl < 0:
+            raise ContractError(
+                f"the file has fewer than skip_lines = {source.skip_lines} lines before a header",
+                file=str(source.path),
+                rule="skip_lines",
+            )
+        at = nl + 1
+    return text[at:]
+
+
+def header_line(source: SourceSettings, names: list[str], look: int = 50) -> int | None:
+    """The line (1 = first line of the file) among the first `look` that holds most of the
+    mapped column `names` as fields, if that is not the line the config expects. Only the line
+    number is reported, never the line."""
+    try:
+        with source.path.open("rb") as f:
+            head = f.read(65_536)
+        text = head.decode(source.encoding.replace("utf8", "utf-8"), errors="replace")
+    except (OSError, LookupError):
+        return None
+    wanted = {_header_key(n) for n in names}
+    for i, line in enumerate(text.splitlines()[:look]):
+        fields = {_header_key(f.strip().strip(_QUOTE)) for f in line.split(source.delimiter)}
+        if len(wanted & fields) * 2 > len(wanted):
+            return None if i == source.skip_lines else i + 1
+    return None
+
+
 def _read_csv(source: SourceSettings) -> pl.DataFrame:
     path, sep = source.path, source.delimiter
     if len(sep.encode("utf-8")) != 1 or sep in {_QUOTE, "\n", "\r"}:
@@ -293,6 +327,8 @@ def _read_csv(source: SourceSettings) -> pl.DataFrame:
             f"line break, not {sep!r}"
         )
     text = _decode(path.read_bytes(), source.encoding, path)
+    if source.skip_lines:
+        text = _skip_lines(text, source)
     if not text.strip():
         raise ContractError("extract file is empty", file=str(path), rule="empty_file")
     if "\n" not in text and "\r" in text:
@@ -457,9 +493,20 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
         else:
             absent.append((fname, mapping.column))
     if absent and not resolved:
+        found_at = (
+            header_line(source, [m.column for m in source.columns.values()])
+            if source.format == "csv"
+            else None
+        )
+        hint = (
+            f"; they are on line {found_at}: set skip_lines = {found_at - 1} for the lines "
+            "before the header"
+            if found_at
+            else ": the header row is missing, or the file is another extract"
+        )
         raise ContractError(
             f"none of the {len(absent)} mapped columns is in the file's header (found "
-            f"{len(headers)} columns): the header row is missing, or the file is another extract",
+            f"{len(headers)} columns){hint}",
             file=str(source.path),
             column=absent[0][1],
             row=1,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -329,6 +330,7 @@ class MappingProposal:
     path: Path
     delimiter: str
     encoding: str
+    skip_lines: int
     rows_sampled: int
     columns: list[ColumnProposal] = field(default_factory=list)
     unmapped: list[FieldSpec] = field(default_factory=list)
@@ -365,6 +367,8 @@ class MappingProposal:
                 lines.append(f"delimiter = {_toml_string(self.delimiter)}")
             if self.encoding != "utf8":
                 lines.append(f"encoding = {_toml_string(self.encoding)}")
+            if self.skip_lines:
+                lines.append(f"skip_lines = {self.skip_lines}  # lines above the header")
         default_format = self.date_format()
         if default_format:
             lines.append(f"date_format = {_toml_string(default_format)}")
@@ -394,8 +398,12 @@ def _toml_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _sniff_csv(path: Path) -> tuple[str, str]:
-    """Delimiter and encoding of a CSV extract, from its first 64 KiB."""
+def _sniff_csv(path: Path) -> tuple[str, str, int]:
+    """Delimiter, encoding and lines before the header of a CSV extract, from its first 64 KiB.
+
+    The delimiter is the one most of the first 50 lines agree on (the same number of them per
+    line); the header is the first line with that number, so a report title or export notes
+    above it are skipped."""
     head = path.read_bytes()[:65_536]
     encoding = "utf8"
     if head.startswith(b"\xef\xbb\xbf"):
@@ -407,24 +415,33 @@ def _sniff_csv(path: Path) -> tuple[str, str]:
         if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
             encoding = "cp1252"
         text = head.decode("cp1252", errors="replace")
-    header = text.splitlines()[0] if text else ""
-    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
-    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
-    return delimiter, encoding
+    lines = text.splitlines()[:50]
+    best: tuple[tuple[int, int], str, int] | None = None
+    for candidate in (",", ";", "\t", "|"):
+        counts = [line.count(candidate) for line in lines]
+        agreeing = Counter(c for c in counts if c > 0).most_common(1)
+        if agreeing:
+            fields, n_lines = agreeing[0]
+            if best is None or (n_lines, fields) > best[0]:
+                best = ((n_lines, fields), candidate, counts.index(fields))
+    if best is None:
+        return ",", encoding, 0
+    return best[1], encoding, best[2]
 
 
-def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str]:
-    """The first `rows` rows of an extract, every column as text; with the delimiter and
-    encoding found (CSV) or defaults (Parquet)."""
+def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, int]:
+    """The first `rows` rows of an extract, every column as text; with the delimiter,
+    encoding and lines before the header found (CSV) or defaults (Parquet)."""
     if not path.is_file():
         raise ContractError("extract not found", file=str(path), rule="file_missing")
     if path.suffix.lower() == ".parquet":
         frame = pl.read_parquet(path, n_rows=rows)
-        return frame.select(pl.all().cast(pl.String)), ",", "utf8"
-    delimiter, encoding = _sniff_csv(path)
+        return frame.select(pl.all().cast(pl.String)), ",", "utf8", 0
+    delimiter, encoding, skip = _sniff_csv(path)
     try:
         frame = pl.read_csv(
             path,
+            skip_rows=skip,
             separator=delimiter,
             encoding="utf8-lossy" if encoding != "cp1252" else "windows-1252",
             infer_schema=False,
@@ -437,7 +454,7 @@ def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str]:
             file=str(path),
             rule="unreadable",
         ) from None
-    return frame, delimiter, "utf8" if encoding == "utf-8" else encoding
+    return frame, delimiter, "utf8" if encoding == "utf-8" else encoding, skip
 
 
 def propose_mapping(
@@ -450,7 +467,7 @@ def propose_mapping(
 ) -> MappingProposal:
     """Propose the column mapping of the extract at `path` onto `contract`."""
     today = today or date.today()
-    sample, delimiter, encoding = read_sample(path, rows)
+    sample, delimiter, encoding, skip = read_sample(path, rows)
     columns = sample.columns
     present = {}
     for col in columns:
@@ -503,6 +520,7 @@ def propose_mapping(
         path=path,
         delimiter=delimiter,
         encoding=encoding,
+        skip_lines=skip,
         rows_sampled=sample.height,
         columns=sorted(chosen.values(), key=lambda c: order[c.field]),
         unmapped=[f for f in contract.fields if f.name not in chosen],

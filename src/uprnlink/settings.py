@@ -48,6 +48,7 @@ class SourceSettings:
     date_formats: tuple[str, ...]
     columns: dict[str, ColumnMapping]
     required: bool = True
+    skip_lines: int = 0  # lines before the header (a report title, export notes)
 
     def date_formats_for(self, field_name: str) -> list[str]:
         """Date formats to try for `field_name`: its own first, then the source default(s)."""
@@ -149,6 +150,7 @@ _SOURCE_KEYS = {
     "date_format",
     "columns",
     "required",
+    "skip_lines",
 }
 
 
@@ -208,6 +210,9 @@ def _source(
     if fmt not in {"csv", "parquet"}:
         raise ConfigError(f"{config}: [{where}] format must be csv or parquet, not {fmt!r}")
     version = raw.get("version")
+    skip = raw.get("skip_lines", 0)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ConfigError(f"{config}: [{where}] skip_lines must be a whole number >= 0")
     return SourceSettings(
         name=name,
         contract=str(raw.get("contract", name)),
@@ -219,6 +224,7 @@ def _source(
         date_formats=_formats(raw.get("date_format"), where, config),
         columns=columns,
         required=bool(raw.get("required", True)),
+        skip_lines=skip,
     )
 
 
