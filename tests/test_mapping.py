@@ -249,3 +249,63 @@ def test_a_report_title_above_the_header_is_found_and_skipped(extract, tmp_path)
     assert err.value.rule == "missing_header"
     with pytest.raises(ContractError, match="fewer than skip_lines"):
         ingest_extract(replace(source, skip_lines=10_000), GP, TODAY)
+
+
+@pytest.mark.parametrize(
+    ("style", "order"),
+    [
+        (lambda f, s: f"{s.upper()}, {f}", "surname_first"),
+        (lambda f, s: f"{s.upper()} {f}", "surname_first"),
+        (lambda f, s: f"{f} {s}", "forename_first"),
+    ],
+)
+def test_a_full_name_column_serves_forename_and_surname(tmp_path, style, order):
+    """Social care and housing systems often hold one name column. The map proposes it for
+    both fields with the order its values show; the ingest splits it."""
+    frame = _other_system_extract()
+    full = [
+        style(f, s)
+        for f, s in zip(frame.get_column("GivenName"), frame.get_column("FamilyName"), strict=True)
+    ]
+    frame = frame.drop("GivenName", "FamilyName").with_columns(ClientName=pl.Series(full))
+    path = tmp_path / "landing" / "gp.csv"
+    path.parent.mkdir()
+    frame.write_csv(path)
+    proposal = propose_mapping(path, GP, "gp", today=TODAY)
+    names = {c.field: (c.column, c.name_order) for c in proposal.columns}
+    assert names["forename"] == names["surname"] == ("ClientName", order)
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[run]\n"
+        f'landing_dir = "{path.parent.as_posix()}"\n'
+        'work_dir = "work"\nout_dir = "out"\nreference_date = "2026-03-31"\n'
+        '[key]\nfile = "work/keys/k.key"\npassphrase_env = "UPRNLINK_KEY_PASSPHRASE"\n\n'
+        + proposal.to_toml(path.parent)
+    )
+    accepted, _, report = ingest_extract(read_settings(config).sources["gp"], GP, TODAY)
+    assert report.rows_accepted == 300
+    expected = _other_system_extract()
+    assert accepted.get_column("forename").to_list() == [
+        f.upper() for f in expected.get_column("GivenName")
+    ]
+    assert accepted.get_column("surname").to_list() == [
+        s.upper().replace("'", "") for s in expected.get_column("FamilyName")
+    ]
+
+
+def test_name_order_is_only_for_name_fields(tmp_path):
+    from tests.test_ingest import gp_source
+    from uprnlink.settings import ColumnMapping
+
+    path = tmp_path / "gp.csv"
+    path.write_text(
+        "PATIENT_ID,NHS_NUMBER,FORENAME,SURNAME,DATE_OF_BIRTH,SEX,POSTCODE,UPRN,REGISTRATION_DATE\n"
+        "P1,9434765919,John,Smith,19800102,M,LS1 4AB,1,20100101\n"
+    )
+    source = gp_source(path)
+    columns = {**source.columns, "postcode": ColumnMapping("POSTCODE", (), "surname_first")}
+    from dataclasses import replace
+
+    with pytest.raises(ContractError, match="name_order is for forename and surname"):
+        ingest_extract(replace(source, columns=columns), GP, TODAY)

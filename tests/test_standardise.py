@@ -26,6 +26,7 @@ from uprnlink.standardise import (
     is_valid_nhs_number,
     middle_names_expr,
     name_expr,
+    name_part_expr,
     nhs_check_digit,
     nhs_number_expr,
     postcode_district_expr,
@@ -466,6 +467,29 @@ def test_date_expr_passes_temporal_input_through() -> None:
 
 def test_date_expr_without_formats() -> None:
     assert run(lambda c: date_expr(c, []), ["01/02/1980"]) == [None]
+
+
+@pytest.mark.parametrize(
+    ("order", "raw", "forename", "surname"),
+    [
+        ("surname_first", "SMITH, John Paul", "JOHN", "SMITH"),
+        ("surname_first", "SMITH John", "JOHN", "SMITH"),
+        ("surname_first", "O'NEILL, Mr Sean", "SEAN", "ONEILL"),
+        ("surname_first", "Jones-Lee,Anne", "ANNE", "JONES LEE"),
+        ("surname_first", "Smith", None, "SMITH"),
+        ("forename_first", "John Paul Smith", "JOHN", "SMITH"),
+        ("forename_first", "Mr John Smith", "JOHN", "SMITH"),
+        ("forename_first", "Smith, John", "JOHN", "SMITH"),
+        ("forename_first", "Madonna", None, "MADONNA"),
+        ("forename_first", "  ", None, None),
+        ("forename_first", None, None, None),
+    ],
+)
+def test_name_parts_of_a_full_name(
+    order: str, raw: str | None, forename: str | None, surname: str | None
+) -> None:
+    assert run(lambda c: forename_expr(name_part_expr(c, order, "forename")), [raw]) == [forename]
+    assert run(lambda c: surname_expr(name_part_expr(c, order, "surname")), [raw]) == [surname]
 
 
 def test_spreadsheet_serial_dates() -> None:

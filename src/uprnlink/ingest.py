@@ -687,6 +687,24 @@ def validate_extract(
         blank_lines=blank_lines,
     )
     specs = [s for s in contract.fields if s.name in columns]
+    # A full name in one column: each part becomes a column of its own, read as usual.
+    for spec in specs:
+        order = source.columns[spec.name].name_order
+        if order is None:
+            continue
+        if spec.type not in ("forename", "surname"):
+            raise ContractError(
+                f"name_order is for forename and surname fields, not {spec.type} field "
+                f"{spec.name!r}",
+                file=str(source.path),
+                column=columns[spec.name],
+                rule="name_order",
+            )
+        derived = f"_uprnlink_{spec.name}_part"
+        frame = frame.with_columns(
+            std.name_part_expr(pl.col(columns[spec.name]), order, spec.type).alias(derived)
+        )
+        columns = {**columns, spec.name: derived}
 
     # 1. parse every mapped field once; 2. find the first rule each value fails.
     parsed = frame.with_columns(

@@ -319,6 +319,7 @@ class ColumnProposal:
     evidence: str
     date_format: str | None = None
     ambiguous_order: bool = False
+    name_order: str | None = None
 
 
 @dataclass
@@ -376,6 +377,11 @@ class MappingProposal:
         for c in self.columns:
             if c.date_format and c.date_format != default_format:
                 value = f"{{ column = {_toml_string(c.column)}, format = {_toml_string(c.date_format)} }}"
+            elif c.name_order:
+                value = (
+                    f"{{ column = {_toml_string(c.column)}, "
+                    f"name_order = {_toml_string(c.name_order)} }}"
+                )
             else:
                 value = _toml_string(c.column)
             note = c.evidence + (
@@ -415,7 +421,8 @@ def _sniff_csv(path: Path) -> tuple[str, str, int]:
         if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
             encoding = "cp1252"
         text = head.decode("cp1252", errors="replace")
-    lines = text.splitlines()[:50]
+    # Delimiters inside quoted values do not count.
+    lines = [re.sub(r'"[^"]*"', "", line) for line in text.splitlines()[:50]]
     best: tuple[tuple[int, int], str, int] | None = None
     for candidate in (",", ";", "\t", "|"):
         counts = [line.count(candidate) for line in lines]
@@ -513,6 +520,7 @@ def propose_mapping(
             continue
         chosen[c.field] = c
         used.add(c.column)
+    _full_name(chosen, used, columns, present, contract)
     order = {name: i for i, name in enumerate(contract.field_names)}
     return MappingProposal(
         source=source or contract.name,
@@ -526,6 +534,53 @@ def propose_mapping(
         unmapped=[f for f in contract.fields if f.name not in chosen],
         unused_columns=[c for c in columns if c not in used],
     )
+
+
+FULL_NAME_ALIASES = (
+    "name",
+    "full name",
+    "fullname",
+    "patient name",
+    "client name",
+    "person name",
+    "customer name",
+    "resident name",
+    "tenant name",
+    "claimant name",
+    "service user name",
+)
+
+
+def _full_name(
+    chosen: dict[str, ColumnProposal],
+    used: set[str],
+    columns: Sequence[str],
+    present: dict[str, pl.Series],
+    contract: Contract,
+) -> None:
+    """With no forename or surname column, a full-name column serves both (name_order set
+    from its values: a comma, or a first word in capitals before mixed case, means surname
+    first)."""
+    wanted = [f for f in contract.fields if f.type in ("forename", "surname")]
+    if not wanted or any(f.name in chosen for f in wanted):
+        return
+    for col in columns:
+        if col in used or _normal(col) not in FULL_NAME_ALIASES:
+            continue
+        values = present[col]
+        if values.len() == 0:
+            continue
+        comma = values.str.contains(",").sum() / values.len()
+        capital_first = values.str.contains(r"^[A-Z][A-Z'\-]+\s+[A-Z][a-z]").sum() / values.len()
+        order = "surname_first" if max(comma, capital_first) >= 0.5 else "forename_first"
+        why = (
+            f"full name ({comma:.0%} with a comma, {capital_first:.0%} SURNAME Forename); "
+            "check the order"
+        )
+        for f in wanted:
+            chosen[f.name] = ColumnProposal(f.name, col, 1.0, why, name_order=order)
+        used.add(col)
+        return
 
 
 def suggest_columns(missing: str, headers: Sequence[str], field_name: str) -> list[str]:

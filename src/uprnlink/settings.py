@@ -32,6 +32,10 @@ class ColumnMapping:
 
     column: str
     formats: tuple[str, ...] = ()
+    name_order: str | None = None  # a full-name column: "surname_first" or "forename_first"
+
+
+NAME_ORDERS = ("surname_first", "forename_first")
 
 
 @dataclass(frozen=True)
@@ -196,9 +200,19 @@ def _source(
         if isinstance(spec, str):
             columns[fname] = ColumnMapping(spec)
         elif isinstance(spec, dict) and isinstance(spec.get("column"), str):
-            _check_keys(spec, {"column", "format"}, f"{where}.columns.{fname}", config)
+            _check_keys(
+                spec, {"column", "format", "name_order"}, f"{where}.columns.{fname}", config
+            )
+            order = spec.get("name_order")
+            if order is not None and order not in NAME_ORDERS:
+                raise ConfigError(
+                    f"{config}: [{where}.columns] {fname}: name_order must be one of "
+                    f"{', '.join(NAME_ORDERS)}"
+                )
             columns[fname] = ColumnMapping(
-                spec["column"], _formats(spec.get("format"), f"{where}.columns.{fname}", config)
+                spec["column"],
+                _formats(spec.get("format"), f"{where}.columns.{fname}", config),
+                order,
             )
         else:
             raise ConfigError(

@@ -137,6 +137,30 @@ def name_expr(col: str | pl.Expr) -> pl.Expr:
     return _named(_blank_to_null(s), e)
 
 
+def name_part_expr(col: str | pl.Expr, order: str, part: str) -> pl.Expr:
+    """One part (``forename`` or ``surname``) of a full name held in one column.
+
+    ``surname_first``: ``SMITH, John Paul`` or ``SMITH John Paul`` (surname = before the comma,
+    else the first word). ``forename_first``: ``John Paul Smith`` (surname = the last word) or,
+    with a comma, ``Smith, John`` read surname first. Titles stay with the forename part, where
+    the forename standardiser removes them. A surname of several unhyphenated words cannot be
+    told from middle names without a comma: such names need a comma or separate columns.
+    """
+    if order not in ("surname_first", "forename_first") or part not in ("forename", "surname"):
+        raise ValueError(f"unknown name order {order!r} or part {part!r}")
+    e = _to_expr(col)
+    s = e.cast(pl.String).str.strip_chars()
+    comma = s.str.contains(",")
+    before, after = s.str.extract(r"^([^,]*),", 1), s.str.extract(r"^[^,]*,(.*)$", 1)
+    if order == "surname_first":
+        surname, forename = s.str.extract(r"^(\S+)", 1), s.str.extract(r"^\S+\s+(.*)$", 1)
+    else:
+        surname, forename = s.str.extract(r"(\S+)$", 1), s.str.extract(r"^(.*?)\s+\S+$", 1)
+    chosen = (before, surname) if part == "surname" else (after, forename)
+    result = pl.when(comma).then(chosen[0]).otherwise(chosen[1]).str.strip_chars()
+    return _named(_blank_to_null(result), e)
+
+
 def surname_expr(col: str | pl.Expr) -> pl.Expr:
     """Standardise a surname, keeping every token so double-barrelled names survive."""
     return name_expr(col)
