@@ -4,6 +4,7 @@ format gets a proposed mapping that the ingest accepts as it is, without any dat
 from __future__ import annotations
 
 import random
+import shutil
 import tomllib
 from datetime import date, timedelta
 from pathlib import Path
@@ -309,3 +310,84 @@ def test_name_order_is_only_for_name_fields(tmp_path):
 
     with pytest.raises(ContractError, match="name_order is for forename and surname"):
         ingest_extract(replace(source, columns=columns), GP, TODAY)
+
+
+def _as_another_system(src: Path, dst: Path) -> None:
+    """The demo GP extract rewritten as another supplier would export it: a title above the
+    header, semicolons, Windows-1252, its own column names and order, one full-name column,
+    spaced NHS numbers, dates of birth as spreadsheet serials, other dates as dd.mm.yyyy, sex
+    as words. Values that do not parse are written as they are (they stay malformed)."""
+    raw = pl.read_csv(src, infer_schema=False)
+
+    def redate(col: str, to: str) -> pl.Expr:
+        parsed = pl.col(col).str.to_date("%Y%m%d", strict=False)
+        if to == "excel":
+            new = (parsed - pl.date(1899, 12, 30)).dt.total_days().cast(pl.String)
+        else:
+            new = parsed.dt.strftime(to)
+        return pl.when(parsed.is_not_null()).then(new).otherwise(pl.col(col))
+
+    out = raw.select(
+        pl.lit("B86001").alias("PracticeCode"),
+        pl.col("PATIENT_ID").alias("LocalPatientIdentifier"),
+        pl.concat_str(
+            pl.col("SURNAME").fill_null(""), pl.lit(", "), pl.col("FORENAME").fill_null("")
+        ).alias("ClientName"),
+        redate("DATE_OF_BIRTH", "excel").alias("BirthDate"),
+        pl.col("SEX").replace({"M": "Male", "F": "Female"}).alias("Gender"),
+        pl.col("NHS_NUMBER").str.replace(r"^(\d{3})(\d{3})(\d{4})$", "$1 $2 $3").alias("NHSNo"),
+        pl.col("ADDRESS_LINE_1").alias("AddressLine1"),
+        pl.col("POSTCODE").alias("PostCode"),
+        pl.col("UPRN").alias("PropertyUPRN"),
+        redate("REGISTRATION_DATE", "%d.%m.%Y").alias("RegisteredFrom"),
+        redate("DEREGISTRATION_DATE", "%d.%m.%Y").alias("RegisteredTo"),
+        redate("DATE_OF_DEATH", "%d.%m.%Y").alias("DateOfDeath"),
+        *[pl.col(c) for c in raw.columns if c.startswith("LTC_")],
+    )
+    title = "Practice list extract;;\r\nProduced 01/04/2026\r\n\r\n"
+    dst.write_bytes(title.encode("cp1252") + out.write_csv(separator=";").encode("cp1252"))
+
+
+@pytest.mark.slow
+def test_a_foreign_extract_links_exactly_as_the_original(tmp_path):
+    """End to end: the same GP registrations written by another system, mapped by `uprnlink
+    map` with no hand edits, give the same people as the original extract."""
+    from tests.conftest import make_demo_tree
+    from uprnlink.pipeline import Zones, load_key, read_trusted, run_all
+
+    def clusters(config: Path) -> pl.DataFrame:
+        settings = read_settings(config)
+        frame = read_trusted(Zones(settings).clusters, load_key(settings))
+        return frame.select("unique_id", "person_id").sort("unique_id")
+
+    original = make_demo_tree(tmp_path / "original", 400, 11)
+    before = run_all(str(original))
+
+    foreign_root = tmp_path / "foreign"
+    config = make_demo_tree(foreign_root, 400, 11)
+    landing = read_settings(config).landing_dir
+    extract = landing / "gp_practice_list.csv"
+    _as_another_system(landing / "gp_registrations.csv", extract)
+    (landing / "gp_registrations.csv").unlink()
+    proposal = propose_mapping(extract, GP, "gp_registrations", today=TODAY)
+    assert proposal.missing_required == []
+    assert len(proposal.columns) == len(GP.fields)  # every field, the optional ones too
+    assert (proposal.skip_lines, proposal.delimiter) == (3, ";")
+    text = config.read_text()
+    start = text.index("[sources.gp_registrations]")
+    end = text.index("\n[", text.index("[sources.gp_registrations.columns]")) + 1
+    config.write_text(text[:start] + proposal.to_toml(landing) + "\n" + text[end:])
+    # The foreign extract's key must be the original's, so the tokens and ids are the same.
+    shutil.copy(
+        read_settings(original).key.file,  # type: ignore[arg-type]
+        read_settings(config).key.file,  # type: ignore[arg-type]
+    )
+    summary = run_all(str(config))
+
+    def gp(run: dict) -> tuple[int, int, int]:
+        r = next(r for r in run["ingest"] if r["source"] == "gp_registrations")
+        return r["rows_in"], r["rows_accepted"], r["rows_quarantined"]
+
+    assert gp(summary) == gp(before)
+    assert gp(summary)[1] > 0
+    assert clusters(config).equals(clusters(original))
