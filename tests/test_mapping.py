@@ -391,3 +391,31 @@ def test_a_foreign_extract_links_exactly_as_the_original(tmp_path):
     assert gp(summary) == gp(before)
     assert gp(summary)[1] > 0
     assert clusters(config).equals(clusters(original))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "rule"),
+    [
+        ("empty.csv", b"", "empty_file"),
+        ("binary.csv", bytes(range(256)) * 20, "unreadable"),
+        ("header_only.csv", b"A,B,C\n", "mapping_missing"),
+        ("damaged.parquet", b"PAR1 not really", "parquet"),
+        ("absent.csv", None, "file_missing"),
+    ],
+)
+def test_unusable_files_are_named_errors(tmp_path, capsys, name, content, rule):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    assert cli.main(["map", str(path), "--contract", "gp_registrations"]) == 3
+    err = capsys.readouterr().err
+    assert f"rule={rule}" in err
+    assert "Traceback" not in err
+
+
+def test_nested_parquet_columns_are_left_out(tmp_path):
+    frame = _other_system_extract().with_columns(Tags=pl.lit([1, 2]))
+    path = tmp_path / "gp.parquet"
+    frame.write_parquet(path)
+    proposal = propose_mapping(path, GP, today=TODAY)
+    assert {c.field: c.column for c in proposal.columns} == EXPECTED

@@ -441,9 +441,22 @@ def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, i
     encoding and lines before the header found (CSV) or defaults (Parquet)."""
     if not path.is_file():
         raise ContractError("extract not found", file=str(path), rule="file_missing")
+    if path.stat().st_size == 0:
+        raise ContractError("extract file is empty", file=str(path), rule="empty_file")
     if path.suffix.lower() == ".parquet":
-        frame = pl.read_parquet(path, n_rows=rows)
-        return frame.select(pl.all().cast(pl.String)), ",", "utf8", 0
+        try:
+            frame = pl.read_parquet(path, n_rows=rows)
+        except Exception as exc:  # polars raises several kinds for a damaged file
+            raise ContractError(
+                f"cannot read Parquet file: {type(exc).__name__}", file=str(path), rule="parquet"
+            ) from None
+        # Nested columns (lists, structs) hold no contract field: left out of the sample.
+        text = [
+            pl.col(c).cast(pl.String)
+            for c, dtype in frame.schema.items()
+            if not dtype.is_nested() and dtype not in (pl.Binary, pl.Object)
+        ]
+        return frame.select(text), ",", "utf8", 0
     delimiter, encoding, skip = _sniff_csv(path)
     try:
         frame = pl.read_csv(
@@ -455,9 +468,10 @@ def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, i
             n_rows=rows,
             truncate_ragged_lines=True,
         )
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as exc:
         raise ContractError(
-            f"the extract cannot be read as CSV ({type(exc).__name__})",
+            f"the extract cannot be read as CSV ({type(exc).__name__}); check it is a text "
+            "file and its encoding",
             file=str(path),
             rule="unreadable",
         ) from None
