@@ -419,3 +419,17 @@ def test_nested_parquet_columns_are_left_out(tmp_path):
     frame.write_parquet(path)
     proposal = propose_mapping(path, GP, today=TODAY)
     assert {c.field: c.column for c in proposal.columns} == EXPECTED
+
+
+def test_a_file_without_a_header_row_is_refused_without_showing_it(tmp_path, capsys):
+    """The first record would be taken for column names and printed: refused instead."""
+    path = tmp_path / "gp.csv"
+    path.write_text(
+        "P1;SMITH;JOHN;02/01/1980;943 476 5919;LS1 4AB;100023336956\n"
+        "P2;JONES;ANN;03/04/1975;401 023 2137;LS6 2QD;100023336957\n"
+    )
+    assert cli.main(["map", str(path), "--contract", "gp_registrations"]) == 3
+    out = capsys.readouterr()
+    assert "rule=missing_header" in out.err
+    for value in ("SMITH", "JOHN", "943 476 5919", "LS1 4AB", "100023336956", "02/01/1980"):
+        assert value not in out.out + out.err

@@ -478,6 +478,29 @@ def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, i
     return frame, delimiter, "utf8" if encoding == "utf-8" else encoding, skip
 
 
+def _check_header(columns: Sequence[str], path: Path) -> None:
+    """Refuse a file whose header line looks like a record (no header row): its "column
+    names" would be a person's data, and the proposal prints column names."""
+    names = pl.DataFrame({"v": [c.strip() for c in columns]})
+    looks_like_data = names.select(
+        (
+            std.nhs_number_expr(pl.col("v")).is_not_null()
+            | std.postcode_expr(pl.col("v")).is_not_null()
+            | std.date_expr(pl.col("v"), DATE_FORMATS[:-1]).is_not_null()
+            | pl.col("v").str.contains(r"^[0-9][0-9 .,/-]*$")
+        ).sum()
+    ).item()
+    if looks_like_data >= 2:
+        raise ContractError(
+            f"{looks_like_data} of the {len(columns)} header cells look like values (numbers, "
+            "dates, postcodes), not column names: the file seems to have no header row, which "
+            "uprnlink needs (its cells are not shown)",
+            file=str(path),
+            row=1,
+            rule="missing_header",
+        )
+
+
 def propose_mapping(
     path: Path,
     contract: Contract,
@@ -490,6 +513,7 @@ def propose_mapping(
     today = today or date.today()
     sample, delimiter, encoding, skip = read_sample(path, rows)
     columns = sample.columns
+    _check_header(columns, path)
     present = {}
     for col in columns:
         values = sample.get_column(col).str.strip_chars()
