@@ -223,10 +223,9 @@ class MasterKey:
             raise KeyManagementError("messages must not contain nulls")
         if isinstance(take, bool) or not isinstance(take, int) or not 1 <= take <= 32:
             raise KeyManagementError("take must be 1 to 32 bytes")
-        sub = self._subkey(purpose)
         if _bulk_hmac is None or messages.len() == 0:
-            return _hmac_hex_python(sub, messages, take)
-        return _hmac_hex_bulk(sub, messages, take, threads)
+            return _hmac_hex_python(self.hmac_prototype(purpose), messages, take)
+        return _hmac_hex_bulk(self._subkey(purpose), messages, take, threads)
 
     def _subkey(self, purpose: str) -> bytes:
         """The HKDF sub-key for `purpose` (derived once, kept for the key's lifetime)."""
@@ -303,9 +302,9 @@ class KeyInfo:
 # --------------------------------------------------------------------------- key files
 
 
-def _hmac_hex_python(sub: bytes, messages: pl.Series, take: int) -> pl.Series:
+def _hmac_hex_python(prototype: crypto_hmac.HMAC, messages: pl.Series, take: int) -> pl.Series:
     """`MasterKey.hmac_hex` without the extension: one copy of a keyed HMAC per message."""
-    copy = crypto_hmac.HMAC(sub, hashes.SHA256()).copy
+    copy = prototype.copy
 
     def digests() -> list[bytes]:
         out = []

@@ -533,17 +533,7 @@ def blocking_analysis(sdf: Any, sample: float = 1.0) -> list[dict[str, Any]]:
 
 # What Splink compares. Records agreeing on all of these get identical comparison vectors
 # against every other record, so they are scored once, as one profile.
-PROFILE_COLUMNS = (
-    "forename",
-    "surname",
-    "dob",
-    "sex",
-    "postcode",
-    "uprn_token",
-    "nhs_token",
-    "period_start",
-    "period_end",
-)
+PROFILE_COLUMNS = (*LINKAGE_COLUMNS[2:], "period_start", "period_end")
 
 
 def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -586,13 +576,14 @@ def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     return profiles, members
 
 
-def training_records(records: pl.DataFrame) -> pl.DataFrame:
-    """The records as Splink trains on them: the compared columns, forename roots and the
-    residence period columns of the move comparison."""
+def splink_records(records: pl.DataFrame, *, with_source: bool = False) -> pl.DataFrame:
+    """The records as Splink reads them (to train on, or to score example pairs): the compared
+    columns, forename roots and the residence period columns of the move comparison, and
+    `source_dataset` when asked for."""
     return (
         records.select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
         .with_columns(forename_roots(records.get_column("forename")), *period_exprs())
-        .drop("source_dataset", *PERIOD_COLUMNS)
+        .drop(*PERIOD_COLUMNS, *([] if with_source else ["source_dataset"]))
     )
 
 
@@ -874,7 +865,7 @@ def link_people(
             # Trained on the records themselves: the parameters describe pairs of records (on
             # 1M synthetic records, training on profiles instead lost 0.0004 precision and
             # 0.0008 recall). Every training step samples, so this stays bounded.
-            training = backend.register(training_records(records), "records")
+            training = backend.register(splink_records(records), "records")
             trainer = Linker(training, creator, log_level=logging.ERROR)
             with backend.progress("linkage: training"):
                 _train(trainer, settings)

@@ -36,6 +36,7 @@ import polars as pl
 from uprnlink import standardise as std
 from uprnlink.contracts import Contract, FieldSpec
 from uprnlink.errors import ContractError
+from uprnlink.ingest import DELIMITER_CANDIDATES
 
 __all__ = [
     "DATE_FORMATS",
@@ -424,7 +425,7 @@ def _sniff_csv(path: Path) -> tuple[str, str, int]:
     # Delimiters inside quoted values do not count.
     lines = [re.sub(r'"[^"]*"', "", line) for line in text.splitlines()[:50]]
     best: tuple[tuple[int, int], str, int] | None = None
-    for candidate in (",", ";", "\t", "|"):
+    for candidate in DELIMITER_CANDIDATES:
         counts = [line.count(candidate) for line in lines]
         agreeing = Counter(c for c in counts if c > 0).most_common(1)
         if agreeing:

@@ -910,17 +910,13 @@ def build_engineer_report(
     in `work/`, never in `out/`.
     """
 
-    from uprnlink.linkage import LINKAGE_COLUMNS, PERIOD_COLUMNS, forename_roots, period_exprs
+    from uprnlink.linkage import splink_records
 
     settings = _splink_settings(model)
     # Waterfalls need the per-comparison columns that prediction normally drops.
     settings["retain_matching_columns"] = True
     settings["retain_intermediate_calculation_columns"] = True
-    data = (
-        linked.select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
-        .with_columns(forename_roots(linked.get_column("forename")), *period_exprs())
-        .drop(PERIOD_COLUMNS)
-    )
+    data = splink_records(linked, with_source=True)
     # The whole table is registered so term-frequency adjustments use the run's frequencies.
     linker, db = _model_linker(settings, data.to_arrow())
     pairs = example_pairs(linked)

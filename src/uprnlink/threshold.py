@@ -19,7 +19,7 @@ below the retained floor is ever held in memory.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import polars as pl
@@ -85,13 +85,7 @@ class ThresholdChoice:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the chosen point and the curve (counts and ratios only)."""
-        return {
-            "threshold": self.threshold,
-            "expected_precision": self.expected_precision,
-            "expected_recall": self.expected_recall,
-            "expected_f1": self.expected_f1,
-            "curve": self.curve,
-        }
+        return asdict(self)
 
 
 def expected_curve(histogram: pl.DataFrame) -> pl.DataFrame:
