@@ -286,3 +286,21 @@ def test_threshold_chosen_from_the_data_in_auto_mode(records: pl.DataFrame, tmp_
     assert auto.match_threshold == choice["threshold"]
     assert auto.threshold_choice == choice  # the same model scores the same pairs
     assert auto.candidate_pairs == fixed.candidate_pairs
+
+
+def _trained_parameters(model: dict[str, object]) -> str:
+    splink = dict(model["splink"])  # type: ignore[call-overload]
+    splink.pop("linker_uid", None)
+    return json.dumps(splink, sort_keys=True)
+
+
+@pytest.mark.slow
+def test_training_twice_on_the_same_records_gives_identical_parameters(tmp_path: Path) -> None:
+    """Two trainings on the same records (two threads, sampled EM) give bit-identical m and u:
+    EM's sums run on one thread, so clusters do not move between rebuilds."""
+    many = synthetic_records(people=40_000, seed=5).drop("true_id")
+    settings = replace(SETTINGS, threads=2, max_pairs_em=5e4, max_pairs_u=1e5)
+    first = link_people(many, settings, work_dir=tmp_path / "a", retrain=True)
+    second = link_people(many, settings, work_dir=tmp_path / "b", retrain=True)
+    assert _trained_parameters(first.model) == _trained_parameters(second.model)
+    assert first.clusters.sort("unique_id").equals(second.clusters.sort("unique_id"))

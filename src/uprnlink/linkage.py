@@ -14,7 +14,8 @@ import re
 import secrets
 import shutil
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -599,6 +600,7 @@ class DuckDBLinkage:
         from splink import DuckDBAPI
 
         self.con = _connect(settings, work_dir / "duckdb_tmp")
+        self.threads = int(settings.threads)
         self.db_api = DuckDBAPI(self.con)
 
     def register(self, frame: pl.DataFrame, name: str) -> Any:
@@ -612,6 +614,20 @@ class DuckDBLinkage:
     def progress(self, step: str) -> AbstractContextManager[None]:
         """Log DuckDB's progress through long queries while the block runs."""
         return duckdb_progress(self.con, step)
+
+    @contextmanager
+    def repeatable(self) -> Iterator[None]:
+        """One thread while the block runs, so training gives bit-identical parameters.
+
+        EM sums match probabilities over the sampled pairs; with several threads the order of
+        the floating-point additions (and so the last digits of every m) varies between runs,
+        which is enough to move a pair across the threshold and join or split two clusters.
+        """
+        self.con.execute("SET threads = 1")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET threads = {self.threads}")
 
     def scored(self, predictions: Any, threshold: float) -> tuple[dict[str, int], pl.DataFrame]:
         """Pairs scored per blocking rule (match_key) and the pairs at or above `threshold`."""
@@ -680,6 +696,10 @@ class SparkLinkage:
 
     def progress(self, step: str) -> AbstractContextManager[None]:
         """Spark reports its own stage progress (Spark UI); nothing to add here."""
+        return nullcontext()
+
+    def repeatable(self) -> AbstractContextManager[None]:
+        """Spark's aggregation order is its own; training there is repeatable to about 1e-15."""
         return nullcontext()
 
     def scored(self, predictions: Any, threshold: float) -> tuple[dict[str, int], pl.DataFrame]:
@@ -867,7 +887,7 @@ def link_people(
             # 0.0008 recall). Every training step samples, so this stays bounded.
             training = backend.register(splink_records(records), "records")
             trainer = Linker(training, creator, log_level=logging.ERROR)
-            with backend.progress("linkage: training"):
+            with backend.progress("linkage: training"), backend.repeatable():
                 _train(trainer, settings)
             trained = json.loads(json.dumps(trainer.misc.save_model_to_json(), default=str))
             # The database API's table cache is shared by every linker on it: clear it, or
@@ -1003,6 +1023,7 @@ def plain_splink_clusters(
         splink_log = logging.getLogger("splink")
         previous_level = splink_log.level
         splink_log.setLevel(logging.ERROR)
+        con.execute("SET threads = 1")  # repeatable EM sums, as for the model (repeatable())
         try:
             linker.training.estimate_probability_two_random_records_match(
                 [block_on("forename", "surname", "dob")], recall=0.7
@@ -1018,6 +1039,7 @@ def plain_splink_clusters(
             )
         finally:
             splink_log.setLevel(previous_level)
+            con.execute(f"SET threads = {int(settings.threads)}")
         predictions = linker.inference.predict(threshold_match_probability=threshold)
         clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
             predictions, threshold_match_probability=threshold
