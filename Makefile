@@ -17,7 +17,7 @@ DEMO_SEED ?= 42
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt setup.py src/uprnlink/_hmac.c
+$(STAMP): pyproject.toml constraints.txt setup.py src/uprnlink/privacy/_hmac.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
@@ -35,12 +35,12 @@ test-fast: $(STAMP) ## Run the tests that need no synthetic population
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP) ## Lint with ruff
-	$(BIN)/ruff check src pipelines tests benchmarks
-	$(BIN)/ruff format --check src pipelines tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: $(STAMP) ## Format with ruff
-	$(BIN)/ruff check --fix src pipelines tests benchmarks
-	$(BIN)/ruff format src pipelines tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
 typecheck: $(STAMP) ## Type-check src/ with mypy
 	$(BIN)/mypy
@@ -51,10 +51,10 @@ SERVE_PORT ?= 4200
 
 serve: $(STAMP) ## Start a local Prefect server + worker and register the scheduled deployments
 	@test -f demo/work/keys/uprnlink.key || $(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
-	$(BIN)/python -m pipelines.serve start --port $(SERVE_PORT)
+	$(BIN)/python -m uprnlink.flows.serve start --port $(SERVE_PORT)
 
 stop: ## Stop the Prefect server and worker that `make serve` started
-	@$(BIN)/python -m pipelines.serve stop
+	@$(BIN)/python -m uprnlink.flows.serve stop
 
 bench: $(STAMP) ## Run the benchmarks (figures and baseline ratios)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

@@ -40,8 +40,8 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
 
     With `reuse` and a previous build in `root`, only the publish step runs again.
     """
-    from uprnlink import pipeline
-    from uprnlink.keys import DEMO_PASSPHRASE, create_demo_key
+    from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_key
+    from uprnlink.run import pipeline
     from uprnlink.settings import PROJECT_ROOT, read_settings
     from uprnlink.synth import write_synthetic
 
@@ -111,9 +111,9 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
 
 def time_queries(db: Path, repeats: int) -> list[dict[str, Any]]:
     """p50/p95 wall time of every named query (SQL + disclosure control), fresh connection."""
-    from uprnlink.access import run_query
-    from uprnlink.publish import read_policy
-    from uprnlink.queries import list_queries, protect_result
+    from uprnlink.publish.access import run_query
+    from uprnlink.publish.database import read_policy
+    from uprnlink.publish.queries import list_queries, protect_result
     from uprnlink.settings import PROJECT_ROOT
 
     policy = read_policy(PROJECT_ROOT / "governance" / "policy.toml")

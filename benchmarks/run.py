@@ -37,9 +37,9 @@ from typing import Any
 
 import polars as pl
 
-from uprnlink import keys
-from uprnlink.keys import MasterKey
-from uprnlink.pseudonymise import tokenise_series
+from uprnlink.privacy import keys
+from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.pseudonymise import tokenise_series
 from uprnlink.settings import PROJECT_ROOT
 
 RECORDS_PER_PERSON = 5.24  # measured: 20,000 people give 105,036 records, 200,000 give 1,047,829
@@ -128,16 +128,16 @@ def run_capped(
 
 # ----------------------------------------------------------------------------- children
 
-# Runs the pipeline stages (uprnlink.pipeline.execute with the local steps), measuring each
+# Runs the pipeline stages (uprnlink.run.pipeline.execute with the local steps), measuring each
 # step's wall time and peak memory: VmHWM of this process (reset before each step through
 # /proc/self/clear_refs) and the sampled resident memory of any children (a Spark JVM).
 PIPELINE_CHILD = r"""
 import dataclasses, json, os, re, sys, threading, time
 from pathlib import Path
-from uprnlink.keys import DEMO_PASSPHRASE
+from uprnlink.privacy.keys import DEMO_PASSPHRASE
 os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
 from benchmarks.run import tree_rss
-from uprnlink import pipeline
+from uprnlink.run import pipeline
 
 def hwm():
     found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
@@ -194,10 +194,10 @@ print(json.dumps({
 BASELINE_CHILD = r"""
 import json, os, re, sys, time
 from pathlib import Path
-from uprnlink.keys import DEMO_PASSPHRASE
+from uprnlink.privacy.keys import DEMO_PASSPHRASE
 os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
-from uprnlink import pipeline
-from uprnlink.linkage import deterministic_clusters, plain_splink_clusters
+from uprnlink.run import pipeline
+from uprnlink.linkage.model import deterministic_clusters, plain_splink_clusters
 from uprnlink.settings import read_settings
 
 def hwm():
@@ -231,7 +231,7 @@ print(json.dumps({"baselines": out, "pairwise": evaluation["pairwise"],
 SYNTH_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from uprnlink.keys import create_demo_key
+from uprnlink.privacy.keys import create_demo_key
 from uprnlink.synth import write_synthetic
 t = time.perf_counter()
 s = write_synthetic(Path(sys.argv[1]), people=int(sys.argv[2]), seed=int(sys.argv[3]))

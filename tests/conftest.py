@@ -33,7 +33,7 @@ class PipelineRun:
 
 def make_demo_tree(root: Path, people: int, seed: int) -> Path:
     """Synthesise a population under root/demo and copy the demo config to root/config."""
-    from uprnlink.keys import create_demo_key
+    from uprnlink.privacy.keys import create_demo_key
     from uprnlink.synth import write_synthetic
 
     (root / "config").mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def make_demo_tree(root: Path, people: int, seed: int) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_passphrase() -> Iterator[None]:
-    from uprnlink.keys import DEMO_PASSPHRASE
+    from uprnlink.privacy.keys import DEMO_PASSPHRASE
 
     old = os.environ.get("UPRNLINK_KEY_PASSPHRASE")
     os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
@@ -63,7 +63,7 @@ def _demo_passphrase() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     """The whole pipeline (no orchestrator) on a seeded population of 1,500 people."""
-    from uprnlink.pipeline import run_all
+    from uprnlink.run.pipeline import run_all
 
     root = tmp_path_factory.mktemp("small")
     config = make_demo_tree(root, SMALL_PEOPLE, SMALL_SEED)

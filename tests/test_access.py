@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PipelineRun
-from uprnlink.access import check_query, query_fingerprint, read_roles, run_query
 from uprnlink.cli import main
+from uprnlink.publish.access import check_query, query_fingerprint, read_roles, run_query
 from uprnlink.settings import PROJECT_ROOT
 
 ANALYST = ("households", "people", "area_summary")
@@ -62,7 +62,7 @@ def test_engineer_wildcard_and_fingerprint() -> None:
 
 
 def test_policy_roles_cover_the_analyst_views() -> None:
-    from uprnlink.publish import MACROS, VIEWS
+    from uprnlink.publish.database import MACROS, VIEWS
 
     roles = read_roles(PROJECT_ROOT / "governance" / "policy.toml")
     assert "households" in roles.get("analyst", ())

@@ -1,4 +1,4 @@
-"""Tests for uprnlink.audit: known-answer MACs, an intact chain, and every kind of tampering."""
+"""Tests for uprnlink.governance.audit: known-answer MACs, an intact chain, and every kind of tampering."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from uprnlink.audit import (
+from uprnlink.errors import AuditError
+from uprnlink.governance.audit import (
     GENESIS,
     AuditLog,
     AuditVerification,
@@ -21,8 +22,7 @@ from uprnlink.audit import (
     read_audit_events,
     verify_audit_log,
 )
-from uprnlink.errors import AuditError
-from uprnlink.keys import MasterKey
+from uprnlink.privacy.keys import MasterKey
 
 VECTORS = json.loads(
     (Path(__file__).parent / "vectors" / "hmac_hkdf.json").read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Tests for uprnlink.audit_report: section counts, Markdown and HTML, escaping, damaged logs."""
+"""Tests for uprnlink.governance.report: section counts, Markdown and HTML, escaping, damaged logs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from uprnlink.audit import AuditLog, read_audit_events
-from uprnlink.audit_report import render_audit_report, summarise_audit
-from uprnlink.keys import MasterKey
+from uprnlink.governance.audit import AuditLog, read_audit_events
+from uprnlink.governance.report import render_audit_report, summarise_audit
+from uprnlink.privacy.keys import MasterKey
 
 KEY = MasterKey(bytes(range(32)))
 NEW_KEY = MasterKey(bytes(range(1, 33)), epoch=2)

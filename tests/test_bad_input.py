@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_ingest import GP_COLUMNS, REF, SCHEMAS, gp_source
-from uprnlink.contracts import DEFAULT_MAX_LENGTH, Contract, find_contract, read_contract
 from uprnlink.errors import ConfigError, ContractError
-from uprnlink.ingest import IngestReport, ingest_extract, read_extract
-from uprnlink.keys import MasterKey
-from uprnlink.quality_report import source_quality_table
-from uprnlink.records import build_reference, build_trusted_source, enrich_with_areas
+from uprnlink.ingest.contracts import DEFAULT_MAX_LENGTH, Contract, find_contract, read_contract
+from uprnlink.ingest.validate import IngestReport, ingest_extract, read_extract
+from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.records import build_reference, build_trusted_source, enrich_with_areas
+from uprnlink.reports.quality import source_quality_table
 from uprnlink.settings import ColumnMapping, SourceSettings
 
 HEADER = "PATIENT_ID,NHS_NUMBER,FORENAME,SURNAME,DATE_OF_BIRTH,SEX,POSTCODE,UPRN,REGISTRATION_DATE"

@@ -17,9 +17,9 @@ import pytest
 
 from tests.conftest import make_demo_tree
 from tests.test_incremental import no_baselines
-from uprnlink import pipeline
-from uprnlink.contracts import find_contract
-from uprnlink.ingest import ingest_extract
+from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.validate import ingest_extract
+from uprnlink.run import pipeline
 from uprnlink.settings import read_settings
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The bulk HMAC path (`uprnlink._hmac`, `MasterKey.hmac_hex`): known answers, equality with the
+"""The bulk HMAC path (`uprnlink.privacy._hmac`, `MasterKey.hmac_hex`): known answers, equality with the
 standard library on arbitrary inputs, the pure-Python fallback, and refusal of bad buffers."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uprnlink import keys
 from uprnlink.errors import KeyManagementError
-from uprnlink.keys import MasterKey
+from uprnlink.privacy import keys
+from uprnlink.privacy.keys import MasterKey
 
-_hmac = pytest.importorskip("uprnlink._hmac") if keys.BULK_HMAC == "openssl" else None
+_hmac = pytest.importorskip("uprnlink.privacy._hmac") if keys.BULK_HMAC == "openssl" else None
 
 # RFC 4231 test cases 1-5 (keys up to one SHA-256 block; case 5 is the truncated one).
 RFC4231 = [
@@ -65,12 +65,12 @@ def _stdlib(key: bytes, message: bytes, take: int) -> str:
 def test_extension_is_built():
     """CI and `make setup` build the extension; without it pseudonymisation is ~3x slower."""
     assert keys.BULK_HMAC == "openssl", (
-        "uprnlink._hmac was not built (needs gcc and OpenSSL headers, e.g. Debian libssl-dev); "
+        "uprnlink.privacy._hmac was not built (needs gcc and OpenSSL headers, e.g. Debian libssl-dev); "
         "run `make setup` after installing them"
     )
 
 
-needs_c = pytest.mark.skipif(_hmac is None, reason="uprnlink._hmac not built")
+needs_c = pytest.mark.skipif(_hmac is None, reason="uprnlink.privacy._hmac not built")
 
 
 @needs_c
@@ -136,7 +136,7 @@ def path(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(keys, "_bulk_hmac", None)
     elif keys._bulk_hmac is None:
-        pytest.skip("uprnlink._hmac not built")
+        pytest.skip("uprnlink.privacy._hmac not built")
     return request.param
 
 
@@ -163,7 +163,7 @@ def test_hmac_hex_sliced_and_chunked_series(path):
 def test_hmac_hex_threads_keep_order(monkeypatch):
     """Batches split over threads come back in the messages' order."""
     if keys._bulk_hmac is None:
-        pytest.skip("uprnlink._hmac not built")
+        pytest.skip("uprnlink.privacy._hmac not built")
     monkeypatch.setattr(keys, "_PARALLEL_MIN", 10)
     monkeypatch.setattr(keys, "_cpu_count", lambda: 3)
     messages = [str(i).encode() for i in range(1001)]

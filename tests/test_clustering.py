@@ -6,8 +6,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uprnlink.clustering import cluster_records, connected_components
-from uprnlink.linkage import forename_roots
+from uprnlink.linkage.clustering import cluster_records, connected_components
+from uprnlink.linkage.model import forename_roots
 
 
 def test_connected_components_on_a_long_chain_and_singletons() -> None:

@@ -45,7 +45,7 @@ def test_the_monthly_run_is_scheduled_monthly_in_uk_time() -> None:
 def test_serve_script_stops_only_what_it_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines import serve
+    from uprnlink.flows import serve
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     assert serve.stop() == 0  # nothing recorded: nothing signalled

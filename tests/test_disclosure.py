@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from uprnlink.disclosure import (
+from uprnlink.errors import PublishError
+from uprnlink.publish.disclosure import (
     PRESETS,
     DisclosurePolicy,
     Grouping,
@@ -20,7 +21,6 @@ from uprnlink.disclosure import (
     read_policy,
     secondary_suppression,
 )
-from uprnlink.errors import PublishError
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from tests.conftest import make_demo_tree
-from uprnlink import pipeline
 from uprnlink.errors import ContractError
+from uprnlink.run import pipeline
 from uprnlink.settings import read_settings
 
 pytestmark = pytest.mark.slow

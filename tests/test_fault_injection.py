@@ -18,7 +18,8 @@ import pytest
 
 from tests.conftest import make_demo_tree
 from tests.test_incremental import no_baselines
-from uprnlink import pipeline, releases
+from uprnlink.publish import releases
+from uprnlink.run import pipeline
 from uprnlink.settings import read_settings
 
 pytestmark = pytest.mark.slow
@@ -96,7 +97,7 @@ def test_a_failure_in_any_stage_keeps_the_previous_release(tree: Path, stage: st
 KILLER = textwrap.dedent(
     """
     import dataclasses, os, signal, sys
-    from uprnlink import pipeline
+    from uprnlink.run import pipeline
 
     config, stage, step, run_id = sys.argv[1:5]
     real = getattr(pipeline.LOCAL_STEPS, step)

@@ -23,7 +23,7 @@ def prefect_harness():  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_flow_runs_end_to_end_under_prefect(prefect_harness: None, tmp_path: Path) -> None:
-    from pipelines.household_linkage import household_linkage
+    from uprnlink.flows.household_linkage import household_linkage
 
     config = make_demo_tree(tmp_path, people=600, seed=11)
     summary = household_linkage(str(config), run_id="flow-test")
@@ -53,7 +53,7 @@ def test_library_imports_without_prefect() -> None:
         "        if name == 'prefect' or name.startswith('prefect.'):\n"
         "            raise ImportError('prefect blocked for this test')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import uprnlink, uprnlink.pipeline, uprnlink.cli, uprnlink.synth\n"
+        "import uprnlink, uprnlink.run.pipeline, uprnlink.cli, uprnlink.synth\n"
         "assert 'prefect' not in sys.modules\n"
         "print('ok')\n"
     )
@@ -68,12 +68,12 @@ def test_incremental_flow_run_after_one_extract_changes(
 ) -> None:
     """The landing watch sees one changed extract and triggers a run that re-ingests only it,
     reuses the model and keeps person ids; the run publishes its Prefect artifact."""
-    from pipelines.household_linkage import household_linkage
-    from pipelines.landing_watch import landing_watch
     from prefect.client.orchestration import get_client
 
     from tests.test_incremental import no_baselines
-    from uprnlink.pipeline import Zones
+    from uprnlink.flows.household_linkage import household_linkage
+    from uprnlink.flows.landing_watch import landing_watch
+    from uprnlink.run.pipeline import Zones
 
     config = no_baselines(make_demo_tree(tmp_path, people=300, seed=12))
     settings = read_settings(config)

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from uprnlink.publish import MACROS, DisclosurePolicy, read_policy, views_sql
+from uprnlink.publish.database import MACROS, DisclosurePolicy, read_policy, views_sql
 from uprnlink.settings import PROJECT_ROOT
 
 GOVERNANCE = PROJECT_ROOT / "governance"

@@ -7,7 +7,7 @@ from datetime import date
 
 import polars as pl
 
-from uprnlink.households import (
+from uprnlink.households.timelines import (
     age_band_expr,
     age_on_expr,
     build_memberships,

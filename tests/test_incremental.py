@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 
 from tests.conftest import make_demo_tree
-from uprnlink import pipeline, releases
 from uprnlink.errors import ContractError
-from uprnlink.run_history import runs_table
+from uprnlink.publish import releases
+from uprnlink.run import pipeline
+from uprnlink.run.history import runs_table
 from uprnlink.settings import RunSettings, read_settings
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from uprnlink.contracts import find_contract
 from uprnlink.errors import ContractError
-from uprnlink.ingest import ingest_extract, read_extract, validate_extract
+from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.validate import ingest_extract, read_extract, validate_extract
 from uprnlink.settings import PROJECT_ROOT, ColumnMapping, SourceSettings
 
 SCHEMAS = PROJECT_ROOT / "schemas"
@@ -161,7 +161,7 @@ def test_validate_in_memory_frame_with_native_dates() -> None:
 
 
 def test_timestamps_in_date_fields_keep_their_date() -> None:
-    from uprnlink.standardise import date_expr
+    from uprnlink.ingest.standardise import date_expr
 
     df = pl.DataFrame(
         {"d": ["1980-01-02 00:00:00", "1980-01-02T13:45:00.000Z", "02/01/1980 1:05 PM", "x"]}
@@ -192,7 +192,7 @@ def test_mixed_date_formats_from_a_list(tmp_path: Path) -> None:
 def test_ingest_has_no_python_udfs() -> None:
     import inspect
 
-    from uprnlink import ingest
+    from uprnlink.ingest import validate as ingest
 
     source = inspect.getsource(ingest)
     assert "map_elements" not in source and "map_batches" not in source
@@ -202,7 +202,7 @@ def test_file_checksum_follows_every_rewrite(tmp_path: Path) -> None:
     import hashlib
     import os
 
-    from uprnlink.ingest import file_checksum
+    from uprnlink.ingest.validate import file_checksum
 
     path = tmp_path / "extract.csv"
     path.write_bytes(b"a,b\n1,2\n")

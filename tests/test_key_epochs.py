@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_demo_tree
-from uprnlink.audit import verify_audit_log
 from uprnlink.errors import KeyManagementError
-from uprnlink.keys import DEMO_PASSPHRASE, rotate_key_file
-from uprnlink.pipeline import (
+from uprnlink.governance.audit import verify_audit_log
+from uprnlink.privacy.keys import DEMO_PASSPHRASE, rotate_key_file
+from uprnlink.run.pipeline import (
     Zones,
     audit_keys,
     ingest_person_source,

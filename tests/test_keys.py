@@ -1,4 +1,4 @@
-"""Tests for uprnlink.keys: derivation vectors, key files, rotation, env keys and resolution."""
+"""Tests for uprnlink.privacy.keys: derivation vectors, key files, rotation, env keys and resolution."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uprnlink.errors import KeyManagementError
-from uprnlink.keys import (
+from uprnlink.privacy.keys import (
     DEMO_PASSPHRASE,
     DEMO_SCRYPT_N,
     HKDF_SALT,
@@ -298,7 +298,7 @@ def test_create_refuses_silly_scrypt_params(tmp_path):
 
 def test_default_scrypt_parameters_are_recorded(tmp_path, monkeypatch):
     # Don't pay for n=2**17 in the unit suite: record the parameters scrypt would be called with.
-    import uprnlink.keys as keys_module
+    import uprnlink.privacy.keys as keys_module
 
     seen = []
     real = keys_module._derive_kek

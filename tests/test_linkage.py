@@ -12,8 +12,7 @@ import polars as pl
 import pytest
 
 from uprnlink.errors import LinkageError
-from uprnlink.evaluation import pairwise_scores
-from uprnlink.linkage import (
+from uprnlink.linkage.model import (
     MODEL_VERSION,
     _settings_json,
     blocking_rule_sqls,
@@ -28,8 +27,9 @@ from uprnlink.linkage import (
     spark_memory,
     with_parameters,
 )
+from uprnlink.linkage.stable_ids import derived_id
+from uprnlink.run.evaluation import pairwise_scores
 from uprnlink.settings import LinkageSettings
-from uprnlink.stable_ids import derived_id
 
 FORENAMES = [
     "OLIVER", "AMELIA", "GEORGE", "ISLA", "HARRY", "AVA", "NOAH", "MIA", "JACK", "ELLA",
@@ -268,7 +268,7 @@ def test_progress_lines_give_counts_and_an_estimate(caplog: pytest.LogCaptureFix
 
 
 def test_vectorised_person_ids_match_the_derivation_in_order() -> None:
-    from uprnlink.stable_ids import derived_ids
+    from uprnlink.linkage.stable_ids import derived_ids
 
     keys = [f"{i:032x}" for i in range(0, 300_000, 3)] + ["Zoë", None]
     got = derived_ids(pl.Series("k", keys)).to_list()

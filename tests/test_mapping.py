@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 
 from uprnlink import cli
-from uprnlink.contracts import find_contract
 from uprnlink.errors import ContractError
-from uprnlink.ingest import ingest_extract
-from uprnlink.mapping import _normal, propose_mapping, suggest_columns
+from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.mapping import _normal, propose_mapping, suggest_columns
+from uprnlink.ingest.standardise import nhs_check_digit
+from uprnlink.ingest.validate import ingest_extract
 from uprnlink.settings import PROJECT_ROOT, read_settings
-from uprnlink.standardise import nhs_check_digit
 
 SCHEMAS = PROJECT_ROOT / "schemas"
 TODAY = date(2026, 3, 31)
@@ -353,7 +353,7 @@ def test_a_foreign_extract_links_exactly_as_the_original(tmp_path):
     """End to end: the same GP registrations written by another system, mapped by `uprnlink
     map` with no hand edits, give the same people as the original extract."""
     from tests.conftest import make_demo_tree
-    from uprnlink.pipeline import Zones, load_key, read_trusted, run_all
+    from uprnlink.run.pipeline import Zones, load_key, read_trusted, run_all
 
     def clusters(config: Path) -> pl.DataFrame:
         settings = read_settings(config)

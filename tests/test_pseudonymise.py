@@ -1,4 +1,4 @@
-"""Tests for uprnlink.pseudonymise: known-answer tokens, canonical forms and properties."""
+"""Tests for uprnlink.privacy.pseudonymise: known-answer tokens, canonical forms and properties."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 
 from uprnlink.errors import ContractError
-from uprnlink.keys import HKDF_SALT, MasterKey
-from uprnlink.pseudonymise import (
+from uprnlink.privacy.keys import HKDF_SALT, MasterKey
+from uprnlink.privacy.pseudonymise import (
     canonical_identifier,
     pseudonymise_frame,
     tokenise_purposes,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from uprnlink.errors import PublishError
-from uprnlink.publish import DisclosurePolicy, check_deidentified, read_policy
+from uprnlink.publish.database import DisclosurePolicy, check_deidentified, read_policy
 from uprnlink.settings import PROJECT_ROOT
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import PipelineRun
 from uprnlink.errors import PublishError
-from uprnlink.quality_report import (
+from uprnlink.reports.quality import (
     build_quality_report,
     check_no_identifiers,
     cluster_size_table,
@@ -119,7 +119,7 @@ def _inputs(run: PipelineRun) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def evaluation(small_run: PipelineRun) -> dict[str, Any]:
-    from uprnlink.pipeline import evaluate_run
+    from uprnlink.run.pipeline import evaluate_run
 
     result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")
     result.pop("print_table")

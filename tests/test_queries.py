@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 
 from tests.conftest import PipelineRun
-from uprnlink.access import check_query, read_roles, run_query
 from uprnlink.cli import main
 from uprnlink.errors import ConfigError
-from uprnlink.publish import read_policy
-from uprnlink.queries import get_query, list_queries, parse_query, protect_result
+from uprnlink.publish.access import check_query, read_roles, run_query
+from uprnlink.publish.database import read_policy
+from uprnlink.publish.queries import get_query, list_queries, parse_query, protect_result
 from uprnlink.settings import PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "analyst-guide.md"

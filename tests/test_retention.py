@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from uprnlink import cli
-from uprnlink.audit import verify_audit_log
-from uprnlink.audit_report import render_audit_report
 from uprnlink.errors import ConfigError
-from uprnlink.keys import create_demo_key
-from uprnlink.pipeline import Zones, enforce_retention, load_key
-from uprnlink.retention import (
+from uprnlink.governance.audit import verify_audit_log
+from uprnlink.governance.report import render_audit_report
+from uprnlink.governance.retention import (
     RetentionPolicy,
     apply_retention,
     find_expired,
     read_retention,
 )
+from uprnlink.privacy.keys import create_demo_key
+from uprnlink.run.pipeline import Zones, enforce_retention, load_key
 from uprnlink.settings import PROJECT_ROOT, read_settings
 
 DAY = 86_400
@@ -204,7 +204,7 @@ def test_a_run_reports_retention_in_its_summary(small_run):
 
 
 def test_run_artifact_mentions_files_past_retention():
-    from uprnlink.run_history import run_markdown
+    from uprnlink.run.history import run_markdown
 
     summary = {
         "run": {"run_id": "r1"},

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from uprnlink.runlock import RunLockedError, acquire, release, run_lock
+from uprnlink.run.lock import RunLockedError, acquire, release, run_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from uprnlink.runlock import acquire
+from uprnlink.run.lock import acquire
 acquire(Path(sys.argv[1]), "holder-run")
 print("held", flush=True)
 time.sleep(60)

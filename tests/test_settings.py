@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from uprnlink.contracts import find_contract, read_contract
 from uprnlink.errors import ConfigError, ContractError
+from uprnlink.ingest.contracts import find_contract, read_contract
 from uprnlink.settings import PERSON_SOURCES, PROJECT_ROOT, read_settings
 
 DEMO = PROJECT_ROOT / "config" / "demo.toml"

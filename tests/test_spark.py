@@ -42,7 +42,7 @@ def spark_session() -> Iterator[None]:
 
 
 def _trusted_records(root: Path) -> tuple[Any, pl.DataFrame]:
-    from uprnlink.pipeline import (
+    from uprnlink.run.pipeline import (
         ingest_person_source,
         ingest_reference_data,
         load_key,
@@ -64,7 +64,7 @@ def _partition(clusters: pl.DataFrame) -> set[frozenset[str]]:
 
 
 def test_spark_backend_finds_the_same_people_as_duckdb(tmp_path: Path, spark_session: None) -> None:
-    from uprnlink.linkage import link_people
+    from uprnlink.linkage.model import link_people
 
     settings, records = _trusted_records(tmp_path)
     linkage = replace(settings.linkage, memory_limit="2GB", threads=2)

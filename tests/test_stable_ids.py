@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from uprnlink.stable_ids import IdChangeReport, assign_stable_ids, derived_id
+from uprnlink.linkage.stable_ids import IdChangeReport, assign_stable_ids, derived_id
 
 
 def _new(clusters: dict[str, list[str]]) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""Tests for the standardisation expressions in uprnlink.standardise."""
+"""Tests for the standardisation expressions in uprnlink.ingest.standardise."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from uprnlink import standardise
-from uprnlink.standardise import (
+from uprnlink.ingest import standardise
+from uprnlink.ingest.standardise import (
     CONTROL_CHARACTERS,
     NHS_DUMMY_NUMBERS,
     POSTCODE_PATTERN,

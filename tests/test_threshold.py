@@ -9,7 +9,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uprnlink.threshold import choose_threshold, expected_curve, histogram_sql, weight_of
+from uprnlink.linkage.threshold import choose_threshold, expected_curve, histogram_sql, weight_of
 
 
 def histogram_of(probabilities: list[float]) -> pl.DataFrame:

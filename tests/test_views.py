@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import PipelineRun
-from uprnlink.dataset import (
+from uprnlink.households.tables import (
     age_group_expr,
     household_profile,
     household_type_expr,
@@ -20,9 +20,8 @@ from uprnlink.dataset import (
     months_before,
     published_memberships,
 )
-from uprnlink.disclosure import DisclosurePolicy
-from uprnlink.households import household_composition
-from uprnlink.publish import (
+from uprnlink.households.timelines import household_composition
+from uprnlink.publish.database import (
     COMPUTED_MACRO,
     FORBIDDEN_COLUMNS,
     SUMMARY_COUNTS,
@@ -32,6 +31,7 @@ from uprnlink.publish import (
     snapshot_dates,
     write_database,
 )
+from uprnlink.publish.disclosure import DisclosurePolicy
 
 ON = date(2026, 3, 31)
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import polars as pl
 
-from uprnlink.access import run_query
-from uprnlink.publish import read_policy
-from uprnlink.queries import NamedQuery, list_queries, protect_result
+from uprnlink.publish.access import run_query
+from uprnlink.publish.database import read_policy
+from uprnlink.publish.queries import NamedQuery, list_queries, protect_result
 from uprnlink.settings import read_settings
 
 WIDTH, HEIGHT = 820, 440

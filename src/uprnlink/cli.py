@@ -57,7 +57,7 @@ def run_flow(
     """Run the household linkage Prefect flow and return its summary."""
     _prefect_environment()
     _progress_to_terminal()
-    from pipelines.household_linkage import household_linkage
+    from uprnlink.flows.household_linkage import household_linkage
 
     return household_linkage(str(config), run_id=run_id, rebuild=rebuild, retrain=retrain)
 
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from uprnlink.run_history import list_runs, runs_table
+    from uprnlink.run.history import list_runs, runs_table
     from uprnlink.settings import read_settings
 
     settings = read_settings(Path(args.config))
@@ -104,7 +104,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_landing(args: argparse.Namespace) -> int:
-    from uprnlink.landing import status_for_config, status_table
+    from uprnlink.run.landing import status_for_config, status_table
 
     status = status_for_config(args.config, args.settle_seconds)
     if args.json:
@@ -115,9 +115,9 @@ def cmd_landing(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from uprnlink.contracts import find_contract
     from uprnlink.errors import ContractError
-    from uprnlink.mapping import propose_mapping
+    from uprnlink.ingest.contracts import find_contract
+    from uprnlink.ingest.mapping import propose_mapping
 
     contract = find_contract(Path(args.schemas), args.contract, args.version)
     proposal = propose_mapping(Path(args.file), contract, args.source, rows=args.rows)
@@ -140,9 +140,9 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from uprnlink.pipeline import Zones, enforce_retention, load_key, new_run_id
-    from uprnlink.retention import find_expired, read_retention
-    from uprnlink.runlock import run_lock
+    from uprnlink.governance.retention import find_expired, read_retention
+    from uprnlink.run.lock import run_lock
+    from uprnlink.run.pipeline import Zones, enforce_retention, load_key, new_run_id
     from uprnlink.settings import read_settings
 
     settings = read_settings(Path(args.config))
@@ -176,7 +176,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from uprnlink.pipeline import evaluate_run
+    from uprnlink.run.pipeline import evaluate_run
     from uprnlink.settings import read_settings
 
     result = evaluate_run(read_settings(Path(args.config)), Path(args.truth))
@@ -185,8 +185,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from uprnlink.keys import DEMO_PASSPHRASE, create_demo_key
-    from uprnlink.pipeline import evaluate_run
+    from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_key
+    from uprnlink.run.pipeline import evaluate_run
     from uprnlink.settings import read_settings
     from uprnlink.synth import write_synthetic
 
@@ -211,7 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if settings.key.passphrase_env:
         os.environ[settings.key.passphrase_env] = DEMO_PASSPHRASE
     if created is not None:
-        from uprnlink.pipeline import load_key, record_key_event
+        from uprnlink.run.pipeline import load_key, record_key_event
 
         record_key_event(
             settings,
@@ -227,7 +227,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[3/4] Evaluating linkage against the synthetic ground truth ...")
     evaluation = evaluate_run(settings, demo_dir / "truth")
     # Redraw the quality report now that the synthetic truth gives recall by group.
-    from uprnlink.pipeline import write_quality_report
+    from uprnlink.run.pipeline import write_quality_report
 
     summary["reports"] = write_quality_report(str(config), summary, evaluation)
     summary["timings"] = {"synthesise": round(synth_s, 2), **summary["timings"]}
@@ -239,7 +239,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    from uprnlink import keys
+    from uprnlink.privacy import keys
 
     path = Path(args.file)
     if args.key_command == "init":
@@ -282,8 +282,8 @@ def _audit_key_event(
     """Record a key lifecycle event in the audit log of `--config`, when one is given."""
     if not args.config:
         return
-    from uprnlink.keys import load_key_file
-    from uprnlink.pipeline import record_key_event
+    from uprnlink.privacy.keys import load_key_file
+    from uprnlink.run.pipeline import record_key_event
     from uprnlink.settings import read_settings
 
     record_key_event(read_settings(Path(args.config)), load_key_file(path, passphrase), event, data)
@@ -291,15 +291,15 @@ def _audit_key_event(
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from uprnlink.audit import verify_audit_log
-    from uprnlink.pipeline import Zones, audit_keys
+    from uprnlink.governance.audit import verify_audit_log
+    from uprnlink.run.pipeline import Zones, audit_keys
     from uprnlink.settings import read_settings
 
     settings = read_settings(Path(args.config))
     zones = Zones(settings)
     keys = audit_keys(settings)
     if args.audit_command == "report":
-        from uprnlink.audit_report import render_audit_report
+        from uprnlink.governance.report import render_audit_report
 
         report = render_audit_report(
             zones.audit_log, keys, head_path=zones.audit_head, fmt=args.format
@@ -323,8 +323,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import getpass
 
-    from uprnlink import queries
-    from uprnlink.access import (
+    from uprnlink.errors import ConfigError
+    from uprnlink.publish import queries
+    from uprnlink.publish.access import (
         AccessRefusedError,
         check_query,
         query_fingerprint,
@@ -332,9 +333,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         run_query,
         safe_name,
     )
-    from uprnlink.errors import ConfigError
-    from uprnlink.pipeline import audit_log, load_key
-    from uprnlink.publish import read_policy
+    from uprnlink.publish.database import read_policy
+    from uprnlink.run.pipeline import audit_log, load_key
     from uprnlink.settings import read_settings
 
     if args.list:

@@ -80,7 +80,7 @@ class LinkageSettings:
     backend: str = "duckdb"  # or "spark" (needs the `spark` extra and Java 17)
     match_threshold: float = 0.95
     # "auto": cluster at the threshold the model's own probabilities give the best expected F1
-    # (uprnlink.threshold), within [0.5, 0.999]; match_threshold is then only the fallback.
+    # (uprnlink.linkage.threshold), within [0.5, 0.999]; match_threshold is then only the fallback.
     threshold_mode: str = "fixed"
     memory_limit: str = "8GB"  # DuckDB's cap (it spills to disk beyond it); Spark driver memory
     threads: int = 2

@@ -1,0 +1,1 @@
+"""Prefect flows (thin): each task wraps one library call."""

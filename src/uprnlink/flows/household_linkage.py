@@ -1,0 +1,213 @@
+"""Prefect flow: council and NHS extracts to a de-identified household-level linked dataset.
+
+Thin by design: each task wraps one call into `uprnlink.run.pipeline`, passes only the config path
+and returns only counts and paths, so no personal data or key material enters Prefect's state.
+The stage order lives once, in `uprnlink.run.pipeline.execute`; this module supplies the stages as
+Prefect tasks (the extracts are ingested concurrently) and publishes a run artifact.
+
+Run it once from a shell with `python -m uprnlink.flows.household_linkage --config FILE`, or
+schedule it with the deployments in `prefect.yaml` (`make serve`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from uprnlink.run import pipeline
+from uprnlink.run.history import run_markdown
+
+# Results hold counts only, but persisting them is still pointless: every stage re-reads its
+# inputs from the zones on disk.
+TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": None}
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may pass on a second try (file system and network hiccups); a broken
+    contract or a wrong key fails the same way every time."""
+    try:
+        state.result()
+    except (OSError, TimeoutError) as exc:
+        return not isinstance(exc, FileNotFoundError | PermissionError)
+    except Exception:
+        return False
+    return False
+
+
+IO_RETRIES: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": [5, 30],
+    "retry_condition_fn": transient,
+}
+
+
+@task(name="clear-trusted-zone", **TASK_OPTIONS)
+def clear_trusted(config_path: str) -> None:
+    """Remove the trusted zone before a full rebuild."""
+    pipeline.LOCAL_STEPS.clear_trusted(config_path)
+
+
+@task(name="start-run", **TASK_OPTIONS)
+def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+    """Check config, contracts and key; audit the start."""
+    return pipeline.start_run(config_path, run_id)
+
+
+@task(name="ingest-reference", **IO_RETRIES, **TASK_OPTIONS)
+def ingest_reference(config_path: str, run_id: str) -> list[dict[str, Any]]:
+    """Validate the reference lookups and build the UPRN area table (reused when unchanged)."""
+    return pipeline.ingest_reference_data(config_path, run_id)
+
+
+@task(name="ingest-source", task_run_name="ingest-{source}", **IO_RETRIES, **TASK_OPTIONS)
+def ingest_source(config_path: str, source: str, run_id: str) -> dict[str, Any]:
+    """Validate, standardise and pseudonymise one extract (reused when its checksum is unchanged)."""
+    return pipeline.ingest_person_source(config_path, source, run_id)
+
+
+def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict[str, Any]]:
+    """All sources at once: each extract is an independent task."""
+    futures = [ingest_source.submit(config_path, name, run_id) for name in names]
+    return [f.result() for f in futures]
+
+
+@task(name="link-people", **TASK_OPTIONS)
+def link_people(config_path: str, run_id: str, retrain: bool) -> dict[str, Any]:
+    """Train (or reuse the saved model), predict and cluster people across all sources."""
+    return pipeline.link_stage(config_path, run_id, retrain)
+
+
+@task(name="stage-publication", **IO_RETRIES, **TASK_OPTIONS)
+def publish(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Assemble households and write the Parquet dataset and DuckDB views to a staged release."""
+    return pipeline.publish_outputs(config_path, run_id, summary)
+
+
+@task(name="write-quality-report", **TASK_OPTIONS)
+def write_quality_report(config_path: str, summary: dict[str, Any]) -> dict[str, str]:
+    """Write the HTML linkage quality report into the staged release."""
+    return pipeline.write_quality_report(config_path, summary)
+
+
+@task(name="switch-release", **IO_RETRIES, **TASK_OPTIONS)
+def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Make the staged release live in one atomic step."""
+    return pipeline.switch_release(config_path, run_id, summary)
+
+
+@task(name="finish-run", **TASK_OPTIONS)
+def finish_run(config_path: str, run_id: str, summary: dict[str, Any]) -> str:
+    """Write the run summary and audit the end of the run."""
+    return str(pipeline.finish_run(config_path, run_id, summary))
+
+
+PREFECT_STEPS = pipeline.Steps(
+    clear_trusted=clear_trusted,
+    start=start_run,
+    ingest_reference=ingest_reference,
+    ingest_sources=ingest_sources,
+    link=link_people,
+    publish=publish,
+    report=write_quality_report,
+    switch=switch_release,
+    finish=finish_run,
+)
+
+
+class _ForwardToPrefect(logging.Handler):
+    """Send the library's progress lines (the `uprnlink` logger) to the flow run's log."""
+
+    def __init__(self, target: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+        super().__init__(logging.INFO)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.log(record.levelno, "%s", record.getMessage())
+
+
+@flow(name="household-linkage", log_prints=True)
+def household_linkage(
+    config_path: str, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
+) -> dict[str, Any]:
+    """Run the whole pipeline for the configuration file at `config_path`.
+
+    Unchanged extracts are recognised by checksum and reused; `rebuild` clears the trusted zone
+    first (a full rebuild, as a key rotation requires); `retrain` trains a new linkage model
+    even when the saved one fits the settings.
+    """
+    logger = get_run_logger()
+    run_id = run_id or pipeline.new_run_id()
+    library = logging.getLogger("uprnlink")
+    handler = _ForwardToPrefect(logger)
+    library.addHandler(handler)
+    level, propagate = library.level, library.propagate
+    if library.getEffectiveLevel() > logging.INFO:
+        library.setLevel(logging.INFO)
+    # The flow run's logger prints each line to the console already; propagating as well
+    # would print it twice.
+    library.propagate = False
+    try:
+        summary = pipeline.execute(
+            config_path, PREFECT_STEPS, run_id, rebuild=rebuild, retrain=retrain
+        )
+    except Exception as exc:
+        logger.error("run %s failed: %s", run_id, pipeline.failure_reason(exc))
+        raise
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+        library.propagate = propagate
+    publish_artifacts(summary)
+    counts = summary["published"]["metadata"]["counts"]
+    logger.info(
+        "published %s people in %s households (release %s)",
+        counts["people"],
+        counts["households"],
+        summary["release"]["release"],
+    )
+    return summary
+
+
+def publish_artifacts(summary: dict[str, Any]) -> None:
+    """A Markdown summary of the run (counts, quarantines, linkage, key id, timings) and a link
+    to its quality report, shown on the flow run's page in the Prefect UI."""
+    run_id = summary["run"]["run_id"]
+    create_markdown_artifact(
+        key="household-linkage-summary",
+        markdown=run_markdown(summary),
+        description=f"uprnlink run {run_id}",
+    )
+    report = summary.get("reports", {}).get("quality_report")
+    if report:
+        live = Path(summary["published"]["linked_dir"]).parent / "quality_report.html"
+        create_link_artifact(
+            key="linkage-quality-report",
+            link=live.resolve().as_uri(),
+            link_text=f"Linkage quality report (run {run_id})",
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the flow once from a shell (outside a deployment)."""
+    parser = argparse.ArgumentParser(description=household_linkage.description)
+    parser.add_argument("--config", required=True, help="run configuration TOML file")
+    parser.add_argument("--rebuild", action="store_true", help="clear the trusted zone first")
+    parser.add_argument("--retrain", action="store_true", help="train a new linkage model")
+    args = parser.parse_args(argv)
+    try:
+        household_linkage(args.config, rebuild=args.rebuild, retrain=args.retrain)
+    except Exception as exc:
+        from uprnlink.errors import UprnlinkError
+
+        return exc.exit_code if isinstance(exc, UprnlinkError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Households: residence timelines and the analysis tables built on them."""

@@ -1,0 +1,526 @@
+"""Assemble the de-identified analysis tables: person, household, membership, service events.
+
+Inputs are trusted-zone frames (already pseudonymised) with person ids from linkage. Outputs
+carry no names, no raw UPRN or NHS number and no exact date of birth: only person and
+household ids, ages, areas and facts.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+
+from uprnlink.households.timelines import (
+    OPEN_END,
+    age_band_expr,
+    age_on_expr,
+    build_memberships,
+    household_composition,
+    person_attributes,
+    residence_periods,
+    residents_on,
+)
+
+LTC_FLAGS = (
+    "ltc_asthma",
+    "ltc_copd",
+    "ltc_diabetes",
+    "ltc_chd",
+    "ltc_hypertension",
+    "ltc_depression",
+    "ltc_dementia",
+)
+# Heuristics for what the extracts cannot say (no relationships between residents): see
+# docs/data-dictionary.md, households.multigenerational / lone_parent / bedrooms_needed.
+GENERATION_GAP = 18  # years between the generations of a multigenerational household
+COUPLE_MAX_AGE_GAP = 15  # a man and a woman 18+ this close in age may be a couple
+AGE_GROUPS = ((0, 4, "00-04"), (5, 15, "05-15"), (16, 17, "16-17"), (18, 64, "18-64"))
+SOURCES = (
+    "council_tax",
+    "housing_tenancies",
+    "benefits_claims",
+    "adult_social_care",
+    "gp_registrations",
+    "hospital_activity",
+)
+
+
+@dataclass
+class AnalysisTables:
+    """The published tables, ready to write."""
+
+    person: pl.DataFrame
+    household: pl.DataFrame
+    membership: pl.DataFrame
+    service_events: pl.DataFrame
+    household_area: pl.DataFrame
+
+
+def _active_on(on: date) -> pl.Expr:
+    return (pl.col("start_date") <= on) & (pl.col("end_date").fill_null(OPEN_END) >= on)
+
+
+def _facts(records: pl.DataFrame, facts: dict[str, pl.DataFrame], source: str) -> pl.DataFrame:
+    """A source's facts joined to its records (person, household token, dates)."""
+    base = records.filter(pl.col("source_dataset") == source).select(
+        "unique_id", "person_id", "household_token", "start_date", "end_date"
+    )
+    if source not in facts:
+        return base.clear()
+    return base.join(facts[source].drop("source_dataset"), on="unique_id", how="inner")
+
+
+def months_before(on: date, months: int) -> date:
+    """The same day `months` months earlier (start of a look-back period, inclusive).
+
+    A day past the end of the earlier month is clipped to its last day (31 May less 3 months
+    is 28 or 29 February), as DuckDB's `date - INTERVAL n MONTH` does in the as-at macros.
+    """
+    y, m = divmod(on.year * 12 + on.month - 1 - months, 12)
+    return date(y, m + 1, min(on.day, calendar.monthrange(y, m + 1)[1]))
+
+
+def build_analysis_tables(
+    records: pl.DataFrame,
+    facts: dict[str, pl.DataFrame],
+    *,
+    reference_date: date,
+    service_period_months: int,
+) -> AnalysisTables:
+    """All published tables from linked trusted records (records carry `person_id`)."""
+    on = reference_date
+    period_start = months_before(on, service_period_months)
+    gp = _facts(records, facts, "gp_registrations")
+    people = person_attributes(records, gp)
+    memberships = build_memberships(residence_periods(records), people)
+    residents = residents_on(memberships, on)
+    alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
+    residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
+    composition = household_composition(residents, people, on)
+    profile = household_profile(residents, people, on)
+
+    # Areas of each household token, from the records at it (all share the same UPRN).
+    areas = (
+        records.filter(pl.col("household_token").is_not_null())
+        .group_by("household_token")
+        .agg(
+            *(
+                pl.col(c).drop_nulls().first()
+                for c in ("oa", "lsoa", "msoa", "ward", "lad", "imd_decile", "property_class")
+            ),
+            pl.col("is_communal").drop_nulls().first(),
+        )
+    )
+
+    # Household circumstances on the reference date.
+    housing = _facts(records, facts, "housing_tenancies").filter(_active_on(on))
+    council_tax = _facts(records, facts, "council_tax").filter(_active_on(on))
+    benefits = _facts(records, facts, "benefits_claims").filter(_active_on(on))
+    social_care = _facts(records, facts, "adult_social_care")
+    hospital_all = _facts(records, facts, "hospital_activity")
+    hospital = hospital_all.filter(
+        (pl.col("start_date") >= period_start) & (pl.col("start_date") <= on)
+    )
+    care_in_period = social_care.filter(
+        (pl.col("start_date") <= on) & (pl.col("end_date").fill_null(OPEN_END) >= period_start)
+    )
+
+    tenancy = housing.group_by("household_token").agg(
+        pl.col("tenure_type").drop_nulls().first().alias("tenancy_type"),
+        pl.len().alias("_active_tenancies"),
+        pl.col("bedrooms").drop_nulls().max().alias("bedrooms"),
+    )
+    ctax = council_tax.group_by("household_token").agg(
+        pl.col("band").drop_nulls().mode().sort().first().alias("council_tax_band"),
+        pl.col("council_tax_reduction").any().alias("council_tax_reduction"),
+        pl.col("single_person_discount").any().alias("single_person_discount"),
+    )
+
+    person_flags = _person_flags(people, gp, benefits, housing, care_in_period, hospital)
+    per_household_people = (
+        residents.join(person_flags, on="person_id", how="left")
+        .group_by("household_token")
+        .agg(
+            (pl.col("ltc_any").fill_null(False)).sum().cast(pl.Int32).alias("people_with_ltc"),
+            pl.col("receives_benefits").fill_null(False).any().alias("any_benefits"),
+            pl.col("social_care_client").fill_null(False).any().alias("any_social_care"),
+            pl.col("ae_attendances").fill_null(0).sum().cast(pl.Int32).alias("ae_attendances"),
+            pl.col("emergency_admissions")
+            .fill_null(0)
+            .sum()
+            .cast(pl.Int32)
+            .alias("emergency_admissions"),
+            (pl.col("ltc_count").fill_null(0) >= 2)
+            .sum()
+            .cast(pl.Int32)
+            .alias("people_with_2plus_ltc"),
+            pl.col("ltc_any").is_null().sum().cast(pl.Int32).alias("people_ltc_unknown"),
+            pl.col("receives_benefits")
+            .fill_null(False)
+            .sum()
+            .cast(pl.Int32)
+            .alias("residents_receiving_benefits"),
+            pl.col("housing_benefit").fill_null(False).any().alias("housing_benefit"),
+            pl.col("social_care_client")
+            .fill_null(False)
+            .sum()
+            .cast(pl.Int32)
+            .alias("residents_with_social_care"),
+            (pl.col("ae_attendances").fill_null(0) > 0)
+            .sum()
+            .cast(pl.Int32)
+            .alias("people_with_ae"),
+            (pl.col("emergency_admissions").fill_null(0) > 0)
+            .sum()
+            .cast(pl.Int32)
+            .alias("people_with_emergency_admission"),
+        )
+    )
+    household = (
+        composition.join(profile, on="household_token", how="left")
+        .join(areas.drop("is_communal"), on="household_token", how="left")
+        .join(tenancy, on="household_token", how="left")
+        .join(ctax, on="household_token", how="left")
+        .join(per_household_people, on="household_token", how="left")
+        .with_columns(
+            pl.when(pl.col("_active_tenancies").fill_null(0) > 0)
+            .then(pl.lit("social_rented"))
+            .otherwise(pl.lit("owner_or_private_or_unknown"))
+            .alias("tenure"),
+        )
+        .with_columns(lone_parent_expr().alias("lone_parent"))
+        .with_columns(household_type_expr().alias("household_type"))
+        .with_columns(
+            (pl.col("bedrooms").cast(pl.Int32) - pl.col("bedrooms_needed")).alias(
+                "occupancy_rating"
+            ),
+        )
+        .with_columns(
+            (pl.col("occupancy_rating") < 0).alias("overcrowded"),
+            (pl.col("occupancy_rating") >= 2).alias("under_occupied"),
+        )
+        .drop("_active_tenancies")
+        .rename({"household_token": "household_id"})
+        .sort("household_id")
+    )
+
+    person = (
+        people.join(
+            residents.select("person_id", "household_token", "is_communal"),
+            on="person_id",
+            how="left",
+        )
+        .join(
+            areas.select("household_token", "lsoa", "msoa", "ward", "imd_decile"),
+            on="household_token",
+            how="left",
+        )
+        .join(person_flags, on="person_id", how="left")
+        .with_columns(
+            pl.when(pl.col("date_of_death") <= on)
+            .then(age_on_expr("dob", on, at_death="date_of_death"))
+            .otherwise(age_on_expr("dob", on))
+            .alias("age"),
+            # Age on the reference date whether or not the person was alive then: the as-at
+            # macros shift it to another date without publishing the date of birth.
+            age_on_expr("dob", on).alias("age_on_reference_date"),
+            (pl.col("date_of_death").is_not_null() & (pl.col("date_of_death") <= on)).alias(
+                "died_before_reference_date"
+            ),
+            pl.col("date_of_death").dt.year().alias("death_year"),
+            pl.col("is_communal").fill_null(False).alias("lives_in_communal_establishment"),
+            *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in SOURCES],
+        )
+        .with_columns(
+            age_band_expr("age").alias("age_band"), age_group_expr("age").alias("age_group")
+        )
+        .rename({"household_token": "household_id"})
+        .drop("dob", "date_of_death", "sources", "is_communal")
+        .sort("person_id")
+    )
+
+    # Each spell carries its person's age on the reference date, so the as-at macros can age
+    # the household on another date without joining every spell to its person.
+    membership = (
+        published_memberships(memberships, people)
+        .join(person.select("person_id", "age_on_reference_date"), on="person_id", how="left")
+        .rename({"household_token": "household_id"})
+    )
+    events = (
+        pl.concat(
+            [
+                # All hospital activity (not only the service period), so the as-at macros can
+                # count a period ending on another date.
+                hospital_all.select(
+                    "person_id",
+                    pl.lit("hospital_activity").alias("source"),
+                    pl.col("activity_type").alias("event_type"),
+                    pl.col("start_date").alias("event_date"),
+                ),
+                social_care.select(
+                    "person_id",
+                    pl.lit("adult_social_care").alias("source"),
+                    (pl.lit("SOCIAL_CARE_") + pl.col("support_setting").fill_null("UNKNOWN")).alias(
+                        "event_type"
+                    ),
+                    pl.col("start_date").alias("event_date"),
+                ),
+            ]
+        )
+        .join(
+            residents.select("person_id", pl.col("household_token").alias("household_id")),
+            on="person_id",
+            how="left",
+        )
+        .sort("event_date", "person_id")
+    )
+    household_area = areas.select(
+        pl.col("household_token").alias("household_id"),
+        "lsoa",
+        "msoa",
+        "ward",
+        "imd_decile",
+        "property_class",
+        pl.col("is_communal").fill_null(False),
+    ).sort("household_id")
+    return AnalysisTables(
+        person=person,
+        household=household,
+        membership=membership,
+        service_events=events,
+        household_area=household_area,
+    )
+
+
+def published_memberships(memberships: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
+    """Memberships as published: a person is not a resident on the day they die.
+
+    The residence timeline ends on the date of death, while a household on a date counts only
+    people alive on it; ending the spell the day before makes "spell covers the date" mean the
+    same thing for the as-at macros as for the reference-date tables.
+    """
+    one_day = timedelta(days=1)
+    return (
+        memberships.join(people.select("person_id", "date_of_death"), on="person_id", how="left")
+        .with_columns(
+            pl.when(
+                pl.col("valid_to").is_not_null() & (pl.col("valid_to") == pl.col("date_of_death"))
+            )
+            .then(pl.col("valid_to") - one_day)
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .filter(pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("valid_from")))
+        .drop("date_of_death")
+    )
+
+
+def age_group_expr(age: str) -> pl.Expr:
+    """Broad age groups for household analysis: 00-04, 05-15, 16-17, 18-64, 65-84, 85+."""
+    a = pl.col(age)
+    expr: Any = pl.when(a.is_null()).then(None)
+    for low, high, label in AGE_GROUPS:
+        expr = expr.when(a.is_between(low, high)).then(pl.lit(label))
+    out: pl.Expr = expr.when(a < 85).then(pl.lit("65-84")).otherwise(pl.lit("85+"))
+    return out
+
+
+def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -> pl.DataFrame:
+    """Household make-up beyond counts: lone parent, generations, the bedroom standard.
+
+    The extracts record no relationships between residents, so these are heuristics on ages
+    and sex, documented in docs/data-dictionary.md:
+
+    * multigenerational: three residents each at least GENERATION_GAP years older than the
+      last (greedy from the youngest, which finds such a chain whenever one exists);
+    * couples (for the bedroom standard): men and women aged 18+, paired oldest with oldest,
+      when their ages differ by at most COUPLE_MAX_AGE_GAP; a resident aged 18-24 who lives
+      with someone GENERATION_GAP years older is taken to be a son or daughter, not a partner;
+    * bedroom standard (English Housing Survey): a bedroom for each couple, each other person
+      21+, each pair of 10-20 year olds of the same sex, each pair of children under 10; an
+      unpaired 10-20 year old shares with an unpaired under-10 of the same sex if possible,
+      else each gets a room. Residents of unknown age count as adults; 10-20 year olds of
+      unknown sex get a room each.
+    """
+    hh = "household_token"
+    a = pl.col("age")
+    r = (
+        residents.select(hh, "person_id")
+        .join(people.select("person_id", "dob", "sex"), on="person_id", how="left")
+        .with_columns(age_on_expr("dob", on).alias("age"))
+    )
+
+    gens = r.group_by(hh).agg(a.min().alias("_g1"), a.max().alias("_gmax"))
+    middle = (
+        r.join(gens, on=hh)
+        .filter(a >= pl.col("_g1") + GENERATION_GAP)
+        .group_by(hh)
+        .agg(a.min().alias("_g2"))
+    )
+    multigen = gens.join(middle, on=hh, how="left").select(
+        hh,
+        (pl.col("_gmax") >= pl.col("_g2") + GENERATION_GAP)
+        .fill_null(False)
+        .alias("multigenerational"),
+    )
+
+    elder = a.max().over(hh)
+    candidates = (
+        r.filter(
+            a.is_not_null()
+            & (a >= 18)
+            & pl.col("sex").is_in(["M", "F"])
+            & ~((a <= 24) & (elder >= a + GENERATION_GAP))
+        )
+        .sort([hh, "sex", "age", "person_id"], descending=[False, False, True, False])
+        .with_columns(pl.int_range(pl.len()).over([hh, "sex"]).alias("_rank"))
+    )
+    men = candidates.filter(pl.col("sex") == "M").select(
+        hh, "_rank", pl.col("person_id").alias("_m"), pl.col("age").alias("_m_age")
+    )
+    women = candidates.filter(pl.col("sex") == "F").select(
+        hh, "_rank", pl.col("person_id").alias("_f"), pl.col("age").alias("_f_age")
+    )
+    pairs = men.join(women, on=[hh, "_rank"], how="inner").filter(
+        (pl.col("_m_age") - pl.col("_f_age")).abs() <= COUPLE_MAX_AGE_GAP
+    )
+    coupled = pl.concat([pairs.get_column("_m"), pairs.get_column("_f")])
+    couples = pairs.group_by(hh).agg(pl.len().cast(pl.Int32).alias("_couples"))
+
+    single = ~pl.col("_coupled")
+    teen = single & a.is_between(10, 20)
+    kid = a < 10
+    sex = pl.col("sex")
+    counts = (
+        r.with_columns(pl.col("person_id").is_in(coupled.implode()).alias("_coupled"))
+        .group_by(hh)
+        .agg(
+            (single & (a.is_null() | (a >= 21))).sum().cast(pl.Int32).alias("_own"),
+            (teen & sex.is_null()).sum().cast(pl.Int32).alias("_teen_u"),
+            (teen & (sex == "M")).sum().cast(pl.Int32).alias("_teen_m"),
+            (teen & (sex == "F")).sum().cast(pl.Int32).alias("_teen_f"),
+            kid.sum().cast(pl.Int32).alias("_kid"),
+            (kid & (sex == "M")).sum().cast(pl.Int32).alias("_kid_m"),
+            (kid & (sex == "F")).sum().cast(pl.Int32).alias("_kid_f"),
+            (a <= 15).sum().cast(pl.Int32).alias("children_0_15"),
+            a.is_between(16, 17).sum().cast(pl.Int32).alias("people_16_17"),
+        )
+        .join(couples, on=hh, how="left")
+        .with_columns(pl.col("_couples").fill_null(0))
+    )
+    c = pl.col
+    odd_kid = c("_kid") % 2 == 1
+    shares = odd_kid & (
+        ((c("_teen_m") % 2 == 1) & (c("_kid_m") > 0))
+        | ((c("_teen_f") % 2 == 1) & (c("_kid_f") > 0))
+    )
+    needed = (
+        c("_couples")
+        + c("_own")
+        + c("_teen_u")
+        + c("_teen_m") // 2
+        + c("_teen_m") % 2
+        + c("_teen_f") // 2
+        + c("_teen_f") % 2
+        + c("_kid") // 2
+        + c("_kid") % 2
+        - shares.cast(pl.Int32)
+    )
+    return counts.join(multigen, on=hh, how="left").select(
+        hh,
+        "children_0_15",
+        "people_16_17",
+        "multigenerational",
+        needed.cast(pl.Int32).alias("bedrooms_needed"),
+    )
+
+
+def lone_parent_expr() -> pl.Expr:
+    """One resident aged 18+, at least one aged 0-15, everyone else under 18, no age unknown."""
+    c = pl.col
+    return (c("adults") == 1) & (c("children_0_15") >= 1) & (c("age_unknown") == 0)
+
+
+def household_type_expr() -> pl.Expr:
+    """One household type per household, first rule that applies (data dictionary)."""
+    c = pl.col
+    return (
+        pl.when(c("residents") == 1)
+        .then(
+            pl.when(c("oldest_age") >= 65)
+            .then(pl.lit("one_person_65_plus"))
+            .when(c("oldest_age").is_not_null())
+            .then(pl.lit("one_person_under_65"))
+            .otherwise(pl.lit("unclassified"))
+        )
+        .when(c("age_unknown") > 0)
+        .then(pl.lit("unclassified"))
+        .when(c("multigenerational"))
+        .then(pl.lit("multigenerational"))
+        .when(c("lone_parent"))
+        .then(pl.lit("lone_parent"))
+        .when((c("children_0_15") > 0) & (c("adults") >= 2))
+        .then(pl.lit("adults_with_children"))
+        .when(c("youngest_age") >= 65)
+        .then(pl.lit("all_aged_65_plus"))
+        .when(c("children_0_15") == 0)
+        .then(pl.lit("adults_no_children"))
+        .otherwise(pl.lit("unclassified"))
+    )
+
+
+def _person_flags(
+    people: pl.DataFrame,
+    gp: pl.DataFrame,
+    benefits: pl.DataFrame,
+    housing: pl.DataFrame,
+    care_in_period: pl.DataFrame,
+    hospital: pl.DataFrame,
+) -> pl.DataFrame:
+    """Per-person conditions and service use."""
+    flags = [c for c in LTC_FLAGS if c in gp.columns]
+    ltc = gp.group_by("person_id").agg([pl.col(c).fill_null(False).any() for c in flags])
+    ltc = ltc.with_columns(
+        pl.any_horizontal(flags).alias("ltc_any") if flags else pl.lit(False).alias("ltc_any"),
+        pl.sum_horizontal([pl.col(c).cast(pl.Int8) for c in flags]).cast(pl.Int8).alias("ltc_count")
+        if flags
+        else pl.lit(0, pl.Int8).alias("ltc_count"),
+    )
+    use = hospital.group_by("person_id").agg(
+        (pl.col("activity_type") == "AE").sum().cast(pl.Int32).alias("ae_attendances"),
+        (pl.col("activity_type") == "EMERGENCY_ADMISSION")
+        .sum()
+        .cast(pl.Int32)
+        .alias("emergency_admissions"),
+    )
+    hb = (
+        benefits.filter(pl.col("benefit_type").str.contains("HB"))
+        if "benefit_type" in benefits.columns
+        else benefits.clear()
+    )
+    out = (
+        people.select("person_id")
+        .join(ltc, on="person_id", how="left")
+        .join(use, on="person_id", how="left")
+        .with_columns(
+            pl.col("person_id")
+            .is_in(benefits.get_column("person_id").implode())
+            .alias("receives_benefits"),
+            pl.col("person_id")
+            .is_in(hb.get_column("person_id").implode())
+            .alias("housing_benefit"),
+            pl.col("person_id")
+            .is_in(housing.get_column("person_id").implode())
+            .alias("social_tenant"),
+            pl.col("person_id")
+            .is_in(care_in_period.get_column("person_id").implode())
+            .alias("social_care_client"),
+            pl.col("ae_attendances").fill_null(0),
+            pl.col("emergency_admissions").fill_null(0),
+        )
+    )
+    return out

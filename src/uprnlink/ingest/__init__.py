@@ -1,0 +1,1 @@
+"""Ingest: read extracts, check them against their contracts, standardise, quarantine."""

@@ -1,0 +1,1 @@
+"""Linkage: the Splink model, its backends, clustering, thresholds and stable ids."""

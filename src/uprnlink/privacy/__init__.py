@@ -1,0 +1,1 @@
+"""Privacy: the keys, keyed pseudonymisation and the trusted zone's records."""

@@ -1,0 +1,1 @@
+"""Publish: the de-identified dataset, the analyst database, disclosure control, releases and governed access."""

@@ -1,0 +1,674 @@
+"""Publish the de-identified dataset: Parquet files and the analysts' DuckDB database.
+
+This is the only module that writes DuckDB files. Tables live in the `linked` schema (for
+engineers); analysts query the views and table macros in `main`. Every count an aggregate view
+shows has been through disclosure control (`uprnlink.publish.disclosure`, rule from
+`governance/policy.toml`): the suppressed summaries are computed here, once, at publish time
+and stored in schema `summaries` behind their views, and the as-at summary macros apply the
+same rule in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from uprnlink.errors import PublishError
+from uprnlink.households.tables import GENERATION_GAP, AnalysisTables, months_before
+from uprnlink.publish.disclosure import (
+    PRESETS,
+    DisclosurePolicy,
+    Grouping,
+    ProtectedTables,
+    protect,
+    rate_expr,
+    read_policy,
+)
+
+__all__ = [
+    "MACROS",
+    "PRESETS",
+    "SUMMARY_VIEWS",
+    "TABLES",
+    "VIEWS",
+    "DisclosurePolicy",
+    "check_deidentified",
+    "macros_sql",
+    "read_policy",
+    "views_sql",
+    "write_database",
+    "write_linked_dataset",
+]
+
+TABLES = (
+    "person",
+    "household",
+    "membership",
+    "service_events",
+    "linkage_quality",
+    "household_area",
+)
+FORBIDDEN_COLUMNS = frozenset(
+    {
+        "forename",
+        "surname",
+        "middle_names",
+        "dob",
+        "nhs_number",
+        "uprn",
+        "record_id",
+        "address_line_1",
+        "postcode",
+        "uprn_token",
+        "nhs_token",
+        "unique_id",
+        "date_of_death",
+    }
+)
+
+
+def check_deidentified(tables: dict[str, pl.DataFrame]) -> None:
+    """Refuse to publish a table with a direct identifier column."""
+    for name, df in tables.items():
+        bad = FORBIDDEN_COLUMNS & set(df.columns)
+        if bad:
+            raise PublishError(f"table {name} has identifying column(s) {sorted(bad)}")
+
+
+def write_linked_dataset(
+    tables: AnalysisTables, linkage_quality: pl.DataFrame, out_dir: Path, metadata: dict[str, Any]
+) -> dict[str, Path]:
+    """Write each table as Parquet with run metadata in the file's key-value metadata."""
+    frames = {
+        "person": tables.person,
+        "household": tables.household,
+        "membership": tables.membership,
+        "service_events": tables.service_events,
+        "linkage_quality": linkage_quality,
+        "household_area": tables.household_area,
+    }
+    check_deidentified(frames)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kv = {"uprnlink": json.dumps(metadata, sort_keys=True, default=str)}
+    paths = {}
+    for name, df in frames.items():
+        path = out_dir / f"{name}.parquet"
+        df.write_parquet(path, metadata=kv)
+        paths[name] = path
+    (out_dir / "run_metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+    return paths
+
+
+# ------------------------------------------------------------------------------ summaries
+# Counts every summary shows (additive over households, so margins are sums of cells).
+SUMMARY_COUNTS: dict[str, str] = {
+    "households": "count(*)",
+    "residents": "sum(residents)",
+    "people_65_plus_living_alone": "count(*) FILTER (WHERE living_alone AND people_65_plus = 1)",
+    "emergency_admissions": "sum(emergency_admissions)",
+    "ae_attendances": "sum(ae_attendances)",
+    "people_85_plus_living_alone": "count(*) FILTER (WHERE living_alone AND people_85_plus = 1)",
+    "lone_parent_households": "count(*) FILTER (WHERE lone_parent)",
+    "multigenerational_households": "count(*) FILTER (WHERE multigenerational)",
+    "households_bedrooms_known": "count(bedrooms)",
+    "overcrowded_households": "count(*) FILTER (WHERE overcrowded)",
+    "people_with_ltc": "sum(people_with_ltc)",
+    "households_with_social_care": "count(*) FILTER (WHERE any_social_care)",
+}
+# (rate, numerator, denominator, multiplier): computed from the published (rounded) counts.
+SUMMARY_RATES = (
+    ("emergency_admissions_per_1000", "emergency_admissions", "residents", 1000.0),
+    ("ae_attendances_per_1000", "ae_attendances", "residents", 1000.0),
+    ("overcrowded_pct", "overcrowded_households", "households_bedrooms_known", 100.0),
+)
+# Published summary -> its keys; unpublished margins are still protected (treated as known).
+SUMMARY_GROUPINGS = (
+    Grouping("area_summary", ("lsoa", "ward", "imd_decile")),
+    Grouping("ward_summary", ("ward",)),
+    Grouping("decile_summary", ("imd_decile",)),
+    Grouping("deprivation_summary", ("imd_decile", "tenure")),
+    Grouping("tenure_total", ("tenure",), published=False),
+    Grouping("grand_total", (), published=False),
+)
+SUMMARY_RELATIONS = (
+    ("area_summary", "ward_summary"),
+    ("area_summary", "decile_summary"),
+    ("deprivation_summary", "decile_summary"),
+    ("deprivation_summary", "tenure_total"),
+    ("ward_summary", "grand_total"),
+    ("decile_summary", "grand_total"),
+    ("tenure_total", "grand_total"),
+)
+# (part, whole): counts that are part of another in every cell; the rest is protected too.
+SUMMARY_PARTS = (
+    ("people_65_plus_living_alone", "households"),
+    ("people_85_plus_living_alone", "people_65_plus_living_alone"),
+    ("lone_parent_households", "households"),
+    ("multigenerational_households", "households"),
+    ("households_bedrooms_known", "households"),
+    ("overcrowded_households", "households_bedrooms_known"),
+    ("households_with_social_care", "households"),
+    ("people_with_ltc", "residents"),
+)
+SUMMARY_VIEWS = tuple(g.name for g in SUMMARY_GROUPINGS if g.published)
+
+
+def summary_base_sql() -> str:
+    """The finest cells every summary is a sum of: private households by area and tenure."""
+    measures = ",\n       ".join(
+        f"CAST({expr} AS BIGINT) AS {name}" for name, expr in SUMMARY_COUNTS.items()
+    )
+    return f"""SELECT lsoa, ward, imd_decile, tenure,
+       {measures}
+FROM households GROUP BY ALL"""
+
+
+def build_summaries(base: pl.DataFrame, policy: DisclosurePolicy) -> ProtectedTables:
+    """Every published summary from the base cells, protected together, with rates added."""
+    result = protect(
+        base,
+        list(SUMMARY_COUNTS),
+        SUMMARY_GROUPINGS,
+        SUMMARY_RELATIONS,
+        policy=policy,
+        subsets=SUMMARY_PARTS,
+    )
+    for name, frame in result.tables.items():
+        result.tables[name] = frame.with_columns(
+            rate_expr(num, den, per, rate) for rate, num, den, per in SUMMARY_RATES
+        )
+    return result
+
+
+# ------------------------------------------------------------------------------ views
+HOUSEHOLD_COLUMNS = """household_id, reference_date, lsoa, msoa, ward, imd_decile, property_class,
+       tenure, tenancy_type, council_tax_band, council_tax_reduction,
+       single_person_discount, bedrooms, residents, adults, children_0_17,
+       children_0_4, children_5_15, people_65_plus, people_85_plus, age_unknown,
+       living_alone, lone_adult_with_children, improbable_size, people_with_ltc,
+       any_benefits, any_social_care, ae_attendances, emergency_admissions,
+       children_0_15, people_16_17, lone_parent, multigenerational, household_type,
+       bedrooms_needed, occupancy_rating, overcrowded, under_occupied, housing_benefit,
+       residents_receiving_benefits, residents_with_social_care, people_with_2plus_ltc,
+       people_with_ae, people_with_emergency_admission"""
+LTC_COLUMNS = """ltc_asthma, ltc_copd, ltc_diabetes, ltc_chd, ltc_hypertension, ltc_depression,
+       ltc_dementia, ltc_any"""
+
+
+# One row per person placed on the reference date, with their household's circumstances:
+# materialised at publish time (a million-row join is too slow to repeat in every query).
+PERSON_ANALYSIS_SQL = f"""SELECT p.person_id, p.household_id, h.reference_date,
+       p.lives_in_communal_establishment, p.sex, p.age_band, p.age_group,
+       p.lsoa, p.msoa, p.ward, p.imd_decile,
+       CASE WHEN h.is_communal THEN 'communal_establishment'
+            ELSE h.household_type END AS household_type,
+       CASE WHEN h.is_communal THEN NULL ELSE h.tenure END AS tenure,
+       CASE WHEN h.is_communal THEN NULL ELSE h.council_tax_band END
+           AS council_tax_band,
+       h.residents AS household_residents,
+       h.living_alone,
+       CASE WHEN h.is_communal THEN NULL ELSE h.overcrowded END AS overcrowded,
+       h.any_benefits AS household_any_benefits,
+       h.any_social_care AS household_any_social_care,
+       {LTC_COLUMNS}, p.ltc_count, p.ae_attendances, p.emergency_admissions,
+       p.receives_benefits, p.housing_benefit, p.social_tenant, p.social_care_client
+FROM linked.person p JOIN linked.household h USING (household_id)"""
+
+
+def record_views_sql() -> list[str]:
+    """Record-level views (pseudonymised, not suppressed) and run metadata."""
+    return [
+        f"""CREATE OR REPLACE VIEW households AS
+        SELECT {HOUSEHOLD_COLUMNS}
+        FROM linked.household WHERE NOT is_communal""",
+        """CREATE OR REPLACE VIEW household_composition AS
+        SELECT household_id, reference_date, lsoa, ward, imd_decile, residents, adults,
+               children_0_4, children_5_15, children_0_15, people_16_17, children_0_17,
+               people_65_plus, people_85_plus, age_unknown, living_alone, lone_parent,
+               multigenerational, household_type, improbable_size
+        FROM linked.household WHERE NOT is_communal""",
+        """CREATE OR REPLACE VIEW household_circumstances AS
+        SELECT household_id, reference_date, lsoa, ward, imd_decile, property_class, tenure,
+               tenancy_type, council_tax_band, council_tax_reduction, single_person_discount,
+               bedrooms, bedrooms_needed, occupancy_rating, overcrowded, under_occupied,
+               any_benefits, housing_benefit, residents_receiving_benefits, any_social_care,
+               residents_with_social_care
+        FROM linked.household WHERE NOT is_communal""",
+        """CREATE OR REPLACE VIEW household_health AS
+        SELECT h.household_id, h.reference_date, p.period_start, p.period_end, h.residents,
+               h.people_with_ltc, h.people_with_2plus_ltc, h.people_ltc_unknown,
+               h.ae_attendances, h.emergency_admissions, h.people_with_ae,
+               h.people_with_emergency_admission,
+               round(h.ae_attendances / h.residents, 3) AS ae_attendances_per_resident,
+               round(h.emergency_admissions / h.residents, 3)
+                   AS emergency_admissions_per_resident
+        FROM linked.household h CROSS JOIN linked.run_parameters p
+        WHERE NOT h.is_communal""",
+        """CREATE OR REPLACE VIEW communal_establishments AS
+        SELECT household_id AS establishment_id, reference_date, lsoa, ward, imd_decile,
+               property_class, residents, people_65_plus, people_85_plus
+        FROM linked.household WHERE is_communal""",
+        f"""CREATE OR REPLACE VIEW people AS
+        SELECT person_id, sex, age, age_band, household_id, lives_in_communal_establishment,
+               lsoa, msoa, ward, imd_decile, died_before_reference_date,
+               {LTC_COLUMNS}, ae_attendances, emergency_admissions,
+               receives_benefits, social_tenant, social_care_client,
+               in_council_tax, in_housing_tenancies, in_benefits_claims,
+               in_adult_social_care, in_gp_registrations, in_hospital_activity
+        FROM linked.person""",
+        """CREATE OR REPLACE VIEW person_analysis AS
+        SELECT * FROM linked.person_analysis""",
+        """CREATE OR REPLACE VIEW household_snapshots AS
+        SELECT * FROM linked.household_snapshots""",
+        """CREATE OR REPLACE VIEW run_info AS SELECT * FROM linked.run_metadata""",
+    ]
+
+
+def summary_views_sql() -> list[str]:
+    """Views over the protected summary tables (schema `summaries`)."""
+    counts = ", ".join(SUMMARY_COUNTS)
+    rates = ", ".join(r[0] for r in SUMMARY_RATES)
+    out = []
+    for g in SUMMARY_GROUPINGS:
+        if not g.published:
+            continue
+        keys = ", ".join(g.dims)
+        out.append(
+            f"""CREATE OR REPLACE VIEW {g.name} AS
+        SELECT {keys}, {counts}, {rates}
+        FROM summaries.{g.name} ORDER BY {keys} NULLS LAST"""
+        )
+    return out
+
+
+def views_sql(policy: DisclosurePolicy | None = None) -> list[str]:
+    """Every analyst view (the summaries read tables protected at publish time)."""
+    del policy  # the summaries are protected before the views are created
+    return [*record_views_sql(), *summary_views_sql()]
+
+
+VIEWS = (
+    "households",
+    "household_composition",
+    "household_circumstances",
+    "household_health",
+    "communal_establishments",
+    "people",
+    "person_analysis",
+    "household_snapshots",
+    "run_info",
+    *SUMMARY_VIEWS,
+)
+
+
+# ------------------------------------------------------------------------------ macros
+# The as-at summaries show these counts (a subset of the summaries', from households_as_at).
+AS_AT_COUNTS: dict[str, str] = {
+    "households": "count(*)",
+    "residents": "sum(residents)",
+    "people_65_plus_living_alone": "count(*) FILTER (WHERE living_alone AND people_65_plus = 1)",
+    "lone_parent_households": "count(*) FILTER (WHERE lone_parent)",
+    "multigenerational_households": "count(*) FILTER (WHERE multigenerational)",
+    "emergency_admissions": "sum(emergency_admissions)",
+    "ae_attendances": "sum(ae_attendances)",
+}
+AS_AT_PARTS = (
+    ("people_65_plus_living_alone", "households"),
+    ("lone_parent_households", "households"),
+    ("multigenerational_households", "households"),
+)
+MACROS = ("households_as_at", "ward_summary_as_at", "decile_summary_as_at")
+SCALAR_MACROS = ("safe_count", "safe_rate", "reference_date")
+
+
+COMPUTED_MACRO = "_households_as_at_computed"
+SNAPSHOT_YEARS = 10  # anniversaries of the reference date kept as household snapshots
+
+
+def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
+    """Table macro: private households on any date, rebuilt from the membership spells.
+
+    Ages are the reference-date age shifted by the years between the dates (no date of birth
+    is published): exact on anniversaries of the reference date, otherwise possibly a year
+    out for people whose birthday falls between the two dates. Service use counts hospital
+    activity in the service period ending on the date, NULL where the extract does not cover
+    that whole period. With `skip_snapshot_dates` it returns nothing for a date that has a
+    snapshot (households_as_at reads the snapshot instead).
+    """
+    skip = (
+        "WHERE as_at_date NOT IN (SELECT as_at_date FROM linked.snapshot_dates)"
+        if skip_snapshot_dates
+        else ""
+    )
+    dates = f"SELECT as_at_date FROM (SELECT CAST(as_at AS DATE) AS as_at_date) {skip}"
+    return f"CREATE OR REPLACE MACRO {COMPUTED_MACRO}(as_at) AS TABLE\n" + households_on_sql(dates)
+
+
+def households_on_sql(dates: str) -> str:
+    """A query of private households on each date `dates` (a query of `as_at_date` values)
+    yields, rebuilt from the membership spells: one pass for any number of dates."""
+    gap = GENERATION_GAP
+    return f"""WITH d AS (
+    SELECT dd.as_at_date,
+           CAST(dd.as_at_date - to_months(p.service_period_months) AS DATE) AS period_start,
+           p.reference_date, p.hospital_data_from
+    FROM ({dates}) dd CROSS JOIN linked.run_parameters p),
+r AS (
+    SELECT d.as_at_date, m.household_id, m.person_id,
+           CASE WHEN m.age_on_reference_date IS NULL THEN NULL
+                ELSE greatest(0, CAST(floor(m.age_on_reference_date + 0.5
+                     - date_diff('day', d.as_at_date, d.reference_date) / 365.25) AS INTEGER))
+           END AS age
+    FROM linked.membership m JOIN d
+      ON m.valid_from <= d.as_at_date
+     AND coalesce(m.valid_to, DATE '9999-12-31') >= d.as_at_date
+    WHERE NOT m.is_communal),
+ev AS (
+    SELECT d.as_at_date, e.person_id,
+           count(*) FILTER (WHERE e.event_type = 'AE') AS ae,
+           count(*) FILTER (WHERE e.event_type = 'EMERGENCY_ADMISSION') AS ea
+    FROM linked.service_events e JOIN d
+      ON e.event_date BETWEEN d.period_start AND d.as_at_date
+    WHERE e.source = 'hospital_activity'
+    GROUP BY d.as_at_date, e.person_id),
+r2 AS (
+    SELECT r.as_at_date, r.household_id, r.age,
+           min(r.age) OVER (PARTITION BY r.as_at_date, r.household_id) AS youngest,
+           coalesce(ev.ae, 0) AS ae, coalesce(ev.ea, 0) AS ea
+    FROM r LEFT JOIN ev USING (as_at_date, person_id)),
+h AS (
+    SELECT as_at_date, household_id,
+           CAST(count(*) AS INTEGER) AS residents,
+           CAST(count(*) FILTER (WHERE age >= 18) AS INTEGER) AS adults,
+           CAST(count(*) FILTER (WHERE age <= 4) AS INTEGER) AS children_0_4,
+           CAST(count(*) FILTER (WHERE age BETWEEN 5 AND 15) AS INTEGER) AS children_5_15,
+           CAST(count(*) FILTER (WHERE age <= 15) AS INTEGER) AS children_0_15,
+           CAST(count(*) FILTER (WHERE age BETWEEN 16 AND 17) AS INTEGER) AS people_16_17,
+           CAST(count(*) FILTER (WHERE age < 18) AS INTEGER) AS children_0_17,
+           CAST(count(*) FILTER (WHERE age >= 65) AS INTEGER) AS people_65_plus,
+           CAST(count(*) FILTER (WHERE age >= 85) AS INTEGER) AS people_85_plus,
+           CAST(count(*) FILTER (WHERE age IS NULL) AS INTEGER) AS age_unknown,
+           min(age) AS youngest, max(age) AS oldest,
+           min(age) FILTER (WHERE age >= youngest + {gap}) AS middle,
+           CAST(sum(ae) AS INTEGER) AS ae,
+           CAST(sum(ea) AS INTEGER) AS ea
+    FROM r2 GROUP BY as_at_date, household_id),
+c AS (
+    SELECT *, coalesce(oldest >= middle + {gap}, FALSE) AS multigenerational,
+           adults = 1 AND children_0_15 >= 1 AND age_unknown = 0 AS lone_parent
+    FROM h)
+SELECT c.household_id, d.as_at_date, a.lsoa, a.msoa, a.ward, a.imd_decile, a.property_class,
+       c.residents, c.adults, c.children_0_4, c.children_5_15, c.children_0_15,
+       c.people_16_17, c.children_0_17, c.people_65_plus, c.people_85_plus, c.age_unknown,
+       c.residents = 1 AS living_alone, c.lone_parent, c.multigenerational,
+       CASE WHEN c.residents = 1 THEN
+                CASE WHEN c.oldest >= 65 THEN 'one_person_65_plus'
+                     WHEN c.oldest IS NOT NULL THEN 'one_person_under_65'
+                     ELSE 'unclassified' END
+            WHEN c.age_unknown > 0 THEN 'unclassified'
+            WHEN c.multigenerational THEN 'multigenerational'
+            WHEN c.lone_parent THEN 'lone_parent'
+            WHEN c.children_0_15 > 0 AND c.adults >= 2 THEN 'adults_with_children'
+            WHEN c.youngest >= 65 THEN 'all_aged_65_plus'
+            WHEN c.children_0_15 = 0 THEN 'adults_no_children'
+            ELSE 'unclassified' END AS household_type,
+       c.residents > 10 AS improbable_size,
+       d.period_start, d.as_at_date AS period_end,
+       CASE WHEN d.period_start >= d.hospital_data_from THEN c.ae END AS ae_attendances,
+       CASE WHEN d.period_start >= d.hospital_data_from THEN c.ea END AS emergency_admissions
+FROM c JOIN d USING (as_at_date) LEFT JOIN linked.household_area a USING (household_id)"""
+
+
+def households_as_at_sql() -> str:
+    """Table macro: households on a date; a snapshot when there is one, else computed."""
+    return f"""CREATE OR REPLACE MACRO households_as_at(as_at) AS TABLE
+SELECT * EXCLUDE (years_before_reference) FROM linked.household_snapshots
+WHERE as_at_date = CAST(as_at AS DATE)
+UNION ALL
+SELECT * FROM {COMPUTED_MACRO}(as_at)"""
+
+
+def snapshot_dates(reference_date: date, earliest: date | None) -> list[date]:
+    """The reference date and its anniversaries back to the earliest membership (at most 10)."""
+    out = []
+    for k in range(SNAPSHOT_YEARS):
+        try:
+            d = reference_date.replace(year=reference_date.year - k)
+        except ValueError:  # 29 February
+            d = reference_date.replace(year=reference_date.year - k, day=28)
+        if earliest is not None and d < earliest and k > 0:
+            break
+        out.append(d)
+    return out
+
+
+def summary_as_at_sql(name: str, key: str, policy: DisclosurePolicy) -> str:
+    """Table macro: a one-way summary on any date, with the disclosure rule applied in SQL.
+
+    One key, one implied total per count. A cell is withheld when it is a small count, or
+    when it is part of another count in the row (AS_AT_PARTS) and the difference is small.
+    Then, per count with exactly one withheld cell, its smallest non-zero cell still shown is
+    withheld too (if every other cell is zero, the withheld cell equals the total, itself a
+    small count). Then rounding. Rates use the counts as shown.
+    """
+    low = 0 if policy.suppress_zero else 1
+    high = policy.min_count - 1
+    counts = list(AS_AT_COUNTS)
+    measures = ",\n           ".join(
+        f"CAST({expr} AS BIGINT) AS {c}" for c, expr in AS_AT_COUNTS.items()
+    )
+
+    def small(expr: str) -> str:
+        return f"(({expr}) BETWEEN {low} AND {high})"
+
+    def withheld(c: str) -> str:
+        rules = [small(c)]
+        rules += [small(f"{whole} - {part}") for part, whole in AS_AT_PARTS if part == c]
+        return " OR ".join(rules)
+
+    long = "\n    UNION ALL ".join(
+        f"SELECT k, '{c}' AS measure, {c} AS v, {withheld(c)} AS withheld FROM base" for c in counts
+    )
+    secondary = (
+        "(n_withheld = 1 AND NOT withheld AND v > 0 AND rank_shown = 1)"
+        if policy.secondary
+        else "FALSE"
+    )
+    r = policy.round_to
+    shown = "v" if r <= 1 else f"(v + {r // 2}) // {r} * {r}"
+    pivot = ",\n       ".join(
+        f"max(CASE WHEN measure = '{c}' AND NOT hidden THEN {shown} END) AS {c}" for c in counts
+    )
+    return f"""CREATE OR REPLACE MACRO {name}(as_at) AS TABLE
+WITH base AS (
+    SELECT {key} AS k,
+           {measures}
+    FROM households_as_at(as_at) GROUP BY ALL),
+long AS (
+    {long}),
+ranked AS (
+    SELECT *, sum(CAST(withheld AS INTEGER)) OVER (PARTITION BY measure) AS n_withheld,
+           row_number() OVER (PARTITION BY measure
+                              ORDER BY (withheld OR v = 0), v, k NULLS LAST) AS rank_shown
+    FROM long),
+marked AS (
+    SELECT k, measure, v, withheld OR {secondary} AS hidden FROM ranked),
+wide AS (
+    SELECT k AS {key},
+           {pivot}
+    FROM marked GROUP BY k)
+SELECT *,
+       round(1000.0 * emergency_admissions / nullif(residents, 0), 1)
+           AS emergency_admissions_per_1000
+FROM wide ORDER BY {key} NULLS LAST"""
+
+
+def macros_sql(policy: DisclosurePolicy) -> list[str]:
+    """The analysts' table macros (as-at households and summaries) and disclosure helpers."""
+    return [
+        f"CREATE OR REPLACE MACRO safe_count(n) AS {policy.safe_count_sql('n')}",
+        "CREATE OR REPLACE MACRO safe_rate(num, den, per) AS "
+        "CASE WHEN safe_count(num) IS NULL OR safe_count(den) IS NULL OR safe_count(den) = 0 "
+        "THEN NULL ELSE round(per * safe_count(num) / safe_count(den), 1) END",
+        "CREATE OR REPLACE MACRO reference_date() AS "
+        "(SELECT reference_date FROM linked.run_parameters)",
+        households_computed_sql(skip_snapshot_dates=True),
+        households_as_at_sql(),
+        summary_as_at_sql("ward_summary_as_at", "ward", policy),
+        summary_as_at_sql("decile_summary_as_at", "imd_decile", policy),
+    ]
+
+
+# ------------------------------------------------------------------------------ database
+@dataclass(frozen=True)
+class DatabaseSummary:
+    """What write_database published about disclosure control (counts only)."""
+
+    disclosure: dict[str, Any]
+
+
+def run_parameters(metadata: dict[str, Any], hospital_data_from: Any) -> pl.DataFrame:
+    """The reference date and service period the views and macros use, from run metadata."""
+    on = date.fromisoformat(str(metadata["reference_date"]))
+    months = int(metadata["service_period_months"])
+    return pl.DataFrame(
+        {
+            "reference_date": [on],
+            "service_period_months": [months],
+            "period_start": [months_before(on, months)],
+            "period_end": [on],
+            "hospital_data_from": [hospital_data_from],
+        },
+        schema={
+            "reference_date": pl.Date,
+            "service_period_months": pl.Int32,
+            "period_start": pl.Date,
+            "period_end": pl.Date,
+            "hospital_data_from": pl.Date,
+        },
+    )
+
+
+def suppression_stats(result: ProtectedTables) -> dict[str, Any]:
+    """Cells shown and withheld per published summary (all counts together)."""
+    out: dict[str, dict[str, int]] = {}
+    for s in result.stats:
+        if not s["published"]:
+            continue
+        v = out.setdefault(s["grouping"], {"cells": 0, "primary": 0, "secondary": 0})
+        for k in ("cells", "primary", "secondary"):
+            v[k] += int(s[k])
+    return out
+
+
+def write_database(
+    db_path: Path, parquet: dict[str, Path], metadata: dict[str, Any], policy: DisclosurePolicy
+) -> DatabaseSummary:
+    """Build the DuckDB database in a temporary file, then move it into place in one step."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db_path.with_name(db_path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute("CREATE SCHEMA linked")
+        con.execute("CREATE SCHEMA summaries")
+        for name, path in parquet.items():
+            con.execute(f"CREATE TABLE linked.{name} AS SELECT * FROM read_parquet(?)", [str(path)])
+        hospital_from = None
+        if "service_events" in parquet:
+            hospital_from = con.execute(
+                "SELECT min(event_date) FROM linked.service_events "
+                "WHERE source = 'hospital_activity'"
+            ).fetchall()[0][0]
+        _register(con, "linked.run_parameters", run_parameters(metadata, hospital_from))
+        _register(con, "linked.run_metadata", _metadata_frame(metadata))
+        con.execute(f"CREATE TABLE linked.person_analysis AS {PERSON_ANALYSIS_SQL}")
+        write_snapshots(con, metadata)
+        for sql in record_views_sql():
+            con.execute(sql)
+
+        base = pl.from_arrow(con.sql(summary_base_sql()).to_arrow_table())
+        assert isinstance(base, pl.DataFrame)
+        result = build_summaries(base, policy)
+        for name, frame in result.tables.items():
+            _register(con, f"summaries.{name}", frame)
+        for sql in summary_views_sql():
+            con.execute(sql)
+        disclosure = {**policy.describe(), "summaries": suppression_stats(result)}
+        con.execute(
+            "INSERT INTO linked.run_metadata VALUES ('disclosure', ?)",
+            [json.dumps(disclosure, default=str)],
+        )
+        for sql in macros_sql(policy):
+            con.execute(sql)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp, db_path)
+    return DatabaseSummary(disclosure=disclosure)
+
+
+def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) -> list[date]:
+    """Households on the reference date and its anniversaries, made once for households_as_at.
+
+    Rebuilding households from the spells takes about a second per date at a million people,
+    so the dates analysts ask for most (31 March of each year, for a 31 March reference date)
+    are computed here, all in one pass over the spells; any other date is computed when asked
+    for.
+    """
+    con.execute(households_computed_sql(skip_snapshot_dates=False))
+    earliest = con.execute("SELECT min(valid_from) FROM linked.membership").fetchall()[0][0]
+    dates = snapshot_dates(date.fromisoformat(str(metadata["reference_date"])), earliest)
+    _register(
+        con,
+        "linked.snapshot_dates",
+        pl.DataFrame({"as_at_date": dates, "years_before_reference": range(len(dates))}).sort(
+            "as_at_date"
+        ),
+    )
+    # Newest first, each date's rows together, so a filter on years_before_reference (or
+    # as_at_date) skips the other years' row groups.
+    con.execute(
+        "CREATE TABLE linked.household_snapshots AS "
+        "SELECT h.*, s.years_before_reference FROM ("
+        + households_on_sql("SELECT as_at_date FROM linked.snapshot_dates")
+        + ") h JOIN linked.snapshot_dates s USING (as_at_date) "
+        "ORDER BY s.years_before_reference, h.household_id"
+    )
+    con.execute("ALTER TABLE linked.snapshot_dates DROP COLUMN years_before_reference")
+    return dates
+
+
+def _metadata_frame(metadata: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"key": list(metadata), "value": [json.dumps(v, default=str) for v in metadata.values()]},
+        schema={"key": pl.Utf8, "value": pl.Utf8},
+    )
+
+
+def _register(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    con.register("_frame", frame.to_arrow())
+    try:
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM _frame")
+    finally:
+        con.unregister("_frame")
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Swap a fully written staging folder into place, keeping the old one until it is done."""
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staged, target)
+    if old.exists():
+        shutil.rmtree(old)

@@ -1,0 +1,1 @@
+"""Reports: the linkage quality report."""

@@ -1,0 +1,1 @@
+"""Run: the stage order, landing checks, the run lock, run history and evaluation."""

@@ -1,0 +1,741 @@
+"""Linkage quality against ground truth: person clusters, source pairs, households and bias.
+
+Everything is counted from group sizes (a group of n records holds n(n-1)/2 pairs), never by
+listing pairs, so a million records score in seconds. Results carry counts and ratios only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date
+from itertools import combinations_with_replacement
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uprnlink.errors import ConfigError
+from uprnlink.households.timelines import OPEN_END, age_on_expr
+
+# Lower bound and label of each age band used by the bias checks.
+AGE_BANDS = ((0, "0-17"), (18, "18-39"), (40, "40-64"), (65, "65-84"), (85, "85+"))
+BIAS_DIMENSIONS = ("age_band", "sex", "mover")
+
+
+@dataclass(frozen=True)
+class PairwiseScores:
+    """Pairwise confusion counts and scores of a clustering against true identities."""
+
+    records: int
+    predicted_pairs: int
+    true_pairs: int
+    true_positive_pairs: int
+
+    @property
+    def precision(self) -> float:
+        """Share of predicted same-person pairs that are truly the same person."""
+        return self.true_positive_pairs / self.predicted_pairs if self.predicted_pairs else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Share of true same-person pairs that the clustering put together."""
+        return self.true_positive_pairs / self.true_pairs if self.true_pairs else 1.0
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall."""
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and scores as plain values."""
+        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+@dataclass(frozen=True)
+class SourcePairScores:
+    """Pairwise scores restricted to pairs with one record in each of two sources.
+
+    When both sources are the same, the pairs are within that source (duplicate detection).
+    """
+
+    source_a: str
+    source_b: str
+    scores: PairwiseScores
+
+    def to_dict(self) -> dict[str, Any]:
+        """Source names, counts and scores as plain values."""
+        return {"source_a": self.source_a, "source_b": self.source_b, **self.scores.to_dict()}
+
+
+@dataclass(frozen=True)
+class HouseholdScores:
+    """Who lives with whom on the reference date (non-communal addresses), as pairs of people.
+
+    Recall is counted over true people (each mapped to the cluster holding most of their
+    records), precision over our people (each mapped to the true person holding most of
+    theirs). Two true people linked into one cluster are not "placed together", nor are two
+    of our clusters that are one true person "truly co-resident".
+
+    The losses are split by cause: `true_pairs_unplaced` are true pairs with someone we place
+    in no household that day; `predicted_pairs_non_resident` are our pairs with someone who
+    does not truly live at a non-communal address that day (moved away, died, communal).
+    """
+
+    reference_date: date
+    residents: int
+    residents_placed: int
+    households: int
+    households_exact: int
+    predicted_households: int
+    true_pairs: int
+    true_pairs_placed: int
+    true_pairs_unplaced: int
+    predicted_pairs: int
+    predicted_pairs_true: int
+    predicted_pairs_non_resident: int
+
+    @property
+    def precision(self) -> float:
+        """Share of pairs we place in one household that truly live together."""
+        return self.predicted_pairs_true / self.predicted_pairs if self.predicted_pairs else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Share of truly co-resident pairs that we place in one household."""
+        return self.true_pairs_placed / self.true_pairs if self.true_pairs else 1.0
+
+    @property
+    def precision_among_residents(self) -> float:
+        """Precision over our pairs of two true residents: how well addresses are assigned."""
+        pairs = self.predicted_pairs - self.predicted_pairs_non_resident
+        return self.predicted_pairs_true / pairs if pairs else 1.0
+
+    @property
+    def recall_among_placed(self) -> float:
+        """Recall over true pairs of two people we place somewhere that day."""
+        pairs = self.true_pairs - self.true_pairs_unplaced
+        return self.true_pairs_placed / pairs if pairs else 1.0
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall."""
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and scores as plain values (the date as ISO text)."""
+        return {
+            **asdict(self),
+            "reference_date": self.reference_date.isoformat(),
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "precision_among_residents": self.precision_among_residents,
+            "recall_among_placed": self.recall_among_placed,
+        }
+
+
+@dataclass(frozen=True)
+class GroupRecall:
+    """Recall of person clusters for the true people in one group (pairs of their records)."""
+
+    group: str
+    people: int
+    records: int
+    true_pairs: int
+    true_positive_pairs: int
+
+    @property
+    def recall(self) -> float:
+        """Share of this group's true same-person pairs that the clustering put together."""
+        return self.true_positive_pairs / self.true_pairs if self.true_pairs else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and recall as plain values."""
+        return {**asdict(self), "recall": self.recall}
+
+
+@dataclass(frozen=True)
+class BiasCheck:
+    """Recall per group of one dimension (age band, sex, mover) and the widest gap."""
+
+    dimension: str
+    groups: tuple[GroupRecall, ...]
+
+    def _scored(self) -> list[GroupRecall]:
+        # A group without true pairs has no recall to compare.
+        return [g for g in self.groups if g.true_pairs]
+
+    @property
+    def gap_points(self) -> float | None:
+        """Largest recall difference between two groups, in percentage points."""
+        scored = self._scored()
+        if len(scored) < 2:
+            return None
+        recalls = [g.recall for g in scored]
+        return 100 * (max(recalls) - min(recalls))
+
+    @property
+    def gap_between(self) -> tuple[str, str] | None:
+        """The groups with the highest and the lowest recall."""
+        scored = self._scored()
+        if len(scored) < 2:
+            return None
+        ranked = sorted(scored, key=lambda g: -g.recall)
+        return ranked[0].group, ranked[-1].group
+
+    def to_dict(self) -> dict[str, Any]:
+        """Groups and gap as plain values."""
+        between = self.gap_between
+        return {
+            "groups": [g.to_dict() for g in self.groups],
+            "gap_points": self.gap_points,
+            "gap_between": list(between) if between else None,
+        }
+
+
+@dataclass(frozen=True)
+class LinkageEvaluation:
+    """Every linkage-quality figure of one run against ground truth."""
+
+    overall: PairwiseScores
+    source_pairs: tuple[SourcePairScores, ...]
+    households: HouseholdScores | None
+    bias: tuple[BiasCheck, ...]
+
+    def source_pair(self, a: str, b: str) -> PairwiseScores:
+        """Scores of the pairs between sources a and b (in either order)."""
+        a, b = sorted((a, b))
+        for s in self.source_pairs:
+            if (s.source_a, s.source_b) == (a, b):
+                return s.scores
+        raise KeyError((a, b))
+
+    def bias_check(self, dimension: str) -> BiasCheck:
+        """The bias check of one dimension: `age_band`, `sex` or `mover`."""
+        for b in self.bias:
+            if b.dimension == dimension:
+                return b
+        raise KeyError(dimension)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts and ratios (no identifiers)."""
+        return {
+            "pairwise": self.overall.to_dict(),
+            "source_pairs": [s.to_dict() for s in self.source_pairs],
+            "households": self.households.to_dict() if self.households else None,
+            "bias": {b.dimension: b.to_dict() for b in self.bias},
+        }
+
+    def to_table(self) -> str:
+        """A plain-text report for a terminal."""
+        return "\n".join(_table_lines(self))
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Synthetic ground truth: record -> person, people, residence history, addresses."""
+
+    records: pl.DataFrame  # source, record_id, person_id
+    people: pl.DataFrame | None = None  # person_id, sex, dob, date_of_death
+    residence: pl.DataFrame | None = None  # person_id, uprn, valid_from, valid_to (inclusive)
+    addresses: pl.DataFrame | None = None  # uprn, is_communal
+
+
+TRUTH_COLUMNS = {
+    "records": ("source", "record_id", "person_id"),
+    "people": ("person_id", "sex", "dob", "date_of_death"),
+    "residence": ("person_id", "uprn", "valid_from", "valid_to"),
+    "addresses": ("uprn", "is_communal"),
+}
+
+
+def read_ground_truth(truth_dir: Path) -> GroundTruth:
+    """The truth tables an evaluation needs; only records.parquet is required."""
+    frames: dict[str, pl.DataFrame | None] = {}
+    for name, columns in TRUTH_COLUMNS.items():
+        path = truth_dir / f"{name}.parquet"
+        if path.exists():
+            frames[name] = pl.read_parquet(path, columns=list(columns))
+        elif name == "records":
+            raise ConfigError(f"no ground truth at {path}")
+        else:
+            frames[name] = None
+    records = frames.pop("records")
+    assert records is not None
+    return GroundTruth(records=records, **frames)
+
+
+def _pairs_of(n: pl.Expr) -> pl.Expr:
+    """Pairs within groups of sizes n, summed."""
+    return (n * (n - 1) // 2).sum()
+
+
+def pairwise_scores(
+    frame: pl.DataFrame, predicted: str = "person_id", truth: str = "true_id"
+) -> PairwiseScores:
+    """Pairwise scores of `predicted` cluster ids against `truth` ids, one row per record."""
+    df = frame.select(predicted, truth).drop_nulls()
+    counts = pl.col("len").cast(pl.Int64)
+    pred = df.group_by(predicted).len().select(_pairs_of(counts)).item()
+    true = df.group_by(truth).len().select(_pairs_of(counts)).item()
+    both = df.group_by(predicted, truth).len().select(_pairs_of(counts)).item()
+    return PairwiseScores(
+        records=df.height,
+        predicted_pairs=int(pred or 0),
+        true_pairs=int(true or 0),
+        true_positive_pairs=int(both or 0),
+    )
+
+
+def label_clusters(
+    clusters: pl.DataFrame, crosswalk: pl.DataFrame, truth_records: pl.DataFrame
+) -> pl.DataFrame:
+    """Clusters (unique_id, person_id) with each record's true person id attached."""
+    truth = truth_records.select(
+        pl.col("source").alias("source_dataset"),
+        pl.col("record_id").cast(pl.Utf8),
+        pl.col("person_id").alias("true_id"),
+    )
+    # Eager on purpose: polars' lazy optimiser may reorder these two joins into one on
+    # source_dataset alone, which is nearly a cross join.
+    return (
+        clusters.join(crosswalk.select("unique_id", "record_id"), on="unique_id", how="left")
+        .join(truth, on=["source_dataset", "record_id"], how="left")
+        .select("unique_id", "source_dataset", "person_id", "true_id")
+    )
+
+
+SOURCE_COUNT = "n:"  # prefix of count_records' per-source columns
+
+
+def count_records(
+    clusters: pl.DataFrame, crosswalk: pl.DataFrame, truth_records: pl.DataFrame
+) -> pl.DataFrame:
+    """Records per (person_id, true_id): `n` in all, and `n:<source>` from each source.
+
+    Every score is a sum over these cells (about one per person), so the records themselves
+    are read once. Records without a true person (none in the synthetic data) are left out.
+    """
+    sources = sorted(clusters.get_column("source_dataset").unique().drop_nulls().to_list())
+    src = pl.col("source_dataset")
+    return (
+        label_clusters(clusters, crosswalk, truth_records)
+        .drop_nulls(["person_id", "true_id"])
+        .group_by("person_id", "true_id")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            *[(src == s).sum().cast(pl.Int64).alias(SOURCE_COUNT + s) for s in sources],
+        )
+    )
+
+
+def _count_columns(counts: pl.DataFrame) -> list[str]:
+    return ["n", *(c for c in counts.columns if c.startswith(SOURCE_COUNT))]
+
+
+def _group_pairs(counts: pl.DataFrame, key: str | None) -> dict[tuple[str, str], int]:
+    """Pairs of records in one group of `key` (one cell when None), by their two sources.
+
+    ("", "") is every pair; (a, a) pairs within source a; (a, b) pairs across a and b.
+    """
+    cols = _count_columns(counts)
+    groups = counts.lazy()
+    if key is not None:
+        groups = groups.group_by(key).agg(pl.col(c).sum() for c in cols)
+    names = {c: c.removeprefix(SOURCE_COUNT) if c != "n" else "" for c in cols}
+    exprs = {
+        (names[a], names[b]): (_pairs_of(pl.col(a)) if a == b else (pl.col(a) * pl.col(b)).sum())
+        for i, a in enumerate(cols)
+        for b in cols[i:]
+        if not (a == "n" and b != "n")
+    }
+    keys = list(exprs)
+    row = groups.select(e.alias(str(i)) for i, e in enumerate(exprs.values())).collect().row(0)
+    return {k: int(v or 0) for k, v in zip(keys, row, strict=True)}
+
+
+def _all_pairs(counts: pl.DataFrame) -> tuple[dict[tuple[str, str], int], ...]:
+    """Predicted, true and true-positive pairs, overall and by source pair."""
+    return (
+        _group_pairs(counts, "person_id"),
+        _group_pairs(counts, "true_id"),
+        _group_pairs(counts, None),
+    )
+
+
+def scores_from_counts(counts: pl.DataFrame) -> PairwiseScores:
+    """Pairwise scores over all records, from `count_records` output."""
+    predicted, true, both = _all_pairs(counts)
+    return PairwiseScores(
+        records=int(counts.get_column("n").sum()),
+        predicted_pairs=predicted[("", "")],
+        true_pairs=true[("", "")],
+        true_positive_pairs=both[("", "")],
+    )
+
+
+def source_pair_scores(counts: pl.DataFrame) -> tuple[SourcePairScores, ...]:
+    """Pairwise scores for every pair of sources and each source with itself, from counts."""
+    return _source_pairs(counts, _all_pairs(counts))
+
+
+def _source_pairs(
+    counts: pl.DataFrame, pairs: tuple[dict[tuple[str, str], int], ...]
+) -> tuple[SourcePairScores, ...]:
+    predicted, true, both = pairs
+    cols = _count_columns(counts)[1:]
+    totals = counts.select(pl.col(c).sum() for c in cols).row(0)
+    records = {c.removeprefix(SOURCE_COUNT): int(t) for c, t in zip(cols, totals, strict=True)}
+    out = []
+    for a, b in combinations_with_replacement(sorted(records), 2):
+        scores = PairwiseScores(
+            records=records[a] + (records[b] if b != a else 0),
+            predicted_pairs=predicted[(a, b)],
+            true_pairs=true[(a, b)],
+            true_positive_pairs=both[(a, b)],
+        )
+        out.append(SourcePairScores(a, b, scores))
+    return tuple(out)
+
+
+def age_band_expr(age: pl.Expr) -> pl.Expr:
+    """The bias checks' age bands (0-17, 18-39, 40-64, 65-84, 85+), "unknown" when null."""
+    expr: Any = pl.when(age.is_null()).then(pl.lit("unknown"))
+    for lower, label in reversed(AGE_BANDS[1:]):
+        expr = expr.when(age >= lower).then(pl.lit(label))
+    band: pl.Expr = expr.otherwise(pl.lit(AGE_BANDS[0][1]))
+    return band
+
+
+def person_groups(
+    truth: GroundTruth, reference_date: date, true_ids: pl.Series | None = None
+) -> pl.DataFrame:
+    """Per true person (all in the truth's records, or `true_ids`): age band, sex, mover.
+
+    Age is taken on the reference date, or at death for people who died before it, as in the
+    published person table. A mover has lived at more than one address in the truth. A
+    dimension the truth lacks is null.
+    """
+    if true_ids is None:
+        true_ids = truth.records.get_column("person_id")
+    ids = true_ids.unique().alias("true_id").to_frame()
+    if truth.people is not None:
+        died = pl.col("date_of_death") < reference_date
+        age = (
+            pl.when(died)
+            .then(age_on_expr("dob", reference_date, at_death="date_of_death"))
+            .otherwise(age_on_expr("dob", reference_date))
+        )
+        people = truth.people.select(
+            pl.col("person_id").alias("true_id"),
+            age_band_expr(age).alias("age_band"),
+            pl.col("sex").fill_null("unknown").alias("sex"),
+        )
+        ids = ids.join(people, on="true_id", how="left")
+    else:
+        ids = ids.with_columns(pl.lit(None, pl.Utf8).alias(c) for c in ("age_band", "sex"))
+    if truth.residence is not None:
+        moves = truth.residence.group_by(pl.col("person_id").alias("true_id")).agg(
+            (pl.col("uprn").min() != pl.col("uprn").max()).alias("_moved")
+        )
+        ids = (
+            ids.join(moves, on="true_id", how="left")
+            .with_columns(
+                pl.when(pl.col("_moved"))
+                .then(pl.lit("mover"))
+                .otherwise(pl.lit("non-mover"))
+                .alias("mover")
+            )
+            .drop("_moved")
+        )
+    else:
+        ids = ids.with_columns(pl.lit(None, pl.Utf8).alias("mover"))
+    return ids
+
+
+def bias_checks(counts: pl.DataFrame, groups: pl.DataFrame) -> tuple[BiasCheck, ...]:
+    """Recall of person clusters per age band, sex and mover status, with the widest gaps.
+
+    `counts` comes from `count_records`, `groups` from `person_groups`.
+    """
+    n = pl.col("n")
+    found = (
+        counts.group_by("true_id")
+        .agg(n.sum().alias("records"), _pairs_of(n).alias("found"))
+        .with_columns((pl.col("records") * (pl.col("records") - 1) // 2).alias("pairs"))
+        .join(groups, on="true_id", how="left")
+    )
+    out = []
+    for dim in BIAS_DIMENSIONS:
+        if dim not in groups.columns or groups.get_column(dim).null_count() == groups.height:
+            continue
+        rows = (
+            found.group_by(pl.col(dim).fill_null("unknown"))
+            .agg(
+                pl.len().alias("people"),
+                pl.col("records").sum(),
+                pl.col("pairs").sum(),
+                pl.col("found").sum(),
+            )
+            .sort(dim)
+        )
+        out.append(
+            BiasCheck(
+                dim,
+                tuple(
+                    GroupRecall(str(g), int(p), int(r), int(t), int(f))
+                    for g, p, r, t, f in rows.iter_rows()
+                ),
+            )
+        )
+    return tuple(out)
+
+
+def _covering(on: date) -> pl.Expr:
+    return (pl.col("valid_from") <= on) & (pl.col("valid_to").fill_null(OPEN_END) >= on)
+
+
+def _majority(person_records: pl.DataFrame, key: str, other: str) -> pl.DataFrame:
+    """For each `key`, the `other` id holding most of its records (ties: smallest id)."""
+    return (
+        person_records.sort([key, "n", other], descending=[False, True, False])
+        .unique(key, keep="first", maintain_order=False)
+        .select(key, other)
+    )
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's pair counts for households: rows grouped by outer, middle, inner id."""
+
+    rows: int
+    groups: int
+    pairs: int  # sharing outer
+    pairs_known: int  # sharing outer, both with a middle id
+    pairs_together: int  # sharing outer and middle, with different inner ids
+    exact: pl.DataFrame  # outer, middle, n: groups wholly in one middle, each inner once
+
+
+def _side(frame: pl.DataFrame, outer: str, middle: str, inner: str) -> _Side:
+    """Pairs by group sizes: outer -> middle -> inner, where a known middle has an inner id."""
+    n, known = pl.col("n"), pl.col(middle).is_not_null()
+    mid = (
+        frame.group_by(outer, middle, inner)
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .group_by(outer, middle)
+        .agg(n.sum(), pl.len().alias("distinct"), _pairs_of(n).alias("same_inner"))
+    )
+    top = mid.group_by(outer).agg(
+        n.sum(),
+        n.filter(known).sum().alias("n_known"),
+        pl.len().alias("middles"),
+        pl.col(middle).first(),
+        (pl.col("distinct").first() == pl.col("n").first()).alias("once"),
+    )
+    together = mid.filter(known).select(_pairs_of(n) - pl.col("same_inner").sum()).item()
+    return _Side(
+        rows=frame.height,
+        groups=top.height,
+        pairs=int(top.select(_pairs_of(n)).item() or 0),
+        pairs_known=int(top.select(_pairs_of(pl.col("n_known"))).item() or 0),
+        pairs_together=int(together or 0),
+        exact=top.filter((pl.col("middles") == 1) & known & pl.col("once")).select(
+            outer, middle, "n"
+        ),
+    )
+
+
+def household_scores(
+    counts: pl.DataFrame, truth: GroundTruth, membership: pl.DataFrame, on: date
+) -> HouseholdScores:
+    """Household assignment on a date: pairs of co-residents found, exact households.
+
+    `counts` comes from `count_records`; `membership` has person_id, household_id,
+    is_communal, valid_from, valid_to (null = open).
+    """
+    if truth.residence is None:
+        raise ValueError("household scores need the truth's residence history")
+    res = truth.residence.filter(_covering(on))
+    if truth.addresses is not None:
+        communal = truth.addresses.filter(pl.col("is_communal")).select("uprn")
+        res = res.join(communal, on="uprn", how="anti")
+    if truth.people is not None:
+        dead = truth.people.filter(pl.col("date_of_death") < on).select("person_id")
+        res = res.join(dead, on="person_id", how="anti")
+    true_on = (
+        res.sort("person_id", "valid_from")
+        .unique("person_id", keep="last")
+        .select(pl.col("person_id").alias("true_id"), "uprn")
+    )
+    ours_on = (
+        membership.filter(_covering(on) & ~pl.col("is_communal").fill_null(False))
+        .sort("person_id", "valid_from")
+        .unique("person_id", keep="last")
+        .select("person_id", "household_id")
+    )
+    person_records = counts.select("person_id", "true_id", "n")
+    # Truth side: each true resident as the cluster holding most of their records.
+    t = true_on.join(
+        _majority(person_records, "true_id", "person_id"), on="true_id", how="left"
+    ).join(ours_on, on="person_id", how="left")
+    # Our side: each of our residents as the true person holding most of their records.
+    o = ours_on.join(
+        _majority(person_records, "person_id", "true_id"), on="person_id", how="left"
+    ).join(true_on, on="true_id", how="left")
+    truth_side = _side(t, "uprn", "household_id", "person_id")
+    our_side = _side(o, "household_id", "uprn", "true_id")
+    exact = truth_side.exact.join(our_side.exact, on=["uprn", "household_id", "n"]).height
+    return HouseholdScores(
+        reference_date=on,
+        residents=truth_side.rows,
+        residents_placed=int(t.get_column("household_id").is_not_null().sum()),
+        households=truth_side.groups,
+        households_exact=exact,
+        predicted_households=our_side.groups,
+        true_pairs=truth_side.pairs,
+        true_pairs_placed=truth_side.pairs_together,
+        true_pairs_unplaced=truth_side.pairs - truth_side.pairs_known,
+        predicted_pairs=our_side.pairs,
+        predicted_pairs_true=our_side.pairs_together,
+        predicted_pairs_non_resident=our_side.pairs - our_side.pairs_known,
+    )
+
+
+def evaluate_linkage(
+    clusters: pl.DataFrame,
+    crosswalk: pl.DataFrame,
+    truth: GroundTruth,
+    *,
+    reference_date: date,
+    membership: pl.DataFrame | None = None,
+) -> LinkageEvaluation:
+    """Score one run's clusters (and households, given memberships) against ground truth.
+
+    `clusters` has unique_id, source_dataset, person_id; `crosswalk` unique_id, record_id;
+    `membership` person_id, household_id, is_communal, valid_from, valid_to (null = open).
+    """
+    counts = count_records(clusters, crosswalk, truth.records)
+    pairs = _all_pairs(counts)
+    predicted, true, both = (p[("", "")] for p in pairs)
+    households = None
+    if membership is not None and truth.residence is not None:
+        households = household_scores(counts, truth, membership, reference_date)
+    return LinkageEvaluation(
+        overall=PairwiseScores(int(counts.get_column("n").sum()), predicted, true, both),
+        source_pairs=_source_pairs(counts, pairs),
+        households=households,
+        bias=bias_checks(
+            counts, person_groups(truth, reference_date, counts.get_column("true_id"))
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------ text table
+def _ratio(num: int, den: int) -> str:
+    return f"{num / den:.4f}" if den else "-"
+
+
+def _grid(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    """Rows under a header, first column left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return (indent + "  ".join([first, *rest])).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _pair_row(label: str, s: PairwiseScores) -> list[str]:
+    f1 = f"{s.f1:.4f}" if s.predicted_pairs and s.true_pairs else "-"
+    return [
+        label,
+        f"{s.records:,}",
+        f"{s.true_pairs:,}",
+        f"{s.predicted_pairs:,}",
+        f"{s.true_positive_pairs:,}",
+        _ratio(s.true_positive_pairs, s.predicted_pairs),
+        _ratio(s.true_positive_pairs, s.true_pairs),
+        f1,
+    ]
+
+
+def _pair_lines(ev: LinkageEvaluation) -> list[str]:
+    rows = [_pair_row("all records", ev.overall)]
+    for s in ev.source_pairs:
+        same = s.source_a == s.source_b
+        label = f"within {s.source_a}" if same else f"{s.source_a} + {s.source_b}"
+        rows.append(_pair_row(label, s.scores))
+    header = ["", "records", "true", "predicted", "correct", "precision", "recall", "F1"]
+    return ["Person clusters: pairs of records that are the same person", *_grid(header, rows)]
+
+
+def _household_lines(h: HouseholdScores) -> list[str]:
+    placed_pairs = h.true_pairs - h.true_pairs_unplaced
+    resident_pairs = h.predicted_pairs - h.predicted_pairs_non_resident
+    rows = [
+        ("true residents placed in a household", h.residents_placed, h.residents),
+        ("true households rebuilt exactly", h.households_exact, h.households),
+        ("true pairs we place together (recall)", h.true_pairs_placed, h.true_pairs),
+        ("  missed: one of them placed nowhere", h.true_pairs_unplaced, h.true_pairs),
+        ("  missed: placed apart, or merged", placed_pairs - h.true_pairs_placed, h.true_pairs),
+        ("  recall among pairs both placed", h.true_pairs_placed, placed_pairs),
+        ("our pairs truly together (precision)", h.predicted_pairs_true, h.predicted_pairs),
+        ("  wrong: one of them not resident *", h.predicted_pairs_non_resident, h.predicted_pairs),
+        (
+            "  wrong: other address, or one person",
+            resident_pairs - h.predicted_pairs_true,
+            h.predicted_pairs,
+        ),
+        ("  precision among pairs of residents", h.predicted_pairs_true, resident_pairs),
+    ]
+    f1 = f"{h.f1:.4f}" if h.true_pairs and h.predicted_pairs else "-"
+    return [
+        f"Households on {h.reference_date.isoformat()}: who lives with whom "
+        "(communal establishments excluded)",
+        *_grid(
+            ["", "count", "of", "share"],
+            [[label, f"{n:,}", f"{d:,}", _ratio(n, d)] for label, n, d in rows],
+        ),
+        f"  pairs F1 {f1}; our households {h.predicted_households:,}",
+        "  * not truly living at a non-communal address that day: moved away, died or communal",
+    ]
+
+
+def _bias_lines(bias: tuple[BiasCheck, ...]) -> list[str]:
+    rows: list[list[str]] = []
+    gaps: dict[int, str] = {}
+    for b in bias:
+        for g in b.groups:
+            rows.append(
+                [
+                    f"{b.dimension} {g.group}",
+                    f"{g.people:,}",
+                    f"{g.records:,}",
+                    f"{g.true_pairs:,}",
+                    f"{g.true_positive_pairs:,}",
+                    _ratio(g.true_positive_pairs, g.true_pairs),
+                ]
+            )
+        gap, between = b.gap_points, b.gap_between
+        if gap is not None and between is not None:
+            gaps[len(rows)] = f"    largest gap {gap:.2f} points: {between[0]} vs {between[1]}"
+    lines = ["Recall of person clusters by group of true people"]
+    # Each dimension's gap goes under its last group (grid line 0 is the header).
+    for i, line in enumerate(_grid(["", "people", "records", "true", "correct", "recall"], rows)):
+        lines.append(line)
+        if i in gaps:
+            lines.append(gaps[i])
+    return lines
+
+
+def _table_lines(ev: LinkageEvaluation) -> list[str]:
+    lines = _pair_lines(ev)
+    if ev.households is not None:
+        lines += ["", *_household_lines(ev.households)]
+    if ev.bias:
+        lines += ["", *_bias_lines(ev.bias)]
+    return lines
