@@ -40,10 +40,14 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
 
     With `reuse` and a previous build in `root`, only the publish step runs again.
     """
-    from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_key
-    from uprnlink.run import pipeline
+    from uprnlink.ingest.stage import ingest_person_source, ingest_reference_data
+    from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_key, load_run_key
+    from uprnlink.privacy.trusted import read_trusted, write_trusted
+    from uprnlink.publish.stage import publish_outputs
+    from uprnlink.run import runner
     from uprnlink.settings import PROJECT_ROOT, read_settings
     from uprnlink.synth import write_synthetic
+    from uprnlink.zones import Zones
 
     os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
     os.environ.pop("UPRNLINK_KEY", None)
@@ -51,7 +55,7 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
     run_id = "bench-queries"
     if reuse and (root / "demo" / "work" / "trusted" / "linkage" / "clusters.parquet").exists():
         t = time.perf_counter()
-        published = pipeline.publish_outputs(str(config), run_id, {})
+        published = publish_outputs(str(config), run_id, {})
         print(f"republished in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         return Path(published["staged"]) / "uprnlink.duckdb"
     shutil.rmtree(root, ignore_errors=True)
@@ -66,20 +70,18 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
     assert settings.key.file is not None
     create_demo_key(settings.key.file)
     t = time.perf_counter()
-    pipeline.start_run(str(config), run_id)
-    pipeline.ingest_reference_data(str(config), run_id)
+    runner.start_run(str(config), run_id)
+    ingest_reference_data(str(config), run_id)
     for source in settings.sources:
-        pipeline.ingest_person_source(str(config), source, run_id)
+        ingest_person_source(str(config), source, run_id)
     timings["ingest"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    z = pipeline.Zones(settings)
-    key = pipeline.load_key(settings)
+    z = Zones(settings)
+    key = load_run_key(settings)
     crosswalk = pl.concat(
         [
-            pipeline.read_trusted(z.crosswalk(n), key).select(
-                "unique_id", "source_dataset", "record_id"
-            )
+            read_trusted(z.crosswalk(n), key).select("unique_id", "source_dataset", "record_id")
             for n in settings.sources
             if z.crosswalk(n).exists()
         ]
@@ -92,11 +94,11 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
     clusters = crosswalk.join(truth, on=["source_dataset", "record_id"], how="inner").select(
         "unique_id", "source_dataset", "person_id"
     )
-    pipeline.write_trusted(clusters, z.clusters, key)
+    write_trusted(clusters, z.clusters, key)
     timings["truth_clusters"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    published = pipeline.publish_outputs(str(config), run_id, {})
+    published = publish_outputs(str(config), run_id, {})
     timings["publish"] = time.perf_counter() - t
     db = Path(published["staged"]) / "uprnlink.duckdb"
     print(

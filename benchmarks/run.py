@@ -128,7 +128,7 @@ def run_capped(
 
 # ----------------------------------------------------------------------------- children
 
-# Runs the pipeline stages (uprnlink.run.pipeline.execute with the local steps), measuring each
+# Runs the pipeline stages (uprnlink.run.runner.execute with the local steps), measuring each
 # step's wall time and peak memory: VmHWM of this process (reset before each step through
 # /proc/self/clear_refs) and the sampled resident memory of any children (a Spark JVM).
 PIPELINE_CHILD = r"""
@@ -137,7 +137,11 @@ from pathlib import Path
 from uprnlink.privacy.keys import DEMO_PASSPHRASE
 os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
 from benchmarks.run import tree_rss
-from uprnlink.run import pipeline
+from uprnlink.run import runner
+from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.trusted import read_trusted_records, write_trusted
+from uprnlink.run.evaluation import evaluate_run
+from uprnlink.zones import Zones
 
 def hwm():
     found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
@@ -169,14 +173,11 @@ def measured(name, fn):
 
 config = sys.argv[1]
 t = time.perf_counter()
-if hasattr(pipeline, "Steps") and hasattr(pipeline, "LOCAL_STEPS"):
-    steps = pipeline.Steps(**{
-        f.name: measured(f.name, getattr(pipeline.LOCAL_STEPS, f.name))
-        for f in dataclasses.fields(pipeline.Steps)
-    })
-    summary = pipeline.execute(config, steps, run_id="bench")
-else:
-    summary = pipeline.run_all(config, run_id="bench")
+steps = runner.Steps(**{
+    f.name: measured(f.name, getattr(runner.LOCAL_STEPS, f.name))
+    for f in dataclasses.fields(runner.Steps)
+})
+summary = runner.execute(config, steps, run_id="bench")
 wall = time.perf_counter() - t
 print(json.dumps({
     "wall": wall,
@@ -196,8 +197,12 @@ import json, os, re, sys, time
 from pathlib import Path
 from uprnlink.privacy.keys import DEMO_PASSPHRASE
 os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
-from uprnlink.run import pipeline
-from uprnlink.linkage.model import deterministic_clusters, plain_splink_clusters
+from uprnlink.run import runner
+from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.trusted import read_trusted_records, write_trusted
+from uprnlink.run.evaluation import evaluate_run
+from uprnlink.zones import Zones
+from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.settings import read_settings
 
 def hwm():
@@ -206,9 +211,9 @@ def hwm():
 
 config, truth, which = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
 settings = read_settings(config)
-z = pipeline.Zones(settings)
-key = pipeline.load_key(settings)
-records = pipeline.read_trusted_records(settings, key)
+z = Zones(settings)
+key = load_run_key(settings)
+records = read_trusted_records(settings, key)
 out = {}
 for name in which:
     Path("/proc/self/clear_refs").write_text("5")
@@ -220,10 +225,10 @@ for name in which:
         found = deterministic_clusters(records)
     seconds = time.perf_counter() - t
     clusters = found.join(records.select("unique_id", "source_dataset"), on="unique_id")
-    pipeline.write_trusted(clusters.select("unique_id", "source_dataset", "person_id"),
+    write_trusted(clusters.select("unique_id", "source_dataset", "person_id"),
                            z.linkage_dir / f"baseline_{name}.parquet", key)
     out[name] = {"seconds": seconds, "peak_bytes": hwm()}
-evaluation = pipeline.evaluate_run(settings, truth)
+evaluation = evaluate_run(settings, truth)
 print(json.dumps({"baselines": out, "pairwise": evaluation["pairwise"],
                   "baseline_pairwise": evaluation.get("baselines", {})}, default=str))
 """

@@ -63,7 +63,7 @@ def _demo_passphrase() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     """The whole pipeline (no orchestrator) on a seeded population of 1,500 people."""
-    from uprnlink.run.pipeline import run_all
+    from uprnlink.run.runner import run_all
 
     root = tmp_path_factory.mktemp("small")
     config = make_demo_tree(root, SMALL_PEOPLE, SMALL_SEED)

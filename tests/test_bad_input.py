@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from tests.test_ingest import GP_COLUMNS, REF, SCHEMAS, gp_source
 from uprnlink.errors import ConfigError, ContractError
 from uprnlink.ingest.contracts import DEFAULT_MAX_LENGTH, Contract, find_contract, read_contract
-from uprnlink.ingest.validate import IngestReport, ingest_extract, read_extract
+from uprnlink.ingest.readers import read_extract
+from uprnlink.ingest.validate import IngestReport, ingest_extract
 from uprnlink.privacy.keys import MasterKey
 from uprnlink.privacy.records import build_reference, build_trusted_source, enrich_with_areas
 from uprnlink.reports.quality import source_quality_table

@@ -19,8 +19,9 @@ from tests.conftest import make_demo_tree
 from tests.test_incremental import no_baselines
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.ingest.validate import ingest_extract
-from uprnlink.run import pipeline
+from uprnlink.run import runner
 from uprnlink.settings import read_settings
+from uprnlink.zones import Zones
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_a_messy_extract_loses_nothing_end_to_end(tmp_path: Path) -> None:
     logging.getLogger().setLevel(logging.DEBUG)
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-            summary = pipeline.run_all(str(config), run_id="drill")
+            summary = runner.run_all(str(config), run_id="drill")
     finally:
         logging.getLogger().removeHandler(handler)
 
@@ -118,7 +119,7 @@ def test_a_messy_extract_loses_nothing_end_to_end(tmp_path: Path) -> None:
         assert nulled.get(rule, 0) - was.get(rule, 0) == planted_count, rule
 
     # Every row is either in the trusted zone or in quarantine: none lost.
-    z = pipeline.Zones(settings)
+    z = Zones(settings)
     trusted = pl.read_parquet(z.records("gp_registrations")).height
     quarantined = pl.read_parquet(z.quarantine("gp_registrations")).height
     assert trusted + quarantined == sent

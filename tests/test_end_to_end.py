@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import PipelineRun
-from uprnlink.run.pipeline import evaluate_run
+from uprnlink.run.evaluation import evaluate_run
 
 pytestmark = pytest.mark.slow
 

@@ -395,7 +395,7 @@ def test_pairwise_scores_ignores_records_without_truth() -> None:
 
 @pytest.mark.slow
 def test_evaluate_run_on_a_small_population(small_run: PipelineRun) -> None:
-    from uprnlink.run.pipeline import evaluate_run
+    from uprnlink.run.evaluation import evaluate_run
 
     result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")
     written = json.loads((small_run.settings.out_dir / "evaluation.json").read_text())

@@ -10,8 +10,9 @@ import pytest
 
 from tests.conftest import make_demo_tree
 from uprnlink.errors import ContractError
-from uprnlink.run import pipeline
+from uprnlink.run import runner
 from uprnlink.settings import read_settings
+from uprnlink.zones import Zones
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ def test_failed_runs_leave_a_summary_and_the_previous_publication(
 ) -> None:
     config = make_demo_tree(tmp_path, people=400, seed=3)
     settings = read_settings(config)
-    pipeline.run_all(str(config), run_id="good")
+    runner.run_all(str(config), run_id="good")
     db = settings.database_path
     before = (
         duckdb.connect(str(db), read_only=True)
@@ -32,9 +33,9 @@ def test_failed_runs_leave_a_summary_and_the_previous_publication(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full while writing 'SMITH'")
 
-    monkeypatch.setattr(pipeline, "publish_outputs", boom)
+    monkeypatch.setattr(runner, "publish_outputs", boom)
     with pytest.raises(RuntimeError):
-        pipeline.run_all(str(config), run_id="bad-publish")
+        runner.run_all(str(config), run_id="bad-publish")
     failed = json.loads((settings.out_dir / "runs" / "bad-publish.json").read_text())
     assert failed["status"] == "failed" and failed["failed_stage"] == "publish"
     assert failed["error"] == "RuntimeError"  # the message could quote data: type only
@@ -45,12 +46,12 @@ def test_failed_runs_leave_a_summary_and_the_previous_publication(
         .fetchall()
     )
     assert after == before
-    assert not pipeline.Zones(settings).lock.exists()
+    assert not Zones(settings).lock.exists()
 
     monkeypatch.undo()
     (settings.landing_dir / "hospital_activity.csv").unlink()
     with pytest.raises(ContractError):
-        pipeline.run_all(str(config), run_id="no-extract")
+        runner.run_all(str(config), run_id="no-extract")
     failed = json.loads((settings.out_dir / "runs" / "no-extract.json").read_text())
     assert failed["failed_stage"] == "start"
     assert "hospital_activity" in failed["error"] and "file_missing" in failed["error"]

@@ -19,8 +19,9 @@ import pytest
 from tests.conftest import make_demo_tree
 from tests.test_incremental import no_baselines
 from uprnlink.publish import releases
-from uprnlink.run import pipeline
+from uprnlink.run import runner
 from uprnlink.settings import read_settings
+from uprnlink.zones import Zones
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ STEP_OF_STAGE = {
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = no_baselines(make_demo_tree(tmp_path_factory.mktemp("faults"), people=300, seed=9))
-    pipeline.run_all(str(config), run_id="20260101T000000Z-good")
+    runner.run_all(str(config), run_id="20260101T000000Z-good")
     return config
 
 
@@ -60,28 +61,28 @@ def touch_an_extract(config: Path) -> None:
     gp.write_text("".join(lines[:-3]))
 
 
-@pytest.mark.parametrize("stage", pipeline.STAGES)
+@pytest.mark.parametrize("stage", runner.STAGES)
 def test_a_failure_in_any_stage_keeps_the_previous_release(tree: Path, stage: str) -> None:
     settings = read_settings(tree)
     live_before, households_before = households_live(tree)
     touch_an_extract(tree)
     step = STEP_OF_STAGE[stage]
-    real = getattr(pipeline.LOCAL_STEPS, step)
+    real = getattr(runner.LOCAL_STEPS, step)
 
     def failing(*args: Any) -> Any:
         if stage in {"publish", "report", "ingest"}:
             real(*args)  # the worst moment: the stage's work is done, then it dies
         raise OSError("injected failure while handling 'SMITH'")
 
-    steps = dataclasses.replace(pipeline.LOCAL_STEPS, **{step: failing})
+    steps = dataclasses.replace(runner.LOCAL_STEPS, **{step: failing})
     run_id = f"20260301T000000Z-{stage}"
     with pytest.raises(OSError):
-        pipeline.execute(str(tree), steps, run_id)
+        runner.execute(str(tree), steps, run_id)
 
     failed = json.loads((settings.out_dir / "runs" / f"{run_id}.json").read_text())
     assert failed["status"] == "failed" and failed["failed_stage"] == stage
     assert failed["error"] == "OSError" and "SMITH" not in json.dumps(failed)
-    assert not pipeline.Zones(settings).lock.exists()
+    assert not Zones(settings).lock.exists()
     if stage == "finish":  # the switch had already happened: the new release is the live one
         assert households_live(tree)[0] == run_id
     else:
@@ -89,7 +90,7 @@ def test_a_failure_in_any_stage_keeps_the_previous_release(tree: Path, stage: st
         assert live_before in failed["published_output"]
 
     # The next run needs no clean-up and publishes.
-    again = pipeline.run_all(str(tree), run_id=f"20260301T000001Z-{stage}")
+    again = runner.run_all(str(tree), run_id=f"20260301T000001Z-{stage}")
     assert households_live(tree)[0] == again["run"]["run_id"]
     assert not list(releases.releases_dir(settings.out_dir).glob(".staging-*"))
 
@@ -97,18 +98,19 @@ def test_a_failure_in_any_stage_keeps_the_previous_release(tree: Path, stage: st
 KILLER = textwrap.dedent(
     """
     import dataclasses, os, signal, sys
-    from uprnlink.run import pipeline
+    from uprnlink.run import runner
+    from uprnlink.zones import Zones
 
     config, stage, step, run_id = sys.argv[1:5]
-    real = getattr(pipeline.LOCAL_STEPS, step)
+    real = getattr(runner.LOCAL_STEPS, step)
 
     def killed(*args):
         if stage != "link":
             real(*args)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    steps = dataclasses.replace(pipeline.LOCAL_STEPS, **{step: killed})
-    pipeline.execute(config, steps, run_id)
+    steps = dataclasses.replace(runner.LOCAL_STEPS, **{step: killed})
+    runner.execute(config, steps, run_id)
     """
 )
 
@@ -131,13 +133,13 @@ def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_recovers(
         timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    lock = pipeline.Zones(settings).lock
+    lock = Zones(settings).lock
     assert lock.exists()  # killed: nothing could clean up
     if stage == "switch":  # killed after the switch: the new release is already live
         assert households_live(tree)[0] == run_id
     else:
         assert households_live(tree) == (live_before, households_before)
 
-    again = pipeline.run_all(str(tree), run_id=f"20260401T000001Z-kill-{stage}")
+    again = runner.run_all(str(tree), run_id=f"20260401T000001Z-kill-{stage}")
     assert households_live(tree)[0] == again["run"]["run_id"]
     assert not lock.exists()

@@ -13,9 +13,10 @@ import pytest
 from tests.conftest import make_demo_tree
 from uprnlink.errors import ContractError
 from uprnlink.publish import releases
-from uprnlink.run import pipeline
+from uprnlink.run import runner
 from uprnlink.run.history import runs_table
 from uprnlink.settings import RunSettings, read_settings
+from uprnlink.zones import Zones
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +51,11 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_rerun_of_the_same_delivery_reuses_everything_and_repeats_the_outputs(tree: Path) -> None:
     settings = read_settings(tree)
-    first = pipeline.run_all(str(tree), run_id="20260101T000000Z-0001")
+    first = runner.run_all(str(tree), run_id="20260101T000000Z-0001")
     assert set(first["changes"].values()) == {"ingested"}
     assert first["linkage"]["reused"] is False
 
-    second = pipeline.run_all(str(tree), run_id="20260101T000000Z-0002")
+    second = runner.run_all(str(tree), run_id="20260101T000000Z-0002")
     assert set(second["changes"].values()) == {"reused"}
     assert all(r["reused"] for r in second["reference"])
     assert second["linkage"]["reused"] is True
@@ -83,7 +84,7 @@ def test_one_changed_extract_is_the_only_one_ingested_and_ids_stay_stable(tree: 
     # Next month's extract: the same list less the last 5% of registrations.
     gp.write_text("".join(lines[: int(len(lines) * 0.95)]))
 
-    third = pipeline.run_all(str(tree), run_id="20260201T000000Z-0003")
+    third = runner.run_all(str(tree), run_id="20260201T000000Z-0003")
     assert third["changes"]["gp_registrations"] == "ingested"
     assert {s for s, c in third["changes"].items() if c == "reused"} == set(settings.sources) - {
         "gp_registrations"
@@ -108,12 +109,12 @@ def test_one_changed_extract_is_the_only_one_ingested_and_ids_stay_stable(tree: 
 
 def test_rebuild_ingests_everything_again_and_gives_the_same_content(tree: Path) -> None:
     settings = read_settings(tree)
-    summary = pipeline.run_all(str(tree), run_id="20260201T000000Z-0004", rebuild=True)
+    summary = runner.run_all(str(tree), run_id="20260201T000000Z-0004", rebuild=True)
     assert set(summary["changes"].values()) == {"ingested"}
     assert summary["linkage"]["model"]["trained"] is True
     # From scratch again (a new model, no previous ids) on the same inputs and key: the same
     # content, person and household ids included.
-    again = pipeline.run_all(str(tree), run_id="20260201T000000Z-0014", rebuild=True)
+    again = runner.run_all(str(tree), run_id="20260201T000000Z-0014", rebuild=True)
     assert again["linkage"]["model"]["trained"] is True
     assert_same_content(
         published_tables(settings, "20260201T000000Z-0004"),
@@ -128,7 +129,7 @@ def test_an_extract_delivered_under_two_names_is_refused(tree: Path) -> None:
     shutil.copy(settings.sources["housing_tenancies"].path, ct)
     try:
         with pytest.raises(ContractError, match="duplicate_delivery"):
-            pipeline.run_all(str(tree), run_id="20260201T000000Z-0005")
+            runner.run_all(str(tree), run_id="20260201T000000Z-0005")
     finally:
         ct.write_bytes(saved)
     failed = json.loads((settings.out_dir / "runs" / "20260201T000000Z-0005.json").read_text())
@@ -147,11 +148,11 @@ def test_an_optional_source_without_an_extract_is_skipped(tree: Path) -> None:
     moved = extract.with_suffix(".held")
     extract.rename(moved)
     try:
-        summary = pipeline.run_all(str(optional), run_id="20260201T000000Z-0006")
+        summary = runner.run_all(str(optional), run_id="20260201T000000Z-0006")
     finally:
         moved.rename(extract)
     assert summary["changes"]["adult_social_care"] == "skipped"
-    assert pl.read_parquet(pipeline.Zones(settings).records("adult_social_care")).height == 0
+    assert pl.read_parquet(Zones(settings).records("adult_social_care")).height == 0
     services = published_tables(settings, "20260201T000000Z-0006")["service_events"]
     assert services.height > 0
 

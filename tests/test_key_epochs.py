@@ -9,18 +9,14 @@ import pytest
 
 from tests.conftest import make_demo_tree
 from uprnlink.errors import KeyManagementError
-from uprnlink.governance.audit import verify_audit_log
-from uprnlink.privacy.keys import DEMO_PASSPHRASE, rotate_key_file
-from uprnlink.run.pipeline import (
-    Zones,
-    audit_keys,
-    ingest_person_source,
-    link_records,
-    load_key,
-    record_key_event,
-    run_all,
-)
+from uprnlink.governance.audit import record_key_event, verify_audit_log
+from uprnlink.ingest.stage import ingest_person_source
+from uprnlink.linkage.stage import link_records
+from uprnlink.privacy.keys import DEMO_PASSPHRASE, audit_keys, rotate_key_file
+from uprnlink.privacy.keys import load_run_key as load_key
+from uprnlink.run.runner import run_all
 from uprnlink.settings import read_settings
+from uprnlink.zones import Zones
 
 pytestmark = pytest.mark.slow
 

@@ -12,21 +12,19 @@ import polars as pl
 import pytest
 
 from uprnlink.errors import LinkageError
+from uprnlink.linkage.backends import spark_memory
+from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.linkage.model import (
     MODEL_VERSION,
-    _settings_json,
     blocking_rule_sqls,
     current_fingerprint,
-    deterministic_clusters,
-    link_people,
-    linkage_profiles,
-    plain_splink_clusters,
     reusable_model,
     settings_dict,
     settings_fingerprint,
-    spark_memory,
+    settings_json,
     with_parameters,
 )
+from uprnlink.linkage.predict import link_people, linkage_profiles
 from uprnlink.linkage.stable_ids import derived_id
 from uprnlink.run.evaluation import pairwise_scores
 from uprnlink.settings import LinkageSettings
@@ -128,7 +126,7 @@ def test_saved_model_is_reused_and_gives_identical_clusters(
 
 def test_model_of_another_version_or_definition_is_not_reused() -> None:
     fingerprint = current_fingerprint(SETTINGS)
-    splink_model = _settings_json(settings_dict(SETTINGS.match_threshold))
+    splink_model = settings_json(settings_dict(SETTINGS.match_threshold))
     model = {"version": MODEL_VERSION, "settings_fingerprint": fingerprint, "splink": splink_model}
     assert reusable_model(model, fingerprint) == splink_model
     assert reusable_model({**model, "version": "uprnlink-model/0"}, fingerprint) is None
@@ -139,11 +137,11 @@ def test_model_of_another_version_or_definition_is_not_reused() -> None:
 
 
 def test_fingerprint_follows_the_definition_not_the_trained_parameters() -> None:
-    base = _settings_json(settings_dict(0.95))
+    base = settings_json(settings_dict(0.95))
     fingerprint = settings_fingerprint(base)
     assert fingerprint == current_fingerprint(SETTINGS)
 
-    trained = _settings_json(settings_dict(0.95))
+    trained = settings_json(settings_dict(0.95))
     trained["probability_two_random_records_match"] = 0.001
     trained["linker_uid"] = "other"
     for comparison in trained["comparisons"]:
@@ -151,16 +149,16 @@ def test_fingerprint_follows_the_definition_not_the_trained_parameters() -> None
             level["m_probability"], level["u_probability"] = 0.5, 0.01
     assert settings_fingerprint(trained) == fingerprint
 
-    changed = _settings_json(settings_dict(0.95))
+    changed = settings_json(settings_dict(0.95))
     forename_levels = changed["comparisons"][0]["comparison_levels"]
     forename_levels[2]["sql_condition"] = forename_levels[2]["sql_condition"].replace("0.92", "0.9")
     assert settings_fingerprint(changed) != fingerprint
 
-    dropped = _settings_json(settings_dict(0.95))
+    dropped = settings_json(settings_dict(0.95))
     dropped["comparisons"] = dropped["comparisons"][:-1]
     assert settings_fingerprint(dropped) != fingerprint
 
-    blocking = _settings_json(settings_dict(0.95))
+    blocking = settings_json(settings_dict(0.95))
     blocking["blocking_rules_to_generate_predictions"].pop()
     assert settings_fingerprint(blocking) != fingerprint
 
@@ -223,14 +221,14 @@ def test_repeated_records_join_their_person(records: pl.DataFrame, tmp_path: Pat
 
 
 def test_trained_parameters_move_between_sql_dialects() -> None:
-    duckdb = _settings_json(settings_dict(0.95))
-    trained = _settings_json(settings_dict(0.95))
+    duckdb = settings_json(settings_dict(0.95))
+    trained = settings_json(settings_dict(0.95))
     trained["probability_two_random_records_match"] = 0.0012
     for comparison in trained["comparisons"]:
         for level in comparison["comparison_levels"]:
             if not level.get("is_null_level"):
                 level["m_probability"], level["u_probability"] = 0.3, 0.02
-    spark = with_parameters(_settings_json(settings_dict(0.95), "spark"), trained)
+    spark = with_parameters(settings_json(settings_dict(0.95), "spark"), trained)
     assert spark["probability_two_random_records_match"] == 0.0012
     assert spark["sql_dialect"] == "spark" and settings_fingerprint(
         with_parameters(duckdb, trained)

@@ -353,7 +353,10 @@ def test_a_foreign_extract_links_exactly_as_the_original(tmp_path):
     """End to end: the same GP registrations written by another system, mapped by `uprnlink
     map` with no hand edits, give the same people as the original extract."""
     from tests.conftest import make_demo_tree
-    from uprnlink.run.pipeline import Zones, load_key, read_trusted, run_all
+    from uprnlink.privacy.keys import load_run_key as load_key
+    from uprnlink.privacy.trusted import read_trusted
+    from uprnlink.run.runner import run_all
+    from uprnlink.zones import Zones
 
     def clusters(config: Path) -> pl.DataFrame:
         settings = read_settings(config)

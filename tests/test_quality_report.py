@@ -119,7 +119,7 @@ def _inputs(run: PipelineRun) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def evaluation(small_run: PipelineRun) -> dict[str, Any]:
-    from uprnlink.run.pipeline import evaluate_run
+    from uprnlink.run.evaluation import evaluate_run
 
     result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")
     result.pop("print_table")

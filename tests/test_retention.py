@@ -18,12 +18,14 @@ from uprnlink.governance.report import render_audit_report
 from uprnlink.governance.retention import (
     RetentionPolicy,
     apply_retention,
+    enforce_retention,
     find_expired,
     read_retention,
 )
 from uprnlink.privacy.keys import create_demo_key
-from uprnlink.run.pipeline import Zones, enforce_retention, load_key
+from uprnlink.privacy.keys import load_run_key as load_key
 from uprnlink.settings import PROJECT_ROOT, read_settings
+from uprnlink.zones import Zones
 
 DAY = 86_400
 NOW = time.time()

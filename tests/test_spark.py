@@ -42,12 +42,9 @@ def spark_session() -> Iterator[None]:
 
 
 def _trusted_records(root: Path) -> tuple[Any, pl.DataFrame]:
-    from uprnlink.run.pipeline import (
-        ingest_person_source,
-        ingest_reference_data,
-        load_key,
-        read_trusted_records,
-    )
+    from uprnlink.ingest.stage import ingest_person_source, ingest_reference_data
+    from uprnlink.privacy.keys import load_run_key as load_key
+    from uprnlink.privacy.trusted import read_trusted_records
     from uprnlink.settings import read_settings
 
     config = make_demo_tree(root, PEOPLE, SEED)
@@ -64,7 +61,7 @@ def _partition(clusters: pl.DataFrame) -> set[frozenset[str]]:
 
 
 def test_spark_backend_finds_the_same_people_as_duckdb(tmp_path: Path, spark_session: None) -> None:
-    from uprnlink.linkage.model import link_people
+    from uprnlink.linkage.predict import link_people
 
     settings, records = _trusted_records(tmp_path)
     linkage = replace(settings.linkage, memory_limit="2GB", threads=2)

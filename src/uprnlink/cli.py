@@ -140,10 +140,12 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from uprnlink.governance.retention import find_expired, read_retention
+    from uprnlink.governance.retention import enforce_retention, find_expired, read_retention
+    from uprnlink.privacy.keys import load_run_key
     from uprnlink.run.lock import run_lock
-    from uprnlink.run.pipeline import Zones, enforce_retention, load_key, new_run_id
+    from uprnlink.run.runner import new_run_id
     from uprnlink.settings import read_settings
+    from uprnlink.zones import Zones
 
     settings = read_settings(Path(args.config))
     policy = read_retention(settings.policy_path)
@@ -167,7 +169,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
         return 0
     run_id = new_run_id()
     with run_lock(Zones(settings).lock, run_id):
-        result = enforce_retention(settings, load_key(settings), run_id, delete=True)
+        result = enforce_retention(settings, load_run_key(settings), run_id, delete=True)
     print(
         f"deleted {result['files_past_retention']} files past retention"
         + "".join(f"; {z}: {v['files']}" for z, v in result["by_zone"].items())
@@ -176,7 +178,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from uprnlink.run.pipeline import evaluate_run
+    from uprnlink.run.evaluation import evaluate_run
     from uprnlink.settings import read_settings
 
     result = evaluate_run(read_settings(Path(args.config)), Path(args.truth))
@@ -186,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_key
-    from uprnlink.run.pipeline import evaluate_run
+    from uprnlink.run.evaluation import evaluate_run
     from uprnlink.settings import read_settings
     from uprnlink.synth import write_synthetic
 
@@ -211,11 +213,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if settings.key.passphrase_env:
         os.environ[settings.key.passphrase_env] = DEMO_PASSPHRASE
     if created is not None:
-        from uprnlink.run.pipeline import load_key, record_key_event
+        from uprnlink.governance.audit import record_key_event
+        from uprnlink.privacy.keys import load_run_key
 
         record_key_event(
             settings,
-            load_key(settings),
+            load_run_key(settings),
             "key.created",
             {"key_id": created.key_id, "epoch": created.epoch, "demo": True},
         )
@@ -227,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[3/4] Evaluating linkage against the synthetic ground truth ...")
     evaluation = evaluate_run(settings, demo_dir / "truth")
     # Redraw the quality report now that the synthetic truth gives recall by group.
-    from uprnlink.run.pipeline import write_quality_report
+    from uprnlink.run.runner import write_quality_report
 
     summary["reports"] = write_quality_report(str(config), summary, evaluation)
     summary["timings"] = {"synthesise": round(synth_s, 2), **summary["timings"]}
@@ -282,8 +285,8 @@ def _audit_key_event(
     """Record a key lifecycle event in the audit log of `--config`, when one is given."""
     if not args.config:
         return
+    from uprnlink.governance.audit import record_key_event
     from uprnlink.privacy.keys import load_key_file
-    from uprnlink.run.pipeline import record_key_event
     from uprnlink.settings import read_settings
 
     record_key_event(read_settings(Path(args.config)), load_key_file(path, passphrase), event, data)
@@ -292,8 +295,9 @@ def _audit_key_event(
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from uprnlink.governance.audit import verify_audit_log
-    from uprnlink.run.pipeline import Zones, audit_keys
+    from uprnlink.privacy.keys import audit_keys
     from uprnlink.settings import read_settings
+    from uprnlink.zones import Zones
 
     settings = read_settings(Path(args.config))
     zones = Zones(settings)
@@ -324,17 +328,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     import getpass
 
     from uprnlink.errors import ConfigError
+    from uprnlink.governance.audit import open_audit_log
+    from uprnlink.privacy.keys import load_run_key
     from uprnlink.publish import queries
-    from uprnlink.publish.access import (
-        AccessRefusedError,
-        check_query,
-        query_fingerprint,
-        read_roles,
-        run_query,
-        safe_name,
-    )
-    from uprnlink.publish.database import read_policy
-    from uprnlink.run.pipeline import audit_log, load_key
+    from uprnlink.publish.access import governed_query
     from uprnlink.settings import read_settings
 
     if args.list:
@@ -347,35 +344,18 @@ def cmd_query(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("--config is required to run a query")
     named = queries.get_query(args.named) if args.named else None
-    sql = named.sql if named is not None else args.sql
     settings = read_settings(Path(args.config))
-    user = safe_name(args.user or getpass.getuser())
-    role = safe_name(args.role)
-    # Every access and refusal is audited, so no query runs without the audit key.
-    audit = audit_log(settings, load_key(settings))
-    roles = read_roles(settings.policy_path)
-    check = check_query(sql, roles.get(role, ()))
-    if role not in roles:
-        check = type(check)(False, check.relations, f"unknown role {role!r}")
-    base: dict[str, Any] = {
-        "user": user,
-        "role": role,
-        "views": list(check.relations),
-        "query_fingerprint": query_fingerprint(sql),
-    }
-    if named is not None:
-        base["named_query"] = named.name
-    if not check.allowed:
-        audit.append("access.refused", actor=user, data={**base, "reason": check.reason})
-        raise AccessRefusedError(f"query refused: {check.reason} (logged)")
     started = time.perf_counter()
-    frame = run_query(
-        settings.database_path, sql, progress=sys.stderr if sys.stderr.isatty() else None
+    # Every access and refusal is audited, so no query runs without the audit key.
+    frame = governed_query(
+        settings,
+        open_audit_log(settings, load_run_key(settings)),
+        user=args.user or getpass.getuser(),
+        role=args.role,
+        sql=args.sql,
+        named=named,
+        progress=sys.stderr if sys.stderr.isatty() else None,
     )
-    if named is not None:
-        # A named query's answer is protected (suppression, rounding) before anyone sees it.
-        frame, _ = queries.protect_result(named, frame, read_policy(settings.policy_path))
-    audit.append("access", actor=user, data={**base, "rows": frame.height})
     targets = [(Path(f), "csv") for f in (args.csv or [])]
     targets += [(Path(f), "parquet") for f in (args.parquet or [])]
     if args.out:

@@ -1,8 +1,8 @@
 """Prefect flow: council and NHS extracts to a de-identified household-level linked dataset.
 
-Thin by design: each task wraps one call into `uprnlink.run.pipeline`, passes only the config path
+Thin by design: each task wraps one stage of `uprnlink.run.runner`, passes only the config path
 and returns only counts and paths, so no personal data or key material enters Prefect's state.
-The stage order lives once, in `uprnlink.run.pipeline.execute`; this module supplies the stages as
+The stage order lives once, in `uprnlink.run.runner.execute`; this module supplies the stages as
 Prefect tasks (the extracts are ingested concurrently) and publishes a run artifact.
 
 Run it once from a shell with `python -m uprnlink.flows.household_linkage --config FILE`, or
@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from uprnlink.run import pipeline
+from uprnlink.run import runner
 from uprnlink.run.history import run_markdown
 
 # Results hold counts only, but persisting them is still pointless: every stage re-reads its
@@ -50,25 +50,25 @@ IO_RETRIES: dict[str, Any] = {
 @task(name="clear-trusted-zone", **TASK_OPTIONS)
 def clear_trusted(config_path: str) -> None:
     """Remove the trusted zone before a full rebuild."""
-    pipeline.LOCAL_STEPS.clear_trusted(config_path)
+    runner.LOCAL_STEPS.clear_trusted(config_path)
 
 
 @task(name="start-run", **TASK_OPTIONS)
 def start_run(config_path: str, run_id: str) -> dict[str, Any]:
     """Check config, contracts and key; audit the start."""
-    return pipeline.start_run(config_path, run_id)
+    return runner.start_run(config_path, run_id)
 
 
 @task(name="ingest-reference", **IO_RETRIES, **TASK_OPTIONS)
 def ingest_reference(config_path: str, run_id: str) -> list[dict[str, Any]]:
     """Validate the reference lookups and build the UPRN area table (reused when unchanged)."""
-    return pipeline.ingest_reference_data(config_path, run_id)
+    return runner.ingest_reference_data(config_path, run_id)
 
 
 @task(name="ingest-source", task_run_name="ingest-{source}", **IO_RETRIES, **TASK_OPTIONS)
 def ingest_source(config_path: str, source: str, run_id: str) -> dict[str, Any]:
     """Validate, standardise and pseudonymise one extract (reused when its checksum is unchanged)."""
-    return pipeline.ingest_person_source(config_path, source, run_id)
+    return runner.ingest_person_source(config_path, source, run_id)
 
 
 def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict[str, Any]]:
@@ -80,34 +80,34 @@ def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict
 @task(name="link-people", **TASK_OPTIONS)
 def link_people(config_path: str, run_id: str, retrain: bool) -> dict[str, Any]:
     """Train (or reuse the saved model), predict and cluster people across all sources."""
-    return pipeline.link_stage(config_path, run_id, retrain)
+    return runner.link_stage(config_path, run_id, retrain)
 
 
 @task(name="stage-publication", **IO_RETRIES, **TASK_OPTIONS)
 def publish(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     """Assemble households and write the Parquet dataset and DuckDB views to a staged release."""
-    return pipeline.publish_outputs(config_path, run_id, summary)
+    return runner.publish_outputs(config_path, run_id, summary)
 
 
 @task(name="write-quality-report", **TASK_OPTIONS)
 def write_quality_report(config_path: str, summary: dict[str, Any]) -> dict[str, str]:
     """Write the HTML linkage quality report into the staged release."""
-    return pipeline.write_quality_report(config_path, summary)
+    return runner.write_quality_report(config_path, summary)
 
 
 @task(name="switch-release", **IO_RETRIES, **TASK_OPTIONS)
 def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     """Make the staged release live in one atomic step."""
-    return pipeline.switch_release(config_path, run_id, summary)
+    return runner.switch_release(config_path, run_id, summary)
 
 
 @task(name="finish-run", **TASK_OPTIONS)
 def finish_run(config_path: str, run_id: str, summary: dict[str, Any]) -> str:
     """Write the run summary and audit the end of the run."""
-    return str(pipeline.finish_run(config_path, run_id, summary))
+    return str(runner.finish_run(config_path, run_id, summary))
 
 
-PREFECT_STEPS = pipeline.Steps(
+PREFECT_STEPS = runner.Steps(
     clear_trusted=clear_trusted,
     start=start_run,
     ingest_reference=ingest_reference,
@@ -142,7 +142,7 @@ def household_linkage(
     even when the saved one fits the settings.
     """
     logger = get_run_logger()
-    run_id = run_id or pipeline.new_run_id()
+    run_id = run_id or runner.new_run_id()
     library = logging.getLogger("uprnlink")
     handler = _ForwardToPrefect(logger)
     library.addHandler(handler)
@@ -153,11 +153,11 @@ def household_linkage(
     # would print it twice.
     library.propagate = False
     try:
-        summary = pipeline.execute(
+        summary = runner.execute(
             config_path, PREFECT_STEPS, run_id, rebuild=rebuild, retrain=retrain
         )
     except Exception as exc:
-        logger.error("run %s failed: %s", run_id, pipeline.failure_reason(exc))
+        logger.error("run %s failed: %s", run_id, runner.failure_reason(exc))
         raise
     finally:
         library.removeHandler(handler)

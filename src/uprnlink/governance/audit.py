@@ -26,6 +26,7 @@ import hmac as _stdlib_hmac
 import json
 import math
 import os
+import platform
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,6 +37,8 @@ from typing import Any, BinaryIO
 
 from uprnlink.errors import AuditError
 from uprnlink.privacy.keys import MasterKey
+from uprnlink.settings import RunSettings
+from uprnlink.zones import Zones
 
 __all__ = [
     "GENESIS",
@@ -43,8 +46,11 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "AuditVerification",
+    "actor",
     "default_head_path",
+    "open_audit_log",
     "read_audit_events",
+    "record_key_event",
     "verify_audit_log",
 ]
 
@@ -653,3 +659,30 @@ def read_audit_events(path: str | os.PathLike[str]) -> list[AuditEvent]:
                 raise AuditError(f"line {number} of audit log {p} {problem}")
             events.append(AuditEvent.from_dict(obj))
     return events
+
+
+# --------------------------------------------------------------------------- a run's log
+
+
+def open_audit_log(settings: RunSettings, key: MasterKey) -> AuditLog:
+    """The audit log of a run configuration (its folders created if need be)."""
+    z = Zones(settings)
+    z.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    z.audit_head.parent.mkdir(parents=True, exist_ok=True)
+    return AuditLog(z.audit_log, key, head_path=z.audit_head)
+
+
+def record_key_event(
+    settings: RunSettings, key: MasterKey, event: str, data: dict[str, Any]
+) -> None:
+    """Append a key lifecycle event (created, rotated) to the run configuration's audit log."""
+    open_audit_log(settings, key).append(event, actor=actor(), data=data)
+
+
+def actor() -> str:
+    """Who is running this: the OS user on this host."""
+    try:
+        user = os.getlogin()
+    except OSError:
+        user = os.environ.get("USER") or str(os.getuid())
+    return f"{user}@{platform.node()}"

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import ConfigError
+from uprnlink.governance.audit import actor, open_audit_log
+from uprnlink.privacy.keys import MasterKey
 from uprnlink.settings import RunSettings, read_toml
 
 __all__ = [
@@ -186,3 +188,31 @@ def apply_retention(expired: list[Expired]) -> list[Expired]:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only if empty; the zone roots themselves stay
     return deleted
+
+
+def enforce_retention(
+    settings: RunSettings, key: MasterKey, run_id: str, *, delete: bool | None = None
+) -> dict[str, Any]:
+    """Find the files past the policy's retention periods; delete them when the policy says
+    `enforce = "delete"` (or `delete=True`), with one audit entry. Counts for the summary."""
+    policy = read_retention(settings.policy_path)
+    expired = find_expired(settings, policy)
+    if delete is None:
+        delete = policy.enforce == "delete"
+    deleted = apply_retention(expired) if delete else []
+    if deleted:
+        open_audit_log(settings, key).append(
+            "retention.deleted",
+            actor=actor(),
+            data={"run_id": run_id, "files": [e.to_dict() for e in deleted]},
+        )
+        log.info("retention: deleted %d files past their retention period", len(deleted))
+    elif expired:
+        log.warning(
+            "retention: %d files are past their retention period (oldest %.0f days); "
+            "`uprnlink retention --config %s --apply` deletes them",
+            len(expired),
+            expired[0].age_days,
+            settings.config_path,
+        )
+    return retention_summary(deleted if delete else expired, bool(deleted))

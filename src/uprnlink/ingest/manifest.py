@@ -25,12 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink import __version__
-from uprnlink.settings import SourceSettings
+from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.readers import file_checksum
+from uprnlink.settings import RunSettings, SourceSettings
+
+#: The manifest entry of the reference lookups (sources have their own names).
+REFERENCE_ENTRY = "_reference"
 
 #: Modules whose code shapes the trusted-zone files: a change to any of them (a new rule, a fixed
 #: parser) makes every source's fingerprint change, so the next run ingests afresh.
 CODE_MODULES = (
     "uprnlink.ingest.contracts",
+    "uprnlink.ingest.readers",
     "uprnlink.ingest.validate",
     "uprnlink.ingest.standardise",
     "uprnlink.privacy.records",
@@ -109,3 +115,16 @@ def write_entry(trusted_dir: Path, name: str, entry: dict[str, Any]) -> None:
 def drop_entry(trusted_dir: Path, name: str) -> None:
     """Forget an entry before its files are rewritten, so a crash midway never reuses them."""
     entry_path(trusted_dir, name).unlink(missing_ok=True)
+
+
+def reference_fingerprint(settings: RunSettings) -> str:
+    """Digest of the reference files (checksums), their contracts and their mappings."""
+    parts: dict[str, Any] = {}
+    for name, source in sorted(settings.reference.items()):
+        if not source.path.exists():
+            parts[name] = None
+            continue
+        contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        settings_part = {k: v for k, v in asdict(source).items() if k != "path"}
+        parts[name] = [file_checksum(source.path), contract.tag, settings_part]
+    return fingerprint({"reference": parts, "code": code_fingerprint()})

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -36,7 +35,7 @@ import polars as pl
 from uprnlink.errors import ContractError
 from uprnlink.ingest import standardise as std
 from uprnlink.ingest.contracts import Contract, FieldSpec
-from uprnlink.ingest.validate import DELIMITER_CANDIDATES
+from uprnlink.ingest.readers import read_sample
 
 __all__ = [
     "DATE_FORMATS",
@@ -405,103 +404,6 @@ def _toml_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _sniff_csv(path: Path) -> tuple[str, str, int]:
-    """Delimiter, encoding and lines before the header of a CSV extract, from its first 64 KiB.
-
-    The delimiter is the one most of the first 50 lines agree on (the same number of them per
-    line); the header is the first line with that number, so a report title or export notes
-    above it are skipped."""
-    head = path.read_bytes()[:65_536]
-    encoding = "utf8"
-    if head.startswith(b"\xef\xbb\xbf"):
-        encoding = "utf-8"
-        head = head[3:]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
-            encoding = "cp1252"
-        text = head.decode("cp1252", errors="replace")
-    # Delimiters inside quoted values do not count.
-    lines = [re.sub(r'"[^"]*"', "", line) for line in text.splitlines()[:50]]
-    best: tuple[tuple[int, int], str, int] | None = None
-    for candidate in DELIMITER_CANDIDATES:
-        counts = [line.count(candidate) for line in lines]
-        agreeing = Counter(c for c in counts if c > 0).most_common(1)
-        if agreeing:
-            fields, n_lines = agreeing[0]
-            if best is None or (n_lines, fields) > best[0]:
-                best = ((n_lines, fields), candidate, counts.index(fields))
-    if best is None:
-        return ",", encoding, 0
-    return best[1], encoding, best[2]
-
-
-def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, int]:
-    """The first `rows` rows of an extract, every column as text; with the delimiter,
-    encoding and lines before the header found (CSV) or defaults (Parquet)."""
-    if not path.is_file():
-        raise ContractError("extract not found", file=str(path), rule="file_missing")
-    if path.stat().st_size == 0:
-        raise ContractError("extract file is empty", file=str(path), rule="empty_file")
-    if path.suffix.lower() == ".parquet":
-        try:
-            frame = pl.read_parquet(path, n_rows=rows)
-        except Exception as exc:  # polars raises several kinds for a damaged file
-            raise ContractError(
-                f"cannot read Parquet file: {type(exc).__name__}", file=str(path), rule="parquet"
-            ) from None
-        # Nested columns (lists, structs) hold no contract field: left out of the sample.
-        text = [
-            pl.col(c).cast(pl.String)
-            for c, dtype in frame.schema.items()
-            if not dtype.is_nested() and dtype not in (pl.Binary, pl.Object)
-        ]
-        return frame.select(text), ",", "utf8", 0
-    delimiter, encoding, skip = _sniff_csv(path)
-    try:
-        frame = pl.read_csv(
-            path,
-            skip_rows=skip,
-            separator=delimiter,
-            encoding="utf8-lossy" if encoding != "cp1252" else "windows-1252",
-            infer_schema=False,
-            n_rows=rows,
-            truncate_ragged_lines=True,
-        )
-    except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as exc:
-        raise ContractError(
-            f"the extract cannot be read as CSV ({type(exc).__name__}); check it is a text "
-            "file and its encoding",
-            file=str(path),
-            rule="unreadable",
-        ) from None
-    return frame, delimiter, "utf8" if encoding == "utf-8" else encoding, skip
-
-
-def _check_header(columns: Sequence[str], path: Path) -> None:
-    """Refuse a file whose header line looks like a record (no header row): its "column
-    names" would be a person's data, and the proposal prints column names."""
-    names = pl.DataFrame({"v": [c.strip() for c in columns]})
-    looks_like_data = names.select(
-        (
-            std.nhs_number_expr(pl.col("v")).is_not_null()
-            | std.postcode_expr(pl.col("v")).is_not_null()
-            | std.date_expr(pl.col("v"), DATE_FORMATS[:-1]).is_not_null()
-            | pl.col("v").str.contains(r"^[0-9][0-9 .,/-]*$")
-        ).sum()
-    ).item()
-    if looks_like_data >= 2:
-        raise ContractError(
-            f"{looks_like_data} of the {len(columns)} header cells look like values (numbers, "
-            "dates, postcodes), not column names: the file seems to have no header row, which "
-            "uprnlink needs (its cells are not shown)",
-            file=str(path),
-            row=1,
-            rule="missing_header",
-        )
-
-
 def propose_mapping(
     path: Path,
     contract: Contract,
@@ -633,3 +535,26 @@ def suggest_columns(missing: str, headers: Sequence[str], field_name: str) -> li
         if best > 0:
             scored.append((best, h))
     return [h for _, h in sorted(scored, key=lambda t: -t[0])[:3]]
+
+
+def _check_header(columns: Sequence[str], path: Path) -> None:
+    """Refuse a file whose header line looks like a record (no header row): its "column
+    names" would be a person's data, and the proposal prints column names."""
+    names = pl.DataFrame({"v": [c.strip() for c in columns]})
+    looks_like_data = names.select(
+        (
+            std.nhs_number_expr(pl.col("v")).is_not_null()
+            | std.postcode_expr(pl.col("v")).is_not_null()
+            | std.date_expr(pl.col("v"), DATE_FORMATS[:-1]).is_not_null()
+            | pl.col("v").str.contains(r"^[0-9][0-9 .,/-]*$")
+        ).sum()
+    ).item()
+    if looks_like_data >= 2:
+        raise ContractError(
+            f"{looks_like_data} of the {len(columns)} header cells look like values (numbers, "
+            "dates, postcodes), not column names: the file seems to have no header row, which "
+            "uprnlink needs (its cells are not shown)",
+            file=str(path),
+            row=1,
+            rule="missing_header",
+        )

@@ -27,8 +27,10 @@ import base64
 import binascii
 import contextlib
 import getpass
+import hashlib
 import hmac as _stdlib_hmac
 import json
+import logging
 import os
 import re
 import unicodedata
@@ -50,6 +52,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from uprnlink.errors import KeyManagementError
+from uprnlink.settings import RunSettings
 
 _bulk_hmac: ModuleType | None
 try:  # the C extension built by setup.py; optional (no compiler or OpenSSL headers: absent)
@@ -795,3 +798,57 @@ def resolve_key(
         sources.append(f"set environment variable {key_env} to the raw key")
     sources.append("run interactively to be prompted")
     raise KeyManagementError(f"key file {path} needs a passphrase: " + ", or ".join(sources))
+
+
+# --------------------------------------------------------------------------- a run's key
+
+log = logging.getLogger("uprnlink")
+
+_UNLOCKED: dict[tuple[str, int | None, int | None, str], MasterKey] = {}
+
+
+def load_run_key(settings: RunSettings) -> MasterKey:
+    """The pseudonymisation key a run configuration names, unlocked once per process.
+
+    scrypt makes each unlock deliberately slow and every stage asks for the key, so the unlocked
+    key is kept for the life of the process, under where it came from: the key file (path, size,
+    modification time: a rotation rewrites it) and a digest of the environment values that
+    unlock it (a changed passphrase or raw key unlocks afresh).
+    """
+    ks = settings.key
+    values = "\0".join(os.environ.get(n, "") if n else "" for n in (ks.passphrase_env, ks.key_env))
+    stat = ks.file.stat() if ks.file is not None and ks.file.exists() else None
+    cache_key = (
+        str(ks.file),
+        stat.st_mtime_ns if stat else None,
+        stat.st_size if stat else None,
+        hashlib.sha256(values.encode()).hexdigest(),
+    )
+    key = _UNLOCKED.get(cache_key)
+    if key is None:
+        key = resolve_key(
+            key_file=ks.file, passphrase_env=ks.passphrase_env, key_env=ks.key_env, prompt=False
+        )
+        _UNLOCKED.clear()  # one key per process: an old one is not kept once another is used
+        _UNLOCKED[cache_key] = key
+    return key
+
+
+def forget_run_keys() -> None:
+    """Drop the unlocked run key (tests; a long-lived process after a rotation)."""
+    _UNLOCKED.clear()
+
+
+def audit_keys(settings: RunSettings) -> list[MasterKey]:
+    """The current key plus retired epochs that open with the same passphrase (to verify a log
+    that spans rotations)."""
+    keys = [load_run_key(settings)]
+    key_file = settings.key.file
+    passphrase = os.environ.get(settings.key.passphrase_env or "", "")
+    if key_file is not None and passphrase:
+        for retired in sorted(key_file.parent.glob(key_file.name + ".epoch*.retired")):
+            try:
+                keys.append(load_key_file(retired, passphrase))
+            except KeyManagementError:
+                log.warning("retired key file %s does not open with this passphrase", retired.name)
+    return keys

@@ -22,7 +22,10 @@ import duckdb
 import polars as pl
 
 from uprnlink.errors import ConfigError, UprnlinkError
-from uprnlink.settings import read_toml
+from uprnlink.governance.audit import AuditLog
+from uprnlink.publish import queries
+from uprnlink.publish.database import read_policy
+from uprnlink.settings import RunSettings, read_toml
 
 
 class AccessRefusedError(UprnlinkError):
@@ -183,3 +186,46 @@ class _Progress:
 def safe_name(text: str) -> str:
     """A user or role name fit for an audit entry (no control characters, bounded length)."""
     return re.sub(r"[^\w.@+-]", "_", text)[:64]
+
+
+def governed_query(
+    settings: RunSettings,
+    audit: AuditLog,
+    *,
+    user: str,
+    role: str,
+    sql: str | None = None,
+    named: queries.NamedQuery | None = None,
+    progress: TextIO | None = None,
+) -> pl.DataFrame:
+    """Check one query against the role's views, audit it, run it read-only and protect a named
+    query's answer; the one path by which a query reaches the analyst database.
+
+    A refusal is audited (`access.refused`) and raised as `AccessRefusedError`; an answered
+    query is audited (`access`) with the relations it read and its row count, never its text.
+    """
+    if (sql is None) == (named is None):
+        raise ConfigError("give either one SELECT statement or a named query")
+    text = named.sql if named is not None else str(sql)
+    user, role = safe_name(user), safe_name(role)
+    roles = read_roles(settings.policy_path)
+    check = check_query(text, roles.get(role, ()))
+    if role not in roles:
+        check = QueryCheck(False, check.relations, f"unknown role {role!r}")
+    base: dict[str, Any] = {
+        "user": user,
+        "role": role,
+        "views": list(check.relations),
+        "query_fingerprint": query_fingerprint(text),
+    }
+    if named is not None:
+        base["named_query"] = named.name
+    if not check.allowed:
+        audit.append("access.refused", actor=user, data={**base, "reason": check.reason})
+        raise AccessRefusedError(f"query refused: {check.reason} (logged)")
+    frame = run_query(settings.database_path, text, progress=progress)
+    if named is not None:
+        # A named query's answer is protected (suppression, rounding) before anyone sees it.
+        frame, _ = queries.protect_result(named, frame, read_policy(settings.policy_path))
+    audit.append("access", actor=user, data={**base, "rows": frame.height})
+    return frame

@@ -6,6 +6,7 @@ listing pairs, so a million records score in seconds. Results carry counts and r
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import date
 from itertools import combinations_with_replacement
@@ -16,6 +17,10 @@ import polars as pl
 
 from uprnlink.errors import ConfigError
 from uprnlink.households.timelines import OPEN_END, age_on_expr
+from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.trusted import read_trusted
+from uprnlink.settings import RunSettings
+from uprnlink.zones import Zones
 
 # Lower bound and label of each age band used by the bias checks.
 AGE_BANDS = ((0, "0-17"), (18, "18-39"), (40, "40-64"), (65, "65-84"), (85, "85+"))
@@ -739,3 +744,64 @@ def _table_lines(ev: LinkageEvaluation) -> list[str]:
     if ev.bias:
         lines += ["", *_bias_lines(ev.bias)]
     return lines
+
+
+def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
+    """Score the last run against synthetic ground truth; write evaluation.json beside outputs.
+
+    Person clusters overall and per pair of sources, households on the reference date, and
+    recall by age band, sex and mover status. The JSON holds counts and ratios only; the
+    returned dict adds `print_table`, the same figures as text for a terminal.
+    """
+    z = Zones(settings)
+    truth = read_ground_truth(truth_dir)
+    key = load_run_key(settings)
+    clusters = read_trusted(z.clusters, key).select("unique_id", "source_dataset", "person_id")
+    crosswalk = pl.concat(
+        [
+            read_trusted(z.crosswalk(n), key).select("unique_id", "record_id")
+            for n in settings.sources
+            if z.crosswalk(n).exists()
+        ]
+    )
+    membership_path = settings.linked_dir / "membership.parquet"
+    membership = pl.read_parquet(membership_path) if membership_path.exists() else None
+    evaluation = evaluate_linkage(
+        clusters,
+        crosswalk,
+        truth,
+        reference_date=settings.reference_date,
+        membership=membership,
+    )
+    result = evaluation.to_dict()
+    # The baselines linked the same records in the same run: score them the same way.
+    baselines: dict[str, Any] = {}
+    table = evaluation.to_table()
+    rows = [
+        f"  {'model (uprnlink)':<34}{result['pairwise']['precision']:>10.4f}"
+        f"{result['pairwise']['recall']:>8.4f}{result['pairwise']['f1']:>8.4f}"
+    ]
+    for path in sorted(z.linkage_dir.glob("baseline_*.parquet")):
+        name = path.stem.removeprefix("baseline_")
+        labelled = label_clusters(
+            read_trusted(path, key).join(
+                clusters.select("unique_id", "source_dataset"), on="unique_id"
+            ),
+            crosswalk,
+            truth.records,
+        )
+        scores = pairwise_scores(labelled).to_dict()
+        baselines[name] = scores
+        rows.append(
+            f"  {'baseline: ' + name:<34}{scores['precision']:>10.4f}"
+            f"{scores['recall']:>8.4f}{scores['f1']:>8.4f}"
+        )
+    if baselines:
+        result["baselines"] = baselines
+        table += (
+            "\n\nModel against baselines on the same records\n"
+            f"  {'':<34}{'precision':>10}{'recall':>8}{'F1':>8}\n" + "\n".join(rows)
+        )
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    (settings.out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    return {**result, "print_table": table}

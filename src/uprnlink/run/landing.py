@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.ingest import manifest
-from uprnlink.ingest.validate import file_checksum
+from uprnlink.ingest.readers import file_checksum
 from uprnlink.settings import RunSettings, read_settings
 
 
@@ -81,7 +81,8 @@ class LandingStatus:
 
 def landing_status(settings: RunSettings, settle_seconds: float = 300.0) -> LandingStatus:
     """Compare each configured extract (sources and reference files) with the manifest."""
-    from uprnlink.run.pipeline import REFERENCE_ENTRY, _reference_fingerprint
+    from uprnlink.ingest.manifest import REFERENCE_ENTRY
+    from uprnlink.ingest.manifest import reference_fingerprint as _reference_fingerprint
 
     now = time.time()
     states = []

@@ -1,0 +1,489 @@
+"""Readers: extracts (CSV or Parquet) as text columns, every record accounted for.
+
+CSV is read with every column as text (nothing lost to type inference) in its declared
+encoding; records of the wrong shape are kept and marked (`ROW_ISSUE`) for the validator to
+quarantine. `sniff_csv` finds a new file's delimiter, encoding and header line for
+`uprnlink map`. Checksums identify a delivery.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uprnlink.errors import ConfigError, ContractError
+from uprnlink.settings import SourceSettings
+
+ROW = "_row"
+REASONS = "_reasons"
+
+ROW_ISSUE = "_row_issue"
+"""Set by `read_extract` on a CSV record whose shape is wrong: `blank` (an empty line, not a
+row), `missing_fields`, `extra_fields` or `unclosed_quote`."""
+
+
+EXTRA_FIELDS = "_extra_fields"
+"""The fields of a CSV record beyond the header's columns, joined by the delimiter."""
+RESERVED_COLUMNS = frozenset({ROW, REASONS, ROW_ISSUE, EXTRA_FIELDS})
+
+
+DELIMITER_CANDIDATES = (",", ";", "\t", "|")
+
+
+BLANK = "blank"
+
+
+_QUOTE = '"'
+
+
+_CHECKSUMS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, so a re-delivered extract is recognised.
+
+    A run asks for an extract's checksum several times (the duplicate-delivery check, the
+    manifest, the ingest report); the bytes are read once per version of the file, recognised
+    by device, inode, size and modification time in nanoseconds (any rewrite or replacement
+    changes at least one of them).
+    """
+    st = path.stat()
+    version = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if (known := _CHECKSUMS.get(version)) is not None:
+        return known
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    if len(_CHECKSUMS) > 256:
+        _CHECKSUMS.clear()
+    _CHECKSUMS[version] = digest = h.hexdigest()
+    return digest
+
+
+def _decode(data: bytes, encoding: str, path: Path) -> str:
+    """The file's text in its declared encoding, without a byte-order mark."""
+    codec = encoding.lower().replace("_", "-")
+    utf8 = codec in {"utf8", "utf-8", "utf-8-sig", "utf8-sig"}
+    wide = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if wide and "16" not in codec and "32" not in codec:
+        raise ContractError(
+            f"file starts with a UTF-16 byte-order mark but its encoding is set to {encoding}; "
+            'set encoding = "utf-16" in the source\'s config',
+            file=str(path),
+            rule="encoding",
+        )
+    if data.startswith(codecs.BOM_UTF8):
+        if not utf8:
+            raise ContractError(
+                f"file starts with a UTF-8 byte-order mark but its encoding is set to {encoding}; "
+                'set encoding = "utf-8" in the source\'s config',
+                file=str(path),
+                rule="encoding",
+            )
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        text = data.decode("utf-8" if utf8 else codec)
+    except LookupError:
+        raise ConfigError(f"{path}: unknown encoding {encoding!r} in the source's config") from None
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        hint = ' (for example encoding = "latin-1")' if utf8 else ""
+        raise ContractError(
+            f"file is not valid {encoding} at line {line}; set the source's encoding{hint}",
+            file=str(path),
+            row=line,
+            rule="encoding",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _record_layout(text: str, sep: str) -> tuple[pl.DataFrame, bool]:
+    """One row per CSV record (record 0 is the header): first line, lines, fields, blank.
+
+    Computed on the text's lines with vectorised string operations: a line continues the
+    previous record while the quotes before it are unbalanced, and only delimiters outside
+    quotes separate fields. Also whether the file ends inside an open quote.
+    """
+    lines = pl.Series("text", [text]).str.split("\n").explode()
+    if text.endswith("\n"):
+        lines = lines.slice(0, lines.len() - 1)
+    frame = pl.DataFrame({"text": lines}).with_row_index("line", offset=1)
+    frame = frame.with_columns(
+        pl.col("text").str.count_matches(sep, literal=True).alias("_d"),
+        pl.col("text").str.strip_chars().eq("").alias("_empty"),
+    )
+    unclosed = False
+    multi_line = False
+    if _QUOTE in text:
+        quotes = pl.col("text").str.count_matches(_QUOTE, literal=True)
+        frame = frame.with_columns(quotes.alias("_q")).with_columns(
+            ((pl.col("_q").cum_sum() - pl.col("_q")) % 2 == 1).alias("_inside")
+        )
+        unclosed = int(frame.get_column("_q").sum()) % 2 == 1
+        multi_line = bool(frame.get_column("_inside").any())
+        # Only lines touching a quote need the slower count of delimiters outside quotes.
+        parts = pl.col("text").str.split(_QUOTE)
+        outside = (
+            pl.when(pl.col("_inside"))
+            .then(parts.list.gather_every(2, 1))
+            .otherwise(parts.list.gather_every(2, 0))
+        )
+        quoted = frame.filter((pl.col("_q") > 0) | pl.col("_inside")).select(
+            "line", outside.list.join("").str.count_matches(sep, literal=True).alias("_dq")
+        )
+        frame = frame.join(quoted, on="line", how="left", maintain_order="left").with_columns(
+            pl.coalesce("_dq", "_d").alias("_d")
+        )
+    if multi_line:
+        frame = frame.with_columns(((~pl.col("_inside")).cum_sum() - 1).alias("record"))
+        records = frame.group_by("record", maintain_order=True).agg(
+            pl.col("line").first(),
+            pl.len().alias("lines"),
+            pl.col("_d").sum().alias("_d"),
+            pl.col("_empty").first(),
+        )
+    else:
+        records = frame.select("line", pl.lit(1, pl.UInt32).alias("lines"), "_d", "_empty")
+    records = records.select(
+        "line",
+        "lines",
+        (pl.col("_d") + 1).alias("fields"),
+        ((pl.col("lines") == 1) & (pl.col("_d") == 0) & pl.col("_empty")).alias(BLANK),
+    )
+    return records, unclosed
+
+
+def _check_delimiter(header: str, sep: str, source: SourceSettings) -> None:
+    """A one-column header where the mapping needs several columns: name the likely delimiter."""
+    if len({m.column for m in source.columns.values()}) < 2:
+        return
+    counts = {c: header.count(c) for c in DELIMITER_CANDIDATES if c != sep}
+    best = max(counts, key=lambda c: counts[c])
+    if counts[best]:
+        raise ContractError(
+            f"the header is one column when split on {sep!r} but {counts[best] + 1} when split "
+            f"on {best!r}: set delimiter = {best!r} for this source",
+            file=str(source.path),
+            row=1,
+            rule="delimiter",
+        )
+
+
+def _header_names(values: list[str | None], source: SourceSettings, used: int) -> list[str]:
+    """Column names from the header record: blanks named by position, repeats made unique.
+
+    Unnamed columns after the last name (a trailing delimiter) are dropped unless a row holds
+    data in them (`used` columns do). A repeated name the config maps is ambiguous and an
+    error; an unmapped repeat is renamed (`NAME_duplicated_0`) and ignored like any other
+    unmapped column.
+    """
+    named = max((i + 1 for i, v in enumerate(values) if v is not None and v.strip()), default=0)
+    if named == 0:
+        raise ContractError(
+            "the header row has no column names", file=str(source.path), row=1, rule="no_header"
+        )
+    width = max(named, used)
+    mapped = {header_key(m.column): m.column for m in source.columns.values()}
+    names: list[str] = []
+    seen: Counter[str] = Counter()
+    seen_keys: set[str] = set()
+    for i, value in enumerate(values[:width]):
+        name = value if value is not None and value.strip() else f"column_{i + 1}"
+        key = header_key(name)
+        if name in RESERVED_COLUMNS:
+            raise ContractError(
+                f"the header uses a name uprnlink reserves ({sorted(RESERVED_COLUMNS)})",
+                file=str(source.path),
+                column=name,
+                row=1,
+                rule="reserved_column",
+            )
+        if key in mapped and key in seen_keys:
+            raise ContractError(
+                "a mapped column appears more than once in the header (ignoring case and "
+                "spaces), so the mapping is ambiguous",
+                file=str(source.path),
+                column=mapped[key],
+                row=1,
+                rule="duplicate_column",
+            )
+        seen_keys.add(key)
+        names.append(f"{name}_duplicated_{seen[name] - 1}" if seen[name] else name)
+        seen[name] += 1
+    return names
+
+
+def _parse_csv(text: str, sep: str, width: int, source: SourceSettings) -> pl.DataFrame:
+    """All records as text columns c0..c{width-1}; a first line of `width` empty fields makes
+    polars keep that many columns, so fields beyond the header are read, not refused."""
+    pad = sep * (width - 1) + "\n"
+    try:
+        parsed = pl.read_csv(
+            (pad + text).encode("utf-8"),
+            has_header=False,
+            separator=sep,
+            schema={f"c{i}": pl.String for i in range(width)},
+            infer_schema=False,
+            truncate_ragged_lines=True,
+            raise_if_empty=False,
+        )
+    except pl.exceptions.PolarsError as exc:
+        # polars' message can quote the offending field, so only its kind is reported.
+        raise ContractError(
+            f"cannot parse CSV ({type(exc).__name__}); check delimiter and quoting",
+            file=str(source.path),
+            rule="csv_parse",
+        ) from None
+    return parsed.slice(1)
+
+
+def _tail_frame(line: str, sep: str, names: list[str], row: int) -> pl.DataFrame:
+    """The final record, cut off inside a quote, split on the delimiter with quotes as text."""
+    values: list[str | None] = [v or None for v in line.split(sep)]
+    values += [None] * (len(names) - len(values))
+    extra = sep.join(v or "" for v in values[len(names) :]) or None
+    data: dict[str, Any] = {n: [v] for n, v in zip(names, values, strict=False)}
+    data.update({ROW: [row], ROW_ISSUE: ["unclosed_quote"], EXTRA_FIELDS: [extra]})
+    schema: dict[str, Any] = dict.fromkeys(names, pl.String)
+    schema.update({ROW: pl.UInt32, ROW_ISSUE: pl.String, EXTRA_FIELDS: pl.String})
+    return pl.DataFrame(data, schema=schema)
+
+
+def _skip_lines(text: str, source: SourceSettings) -> str:
+    """The text after the `skip_lines` lines before the header (row numbers in messages then
+    count from the header line)."""
+    at = 0
+    for _ in range(source.skip_lines):
+        nl = text.find("\n", at)
+        if nl < 0:
+            raise ContractError(
+                f"the file has fewer than skip_lines = {source.skip_lines} lines before a header",
+                file=str(source.path),
+                rule="skip_lines",
+            )
+        at = nl + 1
+    return text[at:]
+
+
+def header_line(source: SourceSettings, names: list[str], look: int = 50) -> int | None:
+    """The line (1 = first line of the file) among the first `look` that holds most of the
+    mapped column `names` as fields, if that is not the line the config expects. Only the line
+    number is reported, never the line."""
+    try:
+        with source.path.open("rb") as f:
+            head = f.read(65_536)
+        text = head.decode(source.encoding.replace("utf8", "utf-8"), errors="replace")
+    except (OSError, LookupError):
+        return None
+    wanted = {header_key(n) for n in names}
+    for i, line in enumerate(text.splitlines()[:look]):
+        fields = {header_key(f.strip().strip(_QUOTE)) for f in line.split(source.delimiter)}
+        if len(wanted & fields) * 2 > len(wanted):
+            return None if i == source.skip_lines else i + 1
+    return None
+
+
+def _read_csv(source: SourceSettings) -> pl.DataFrame:
+    path, sep = source.path, source.delimiter
+    if len(sep.encode("utf-8")) != 1 or sep in {_QUOTE, "\n", "\r"}:
+        raise ConfigError(
+            f"{path}: delimiter must be one single-byte character other than a quote or a "
+            f"line break, not {sep!r}"
+        )
+    text = _decode(path.read_bytes(), source.encoding, path)
+    if source.skip_lines:
+        text = _skip_lines(text, source)
+    if not text.strip():
+        raise ContractError("extract file is empty", file=str(path), rule="empty_file")
+    if "\n" not in text and "\r" in text:
+        raise ContractError(
+            "lines end in a carriage return only; re-export with LF or CRLF line endings",
+            file=str(path),
+            rule="line_endings",
+        )
+    records, unclosed = _record_layout(text, sep)
+    header_fields = int(records.get_column("fields")[0])
+    if header_fields == 1:
+        end = text.find("\n")
+        _check_delimiter(text if end < 0 else text[:end], sep, source)
+    tail: str | None = None
+    if unclosed:
+        start, lines = (int(v) for v in records.select("line", "lines").row(-1))
+        if records.height == 1 or lines > 1:
+            raise ContractError(
+                f"a quote opened in the record starting on line {start} is never closed, so the "
+                "rest of the file cannot be split into records; check the file is complete and "
+                "that quotes inside values are doubled",
+                file=str(path),
+                row=start,
+                rule="unclosed_quote",
+            )
+        end = len(text) - 1 if text.endswith("\n") else len(text)
+        cut = text.rfind("\n", 0, end) + 1
+        tail, text = text[cut:end].removesuffix("\r"), text[:cut]
+        records = records.slice(0, records.height - 1)
+    max_fields = int(records.get_column("fields").max())  # type: ignore[arg-type]
+    width = max(header_fields, min(max_fields, 2 * header_fields + 1))
+    parsed = _parse_csv(text, sep, width, source)
+    if parsed.height != records.height:
+        multi = records.filter(pl.col("lines") > 1)
+        hint = int(multi.get_column("line")[0]) if multi.height else None
+        raise ContractError(
+            "quote characters appear inside values that are not themselves quoted, so records "
+            "cannot be delimited reliably; re-export with standard CSV quoting",
+            file=str(path),
+            row=hint,
+            rule="csv_quoting",
+        )
+    data = parsed.slice(1)
+    body = records.slice(1)
+    filled = data.select(
+        (pl.col(f"c{i}").str.strip_chars().str.len_chars() > 0).any() for i in range(header_fields)
+    ).row(0)
+    used = max((i + 1 for i, any_value in enumerate(filled) if any_value), default=0)
+    names = _header_names(list(parsed.row(0))[:header_fields], source, used)
+    n = len(names)
+    extra_cols = data.columns[n:]
+    if extra_cols:
+        beyond = pl.concat_list([pl.col(c).fill_null("") for c in extra_cols])
+        extra = beyond.list.head(pl.col("_fields") - n).list.join(sep)
+        has_extra_text = pl.any_horizontal(
+            pl.col(c).str.strip_chars().str.len_chars() > 0 for c in extra_cols
+        ).fill_null(False)
+    else:
+        extra, has_extra_text = pl.lit(None, pl.String), pl.lit(False)
+    fields = pl.Series("_fields", body.get_column("fields"))
+    blank = pl.Series("_blank", body.get_column(BLANK))
+    issue = (
+        pl.when(pl.col("_blank"))
+        .then(pl.lit(BLANK))
+        .when(pl.col("_fields") < n)
+        .then(pl.lit("missing_fields"))
+        .when((pl.col("_fields") > width) | ((pl.col("_fields") > n) & has_extra_text))
+        .then(pl.lit("extra_fields"))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    out = data.with_columns(fields, blank).select(
+        *[pl.col(f"c{i}").alias(name) for i, name in enumerate(names)],
+        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias(ROW),
+        issue.alias(ROW_ISSUE),
+        pl.when(pl.col("_fields") > n).then(extra).otherwise(None).alias(EXTRA_FIELDS),
+    )
+    if tail is not None:
+        out = pl.concat([out, _tail_frame(tail, sep, names, out.height + 1)])
+    return out
+
+
+def read_extract(source: SourceSettings) -> pl.DataFrame:
+    """Read one extract as it is, every CSV column as text so that nothing is lost to inference.
+
+    A CSV extract also gets `_row` (1 = first record after the header), `_row_issue` (a record
+    with missing or extra fields, cut off inside a quote, or a blank line) and `_extra_fields`.
+    """
+    path = source.path
+    if not path.exists():
+        raise ContractError("extract file not found", file=str(path), rule="file_missing")
+    if path.stat().st_size == 0:
+        raise ContractError("extract file is empty", file=str(path), rule="empty_file")
+    if source.format == "parquet":
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as exc:  # polars raises several kinds for a damaged file
+            raise ContractError(
+                f"cannot read Parquet file: {type(exc).__name__}", file=str(path), rule="parquet"
+            ) from None
+        reserved = sorted(RESERVED_COLUMNS & set(frame.columns))
+        if reserved:
+            raise ContractError(
+                "the file uses a column name uprnlink reserves",
+                file=str(path),
+                column=reserved[0],
+                rule="reserved_column",
+            )
+        return frame
+    return _read_csv(source)
+
+
+def sniff_csv(path: Path) -> tuple[str, str, int]:
+    """Delimiter, encoding and lines before the header of a CSV extract, from its first 64 KiB.
+
+    The delimiter is the one most of the first 50 lines agree on (the same number of them per
+    line); the header is the first line with that number, so a report title or export notes
+    above it are skipped."""
+    head = path.read_bytes()[:65_536]
+    encoding = "utf8"
+    if head.startswith(b"\xef\xbb\xbf"):
+        encoding = "utf-8"
+        head = head[3:]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
+            encoding = "cp1252"
+        text = head.decode("cp1252", errors="replace")
+    # Delimiters inside quoted values do not count.
+    lines = [re.sub(r'"[^"]*"', "", line) for line in text.splitlines()[:50]]
+    best: tuple[tuple[int, int], str, int] | None = None
+    for candidate in DELIMITER_CANDIDATES:
+        counts = [line.count(candidate) for line in lines]
+        agreeing = Counter(c for c in counts if c > 0).most_common(1)
+        if agreeing:
+            fields, n_lines = agreeing[0]
+            if best is None or (n_lines, fields) > best[0]:
+                best = ((n_lines, fields), candidate, counts.index(fields))
+    if best is None:
+        return ",", encoding, 0
+    return best[1], encoding, best[2]
+
+
+def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, int]:
+    """The first `rows` rows of an extract, every column as text; with the delimiter,
+    encoding and lines before the header found (CSV) or defaults (Parquet)."""
+    if not path.is_file():
+        raise ContractError("extract not found", file=str(path), rule="file_missing")
+    if path.stat().st_size == 0:
+        raise ContractError("extract file is empty", file=str(path), rule="empty_file")
+    if path.suffix.lower() == ".parquet":
+        try:
+            frame = pl.read_parquet(path, n_rows=rows)
+        except Exception as exc:  # polars raises several kinds for a damaged file
+            raise ContractError(
+                f"cannot read Parquet file: {type(exc).__name__}", file=str(path), rule="parquet"
+            ) from None
+        # Nested columns (lists, structs) hold no contract field: left out of the sample.
+        text = [
+            pl.col(c).cast(pl.String)
+            for c, dtype in frame.schema.items()
+            if not dtype.is_nested() and dtype not in (pl.Binary, pl.Object)
+        ]
+        return frame.select(text), ",", "utf8", 0
+    delimiter, encoding, skip = sniff_csv(path)
+    try:
+        frame = pl.read_csv(
+            path,
+            skip_rows=skip,
+            separator=delimiter,
+            encoding="utf8-lossy" if encoding != "cp1252" else "windows-1252",
+            infer_schema=False,
+            n_rows=rows,
+            truncate_ragged_lines=True,
+        )
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as exc:
+        raise ContractError(
+            f"the extract cannot be read as CSV ({type(exc).__name__}); check it is a text "
+            "file and its encoding",
+            file=str(path),
+            rule="unreadable",
+        ) from None
+    return frame, delimiter, "utf8" if encoding == "utf-8" else encoding, skip
+
+
+def header_key(name: str) -> str:
+    return " ".join(name.replace("\ufeff", "").split()).casefold()

@@ -1,0 +1,203 @@
+"""The link stage: all sources' trusted records into people (record -> person id clusters)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uprnlink.errors import KeyManagementError
+from uprnlink.ingest import manifest
+from uprnlink.ingest.readers import file_checksum
+from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
+from uprnlink.linkage.model import LINKAGE_COLUMNS, PERIOD_COLUMNS
+from uprnlink.linkage.predict import link_people
+from uprnlink.linkage.stable_ids import assign_stable_ids
+from uprnlink.privacy.keys import MasterKey, load_run_key
+from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
+from uprnlink.settings import RunSettings, read_settings
+from uprnlink.zones import Zones
+
+log = logging.getLogger("uprnlink")
+
+
+def link_records(
+    config_path: str,
+    retrain: bool = False,
+    *,
+    baselines: bool = True,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Link and deduplicate people across all sources; write record -> person clusters.
+
+    The saved model (`trusted/linkage/model.json`) is reused unless `retrain` is set or the
+    model definition changed; person ids carry over from the previous clusters where the
+    clusters overlap. With `baselines`, the deterministic and plain-Splink baselines are written
+    beside the clusters for the evaluation to compare.
+    """
+
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    key = load_run_key(settings)
+    # Only what linkage compares stays in memory while Splink runs.
+    records = read_trusted_records(settings, key).select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
+    log.info("linking %d records from %d sources ...", records.height, len(settings.sources))
+    z.linkage_dir.mkdir(parents=True, exist_ok=True)
+    model_path = z.linkage_dir / "model.json"
+    saved = json.loads(model_path.read_text()) if model_path.exists() else None
+    result = link_people(
+        records, settings.linkage, work_dir=z.linkage_dir, model=saved, retrain=retrain
+    )
+    if result.model_trained:
+        write_model(result.model, z.linkage_dir, run_id)
+    t = time.perf_counter()
+    ids, report = assign_stable_ids(
+        result.clusters.select("unique_id", pl.col("person_id").alias("cluster_key")),
+        read_previous_clusters(z.clusters, key),
+    )
+    clusters = result.clusters.drop("person_id").join(ids, on="unique_id", how="left")
+    result.seconds["stable_ids"] = round(time.perf_counter() - t, 2)
+    write_trusted(clusters, z.clusters, key)
+    summary: dict[str, Any] = {
+        "records": result.records,
+        "profiles": result.profiles,
+        "people": result.people,
+        "candidate_pairs": result.candidate_pairs,
+        "pairs_above_threshold": result.pairs_above_threshold,
+        "match_threshold": result.match_threshold,
+        "threshold_mode": settings.linkage.threshold_mode,
+        "threshold_choice": result.threshold_choice,
+        "retrain": retrain,
+        "model": {
+            "trained": result.model_trained,
+            "trained_at": result.model.get("trained_at"),
+            "records_trained_on": result.model.get("records_trained_on"),
+            "settings_fingerprint": result.model.get("settings_fingerprint"),
+        },
+        "ids": report.to_dict(),
+        "seconds": result.seconds,
+        "blocking": result.blocking,
+    }
+    log.info(
+        "linked into %d people (%s model; ids kept %d, created %d)",
+        result.people,
+        "trained" if result.model_trained else "reused",
+        report.kept,
+        report.created,
+    )
+    if baselines and settings.linkage.baselines:
+        log.info("linking the same records with the two baselines ...")
+        summary["baselines"] = write_baselines(records, settings, key)
+    shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
+    return summary
+
+
+def _linkage_inputs(settings: RunSettings) -> str:
+    """Digest of what linkage reads: every source's manifest fingerprint, the linkage
+    settings and the saved model."""
+    z = Zones(settings)
+    model_path = z.linkage_dir / "model.json"
+    return manifest.fingerprint(
+        {
+            "sources": {
+                n: (manifest.read_entry(settings.trusted_dir, n) or {}).get("fingerprint")
+                for n in sorted(settings.sources)
+            },
+            "linkage": asdict(settings.linkage),
+            "model": file_checksum(model_path) if model_path.exists() else None,
+        }
+    )
+
+
+def link_stage(
+    config_path: str, run_id: str | None = None, retrain: bool = False
+) -> dict[str, Any]:
+    """Link people, or reuse the last clusters when no source, setting or model has changed
+    since they were made (a re-run of the same delivery); `retrain` always links afresh."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    marker = z.linkage_dir / "inputs.json"
+    try:
+        previous = json.loads(marker.read_text()) if marker.exists() else None
+    except ValueError:
+        previous = None
+    if (
+        not retrain
+        and previous is not None
+        and previous.get("fingerprint") == _linkage_inputs(settings)
+        and z.clusters.exists()
+    ):
+        log.info("no source changed since run %s: its clusters are reused", previous["run_id"])
+        return {**previous["summary"], "reused": True, "linked_in_run": previous["run_id"]}
+    marker.unlink(missing_ok=True)
+    summary = link_records(config_path, retrain, run_id=run_id)
+    marker.write_text(
+        json.dumps(
+            {"fingerprint": _linkage_inputs(settings), "run_id": run_id, "summary": summary},
+            default=str,
+        )
+    )
+    return {**summary, "reused": False}
+
+
+def write_model(model: dict[str, Any], linkage_dir: Path, run_id: str | None) -> Path:
+    """Save a newly trained model as `model.json` (the one the next run reuses) and a copy
+    under `models/` named after the run (or the time it was trained)."""
+    stamp = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    copy = linkage_dir / "models" / f"{stamp}.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(model, indent=2)
+    copy.write_text(text)
+    current = linkage_dir / "model.json"
+    staged = current.with_suffix(".json.tmp")
+    staged.write_text(text)
+    os.replace(staged, current)
+    return copy
+
+
+def read_previous_clusters(path: Path, key: MasterKey) -> pl.DataFrame | None:
+    """The last run's record -> person ids, or None if there is none from this key epoch
+    (record keys of another epoch never match, so its ids cannot carry over)."""
+    if not path.exists():
+        return None
+    try:
+        return read_trusted(path, key).select("unique_id", "person_id")
+    except KeyManagementError:
+        log.warning("previous clusters are from another key epoch: person ids start afresh")
+        return None
+
+
+def write_baselines(records: pl.DataFrame, settings: RunSettings, key: MasterKey) -> dict[str, Any]:
+    """Cluster the records with each baseline method and write `baseline_<name>.parquet` beside
+    the clusters; returns people and seconds per baseline."""
+    z = Zones(settings)
+    out: dict[str, Any] = {}
+    for name in ("deterministic", "plain_splink"):
+        t = time.perf_counter()
+        if name == "deterministic":
+            found = deterministic_clusters(records)
+        else:
+            found = plain_splink_clusters(
+                records, settings.linkage, z.linkage_dir, settings.linkage.match_threshold
+            )
+        clusters = found.join(
+            records.select("unique_id", "source_dataset"), on="unique_id", how="left"
+        )
+        write_trusted(
+            clusters.select("unique_id", "source_dataset", "person_id"),
+            z.linkage_dir / f"baseline_{name}.parquet",
+            key,
+        )
+        out[name] = {
+            "people": clusters.get_column("person_id").n_unique(),
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+    return out

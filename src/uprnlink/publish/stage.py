@@ -1,0 +1,135 @@
+"""The publish and switch stages: de-identified tables and the analyst database, staged, then
+made live in one step."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uprnlink import __version__
+from uprnlink.governance.audit import actor, open_audit_log
+from uprnlink.governance.retention import read_retention
+from uprnlink.households.tables import build_analysis_tables
+from uprnlink.ingest.contracts import find_contract
+from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.publish import releases
+from uprnlink.publish.database import read_policy, write_database, write_linked_dataset
+from uprnlink.reports.quality import source_quality_table
+from uprnlink.settings import RunSettings, read_settings
+from uprnlink.zones import Zones
+
+log = logging.getLogger("uprnlink")
+
+
+def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
+    """Per source: records, people, and the shares linked to another source, with a UPRN, with a
+    UPRN found in the lookup and with an NHS number (the published linkage_quality table)."""
+    counts = source_quality_table(linked)
+    share = {
+        "linked_to_other_source": "share_linked_to_other_source",
+        "with_uprn": "share_with_uprn",
+        "uprn_in_lookup": "share_uprn_in_lookup",
+        "with_nhs_number": "share_with_nhs_number",
+    }
+    return counts.select(
+        "source_dataset",
+        "records",
+        "people",
+        *[(pl.col(c) / pl.col("records")).round(4).alias(name) for c, name in share.items()],
+    )
+
+
+def publish_outputs(
+    config_path: str, run_id: str, stage_summaries: dict[str, Any]
+) -> dict[str, Any]:
+    """Assemble the de-identified tables and switch the published dataset and database in."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    key = load_run_key(settings)
+    records = read_trusted_records(settings, key)
+    clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
+    linked = records.join(clusters, on="unique_id", how="inner")
+    facts = {}
+    for name in settings.sources:
+        if z.facts(name).exists():
+            facts[name] = (
+                read_trusted(z.facts(name), key)
+                .join(clusters, on="unique_id", how="inner")
+                .drop("person_id")
+            )
+    log.info("assembling households on %s and publishing ...", settings.reference_date)
+    tables = build_analysis_tables(
+        linked,
+        facts,
+        reference_date=settings.reference_date,
+        service_period_months=settings.service_period_months,
+    )
+    quality = linkage_quality_table(linked)
+    contracts = {
+        n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
+        for n, s in {**settings.sources, **settings.reference}.items()
+    }
+    metadata = {
+        "run_id": run_id,
+        "key_id": key.key_id,
+        "key_epoch": key.epoch,
+        "uprnlink_version": __version__,
+        "reference_date": settings.reference_date.isoformat(),
+        "service_period_months": settings.service_period_months,
+        "contracts": contracts,
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "counts": {
+            "people": tables.person.height,
+            "households": int(tables.household.filter(~pl.col("is_communal")).height),
+            "communal_establishments": int(tables.household.filter(pl.col("is_communal")).height),
+            "memberships": tables.membership.height,
+            "service_events": tables.service_events.height,
+        },
+    }
+    staging = releases.begin(settings.out_dir, run_id)
+    paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
+    policy = read_policy(settings.policy_path)
+    # The database copies the staged Parquet into its own tables: it depends on no other file.
+    write_database(staging / "uprnlink.duckdb", paths, metadata, policy)
+    log.info("publication staged; it goes live when the run finishes")
+    return {
+        "metadata": metadata,
+        "tables": sorted(paths),
+        "staged": str(staging),
+        "linked_dir": str(settings.linked_dir),
+        "database": str(settings.database_path),
+    }
+
+
+def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Make this run's staged publication the live one in one atomic step, prune old releases
+    and audit the publication."""
+    settings = read_settings(Path(config_path))
+    key = load_run_key(settings)
+    previous = releases.current(settings.out_dir)
+    final = releases.switch(settings.out_dir, run_id)
+    pruned = releases.prune(settings.out_dir, keep_releases(settings))
+    published = summary.get("published", {})
+    open_audit_log(settings, key).append(
+        "publish",
+        actor=actor(),
+        data={
+            "run_id": run_id,
+            "release": final.name,
+            "replaced": previous,
+            "tables": published.get("tables", []),
+            "counts": published.get("metadata", {}).get("counts", {}),
+        },
+    )
+    log.info("release %s is live (previous: %s)", final.name, previous or "none")
+    return {"release": final.name, "previous": previous, "pruned": pruned}
+
+
+def keep_releases(settings: RunSettings) -> int:
+    """How many published releases to keep on disk (governance policy [retention])."""
+    return read_retention(settings.policy_path).published_releases

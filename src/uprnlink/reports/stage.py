@@ -1,0 +1,59 @@
+"""The report stage: the linkage quality report (de-identified page in the release, engineer
+page in the trusted zone)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from uprnlink.errors import PublishError
+from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.publish import releases
+from uprnlink.publish.database import read_policy
+from uprnlink.reports.quality import build_quality_report
+from uprnlink.settings import read_settings
+from uprnlink.zones import Zones
+
+log = logging.getLogger("uprnlink")
+
+
+def write_quality_report(
+    config_path: str, summary: dict[str, Any], evaluation: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Write the linkage quality report: de-identified page in out/, engineer page in work/."""
+
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    key = load_run_key(settings)
+    log.info("writing the linkage quality report ...")
+    model_path = z.linkage_dir / "model.json"
+    model = json.loads(model_path.read_text()) if model_path.exists() else {}
+    records = read_trusted_records(settings, key)
+    clusters = read_trusted(z.clusters, key)
+    # Into the run's staged release when there is one (it goes live with the data), else into
+    # the live release (a report rewritten after `uprnlink evaluate`).
+    run_id = summary.get("run", {}).get("run_id")
+    staged = releases.staging_dir(settings.out_dir, run_id) if run_id else None
+    target = staged if staged is not None and staged.is_dir() else settings.out_dir
+    out_path = target / "quality_report.html"
+    engineer_path = z.linkage_dir / "quality_report_engineer.html"
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "records": records,
+        "clusters": clusters,
+        "run_summary": summary,
+        "evaluation": evaluation,
+        "min_count": read_policy(settings.policy_path).min_count,
+    }
+    try:
+        build_quality_report(**kwargs, out_path=out_path, engineer_path=engineer_path)
+        return {"quality_report": str(out_path), "engineer_report": str(engineer_path)}
+    except PublishError:
+        raise
+    except Exception as exc:  # the engineer page is a convenience; the published page stands
+        log.warning("engineer quality page not written: %s", type(exc).__name__)
+    build_quality_report(**kwargs, out_path=out_path)
+    return {"quality_report": str(out_path)}

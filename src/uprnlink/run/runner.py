@@ -1,0 +1,277 @@
+"""The runner: the stages of a run in order, written once, under the run lock.
+
+Each stage reads its inputs from the zones on disk and writes its outputs back, returning only
+a small summary of counts and paths (never data values), so an orchestrator can call them as
+tasks and record their results safely. The key is unlocked once per process
+(`privacy.keys.load_run_key`) and never passed between stages.
+
+The stage functions live with their zones (`ingest.stage`, `linkage.stage`, `publish.stage`,
+`reports.stage`); only this module calls them, and orchestrators reach them through it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from uprnlink import __version__
+from uprnlink.errors import ContractError, UprnlinkError
+from uprnlink.governance.audit import actor, open_audit_log
+from uprnlink.governance.retention import enforce_retention
+from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.stage import (
+    check_distinct_deliveries,
+    ingest_person_source,
+    ingest_reference_data,
+)
+from uprnlink.linkage.stage import link_stage
+from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.trusted import clear_trusted_zone
+from uprnlink.publish import releases
+from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
+from uprnlink.reports.stage import write_quality_report
+from uprnlink.run.lock import run_lock
+from uprnlink.settings import read_settings
+from uprnlink.zones import Zones
+
+__all__ = [
+    "LOCAL_STEPS",
+    "STAGES",
+    "Steps",
+    "execute",
+    "failure_reason",
+    "finish_run",
+    "ingest_person_source",
+    "ingest_reference_data",
+    "link_stage",
+    "new_run_id",
+    "publish_outputs",
+    "record_failure",
+    "run_all",
+    "source_changes",
+    "start_run",
+    "switch_release",
+    "write_quality_report",
+]
+
+log = logging.getLogger("uprnlink")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id such as 20261123T101500Z-3f9a."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+    """Check the configuration, contracts and key before any data is read; audit the start."""
+    settings = read_settings(Path(config_path))
+    for name, source in {**settings.sources, **settings.reference}.items():
+        find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        if source.required and not source.path.exists():
+            raise ContractError(
+                f"source {name!r} is configured but its extract is missing",
+                file=str(source.path),
+                rule="file_missing",
+            )
+    check_distinct_deliveries(settings)
+    keep_releases(settings)  # a malformed [retention] policy fails here, before any data is read
+    key = load_run_key(settings)
+    audit = open_audit_log(settings, key)
+    audit.append("key.loaded", actor=actor(), data={"run_id": run_id})
+    audit.append(
+        "run.started",
+        actor=actor(),
+        data={"run_id": run_id, "config": settings.config_path.name, "version": __version__},
+    )
+    return {"run_id": run_id, "key_id": key.key_id, "epoch": key.epoch, "name": settings.name}
+
+
+def finish_run(
+    config_path: str, run_id: str, summary: dict[str, Any], status: str = "completed"
+) -> Path:
+    """Write the run summary (counts and timings only) and audit the end of the run."""
+    settings = read_settings(Path(config_path))
+    z = Zones(settings)
+    z.runs.mkdir(parents=True, exist_ok=True)
+    path = z.runs / f"{run_id}.json"
+    key = load_run_key(settings)
+    if status == "completed":
+        summary["retention"] = enforce_retention(settings, key, run_id)
+    path.write_text(
+        json.dumps({"run_id": run_id, "status": status, **summary}, indent=2, default=str)
+    )
+    audit = open_audit_log(settings, key)
+    ingest = [r for r in summary.get("ingest", []) if not r.get("skipped")]
+    audit.append(
+        "run.finished",
+        actor=actor(),
+        data={
+            "run_id": run_id,
+            "status": status,
+            "inputs": {r["source"]: r["checksum"] for r in ingest},
+            "rows_in": {r["source"]: r["rows_in"] for r in ingest},
+            "rows_quarantined": {r["source"]: r["rows_quarantined"] for r in ingest},
+            "contracts": {r["source"]: r["contract"] for r in ingest},
+            "changes": summary.get("changes", {}),
+            **(
+                {"failed_stage": summary["failed_stage"], "error": summary.get("error")}
+                if status == "failed"
+                else {}
+            ),
+        },
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The stage callables a run is made of, in the order `execute` calls them.
+
+    `LOCAL_STEPS` calls the stage functions directly; the Prefect flow passes task-wrapped ones
+    (and ingests the sources concurrently), so the stage order is written once, here.
+    """
+
+    clear_trusted: Callable[[str], None]
+    start: Callable[[str, str], dict[str, Any]]
+    ingest_reference: Callable[[str, str], list[dict[str, Any]]]
+    ingest_sources: Callable[[str, list[str], str], list[dict[str, Any]]]
+    link: Callable[[str, str, bool], dict[str, Any]]
+    publish: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+    report: Callable[[str, dict[str, Any]], dict[str, str]]
+    switch: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+    finish: Callable[[str, str, dict[str, Any]], Any]
+
+
+#: The stages a run reports (and a failure names), in order.
+STAGES = ("start", "ingest", "link", "publish", "report", "switch", "finish")
+
+
+LOCAL_STEPS = Steps(
+    clear_trusted=lambda config: clear_trusted_zone(read_settings(Path(config))),
+    start=lambda config, run_id: start_run(config, run_id),
+    ingest_reference=lambda config, run_id: ingest_reference_data(config, run_id),
+    ingest_sources=lambda config, names, run_id: [
+        ingest_person_source(config, n, run_id) for n in names
+    ],
+    link=lambda config, run_id, retrain: link_stage(config, run_id, retrain),
+    publish=lambda config, run_id, summary: publish_outputs(config, run_id, summary),
+    report=lambda config, summary: write_quality_report(config, summary),
+    switch=lambda config, run_id, summary: switch_release(config, run_id, summary),
+    finish=lambda config, run_id, summary: finish_run(config, run_id, summary),
+)
+
+
+def source_changes(ingest: list[dict[str, Any]]) -> dict[str, str]:
+    """Per source: `ingested` (new or changed extract), `reused` (unchanged) or `skipped`."""
+    out = {}
+    for r in ingest:
+        if r.get("skipped"):
+            out[r["source"]] = "skipped"
+        else:
+            out[r["source"]] = "reused" if r.get("reused") else "ingested"
+    return out
+
+
+def execute(
+    config_path: str,
+    steps: Steps = LOCAL_STEPS,
+    run_id: str | None = None,
+    *,
+    rebuild: bool = False,
+    retrain: bool = False,
+) -> dict[str, Any]:
+    """Run every stage in order under the run lock; a failure leaves a summary naming the stage.
+
+    Nothing is published until the `switch` stage, so a run that fails or is killed earlier
+    leaves the previous release live, and the next run starts cleanly without manual clean-up.
+    """
+    run_id = run_id or new_run_id()
+    settings = read_settings(Path(config_path))
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rebuild": rebuild,
+    }
+    stage = "start"
+    t = time.perf_counter()
+
+    def begin(name: str) -> None:
+        nonlocal stage, t
+        if stage != name:
+            timings[stage] = round(time.perf_counter() - t, 2)
+        stage, t = name, time.perf_counter()
+        log.info("stage %d/%d: %s", STAGES.index(name) + 1, len(STAGES), name)
+
+    with run_lock(Zones(settings).lock, run_id):
+        try:
+            begin("start")
+            if rebuild:
+                steps.clear_trusted(config_path)
+            summary["run"] = steps.start(config_path, run_id)
+            begin("ingest")
+            summary["reference"] = steps.ingest_reference(config_path, run_id)
+            summary["ingest"] = steps.ingest_sources(config_path, list(settings.sources), run_id)
+            summary["changes"] = source_changes(summary["ingest"])
+            begin("link")
+            summary["linkage"] = steps.link(config_path, run_id, retrain)
+            begin("publish")
+            summary["published"] = steps.publish(config_path, run_id, summary)
+            begin("report")
+            summary["reports"] = steps.report(config_path, summary)
+            begin("switch")
+            summary["release"] = steps.switch(config_path, run_id, summary)
+            begin("finish")
+            summary["timings"] = timings
+            summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            summary["summary_path"] = str(steps.finish(config_path, run_id, summary))
+        except BaseException as exc:
+            timings[stage] = round(time.perf_counter() - t, 2)
+            summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            record_failure(config_path, run_id, stage, exc, {**summary, "timings": timings})
+            raise
+    return summary
+
+
+def run_all(
+    config_path: str, run_id: str | None = None, *, rebuild: bool = False, retrain: bool = False
+) -> dict[str, Any]:
+    """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
+    return execute(config_path, LOCAL_STEPS, run_id, rebuild=rebuild, retrain=retrain)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A failure's message fit for logs and summaries: uprnlink errors carry no data values;
+    anything else is reported by type only, as its text may quote data."""
+    return str(exc) if isinstance(exc, UprnlinkError) else type(exc).__name__
+
+
+def record_failure(
+    config_path: str, run_id: str, stage: str, exc: BaseException, summary: dict[str, Any]
+) -> None:
+    """Write a failed run's summary (which stage, why, what was kept) without masking the error."""
+    settings = read_settings(Path(config_path))
+    live = releases.current(settings.out_dir)
+    summary = {
+        **summary,
+        "failed_stage": stage,
+        "error": failure_reason(exc),
+        "published_output": (
+            f"unchanged: release {live} is still the live one"
+            if live and live != run_id
+            else ("this run's release went live before the failure" if live else "none yet")
+        ),
+        "kept": "the trusted zone keeps every source ingested before the failure; the next run "
+        "reuses them and needs no clean-up",
+    }
+    try:
+        finish_run(config_path, run_id, summary, status="failed")
+    except Exception as inner:  # the key or folders may be the very thing that failed
+        log.warning("could not record the failed run: %s", type(inner).__name__)
