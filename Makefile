@@ -34,9 +34,10 @@ test: $(STAMP) ## Run the whole test suite
 test-fast: $(STAMP) ## Run the tests that need no synthetic population
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: $(STAMP) ## Lint with ruff
+lint: $(STAMP) ## Lint with ruff and check the import rules (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## Format with ruff
 	$(BIN)/ruff check --fix src tests benchmarks

@@ -23,9 +23,9 @@ from uprnlink.errors import ConfigError, ContractError
 from uprnlink.ingest.contracts import DEFAULT_MAX_LENGTH, Contract, find_contract, read_contract
 from uprnlink.ingest.readers import read_extract
 from uprnlink.ingest.validate import IngestReport, ingest_extract
+from uprnlink.linkage.quality import source_quality_table
 from uprnlink.privacy.keys import MasterKey
 from uprnlink.privacy.records import build_reference, build_trusted_source, enrich_with_areas
-from uprnlink.reports.quality import source_quality_table
 from uprnlink.settings import ColumnMapping, SourceSettings
 
 HEADER = "PATIENT_ID,NHS_NUMBER,FORENAME,SURNAME,DATE_OF_BIRTH,SEX,POSTCODE,UPRN,REGISTRATION_DATE"

@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import PipelineRun
 from uprnlink.errors import ConfigError
+from uprnlink.households.ages import BIAS_BANDS, age_band_expr
 from uprnlink.run.evaluation import (
     GroundTruth,
     LinkageEvaluation,
-    age_band_expr,
     evaluate_linkage,
     pairwise_scores,
     read_ground_truth,
@@ -201,7 +201,11 @@ def test_recall_by_age_band_sex_and_mover() -> None:
 
 def test_age_bands_at_their_edges() -> None:
     ages = pl.DataFrame({"age": [0, 17, 18, 39, 40, 64, 65, 84, 85, 104, None]})
-    bands = ages.select(age_band_expr(pl.col("age"))).to_series().to_list()
+    bands = (
+        ages.select(age_band_expr(pl.col("age"), BIAS_BANDS, unknown="unknown"))
+        .to_series()
+        .to_list()
+    )
     assert bands == [
         "0-17",
         "0-17",

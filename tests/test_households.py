@@ -7,9 +7,8 @@ from datetime import date
 
 import polars as pl
 
+from uprnlink.households.ages import age_band_expr, age_on_expr
 from uprnlink.households.timelines import (
-    age_band_expr,
-    age_on_expr,
     build_memberships,
     household_composition,
     residence_periods,

@@ -13,13 +13,13 @@ import pytest
 
 from tests.conftest import PipelineRun
 from uprnlink.errors import PublishError
+from uprnlink.linkage.quality import source_quality_table
 from uprnlink.reports.quality import (
     build_quality_report,
     check_no_identifiers,
     cluster_size_table,
     safe_rate,
     shown_count,
-    source_quality_table,
 )
 
 SECTIONS = (

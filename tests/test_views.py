@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from tests.conftest import PipelineRun
+from uprnlink.households.ages import HOUSEHOLD_GROUPS, age_band_expr
 from uprnlink.households.tables import (
-    age_group_expr,
     household_profile,
     household_type_expr,
     lone_parent_expr,
@@ -102,7 +102,7 @@ def test_lone_parent_multigenerational_and_household_type() -> None:
 
 def test_age_groups() -> None:
     ages = pl.DataFrame({"age": [0, 4, 5, 15, 16, 17, 18, 64, 65, 84, 85, None]})
-    groups = ages.select(age_group_expr("age").alias("g"))["g"].to_list()
+    groups = ages.select(age_band_expr("age", HOUSEHOLD_GROUPS).alias("g"))["g"].to_list()
     assert groups == [
         "00-04",
         "00-04",

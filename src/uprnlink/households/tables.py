@@ -10,14 +10,12 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
 import polars as pl
 
+from uprnlink.households.ages import HOUSEHOLD_GROUPS, age_band_expr, age_on_expr
 from uprnlink.households.timelines import (
     OPEN_END,
-    age_band_expr,
-    age_on_expr,
     build_memberships,
     household_composition,
     person_attributes,
@@ -38,7 +36,6 @@ LTC_FLAGS = (
 # docs/data-dictionary.md, households.multigenerational / lone_parent / bedrooms_needed.
 GENERATION_GAP = 18  # years between the generations of a multigenerational household
 COUPLE_MAX_AGE_GAP = 15  # a man and a woman 18+ this close in age may be a couple
-AGE_GROUPS = ((0, 4, "00-04"), (5, 15, "05-15"), (16, 17, "16-17"), (18, 64, "18-64"))
 SOURCES = (
     "council_tax",
     "housing_tenancies",
@@ -236,7 +233,8 @@ def build_analysis_tables(
             *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in SOURCES],
         )
         .with_columns(
-            age_band_expr("age").alias("age_band"), age_group_expr("age").alias("age_group")
+            age_band_expr("age").alias("age_band"),
+            age_band_expr("age", HOUSEHOLD_GROUPS).alias("age_group"),
         )
         .rename({"household_token": "household_id"})
         .drop("dob", "date_of_death", "sources", "is_communal")
@@ -317,16 +315,6 @@ def published_memberships(memberships: pl.DataFrame, people: pl.DataFrame) -> pl
         .filter(pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("valid_from")))
         .drop("date_of_death")
     )
-
-
-def age_group_expr(age: str) -> pl.Expr:
-    """Broad age groups for household analysis: 00-04, 05-15, 16-17, 18-64, 65-84, 85+."""
-    a = pl.col(age)
-    expr: Any = pl.when(a.is_null()).then(None)
-    for low, high, label in AGE_GROUPS:
-        expr = expr.when(a.is_between(low, high)).then(pl.lit(label))
-    out: pl.Expr = expr.when(a < 85).then(pl.lit("65-84")).otherwise(pl.lit("85+"))
-    return out
 
 
 def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -> pl.DataFrame:

@@ -25,6 +25,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from uprnlink.households.ages import age_on_expr
+
 # Sources whose dates describe residence at the recorded address, most authoritative first.
 RESIDENCE_SOURCES = (
     "council_tax",
@@ -909,29 +911,6 @@ def residents_on(memberships: pl.DataFrame, on: date) -> pl.DataFrame:
     return memberships.filter(
         (pl.col("valid_from") <= on) & (pl.col("valid_to").fill_null(OPEN_END) >= on)
     ).select("person_id", "household_token", "is_communal")
-
-
-def age_on_expr(dob: str, on: date, *, at_death: str | None = None) -> pl.Expr:
-    """Age in whole years on a date (or on the date in column `at_death`, when given)."""
-    d = pl.col(dob)
-    when = pl.col(at_death) if at_death else pl.lit(on)
-    before_birthday = (d.dt.month() > when.dt.month()) | (
-        (d.dt.month() == when.dt.month()) & (d.dt.day() > when.dt.day())
-    )
-    return (when.dt.year() - d.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int16)
-
-
-def age_band_expr(age: str) -> pl.Expr:
-    """Five-year age bands to 85+ (ONS style), null where age is unknown."""
-    a = pl.col(age)
-    lower = (a // 5 * 5).clip(0, 85)
-    return (
-        pl.when(a.is_null())
-        .then(None)
-        .when(lower >= 85)
-        .then(pl.lit("85+"))
-        .otherwise(lower.cast(pl.Utf8).str.zfill(2) + "-" + (lower + 4).cast(pl.Utf8).str.zfill(2))
-    )
 
 
 def household_composition(residents: pl.DataFrame, people: pl.DataFrame, on: date) -> pl.DataFrame:

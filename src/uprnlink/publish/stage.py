@@ -15,11 +15,11 @@ from uprnlink.governance.audit import actor, open_audit_log
 from uprnlink.governance.retention import read_retention
 from uprnlink.households.tables import build_analysis_tables
 from uprnlink.ingest.contracts import find_contract
+from uprnlink.linkage.quality import source_quality_table
 from uprnlink.privacy.keys import load_run_key
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records
 from uprnlink.publish import releases
 from uprnlink.publish.database import read_policy, write_database, write_linked_dataset
-from uprnlink.reports.quality import source_quality_table
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 

@@ -7,8 +7,7 @@ counts and ratios only; counts from 1 to `min_count - 1` are shown as "<10" and 
 them are withheld. The optional engineer page (for `work/`) adds Splink waterfall charts of
 example record pairs, which show record values and so must never be published.
 
-Splink is imported lazily inside functions: with `uprnlink.linkage.model` this is the only module
-that uses it.
+Splink's charts come from `uprnlink.linkage.charts`: only the linkage package imports Splink.
 """
 
 from __future__ import annotations
@@ -26,8 +25,15 @@ from typing import Any
 import polars as pl
 
 from uprnlink.errors import PublishError
-from uprnlink.households.timelines import age_on_expr, person_attributes
-from uprnlink.run.evaluation import age_band_expr
+from uprnlink.households.ages import BIAS_BANDS, age_band_expr, age_on_expr
+from uprnlink.households.timelines import person_attributes
+from uprnlink.linkage.charts import (
+    chart_libraries,
+    model_chart_specs,
+    splink_settings,
+    waterfall_specs,
+)
+from uprnlink.linkage.quality import source_quality_table
 
 log = logging.getLogger(__name__)
 
@@ -70,32 +76,13 @@ def cluster_size_table(linked: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["by", "size", "people"], orient="row")
 
 
-def source_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
-    """Per source: records, people, and counts linked to another source, with a UPRN, with a
-    UPRN found in the lookup, with an NHS number."""
-    sources_per_person = linked.group_by("person_id").agg(
-        pl.col("source_dataset").n_unique().alias("_n_sources")
-    )
-    return (
-        linked.join(sources_per_person, on="person_id")
-        .group_by("source_dataset")
-        .agg(
-            pl.len().alias("records"),
-            pl.col("person_id").n_unique().alias("people"),
-            (pl.col("_n_sources") > 1).sum().alias("linked_to_other_source"),
-            pl.col("uprn_token").is_not_null().sum().alias("with_uprn"),
-            pl.col("uprn_in_lookup").fill_null(False).sum().alias("uprn_in_lookup"),
-            pl.col("nhs_token").is_not_null().sum().alias("with_nhs_number"),
-        )
-        .sort("source_dataset")
-    )
-
-
 def person_link_table(linked: pl.DataFrame, reference_date: date) -> pl.DataFrame:
     """One row per person: age band (on the reference date), sex, and number of sources."""
     people = person_attributes(linked, None)
     return people.select(
-        age_band_expr(age_on_expr("dob", reference_date)).alias("age_band"),
+        age_band_expr(age_on_expr("dob", reference_date), BIAS_BANDS, unknown="unknown").alias(
+            "age_band"
+        ),
         pl.col("sex").fill_null("unknown"),
         pl.col("sources").list.len().alias("n_sources"),
     )
@@ -283,46 +270,6 @@ def _json_for_script(value: Any) -> str:
 # ----------------------------------------------------------------------------- Splink charts
 
 
-def _splink_settings(model: dict[str, Any]) -> dict[str, Any]:
-    """The Splink settings dict from a saved model (bare, or wrapped as linkage returns it)."""
-    inner = model.get("splink", model)
-    if "comparisons" not in inner:
-        raise PublishError("quality report: the model has no comparisons (rule=model_shape)")
-    return dict(inner)
-
-
-def _model_linker(settings: dict[str, Any], frame: Any = None) -> tuple[Any, Any]:
-    """A Splink linker over `frame` (or a one-column empty table) carrying the saved model."""
-    import duckdb
-    import pyarrow as pa
-    from splink import DuckDBAPI, Linker
-
-    db = DuckDBAPI(duckdb.connect())
-    table = frame if frame is not None else pa.table({"unique_id": pa.array([], pa.string())})
-    sdf = db.register(table, dataset_display_name="quality_report")
-    return Linker(sdf, settings, log_level=logging.ERROR), db
-
-
-def model_chart_specs(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Vega-Lite specs of Splink's match weights and m/u parameters charts for the model."""
-    linker, _ = _model_linker(_splink_settings(model))
-    return {
-        "match_weights": linker.visualisations.match_weights_chart().chart_dict,
-        "m_u_parameters": linker.visualisations.m_u_parameters_chart().chart_dict,
-    }
-
-
-def _vega_libraries() -> str:
-    """Vega, Vega-Lite and vega-embed as inline script elements (bundled with Splink)."""
-    from splink.internals.html_utils import load_chart_libraries
-
-    libs: dict[str, str] = load_chart_libraries()  # type: ignore[no-untyped-call]
-    for name, src in libs.items():
-        if "</script" in src.lower():
-            raise PublishError(f"quality report: bundled {name} cannot be inlined")
-    return "".join(f"<script>{src}</script>" for src in libs.values())
-
-
 def _vega_embeds(specs: dict[str, dict[str, Any]]) -> str:
     """Script that renders each spec into its div. Actions are off: the default menu offers to
     send the spec to the online Vega editor."""
@@ -341,7 +288,7 @@ def model_parameters_table(model: dict[str, Any]) -> str:
     import math
 
     rows = []
-    for comparison in _splink_settings(model)["comparisons"]:
+    for comparison in splink_settings(model)["comparisons"]:
         name = comparison.get("output_column_name", "")
         for level in comparison.get("comparison_levels", []):
             if level.get("is_null_level"):
@@ -422,7 +369,7 @@ def _model_section(model: dict[str, Any], have_charts: bool) -> str:
         )
     else:
         charts = '<p class="warn">Splink charts could not be drawn; see the table below.</p>'
-    lam = _splink_settings(model).get("probability_two_random_records_match")
+    lam = splink_settings(model).get("probability_two_random_records_match")
     lam_text = f"<p>Prior probability that two random records match: {lam:.3g}.</p>" if lam else ""
     return (
         '<section id="model"><h2>Linkage model</h2>'
@@ -797,7 +744,7 @@ def build_quality_report(
     scripts = ""
     try:
         specs = model_chart_specs(model)
-        scripts = _vega_libraries() + _vega_embeds(specs)
+        scripts = chart_libraries() + _vega_embeds(specs)
         have_charts = True
     except PublishError:
         raise
@@ -910,31 +857,11 @@ def build_engineer_report(
     in `work/`, never in `out/`.
     """
 
-    from uprnlink.linkage.model import splink_records
-
-    settings = _splink_settings(model)
-    # Waterfalls need the per-comparison columns that prediction normally drops.
-    settings["retain_matching_columns"] = True
-    settings["retain_intermediate_calculation_columns"] = True
-    data = splink_records(linked, with_source=True)
-    # The whole table is registered so term-frequency adjustments use the run's frequencies.
-    linker, db = _model_linker(settings, data.to_arrow())
-    pairs = example_pairs(linked)
-    by_id = data.with_row_index("_row")
     specs: dict[str, dict[str, Any]] = {}
     blocks = []
-    for i, (kind, left, right) in enumerate(pairs):
-        rows: list[Any] = []
-        for uid in (left, right):
-            row = by_id.filter(pl.col("unique_id") == uid).drop("_row").to_arrow()
-            rows.append(db.register(row, dataset_display_name=f"pair{i}_{len(rows)}"))
-        scored = linker.inference.score_pair(rows[0], rows[1])
-        recs = pl.from_arrow(scored.as_pyarrow_table())
-        assert isinstance(recs, pl.DataFrame)
-        chart = linker.visualisations.waterfall_chart(recs.to_dicts(), filter_nulls=False)
+    for i, (kind, prob, spec) in enumerate(waterfall_specs(model, linked, example_pairs(linked))):
         key = f"waterfall_{i}"
-        specs[key] = chart.chart_dict
-        prob = recs.get_column("match_probability")[0]
+        specs[key] = spec
         blocks.append(
             f"<h3>Example {i + 1}: {_e(kind)}</h3>"
             f"<p>Match probability {prob:.4f}.</p>"
@@ -951,7 +878,7 @@ def build_engineer_report(
         + ("".join(blocks) or "<p>No example pairs found.</p>")
         + "</section>"
     )
-    scripts = _vega_libraries() + _vega_embeds(specs) if specs else ""
+    scripts = chart_libraries() + _vega_embeds(specs) if specs else ""
     page = _page(
         "Linkage quality: engineer page",
         [("warning", "Engineer only"), ("waterfalls", "Waterfalls")],

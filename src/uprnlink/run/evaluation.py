@@ -16,14 +16,14 @@ from typing import Any
 import polars as pl
 
 from uprnlink.errors import ConfigError
-from uprnlink.households.timelines import OPEN_END, age_on_expr
+from uprnlink.households.ages import BIAS_BANDS, age_band_expr, age_on_expr
+from uprnlink.households.timelines import OPEN_END
 from uprnlink.privacy.keys import load_run_key
 from uprnlink.privacy.trusted import read_trusted
 from uprnlink.settings import RunSettings
 from uprnlink.zones import Zones
 
 # Lower bound and label of each age band used by the bias checks.
-AGE_BANDS = ((0, "0-17"), (18, "18-39"), (40, "40-64"), (65, "65-84"), (85, "85+"))
 BIAS_DIMENSIONS = ("age_band", "sex", "mover")
 
 
@@ -405,15 +405,6 @@ def _source_pairs(
     return tuple(out)
 
 
-def age_band_expr(age: pl.Expr) -> pl.Expr:
-    """The bias checks' age bands (0-17, 18-39, 40-64, 65-84, 85+), "unknown" when null."""
-    expr: Any = pl.when(age.is_null()).then(pl.lit("unknown"))
-    for lower, label in reversed(AGE_BANDS[1:]):
-        expr = expr.when(age >= lower).then(pl.lit(label))
-    band: pl.Expr = expr.otherwise(pl.lit(AGE_BANDS[0][1]))
-    return band
-
-
 def person_groups(
     truth: GroundTruth, reference_date: date, true_ids: pl.Series | None = None
 ) -> pl.DataFrame:
@@ -435,7 +426,7 @@ def person_groups(
         )
         people = truth.people.select(
             pl.col("person_id").alias("true_id"),
-            age_band_expr(age).alias("age_band"),
+            age_band_expr(age, BIAS_BANDS, unknown="unknown").alias("age_band"),
             pl.col("sex").fill_null("unknown").alias("sex"),
         )
         ids = ids.join(people, on="true_id", how="left")
