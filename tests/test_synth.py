@@ -277,6 +277,35 @@ def test_people_who_left_or_died_have_no_open_residence(synth: Path) -> None:
     assert (people["dob"] <= REFERENCE).all()
 
 
+def test_namesakes_parents_twins(synth: Path) -> None:
+    """Some sons carry the father's forename and daughters the mother's; twins share a date of
+    birth, surname and parents but never a forename."""
+    from uprnlink.synth.names import named_after_parent_rate
+    from uprnlink.synth.simulation import twin_rate
+
+    people = pl.read_parquet(synth / "truth" / "people.parquet")
+    assert {"mother_id", "father_id"} <= set(people.columns)
+    parents = people.select("person_id", pl.col("forename").alias("parent_forename"))
+    for sex, parent in (("M", "father_id"), ("F", "mother_id")):
+        kids = people.filter((pl.col("sex") == sex) & pl.col(parent).is_not_null()).join(
+            parents.rename({"person_id": parent}), on=parent
+        )
+        same = (kids["forename"] == kids["parent_forename"]).sum()
+        assert kids.height > 100
+        # The modern rate plus chance agreement; at least one junior in a small population.
+        assert 1 <= same <= 3 * named_after_parent_rate(sex, 2000) * kids.height + 10
+    twins = (
+        people.filter(pl.col("mother_id").is_not_null() | pl.col("father_id").is_not_null())
+        .group_by("mother_id", "father_id", "dob")
+        .agg(pl.len(), pl.col("forename").n_unique().alias("names"), pl.col("surname").n_unique())
+        .filter(pl.col("len") > 1)
+    )
+    assert twins.height >= 1
+    assert (twins["names"] == twins["len"]).all()
+    assert (twins["surname"] == 1).all()
+    assert 0.009 < twin_rate(0) < 0.011 and 0.013 < twin_rate(int(55 * 365.25)) < 0.015
+
+
 def test_communal_establishments_and_population_size(synth: Path) -> None:
     addresses = pl.read_parquet(synth / "truth" / "addresses.parquet")
     assert {"RI01", "RI02"} <= set(addresses["class"].to_list())

@@ -9,7 +9,8 @@ addresses, council tax bands and bedrooms: about one dwelling per 2.3 residents,
 
 People live in households (singles, couples, families, lone parents, multi-generational
 households, sharers) with UK names drawn by birth year and heritage from the shipped
-frequency lists, valid unique NHS numbers and conditions whose prevalence follows age and
+frequency lists (some sons named after their fathers and daughters after their mothers, twins
+at the ONS multiple-maternity rate: the namesakes real linkage meets), valid unique NHS numbers and conditions whose prevalence follows age and
 deprivation. Ten years up to the reference date are simulated event by event: births,
 age-dependent deaths, moves (owners ~5%/yr, renters 7-15%/yr), young adults leaving home,
 couples forming and separating (some women taking the partner's surname), moves into care

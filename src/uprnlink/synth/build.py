@@ -24,7 +24,7 @@ from uprnlink.synth.geography import (
     build_geography,
 )
 from uprnlink.synth.health import CONDITIONS, assign_conditions, draw_hospital_activity
-from uprnlink.synth.names import assign_forenames, read_surnames
+from uprnlink.synth.names import assign_forenames, name_after_parents, read_surnames
 from uprnlink.synth.nhs import draw_nhs_numbers
 from uprnlink.synth.rates import SOURCES, SynthErrorRates
 from uprnlink.synth.simulation import History, simulate
@@ -96,9 +96,9 @@ def _people_frame(
         .with_columns(ever_in_care_home=pl.lit(True))
     )
     at = pl.col("exit_date").fill_null(pl.lit(end))
+    p = name_after_parents(p.join(names, on="person_id", how="left", maintain_order="left"), rng)
     p = (
-        p.join(names, on="person_id", how="left", maintain_order="left")
-        .with_columns(nhs_number=nhs)
+        p.with_columns(nhs_number=nhs)
         .join(last.select("person_id", "decile"), on="person_id", how="left", maintain_order="left")
         .join(care, on="person_id", how="left", maintain_order="left")
         .with_columns(
@@ -179,6 +179,8 @@ def _write_truth(
         "entry_kind",
         "exit_date",
         "exit_kind",
+        "mother_id",
+        "father_id",
         *CONDITIONS,
     ).write_parquet(folder / "people.parquet", statistics=False)
     records.write_parquet(folder / "records.parquet", statistics=False)

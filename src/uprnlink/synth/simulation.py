@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -82,6 +83,26 @@ class History:
     residence: pl.DataFrame
     occupancies: pl.DataFrame
     liabilities: pl.DataFrame
+
+
+# Maternities with twins (or more), per maternity, by year of birth: ONS Birth characteristics
+# in England and Wales (9.6 per 1,000 in 1976, 14.8 in 2001, 16.1 in 2011, 13.7 in 2021, 14.6
+# in 2022). About two in three twin pairs are of one sex (all identical twins, half of the rest).
+_TWIN_RATES = ((1976, 0.0096), (2001, 0.0148), (2011, 0.0161), (2021, 0.0137), (2022, 0.0146))
+_TWINS_SAME_SEX = 0.66
+_DAY_ZERO_YEAR = 1970
+
+
+def twin_rate(dob: int) -> float:
+    """Share of maternities with twins for a birth on day `dob` (days since 1970-01-01)."""
+    year = _DAY_ZERO_YEAR + dob / YEAR
+    points = _TWIN_RATES
+    if year <= points[0][0]:
+        return points[0][1]
+    for (y0, r0), (y1, r1) in itertools.pairwise(points):
+        if year <= y1:
+            return r0 + (r1 - r0) * (year - y0) / (y1 - y0)
+    return points[-1][1]
 
 
 def _fertility(age: float) -> float:
@@ -177,6 +198,8 @@ class _Sim:
         self.p_prev: list[int] = []
         self.p_change: list[int] = []
         self.p_origin: list[str] = []
+        self.p_mother: list[int] = []
+        self.p_father: list[int] = []
         self.p_death: list[int] = []
         self.p_hh: list[int] = []
         self.p_role: list[int] = []
@@ -308,6 +331,8 @@ class _Sim:
         self.p_prev.append(-1)
         self.p_change.append(0)
         self.p_origin.append(self.sn.origins[sur])
+        self.p_mother.append(-1)
+        self.p_father.append(-1)
         self.p_death.append(NEVER)
         self.p_hh.append(-1)
         self.p_role.append(OTHER)
@@ -581,9 +606,24 @@ class _Sim:
             entry = t if entry_kind != INITIAL else self.S
             return self.new_person(sex, dob, sur, entry, entry_kind)
 
-        def kids(mother_age: float, n: int, sur: int) -> list[int]:
+        def kids(
+            mother_age: float, n: int, sur: int, mother: int = -1, father: int = -1
+        ) -> list[int]:
             top = max(0.0, min(mother_age - 18.0, 30.0))
-            return [person(int(u() < 0.51), top * u(), sur) for _ in range(n)]
+            out: list[int] = []
+            for _ in range(n):
+                kid = person(int(u() < 0.51), top * u(), sur)
+                out.append(kid)
+                # Twins: same date of birth, surname and parents; two in three of one sex.
+                if u() < twin_rate(self.p_dob[kid]):
+                    sex = self.p_sex[kid] if u() < _TWINS_SAME_SEX else 1 - self.p_sex[kid]
+                    twin = self.new_person(
+                        sex, self.p_dob[kid], sur, self.p_entry[kid], self.p_entry_kind[kid]
+                    )
+                    out.append(twin)
+            for kid in out:
+                self.p_mother[kid], self.p_father[kid] = mother, father
+            return out
 
         def couple(man_age: float) -> tuple[int, int]:
             sur = self.draw_surname()
@@ -618,7 +658,8 @@ class _Sim:
             n = 1 if (r := u()) < 0.38 else 2 if r < 0.8 else 3 if r < 0.95 else 4
             kid_sur = self.p_sur[man] if u() < 0.85 else self.p_sur[woman]
             members += [(man, HRP), (woman, PARTNER)]
-            members += [(k, CHILD) for k in kids(mother_age, n, kid_sur)]
+            mother = woman if self.p_sex[woman] == 1 else -1
+            members += [(k, CHILD) for k in kids(mother_age, n, kid_sur, mother, man)]
             if kind == "multigen":
                 gp_age = max(55.0, mother_age + 26 + 6 * u())
                 side = (
@@ -635,7 +676,8 @@ class _Sim:
             parent = person(int(u() < 0.88), age, sur)
             n = 1 if (r := u()) < 0.5 else 2 if r < 0.85 else 3
             members.append((parent, HRP))
-            members += [(k, CHILD) for k in kids(age, n, sur)]
+            mother, father = (parent, -1) if self.p_sex[parent] == 1 else (-1, parent)
+            members += [(k, CHILD) for k in kids(age, n, sur, mother, father)]
         else:  # sharers
             sharers = True
             for i in range(2 + int(u() * 2.6)):
@@ -814,11 +856,17 @@ class _Sim:
             other = self.h_partner[h] if self.h_hrp[h] == p else self.h_hrp[h]
             father = other if coupled and self.p_sex[other] == 0 else -1
             sur = self.p_sur[father] if father >= 0 and rng.random() < 0.85 else self.p_sur[p]
-            baby = self.new_person(int(rng.random() < 0.512), t, sur, t, BORN)
-            self.p_origin[baby] = self.p_origin[p]
-            self.join(h, baby, CHILD)
-            self.start_residence(baby, self.h_dw[h], t, len(members))
-            self.schedule_person(baby, t)
+            sex = int(rng.random() < 0.512)
+            babies = [sex]
+            if rng.random() < twin_rate(t):
+                babies.append(sex if rng.random() < _TWINS_SAME_SEX else 1 - sex)
+            for sex in babies:
+                baby = self.new_person(sex, t, sur, t, BORN)
+                self.p_origin[baby] = self.p_origin[p]
+                self.p_mother[baby], self.p_father[baby] = p, father
+                self.join(h, baby, CHILD)
+                self.start_residence(baby, self.h_dw[h], t, len(members))
+                self.schedule_person(baby, t)
             born = True
         gap = 300 if born else 0
         self.push(t + gap + 1 + int(rng.expovariate(_FERTILITY_MAX) * YEAR), _BIRTH, p)
@@ -1063,6 +1111,16 @@ class _Sim:
                     [self.p_change[p] if self.p_prev[p] >= 0 else NEVER for p in keep],
                 ),
                 pl.Series("origin", [self.p_origin[p] for p in keep]),
+                pl.Series(
+                    "mother_id",
+                    [self.p_mother[p] + 1 if self.p_mother[p] >= 0 else None for p in keep],
+                    dtype=pl.Int64,
+                ),
+                pl.Series(
+                    "father_id",
+                    [self.p_father[p] + 1 if self.p_father[p] >= 0 else None for p in keep],
+                    dtype=pl.Int64,
+                ),
                 date("entry_date", [self.p_entry[p] for p in keep]),
                 pl.Series(
                     "entry_kind",
