@@ -363,7 +363,7 @@ def test_to_dict_is_json_ready_and_free_of_identifiers() -> None:
     d = ev.to_dict()
     text = json.dumps(d)
     assert "ours-" not in text and "u-gp" not in text
-    assert set(d) == {"pairwise", "source_pairs", "households", "bias"}
+    assert set(d) == {"pairwise", "source_pairs", "households", "bias", "namesakes"}
     assert set(d["pairwise"]) == {
         "records",
         "predicted_pairs",
@@ -389,6 +389,57 @@ def test_to_table_shows_every_section() -> None:
     assert "Households on 2026-03-31" in households
     assert "true pairs we place together (recall)" in households
     assert "wrong: one of them not resident *" in households
+
+
+def test_namesake_precision_and_relations() -> None:
+    """A father and the son named after him are merged; twins are kept apart; a neighbour
+    with the father's name is merged with him; someone with no namesake does not count."""
+    records: list[Record] = [
+        ("gp", "f1", "ours-A", 1),
+        ("ct", "f2", "ours-A", 1),
+        ("gp", "s1", "ours-A", 2),  # the son, in the father's cluster
+        ("gp", "t1", "ours-B", 3),
+        ("hosp", "t2", "ours-B", 3),
+        ("gp", "u1", "ours-C", 4),  # twin of 3, apart
+        ("gp", "n1", "ours-A", 5),  # a neighbour with the father's name, merged too
+        ("gp", "x1", "ours-D", 6),
+        ("ct", "x2", "ours-D", 6),
+    ]
+    clusters, crosswalk, truth = outputs(records)
+    folk = pl.DataFrame(
+        [
+            (1, "JOHN", "SMITH", date(1960, 1, 2), None, None),
+            (2, "John", "Smith", date(1990, 3, 4), None, 1),
+            (3, "AMY", "JONES", date(2001, 5, 6), None, None),
+            (4, "BETH", "JONES", date(2001, 5, 6), None, None),
+            (5, "JOHN", "SMITH", date(1975, 7, 8), None, None),
+            (6, "CARL", "BROWN", date(1980, 9, 10), None, None),
+        ],
+        schema={
+            "person_id": pl.Int64,
+            "forename": pl.Utf8,
+            "surname": pl.Utf8,
+            "dob": pl.Date,
+            "mother_id": pl.Int64,
+            "father_id": pl.Int64,
+        },
+        orient="row",
+    )
+    folk = folk.with_columns(sex=pl.lit("M"), date_of_death=pl.lit(None, pl.Date))
+    ev = evaluate_linkage(
+        clusters, crosswalk, GroundTruth(records=truth, people=folk), reference_date=REF
+    )
+    ns = ev.namesakes
+    assert ns is not None
+    assert ns.people == 5
+    # Correct: f1-f2 and t1-t2. Wrong: f x s (2), f x n (2), s x n (1).
+    assert (ns.correct_pairs, ns.wrong_pairs) == (2, 5)
+    assert ns.precision == pytest.approx(2 / 7)
+    assert ns.merged == {"parent and child": 1, "twins or same birthday": 0, "other": 2}
+    assert "Namesakes:" in ev.to_table()
+    # Without names in the truth there is nothing to score.
+    bare = GroundTruth(records=truth, people=folk.drop("forename"))
+    assert evaluate_linkage(clusters, crosswalk, bare, reference_date=REF).namesakes is None
 
 
 def test_pairwise_scores_ignores_records_without_truth() -> None:

@@ -481,6 +481,19 @@ def print_evaluation(result: dict[str, Any], *, full: bool = False) -> None:
         f"recall {p['recall']:.4f}, F1 {p['f1']:.4f}  (true pairs {p['true_pairs']:,}, "
         f"predicted {p['predicted_pairs']:,})"
     )
+    ns = result.get("namesakes")
+    if ns:
+        print(
+            f"Namesakes ({ns['people']:,} people sharing a surname and a forename or date of "
+            f"birth): precision {ns['precision']:.4f}"
+        )
+    h = result.get("households")
+    if h:
+        print(
+            f"Households: co-resident pairs precision {h['precision']:.4f}, recall "
+            f"{h['recall']:.4f}; rebuilt exactly {h['households_exact']:,} of "
+            f"{h['households']:,} ({h['households_exact'] / max(h['households'], 1):.4f})"
+        )
 
 
 EXAMPLE_QUERY = """\

@@ -142,6 +142,34 @@ class HouseholdScores:
 
 
 @dataclass(frozen=True)
+class NamesakeScores:
+    """Pairwise precision where it is hardest: records of true people who have a namesake.
+
+    Two different true people are namesakes when they share a surname and a forename (a father
+    and a son named after him, two neighbours called Mohammed Khan) or a surname and a date of
+    birth (twins). Correct pairs are same-person pairs of people who have a namesake; wrong
+    pairs join records of two people who are namesakes of each other. `merged` counts the
+    namesake person pairs our clusters join, by relation: parent and child, twins (or a
+    namesake born the same day), others.
+    """
+
+    people: int  # true people with at least one namesake
+    correct_pairs: int
+    wrong_pairs: int
+    merged: dict[str, int]
+
+    @property
+    def precision(self) -> float:
+        """Share of our pairs among namesakes' records that are one person."""
+        pairs = self.correct_pairs + self.wrong_pairs
+        return self.correct_pairs / pairs if pairs else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and precision as plain values."""
+        return {**asdict(self), "precision": self.precision}
+
+
+@dataclass(frozen=True)
 class GroupRecall:
     """Recall of person clusters for the true people in one group (pairs of their records)."""
 
@@ -208,6 +236,7 @@ class LinkageEvaluation:
     source_pairs: tuple[SourcePairScores, ...]
     households: HouseholdScores | None
     bias: tuple[BiasCheck, ...]
+    namesakes: NamesakeScores | None = None
 
     def source_pair(self, a: str, b: str) -> PairwiseScores:
         """Scores of the pairs between sources a and b (in either order)."""
@@ -231,6 +260,7 @@ class LinkageEvaluation:
             "source_pairs": [s.to_dict() for s in self.source_pairs],
             "households": self.households.to_dict() if self.households else None,
             "bias": {b.dimension: b.to_dict() for b in self.bias},
+            "namesakes": self.namesakes.to_dict() if self.namesakes else None,
         }
 
     def to_table(self) -> str:
@@ -243,7 +273,8 @@ class GroundTruth:
     """Synthetic ground truth: record -> person, people, residence history, addresses."""
 
     records: pl.DataFrame  # source, record_id, person_id
-    people: pl.DataFrame | None = None  # person_id, sex, dob, date_of_death
+    # person_id, sex, dob, date_of_death (and forename, surname, mother_id, father_id if known)
+    people: pl.DataFrame | None = None
     residence: pl.DataFrame | None = None  # person_id, uprn, valid_from, valid_to (inclusive)
     addresses: pl.DataFrame | None = None  # uprn, is_communal
 
@@ -256,13 +287,18 @@ TRUTH_COLUMNS = {
 }
 
 
+OPTIONAL_TRUTH_COLUMNS = {"people": ("forename", "surname", "mother_id", "father_id")}
+
+
 def read_ground_truth(truth_dir: Path) -> GroundTruth:
     """The truth tables an evaluation needs; only records.parquet is required."""
     frames: dict[str, pl.DataFrame | None] = {}
     for name, columns in TRUTH_COLUMNS.items():
         path = truth_dir / f"{name}.parquet"
         if path.exists():
-            frames[name] = pl.read_parquet(path, columns=list(columns))
+            present = pl.read_parquet_schema(path)
+            extra = [c for c in OPTIONAL_TRUTH_COLUMNS.get(name, ()) if c in present]
+            frames[name] = pl.read_parquet(path, columns=[*columns, *extra])
         elif name == "records":
             raise ConfigError(f"no ground truth at {path}")
         else:
@@ -489,6 +525,75 @@ def bias_checks(counts: pl.DataFrame, groups: pl.DataFrame) -> tuple[BiasCheck, 
     return tuple(out)
 
 
+NAMESAKE_RELATIONS = ("parent and child", "twins or same birthday", "other")
+
+
+def namesake_scores(counts: pl.DataFrame, people: pl.DataFrame) -> NamesakeScores | None:
+    """Precision on the records of true people who have a namesake (see NamesakeScores).
+
+    `counts` comes from `count_records`; `people` needs person_id, forename, surname, dob
+    (mother_id and father_id, when present, tell parents and children apart).
+    """
+    if not {"forename", "surname", "dob"} <= set(people.columns):
+        return None
+    cols = ["person_id", "forename", "surname", "dob"]
+    cols += [c for c in ("mother_id", "father_id") if c in people.columns]
+    p = people.select(cols).with_columns(
+        pl.col("forename").str.to_uppercase(), pl.col("surname").str.to_uppercase()
+    )
+    by_name = pl.len().over("surname", "forename") > 1
+    by_dob = pl.len().over("surname", "dob") > 1
+    having = p.filter(
+        (by_name & pl.col("forename").is_not_null()) | (by_dob & pl.col("dob").is_not_null())
+    )
+    n = pl.col("n")
+    correct = (
+        counts.join(having.select(pl.col("person_id").alias("true_id")), on="true_id")
+        .select(_pairs_of(n))
+        .item()
+    )
+    # Our clusters holding two or more true people: every pair of those true people.
+    cells = counts.select("person_id", "true_id", "n")
+    multi = cells.filter(pl.len().over("person_id") > 1)
+    cross = (
+        multi.join(multi, on="person_id", suffix="_b")
+        .filter(pl.col("true_id") < pl.col("true_id_b"))
+        .join(p.rename(lambda c: f"{c}_a").rename({"person_id_a": "true_id"}), on="true_id")
+        .join(p.rename(lambda c: f"{c}_b").rename({"person_id_b": "true_id_b"}), on="true_id_b")
+    )
+    same_surname = pl.col("surname_a") == pl.col("surname_b")
+    namesakes = cross.filter(
+        same_surname
+        & ((pl.col("forename_a") == pl.col("forename_b")) | (pl.col("dob_a") == pl.col("dob_b")))
+    )
+    parent = pl.lit(False)
+    for col in ("mother_id", "father_id"):
+        if col in p.columns:
+            parent = (
+                parent
+                | (pl.col(f"{col}_a") == pl.col("true_id_b"))
+                | (pl.col(f"{col}_b") == pl.col("true_id"))
+            )
+    relation = (
+        pl.when(parent.fill_null(False))
+        .then(pl.lit(NAMESAKE_RELATIONS[0]))
+        .when(pl.col("dob_a") == pl.col("dob_b"))
+        .then(pl.lit(NAMESAKE_RELATIONS[1]))
+        .otherwise(pl.lit(NAMESAKE_RELATIONS[2]))
+    )
+    found = namesakes.with_columns(relation.alias("relation"))
+    merged = dict.fromkeys(NAMESAKE_RELATIONS, 0)
+    for kind, count in found.group_by("relation").len().iter_rows():
+        merged[str(kind)] = int(count)
+    wrong = found.select((n * pl.col("n_b")).sum()).item()
+    return NamesakeScores(
+        people=having.height,
+        correct_pairs=int(correct or 0),
+        wrong_pairs=int(wrong or 0),
+        merged=merged,
+    )
+
+
 def _covering(on: date) -> pl.Expr:
     return (pl.col("valid_from") <= on) & (pl.col("valid_to").fill_null(OPEN_END) >= on)
 
@@ -625,6 +730,7 @@ def evaluate_linkage(
         bias=bias_checks(
             counts, person_groups(truth, reference_date, counts.get_column("true_id"))
         ),
+        namesakes=namesake_scores(counts, truth.people) if truth.people is not None else None,
     )
 
 
@@ -728,8 +834,21 @@ def _bias_lines(bias: tuple[BiasCheck, ...]) -> list[str]:
     return lines
 
 
+def _namesake_lines(ns: NamesakeScores) -> list[str]:
+    wrong = ", ".join(f"{kind} {n:,}" for kind, n in ns.merged.items())
+    return [
+        "Namesakes: records of true people sharing a surname and a forename or a date of birth",
+        f"  people with a namesake {ns.people:,}; our pairs of their records "
+        f"{ns.correct_pairs + ns.wrong_pairs:,}, one person {ns.correct_pairs:,}, "
+        f"two namesakes {ns.wrong_pairs:,}; precision {ns.precision:.4f}",
+        f"  namesakes we join into one person: {wrong}",
+    ]
+
+
 def _table_lines(ev: LinkageEvaluation) -> list[str]:
     lines = _pair_lines(ev)
+    if ev.namesakes is not None:
+        lines += ["", *_namesake_lines(ev.namesakes)]
     if ev.households is not None:
         lines += ["", *_household_lines(ev.households)]
     if ev.bias:
