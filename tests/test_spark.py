@@ -62,14 +62,21 @@ def _partition(clusters: pl.DataFrame) -> set[frozenset[str]]:
 
 def test_spark_backend_finds_the_same_people_as_duckdb(tmp_path: Path, spark_session: None) -> None:
     from uprnlink.linkage.predict import link_people
+    from uprnlink.linkage.stage import read_listings
+    from uprnlink.privacy.keys import load_run_key
 
     settings, records = _trusted_records(tmp_path)
+    listings = read_listings(settings, load_run_key(settings), records)
     linkage = replace(settings.linkage, memory_limit="2GB", threads=2)
-    duckdb = link_people(records, linkage, work_dir=tmp_path / "duckdb")
+    duckdb = link_people(records, linkage, work_dir=tmp_path / "duckdb", listings=listings)
 
     started = time.perf_counter()
     spark = link_people(
-        records, replace(linkage, backend="spark"), work_dir=tmp_path / "spark", model=duckdb.model
+        records,
+        replace(linkage, backend="spark"),
+        work_dir=tmp_path / "spark",
+        model=duckdb.model,
+        listings=listings,
     )
     print(f"spark predict + cluster: {time.perf_counter() - started:.1f} s")  # shown with -s
 
@@ -80,4 +87,9 @@ def test_spark_backend_finds_the_same_people_as_duckdb(tmp_path: Path, spark_ses
     # ... and so exactly the same people (partitions of the records), with the same ids.
     assert _partition(spark.clusters) == _partition(duckdb.clusters)
     assert spark.clusters.sort("unique_id").equals(duckdb.clusters.sort("unique_id"))
+    # The cannot-link rules run after scoring, in polars: the same splits on either engine.
+    assert spark.cannot_link is not None and duckdb.cannot_link is not None
+    assert {k: v for k, v in spark.cannot_link.items() if k != "seconds"} == {
+        k: v for k, v in duckdb.cannot_link.items() if k != "seconds"
+    }
     assert not list((tmp_path / "spark" / "spark").glob("run-*"))  # exchange files removed

@@ -88,6 +88,8 @@ class LinkageSettings:
     max_pairs_em: float = 1e6  # most blocked pairs each EM session trains on (a sample)
     predict_chunk_records: int = 3_000_000  # profiles per prediction slice (bounds memory)
     baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
+    # Records that cannot be one person never share a cluster (uprnlink.linkage.constraints).
+    cannot_link: bool = True
     seed: int = 42
     spark_master: str | None = None  # e.g. "spark://host:7077"; default local[threads]
     spark_conf: dict[str, str] = field(default_factory=dict)  # extra SparkSession settings

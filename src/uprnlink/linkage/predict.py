@@ -15,6 +15,7 @@ import polars as pl
 
 from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backend
 from uprnlink.linkage.clustering import cluster_records
+from uprnlink.linkage.constraints import apply_cannot_link, profile_listings
 from uprnlink.linkage.model import (
     LINKAGE_COLUMNS,
     PERIOD_COLUMNS,
@@ -55,6 +56,8 @@ class LinkageResult:
     profiles: int = 0  # distinct identifier profiles scored (see linkage_profiles)
     # The expected-F1 operating point read from the scored pairs (uprnlink.linkage.threshold).
     threshold_choice: dict[str, Any] | None = None
+    # What the cannot-link rules split (uprnlink.linkage.constraints), counts by rule.
+    cannot_link: dict[str, Any] | None = None
 
 
 def person_id_expr(col: str = "cluster_id") -> pl.Expr:
@@ -79,12 +82,19 @@ def with_person_ids(clusters: pl.DataFrame) -> pl.DataFrame:
 PROFILE_COLUMNS = (*LINKAGE_COLUMNS[2:], "period_start", "period_end")
 
 
-def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def linkage_profiles(
+    records: pl.DataFrame, listings: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Distinct identifier profiles, and the profile of every record.
 
     Hospital activity repeats a patient's identifiers at every attendance, and other sources
     hold the same person twice: linking each distinct combination once, then expanding, cuts the
     records Splink scores by about a tenth and the pairs sharing an NHS number by half.
+
+    Two records on one account, tenancy or claim (`listings`, see
+    `uprnlink.linkage.constraints`) that agree on every compared value still get a profile each:
+    they may be two people (a father and son on one account, neither with a date of birth), and
+    one profile could not be split between them.
 
     Returns `profiles` (unique_id: a profile number 0..n-1, the same for the same records in
     every run; the compared columns, forename roots and move_next) and `members` (unique_id,
@@ -102,6 +112,27 @@ def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
         .with_columns(compared.hash(seed=1).alias("_h1"), compared.hash(seed=2).alias("_h2"))
         .collect()
     )
+    if listings is not None and listings.height:
+        alike = (
+            listings.select("unique_id", "listing")
+            .join(keyed.select("unique_id", "_h1", "_h2"), on="unique_id")
+            .filter(pl.len().over("listing", "_h1", "_h2") > 1)
+            .select("unique_id")
+            .unique()
+            .with_columns(pl.lit(True).alias("_alone"))
+        )
+        if alike.height:
+            own = pl.col("_alone").fill_null(False)
+            keyed = (
+                keyed.join(alike, on="unique_id", how="left", maintain_order="left")
+                .with_columns(
+                    pl.when(own)
+                    .then(pl.struct("_h1", "unique_id").hash(seed=3))
+                    .otherwise(pl.col("_h1"))
+                    .alias("_h1")
+                )
+                .drop("_alone")
+            )
     # Sorted by hash, each profile's records are adjacent: numbering the first of each run
     # gives dense, reproducible profile numbers without sorting or grouping on strings.
     ordered = (
@@ -167,19 +198,24 @@ def link_people(
     work_dir: Path,
     model: dict[str, Any] | None = None,
     retrain: bool = False,
+    listings: pl.DataFrame | None = None,
 ) -> LinkageResult:
     """Predict pairs and cluster the records into people, with a saved model when it fits.
 
     `model` is an artefact from an earlier `LinkageResult.model`; it is reused unless `retrain`
     is set or it was built for another MODEL_VERSION or settings fingerprint, in which case a
-    model is trained on these records.
+    model is trained on these records. `listings` (unique_id, listing, start, end, role: who is
+    on which account, tenancy or claim, and when) feed the cannot-link rules, which run when
+    `settings.cannot_link` is set.
     """
     from splink import Linker
 
     check_records(records, LINKAGE_COLUMNS)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    profiles, members = linkage_profiles(records)
+    if not settings.cannot_link:
+        listings = None
+    profiles, members = linkage_profiles(records, listings)
     timings["profiles"] = round(time.perf_counter() - t0, 2)
     log.info(
         "linkage: %s records hold %s distinct identifier profiles (%s backend)",
@@ -250,11 +286,32 @@ def link_people(
             (pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()).alias("complete"),
         )
         by_profile = cluster_records(complete, pairs, threshold)
+    timings["cluster"] = round(time.perf_counter() - t3, 2)
+    report = None
+    if settings.cannot_link:
+        t4 = time.perf_counter()
+        by_profile, report = apply_cannot_link(
+            by_profile,
+            profiles.select("unique_id", "nhs_token", "dob").join(complete, on="unique_id"),
+            pairs,
+            threshold,
+            profile_listings(listings, members) if listings is not None else None,
+        )
+        report.seconds = round(time.perf_counter() - t4, 2)
+        timings["cannot_link"] = report.seconds
+        log.info(
+            "linkage: cannot-link rules split %s clusters into %s more people (%s)",
+            f"{report.clusters_in_conflict:,}",
+            f"{report.people_added:,}",
+            ", ".join(f"{rule} {n:,}" for rule, n in report.by_rule.items()),
+        )
+    t5 = time.perf_counter()
+    with timed("linkage: person ids"):
         clusters = members.join(
             by_profile.rename({"unique_id": "profile"}), on="profile", how="left"
         ).drop("profile")
         clusters = with_person_ids(clusters).select("unique_id", "source_dataset", "person_id")
-    timings["cluster"] = round(time.perf_counter() - t3, 2)
+    timings["cluster"] = round(timings["cluster"] + time.perf_counter() - t5, 2)
     return LinkageResult(
         clusters=clusters,
         records=records.height,
@@ -268,4 +325,5 @@ def link_people(
         blocking=blocking,
         profiles=profiles.height,
         threshold_choice=choice.to_dict() if choice is not None else None,
+        cannot_link=report.to_dict() if report is not None else None,
     )

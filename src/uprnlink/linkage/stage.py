@@ -18,6 +18,7 @@ from uprnlink.errors import KeyManagementError
 from uprnlink.ingest import manifest
 from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
+from uprnlink.linkage.constraints import LISTING_FIELDS, listing_frame
 from uprnlink.linkage.model import LINKAGE_COLUMNS, PERIOD_COLUMNS
 from uprnlink.linkage.predict import link_people
 from uprnlink.linkage.stable_ids import assign_stable_ids
@@ -54,7 +55,12 @@ def link_records(
     model_path = z.linkage_dir / "model.json"
     saved = json.loads(model_path.read_text()) if model_path.exists() else None
     result = link_people(
-        records, settings.linkage, work_dir=z.linkage_dir, model=saved, retrain=retrain
+        records,
+        settings.linkage,
+        work_dir=z.linkage_dir,
+        model=saved,
+        retrain=retrain,
+        listings=read_listings(settings, key, records),
     )
     if result.model_trained:
         write_model(result.model, z.linkage_dir, run_id)
@@ -85,6 +91,7 @@ def link_records(
         "ids": report.to_dict(),
         "seconds": result.seconds,
         "blocking": result.blocking,
+        "cannot_link": result.cannot_link,
     }
     log.info(
         "linked into %d people (%s model; ids kept %d, created %d)",
@@ -98,6 +105,24 @@ def link_records(
         summary["baselines"] = write_baselines(records, settings, key)
     shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
     return summary
+
+
+def read_listings(
+    settings: RunSettings, key: MasterKey, records: pl.DataFrame
+) -> pl.DataFrame | None:
+    """Who is on which council tax account, tenancy or claim, and when (for the cannot-link
+    rules), from the trusted facts of the sources whose contracts have accounts."""
+    z = Zones(settings)
+    frames = []
+    for name, source in settings.sources.items():
+        if source.contract not in LISTING_FIELDS or not z.facts(name).exists():
+            continue
+        facts = read_trusted(z.facts(name), key)
+        periods = records.filter(pl.col("source_dataset") == name)
+        found = listing_frame(name, facts, periods, source.contract)
+        if found is not None:
+            frames.append(found)
+    return pl.concat(frames) if frames else None
 
 
 def _linkage_inputs(settings: RunSettings) -> str:
