@@ -475,6 +475,12 @@ def test_evaluate_run_on_a_small_population(small_run: PipelineRun) -> None:
     # (15% of leavers in the synthetic data) are still placed in their old household.
     assert h["precision"] > 0.7, h
     assert len(result["source_pairs"]) == 21  # six sources: 15 pairs and 6 within
+    # The link stage's cannot-link counts come with the evaluation (counts only).
+    splits = result["cannot_link"]
+    assert set(splits["by_rule"]) == {"nhs_number", "date_of_birth", "same_listing", "under_age"}
+    assert splits["clusters_in_conflict"] >= max(splits["by_rule"].values())
+    assert "Cannot-link rules" in result["print_table"]
+    assert result["namesakes"]["people"] > 0
 
 
 def test_equal_recalls_have_no_gap_but_name_two_groups() -> None:

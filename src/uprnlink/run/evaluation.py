@@ -856,6 +856,26 @@ def _table_lines(ev: LinkageEvaluation) -> list[str]:
     return lines
 
 
+def read_cannot_link(marker: Path) -> dict[str, Any] | None:
+    """The cannot-link counts of the run that made the clusters (the link stage's marker)."""
+    try:
+        summary = json.loads(marker.read_text()).get("summary", {})
+    except (OSError, ValueError):
+        return None
+    found = summary.get("cannot_link")
+    return found if isinstance(found, dict) else None
+
+
+def _cannot_link_lines(splits: dict[str, Any]) -> list[str]:
+    rules = ", ".join(f"{rule} {n:,}" for rule, n in splits.get("by_rule", {}).items())
+    return [
+        "Cannot-link rules (clusters holding records that cannot be one person)",
+        f"  clusters split {splits.get('clusters_in_conflict', 0):,} (by rule: {rules}); "
+        f"people added {splits.get('people_added', 0):,}; "
+        f"records moved to another person {splits.get('records_moved', 0):,}",
+    ]
+
+
 def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     """Score the last run against synthetic ground truth; write evaluation.json beside outputs.
 
@@ -887,6 +907,10 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     # The baselines linked the same records in the same run: score them the same way.
     baselines: dict[str, Any] = {}
     table = evaluation.to_table()
+    splits = read_cannot_link(z.linkage_dir / "inputs.json")
+    if splits is not None:
+        result["cannot_link"] = splits
+        table += "\n\n" + "\n".join(_cannot_link_lines(splits))
     rows = [
         f"  {'model (uprnlink)':<34}{result['pairwise']['precision']:>10.4f}"
         f"{result['pairwise']['recall']:>8.4f}{result['pairwise']['f1']:>8.4f}"
