@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup demo test test-fast lint format typecheck check bench serve stop clean
+.PHONY: help setup demo demo2 test test-fast lint format typecheck check bench serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ setup: $(STAMP) ## Create or refresh the project's virtual environment (.venv/)
 
 demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/ and print a summary
 	$(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
+
+demo2: $(STAMP) ## The same on a second, independent population in other systems' layouts (testpop/)
+	$(BIN)/uprnlink demo --population testpop --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
 
 test: $(STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest -q
@@ -61,4 +64,4 @@ bench: $(STAMP) ## Run the benchmarks (figures and baseline ratios)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean: ## Remove generated data and caches (keeps .venv/)
-	rm -rf demo bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf demo testpop bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis
