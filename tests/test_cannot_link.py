@@ -69,6 +69,8 @@ SON = date(1989, 11, 22)
         (date(1980, 5, 3), date(1980, 6, 4), False),  # two fields
         (FATHER, SON, False),
         (date(1980, 5, 3), date(1981, 3, 5), False),  # transposed and a year off
+        (date(1980, 1, 1), date(1980, 9, 23), True),  # the year known, day and month not
+        (date(1981, 1, 1), date(1980, 9, 23), False),
     ],
 )
 def test_dates_of_birth_one_person_may_carry(a: date, b: date, compatible: bool) -> None:

@@ -9,8 +9,9 @@ each a fact the extracts carry, not a likelihood:
 * `nhs_number`: two different NHS numbers (only valid numbers get a token at ingest);
 * `date_of_birth`: two dates of birth no known error pattern turns into each other: not the
   same date, not day and month transposed, and more than one of day, month and year different
-  (a typo or a slipped digit changes one field), nor joined through other dates of the cluster
-  that are (see `dob_strands`);
+  (a typo or a slipped digit changes one field), not 1 January of the other's year (the date
+  written when only the year is known), nor joined through other dates of the cluster that are
+  (see `dob_strands`);
 * `same_listing`: two records on one council tax account, tenancy or benefit claim at the same
   time (overlapping periods) are two people: each system lists a person once per account. On a
   claim, two rows with the same role (two claimants) are one person entered twice;
@@ -39,6 +40,8 @@ import polars as pl
 from uprnlink.linkage.clustering import connected_components
 
 RULES = ("nhs_number", "date_of_birth", "same_listing", "under_age")
+# Bumped when a rule changes, so the link stage does not reuse clusters made under the old ones.
+RULES_VERSION = "cannot-link/1"
 # The youngest a person can be liable for council tax, hold a tenancy or claim (18 for council
 # tax; 16- and 17-year-olds can hold some tenancies and claims).
 ADULT_AGE = 16
@@ -79,7 +82,8 @@ class CannotLinkReport:
 
 def dob_compatible_expr(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """True where dates of birth a and b may be one person's: the same date, day and month
-    transposed, or no more than one of day, month and year different."""
+    transposed, no more than one of day, month and year different, or one of them 1 January
+    of the other's year (the date systems record when only the year is known)."""
     same_fields = (
         (a.dt.year() == b.dt.year()).cast(pl.Int8)
         + (a.dt.month() == b.dt.month()).cast(pl.Int8)
@@ -88,7 +92,8 @@ def dob_compatible_expr(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     swapped = (
         (a.dt.year() == b.dt.year()) & (a.dt.month() == b.dt.day()) & (a.dt.day() == b.dt.month())
     )
-    return (same_fields >= 2) | swapped
+    january = (a.dt.ordinal_day() == 1) | (b.dt.ordinal_day() == 1)
+    return (same_fields >= 2) | swapped | (january & (a.dt.year() == b.dt.year()))
 
 
 def dob_strands(dates: pl.DataFrame) -> pl.DataFrame:

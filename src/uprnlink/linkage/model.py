@@ -37,7 +37,8 @@ PERIOD_COLUMNS = ("start_date", "end_date")
 NON_RESIDENCE_SOURCES = ("hospital_activity",)
 # 2: scores distinct identifier profiles, EM sessions capped at max_pairs_em, postcode sector
 # by string position.
-MODEL_VERSION = "uprnlink-model/2"
+# 3: a forename-initial level.
+MODEL_VERSION = "uprnlink-model/3"
 VARIANTS_PATH = Path(__file__).parents[1] / "data" / "name_variants.csv"
 
 
@@ -91,8 +92,9 @@ def _address_comparison() -> Any:
 
 
 def _forename_comparison() -> Any:
-    """Forename: exact (term-frequency adjusted), close spelling, or a known variant of the same
-    name (BILL / WILLIAM, PEGGY / MARGARET) from the shipped UK forename variant list."""
+    """Forename: exact (term-frequency adjusted), close spelling, a known variant of the same
+    name (BILL / WILLIAM, PEGGY / MARGARET) from the shipped UK forename variant list, or an
+    initial (council tax and older systems often hold only "J")."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
@@ -105,6 +107,11 @@ def _forename_comparison() -> Any:
             cll.JaroWinklerLevel("forename", 0.92),
             cll.ArrayIntersectLevel("forename_roots", 1).configure(
                 label_for_charts="Known variant of the same forename"
+            ),
+            _duckdb_level(
+                "(length(forename_l) = 1 AND forename_l = substr(forename_r, 1, 1)) OR "
+                "(length(forename_r) = 1 AND forename_r = substr(forename_l, 1, 1))",
+                label_for_charts="An initial that starts the other forename",
             ),
             cll.JaroWinklerLevel("forename", 0.8),
             cll.ElseLevel(),
@@ -219,7 +226,7 @@ def _comparisons() -> list[Any]:
     # observe; a level it cannot (true matches born ten years apart, say) keeps this prior
     # instead of Splink's uninformative default, which would under-penalise disagreement.
     return [
-        _forename_comparison().configure(m_probabilities=[0.88, 0.04, 0.03, 0.02, 0.03]),
+        _forename_comparison().configure(m_probabilities=[0.88, 0.04, 0.03, 0.01, 0.02, 0.02]),
         cl.NameComparison("surname").configure(
             term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
         ),

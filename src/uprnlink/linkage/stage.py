@@ -18,8 +18,13 @@ from uprnlink.errors import KeyManagementError
 from uprnlink.ingest import manifest
 from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
-from uprnlink.linkage.constraints import LISTING_FIELDS, listing_frame
-from uprnlink.linkage.model import LINKAGE_COLUMNS, PERIOD_COLUMNS
+from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
+from uprnlink.linkage.model import (
+    LINKAGE_COLUMNS,
+    MODEL_VERSION,
+    PERIOD_COLUMNS,
+    current_fingerprint,
+)
 from uprnlink.linkage.predict import link_people
 from uprnlink.linkage.stable_ids import assign_stable_ids
 from uprnlink.privacy.keys import MasterKey, load_run_key
@@ -127,7 +132,7 @@ def read_listings(
 
 def _linkage_inputs(settings: RunSettings) -> str:
     """Digest of what linkage reads: every source's manifest fingerprint, the linkage
-    settings and the saved model."""
+    settings, the saved model and the version of the model definition and cannot-link rules."""
     z = Zones(settings)
     model_path = z.linkage_dir / "model.json"
     return manifest.fingerprint(
@@ -138,6 +143,8 @@ def _linkage_inputs(settings: RunSettings) -> str:
             },
             "linkage": asdict(settings.linkage),
             "model": file_checksum(model_path) if model_path.exists() else None,
+            # New code that compares or clusters differently links afresh.
+            "definition": [MODEL_VERSION, current_fingerprint(settings.linkage), RULES_VERSION],
         }
     )
 
