@@ -135,9 +135,9 @@ def _write_reference(world: World, folder: Path) -> None:
         folder / "classification.csv"
     )
     imd = {a.lsoa: a.imd for a in world.addresses}
-    pl.DataFrame(
-        sorted(imd.items()), schema=["lsoa21cd", "imd_decile"], orient="row"
-    ).write_csv(folder / "imd_lsoa.csv")
+    pl.DataFrame(sorted(imd.items()), schema=["lsoa21cd", "imd_decile"], orient="row").write_csv(
+        folder / "imd_lsoa.csv"
+    )
 
 
 def _write_truth(world: World, records: list[dict[str, object]], folder: Path) -> None:

@@ -357,9 +357,7 @@ def social_care(world: World, rng: random.Random) -> Extract:
                 "First Name": fore.title(),
                 "Last Name": sur.title(),
                 "D.O.B.": _fmt(dob, "%d %b %Y"),
-                "Gender Code": ("1" if person.sex == "M" else "2")
-                if rng.random() > 0.005
-                else "9",
+                "Gender Code": ("1" if person.sex == "M" else "2") if rng.random() > 0.005 else "9",
                 "NHS Number": f"{nhs[:3]}-{nhs[3:6]}-{nhs[6:]}" if nhs else "",
                 "Address 1": line,
                 "Postcode": postcode or "",
@@ -465,16 +463,12 @@ def hospital(world: World, rng: random.Random) -> Extract:
                     "patient_forename": fore,
                     "patient_surname": sur,
                     "date_of_birth": rec.dob(person),
-                    "sex_code": {"M": "1", "F": "2"}[person.sex]
-                    if rng.random() > 0.004
-                    else "9",
+                    "sex_code": {"M": "1", "F": "2"}[person.sex] if rng.random() > 0.004 else "9",
                     "postcode": postcode,
                     "uprn": uprn,
                     "attendance_type": "EMERGENCY_ADMISSION" if admitted else "AE",
                     "arrival_date": on,
-                    "discharge_date": on + timedelta(days=rng.randrange(1, 9))
-                    if admitted
-                    else on,
+                    "discharge_date": on + timedelta(days=rng.randrange(1, 9)) if admitted else on,
                 }
             )
             truth.append((rid, p + 1, ";".join(rec.errors)))

@@ -140,8 +140,10 @@ class World:
 
 
 def _day(rng: random.Random, start: date, end: date) -> date:
-    span = max(0, (end - start).days)
-    return start + timedelta(days=rng.randrange(span + 1))
+    """A day in [start, end): what happens in a year is over before the next begins (and a
+    move's new home starts no later than `end`)."""
+    span = max(1, (end - start).days)
+    return start + timedelta(days=rng.randrange(span))
 
 
 def _age(p: Person, on: date) -> float:
@@ -258,13 +260,14 @@ def build_addresses(rng: random.Random, homes: int, care_homes: int) -> list[Add
     return out
 
 
-_STREETS = (
+_STREET_NAMES = (
     "Alder Ashton Bardsley Buckley Chadderton Crompton Delph Dobcross Failsworth Glodwick "
     "Greenacres Hathershaw Hollinwood Lees Limehurst Moorside Royton Saddleworth Shaw "
     "Springhead Uppermill Werneth Westwood Bredbury Brinnington Cheadle Edgeley Heaton "
     "Marple Offerton Reddish Romiley Woodley Moston Clayton Droylsden Audenshaw Denton "
     "Hyde Mossley Stalybridge Dukinfield Ashworth Bamford Castleton Healey Norden Whitworth"
-).split()
+)
+_STREETS = tuple(_STREET_NAMES.split())
 _ROADS = ("Road", "Street", "Lane", "Avenue", "Close", "Way", "Drive", "Grove", "Court", "Brow")
 
 
@@ -586,6 +589,9 @@ class Simulation:
         self.leave_household(p, on)
         person = self.w.people[p]
         person.exit, person.exit_kind = on, "died"
+        care = self._open_care.pop(p, None)
+        if care is not None:
+            self.w.care[care][3] = on
 
     # ---------------------------------------------------------------- the years
     def populate(self) -> None:
@@ -634,7 +640,7 @@ class Simulation:
     _open_care: dict[int, int]
 
     def run(self) -> World:
-        rng, w = self.rng, self.w
+        w = self.w
         self._open_care = {}
         self.populate()
         year = w.start
@@ -657,9 +663,13 @@ class Simulation:
             age = _age(person, frm)
             if rng.random() < death_rate(age, person.sex):
                 events.append((_day(rng, frm, to), "die", p))
-            elif person.sex == "F" and p in hh.heads and len(hh.heads) == 2:
-                if rng.random() < fertility(age):
-                    events.append((_day(rng, frm, to), "birth", p))
+            elif (
+                person.sex == "F"
+                and p in hh.heads
+                and len(hh.heads) == 2
+                and rng.random() < fertility(age)
+            ):
+                events.append((_day(rng, frm, to), "birth", p))
             if p not in hh.heads and 18 <= age < 40 and rng.random() < 0.14:
                 events.append((_day(rng, frm, to), "leave_home", p))
             if age >= 70 and rng.random() < 0.012 * (age - 68):
@@ -775,8 +785,7 @@ class Simulation:
                 on = _day(rng, frm, to)
                 w.care[i][3] = on
                 del self._open_care[p]
-                self.end_spell(p, on)
-                person.exit, person.exit_kind = on, "died"
+                self.die(p, on)
         for hh in w.households:
             for p in hh.members:
                 person = w.people[p]
