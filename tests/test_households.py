@@ -374,3 +374,23 @@ def test_records_without_surname_or_postcode_columns_still_resolve() -> None:
     assert m.select("household_token", "valid_from", "valid_to").rows() == [
         ("A", D(2005, 1, 1), D(2024, 6, 30))
     ]
+
+
+def test_a_blocks_uprn_on_a_flats_record_is_only_a_postcode() -> None:
+    # The GP holds the block's UPRN (an AddressBase parent shell) for a flat's resident: the
+    # claim is placed from the person's own council tax record in the postcode, not at the block.
+    rows: list[Row] = [
+        ("p", "council_tax", "flat-2", D(2020, 1, 1), None, "JONES", "OL1 2AB"),
+        ("p", "gp_registrations", "block", D(2021, 5, 1), None, "JONES", "OL1 2AB"),
+        ("q", "gp_registrations", "block", D(2021, 5, 1), None, "KHAN", "OL1 2AB"),
+    ]
+    frame = records(rows).with_columns(
+        pl.when(pl.col("household_token") == "block")
+        .then(pl.lit("PP"))
+        .otherwise(pl.lit("RD06"))
+        .alias("property_class")
+    )
+    mem = build_memberships(residence_periods(frame), no_deaths("p", "q"))
+    on = residents_on(mem, REFERENCE_DATE)
+    placed = dict(on.select("person_id", "household_token").iter_rows())
+    assert placed == {"p": "flat-2"}  # q, known only at the block, is placed nowhere

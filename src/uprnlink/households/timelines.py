@@ -54,6 +54,9 @@ LIST_SOURCES = ("gp_registrations", "adult_social_care")
 # of leaving the old address).
 MOVE_WINDOW = timedelta(days=31)
 OPEN_END = date(9999, 12, 31)
+# AddressBase parent shells (PP property shell, PS street record): a building or a street, not
+# a dwelling.
+PARENT_SHELL_PREFIX = "P"
 
 
 def _prio(sources: tuple[str, ...]) -> tuple[int, ...]:
@@ -171,10 +174,18 @@ def residence_claims(records: pl.DataFrame) -> pl.DataFrame:
     """One claim per residence-bearing record, with or without a household token.
 
     Columns: PERIOD_COLUMNS plus `postcode` (for claims without a UPRN). A hospital
-    attendance claims its usual address from the attendance for FALLBACK_DAYS.
+    attendance claims its usual address from the attendance for FALLBACK_DAYS. A record at a
+    parent shell's UPRN (the block a flat is in) claims its postcode only.
     """
     priority = {s: i for i, s in enumerate((*RESIDENCE_SOURCES, *FALLBACK_SOURCES))}
     fallback = pl.col("source_dataset").is_in(list(FALLBACK_SOURCES))
+    if "property_class" in records.columns:
+        # A block's UPRN (an AddressBase parent shell) on a flat's record names the building,
+        # not the home: the claim keeps its postcode and is placed like one without a UPRN.
+        shell = pl.col("property_class").fill_null("").str.starts_with(PARENT_SHELL_PREFIX)
+        records = records.with_columns(
+            pl.when(shell).then(None).otherwise(pl.col("household_token")).alias("household_token")
+        )
     return (
         records.filter(
             pl.col("source_dataset").is_in([*RESIDENCE_SOURCES, *FALLBACK_SOURCES])
