@@ -1,8 +1,12 @@
 """`make bench`: end-to-end and pseudonymisation figures, with baselines measured in the same run.
 
-Usage: python -m benchmarks.run [--records 100000 1000000] [--full] [--out bench-out]
+Usage: python -m benchmarks.run [--records 100000 1000000] [--full] [--populations demo testpop]
+                                [--repeat] [--out bench-out]
 
-For each population (about 100,000 and 1,000,000 source records; `--full` adds 5,000,000) it
+Two populations are measured side by side: the demo's own (`uprnlink.synth`, the one the model
+was developed on) and the independent Westmere population (`uprnlink.testpop`, other systems'
+layouts and habits of error, config/testpop.toml). For each population and size (about 100,000
+and 1,000,000 source records; `--full` adds 5,000,000) it
 synthesises extracts (not timed), then runs every pipeline stage from ingest to the published
 views in a child process with `[linkage] baselines = false`, recording wall time and peak
 resident memory (the process and its children) per stage, and records per second. In the same
@@ -13,8 +17,11 @@ per-record stdlib HMAC loop on the same identifiers.
 
 Each child runs under a memory cap (`--memory-cap-gib`, enforced by sampling its resident
 memory) and a time limit; a child that is killed, by the cap, the limit or the kernel, is
-reported as such, and the next population still runs. Figures go to bench-out/results.json
-and bench-out/results.md.
+reported as such, and the next population still runs. `--repeat` rebuilds each population's
+work and output folders from scratch a second time (same extracts, same key) and compares the
+people and households of the two runs, with a third run training on all threads to price the
+one-thread (repeatable) training. Figures go to bench-out/results.json and
+bench-out/results.md.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from uprnlink.privacy.pseudonymise import tokenise_series
 from uprnlink.settings import PROJECT_ROOT
 
 RECORDS_PER_PERSON = 5.24  # measured: 20,000 people give 105,036 records, 200,000 give 1,047,829
+# Westmere: 20,000 residents give 95,455 records.
+TESTPOP_RECORDS_PER_PERSON = 4.77
+POPULATIONS = ("demo", "testpop")
 DEFAULT_RECORDS = (100_000, 1_000_000)
 FULL_RECORDS = 5_000_000
 GIB = 1024**3
@@ -229,8 +239,38 @@ for name in which:
                            z.linkage_dir / f"baseline_{name}.parquet", key)
     out[name] = {"seconds": seconds, "peak_bytes": hwm()}
 evaluation = evaluate_run(settings, truth)
+h = evaluation.get("households") or {}
 print(json.dumps({"baselines": out, "pairwise": evaluation["pairwise"],
-                  "baseline_pairwise": evaluation.get("baselines", {})}, default=str))
+                  "baseline_pairwise": evaluation.get("baselines", {}),
+                  "namesakes": (evaluation.get("namesakes") or {}).get("precision"),
+                  "households": {k: h.get(k) for k in ("precision", "recall", "households",
+                                                       "households_exact")},
+                  "cannot_link": evaluation.get("cannot_link")}, default=str))
+"""
+
+# A digest of a finished run's people (record -> person id) and households (published
+# memberships), to compare two rebuilds from scratch.
+DIGEST_CHILD = r"""
+import hashlib, json, os, sys
+from pathlib import Path
+import polars as pl
+from uprnlink.privacy.keys import DEMO_PASSPHRASE
+os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
+from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.trusted import read_trusted
+from uprnlink.settings import read_settings
+from uprnlink.zones import Zones
+
+settings = read_settings(Path(sys.argv[1]))
+z = Zones(settings)
+clusters = read_trusted(z.clusters, load_run_key(settings)).select("unique_id", "person_id")
+members = pl.read_parquet(settings.linked_dir / "membership.parquet")
+def digest(frame):
+    rows = frame.sort(frame.columns).write_csv().encode()
+    return hashlib.sha256(rows).hexdigest()
+print(json.dumps({"people": digest(clusters), "households": digest(members),
+                  "person_ids": clusters.get_column("person_id").n_unique(),
+                  "memberships": members.height}))
 """
 
 SYNTH_CHILD = r"""
@@ -238,8 +278,10 @@ import json, sys, time
 from pathlib import Path
 from uprnlink.privacy.keys import create_demo_key
 from uprnlink.synth import write_synthetic
+from uprnlink.testpop import write_test_population
 t = time.perf_counter()
-s = write_synthetic(Path(sys.argv[1]), people=int(sys.argv[2]), seed=int(sys.argv[3]))
+write = write_test_population if sys.argv[4] == "testpop" else write_synthetic
+s = write(Path(sys.argv[1]), people=int(sys.argv[2]), seed=int(sys.argv[3]))
 create_demo_key(Path(sys.argv[1]) / "work" / "keys" / "uprnlink.key")
 print(json.dumps({"seconds": time.perf_counter() - t, "records": sum(s.records_per_source.values())}))
 """
@@ -313,36 +355,47 @@ def bench_pseudonymisation(
     }
 
 
-def _config(root: Path, threads: int, memory_limit: str) -> Path:
-    """The demo configuration pointed at root/demo, with the evaluation baselines off (they
-    are timed separately) and the given DuckDB resources."""
-    text = (PROJECT_ROOT / "config" / "demo.toml").read_text()
+def _config(
+    root: Path, threads: int, memory_limit: str, population: str = "demo", **linkage: bool
+) -> Path:
+    """The population's configuration pointed at root/<population>, with the evaluation
+    baselines off (they are timed separately), the given DuckDB resources and any other
+    [linkage] switches."""
+    text = (PROJECT_ROOT / "config" / f"{population}.toml").read_text()
     text = re.sub(r"(?m)^baselines\s*=.*$", "baselines = false", text)
     text = re.sub(r"(?m)^threads\s*=.*$", f"threads = {threads}", text)
     text = re.sub(r"(?m)^memory_limit\s*=.*$", f'memory_limit = "{memory_limit}"', text)
-    config = root / "config" / "demo.toml"
+    extra = "".join(f"{k} = {str(v).lower()}\n" for k, v in linkage.items())
+    text = text.replace("[linkage]\n", "[linkage]\n" + extra, 1)
+    name = population if not linkage else f"{population}-{'-'.join(linkage)}"
+    config = root / "config" / f"{name}.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(text)
     return config
 
 
-def bench_population(records: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Synthesise about `records` source records, then run and measure the pipeline and the
-    baselines in capped child processes."""
-    people = max(100, round(records / RECORDS_PER_PERSON))
-    root = work / f"records_{records}"
+def bench_population(
+    records: int, args: argparse.Namespace, work: Path, population: str = "demo"
+) -> dict[str, Any]:
+    """Synthesise about `records` source records of a population, then run and measure the
+    pipeline and the baselines in capped child processes (and, with --repeat, rebuild from
+    scratch and compare)."""
+    per_person = TESTPOP_RECORDS_PER_PERSON if population == "testpop" else RECORDS_PER_PERSON
+    people = max(200, round(records / per_person))
+    root = work / f"{population}_{records}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    result: dict[str, Any] = {"target_records": records, "people": people}
+    result: dict[str, Any] = {"population": population, "target_records": records, "people": people}
     cap = min(int(args.memory_cap_gib * GIB), available_bytes() - GIB // 2)
     if cap < 2 * GIB:
         return {**result, "status": "skipped", "why": "less than 2.5 GiB of memory available"}
     result["memory_cap_gib"] = round(cap / GIB, 1)
     python = sys.executable
+    data = root / population
 
-    print(f"  synthesising {people:,} people ...", flush=True)
+    print(f"  synthesising {people:,} people ({population}) ...", flush=True)
     synth = run_capped(
-        [python, "-c", SYNTH_CHILD, str(root / "demo"), str(people), str(args.seed)],
+        [python, "-c", SYNTH_CHILD, str(data), str(people), str(args.seed), population],
         cap,
         args.time_limit,
         root / "synth.log",
@@ -350,7 +403,7 @@ def bench_population(records: int, args: argparse.Namespace, work: Path) -> dict
     if synth["result"] is None:
         return {**result, "status": "failed", "stage": "synthesis", "why": _why(synth)}
     result["synth_seconds"] = round(synth["result"]["seconds"], 1)
-    config = _config(root, args.threads, args.duckdb_memory)
+    config = _config(root, args.threads, args.duckdb_memory, population)
 
     print("  running the pipeline (ingest to published views) ...", flush=True)
     run = run_capped(
@@ -385,6 +438,7 @@ def bench_population(records: int, args: argparse.Namespace, work: Path) -> dict
             "stage_peak_gib": {k: round(v / GIB, 2) for k, v in stage_peak.items()},
             "peak_gib": round(max([run["peak_tree_bytes"], *stage_peak.values()]) / GIB, 2),
             "link_seconds": r["linkage"].get("seconds", {}),
+            "cannot_link": r["linkage"].get("cannot_link"),
             "profiles": r["linkage"].get("profiles"),
             "candidate_pairs": r["linkage"]["candidate_pairs"],
             "pairs_per_record": round(r["linkage"]["candidate_pairs"] / r["records"], 2),
@@ -393,6 +447,8 @@ def bench_population(records: int, args: argparse.Namespace, work: Path) -> dict
             "blocking": r["blocking"],
         }
     )
+    if args.repeat:
+        result["repeat"] = _repeat(root, config, args, cap)
 
     if args.no_baselines:
         result["baselines"] = {"status": "skipped", "why": "--no-baselines"}
@@ -404,7 +460,7 @@ def bench_population(records: int, args: argparse.Namespace, work: Path) -> dict
                 "-c",
                 BASELINE_CHILD,
                 str(config),
-                str(root / "demo" / "truth"),
+                str(data / "truth"),
                 "deterministic,plain_splink",
             ],
             cap,
@@ -421,6 +477,10 @@ def bench_population(records: int, args: argparse.Namespace, work: Path) -> dict
         else:
             b = base["result"]
             result["pairwise"] = _scores(b["pairwise"])
+            result["quality"] = {
+                "namesake_precision": b.get("namesakes"),
+                "households": b.get("households"),
+            }
             result["baselines"] = {
                 "status": "ok",
                 **{
@@ -433,8 +493,59 @@ def bench_population(records: int, args: argparse.Namespace, work: Path) -> dict
                 },
             }
     if not args.keep:
-        shutil.rmtree(root / "demo", ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
     return result
+
+
+def _repeat(root: Path, config: Path, args: argparse.Namespace, cap: int) -> dict[str, Any]:
+    """Rebuild from scratch twice more on the same extracts and key: once as configured
+    (people and households must come out identical), once training on all threads (what
+    the one-thread, repeatable training costs)."""
+    python = sys.executable
+    settings_dir = config.parent.parent / config.stem.split("-")[0]
+    out: dict[str, Any] = {}
+    digests = []
+    for label, cfg in (
+        ("first", config),
+        ("rebuild", config),
+        (
+            "all_threads",
+            _config(
+                root,
+                args.threads,
+                args.duckdb_memory,
+                config.stem.split("-")[0],
+                repeatable_training=False,
+            ),
+        ),
+    ):
+        if label != "first":
+            print(f"  rebuilding from scratch ({label}) ...", flush=True)
+            shutil.rmtree(settings_dir / "out", ignore_errors=True)
+            for folder in (settings_dir / "work").iterdir():
+                if folder.name != "keys":
+                    shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+            run = run_capped(
+                [python, "-c", PIPELINE_CHILD, str(cfg)],
+                cap,
+                args.time_limit,
+                root / f"{label}.log",
+            )
+            if run["result"] is None:
+                out[label] = {"status": "failed", "why": _why(run)}
+                continue
+            seconds = run["result"]["linkage"].get("seconds", {})
+            out[label] = {"wall_seconds": round(run["result"]["wall"], 1), "link": seconds}
+        digest = run_capped(
+            [python, "-c", DIGEST_CHILD, str(cfg)], cap, args.time_limit, root / "digest.log"
+        )
+        d = digest["result"] or {}
+        out.setdefault(label, {}).update(d)
+        digests.append(d)
+    if len(digests) >= 2:
+        out["identical_people"] = digests[0].get("people") == digests[1].get("people")
+        out["identical_households"] = digests[0].get("households") == digests[1].get("households")
+    return out
 
 
 def _scores(pairwise: dict[str, Any]) -> dict[str, Any]:
@@ -457,7 +568,9 @@ def _verdict(ok: bool) -> str:
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) rows for the issue's targets."""
-    by_size = {r["target_records"]: r for r in results["pipeline"]}
+    by_size = {
+        r["target_records"]: r for r in results["pipeline"] if r.get("population", "demo") == "demo"
+    }
     rows: list[tuple[str, str, str]] = []
     one = by_size.get(1_000_000)
     if one and one["status"] == "ok":
@@ -522,34 +635,36 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         "## End to end (ingest to published views; synthesis and baselines not timed)",
         "",
-        "| records | people | status | wall s | ingest s | link s | publish s | report s "
-        "| records/s | peak GiB | pairs/record | precision | recall |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| population | records | people | status | wall s | ingest s | link s | publish s "
+        "| report s | records/s | peak GiB | pairs/record | precision | recall |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["pipeline"]:
+        pop = r.get("population", "demo")
         if r["status"] != "ok":
             why = r.get("why", "")
             lines.append(
-                f"| ~{r['target_records']:,} | {r['people']:,} | {r['status']}: {why} "
+                f"| {pop} | ~{r['target_records']:,} | {r['people']:,} | {r['status']}: {why} "
                 "| | | | | | | | | | |"
             )
             continue
         st = r["stage_seconds"]
         pw = r.get("pairwise", {})
         lines.append(
-            f"| {r['records']:,} | {r['people']:,} | ok | {r['wall_seconds']} "
+            f"| {pop} | {r['records']:,} | {r['people']:,} | ok | {r['wall_seconds']} "
             f"| {st.get('ingest', 0):.1f} | {st.get('link', 0):.1f} | {st.get('publish', 0):.1f} "
             f"| {st.get('report', 0):.1f} | {r['records_per_s']:,} | {r['peak_gib']} "
             f"| {r['pairs_per_record']} | {pw.get('precision', '')} | {pw.get('recall', '')} |"
         )
+    lines += _quality_lines(results)
     lines += ["", "### Peak memory per stage (GiB, process and children)", ""]
     stages = ["ingest", "link", "publish", "report", "switch", "finish"]
-    lines.append("| records | " + " | ".join(stages) + " |")
-    lines.append("| --- |" + " --- |" * len(stages))
+    lines.append("| population | records | " + " | ".join(stages) + " |")
+    lines.append("| --- | --- |" + " --- |" * len(stages))
     for r in results["pipeline"]:
         if r["status"] == "ok":
             lines.append(
-                f"| {r['records']:,} | "
+                f"| {r.get('population', 'demo')} | {r['records']:,} | "
                 + " | ".join(str(r["stage_peak_gib"].get(s, "")) for s in stages)
                 + " |"
             )
@@ -558,35 +673,39 @@ def to_markdown(results: dict[str, Any]) -> str:
         if r["status"] == "ok":
             steps = ", ".join(f"{k} {v}" for k, v in r["link_seconds"].items())
             lines.append(
-                f"* {r['records']:,} records ({r['profiles']:,} distinct profiles, "
+                f"* {r.get('population', 'demo')}, {r['records']:,} records "
+                f"({r['profiles']:,} distinct profiles, "
                 f"{r['candidate_pairs']:,} pairs scored): {steps}"
             )
     lines += [
         "",
         "## Baselines on the same records",
         "",
-        "| records | method | seconds | peak GiB | precision | recall | F1 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| population | records | method | seconds | peak GiB | precision | recall | F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["pipeline"]:
         if r["status"] != "ok":
             continue
         pw = r.get("pairwise", {})
+        pop = r.get("population", "demo")
         lines.append(
-            f"| {r['records']:,} | uprnlink (link stage) | {r['stage_seconds'].get('link', 0):.1f} "
+            f"| {pop} | {r['records']:,} | uprnlink (link stage) "
+            f"| {r['stage_seconds'].get('link', 0):.1f} "
             f"| {r['stage_peak_gib'].get('link', '')} | {pw.get('precision', '')} "
             f"| {pw.get('recall', '')} | {pw.get('f1', '')} |"
         )
         b = r.get("baselines", {})
         if b.get("status") != "ok":
             lines.append(
-                f"| {r['records']:,} | baselines | {b.get('status')}: {b.get('why', '')} | | | | |"
+                f"| {pop} | {r['records']:,} | baselines | {b.get('status')}: {b.get('why', '')} "
+                "| | | | |"
             )
             continue
         for name in ("plain_splink", "deterministic"):
             f = b.get(name, {})
             lines.append(
-                f"| {r['records']:,} | {name.replace('_', ' ')} | {f.get('seconds', '')} "
+                f"| {pop} | {r['records']:,} | {name.replace('_', ' ')} | {f.get('seconds', '')} "
                 f"| {f.get('peak_gib', '')} | {f.get('precision', '')} | {f.get('recall', '')} "
                 f"| {f.get('f1', '')} |"
             )
@@ -621,6 +740,69 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _quality_lines(results: dict[str, Any]) -> list[str]:
+    """Both populations side by side: linkage, namesakes, households, cannot-link splits and
+    what they cost, and (with --repeat) whether two rebuilds agree."""
+    lines = [
+        "",
+        "## The two populations side by side",
+        "",
+        "| population | records | precision | recall | F1 | plain Splink F1 | namesake precision "
+        "| household pairs P / R | households exact | cannot-link s | splits (NHS, DOB, listing, "
+        "under age) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    repeats = []
+    for r in results["pipeline"]:
+        if r["status"] != "ok":
+            continue
+        pw = r.get("pairwise", {})
+        q = r.get("quality", {})
+        h = q.get("households") or {}
+        plain = r.get("baselines", {}).get("plain_splink", {}).get("f1", "")
+        cl = r.get("cannot_link") or {}
+        rules = cl.get("by_rule", {})
+        exact = (
+            f"{h['households_exact'] / h['households']:.4f}"
+            if h.get("households") and h.get("households_exact") is not None
+            else ""
+        )
+        pair = (
+            f"{h['precision']:.4f} / {h['recall']:.4f}"
+            if h.get("precision") is not None and h.get("recall") is not None
+            else ""
+        )
+        namesake = q.get("namesake_precision")
+        lines.append(
+            f"| {r.get('population', 'demo')} | {r['records']:,} | {pw.get('precision', '')} "
+            f"| {pw.get('recall', '')} | {pw.get('f1', '')} | {plain} "
+            f"| {f'{namesake:.4f}' if namesake is not None else ''} | {pair} | {exact} "
+            f"| {r['link_seconds'].get('cannot_link', '')} "
+            f"| {', '.join(str(rules.get(k, '')) for k in ('nhs_number', 'date_of_birth', 'same_listing', 'under_age'))} |"
+        )
+        if r.get("repeat"):
+            repeats.append(r)
+    if repeats:
+        lines += [
+            "",
+            "### Two rebuilds from scratch (same extracts, same key)",
+            "",
+            "| population | records | identical people | identical households | train s (one "
+            "thread) | train s (all threads) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in repeats:
+            rep = r["repeat"]
+            one = rep.get("rebuild", {}).get("link", {}).get("train", "")
+            every = rep.get("all_threads", {}).get("link", {}).get("train", "")
+            lines.append(
+                f"| {r.get('population', 'demo')} | {r['records']:,} "
+                f"| {rep.get('identical_people')} | {rep.get('identical_households')} "
+                f"| {one} | {every} |"
+            )
+    return lines
+
+
 def main() -> int:
     """Run the benchmarks and print the tables."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -639,6 +821,19 @@ def main() -> int:
     parser.add_argument("--no-baselines", action="store_true", help="skip the baseline linkage")
     parser.add_argument("--no-pseudonymisation", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic populations")
+    parser.add_argument(
+        "--populations",
+        nargs="+",
+        choices=POPULATIONS,
+        default=list(POPULATIONS),
+        help="demo (uprnlink.synth) and/or testpop (the independent Westmere population)",
+    )
+    parser.add_argument(
+        "--repeat",
+        action="store_true",
+        help="rebuild each population from scratch twice more: identical people and "
+        "households, and the cost of one-thread training",
+    )
     args = parser.parse_args()
     sizes = list(dict.fromkeys([*args.records, *([FULL_RECORDS] if args.full else [])]))
     out = Path(args.out).resolve()
@@ -661,9 +856,10 @@ def main() -> int:
         print("pseudonymisation: 3M records, 1M distinct UPRNs ...", flush=True)
         results["pseudonymisation"] = bench_pseudonymisation()
     for records in sizes:
-        print(f"pipeline: about {records:,} records ...", flush=True)
-        results["pipeline"].append(bench_population(records, args, work))
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        for population in args.populations:
+            print(f"pipeline: {population}, about {records:,} records ...", flush=True)
+            results["pipeline"].append(bench_population(records, args, work, population))
+            (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     md = to_markdown(results)
     (out / "results.md").write_text(md)

@@ -90,6 +90,9 @@ class LinkageSettings:
     baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
     # Records that cannot be one person never share a cluster (uprnlink.linkage.constraints).
     cannot_link: bool = True
+    # Train on one DuckDB thread so the same inputs give bit-identical parameters (and people);
+    # false trades that for speed (`make bench` measures the difference).
+    repeatable_training: bool = True
     seed: int = 42
     spark_master: str | None = None  # e.g. "spark://host:7077"; default local[threads]
     spark_conf: dict[str, str] = field(default_factory=dict)  # extra SparkSession settings

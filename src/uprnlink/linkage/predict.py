@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -242,7 +243,8 @@ def link_people(
             # 0.0008 recall). Every training step samples, so this stays bounded.
             training = backend.register(splink_records(records), "records")
             trainer = Linker(training, creator, log_level=logging.ERROR)
-            with backend.progress("linkage: training"), backend.repeatable():
+            one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
+            with backend.progress("linkage: training"), one_thread:
                 train_model(trainer, settings)
             trained = json.loads(json.dumps(trainer.misc.save_model_to_json(), default=str))
             # The database API's table cache is shared by every linker on it: clear it, or
