@@ -511,3 +511,28 @@ def test_read_ground_truth_needs_only_records(tmp_path: Path) -> None:
     read = read_ground_truth(tmp_path)
     assert read.records.height == len(CLUSTER_RECORDS)
     assert read.people is None and read.residence is None and read.addresses is None
+
+
+def test_populations_side_by_side() -> None:
+    from uprnlink.run.evaluation import side_by_side
+
+    first = {
+        "pairwise": {"records": 10, "precision": 1.0, "recall": 0.5, "f1": 2 / 3},
+        "namesakes": {"precision": 0.99},
+        "households": {"precision": 0.9, "recall": 0.8, "households": 4, "households_exact": 3},
+        "cannot_link": {
+            "by_rule": {"nhs_number": 2, "date_of_birth": 1, "same_listing": 0, "under_age": 0},
+            "people_added": 3,
+        },
+        "baselines": {"plain_splink": {"f1": 0.5}},
+    }
+    second = {"pairwise": {"records": 20, "precision": 0.9, "recall": 0.9, "f1": 0.9}}
+    table = side_by_side([("demo", first), ("testpop", second)])
+    lines = table.splitlines()
+    assert lines[0] == "Populations side by side"
+    assert lines[1].split() == ["demo", "testpop"]
+    assert "households rebuilt exactly" in table and "0.7500" in table
+    assert next(ln for ln in lines if "namesake-pair precision" in ln).split()[-2:] == [
+        "0.9900",
+        "-",
+    ]

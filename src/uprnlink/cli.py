@@ -182,11 +182,22 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from uprnlink.run.evaluation import evaluate_run
+    from uprnlink.run.evaluation import evaluate_run, side_by_side
     from uprnlink.settings import read_settings
 
-    result = evaluate_run(read_settings(Path(args.config)), Path(args.truth))
-    print_evaluation(result, full=True)
+    if len(args.config) != len(args.truth):
+        raise UprnlinkError("give one --truth for each --config, in the same order")
+    results = []
+    for config, truth in zip(args.config, args.truth, strict=True):
+        settings = read_settings(Path(config))
+        if len(args.config) > 1:
+            print(f"\n=== {settings.name} ({config}) ===")
+        result = evaluate_run(settings, Path(truth))
+        print_evaluation(result, full=True)
+        results.append((settings.name, result))
+    if len(results) > 1:
+        print()
+        print(side_by_side(results))
     return 0
 
 
@@ -647,9 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
-    e = sub.add_parser("evaluate", help="score the last run's person clusters against truth")
-    e.add_argument("--config", required=True, help="run configuration (TOML)")
-    e.add_argument("--truth", required=True, help="folder with the synthetic truth files")
+    e = sub.add_parser(
+        "evaluate",
+        help="score the last run's person clusters against truth (several populations side by "
+        "side: repeat --config and --truth)",
+    )
+    e.add_argument("--config", required=True, action="append", help="run configuration (TOML)")
+    e.add_argument(
+        "--truth", required=True, action="append", help="folder with the synthetic truth files"
+    )
     e.set_defaults(func=cmd_evaluate)
 
     k = sub.add_parser("key", help="create, inspect, check or rotate the pseudonymisation key")

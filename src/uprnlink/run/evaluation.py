@@ -939,3 +939,42 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     (settings.out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
     return {**result, "print_table": table}
+
+
+def side_by_side(results: list[tuple[str, dict[str, Any]]]) -> str:
+    """The headline figures of several evaluations (name, `evaluate_run` result) as one table,
+    a column per population: linkage, namesakes, households and the cannot-link splits."""
+
+    def ratio(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, pick: Any) -> None:
+        cells = []
+        for _, r in results:
+            try:
+                cells.append(pick(r))
+            except (KeyError, TypeError, ZeroDivisionError):
+                cells.append("-")
+        rows.append((label, cells))
+
+    row("records", lambda r: f"{r['pairwise']['records']:,}")
+    row("precision", lambda r: ratio(r["pairwise"]["precision"]))
+    row("recall", lambda r: ratio(r["pairwise"]["recall"]))
+    row("F1", lambda r: ratio(r["pairwise"]["f1"]))
+    row("plain Splink F1", lambda r: ratio(r["baselines"]["plain_splink"]["f1"]))
+    row("namesake-pair precision", lambda r: ratio(r["namesakes"]["precision"]))
+    row("co-resident pairs precision", lambda r: ratio(r["households"]["precision"]))
+    row("co-resident pairs recall", lambda r: ratio(r["households"]["recall"]))
+    row(
+        "households rebuilt exactly",
+        lambda r: ratio(r["households"]["households_exact"] / r["households"]["households"]),
+    )
+    for rule in ("nhs_number", "date_of_birth", "same_listing", "under_age"):
+        row(f"clusters split: {rule}", lambda r, k=rule: f"{r['cannot_link']['by_rule'][k]:,}")
+    row("people added by splits", lambda r: f"{r['cannot_link']['people_added']:,}")
+    names = [name for name, _ in results]
+    return "\n".join(
+        ["Populations side by side", *_grid(["", *names], [[label, *c] for label, c in rows])]
+    )
