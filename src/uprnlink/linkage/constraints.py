@@ -345,33 +345,30 @@ def split_conflicts(
         .filter(pl.col("cluster_id") == pl.col("cluster_b"))
         .drop("cluster_b")
     )
-    edges_by = {
-        key[0]: frame for key, frame in edges.partition_by("cluster_id", as_dict=True).items()
-    }
-    conflicts_by = {
-        key[0]: frame for key, frame in conflicts.partition_by("cluster_id", as_dict=True).items()
-    }
+    # Plain Python structures per cluster, built in one pass over each frame: thousands of
+    # tiny polars frames (one per cluster) cost more than the splitting itself.
+    nodes_by: dict[Any, list[Any]] = {}
+    strong_by: dict[Any, set[Any]] = {}
+    for cluster, node, is_complete in flags.select(
+        "cluster_id", "unique_id", pl.col("complete").fill_null(False)
+    ).iter_rows():
+        nodes_by.setdefault(cluster, []).append(node)
+        if is_complete:
+            strong_by.setdefault(cluster, set()).add(node)
+    edges_by: dict[Any, list[tuple[float, Any, Any]]] = {}
+    for cluster, a, b, p in edges.select("cluster_id", "a", "b", "match_probability").iter_rows():
+        edges_by.setdefault(cluster, []).append((p, a, b))
+    enemies_by: dict[Any, dict[Any, set[Any]]] = {}
+    for cluster, a, b in conflicts.select("cluster_id", "a", "b").iter_rows():
+        enemies = enemies_by.setdefault(cluster, {})
+        enemies.setdefault(a, set()).add(b)
+        enemies.setdefault(b, set()).add(a)
     out_nodes: list[Any] = []
     out_labels: list[Any] = []
     stray: list[Any] = []
-    for key, members in flags.partition_by("cluster_id", as_dict=True).items():
-        cluster = key[0]
-        nodes = members.get_column("unique_id").to_list()
-        strong = set(members.filter(pl.col("complete").fill_null(False)).get_column("unique_id"))
-        enemies: dict[Any, set[Any]] = {}
-        for a, b in conflicts_by[cluster].select("a", "b").iter_rows():
-            enemies.setdefault(a, set()).add(b)
-            enemies.setdefault(b, set()).add(a)
-        cluster_edges = edges_by.get(cluster)
-        edge_list = (
-            [
-                (p, a, b)
-                for a, b, p in cluster_edges.select("a", "b", "match_probability").iter_rows()
-            ]
-            if cluster_edges is not None
-            else []
-        )
-        split = _split_one(nodes, strong, edge_list, enemies)
+    for cluster, nodes in nodes_by.items():
+        strong = strong_by.get(cluster, set())
+        split = _split_one(nodes, strong, edges_by.get(cluster, []), enemies_by.get(cluster, {}))
         out_nodes += list(split)
         out_labels += list(split.values())
         anchored = {split[n] for n in strong}
