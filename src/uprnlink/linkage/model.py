@@ -37,7 +37,7 @@ PERIOD_COLUMNS = ("start_date", "end_date")
 NON_RESIDENCE_SOURCES = ("hospital_activity",)
 # 2: scores distinct identifier profiles, EM sessions capped at max_pairs_em, postcode sector
 # by string position.
-# 3: a forename-initial level.
+# 3: a forename-initial level (m prior 0.03).
 MODEL_VERSION = "uprnlink-model/3"
 VARIANTS_PATH = Path(__file__).parents[1] / "data" / "name_variants.csv"
 
@@ -226,7 +226,10 @@ def _comparisons() -> list[Any]:
     # observe; a level it cannot (true matches born ten years apart, say) keeps this prior
     # instead of Splink's uninformative default, which would under-penalise disagreement.
     return [
-        _forename_comparison().configure(m_probabilities=[0.88, 0.04, 0.03, 0.01, 0.02, 0.02]),
+        # An initial for a forename: about 3% of matching pairs where one system keeps initials
+        # (council tax often does); EM cannot observe the level (no NHS numbers there, and the
+        # name session blocks on forename), so the prior stands.
+        _forename_comparison().configure(m_probabilities=[0.87, 0.04, 0.03, 0.03, 0.015, 0.015]),
         cl.NameComparison("surname").configure(
             term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
         ),
