@@ -33,31 +33,40 @@ class PipelineRun:
 
 def make_demo_tree(root: Path, people: int, seed: int) -> Path:
     """Synthesise a population under root/demo and copy the demo config to root/config."""
-    from uprnlink.privacy.keys import create_demo_key
+    from uprnlink.privacy.keys import create_demo_keys
     from uprnlink.synth import write_synthetic
 
     (root / "config").mkdir(parents=True, exist_ok=True)
     config = root / "config" / "demo.toml"
     shutil.copy(PROJECT_ROOT / "config" / "demo.toml", config)
     write_synthetic(root / "demo", people=people, seed=seed)
-    settings = read_settings(config)
-    assert settings.key.file is not None
-    create_demo_key(settings.key.file)
+    create_demo_keys(read_settings(config))
     return config
+
+
+PASSPHRASE_ENVS = (
+    "UPRNLINK_KEY_PASSPHRASE",
+    "UPRNLINK_AUDIT_PASSPHRASE",
+    "UPRNLINK_RELEASE_PASSPHRASE",
+)
+RAW_KEY_ENVS = ("UPRNLINK_KEY", "UPRNLINK_AUDIT_KEY", "UPRNLINK_RELEASE_KEY")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_passphrase() -> Iterator[None]:
     from uprnlink.privacy.keys import DEMO_PASSPHRASE
 
-    old = os.environ.get("UPRNLINK_KEY_PASSPHRASE")
-    os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
-    os.environ.pop("UPRNLINK_KEY", None)
+    old = {n: os.environ.get(n) for n in (*PASSPHRASE_ENVS, *RAW_KEY_ENVS)}
+    for name in PASSPHRASE_ENVS:
+        os.environ[name] = DEMO_PASSPHRASE
+    for name in RAW_KEY_ENVS:
+        os.environ.pop(name, None)
     yield
-    if old is None:
-        os.environ.pop("UPRNLINK_KEY_PASSPHRASE", None)
-    else:
-        os.environ["UPRNLINK_KEY_PASSPHRASE"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -62,8 +62,9 @@ def test_only_the_publisher_opens_a_duckdb_file_for_writing() -> None:
 
 
 @pytest.mark.slow
-def test_a_run_unlocks_the_key_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """scrypt runs once per process, however many stages ask for the key."""
+def test_a_run_unlocks_each_key_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt runs once per key and process (pseudonymisation, release, audit), however many
+    stages ask for them."""
     from uprnlink.privacy import keys
     from uprnlink.run import runner
 
@@ -79,4 +80,4 @@ def test_a_run_unlocks_the_key_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(keys, "_derive_kek", counting)
     runner.run_all(str(config), run_id="20260101T000000Z-once")
-    assert len(calls) == 1
+    assert len(calls) == 3

@@ -141,7 +141,6 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     from uprnlink.governance.retention import enforce_retention, find_expired, read_retention
-    from uprnlink.privacy.keys import load_run_key
     from uprnlink.run.lock import run_lock
     from uprnlink.run.runner import new_run_id
     from uprnlink.settings import read_settings
@@ -169,7 +168,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
         return 0
     run_id = new_run_id()
     with run_lock(Zones(settings).lock, run_id):
-        result = enforce_retention(settings, load_run_key(settings), run_id, delete=True)
+        result = enforce_retention(settings, run_id, delete=True)
     print(
         f"deleted {result['files_past_retention']} files past retention"
         + "".join(f"; {z}: {v['files']}" for z, v in result["by_zone"].items())
@@ -187,7 +186,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_key
     from uprnlink.run.evaluation import evaluate_run
     from uprnlink.settings import read_settings
     from uprnlink.synth import write_synthetic
@@ -201,27 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     synth_s = time.perf_counter() - t0
     print(f"      {sum(synth.records_per_source.values()):,} source records in {synth_s:.1f} s")
 
-    key_file = settings.key.file
-    assert key_file is not None
-    created = None
-    if not key_file.exists():
-        created = create_demo_key(key_file)
-    _banner(
-        "DEMO KEY: the demo pseudonymises with a key whose passphrase is published in the "
-        "source code. Never use it for real data: create your own with `uprnlink key init`."
-    )
-    if settings.key.passphrase_env:
-        os.environ[settings.key.passphrase_env] = DEMO_PASSPHRASE
-    if created is not None:
-        from uprnlink.governance.audit import record_key_event
-        from uprnlink.privacy.keys import load_run_key
-
-        record_key_event(
-            settings,
-            load_run_key(settings),
-            "key.created",
-            {"key_id": created.key_id, "epoch": created.epoch, "demo": True},
-        )
+    _demo_keys(settings)
 
     print("[2/4] Running the household-linkage flow (Prefect, embedded DuckDB) ...")
     t1 = time.perf_counter()
@@ -241,60 +219,118 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_keys(settings: Any) -> None:
+    """The demo's three keys (pseudonymisation, audit, release), created on first use with the
+    public demo passphrase and their creation audited; the passphrases go into the
+    environment of this process only."""
+    from uprnlink.governance.audit import record_key_event
+    from uprnlink.privacy.keys import create_demo_keys, use_demo_passphrases
+
+    created = create_demo_keys(settings)
+    use_demo_passphrases(settings)
+    _banner(
+        "DEMO KEYS: the demo's keys are locked with a passphrase published in the source code. "
+        "Never use them for real data: create your own with `uprnlink key init --kind ...`."
+    )
+    for info in created:
+        record_key_event(
+            settings,
+            "key.created",
+            {"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch, "demo": True},
+        )
+
+
+KEY_ENVS = {
+    "pseudonymisation": "UPRNLINK_KEY_PASSPHRASE",
+    "audit": "UPRNLINK_AUDIT_PASSPHRASE",
+    "release": "UPRNLINK_RELEASE_PASSPHRASE",
+}
+
+
 def cmd_key(args: argparse.Namespace) -> int:
     from uprnlink.privacy import keys
 
     path = Path(args.file)
+    kind = args.kind if args.key_command == "init" else keys.read_key_info(path).kind
+    env = args.passphrase_env or KEY_ENVS[kind]
     if args.key_command == "init":
-        passphrase = _passphrase(args.passphrase_env, confirm=True)
-        info = keys.create_key_file(path, passphrase)
+        passphrase = _passphrase(env, confirm=True)
+        info = keys.create_key_file(path, passphrase, kind=kind)
         _audit_key_event(
-            args, path, passphrase, "key.created", {"key_id": info.key_id, "epoch": info.epoch}
+            args,
+            "key.created",
+            {"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch},
         )
-        print(f"Created key {info.key_id} (epoch {info.epoch}) in {path}")
+        print(f"Created {info.kind} key {info.key_id} (epoch {info.epoch}) in {path}")
         print(
             "Keep the passphrase in your secrets manager; the key cannot be recovered without it."
         )
     elif args.key_command == "show":
         info = keys.read_key_info(path)
-        print(f"key id:     {info.key_id}\nepoch:      {info.epoch}\ncreated at: {info.created_at}")
+        print(
+            f"kind:       {info.kind}\nkey id:     {info.key_id}\nepoch:      {info.epoch}\n"
+            f"created at: {info.created_at}"
+        )
     elif args.key_command == "check":
-        key = keys.load_key_file(path, _passphrase(args.passphrase_env))
-        print(f"OK: key {key.key_id} (epoch {key.epoch}) unlocks")
+        key = keys.load_key_file(path, _passphrase(env), kind=kind)
+        print(f"OK: {kind} key {key.key_id} (epoch {key.epoch}) unlocks")
     elif args.key_command == "rotate":
-        passphrase = _passphrase(args.passphrase_env)
-        old = keys.read_key_info(path)
+        passphrase = _passphrase(env)
+        old = keys.load_key_file(path, passphrase, kind=kind)
         info = keys.rotate_key_file(path, passphrase)
+        if kind == keys.AUDIT:
+            _hand_over_audit_log(args, old, keys.load_key_file(path, passphrase, kind=kind))
         _audit_key_event(
             args,
-            path,
-            passphrase,
             "key.rotated",
-            {"key_id": info.key_id, "epoch": info.epoch, "previous_key_id": old.key_id},
+            {
+                "kind": kind,
+                "key_id": info.key_id,
+                "epoch": info.epoch,
+                "previous_key_id": old.key_id,
+            },
         )
-        print(
-            f"Rotated: new key {info.key_id} (epoch {info.epoch}). Every output must be rebuilt "
-            "with `uprnlink run` on the full extracts: tokens of two epochs never mix."
-        )
+        print(f"Rotated: new {kind} key {info.key_id} (epoch {info.epoch}).")
+        if kind == keys.PSEUDONYMISATION:
+            print(
+                "Every output must be rebuilt with `uprnlink run --rebuild` on the full "
+                "extracts: tokens of two epochs never mix."
+            )
+        elif kind == keys.RELEASE:
+            print("The next run publishes new person and household ids for every analyst.")
     return 0
 
 
-def _audit_key_event(
-    args: argparse.Namespace, path: Path, passphrase: str, event: str, data: dict[str, Any]
-) -> None:
+def _hand_over_audit_log(args: argparse.Namespace, old: Any, new: Any) -> None:
+    """After an audit-key rotation: the old key records the hand-over to the new one."""
+    if not args.config:
+        print(
+            "No --config given: the audit log still expects the old audit key. Record the "
+            "hand-over by rotating with --config FILE.",
+            file=sys.stderr,
+        )
+        return
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.settings import read_settings
+
+    settings = read_settings(Path(args.config))
+    open_audit_log(settings, old).rotate_to(new, actor=actor())
+    print(f"The audit log of {args.config} now continues under {new.key_id}")
+
+
+def _audit_key_event(args: argparse.Namespace, event: str, data: dict[str, Any]) -> None:
     """Record a key lifecycle event in the audit log of `--config`, when one is given."""
     if not args.config:
         return
     from uprnlink.governance.audit import record_key_event
-    from uprnlink.privacy.keys import load_key_file
     from uprnlink.settings import read_settings
 
-    record_key_event(read_settings(Path(args.config)), load_key_file(path, passphrase), event, data)
+    record_key_event(read_settings(Path(args.config)), event, data)
     print(f"Recorded {event} in the audit log of {args.config}")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from uprnlink.governance.audit import verify_audit_log
+    from uprnlink.governance.audit import verify_run_audit
     from uprnlink.privacy.keys import audit_keys
     from uprnlink.settings import read_settings
     from uprnlink.zones import Zones
@@ -314,9 +350,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         else:
             print(report)
         # The report is written either way; the exit code still says whether the log is intact.
-        intact = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head).ok
+        intact = verify_run_audit(settings, keys).ok
         return 0 if intact else 1
-    result = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head)
+    result = verify_run_audit(settings, keys)
     if result.ok:
         print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
         return 0
@@ -329,7 +365,6 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     from uprnlink.errors import ConfigError
     from uprnlink.governance.audit import open_audit_log
-    from uprnlink.privacy.keys import load_run_key
     from uprnlink.publish import queries
     from uprnlink.publish.access import governed_query
     from uprnlink.settings import read_settings
@@ -349,7 +384,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     # Every access and refusal is audited, so no query runs without the audit key.
     frame = governed_query(
         settings,
-        open_audit_log(settings, load_run_key(settings)),
+        open_audit_log(settings),
         user=args.user or getpass.getuser(),
         role=args.role,
         sql=args.sql,
@@ -619,14 +654,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--truth", required=True, help="folder with the synthetic truth files")
     e.set_defaults(func=cmd_evaluate)
 
-    k = sub.add_parser("key", help="create, inspect, check or rotate the pseudonymisation key")
+    k = sub.add_parser(
+        "key",
+        help="create, inspect, check or rotate a key (pseudonymisation, audit or release)",
+        description="Each key has its own file and passphrase and its own custodians "
+        "(governance/key-custody.md): the pseudonymisation key (linkage tokens; the pipeline), "
+        "the audit key (the audit log's MACs; whoever appends to the log and the IG lead) and "
+        "the release key (analyst-facing person and household ids; the pipeline). A new key's "
+        "passphrase must be strong (zxcvbn score 3 or more) and never the demo passphrase.",
+    )
     k.add_argument("key_command", choices=["init", "show", "check", "rotate"])
     k.add_argument("--file", required=True, help="encrypted key file")
+    k.add_argument(
+        "--kind",
+        choices=["pseudonymisation", "audit", "release"],
+        default="pseudonymisation",
+        help="which key `init` creates (show, check and rotate read it from the file)",
+    )
     k.add_argument("--config", help="also record the event in this run configuration's audit log")
     k.add_argument(
         "--passphrase-env",
-        default="UPRNLINK_KEY_PASSPHRASE",
-        help="environment variable holding the passphrase (else prompt)",
+        default=None,
+        help="environment variable holding the passphrase (default by kind: "
+        "UPRNLINK_KEY_PASSPHRASE, UPRNLINK_AUDIT_PASSPHRASE, UPRNLINK_RELEASE_PASSPHRASE; "
+        "else prompt)",
     )
     k.set_defaults(func=cmd_key)
 

@@ -6,6 +6,7 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -66,11 +67,47 @@ class SourceSettings:
 
 @dataclass(frozen=True)
 class KeySettings:
-    """Where the pseudonymisation key comes from (never the key itself)."""
+    """Where a key comes from (never the key itself): its file, the environment variable holding
+    the file's passphrase, or one holding the raw key from a secrets manager."""
 
     file: Path | None
     passphrase_env: str | None = "UPRNLINK_KEY_PASSPHRASE"
     key_env: str | None = "UPRNLINK_KEY"
+    kind: str = "pseudonymisation"  # or "audit", "release" (uprnlink.privacy.keys)
+
+
+#: Each key's table in the config, its kind, default file name (beside the pseudonymisation
+#: key unless configured) and default environment variables.
+KEY_TABLES = {
+    "key": ("pseudonymisation", "uprnlink.key", "UPRNLINK_KEY_PASSPHRASE", "UPRNLINK_KEY"),
+    "audit": ("audit", "audit.key", "UPRNLINK_AUDIT_PASSPHRASE", "UPRNLINK_AUDIT_KEY"),
+    "release": ("release", "release.key", "UPRNLINK_RELEASE_PASSPHRASE", "UPRNLINK_RELEASE_KEY"),
+}
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """How analyst-facing ids are made: the release key and the data-sharing project.
+
+    Published person and household ids are keyed hashes of the internal ids under the release
+    key and the project name, so each project sees its own ids (as SAIL's project-specific
+    ids), stable from run to run, and nobody without the release key can reverse them.
+    """
+
+    key: KeySettings
+    project: str
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The query service (`uprnlink serve`): where it listens, who may use it, its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    users_file: Path | None = None  # default: <work_dir>/service/users.json
+    max_rows: int = 100_000
+    timeout_seconds: float = 30.0
+    url: str | None = None  # where clients reach it (default http://host:port)
 
 
 @dataclass(frozen=True)
@@ -110,7 +147,20 @@ class RunSettings:
     sources: dict[str, SourceSettings]
     reference: dict[str, SourceSettings]
     key: KeySettings
+    audit_key: KeySettings
+    release: ReleaseSettings
     linkage: LinkageSettings = field(default_factory=LinkageSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+    @property
+    def users_file(self) -> Path:
+        """The query service's users (names, roles, hashed tokens)."""
+        return self.service.users_file or self.work_dir / "service" / "users.json"
+
+    @property
+    def service_url(self) -> str:
+        """Where clients reach the query service."""
+        return self.service.url or f"http://{self.service.host}:{self.service.port}"
 
     @property
     def trusted_dir(self) -> Path:
@@ -133,7 +183,7 @@ class RunSettings:
         return self.out_dir / "uprnlink.duckdb"
 
 
-_TOP_KEYS = {"run", "key", "linkage", "sources", "reference"}
+_TOP_KEYS = {"run", "key", "audit", "release", "service", "linkage", "sources", "reference"}
 _RUN_KEYS = {
     "name",
     "landing_dir",
@@ -255,6 +305,61 @@ def read_toml(
         raise error(f"{path}: not valid TOML: {exc}") from None
 
 
+def _key_settings(
+    raw: dict[str, Any],
+    table: str,
+    base: Path,
+    config: Path,
+    beside: Path | None,
+    extra: set[str] | None = None,
+) -> KeySettings:
+    """One key's settings; an unset file lies beside the pseudonymisation key (`beside`)."""
+    kind, default_name, passphrase_env, key_env = KEY_TABLES[table]
+    spec = raw.get(table, {})
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{config}: [{table}] must be a table")
+    _check_keys(spec, {"file", "passphrase_env", "key_env", *(extra or set())}, table, config)
+    for name in ("passphrase_env", "key_env"):
+        if name in spec and not isinstance(spec[name], str):
+            raise ConfigError(f"{config}: [{table}] {name} must be an environment variable name")
+    if "file" in spec:
+        file: Path | None = _path(base, spec["file"], f"{table}.file", config)
+    else:
+        file = beside.with_name(default_name) if beside is not None else None
+    return KeySettings(
+        file=file,
+        passphrase_env=spec.get("passphrase_env", passphrase_env),
+        key_env=spec.get("key_env", key_env),
+        kind=kind,
+    )
+
+
+def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config}: [service] must be a table")
+    allowed = {f.name for f in fields(ServiceSettings)}
+    _check_keys(raw, allowed, "service", config)
+    values: dict[str, Any] = {}
+    for name, kind in (("host", str), ("url", str)):
+        if name in raw:
+            if not isinstance(raw[name], kind) or not raw[name]:
+                raise ConfigError(f"{config}: [service] {name} must be a non-empty string")
+            values[name] = raw[name]
+    for name in ("port", "max_rows"):
+        if name in raw:
+            if isinstance(raw[name], bool) or not isinstance(raw[name], int) or raw[name] < 1:
+                raise ConfigError(f"{config}: [service] {name} must be a positive whole number")
+            values[name] = raw[name]
+    if "timeout_seconds" in raw:
+        t = raw["timeout_seconds"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
+            raise ConfigError(f"{config}: [service] timeout_seconds must be between 0 and 3600")
+        values["timeout_seconds"] = float(t)
+    if "users_file" in raw:
+        values["users_file"] = _path(base, raw["users_file"], "service.users_file", config)
+    return ServiceSettings(**values)
+
+
 def read_settings(config_path: Path) -> RunSettings:
     """Load and check a run configuration file."""
     config_path = Path(config_path).resolve()
@@ -284,13 +389,21 @@ def read_settings(config_path: Path) -> RunSettings:
         n: _source(n, s, landing, config_path, "reference")
         for n, s in raw.get("reference", {}).items()
     }
-    key_raw = raw.get("key", {})
-    _check_keys(key_raw, {"file", "passphrase_env", "key_env"}, "key", config_path)
-    key = KeySettings(
-        file=_path(base, key_raw["file"], "key.file", config_path) if "file" in key_raw else None,
-        passphrase_env=key_raw.get("passphrase_env", "UPRNLINK_KEY_PASSPHRASE"),
-        key_env=key_raw.get("key_env", "UPRNLINK_KEY"),
+    key = _key_settings(raw, "key", base, config_path, None)
+    audit_key = _key_settings(raw, "audit", base, config_path, key.file)
+    release_raw = raw.get("release", {})
+    project = release_raw.get("project", run.get("name", config_path.stem))
+    if not isinstance(project, str) or not re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", project
+    ):
+        raise ConfigError(
+            f"{config_path}: [release] project must be 1-64 letters, digits, '.', '_' or '-'"
+        )
+    release = ReleaseSettings(
+        key=_key_settings(raw, "release", base, config_path, key.file, extra={"project"}),
+        project=project,
     )
+    service = _service_settings(raw.get("service", {}), base, config_path)
     link_raw = raw.get("linkage", {})
     _check_keys(link_raw, {f.name for f in fields(LinkageSettings)}, "linkage", config_path)
     if not isinstance(link_raw.get("spark_conf", {}), dict):
@@ -325,5 +438,8 @@ def read_settings(config_path: Path) -> RunSettings:
         sources=sources,
         reference=reference,
         key=key,
+        audit_key=audit_key,
+        release=release,
         linkage=linkage,
+        service=service,
     )

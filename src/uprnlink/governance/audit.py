@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from uprnlink.errors import AuditError
-from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.keys import MasterKey, load_audit_key
 from uprnlink.settings import RunSettings
 from uprnlink.zones import Zones
 
@@ -46,21 +46,28 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "AuditVerification",
+    "Witness",
     "actor",
     "default_head_path",
     "open_audit_log",
     "read_audit_events",
     "record_key_event",
+    "run_witnesses",
     "verify_audit_log",
+    "verify_run_audit",
 ]
 
 GENESIS = "0" * 64
 """The ``prev`` of the first entry."""
 
+ROTATED = "audit.key_rotated"
+"""The entry (MACed with the old audit key) that hands the log over to a new audit key."""
+
 KNOWN_EVENTS = (
     "key.created",
     "key.loaded",
     "key.rotated",
+    ROTATED,
     "run.started",
     "run.finished",
     "run.failed",
@@ -383,6 +390,15 @@ class AuditLog:
                 "run `uprnlink audit verify` before appending"
             )
         same_key = last["key_id"] == self._key.key_id
+        handed_over = last["event"] == ROTATED and last["data"].get("to_key_id") == self._key.key_id
+        if not (same_key or handed_over):
+            # Why: a key the log does not know could append entries nobody can verify, so a
+            # wrong or forged key is refused before anything is written (or queried).
+            raise AuditError(
+                f"audit log {self.path} is kept with audit key {last['key_id']}, not "
+                f"{self._key.key_id}: use the log's audit key (a new audit key takes over only "
+                "after `uprnlink key rotate --kind audit` records the hand-over)"
+            )
         digest, mac = _entry_digests(last, self._key if same_key else None)
         if digest != last["hash"] or (mac is not None and not _mac_ok(mac, last["mac"])):
             raise AuditError(
@@ -432,6 +448,30 @@ class AuditLog:
             finally:
                 os.close(dfd)
 
+    def check_key(self) -> None:
+        """Refuse now, before any work, if this log cannot be appended to with this key (another
+        key keeps it, or its tail or checkpoint is damaged)."""
+        if not self.path.exists():
+            return
+        with _locked(self.path, exclusive=False) as fd:
+            self._tail_state(fd)
+
+    def rotate_to(self, new_key: MasterKey, *, actor: str) -> AuditLog:
+        """Hand the log over to `new_key`: an `audit.key_rotated` entry MACed with the current
+        key names the new key id; later entries are MACed with the new key."""
+        if not isinstance(new_key, MasterKey) or new_key.key_id == self._key.key_id:
+            raise AuditError("rotate the audit log to a different audit key")
+        self.append(
+            ROTATED,
+            actor=actor,
+            data={
+                "from_key_id": self._key.key_id,
+                "to_key_id": new_key.key_id,
+                "epoch": new_key.epoch,
+            },
+        )
+        return AuditLog(self.path, new_key, head_path=self.head_path, clock=self._clock)
+
     def append(
         self, event: str, *, actor: str, data: Mapping[str, Any] | None = None
     ) -> AuditEvent:
@@ -480,18 +520,32 @@ def _iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
         yield number, raw[:-1] if complete else raw, complete
 
 
+@dataclass(frozen=True)
+class Witness:
+    """A head of the log recorded somewhere else (a run summary, a release): the log must still
+    hold entry `seq` with exactly this `hash`, or it was cut short or rewritten."""
+
+    source: str
+    seq: int
+    hash: str
+
+
 def verify_audit_log(
     path: str | os.PathLike[str],
     key: MasterKey | Iterable[MasterKey],
     *,
     head_path: str | os.PathLike[str] | None = None,
+    witnesses: Iterable[Witness] = (),
 ) -> AuditVerification:
-    """Check every entry's seq, chain link, hash and MAC, then the checkpoint.
+    """Check every entry's seq, chain link, hash and MAC, then the checkpoint and witnesses.
 
     `key` may be several keys (for a log that spans key rotations); each entry is checked
-    with the key its ``key_id`` names. Tampering is reported in the result, never raised;
-    `AuditError` is raised only when the log itself cannot be opened.
+    with the key its ``key_id`` names. An empty log fails (a log is never empty once anything
+    has been recorded, and an emptied one must not pass), as does one that no longer holds a
+    head recorded in a run summary or release (`witnesses`). Tampering is reported in the
+    result, never raised; `AuditError` is raised only when the log itself cannot be opened.
     """
+    witnessed = sorted(witnesses, key=lambda w: w.seq)
     p = Path(path)
     hp = default_head_path(p) if head_path is None else Path(head_path)
     keys = {key.key_id: key} if isinstance(key, MasterKey) else {k.key_id: k for k in key}
@@ -502,6 +556,8 @@ def verify_audit_log(
         prev = GENESIS
         head_entry_hash: str | None = None
         seen_keys: list[str] = []
+        hashes: dict[int, str] = {}
+        wanted = {w.seq for w in witnessed}
         count = 0
         failure: tuple[int, int, str] | None = None  # line, seq, reason
         for number, raw, complete in _iter_lines(f):
@@ -571,6 +627,8 @@ def verify_audit_log(
                 seen_keys.append(obj["key_id"])
             if not isinstance(head, str) and head is not None and seq == head.seq:
                 head_entry_hash = digest
+            if seq in wanted:
+                hashes[seq] = digest
             prev = digest
 
     verified = count if failure is None else failure[0] - 1
@@ -597,11 +655,31 @@ def verify_audit_log(
     if failure is not None:
         return result(False, *failure)
     last_seq = count - 1
+    for w in witnessed:
+        if w.seq > last_seq:
+            return result(
+                False,
+                count + 1,
+                count,
+                f"the log ends at seq {last_seq} but {w.source} recorded its head at seq "
+                f"{w.seq}: entries were cut off the end (truncated or emptied)",
+            )
+        if not _mac_ok(hashes.get(w.seq, ""), w.hash):
+            return result(
+                False,
+                w.seq + 1,
+                w.seq,
+                f"entry seq {w.seq} does not match the head {w.source} recorded: the log was "
+                "rewritten from there",
+            )
     if isinstance(head, str):
         return result(False, reason=head)
     if head is None:
         if count == 0:
-            return result(True)
+            return result(
+                False,
+                reason="the audit log is empty: nothing has been recorded, or it was emptied",
+            )
         return result(
             False, reason=f"checkpoint {hp} is missing, so truncation cannot be ruled out"
         )
@@ -664,19 +742,57 @@ def read_audit_events(path: str | os.PathLike[str]) -> list[AuditEvent]:
 # --------------------------------------------------------------------------- a run's log
 
 
-def open_audit_log(settings: RunSettings, key: MasterKey) -> AuditLog:
-    """The audit log of a run configuration (its folders created if need be)."""
+def open_audit_log(settings: RunSettings, key: MasterKey | None = None) -> AuditLog:
+    """The audit log of a run configuration, kept with its audit key (`[audit]`; never the
+    pseudonymisation key), its folders created if need be."""
     z = Zones(settings)
     z.audit_log.parent.mkdir(parents=True, exist_ok=True)
     z.audit_head.parent.mkdir(parents=True, exist_ok=True)
-    return AuditLog(z.audit_log, key, head_path=z.audit_head)
+    return AuditLog(z.audit_log, key or load_audit_key(settings), head_path=z.audit_head)
 
 
-def record_key_event(
-    settings: RunSettings, key: MasterKey, event: str, data: dict[str, Any]
-) -> None:
+def record_key_event(settings: RunSettings, event: str, data: dict[str, Any]) -> AuditEvent:
     """Append a key lifecycle event (created, rotated) to the run configuration's audit log."""
-    open_audit_log(settings, key).append(event, actor=actor(), data=data)
+    return open_audit_log(settings).append(event, actor=actor(), data=data)
+
+
+def head_of(entry: AuditEvent) -> dict[str, Any]:
+    """What a run summary or release records of the log: an entry's seq and hash."""
+    return {"seq": entry.seq, "hash": entry.hash}
+
+
+def run_witnesses(settings: RunSettings) -> list[Witness]:
+    """The log heads recorded in the run summaries (`out/runs/*.json`) and the releases
+    (`out/releases/*/audit_head.json`) of a run configuration."""
+    z = Zones(settings)
+    found: list[Witness] = []
+    places = [(p, f"run summary {p.name}") for p in sorted(z.runs.glob("*.json"))]
+    places += [
+        (p, f"release {p.parent.name}")
+        for p in sorted((settings.out_dir / "releases").glob("*/audit_head.json"))
+    ]
+    for path, source in places:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        head = doc.get("audit_head") if isinstance(doc, dict) else None
+        if (
+            isinstance(head, dict)
+            and isinstance(head.get("seq"), int)
+            and not isinstance(head.get("seq"), bool)
+            and isinstance(head.get("hash"), str)
+        ):
+            found.append(Witness(source, head["seq"], head["hash"]))
+    return found
+
+
+def verify_run_audit(settings: RunSettings, keys: Iterable[MasterKey]) -> AuditVerification:
+    """Verify a run configuration's audit log against its checkpoint and every recorded head."""
+    z = Zones(settings)
+    return verify_audit_log(
+        z.audit_log, keys, head_path=z.audit_head, witnesses=run_witnesses(settings)
+    )
 
 
 def actor() -> str:

@@ -3,7 +3,9 @@ made live in one step."""
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,13 +13,14 @@ from typing import Any
 import polars as pl
 
 from uprnlink import __version__
-from uprnlink.governance.audit import actor, open_audit_log
+from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import read_retention
-from uprnlink.households.tables import build_analysis_tables
+from uprnlink.households.tables import AnalysisTables, build_analysis_tables
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
-from uprnlink.privacy.keys import load_run_key
-from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
+from uprnlink.privacy.release import release_ids
+from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
 from uprnlink.publish import releases
 from uprnlink.publish.database import read_policy, write_database, write_linked_dataset
 from uprnlink.settings import RunSettings, read_settings
@@ -41,6 +44,24 @@ def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
         "records",
         "people",
         *[(pl.col(c) / pl.col("records")).round(4).alias(name) for c, name in share.items()],
+    )
+
+
+def published_ids(settings: RunSettings, tables: AnalysisTables, key: MasterKey) -> AnalysisTables:
+    """The tables with analyst-facing person and household ids (release key, project); the
+    crosswalk to the internal ids goes to the trusted zone (engineer-only)."""
+    frames, crosswalk = release_ids(
+        {f.name: getattr(tables, f.name) for f in fields(tables)},
+        load_release_key(settings),
+        settings.release.project,
+    )
+    write_trusted(crosswalk, Zones(settings).release_ids, key)
+    return AnalysisTables(
+        person=frames["person"].sort("person_id"),
+        household=frames["household"].sort("household_id"),
+        membership=frames["membership"].sort("person_id", "valid_from"),
+        service_events=frames["service_events"].sort("event_date", "person_id"),
+        household_area=frames["household_area"].sort("household_id"),
     )
 
 
@@ -69,6 +90,7 @@ def publish_outputs(
         reference_date=settings.reference_date,
         service_period_months=settings.service_period_months,
     )
+    tables = published_ids(settings, tables, key)
     quality = linkage_quality_table(linked)
     contracts = {
         n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
@@ -78,6 +100,8 @@ def publish_outputs(
         "run_id": run_id,
         "key_id": key.key_id,
         "key_epoch": key.epoch,
+        "release_key_id": load_release_key(settings).key_id,
+        "project": settings.release.project,
         "uprnlink_version": __version__,
         "reference_date": settings.reference_date.isoformat(),
         "service_period_months": settings.service_period_months,
@@ -110,12 +134,11 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
     """Make this run's staged publication the live one in one atomic step, prune old releases
     and audit the publication."""
     settings = read_settings(Path(config_path))
-    key = load_run_key(settings)
     previous = releases.current(settings.out_dir)
     final = releases.switch(settings.out_dir, run_id)
     pruned = releases.prune(settings.out_dir, keep_releases(settings))
     published = summary.get("published", {})
-    open_audit_log(settings, key).append(
+    entry = open_audit_log(settings).append(
         "publish",
         actor=actor(),
         data={
@@ -126,6 +149,8 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
             "counts": published.get("metadata", {}).get("counts", {}),
         },
     )
+    # The release keeps the log's head: a log later cut short no longer holds it.
+    (final / "audit_head.json").write_text(json.dumps({"audit_head": head_of(entry)}))
     log.info("release %s is live (previous: %s)", final.name, previous or "none")
     return {"release": final.name, "previous": previous, "pruned": pruned}
 

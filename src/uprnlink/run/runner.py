@@ -23,7 +23,7 @@ from typing import Any
 
 from uprnlink import __version__
 from uprnlink.errors import ContractError, UprnlinkError
-from uprnlink.governance.audit import actor, open_audit_log
+from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import enforce_retention
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.ingest.stage import (
@@ -32,7 +32,7 @@ from uprnlink.ingest.stage import (
     ingest_reference_data,
 )
 from uprnlink.linkage.stage import link_stage
-from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.keys import load_release_key, load_run_key
 from uprnlink.privacy.trusted import clear_trusted_zone
 from uprnlink.publish import releases
 from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
@@ -84,12 +84,22 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
     check_distinct_deliveries(settings)
     keep_releases(settings)  # a malformed [retention] policy fails here, before any data is read
     key = load_run_key(settings)
-    audit = open_audit_log(settings, key)
-    audit.append("key.loaded", actor=actor(), data={"run_id": run_id})
+    release_key = load_release_key(settings)
+    audit = open_audit_log(settings)
+    audit.append(
+        "key.loaded",
+        actor=actor(),
+        data={"run_id": run_id, "key_id": key.key_id, "release_key_id": release_key.key_id},
+    )
     audit.append(
         "run.started",
         actor=actor(),
-        data={"run_id": run_id, "config": settings.config_path.name, "version": __version__},
+        data={
+            "run_id": run_id,
+            "config": settings.config_path.name,
+            "version": __version__,
+            "key_id": key.key_id,
+        },
     )
     return {"run_id": run_id, "key_id": key.key_id, "epoch": key.epoch, "name": settings.name}
 
@@ -102,15 +112,11 @@ def finish_run(
     z = Zones(settings)
     z.runs.mkdir(parents=True, exist_ok=True)
     path = z.runs / f"{run_id}.json"
-    key = load_run_key(settings)
     if status == "completed":
-        summary["retention"] = enforce_retention(settings, key, run_id)
-    path.write_text(
-        json.dumps({"run_id": run_id, "status": status, **summary}, indent=2, default=str)
-    )
-    audit = open_audit_log(settings, key)
+        summary["retention"] = enforce_retention(settings, run_id)
+    audit = open_audit_log(settings)
     ingest = [r for r in summary.get("ingest", []) if not r.get("skipped")]
-    audit.append(
+    finished = audit.append(
         "run.finished",
         actor=actor(),
         data={
@@ -127,6 +133,20 @@ def finish_run(
                 else {}
             ),
         },
+    )
+    # The summary records the log's head: an audit log later cut short or emptied no longer
+    # holds it, and `uprnlink audit verify` says so.
+    path.write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "status": status,
+                **summary,
+                "audit_head": head_of(finished),
+            },
+            indent=2,
+            default=str,
+        )
     )
     return path
 
