@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup demo test test-fast lint format typecheck check bench serve stop clean
+.PHONY: help setup demo test test-fast lint format typecheck check bench dist serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ typecheck: $(STAMP) ## Type-check src/ with mypy
 
 check: lint typecheck test ## Lint, type-check and test
 
+dist: $(STAMP) ## Build the sdist and wheel into dist/ (tests/test_wheel.py installs and runs one)
+	$(BIN)/python -m build --outdir dist .
+
 SERVE_PORT ?= 4200
 
 serve: $(STAMP) ## Start a local Prefect server + worker and register the scheduled deployments
@@ -61,4 +64,4 @@ bench: $(STAMP) ## Run the benchmarks (figures and baseline ratios)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean: ## Remove generated data and caches (keeps .venv/)
-	rm -rf demo bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf demo bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build

@@ -1,8 +1,10 @@
-"""The `uprnlink` command line: synthesise, run, evaluate, manage keys, verify the audit log."""
+"""The `uprnlink` command line: lay out a working folder, synthesise, run, evaluate, manage keys,
+verify the audit log."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -14,9 +16,11 @@ from typing import Any
 
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
-from uprnlink.settings import PROJECT_ROOT
 
-DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
+NO_PREFECT_NOTE = (
+    "uprnlink: note: Prefect is not installed, so the stages run in this process without an "
+    "orchestrator (no retries, no Prefect UI); pip install 'uprnlink[flows]' adds it"
+)
 
 
 def _prefect_environment() -> None:
@@ -51,12 +55,27 @@ def _progress_to_terminal() -> None:
     logger.propagate = False  # Prefect's console handler would print each line twice
 
 
+def prefect_installed() -> bool:
+    """Whether the optional orchestrator (the `flows` extra) is installed."""
+    return importlib.util.find_spec("prefect") is not None
+
+
 def run_flow(
     config: Path, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
 ) -> dict[str, Any]:
-    """Run the household linkage Prefect flow and return its summary."""
-    _prefect_environment()
+    """Run the household linkage Prefect flow and return its summary.
+
+    Without Prefect the same stages run in the same order in this process
+    (`uprnlink.run.runner.run_all`), after a one-line note: same outputs, no retries of
+    transient I/O errors, extracts ingested one after another, nothing in a Prefect UI.
+    """
     _progress_to_terminal()
+    if not prefect_installed():
+        from uprnlink.run.runner import run_all
+
+        print(NO_PREFECT_NOTE, file=sys.stderr)
+        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain)
+    _prefect_environment()
     from uprnlink.flows.household_linkage import household_linkage
 
     return household_linkage(str(config), run_id=run_id, rebuild=rebuild, retrain=retrain)
@@ -118,8 +137,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     from uprnlink.errors import ContractError
     from uprnlink.ingest.contracts import find_contract
     from uprnlink.ingest.mapping import propose_mapping
+    from uprnlink.resources import schemas_dir
 
-    contract = find_contract(Path(args.schemas), args.contract, args.version)
+    schemas = Path(args.schemas) if args.schemas else schemas_dir()
+    contract = find_contract(schemas, args.contract, args.version)
     proposal = propose_mapping(Path(args.file), contract, args.source, rows=args.rows)
     config_dir = Path(args.relative_to) if args.relative_to else None
     print(proposal.to_toml(config_dir), end="")
@@ -185,12 +206,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from uprnlink.scaffold import README_NAME, write_working_folder
+
+    result = write_working_folder(Path(args.dir), force=args.force)
+    folder = result.folder
+    print(f"Working folder {folder}")
+    for path in result.written:
+        print(f"  wrote {path.relative_to(folder)}")
+    for path in result.kept:
+        print(f"  kept  {path.relative_to(folder)} (already there; delete it for a fresh copy)")
+    print("  made  landing/ (reference/), work/, out/")
+    print(
+        f"\nNext, from {folder} (details in {README_NAME}):\n"
+        "  uprnlink map landing/FILE --contract NAME --relative-to landing   # paste into uprnlink.toml\n"
+        "  uprnlink key init --file keys/uprnlink.key --config uprnlink.toml\n"
+        "  uprnlink run --config uprnlink.toml"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from uprnlink.run.evaluation import evaluate_run
+    from uprnlink.scaffold import write_demo_config
     from uprnlink.settings import read_settings
     from uprnlink.synth import write_synthetic
 
-    config = Path(args.config)
+    config = Path(args.config) if args.config else write_demo_config(Path(args.dir))
     settings = read_settings(config)
     demo_dir = settings.landing_dir.parent
     t0 = time.perf_counter()
@@ -201,7 +243,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _demo_keys(settings)
 
-    print("[2/4] Running the household-linkage flow (Prefect, embedded DuckDB) ...")
+    how = "Prefect" if prefect_installed() else "no orchestrator"
+    print(f"[2/4] Running the household-linkage flow ({how}, embedded DuckDB) ...")
     t1 = time.perf_counter()
     summary = run_flow(config)
     run_s = time.perf_counter() - t1
@@ -616,7 +659,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--version", type=int, default=None, help="contract major version")
     m.add_argument("--source", default=None, help="source name in the config (default: contract)")
     m.add_argument("--rows", type=int, default=5000, help="rows to sample (default 5000)")
-    m.add_argument("--schemas", default=str(PROJECT_ROOT / "schemas"), help="contracts folder")
+    m.add_argument(
+        "--schemas",
+        default=None,
+        help="contracts folder (default: the contracts shipped with uprnlink)",
+    )
     m.add_argument(
         "--relative-to",
         default=None,
@@ -638,10 +685,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the list as JSON")
     t.set_defaults(func=cmd_retention)
 
-    d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
+    i = sub.add_parser(
+        "init",
+        help="lay out a working folder for a new partnership (config, policy, folders)",
+        description="Write DIR/uprnlink.toml (a commented run configuration with a table per "
+        "data contract, its folders relative to DIR), DIR/governance/policy.toml (a copy of the "
+        "default policy to edit), the landing/, work/ and out/ folders and DIR/README.txt with "
+        "the next steps. An existing uprnlink.toml is kept (exit 2) unless --force; an existing "
+        "policy is never overwritten.",
+    )
+    i.add_argument("dir", help="the working folder (created if missing)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing uprnlink.toml")
+    i.set_defaults(func=cmd_init)
+
+    d = sub.add_parser(
+        "demo",
+        help="synthesise, run and evaluate the demo end to end",
+        description="Write the packaged demo configuration to DIR/demo.toml, synthesise a "
+        "population into DIR/landing and DIR/truth, create the demo key, run the pipeline into "
+        "DIR/work and DIR/out, and print the evaluation against the synthetic truth.",
+    )
     d.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")
     d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    d.add_argument("--config", default=str(DEMO_CONFIG), help="demo configuration")
+    where = d.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dir",
+        default="demo",
+        help="folder for the demo's config, data and outputs (default demo/)",
+    )
+    where.add_argument(
+        "--config",
+        default=None,
+        help="use this demo configuration instead (data beside landing_dir)",
+    )
     d.add_argument(
         "--full-evaluation",
         action="store_true",

@@ -1,7 +1,9 @@
 """Typed run configuration loaded from one TOML file (`uprnlink.toml`).
 
 Secrets are referenced (environment variable names, key file paths), never stored here.
-Relative paths are resolved against the config file's folder.
+Relative paths are resolved against the config file's folder (the folder of the file named,
+even when that file is a symbolic link). The contracts and the policy default to the copies
+shipped inside the package (`uprnlink.resources`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import ConfigError, UprnlinkError
+from uprnlink.resources import default_policy_path, schemas_dir
 
 PERSON_SOURCES = (
     "council_tax",
@@ -24,6 +27,8 @@ PERSON_SOURCES = (
     "hospital_activity",
 )
 REFERENCE_SOURCES = ("uprn_lookup", "property_class", "deprivation")
+# The git checkout: only for what exists nowhere else (benchmarks, docs, prefect.yaml, tests).
+# Package data (contracts, policy, templates) is found through `uprnlink.resources` instead.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -362,7 +367,10 @@ def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
 
 def read_settings(config_path: Path) -> RunSettings:
     """Load and check a run configuration file."""
-    config_path = Path(config_path).resolve()
+    named = Path(config_path).expanduser()
+    # The folder is resolved but the file itself is not: a config that is a link (the checkout's
+    # config/demo.toml) keeps its relative paths relative to where the link is.
+    config_path = named.parent.resolve() / named.name
     raw = read_toml(config_path)
     _check_keys(raw, _TOP_KEYS, "top level", config_path)
     base = config_path.parent
@@ -429,10 +437,10 @@ def read_settings(config_path: Path) -> RunSettings:
         out_dir=_path(base, run["out_dir"], "run.out_dir", config_path),
         schemas_dir=_path(base, run["schemas_dir"], "run.schemas_dir", config_path)
         if "schemas_dir" in run
-        else PROJECT_ROOT / "schemas",
+        else schemas_dir(),
         policy_path=_path(base, run["policy"], "run.policy", config_path)
         if "policy" in run
-        else PROJECT_ROOT / "governance" / "policy.toml",
+        else default_policy_path(),
         reference_date=ref_date,
         service_period_months=int(run.get("service_period_months", 12)),
         sources=sources,
