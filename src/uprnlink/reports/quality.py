@@ -27,6 +27,7 @@ import polars as pl
 from uprnlink.errors import PublishError
 from uprnlink.households.ages import BIAS_BANDS, age_band_expr, age_on_expr
 from uprnlink.households.timelines import person_attributes
+from uprnlink.html import inline_scripts
 from uprnlink.linkage.charts import (
     chart_libraries,
     model_chart_specs,
@@ -744,7 +745,7 @@ def build_quality_report(
     scripts = ""
     try:
         specs = model_chart_specs(model)
-        scripts = chart_libraries() + _vega_embeds(specs)
+        scripts = str(inline_scripts(chart_libraries())) + _vega_embeds(specs)
         have_charts = True
     except PublishError:
         raise
@@ -878,7 +879,7 @@ def build_engineer_report(
         + ("".join(blocks) or "<p>No example pairs found.</p>")
         + "</section>"
     )
-    scripts = chart_libraries() + _vega_embeds(specs) if specs else ""
+    scripts = str(inline_scripts(chart_libraries())) + _vega_embeds(specs) if specs else ""
     page = _page(
         "Linkage quality: engineer page",
         [("warning", "Engineer only"), ("waterfalls", "Waterfalls")],
