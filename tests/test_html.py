@@ -17,7 +17,7 @@ HOSTILE = "<script>alert('x')</script>"
 def test_templates_ship_with_the_package() -> None:
     names = set(environment().list_templates())
     assert {"base.html.j2", "macros.html.j2", "report.css", "draw_charts.js"} <= names
-    assert "audit.html.j2" in names
+    assert {"audit.html.j2", "quality.html.j2", "quality_engineer.html.j2"} <= names
 
 
 def test_every_value_is_escaped() -> None:

@@ -4,6 +4,8 @@ Below every zone, like `settings` and `errors`: the quality report (`uprnlink.re
 IG lead's audit report (`uprnlink.governance`) both render through it.
 """
 
+from markupsafe import Markup
+
 from uprnlink.html.page import Chart, environment, inline_scripts, render_page
 
-__all__ = ["Chart", "environment", "inline_scripts", "render_page"]
+__all__ = ["Chart", "Markup", "environment", "inline_scripts", "render_page"]
