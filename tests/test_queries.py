@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -73,6 +74,36 @@ def test_every_named_query_answers_on_the_small_run(small_run: PipelineRun, name
             for row in shown.iter_rows(named=True):
                 if row[part] is not None and row[whole] is not None:
                     assert not policy.is_primary(row[whole] - row[part]), (name, part)
+
+
+def _docs_charts() -> Any:
+    """docs/img/make_charts.py, the guide's chart script, as a module."""
+    import importlib.util
+
+    path = PROJECT_ROOT / "docs" / "img" / "make_charts.py"
+    spec = importlib.util.spec_from_file_location("make_charts", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", [q.name for q in list_queries() if q.chart])
+def test_the_guides_charts_draw_without_a_browser(small_run: PipelineRun, name: str) -> None:
+    """Each chart hint draws (Altair, vl-convert); withheld values are null, never zero."""
+    charts = _docs_charts()
+    query = get_query(name)
+    shown, _ = protect_result(
+        query, run_query(small_run.settings.database_path, query.sql), read_policy(POLICY)
+    )
+    chart = charts.chart_for(query, shown)
+    spec = chart.to_dict()
+    rows = spec["datasets"][spec["data"]["name"]]
+    value = query.chart.split()[-1]
+    assert [r["value"] for r in rows] == shown.get_column(value).to_list()
+    svg = io.StringIO()
+    chart.save(svg, format="svg")
+    assert svg.getvalue().lstrip().startswith("<svg")
 
 
 @pytest.mark.parametrize(
