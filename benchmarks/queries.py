@@ -113,13 +113,18 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
 
 def time_queries(db: Path, repeats: int) -> list[dict[str, Any]]:
     """p50/p95 wall time of every named query (SQL + disclosure control), fresh connection."""
-    from uprnlink.publish.access import run_query
+    from uprnlink.publish.access import AnalystDatabase
     from uprnlink.publish.database import read_policy
     from uprnlink.publish.queries import list_queries, protect_result
     from uprnlink.settings import PROJECT_ROOT
 
     policy = read_policy(PROJECT_ROOT / "governance" / "policy.toml")
     rows = []
+
+    def run_query(path: Path, sql: str) -> Any:
+        with AnalystDatabase(path) as database:
+            return database.run(sql).frame
+
     for q in list_queries():
         run_query(db, q.sql)  # warm the file cache
         times = []

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,3 +105,90 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
         summary=summary,
         log_text=stream.getvalue(),
     )
+
+
+@dataclass
+class QueryService:
+    """`uprnlink serve` on a copy of the small run, with one user per role."""
+
+    url: str
+    root: Path
+    config: Path
+    tokens: dict[str, str]  # role -> token
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def audit_log(self) -> Path:
+        return read_settings(self.config).out_dir / "audit" / "audit.jsonl"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_environment() -> dict[str, str]:
+    """The service account's environment: the audit key's passphrase and no other key."""
+    from uprnlink.privacy.keys import DEMO_PASSPHRASE
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPRNLINK_")}
+    env["UPRNLINK_AUDIT_PASSPHRASE"] = DEMO_PASSPHRASE
+    return env
+
+
+def start_service(
+    config: Path, port: int, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start `uprnlink serve` and wait until it answers /api/health (or has exited)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uprnlink", "serve", "--config", str(config), "--port", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the query service did not start: " + log.read_text()[-2000:])
+
+
+@pytest.fixture(scope="session")
+def query_service(
+    small_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[QueryService]:
+    """The query service on a copy of the small run; users ana (analyst), eng (data_engineer)
+    and ig (ig_lead); a 3-second time limit and 50,000-row limit."""
+    from uprnlink import cli
+
+    root = tmp_path_factory.mktemp("service")
+    shutil.copytree(small_run.root, root, symlinks=True, dirs_exist_ok=True)
+    config = root / "config" / "demo.toml"
+    config.write_text(config.read_text() + "\n[service]\ntimeout_seconds = 3\nmax_rows = 50000\n")
+    tokens = {}
+    for name, role in (("ana", "analyst"), ("eng", "data_engineer"), ("ig", "ig_lead")):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert cli.main(["users", "add", name, "--role", role, "--config", str(config)]) == 0
+        tokens[role] = out.getvalue().strip().splitlines()[1]
+    port = free_port()
+    log = root / "service.log"
+    proc = start_service(config, port, log, service_environment())
+    assert proc.poll() is None, log.read_text()
+    try:
+        yield QueryService(f"http://127.0.0.1:{port}", root, config, tokens, proc, log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

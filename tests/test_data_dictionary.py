@@ -71,13 +71,14 @@ def test_every_documented_view_matches_describe(
 def test_every_analyst_view_has_a_section(
     documented: dict[str, list[str]], database: duckdb.DuckDBPyConnection
 ) -> None:
+    # In the analysts' database each view's rows are a table of the view's name (schema main).
     views = {
         row[0]
         for row in database.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
         ).fetchall()
     }
-    assert views, "the published database has no views"
+    assert views, "the analysts' database has no views"
     missing = views - set(documented)
     assert not missing, f"views with no section in {DICTIONARY.name}: {sorted(missing)}"
     extra = set(documented) - views

@@ -24,7 +24,7 @@ from typing import Any
 import altair as alt
 import polars as pl
 
-from uprnlink.publish.access import run_query
+from uprnlink.publish.access import AnalystDatabase
 from uprnlink.publish.database import read_policy
 from uprnlink.publish.queries import NamedQuery, list_queries, protect_result
 from uprnlink.settings import read_settings
@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     policy = read_policy(settings.policy_path)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    db = AnalystDatabase(settings.database_path)
     for query in list_queries():
-        frame, _ = protect_result(query, run_query(settings.database_path, query.sql), policy)
+        frame, _ = protect_result(query, db.run(query.sql).frame, policy)
         print(f"### {query.name}\n\n{markdown_table(frame)}\n")
         chart = chart_for(query, frame)
         if chart is None:

@@ -403,37 +403,42 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1
 
 
+def _service_url(args: argparse.Namespace) -> str:
+    """The query service's address: --url, else UPRNLINK_URL, else the config's [service]."""
+    if getattr(args, "url", None):
+        return str(args.url)
+    if os.environ.get("UPRNLINK_URL"):
+        return os.environ["UPRNLINK_URL"]
+    if getattr(args, "config", None):
+        from uprnlink.settings import read_settings
+
+        return read_settings(Path(args.config)).service_url
+    from uprnlink.errors import ConfigError
+
+    raise ConfigError("where is the query service? give --url URL (or set UPRNLINK_URL)")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    import getpass
+    import polars as pl
 
     from uprnlink.errors import ConfigError
-    from uprnlink.governance.audit import open_audit_log
-    from uprnlink.publish import queries
-    from uprnlink.publish.access import governed_query
-    from uprnlink.settings import read_settings
+    from uprnlink.service.client import QueryClient, read_token
 
     if args.list:
+        from uprnlink.publish import queries
+
+        # The questions ship with the package: listing them needs no service, token or data.
         for nq in queries.list_queries():
             print(f"{nq.name}\n    {nq.title}")
-        print("\nRun one with: uprnlink query --config FILE --named NAME")
+        print("\nAsk one with: uprnlink query --named NAME")
         return 0
     if bool(args.sql) == bool(args.named):
         raise ConfigError("give either one SELECT statement or --named NAME (--list shows names)")
-    if not args.config:
-        raise ConfigError("--config is required to run a query")
-    named = queries.get_query(args.named) if args.named else None
-    settings = read_settings(Path(args.config))
+    client = QueryClient(_service_url(args), read_token(args.token_file))
     started = time.perf_counter()
-    # Every access and refusal is audited, so no query runs without the audit key.
-    frame = governed_query(
-        settings,
-        open_audit_log(settings),
-        user=args.user or getpass.getuser(),
-        role=args.role,
-        sql=args.sql,
-        named=named,
-        progress=sys.stderr if sys.stderr.isatty() else None,
-    )
+    answer = client.query(args.sql, named=args.named)
+    frame = pl.from_arrow(answer.table)
+    assert isinstance(frame, pl.DataFrame)
     targets = [(Path(f), "csv") for f in (args.csv or [])]
     targets += [(Path(f), "parquet") for f in (args.parquet or [])]
     if args.out:
@@ -446,14 +451,89 @@ def cmd_query(args: argparse.Namespace) -> int:
             frame.write_csv(path)
         print(f"Wrote {frame.height:,} rows to {path}")
     if not targets:
-        if named is not None:
-            print(f"{named.title}\n")
+        if answer.title:
+            print(f"{answer.title}\n")
         with pl_config():
             print(frame.head(args.limit))
         if frame.height > args.limit:
             print(f"... {frame.height:,} rows in all; save them with --csv FILE or --parquet FILE")
+    if answer.truncated:
+        print(f"(only the first {frame.height:,} rows: the service's row limit)", file=sys.stderr)
     print(
         f"({frame.height:,} rows in {time.perf_counter() - started:.2f} s; access logged)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from uprnlink.settings import read_settings
+
+    try:
+        from uprnlink.service.app import serve
+    except ImportError:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError(
+            "the query service needs its extra: pip install 'uprnlink[service]'"
+        ) from None
+    serve(read_settings(Path(args.config)), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.publish.access import read_roles
+    from uprnlink.service.identities import UserStore, describe
+    from uprnlink.settings import read_settings
+
+    settings = read_settings(Path(args.config))
+    store = UserStore(settings.users_file)
+    if args.users_command == "list":
+        users = store.users() if args.all else [u for u in store.users() if u.active]
+        if args.json:
+            print(json.dumps([describe(u) for u in users], indent=2))
+            return 0
+        print(f"{'user':<20}{'role':<16}{'token id':<20}{'created':<27}revoked")
+        for u in users:
+            print(f"{u.name:<20}{u.role:<16}{u.token_id:<20}{u.created_at:<27}{u.revoked_at or ''}")
+        return 0
+    audit = open_audit_log(settings)
+    audit.check_key()  # refuse before changing anything if the change cannot be logged
+    if not args.name:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError(f"users {args.users_command} needs a user name")
+    if args.users_command in ("revoke", "rotate"):
+        for old in store.revoke(args.name):
+            audit.append(
+                "user.revoked",
+                actor=actor(),
+                data={"user": old.name, "role": old.role, "token_id": old.token_id},
+            )
+            print(f"Revoked {old.name}'s token {old.token_id}")
+        if args.users_command == "revoke":
+            return 0
+        role = args.role or old.role
+    else:
+        role = args.role
+        if not role:
+            from uprnlink.errors import ConfigError
+
+            raise ConfigError("give the user's role with --role (a role in the policy)")
+    user, token = store.add(
+        args.name, role, set(read_roles(settings.policy_path)), created_by=actor()
+    )
+    audit.append(
+        "user.added",
+        actor=actor(),
+        data={"user": user.name, "role": user.role, "token_id": user.token_id},
+    )
+    print(f"Added {user.name} ({user.role}), token id {user.token_id}. Their token, shown once:")
+    print(token)
+    print(
+        "Give it to them by a secure channel; they set UPRNLINK_TOKEN to it. Only its hash is "
+        "kept; `uprnlink users revoke NAME` withdraws it.",
         file=sys.stderr,
     )
     return 0
@@ -771,14 +851,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser(
         "query",
-        help="run read-only SQL on the published views (role-checked, every access audited)",
+        help="ask the query service (SQL or a named question); every access is audited there",
+        description="A client of the query service (`uprnlink serve`): analysts hold only a "
+        "token (UPRNLINK_TOKEN, issued by `uprnlink users add`), never a key or a database file. "
+        "The service checks the query against your role, logs it before it runs and returns the "
+        "answer; refusals are logged too.",
     )
-    q.add_argument("--config", help="run configuration (TOML); needed except with --list")
-    q.add_argument("--role", default="analyst", help="your role in governance/policy.toml")
-    q.add_argument("--user", help="who is asking (default: your login name)")
-    q.add_argument("--list", action="store_true", help="list the named queries and exit")
+    q.add_argument("--url", help="the service (default: UPRNLINK_URL, else the config's)")
+    q.add_argument("--config", help="run configuration, only to find the service's address")
     q.add_argument(
-        "--named", metavar="NAME", help="run a named query from the library (see --list)"
+        "--token-file", help="file holding your token (default: the UPRNLINK_TOKEN variable)"
+    )
+    q.add_argument("--list", action="store_true", help="list the named questions and exit")
+    q.add_argument(
+        "--named", metavar="NAME", help="ask a named question from the library (see --list)"
     )
     q.add_argument("--csv", action="append", metavar="FILE", help="write all rows to a CSV file")
     q.add_argument(
@@ -788,6 +874,35 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=50, help="rows to show on screen (default 50)")
     q.add_argument("sql", nargs="?", help="one SELECT statement over the analyst views")
     q.set_defaults(func=cmd_query)
+
+    sv = sub.add_parser(
+        "serve",
+        help="run the query service (analysts' only way in) until interrupted",
+        description="Serve the live release's analyst database to token holders: role checks "
+        "by DuckDB's own parser and binder, every attempt audited before it runs, time and "
+        "row limits. Run it as its own service account with the audit key's passphrase "
+        "(UPRNLINK_AUDIT_PASSPHRASE) and no other key. It refuses to start when the audit log "
+        "is kept with another key or is damaged.",
+    )
+    sv.add_argument("--config", required=True, help="run configuration (TOML)")
+    sv.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: the config's, 8765)")
+    sv.set_defaults(func=cmd_serve)
+
+    us = sub.add_parser(
+        "users",
+        help="IG leads: add, list, rotate or revoke the query service's users and tokens",
+        description="Each user has a role from the governance policy and one active token, "
+        "shown once when issued; only its SHA-256 is stored (the users file, [service] "
+        "users_file). Adding, rotating and revoking are audited and need the audit key.",
+    )
+    us.add_argument("users_command", choices=["add", "list", "rotate", "revoke"])
+    us.add_argument("name", nargs="?", help="user name (add, rotate, revoke)")
+    us.add_argument("--config", required=True, help="run configuration (TOML)")
+    us.add_argument("--role", help="role in governance/policy.toml (add; rotate keeps it)")
+    us.add_argument("--all", action="store_true", help="list revoked tokens too")
+    us.add_argument("--json", action="store_true", help="list as JSON")
+    us.set_defaults(func=cmd_users)
     return p
 
 

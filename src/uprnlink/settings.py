@@ -184,8 +184,13 @@ class RunSettings:
 
     @property
     def database_path(self) -> Path:
-        """The analysts' DuckDB database."""
+        """The analysts' DuckDB database (their views only; read by the query service)."""
         return self.out_dir / "uprnlink.duckdb"
+
+    @property
+    def engineer_database_path(self) -> Path:
+        """The engineers' DuckDB database (every published table; owner-only)."""
+        return self.out_dir / "engineer.duckdb"
 
 
 _TOP_KEYS = {"run", "key", "audit", "release", "service", "linkage", "sources", "reference"}

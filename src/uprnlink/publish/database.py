@@ -44,6 +44,7 @@ __all__ = [
     "macros_sql",
     "read_policy",
     "views_sql",
+    "write_analyst_database",
     "write_database",
     "write_linked_dataset",
 ]
@@ -572,7 +573,8 @@ def suppression_stats(result: ProtectedTables) -> dict[str, Any]:
 def write_database(
     db_path: Path, parquet: dict[str, Path], metadata: dict[str, Any], policy: DisclosurePolicy
 ) -> DatabaseSummary:
-    """Build the DuckDB database in a temporary file, then move it into place in one step."""
+    """Build the engineers' DuckDB database (every table, view and macro) in a temporary file,
+    then move it into place in one step, readable by its owner only."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -612,8 +614,61 @@ def write_database(
         con.execute("CHECKPOINT")
     finally:
         con.close()
+    os.chmod(tmp, ENGINEER_MODE)
     os.replace(tmp, db_path)
     return DatabaseSummary(disclosure=disclosure)
+
+
+#: What the analyst database keeps in schema `linked`: only the inputs of the as-at macros,
+#: only their columns. Analysts never name these tables (the query guard refuses it); the
+#: macros read them.
+MACRO_INPUTS: dict[str, str] = {
+    "membership": "SELECT person_id, household_id, valid_from, valid_to, is_communal, "
+    "age_on_reference_date FROM eng.linked.membership",
+    "service_events": "SELECT person_id, source, event_type, event_date "
+    "FROM eng.linked.service_events WHERE source = 'hospital_activity'",
+    "household_area": "SELECT * FROM eng.linked.household_area",
+    "run_parameters": "SELECT * FROM eng.linked.run_parameters",
+    "snapshot_dates": "SELECT * FROM eng.linked.snapshot_dates",
+    "household_snapshots": "SELECT * FROM eng.linked.household_snapshots",
+}
+ANALYST_MODE = 0o640  # the query service's group reads it
+ENGINEER_MODE = 0o600  # the pipeline's account only
+
+
+def write_analyst_database(
+    engineer_db: Path, analyst_db: Path, policy: DisclosurePolicy
+) -> list[str]:
+    """The analysts' database: each analyst view's rows as a table of the view's name, the
+    as-at macros and only the inputs they read; nothing else of the engineer database.
+
+    Built in a temporary file and moved into place; returns its tables (schema.name).
+    """
+    tmp = analyst_db.with_name(analyst_db.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute("ATTACH ? AS eng (READ_ONLY)", [str(engineer_db)])
+        for view in VIEWS:
+            con.execute(f"CREATE TABLE main.{view} AS FROM eng.main.{view}")
+        con.execute("CREATE SCHEMA linked")
+        for table, select in MACRO_INPUTS.items():
+            con.execute(f"CREATE TABLE linked.{table} AS {select}")
+        con.execute("DETACH eng")
+        for sql in macros_sql(policy):
+            con.execute(sql)
+        con.execute("CHECKPOINT")
+        tables = [
+            f"{schema}.{name}"
+            for schema, name in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    os.chmod(tmp, ANALYST_MODE)
+    os.replace(tmp, analyst_db)
+    return tables
 
 
 def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) -> list[date]:

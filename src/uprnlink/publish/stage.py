@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,13 @@ from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
 from uprnlink.privacy.release import release_ids
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
 from uprnlink.publish import releases
-from uprnlink.publish.database import read_policy, write_database, write_linked_dataset
+from uprnlink.publish.database import (
+    read_policy,
+    write_analyst_database,
+    write_database,
+    write_linked_dataset,
+)
+from uprnlink.publish.releases import ANALYST_DATABASE, ENGINEER_DATABASE
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -118,8 +125,13 @@ def publish_outputs(
     staging = releases.begin(settings.out_dir, run_id)
     paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
     policy = read_policy(settings.policy_path)
-    # The database copies the staged Parquet into its own tables: it depends on no other file.
-    write_database(staging / "uprnlink.duckdb", paths, metadata, policy)
+    # The engineers' database copies the staged Parquet into its own tables (it depends on no
+    # other file); the analysts' holds only what their views show. Separate files, separate
+    # permissions: analysts reach theirs through the query service only.
+    engineer_db = staging / ENGINEER_DATABASE
+    write_database(engineer_db, paths, metadata, policy)
+    analyst_tables = write_analyst_database(engineer_db, staging / ANALYST_DATABASE, policy)
+    os.chmod(staging / "linked", 0o700)
     log.info("publication staged; it goes live when the run finishes")
     return {
         "metadata": metadata,
@@ -127,6 +139,8 @@ def publish_outputs(
         "staged": str(staging),
         "linked_dir": str(settings.linked_dir),
         "database": str(settings.database_path),
+        "engineer_database": str(settings.engineer_database_path),
+        "analyst_tables": analyst_tables,
     }
 
 
