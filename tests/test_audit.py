@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from uprnlink.errors import AuditError
 from uprnlink.governance.audit import (
     GENESIS,
+    MAX_BATCH,
     AuditLog,
     AuditVerification,
     Witness,
@@ -336,9 +337,46 @@ def test_old_checkpoint_copy(log_path, tmp_path):
     head_path.write_bytes(old_head)
     result = verify_audit_log(log_path, KEY)
     assert result.ok and result.warnings and "one entry behind" in result.warnings[0]
+    # Up to one group commit behind: an interrupted batch of appends, not tampering.
     write_log(snapshot_path.with_name("snap3.jsonl"), n=N - 3)
     head_path.write_bytes(default_head_path(snapshot_path.with_name("snap3.jsonl")).read_bytes())
-    assert_bad(verify_audit_log(log_path, KEY), seq=N - 3, line=N - 2, words="older copy")
+    result = verify_audit_log(log_path, KEY)
+    assert result.ok and "3 entries behind" in result.warnings[0]
+    AuditLog(log_path, KEY, clock=step_clock(T0 + timedelta(hours=1))).append("access", actor="a")
+    assert verify_audit_log(log_path, KEY).ok  # the next append catches the checkpoint up
+
+
+def test_checkpoint_older_than_one_group_commit(tmp_path):
+    path = tmp_path / "long.jsonl"
+    write_log(path, n=MAX_BATCH + 4)
+    snapshot = tmp_path / "snap.jsonl"
+    write_log(snapshot, n=2)
+    default_head_path(path).write_bytes(default_head_path(snapshot).read_bytes())
+    assert_bad(verify_audit_log(path, KEY), seq=2, line=3, words="older copy")
+    with pytest.raises(AuditError, match="does not match its checkpoint"):
+        AuditLog(path, KEY).append("access", actor="a")
+
+
+def test_threads_appending_at_once_share_commits_and_keep_the_chain(tmp_path):
+    path = tmp_path / "busy.jsonl"
+    log = AuditLog(path, KEY)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(10):
+                log.append("access", actor=f"user{i}", data={"j": j})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    result = verify_audit_log(path, KEY)
+    assert result.ok and result.entries == 200 and not result.warnings
 
 
 def test_wrong_key_is_reported_not_raised(log_path):

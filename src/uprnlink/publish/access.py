@@ -26,6 +26,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -316,6 +317,11 @@ class AnalystDatabase:
         self._con.execute("SET lock_configuration = true")
         self.catalog = str(self._con.execute("SELECT current_database()").fetchall()[0][0])
         self._slots = threading.BoundedSemaphore(readers)
+        # A release never changes once published: a check (parse, bind, plan) and a named
+        # question's protected answer are the same every time, so each is worked out once.
+        self._memo_lock = threading.Lock()
+        self._checks: OrderedDict[tuple[tuple[str, ...], str], QueryCheck] = OrderedDict()
+        self._answers: dict[tuple[str, int], QueryResult] = {}
 
     def close(self) -> None:
         self._con.close()
@@ -337,13 +343,45 @@ class AnalystDatabase:
 
     def check(self, sql: str, granted: tuple[str, ...]) -> QueryCheck:
         """Whether a role granted `granted` may run `sql`: names, then reads (module doc)."""
+        memo = (tuple(sorted(granted)), sql)
+        with self._memo_lock:
+            known = self._checks.get(memo)
+            if known is not None:
+                self._checks.move_to_end(memo)
+                return known
         allowed = role_relations(granted)
         with self._cursor() as cur:
             names = check_names(cur, sql, allowed, self.catalog)
-            if not names.allowed:
-                return names
-            reads, reason = check_reads(cur, sql, allowed, self.catalog)
-        return QueryCheck(not reason, names.relations, reads, reason)
+            if names.allowed:
+                reads, reason = check_reads(cur, sql, allowed, self.catalog)
+                names = QueryCheck(not reason, names.relations, reads, reason)
+        with self._memo_lock:
+            self._checks[memo] = names
+            while len(self._checks) > 4096:
+                self._checks.popitem(last=False)
+        return names
+
+    def named_answer(
+        self,
+        named: queries.NamedQuery,
+        policy: DisclosurePolicy,
+        *,
+        max_rows: int,
+        timeout: float,
+    ) -> QueryResult:
+        """A named question's protected answer on this release (worked out on first asking)."""
+        memo = (named.name, max_rows)
+        with self._memo_lock:
+            known = self._answers.get(memo)
+        if known is not None:
+            return QueryResult(known.table, known.truncated, 0.0)
+        result = self.run(named.sql, max_rows=max_rows, timeout=timeout)
+        # Protected (suppression, rounding) before anyone sees it.
+        frame, _ = queries.protect_result(named, result.frame, policy)
+        answer = QueryResult(frame.to_arrow(), result.truncated, result.seconds)
+        with self._memo_lock:
+            self._answers[memo] = answer
+        return answer
 
     def run(
         self,
@@ -448,14 +486,13 @@ def governed_query(
     base["reads"] = list(check.reads)
     audit.append("access.started", actor=user, data=base)
     try:
-        result = db.run(text, max_rows=max_rows, timeout=timeout, progress=progress)
+        if named is not None:
+            result = db.named_answer(named, policy, max_rows=max_rows, timeout=timeout)
+        else:
+            result = db.run(text, max_rows=max_rows, timeout=timeout, progress=progress)
     except QueryFailedError as exc:
         audit.append("access.failed", actor=user, data={**base, "reason": str(exc)})
         raise
-    if named is not None:
-        # A named query's answer is protected (suppression, rounding) before anyone sees it.
-        frame, _ = queries.protect_result(named, result.frame, policy)
-        result = QueryResult(frame.to_arrow(), result.truncated, result.seconds)
     audit.append(
         "access",
         actor=user,

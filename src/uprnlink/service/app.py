@@ -86,6 +86,7 @@ class ServiceState:
         self.policy = read_policy(settings.policy_path)
         self._lock = threading.Lock()
         self._live: _Live | None = None
+        self._previous: _Live | None = None
 
     def database(self) -> AnalystDatabase:
         """The analysts' database of the live release (the one `out/uprnlink.duckdb` points
@@ -95,15 +96,37 @@ class ServiceState:
             if self._live is None or self._live.path != path:
                 if not Path(path).exists():
                     raise ConfigError("no release is live yet: run the pipeline first")
-                self._live = _Live(path, AnalystDatabase(Path(path), readers=16))
+                db = AnalystDatabase(Path(path), readers=16)
+                # Queries already running on the previous release finish on it; the one before
+                # that is closed.
+                if self._previous is not None:
+                    self._previous.db.close()
+                self._previous, self._live = self._live, _Live(path, db)
                 log.info("serving release %s", Path(path).parent.name)
+                threading.Thread(target=self._warm, args=(db,), daemon=True).start()
             return self._live.db
+
+    def _warm(self, db: AnalystDatabase) -> None:
+        """Work out every named question's protected answer on a new release before anyone
+        asks (a release never changes, so each is worked out once)."""
+        limit = self.settings.service.max_rows
+        for named in queries.list_queries():
+            try:
+                db.named_answer(
+                    named,
+                    self.policy,
+                    max_rows=limit,
+                    timeout=self.settings.service.timeout_seconds,
+                )
+            except Exception as exc:  # an analyst asking will see (and the log record) it
+                log.warning("named question %s not prepared: %s", named.name, type(exc).__name__)
 
     def close(self) -> None:
         with self._lock:
-            if self._live is not None:
-                self._live.db.close()
-                self._live = None
+            for live in (self._live, self._previous):
+                if live is not None:
+                    live.db.close()
+            self._live = self._previous = None
 
     def identify(self, authorization: str | None, request: Request) -> Identity:
         try:

@@ -85,8 +85,19 @@ class UserStore:
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = path
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._seen: tuple[int, int, int] | None = None
+        self._users: list[User] = []
 
     def _read(self) -> list[User]:
+        # Parsed again whenever the file changes (every write replaces it: a new inode), so a
+        # revocation takes effect on the next request without re-reading the file each time.
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return []
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if version == self._seen:
+            return list(self._users)
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -98,9 +109,11 @@ class UserStore:
         if not isinstance(doc, dict) or doc.get("format") != USERS_FORMAT:
             raise ConfigError(f"users file {self.path} is not a uprnlink users file")
         try:
-            return [User(**u) for u in doc.get("users", [])]
+            users = [User(**u) for u in doc.get("users", [])]
         except TypeError:
             raise ConfigError(f"users file {self.path} is malformed") from None
+        self._seen, self._users = version, users
+        return list(users)
 
     def _write(self, users: list[User]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
