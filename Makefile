@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup demo test test-fast lint format typecheck check bench dist serve stop clean
+.PHONY: help setup demo service test test-fast lint format typecheck check bench dist serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,19 @@ check: lint typecheck test ## Lint, type-check and test
 
 dist: $(STAMP) ## Build the sdist and wheel into dist/ (tests/test_wheel.py installs and runs one)
 	$(BIN)/python -m build --outdir dist .
+
+SERVICE_PORT ?= 8765
+DEMO_AUDIT := UPRNLINK_AUDIT_PASSPHRASE=uprnlink-demo-passphrase-not-for-real-data
+
+service: $(STAMP) ## Run the query service on the demo's live release; prints an analyst's token
+	@test -e demo/out/uprnlink.duckdb || $(MAKE) demo
+	@echo "Issuing a token for the demo analyst 'demo-analyst' (shown once):"
+	@$(DEMO_AUDIT) $(BIN)/uprnlink users rotate demo-analyst --config demo/demo.toml 2>/dev/null \
+	  || $(DEMO_AUDIT) $(BIN)/uprnlink users add demo-analyst --role analyst --config demo/demo.toml
+	@echo "In another terminal: export UPRNLINK_TOKEN=<the token above>"
+	@echo "                     export UPRNLINK_URL=http://127.0.0.1:$(SERVICE_PORT)"
+	@echo "                     .venv/bin/uprnlink query --named overcrowding_by_deprivation"
+	$(DEMO_AUDIT) $(BIN)/uprnlink serve --config demo/demo.toml --port $(SERVICE_PORT)
 
 SERVE_PORT ?= 4200
 
