@@ -373,7 +373,7 @@ def _audit_key_event(args: argparse.Namespace, event: str, data: dict[str, Any])
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from uprnlink.governance.audit import verify_run_audit
+    from uprnlink.governance.audit import run_witnesses, verify_run_audit
     from uprnlink.privacy.keys import audit_keys
     from uprnlink.settings import read_settings
     from uprnlink.zones import Zones
@@ -385,7 +385,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         from uprnlink.governance.report import render_audit_report
 
         report = render_audit_report(
-            zones.audit_log, keys, head_path=zones.audit_head, fmt=args.format
+            zones.audit_log,
+            keys,
+            head_path=zones.audit_head,
+            fmt=args.format,
+            witnesses=run_witnesses(settings),
         )
         if args.out:
             Path(args.out).write_text(report, encoding="utf-8")

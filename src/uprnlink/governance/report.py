@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from uprnlink.errors import AuditError
-from uprnlink.governance.audit import AuditEvent, AuditVerification, verify_audit_log
+from uprnlink.governance.audit import AuditEvent, AuditVerification, Witness, verify_audit_log
 from uprnlink.html import render_page
 from uprnlink.privacy.keys import MasterKey
 
@@ -105,13 +105,17 @@ def _read_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, str]], str 
 
 
 def _verify(
-    path: Path, keys: Sequence[MasterKey], head_path: Path | None, unreadable: str | None
+    path: Path,
+    keys: Sequence[MasterKey],
+    head_path: Path | None,
+    unreadable: str | None,
+    witnesses: Sequence[Witness] = (),
 ) -> AuditVerification:
     """`verify_audit_log`, with anything that stops it turned into a failed result."""
     if unreadable is not None:
         return AuditVerification(ok=False, entries=0, verified=0, reason=unreadable)
     try:
-        return verify_audit_log(path, keys, head_path=head_path)
+        return verify_audit_log(path, keys, head_path=head_path, witnesses=witnesses)
     except AuditError as exc:
         return AuditVerification(ok=False, entries=0, verified=0, reason=str(exc))
     except RecursionError:
@@ -556,7 +560,9 @@ def _key_blocks(s: _Summary, supplied: Mapping[str, MasterKey], flag: bool) -> l
     blocks.append(
         _Para(
             f"{len(s.keys)} key id(s) seen in the log. A key id is a fingerprint of the "
-            "pseudonymisation key, never the key itself; a new key id starts a new key epoch."
+            "audit key that MACed the entries (aud-...), never the key itself; a new key id "
+            "starts a new audit key epoch. Pseudonymisation and release key ids (kid-..., "
+            "rel-...) appear in the key and run events below."
         )
     )
     rows = []
@@ -1088,6 +1094,7 @@ def render_audit_report(
     head_path: Path | None,
     fmt: ReportFormat = "markdown",
     now: datetime | None = None,
+    witnesses: Sequence[Witness] = (),
 ) -> str:
     """The audit report for `log_path` as Markdown or a self-contained HTML page.
 
@@ -1104,7 +1111,7 @@ def render_audit_report(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     entries, unreadable, cannot_read = _read_entries(log_path)
-    result = _verify(log_path, key_list, head, cannot_read)
+    result = _verify(log_path, key_list, head, cannot_read, witnesses)
     # Lines past `verified` are unverified: after the first bad entry, or appended after the
     # verifier read the log, or all of them if the verifier could not run.
     entries = [_Entry(e.line, e.event, e.line <= result.verified) for e in entries]
