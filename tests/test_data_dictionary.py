@@ -107,3 +107,36 @@ def test_every_table_macro_matches_describe_and_has_a_section(
             ).fetchall()
         ]
         assert columns == actual, f"{macro}: documented {columns} != DESCRIBE {actual}"
+
+
+def test_every_view_column_and_macro_carries_its_comment(
+    database: duckdb.DuckDBPyConnection,
+) -> None:
+    """The dictionary travels with the data: DBeaver, R and Python users see each view's and
+    column's meaning in the database itself (COMMENT ON), equal to this file's."""
+    from uprnlink.publish.dictionary import read_dictionary
+
+    docs = read_dictionary()
+    tables = dict(
+        database.execute(
+            "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main'"
+        ).fetchall()
+    )
+    assert tables and set(tables) <= set(docs)
+    for table, comment in tables.items():
+        assert comment == docs[table].summary and comment, table
+    columns = database.execute(
+        "SELECT table_name, column_name, comment FROM duckdb_columns() "
+        "WHERE schema_name = 'main' AND database_name = current_database() AND NOT internal"
+    ).fetchall()
+    by_name = {(t, c.name): c.comment for t in tables for c in docs[t].columns}
+    assert len(columns) == len(by_name)
+    for table, column, comment in columns:
+        assert comment and comment == by_name[(table, column)], (table, column)
+    macros = dict(
+        database.execute(
+            "SELECT DISTINCT function_name, comment FROM duckdb_functions() "
+            "WHERE function_type = 'table_macro' AND NOT internal AND function_name NOT LIKE '\\_%' ESCAPE '\\'"
+        ).fetchall()
+    )
+    assert macros and all(comment == docs[m].summary for m, comment in macros.items())

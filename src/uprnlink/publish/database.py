@@ -23,6 +23,7 @@ import polars as pl
 
 from uprnlink.errors import PublishError
 from uprnlink.households.tables import GENERATION_GAP, AnalysisTables, months_before
+from uprnlink.publish.dictionary import comment_sql
 from uprnlink.publish.disclosure import (
     PRESETS,
     DisclosurePolicy,
@@ -611,6 +612,9 @@ def write_database(
         )
         for sql in macros_sql(policy):
             con.execute(sql)
+        for view in VIEWS:
+            for sql in comment_sql(view, "VIEW"):
+                con.execute(sql)
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -657,6 +661,12 @@ def write_analyst_database(
         con.execute("DETACH eng")
         for sql in macros_sql(policy):
             con.execute(sql)
+        for view in VIEWS:
+            for sql in comment_sql(view, "TABLE"):
+                con.execute(sql)
+        for macro in MACROS:
+            for sql in comment_sql(macro, "MACRO TABLE"):
+                con.execute(sql)
         con.execute("CHECKPOINT")
         tables = [
             f"{schema}.{name}"
