@@ -1,7 +1,8 @@
 """Time every named query (the analyst guide's worked questions) on a large published database.
 
 Usage: python -m benchmarks.queries [--people 1000000] [--seed 42] [--repeats 20]
-                                    [--out bench-out/queries] [--db FILE]
+                                    [--out bench-out/queries] [--db FILE] [--clients 20]
+                                    [--no-service] [--reuse]
 
 Building the database: a synthetic population is written (`uprnlink.synth`), every extract is
 ingested by the pipeline's own ingest stage (validate, standardise, pseudonymise), and then,
@@ -14,8 +15,15 @@ disclosure control included) then builds the published database exactly as a run
 Each named query runs as `uprnlink query --named` runs it, on a fresh read-only connection:
 SQL, then disclosure control of the answer. It runs once to warm the file cache, then
 `--repeats` times; p50 and p95 of the wall time are printed as a table and written to
-`<out>/queries.json` with the database's size and the machine's core count. Target: p95 under
-200 ms per question on 2 cores.
+`<out>/queries.json` with the database's size and the machine's core count.
+
+Then the same questions through the query service (`uprnlink serve` in its own process, holding
+only the audit key): `--clients` analysts (default 20), each with their own token, ask every
+question `--repeats / 4` times in their own shuffled order, all at once and back to back (no
+think time); every request is authenticated, checked, audited before it runs and after, and
+protected. p50/p95 per question are printed beside the direct p95.
+
+Target: p95 under 200 ms per question on 2 cores, directly and through the service.
 """
 
 from __future__ import annotations
