@@ -170,13 +170,17 @@ def query_service(
     small_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[QueryService]:
     """The query service on a copy of the small run; users ana (analyst), eng (data_engineer)
-    and ig (ig_lead); a 3-second time limit and 50,000-row limit."""
+    and ig (ig_lead); 8 s to run, 2 s to check, 50,000 rows and 2 MiB per answer."""
     from uprnlink import cli
 
     root = tmp_path_factory.mktemp("service")
     shutil.copytree(small_run.root, root, symlinks=True, dirs_exist_ok=True)
     config = root / "config" / "demo.toml"
-    config.write_text(config.read_text() + "\n[service]\ntimeout_seconds = 3\nmax_rows = 50000\n")
+    config.write_text(
+        config.read_text()
+        + "\n[service]\ntimeout_seconds = 8\ncheck_timeout_seconds = 2\nmax_rows = 50000\n"
+        + "max_answer_mib = 2\nworkers = 3\n"
+    )
     tokens = {}
     for name, role in (("ana", "analyst"), ("eng", "data_engineer"), ("ig", "ig_lead")):
         out = io.StringIO()

@@ -112,6 +112,9 @@ class ServiceSettings:
     users_file: Path | None = None  # default: <work_dir>/service/users.json
     max_rows: int = 100_000
     timeout_seconds: float = 30.0
+    workers: int = 4  # query worker processes (each checks and runs one query at a time)
+    check_timeout_seconds: float = 5.0  # longest a query's check (parse, bind, plan) may take
+    max_answer_mib: int = 64  # largest answer (Arrow data), refused while it streams
     url: str | None = None  # where clients reach it (default http://host:port)
 
 
@@ -355,16 +358,17 @@ def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
             if not isinstance(raw[name], kind) or not raw[name]:
                 raise ConfigError(f"{config}: [service] {name} must be a non-empty string")
             values[name] = raw[name]
-    for name in ("port", "max_rows"):
+    for name in ("port", "max_rows", "workers", "max_answer_mib"):
         if name in raw:
             if isinstance(raw[name], bool) or not isinstance(raw[name], int) or raw[name] < 1:
                 raise ConfigError(f"{config}: [service] {name} must be a positive whole number")
             values[name] = raw[name]
-    if "timeout_seconds" in raw:
-        t = raw["timeout_seconds"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
-            raise ConfigError(f"{config}: [service] timeout_seconds must be between 0 and 3600")
-        values["timeout_seconds"] = float(t)
+    for name in ("timeout_seconds", "check_timeout_seconds"):
+        if name in raw:
+            t = raw[name]
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
+                raise ConfigError(f"{config}: [service] {name} must be between 0 and 3600")
+            values[name] = float(t)
     if "users_file" in raw:
         values["users_file"] = _path(base, raw["users_file"], "service.users_file", config)
     return ServiceSettings(**values)

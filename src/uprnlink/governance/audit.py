@@ -321,12 +321,16 @@ def _last_line(fd: int) -> tuple[bytes | None, bool]:
 
 
 def _hash_at(fd: int, seq: int, last_seq: int) -> str | None:
-    """The hash of entry `seq`, read back from the end of the log (which ends at `last_seq`)."""
+    """The hash of entry `seq`, read back from the end of the log (which ends at `last_seq`),
+    however long its lines are."""
     size = os.fstat(fd).st_size
-    back = last_seq - seq + 2
-    start = max(0, size - back * 4096)
-    lines = os.pread(fd, size - start, start).split(b"\n")
-    for raw in reversed(lines[-back - 1 :]):
+    want = last_seq - seq + 2  # lines from the end, with the trailing empty one
+    buf, pos = b"", size
+    while pos > 0 and buf.count(b"\n") <= want:
+        start = max(0, pos - 65536)
+        buf = os.pread(fd, pos - start, start) + buf
+        pos = start
+    for raw in reversed(buf.split(b"\n")[-want - 1 :]):
         obj, _ = _parse_line(raw) if raw else (None, None)
         if obj is not None and obj["seq"] == seq:
             return str(obj["hash"])

@@ -27,11 +27,11 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, Protocol, TextIO
 
 import duckdb
 import polars as pl
@@ -81,6 +81,9 @@ class QueryCheck:
     reads: tuple[str, ...] = ()
     """Tables the bound plan scans (schema.table), once the query passed the name check."""
     reason: str = ""
+    """Why it was refused, for the person asking (may quote their own query)."""
+    rule: str = ""
+    """Which rule refused it, a short code for the audit log (never quotes the query)."""
 
 
 @dataclass(frozen=True)
@@ -126,46 +129,85 @@ def safe_name(text: str) -> str:
 
 # ---------------------------------------------------------------------------- name check
 
-_FROM_TYPES = {"BASE_TABLE", "JOIN", "SUBQUERY", "TABLE_FUNCTION", "EXPRESSION_LIST", "EMPTY"}
 _QUERY_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
+
+#: Scalar functions refused by name: they read settings, the catalog or the host (paths,
+#: activity, variables), write to the log, or cost far more than their size (quadratic string
+#: distances, huge strings) while DuckDB binds the query.
+DENIED_FUNCTIONS = frozenset(
+    {
+        "current_setting",
+        "getvariable",
+        "getenv",
+        "current_query_id",
+        "write_log",
+        "repeat",
+        "levenshtein",
+        "damerau_levenshtein",
+        "editdist3",
+        "jaro_similarity",
+        "jaro_winkler_similarity",
+        "jaccard",
+        "hamming",
+        "mismatches",
+        "sleep_ms",
+    }
+)
+DENIED_PREFIXES = ("pg_", "duckdb_", "sqlite_")
 
 
 @dataclass
 class _Names:
     tables: set[tuple[str, str, str]]
     functions: set[tuple[str, str, str]]
-    problems: list[str]
+    problems: list[tuple[str, str]]  # (rule, reason)
 
 
-def _cte_names(node: dict[str, Any]) -> set[str]:
-    entries = (
-        node.get("cte_map", {}).get("map", []) if isinstance(node.get("cte_map"), dict) else []
-    )
-    return {str(e.get("key", "")).lower() for e in entries}
+def _cte_entries(node: dict[str, Any]) -> list[dict[str, Any]]:
+    cte_map = node.get("cte_map")
+    return list(cte_map.get("map", [])) if isinstance(cte_map, dict) else []
 
 
-def _walk_names(node: Any, scope: frozenset[str], out: _Names) -> None:
-    """Collect named relations with CTE scoping: a CTE is visible in the query node that
-    defines it (its own body included, for recursive CTEs) and in everything below it."""
+def _is_recursive(entry: dict[str, Any]) -> bool:
+    body = entry.get("value", {}).get("query_node", {})
+    return isinstance(body, dict) and body.get("type") == "RECURSIVE_CTE_NODE"
+
+
+def _walk_names(node: Any, scope: frozenset[str], out: _Names, depth: int = 0) -> None:
+    """Collect named relations and functions with CTE scoping as DuckDB binds it: a CTE is
+    visible in the CTEs defined after it and in its query's body, and in its own body only when
+    recursive."""
+    if depth > 400:
+        out.problems.append(("complex", "the query is nested too deeply to check"))
+        return
     if isinstance(node, list):
         for value in node:
-            _walk_names(value, scope, out)
+            _walk_names(value, scope, out, depth + 1)
         return
     if not isinstance(node, dict):
         return
     kind = node.get("type")
-    if kind in _QUERY_NODES or "cte_map" in node:
-        scope = scope | _cte_names(node)
+    entries = _cte_entries(node)
+    if entries:
+        visible = set(scope)
+        for entry in entries:
+            name = str(entry.get("key", "")).lower()
+            own = {name} if _is_recursive(entry) else set()
+            _walk_names(entry.get("value"), frozenset(visible | own), out, depth + 1)
+            visible.add(name)
+        scope = frozenset(visible)
     if kind == "SHOW_REF":
-        out.problems.append("SHOW, DESCRIBE and SUMMARIZE are not allowed")
+        out.problems.append(("statement", "SHOW, DESCRIBE and SUMMARIZE are not allowed"))
     elif kind == "PIVOT":
-        out.problems.append("PIVOT and UNPIVOT are not allowed: use GROUP BY")
+        out.problems.append(("statement", "PIVOT and UNPIVOT are not allowed: use GROUP BY"))
+    elif kind == "VALUE_PARAMETER" or node.get("class") == "PARAMETER":
+        out.problems.append(("parameter", "query parameters ($1, ?) are not allowed"))
     elif kind == "BASE_TABLE":
         catalog = str(node.get("catalog_name") or "").lower()
         schema = str(node.get("schema_name") or "").lower()
         name = str(node.get("table_name") or "").lower()
         if node.get("at_clause") is not None:
-            out.problems.append("time travel (AT ...) is not allowed")
+            out.problems.append(("statement", "time travel (AT ...) is not allowed"))
         if not (catalog == "" and schema == "" and name in scope):
             out.tables.add((catalog, schema, name))
     elif kind == "TABLE_FUNCTION":
@@ -177,10 +219,14 @@ def _walk_names(node: Any, scope: frozenset[str], out: _Names) -> None:
                 str(function.get("function_name", "") or "").lower(),
             )
         )
+    elif node.get("class") == "FUNCTION" and "function_name" in node:
+        fname = str(node.get("function_name") or "").lower()
+        if fname in DENIED_FUNCTIONS or fname.startswith(DENIED_PREFIXES):
+            out.problems.append(("function", f"the function {fname}() is not allowed"))
     for key, value in node.items():
-        if key in {"query_location", "alias"}:
+        if key in {"query_location", "alias", "cte_map"}:
             continue
-        _walk_names(value, scope, out)
+        _walk_names(value, scope, out, depth + 1)
 
 
 def _display(parts: tuple[str, str, str]) -> str:
@@ -190,26 +236,34 @@ def _display(parts: tuple[str, str, str]) -> str:
 def check_names(
     con: duckdb.DuckDBPyConnection, sql: str, allowed: frozenset[str], catalog: str = ""
 ) -> QueryCheck:
-    """The parser-level check: one SELECT naming only allowed views, macros and CTEs."""
+    """The parser-level check: one SELECT naming only allowed views, macros and CTEs, calling
+    no denied function and taking no parameter."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        return QueryCheck(False, (), reason=_first_line("the query does not parse", exc))
+        return QueryCheck(
+            False, (), reason=_first_line("the query does not parse", exc), rule="parse"
+        )
     if len(statements) != 1:
-        return QueryCheck(False, (), reason="run exactly one SELECT statement at a time")
+        return QueryCheck(
+            False, (), reason="run exactly one SELECT statement at a time", rule="statement"
+        )
     if statements[0].type != duckdb.StatementType.SELECT:
-        return QueryCheck(False, (), reason="only SELECT queries are allowed")
+        return QueryCheck(False, (), reason="only SELECT queries are allowed", rule="statement")
     parsed = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
     if parsed.get("error"):
         message = str(parsed.get("error_message", "cannot parse"))
-        return QueryCheck(False, (), reason="the query does not parse: " + message[:200])
+        return QueryCheck(
+            False, (), reason="the query does not parse: " + message[:200], rule="parse"
+        )
     names = _Names(set(), set(), [])
     _walk_names(parsed.get("statements", []), frozenset(), names)
     named = tuple(
         sorted({_display(t) for t in names.tables} | {_display(f) for f in names.functions})
     )
     if names.problems:
-        return QueryCheck(False, named, reason=names.problems[0])
+        rule, reason = names.problems[0]
+        return QueryCheck(False, named, reason=reason, rule=rule)
 
     def in_database(parts: tuple[str, str, str]) -> bool:
         # Unqualified, or in the analysts' database's main schema.
@@ -226,7 +280,12 @@ def check_names(
         if not in_database(f) or f[2] not in allowed or f[2] not in MACROS
     ]
     if refused:
-        return QueryCheck(False, named, reason=f"not allowed for this role: {sorted(set(refused))}")
+        return QueryCheck(
+            False,
+            named,
+            reason=f"not allowed for this role: {sorted(set(refused))}",
+            rule="relation",
+        )
     return QueryCheck(True, named)
 
 
@@ -310,6 +369,8 @@ class AnalystDatabase:
                 "autoload_known_extensions": False,
                 "allow_community_extensions": False,
                 "allow_persistent_secrets": False,
+                # No Python objects (data frames in this process) as tables, whatever the name.
+                "python_enable_replacements": False,
                 "threads": threads,
                 "memory_limit": memory_limit,
             },
@@ -317,11 +378,10 @@ class AnalystDatabase:
         self._con.execute("SET lock_configuration = true")
         self.catalog = str(self._con.execute("SELECT current_database()").fetchall()[0][0])
         self._slots = threading.BoundedSemaphore(readers)
-        # A release never changes once published: a check (parse, bind, plan) and a named
-        # question's protected answer are the same every time, so each is worked out once.
+        # A release never changes once published: a check (parse, bind, plan) is the same
+        # every time, so each is worked out once.
         self._memo_lock = threading.Lock()
         self._checks: OrderedDict[tuple[tuple[str, ...], str], QueryCheck] = OrderedDict()
-        self._answers: dict[tuple[str, int], QueryResult] = {}
 
     def close(self) -> None:
         self._con.close()
@@ -351,37 +411,26 @@ class AnalystDatabase:
                 return known
         allowed = role_relations(granted)
         with self._cursor() as cur:
-            names = check_names(cur, sql, allowed, self.catalog)
-            if names.allowed:
-                reads, reason = check_reads(cur, sql, allowed, self.catalog)
-                names = QueryCheck(not reason, names.relations, reads, reason)
+            try:
+                names = check_names(cur, sql, allowed, self.catalog)
+                if names.allowed:
+                    reads, reason = check_reads(cur, sql, allowed, self.catalog)
+                    names = QueryCheck(
+                        not reason, names.relations, reads, reason, "reads" if reason else ""
+                    )
+            except (duckdb.Error, RecursionError, ValueError, KeyError, TypeError) as exc:
+                # Fail closed: a query the guard cannot take apart does not run.
+                names = QueryCheck(
+                    False,
+                    (),
+                    reason=f"the query cannot be checked ({type(exc).__name__})",
+                    rule="check",
+                )
         with self._memo_lock:
             self._checks[memo] = names
             while len(self._checks) > 4096:
                 self._checks.popitem(last=False)
         return names
-
-    def named_answer(
-        self,
-        named: queries.NamedQuery,
-        policy: DisclosurePolicy,
-        *,
-        max_rows: int,
-        timeout: float,
-    ) -> QueryResult:
-        """A named question's protected answer on this release (worked out on first asking)."""
-        memo = (named.name, max_rows)
-        with self._memo_lock:
-            known = self._answers.get(memo)
-        if known is not None:
-            return QueryResult(known.table, known.truncated, 0.0)
-        result = self.run(named.sql, max_rows=max_rows, timeout=timeout)
-        # Protected (suppression, rounding) before anyone sees it.
-        frame, _ = queries.protect_result(named, result.frame, policy)
-        answer = QueryResult(frame.to_arrow(), result.truncated, result.seconds)
-        with self._memo_lock:
-            self._answers[memo] = answer
-        return answer
 
     def run(
         self,
@@ -390,9 +439,11 @@ class AnalystDatabase:
         max_rows: int = 100_000,
         timeout: float = 30.0,
         progress: TextIO | None = None,
+        max_bytes: int | None = None,
     ) -> QueryResult:
-        """Run an already-checked query: at most `max_rows` rows, interrupted after `timeout`
-        seconds. Raises QueryFailedError naming the error's class only."""
+        """Run an already-checked query: at most `max_rows` rows (and `max_bytes` of Arrow
+        data, refused while it streams), interrupted after `timeout` seconds. Raises
+        QueryFailedError naming the error's class only."""
         started = time.perf_counter()
         with self._cursor() as cur:
             timer = threading.Timer(timeout, cur.interrupt)
@@ -405,8 +456,14 @@ class AnalystDatabase:
                 if relation is None:
                     raise QueryFailedError("the query returned no result set")
                 reader = relation.to_arrow_reader(8192)
-                batches, rows, truncated = [], 0, False
+                batches, rows, size, truncated = [], 0, 0, False
                 for batch in reader:
+                    size += batch.nbytes
+                    if max_bytes is not None and size > max_bytes:
+                        raise QueryFailedError(
+                            f"the answer is larger than {max_bytes >> 20} MiB: select fewer "
+                            "columns or rows, or aggregate"
+                        )
                     if rows + batch.num_rows > max_rows:
                         batches.append(batch.slice(0, max_rows - rows))
                         truncated = True
@@ -441,8 +498,41 @@ class Identity:
     token_id: str | None = None
 
 
+class QueryEngine(Protocol):
+    """What governed_query needs of a database: the guard's checks and a bounded run (an
+    `AnalystDatabase` in this process, or the service's pool of worker processes)."""
+
+    def check(self, sql: str, granted: tuple[str, ...]) -> QueryCheck: ...
+
+    def run(self, sql: str, *, max_rows: int, timeout: float) -> QueryResult: ...
+
+
+#: Rows a named question may have at most (they are small tables: protected in full, then cut).
+NAMED_MAX_ROWS = 1_000_000
+_KNOWN_NAMES = frozenset({*VIEWS, *MACROS, *(f"linked.{t}" for t in MACRO_INPUTS)})
+
+
+def loggable_names(names: tuple[str, ...]) -> list[str]:
+    """Relation names fit for the audit log: the published views, macros and tables as named;
+    anything else (which an analyst typed, and could be anything) as a short hash only."""
+    return [
+        n if n in _KNOWN_NAMES else "other:" + hashlib.sha256(n.encode()).hexdigest()[:8]
+        for n in names
+    ]
+
+
+def protected_answer(
+    db: QueryEngine, named: queries.NamedQuery, policy: DisclosurePolicy, *, timeout: float
+) -> QueryResult:
+    """A named question's whole answer, protected (suppression, rounding) before anyone sees
+    any of it."""
+    raw = db.run(named.sql, max_rows=NAMED_MAX_ROWS, timeout=timeout)
+    frame, _ = queries.protect_result(named, raw.frame, policy)
+    return QueryResult(frame.to_arrow(), raw.truncated, raw.seconds)
+
+
 def governed_query(
-    db: AnalystDatabase,
+    db: QueryEngine,
     audit: AuditLog,
     identity: Identity,
     roles: dict[str, tuple[str, ...]],
@@ -453,13 +543,18 @@ def governed_query(
     max_rows: int = 100_000,
     timeout: float = 30.0,
     channel: str = "service",
-    progress: TextIO | None = None,
+    still_allowed: Callable[[], bool] | None = None,
+    answers: MutableMapping[str, QueryResult] | None = None,
 ) -> QueryResult:
     """Check, audit, run and protect one query: the one path to the analysts' database.
 
-    Every attempt is in the audit log before anything runs: `access.refused` (and the error),
-    or `access.started`, then `access` (rows) or `access.failed` (the error's class). If the
-    log cannot be written, nothing runs. The query text is never logged, only its fingerprint.
+    Every attempt is in the audit log before any work is done on it (`access.started`), then
+    ends as `access.refused` (and the rule), `access.failed` (the error's class) or `access`
+    (rows). If the log cannot be written nothing runs. The query text is never logged, only its
+    fingerprint; names the query uses are logged only when they are published relations.
+    `still_allowed` is asked again before the query runs and before the answer is returned (a
+    token revoked meanwhile stops it). A named question's answer is protected in full, then
+    cut to `max_rows`, and kept in `answers` (per release) for the next asker.
     """
     if (sql is None) == (named is None):
         raise ConfigError("give either one SELECT statement or a named query")
@@ -475,24 +570,52 @@ def governed_query(
         base["token_id"] = identity.token_id
     if named is not None:
         base["named_query"] = named.name
-    if role not in roles:
-        check = QueryCheck(False, (), reason=f"unknown role {role!r}")
-    else:
-        check = db.check(text, roles[role])
-    base["views"] = list(check.relations)
-    if not check.allowed:
-        audit.append("access.refused", actor=user, data={**base, "reason": check.reason})
-        raise AccessRefusedError(f"query refused: {check.reason} (logged)")
-    base["reads"] = list(check.reads)
     audit.append("access.started", actor=user, data=base)
+
+    def refuse(check: QueryCheck) -> NoReturn:
+        audit.append(
+            "access.refused",
+            actor=user,
+            data={**base, "views": loggable_names(check.relations), "rule": check.rule},
+        )
+        raise AccessRefusedError(f"query refused: {check.reason} (logged)")
+
+    def fail(message: str) -> NoReturn:
+        audit.append("access.failed", actor=user, data={**base, "reason": message})
+        raise QueryFailedError(message)
+
+    try:
+        if role not in roles:
+            check = QueryCheck(False, (), reason=f"unknown role {role!r}", rule="role")
+        else:
+            check = db.check(text, roles[role])
+    except Exception as exc:  # fail closed, and on the record
+        check = QueryCheck(
+            False, (), reason=f"the query cannot be checked ({type(exc).__name__})", rule="check"
+        )
+    if not check.allowed:
+        refuse(check)
+    base["views"] = loggable_names(check.relations)
+    base["reads"] = list(check.reads)
+    if still_allowed is not None and not still_allowed():
+        refuse(QueryCheck(False, check.relations, reason="the token was revoked", rule="revoked"))
     try:
         if named is not None:
-            result = db.named_answer(named, policy, max_rows=max_rows, timeout=timeout)
+            full = answers.get(named.name) if answers is not None else None
+            if full is None:
+                full = protected_answer(db, named, policy, timeout=timeout)
+                if answers is not None:
+                    answers[named.name] = full
+            truncated = full.table.num_rows > max_rows or full.truncated
+            result = QueryResult(full.table.slice(0, max_rows), truncated, full.seconds)
         else:
-            result = db.run(text, max_rows=max_rows, timeout=timeout, progress=progress)
+            result = db.run(text, max_rows=max_rows, timeout=timeout)
     except QueryFailedError as exc:
-        audit.append("access.failed", actor=user, data={**base, "reason": str(exc)})
-        raise
+        fail(str(exc))
+    except Exception as exc:  # never an open access.started: close it, by class only
+        fail(f"the query failed while running ({type(exc).__name__})")
+    if still_allowed is not None and not still_allowed():
+        refuse(QueryCheck(False, check.relations, reason="the token was revoked", rule="revoked"))
     audit.append(
         "access",
         actor=user,

@@ -338,7 +338,9 @@ SNAPSHOT_YEARS = 10  # anniversaries of the reference date kept as household sna
 def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
     """Table macro: private households on any date, rebuilt from the membership spells.
 
-    Ages are the reference-date age shifted by the years between the dates (no date of birth
+    A date that is not a snapshot date is moved to the last day of its month (the answer's
+    `as_at_date` says which day it is for). Ages are the reference-date age shifted by the
+    years between the dates (no date of birth
     is published): exact on anniversaries of the reference date, otherwise possibly a year
     out for people whose birthday falls between the two dates. Service use counts hospital
     activity in the service period ending on the date, NULL where the extract does not cover
@@ -350,7 +352,17 @@ def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
         if skip_snapshot_dates
         else ""
     )
-    dates = f"SELECT as_at_date FROM (SELECT CAST(as_at AS DATE) AS as_at_date) {skip}"
+    # A date other than a snapshot's is moved to the last day of its month: stepping the date a
+    # day at a time would otherwise show the very day of each hospital attendance (its
+    # 12-month count steps up) and each move (red-team finding F7).
+    snapped = (
+        "CASE WHEN d IN (SELECT as_at_date FROM linked.snapshot_dates) THEN d "
+        "ELSE CAST(last_day(d) AS DATE) END"
+    )
+    dates = (
+        f"SELECT as_at_date FROM (SELECT {snapped} AS as_at_date "
+        f"FROM (SELECT CAST(as_at AS DATE) AS d)) {skip}"
+    )
     return f"CREATE OR REPLACE MACRO {COMPUTED_MACRO}(as_at) AS TABLE\n" + households_on_sql(dates)
 
 
@@ -579,7 +591,7 @@ def write_database(
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
+    con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
     try:
         con.execute("CREATE SCHEMA linked")
         con.execute("CREATE SCHEMA summaries")
@@ -650,7 +662,7 @@ def write_analyst_database(
     """
     tmp = analyst_db.with_name(analyst_db.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
+    con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
     try:
         con.execute("ATTACH ? AS eng (READ_ONLY)", [str(engineer_db)])
         for view in VIEWS:
@@ -689,7 +701,6 @@ def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) ->
     are computed here, all in one pass over the spells; any other date is computed when asked
     for.
     """
-    con.execute(households_computed_sql(skip_snapshot_dates=False))
     earliest = con.execute("SELECT min(valid_from) FROM linked.membership").fetchall()[0][0]
     dates = snapshot_dates(date.fromisoformat(str(metadata["reference_date"])), earliest)
     _register(
@@ -709,6 +720,7 @@ def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) ->
         "ORDER BY s.years_before_reference, h.household_id"
     )
     con.execute("ALTER TABLE linked.snapshot_dates DROP COLUMN years_before_reference")
+    con.execute(households_computed_sql(skip_snapshot_dates=False))
     return dates
 
 

@@ -14,16 +14,20 @@ import json
 import logging
 import os
 import threading
+import time
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from uprnlink import __version__
 from uprnlink.errors import AuditError, ConfigError
@@ -31,10 +35,11 @@ from uprnlink.governance.audit import AuditLog, actor, open_audit_log
 from uprnlink.publish import queries
 from uprnlink.publish.access import (
     AccessRefusedError,
-    AnalystDatabase,
     Identity,
     QueryFailedError,
+    QueryResult,
     governed_query,
+    protected_answer,
     read_roles,
 )
 from uprnlink.publish.database import read_policy
@@ -45,11 +50,15 @@ from uprnlink.service.identities import (
     UserStore,
     token_id_of,
 )
+from uprnlink.service.workers import PoolSettings, WorkerPool
 from uprnlink.settings import RunSettings
 
 log = logging.getLogger("uprnlink.service")
 
 MAX_SQL_CHARS = 20_000
+MAX_BODY_BYTES = 64 * 1024
+AUTH_LOG_SECONDS = 60.0  # one auth.failed entry per source per minute ...
+AUTH_LOG_EVERY = 100  # ... and one more for every hundred failures within it
 
 
 class QueryRequest(BaseModel):
@@ -64,81 +73,116 @@ class QueryRequest(BaseModel):
 @dataclass
 class _Live:
     path: str
-    db: AnalystDatabase
+    pool: WorkerPool
+    answers: dict[str, QueryResult] = field(default_factory=dict)
 
 
 class ServiceState:
-    """What the service holds: the live analysts' database (reopened when a new release goes
-    live), the audit log, the roles and the disclosure policy."""
+    """What the service holds: a pool of query workers on the live analysts' database (a new
+    pool when a new release goes live; the old one finishes its queries, then stops), the
+    audit log, the roles, the disclosure policy and the user store."""
 
     def __init__(
         self,
         settings: RunSettings,
         audit: AuditLog | None = None,
         authenticator: Authenticator | None = None,
+        pool_settings: PoolSettings | None = None,
     ) -> None:
         self.settings = settings
         self.audit = audit or open_audit_log(settings)
         # Refuse to start with an audit key the log does not know: nothing could be logged.
         self.audit.check_key()
-        self.authenticator = authenticator or TokenAuthenticator(UserStore(settings.users_file))
+        self.store = UserStore(settings.users_file)
+        self.authenticator = authenticator or TokenAuthenticator(self.store)
         self.roles = read_roles(settings.policy_path)
         self.policy = read_policy(settings.policy_path)
+        self.pool_settings = pool_settings or PoolSettings(
+            workers=settings.service.workers,
+            check_timeout=settings.service.check_timeout_seconds,
+            max_bytes=settings.service.max_answer_mib * 2**20,
+        )
         self._lock = threading.Lock()
         self._live: _Live | None = None
-        self._previous: _Live | None = None
+        self._failures: dict[str, list[float]] = {}
 
-    def database(self) -> AnalystDatabase:
-        """The analysts' database of the live release (the one `out/uprnlink.duckdb` points
-        at now); queries already running keep the release they started on."""
+    def live(self) -> _Live:
+        """The live release's workers (the one `out/uprnlink.duckdb` points at now); queries
+        already running on the previous release finish there."""
         path = os.path.realpath(self.settings.database_path)
         with self._lock:
             if self._live is None or self._live.path != path:
                 if not Path(path).exists():
                     raise ConfigError("no release is live yet: run the pipeline first")
-                db = AnalystDatabase(Path(path), readers=16)
-                # Queries already running on the previous release finish on it; the one before
-                # that is closed.
-                if self._previous is not None:
-                    self._previous.db.close()
-                self._previous, self._live = self._live, _Live(path, db)
+                old = self._live
+                self._live = _Live(path, WorkerPool(Path(path), self.pool_settings))
+                if old is not None:
+                    old.pool.retire()
                 log.info("serving release %s", Path(path).parent.name)
-                threading.Thread(target=self._warm, args=(db,), daemon=True).start()
-            return self._live.db
+                threading.Thread(target=self._warm, args=(self._live,), daemon=True).start()
+            return self._live
 
-    def _warm(self, db: AnalystDatabase) -> None:
+    def _warm(self, live: _Live) -> None:
         """Work out every named question's protected answer on a new release before anyone
         asks (a release never changes, so each is worked out once)."""
-        limit = self.settings.service.max_rows
         for named in queries.list_queries():
             try:
-                db.named_answer(
-                    named,
-                    self.policy,
-                    max_rows=limit,
-                    timeout=self.settings.service.timeout_seconds,
+                live.answers[named.name] = protected_answer(
+                    live.pool, named, self.policy, timeout=self.settings.service.timeout_seconds
                 )
             except Exception as exc:  # an analyst asking will see (and the log record) it
                 log.warning("named question %s not prepared: %s", named.name, type(exc).__name__)
 
     def close(self) -> None:
         with self._lock:
-            for live in (self._live, self._previous):
-                if live is not None:
-                    live.db.close()
-            self._live = self._previous = None
+            if self._live is not None:
+                self._live.pool.close()
+                self._live = None
 
     def identify(self, authorization: str | None, request: Request) -> Identity:
         try:
             return self.authenticator.authenticate(authorization)
         except AuthenticationError as exc:
             token = (authorization or "").partition(" ")[2]
+            self._log_auth_failure(token_id_of(token), request)
+            raise HTTPException(status_code=401, detail=str(exc)) from None
+
+    def _log_auth_failure(self, token_id: str | None, request: Request) -> None:
+        """One `auth.failed` entry per source per AUTH_LOG_SECONDS, counting the rest: a flood
+        of bad tokens cannot flood the audit log."""
+        source = request.client.host if request.client else "unknown"
+        now = time.monotonic()
+        with self._lock:
+            times = [t for t in self._failures.get(source, []) if now - t < AUTH_LOG_SECONDS]
+            first = not times
+            times.append(now)
+            self._failures[source] = times
+        if first:
             self.audit.append(
                 "auth.failed",
                 actor="unknown",
-                data={"token_id": token_id_of(token), "path": request.url.path},
+                data={"token_id": token_id, "path": request.url.path, "source": source},
             )
-            raise HTTPException(status_code=401, detail=str(exc)) from None
+        elif len(times) % AUTH_LOG_EVERY == 0:
+            self.audit.append(
+                "auth.failed",
+                actor="unknown",
+                data={
+                    "token_id": token_id,
+                    "path": request.url.path,
+                    "source": source,
+                    "failures_in_window": len(times),
+                },
+            )
+
+    def still_allowed(self, who: Identity) -> Callable[[], bool]:
+        """Asked again before a query runs and before its answer leaves: is the token still
+        active (a revocation takes effect mid-query)?"""
+
+        def check() -> bool:
+            return any(u.token_id == who.token_id and u.active for u in self.store.users())
+
+        return check
 
 
 def _json_body(table: pa.Table) -> dict[str, Any]:
@@ -204,10 +248,24 @@ def create_app(state: ServiceState) -> FastAPI:
         return [{"name": q.name, "title": q.title} for q in queries.list_queries()]
 
     @app.post("/api/query")
-    def query(
-        body: QueryRequest, request: Request, authorization: str | None = Header(default=None)
-    ) -> Response:
-        who = state.identify(authorization, request)
+    async def query(request: Request, authorization: str | None = Header(default=None)) -> Response:
+        # The token first: nothing of the request is read, parsed or echoed for a stranger.
+        who = await run_in_threadpool(state.identify, authorization, request)
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the request is larger than {MAX_BODY_BYTES} bytes")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the request is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = QueryRequest.model_validate_json(raw)
+        except ValidationError:
+            raise HTTPException(
+                400, 'the request must be JSON: {"sql": ...} or {"named": ...}'
+            ) from None
+        return await run_in_threadpool(_answer, who, body)
+
+    def _answer(who: Identity, body: QueryRequest) -> Response:
         if (body.sql is None) == (body.named is None):
             raise HTTPException(400, "send either sql or named")
         named = None
@@ -216,12 +274,12 @@ def create_app(state: ServiceState) -> FastAPI:
                 named = queries.get_query(body.named)
             except ConfigError as exc:
                 raise HTTPException(404, str(exc)) from None
-        limit = min(
-            body.max_rows or state.settings.service.max_rows, state.settings.service.max_rows
-        )
+        service = state.settings.service
+        limit = min(body.max_rows or service.max_rows, service.max_rows)
         try:
+            live = state.live()
             result = governed_query(
-                state.database(),
+                live.pool,
                 state.audit,
                 who,
                 state.roles,
@@ -229,7 +287,9 @@ def create_app(state: ServiceState) -> FastAPI:
                 sql=body.sql,
                 named=named,
                 max_rows=limit,
-                timeout=state.settings.service.timeout_seconds,
+                timeout=service.timeout_seconds,
+                still_allowed=state.still_allowed(who),
+                answers=live.answers,
             )
         except AccessRefusedError as exc:
             raise HTTPException(403, str(exc)) from None
@@ -248,6 +308,11 @@ def create_app(state: ServiceState) -> FastAPI:
         if named is not None:
             meta["title"] = named.title
         return _encode(result.table, body.format, meta)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the request back.
+        return JSONResponse({"error": "the request is not valid"}, status_code=400)
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
