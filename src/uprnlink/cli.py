@@ -514,6 +514,16 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         f"\nLinked {link['records']:,} records into {link['people']:,} people "
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
     )
+    if link.get("identifiers"):
+        print("Identifiers used for linkage: " + ", ".join(link["identifiers"]))
+    missing = summary.get("not_supplied", {})
+    if missing.get("sources"):
+        print("Sources not supplied: " + ", ".join(missing["sources"]))
+    if missing.get("fields"):
+        print(
+            "Fields not supplied (null in every view): "
+            + "; ".join(f"{s}: {', '.join(f)}" for s, f in missing["fields"].items())
+        )
     model, ids = link.get("model", {}), link.get("ids", {})
     if link.get("reused"):
         print(f"No extract changed: clusters reused from run {link.get('linked_in_run')}")

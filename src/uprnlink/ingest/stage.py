@@ -24,7 +24,7 @@ from uprnlink.ingest.validate import ingest_extract, validate_extract, write_qua
 from uprnlink.privacy.keys import load_run_key
 from uprnlink.privacy.records import build_reference, build_trusted_source
 from uprnlink.privacy.trusted import write_trusted
-from uprnlink.settings import RunSettings, read_settings
+from uprnlink.settings import PERSON_SOURCES, RunSettings, read_settings
 from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")
@@ -171,6 +171,23 @@ def ingest_person_source(
         report.rows_quarantined,
     )
     return {**out, "reused": False}
+
+
+def not_supplied(settings: RunSettings, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """What this run had no data for: person sources not configured or with no extract, and
+    per source the contract fields its mapping does not supply (their columns are typed nulls
+    all the way to the views)."""
+    configured = {s.contract for s in settings.sources.values()}
+    skipped = sorted(r["source"] for r in reports if r.get("skipped"))
+    fields = {
+        r["source"]: list(r.get("fields_not_supplied", []))
+        for r in reports
+        if not r.get("skipped") and r.get("fields_not_supplied")
+    }
+    return {
+        "sources": sorted({*(c for c in PERSON_SOURCES if c not in configured), *skipped}),
+        "fields": fields,
+    }
 
 
 def write_empty_source(settings: RunSettings, source_name: str) -> None:

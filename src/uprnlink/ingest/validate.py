@@ -376,7 +376,7 @@ def validate_extract(
     typed: list[pl.Expr] = []
     for spec in contract.fields:
         if spec.name not in columns:
-            typed.append(pl.lit(None).alias(spec.name))
+            typed.append(pl.lit(None, spec.dtype).alias(spec.name))
             if spec.type == "forename":
                 typed.append(pl.lit(None, pl.Utf8).alias("middle_names"))
             continue

@@ -30,6 +30,7 @@ from uprnlink.ingest.stage import (
     check_distinct_deliveries,
     ingest_person_source,
     ingest_reference_data,
+    not_supplied,
 )
 from uprnlink.linkage.stage import link_stage
 from uprnlink.privacy.keys import load_release_key, load_run_key
@@ -240,6 +241,7 @@ def execute(
             summary["reference"] = steps.ingest_reference(config_path, run_id)
             summary["ingest"] = steps.ingest_sources(config_path, list(settings.sources), run_id)
             summary["changes"] = source_changes(summary["ingest"])
+            summary["not_supplied"] = not_supplied(settings, summary["ingest"])
             begin("link")
             summary["linkage"] = steps.link(config_path, run_id, retrain)
             begin("publish")
@@ -248,6 +250,7 @@ def execute(
             summary["reports"] = steps.report(config_path, summary)
             begin("switch")
             summary["release"] = steps.switch(config_path, run_id, summary)
+            summary["reports"] = live_report_paths(settings.out_dir, summary.get("reports", {}))
             begin("finish")
             summary["timings"] = timings
             summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -258,6 +261,16 @@ def execute(
             record_failure(config_path, run_id, stage, exc, {**summary, "timings": timings})
             raise
     return summary
+
+
+def live_report_paths(out_dir: Path, reports: dict[str, str]) -> dict[str, str]:
+    """The reports' paths once the release is live: the staging folder they were written to
+    is renamed by the switch, so the published report is named by its stable link."""
+    staged = f"{releases.STAGING_PREFIX}"
+    return {
+        name: str(out_dir / Path(path).name) if staged in path else path
+        for name, path in reports.items()
+    }
 
 
 def run_all(
