@@ -196,7 +196,7 @@ def write_empty_source(settings: RunSettings, source_name: str) -> None:
     z = Zones(settings)
     source = settings.sources[source_name]
     contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
-    raw = pl.DataFrame(schema={m.column: pl.Utf8 for m in source.columns.values()})
+    raw = pl.DataFrame(schema=dict.fromkeys(source.file_columns(), pl.Utf8))
     accepted, _, _ = validate_extract(raw, source, contract, settings.reference_date)
     key = load_run_key(settings)
     trusted = build_trusted_source(accepted, source_name, pl.read_parquet(z.reference), key)
