@@ -256,3 +256,128 @@ def test_encodings_are_detected(tmp_path: Path, codec: str, expected: str) -> No
         "\t",
     )
     assert {c.field: c.column for c in proposal.columns}["surname"] == "SURNAME"
+
+
+# ------------------------------------------------------------------ uprnlink map
+
+
+def _write_rows(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _names(i: int) -> tuple[str, str]:
+    forenames = ["Ann", "Bob", "Cat", "Dan", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon"]
+    surnames = ["Lee", "Ray", "Fox", "Kay", "Day", "Roe", "Poe"]
+    return forenames[i % 10], surnames[(i * 7) % 7 if i % 3 else i % 7]
+
+
+def test_map_proposes_person_groups_and_never_mixes_two_people(tmp_path: Path) -> None:
+    from uprnlink.ingest.mapping import propose_mapping
+
+    rows = []
+    for i in range(200):
+        (f1, s1), (f2, s2) = _names(i), _names(i + 3)
+        second = f"MRS,{f2},{s2},1{i % 3}/0{i % 9 + 1}/1975" if i % 2 else ",,,"
+        rows.append(
+            f"A{i:05d},MR,{f1},{s1},0{i % 9 + 1}/0{i % 9 + 1}/1970,{second},{i} HIGH ST,"
+            f"LS1 4AB,B,01/01/2020"
+        )
+    header = (
+        "ACCOUNT_REF,P1_TITLE,P1_FORENAME,P1_SURNAME,P1_DOB,P2_TITLE,P2_FORENAME,P2_SURNAME,"
+        "P2_DOB,ADDRESS_1,POSTCODE,BAND,LIAB_START"
+    )
+    path = _write_rows(tmp_path / "ctax.csv", header, rows)
+    proposal = propose_mapping(path, find_contract(SCHEMAS, "council_tax"), today=REF)
+    mapped = {c.field: c.column for c in proposal.columns}
+    assert proposal.person_groups == ("1", "2")
+    assert mapped["forename"] == "P{group}_FORENAME"
+    assert mapped["surname"] == "P{group}_SURNAME"
+    assert mapped["dob"] == "P{group}_DOB"
+    assert mapped["record_id"] == "ACCOUNT_REF"
+    # The proposal runs through the ingest as it is: 300 people from 200 rows.
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\nlanding_dir = "."\nwork_dir = "w"\nout_dir = "o"\n'
+        'reference_date = "2026-03-31"\n' + proposal.to_toml(tmp_path)
+    )
+    source = read_settings(config).sources["council_tax"]
+    _, _, report = ingest_extract(source, find_contract(SCHEMAS, "council_tax"), REF)
+    assert (report.file_rows, report.rows_accepted, report.groups_empty) == (200, 300, 100)
+
+
+def test_map_proposes_a_composite_key_or_warns_with_the_share_distinct(tmp_path: Path) -> None:
+    from uprnlink.ingest.mapping import propose_mapping
+
+    rows = [
+        f"T{i:04d},{m},{_names(i + m)[0]},{_names(i)[1]},1980-01-0{m},2020-01-01"
+        for i in range(150)
+        for m in range(1, 2 + i % 3)
+    ]
+    header = "TENANCY_REF,MEMBER_NO,FORENAME,SURNAME,DOB,START_DATE"
+    tenancy = find_contract(SCHEMAS, "housing_tenancies")
+    proposal = propose_mapping(_write_rows(tmp_path / "t.csv", header, rows), tenancy)
+    key = next(c for c in proposal.columns if c.field == "record_id")
+    assert key.parts == ("TENANCY_REF", "MEMBER_NO")
+    assert 'record_id = ["TENANCY_REF", "MEMBER_NO"]' in proposal.to_toml()
+    assert not proposal.warnings
+    # With no unique column or pair: a warning with the share distinct, never silence.
+    header = "CLAIM_ID,FORENAME,SURNAME,DOB,START_DATE"
+    rows = [
+        f"C{i // 2:04d},{_names(i)[0]},{_names(i)[1]},1980-01-01,2020-01-01" for i in range(100)
+    ]
+    benefits = find_contract(SCHEMAS, "benefits_claims")
+    proposal = propose_mapping(_write_rows(tmp_path / "b.csv", header, rows), benefits)
+    assert proposal.warnings and "50.0% distinct" in proposal.warnings[0]
+    assert "# WARNING: record_id" in proposal.to_toml()
+
+
+def test_map_lists_codes_with_proposed_recodes_and_no_personal_data(tmp_path: Path) -> None:
+    from uprnlink.ingest.mapping import propose_mapping
+
+    codes = ["A&E attendance", "Type 1 ED", "Emergency admission", "Maternity"]
+    rows = [f"H{i},{_names(i)[1]},1970-01-01,2025-01-01,{codes[i % 4]}" for i in range(200)]
+    path = _write_rows(
+        tmp_path / "h.csv", "ActivityRef,Surname,DOB,ActivityDate,ActivityType", rows
+    )
+    text = propose_mapping(path, find_contract(SCHEMAS, "hospital_activity"), today=REF).to_toml()
+    assert "[sources.hospital_activity.recode.activity_type]" in text
+    assert '"A&E attendance" = "AE"' in text and '"Type 1 ED" = "AE"' in text
+    assert '"Emergency admission" = "EMERGENCY_ADMISSION"' in text
+    assert '# "Maternity" = ""' in text
+    # A coded field mapped to a column of names is not listed.
+    rows = [f"H{i},x,1970-01-01,2025-01-01,{_names(i)[0]}{i}" for i in range(200)]
+    path = _write_rows(
+        tmp_path / "n.csv", "ActivityRef,Surname,DOB,ActivityDate,ActivityType", rows
+    )
+    text = propose_mapping(path, find_contract(SCHEMAS, "hospital_activity"), today=REF).to_toml()
+    assert "not a short code list" in text and "Ann0" not in text
+
+
+def test_map_recognises_ons_geography_and_imd_ranks(tmp_path: Path) -> None:
+    from uprnlink.ingest.mapping import propose_mapping
+
+    rows = [
+        f"{100000 + i},LS1 4AB,E00{i:06d},E01{i % 50:06d},E02{i % 10:06d},E05{i % 5:06d},E08000035"
+        for i in range(100)
+    ]
+    header = "UPRN,PCDS,OA21CD,LSOA21CD,MSOA21CD,WD24CD,LAD24CD"
+    lookup = find_contract(SCHEMAS, "uprn_lookup")
+    proposal = propose_mapping(_write_rows(tmp_path / "u.csv", header, rows), lookup)
+    assert {c.field: c.column for c in proposal.columns} == {
+        "uprn": "UPRN", "postcode": "PCDS", "oa": "OA21CD", "lsoa": "LSOA21CD",
+        "msoa": "MSOA21CD", "ward": "WD24CD", "lad": "LAD24CD",
+    }  # fmt: skip
+    # By the codes alone, under names no alias knows.
+    header = "UPRN,GEOG_A,GEOG_B"
+    rows = [f"{100000 + i},E01{i % 50:06d},E05{i % 5:06d}" for i in range(100)]
+    proposal = propose_mapping(_write_rows(tmp_path / "v.csv", header, rows), lookup)
+    assert {c.field: c.column for c in proposal.columns} == {
+        "uprn": "UPRN", "lsoa": "GEOG_A", "ward": "GEOG_B",
+    }  # fmt: skip
+    header = "LSOA code (2021),Income Rank,Index of Multiple Deprivation (IMD) Rank"
+    rows = [f"E01{i:06d},{i + 5},{33_000 + i}" for i in range(100)]
+    imd = find_contract(SCHEMAS, "deprivation")
+    proposal = propose_mapping(_write_rows(tmp_path / "d.csv", header, rows), imd)
+    decile = next(c for c in proposal.columns if c.field == "imd_decile")
+    assert (decile.column, decile.from_rank) == ("Index of Multiple Deprivation (IMD) Rank", 33_755)

@@ -151,6 +151,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         "unmapped",
         file=sys.stderr,
     )
+    for warning in proposal.warnings:
+        print(f"uprnlink: warning: {warning}", file=sys.stderr)
     if proposal.missing_required:
         raise ContractError(
             "no column found for required field(s) " + ", ".join(proposal.missing_required),

@@ -38,7 +38,7 @@ from uprnlink.settings import SourceSettings
 
 MAX_CODES_LISTED = 50
 MAX_CODE_LENGTH = 40
-_CODE_PATTERN = r"^[\p{L}0-9 &/+()._',:-]+$"
+CODE_PATTERN = r"^[\p{L}0-9 &/+()._',:-]+$"
 #: The identifiers whose null share a delivery check watches.
 PROFILED_FIELDS = ("record_id", "nhs_number", "uprn", "dob", "postcode", "forename", "surname")
 EARLIEST_DATE = date(1900, 1, 1)
@@ -589,7 +589,7 @@ def _unrecoded(
             codes.select(
                 (
                     (pl.col("code").str.len_chars() <= MAX_CODE_LENGTH)
-                    & pl.col("code").str.contains(_CODE_PATTERN)
+                    & pl.col("code").str.contains(CODE_PATTERN)
                 ).all()
             ).item()
         )
