@@ -381,3 +381,44 @@ def test_map_recognises_ons_geography_and_imd_ranks(tmp_path: Path) -> None:
     proposal = propose_mapping(_write_rows(tmp_path / "d.csv", header, rows), imd)
     decile = next(c for c in proposal.columns if c.field == "imd_decile")
     assert (decile.column, decile.from_rank) == ("Index of Multiple Deprivation (IMD) Rank", 33_755)
+
+
+# ------------------------------------------------------------------ uprnlink check
+
+
+def test_check_passes_a_good_config_and_names_each_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uprnlink import cli
+
+    (tmp_path / "extract.csv").write_text(COUNCIL_TAX)
+    config = _config(tmp_path, GROUP_TABLE)
+    assert cli.main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "4 row(s) sampled, 6 person record(s) in 2 groups" in out
+    assert "ready to run" in out
+    for name in ("Ann", "LEE", "LS1 4AB", "1970"):  # no data value is printed
+        assert name not in out
+
+    # A renamed column: exit 3, naming file, column and rule.
+    config = _config(tmp_path, GROUP_TABLE.replace('"POSTCODE"', '"POST_CODE"'))
+    assert cli.main(["check", "--config", str(config)]) == 3
+    err = capsys.readouterr().err
+    assert "column=POST_CODE" in err and "rule=missing_column" in err and "extract.csv" in err
+    assert "Traceback" not in err
+
+    # A pasted config with a wrong type: exit 2, one line.
+    config = _config(tmp_path, GROUP_TABLE + '[linkage]\nthreads = "2"\n')
+    assert cli.main(["check", "--config", str(config)]) == 2
+    assert "threads: input should be a valid integer" in capsys.readouterr().err
+
+    # Codes not recoded are warnings, a recode onto no contract value an error.
+    (tmp_path / "extract.csv").write_text(HOSPITAL)
+    config = _config(tmp_path, HOSPITAL_TABLE)
+    assert cli.main(["check", "--config", str(config)]) == 0
+    assert 'activity_type: code(s) neither contract values nor recoded: "Maternity" (1)' in (
+        capsys.readouterr().out
+    )
+    config = _config(tmp_path, HOSPITAL_TABLE.replace('= "AE"', '= "A_AND_E"', 1))
+    assert cli.main(["check", "--config", str(config)]) == 3
+    assert "rule=recode_value" in capsys.readouterr().err

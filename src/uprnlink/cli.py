@@ -61,7 +61,11 @@ def prefect_installed() -> bool:
 
 
 def run_flow(
-    config: Path, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
+    config: Path,
+    run_id: str | None = None,
+    rebuild: bool = False,
+    retrain: bool = False,
+    accept: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the household linkage Prefect flow and return its summary.
 
@@ -74,11 +78,13 @@ def run_flow(
         from uprnlink.run.runner import run_all
 
         print(NO_PREFECT_NOTE, file=sys.stderr)
-        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain)
+        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, accept=tuple(accept))
     _prefect_environment()
     from uprnlink.flows.household_linkage import household_linkage
 
-    return household_linkage(str(config), run_id=run_id, rebuild=rebuild, retrain=retrain)
+    return household_linkage(
+        str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, accept=list(accept)
+    )
 
 
 # ------------------------------------------------------------------------------ commands
@@ -104,7 +110,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     read_settings(Path(args.config))  # fail fast, before an orchestrator starts
     started = time.perf_counter()
-    summary = run_flow(Path(args.config), args.run_id, rebuild=args.rebuild, retrain=args.retrain)
+    summary = run_flow(
+        Path(args.config),
+        args.run_id,
+        rebuild=args.rebuild,
+        retrain=args.retrain,
+        accept=args.accept,
+    )
     print_run_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -160,6 +172,21 @@ def cmd_map(args: argparse.Namespace) -> int:
             rule="mapping_missing",
         )
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from uprnlink.ingest.preflight import check_config
+
+    report = check_config(Path(args.config))
+    for line in report.lines:
+        print(line, file=sys.stderr if line.level == "error" else sys.stdout)
+    errors = sum(line.level == "error" for line in report.lines)
+    warnings = sum(line.level == "warn" for line in report.lines)
+    print(
+        f"{'not ready' if report.exit_code else 'ready to run'}: {errors} error(s), "
+        f"{warnings} warning(s) (exit {report.exit_code})"
+    )
+    return report.exit_code
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
@@ -625,6 +652,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train a new linkage model even if the saved one fits the current settings",
     )
+    r.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="let this source's delivery through the delivery checks (audited; repeatable)",
+    )
     r.set_defaults(func=cmd_run)
 
     h = sub.add_parser(
@@ -682,6 +716,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the path relative to this folder (the config's landing_dir)",
     )
     m.set_defaults(func=cmd_map)
+
+    c = sub.add_parser(
+        "check",
+        help="check a run configuration and its extracts before a run (no key needed)",
+        description="Check the configuration (types, contracts, mappings, person groups, "
+        "recodings, the delivery-check policy) and each extract's header and a sample of its "
+        "records through the ingest's own validation: the share of rows that would be "
+        "quarantined, values nulled, codes left unrecoded. Nothing is written and no key is "
+        "needed. Exit 0 ready (warnings may be printed), 2 the configuration is invalid, 3 a "
+        "contract, mapping or file problem.",
+    )
+    c.add_argument("--config", required=True, help="run configuration (TOML)")
+    c.set_defaults(func=cmd_check)
 
     t = sub.add_parser(
         "retention",

@@ -339,14 +339,27 @@ def header_line(source: SourceSettings, names: list[str], look: int = 50) -> int
     return None
 
 
-def _read_csv(source: SourceSettings) -> pl.DataFrame:
+def _head_bytes(path: Path, limit: int) -> bytes:
+    """The start of a file cut after a whole record: at a line end outside any quote."""
+    with path.open("rb") as fh:
+        data = fh.read(limit)
+    if len(data) < limit:
+        return data
+    cut = data.rfind(b"\n")
+    while cut > 0 and data[:cut].count(b'"') % 2:
+        cut = data.rfind(b"\n", 0, cut)
+    return data[: cut + 1] if cut > 0 else data
+
+
+def _read_csv(source: SourceSettings, limit: int | None = None) -> pl.DataFrame:
     path, sep = source.path, source.delimiter
     if len(sep.encode("utf-8")) != 1 or sep in {_QUOTE, "\n", "\r"}:
         raise ConfigError(
             f"{path}: delimiter must be one single-byte character other than a quote or a "
             f"line break, not {sep!r}"
         )
-    text = _decode(path.read_bytes(), source.encoding, path)
+    content = path.read_bytes() if limit is None else _head_bytes(path, limit)
+    text = _decode(content, source.encoding, path)
     if source.skip_lines:
         text = _skip_lines(text, source)
     if not text.strip():
@@ -430,11 +443,13 @@ def _read_csv(source: SourceSettings) -> pl.DataFrame:
     return out
 
 
-def read_extract(source: SourceSettings) -> pl.DataFrame:
+def read_extract(source: SourceSettings, sample_bytes: int | None = None) -> pl.DataFrame:
     """Read one extract as it is, every CSV column as text so that nothing is lost to inference.
 
     A CSV extract also gets `_row` (1 = first record after the header), `_row_issue` (a record
     with missing or extra fields, cut off inside a quote, or a blank line) and `_extra_fields`.
+    With `sample_bytes`, only the records in about that many bytes from the start are read
+    (`uprnlink check`).
     """
     path = source.path
     if not path.exists():
@@ -443,7 +458,7 @@ def read_extract(source: SourceSettings) -> pl.DataFrame:
         raise ContractError("extract file is empty", file=str(path), rule="empty_file")
     if source.format == "parquet":
         try:
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path, n_rows=None if sample_bytes is None else 20_000)
         except Exception as exc:  # polars raises several kinds for a damaged file
             raise ContractError(
                 f"cannot read Parquet file: {type(exc).__name__}", file=str(path), rule="parquet"
@@ -457,7 +472,7 @@ def read_extract(source: SourceSettings) -> pl.DataFrame:
                 rule="reserved_column",
             )
         return frame
-    return _read_csv(source)
+    return _read_csv(source, sample_bytes)
 
 
 SAMPLE_BYTES = 32 << 20
