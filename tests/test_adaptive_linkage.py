@@ -83,10 +83,13 @@ def test_every_identifier_set_gives_its_own_model_definition() -> None:
     ("dropped", "comparisons"),
     [
         (("nhs_token", "sex"), ["forename", "surname", "dob", "address", "move"]),
-        (("uprn_token", "postcode"), ["forename", "surname", "dob", "move", "nhs_token", "sex"]),
+        (
+            ("uprn_token", "postcode"),
+            ["forename", "surname", "dob", "names_swapped", "move", "nhs_token", "sex"],
+        ),
         (
             ("nhs_token", "uprn_token", "postcode", "sex"),
-            ["forename", "surname", "dob", "move"],
+            ["forename", "surname", "dob", "names_swapped", "move"],
         ),
     ],
 )

@@ -84,9 +84,14 @@ def _train_plain(linker: Any, settings: LinkageSettings, data: pl.DataFrame) -> 
     )
     for rule in (("forename", "surname"), ("dob",)):
         if has_pairs(data, rule):
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                block_on(*rule), max_pairs=settings.max_pairs_em
-            )
+            saved = linker._settings_obj.core_model_settings.copy()
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(
+                    block_on(*rule), max_pairs=settings.max_pairs_em
+                )
+            except ValueError:  # an m estimated as exactly 0: the session is dropped
+                linker._settings_obj.core_model_settings = saved
+                log.warning("plain Splink baseline: EM session on %s did not converge", rule)
         else:
             log.warning("plain Splink baseline: no pairs share %s: EM session skipped", rule)
 

@@ -162,13 +162,22 @@ def _partial_address_comparison(identifiers: frozenset[str]) -> tuple[Any, list[
     if postcode:
         levels += _postcode_levels()
     if text:
-        levels.append(cll.JaroWinklerLevel(a, 0.7).configure(label_for_charts="Address alike"))
+        # The first word (house or flat number) and the last (the town or street) agree:
+        # the street name in between was mistyped or written another way.
+        first_last = (
+            f"split_part({a}_l, ' ', 1) = split_part({a}_r, ' ', 1) AND "
+            f"split_part({a}_l, ' ', -1) = split_part({a}_r, ' ', -1)"
+        )
+        levels += [
+            _duckdb_level(first_last, label_for_charts="Same number and last word"),
+            cll.JaroWinklerLevel(a, 0.7).configure(label_for_charts="Address alike"),
+        ]
     levels.append(cll.ElseLevel())
     # Starting m of each non-null level, in the order above.
     if text and postcode:
-        m = [0.55, 0.15, 0.1, 0.1, 0.03, 0.02, 0.03, 0.02]
+        m = [0.55, 0.15, 0.1, 0.1, 0.03, 0.02, 0.01, 0.02, 0.02]
     elif text:
-        m = [0.6, 0.2, 0.1, 0.1]
+        m = [0.6, 0.2, 0.05, 0.05, 0.1]
     else:
         m = [0.6, 0.15, 0.1, 0.15]
     return cl.CustomComparison(
@@ -274,6 +283,27 @@ def _dob_comparison() -> Any:
     )
 
 
+def _swapped_names_comparison() -> Any:
+    """Forename and surname recorded the other way round (FORENAME = the other's surname and
+    SURNAME = the other's forename)."""
+    import splink.comparison_library as cl
+
+    return cl.CustomComparison(
+        output_column_name="names_swapped",
+        comparison_description="Forename and surname swapped",
+        comparison_levels=[
+            _duckdb_level(
+                "forename_l IS NULL OR forename_r IS NULL OR surname_l IS NULL OR surname_r IS NULL"
+            ).configure(is_null_level=True),
+            _duckdb_level(
+                "forename_l = surname_r AND surname_l = forename_r AND forename_l <> surname_l",
+                label_for_charts="Forename and surname swapped",
+            ),
+            _duckdb_level("TRUE", label_for_charts="Not swapped"),
+        ],
+    )
+
+
 def _move_comparison() -> Any:
     """Time-aware address evidence: one record's stay at an address ends the day before
     another's begins (a move: council tax liability closed and reopened elsewhere, or a care
@@ -367,6 +397,10 @@ def _comparisons(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[Any]:
     elif has("uprn_token") or has("postcode") or has("address"):
         comparison, m = _partial_address_comparison(identifiers)
         out.append(comparison.configure(m_probabilities=m))
+    if has("forename") and has("surname") and not (has("uprn_token") or has("postcode")):
+        # With no UPRN or postcode, names carry most of the evidence: one recorded the other
+        # way round (a forename in the surname field) is evidence, not two disagreements.
+        out.append(_swapped_names_comparison().configure(m_probabilities=[0.02, 0.98]))
     if has("period"):
         out.append(_move_comparison().configure(m_probabilities=[0.05, 0.03, 0.92]))
     if has("nhs_token"):
@@ -396,13 +430,26 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
     (("forename", "period"), "l.forename = r.forename AND l.move_next = r.period_start"),
     (("forename", "period"), "l.forename = r.forename AND r.move_next = l.period_start"),
 )
-# Used only where nothing above pins a place: the address as written (no UPRN, no postcode),
-# or, with no address at all, the names alone (pairs then grow with the square of the commonest
-# name's records, which is why it is the last resort).
+# Used only where nothing above pins a place (no UPRN, no postcode): the address as written
+# (its residents), the date of birth alone (about n²/73,000 pairs for n records: heavy at a
+# million, but such deliveries have nothing better), the names, and the names swapped (a
+# forename recorded as the surname). Measured on FEBRL4 (benchmarks/febrl.py).
 _FALLBACK_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
-    (("address", "surname"), ("address_line_1", "surname")),
-    (("address", "forename"), ("address_line_1", "forename")),
+    (("address",), ("address_line_1",)),
+    (("dob",), ("dob",)),
     (("forename", "surname"), ("forename", "surname")),
+    (("forename", "surname"), "l.forename = r.surname AND l.surname = r.forename"),
+    # The address's first word (the house or flat number) and a name's first letters.
+    (
+        ("address", "surname"),
+        "split_part(l.address_line_1, ' ', 1) = split_part(r.address_line_1, ' ', 1) AND "
+        "substr(l.surname, 1, 3) = substr(r.surname, 1, 3)",
+    ),
+    (
+        ("address", "forename"),
+        "split_part(l.address_line_1, ' ', 1) = split_part(r.address_line_1, ' ', 1) AND "
+        "substr(l.forename, 1, 3) = substr(r.forename, 1, 3)",
+    ),
 )
 
 
@@ -643,6 +690,7 @@ def train_model(
     session leaves the linker without the comparisons it blocked on.
     """
     from splink import block_on
+    from splink.internals.exceptions import EMTrainingException
 
     lambdas, sessions = training_plan(identifiers)
 
@@ -681,13 +729,21 @@ def train_model(
                 log.warning("linkage: no pairs share %s: that EM session is skipped", words(rule))
                 done.append(f"{what}: skipped, no such pairs")
                 continue
-            with timed(f"linkage: training {i}/{steps}, {what}"):
-                linker.training.estimate_parameters_using_expectation_maximisation(
-                    block_on(*(_column(c) for c in rule)),
-                    fix_u_probabilities=True,
-                    max_pairs=settings.max_pairs_em,
-                )
-            done.append(what)
+            # Splink trains on a copy but can leave the linker changed when a session fails
+            # (an m estimated as exactly 0 on a small or lopsided sample): put it back.
+            saved = linker._settings_obj.core_model_settings.copy()
+            try:
+                with timed(f"linkage: training {i}/{steps}, {what}"):
+                    linker.training.estimate_parameters_using_expectation_maximisation(
+                        block_on(*(_column(c) for c in rule)),
+                        fix_u_probabilities=True,
+                        max_pairs=settings.max_pairs_em,
+                    )
+                done.append(what)
+            except (ValueError, EMTrainingException) as exc:
+                linker._settings_obj.core_model_settings = saved
+                log.warning("linkage: %s failed (%s): skipped", what, type(exc).__name__)
+                done.append(f"{what}: skipped, it did not converge ({type(exc).__name__})")
         _floor_m_probabilities(linker)
     finally:
         splink_log.setLevel(previous_level)
