@@ -78,13 +78,16 @@ def run_flow(
         from uprnlink.run.runner import run_all
 
         print(NO_PREFECT_NOTE, file=sys.stderr)
-        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, accept=tuple(accept))
+        extra: dict[str, Any] = {"accept": tuple(accept)} if accept else {}
+        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, **extra)
     _prefect_environment()
     from uprnlink.flows.household_linkage import household_linkage
 
-    return household_linkage(
-        str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, accept=list(accept)
+    flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
+    summary: dict[str, Any] = household_linkage(
+        str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
     )
+    return summary
 
 
 # ------------------------------------------------------------------------------ commands
