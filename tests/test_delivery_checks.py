@@ -77,5 +77,15 @@ def test_an_empty_gp_delivery_is_held_and_accept_lets_it_through(
     assert entry["data"]["held_for"] == ["rows"]
     statuses = [e["data"]["status"] for e in events if e["event"] == "run.finished"]
     assert statuses == ["completed", "held", "held", "completed"]
+    # The summary names the live quality report, not the staging folder renamed by the switch.
+    assert ".staging-" not in accepted["reports"]["quality_report"]
+    assert Path(accepted["reports"]["quality_report"]).is_file()
     # Now accepted, the empty delivery is the one the next run compares with.
     run_all(str(config), run_id="r5-same")
+
+    # A handled error inside a Prefect task is one line, no traceback (unless UPRNLINK_DEBUG).
+    housing = settings.sources["housing_tenancies"].path
+    housing.write_bytes(housing.read_bytes() + "X|Caf\xe9|||||||||||\n".encode("latin-1"))
+    assert cli.main(["run", "--config", str(config), "--run-id", "r6-latin1"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "rule=encoding" in err
