@@ -253,6 +253,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"\nNext, from {folder} (details in {README_NAME}):\n"
         "  uprnlink map landing/FILE --contract NAME --relative-to landing   # paste into uprnlink.toml\n"
         "  uprnlink key init --file keys/uprnlink.key --config uprnlink.toml\n"
+        "  uprnlink check --config uprnlink.toml\n"
         "  uprnlink run --config uprnlink.toml"
     )
     return 0
