@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import make_demo_tree
 from tests.deliveries import demo_settings, variant
 from uprnlink import cli
-from uprnlink.ingest.deliveries import DeliveryHeld, DeliveryPolicy, compare
+from uprnlink.ingest.deliveries import DeliveryHeldError, DeliveryPolicy, compare
 from uprnlink.publish import releases
 from uprnlink.run.runner import run_all
 from uprnlink.settings import PERSON_SOURCES, read_settings
@@ -62,7 +62,7 @@ def test_an_empty_gp_delivery_is_held_and_accept_lets_it_through(
     con = duckdb.connect(str(settings.database_path), read_only=True)
     assert con.execute("SELECT count(*) FROM people").fetchall() == [(people,)]
     con.close()
-    with pytest.raises(DeliveryHeld):  # the same delivery again: still held
+    with pytest.raises(DeliveryHeldError):  # the same delivery again: still held
         run_all(str(config), run_id="r3-again")
 
     accepted = run_all(str(config), run_id="r4-accepted", accept=("gp_registrations",))

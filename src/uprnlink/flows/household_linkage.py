@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from uprnlink.errors import UprnlinkError
+from uprnlink.ingest.deliveries import DeliveryHeldError
 from uprnlink.run import runner
 from uprnlink.run.history import run_markdown
 
@@ -185,7 +186,7 @@ def household_linkage(
             accept=tuple(accept or ()),
         )
     except Exception as exc:
-        how = "held" if type(exc).__name__ == "DeliveryHeld" else "failed"
+        how = "held" if isinstance(exc, DeliveryHeldError) else "failed"
         logger.error("run %s %s: %s", run_id, how, runner.failure_reason(exc))
         raise
     finally:
@@ -237,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
             args.config, rebuild=args.rebuild, retrain=args.retrain, accept=args.accept
         )
     except Exception as exc:
-        from uprnlink.errors import UprnlinkError
-
         return exc.exit_code if isinstance(exc, UprnlinkError) else 1
     return 0
 

@@ -27,7 +27,7 @@ from uprnlink.errors import ConfigError, UprnlinkError
 from uprnlink.settings import RunSettings, read_toml
 
 
-class DeliveryHeld(UprnlinkError):
+class DeliveryHeldError(UprnlinkError):
     """A delivery differs from its source's last accepted one beyond the policy: held."""
 
     exit_code = 10
@@ -178,7 +178,7 @@ def check_deliveries(
     """Compare each delivered extract with its source's last accepted delivery.
 
     Returns the findings (held and accepted) and each delivery's profile; raises
-    `DeliveryHeld` when a source has findings and is not in `accept`.
+    `DeliveryHeldError` when a source has findings and is not in `accept`.
     """
     unknown = sorted(set(accept) - set(settings.sources))
     if unknown:
@@ -206,7 +206,7 @@ def check_deliveries(
         "profiles": profiles,
     }
     if held:
-        raise DeliveryHeld(held)
+        raise DeliveryHeldError(held)
     return result
 
 

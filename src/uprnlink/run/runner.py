@@ -26,7 +26,7 @@ from uprnlink.errors import ContractError, UprnlinkError
 from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import enforce_retention
 from uprnlink.ingest.contracts import find_contract
-from uprnlink.ingest.deliveries import DeliveryHeld, check_deliveries, record_accepted
+from uprnlink.ingest.deliveries import DeliveryHeldError, check_deliveries, record_accepted
 from uprnlink.ingest.stage import (
     check_distinct_deliveries,
     ingest_person_source,
@@ -331,12 +331,16 @@ def record_failure(
     """Write a failed run's summary (which stage, why, what was kept) without masking the error."""
     settings = read_settings(Path(config_path))
     live = releases.current(settings.out_dir)
-    held = isinstance(exc, DeliveryHeld)
+    held = isinstance(exc, DeliveryHeldError)
     summary = {
         **summary,
         "failed_stage": stage,
         "error": failure_reason(exc),
-        **({"held": [f.to_dict() for f in exc.findings]} if isinstance(exc, DeliveryHeld) else {}),
+        **(
+            {"held": [f.to_dict() for f in exc.findings]}
+            if isinstance(exc, DeliveryHeldError)
+            else {}
+        ),
         "published_output": (
             f"unchanged: release {live} is still the live one"
             if live and live != run_id
