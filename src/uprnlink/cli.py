@@ -541,6 +541,10 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         )
     if any(r.get("reused") for r in summary["ingest"]):
         print("(reused = extract unchanged since it was last ingested: same SHA-256, not re-read)")
+    for r in summary["ingest"]:
+        for fname, codes in (r.get("values_unrecoded") or {}).items():
+            listed = ", ".join(f'"{c}" {n:,}' for c, n in list(codes.items())[:8])
+            print(f"{r['source']}: {fname} codes not recoded (nulled): {listed}")
     counts = summary["published"]["metadata"]["counts"]
     link = summary["linkage"]
     print(
