@@ -61,7 +61,11 @@ def prefect_installed() -> bool:
 
 
 def run_flow(
-    config: Path, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
+    config: Path,
+    run_id: str | None = None,
+    rebuild: bool = False,
+    retrain: bool = False,
+    accept: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the household linkage Prefect flow and return its summary.
 
@@ -74,11 +78,16 @@ def run_flow(
         from uprnlink.run.runner import run_all
 
         print(NO_PREFECT_NOTE, file=sys.stderr)
-        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain)
+        extra: dict[str, Any] = {"accept": tuple(accept)} if accept else {}
+        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, **extra)
     _prefect_environment()
     from uprnlink.flows.household_linkage import household_linkage
 
-    return household_linkage(str(config), run_id=run_id, rebuild=rebuild, retrain=retrain)
+    flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
+    summary: dict[str, Any] = household_linkage(
+        str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
+    )
+    return summary
 
 
 # ------------------------------------------------------------------------------ commands
@@ -104,7 +113,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     read_settings(Path(args.config))  # fail fast, before an orchestrator starts
     started = time.perf_counter()
-    summary = run_flow(Path(args.config), args.run_id, rebuild=args.rebuild, retrain=args.retrain)
+    summary = run_flow(
+        Path(args.config),
+        args.run_id,
+        rebuild=args.rebuild,
+        retrain=args.retrain,
+        accept=args.accept,
+    )
     print_run_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -151,6 +166,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         "unmapped",
         file=sys.stderr,
     )
+    for warning in proposal.warnings:
+        print(f"uprnlink: warning: {warning}", file=sys.stderr)
     if proposal.missing_required:
         raise ContractError(
             "no column found for required field(s) " + ", ".join(proposal.missing_required),
@@ -158,6 +175,21 @@ def cmd_map(args: argparse.Namespace) -> int:
             rule="mapping_missing",
         )
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from uprnlink.ingest.preflight import check_config
+
+    report = check_config(Path(args.config))
+    for line in report.lines:
+        print(line, file=sys.stderr if line.level == "error" else sys.stdout)
+    errors = sum(line.level == "error" for line in report.lines)
+    warnings = sum(line.level == "warn" for line in report.lines)
+    print(
+        f"{'not ready' if report.exit_code else 'ready to run'}: {errors} error(s), "
+        f"{warnings} warning(s) (exit {report.exit_code})"
+    )
+    return report.exit_code
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
@@ -221,6 +253,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"\nNext, from {folder} (details in {README_NAME}):\n"
         "  uprnlink map landing/FILE --contract NAME --relative-to landing   # paste into uprnlink.toml\n"
         "  uprnlink key init --file keys/uprnlink.key --config uprnlink.toml\n"
+        "  uprnlink check --config uprnlink.toml\n"
         "  uprnlink run --config uprnlink.toml"
     )
     return 0
@@ -592,12 +625,26 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         )
     if any(r.get("reused") for r in summary["ingest"]):
         print("(reused = extract unchanged since it was last ingested: same SHA-256, not re-read)")
+    for r in summary["ingest"]:
+        for fname, codes in (r.get("values_unrecoded") or {}).items():
+            listed = ", ".join(f'"{c}" {n:,}' for c, n in list(codes.items())[:8])
+            print(f"{r['source']}: {fname} codes not recoded (nulled): {listed}")
     counts = summary["published"]["metadata"]["counts"]
     link = summary["linkage"]
     print(
         f"\nLinked {link['records']:,} records into {link['people']:,} people "
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
     )
+    if link.get("identifiers"):
+        print("Identifiers used for linkage: " + ", ".join(link["identifiers"]))
+    missing = summary.get("not_supplied", {})
+    if missing.get("sources"):
+        print("Sources not supplied: " + ", ".join(missing["sources"]))
+    if missing.get("fields"):
+        print(
+            "Fields not supplied (null in every view): "
+            + "; ".join(f"{s}: {', '.join(f)}" for s, f in missing["fields"].items())
+        )
     model, ids = link.get("model", {}), link.get("ids", {})
     if link.get("reused"):
         print(f"No extract changed: clusters reused from run {link.get('linked_in_run')}")
@@ -697,6 +744,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train a new linkage model even if the saved one fits the current settings",
     )
+    r.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="let this source's delivery through the delivery checks (audited; repeatable)",
+    )
     r.set_defaults(func=cmd_run)
 
     h = sub.add_parser(
@@ -754,6 +808,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the path relative to this folder (the config's landing_dir)",
     )
     m.set_defaults(func=cmd_map)
+
+    c = sub.add_parser(
+        "check",
+        help="check a run configuration and its extracts before a run (no key needed)",
+        description="Check the configuration (types, contracts, mappings, person groups, "
+        "recodings, the delivery-check policy) and each extract's header and a sample of its "
+        "records through the ingest's own validation: the share of rows that would be "
+        "quarantined, values nulled, codes left unrecoded. Nothing is written and no key is "
+        "needed. Exit 0 ready (warnings may be printed), 2 the configuration is invalid, 3 a "
+        "contract, mapping or file problem.",
+    )
+    c.add_argument("--config", required=True, help="run configuration (TOML)")
+    c.set_defaults(func=cmd_check)
 
     t = sub.add_parser(
         "retention",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_type_hints
 
 from uprnlink.errors import ConfigError, UprnlinkError
 from uprnlink.resources import default_policy_path, schemas_dir
@@ -32,16 +32,38 @@ REFERENCE_SOURCES = ("uprn_lookup", "property_class", "deprivation")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+GROUP_PLACEHOLDER = "{group}"
+"""In a column name, stands for a person group's tag (`P{group}_FORENAME` is `P1_FORENAME` for
+group `1`): the column is read once per group, each group a person record of its own."""
+
+
 @dataclass(frozen=True)
 class ColumnMapping:
-    """Where a canonical field comes from in a source file, and its date format if any."""
+    """Where a canonical field comes from in a source file, and its date format if any.
+
+    `parts` (two or more columns) make a composite value, such as a record key made of a
+    tenancy reference and a household member number; `column` is then the first of them.
+    """
 
     column: str
     formats: tuple[str, ...] = ()
     name_order: str | None = None  # a full-name column: "surname_first" or "forename_first"
+    parts: tuple[str, ...] = ()
+    from_rank: int | None = None  # an IMD rank column read as deciles of this many areas
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the field is read from (several for a composite value)."""
+        return self.parts or (self.column,)
+
+    @property
+    def per_group(self) -> bool:
+        """Whether the column is read once per person group (its name holds `{group}`)."""
+        return any(GROUP_PLACEHOLDER in c for c in self.columns)
 
 
 NAME_ORDERS = ("surname_first", "forename_first")
+ENCODING_AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,25 @@ class SourceSettings:
     columns: dict[str, ColumnMapping]
     required: bool = True
     skip_lines: int = 0  # lines before the header (a report title, export notes)
+    # Several people in one row: each tag names one (P1, P2; LEAD, JOINT; 1..6). Columns whose
+    # name holds `{group}` are read once per tag; the others are shared by every group.
+    person_groups: tuple[str, ...] = ()
+    # Per coded field: local code (compared trimmed, case-insensitively) -> contract value;
+    # "" means a known code with no contract value (null, not counted as unrecoded).
+    recode: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def file_columns(self) -> list[str]:
+        """Every column of the file the mapping reads, with each person group's own columns."""
+        out: list[str] = []
+        for mapping in self.columns.values():
+            for column in mapping.columns:
+                names = (
+                    [column.replace(GROUP_PLACEHOLDER, tag) for tag in self.person_groups]
+                    if GROUP_PLACEHOLDER in column
+                    else [column]
+                )
+                out += [n for n in names if n not in out]
+        return out
 
     def date_formats_for(self, field_name: str) -> list[str]:
         """Date formats to try for `field_name`: its own first, then the source default(s)."""
@@ -218,7 +259,10 @@ _SOURCE_KEYS = {
     "columns",
     "required",
     "skip_lines",
+    "person_groups",
+    "recode",
 }
+_COLUMN_KEYS = {"column", "format", "name_order", "from_rank"}
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
@@ -258,30 +302,33 @@ def _source(
         raise ConfigError(
             f"{config}: [{where}.columns] is missing: map each contract field to the file's column"
         )
-    columns: dict[str, ColumnMapping] = {}
-    for fname, spec in raw["columns"].items():
-        if isinstance(spec, str):
-            columns[fname] = ColumnMapping(spec)
-        elif isinstance(spec, dict) and isinstance(spec.get("column"), str):
-            _check_keys(
-                spec, {"column", "format", "name_order"}, f"{where}.columns.{fname}", config
-            )
-            order = spec.get("name_order")
-            if order is not None and order not in NAME_ORDERS:
-                raise ConfigError(
-                    f"{config}: [{where}.columns] {fname}: name_order must be one of "
-                    f"{', '.join(NAME_ORDERS)}"
-                )
-            columns[fname] = ColumnMapping(
-                spec["column"],
-                _formats(spec.get("format"), f"{where}.columns.{fname}", config),
-                order,
-            )
-        else:
-            raise ConfigError(
-                f"{config}: [{where}.columns] {fname} must be a column name or "
-                "{{ column = ..., format = ... }}"
-            )
+    columns = {
+        fname: _column_mapping(fname, spec, f"{where}.columns", config)
+        for fname, spec in raw["columns"].items()
+    }
+    groups = _person_groups(raw.get("person_groups"), where, config)
+    per_group = sorted(f for f, m in columns.items() if m.per_group)
+    if groups and not per_group:
+        raise ConfigError(
+            f"{config}: [{where}] person_groups is set but no column name holds "
+            f'{GROUP_PLACEHOLDER} (for example forename = "P{GROUP_PLACEHOLDER}_FORENAME")'
+        )
+    if per_group and not groups:
+        raise ConfigError(
+            f"{config}: [{where}.columns] {per_group[0]} holds {GROUP_PLACEHOLDER} but the source "
+            'has no person_groups (for example person_groups = ["1", "2"])'
+        )
+    recode = _recode(raw.get("recode", {}), where, config)
+    for key, kind in (("delimiter", str), ("encoding", str), ("contract", str), ("format", str)):
+        if key in raw and not isinstance(raw[key], kind):
+            raise ConfigError(f"{config}: [{where}] {key} must be a string")
+    for key in ("required",):
+        if key in raw and not isinstance(raw[key], bool):
+            raise ConfigError(f"{config}: [{where}] {key} must be true or false")
+    if "version" in raw and (
+        isinstance(raw["version"], bool) or not isinstance(raw["version"], int)
+    ):
+        raise ConfigError(f"{config}: [{where}] version must be a whole number (the major version)")
     path = _path(landing, raw["path"], where, config)
     fmt = str(raw.get("format") or ("parquet" if path.suffix.lower() == ".parquet" else "csv"))
     if fmt not in {"csv", "parquet"}:
@@ -302,7 +349,92 @@ def _source(
         columns=columns,
         required=bool(raw.get("required", True)),
         skip_lines=skip,
+        person_groups=groups,
+        recode=recode,
     )
+
+
+def _column_mapping(fname: str, spec: Any, where: str, config: Path) -> ColumnMapping:
+    """One field's mapping: a column name, a list of columns (a composite value), or a table
+    `{ column = ..., format = ..., name_order = ..., from_rank = ... }`."""
+    if isinstance(spec, str | list):
+        spec = {"column": spec}
+    if not isinstance(spec, dict) or "column" not in spec:
+        raise ConfigError(
+            f"{config}: [{where}] {fname} must be a column name, a list of column names or "
+            "{ column = ..., format = ... }"
+        )
+    _check_keys(spec, _COLUMN_KEYS, f"{where}.{fname}", config)
+    column = spec["column"]
+    parts: tuple[str, ...] = ()
+    if isinstance(column, list):
+        if len(column) < 2 or not all(isinstance(c, str) and c for c in column):
+            raise ConfigError(
+                f"{config}: [{where}] {fname}: a composite value needs two or more column names"
+            )
+        if len(set(column)) != len(column):
+            raise ConfigError(f"{config}: [{where}] {fname}: a column is named twice")
+        parts = tuple(column)
+        column = column[0]
+    if not isinstance(column, str) or not column:
+        raise ConfigError(f"{config}: [{where}] {fname}: column must be a column name")
+    order = spec.get("name_order")
+    if order is not None and order not in NAME_ORDERS:
+        raise ConfigError(
+            f"{config}: [{where}] {fname}: name_order must be one of {', '.join(NAME_ORDERS)}"
+        )
+    rank = spec.get("from_rank")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 10):
+        raise ConfigError(
+            f"{config}: [{where}] {fname}: from_rank must be the number of areas ranked "
+            "(a whole number, 10 or more)"
+        )
+    return ColumnMapping(
+        column,
+        _formats(spec.get("format"), f"{where}.{fname}", config),
+        order,
+        parts,
+        rank,
+    )
+
+
+def _person_groups(value: Any, where: str, config: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or len(value) < 2
+        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ConfigError(
+            f"{config}: [{where}] person_groups must list two or more group tags "
+            '(for example ["P1", "P2"] or ["1", "2", "3"])'
+        )
+    tags = tuple(str(v) for v in value)
+    if len(set(tags)) != len(tags) or not all(
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,19}", t) for t in tags
+    ):
+        raise ConfigError(
+            f"{config}: [{where}] person_groups: each tag must be unique, 1-20 letters, digits, "
+            "spaces, '_' or '-'"
+        )
+    return tags
+
+
+def _recode(value: Any, where: str, config: Path) -> dict[str, dict[str, str]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{config}: [{where}.recode] must be a table of fields")
+    out: dict[str, dict[str, str]] = {}
+    for fname, table in value.items():
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+        ):
+            raise ConfigError(
+                f"{config}: [{where}.recode.{fname}] must map each local code to a contract "
+                'value, for example "A&E attendance" = "AE"'
+            )
+        out[fname] = dict(table)
+    return out
 
 
 def read_toml(
@@ -374,6 +506,45 @@ def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
     return ServiceSettings(**values)
 
 
+def _typed(kind: type[_T], raw: dict[str, Any], where: str, config: Path) -> _T:
+    """A settings dataclass from a config table, each value checked against its declared type
+    (pydantic, strict: "0.95" is not a number); the first mismatch is a ConfigError naming
+    the table, the setting and the type expected (never the value)."""
+    from pydantic import ConfigDict, ValidationError, create_model
+
+    hints = get_type_hints(kind)
+    model = create_model(  # type: ignore[call-overload]
+        kind.__name__,
+        __config__=ConfigDict(strict=True, extra="forbid"),
+        **{
+            f.name: (
+                hints[f.name],
+                f.default if f.default is not MISSING else f.default_factory(),  # type: ignore[operator]
+            )
+            for f in fields(kind)  # type: ignore[arg-type]
+        },
+    )
+    try:
+        return kind(**dict(model.model_validate(raw)))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        name = ".".join(str(p) for p in first["loc"]) or where
+        found = type(raw.get(str(first["loc"][0]))).__name__ if first["loc"] else "?"
+        raise ConfigError(
+            f"{config}: [{where}] {name}: {first['msg'].lower()} (found a {_TYPE_WORDS.get(found, found)})"
+        ) from None
+
+
+def _whole(value: Any, where: str, config: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{config}: [{where}] service_period_months must be a whole number >= 1")
+    return value
+
+
+_TYPE_WORDS = {"str": "string", "int": "whole number", "float": "number", "bool": "true/false"}
+_T = TypeVar("_T")
+
+
 def read_settings(config_path: Path) -> RunSettings:
     """Load and check a run configuration file."""
     named = Path(config_path).expanduser()
@@ -429,7 +600,7 @@ def read_settings(config_path: Path) -> RunSettings:
         **link_raw,
         "spark_conf": {str(k): str(v) for k, v in link_raw.get("spark_conf", {}).items()},
     }
-    linkage = LinkageSettings(**link_raw)
+    linkage = _typed(LinkageSettings, link_raw, "linkage", config_path)
     if linkage.backend not in {"duckdb", "spark"}:
         raise ConfigError(f"{config_path}: [linkage] backend must be duckdb or spark")
     if not 0.0 < linkage.match_threshold < 1.0:
@@ -451,7 +622,7 @@ def read_settings(config_path: Path) -> RunSettings:
         if "policy" in run
         else default_policy_path(),
         reference_date=ref_date,
-        service_period_months=int(run.get("service_period_months", 12)),
+        service_period_months=_whole(run.get("service_period_months", 12), "run", config_path),
         sources=sources,
         reference=reference,
         key=key,

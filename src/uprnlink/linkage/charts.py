@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from uprnlink.errors import PublishError
-from uprnlink.linkage.model import splink_records
+from uprnlink.linkage.model import identifiers_present, splink_records
 
 
 def splink_settings(model: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def waterfall_specs(
     # Waterfalls need the per-comparison columns that prediction normally drops.
     settings["retain_matching_columns"] = True
     settings["retain_intermediate_calculation_columns"] = True
-    data = splink_records(linked, with_source=True)
+    data = splink_records(linked, with_source=True, identifiers=identifiers_present(linked))
     # The whole table is registered so term-frequency adjustments use the run's frequencies.
     linker, db = _model_linker(settings, data.to_arrow())
     out = []

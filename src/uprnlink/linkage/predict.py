@@ -16,11 +16,17 @@ import polars as pl
 from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backend
 from uprnlink.linkage.clustering import cluster_records
 from uprnlink.linkage.model import (
+    ADDRESS_COLUMN,
+    FULL_IDENTIFIERS,
     LINKAGE_COLUMNS,
     PERIOD_COLUMNS,
+    address_text_expr,
     blocking_rule_sqls,
     check_records,
+    compared_columns,
+    comparison_names,
     forename_roots,
+    identifiers_present,
     model_artefact,
     period_exprs,
     reusable_model,
@@ -55,6 +61,11 @@ class LinkageResult:
     profiles: int = 0  # distinct identifier profiles scored (see linkage_profiles)
     # The expected-F1 operating point read from the scored pairs (uprnlink.linkage.threshold).
     threshold_choice: dict[str, Any] | None = None
+    # What the model was built from: the identifiers the records carry, and so its comparisons,
+    # blocking rules and training steps (uprnlink.linkage.model.identifiers_present).
+    identifiers: list[str] = field(default_factory=list)
+    comparisons: list[str] = field(default_factory=list)
+    training: list[str] = field(default_factory=list)
 
 
 def person_id_expr(col: str = "cluster_id") -> pl.Expr:
@@ -79,7 +90,15 @@ def with_person_ids(clusters: pl.DataFrame) -> pl.DataFrame:
 PROFILE_COLUMNS = (*LINKAGE_COLUMNS[2:], "period_start", "period_end")
 
 
-def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def profile_columns(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> tuple[str, ...]:
+    """The columns a profile is made of for these identifiers (`PROFILE_COLUMNS`, and the
+    address as written where it is compared)."""
+    return (*compared_columns(identifiers), "period_start", "period_end")
+
+
+def linkage_profiles(
+    records: pl.DataFrame, identifiers: frozenset[str] = FULL_IDENTIFIERS
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Distinct identifier profiles, and the profile of every record.
 
     Hospital activity repeats a patient's identifiers at every attendance, and other sources
@@ -90,11 +109,13 @@ def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     every run; the compared columns, forename roots and move_next) and `members` (unique_id,
     source_dataset, profile) with one row per record.
     """
-    compared = pl.struct(PROFILE_COLUMNS)
+    columns = profile_columns(identifiers)
+    compared = pl.struct(columns)
+    address = [address_text_expr()] if ADDRESS_COLUMN in columns else []
     keyed = (
         records.lazy()
-        .select("unique_id", "source_dataset", *LINKAGE_COLUMNS[2:], *PERIOD_COLUMNS)
-        .with_columns(period_exprs()[:2])
+        .select("unique_id", "source_dataset", *compared_columns(identifiers), *PERIOD_COLUMNS)
+        .with_columns(*period_exprs()[:2], *address)
         .drop(PERIOD_COLUMNS)
         # Two independent 64-bit hashes of the compared values: grouping on them is several
         # times faster than on nine nullable columns, and a collision (about 1e-27 at a
@@ -112,7 +133,7 @@ def linkage_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     members = ordered.select("unique_id", "source_dataset", "profile")
     profiles = ordered.filter(pl.col("_new")).select(
         pl.col("profile").alias("unique_id"),
-        *PROFILE_COLUMNS,
+        *columns,
         (pl.col("period_end") + timedelta(days=1)).alias("move_next"),
     )
     profiles = profiles.with_columns(forename_roots(profiles.get_column("forename")))
@@ -125,6 +146,7 @@ def _predict(
     threshold: float,
     chunks: int,
     histograms: list[pl.DataFrame] | None = None,
+    identifiers: frozenset[str] = FULL_IDENTIFIERS,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]], int]:
     """Score every blocked pair, `chunks` slices of the profiles at a time (bounded memory,
     progress with an estimate); returns the pairs at or above `threshold`, the pairs each
@@ -145,7 +167,7 @@ def _predict(
             by_rule[rule] = by_rule.get(rule, 0) + n
         kept.append(above)
         progress.advance(note=f"{sum(counts.values()):,} pairs scored, {above.height:,} kept")
-    rules = blocking_rule_sqls()
+    rules = blocking_rule_sqls(identifiers)
     blocking, cumulative = [], 0
     for i, rule in enumerate(rules):
         cumulative += by_rule.get(str(i), 0)
@@ -177,9 +199,10 @@ def link_people(
     from splink import Linker
 
     check_records(records, LINKAGE_COLUMNS)
+    identifiers = identifiers_present(records)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    profiles, members = linkage_profiles(records)
+    profiles, members = linkage_profiles(records, identifiers)
     timings["profiles"] = round(time.perf_counter() - t0, 2)
     log.info(
         "linkage: %s records hold %s distinct identifier profiles (%s backend)",
@@ -187,7 +210,9 @@ def link_people(
         f"{profiles.height:,}",
         settings.backend,
     )
-    creator = settings_dict(settings.match_threshold)
+    log.info("linkage: identifiers carried: %s", ", ".join(sorted(identifiers)))
+    creator = settings_dict(settings.match_threshold, identifiers)
+    training: list[str] = []
     fingerprint = settings_fingerprint(settings_json(creator))
     saved = None if retrain else reusable_model(model, fingerprint)
     backend = linkage_backend(settings, work_dir)
@@ -204,15 +229,17 @@ def link_people(
             # Trained on the records themselves: the parameters describe pairs of records (on
             # 1M synthetic records, training on profiles instead lost 0.0004 precision and
             # 0.0008 recall). Every training step samples, so this stays bounded.
-            training = backend.register(splink_records(records), "records")
-            trainer = Linker(training, creator, log_level=logging.ERROR)
+            training_records = splink_records(records, identifiers=identifiers)
+            table = backend.register(training_records, "records")
+            trainer = Linker(table, creator, log_level=logging.ERROR)
             with backend.progress("linkage: training"), backend.repeatable():
-                train_model(trainer, settings)
+                training = train_model(trainer, settings, identifiers, training_records)
+            del training_records
             trained = json.loads(json.dumps(trainer.misc.save_model_to_json(), default=str))
             # The database API's table cache is shared by every linker on it: clear it, or
             # the scoring linker would find the training tables (of records, not profiles).
             trainer.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
-            backend.release(training)
+            backend.release(table)
             linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
             canonical = with_parameters(settings_json(creator), trained)
             artefact = model_artefact(canonical, fingerprint, records.height)
@@ -223,7 +250,9 @@ def link_people(
         auto = settings.threshold_mode == "auto"
         retain = min(settings.match_threshold, AUTO_FLOOR) if auto else settings.match_threshold
         histograms: list[pl.DataFrame] = []
-        pairs, blocking, n_scored = _predict(linker, backend, retain, chunks, histograms)
+        pairs, blocking, n_scored = _predict(
+            linker, backend, retain, chunks, histograms, identifiers
+        )
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
@@ -268,4 +297,7 @@ def link_people(
         blocking=blocking,
         profiles=profiles.height,
         threshold_choice=choice.to_dict() if choice is not None else None,
+        identifiers=sorted(identifiers),
+        comparisons=comparison_names(identifiers),
+        training=training,
     )

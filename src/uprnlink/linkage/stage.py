@@ -18,7 +18,7 @@ from uprnlink.errors import KeyManagementError
 from uprnlink.ingest import manifest
 from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
-from uprnlink.linkage.model import LINKAGE_COLUMNS, PERIOD_COLUMNS
+from uprnlink.linkage.model import ADDRESS_COLUMN, LINKAGE_COLUMNS, PERIOD_COLUMNS
 from uprnlink.linkage.predict import link_people
 from uprnlink.linkage.stable_ids import assign_stable_ids
 from uprnlink.privacy.keys import MasterKey, load_run_key
@@ -48,7 +48,10 @@ def link_records(
     z = Zones(settings)
     key = load_run_key(settings)
     # Only what linkage compares stays in memory while Splink runs.
-    records = read_trusted_records(settings, key).select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
+    trusted = read_trusted_records(settings, key)
+    address = [ADDRESS_COLUMN] if ADDRESS_COLUMN in trusted.columns else []
+    records = trusted.select(*LINKAGE_COLUMNS, *address, *PERIOD_COLUMNS)
+    del trusted
     log.info("linking %d records from %d sources ...", records.height, len(settings.sources))
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     model_path = z.linkage_dir / "model.json"
@@ -75,6 +78,9 @@ def link_records(
         "match_threshold": result.match_threshold,
         "threshold_mode": settings.linkage.threshold_mode,
         "threshold_choice": result.threshold_choice,
+        "identifiers": result.identifiers,
+        "comparisons": result.comparisons,
+        "training": result.training,
         "retrain": retrain,
         "model": {
             "trained": result.model_trained,

@@ -113,6 +113,8 @@ def publish_outputs(
         "reference_date": settings.reference_date.isoformat(),
         "service_period_months": settings.service_period_months,
         "contracts": contracts,
+        # Sources and fields this release had no data for (their columns are typed nulls).
+        "not_supplied": stage_summaries.get("not_supplied", {}),
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": {
             "people": tables.person.height,

@@ -189,6 +189,19 @@ def _run_section(run_summary: dict[str, Any], reference_date: date) -> dict[str,
         ("People found", shown_count(linkage.get("people"))),
         ("Candidate pairs scored", shown_count(linkage.get("candidate_pairs"))),
         ("Pairs above threshold", shown_count(linkage.get("pairs_above_threshold"))),
+        ("Identifiers used for linkage", ", ".join(linkage.get("identifiers", [])) or None),
+        (
+            "Sources not supplied",
+            ", ".join(run_summary.get("not_supplied", {}).get("sources", [])) or "none",
+        ),
+        (
+            "Fields not supplied",
+            "; ".join(
+                f"{source}: {', '.join(names)}"
+                for source, names in run_summary.get("not_supplied", {}).get("fields", {}).items()
+            )
+            or "none",
+        ),
         ("Report generated", datetime.now(UTC).isoformat(timespec="seconds")),
     ]
     ingest = [

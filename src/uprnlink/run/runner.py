@@ -26,10 +26,12 @@ from uprnlink.errors import ContractError, UprnlinkError
 from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import enforce_retention
 from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.deliveries import DeliveryHeldError, check_deliveries, record_accepted
 from uprnlink.ingest.stage import (
     check_distinct_deliveries,
     ingest_person_source,
     ingest_reference_data,
+    not_supplied,
 )
 from uprnlink.linkage.stage import link_stage
 from uprnlink.privacy.keys import load_release_key, load_run_key
@@ -129,7 +131,7 @@ def finish_run(
             "changes": summary.get("changes", {}),
             **(
                 {"failed_stage": summary["failed_stage"], "error": summary.get("error")}
-                if status == "failed"
+                if status in ("failed", "held")
                 else {}
             ),
         },
@@ -207,11 +209,15 @@ def execute(
     *,
     rebuild: bool = False,
     retrain: bool = False,
+    accept: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every stage in order under the run lock; a failure leaves a summary naming the stage.
 
     Nothing is published until the `switch` stage, so a run that fails or is killed earlier
     leaves the previous release live, and the next run starts cleanly without manual clean-up.
+    After the ingest, each delivery is checked against its source's last accepted one
+    (`uprnlink.ingest.deliveries`): a delivery out of line holds the run (status `held`)
+    unless its source is in `accept`, and each acceptance is audited.
     """
     run_id = run_id or new_run_id()
     settings = read_settings(Path(config_path))
@@ -240,6 +246,9 @@ def execute(
             summary["reference"] = steps.ingest_reference(config_path, run_id)
             summary["ingest"] = steps.ingest_sources(config_path, list(settings.sources), run_id)
             summary["changes"] = source_changes(summary["ingest"])
+            summary["not_supplied"] = not_supplied(settings, summary["ingest"])
+            summary["deliveries"] = check_deliveries(settings, summary["ingest"], accept)
+            audit_acceptances(config_path, run_id, accept, summary["deliveries"])
             begin("link")
             summary["linkage"] = steps.link(config_path, run_id, retrain)
             begin("publish")
@@ -248,6 +257,8 @@ def execute(
             summary["reports"] = steps.report(config_path, summary)
             begin("switch")
             summary["release"] = steps.switch(config_path, run_id, summary)
+            summary["reports"] = live_report_paths(settings.out_dir, summary.get("reports", {}))
+            record_accepted(settings, run_id, summary["deliveries"]["profiles"])
             begin("finish")
             summary["timings"] = timings
             summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -260,11 +271,52 @@ def execute(
     return summary
 
 
+def live_report_paths(out_dir: Path, reports: dict[str, str]) -> dict[str, str]:
+    """The reports' paths once the release is live: the staging folder they were written to
+    is renamed by the switch, so the published report is named by its stable link."""
+    staged = f"{releases.STAGING_PREFIX}"
+    return {
+        name: str(out_dir / Path(path).name) if staged in path else path
+        for name, path in reports.items()
+    }
+
+
 def run_all(
-    config_path: str, run_id: str | None = None, *, rebuild: bool = False, retrain: bool = False
+    config_path: str,
+    run_id: str | None = None,
+    *,
+    rebuild: bool = False,
+    retrain: bool = False,
+    accept: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
-    return execute(config_path, LOCAL_STEPS, run_id, rebuild=rebuild, retrain=retrain)
+    return execute(
+        config_path, LOCAL_STEPS, run_id, rebuild=rebuild, retrain=retrain, accept=accept
+    )
+
+
+def audit_acceptances(
+    config_path: str, run_id: str, accept: tuple[str, ...], deliveries: dict[str, Any]
+) -> None:
+    """Record each `--accept SOURCE` in the audit log: who let which delivery through, and
+    what it would otherwise have been held for (nothing, if it passed the checks anyway)."""
+    if not accept:
+        return
+    settings = read_settings(Path(config_path))
+    audit = open_audit_log(settings)
+    for source in sorted(set(accept)):
+        reasons = [f for f in deliveries["findings"] if f["source"] == source]
+        audit.append(
+            "delivery.accepted",
+            actor=actor(),
+            data={
+                "run_id": run_id,
+                "source": source,
+                "checksum": deliveries["profiles"].get(source, {}).get("checksum"),
+                "held_for": [f["check"] for f in reasons],
+                "reasons": [f["message"] for f in reasons],
+            },
+        )
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -279,10 +331,16 @@ def record_failure(
     """Write a failed run's summary (which stage, why, what was kept) without masking the error."""
     settings = read_settings(Path(config_path))
     live = releases.current(settings.out_dir)
+    held = isinstance(exc, DeliveryHeldError)
     summary = {
         **summary,
         "failed_stage": stage,
         "error": failure_reason(exc),
+        **(
+            {"held": [f.to_dict() for f in exc.findings]}
+            if isinstance(exc, DeliveryHeldError)
+            else {}
+        ),
         "published_output": (
             f"unchanged: release {live} is still the live one"
             if live and live != run_id
@@ -292,6 +350,6 @@ def record_failure(
         "reuses them and needs no clean-up",
     }
     try:
-        finish_run(config_path, run_id, summary, status="failed")
+        finish_run(config_path, run_id, summary, status="held" if held else "failed")
     except Exception as inner:  # the key or folders may be the very thing that failed
         log.warning("could not record the failed run: %s", type(inner).__name__)
