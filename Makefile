@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup demo demo2 test test-fast lint format typecheck check bench serve stop clean
+.PHONY: help setup demo demo2 service test test-fast lint format typecheck check bench dist serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +51,22 @@ typecheck: $(STAMP) ## Type-check src/ with mypy
 
 check: lint typecheck test ## Lint, type-check and test
 
+dist: $(STAMP) ## Build the sdist and wheel into dist/ (tests/test_wheel.py installs and runs one)
+	$(BIN)/python -m build --outdir dist .
+
+SERVICE_PORT ?= 8765
+DEMO_AUDIT := UPRNLINK_AUDIT_PASSPHRASE=uprnlink-demo-passphrase-not-for-real-data
+
+service: $(STAMP) ## Run the query service on the demo's live release; prints an analyst's token
+	@test -e demo/out/uprnlink.duckdb || $(MAKE) demo
+	@echo "Issuing a token for the demo analyst 'demo-analyst' (shown once):"
+	@$(DEMO_AUDIT) $(BIN)/uprnlink users rotate demo-analyst --config demo/demo.toml 2>/dev/null \
+	  || $(DEMO_AUDIT) $(BIN)/uprnlink users add demo-analyst --role analyst --config demo/demo.toml
+	@echo "In another terminal: export UPRNLINK_TOKEN=<the token above>"
+	@echo "                     export UPRNLINK_URL=http://127.0.0.1:$(SERVICE_PORT)"
+	@echo "                     .venv/bin/uprnlink query --named overcrowding_by_deprivation"
+	$(DEMO_AUDIT) $(BIN)/uprnlink serve --config demo/demo.toml --port $(SERVICE_PORT)
+
 SERVE_PORT ?= 4200
 
 serve: $(STAMP) ## Start a local Prefect server + worker and register the scheduled deployments
@@ -60,8 +76,11 @@ serve: $(STAMP) ## Start a local Prefect server + worker and register the schedu
 stop: ## Stop the Prefect server and worker that `make serve` started
 	@$(BIN)/python -m uprnlink.flows.serve stop
 
-bench: $(STAMP) ## Run the benchmarks (figures and baseline ratios)
+QUERY_BENCH_ARGS ?= --people 1000000
+
+bench: $(STAMP) ## Run the benchmarks: pipeline at 100k/1M records, then named questions at 1M people (direct and through the query service, 20 analysts at once)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.queries $(QUERY_BENCH_ARGS) || echo "benchmarks.queries: a p95 target was missed (see the table above)"
 
 clean: ## Remove generated data and caches (keeps .venv/)
-	rm -rf demo testpop bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf demo testpop bench-out .prefect .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,31 +39,40 @@ class PipelineRun:
 
 def make_demo_tree(root: Path, people: int, seed: int) -> Path:
     """Synthesise a population under root/demo and copy the demo config to root/config."""
-    from uprnlink.privacy.keys import create_demo_key
+    from uprnlink.privacy.keys import create_demo_keys
     from uprnlink.synth import write_synthetic
 
     (root / "config").mkdir(parents=True, exist_ok=True)
     config = root / "config" / "demo.toml"
     shutil.copy(PROJECT_ROOT / "config" / "demo.toml", config)
     write_synthetic(root / "demo", people=people, seed=seed)
-    settings = read_settings(config)
-    assert settings.key.file is not None
-    create_demo_key(settings.key.file)
+    create_demo_keys(read_settings(config))
     return config
+
+
+PASSPHRASE_ENVS = (
+    "UPRNLINK_KEY_PASSPHRASE",
+    "UPRNLINK_AUDIT_PASSPHRASE",
+    "UPRNLINK_RELEASE_PASSPHRASE",
+)
+RAW_KEY_ENVS = ("UPRNLINK_KEY", "UPRNLINK_AUDIT_KEY", "UPRNLINK_RELEASE_KEY")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_passphrase() -> Iterator[None]:
     from uprnlink.privacy.keys import DEMO_PASSPHRASE
 
-    old = os.environ.get("UPRNLINK_KEY_PASSPHRASE")
-    os.environ["UPRNLINK_KEY_PASSPHRASE"] = DEMO_PASSPHRASE
-    os.environ.pop("UPRNLINK_KEY", None)
+    old = {n: os.environ.get(n) for n in (*PASSPHRASE_ENVS, *RAW_KEY_ENVS)}
+    for name in PASSPHRASE_ENVS:
+        os.environ[name] = DEMO_PASSPHRASE
+    for name in RAW_KEY_ENVS:
+        os.environ.pop(name, None)
     yield
-    if old is None:
-        os.environ.pop("UPRNLINK_KEY_PASSPHRASE", None)
-    else:
-        os.environ["UPRNLINK_KEY_PASSPHRASE"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +105,94 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
         summary=summary,
         log_text=stream.getvalue(),
     )
+
+
+@dataclass
+class QueryService:
+    """`uprnlink serve` on a copy of the small run, with one user per role."""
+
+    url: str
+    root: Path
+    config: Path
+    tokens: dict[str, str]  # role -> token
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def audit_log(self) -> Path:
+        return read_settings(self.config).out_dir / "audit" / "audit.jsonl"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_environment() -> dict[str, str]:
+    """The service account's environment: the audit key's passphrase and no other key."""
+    from uprnlink.privacy.keys import DEMO_PASSPHRASE
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPRNLINK_")}
+    env["UPRNLINK_AUDIT_PASSPHRASE"] = DEMO_PASSPHRASE
+    return env
+
+
+def start_service(
+    config: Path, port: int, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start `uprnlink serve` and wait until it answers /api/health (or has exited)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uprnlink", "serve", "--config", str(config), "--port", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the query service did not start: " + log.read_text()[-2000:])
+
+
+@pytest.fixture(scope="session")
+def query_service(
+    small_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[QueryService]:
+    """The query service on a copy of the small run; users ana (analyst), eng (data_engineer)
+    and ig (ig_lead); 8 s to run, 2 s to check, 50,000 rows and 2 MiB per answer."""
+    from uprnlink import cli
+
+    root = tmp_path_factory.mktemp("service")
+    shutil.copytree(small_run.root, root, symlinks=True, dirs_exist_ok=True)
+    config = root / "config" / "demo.toml"
+    config.write_text(
+        config.read_text()
+        + "\n[service]\ntimeout_seconds = 8\ncheck_timeout_seconds = 2\nmax_rows = 50000\n"
+        + "max_answer_mib = 2\nworkers = 3\n"
+    )
+    tokens = {}
+    for name, role in (("ana", "analyst"), ("eng", "data_engineer"), ("ig", "ig_lead")):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert cli.main(["users", "add", name, "--role", role, "--config", str(config)]) == 0
+        tokens[role] = out.getvalue().strip().splitlines()[1]
+    port = free_port()
+    log = root / "service.log"
+    proc = start_service(config, port, log, service_environment())
+    assert proc.poll() is None, log.read_text()
+    try:
+        yield QueryService(f"http://127.0.0.1:{port}", root, config, tokens, proc, log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from uprnlink.errors import AuditError
 from uprnlink.governance.audit import (
     GENESIS,
+    MAX_BATCH,
     AuditLog,
     AuditVerification,
+    Witness,
     default_head_path,
     read_audit_events,
     verify_audit_log,
@@ -131,11 +133,58 @@ def test_intact_chain_verifies(log_path):
     assert events[2].data == {"i": 2, "rows": 20} and events[1].ts == "2026-01-02T03:04:06.000000Z"
 
 
-def test_empty_log_without_checkpoint_is_ok(tmp_path):
+def test_an_empty_log_fails_verification(tmp_path):
+    """Emptying the log and deleting its checkpoint needs no key; it must not pass."""
     path = tmp_path / "audit.jsonl"
     path.touch()
     result = verify_audit_log(path, KEY)
-    assert result.ok and result.entries == 0
+    assert not result.ok and result.entries == 0 and "empty" in (result.reason or "")
+
+
+def test_witnessed_heads_catch_a_log_emptied_or_cut_with_its_checkpoint(tmp_path):
+    """A head recorded elsewhere (a run summary, a release) must still be in the log: cutting
+    the log and its checkpoint back together, or rewriting it under the same key, fails."""
+    path = tmp_path / "audit.jsonl"
+    log = write_log(path, n=5)
+    fourth = read_audit_events(path)[3]
+    witness = Witness("run summary r1.json", fourth.seq, fourth.hash)
+    assert verify_audit_log(path, KEY, witnesses=[witness]).ok
+    # Cut back to three entries and rewrite the checkpoint to match (as a key holder could).
+    set_lines(path, lines(path)[:3])
+    head = default_head_path(path)
+    head.unlink()
+    short = AuditLog(path, KEY, clock=step_clock(T0 + timedelta(hours=1)))
+    with pytest.raises(AuditError):
+        short.append("access", actor="analyst")  # no checkpoint: refused
+    cut = verify_audit_log(path, KEY, witnesses=[witness])
+    assert not cut.ok and "run summary r1.json" in (cut.reason or "")
+    assert "cut off" in (cut.reason or "")
+    # Rewritten from seq 3 with different content: the witness's hash no longer matches.
+    path.unlink()
+    rewritten = write_log(path, n=6)
+    assert log is not rewritten
+    assert read_audit_events(path)[3].hash == fourth.hash  # same clock and data: same entry
+    moved = Witness("release r1", fourth.seq, "0" * 64)
+    bad = verify_audit_log(path, KEY, witnesses=[moved])
+    assert not bad.ok and "rewritten" in (bad.reason or "")
+    # Emptied log with its checkpoint gone: the witness still says something was there.
+    path.write_text("")
+    default_head_path(path).unlink()
+    emptied = verify_audit_log(path, KEY, witnesses=[witness])
+    assert not emptied.ok and "cut off" in (emptied.reason or "")
+
+
+def test_a_key_the_log_does_not_know_is_refused_before_anything_is_written(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path, n=3)
+    before = path.read_bytes()
+    stranger = AuditLog(path, OTHER_KEY)
+    with pytest.raises(AuditError, match="kept with audit key"):
+        stranger.check_key()
+    with pytest.raises(AuditError, match="kept with audit key"):
+        stranger.append("access", actor="analyst")
+    assert path.read_bytes() == before
+    AuditLog(path, KEY).check_key()  # the log's own key passes
 
 
 def test_log_and_checkpoint_permissions_and_newlines(log_path):
@@ -288,9 +337,46 @@ def test_old_checkpoint_copy(log_path, tmp_path):
     head_path.write_bytes(old_head)
     result = verify_audit_log(log_path, KEY)
     assert result.ok and result.warnings and "one entry behind" in result.warnings[0]
+    # Up to one group commit behind: an interrupted batch of appends, not tampering.
     write_log(snapshot_path.with_name("snap3.jsonl"), n=N - 3)
     head_path.write_bytes(default_head_path(snapshot_path.with_name("snap3.jsonl")).read_bytes())
-    assert_bad(verify_audit_log(log_path, KEY), seq=N - 3, line=N - 2, words="older copy")
+    result = verify_audit_log(log_path, KEY)
+    assert result.ok and "3 entries behind" in result.warnings[0]
+    AuditLog(log_path, KEY, clock=step_clock(T0 + timedelta(hours=1))).append("access", actor="a")
+    assert verify_audit_log(log_path, KEY).ok  # the next append catches the checkpoint up
+
+
+def test_checkpoint_older_than_one_group_commit(tmp_path):
+    path = tmp_path / "long.jsonl"
+    write_log(path, n=MAX_BATCH + 4)
+    snapshot = tmp_path / "snap.jsonl"
+    write_log(snapshot, n=2)
+    default_head_path(path).write_bytes(default_head_path(snapshot).read_bytes())
+    assert_bad(verify_audit_log(path, KEY), seq=2, line=3, words="older copy")
+    with pytest.raises(AuditError, match="does not match its checkpoint"):
+        AuditLog(path, KEY).append("access", actor="a")
+
+
+def test_threads_appending_at_once_share_commits_and_keep_the_chain(tmp_path):
+    path = tmp_path / "busy.jsonl"
+    log = AuditLog(path, KEY)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(10):
+                log.append("access", actor=f"user{i}", data={"j": j})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    result = verify_audit_log(path, KEY)
+    assert result.ok and result.entries == 200 and not result.warnings
 
 
 def test_wrong_key_is_reported_not_raised(log_path):
@@ -426,14 +512,18 @@ def test_unusable_paths_raise(tmp_path):
 
 def test_log_spanning_a_key_rotation(tmp_path):
     path = tmp_path / "audit.jsonl"
-    write_log(path, n=3, key=KEY)
-    new = AuditLog(path, OTHER_KEY, clock=step_clock(T0 + timedelta(days=1)))
-    new.append("key.rotated", actor="ig-lead", data={"old_key_id": KEY.key_id})
+    old = write_log(path, n=3, key=KEY)
+    new = old.rotate_to(OTHER_KEY, actor="ig-lead")  # the hand-over, MACed with the old key
     new.append("run.started", actor="engineer")
     both = verify_audit_log(path, [KEY, OTHER_KEY])
     assert both.ok and both.entries == 5 and both.key_ids == (KEY.key_id, OTHER_KEY.key_id)
+    handover = read_audit_events(path)[3]
+    assert handover.event == "audit.key_rotated" and handover.key_id == KEY.key_id
+    assert handover.data["to_key_id"] == OTHER_KEY.key_id
     assert_bad(verify_audit_log(path, OTHER_KEY), seq=0, line=1, words="not supplied")
-    assert_bad(verify_audit_log(path, KEY), seq=3, line=4, words="not supplied")
+    assert_bad(verify_audit_log(path, KEY), seq=4, line=5, words="not supplied")
+    with pytest.raises(AuditError, match="kept with audit key"):
+        AuditLog(path, KEY).append("access", actor="analyst")  # the old key is retired
 
 
 def test_concurrent_appends_keep_the_chain(tmp_path):

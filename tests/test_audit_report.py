@@ -208,7 +208,10 @@ def test_html_escapes_quotes_and_ampersands(tmp_path):
         "access", actor="x", data=access("a\"b&c'<d>", ['v" onmouseover="x'], 1)
     )
     page = render_audit_report(path, KEY, head_path=None, fmt="html", now=NOW)
-    assert "a&quot;b&amp;c&#x27;&lt;d&gt;" in page
+    # Every character HTML gives meaning to becomes an entity (Jinja's autoescape spells the
+    # quotes &#34; and &#39;).
+    assert "a&#34;b&amp;c&#39;&lt;d&gt;" in page
+    assert 'a"b' not in page and "c'<d>" not in page
     assert 'onmouseover="x' not in page
 
 
@@ -216,7 +219,7 @@ def test_empty_log(tmp_path):
     path = tmp_path / "audit.jsonl"
     path.touch()
     md = render_audit_report(path, KEY, head_path=None, now=NOW)
-    assert "Audit log intact" in md and "The log is empty" in md
+    assert "AUDIT LOG FAILED VERIFICATION" in md and "the audit log is empty" in md
     assert "No pipeline runs recorded." in md and "No analyst access recorded." in md
 
 
@@ -301,7 +304,8 @@ def test_unknown_format_is_refused(log):
 
 def test_log_spanning_a_rotation(log):
     path, head = log
-    new = AuditLog(path, NEW_KEY, head_path=head, clock=step_clock(T0 + timedelta(days=1)))
+    old = AuditLog(path, KEY, head_path=head, clock=step_clock(T0 + timedelta(days=1)))
+    new = old.rotate_to(NEW_KEY, actor="ig-lead")  # the hand-over, MACed with the old key
     new.append(
         "key.rotated",
         actor="ig-lead",
@@ -312,7 +316,7 @@ def test_log_spanning_a_rotation(log):
     assert "Audit log intact" in md
     assert f"| {NEW_KEY.key_id} | 2 | 2 | 1 |" in md
     assert "### Key changes in the log" in md
-    assert f"| 2026-04-02 09:00:00 UTC | 13 | {KEY.key_id} | {NEW_KEY.key_id} |" in md
+    assert f"| 2026-04-02 09:01:00 UTC | 14 | {KEY.key_id} | {NEW_KEY.key_id} |" in md
     assert "| key.rotated | ig-lead |" in md
     s = summarise_audit(read_audit_events(path))
     assert s["key_changes"] == 1 and s["keys"][NEW_KEY.key_id]["epoch"] == 2
@@ -320,7 +324,7 @@ def test_log_spanning_a_rotation(log):
     only_new = render_audit_report(path, NEW_KEY, head_path=head, now=NOW)
     assert "AUDIT LOG FAILED VERIFICATION" in only_new
     assert f"MACed with key {KEY.key_id}, which was not supplied" in only_new
-    assert f"| **{KEY.key_id}** | **1** | **13** | **2** |" in only_new  # unverified: bold
+    assert f"| **{KEY.key_id}** | **1** | **14** | **2** |" in only_new  # unverified: bold
     assert "NO (entries cannot be verified)" in only_new
 
 

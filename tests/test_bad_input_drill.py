@@ -133,7 +133,7 @@ def test_a_messy_extract_loses_nothing_end_to_end(tmp_path: Path) -> None:
     con = duckdb.connect(str(settings.database_path), read_only=True)
     try:
         for (view,) in con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
         ).fetchall():
             table = con.sql(f"SELECT * FROM {view}").to_arrow_table()
             dump = pl.from_arrow(table).write_csv()  # type: ignore[union-attr]

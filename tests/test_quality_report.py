@@ -14,10 +14,12 @@ import pytest
 from tests.conftest import PipelineRun
 from uprnlink.errors import PublishError
 from uprnlink.linkage.quality import source_quality_table
+from uprnlink.reports.charts import Bar, count_chart, share_chart
 from uprnlink.reports.quality import (
     build_quality_report,
     check_no_identifiers,
     cluster_size_table,
+    link_records,
     safe_rate,
     shown_count,
 )
@@ -32,6 +34,31 @@ SECTIONS = (
     "link-rates",
 )
 TRUTH_SECTIONS = ("bias", "evaluation")
+OWN_CHARTS = (
+    "records_per_person",
+    "sources_per_person",
+    "share_linked",
+    "share_uprn",
+    "share_lookup",
+    "share_nhs",
+    "link_rate_age_band",
+    "link_rate_sex",
+)
+HOSTILE = '<script>alert("x")</script>'
+
+
+def chart_rows(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows a chart draws: its top-level dataset (inline, or named in `datasets`)."""
+    data = spec["data"]
+    return data["values"] if "values" in data else spec["datasets"][data["name"]]
+
+
+def page_specs(page: str) -> dict[str, dict[str, Any]]:
+    """The Vega-Lite specs a page draws, by chart key."""
+    found = re.search(r'<script type="application/json" id="vega-specs">(.*?)</script>', page, re.S)
+    assert found is not None
+    specs: dict[str, dict[str, Any]] = json.loads(found.group(1))
+    return specs
 
 
 # ----------------------------------------------------------------------------- unit
@@ -53,6 +80,38 @@ def test_rates_respect_suppression() -> None:
     assert value == pytest.approx(0.99) and text == ">99.0%"
     assert safe_rate(0, 1000) == (0.0, "0.0%")
     assert safe_rate(1000, 1000) == (1.0, "100.0%")
+
+
+def test_share_chart_carries_the_figures_shown() -> None:
+    spec = share_chart(
+        [Bar("a", 0.5, "50.0%"), Bar("b", None, "–"), Bar("c", 0.99, ">99.0%")],
+        title="Share",
+        reference=(0.4, "40.0%"),
+        highlight=["c"],
+    )
+    assert chart_rows(spec) == [
+        {"group": "a", "value": 0.5, "text": "50.0%", "highlight": False},
+        {"group": "b", "value": None, "text": "–", "highlight": False},  # withheld: not drawn
+        {"group": "c", "value": 0.99, "text": ">99.0%", "highlight": True},
+    ]
+    rule = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")
+    assert spec["datasets"][rule["data"]["name"]] == [{"value": 0.4, "label": "40.0%"}]
+    # Altair's hash-named datasets (32 hex: a token's shape) are numbered instead.
+    assert not re.search(r"[0-9a-f]{32}", json.dumps(spec))
+
+
+def test_count_chart_never_draws_a_suppressed_count() -> None:
+    counts = {"1": 3, "2": 0, "3": 12}
+    spec = count_chart(
+        [Bar(k, None if 0 < n < 10 else n, shown_count(n)) for k, n in counts.items()],
+        title="People",
+        x_label="records per person",
+    )
+    assert chart_rows(spec) == [
+        {"size": "1", "people": None, "text": "<10", "label_at": 0},
+        {"size": "2", "people": 0, "text": "0", "label_at": 0},
+        {"size": "3", "people": 12, "text": "12", "label_at": 12},
+    ]
 
 
 def _tiny_linked() -> pl.DataFrame:
@@ -172,7 +231,10 @@ def test_report_is_self_contained(reports: dict[str, Path], which: str) -> None:
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", _own_text(page))
     # The charting libraries are inline, so Splink's charts draw with no network.
     assert "vegaEmbed" in page and "<script>" in page
-    assert "cdn.jsdelivr.net/npm/vega" not in _own_text(page)
+    # No CDN anywhere, the bundled libraries included, and no script or link loaded by address.
+    for cdn in ("cdn.jsdelivr.net", "unpkg.com", "cdnjs.cloudflare.com", "esm.sh", "skypack"):
+        assert cdn not in page, cdn
+    assert not re.search(r"""<(?:script|link)\b[^>]*\b(?:src|href)\s*=""", page, flags=re.I)
 
 
 def test_report_has_every_section(reports: dict[str, Path], small_run: PipelineRun) -> None:
@@ -246,3 +308,92 @@ def test_engineer_page_has_waterfalls(reports: dict[str, Path]) -> None:
     assert "Engineer only" in page
     assert page.count('id="chart-waterfall_') >= 2
     assert reports["engineer"].parent.name == "work"
+
+
+def test_charts_carry_the_tables_figures(reports: dict[str, Path], small_run: PipelineRun) -> None:
+    page = reports["with_truth"].read_text(encoding="utf-8")
+    specs = page_specs(page)
+    assert {"match_weights", "m_u_parameters", *OWN_CHARTS, "bias_0"} <= set(specs)
+    for key in specs:  # every spec has its element, every element its spec
+        assert page.count(f'id="chart-{key}"') == 1, key
+    assert len(re.findall(r'id="chart-', page)) == len(specs)
+
+    inputs = _inputs(small_run)
+    linked = link_records(inputs["records"], inputs["clusters"])
+    sizes = cluster_size_table(linked).filter(by="records").to_dicts()
+    assert chart_rows(specs["records_per_person"]) == [
+        {
+            "size": r["size"],
+            "people": None if 0 < r["people"] < 10 else r["people"],
+            "text": shown_count(r["people"]),
+            "label_at": 0 if 0 < r["people"] < 10 else r["people"],
+        }
+        for r in sizes
+    ]
+    quality = source_quality_table(linked).to_dicts()
+    assert chart_rows(specs["share_linked"]) == [
+        {
+            "group": q["source_dataset"],
+            "value": safe_rate(q["linked_to_other_source"], q["records"])[0],
+            "text": safe_rate(q["linked_to_other_source"], q["records"])[1],
+            "highlight": False,
+        }
+        for q in quality
+    ]
+    # What the chart labels say is what the table beside it says.
+    table = re.search(r'<section id="match-rates">.*?</section>', page, re.S)
+    assert table is not None
+    for row in chart_rows(specs["share_linked"]):
+        assert f'<td class="num">{row["text"].replace(">", "&gt;")}</td>' in table.group(0)
+    # No own chart draws a suppressed count.
+    for key in ("records_per_person", "sources_per_person"):
+        assert not [r for r in chart_rows(specs[key]) if r["people"] in range(1, 10)]
+    # Splink's charts carry the model's comparisons.
+    weights = json.dumps(specs["match_weights"])
+    for comparison in inputs["model"].get("splink", inputs["model"])["comparisons"]:
+        assert comparison["output_column_name"] in weights
+
+
+def test_engineer_page_charts_are_splinks_waterfalls(reports: dict[str, Path]) -> None:
+    specs = page_specs(reports["engineer"].read_text(encoding="utf-8"))
+    assert len(specs) >= 2 and all(k.startswith("waterfall_") for k in specs)
+    for spec in specs.values():
+        assert spec["data"]["values"], "a waterfall with no bars"
+
+
+def test_hostile_source_name_is_escaped(small_run: PipelineRun, tmp_path: Path) -> None:
+    """A source named like markup is text in the tables and data in the charts, never markup."""
+    inputs = _inputs(small_run)
+    inputs["records"] = inputs["records"].with_columns(
+        pl.when(pl.col("source_dataset") == "council_tax")
+        .then(pl.lit(HOSTILE))
+        .otherwise(pl.col("source_dataset"))
+        .alias("source_dataset")
+    )
+    page = build_quality_report(
+        **inputs, evaluation=None, out_path=tmp_path / "report.html"
+    ).read_text(encoding="utf-8")
+    assert HOSTILE not in page and "<script>alert" not in page
+    assert "<td>&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;</td>" in page
+    groups = [r["group"] for r in chart_rows(page_specs(page)["share_linked"])]
+    assert HOSTILE in groups  # the chart draws it as text
+
+
+def test_report_without_chart_libraries_keeps_its_figures(
+    small_run: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chart failure must not stop the run's report: no script at all, every table kept."""
+    from uprnlink.reports import quality
+
+    def broken() -> tuple[str, ...]:
+        raise RuntimeError("no libraries")
+
+    monkeypatch.setattr(quality, "chart_libraries", broken)
+    page = build_quality_report(
+        **_inputs(small_run), evaluation=None, out_path=tmp_path / "report.html"
+    ).read_text(encoding="utf-8")
+    assert "<script" not in page and "script-src" not in page and 'id="chart-' not in page
+    assert "Splink charts could not be drawn" in page
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page, section
+    assert page.count("<table>") >= 8

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import io
-import json
 import re
-import shutil
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
-from tests.conftest import PipelineRun
+from tests.conftest import PipelineRun, QueryService
 from uprnlink.cli import main
 from uprnlink.errors import ConfigError
-from uprnlink.publish.access import check_query, read_roles, run_query
+from uprnlink.publish.access import AnalystDatabase, read_roles
 from uprnlink.publish.database import read_policy
 from uprnlink.publish.queries import get_query, list_queries, parse_query, protect_result
 from uprnlink.settings import PROJECT_ROOT
@@ -29,18 +28,28 @@ def guide_questions() -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def test_the_library_parses_and_every_query_is_allowed_for_analysts() -> None:
+def run_query(path: Path, sql: str) -> pl.DataFrame:
+    """A query's whole answer from the analysts' database (no governance: tests only)."""
+    with AnalystDatabase(path) as db:
+        return db.run(sql, max_rows=10_000_000).frame
+
+
+def test_the_library_parses_and_every_query_is_allowed_for_analysts(
+    small_run: PipelineRun,
+) -> None:
     queries = list_queries()
     assert len(queries) >= 5
     assert len({q.name for q in queries}) == len(queries)
     analyst = read_roles(POLICY)["analyst"]
+    db = AnalystDatabase(small_run.settings.database_path)
     for q in queries:
         assert q.title and q.question, q.name
-        check = check_query(q.sql, analyst)
+        check = db.check(q.sql, analyst)
         assert check.allowed, (q.name, check.reason)
         assert not any(r.startswith("linked.") for r in check.relations)
         if q.disclosure != "published":
             assert q.counts and all(p in q.counts and w in q.counts for p, w in q.parts)
+    db.close()
 
 
 def test_the_guide_works_through_at_least_five_named_queries() -> None:
@@ -73,6 +82,36 @@ def test_every_named_query_answers_on_the_small_run(small_run: PipelineRun, name
             for row in shown.iter_rows(named=True):
                 if row[part] is not None and row[whole] is not None:
                     assert not policy.is_primary(row[whole] - row[part]), (name, part)
+
+
+def _docs_charts() -> Any:
+    """docs/img/make_charts.py, the guide's chart script, as a module."""
+    import importlib.util
+
+    path = PROJECT_ROOT / "docs" / "img" / "make_charts.py"
+    spec = importlib.util.spec_from_file_location("make_charts", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", [q.name for q in list_queries() if q.chart])
+def test_the_guides_charts_draw_without_a_browser(small_run: PipelineRun, name: str) -> None:
+    """Each chart hint draws (Altair, vl-convert); withheld values are null, never zero."""
+    charts = _docs_charts()
+    query = get_query(name)
+    shown, _ = protect_result(
+        query, run_query(small_run.settings.database_path, query.sql), read_policy(POLICY)
+    )
+    chart = charts.chart_for(query, shown)
+    spec = chart.to_dict()
+    rows = spec["datasets"][spec["data"]["name"]]
+    value = query.chart.split()[-1]
+    assert [r["value"] for r in rows] == shown.get_column(value).to_list()
+    svg = io.StringIO()
+    chart.save(svg, format="svg")
+    assert svg.getvalue().lstrip().startswith("<svg")
 
 
 @pytest.mark.parametrize(
@@ -112,14 +151,16 @@ def test_list_needs_no_config(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.slow
 def test_cli_named_query_writes_csv_and_parquet_and_is_audited(
-    small_run: PipelineRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    query_service: QueryService,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    copy = tmp_path / "copy"
-    shutil.copytree(small_run.root, copy, symlinks=True)
-    config = str(copy / "config" / "demo.toml")
+    monkeypatch.setenv("UPRNLINK_TOKEN", query_service.tokens["analyst"])
     csv, parquet = tmp_path / "a.csv", tmp_path / "a.parquet"
     name = "emergency_admissions_by_tenure_and_deprivation"
-    args = ["query", "--config", config, "--user", "ana", "--named", name]
+    args = ["query", "--url", query_service.url, "--named", name]
+    before = len(query_service.audit_events())
     assert main([*args, "--csv", str(csv), "--parquet", str(parquet)]) == 0
     from_csv = pl.read_csv(csv)
     from_parquet = pl.read_parquet(parquet)
@@ -129,29 +170,13 @@ def test_cli_named_query_writes_csv_and_parquet_and_is_audited(
     assert get_query(name).title in capsys.readouterr().out
 
     # A query and --named at once, or neither, is a usage error; nothing runs.
-    assert main(["query", "--config", config, "--named", name, "SELECT 1"]) == 2
-    assert main(["query", "--config", config]) == 2
-    assert main(["query", "--config", config, "--named", "nope"]) == 2
+    assert main(["query", "--url", query_service.url, "--named", name, "SELECT 1"]) == 2
+    assert main(["query", "--url", query_service.url]) == 2
+    assert main(["query", "--url", query_service.url, "--named", "nope"]) == 8
 
-    log = copy / "demo" / "out" / "audit" / "audit.jsonl"
-    events = [json.loads(line) for line in log.read_text().splitlines()]
+    events = query_service.audit_events()[before:]
     access = [e for e in events if e["event"] == "access"]
     assert [e["data"].get("named_query") for e in access] == [name, name]
     assert access[0]["data"]["views"] == ["deprivation_summary"]
     assert access[0]["data"]["rows"] == from_csv.height
-    assert main(["audit", "verify", "--config", config]) == 0
-
-
-def test_progress_is_shown_for_a_long_query(small_run: PipelineRun) -> None:
-    stream = io.StringIO()
-    frame = run_query(
-        small_run.settings.database_path,
-        "SELECT count(*) AS n FROM range(40000000) t(i) WHERE hash(i) % 7 = 1",
-        progress=stream,
-        progress_after=0.0,
-    )
-    assert frame.height == 1
-    assert "query running" in stream.getvalue()
-    quiet = io.StringIO()
-    run_query(small_run.settings.database_path, "SELECT 1", progress=quiet)
-    assert quiet.getvalue() == ""  # a quick query shows nothing
+    assert main(["audit", "verify", "--config", str(query_service.config)]) == 0

@@ -22,8 +22,7 @@ from uprnlink.governance.retention import (
     find_expired,
     read_retention,
 )
-from uprnlink.privacy.keys import create_demo_key
-from uprnlink.privacy.keys import load_run_key as load_key
+from uprnlink.privacy.keys import create_demo_keys, load_audit_key
 from uprnlink.settings import PROJECT_ROOT, read_settings
 from uprnlink.zones import Zones
 
@@ -134,10 +133,9 @@ def test_apply_deletes_exactly_the_expired_files(tree):
 
 def test_enforce_reports_or_deletes_by_policy_and_audits(tree, tmp_path):
     config, settings, files = tree
-    assert settings.key.file is not None
-    create_demo_key(settings.key.file)
-    key = load_key(settings)
-    report = enforce_retention(settings, key, "run-1")
+    create_demo_keys(settings)
+    key = load_audit_key(settings)
+    report = enforce_retention(settings, "run-1")
     assert report["files_past_retention"] == 4
     assert report["by_zone"]["landing"] == {"files": 2, "bytes": 20}
     assert report["deleted"] is False
@@ -152,7 +150,7 @@ def test_enforce_reports_or_deletes_by_policy_and_audits(tree, tmp_path):
     text = config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy.as_posix()}"\n', 1)
     config.write_text(text)
     settings = read_settings(config)
-    done = enforce_retention(settings, key, "run-2")
+    done = enforce_retention(settings, "run-2")
     assert done["deleted"] is True
     assert done["files_past_retention"] == 4
     assert not files["old_extract"].exists()
@@ -178,8 +176,7 @@ def test_enforce_reports_or_deletes_by_policy_and_audits(tree, tmp_path):
 
 def test_cli_lists_then_applies(tree, capsys):
     config, settings, files = tree
-    assert settings.key.file is not None
-    create_demo_key(settings.key.file)
+    create_demo_keys(settings)
     assert cli.main(["retention", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "4 files past retention" in out

@@ -1,8 +1,10 @@
-"""The `uprnlink` command line: synthesise, run, evaluate, manage keys, verify the audit log."""
+"""The `uprnlink` command line: lay out a working folder, synthesise, run, evaluate, manage keys,
+verify the audit log."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -14,13 +16,11 @@ from typing import Any
 
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
-from uprnlink.settings import PROJECT_ROOT
 
-DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.toml"
-TESTPOP_CONFIG = PROJECT_ROOT / "config" / "testpop.toml"
-# The populations `uprnlink demo` can synthesise: the demo's own, and an independent second one
-# in other systems' layouts (uprnlink.testpop) so figures are not only measured on the first.
-POPULATIONS = {"demo": DEMO_CONFIG, "testpop": TESTPOP_CONFIG}
+NO_PREFECT_NOTE = (
+    "uprnlink: note: Prefect is not installed, so the stages run in this process without an "
+    "orchestrator (no retries, no Prefect UI); pip install 'uprnlink[flows]' adds it"
+)
 
 
 def _prefect_environment() -> None:
@@ -55,15 +55,39 @@ def _progress_to_terminal() -> None:
     logger.propagate = False  # Prefect's console handler would print each line twice
 
 
+def prefect_installed() -> bool:
+    """Whether the optional orchestrator (the `flows` extra) is installed."""
+    return importlib.util.find_spec("prefect") is not None
+
+
 def run_flow(
-    config: Path, run_id: str | None = None, rebuild: bool = False, retrain: bool = False
+    config: Path,
+    run_id: str | None = None,
+    rebuild: bool = False,
+    retrain: bool = False,
+    accept: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the household linkage Prefect flow and return its summary."""
-    _prefect_environment()
+    """Run the household linkage Prefect flow and return its summary.
+
+    Without Prefect the same stages run in the same order in this process
+    (`uprnlink.run.runner.run_all`), after a one-line note: same outputs, no retries of
+    transient I/O errors, extracts ingested one after another, nothing in a Prefect UI.
+    """
     _progress_to_terminal()
+    if not prefect_installed():
+        from uprnlink.run.runner import run_all
+
+        print(NO_PREFECT_NOTE, file=sys.stderr)
+        extra: dict[str, Any] = {"accept": tuple(accept)} if accept else {}
+        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, **extra)
+    _prefect_environment()
     from uprnlink.flows.household_linkage import household_linkage
 
-    return household_linkage(str(config), run_id=run_id, rebuild=rebuild, retrain=retrain)
+    flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
+    summary: dict[str, Any] = household_linkage(
+        str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
+    )
+    return summary
 
 
 # ------------------------------------------------------------------------------ commands
@@ -89,7 +113,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     read_settings(Path(args.config))  # fail fast, before an orchestrator starts
     started = time.perf_counter()
-    summary = run_flow(Path(args.config), args.run_id, rebuild=args.rebuild, retrain=args.retrain)
+    summary = run_flow(
+        Path(args.config),
+        args.run_id,
+        rebuild=args.rebuild,
+        retrain=args.retrain,
+        accept=args.accept,
+    )
     print_run_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -122,8 +152,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     from uprnlink.errors import ContractError
     from uprnlink.ingest.contracts import find_contract
     from uprnlink.ingest.mapping import propose_mapping
+    from uprnlink.resources import schemas_dir
 
-    contract = find_contract(Path(args.schemas), args.contract, args.version)
+    schemas = Path(args.schemas) if args.schemas else schemas_dir()
+    contract = find_contract(schemas, args.contract, args.version)
     proposal = propose_mapping(Path(args.file), contract, args.source, rows=args.rows)
     config_dir = Path(args.relative_to) if args.relative_to else None
     print(proposal.to_toml(config_dir), end="")
@@ -134,6 +166,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         "unmapped",
         file=sys.stderr,
     )
+    for warning in proposal.warnings:
+        print(f"uprnlink: warning: {warning}", file=sys.stderr)
     if proposal.missing_required:
         raise ContractError(
             "no column found for required field(s) " + ", ".join(proposal.missing_required),
@@ -143,9 +177,23 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from uprnlink.ingest.preflight import check_config
+
+    report = check_config(Path(args.config))
+    for line in report.lines:
+        print(line, file=sys.stderr if line.level == "error" else sys.stdout)
+    errors = sum(line.level == "error" for line in report.lines)
+    warnings = sum(line.level == "warn" for line in report.lines)
+    print(
+        f"{'not ready' if report.exit_code else 'ready to run'}: {errors} error(s), "
+        f"{warnings} warning(s) (exit {report.exit_code})"
+    )
+    return report.exit_code
+
+
 def cmd_retention(args: argparse.Namespace) -> int:
     from uprnlink.governance.retention import enforce_retention, find_expired, read_retention
-    from uprnlink.privacy.keys import load_run_key
     from uprnlink.run.lock import run_lock
     from uprnlink.run.runner import new_run_id
     from uprnlink.settings import read_settings
@@ -173,7 +221,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
         return 0
     run_id = new_run_id()
     with run_lock(Zones(settings).lock, run_id):
-        result = enforce_retention(settings, load_run_key(settings), run_id, delete=True)
+        result = enforce_retention(settings, run_id, delete=True)
     print(
         f"deleted {result['files_past_retention']} files past retention"
         + "".join(f"; {z}: {v['files']}" for z, v in result["by_zone"].items())
@@ -201,14 +249,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from uprnlink.scaffold import README_NAME, write_working_folder
+
+    result = write_working_folder(Path(args.dir), force=args.force)
+    folder = result.folder
+    print(f"Working folder {folder}")
+    for path in result.written:
+        print(f"  wrote {path.relative_to(folder)}")
+    for path in result.kept:
+        print(f"  kept  {path.relative_to(folder)} (already there; delete it for a fresh copy)")
+    print("  made  landing/ (reference/), work/, out/")
+    print(
+        f"\nNext, from {folder} (details in {README_NAME}):\n"
+        "  uprnlink map landing/FILE --contract NAME --relative-to landing   # paste into uprnlink.toml\n"
+        "  uprnlink key init --file keys/uprnlink.key --config uprnlink.toml\n"
+        "  uprnlink check --config uprnlink.toml\n"
+        "  uprnlink run --config uprnlink.toml"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_key
     from uprnlink.run.evaluation import evaluate_run
+    from uprnlink.scaffold import write_demo_config
     from uprnlink.settings import read_settings
     from uprnlink.synth import write_synthetic
     from uprnlink.testpop import write_test_population
 
-    config = Path(args.config or POPULATIONS[args.population])
+    population = args.population
+    folder = args.dir or population
+    config = Path(args.config) if args.config else write_demo_config(Path(folder), population)
     settings = read_settings(config)
     demo_dir = settings.landing_dir.parent
     t0 = time.perf_counter()
@@ -225,29 +296,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     synth_s = time.perf_counter() - t0
     print(f"      {sum(counts.values()):,} source records in {synth_s:.1f} s")
 
-    key_file = settings.key.file
-    assert key_file is not None
-    created = None
-    if not key_file.exists():
-        created = create_demo_key(key_file)
-    _banner(
-        "DEMO KEY: the demo pseudonymises with a key whose passphrase is published in the "
-        "source code. Never use it for real data: create your own with `uprnlink key init`."
-    )
-    if settings.key.passphrase_env:
-        os.environ[settings.key.passphrase_env] = DEMO_PASSPHRASE
-    if created is not None:
-        from uprnlink.governance.audit import record_key_event
-        from uprnlink.privacy.keys import load_run_key
+    _demo_keys(settings)
 
-        record_key_event(
-            settings,
-            load_run_key(settings),
-            "key.created",
-            {"key_id": created.key_id, "epoch": created.epoch, "demo": True},
-        )
-
-    print("[2/4] Running the household-linkage flow (Prefect, embedded DuckDB) ...")
+    how = "Prefect" if prefect_installed() else "no orchestrator"
+    print(f"[2/4] Running the household-linkage flow ({how}, embedded DuckDB) ...")
     t1 = time.perf_counter()
     summary = run_flow(config)
     run_s = time.perf_counter() - t1
@@ -265,60 +317,118 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_keys(settings: Any) -> None:
+    """The demo's three keys (pseudonymisation, audit, release), created on first use with the
+    public demo passphrase and their creation audited; the passphrases go into the
+    environment of this process only."""
+    from uprnlink.governance.audit import record_key_event
+    from uprnlink.privacy.keys import create_demo_keys, use_demo_passphrases
+
+    created = create_demo_keys(settings)
+    use_demo_passphrases(settings)
+    _banner(
+        "DEMO KEYS: the demo's keys are locked with a passphrase published in the source code. "
+        "Never use them for real data: create your own with `uprnlink key init --kind ...`."
+    )
+    for info in created:
+        record_key_event(
+            settings,
+            "key.created",
+            {"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch, "demo": True},
+        )
+
+
+KEY_ENVS = {
+    "pseudonymisation": "UPRNLINK_KEY_PASSPHRASE",
+    "audit": "UPRNLINK_AUDIT_PASSPHRASE",
+    "release": "UPRNLINK_RELEASE_PASSPHRASE",
+}
+
+
 def cmd_key(args: argparse.Namespace) -> int:
     from uprnlink.privacy import keys
 
     path = Path(args.file)
+    kind = args.kind if args.key_command == "init" else keys.read_key_info(path).kind
+    env = args.passphrase_env or KEY_ENVS[kind]
     if args.key_command == "init":
-        passphrase = _passphrase(args.passphrase_env, confirm=True)
-        info = keys.create_key_file(path, passphrase)
+        passphrase = _passphrase(env, confirm=True)
+        info = keys.create_key_file(path, passphrase, kind=kind)
         _audit_key_event(
-            args, path, passphrase, "key.created", {"key_id": info.key_id, "epoch": info.epoch}
+            args,
+            "key.created",
+            {"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch},
         )
-        print(f"Created key {info.key_id} (epoch {info.epoch}) in {path}")
+        print(f"Created {info.kind} key {info.key_id} (epoch {info.epoch}) in {path}")
         print(
             "Keep the passphrase in your secrets manager; the key cannot be recovered without it."
         )
     elif args.key_command == "show":
         info = keys.read_key_info(path)
-        print(f"key id:     {info.key_id}\nepoch:      {info.epoch}\ncreated at: {info.created_at}")
+        print(
+            f"kind:       {info.kind}\nkey id:     {info.key_id}\nepoch:      {info.epoch}\n"
+            f"created at: {info.created_at}"
+        )
     elif args.key_command == "check":
-        key = keys.load_key_file(path, _passphrase(args.passphrase_env))
-        print(f"OK: key {key.key_id} (epoch {key.epoch}) unlocks")
+        key = keys.load_key_file(path, _passphrase(env), kind=kind)
+        print(f"OK: {kind} key {key.key_id} (epoch {key.epoch}) unlocks")
     elif args.key_command == "rotate":
-        passphrase = _passphrase(args.passphrase_env)
-        old = keys.read_key_info(path)
+        passphrase = _passphrase(env)
+        old = keys.load_key_file(path, passphrase, kind=kind)
         info = keys.rotate_key_file(path, passphrase)
+        if kind == keys.AUDIT:
+            _hand_over_audit_log(args, old, keys.load_key_file(path, passphrase, kind=kind))
         _audit_key_event(
             args,
-            path,
-            passphrase,
             "key.rotated",
-            {"key_id": info.key_id, "epoch": info.epoch, "previous_key_id": old.key_id},
+            {
+                "kind": kind,
+                "key_id": info.key_id,
+                "epoch": info.epoch,
+                "previous_key_id": old.key_id,
+            },
         )
-        print(
-            f"Rotated: new key {info.key_id} (epoch {info.epoch}). Every output must be rebuilt "
-            "with `uprnlink run` on the full extracts: tokens of two epochs never mix."
-        )
+        print(f"Rotated: new {kind} key {info.key_id} (epoch {info.epoch}).")
+        if kind == keys.PSEUDONYMISATION:
+            print(
+                "Every output must be rebuilt with `uprnlink run --rebuild` on the full "
+                "extracts: tokens of two epochs never mix."
+            )
+        elif kind == keys.RELEASE:
+            print("The next run publishes new person and household ids for every analyst.")
     return 0
 
 
-def _audit_key_event(
-    args: argparse.Namespace, path: Path, passphrase: str, event: str, data: dict[str, Any]
-) -> None:
+def _hand_over_audit_log(args: argparse.Namespace, old: Any, new: Any) -> None:
+    """After an audit-key rotation: the old key records the hand-over to the new one."""
+    if not args.config:
+        print(
+            "No --config given: the audit log still expects the old audit key. Record the "
+            "hand-over by rotating with --config FILE.",
+            file=sys.stderr,
+        )
+        return
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.settings import read_settings
+
+    settings = read_settings(Path(args.config))
+    open_audit_log(settings, old).rotate_to(new, actor=actor())
+    print(f"The audit log of {args.config} now continues under {new.key_id}")
+
+
+def _audit_key_event(args: argparse.Namespace, event: str, data: dict[str, Any]) -> None:
     """Record a key lifecycle event in the audit log of `--config`, when one is given."""
     if not args.config:
         return
     from uprnlink.governance.audit import record_key_event
-    from uprnlink.privacy.keys import load_key_file
     from uprnlink.settings import read_settings
 
-    record_key_event(read_settings(Path(args.config)), load_key_file(path, passphrase), event, data)
+    record_key_event(read_settings(Path(args.config)), event, data)
     print(f"Recorded {event} in the audit log of {args.config}")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from uprnlink.governance.audit import verify_audit_log
+    from uprnlink.governance.audit import run_witnesses, verify_run_audit
     from uprnlink.privacy.keys import audit_keys
     from uprnlink.settings import read_settings
     from uprnlink.zones import Zones
@@ -330,7 +440,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         from uprnlink.governance.report import render_audit_report
 
         report = render_audit_report(
-            zones.audit_log, keys, head_path=zones.audit_head, fmt=args.format
+            zones.audit_log,
+            keys,
+            head_path=zones.audit_head,
+            fmt=args.format,
+            witnesses=run_witnesses(settings),
         )
         if args.out:
             Path(args.out).write_text(report, encoding="utf-8")
@@ -338,9 +452,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         else:
             print(report)
         # The report is written either way; the exit code still says whether the log is intact.
-        intact = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head).ok
+        intact = verify_run_audit(settings, keys).ok
         return 0 if intact else 1
-    result = verify_audit_log(zones.audit_log, keys, head_path=zones.audit_head)
+    result = verify_run_audit(settings, keys)
     if result.ok:
         print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
         return 0
@@ -348,38 +462,42 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1
 
 
+def _service_url(args: argparse.Namespace) -> str:
+    """The query service's address: --url, else UPRNLINK_URL, else the config's [service]."""
+    if getattr(args, "url", None):
+        return str(args.url)
+    if os.environ.get("UPRNLINK_URL"):
+        return os.environ["UPRNLINK_URL"]
+    if getattr(args, "config", None):
+        from uprnlink.settings import read_settings
+
+        return read_settings(Path(args.config)).service_url
+    from uprnlink.errors import ConfigError
+
+    raise ConfigError("where is the query service? give --url URL (or set UPRNLINK_URL)")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    import getpass
+    import polars as pl
 
     from uprnlink.errors import ConfigError
-    from uprnlink.governance.audit import open_audit_log
-    from uprnlink.privacy.keys import load_run_key
-    from uprnlink.publish import queries
-    from uprnlink.publish.access import governed_query
-    from uprnlink.settings import read_settings
+    from uprnlink.service.client import QueryClient, read_token
 
     if args.list:
+        from uprnlink.publish import queries
+
+        # The questions ship with the package: listing them needs no service, token or data.
         for nq in queries.list_queries():
             print(f"{nq.name}\n    {nq.title}")
-        print("\nRun one with: uprnlink query --config FILE --named NAME")
+        print("\nAsk one with: uprnlink query --named NAME")
         return 0
     if bool(args.sql) == bool(args.named):
         raise ConfigError("give either one SELECT statement or --named NAME (--list shows names)")
-    if not args.config:
-        raise ConfigError("--config is required to run a query")
-    named = queries.get_query(args.named) if args.named else None
-    settings = read_settings(Path(args.config))
+    client = QueryClient(_service_url(args), read_token(args.token_file))
     started = time.perf_counter()
-    # Every access and refusal is audited, so no query runs without the audit key.
-    frame = governed_query(
-        settings,
-        open_audit_log(settings, load_run_key(settings)),
-        user=args.user or getpass.getuser(),
-        role=args.role,
-        sql=args.sql,
-        named=named,
-        progress=sys.stderr if sys.stderr.isatty() else None,
-    )
+    answer = client.query(args.sql, named=args.named)
+    frame = pl.from_arrow(answer.table)
+    assert isinstance(frame, pl.DataFrame)
     targets = [(Path(f), "csv") for f in (args.csv or [])]
     targets += [(Path(f), "parquet") for f in (args.parquet or [])]
     if args.out:
@@ -392,14 +510,89 @@ def cmd_query(args: argparse.Namespace) -> int:
             frame.write_csv(path)
         print(f"Wrote {frame.height:,} rows to {path}")
     if not targets:
-        if named is not None:
-            print(f"{named.title}\n")
+        if answer.title:
+            print(f"{answer.title}\n")
         with pl_config():
             print(frame.head(args.limit))
         if frame.height > args.limit:
             print(f"... {frame.height:,} rows in all; save them with --csv FILE or --parquet FILE")
+    if answer.truncated:
+        print(f"(only the first {frame.height:,} rows: the service's row limit)", file=sys.stderr)
     print(
         f"({frame.height:,} rows in {time.perf_counter() - started:.2f} s; access logged)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from uprnlink.settings import read_settings
+
+    try:
+        from uprnlink.service.app import serve
+    except ImportError:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError(
+            "the query service needs its extra: pip install 'uprnlink[service]'"
+        ) from None
+    serve(read_settings(Path(args.config)), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.publish.access import read_roles
+    from uprnlink.service.identities import UserStore, describe
+    from uprnlink.settings import read_settings
+
+    settings = read_settings(Path(args.config))
+    store = UserStore(settings.users_file)
+    if args.users_command == "list":
+        users = store.users() if args.all else [u for u in store.users() if u.active]
+        if args.json:
+            print(json.dumps([describe(u) for u in users], indent=2))
+            return 0
+        print(f"{'user':<20}{'role':<16}{'token id':<20}{'created':<27}revoked")
+        for u in users:
+            print(f"{u.name:<20}{u.role:<16}{u.token_id:<20}{u.created_at:<27}{u.revoked_at or ''}")
+        return 0
+    audit = open_audit_log(settings)
+    audit.check_key()  # refuse before changing anything if the change cannot be logged
+    if not args.name:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError(f"users {args.users_command} needs a user name")
+    if args.users_command in ("revoke", "rotate"):
+        for old in store.revoke(args.name):
+            audit.append(
+                "user.revoked",
+                actor=actor(),
+                data={"user": old.name, "role": old.role, "token_id": old.token_id},
+            )
+            print(f"Revoked {old.name}'s token {old.token_id}")
+        if args.users_command == "revoke":
+            return 0
+        role = args.role or old.role
+    else:
+        role = args.role
+        if not role:
+            from uprnlink.errors import ConfigError
+
+            raise ConfigError("give the user's role with --role (a role in the policy)")
+    user, token = store.add(
+        args.name, role, set(read_roles(settings.policy_path)), created_by=actor()
+    )
+    audit.append(
+        "user.added",
+        actor=actor(),
+        data={"user": user.name, "role": user.role, "token_id": user.token_id},
+    )
+    print(f"Added {user.name} ({user.role}), token id {user.token_id}. Their token, shown once:")
+    print(token)
+    print(
+        "Give it to them by a secure channel; they set UPRNLINK_TOKEN to it. Only its hash is "
+        "kept; `uprnlink users revoke NAME` withdraws it.",
         file=sys.stderr,
     )
     return 0
@@ -454,12 +647,26 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         )
     if any(r.get("reused") for r in summary["ingest"]):
         print("(reused = extract unchanged since it was last ingested: same SHA-256, not re-read)")
+    for r in summary["ingest"]:
+        for fname, codes in (r.get("values_unrecoded") or {}).items():
+            listed = ", ".join(f'"{c}" {n:,}' for c, n in list(codes.items())[:8])
+            print(f"{r['source']}: {fname} codes not recoded (nulled): {listed}")
     counts = summary["published"]["metadata"]["counts"]
     link = summary["linkage"]
     print(
         f"\nLinked {link['records']:,} records into {link['people']:,} people "
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
     )
+    if link.get("identifiers"):
+        print("Identifiers used for linkage: " + ", ".join(link["identifiers"]))
+    missing = summary.get("not_supplied", {})
+    if missing.get("sources"):
+        print("Sources not supplied: " + ", ".join(missing["sources"]))
+    if missing.get("fields"):
+        print(
+            "Fields not supplied (null in every view): "
+            + "; ".join(f"{s}: {', '.join(f)}" for s, f in missing["fields"].items())
+        )
     model, ids = link.get("model", {}), link.get("ids", {})
     if link.get("reused"):
         print(f"No extract changed: clusters reused from run {link.get('linked_in_run')}")
@@ -572,6 +779,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train a new linkage model even if the saved one fits the current settings",
     )
+    r.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="let this source's delivery through the delivery checks (audited; repeatable)",
+    )
     r.set_defaults(func=cmd_run)
 
     h = sub.add_parser(
@@ -618,13 +832,30 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--version", type=int, default=None, help="contract major version")
     m.add_argument("--source", default=None, help="source name in the config (default: contract)")
     m.add_argument("--rows", type=int, default=5000, help="rows to sample (default 5000)")
-    m.add_argument("--schemas", default=str(PROJECT_ROOT / "schemas"), help="contracts folder")
+    m.add_argument(
+        "--schemas",
+        default=None,
+        help="contracts folder (default: the contracts shipped with uprnlink)",
+    )
     m.add_argument(
         "--relative-to",
         default=None,
         help="write the path relative to this folder (the config's landing_dir)",
     )
     m.set_defaults(func=cmd_map)
+
+    c = sub.add_parser(
+        "check",
+        help="check a run configuration and its extracts before a run (no key needed)",
+        description="Check the configuration (types, contracts, mappings, person groups, "
+        "recodings, the delivery-check policy) and each extract's header and a sample of its "
+        "records through the ingest's own validation: the share of rows that would be "
+        "quarantined, values nulled, codes left unrecoded. Nothing is written and no key is "
+        "needed. Exit 0 ready (warnings may be printed), 2 the configuration is invalid, 3 a "
+        "contract, mapping or file problem.",
+    )
+    c.add_argument("--config", required=True, help="run configuration (TOML)")
+    c.set_defaults(func=cmd_check)
 
     t = sub.add_parser(
         "retention",
@@ -640,17 +871,46 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the list as JSON")
     t.set_defaults(func=cmd_retention)
 
-    d = sub.add_parser("demo", help="synthesise, run and evaluate the demo end to end")
+    i = sub.add_parser(
+        "init",
+        help="lay out a working folder for a new partnership (config, policy, folders)",
+        description="Write DIR/uprnlink.toml (a commented run configuration with a table per "
+        "data contract, its folders relative to DIR), DIR/governance/policy.toml (a copy of the "
+        "default policy to edit), the landing/, work/ and out/ folders and DIR/README.txt with "
+        "the next steps. An existing uprnlink.toml is kept (exit 2) unless --force; an existing "
+        "policy is never overwritten.",
+    )
+    i.add_argument("dir", help="the working folder (created if missing)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing uprnlink.toml")
+    i.set_defaults(func=cmd_init)
+
+    d = sub.add_parser(
+        "demo",
+        help="synthesise, run and evaluate the demo end to end",
+        description="Write the packaged demo configuration to DIR/demo.toml, synthesise a "
+        "population into DIR/landing and DIR/truth, create the demo key, run the pipeline into "
+        "DIR/work and DIR/out, and print the evaluation against the synthetic truth.",
+    )
     d.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")
     d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     d.add_argument(
         "--population",
-        choices=sorted(POPULATIONS),
+        choices=["demo", "testpop"],
         default="demo",
         help="demo: the project's own synthetic population; testpop: an independent one in "
         "other systems' layouts (uprnlink.testpop)",
     )
-    d.add_argument("--config", help="run configuration (default: the population's own)")
+    where = d.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dir",
+        default=None,
+        help="folder for the demo's config, data and outputs (default demo/, or testpop/ for --population testpop)",
+    )
+    where.add_argument(
+        "--config",
+        default=None,
+        help="use this demo configuration instead (data beside landing_dir)",
+    )
     d.add_argument(
         "--full-evaluation",
         action="store_true",
@@ -669,14 +929,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=cmd_evaluate)
 
-    k = sub.add_parser("key", help="create, inspect, check or rotate the pseudonymisation key")
+    k = sub.add_parser(
+        "key",
+        help="create, inspect, check or rotate a key (pseudonymisation, audit or release)",
+        description="Each key has its own file and passphrase and its own custodians "
+        "(governance/key-custody.md): the pseudonymisation key (linkage tokens; the pipeline), "
+        "the audit key (the audit log's MACs; whoever appends to the log and the IG lead) and "
+        "the release key (analyst-facing person and household ids; the pipeline). A new key's "
+        "passphrase must be strong (zxcvbn score 3 or more) and never the demo passphrase.",
+    )
     k.add_argument("key_command", choices=["init", "show", "check", "rotate"])
     k.add_argument("--file", required=True, help="encrypted key file")
+    k.add_argument(
+        "--kind",
+        choices=["pseudonymisation", "audit", "release"],
+        default="pseudonymisation",
+        help="which key `init` creates (show, check and rotate read it from the file)",
+    )
     k.add_argument("--config", help="also record the event in this run configuration's audit log")
     k.add_argument(
         "--passphrase-env",
-        default="UPRNLINK_KEY_PASSPHRASE",
-        help="environment variable holding the passphrase (else prompt)",
+        default=None,
+        help="environment variable holding the passphrase (default by kind: "
+        "UPRNLINK_KEY_PASSPHRASE, UPRNLINK_AUDIT_PASSPHRASE, UPRNLINK_RELEASE_PASSPHRASE; "
+        "else prompt)",
     )
     k.set_defaults(func=cmd_key)
 
@@ -694,14 +970,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser(
         "query",
-        help="run read-only SQL on the published views (role-checked, every access audited)",
+        help="ask the query service (SQL or a named question); every access is audited there",
+        description="A client of the query service (`uprnlink serve`): analysts hold only a "
+        "token (UPRNLINK_TOKEN, issued by `uprnlink users add`), never a key or a database file. "
+        "The service checks the query against your role, logs it before it runs and returns the "
+        "answer; refusals are logged too.",
     )
-    q.add_argument("--config", help="run configuration (TOML); needed except with --list")
-    q.add_argument("--role", default="analyst", help="your role in governance/policy.toml")
-    q.add_argument("--user", help="who is asking (default: your login name)")
-    q.add_argument("--list", action="store_true", help="list the named queries and exit")
+    q.add_argument("--url", help="the service (default: UPRNLINK_URL, else the config's)")
+    q.add_argument("--config", help="run configuration, only to find the service's address")
     q.add_argument(
-        "--named", metavar="NAME", help="run a named query from the library (see --list)"
+        "--token-file", help="file holding your token (default: the UPRNLINK_TOKEN variable)"
+    )
+    q.add_argument("--list", action="store_true", help="list the named questions and exit")
+    q.add_argument(
+        "--named", metavar="NAME", help="ask a named question from the library (see --list)"
     )
     q.add_argument("--csv", action="append", metavar="FILE", help="write all rows to a CSV file")
     q.add_argument(
@@ -711,6 +993,35 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=50, help="rows to show on screen (default 50)")
     q.add_argument("sql", nargs="?", help="one SELECT statement over the analyst views")
     q.set_defaults(func=cmd_query)
+
+    sv = sub.add_parser(
+        "serve",
+        help="run the query service (analysts' only way in) until interrupted",
+        description="Serve the live release's analyst database to token holders: role checks "
+        "by DuckDB's own parser and binder, every attempt audited before it runs, time and "
+        "row limits. Run it as its own service account with the audit key's passphrase "
+        "(UPRNLINK_AUDIT_PASSPHRASE) and no other key. It refuses to start when the audit log "
+        "is kept with another key or is damaged.",
+    )
+    sv.add_argument("--config", required=True, help="run configuration (TOML)")
+    sv.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: the config's, 8765)")
+    sv.set_defaults(func=cmd_serve)
+
+    us = sub.add_parser(
+        "users",
+        help="IG leads: add, list, rotate or revoke the query service's users and tokens",
+        description="Each user has a role from the governance policy and one active token, "
+        "shown once when issued; only its SHA-256 is stored (the users file, [service] "
+        "users_file). Adding, rotating and revoking are audited and need the audit key.",
+    )
+    us.add_argument("users_command", choices=["add", "list", "rotate", "revoke"])
+    us.add_argument("name", nargs="?", help="user name (add, rotate, revoke)")
+    us.add_argument("--config", required=True, help="run configuration (TOML)")
+    us.add_argument("--role", help="role in governance/policy.toml (add; rotate keeps it)")
+    us.add_argument("--all", action="store_true", help="list revoked tokens too")
+    us.add_argument("--json", action="store_true", help="list as JSON")
+    us.set_defaults(func=cmd_users)
     return p
 
 

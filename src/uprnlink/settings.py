@@ -1,18 +1,22 @@
 """Typed run configuration loaded from one TOML file (`uprnlink.toml`).
 
 Secrets are referenced (environment variable names, key file paths), never stored here.
-Relative paths are resolved against the config file's folder.
+Relative paths are resolved against the config file's folder (the folder of the file named,
+even when that file is a symbolic link). The contracts and the policy default to the copies
+shipped inside the package (`uprnlink.resources`).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_type_hints
 
 from uprnlink.errors import ConfigError, UprnlinkError
+from uprnlink.resources import default_policy_path, schemas_dir
 
 PERSON_SOURCES = (
     "council_tax",
@@ -23,19 +27,43 @@ PERSON_SOURCES = (
     "hospital_activity",
 )
 REFERENCE_SOURCES = ("uprn_lookup", "property_class", "deprivation")
+# The git checkout: only for what exists nowhere else (benchmarks, docs, prefect.yaml, tests).
+# Package data (contracts, policy, templates) is found through `uprnlink.resources` instead.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+GROUP_PLACEHOLDER = "{group}"
+"""In a column name, stands for a person group's tag (`P{group}_FORENAME` is `P1_FORENAME` for
+group `1`): the column is read once per group, each group a person record of its own."""
 
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """Where a canonical field comes from in a source file, and its date format if any."""
+    """Where a canonical field comes from in a source file, and its date format if any.
+
+    `parts` (two or more columns) make a composite value, such as a record key made of a
+    tenancy reference and a household member number; `column` is then the first of them.
+    """
 
     column: str
     formats: tuple[str, ...] = ()
     name_order: str | None = None  # a full-name column: "surname_first" or "forename_first"
+    parts: tuple[str, ...] = ()
+    from_rank: int | None = None  # an IMD rank column read as deciles of this many areas
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the field is read from (several for a composite value)."""
+        return self.parts or (self.column,)
+
+    @property
+    def per_group(self) -> bool:
+        """Whether the column is read once per person group (its name holds `{group}`)."""
+        return any(GROUP_PLACEHOLDER in c for c in self.columns)
 
 
 NAME_ORDERS = ("surname_first", "forename_first")
+ENCODING_AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -53,6 +81,25 @@ class SourceSettings:
     columns: dict[str, ColumnMapping]
     required: bool = True
     skip_lines: int = 0  # lines before the header (a report title, export notes)
+    # Several people in one row: each tag names one (P1, P2; LEAD, JOINT; 1..6). Columns whose
+    # name holds `{group}` are read once per tag; the others are shared by every group.
+    person_groups: tuple[str, ...] = ()
+    # Per coded field: local code (compared trimmed, case-insensitively) -> contract value;
+    # "" means a known code with no contract value (null, not counted as unrecoded).
+    recode: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def file_columns(self) -> list[str]:
+        """Every column of the file the mapping reads, with each person group's own columns."""
+        out: list[str] = []
+        for mapping in self.columns.values():
+            for column in mapping.columns:
+                names = (
+                    [column.replace(GROUP_PLACEHOLDER, tag) for tag in self.person_groups]
+                    if GROUP_PLACEHOLDER in column
+                    else [column]
+                )
+                out += [n for n in names if n not in out]
+        return out
 
     def date_formats_for(self, field_name: str) -> list[str]:
         """Date formats to try for `field_name`: its own first, then the source default(s)."""
@@ -66,11 +113,50 @@ class SourceSettings:
 
 @dataclass(frozen=True)
 class KeySettings:
-    """Where the pseudonymisation key comes from (never the key itself)."""
+    """Where a key comes from (never the key itself): its file, the environment variable holding
+    the file's passphrase, or one holding the raw key from a secrets manager."""
 
     file: Path | None
     passphrase_env: str | None = "UPRNLINK_KEY_PASSPHRASE"
     key_env: str | None = "UPRNLINK_KEY"
+    kind: str = "pseudonymisation"  # or "audit", "release" (uprnlink.privacy.keys)
+
+
+#: Each key's table in the config, its kind, default file name (beside the pseudonymisation
+#: key unless configured) and default environment variables.
+KEY_TABLES = {
+    "key": ("pseudonymisation", "uprnlink.key", "UPRNLINK_KEY_PASSPHRASE", "UPRNLINK_KEY"),
+    "audit": ("audit", "audit.key", "UPRNLINK_AUDIT_PASSPHRASE", "UPRNLINK_AUDIT_KEY"),
+    "release": ("release", "release.key", "UPRNLINK_RELEASE_PASSPHRASE", "UPRNLINK_RELEASE_KEY"),
+}
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """How analyst-facing ids are made: the release key and the data-sharing project.
+
+    Published person and household ids are keyed hashes of the internal ids under the release
+    key and the project name, so each project sees its own ids (as SAIL's project-specific
+    ids), stable from run to run, and nobody without the release key can reverse them.
+    """
+
+    key: KeySettings
+    project: str
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The query service (`uprnlink serve`): where it listens, who may use it, its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    users_file: Path | None = None  # default: <work_dir>/service/users.json
+    max_rows: int = 100_000
+    timeout_seconds: float = 30.0
+    workers: int = 4  # query worker processes (each checks and runs one query at a time)
+    check_timeout_seconds: float = 5.0  # longest a query's check (parse, bind, plan) may take
+    max_answer_mib: int = 64  # largest answer (Arrow data), refused while it streams
+    url: str | None = None  # where clients reach it (default http://host:port)
 
 
 @dataclass(frozen=True)
@@ -115,7 +201,20 @@ class RunSettings:
     sources: dict[str, SourceSettings]
     reference: dict[str, SourceSettings]
     key: KeySettings
+    audit_key: KeySettings
+    release: ReleaseSettings
     linkage: LinkageSettings = field(default_factory=LinkageSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+    @property
+    def users_file(self) -> Path:
+        """The query service's users (names, roles, hashed tokens)."""
+        return self.service.users_file or self.work_dir / "service" / "users.json"
+
+    @property
+    def service_url(self) -> str:
+        """Where clients reach the query service."""
+        return self.service.url or f"http://{self.service.host}:{self.service.port}"
 
     @property
     def trusted_dir(self) -> Path:
@@ -134,11 +233,16 @@ class RunSettings:
 
     @property
     def database_path(self) -> Path:
-        """The analysts' DuckDB database."""
+        """The analysts' DuckDB database (their views only; read by the query service)."""
         return self.out_dir / "uprnlink.duckdb"
 
+    @property
+    def engineer_database_path(self) -> Path:
+        """The engineers' DuckDB database (every published table; owner-only)."""
+        return self.out_dir / "engineer.duckdb"
 
-_TOP_KEYS = {"run", "key", "linkage", "sources", "reference"}
+
+_TOP_KEYS = {"run", "key", "audit", "release", "service", "linkage", "sources", "reference"}
 _RUN_KEYS = {
     "name",
     "landing_dir",
@@ -160,7 +264,10 @@ _SOURCE_KEYS = {
     "columns",
     "required",
     "skip_lines",
+    "person_groups",
+    "recode",
 }
+_COLUMN_KEYS = {"column", "format", "name_order", "from_rank"}
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
@@ -200,30 +307,33 @@ def _source(
         raise ConfigError(
             f"{config}: [{where}.columns] is missing: map each contract field to the file's column"
         )
-    columns: dict[str, ColumnMapping] = {}
-    for fname, spec in raw["columns"].items():
-        if isinstance(spec, str):
-            columns[fname] = ColumnMapping(spec)
-        elif isinstance(spec, dict) and isinstance(spec.get("column"), str):
-            _check_keys(
-                spec, {"column", "format", "name_order"}, f"{where}.columns.{fname}", config
-            )
-            order = spec.get("name_order")
-            if order is not None and order not in NAME_ORDERS:
-                raise ConfigError(
-                    f"{config}: [{where}.columns] {fname}: name_order must be one of "
-                    f"{', '.join(NAME_ORDERS)}"
-                )
-            columns[fname] = ColumnMapping(
-                spec["column"],
-                _formats(spec.get("format"), f"{where}.columns.{fname}", config),
-                order,
-            )
-        else:
-            raise ConfigError(
-                f"{config}: [{where}.columns] {fname} must be a column name or "
-                "{{ column = ..., format = ... }}"
-            )
+    columns = {
+        fname: _column_mapping(fname, spec, f"{where}.columns", config)
+        for fname, spec in raw["columns"].items()
+    }
+    groups = _person_groups(raw.get("person_groups"), where, config)
+    per_group = sorted(f for f, m in columns.items() if m.per_group)
+    if groups and not per_group:
+        raise ConfigError(
+            f"{config}: [{where}] person_groups is set but no column name holds "
+            f'{GROUP_PLACEHOLDER} (for example forename = "P{GROUP_PLACEHOLDER}_FORENAME")'
+        )
+    if per_group and not groups:
+        raise ConfigError(
+            f"{config}: [{where}.columns] {per_group[0]} holds {GROUP_PLACEHOLDER} but the source "
+            'has no person_groups (for example person_groups = ["1", "2"])'
+        )
+    recode = _recode(raw.get("recode", {}), where, config)
+    for key, kind in (("delimiter", str), ("encoding", str), ("contract", str), ("format", str)):
+        if key in raw and not isinstance(raw[key], kind):
+            raise ConfigError(f"{config}: [{where}] {key} must be a string")
+    for key in ("required",):
+        if key in raw and not isinstance(raw[key], bool):
+            raise ConfigError(f"{config}: [{where}] {key} must be true or false")
+    if "version" in raw and (
+        isinstance(raw["version"], bool) or not isinstance(raw["version"], int)
+    ):
+        raise ConfigError(f"{config}: [{where}] version must be a whole number (the major version)")
     path = _path(landing, raw["path"], where, config)
     fmt = str(raw.get("format") or ("parquet" if path.suffix.lower() == ".parquet" else "csv"))
     if fmt not in {"csv", "parquet"}:
@@ -244,7 +354,92 @@ def _source(
         columns=columns,
         required=bool(raw.get("required", True)),
         skip_lines=skip,
+        person_groups=groups,
+        recode=recode,
     )
+
+
+def _column_mapping(fname: str, spec: Any, where: str, config: Path) -> ColumnMapping:
+    """One field's mapping: a column name, a list of columns (a composite value), or a table
+    `{ column = ..., format = ..., name_order = ..., from_rank = ... }`."""
+    if isinstance(spec, str | list):
+        spec = {"column": spec}
+    if not isinstance(spec, dict) or "column" not in spec:
+        raise ConfigError(
+            f"{config}: [{where}] {fname} must be a column name, a list of column names or "
+            "{ column = ..., format = ... }"
+        )
+    _check_keys(spec, _COLUMN_KEYS, f"{where}.{fname}", config)
+    column = spec["column"]
+    parts: tuple[str, ...] = ()
+    if isinstance(column, list):
+        if len(column) < 2 or not all(isinstance(c, str) and c for c in column):
+            raise ConfigError(
+                f"{config}: [{where}] {fname}: a composite value needs two or more column names"
+            )
+        if len(set(column)) != len(column):
+            raise ConfigError(f"{config}: [{where}] {fname}: a column is named twice")
+        parts = tuple(column)
+        column = column[0]
+    if not isinstance(column, str) or not column:
+        raise ConfigError(f"{config}: [{where}] {fname}: column must be a column name")
+    order = spec.get("name_order")
+    if order is not None and order not in NAME_ORDERS:
+        raise ConfigError(
+            f"{config}: [{where}] {fname}: name_order must be one of {', '.join(NAME_ORDERS)}"
+        )
+    rank = spec.get("from_rank")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 10):
+        raise ConfigError(
+            f"{config}: [{where}] {fname}: from_rank must be the number of areas ranked "
+            "(a whole number, 10 or more)"
+        )
+    return ColumnMapping(
+        column,
+        _formats(spec.get("format"), f"{where}.{fname}", config),
+        order,
+        parts,
+        rank,
+    )
+
+
+def _person_groups(value: Any, where: str, config: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or len(value) < 2
+        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ConfigError(
+            f"{config}: [{where}] person_groups must list two or more group tags "
+            '(for example ["P1", "P2"] or ["1", "2", "3"])'
+        )
+    tags = tuple(str(v) for v in value)
+    if len(set(tags)) != len(tags) or not all(
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,19}", t) for t in tags
+    ):
+        raise ConfigError(
+            f"{config}: [{where}] person_groups: each tag must be unique, 1-20 letters, digits, "
+            "spaces, '_' or '-'"
+        )
+    return tags
+
+
+def _recode(value: Any, where: str, config: Path) -> dict[str, dict[str, str]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{config}: [{where}.recode] must be a table of fields")
+    out: dict[str, dict[str, str]] = {}
+    for fname, table in value.items():
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+        ):
+            raise ConfigError(
+                f"{config}: [{where}.recode.{fname}] must map each local code to a contract "
+                'value, for example "A&E attendance" = "AE"'
+            )
+        out[fname] = dict(table)
+    return out
 
 
 def read_toml(
@@ -260,9 +455,107 @@ def read_toml(
         raise error(f"{path}: not valid TOML: {exc}") from None
 
 
+def _key_settings(
+    raw: dict[str, Any],
+    table: str,
+    base: Path,
+    config: Path,
+    beside: Path | None,
+    extra: set[str] | None = None,
+) -> KeySettings:
+    """One key's settings; an unset file lies beside the pseudonymisation key (`beside`)."""
+    kind, default_name, passphrase_env, key_env = KEY_TABLES[table]
+    spec = raw.get(table, {})
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{config}: [{table}] must be a table")
+    _check_keys(spec, {"file", "passphrase_env", "key_env", *(extra or set())}, table, config)
+    for name in ("passphrase_env", "key_env"):
+        if name in spec and not isinstance(spec[name], str):
+            raise ConfigError(f"{config}: [{table}] {name} must be an environment variable name")
+    if "file" in spec:
+        file: Path | None = _path(base, spec["file"], f"{table}.file", config)
+    else:
+        file = beside.with_name(default_name) if beside is not None else None
+    return KeySettings(
+        file=file,
+        passphrase_env=spec.get("passphrase_env", passphrase_env),
+        key_env=spec.get("key_env", key_env),
+        kind=kind,
+    )
+
+
+def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config}: [service] must be a table")
+    allowed = {f.name for f in fields(ServiceSettings)}
+    _check_keys(raw, allowed, "service", config)
+    values: dict[str, Any] = {}
+    for name, kind in (("host", str), ("url", str)):
+        if name in raw:
+            if not isinstance(raw[name], kind) or not raw[name]:
+                raise ConfigError(f"{config}: [service] {name} must be a non-empty string")
+            values[name] = raw[name]
+    for name in ("port", "max_rows", "workers", "max_answer_mib"):
+        if name in raw:
+            if isinstance(raw[name], bool) or not isinstance(raw[name], int) or raw[name] < 1:
+                raise ConfigError(f"{config}: [service] {name} must be a positive whole number")
+            values[name] = raw[name]
+    for name in ("timeout_seconds", "check_timeout_seconds"):
+        if name in raw:
+            t = raw[name]
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
+                raise ConfigError(f"{config}: [service] {name} must be between 0 and 3600")
+            values[name] = float(t)
+    if "users_file" in raw:
+        values["users_file"] = _path(base, raw["users_file"], "service.users_file", config)
+    return ServiceSettings(**values)
+
+
+def _typed(kind: type[_T], raw: dict[str, Any], where: str, config: Path) -> _T:
+    """A settings dataclass from a config table, each value checked against its declared type
+    (pydantic, strict: "0.95" is not a number); the first mismatch is a ConfigError naming
+    the table, the setting and the type expected (never the value)."""
+    from pydantic import ConfigDict, ValidationError, create_model
+
+    hints = get_type_hints(kind)
+    model = create_model(  # type: ignore[call-overload]
+        kind.__name__,
+        __config__=ConfigDict(strict=True, extra="forbid"),
+        **{
+            f.name: (
+                hints[f.name],
+                f.default if f.default is not MISSING else f.default_factory(),  # type: ignore[operator]
+            )
+            for f in fields(kind)  # type: ignore[arg-type]
+        },
+    )
+    try:
+        return kind(**dict(model.model_validate(raw)))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        name = ".".join(str(p) for p in first["loc"]) or where
+        found = type(raw.get(str(first["loc"][0]))).__name__ if first["loc"] else "?"
+        raise ConfigError(
+            f"{config}: [{where}] {name}: {first['msg'].lower()} (found a {_TYPE_WORDS.get(found, found)})"
+        ) from None
+
+
+def _whole(value: Any, where: str, config: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{config}: [{where}] service_period_months must be a whole number >= 1")
+    return value
+
+
+_TYPE_WORDS = {"str": "string", "int": "whole number", "float": "number", "bool": "true/false"}
+_T = TypeVar("_T")
+
+
 def read_settings(config_path: Path) -> RunSettings:
     """Load and check a run configuration file."""
-    config_path = Path(config_path).resolve()
+    named = Path(config_path).expanduser()
+    # The folder is resolved but the file itself is not: a config that is a link (the checkout's
+    # config/demo.toml) keeps its relative paths relative to where the link is.
+    config_path = named.parent.resolve() / named.name
     raw = read_toml(config_path)
     _check_keys(raw, _TOP_KEYS, "top level", config_path)
     base = config_path.parent
@@ -289,13 +582,21 @@ def read_settings(config_path: Path) -> RunSettings:
         n: _source(n, s, landing, config_path, "reference")
         for n, s in raw.get("reference", {}).items()
     }
-    key_raw = raw.get("key", {})
-    _check_keys(key_raw, {"file", "passphrase_env", "key_env"}, "key", config_path)
-    key = KeySettings(
-        file=_path(base, key_raw["file"], "key.file", config_path) if "file" in key_raw else None,
-        passphrase_env=key_raw.get("passphrase_env", "UPRNLINK_KEY_PASSPHRASE"),
-        key_env=key_raw.get("key_env", "UPRNLINK_KEY"),
+    key = _key_settings(raw, "key", base, config_path, None)
+    audit_key = _key_settings(raw, "audit", base, config_path, key.file)
+    release_raw = raw.get("release", {})
+    project = release_raw.get("project", run.get("name", config_path.stem))
+    if not isinstance(project, str) or not re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", project
+    ):
+        raise ConfigError(
+            f"{config_path}: [release] project must be 1-64 letters, digits, '.', '_' or '-'"
+        )
+    release = ReleaseSettings(
+        key=_key_settings(raw, "release", base, config_path, key.file, extra={"project"}),
+        project=project,
     )
+    service = _service_settings(raw.get("service", {}), base, config_path)
     link_raw = raw.get("linkage", {})
     _check_keys(link_raw, {f.name for f in fields(LinkageSettings)}, "linkage", config_path)
     if not isinstance(link_raw.get("spark_conf", {}), dict):
@@ -304,7 +605,7 @@ def read_settings(config_path: Path) -> RunSettings:
         **link_raw,
         "spark_conf": {str(k): str(v) for k, v in link_raw.get("spark_conf", {}).items()},
     }
-    linkage = LinkageSettings(**link_raw)
+    linkage = _typed(LinkageSettings, link_raw, "linkage", config_path)
     if linkage.backend not in {"duckdb", "spark"}:
         raise ConfigError(f"{config_path}: [linkage] backend must be duckdb or spark")
     if not 0.0 < linkage.match_threshold < 1.0:
@@ -321,14 +622,17 @@ def read_settings(config_path: Path) -> RunSettings:
         out_dir=_path(base, run["out_dir"], "run.out_dir", config_path),
         schemas_dir=_path(base, run["schemas_dir"], "run.schemas_dir", config_path)
         if "schemas_dir" in run
-        else PROJECT_ROOT / "schemas",
+        else schemas_dir(),
         policy_path=_path(base, run["policy"], "run.policy", config_path)
         if "policy" in run
-        else PROJECT_ROOT / "governance" / "policy.toml",
+        else default_policy_path(),
         reference_date=ref_date,
-        service_period_months=int(run.get("service_period_months", 12)),
+        service_period_months=_whole(run.get("service_period_months", 12), "run", config_path),
         sources=sources,
         reference=reference,
         key=key,
+        audit_key=audit_key,
+        release=release,
         linkage=linkage,
+        service=service,
     )

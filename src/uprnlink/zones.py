@@ -36,6 +36,11 @@ class Zones:
         return self.settings.quarantine_dir / f"{source}.parquet"
 
     @property
+    def release_ids(self) -> Path:
+        """Internal person and household ids to the published ones (engineer-only)."""
+        return self.settings.trusted_dir / "release" / "ids.parquet"
+
+    @property
     def clusters(self) -> Path:
         """Record to person id, from linkage."""
         return self.settings.trusted_dir / "linkage" / "clusters.parquet"

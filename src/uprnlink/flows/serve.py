@@ -25,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from uprnlink.run.lock import process_alive
 from uprnlink.settings import PROJECT_ROOT
 
 PROJECT = PROJECT_ROOT
@@ -151,16 +152,6 @@ def start(port: int) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop() -> int:
     path = state_file()
     if not path.exists():
@@ -169,7 +160,7 @@ def stop() -> int:
     pids: dict[str, int] = json.loads(path.read_text())
     for name in ("worker", "server"):
         pid = pids.get(name)
-        if pid is None or not _alive(pid):
+        if pid is None or not process_alive(pid):
             continue
         print(f"stopping the {name} (process group {pid}) ...")
         try:
@@ -177,9 +168,9 @@ def stop() -> int:
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-        if _alive(pid):
+        if process_alive(pid):
             os.killpg(pid, signal.SIGKILL)
     path.unlink()
     print("stopped")

@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from uprnlink.errors import AuditError
-from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.keys import MasterKey, load_audit_key
 from uprnlink.settings import RunSettings
 from uprnlink.zones import Zones
 
@@ -46,21 +47,28 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "AuditVerification",
+    "Witness",
     "actor",
     "default_head_path",
     "open_audit_log",
     "read_audit_events",
     "record_key_event",
+    "run_witnesses",
     "verify_audit_log",
+    "verify_run_audit",
 ]
 
 GENESIS = "0" * 64
 """The ``prev`` of the first entry."""
 
+ROTATED = "audit.key_rotated"
+"""The entry (MACed with the old audit key) that hands the log over to a new audit key."""
+
 KNOWN_EVENTS = (
     "key.created",
     "key.loaded",
     "key.rotated",
+    ROTATED,
     "run.started",
     "run.finished",
     "run.failed",
@@ -77,6 +85,9 @@ _ALL_FIELDS = frozenset((*_SIGNED_FIELDS, "hash", "mac"))
 _ENTRY_LABEL = b"uprnlink-audit-entry/v1\x00"
 _HEAD_LABEL = b"uprnlink-audit-head/v1\x00"
 _HEAD_VERSION = 1
+MAX_BATCH = 32
+"""Most entries one group commit writes: after an append interrupted between the log and its
+checkpoint, the checkpoint trails the log by at most this many entries."""
 _MAX_DEPTH = 16
 
 Clock = Callable[[], datetime]
@@ -309,6 +320,23 @@ def _last_line(fd: int) -> tuple[bytes | None, bool]:
     return buf, ends_with_newline
 
 
+def _hash_at(fd: int, seq: int, last_seq: int) -> str | None:
+    """The hash of entry `seq`, read back from the end of the log (which ends at `last_seq`),
+    however long its lines are."""
+    size = os.fstat(fd).st_size
+    want = last_seq - seq + 2  # lines from the end, with the trailing empty one
+    buf, pos = b"", size
+    while pos > 0 and buf.count(b"\n") <= want:
+        start = max(0, pos - 65536)
+        buf = os.pread(fd, pos - start, start) + buf
+        pos = start
+    for raw in reversed(buf.split(b"\n")[-want - 1 :]):
+        obj, _ = _parse_line(raw) if raw else (None, None)
+        if obj is not None and obj["seq"] == seq:
+            return str(obj["hash"])
+    return None
+
+
 class AuditLog:
     """Appends MACed, hash-chained events to a JSON Lines audit log and its checkpoint."""
 
@@ -326,6 +354,9 @@ class AuditLog:
         self.head_path = default_head_path(self.path) if head_path is None else Path(head_path)
         self._key = key
         self._clock = clock
+        self._turn = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
         for directory in {self.path.parent, self.head_path.parent}:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -383,6 +414,15 @@ class AuditLog:
                 "run `uprnlink audit verify` before appending"
             )
         same_key = last["key_id"] == self._key.key_id
+        handed_over = last["event"] == ROTATED and last["data"].get("to_key_id") == self._key.key_id
+        if not (same_key or handed_over):
+            # Why: a key the log does not know could append entries nobody can verify, so a
+            # wrong or forged key is refused before anything is written (or queried).
+            raise AuditError(
+                f"audit log {self.path} is kept with audit key {last['key_id']}, not "
+                f"{self._key.key_id}: use the log's audit key (a new audit key takes over only "
+                "after `uprnlink key rotate --kind audit` records the hand-over)"
+            )
         digest, mac = _entry_digests(last, self._key if same_key else None)
         if digest != last["hash"] or (mac is not None and not _mac_ok(mac, last["mac"])):
             raise AuditError(
@@ -396,7 +436,12 @@ class AuditLog:
             )
         current = (head.seq, head.hash) == (last["seq"], last["hash"])
         one_behind = (head.seq, head.hash) == (last["seq"] - 1, last["prev"])
-        if not (current or one_behind):
+        behind = (
+            not (current or one_behind)
+            and last["seq"] - MAX_BATCH <= head.seq < last["seq"]
+            and _hash_at(fd, head.seq, last["seq"]) == head.hash
+        )
+        if not (current or one_behind or behind):
             raise AuditError(
                 f"audit log {self.path} does not match its checkpoint (the log ends at seq "
                 f"{last['seq']}, the checkpoint records seq {head.seq}): it has been truncated "
@@ -432,6 +477,30 @@ class AuditLog:
             finally:
                 os.close(dfd)
 
+    def check_key(self) -> None:
+        """Refuse now, before any work, if this log cannot be appended to with this key (another
+        key keeps it, or its tail or checkpoint is damaged)."""
+        if not self.path.exists():
+            return
+        with _locked(self.path, exclusive=False) as fd:
+            self._tail_state(fd)
+
+    def rotate_to(self, new_key: MasterKey, *, actor: str) -> AuditLog:
+        """Hand the log over to `new_key`: an `audit.key_rotated` entry MACed with the current
+        key names the new key id; later entries are MACed with the new key."""
+        if not isinstance(new_key, MasterKey) or new_key.key_id == self._key.key_id:
+            raise AuditError("rotate the audit log to a different audit key")
+        self.append(
+            ROTATED,
+            actor=actor,
+            data={
+                "from_key_id": self._key.key_id,
+                "to_key_id": new_key.key_id,
+                "epoch": new_key.epoch,
+            },
+        )
+        return AuditLog(self.path, new_key, head_path=self.head_path, clock=self._clock)
+
     def append(
         self, event: str, *, actor: str, data: Mapping[str, Any] | None = None
     ) -> AuditEvent:
@@ -451,27 +520,81 @@ class AuditLog:
             _canonical(clean)
         except (TypeError, ValueError):
             raise AuditError("audit data is not JSON-serialisable") from None
-        with _locked(self.path, exclusive=True) as fd:
-            last_seq, prev = self._tail_state(fd)
-            signed: dict[str, Any] = {
-                "seq": last_seq + 1,
-                "ts": self._timestamp(),
-                "event": event,
-                "actor": actor,
-                "key_id": self._key.key_id,
-                "data": clean,
-                "prev": prev,
-            }
-            digest, mac = _entry_digests(signed, self._key)
-            assert mac is not None
-            entry = AuditEvent(**signed, hash=digest, mac=mac)
-            try:
-                os.write(fd, entry.to_json_line().encode("utf-8"))
-                os.fsync(fd)
-            except OSError as exc:
-                raise AuditError(f"cannot write audit log {self.path}: {exc.strerror}") from None
-            self._write_head(entry.seq, digest)
-        return entry
+        return self._commit(_Pending(event, actor, clean))
+
+    def _commit(self, request: _Pending) -> AuditEvent:
+        """Group commit: threads appending at once share one write, one fsync and one
+        checkpoint. The first to arrive writes every entry waiting (in arrival order) while
+        later ones queue; each call returns only once its own entry is on disk."""
+        with self._turn:
+            self._queue.append(request)
+            while not request.done:
+                if self._writing:
+                    self._turn.wait()
+                    continue
+                self._writing = True
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._turn.release()
+                try:
+                    self._write_batch(batch)
+                finally:
+                    self._turn.acquire()
+                    self._writing = False
+                    self._turn.notify_all()
+        if request.error is not None:
+            raise request.error
+        assert request.entry is not None
+        return request.entry
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            with _locked(self.path, exclusive=True) as fd:
+                last_seq, prev = self._tail_state(fd)
+                lines = []
+                for request in batch:
+                    signed: dict[str, Any] = {
+                        "seq": last_seq + 1,
+                        "ts": self._timestamp(),
+                        "event": request.event,
+                        "actor": request.actor,
+                        "key_id": self._key.key_id,
+                        "data": request.data,
+                        "prev": prev,
+                    }
+                    digest, mac = _entry_digests(signed, self._key)
+                    assert mac is not None
+                    request.entry = AuditEvent(**signed, hash=digest, mac=mac)
+                    lines.append(request.entry.to_json_line())
+                    last_seq, prev = request.entry.seq, digest
+                try:
+                    os.write(fd, "".join(lines).encode("utf-8"))
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise AuditError(
+                        f"cannot write audit log {self.path}: {exc.strerror}"
+                    ) from None
+                self._write_head(last_seq, prev)
+        except AuditError as exc:
+            for request in batch:
+                request.entry, request.error = None, exc
+        except Exception as exc:  # never leave a waiting thread hanging
+            error = AuditError(f"cannot write audit log {self.path}: {type(exc).__name__}")
+            for request in batch:
+                request.entry, request.error = None, error
+        for request in batch:
+            request.done = True
+
+
+@dataclass
+class _Pending:
+    """One entry waiting for the group commit."""
+
+    event: str
+    actor: str
+    data: dict[str, Any]
+    entry: AuditEvent | None = None
+    error: AuditError | None = None
+    done: bool = False
 
 
 def _iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
@@ -480,18 +603,32 @@ def _iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
         yield number, raw[:-1] if complete else raw, complete
 
 
+@dataclass(frozen=True)
+class Witness:
+    """A head of the log recorded somewhere else (a run summary, a release): the log must still
+    hold entry `seq` with exactly this `hash`, or it was cut short or rewritten."""
+
+    source: str
+    seq: int
+    hash: str
+
+
 def verify_audit_log(
     path: str | os.PathLike[str],
     key: MasterKey | Iterable[MasterKey],
     *,
     head_path: str | os.PathLike[str] | None = None,
+    witnesses: Iterable[Witness] = (),
 ) -> AuditVerification:
-    """Check every entry's seq, chain link, hash and MAC, then the checkpoint.
+    """Check every entry's seq, chain link, hash and MAC, then the checkpoint and witnesses.
 
     `key` may be several keys (for a log that spans key rotations); each entry is checked
-    with the key its ``key_id`` names. Tampering is reported in the result, never raised;
-    `AuditError` is raised only when the log itself cannot be opened.
+    with the key its ``key_id`` names. An empty log fails (a log is never empty once anything
+    has been recorded, and an emptied one must not pass), as does one that no longer holds a
+    head recorded in a run summary or release (`witnesses`). Tampering is reported in the
+    result, never raised; `AuditError` is raised only when the log itself cannot be opened.
     """
+    witnessed = sorted(witnesses, key=lambda w: w.seq)
     p = Path(path)
     hp = default_head_path(p) if head_path is None else Path(head_path)
     keys = {key.key_id: key} if isinstance(key, MasterKey) else {k.key_id: k for k in key}
@@ -502,6 +639,8 @@ def verify_audit_log(
         prev = GENESIS
         head_entry_hash: str | None = None
         seen_keys: list[str] = []
+        hashes: dict[int, str] = {}
+        wanted = {w.seq for w in witnessed}
         count = 0
         failure: tuple[int, int, str] | None = None  # line, seq, reason
         for number, raw, complete in _iter_lines(f):
@@ -571,6 +710,8 @@ def verify_audit_log(
                 seen_keys.append(obj["key_id"])
             if not isinstance(head, str) and head is not None and seq == head.seq:
                 head_entry_hash = digest
+            if seq in wanted:
+                hashes[seq] = digest
             prev = digest
 
     verified = count if failure is None else failure[0] - 1
@@ -597,11 +738,31 @@ def verify_audit_log(
     if failure is not None:
         return result(False, *failure)
     last_seq = count - 1
+    for w in witnessed:
+        if w.seq > last_seq:
+            return result(
+                False,
+                count + 1,
+                count,
+                f"the log ends at seq {last_seq} but {w.source} recorded its head at seq "
+                f"{w.seq}: entries were cut off the end (truncated or emptied)",
+            )
+        if not _mac_ok(hashes.get(w.seq, ""), w.hash):
+            return result(
+                False,
+                w.seq + 1,
+                w.seq,
+                f"entry seq {w.seq} does not match the head {w.source} recorded: the log was "
+                "rewritten from there",
+            )
     if isinstance(head, str):
         return result(False, reason=head)
     if head is None:
         if count == 0:
-            return result(True)
+            return result(
+                False,
+                reason="the audit log is empty: nothing has been recorded, or it was emptied",
+            )
         return result(
             False, reason=f"checkpoint {hp} is missing, so truncation cannot be ruled out"
         )
@@ -639,6 +800,15 @@ def verify_audit_log(
                 "the next append brings it up to date",
             ),
         )
+    if head.seq >= last_seq - MAX_BATCH:
+        return result(
+            True,
+            warnings=(
+                f"the checkpoint is {last_seq - head.seq} entries behind the log (a group of "
+                "appends was interrupted before its checkpoint); the next append brings it up "
+                "to date",
+            ),
+        )
     return result(
         False,
         head.seq + 2,
@@ -664,19 +834,57 @@ def read_audit_events(path: str | os.PathLike[str]) -> list[AuditEvent]:
 # --------------------------------------------------------------------------- a run's log
 
 
-def open_audit_log(settings: RunSettings, key: MasterKey) -> AuditLog:
-    """The audit log of a run configuration (its folders created if need be)."""
+def open_audit_log(settings: RunSettings, key: MasterKey | None = None) -> AuditLog:
+    """The audit log of a run configuration, kept with its audit key (`[audit]`; never the
+    pseudonymisation key), its folders created if need be."""
     z = Zones(settings)
     z.audit_log.parent.mkdir(parents=True, exist_ok=True)
     z.audit_head.parent.mkdir(parents=True, exist_ok=True)
-    return AuditLog(z.audit_log, key, head_path=z.audit_head)
+    return AuditLog(z.audit_log, key or load_audit_key(settings), head_path=z.audit_head)
 
 
-def record_key_event(
-    settings: RunSettings, key: MasterKey, event: str, data: dict[str, Any]
-) -> None:
+def record_key_event(settings: RunSettings, event: str, data: dict[str, Any]) -> AuditEvent:
     """Append a key lifecycle event (created, rotated) to the run configuration's audit log."""
-    open_audit_log(settings, key).append(event, actor=actor(), data=data)
+    return open_audit_log(settings).append(event, actor=actor(), data=data)
+
+
+def head_of(entry: AuditEvent) -> dict[str, Any]:
+    """What a run summary or release records of the log: an entry's seq and hash."""
+    return {"seq": entry.seq, "hash": entry.hash}
+
+
+def run_witnesses(settings: RunSettings) -> list[Witness]:
+    """The log heads recorded in the run summaries (`out/runs/*.json`) and the releases
+    (`out/releases/*/audit_head.json`) of a run configuration."""
+    z = Zones(settings)
+    found: list[Witness] = []
+    places = [(p, f"run summary {p.name}") for p in sorted(z.runs.glob("*.json"))]
+    places += [
+        (p, f"release {p.parent.name}")
+        for p in sorted((settings.out_dir / "releases").glob("*/audit_head.json"))
+    ]
+    for path, source in places:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        head = doc.get("audit_head") if isinstance(doc, dict) else None
+        if (
+            isinstance(head, dict)
+            and isinstance(head.get("seq"), int)
+            and not isinstance(head.get("seq"), bool)
+            and isinstance(head.get("hash"), str)
+        ):
+            found.append(Witness(source, head["seq"], head["hash"]))
+    return found
+
+
+def verify_run_audit(settings: RunSettings, keys: Iterable[MasterKey]) -> AuditVerification:
+    """Verify a run configuration's audit log against its checkpoint and every recorded head."""
+    z = Zones(settings)
+    return verify_audit_log(
+        z.audit_log, keys, head_path=z.audit_head, witnesses=run_witnesses(settings)
+    )
 
 
 def actor() -> str:

@@ -8,12 +8,12 @@ claims as much as where it was damaged, and a traceback shows neither.
 
 Every value from the log is treated as untrusted text: the Markdown escapes the characters that
 Markdown and inline HTML give meaning to, and the HTML page escapes every value, declares a
-Content-Security-Policy that forbids scripts and loads nothing from elsewhere.
+Content-Security-Policy that forbids scripts and loads nothing from elsewhere (the shared
+templates of `uprnlink.html`, `audit.html.j2`).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections import Counter
@@ -21,10 +21,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from uprnlink.errors import AuditError
-from uprnlink.governance.audit import AuditEvent, AuditVerification, verify_audit_log
+from uprnlink.governance.audit import AuditEvent, AuditVerification, Witness, verify_audit_log
+from uprnlink.html import render_page
 from uprnlink.privacy.keys import MasterKey
 
 __all__ = ["ReportFormat", "render_audit_report", "summarise_audit"]
@@ -104,13 +105,17 @@ def _read_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, str]], str 
 
 
 def _verify(
-    path: Path, keys: Sequence[MasterKey], head_path: Path | None, unreadable: str | None
+    path: Path,
+    keys: Sequence[MasterKey],
+    head_path: Path | None,
+    unreadable: str | None,
+    witnesses: Sequence[Witness] = (),
 ) -> AuditVerification:
     """`verify_audit_log`, with anything that stops it turned into a failed result."""
     if unreadable is not None:
         return AuditVerification(ok=False, entries=0, verified=0, reason=unreadable)
     try:
-        return verify_audit_log(path, keys, head_path=head_path)
+        return verify_audit_log(path, keys, head_path=head_path, witnesses=witnesses)
     except AuditError as exc:
         return AuditVerification(ok=False, entries=0, verified=0, reason=str(exc))
     except RecursionError:
@@ -449,28 +454,33 @@ def summarise_audit(
 
 @dataclass(frozen=True)
 class _Heading:
+    kind: ClassVar[str] = "heading"
     level: int
     text: str
 
 
 @dataclass(frozen=True)
 class _Para:
+    kind: ClassVar[str] = "para"
     text: str
     strong: bool = False
 
 
 @dataclass(frozen=True)
 class _Facts:
+    kind: ClassVar[str] = "facts"
     items: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
 class _Bullets:
+    kind: ClassVar[str] = "bullets"
     items: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class _Alert:
+    kind: ClassVar[str] = "alert"
     ok: bool
     title: str
     lead: str
@@ -479,6 +489,7 @@ class _Alert:
 
 @dataclass(frozen=True)
 class _Table:
+    kind: ClassVar[str] = "table"
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     numeric: frozenset[int] = frozenset()
@@ -549,7 +560,9 @@ def _key_blocks(s: _Summary, supplied: Mapping[str, MasterKey], flag: bool) -> l
     blocks.append(
         _Para(
             f"{len(s.keys)} key id(s) seen in the log. A key id is a fingerprint of the "
-            "pseudonymisation key, never the key itself; a new key id starts a new key epoch."
+            "audit key that MACed the entries (aud-...), never the key itself; a new key id "
+            "starts a new audit key epoch. Pseudonymisation and release key ids (kid-..., "
+            "rel-...) appear in the key and run events below."
         )
     )
     rows = []
@@ -1050,77 +1063,25 @@ def _markdown(blocks: Sequence[_Block]) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1b1b1b;
-margin:0;background:#f6f7f9}
-main{max-width:1200px;margin:0 auto;padding:24px 32px;background:#fff}
-h1{font-size:1.7em;margin:.2em 0 .6em}h2{font-size:1.3em;margin:1.6em 0 .5em;
-border-bottom:2px solid #d9dde3;padding-bottom:.2em}h3{font-size:1.05em;margin:1.2em 0 .4em}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0 0 1em}
-dl.facts dt{font-weight:600;color:#444}dl.facts dd{margin:0;overflow-wrap:anywhere}
-.verdict{border-left:8px solid;padding:12px 18px;margin:1em 0;border-radius:4px}
-.verdict h2{border:0;margin:0 0 .3em;padding:0}
-.verdict.ok{border-color:#1e7b34;background:#e8f5eb}.verdict.ok h2{color:#1e7b34}
-.verdict.bad{border-color:#b00020;background:#fdecee;color:#5c0010}
-.verdict.bad h2,.verdict.bad .lead{color:#b00020}
-.lead{font-weight:700}
-table{border-collapse:collapse;margin:.4em 0 1em;font-size:.92em;width:100%}
-th,td{border:1px solid #d9dde3;padding:4px 8px;text-align:left;vertical-align:top;
-overflow-wrap:anywhere}
-th{background:#eef1f5}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.unverified td{background:#fdecee;color:#8a0018;font-weight:600}
-p.strong{font-weight:700;color:#b00020}
-@media print{body{background:#fff}main{padding:0}}
-"""
 
-
-def _h(text: str) -> str:
-    return html.escape(text, quote=True)
+def _sections(blocks: Sequence[_Block]) -> list[list[_Block]]:
+    """Blocks grouped for the page: a verdict alone, and a section from each second-level
+    heading to the next."""
+    sections: list[list[_Block]] = []
+    for b in blocks:
+        starts = isinstance(b, _Alert) or (isinstance(b, _Heading) and b.level == 2)
+        if starts or not sections or isinstance(sections[-1][0], _Alert):
+            sections.append([])
+        sections[-1].append(b)
+    return sections
 
 
 def _html(blocks: Sequence[_Block], title: str) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, _Heading):
-            out.append(f"<h{b.level}>{_h(b.text)}</h{b.level}>")
-        elif isinstance(b, _Para):
-            cls = ' class="strong"' if b.strong else ""
-            out.append(f"<p{cls}>{_h(b.text)}</p>")
-        elif isinstance(b, _Facts):
-            items = "".join(f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in b.items)
-            out.append(f'<dl class="facts">{items}</dl>')
-        elif isinstance(b, _Bullets):
-            out.append("<ul>" + "".join(f"<li>{_h(i)}</li>" for i in b.items) + "</ul>")
-        elif isinstance(b, _Alert):
-            cls, role = ("ok", "status") if b.ok else ("bad", "alert")
-            parts = [f'<section class="verdict {cls}" role="{role}"><h2>{_h(b.title)}</h2>']
-            if b.lead:
-                parts.append(f'<p class="lead">{_h(b.lead)}</p>')
-            parts += [f"<p>{_h(line)}</p>" for line in b.lines]
-            parts.append("</section>")
-            out.append("".join(parts))
-        else:
-            num = [' class="num"' if i in b.numeric else "" for i in range(len(b.headers))]
-            head = "".join(f"<th{num[i]}>{_h(h)}</th>" for i, h in enumerate(b.headers))
-            rows = []
-            for r, row in enumerate(b.rows):
-                cls = ' class="unverified"' if r in b.flagged else ""
-                cells = "".join(
-                    f"<td{num[i] if i < len(num) else ''}>{_h(c)}</td>" for i, c in enumerate(row)
-                )
-                rows.append(f"<tr{cls}>{cells}</tr>")
-            out.append(
-                f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta http-equiv="Content-Security-Policy" '
-        "content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_h(title)}</title><style>{_CSS}</style></head>\n"
-        "<body><main>\n" + "\n".join(out) + "\n</main></body></html>\n"
-    )
+    """The page: the report's first-level heading in the page header, then its sections."""
+    first, rest = blocks[0], blocks[1:]
+    if not (isinstance(first, _Heading) and first.level == 1):
+        raise ValueError("an audit report starts with its first-level heading")
+    return render_page("audit.html.j2", title=title, heading=first.text, sections=_sections(rest))
 
 
 # --------------------------------------------------------------------------- entry point
@@ -1133,6 +1094,7 @@ def render_audit_report(
     head_path: Path | None,
     fmt: ReportFormat = "markdown",
     now: datetime | None = None,
+    witnesses: Sequence[Witness] = (),
 ) -> str:
     """The audit report for `log_path` as Markdown or a self-contained HTML page.
 
@@ -1149,7 +1111,7 @@ def render_audit_report(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     entries, unreadable, cannot_read = _read_entries(log_path)
-    result = _verify(log_path, key_list, head, cannot_read)
+    result = _verify(log_path, key_list, head, cannot_read, witnesses)
     # Lines past `verified` are unverified: after the first bad entry, or appended after the
     # verifier read the log, or all of them if the verifier could not run.
     entries = [_Entry(e.line, e.event, e.line <= result.verified) for e in entries]

@@ -27,7 +27,6 @@ from typing import Any
 
 from uprnlink.errors import ConfigError
 from uprnlink.governance.audit import actor, open_audit_log
-from uprnlink.privacy.keys import MasterKey
 from uprnlink.settings import RunSettings, read_toml
 
 __all__ = [
@@ -191,7 +190,7 @@ def apply_retention(expired: list[Expired]) -> list[Expired]:
 
 
 def enforce_retention(
-    settings: RunSettings, key: MasterKey, run_id: str, *, delete: bool | None = None
+    settings: RunSettings, run_id: str, *, delete: bool | None = None
 ) -> dict[str, Any]:
     """Find the files past the policy's retention periods; delete them when the policy says
     `enforce = "delete"` (or `delete=True`), with one audit entry. Counts for the summary."""
@@ -201,7 +200,7 @@ def enforce_retention(
         delete = policy.enforce == "delete"
     deleted = apply_retention(expired) if delete else []
     if deleted:
-        open_audit_log(settings, key).append(
+        open_audit_log(settings).append(
             "retention.deleted",
             actor=actor(),
             data={"run_id": run_id, "files": [e.to_dict() for e in deleted]},

@@ -46,6 +46,22 @@ SOURCES = (
 )
 
 
+# The facts each source's analysis reads, with their types: a source that was not delivered (or
+# not configured) contributes no rows but the same columns, so every view keeps its schema.
+FACT_COLUMNS: dict[str, dict[str, type[pl.DataType]]] = {
+    "council_tax": {
+        "band": pl.String,
+        "single_person_discount": pl.Boolean,
+        "council_tax_reduction": pl.Boolean,
+    },
+    "housing_tenancies": {"tenure_type": pl.String, "bedrooms": pl.Int64},
+    "benefits_claims": {"benefit_type": pl.String, "person_type": pl.String},
+    "adult_social_care": {"support_setting": pl.String},
+    "gp_registrations": {"date_of_death": pl.Date, **dict.fromkeys(LTC_FLAGS, pl.Boolean)},
+    "hospital_activity": {"activity_type": pl.String},
+}
+
+
 @dataclass
 class AnalysisTables:
     """The published tables, ready to write."""
@@ -66,9 +82,17 @@ def _facts(records: pl.DataFrame, facts: dict[str, pl.DataFrame], source: str) -
     base = records.filter(pl.col("source_dataset") == source).select(
         "unique_id", "person_id", "household_token", "start_date", "end_date"
     )
+    expected = FACT_COLUMNS.get(source, {})
     if source not in facts:
-        return base.clear()
-    return base.join(facts[source].drop("source_dataset"), on="unique_id", how="inner")
+        return base.clear().with_columns(pl.lit(None, t).alias(c) for c, t in expected.items())
+    joined = base.join(facts[source].drop("source_dataset"), on="unique_id", how="inner")
+    # A fact column of no type (written before fields were typed when not supplied) or absent.
+    return joined.with_columns(
+        pl.lit(None, t).alias(c)
+        if c not in joined.columns or joined.schema[c] == pl.Null
+        else pl.col(c).cast(t)
+        for c, t in expected.items()
+    )
 
 
 def months_before(on: date, months: int) -> date:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from uprnlink.errors import ContractError
 
 FIELD_TYPES = frozenset(
@@ -41,6 +43,23 @@ _FIELD_KEYS = frozenset(
         "description",
     }
 )
+FIELD_DTYPES: dict[str, Any] = {
+    "string": pl.String,
+    "forename": pl.String,
+    "surname": pl.String,
+    "date": pl.Date,
+    "dob": pl.Date,
+    "postcode": pl.String,
+    "uprn": pl.Int64,
+    "nhs_number": pl.String,
+    "sex": pl.String,
+    "flag": pl.Boolean,
+    "enum": pl.String,
+    "integer": pl.Int64,
+    "decimal": pl.Float64,
+}
+"""The polars type of each field type once standardised: a field not supplied is a null column
+of this type, so every later stage sees the same schema whichever fields a source maps."""
 DEFAULT_MAX_LENGTH = 1000
 """Longest value (in characters, after trimming) any field accepts unless its contract says
 otherwise: a longer value fails the rule `too_long` rather than reaching the pipeline."""
@@ -65,6 +84,17 @@ class FieldSpec:
     def is_date(self) -> bool:
         """Whether values are parsed with a date format."""
         return self.type in {"date", "dob"}
+
+    @property
+    def dtype(self) -> pl.DataType:
+        """The standardised value's polars type (also of the null column when not supplied)."""
+        dtype: pl.DataType = FIELD_DTYPES[self.type]()
+        return dtype
+
+    @property
+    def is_coded(self) -> bool:
+        """Whether values are codes from a list (enum, sex, flag): these can be recoded."""
+        return self.type in {"enum", "sex", "flag"}
 
     @property
     def length_limit(self) -> int:

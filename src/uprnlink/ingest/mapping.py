@@ -36,6 +36,8 @@ from uprnlink.errors import ContractError
 from uprnlink.ingest import standardise as std
 from uprnlink.ingest.contracts import Contract, FieldSpec
 from uprnlink.ingest.readers import read_sample
+from uprnlink.ingest.validate import CODE_PATTERN, MAX_CODE_LENGTH, MAX_CODES_LISTED
+from uprnlink.settings import GROUP_PLACEHOLDER
 
 __all__ = [
     "DATE_FORMATS",
@@ -190,6 +192,47 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "service end",
     ),
     "date_of_death": ("date of death", "dod", "death date"),
+    "person_type": (
+        "role",
+        "person role",
+        "claim role",
+        "relationship",
+        "party type",
+        "member type",
+        "claimant type",
+        "person type",
+    ),
+    "benefit_type": ("benefit", "benefit type", "award type", "scheme", "benefits"),
+    "activity_type": ("activity", "attendance type", "admission type", "event type", "pod"),
+    "support_setting": (
+        "setting",
+        "service type",
+        "care setting",
+        "service setting",
+        "support type",
+        "service",
+        "care type",
+    ),
+    "tenure_type": ("tenure", "tenancy type", "tenure type"),
+    "band": ("band", "ctax band", "valuation band", "property band", "council tax band"),
+    "claim_ref": ("claim id", "claim ref", "claim number", "claim no", "claim"),
+    "account_ref": ("account ref", "account", "account number", "account no", "ctax ref"),
+    "tenancy_ref": ("tenancy ref", "tenancy id", "tenancy number", "tenancy no", "tenancy"),
+    "weekly_amount": ("weekly amount", "amount", "weekly award", "award amount"),
+    "bedrooms": ("bedrooms", "beds", "no of bedrooms", "bedroom count", "number of bedrooms"),
+    "primary_support_reason": ("primary support reason", "psr", "support reason"),
+    "oa": ("oa", "output area", "output area code", "oa code"),
+    "lsoa": (
+        "lsoa",
+        "lsoa code",
+        "lower layer super output area",
+        "lsoa code 2021",
+        "lsoa code 2011",
+    ),
+    "msoa": ("msoa", "msoa code", "middle layer super output area"),
+    "ward": ("ward", "ward code", "electoral ward", "electoral ward code"),
+    "lad": ("lad", "local authority", "local authority district", "la code", "lad code", "ltla"),
+    "imd_decile": ("imd decile", "index of multiple deprivation imd decile"),
 }
 """Common names of the contract fields in council and NHS extracts (normalised spelling)."""
 
@@ -198,6 +241,26 @@ _KEY_WORDS = {"id", "ref", "reference", "key", "no", "number", "seq", "identifie
 # Types whose values identify the field on their own (no name evidence needed).
 _SELF_EVIDENT = {"nhs_number", "postcode", "dob"}
 _SELF_EVIDENT_SHARE = 0.9
+# ONS geography codes: the column names ONS publishes them under (LSOA21CD, WD24CD, LAD24CD)
+# and the patterns of the codes themselves (E01 LSOAs, E05 wards, E06-E09 districts; W and S
+# for Wales and Scotland), which identify a geography column on their own.
+ONS_CODE_NAMES = {
+    "oa": r"^oa\d{2}cd$",
+    "lsoa": r"^lsoa\d{2}cd$",
+    "msoa": r"^msoa\d{2}cd$",
+    "ward": r"^(wd|ward)\d{2}cd$",
+    "lad": r"^(lad|ltla|lau1|laua|lauas)\d{2}cd$",
+}
+ONS_CODE_PATTERNS = {
+    "oa": r"^(E00|W00|S00)[0-9]{6}$",
+    "lsoa": r"^(E01|W01|S01)[0-9]{6}$",
+    "msoa": r"^(E02|W02|S02)[0-9]{6}$",
+    "ward": r"^(E05|W05|S13)[0-9]{6}$",
+    "lad": r"^(E06|E07|E08|E09|W06|S12)[0-9]{6}$",
+}
+#: Lower layer super output areas ranked by the English Indices of Deprivation: 2019 (2011
+#: LSOAs) and 2025 (2021 LSOAs). A rank column is read as deciles of this many areas.
+IMD_AREAS = {"2019": 32_844, "2025": 33_755}
 # A name: letters of any alphabet, then letters, apostrophes, spaces, dots or hyphens.
 _NAME_PATTERN = r"^\p{L}[\p{L}' .\-]*$"
 # Last words of a column name that mark the start or the end of a period.
@@ -219,9 +282,14 @@ def _name_score(header: str, spec: FieldSpec) -> tuple[float, str]:
     h = _normal(header)
     if not h:
         return 0.0, ""
+    if spec.name == "imd_decile" and "rank" in h.split():
+        return 0.0, ""  # a rank is read as deciles only with from_rank (_rank_deciles)
     candidates = (_normal(spec.name), *ALIASES.get(spec.name, ()))
     if h in candidates:
         return 1.0, "name"
+    ons = ONS_CODE_NAMES.get(spec.name)
+    if ons and re.fullmatch(ons, h.replace(" ", "")):
+        return 1.0, "ONS code name"
     if h.replace(" ", "") in {c.replace(" ", "") for c in candidates}:
         return 1.0, "name"
     words = f" {h} "
@@ -296,6 +364,14 @@ def _value_evidence(values: pl.Series, spec: FieldSpec, today: date) -> ValueEvi
         "forename": (pl.col("v").str.strip_chars().str.contains(_NAME_PATTERN), "names"),
         "surname": (pl.col("v").str.strip_chars().str.contains(_NAME_PATTERN), "names"),
     }
+    if spec.name in ONS_CODE_PATTERNS:
+        checks["string"] = (
+            pl.col("v")
+            .str.strip_chars()
+            .str.to_uppercase()
+            .str.contains(ONS_CODE_PATTERNS[spec.name]),
+            "ONS codes of the geography",
+        )
     if t == "enum" and spec.values:
         allowed = [v.upper() for v in spec.values]
         checks["enum"] = (
@@ -320,6 +396,19 @@ class ColumnProposal:
     date_format: str | None = None
     ambiguous_order: bool = False
     name_order: str | None = None
+    parts: tuple[str, ...] = ()  # a composite value (a record key of two columns)
+    from_rank: int | None = None  # a decile read from an IMD rank column
+
+
+@dataclass(frozen=True)
+class CodeProposal:
+    """One local code of a coded column, its share of the values and the contract value it
+    could be recoded to ("" for a code with no value; None when already a contract value)."""
+
+    code: str
+    share: float
+    value: str | None
+    found: bool  # False: no contract value was recognised (the line is left commented out)
 
 
 @dataclass
@@ -336,6 +425,10 @@ class MappingProposal:
     columns: list[ColumnProposal] = field(default_factory=list)
     unmapped: list[FieldSpec] = field(default_factory=list)
     unused_columns: list[str] = field(default_factory=list)
+    person_groups: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+    # Per coded field: its column's codes (or a note why they are not listed).
+    codes: dict[str, list[CodeProposal] | str] = field(default_factory=dict)
 
     @property
     def missing_required(self) -> list[str]:
@@ -358,6 +451,7 @@ class MappingProposal:
         lines = [
             f"# Proposed by `uprnlink map` from {self.rows_sampled:,} sampled rows; check each",
             "# line before use (evidence: column names and shares of valid values only).",
+            *[f"# WARNING: {w}" for w in self.warnings],
             f"[sources.{self.source}]",
             f'contract = "{self.contract.name}"',
             f"version = {self.contract.major}",
@@ -370,12 +464,19 @@ class MappingProposal:
                 lines.append(f"encoding = {_toml_string(self.encoding)}")
             if self.skip_lines:
                 lines.append(f"skip_lines = {self.skip_lines}  # lines above the header")
+        if self.person_groups:
+            tags = ", ".join(_toml_string(t) for t in self.person_groups)
+            lines.append(f"person_groups = [{tags}]  # several people per row: one record each")
         default_format = self.date_format()
         if default_format:
             lines.append(f"date_format = {_toml_string(default_format)}")
         lines += ["", f"[sources.{self.source}.columns]"]
         for c in self.columns:
-            if c.date_format and c.date_format != default_format:
+            if c.parts:
+                value = "[" + ", ".join(_toml_string(p) for p in c.parts) + "]"
+            elif c.from_rank:
+                value = f"{{ column = {_toml_string(c.column)}, from_rank = {c.from_rank} }}"
+            elif c.date_format and c.date_format != default_format:
                 value = f"{{ column = {_toml_string(c.column)}, format = {_toml_string(c.date_format)} }}"
             elif c.name_order:
                 value = (
@@ -396,7 +497,43 @@ class MappingProposal:
                 f"# {len(self.unused_columns)} column(s) not mapped (ignored by the ingest): "
                 + ", ".join(self.unused_columns)
             )
+        for fname, codes in self.codes.items():
+            lines += self._recode_lines(fname, codes)
         return "\n".join(lines) + "\n"
+
+    def _recode_lines(self, fname: str, codes: list[CodeProposal] | str) -> list[str]:
+        """A `[sources.NAME.recode.FIELD]` table for a coded column's local codes."""
+        column = next((c.column for c in self.columns if c.field == fname), "?")
+        spec = self.contract.field(fname)
+        allowed = (
+            ", ".join(spec.values)
+            if spec.type == "enum"
+            else "M, F"
+            if spec.type == "sex"
+            else "Y, N"
+        )
+        if isinstance(codes, str):
+            return ["", f"# {fname} ({column}): {codes}"]
+        if all(c.value is None for c in codes):
+            return []
+        out = [
+            "",
+            f"# {column}: {len(codes)} distinct code(s) in the sample; contract values: {allowed};",
+            '# "" = a known code with no contract value (null, not counted as unrecoded)',
+            f"[sources.{self.source}.recode.{fname}]",
+        ]
+        for c in codes:
+            share = f"{c.share:.1%} of values"
+            if c.value is None:
+                out.append(f"# {_toml_string(c.code)} is a contract value  # {share}")
+            elif c.found:
+                out.append(f"{_toml_string(c.code)} = {_toml_string(c.value)}  # {share}")
+            else:
+                out.append(
+                    f'# {_toml_string(c.code)} = ""  # {share}; no contract value recognised: '
+                    'map it to one, or to ""'
+                )
+        return out
 
 
 def _toml_string(value: str) -> str:
@@ -415,24 +552,31 @@ def propose_mapping(
     """Propose the column mapping of the extract at `path` onto `contract`."""
     today = today or date.today()
     sample, delimiter, encoding, skip = read_sample(path, rows)
-    columns = sample.columns
-    _check_header(columns, path)
+    _check_header(sample.columns, path)
+    groups = detect_person_groups(sample.columns, contract)
+    # With several people per row, each person field is read from its group's columns: the
+    # candidates are the shared columns and one `{group}` column per repeated field.
+    stacked = _stack_groups(sample, groups) if groups else sample
+    columns = stacked.columns
     present = {}
     for col in columns:
-        values = sample.get_column(col).str.strip_chars()
+        values = stacked.get_column(col).str.strip_chars()
         present[col] = values.filter(values.is_not_null() & (values != ""))
-    evidence: dict[tuple[str, str, tuple[str, ...], bool], ValueEvidence | None] = {}
+    evidence: dict[tuple[str, str, tuple[str, ...], bool, str], ValueEvidence | None] = {}
     candidates: list[ColumnProposal] = []
     for spec in contract.fields:
+        if _is_record_key(spec):
+            continue  # a key of a column or of several (`_record_key`)
         for col in columns:
-            name_score, name_why = _name_score(col, spec)
-            key = (col, spec.type, spec.values, spec.unique)
+            name_score, name_why = _name_score(_without_group(col), spec)
+            key = (col, spec.type, spec.values, spec.unique, spec.name)
             if key not in evidence:
                 evidence[key] = _value_evidence(present[col], spec, today)
             ev = evidence[key]
             if name_score == 0:
                 # Values alone: only for identifier types that cannot be mistaken.
-                if spec.type not in _SELF_EVIDENT or ev is None or ev.share < _SELF_EVIDENT_SHARE:
+                self_evident = spec.type in _SELF_EVIDENT or spec.name in ONS_CODE_PATTERNS
+                if not self_evident or ev is None or ev.share < _SELF_EVIDENT_SHARE:
                     continue
                 if ev.date_format == std.EXCEL_DATE:  # any column of small integers would do
                     continue
@@ -459,10 +603,26 @@ def propose_mapping(
     for c in sorted(candidates, key=lambda c: (-c.score, columns.index(c.column))):
         if c.field in chosen or c.column in used:
             continue
+        if groups and (GROUP_PLACEHOLDER in c.column) != (c.field in PERSON_FIELDS):
+            continue  # a person's own field comes from the group's columns, and only those
         chosen[c.field] = c
         used.add(c.column)
     _full_name(chosen, used, columns, present, contract)
+    warnings: list[str] = []
+    for spec in contract.fields:
+        if _is_record_key(spec):
+            row_key = _record_key(sample, spec, groups, chosen, warnings)
+            if row_key is not None:
+                chosen[spec.name] = row_key
+                used.update(row_key.parts or (row_key.column,))
+    _rank_deciles(chosen, used, columns, present, contract)
     order = {name: i for i, name in enumerate(contract.field_names)}
+    codes = {
+        f: _codes(present[c.column], contract.field(f))
+        for f, c in chosen.items()
+        if contract.field(f).is_coded
+    }
+    own = {col for by_tag in (groups.columns.values() if groups else []) for col in by_tag.values()}
     return MappingProposal(
         source=source or contract.name,
         contract=contract,
@@ -473,8 +633,405 @@ def propose_mapping(
         rows_sampled=sample.height,
         columns=sorted(chosen.values(), key=lambda c: order[c.field]),
         unmapped=[f for f in contract.fields if f.name not in chosen],
-        unused_columns=[c for c in columns if c not in used],
+        unused_columns=[
+            c
+            for c in sample.columns
+            if c not in used and not (c in own and any(_group_of(c, groups, t) for t in used))
+        ],
+        person_groups=groups.tags if groups else (),
+        warnings=warnings,
+        codes={f: v for f, v in codes.items() if v},
     )
+
+
+# ------------------------------------------------------------------ record keys
+
+#: Contract fields that name a person rather than a row: with person groups, read per group.
+PERSON_FIELDS = frozenset(
+    {"forename", "surname", "dob", "sex", "nhs_number", "person_type", "date_of_death"}
+)
+
+
+def _is_record_key(spec: FieldSpec) -> bool:
+    return spec.unique and spec.type == "string" and spec.name == "record_id"
+
+
+def _record_key(
+    rows: pl.DataFrame,
+    spec: FieldSpec,
+    groups: PersonGroups | None,
+    chosen: dict[str, ColumnProposal],
+    warnings: list[str],
+) -> ColumnProposal | None:
+    """The row key: a column whose values are all present and distinct, else the pair of
+    columns whose combination is (a reference and a member number, a claim and a person
+    sequence, a person id and a service start). Without one, the best-named column with a
+    warning giving its share of distinct values."""
+    own = {c for by_tag in (groups.columns.values() if groups else []) for c in by_tag.values()}
+    shared = [c for c in rows.columns if c not in own]
+    n = rows.height
+    if n == 0 or not shared:
+        return None
+    filled = {
+        c: int(rows.get_column(c).str.strip_chars().str.len_chars().fill_null(0).gt(0).sum())
+        for c in shared
+    }
+    distinct = {c: rows.get_column(c).str.strip_chars().n_unique() for c in shared}
+    names = {c: _name_score(c, spec) for c in shared}
+    # Columns holding a person's data are no key; a reference column may serve as both.
+    taken = {
+        col
+        for f, c in chosen.items()
+        if f in PERSON_FIELDS or f in ("postcode", "uprn", "address_line_1")
+        for col in (c.parts or (c.column,))
+    }
+
+    def share(c: str) -> float:
+        return distinct[c] / n
+
+    singles = [c for c in shared if filled[c] == n and distinct[c] == n and c not in taken]
+    singles.sort(key=lambda c: (-names[c][0], shared.index(c)))
+    if singles:
+        c = singles[0]
+        why = names[c][1] or "values"
+        return ColumnProposal(spec.name, c, 2.0, f"{why}; 100.0% distinct, none blank")
+    keyish = [c for c in shared if names[c][0] > 0 and filled[c] == n and c not in taken]
+    starts = [chosen["start_date"].column] if "start_date" in chosen else []
+    pairs = [
+        (a, b)
+        for i, a in enumerate(keyish)
+        for b in [*keyish[i + 1 :], *starts]
+        if a != b and filled[b] == n
+    ]
+    for a, b in sorted(pairs, key=lambda p: -(names[p[0]][0] + names[p[1]][0]))[:200]:
+        if rows.select(pl.struct(a, b).n_unique()).item() == n:
+            repeats = [
+                f"{c} repeats ({n / distinct[c]:.1f} rows per value: the id of a person or a "
+                "group, not of a row)"
+                for c in (a, b)
+                if distinct[c] < n and names[c][0] > 0
+            ]
+            why = "no column is unique, this pair is (100.0% distinct)"
+            if repeats:
+                why += "; " + "; ".join(repeats)
+            return ColumnProposal(spec.name, a, 1.5, why, parts=(a, b))
+    ranked = sorted(shared, key=lambda c: (-names[c][0], -share(c), shared.index(c)))
+    best = ranked[0]
+    warnings.append(
+        f"record_id: no column, nor pair of reference columns, is unique in the sample; the "
+        f"best candidate {best!r} is {share(best):.1%} distinct, so rows sharing a value would "
+        "be quarantined as duplicates: find the row key in the source system's documentation "
+        "(a list of columns is allowed)"
+    )
+    return ColumnProposal(
+        spec.name, best, 0.1, f"NOT UNIQUE: {share(best):.1%} distinct; see the warning"
+    )
+
+
+# ------------------------------------------------------------------ person groups
+
+_ROLE_WORDS = (
+    "lead", "joint", "main", "first", "second", "primary", "secondary", "claimant", "partner",
+    "applicant", "tenant", "spouse",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PersonGroups:
+    """Repeated people in one row: the group tags, and for each `{group}` column name the
+    file's column of each tag."""
+
+    tags: tuple[str, ...]
+    columns: dict[str, dict[str, str]]
+
+
+def _group_splits(column: str) -> list[tuple[str, str]]:
+    """Each way of reading a column name as a template and a group tag: a run of digits
+    (`P1_FORENAME`, `FORENAME_2`, `MEMBER3_DOB`) or a role word (`LEAD_FORENAME`)."""
+    out = [
+        (column[: m.start()] + GROUP_PLACEHOLDER + column[m.end() :], m.group())
+        for m in re.finditer(r"[0-9]+", column)
+    ]
+    for m in re.finditer(r"[A-Za-z]+", column):
+        word = m.group()
+        parts = re.findall(r"[A-Z][a-z]+|[A-Z]+(?![a-z])|[a-z]+", word)
+        offset = m.start()
+        for part in parts:
+            at = column.index(part, offset)
+            offset = at + len(part)
+            if part.lower() in _ROLE_WORDS:
+                out.append((column[:at] + GROUP_PLACEHOLDER + column[at + len(part) :], part))
+    return out
+
+
+def _without_group(column: str) -> str:
+    """A `{group}` column's name without the placeholder, for scoring against field names."""
+    return column.replace(GROUP_PLACEHOLDER, " ")
+
+
+def _group_of(column: str, groups: PersonGroups | None, template: str) -> bool:
+    return bool(groups) and column in (groups.columns.get(template, {}) if groups else {}).values()
+
+
+def detect_person_groups(columns: Sequence[str], contract: Contract) -> PersonGroups | None:
+    """Repeated person columns in a header (`P1_FORENAME ... P2_FORENAME`), if any: at least
+    two of a person's own fields (names, date of birth, sex, NHS number) each repeated under
+    the same two or more tags."""
+    if contract.kind != "person_source":
+        return None
+    templates: dict[str, dict[str, str]] = {}
+    for column in columns:
+        for template, tag in _group_splits(column):
+            templates.setdefault(template, {})[tag] = column
+    person = [f for f in contract.fields if f.name in PERSON_FIELDS]
+    by_tags: dict[frozenset[str], list[str]] = {}
+    for template, tagged in templates.items():
+        if len(tagged) < 2:
+            continue
+        name = _without_group(template)
+        if not any(_name_score(name, f)[0] >= 0.8 for f in person) and _normal(name) not in (
+            FULL_NAME_ALIASES
+        ):
+            continue
+        by_tags.setdefault(frozenset(tagged), []).append(template)
+    if not by_tags:
+        return None
+    tags, found = max(by_tags.items(), key=lambda kv: (len(kv[1]), len(kv[0])))
+    if len(found) < 2:
+        return None
+    # Templates with these tags and perhaps more (a third party with only a name).
+    chosen = {
+        t: {g: templates[t][g] for g in tags}
+        for t, tagged in templates.items()
+        if tags <= set(tagged) and t in {x for v in by_tags.values() for x in v}
+    }
+    first_seen = {tag: min(columns.index(chosen[t][tag]) for t in chosen) for tag in tags}
+    ordered = sorted(tags, key=lambda g: (int(g) if g.isdigit() else 10**6, first_seen[g]))
+    return PersonGroups(tuple(ordered), chosen)
+
+
+def _stack_groups(sample: pl.DataFrame, groups: PersonGroups) -> pl.DataFrame:
+    """The sample with one row per group: shared columns, and each `{group}` column."""
+    own = {c for by_tag in groups.columns.values() for c in by_tag.values()}
+    shared = [c for c in sample.columns if c not in own]
+    frames = [
+        sample.select(
+            *shared,
+            *[pl.col(by_tag[tag]).alias(t) for t, by_tag in groups.columns.items()],
+        )
+        for tag in groups.tags
+    ]
+    return pl.concat(frames)
+
+
+# ------------------------------------------------------------------ coded columns
+
+#: Words by which systems name the contract's coded values (besides the value itself).
+CODE_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "activity_type": {
+        "AE": (
+            "a e",
+            "a and e",
+            "a&e",
+            "accident and emergency",
+            "accident emergency",
+            "emergency department",
+            "ed",
+            "ed attendance",
+            "type 1",
+            "type 2",
+            "type 3",
+            "urgent treatment",
+            "utc",
+            "minor injuries",
+            "attendance",
+            "attend",
+        ),
+        "EMERGENCY_ADMISSION": (
+            "emergency admission",
+            "non elective",
+            "nonelective",
+            "nel",
+            "em adm",
+            "emergency adm",
+            "admitted",
+            "admission",
+            "emergency inpatient",
+        ),
+    },
+    "support_setting": {
+        "COMMUNITY": (
+            "community",
+            "home care",
+            "homecare",
+            "domiciliary",
+            "direct payment",
+            "direct payments",
+            "dp",
+            "day care",
+            "day centre",
+            "day services",
+            "supported living",
+            "extra care",
+            "reablement",
+            "shared lives",
+            "telecare",
+            "equipment",
+            "meals",
+            "carer",
+            "home support",
+        ),
+        "RESIDENTIAL": ("residential", "care home", "res", "residential care", "respite"),
+        "NURSING": ("nursing", "nursing home", "nursing care"),
+    },
+    "person_type": {
+        "CLAIMANT": ("claimant", "applicant", "main", "lead", "head", "main claimant"),
+        "PARTNER": ("partner", "spouse", "joint", "civil partner", "joint claimant"),
+        "": (
+            "dependant",
+            "dependent",
+            "dependants",
+            "child",
+            "non dependant",
+            "non dep",
+            "nondep",
+            "non dependent",
+        ),
+    },
+    "benefit_type": {
+        "HB": ("housing benefit", "hb only"),
+        "CTR": (
+            "council tax reduction",
+            "council tax support",
+            "ctr",
+            "cts",
+            "ctrs",
+            "ctr only",
+            "cts only",
+        ),
+        "HB+CTR": ("hb ctr", "hb and ctr", "hb cts", "hb and cts", "both", "hb ctrs"),
+    },
+    "tenure_type": {
+        "FLEXIBLE": ("fixed term", "flexible tenancy"),
+        "TEMPORARY": ("temp", "temporary accommodation"),
+        "INTRODUCTORY": ("intro",),
+        "LICENCE": ("license",),
+    },
+    "sex": {
+        "M": ("male", "man", "boy", "m"),
+        "F": ("female", "woman", "girl", "f"),
+        "": ("unknown", "not known", "not stated", "indeterminate", "not specified", "u", "x"),
+    },
+}
+
+
+def _code_words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9&]+", text.lower().replace("&", " & ").replace(" & ", " and "))
+
+
+def propose_code(code: str, spec: FieldSpec) -> str | None:
+    """The contract value a local code most likely means ("" for a known code with no value),
+    or None: the value whose name or known wording appears in the code, longest first."""
+    words = _code_words(code)
+    scores: dict[str, int] = {}
+    phrases = dict(CODE_WORDS.get(spec.name if spec.name in CODE_WORDS else spec.type, {}))
+    for value in spec.values:
+        own = (value.lower().replace("_", " ").replace("+", " "),)
+        phrases[value] = (*phrases.get(value, ()), *own)
+    for value, options in phrases.items():
+        for phrase in options:
+            target = _code_words(phrase)
+            n = len(target)
+            if n and any(words[i : i + n] == target for i in range(len(words) - n + 1)):
+                scores[value] = max(scores.get(value, 0), sum(len(w) for w in target))
+    if not scores:
+        return None
+    best = max(scores.values())
+    winners = [v for v, sc in scores.items() if sc == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+def _codes(values: pl.Series, spec: FieldSpec) -> list[CodeProposal] | str:
+    """A coded column's distinct codes with proposed contract values; a note instead when
+    the column does not hold a short list of short codes (then it may hold personal data,
+    which is never printed)."""
+    if values.len() == 0:
+        return []
+    counts = values.value_counts(sort=True, name="n")
+    n = counts.height
+    code_col = counts.columns[0]
+    if n > MAX_CODES_LISTED or not bool(
+        counts.select(
+            (
+                (pl.col(code_col).str.len_chars() <= MAX_CODE_LENGTH)
+                & pl.col(code_col).str.contains(CODE_PATTERN)
+            ).all()
+        ).item()
+    ):
+        return f"{n} distinct values: not a short code list, so not listed (check the mapping)"
+    out = []
+    total = values.len()
+    for code, k in counts.iter_rows():
+        frame = pl.DataFrame({"v": [code]})
+        if spec.type == "enum":
+            valid = std.code_key(code) in spec.values
+        elif spec.type == "sex":
+            valid = frame.select(
+                std.sex_expr(pl.col("v")).is_not_null() | std.sex_not_known_expr(pl.col("v"))
+            ).item()
+        else:
+            valid = frame.select(std.flag_expr(pl.col("v")).is_not_null()).item()
+        if valid:
+            out.append(CodeProposal(code, k / total, None, True))
+            continue
+        value = propose_code(code, spec)
+        out.append(
+            CodeProposal(code, k / total, value if value is not None else "", value is not None)
+        )
+    return out
+
+
+# ------------------------------------------------------------------ IMD ranks
+
+
+def _rank_deciles(
+    chosen: dict[str, ColumnProposal],
+    used: set[str],
+    columns: Sequence[str],
+    present: dict[str, pl.Series],
+    contract: Contract,
+) -> None:
+    """With no IMD decile column, an IMD rank column read as deciles (`from_rank`): of the
+    2025 indices' 33,755 LSOAs for 2021 LSOA codes (or ranks beyond 32,844), else the 2019
+    indices' 32,844."""
+    if "imd_decile" not in contract.field_names or "imd_decile" in chosen:
+        return
+    for col in columns:
+        words = _normal(col).split()
+        if col in used or "rank" not in words or not ({"imd", "deprivation"} & set(words)):
+            continue
+        if {"income", "employment", "education", "health", "crime", "barriers", "living"} & set(
+            words
+        ):
+            continue  # a domain's rank, not the index's
+        ranks = present[col].cast(pl.Int64, strict=False).drop_nulls()
+        if ranks.len() == 0:
+            continue
+        lsoa = chosen.get("lsoa")
+        newer = int(ranks.max()) > IMD_AREAS["2019"] or (  # type: ignore[arg-type]
+            lsoa is not None and "21" in lsoa.column
+        )
+        areas = IMD_AREAS["2025" if newer else "2019"]
+        chosen["imd_decile"] = ColumnProposal(
+            "imd_decile",
+            col,
+            1.0,
+            f"IMD rank read as deciles of {areas:,} LSOAs (the {'2025' if newer else '2019'} "
+            "indices): check against the file's notes",
+            from_rank=areas,
+        )
+        used.add(col)
+        return
 
 
 FULL_NAME_ALIASES = (

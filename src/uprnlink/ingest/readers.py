@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 import polars as pl
 
 from uprnlink.errors import ConfigError, ContractError
-from uprnlink.settings import SourceSettings
+from uprnlink.settings import ENCODING_AUTO, SourceSettings
+
+log = logging.getLogger(__name__)
 
 ROW = "_row"
 REASONS = "_reasons"
@@ -30,7 +33,9 @@ row), `missing_fields`, `extra_fields` or `unclosed_quote`."""
 
 EXTRA_FIELDS = "_extra_fields"
 """The fields of a CSV record beyond the header's columns, joined by the delimiter."""
-RESERVED_COLUMNS = frozenset({ROW, REASONS, ROW_ISSUE, EXTRA_FIELDS})
+GROUP = "_group"
+"""The person group a row was read from (its tag), on sources with `person_groups`."""
+RESERVED_COLUMNS = frozenset({ROW, REASONS, ROW_ISSUE, EXTRA_FIELDS, GROUP})
 
 
 DELIMITER_CANDIDATES = (",", ";", "\t", "|")
@@ -67,8 +72,49 @@ def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
     return digest
 
 
+def detect_encoding(data: bytes) -> str:
+    """The encoding of an extract's bytes: a byte-order mark (UTF-8, UTF-16, UTF-32) says so;
+    bytes that are valid UTF-8 are UTF-8; otherwise charset-normalizer decides, with
+    Windows-1252 (what Excel and most council and NHS Windows systems export) preferred
+    whenever it reads the bytes as the detector's choice would."""
+    if data.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        data.decode("utf-8")
+        return "utf8"
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
+            return "utf8"  # a sample cut inside a character
+        at = exc.start
+    from charset_normalizer import from_bytes
+
+    # The start of the file and the bytes around the first that is not UTF-8.
+    sample = data[:200_000] if at < 200_000 else data[:100_000] + data[at - 50_000 : at + 50_000]
+    matches = list(from_bytes(sample))
+    if not matches:
+        return "cp1252"
+    best = matches[0]
+    try:
+        windows = sample.decode("cp1252")
+    except UnicodeDecodeError:
+        return str(best.encoding)
+    # The detector lists each distinct reading once, under one of the encodings giving it.
+    for m in matches:
+        if m.chaos <= best.chaos + 0.01 and (m.encoding == "cp1252" or str(m) == windows):
+            return "cp1252"
+    return str(best.encoding)
+
+
 def _decode(data: bytes, encoding: str, path: Path) -> str:
-    """The file's text in its declared encoding, without a byte-order mark."""
+    """The file's text in its declared encoding (or the one detected, for "auto"), without a
+    byte-order mark."""
+    if encoding.lower() == ENCODING_AUTO:
+        encoding = detect_encoding(data)
+        log.info("%s: encoding detected as %s", path.name, encoding)
     codec = encoding.lower().replace("_", "-")
     utf8 = codec in {"utf8", "utf-8", "utf-8-sig", "utf8-sig"}
     wide = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
@@ -162,7 +208,7 @@ def _record_layout(text: str, sep: str) -> tuple[pl.DataFrame, bool]:
 
 def _check_delimiter(header: str, sep: str, source: SourceSettings) -> None:
     """A one-column header where the mapping needs several columns: name the likely delimiter."""
-    if len({m.column for m in source.columns.values()}) < 2:
+    if len(source.file_columns()) < 2:
         return
     counts = {c: header.count(c) for c in DELIMITER_CANDIDATES if c != sep}
     best = max(counts, key=lambda c: counts[c])
@@ -190,7 +236,7 @@ def _header_names(values: list[str | None], source: SourceSettings, used: int) -
             "the header row has no column names", file=str(source.path), row=1, rule="no_header"
         )
     width = max(named, used)
-    mapped = {header_key(m.column): m.column for m in source.columns.values()}
+    mapped = {header_key(c): c for c in source.file_columns()}
     names: list[str] = []
     seen: Counter[str] = Counter()
     seen_keys: set[str] = set()
@@ -279,7 +325,10 @@ def header_line(source: SourceSettings, names: list[str], look: int = 50) -> int
     try:
         with source.path.open("rb") as f:
             head = f.read(65_536)
-        text = head.decode(source.encoding.replace("utf8", "utf-8"), errors="replace")
+        encoding = source.encoding
+        if encoding.lower() == ENCODING_AUTO:
+            encoding = detect_encoding(head)
+        text = head.decode(encoding.replace("utf8", "utf-8"), errors="replace")
     except (OSError, LookupError):
         return None
     wanted = {header_key(n) for n in names}
@@ -290,14 +339,27 @@ def header_line(source: SourceSettings, names: list[str], look: int = 50) -> int
     return None
 
 
-def _read_csv(source: SourceSettings) -> pl.DataFrame:
+def _head_bytes(path: Path, limit: int) -> bytes:
+    """The start of a file cut after a whole record: at a line end outside any quote."""
+    with path.open("rb") as fh:
+        data = fh.read(limit)
+    if len(data) < limit:
+        return data
+    cut = data.rfind(b"\n")
+    while cut > 0 and data[:cut].count(b'"') % 2:
+        cut = data.rfind(b"\n", 0, cut)
+    return data[: cut + 1] if cut > 0 else data
+
+
+def _read_csv(source: SourceSettings, limit: int | None = None) -> pl.DataFrame:
     path, sep = source.path, source.delimiter
     if len(sep.encode("utf-8")) != 1 or sep in {_QUOTE, "\n", "\r"}:
         raise ConfigError(
             f"{path}: delimiter must be one single-byte character other than a quote or a "
             f"line break, not {sep!r}"
         )
-    text = _decode(path.read_bytes(), source.encoding, path)
+    content = path.read_bytes() if limit is None else _head_bytes(path, limit)
+    text = _decode(content, source.encoding, path)
     if source.skip_lines:
         text = _skip_lines(text, source)
     if not text.strip():
@@ -381,11 +443,13 @@ def _read_csv(source: SourceSettings) -> pl.DataFrame:
     return out
 
 
-def read_extract(source: SourceSettings) -> pl.DataFrame:
+def read_extract(source: SourceSettings, sample_bytes: int | None = None) -> pl.DataFrame:
     """Read one extract as it is, every CSV column as text so that nothing is lost to inference.
 
     A CSV extract also gets `_row` (1 = first record after the header), `_row_issue` (a record
     with missing or extra fields, cut off inside a quote, or a blank line) and `_extra_fields`.
+    With `sample_bytes`, only the records in about that many bytes from the start are read
+    (`uprnlink check`).
     """
     path = source.path
     if not path.exists():
@@ -394,7 +458,7 @@ def read_extract(source: SourceSettings) -> pl.DataFrame:
         raise ContractError("extract file is empty", file=str(path), rule="empty_file")
     if source.format == "parquet":
         try:
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path, n_rows=None if sample_bytes is None else 20_000)
         except Exception as exc:  # polars raises several kinds for a damaged file
             raise ContractError(
                 f"cannot read Parquet file: {type(exc).__name__}", file=str(path), rule="parquet"
@@ -408,26 +472,39 @@ def read_extract(source: SourceSettings) -> pl.DataFrame:
                 rule="reserved_column",
             )
         return frame
-    return _read_csv(source)
+    return _read_csv(source, sample_bytes)
+
+
+SAMPLE_BYTES = 32 << 20
+"""How much of an extract `uprnlink map` (and `uprnlink check`) reads: enough for many thousand
+rows, never a whole multi-gigabyte file."""
+
+
+def _head_text(path: Path, limit: int = SAMPLE_BYTES) -> tuple[str, str]:
+    """The start of a text file, decoded (whole lines only), and its encoding as detected."""
+    with path.open("rb") as fh:
+        head = fh.read(limit)
+    encoding = detect_encoding(head)
+    codec = "utf-8-sig" if encoding in ("utf8", "utf-8") else encoding
+    text = head.decode(codec, errors="replace")
+    if len(head) == limit:  # cut at the last complete line
+        text = text[: text.rfind("\n") + 1] or text
+    return text.removeprefix("\ufeff"), encoding
 
 
 def sniff_csv(path: Path) -> tuple[str, str, int]:
-    """Delimiter, encoding and lines before the header of a CSV extract, from its first 64 KiB.
+    """Delimiter, encoding and lines before the header of a CSV extract, from its start.
 
-    The delimiter is the one most of the first 50 lines agree on (the same number of them per
-    line); the header is the first line with that number, so a report title or export notes
-    above it are skipped."""
-    head = path.read_bytes()[:65_536]
-    encoding = "utf8"
-    if head.startswith(b"\xef\xbb\xbf"):
-        encoding = "utf-8"
-        head = head[3:]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
-            encoding = "cp1252"
-        text = head.decode("cp1252", errors="replace")
+    The encoding is detected (`detect_encoding`); the delimiter is the one most of the first
+    50 lines agree on (the same number of them per line); the header is the first line with
+    that number, so a report title or export notes above it are skipped."""
+    text, encoding = _head_text(path, 65_536)
+    delimiter, skip = _sniff_text(text)
+    return delimiter, encoding, skip
+
+
+def _sniff_text(text: str) -> tuple[str, int]:
+    """Delimiter and lines before the header, from decoded text."""
     # Delimiters inside quoted values do not count.
     lines = [re.sub(r'"[^"]*"', "", line) for line in text.splitlines()[:50]]
     best: tuple[tuple[int, int], str, int] | None = None
@@ -439,8 +516,8 @@ def sniff_csv(path: Path) -> tuple[str, str, int]:
             if best is None or (n_lines, fields) > best[0]:
                 best = ((n_lines, fields), candidate, counts.index(fields))
     if best is None:
-        return ",", encoding, 0
-    return best[1], encoding, best[2]
+        return ",", 0
+    return best[1], best[2]
 
 
 def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, int]:
@@ -458,19 +535,19 @@ def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, i
                 f"cannot read Parquet file: {type(exc).__name__}", file=str(path), rule="parquet"
             ) from None
         # Nested columns (lists, structs) hold no contract field: left out of the sample.
-        text = [
+        text_columns = [
             pl.col(c).cast(pl.String)
             for c, dtype in frame.schema.items()
             if not dtype.is_nested() and dtype not in (pl.Binary, pl.Object)
         ]
-        return frame.select(text), ",", "utf8", 0
-    delimiter, encoding, skip = sniff_csv(path)
+        return frame.select(text_columns), ",", "utf8", 0
+    text, encoding = _head_text(path)
+    delimiter, skip = _sniff_text(text)
+    body = "".join(text.splitlines(keepends=True)[skip:])
     try:
         frame = pl.read_csv(
-            path,
-            skip_rows=skip,
+            body.encode("utf-8"),
             separator=delimiter,
-            encoding="utf8-lossy" if encoding != "cp1252" else "windows-1252",
             infer_schema=False,
             n_rows=rows,
             truncate_ragged_lines=True,
@@ -482,6 +559,13 @@ def read_sample(path: Path, rows: int = 5000) -> tuple[pl.DataFrame, str, str, i
             file=str(path),
             rule="unreadable",
         ) from None
+    if "\x00" in body[:4096]:
+        raise ContractError(
+            "the extract holds NUL bytes: it is not a text file (or not in a text encoding "
+            "uprnlink can detect)",
+            file=str(path),
+            rule="unreadable",
+        )
     return frame, delimiter, "utf8" if encoding == "utf-8" else encoding, skip
 
 

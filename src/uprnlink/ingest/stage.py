@@ -24,7 +24,7 @@ from uprnlink.ingest.validate import ingest_extract, validate_extract, write_qua
 from uprnlink.privacy.keys import load_run_key
 from uprnlink.privacy.records import build_reference, build_trusted_source
 from uprnlink.privacy.trusted import write_trusted
-from uprnlink.settings import RunSettings, read_settings
+from uprnlink.settings import PERSON_SOURCES, RunSettings, read_settings
 from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")
@@ -173,13 +173,30 @@ def ingest_person_source(
     return {**out, "reused": False}
 
 
+def not_supplied(settings: RunSettings, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """What this run had no data for: person sources not configured or with no extract, and
+    per source the contract fields its mapping does not supply (their columns are typed nulls
+    all the way to the views)."""
+    configured = {s.contract for s in settings.sources.values()}
+    skipped = sorted(r["source"] for r in reports if r.get("skipped"))
+    fields = {
+        r["source"]: list(r.get("fields_not_supplied", []))
+        for r in reports
+        if not r.get("skipped") and r.get("fields_not_supplied")
+    }
+    return {
+        "sources": sorted({*(c for c in PERSON_SOURCES if c not in configured), *skipped}),
+        "fields": fields,
+    }
+
+
 def write_empty_source(settings: RunSettings, source_name: str) -> None:
     """Trusted-zone files with no rows (but the source's own columns) for an optional source
     that sent no extract, so every later stage sees an empty source rather than a missing one."""
     z = Zones(settings)
     source = settings.sources[source_name]
     contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
-    raw = pl.DataFrame(schema={m.column: pl.Utf8 for m in source.columns.values()})
+    raw = pl.DataFrame(schema=dict.fromkeys(source.file_columns(), pl.Utf8))
     accepted, _, _ = validate_extract(raw, source, contract, settings.reference_date)
     key = load_run_key(settings)
     trusted = build_trusted_source(accepted, source_name, pl.read_parquet(z.reference), key)

@@ -113,6 +113,16 @@ def _code_key(e: pl.Expr) -> pl.Expr:
     return e.cast(pl.String).str.replace_all(r"\s+", " ").str.strip_chars(" ").str.to_uppercase()
 
 
+def code_key_expr(col: str | pl.Expr) -> pl.Expr:
+    """A code in the one spelling codes are compared in: trimmed, single spaces, upper case."""
+    return _code_key(_to_expr(col))
+
+
+def code_key(code: str) -> str:
+    """`code_key_expr` for one code (a recode table's keys)."""
+    return " ".join(code.split()).upper()
+
+
 def text_expr(col: str | pl.Expr) -> pl.Expr:
     """Free text trimmed, with each line break (and the spaces round it) as one space; blank
     gives null. Quoted CSV fields may hold line breaks; downstream files should not."""

@@ -20,9 +20,11 @@ import polars as pl
 from uprnlink.errors import ContractError
 from uprnlink.ingest import standardise as std
 from uprnlink.ingest.contracts import Contract, FieldSpec
+from uprnlink.ingest.groups import expand_person_groups
 from uprnlink.ingest.readers import (
     BLANK,
     EXTRA_FIELDS,
+    GROUP,
     REASONS,
     RESERVED_COLUMNS,
     ROW,
@@ -34,6 +36,11 @@ from uprnlink.ingest.readers import (
 )
 from uprnlink.settings import SourceSettings
 
+MAX_CODES_LISTED = 50
+MAX_CODE_LENGTH = 40
+CODE_PATTERN = r"^[\p{L}0-9 &/+()._',:-]+$"
+#: The identifiers whose null share a delivery check watches.
+PROFILED_FIELDS = ("record_id", "nhs_number", "uprn", "dob", "postcode", "forename", "surname")
 EARLIEST_DATE = date(1900, 1, 1)
 """Dates before this fail `out_of_range` (a two-digit year read with %Y lands in year 80)."""
 
@@ -54,6 +61,18 @@ class IngestReport:
     fields_not_supplied: list[str] = field(default_factory=list)
     columns_ignored: list[str] = field(default_factory=list)
     blank_lines: int = 0
+    # Rows of the file (not blank lines); with person groups each row gives one record per
+    # group that has anything of its own, and `groups_empty` counts the groups that had not.
+    file_rows: int = 0
+    groups_empty: int = 0
+    # Per coded field, the local codes that are neither a contract value nor recoded, with how
+    # many values each (codes only: a column of more than `MAX_CODES_LISTED` distinct such
+    # values, or of long ones, is summarised, never listed).
+    values_unrecoded: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Delivery profile for the checks against the last accepted delivery (uprnlink.ingest.deliveries):
+    # the share of accepted records without each identifier, and the latest date in the extract.
+    null_shares: dict[str, float] = field(default_factory=dict)
+    latest_date: str | None = None
     seconds: float = 0.0
 
     @property
@@ -72,11 +91,14 @@ class IngestReport:
 # --------------------------------------------------------------------------- mapping
 
 
-def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract) -> dict[str, str]:
-    """Each mapped field's actual header in the file; fail clearly on a gap in the mapping.
+def check_mapping(
+    raw: pl.DataFrame, source: SourceSettings, contract: Contract
+) -> dict[str, tuple[str, ...]]:
+    """Each mapped field's actual header(s) in the file; fail clearly on a gap in the mapping.
 
     A header that differs from the config only in case or surrounding spaces is accepted, as
-    systems change those between releases; an ambiguous or absent one is an error.
+    systems change those between releases; an ambiguous or absent one is an error. A field
+    read from several columns (a composite key) has each of them, in order.
     """
     unknown = set(source.columns) - set(contract.field_names)
     if unknown:
@@ -94,35 +116,93 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
                 column=spec.name,
                 rule="mapping_missing",
             )
+    for fname, mapping in source.columns.items():
+        spec = contract.field(fname)
+        if mapping.parts and spec.type != "string":
+            raise ContractError(
+                f"field {fname!r} is a {spec.type}: only text fields (such as record_id) can be "
+                "made of several columns",
+                file=str(source.path),
+                column=mapping.column,
+                rule="composite_field",
+            )
+        if mapping.from_rank is not None and spec.type != "integer":
+            raise ContractError(
+                f"from_rank is for a decile field read from a rank column, not {spec.type} "
+                f"field {fname!r}",
+                file=str(source.path),
+                column=mapping.column,
+                rule="from_rank",
+            )
+        if fname in source.recode and not spec.is_coded:
+            raise ContractError(
+                f"field {fname!r} is a {spec.type}: only coded fields (enum, sex, flag) can be "
+                "recoded",
+                file=str(source.path),
+                column=mapping.column,
+                rule="recode_field",
+            )
+        for value in source.recode.get(fname, {}).values():
+            if spec.type == "enum" and value and value.upper() not in spec.values:
+                raise ContractError(
+                    f"recode of field {fname!r} maps a code to {value!r}, which is not one of "
+                    f"the contract's values {list(spec.values)}",
+                    file=str(source.path),
+                    column=mapping.column,
+                    rule="recode_value",
+                )
+            if spec.type == "sex" and value and value.upper() not in ("M", "F"):
+                raise ContractError(
+                    f'recode of field {fname!r} must map codes to M, F or "" (not known)',
+                    file=str(source.path),
+                    column=mapping.column,
+                    rule="recode_value",
+                )
+            if spec.type == "flag" and value and value.upper() not in ("Y", "N"):
+                raise ContractError(
+                    f'recode of field {fname!r} must map codes to Y, N or ""',
+                    file=str(source.path),
+                    column=mapping.column,
+                    rule="recode_value",
+                )
+    unmapped_recode = sorted(set(source.recode) - set(source.columns))
+    if unmapped_recode:
+        raise ContractError(
+            f"recode of field {unmapped_recode[0]!r}, which has no column mapping",
+            file=str(source.path),
+            column=unmapped_recode[0],
+            rule="recode_field",
+        )
     data_columns = [c for c in raw.columns if c not in RESERVED_COLUMNS]
     headers = set(data_columns)
     by_key: dict[str, list[str]] = {}
     for h in data_columns:
         by_key.setdefault(header_key(h), []).append(h)
-    resolved: dict[str, str] = {}
+    resolved: dict[str, tuple[str, ...]] = {}
     absent: list[tuple[str, str]] = []
     for fname, mapping in source.columns.items():
-        matches = by_key.get(header_key(mapping.column), [])
-        if mapping.column in headers:
-            resolved[fname] = mapping.column
-        elif len(matches) == 1:
-            resolved[fname] = matches[0]
-        elif len(matches) > 1:
-            raise ContractError(
-                f"column {mapping.column!r} (mapped to field {fname!r}) matches {len(matches)} "
-                "header columns that differ only in case or spaces, so the mapping is ambiguous",
-                file=str(source.path),
-                column=mapping.column,
-                rule="duplicate_column",
-            )
-        else:
-            absent.append((fname, mapping.column))
+        found: list[str] = []
+        for column in mapping.columns:
+            matches = by_key.get(header_key(column), [])
+            if column in headers:
+                found.append(column)
+            elif len(matches) == 1:
+                found.append(matches[0])
+            elif len(matches) > 1:
+                raise ContractError(
+                    f"column {column!r} (mapped to field {fname!r}) matches {len(matches)} "
+                    "header columns that differ only in case or spaces, so the mapping is "
+                    "ambiguous",
+                    file=str(source.path),
+                    column=column,
+                    rule="duplicate_column",
+                )
+            else:
+                absent.append((fname, column))
+        if len(found) == len(mapping.columns):
+            resolved[fname] = tuple(found)
     if absent and not resolved:
-        found_at = (
-            header_line(source, [m.column for m in source.columns.values()])
-            if source.format == "csv"
-            else None
-        )
+        found_at = header_line(source, source.file_columns()) if source.format == "csv" else None
         hint = (
             f"; they are on line {found_at}: set skip_lines = {found_at - 1} for the lines "
             "before the header"
@@ -144,7 +224,8 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
         others = (
             f" ({len(absent) - 1} other mapped column(s) missing too)" if len(absent) > 1 else ""
         )
-        unmapped = [h for h in data_columns if h not in resolved.values()]
+        used = {c for cols in resolved.values() for c in cols}
+        unmapped = [h for h in data_columns if h not in used]
         close = suggest_columns(column, unmapped, fname)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ContractError(
@@ -155,17 +236,22 @@ def check_mapping(raw: pl.DataFrame, source: SourceSettings, contract: Contract)
             column=column,
             rule="missing_column",
         )
-    for fname, col in resolved.items():
-        dtype = raw.schema[col]
-        if dtype.is_nested() or dtype in (pl.Binary, pl.Object):
-            raise ContractError(
-                f"column holds {dtype} values, which no contract field type accepts",
-                file=str(source.path),
-                column=source.columns[fname].column,
-                rule="column_type",
-            )
+    for fname, cols in resolved.items():
+        for col in cols:
+            dtype = raw.schema[col]
+            if dtype.is_nested() or dtype in (pl.Binary, pl.Object):
+                raise ContractError(
+                    f"column holds {dtype} values, which no contract field type accepts",
+                    file=str(source.path),
+                    column=col,
+                    rule="column_type",
+                )
         spec = contract.field(fname)
-        if spec.is_date and not source.date_formats_for(fname) and not dtype.is_temporal():
+        if (
+            spec.is_date
+            and not source.date_formats_for(fname)
+            and not raw.schema[cols[0]].is_temporal()
+        ):
             raise ContractError(
                 f"date field {fname!r} needs a date format: set date_format for the source "
                 "or { column = ..., format = ... }",
@@ -292,15 +378,21 @@ def validate_extract(
     `row:extra_fields`, `row:unclosed_quote`). Blank lines are not rows; they are counted.
     """
     started = time.perf_counter()
-    columns = check_mapping(raw, source, contract)
-    data_columns = [c for c in raw.columns if c not in RESERVED_COLUMNS]
     frame = raw if ROW in raw.columns else raw.with_row_index(ROW, offset=1)
     frame = frame.with_columns(pl.col(ROW).cast(pl.UInt32))
+    file_rows = frame.height
+    if ROW_ISSUE in frame.columns:
+        file_rows -= int(frame.select((pl.col(ROW_ISSUE).fill_null("") == BLANK).sum()).item())
+    frame, groups_empty = expand_person_groups(frame, source)
+    grouped = GROUP in frame.columns
+    resolved = check_mapping(frame, source, contract)
+    data_columns = [c for c in frame.columns if c not in RESERVED_COLUMNS]
     blank_lines = 0
     if ROW_ISSUE in frame.columns:
         is_blank = pl.col(ROW_ISSUE).fill_null("") == BLANK
         blank_lines = int(frame.select(is_blank.sum()).item())
         frame = frame.filter(~is_blank)
+    used = {c for cols in resolved.values() for c in cols}
     report = IngestReport(
         source=source.name,
         file=source.path.name,
@@ -308,29 +400,13 @@ def validate_extract(
         checksum="",
         rows_in=frame.height,
         fields_not_supplied=[f.name for f in contract.fields if f.name not in source.columns],
-        columns_ignored=sorted(set(data_columns) - set(columns.values())),
+        columns_ignored=sorted(set(data_columns) - used),
         blank_lines=blank_lines,
+        file_rows=file_rows,
+        groups_empty=groups_empty,
     )
-    specs = [s for s in contract.fields if s.name in columns]
-    # A full name in one column: each part becomes a column of its own, read as usual.
-    for spec in specs:
-        order = source.columns[spec.name].name_order
-        if order is None:
-            continue
-        if spec.type not in ("forename", "surname"):
-            raise ContractError(
-                f"name_order is for forename and surname fields, not {spec.type} field "
-                f"{spec.name!r}",
-                file=str(source.path),
-                column=columns[spec.name],
-                rule="name_order",
-            )
-        derived = f"_uprnlink_{spec.name}_part"
-        frame = frame.with_columns(
-            std.name_part_expr(pl.col(columns[spec.name]), order, spec.type).alias(derived)
-        )
-        columns = {**columns, spec.name: derived}
-
+    specs = [s for s in contract.fields if s.name in resolved]
+    frame, columns = _derived_columns(frame, source, specs, resolved, grouped)
     # 1. parse every mapped field once; 2. find the first rule each value fails.
     parsed = frame.with_columns(
         parse_expr(s, columns[s.name], source.date_formats_for(s.name)).alias(f"_val_{s.name}")
@@ -346,7 +422,11 @@ def validate_extract(
     reasons: list[pl.Expr] = []
     if ROW_ISSUE in checked.columns:
         reasons.append(pl.when(pl.col(ROW_ISSUE).is_not_null()).then("row:" + pl.col(ROW_ISSUE)))
-    compared = [*data_columns, *([EXTRA_FIELDS] if EXTRA_FIELDS in checked.columns else [])]
+    compared = [
+        *data_columns,
+        *([EXTRA_FIELDS] if EXTRA_FIELDS in checked.columns else []),
+        *([GROUP] if grouped else []),
+    ]
     exact_dup = (
         ~pl.struct(compared).is_first_distinct() if compared and frame.height else pl.lit(False)
     )
@@ -370,13 +450,17 @@ def validate_extract(
     is_bad = pl.col(REASONS) != ""
     extra_out = [EXTRA_FIELDS] if EXTRA_FIELDS in checked.columns else []
     quarantined = checked.filter(is_bad).select(
-        ROW, REASONS, *[pl.col(c).cast(pl.Utf8) for c in data_columns], *extra_out
+        ROW,
+        REASONS,
+        *([GROUP] if grouped else []),
+        *[pl.col(c).cast(pl.Utf8) for c in data_columns],
+        *extra_out,
     )
     good = checked.filter(~is_bad)
     typed: list[pl.Expr] = []
     for spec in contract.fields:
         if spec.name not in columns:
-            typed.append(pl.lit(None).alias(spec.name))
+            typed.append(pl.lit(None, spec.dtype).alias(spec.name))
             if spec.type == "forename":
                 typed.append(pl.lit(None, pl.Utf8).alias("middle_names"))
             continue
@@ -386,6 +470,14 @@ def validate_extract(
             middle = std.middle_names_expr(pl.col(columns[spec.name]))
             typed.append(pl.when(ok).then(middle).alias("middle_names"))
     accepted = good.select(ROW, *typed)
+    report.values_unrecoded = _unrecoded(checked, specs, resolved)
+    report.null_shares = {
+        name: round(accepted.get_column(name).null_count() / accepted.height, 4)
+        for name in PROFILED_FIELDS
+        if name in accepted.columns and accepted.height
+    }
+    latest = _latest_date(accepted, contract, reference_date)
+    report.latest_date = latest.isoformat() if latest is not None else None
 
     counts = [
         (pl.col(f"_rule_{s.name}") == r).sum().alias(f"{s.name}:{r}")
@@ -404,6 +496,125 @@ def validate_extract(
     if not report.reconciles:  # pragma: no cover - guarded by construction
         raise ContractError("row counts do not reconcile", file=source.path.name, rule="reconcile")
     return accepted, quarantined, report
+
+
+def _derived_columns(
+    frame: pl.DataFrame,
+    source: SourceSettings,
+    specs: list[FieldSpec],
+    resolved: dict[str, tuple[str, ...]],
+    grouped: bool,
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """One column per mapped field, read as usual: a composite key joined from its parts (and
+    a person group's tag), a full name's part, a recoded code, a decile from a rank."""
+    columns = {name: cols[0] for name, cols in resolved.items()}
+    for spec in specs:
+        mapping = source.columns[spec.name]
+        cols = resolved[spec.name]
+        derived = f"_uprnlink_{spec.name}"
+        if len(cols) > 1 or (grouped and spec.unique):
+            parts = [_text_expr(c) for c in cols]
+            if spec.unique:
+                # A key: every part is needed (a blank part leaves the key missing), and each
+                # person group of a row is a record of its own.
+                if grouped:
+                    parts.append(pl.col(GROUP))
+                value = pl.concat_str(parts, separator="|")
+            else:
+                value = pl.concat_str(parts, separator=" ", ignore_nulls=True)
+            frame = frame.with_columns(value.alias(derived))
+            columns[spec.name] = derived
+        if mapping.name_order is not None:
+            if spec.type not in ("forename", "surname"):
+                raise ContractError(
+                    f"name_order is for forename and surname fields, not {spec.type} field "
+                    f"{spec.name!r}",
+                    file=str(source.path),
+                    column=cols[0],
+                    rule="name_order",
+                )
+            frame = frame.with_columns(
+                std.name_part_expr(pl.col(columns[spec.name]), mapping.name_order, spec.type).alias(
+                    f"{derived}_part"
+                )
+            )
+            columns[spec.name] = f"{derived}_part"
+        if spec.name in source.recode:
+            table = {std.code_key(k): v for k, v in source.recode[spec.name].items()}
+            code = std.code_key_expr(pl.col(columns[spec.name]))
+            value = code.replace_strict(table, default=None, return_dtype=pl.String)
+            recoded = (
+                pl.when(code.is_in(list(table)))
+                .then(pl.when(value != "").then(value))
+                .otherwise(pl.col(columns[spec.name]).cast(pl.String))
+            )
+            frame = frame.with_columns(recoded.alias(f"{derived}_recoded"))
+            columns[spec.name] = f"{derived}_recoded"
+        if mapping.from_rank is not None:
+            rank = _text_expr(columns[spec.name]).cast(pl.Float64, strict=False)
+            whole = pl.when((rank >= 1) & (rank <= mapping.from_rank) & (rank == rank.floor()))
+            # Decile k holds ranks up to k tenths of the areas ranked (rank 1 = most deprived).
+            decile = whole.then(((rank * 10).ceil() / mapping.from_rank).ceil().cast(pl.Int64))
+            frame = frame.with_columns(
+                pl.when(_text_expr(columns[spec.name]).is_null())
+                .then(None)
+                .otherwise(decile.cast(pl.String).fill_null("not a rank"))
+                .alias(f"{derived}_decile")
+            )
+            columns[spec.name] = f"{derived}_decile"
+    return frame, columns
+
+
+def _unrecoded(
+    checked: pl.DataFrame, specs: list[FieldSpec], resolved: dict[str, tuple[str, ...]]
+) -> dict[str, dict[str, int]]:
+    """Per coded field, each local code that is not a contract value (nor recoded to one) and
+    how many values it held. Only short codes of a short list are named: a column with more
+    such values, or longer ones, is likely free text or a wrong mapping, and is summarised."""
+    out: dict[str, dict[str, int]] = {}
+    for spec in specs:
+        if not spec.is_coded:
+            continue
+        failed = pl.col(f"_rule_{spec.name}") == _type_rule(spec)
+        codes = (
+            checked.filter(failed)
+            .select(_text_expr(resolved[spec.name][0]).alias("code"))
+            .group_by("code")
+            .len()
+            .sort("len", "code", descending=[True, False])
+        )
+        if not codes.height:
+            continue
+        listable = codes.height <= MAX_CODES_LISTED and bool(
+            codes.select(
+                (
+                    (pl.col("code").str.len_chars() <= MAX_CODE_LENGTH)
+                    & pl.col("code").str.contains(CODE_PATTERN)
+                ).all()
+            ).item()
+        )
+        if listable:
+            out[spec.name] = {str(c): int(n) for c, n in codes.iter_rows()}
+        else:
+            total = int(codes.get_column("len").sum())
+            out[spec.name] = {f"({codes.height} distinct values, not listed)": total}
+    return out
+
+
+def _latest_date(accepted: pl.DataFrame, contract: Contract, on: date) -> date | None:
+    """The latest start or end date on or before the reference date (where the extract's
+    records stop)."""
+    dates = [
+        f.name
+        for f in contract.fields
+        if f.type == "date" and f.name in accepted.columns and f.name != "date_of_death"
+    ]
+    if not dates or not accepted.height:
+        return None
+    latest = accepted.select(
+        pl.max_horizontal(pl.col(c).filter(pl.col(c) <= on).max() for c in dates).alias("latest")
+    ).item()
+    return latest if isinstance(latest, date) else None
 
 
 def ingest_extract(

@@ -10,7 +10,7 @@ import polars as pl
 
 from uprnlink.linkage.backends import connect_duckdb
 from uprnlink.linkage.clustering import connected_components
-from uprnlink.linkage.model import check_records, to_polars
+from uprnlink.linkage.model import check_records, has_pairs, to_polars
 from uprnlink.linkage.predict import person_id_expr, with_person_ids
 from uprnlink.settings import LinkageSettings
 
@@ -70,12 +70,38 @@ def plain_settings() -> Any:
     )
 
 
+def _train_plain(linker: Any, settings: LinkageSettings, data: pl.DataFrame) -> None:
+    """The plain model's usual training; a step whose rule finds no pairs (no dates of birth,
+    say) is skipped, as a plain model's user would drop it."""
+    from splink import block_on
+
+    if has_pairs(data, ("forename", "surname", "dob")):
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on("forename", "surname", "dob")], recall=0.7
+        )
+    linker.training.estimate_u_using_random_sampling(
+        max_pairs=settings.max_pairs_u, seed=settings.seed
+    )
+    for rule in (("forename", "surname"), ("dob",)):
+        if has_pairs(data, rule):
+            saved = linker._settings_obj.core_model_settings.copy()
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(
+                    block_on(*rule), max_pairs=settings.max_pairs_em
+                )
+            except ValueError:  # an m estimated as exactly 0: the session is dropped
+                linker._settings_obj.core_model_settings = saved
+                log.warning("plain Splink baseline: EM session on %s did not converge", rule)
+        else:
+            log.warning("plain Splink baseline: no pairs share %s: EM session skipped", rule)
+
+
 def plain_splink_clusters(
     records: pl.DataFrame, settings: LinkageSettings, work_dir: Path, threshold: float = 0.95
 ) -> pl.DataFrame:
     """Baseline: the plain model (u by random sampling, m by EM) clustered at `threshold` with
     Splink's own connected components; returns unique_id, person_id."""
-    from splink import DuckDBAPI, Linker, block_on
+    from splink import DuckDBAPI, Linker
 
     check_records(records, (*BASELINE_COLUMNS, "uprn_token"))
     data = records.select("unique_id", "forename", "surname", "dob", "postcode", "uprn_token")
@@ -88,18 +114,7 @@ def plain_splink_clusters(
         splink_log.setLevel(logging.ERROR)
         con.execute("SET threads = 1")  # repeatable EM sums, as for the model (repeatable())
         try:
-            linker.training.estimate_probability_two_random_records_match(
-                [block_on("forename", "surname", "dob")], recall=0.7
-            )
-            linker.training.estimate_u_using_random_sampling(
-                max_pairs=settings.max_pairs_u, seed=settings.seed
-            )
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                block_on("forename", "surname"), max_pairs=settings.max_pairs_em
-            )
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                block_on("dob"), max_pairs=settings.max_pairs_em
-            )
+            _train_plain(linker, settings, data)
         finally:
             splink_log.setLevel(previous_level)
             con.execute(f"SET threads = {int(settings.threads)}")

@@ -1,12 +1,15 @@
 """Splink's own charts of a saved model, as Vega-Lite specs for the quality report.
 
 The specs come from Splink's public chart objects (`.chart_dict`); the chart libraries are
-Splink's bundled Vega, Vega-Lite and vega-embed, so the pages render offline.
+Splink's bundled Vega, Vega-Lite and vega-embed (from a chart's offline page,
+`.to_html(inline=True)`), so the pages render offline.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import cache
+from html.parser import HTMLParser
 from typing import Any
 
 import duckdb
@@ -14,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from uprnlink.errors import PublishError
-from uprnlink.linkage.model import splink_records
+from uprnlink.linkage.model import identifiers_present, splink_records
 
 
 def splink_settings(model: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +56,7 @@ def waterfall_specs(
     # Waterfalls need the per-comparison columns that prediction normally drops.
     settings["retain_matching_columns"] = True
     settings["retain_intermediate_calculation_columns"] = True
-    data = splink_records(linked, with_source=True)
+    data = splink_records(linked, with_source=True, identifiers=identifiers_present(linked))
     # The whole table is registered so term-frequency adjustments use the run's frequencies.
     linker, db = _model_linker(settings, data.to_arrow())
     out = []
@@ -70,12 +73,46 @@ def waterfall_specs(
     return out
 
 
-def chart_libraries() -> str:
-    """Vega, Vega-Lite and vega-embed as inline script elements (bundled with Splink)."""
-    from splink.internals.html_utils import load_chart_libraries
+@cache
+def chart_libraries() -> tuple[str, ...]:
+    """Vega, Vega-Lite and vega-embed as JavaScript sources, as Splink bundles them.
 
-    libs: dict[str, str] = load_chart_libraries()  # type: ignore[no-untyped-call]
-    for name, src in libs.items():
-        if "</script" in src.lower():
-            raise PublishError(f"quality report: bundled {name} cannot be inlined")
-    return "".join(f"<script>{src}</script>" for src in libs.values())
+    Taken, through Splink's public API, from the offline page it writes for a chart
+    (`to_html(inline=True)`): every script element of that page but the one drawing its chart.
+    Parsed once per process.
+    """
+    linker, _ = _model_linker({"link_type": "dedupe_only", "comparisons": []})
+    page = linker.visualisations.match_weights_chart().to_html(inline=True)
+    parser = _ScriptParser()
+    parser.feed(page)
+    parser.close()
+    libraries = tuple(
+        src for src in parser.scripts if not any(i and i in src for i in parser.element_ids)
+    )
+    if not libraries or "vegaEmbed" not in "".join(libraries):
+        raise PublishError("quality report: Splink's offline chart page has no chart libraries")
+    return libraries
+
+
+class _ScriptParser(HTMLParser):
+    """The text of each <script> element of a page, and the ids of its elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+        self.element_ids: list[str] = []
+        self._script: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.element_ids += [v for k, v in attrs if k == "id" and v]
+        if tag == "script":
+            self._script = []
+
+    def handle_data(self, data: str) -> None:
+        if self._script is not None:
+            self._script.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script" and self._script is not None:
+            self.scripts.append("".join(self._script))
+            self._script = None

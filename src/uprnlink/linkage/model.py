@@ -33,6 +33,35 @@ LINKAGE_COLUMNS = (
     "nhs_token",
 )
 PERIOD_COLUMNS = ("start_date", "end_date")
+#: The address as written (standardised text): compared only where no record carries a UPRN,
+#: the address already resolved to its property.
+ADDRESS_COLUMN = "address_line_1"
+
+#: Every identifier a comparison, blocking rule or training step can use, by the column (or
+#: derived column) that carries it; `period` is a residence stay (start and end dates).
+IDENTIFIERS = (
+    "nhs_token",
+    "uprn_token",
+    "dob",
+    "forename",
+    "surname",
+    "postcode",
+    "address",
+    "sex",
+    "period",
+)
+#: What the demo's full mapping carries: the model for it is the one measured in docs/design.md.
+FULL_IDENTIFIERS = frozenset(IDENTIFIERS) - {"address"}
+_IDENTIFIER_COLUMNS = {
+    "nhs_token": "nhs_token",
+    "uprn_token": "uprn_token",
+    "dob": "dob",
+    "forename": "forename",
+    "surname": "surname",
+    "postcode": "postcode",
+    "address": ADDRESS_COLUMN,
+    "sex": "sex",
+}
 # Hospital activity dates are visits, not stays at an address.
 NON_RESIDENCE_SOURCES = ("hospital_activity",)
 # 2: scores distinct identifier profiles, EM sessions capped at max_pairs_em, postcode sector
@@ -52,6 +81,113 @@ def _duckdb_level(sql_condition: str, label_for_charts: str | None = None) -> An
     )
 
 
+def identifiers_present(records: pl.DataFrame) -> frozenset[str]:
+    """The identifiers these records carry: each whose column holds a value in at least two
+    records (one value alone can agree with nothing). The address text counts only where no
+    record has a UPRN token. The model's comparisons, blocking rules and training steps are a
+    function of this set alone, and so is its settings fingerprint."""
+    present = set()
+    for name, column in _IDENTIFIER_COLUMNS.items():
+        if column in records.columns and records.get_column(column).drop_nulls().len() >= 2:
+            present.add(name)
+    if "uprn_token" in present:
+        present.discard("address")
+    if "start_date" in records.columns and "source_dataset" in records.columns:
+        stays = records.filter(
+            ~pl.col("source_dataset").is_in(list(NON_RESIDENCE_SOURCES))
+            & pl.col("start_date").is_not_null()
+        )
+        if stays.height >= 2:
+            present.add("period")
+    return frozenset(present)
+
+
+_POSTCODE_SECTOR = "substr({c}, 1, length({c}) - 2)"
+_POSTCODE_DISTRICT = "split_part({c}, ' ', 1)"
+
+
+def _postcode_levels() -> list[Any]:
+    """Same postcode, sector, district (no UPRN to compare)."""
+    import splink.comparison_level_library as cll
+
+    return [
+        cll.ExactMatchLevel("postcode").configure(label_for_charts="Same postcode"),
+        _duckdb_level(
+            f"{_POSTCODE_SECTOR.format(c='postcode_l')} = {_POSTCODE_SECTOR.format(c='postcode_r')}",
+            label_for_charts="Same postcode sector",
+        ),
+        _duckdb_level(
+            f"{_POSTCODE_DISTRICT.format(c='postcode_l')} = "
+            f"{_POSTCODE_DISTRICT.format(c='postcode_r')}",
+            label_for_charts="Same postcode district",
+        ),
+    ]
+
+
+def _partial_address_comparison(identifiers: frozenset[str]) -> tuple[Any, list[float]]:
+    """Where a record lives, from what there is when UPRN and postcode are not both carried:
+    the UPRN token alone, or the postcode and the address as written. Returns the comparison
+    and the starting m probabilities of its non-null levels."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    if "uprn_token" in identifiers:
+        levels: list[Any] = [
+            cll.NullLevel("uprn_token"),
+            cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
+            cll.ElseLevel(),
+        ]
+        return cl.CustomComparison(
+            output_column_name="address",
+            comparison_description="UPRN token",
+            comparison_levels=levels,
+        ), [0.75, 0.25]
+    text, postcode = "address" in identifiers, "postcode" in identifiers
+    a = ADDRESS_COLUMN
+    nulls = [
+        f"({c}_l IS NULL OR {c}_r IS NULL)" for c, on in ((a, text), ("postcode", postcode)) if on
+    ]
+    levels = [_duckdb_level(" AND ".join(nulls)).configure(is_null_level=True)]
+    if text and postcode:
+        levels.append(
+            _duckdb_level(
+                f"{a}_l = {a}_r AND postcode_l = postcode_r",
+                label_for_charts="Same address and postcode",
+            )
+        )
+    if text:
+        levels += [
+            cll.ExactMatchLevel(a).configure(label_for_charts="Same address"),
+            cll.JaroWinklerLevel(a, 0.9).configure(label_for_charts="Address close"),
+        ]
+    if postcode:
+        levels += _postcode_levels()
+    if text:
+        # The first word (house or flat number) and the last (the town or street) agree:
+        # the street name in between was mistyped or written another way.
+        first_last = (
+            f"split_part({a}_l, ' ', 1) = split_part({a}_r, ' ', 1) AND "
+            f"split_part({a}_l, ' ', -1) = split_part({a}_r, ' ', -1)"
+        )
+        levels += [
+            _duckdb_level(first_last, label_for_charts="Same number and last word"),
+            cll.JaroWinklerLevel(a, 0.7).configure(label_for_charts="Address alike"),
+        ]
+    levels.append(cll.ElseLevel())
+    # Starting m of each non-null level, in the order above.
+    if text and postcode:
+        m = [0.55, 0.15, 0.1, 0.1, 0.03, 0.02, 0.01, 0.02, 0.02]
+    elif text:
+        m = [0.6, 0.2, 0.05, 0.05, 0.1]
+    else:
+        m = [0.6, 0.15, 0.1, 0.15]
+    return cl.CustomComparison(
+        output_column_name="address",
+        comparison_description="Postcode levels" + (" and the address as written" if text else ""),
+        comparison_levels=levels,
+    ), m
+
+
 def _address_comparison() -> Any:
     """One comparison for where a record places the person, so UPRN and postcode agreement
     (which always co-occur) are not counted twice as independent evidence."""
@@ -60,8 +196,8 @@ def _address_comparison() -> Any:
 
     # Postcodes arrive canonical ("OUTWARD INWARD", inward = digit + two letters), so the
     # sector is all but the last two characters: plain string functions, no per-pair regex.
-    sector = "substr({c}, 1, length({c}) - 2)"
-    district = "split_part({c}, ' ', 1)"
+    sector = _POSTCODE_SECTOR
+    district = _POSTCODE_DISTRICT
     return cl.CustomComparison(
         output_column_name="address",
         comparison_description="UPRN token, else postcode levels",
@@ -154,6 +290,27 @@ def _dob_comparison() -> Any:
     )
 
 
+def _swapped_names_comparison() -> Any:
+    """Forename and surname recorded the other way round (FORENAME = the other's surname and
+    SURNAME = the other's forename)."""
+    import splink.comparison_library as cl
+
+    return cl.CustomComparison(
+        output_column_name="names_swapped",
+        comparison_description="Forename and surname swapped",
+        comparison_levels=[
+            _duckdb_level(
+                "forename_l IS NULL OR forename_r IS NULL OR surname_l IS NULL OR surname_r IS NULL"
+            ).configure(is_null_level=True),
+            _duckdb_level(
+                "forename_l = surname_r AND surname_l = forename_r AND forename_l <> surname_l",
+                label_for_charts="Forename and surname swapped",
+            ),
+            _duckdb_level("TRUE", label_for_charts="Not swapped"),
+        ],
+    )
+
+
 def _move_comparison() -> Any:
     """Time-aware address evidence: one record's stay at an address ends the day before
     another's begins (a move: council tax liability closed and reopened elsewhere, or a care
@@ -219,56 +376,122 @@ def forename_roots(forenames: pl.Series) -> pl.Series:
     return joined.get_column("forename_roots")
 
 
-def _comparisons() -> list[Any]:
+def _comparisons(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[Any]:
+    """The comparisons for the identifiers the records carry (each needs its own)."""
     import splink.comparison_library as cl
 
     # Starting m probabilities for each non-null level. EM re-estimates every level it can
     # observe; a level it cannot (true matches born ten years apart, say) keeps this prior
     # instead of Splink's uninformative default, which would under-penalise disagreement.
-    return [
+    has = identifiers.__contains__
+    out: list[Any] = []
+    if has("forename"):
         # An initial for a forename: about 3% of matching pairs where one system keeps initials
         # (council tax often does); EM cannot observe the level (no NHS numbers there, and the
         # name session blocks on forename), so the prior stands.
-        _forename_comparison().configure(m_probabilities=[0.87, 0.04, 0.03, 0.03, 0.015, 0.015]),
-        cl.NameComparison("surname").configure(
-            term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
-        ),
-        _dob_comparison().configure(
-            m_probabilities=[0.95, 0.008, 0.022, 0.008, 0.008, 0.003, 0.001]
-        ),
-        _address_comparison().configure(m_probabilities=[0.6, 0.2, 0.08, 0.06, 0.06]),
-        _move_comparison().configure(m_probabilities=[0.05, 0.03, 0.92]),
-        cl.ExactMatch("nhs_token").configure(m_probabilities=[0.995, 0.005]),
-        cl.ExactMatch("sex").configure(m_probabilities=[0.99, 0.01]),
-    ]
+        out.append(
+            _forename_comparison().configure(m_probabilities=[0.87, 0.04, 0.03, 0.03, 0.015, 0.015])
+        )
+    if has("surname"):
+        out.append(
+            cl.NameComparison("surname").configure(
+                term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
+            )
+        )
+    if has("dob"):
+        out.append(
+            _dob_comparison().configure(
+                m_probabilities=[0.95, 0.008, 0.022, 0.008, 0.008, 0.003, 0.001]
+            )
+        )
+    if has("uprn_token") and has("postcode"):
+        out.append(_address_comparison().configure(m_probabilities=[0.6, 0.2, 0.08, 0.06, 0.06]))
+    elif has("uprn_token") or has("postcode") or has("address"):
+        comparison, m = _partial_address_comparison(identifiers)
+        out.append(comparison.configure(m_probabilities=m))
+    if has("forename") and has("surname") and not (has("uprn_token") or has("postcode")):
+        # With no UPRN or postcode, names carry most of the evidence: one recorded the other
+        # way round (a forename in the surname field) is evidence, not two disagreements.
+        out.append(_swapped_names_comparison().configure(m_probabilities=[0.02, 0.98]))
+    if has("period"):
+        out.append(_move_comparison().configure(m_probabilities=[0.05, 0.03, 0.92]))
+    if has("nhs_token"):
+        out.append(cl.ExactMatch("nhs_token").configure(m_probabilities=[0.995, 0.005]))
+    if has("sex"):
+        out.append(cl.ExactMatch("sex").configure(m_probabilities=[0.99, 0.01]))
+    if not out:
+        raise LinkageError(
+            "no identifier to link on: the records carry no names, date of birth, NHS number, "
+            "UPRN, postcode or address"
+        )
+    return out
 
 
-def _prediction_blocking_rules() -> list[Any]:
-    """Rules whose union finds true pairs while keeping candidate pairs near-linear in records.
+# Each prediction blocking rule and the identifiers it needs.
+_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
+    (("nhs_token",), ("nhs_token",)),
+    (("surname", "dob"), ("surname", "dob")),
+    (("forename", "dob"), ("forename", "dob")),
+    (("uprn_token", "surname"), ("uprn_token", "surname")),
+    (("uprn_token", "forename"), ("uprn_token", "forename")),
+    (("postcode", "forename"), ("postcode", "forename")),
+    (("forename", "surname", "postcode"), ("forename", "surname", "substr(postcode, 1, 4)")),
+    # A move: the same name where one stay ends the day before the other starts.
+    (("surname", "period"), "l.surname = r.surname AND l.move_next = r.period_start"),
+    (("surname", "period"), "l.surname = r.surname AND r.move_next = l.period_start"),
+    (("forename", "period"), "l.forename = r.forename AND l.move_next = r.period_start"),
+    (("forename", "period"), "l.forename = r.forename AND r.move_next = l.period_start"),
+)
+# Used only where nothing above pins a place (no UPRN, no postcode): the address as written
+# (its residents), the date of birth alone (about n²/73,000 pairs for n records: heavy at a
+# million, but such deliveries have nothing better), the names, and the names swapped (a
+# forename recorded as the surname). Measured on FEBRL4 (benchmarks/febrl.py).
+_FALLBACK_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
+    (("address",), ("address_line_1",)),
+    (("dob",), ("dob",)),
+    (("forename", "surname"), ("forename", "surname")),
+    (("forename", "surname"), "l.forename = r.surname AND l.surname = r.forename"),
+    # The address's first word (the house or flat number) and a name's first letters.
+    (
+        ("address", "surname"),
+        "split_part(l.address_line_1, ' ', 1) = split_part(r.address_line_1, ' ', 1) AND "
+        "substr(l.surname, 1, 3) = substr(r.surname, 1, 3)",
+    ),
+    (
+        ("address", "forename"),
+        "split_part(l.address_line_1, ' ', 1) = split_part(r.address_line_1, ' ', 1) AND "
+        "substr(l.forename, 1, 3) = substr(r.forename, 1, 3)",
+    ),
+)
+
+
+def _rule_specs(identifiers: frozenset[str]) -> list[tuple[str, ...] | str]:
+    rules = [rule for needs, rule in _RULES if identifiers.issuperset(needs)]
+    if not ({"uprn_token", "postcode"} & identifiers):
+        rules += [rule for needs, rule in _FALLBACK_RULES if identifiers.issuperset(needs)]
+    if not rules:
+        single = [i for i in ("surname", "forename", "dob", "postcode") if i in identifiers]
+        if not single:
+            raise LinkageError("no blocking rule fits the identifiers the records carry")
+        rules = [(single[0],)]
+    return rules
+
+
+def _prediction_blocking_rules(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[Any]:
+    """Rules whose union finds true pairs while keeping candidate pairs near-linear in records,
+    among those the identifiers carried allow.
 
     Each rule pins at least one rare value (a token, a full date of birth, a postcode or a
     property), so the pairs per record stay bounded as the population grows.
     """
     from splink import block_on
 
-    return [
-        block_on("nhs_token"),
-        block_on("surname", "dob"),
-        block_on("forename", "dob"),
-        block_on("uprn_token", "surname"),
-        block_on("uprn_token", "forename"),
-        block_on("postcode", "forename"),
-        block_on("forename", "surname", "substr(postcode, 1, 4)"),
-        # A move: the same name where one stay ends the day before the other starts.
-        "l.surname = r.surname AND l.move_next = r.period_start",
-        "l.surname = r.surname AND r.move_next = l.period_start",
-        "l.forename = r.forename AND l.move_next = r.period_start",
-        "l.forename = r.forename AND r.move_next = l.period_start",
-    ]
+    return [block_on(*r) if isinstance(r, tuple) else r for r in _rule_specs(identifiers)]
 
 
-def settings_dict(threshold: float) -> Any:
-    """The Splink settings used to link people (all sources deduplicated together).
+def settings_dict(threshold: float, identifiers: frozenset[str] = FULL_IDENTIFIERS) -> Any:
+    """The Splink settings used to link people (all sources deduplicated together), for the
+    identifiers the records carry (`identifiers_present`).
 
     Splink compares distinct identifier profiles (see `linkage_profiles`), not raw records, so
     no per-record column is carried through prediction.
@@ -277,8 +500,8 @@ def settings_dict(threshold: float) -> Any:
 
     return SettingsCreator(
         link_type="dedupe_only",
-        comparisons=_comparisons(),
-        blocking_rules_to_generate_predictions=_prediction_blocking_rules(),
+        comparisons=_comparisons(identifiers),
+        blocking_rules_to_generate_predictions=_prediction_blocking_rules(identifiers),
         retain_intermediate_calculation_columns=False,
         retain_matching_columns=False,
         max_iterations=20,
@@ -341,9 +564,11 @@ def settings_json(creator: Any, dialect: str = "duckdb") -> dict[str, Any]:
     return dict(json.loads(json.dumps(creator.get_settings(dialect).as_dict(), default=str)))
 
 
-def current_fingerprint(settings: LinkageSettings) -> str:
-    """The fingerprint of the model definition this code would train."""
-    return settings_fingerprint(settings_json(settings_dict(settings.match_threshold)))
+def current_fingerprint(
+    settings: LinkageSettings, identifiers: frozenset[str] = FULL_IDENTIFIERS
+) -> str:
+    """The fingerprint of the model definition this code would train for these identifiers."""
+    return settings_fingerprint(settings_json(settings_dict(settings.match_threshold, identifiers)))
 
 
 def with_parameters(template: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
@@ -397,13 +622,98 @@ def model_artefact(
     }
 
 
-def train_model(linker: Any, settings: LinkageSettings) -> None:
-    """λ from deterministic rules, u by random sampling, m by EM in two sessions.
+_LAMBDA_RULES: tuple[tuple[str, ...], ...] = (
+    ("forename", "surname", "dob"),
+    ("forename", "surname", "uprn_token"),
+    ("forename", "surname", "postcode"),
+    ("surname", "dob"),
+    ("forename", "surname", "address"),
+    ("forename", "surname"),
+    ("surname",),
+)
+# EM sessions: each learns the m probabilities of every comparison it does not block on.
+_EM_PLACE_RULES: tuple[tuple[str, ...], ...] = (
+    ("dob",),
+    ("uprn_token",),
+    ("postcode",),
+    ("address",),
+)
+_IDENTIFIER_WORDS = {
+    "nhs_token": "an NHS number",
+    "dob": "a date of birth",
+    "uprn_token": "a UPRN",
+    "postcode": "a postcode",
+    "address": "an address",
+    "forename": "forename",
+    "surname": "surname",
+}
+
+
+def training_plan(
+    identifiers: frozenset[str] = FULL_IDENTIFIERS,
+) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The deterministic rules λ is estimated from, and the blocking rule of each EM session,
+    for the identifiers the records carry.
+
+    With NHS numbers: λ from the NHS number and forename + surname + date of birth; EM blocked
+    on the NHS number (near-certain evidence, so it learns names, date of birth and address),
+    then on forename + surname (which learns the NHS number's). Without them, the first
+    session blocks on the next identifier that pins a person's place or birth (date of birth,
+    UPRN, postcode, address as written) and the second on the names.
+    """
+    has = identifiers.issuperset
+    names = ("forename", "surname") if has(("forename", "surname")) else ("surname",)
+    lambdas: list[tuple[str, ...]] = [("nhs_token",)] if has(("nhs_token",)) else []
+    lambdas += [r for r in _LAMBDA_RULES if has(r)][:1]
+    first = [("nhs_token",)] if has(("nhs_token",)) else [r for r in _EM_PLACE_RULES if has(r)][:1]
+    sessions = [*first, *([names] if has(names) else [])]
+    return [r for r in lambdas if r], sessions
+
+
+def _column(identifier: str) -> str:
+    return _IDENTIFIER_COLUMNS.get(identifier, identifier)
+
+
+def has_pairs(records: pl.DataFrame, identifiers: tuple[str, ...]) -> bool:
+    """Whether any two records agree on every one of `identifiers` (a blocking rule on them
+    finds a pair)."""
+    columns = [_column(i) for i in identifiers]
+    if not set(columns) <= set(records.columns):
+        return False
+    counts = records.select(columns).drop_nulls().group_by(columns).len()
+    return bool(counts.height) and int(counts.get_column("len").max()) >= 2  # type: ignore[arg-type]
+
+
+def train_model(
+    linker: Any,
+    settings: LinkageSettings,
+    identifiers: frozenset[str] = FULL_IDENTIFIERS,
+    records: pl.DataFrame | None = None,
+) -> list[str]:
+    """λ from deterministic rules, u by random sampling, m by EM in two sessions (see
+    `training_plan`); returns a line per step saying what it was trained on or why it was
+    skipped.
 
     Every step is bounded: u from at most `max_pairs_u` random pairs, each EM session on at
-    most `max_pairs_em` blocked pairs, so training time stops growing with the data.
+    most `max_pairs_em` blocked pairs, so training time stops growing with the data. A session
+    whose blocking rule finds no pairs (a delivery too small, or an identifier too rare) is
+    skipped: the comparisons it would have trained keep their documented starting values.
+    `records` (the table the linker reads) is checked for such pairs first, as a failed Splink
+    session leaves the linker without the comparisons it blocked on.
     """
     from splink import block_on
+    from splink.internals.exceptions import EMTrainingException
+
+    lambdas, sessions = training_plan(identifiers)
+
+    def pairs(rule: tuple[str, ...]) -> bool:
+        return records is None or has_pairs(records, rule)
+
+    steps = 2 + len(sessions)
+    done: list[str] = []
+
+    def words(rule: tuple[str, ...]) -> str:
+        return " and ".join(_IDENTIFIER_WORDS.get(i, i) for i in rule)
 
     # Splink warns about every level an EM session cannot observe; those levels keep the
     # documented priors in _comparisons(), so the warnings are noise in run logs.
@@ -411,30 +721,45 @@ def train_model(linker: Any, settings: LinkageSettings) -> None:
     previous_level = splink_log.level
     splink_log.setLevel(logging.ERROR)
     try:
-        with timed("linkage: training 1/4, share of matching pairs"):
-            linker.training.estimate_probability_two_random_records_match(
-                [block_on("nhs_token"), block_on("forename", "surname", "dob")], recall=0.8
-            )
-        with timed(f"linkage: training 2/4, u from {settings.max_pairs_u:,.0f} random pairs"):
+        with timed(f"linkage: training 1/{steps}, share of matching pairs"):
+            agreeing = [r for r in lambdas if pairs(r)]
+            if agreeing:
+                linker.training.estimate_probability_two_random_records_match(
+                    [block_on(*(_column(i) for i in r)) for r in agreeing], recall=0.8
+                )
+                done.append("share of matching pairs from " + "; ".join(map(words, agreeing)))
+            else:  # no pair agrees on any rule: Splink's default stays
+                log.warning("linkage: no pair agrees on a deterministic rule: default share kept")
+                done.append("share of matching pairs: Splink's default (no pair agreed)")
+        with timed(f"linkage: training 2/{steps}, u from {settings.max_pairs_u:,.0f} random pairs"):
             linker.training.estimate_u_using_random_sampling(
                 max_pairs=settings.max_pairs_u, seed=settings.seed
             )
-        # NHS-number agreement is near-certain evidence of a match, so a session blocked on it
-        # learns the name, date-of-birth and address m probabilities; the second (names) learns
-        # the NHS number's.
-        with timed("linkage: training 3/4, m by EM on pairs sharing an NHS number"):
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                block_on("nhs_token"), fix_u_probabilities=True, max_pairs=settings.max_pairs_em
-            )
-        with timed("linkage: training 4/4, m by EM on pairs sharing forename and surname"):
-            linker.training.estimate_parameters_using_expectation_maximisation(
-                block_on("forename", "surname"),
-                fix_u_probabilities=True,
-                max_pairs=settings.max_pairs_em,
-            )
+        for i, rule in enumerate(sessions, start=3):
+            what = f"m by EM on pairs sharing {words(rule)}"
+            if not pairs(rule):
+                log.warning("linkage: no pairs share %s: that EM session is skipped", words(rule))
+                done.append(f"{what}: skipped, no such pairs")
+                continue
+            # Splink trains on a copy but can leave the linker changed when a session fails
+            # (an m estimated as exactly 0 on a small or lopsided sample): put it back.
+            saved = linker._settings_obj.core_model_settings.copy()
+            try:
+                with timed(f"linkage: training {i}/{steps}, {what}"):
+                    linker.training.estimate_parameters_using_expectation_maximisation(
+                        block_on(*(_column(c) for c in rule)),
+                        fix_u_probabilities=True,
+                        max_pairs=settings.max_pairs_em,
+                    )
+                done.append(what)
+            except (ValueError, EMTrainingException) as exc:
+                linker._settings_obj.core_model_settings = saved
+                log.warning("linkage: %s failed (%s): skipped", what, type(exc).__name__)
+                done.append(f"{what}: skipped, it did not converge ({type(exc).__name__})")
         _floor_m_probabilities(linker)
     finally:
         splink_log.setLevel(previous_level)
+    return done
 
 
 def check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
@@ -445,7 +770,7 @@ def check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
         raise LinkageError("linkage needs at least two records")
 
 
-def blocking_rule_sqls() -> list[str]:
+def blocking_rule_sqls(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[str]:
     """The prediction blocking rules as SQL, in order (a prediction's `match_key` indexes it)."""
     from splink.internals.blocking_rule_creator import BlockingRuleCreator
 
@@ -453,11 +778,18 @@ def blocking_rule_sqls() -> list[str]:
         rule.get_blocking_rule("duckdb").blocking_rule_sql
         if isinstance(rule, BlockingRuleCreator)
         else str(rule)
-        for rule in _prediction_blocking_rules()
+        for rule in _prediction_blocking_rules(identifiers)
     ]
 
 
-def blocking_analysis(sdf: Any, sample: float = 1.0) -> list[dict[str, Any]]:
+def comparison_names(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[str]:
+    """The model's comparisons for these identifiers, by output column name."""
+    return [c.get_comparison("duckdb").output_column_name for c in _comparisons(identifiers)]
+
+
+def blocking_analysis(
+    sdf: Any, sample: float = 1.0, identifiers: frozenset[str] = FULL_IDENTIFIERS
+) -> list[dict[str, Any]]:
     """Candidate pairs each prediction blocking rule adds (Splink's blocking analysis, exact or
     estimated on a record sample), to check that comparisons stay bounded before a run.
 
@@ -467,7 +799,7 @@ def blocking_analysis(sdf: Any, sample: float = 1.0) -> list[dict[str, Any]]:
 
     counts = count_comparisons_from_blocking_rules(
         sdf,
-        blocking_rules=_prediction_blocking_rules(),
+        blocking_rules=_prediction_blocking_rules(identifiers),
         link_type="dedupe_only",
         record_sample_proportion=sample,
     )
@@ -485,12 +817,36 @@ def blocking_analysis(sdf: Any, sample: float = 1.0) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- identifier profiles
 
 
-def splink_records(records: pl.DataFrame, *, with_source: bool = False) -> pl.DataFrame:
+def compared_columns(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> tuple[str, ...]:
+    """The record columns Splink reads (after `unique_id` and `source_dataset`): the fixed
+    linkage columns, and the address as written where it is compared."""
+    return (*LINKAGE_COLUMNS[2:], *((ADDRESS_COLUMN,) if "address" in identifiers else ()))
+
+
+def address_text_expr() -> pl.Expr:
+    """The address as written, in one spelling for comparing: upper case, letters and digits,
+    single spaces."""
+    return (
+        pl.col(ADDRESS_COLUMN)
+        .str.to_uppercase()
+        .str.replace_all(r"[^A-Z0-9]+", " ")
+        .str.strip_chars()
+        .alias(ADDRESS_COLUMN)
+    )
+
+
+def splink_records(
+    records: pl.DataFrame,
+    *,
+    with_source: bool = False,
+    identifiers: frozenset[str] = FULL_IDENTIFIERS,
+) -> pl.DataFrame:
     """The records as Splink reads them (to train on, or to score example pairs): the compared
     columns, forename roots and the residence period columns of the move comparison, and
     `source_dataset` when asked for."""
+    address = [address_text_expr()] if "address" in identifiers else []
     return (
-        records.select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
+        records.select(*LINKAGE_COLUMNS, *address, *PERIOD_COLUMNS)
         .with_columns(forename_roots(records.get_column("forename")), *period_exprs())
         .drop(*PERIOD_COLUMNS, *([] if with_source else ["source_dataset"]))
     )

@@ -18,11 +18,17 @@ from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backe
 from uprnlink.linkage.clustering import cluster_records
 from uprnlink.linkage.constraints import apply_cannot_link, profile_listings
 from uprnlink.linkage.model import (
+    ADDRESS_COLUMN,
+    FULL_IDENTIFIERS,
     LINKAGE_COLUMNS,
     PERIOD_COLUMNS,
+    address_text_expr,
     blocking_rule_sqls,
     check_records,
+    compared_columns,
+    comparison_names,
     forename_roots,
+    identifiers_present,
     model_artefact,
     period_exprs,
     reusable_model,
@@ -59,6 +65,11 @@ class LinkageResult:
     threshold_choice: dict[str, Any] | None = None
     # What the cannot-link rules split (uprnlink.linkage.constraints), counts by rule.
     cannot_link: dict[str, Any] | None = None
+    # What the model was built from: the identifiers the records carry, and so its comparisons,
+    # blocking rules and training steps (uprnlink.linkage.model.identifiers_present).
+    identifiers: list[str] = field(default_factory=list)
+    comparisons: list[str] = field(default_factory=list)
+    training: list[str] = field(default_factory=list)
 
 
 def person_id_expr(col: str = "cluster_id") -> pl.Expr:
@@ -83,8 +94,16 @@ def with_person_ids(clusters: pl.DataFrame) -> pl.DataFrame:
 PROFILE_COLUMNS = (*LINKAGE_COLUMNS[2:], "period_start", "period_end")
 
 
+def profile_columns(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> tuple[str, ...]:
+    """The columns a profile is made of for these identifiers (`PROFILE_COLUMNS`, and the
+    address as written where it is compared)."""
+    return (*compared_columns(identifiers), "period_start", "period_end")
+
+
 def linkage_profiles(
-    records: pl.DataFrame, listings: pl.DataFrame | None = None
+    records: pl.DataFrame,
+    listings: pl.DataFrame | None = None,
+    identifiers: frozenset[str] = FULL_IDENTIFIERS,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Distinct identifier profiles, and the profile of every record.
 
@@ -101,11 +120,13 @@ def linkage_profiles(
     every run; the compared columns, forename roots and move_next) and `members` (unique_id,
     source_dataset, profile) with one row per record.
     """
-    compared = pl.struct(PROFILE_COLUMNS)
+    columns = profile_columns(identifiers)
+    compared = pl.struct(columns)
+    address = [address_text_expr()] if ADDRESS_COLUMN in columns else []
     keyed = (
         records.lazy()
-        .select("unique_id", "source_dataset", *LINKAGE_COLUMNS[2:], *PERIOD_COLUMNS)
-        .with_columns(period_exprs()[:2])
+        .select("unique_id", "source_dataset", *compared_columns(identifiers), *PERIOD_COLUMNS)
+        .with_columns(*period_exprs()[:2], *address)
         .drop(PERIOD_COLUMNS)
         # Two independent 64-bit hashes of the compared values: grouping on them is several
         # times faster than on nine nullable columns, and a collision (about 1e-27 at a
@@ -144,7 +165,7 @@ def linkage_profiles(
     members = ordered.select("unique_id", "source_dataset", "profile")
     profiles = ordered.filter(pl.col("_new")).select(
         pl.col("profile").alias("unique_id"),
-        *PROFILE_COLUMNS,
+        *columns,
         (pl.col("period_end") + timedelta(days=1)).alias("move_next"),
     )
     profiles = profiles.with_columns(forename_roots(profiles.get_column("forename")))
@@ -157,6 +178,7 @@ def _predict(
     threshold: float,
     chunks: int,
     histograms: list[pl.DataFrame] | None = None,
+    identifiers: frozenset[str] = FULL_IDENTIFIERS,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]], int]:
     """Score every blocked pair, `chunks` slices of the profiles at a time (bounded memory,
     progress with an estimate); returns the pairs at or above `threshold`, the pairs each
@@ -177,7 +199,7 @@ def _predict(
             by_rule[rule] = by_rule.get(rule, 0) + n
         kept.append(above)
         progress.advance(note=f"{sum(counts.values()):,} pairs scored, {above.height:,} kept")
-    rules = blocking_rule_sqls()
+    rules = blocking_rule_sqls(identifiers)
     blocking, cumulative = [], 0
     for i, rule in enumerate(rules):
         cumulative += by_rule.get(str(i), 0)
@@ -212,11 +234,12 @@ def link_people(
     from splink import Linker
 
     check_records(records, LINKAGE_COLUMNS)
+    identifiers = identifiers_present(records)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if not settings.cannot_link:
         listings = None
-    profiles, members = linkage_profiles(records, listings)
+    profiles, members = linkage_profiles(records, listings, identifiers)
     timings["profiles"] = round(time.perf_counter() - t0, 2)
     log.info(
         "linkage: %s records hold %s distinct identifier profiles (%s backend)",
@@ -224,7 +247,9 @@ def link_people(
         f"{profiles.height:,}",
         settings.backend,
     )
-    creator = settings_dict(settings.match_threshold)
+    log.info("linkage: identifiers carried: %s", ", ".join(sorted(identifiers)))
+    creator = settings_dict(settings.match_threshold, identifiers)
+    training: list[str] = []
     fingerprint = settings_fingerprint(settings_json(creator))
     saved = None if retrain else reusable_model(model, fingerprint)
     backend = linkage_backend(settings, work_dir)
@@ -241,16 +266,18 @@ def link_people(
             # Trained on the records themselves: the parameters describe pairs of records (on
             # 1M synthetic records, training on profiles instead lost 0.0004 precision and
             # 0.0008 recall). Every training step samples, so this stays bounded.
-            training = backend.register(splink_records(records), "records")
-            trainer = Linker(training, creator, log_level=logging.ERROR)
+            training_records = splink_records(records, identifiers=identifiers)
+            table = backend.register(training_records, "records")
+            trainer = Linker(table, creator, log_level=logging.ERROR)
             one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
             with backend.progress("linkage: training"), one_thread:
-                train_model(trainer, settings)
+                training = train_model(trainer, settings, identifiers, training_records)
+            del training_records
             trained = json.loads(json.dumps(trainer.misc.save_model_to_json(), default=str))
             # The database API's table cache is shared by every linker on it: clear it, or
             # the scoring linker would find the training tables (of records, not profiles).
             trainer.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
-            backend.release(training)
+            backend.release(table)
             linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
             canonical = with_parameters(settings_json(creator), trained)
             artefact = model_artefact(canonical, fingerprint, records.height)
@@ -261,7 +288,9 @@ def link_people(
         auto = settings.threshold_mode == "auto"
         retain = min(settings.match_threshold, AUTO_FLOOR) if auto else settings.match_threshold
         histograms: list[pl.DataFrame] = []
-        pairs, blocking, n_scored = _predict(linker, backend, retain, chunks, histograms)
+        pairs, blocking, n_scored = _predict(
+            linker, backend, retain, chunks, histograms, identifiers
+        )
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
@@ -328,4 +357,7 @@ def link_people(
         profiles=profiles.height,
         threshold_choice=choice.to_dict() if choice is not None else None,
         cannot_link=report.to_dict() if report is not None else None,
+        identifiers=sorted(identifiers),
+        comparisons=comparison_names(identifiers),
+        training=training,
     )

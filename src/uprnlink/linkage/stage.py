@@ -20,6 +20,7 @@ from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
 from uprnlink.linkage.model import (
+    ADDRESS_COLUMN,
     LINKAGE_COLUMNS,
     MODEL_VERSION,
     PERIOD_COLUMNS,
@@ -54,7 +55,10 @@ def link_records(
     z = Zones(settings)
     key = load_run_key(settings)
     # Only what linkage compares stays in memory while Splink runs.
-    records = read_trusted_records(settings, key).select(*LINKAGE_COLUMNS, *PERIOD_COLUMNS)
+    trusted = read_trusted_records(settings, key)
+    address = [ADDRESS_COLUMN] if ADDRESS_COLUMN in trusted.columns else []
+    records = trusted.select(*LINKAGE_COLUMNS, *address, *PERIOD_COLUMNS)
+    del trusted
     log.info("linking %d records from %d sources ...", records.height, len(settings.sources))
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     model_path = z.linkage_dir / "model.json"
@@ -86,6 +90,9 @@ def link_records(
         "match_threshold": result.match_threshold,
         "threshold_mode": settings.linkage.threshold_mode,
         "threshold_choice": result.threshold_choice,
+        "identifiers": result.identifiers,
+        "comparisons": result.comparisons,
+        "training": result.training,
         "retrain": retrain,
         "model": {
             "trained": result.model_trained,

@@ -14,6 +14,14 @@ Derivation (all HKDF-SHA256 over the 32-byte master key, salt `HKDF_SALT`):
   label cannot collide with a purpose label (different separator), so the fingerprint reveals
   nothing about any sub-key, and it is safe to print, log and record with every output.
 
+Three kinds of key, each in its own file with its own passphrase, held by different parties
+(governance/key-custody.md): the **pseudonymisation** key (``kid-``: linkage tokens; the
+pipeline only), the **audit** key (``aud-``: MACs the audit log; the processes that append to
+it and the IG lead who verifies it) and the **release** key (``rel-``: the analyst-facing person
+and household ids, so knowing every UPRN and the pseudonymisation key does not reverse them;
+the pipeline only). A file records its kind (bound into the associated data) and is refused
+where another kind is expected; the same bytes give a different key id under each kind.
+
 Key file (JSON, ``format = "uprnlink-key"``, ``version = 1``): the master key is encrypted
 with AES-256-GCM under a key-encryption key derived from the passphrase by scrypt. The
 associated data is the canonical JSON of the whole header (format, version, key_id, epoch,
@@ -34,7 +42,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,7 +60,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from uprnlink.errors import KeyManagementError
-from uprnlink.settings import RunSettings
+from uprnlink.settings import KeySettings, RunSettings
 
 _bulk_hmac: ModuleType | None
 try:  # the C extension built by setup.py; optional (no compiler or OpenSSL headers: absent)
@@ -61,6 +69,7 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
     _bulk_hmac = None
 
 __all__ = [
+    "AUDIT",
     "BULK_HMAC",
     "DEMO_PASSPHRASE",
     "DEMO_SCRYPT_N",
@@ -69,20 +78,30 @@ __all__ = [
     "KEY_FILE_VERSION",
     "KEY_LENGTH",
     "MIN_PASSPHRASE_LENGTH",
+    "PSEUDONYMISATION",
     "PURPOSES",
+    "RELEASE",
     "SCRYPT_N",
     "SCRYPT_P",
     "SCRYPT_R",
     "KdfParams",
     "KeyInfo",
     "MasterKey",
+    "audit_keys",
     "create_demo_key",
+    "create_demo_keys",
     "create_key_file",
     "key_from_env",
+    "load_audit_key",
     "load_key_file",
+    "load_release_key",
+    "load_run_key",
+    "passphrase_weakness",
     "read_key_info",
     "resolve_key",
     "rotate_key_file",
+    "unlock",
+    "use_demo_passphrases",
 ]
 
 KEY_LENGTH = 32
@@ -94,6 +113,17 @@ a given master key while separating uprnlink's derivations from any other use of
 
 _KEY_ID_INFO = b"uprnlink:key-id:v1"
 _KEY_ID_BYTES = 8
+
+PSEUDONYMISATION = "pseudonymisation"
+AUDIT = "audit"
+RELEASE = "release"
+KEY_KINDS: dict[str, tuple[str, bytes]] = {
+    PSEUDONYMISATION: ("kid", _KEY_ID_INFO),
+    AUDIT: ("aud", b"uprnlink:audit-key-id:v1"),
+    RELEASE: ("rel", b"uprnlink:release-key-id:v1"),
+}
+"""Kind -> (key id prefix, HKDF info of its key id)."""
+_KEY_ID_RE = re.compile(r"^(kid|aud|rel)-[0-9a-f]{16}$")
 
 PURPOSES = ("uprn", "nhs_number", "record", "person", "household", "audit")
 """Purposes uprnlink derives sub-keys for. Others are allowed if they match `_PURPOSE_RE`."""
@@ -119,6 +149,8 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 
 MIN_PASSPHRASE_LENGTH = 12
+MIN_PASSPHRASE_SCORE = 3
+"""The lowest zxcvbn score (0-4) a new passphrase may have."""
 
 DEMO_PASSPHRASE = "uprnlink-demo-passphrase-not-for-real-data"
 """Public passphrase of the demo key. A demo key protects synthetic data only."""
@@ -154,15 +186,23 @@ def _normalise_created_at(dt: datetime) -> datetime:
 class MasterKey:
     """A 32-byte pseudonymisation master key with its epoch; prints only its key id."""
 
-    __slots__ = ("_created_at", "_epoch", "_key", "_key_id", "_subkeys")
+    __slots__ = ("_created_at", "_epoch", "_key", "_key_id", "_kind", "_subkeys")
 
     _key: bytes
     _epoch: int
     _created_at: datetime | None
     _key_id: str
+    _kind: str
     _subkeys: dict[str, bytes]
 
-    def __init__(self, key: bytes, *, epoch: int = 1, created_at: datetime | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        epoch: int = 1,
+        created_at: datetime | None = None,
+        kind: str = PSEUDONYMISATION,
+    ) -> None:
         if not isinstance(key, bytes | bytearray):
             raise KeyManagementError(f"master key must be bytes, got {type(key).__name__}")
         if len(key) != KEY_LENGTH:
@@ -171,21 +211,30 @@ class MasterKey:
             )
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
             raise KeyManagementError("key epoch must be a positive integer")
+        if kind not in KEY_KINDS:
+            raise KeyManagementError(f"key kind must be one of {', '.join(KEY_KINDS)}")
         if created_at is not None:
             created_at = _normalise_created_at(created_at)
         raw = bytes(key)
+        prefix, id_info = KEY_KINDS[kind]
         object.__setattr__(self, "_key", raw)
         object.__setattr__(self, "_epoch", epoch)
         object.__setattr__(self, "_created_at", created_at)
-        object.__setattr__(self, "_key_id", "kid-" + _hkdf(raw, _KEY_ID_INFO, _KEY_ID_BYTES).hex())
+        object.__setattr__(self, "_kind", kind)
+        object.__setattr__(self, "_key_id", f"{prefix}-" + _hkdf(raw, id_info, _KEY_ID_BYTES).hex())
         object.__setattr__(self, "_subkeys", {})
 
     @classmethod
     def generate(
-        cls, *, epoch: int = 1, rng: Rng = os.urandom, clock: Clock = _utc_now
+        cls,
+        *,
+        epoch: int = 1,
+        rng: Rng = os.urandom,
+        clock: Clock = _utc_now,
+        kind: str = PSEUDONYMISATION,
     ) -> MasterKey:
         """A new random master key (randomness and clock injectable for exact tests)."""
-        return cls(rng(KEY_LENGTH), epoch=epoch, created_at=clock())
+        return cls(rng(KEY_LENGTH), epoch=epoch, created_at=clock(), kind=kind)
 
     @property
     def key_id(self) -> str:
@@ -195,6 +244,11 @@ class MasterKey:
     @property
     def epoch(self) -> int:
         return self._epoch
+
+    @property
+    def kind(self) -> str:
+        """pseudonymisation, audit or release."""
+        return self._kind
 
     @property
     def created_at(self) -> datetime | None:
@@ -244,14 +298,18 @@ class MasterKey:
         return sub
 
     def __repr__(self) -> str:
-        return f"MasterKey(key_id={self._key_id!r}, epoch={self._epoch})"
+        return f"MasterKey(key_id={self._key_id!r}, epoch={self._epoch}, kind={self._kind!r})"
 
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MasterKey):
             return NotImplemented
-        return self._epoch == other._epoch and _stdlib_hmac.compare_digest(self._key, other._key)
+        return (
+            self._epoch == other._epoch
+            and self._kind == other._kind
+            and _stdlib_hmac.compare_digest(self._key, other._key)
+        )
 
     def __hash__(self) -> int:
         return hash((self._key_id, self._epoch))
@@ -300,6 +358,7 @@ class KeyInfo:
     created_at: datetime
     kdf: KdfParams
     format_version: int = KEY_FILE_VERSION
+    kind: str = PSEUDONYMISATION
 
 
 # --------------------------------------------------------------------------- key files
@@ -364,14 +423,42 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _check_passphrase(passphrase: object, *, new: bool) -> bytes:
+def _is_demo_passphrase(passphrase: str) -> bool:
+    squashed = re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", passphrase).casefold())
+    return squashed == re.sub(r"[\W_]+", "", DEMO_PASSPHRASE)
+
+
+def passphrase_weakness(passphrase: str) -> str | None:
+    """Why a new passphrase is refused, or None when it is strong enough.
+
+    Strength is zxcvbn's estimate (Dropbox's guess-count model of dictionaries, names, dates,
+    keyboard walks and repeats): at least score 3 ("safely unguessable", about 10^8 guesses or
+    more, against an offline attacker who must pay scrypt for each guess). The demo passphrase,
+    printed in the README, is refused whatever its score.
+    """
+    from zxcvbn import zxcvbn
+
+    if _is_demo_passphrase(passphrase):
+        return "it is the demo passphrase, which is published in the README and the source"
+    if len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        return (
+            f"it is too short: use at least {MIN_PASSPHRASE_LENGTH} characters "
+            "(for example four random words)"
+        )
+    estimate = zxcvbn(passphrase[:100])
+    if estimate["score"] < MIN_PASSPHRASE_SCORE:
+        hint = estimate.get("feedback", {}).get("warning") or "it is too easy to guess"
+        return f"it is too weak ({hint.rstrip('.').lower()}); use four or more random words"
+    return None
+
+
+def _check_passphrase(passphrase: object, *, new: bool, allow_demo: bool = False) -> bytes:
     if not isinstance(passphrase, str):
         raise KeyManagementError("passphrase must be a string")
-    if new and len(passphrase) < MIN_PASSPHRASE_LENGTH:
-        raise KeyManagementError(
-            f"passphrase is too short: use at least {MIN_PASSPHRASE_LENGTH} characters "
-            "(for example three or four random words)"
-        )
+    if new and not (allow_demo and passphrase == DEMO_PASSPHRASE):
+        weakness = passphrase_weakness(passphrase)
+        if weakness:
+            raise KeyManagementError(f"passphrase refused: {weakness}")
     if not passphrase:
         raise KeyManagementError("passphrase is empty")
     # NFC so the same passphrase typed on different systems unlocks the same file.
@@ -404,10 +491,14 @@ def _derive_kek(secret: bytes, salt: bytes, kdf: KdfParams) -> bytes:
 
 def _header(key: MasterKey, kdf: KdfParams, salt: bytes) -> dict[str, Any]:
     assert key.created_at is not None
+    # A pseudonymisation key file carries no "kind" (files written before kinds existed
+    # authenticate exactly as before); audit and release files do, bound into the AAD.
+    kind = {} if key.kind == PSEUDONYMISATION else {"kind": key.kind}
     return {
         "format": KEY_FILE_FORMAT,
         "version": KEY_FILE_VERSION,
         "key_id": key.key_id,
+        **kind,
         "epoch": key.epoch,
         "created_at": _format_ts(key.created_at),
         "kdf": {
@@ -475,6 +566,7 @@ def _info_from_header(path: Path, header: Mapping[str, Any]) -> KeyInfo:
         created_at=datetime.fromisoformat(header["created_at"]),
         kdf=KdfParams(n=kdf["n"], r=kdf["r"], p=kdf["p"]),
         format_version=header["version"],
+        kind=header.get("kind", PSEUDONYMISATION),
     )
 
 
@@ -488,14 +580,19 @@ def create_key_file(
     scrypt_n: int = SCRYPT_N,
     scrypt_r: int = SCRYPT_R,
     scrypt_p: int = SCRYPT_P,
+    kind: str = PSEUDONYMISATION,
+    _allow_demo: bool = False,
 ) -> KeyInfo:
-    """Create a new random master key and write it encrypted to `path` (never overwrites).
+    """Create a new random key of `kind` and write it encrypted to `path` (never overwrites).
 
     The file is written to a temporary name with mode 0600, fsynced, then hard-linked into
-    place, so it appears complete or not at all and an existing file is never replaced.
+    place, so it appears complete or not at all and an existing file is never replaced. A weak
+    passphrase, or the demo passphrase, is refused (`passphrase_weakness`).
     """
     path = Path(path)
-    secret = _check_passphrase(passphrase, new=True)
+    if kind not in KEY_KINDS:
+        raise KeyManagementError(f"key kind must be one of {', '.join(KEY_KINDS)}")
+    secret = _check_passphrase(passphrase, new=True, allow_demo=_allow_demo)
     kdf = _check_scrypt(path, scrypt_n, scrypt_r, scrypt_p)
     if path.exists() or path.is_symlink():
         raise KeyManagementError(
@@ -507,7 +604,7 @@ def create_key_file(
         raise KeyManagementError(
             f"cannot create directory for key file {path}: {exc.strerror}"
         ) from None
-    key = MasterKey.generate(epoch=epoch, rng=rng, clock=clock)
+    key = MasterKey.generate(epoch=epoch, rng=rng, clock=clock, kind=kind)
     content = _encrypt_key_file(key, secret, kdf, rng)
     tmp = _write_temp(path, content)
     try:
@@ -573,8 +670,13 @@ def _read_key_doc(path: Path) -> dict[str, Any]:
         return cur
 
     key_id = field(doc, "key_id", str)
-    if not re.fullmatch(r"kid-[0-9a-f]{16}", key_id):
+    if not _KEY_ID_RE.match(key_id):
         _fail(path, "is corrupted: field 'key_id' is malformed")
+    kind = doc.get("kind", PSEUDONYMISATION)
+    if kind not in KEY_KINDS or (kind == PSEUDONYMISATION and "kind" in doc):
+        _fail(path, "is corrupted: field 'kind' is not audit or release")
+    if not key_id.startswith(KEY_KINDS[kind][0] + "-"):
+        _fail(path, "is corrupted: its key id does not match its kind")
     if field(doc, "epoch", int) < 1:
         _fail(path, "is corrupted: field 'epoch' must be a positive integer")
     try:
@@ -612,10 +714,24 @@ def read_key_info(path: str | os.PathLike[str]) -> KeyInfo:
     return _info_from_header(p, doc)
 
 
-def load_key_file(path: str | os.PathLike[str], passphrase: str) -> MasterKey:
-    """Decrypt the master key in `path` with `passphrase`."""
+def _describe_kind(kind: str) -> str:
+    return {PSEUDONYMISATION: "a pseudonymisation key", AUDIT: "an audit key"}.get(
+        kind, "a release key"
+    )
+
+
+def load_key_file(
+    path: str | os.PathLike[str], passphrase: str, *, kind: str = PSEUDONYMISATION
+) -> MasterKey:
+    """Decrypt the key in `path` with `passphrase`; it must be a key of `kind`."""
     p = Path(path)
     doc = _read_key_doc(p)
+    found = doc.get("kind", PSEUDONYMISATION)
+    if found != kind:
+        raise KeyManagementError(
+            f"key file {p} holds {_describe_kind(found)}, not {_describe_kind(kind)}: each "
+            "key has its own file (governance/key-custody.md)"
+        )
     secret = _check_passphrase(passphrase, new=False)
     salt = _b64(p, doc, "kdf", "salt")
     nonce = _b64(p, doc, "cipher", "nonce")
@@ -628,7 +744,11 @@ def load_key_file(path: str | os.PathLike[str], passphrase: str) -> MasterKey:
         _fail(p, "is truncated: the ciphertext is shorter than its authentication tag")
     kd = doc["kdf"]
     kdf = KdfParams(n=kd["n"], r=kd["r"], p=kd["p"])
-    header = {k: doc[k] for k in ("format", "version", "key_id", "epoch", "created_at")}
+    header: dict[str, Any] = {
+        k: doc[k]
+        for k in ("format", "version", "key_id", "kind", "epoch", "created_at")
+        if k in doc
+    }
     header["kdf"] = {k: kd[k] for k in ("name", "n", "r", "p", "salt")}
     try:
         plain = AESGCM(_derive_kek(secret, salt, kdf)).decrypt(
@@ -640,7 +760,9 @@ def load_key_file(path: str | os.PathLike[str], passphrase: str) -> MasterKey:
         ) from None
     if len(plain) != KEY_LENGTH:
         _fail(p, f"decrypts to a key of {len(plain)} bytes; expected {KEY_LENGTH} bytes")
-    key = MasterKey(plain, epoch=doc["epoch"], created_at=datetime.fromisoformat(doc["created_at"]))
+    key = MasterKey(
+        plain, epoch=doc["epoch"], created_at=datetime.fromisoformat(doc["created_at"]), kind=found
+    )
     if not _stdlib_hmac.compare_digest(key.key_id, doc["key_id"]):
         _fail(p, "is inconsistent: the stored key id does not match the decrypted key")
     return key
@@ -664,9 +786,13 @@ def rotate_key_file(
     verify old audit entries. scrypt parameters default to the old file's.
     """
     p = Path(path)
-    old = load_key_file(p, passphrase)
     info = read_key_info(p)
-    secret = _check_passphrase(passphrase if new_passphrase is None else new_passphrase, new=True)
+    old = load_key_file(p, passphrase, kind=info.kind)
+    # A demo key (unlocked by the demo passphrase) may keep it; no other key may take it up.
+    demo = passphrase == DEMO_PASSPHRASE and new_passphrase in (None, DEMO_PASSPHRASE)
+    secret = _check_passphrase(
+        passphrase if new_passphrase is None else new_passphrase, new=True, allow_demo=demo
+    )
     kdf = _check_scrypt(
         p,
         info.kdf.n if scrypt_n is None else scrypt_n,
@@ -678,7 +804,7 @@ def rotate_key_file(
         raise KeyManagementError(
             f"cannot rotate key file {p}: retired file {retired} already exists"
         )
-    new = MasterKey.generate(epoch=old.epoch + 1, rng=rng, clock=clock)
+    new = MasterKey.generate(epoch=old.epoch + 1, rng=rng, clock=clock, kind=old.kind)
     content = _encrypt_key_file(new, secret, kdf, rng)
     tmp = _write_temp(p, content)
     try:
@@ -698,13 +824,26 @@ def rotate_key_file(
 
 
 def create_demo_key(
-    path: str | os.PathLike[str], *, rng: Rng = os.urandom, clock: Clock = _utc_now
+    path: str | os.PathLike[str],
+    *,
+    rng: Rng = os.urandom,
+    clock: Clock = _utc_now,
+    kind: str = PSEUDONYMISATION,
 ) -> KeyInfo:
     """Create a key file for the demo, locked with the public `DEMO_PASSPHRASE`.
 
-    Cheaper scrypt (`DEMO_SCRYPT_N`) keeps the demo quick; never use this for real data.
+    Cheaper scrypt (`DEMO_SCRYPT_N`) keeps the demo quick; never use this for real data (and
+    `uprnlink key init` refuses the demo passphrase).
     """
-    return create_key_file(path, DEMO_PASSPHRASE, rng=rng, clock=clock, scrypt_n=DEMO_SCRYPT_N)
+    return create_key_file(
+        path,
+        DEMO_PASSPHRASE,
+        rng=rng,
+        clock=clock,
+        scrypt_n=DEMO_SCRYPT_N,
+        kind=kind,
+        _allow_demo=True,
+    )
 
 
 # --------------------------------------------------------------------------- environment
@@ -717,6 +856,7 @@ def key_from_env(
     *,
     epoch: int | None = None,
     environ: Mapping[str, str] | None = None,
+    kind: str = PSEUDONYMISATION,
 ) -> MasterKey:
     """The raw master key from environment variable `var_name` (set by a secrets manager).
 
@@ -758,7 +898,7 @@ def key_from_env(
             raise KeyManagementError(
                 f"environment variable {var_name}_EPOCH must be a positive integer"
             )
-    return MasterKey(raw, epoch=epoch)
+    return MasterKey(raw, epoch=epoch, kind=kind)
 
 
 def resolve_key(
@@ -769,28 +909,29 @@ def resolve_key(
     prompt: bool,
     environ: Mapping[str, str] | None = None,
     getpass_fn: Callable[[str], str] = getpass.getpass,
+    kind: str = PSEUDONYMISATION,
 ) -> MasterKey:
-    """Find the master key: a raw key in `key_env` wins; else unlock `key_file`.
+    """Find a key of `kind`: a raw key in `key_env` wins; else unlock `key_file`.
 
     The key file's passphrase comes from `passphrase_env`, else from an interactive prompt if
     `prompt` is true; otherwise this raises a `KeyManagementError` saying what to set.
     """
     env = os.environ if environ is None else environ
     if key_env and env.get(key_env, "").strip():
-        return key_from_env(key_env, environ=env)
+        return key_from_env(key_env, environ=env, kind=kind)
     if key_file is None:
         hint = f"set environment variable {key_env}, or " if key_env else ""
-        raise KeyManagementError(f"no pseudonymisation key available: {hint}configure a key file")
+        raise KeyManagementError(f"no {kind} key available: {hint}configure a key file")
     path = Path(key_file)
     read_key_info(path)  # fail on a missing or corrupted file before asking for a passphrase
     if passphrase_env and env.get(passphrase_env):
-        return load_key_file(path, env[passphrase_env])
+        return load_key_file(path, env[passphrase_env], kind=kind)
     if prompt:
         try:
             passphrase = getpass_fn(f"Passphrase for key file {path}: ")
         except (EOFError, KeyboardInterrupt):
             raise KeyManagementError(f"no passphrase entered for key file {path}") from None
-        return load_key_file(path, passphrase)
+        return load_key_file(path, passphrase, kind=kind)
     sources = []
     if passphrase_env:
         sources.append(f"set environment variable {passphrase_env}")
@@ -804,18 +945,17 @@ def resolve_key(
 
 log = logging.getLogger("uprnlink")
 
-_UNLOCKED: dict[tuple[str, int | None, int | None, str], MasterKey] = {}
+_UNLOCKED: dict[str, tuple[tuple[str, int | None, int | None, str], MasterKey]] = {}
 
 
-def load_run_key(settings: RunSettings) -> MasterKey:
-    """The pseudonymisation key a run configuration names, unlocked once per process.
+def unlock(ks: KeySettings) -> MasterKey:
+    """The key a configuration's key settings name, unlocked once per process.
 
-    scrypt makes each unlock deliberately slow and every stage asks for the key, so the unlocked
-    key is kept for the life of the process, under where it came from: the key file (path, size,
-    modification time: a rotation rewrites it) and a digest of the environment values that
-    unlock it (a changed passphrase or raw key unlocks afresh).
+    scrypt makes each unlock deliberately slow and every stage asks for its keys, so each
+    unlocked key is kept for the life of the process (one per kind), under where it came from:
+    the key file (path, size, modification time: a rotation rewrites it) and a digest of the
+    environment values that unlock it (a changed passphrase or raw key unlocks afresh).
     """
-    ks = settings.key
     values = "\0".join(os.environ.get(n, "") if n else "" for n in (ks.passphrase_env, ks.key_env))
     stat = ks.file.stat() if ks.file is not None and ks.file.exists() else None
     cache_key = (
@@ -824,31 +964,84 @@ def load_run_key(settings: RunSettings) -> MasterKey:
         stat.st_size if stat else None,
         hashlib.sha256(values.encode()).hexdigest(),
     )
-    key = _UNLOCKED.get(cache_key)
-    if key is None:
-        key = resolve_key(
-            key_file=ks.file, passphrase_env=ks.passphrase_env, key_env=ks.key_env, prompt=False
-        )
-        _UNLOCKED.clear()  # one key per process: an old one is not kept once another is used
-        _UNLOCKED[cache_key] = key
+    known = _UNLOCKED.get(ks.kind)
+    if known is not None and known[0] == cache_key:
+        return known[1]
+    key = resolve_key(
+        key_file=ks.file,
+        passphrase_env=ks.passphrase_env,
+        key_env=ks.key_env,
+        prompt=False,
+        kind=ks.kind,
+    )
+    _UNLOCKED[ks.kind] = (cache_key, key)
     return key
 
 
+def load_run_key(settings: RunSettings) -> MasterKey:
+    """The pseudonymisation key of a run configuration (`[key]`), unlocked once per process."""
+    return unlock(settings.key)
+
+
+def load_audit_key(settings: RunSettings) -> MasterKey:
+    """The audit key of a run configuration (`[audit]`), unlocked once per process."""
+    return unlock(settings.audit_key)
+
+
+def load_release_key(settings: RunSettings) -> MasterKey:
+    """The release key of a run configuration (`[release]`), unlocked once per process."""
+    return unlock(settings.release.key)
+
+
 def forget_run_keys() -> None:
-    """Drop the unlocked run key (tests; a long-lived process after a rotation)."""
+    """Drop every unlocked key (tests; a long-lived process after a rotation)."""
     _UNLOCKED.clear()
 
 
-def audit_keys(settings: RunSettings) -> list[MasterKey]:
-    """The current key plus retired epochs that open with the same passphrase (to verify a log
+def retired_keys(ks: KeySettings) -> list[MasterKey]:
+    """The retired epochs of a key file that open with the same passphrase (to verify a log
     that spans rotations)."""
-    keys = [load_run_key(settings)]
-    key_file = settings.key.file
-    passphrase = os.environ.get(settings.key.passphrase_env or "", "")
-    if key_file is not None and passphrase:
-        for retired in sorted(key_file.parent.glob(key_file.name + ".epoch*.retired")):
+    out: list[MasterKey] = []
+    passphrase = os.environ.get(ks.passphrase_env or "", "")
+    if ks.file is not None and passphrase:
+        for retired in sorted(ks.file.parent.glob(ks.file.name + ".epoch*.retired")):
             try:
-                keys.append(load_key_file(retired, passphrase))
+                out.append(load_key_file(retired, passphrase, kind=ks.kind))
             except KeyManagementError:
                 log.warning("retired key file %s does not open with this passphrase", retired.name)
-    return keys
+    return out
+
+
+def audit_keys(settings: RunSettings) -> list[MasterKey]:
+    """The current audit key plus its retired epochs (to verify a log that spans rotations)."""
+    return [load_audit_key(settings), *retired_keys(settings.audit_key)]
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+def demo_key_settings(settings: RunSettings) -> tuple[KeySettings, ...]:
+    """A configuration's three keys: pseudonymisation, audit, release."""
+    return (settings.key, settings.audit_key, settings.release.key)
+
+
+def use_demo_passphrases(
+    settings: RunSettings, environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Put the demo passphrase in each key's passphrase variable (this process only)."""
+    env = os.environ if environ is None else environ
+    for ks in demo_key_settings(settings):
+        if ks.passphrase_env:
+            env[ks.passphrase_env] = DEMO_PASSPHRASE
+
+
+def create_demo_keys(settings: RunSettings) -> list[KeyInfo]:
+    """The demo's three keys, created where their files are missing (the demo passphrase, cheap
+    scrypt: synthetic data only); returns the ones created."""
+    created = []
+    for ks in demo_key_settings(settings):
+        if ks.file is None:
+            raise KeyManagementError(f"the configuration names no {ks.kind} key file")
+        if not ks.file.exists():
+            created.append(create_demo_key(ks.file, kind=ks.kind))
+    return created

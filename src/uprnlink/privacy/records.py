@@ -174,6 +174,8 @@ def build_trusted_source(
         "dob",
         "sex",
         "postcode",
+        # The address as written: linkage compares it only where no source carries a UPRN.
+        "address_line_1",
         "uprn_token",
         "household_token",
         "nhs_token",

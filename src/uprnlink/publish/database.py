@@ -23,6 +23,7 @@ import polars as pl
 
 from uprnlink.errors import PublishError
 from uprnlink.households.tables import GENERATION_GAP, AnalysisTables, months_before
+from uprnlink.publish.dictionary import comment_sql
 from uprnlink.publish.disclosure import (
     PRESETS,
     DisclosurePolicy,
@@ -44,6 +45,7 @@ __all__ = [
     "macros_sql",
     "read_policy",
     "views_sql",
+    "write_analyst_database",
     "write_database",
     "write_linked_dataset",
 ]
@@ -336,7 +338,9 @@ SNAPSHOT_YEARS = 10  # anniversaries of the reference date kept as household sna
 def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
     """Table macro: private households on any date, rebuilt from the membership spells.
 
-    Ages are the reference-date age shifted by the years between the dates (no date of birth
+    A date that is not a snapshot date is moved to the last day of its month (the answer's
+    `as_at_date` says which day it is for). Ages are the reference-date age shifted by the
+    years between the dates (no date of birth
     is published): exact on anniversaries of the reference date, otherwise possibly a year
     out for people whose birthday falls between the two dates. Service use counts hospital
     activity in the service period ending on the date, NULL where the extract does not cover
@@ -348,7 +352,17 @@ def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
         if skip_snapshot_dates
         else ""
     )
-    dates = f"SELECT as_at_date FROM (SELECT CAST(as_at AS DATE) AS as_at_date) {skip}"
+    # A date other than a snapshot's is moved to the last day of its month: stepping the date a
+    # day at a time would otherwise show the very day of each hospital attendance (its
+    # 12-month count steps up) and each move (red-team finding F7).
+    snapped = (
+        "CASE WHEN d IN (SELECT as_at_date FROM linked.snapshot_dates) THEN d "
+        "ELSE CAST(last_day(d) AS DATE) END"
+    )
+    dates = (
+        f"SELECT as_at_date FROM (SELECT {snapped} AS as_at_date "
+        f"FROM (SELECT CAST(as_at AS DATE) AS d)) {skip}"
+    )
     return f"CREATE OR REPLACE MACRO {COMPUTED_MACRO}(as_at) AS TABLE\n" + households_on_sql(dates)
 
 
@@ -572,11 +586,12 @@ def suppression_stats(result: ProtectedTables) -> dict[str, Any]:
 def write_database(
     db_path: Path, parquet: dict[str, Path], metadata: dict[str, Any], policy: DisclosurePolicy
 ) -> DatabaseSummary:
-    """Build the DuckDB database in a temporary file, then move it into place in one step."""
+    """Build the engineers' DuckDB database (every table, view and macro) in a temporary file,
+    then move it into place in one step, readable by its owner only."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
+    con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
     try:
         con.execute("CREATE SCHEMA linked")
         con.execute("CREATE SCHEMA summaries")
@@ -609,11 +624,73 @@ def write_database(
         )
         for sql in macros_sql(policy):
             con.execute(sql)
+        for view in VIEWS:
+            for sql in comment_sql(view, "VIEW"):
+                con.execute(sql)
         con.execute("CHECKPOINT")
     finally:
         con.close()
+    os.chmod(tmp, ENGINEER_MODE)
     os.replace(tmp, db_path)
     return DatabaseSummary(disclosure=disclosure)
+
+
+#: What the analyst database keeps in schema `linked`: only the inputs of the as-at macros,
+#: only their columns. Analysts never name these tables (the query guard refuses it); the
+#: macros read them.
+MACRO_INPUTS: dict[str, str] = {
+    "membership": "SELECT person_id, household_id, valid_from, valid_to, is_communal, "
+    "age_on_reference_date FROM eng.linked.membership",
+    "service_events": "SELECT person_id, source, event_type, event_date "
+    "FROM eng.linked.service_events WHERE source = 'hospital_activity'",
+    "household_area": "SELECT * FROM eng.linked.household_area",
+    "run_parameters": "SELECT * FROM eng.linked.run_parameters",
+    "snapshot_dates": "SELECT * FROM eng.linked.snapshot_dates",
+    "household_snapshots": "SELECT * FROM eng.linked.household_snapshots",
+}
+ANALYST_MODE = 0o640  # the query service's group reads it
+ENGINEER_MODE = 0o600  # the pipeline's account only
+
+
+def write_analyst_database(
+    engineer_db: Path, analyst_db: Path, policy: DisclosurePolicy
+) -> list[str]:
+    """The analysts' database: each analyst view's rows as a table of the view's name, the
+    as-at macros and only the inputs they read; nothing else of the engineer database.
+
+    Built in a temporary file and moved into place; returns its tables (schema.name).
+    """
+    tmp = analyst_db.with_name(analyst_db.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
+    try:
+        con.execute("ATTACH ? AS eng (READ_ONLY)", [str(engineer_db)])
+        for view in VIEWS:
+            con.execute(f"CREATE TABLE main.{view} AS FROM eng.main.{view}")
+        con.execute("CREATE SCHEMA linked")
+        for table, select in MACRO_INPUTS.items():
+            con.execute(f"CREATE TABLE linked.{table} AS {select}")
+        con.execute("DETACH eng")
+        for sql in macros_sql(policy):
+            con.execute(sql)
+        for view in VIEWS:
+            for sql in comment_sql(view, "TABLE"):
+                con.execute(sql)
+        for macro in MACROS:
+            for sql in comment_sql(macro, "MACRO TABLE"):
+                con.execute(sql)
+        con.execute("CHECKPOINT")
+        tables = [
+            f"{schema}.{name}"
+            for schema, name in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    os.chmod(tmp, ANALYST_MODE)
+    os.replace(tmp, analyst_db)
+    return tables
 
 
 def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) -> list[date]:
@@ -624,7 +701,6 @@ def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) ->
     are computed here, all in one pass over the spells; any other date is computed when asked
     for.
     """
-    con.execute(households_computed_sql(skip_snapshot_dates=False))
     earliest = con.execute("SELECT min(valid_from) FROM linked.membership").fetchall()[0][0]
     dates = snapshot_dates(date.fromisoformat(str(metadata["reference_date"])), earliest)
     _register(
@@ -644,6 +720,7 @@ def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) ->
         "ORDER BY s.years_before_reference, h.household_id"
     )
     con.execute("ALTER TABLE linked.snapshot_dates DROP COLUMN years_before_reference")
+    con.execute(households_computed_sql(skip_snapshot_dates=False))
     return dates
 
 

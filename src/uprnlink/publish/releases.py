@@ -3,13 +3,16 @@
 Layout of the output folder::
 
     out/
-      releases/<run_id>/linked/*.parquet      one complete publication per run
-      releases/<run_id>/uprnlink.duckdb
+      releases/<run_id>/linked/*.parquet      one complete publication per run (0700)
+      releases/<run_id>/uprnlink.duckdb       the analysts' database (their views only; 0640)
+      releases/<run_id>/engineer.duckdb       the engineers' database (every table; 0600)
       releases/<run_id>/quality_report.html
+      releases/<run_id>/audit_head.json       the audit log's head when it went live
       releases/.staging-<run_id>/             a publication being written (never read)
       current -> releases/<run_id>            the live release: switched by one atomic rename
       linked -> current/linked                stable paths for analysts and tools
       uprnlink.duckdb -> current/uprnlink.duckdb
+      engineer.duckdb -> current/engineer.duckdb
       quality_report.html -> current/quality_report.html
 
 A run writes its whole publication (dataset, database, report) into the staging folder, then
@@ -31,8 +34,10 @@ log = logging.getLogger(__name__)
 RELEASES = "releases"
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
+ANALYST_DATABASE = "uprnlink.duckdb"
+ENGINEER_DATABASE = "engineer.duckdb"
 #: Names under `out/` that always point into the current release.
-ENTRY_POINTS = ("linked", "uprnlink.duckdb", "quality_report.html")
+ENTRY_POINTS = ("linked", ANALYST_DATABASE, ENGINEER_DATABASE, "quality_report.html")
 
 
 def releases_dir(out_dir: Path) -> Path:

@@ -3,7 +3,10 @@ made live in one step."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,15 +14,22 @@ from typing import Any
 import polars as pl
 
 from uprnlink import __version__
-from uprnlink.governance.audit import actor, open_audit_log
+from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import read_retention
-from uprnlink.households.tables import build_analysis_tables
+from uprnlink.households.tables import AnalysisTables, build_analysis_tables
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
-from uprnlink.privacy.keys import load_run_key
-from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
+from uprnlink.privacy.release import release_ids
+from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
 from uprnlink.publish import releases
-from uprnlink.publish.database import read_policy, write_database, write_linked_dataset
+from uprnlink.publish.database import (
+    read_policy,
+    write_analyst_database,
+    write_database,
+    write_linked_dataset,
+)
+from uprnlink.publish.releases import ANALYST_DATABASE, ENGINEER_DATABASE
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -41,6 +51,24 @@ def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
         "records",
         "people",
         *[(pl.col(c) / pl.col("records")).round(4).alias(name) for c, name in share.items()],
+    )
+
+
+def published_ids(settings: RunSettings, tables: AnalysisTables, key: MasterKey) -> AnalysisTables:
+    """The tables with analyst-facing person and household ids (release key, project); the
+    crosswalk to the internal ids goes to the trusted zone (engineer-only)."""
+    frames, crosswalk = release_ids(
+        {f.name: getattr(tables, f.name) for f in fields(tables)},
+        load_release_key(settings),
+        settings.release.project,
+    )
+    write_trusted(crosswalk, Zones(settings).release_ids, key)
+    return AnalysisTables(
+        person=frames["person"].sort("person_id"),
+        household=frames["household"].sort("household_id"),
+        membership=frames["membership"].sort("person_id", "valid_from"),
+        service_events=frames["service_events"].sort("event_date", "person_id"),
+        household_area=frames["household_area"].sort("household_id"),
     )
 
 
@@ -69,6 +97,7 @@ def publish_outputs(
         reference_date=settings.reference_date,
         service_period_months=settings.service_period_months,
     )
+    tables = published_ids(settings, tables, key)
     quality = linkage_quality_table(linked)
     contracts = {
         n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
@@ -78,10 +107,14 @@ def publish_outputs(
         "run_id": run_id,
         "key_id": key.key_id,
         "key_epoch": key.epoch,
+        "release_key_id": load_release_key(settings).key_id,
+        "project": settings.release.project,
         "uprnlink_version": __version__,
         "reference_date": settings.reference_date.isoformat(),
         "service_period_months": settings.service_period_months,
         "contracts": contracts,
+        # Sources and fields this release had no data for (their columns are typed nulls).
+        "not_supplied": stage_summaries.get("not_supplied", {}),
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": {
             "people": tables.person.height,
@@ -94,8 +127,13 @@ def publish_outputs(
     staging = releases.begin(settings.out_dir, run_id)
     paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
     policy = read_policy(settings.policy_path)
-    # The database copies the staged Parquet into its own tables: it depends on no other file.
-    write_database(staging / "uprnlink.duckdb", paths, metadata, policy)
+    # The engineers' database copies the staged Parquet into its own tables (it depends on no
+    # other file); the analysts' holds only what their views show. Separate files, separate
+    # permissions: analysts reach theirs through the query service only.
+    engineer_db = staging / ENGINEER_DATABASE
+    write_database(engineer_db, paths, metadata, policy)
+    analyst_tables = write_analyst_database(engineer_db, staging / ANALYST_DATABASE, policy)
+    os.chmod(staging / "linked", 0o700)
     log.info("publication staged; it goes live when the run finishes")
     return {
         "metadata": metadata,
@@ -103,6 +141,8 @@ def publish_outputs(
         "staged": str(staging),
         "linked_dir": str(settings.linked_dir),
         "database": str(settings.database_path),
+        "engineer_database": str(settings.engineer_database_path),
+        "analyst_tables": analyst_tables,
     }
 
 
@@ -110,12 +150,11 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
     """Make this run's staged publication the live one in one atomic step, prune old releases
     and audit the publication."""
     settings = read_settings(Path(config_path))
-    key = load_run_key(settings)
     previous = releases.current(settings.out_dir)
     final = releases.switch(settings.out_dir, run_id)
     pruned = releases.prune(settings.out_dir, keep_releases(settings))
     published = summary.get("published", {})
-    open_audit_log(settings, key).append(
+    entry = open_audit_log(settings).append(
         "publish",
         actor=actor(),
         data={
@@ -126,6 +165,8 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
             "counts": published.get("metadata", {}).get("counts", {}),
         },
     )
+    # The release keeps the log's head: a log later cut short no longer holds it.
+    (final / "audit_head.json").write_text(json.dumps({"audit_head": head_of(entry)}))
     log.info("release %s is live (previous: %s)", final.name, previous or "none")
     return {"release": final.name, "previous": previous, "pruned": pruned}
 

@@ -895,7 +895,13 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
         ]
     )
     membership_path = settings.linked_dir / "membership.parquet"
-    membership = pl.read_parquet(membership_path) if membership_path.exists() else None
+    membership = None
+    if membership_path.exists():
+        # Published person ids are release ids; the trusted crosswalk maps them back to the
+        # internal ids the clusters carry.
+        membership = internal_ids(
+            pl.read_parquet(membership_path), read_trusted(z.release_ids, key)
+        )
     evaluation = evaluate_linkage(
         clusters,
         crosswalk,
@@ -977,4 +983,17 @@ def side_by_side(results: list[tuple[str, dict[str, Any]]]) -> str:
     names = [name for name, _ in results]
     return "\n".join(
         ["Populations side by side", *_grid(["", *names], [[label, *c] for label, c in rows])]
+    )
+
+
+def internal_ids(frame: pl.DataFrame, crosswalk: pl.DataFrame) -> pl.DataFrame:
+    """A published table with its person ids mapped back to the internal ones (crosswalk from
+    `privacy.release.release_ids`)."""
+    people = crosswalk.filter(pl.col("column") == "person_id").select(
+        pl.col("published").alias("person_id"), pl.col("internal").alias("_internal")
+    )
+    return (
+        frame.join(people, on="person_id", how="left", maintain_order="left")
+        .with_columns(pl.col("_internal").alias("person_id"))
+        .drop("_internal")
     )

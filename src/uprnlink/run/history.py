@@ -67,6 +67,8 @@ def run_row(run: dict[str, Any], live: str | None) -> dict[str, str]:
     status = run.get("status", "?")
     if status == "failed":
         status = f"failed in {run.get('failed_stage', '?')}"
+    elif status == "held":
+        status = "held: " + ", ".join(sorted({h["source"] for h in run.get("held", [])}))
     if linkage:
         if linkage.get("reused"):
             link = "reused"

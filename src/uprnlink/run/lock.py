@@ -29,7 +29,8 @@ class RunLockedError(UprnlinkError):
     exit_code = 9
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (signal 0 checks without signalling)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -62,7 +63,7 @@ def acquire(path: Path, run_id: str) -> None:
         except FileExistsError:
             holder = _read(path)
             stale = holder is None or (
-                holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1)))
+                holder.get("host") == me["host"] and not process_alive(int(holder.get("pid", -1)))
             )
             if (
                 holder is not None

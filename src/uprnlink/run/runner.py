@@ -23,16 +23,18 @@ from typing import Any
 
 from uprnlink import __version__
 from uprnlink.errors import ContractError, UprnlinkError
-from uprnlink.governance.audit import actor, open_audit_log
+from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import enforce_retention
 from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.deliveries import DeliveryHeldError, check_deliveries, record_accepted
 from uprnlink.ingest.stage import (
     check_distinct_deliveries,
     ingest_person_source,
     ingest_reference_data,
+    not_supplied,
 )
 from uprnlink.linkage.stage import link_stage
-from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.keys import load_release_key, load_run_key
 from uprnlink.privacy.trusted import clear_trusted_zone
 from uprnlink.publish import releases
 from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
@@ -84,12 +86,22 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
     check_distinct_deliveries(settings)
     keep_releases(settings)  # a malformed [retention] policy fails here, before any data is read
     key = load_run_key(settings)
-    audit = open_audit_log(settings, key)
-    audit.append("key.loaded", actor=actor(), data={"run_id": run_id})
+    release_key = load_release_key(settings)
+    audit = open_audit_log(settings)
+    audit.append(
+        "key.loaded",
+        actor=actor(),
+        data={"run_id": run_id, "key_id": key.key_id, "release_key_id": release_key.key_id},
+    )
     audit.append(
         "run.started",
         actor=actor(),
-        data={"run_id": run_id, "config": settings.config_path.name, "version": __version__},
+        data={
+            "run_id": run_id,
+            "config": settings.config_path.name,
+            "version": __version__,
+            "key_id": key.key_id,
+        },
     )
     return {"run_id": run_id, "key_id": key.key_id, "epoch": key.epoch, "name": settings.name}
 
@@ -102,15 +114,11 @@ def finish_run(
     z = Zones(settings)
     z.runs.mkdir(parents=True, exist_ok=True)
     path = z.runs / f"{run_id}.json"
-    key = load_run_key(settings)
     if status == "completed":
-        summary["retention"] = enforce_retention(settings, key, run_id)
-    path.write_text(
-        json.dumps({"run_id": run_id, "status": status, **summary}, indent=2, default=str)
-    )
-    audit = open_audit_log(settings, key)
+        summary["retention"] = enforce_retention(settings, run_id)
+    audit = open_audit_log(settings)
     ingest = [r for r in summary.get("ingest", []) if not r.get("skipped")]
-    audit.append(
+    finished = audit.append(
         "run.finished",
         actor=actor(),
         data={
@@ -123,10 +131,24 @@ def finish_run(
             "changes": summary.get("changes", {}),
             **(
                 {"failed_stage": summary["failed_stage"], "error": summary.get("error")}
-                if status == "failed"
+                if status in ("failed", "held")
                 else {}
             ),
         },
+    )
+    # The summary records the log's head: an audit log later cut short or emptied no longer
+    # holds it, and `uprnlink audit verify` says so.
+    path.write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "status": status,
+                **summary,
+                "audit_head": head_of(finished),
+            },
+            indent=2,
+            default=str,
+        )
     )
     return path
 
@@ -187,11 +209,15 @@ def execute(
     *,
     rebuild: bool = False,
     retrain: bool = False,
+    accept: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every stage in order under the run lock; a failure leaves a summary naming the stage.
 
     Nothing is published until the `switch` stage, so a run that fails or is killed earlier
     leaves the previous release live, and the next run starts cleanly without manual clean-up.
+    After the ingest, each delivery is checked against its source's last accepted one
+    (`uprnlink.ingest.deliveries`): a delivery out of line holds the run (status `held`)
+    unless its source is in `accept`, and each acceptance is audited.
     """
     run_id = run_id or new_run_id()
     settings = read_settings(Path(config_path))
@@ -220,6 +246,9 @@ def execute(
             summary["reference"] = steps.ingest_reference(config_path, run_id)
             summary["ingest"] = steps.ingest_sources(config_path, list(settings.sources), run_id)
             summary["changes"] = source_changes(summary["ingest"])
+            summary["not_supplied"] = not_supplied(settings, summary["ingest"])
+            summary["deliveries"] = check_deliveries(settings, summary["ingest"], accept)
+            audit_acceptances(config_path, run_id, accept, summary["deliveries"])
             begin("link")
             summary["linkage"] = steps.link(config_path, run_id, retrain)
             begin("publish")
@@ -228,6 +257,8 @@ def execute(
             summary["reports"] = steps.report(config_path, summary)
             begin("switch")
             summary["release"] = steps.switch(config_path, run_id, summary)
+            summary["reports"] = live_report_paths(settings.out_dir, summary.get("reports", {}))
+            record_accepted(settings, run_id, summary["deliveries"]["profiles"])
             begin("finish")
             summary["timings"] = timings
             summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -240,11 +271,52 @@ def execute(
     return summary
 
 
+def live_report_paths(out_dir: Path, reports: dict[str, str]) -> dict[str, str]:
+    """The reports' paths once the release is live: the staging folder they were written to
+    is renamed by the switch, so the published report is named by its stable link."""
+    staged = f"{releases.STAGING_PREFIX}"
+    return {
+        name: str(out_dir / Path(path).name) if staged in path else path
+        for name, path in reports.items()
+    }
+
+
 def run_all(
-    config_path: str, run_id: str | None = None, *, rebuild: bool = False, retrain: bool = False
+    config_path: str,
+    run_id: str | None = None,
+    *,
+    rebuild: bool = False,
+    retrain: bool = False,
+    accept: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
-    return execute(config_path, LOCAL_STEPS, run_id, rebuild=rebuild, retrain=retrain)
+    return execute(
+        config_path, LOCAL_STEPS, run_id, rebuild=rebuild, retrain=retrain, accept=accept
+    )
+
+
+def audit_acceptances(
+    config_path: str, run_id: str, accept: tuple[str, ...], deliveries: dict[str, Any]
+) -> None:
+    """Record each `--accept SOURCE` in the audit log: who let which delivery through, and
+    what it would otherwise have been held for (nothing, if it passed the checks anyway)."""
+    if not accept:
+        return
+    settings = read_settings(Path(config_path))
+    audit = open_audit_log(settings)
+    for source in sorted(set(accept)):
+        reasons = [f for f in deliveries["findings"] if f["source"] == source]
+        audit.append(
+            "delivery.accepted",
+            actor=actor(),
+            data={
+                "run_id": run_id,
+                "source": source,
+                "checksum": deliveries["profiles"].get(source, {}).get("checksum"),
+                "held_for": [f["check"] for f in reasons],
+                "reasons": [f["message"] for f in reasons],
+            },
+        )
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -259,10 +331,16 @@ def record_failure(
     """Write a failed run's summary (which stage, why, what was kept) without masking the error."""
     settings = read_settings(Path(config_path))
     live = releases.current(settings.out_dir)
+    held = isinstance(exc, DeliveryHeldError)
     summary = {
         **summary,
         "failed_stage": stage,
         "error": failure_reason(exc),
+        **(
+            {"held": [f.to_dict() for f in exc.findings]}
+            if isinstance(exc, DeliveryHeldError)
+            else {}
+        ),
         "published_output": (
             f"unchanged: release {live} is still the live one"
             if live and live != run_id
@@ -272,6 +350,6 @@ def record_failure(
         "reuses them and needs no clean-up",
     }
     try:
-        finish_run(config_path, run_id, summary, status="failed")
+        finish_run(config_path, run_id, summary, status="held" if held else "failed")
     except Exception as inner:  # the key or folders may be the very thing that failed
         log.warning("could not record the failed run: %s", type(inner).__name__)

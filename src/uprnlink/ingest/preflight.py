@@ -1,0 +1,169 @@
+"""`uprnlink check --config FILE`: everything about a run's configuration that can be checked
+before a run, without the key and without writing anything.
+
+The configuration is read with its types checked; each source's and reference file's contract
+is found; the mapping is checked against it (required fields, unknown fields, composite keys,
+person groups, recodings onto the contract's values); each file's header must hold every mapped
+column; and a sample of its records goes through the ingest's own validation, so the share of
+rows that would be quarantined, the values nulled and the codes left unrecoded are known before
+the run. The delivery-check policy is read too. Problems name the file, column and rule; no data
+value is printed.
+
+Exit codes: 0 the configuration and files are fit to run (warnings may be printed), 2 the
+configuration itself is invalid, 3 a contract, mapping or file problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from uprnlink.errors import ConfigError, ContractError, UprnlinkError
+from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.deliveries import read_delivery_policy
+from uprnlink.ingest.readers import file_checksum, read_extract
+from uprnlink.ingest.validate import validate_extract
+from uprnlink.settings import RunSettings, SourceSettings, read_settings
+
+SAMPLE_BYTES = 4 << 20
+QUARANTINE_WARNING = 0.05  # share of sampled rows
+NULLED_WARNING = 0.20  # share of sampled values of one field
+
+
+@dataclass
+class CheckLine:
+    """One line of the check: its level (ok, warn, error), what it is about and what was found."""
+
+    level: str
+    subject: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.level:<6} {self.subject:<28} {self.text}"
+
+
+@dataclass
+class CheckReport:
+    """Every line of a check and the exit code it comes to."""
+
+    lines: list[CheckLine] = field(default_factory=list)
+    exit_code: int = 0
+
+    def add(self, level: str, subject: str, text: str, code: int = 0) -> None:
+        """Record a line; an error raises the exit code to `code`."""
+        self.lines.append(CheckLine(level, subject, text))
+        self.exit_code = max(self.exit_code, code)
+
+
+def check_config(config_path: Path, today: date | None = None) -> CheckReport:
+    """Check a run configuration and its files (see the module docstring)."""
+    report = CheckReport()
+    try:
+        settings = read_settings(config_path)
+    except UprnlinkError as exc:
+        report.add("error", "config", str(exc), exc.exit_code)
+        return report
+    report.add(
+        "ok",
+        "config",
+        f"{settings.config_path.name}: valid ({len(settings.sources)} source(s), "
+        f"{len(settings.reference)} reference file(s); linkage {settings.linkage.backend}, "
+        f"threshold {settings.linkage.match_threshold})",
+    )
+    try:
+        policy = read_delivery_policy(settings.policy_path)
+        report.add(
+            "ok",
+            "policy",
+            f"delivery checks {'on' if policy.enabled else 'off'}: rows ±"
+            f"{policy.max_row_change:.0%}, null share +{policy.max_null_share_rise:.0%}, "
+            f"dates {policy.max_date_shortfall_days} days",
+        )
+    except UprnlinkError as exc:
+        report.add("error", "policy", str(exc), exc.exit_code)
+    checksums: dict[str, str] = {}
+    for table, sources in (("sources", settings.sources), ("reference", settings.reference)):
+        for name, source in sources.items():
+            _check_source(report, settings, f"{table}.{name}", source, checksums)
+    return report
+
+
+def _check_source(
+    report: CheckReport,
+    settings: RunSettings,
+    subject: str,
+    source: SourceSettings,
+    checksums: dict[str, str],
+) -> None:
+    try:
+        contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+    except UprnlinkError as exc:
+        report.add("error", subject, str(exc), exc.exit_code)
+        return
+    if not source.path.exists():
+        if source.required:
+            report.add(
+                "error",
+                subject,
+                f"extract not found (file={source.path}, rule=file_missing)",
+                ContractError.exit_code,
+            )
+        else:
+            report.add("warn", subject, f"optional extract not there yet ({source.path.name})")
+        return
+    checksum = file_checksum(source.path)
+    if checksum in checksums:
+        report.add(
+            "error",
+            subject,
+            f"the same file as {checksums[checksum]} (same SHA-256; "
+            f"file={source.path.name}, rule=duplicate_delivery)",
+            ContractError.exit_code,
+        )
+        return
+    checksums[checksum] = subject
+    try:
+        raw = read_extract(source, sample_bytes=SAMPLE_BYTES)
+        _, _, ingest = validate_extract(raw, source, contract, settings.reference_date)
+    except (ContractError, ConfigError) as exc:
+        report.add("error", subject, str(exc), exc.exit_code)
+        return
+    mapped = len(source.file_columns())
+    sampled = ingest.rows_in
+    text = (
+        f"{source.path.name} ({contract.tag}): all {mapped} mapped column(s) found; "
+        f"{ingest.file_rows:,} row(s) sampled"
+    )
+    if source.person_groups:
+        text += f", {sampled:,} person record(s) in {len(source.person_groups)} groups"
+    share = ingest.rows_quarantined / sampled if sampled else 0.0
+    text += f"; {share:.1%} would be quarantined"
+    if ingest.quarantine_reasons:
+        top = sorted(ingest.quarantine_reasons.items(), key=lambda kv: -kv[1])[:3]
+        text += " (" + ", ".join(f"{r} {n:,}" for r, n in top) + ")"
+    report.add("ok", subject, text)
+    if sampled and share > QUARANTINE_WARNING:
+        report.add(
+            "warn",
+            subject,
+            f"{share:.1%} of sampled rows would be quarantined: check the mapping and formats",
+        )
+    for rule, n in sorted(ingest.values_nulled.items()):
+        if sampled and n / sampled > NULLED_WARNING:
+            report.add(
+                "warn",
+                subject,
+                f"{n / sampled:.1%} of sampled values of {rule.split(':')[0]} fail "
+                f"{rule.split(':')[1]} and would be nulled",
+            )
+    for fname, codes in ingest.values_unrecoded.items():
+        listed = ", ".join(f'"{c}" ({n:,})' for c, n in list(codes.items())[:10])
+        report.add(
+            "warn",
+            subject,
+            f"{fname}: code(s) neither contract values nor recoded: {listed} "
+            f"([sources.{source.name}.recode.{fname}])",
+        )
+    if sampled == 0:
+        report.add("warn", subject, "the file holds no records")

@@ -1,0 +1,343 @@
+"""The query service: the one way analysts reach the published data.
+
+It runs as its own service account (`uprnlink serve`), holding the analysts' database
+(read-only) and the audit key (to append), never the pseudonymisation or release keys and
+never the trusted zone. Users authenticate with a bearer token; the role comes from the user
+store. Every attempt goes through `publish.access.governed_query`: refused, or logged as started
+before it runs, then as answered or failed. Answers come back as JSON, CSV or Arrow.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from uprnlink import __version__
+from uprnlink.errors import AuditError, ConfigError
+from uprnlink.governance.audit import AuditLog, actor, open_audit_log
+from uprnlink.publish import queries
+from uprnlink.publish.access import (
+    AccessRefusedError,
+    Identity,
+    QueryFailedError,
+    QueryResult,
+    governed_query,
+    protected_answer,
+    read_roles,
+)
+from uprnlink.publish.database import read_policy
+from uprnlink.service.identities import (
+    AuthenticationError,
+    Authenticator,
+    TokenAuthenticator,
+    UserStore,
+    token_id_of,
+)
+from uprnlink.service.workers import PoolSettings, WorkerPool
+from uprnlink.settings import RunSettings
+
+log = logging.getLogger("uprnlink.service")
+
+MAX_SQL_CHARS = 20_000
+MAX_BODY_BYTES = 64 * 1024
+AUTH_LOG_SECONDS = 60.0  # one auth.failed entry per source per minute ...
+AUTH_LOG_EVERY = 100  # ... and one more for every hundred failures within it
+
+
+class QueryRequest(BaseModel):
+    """One query: SQL or a named question, and the answer's format."""
+
+    sql: str | None = Field(default=None, max_length=MAX_SQL_CHARS)
+    named: str | None = Field(default=None, max_length=100)
+    format: Literal["json", "csv", "arrow"] = "json"
+    max_rows: int | None = Field(default=None, ge=1)
+
+
+@dataclass
+class _Live:
+    path: str
+    pool: WorkerPool
+    answers: dict[str, QueryResult] = field(default_factory=dict)
+
+
+class ServiceState:
+    """What the service holds: a pool of query workers on the live analysts' database (a new
+    pool when a new release goes live; the old one finishes its queries, then stops), the
+    audit log, the roles, the disclosure policy and the user store."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        audit: AuditLog | None = None,
+        authenticator: Authenticator | None = None,
+        pool_settings: PoolSettings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.audit = audit or open_audit_log(settings)
+        # Refuse to start with an audit key the log does not know: nothing could be logged.
+        self.audit.check_key()
+        self.store = UserStore(settings.users_file)
+        self.authenticator = authenticator or TokenAuthenticator(self.store)
+        self.roles = read_roles(settings.policy_path)
+        self.policy = read_policy(settings.policy_path)
+        self.pool_settings = pool_settings or PoolSettings(
+            workers=settings.service.workers,
+            check_timeout=settings.service.check_timeout_seconds,
+            max_bytes=settings.service.max_answer_mib * 2**20,
+        )
+        self._lock = threading.Lock()
+        self._live: _Live | None = None
+        self._failures: dict[str, list[float]] = {}
+
+    def live(self) -> _Live:
+        """The live release's workers (the one `out/uprnlink.duckdb` points at now); queries
+        already running on the previous release finish there."""
+        path = os.path.realpath(self.settings.database_path)
+        with self._lock:
+            if self._live is None or self._live.path != path:
+                if not Path(path).exists():
+                    raise ConfigError("no release is live yet: run the pipeline first")
+                old = self._live
+                self._live = _Live(path, WorkerPool(Path(path), self.pool_settings))
+                if old is not None:
+                    old.pool.retire()
+                log.info("serving release %s", Path(path).parent.name)
+                threading.Thread(target=self._warm, args=(self._live,), daemon=True).start()
+            return self._live
+
+    def _warm(self, live: _Live) -> None:
+        """Work out every named question's protected answer on a new release before anyone
+        asks (a release never changes, so each is worked out once)."""
+        for named in queries.list_queries():
+            try:
+                live.answers[named.name] = protected_answer(
+                    live.pool, named, self.policy, timeout=self.settings.service.timeout_seconds
+                )
+            except Exception as exc:  # an analyst asking will see (and the log record) it
+                log.warning("named question %s not prepared: %s", named.name, type(exc).__name__)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._live.pool.close()
+                self._live = None
+
+    def identify(self, authorization: str | None, request: Request) -> Identity:
+        try:
+            return self.authenticator.authenticate(authorization)
+        except AuthenticationError as exc:
+            token = (authorization or "").partition(" ")[2]
+            self._log_auth_failure(token_id_of(token), request)
+            raise HTTPException(status_code=401, detail=str(exc)) from None
+
+    def _log_auth_failure(self, token_id: str | None, request: Request) -> None:
+        """One `auth.failed` entry per source per AUTH_LOG_SECONDS, counting the rest: a flood
+        of bad tokens cannot flood the audit log."""
+        source = request.client.host if request.client else "unknown"
+        now = time.monotonic()
+        with self._lock:
+            times = [t for t in self._failures.get(source, []) if now - t < AUTH_LOG_SECONDS]
+            first = not times
+            times.append(now)
+            self._failures[source] = times
+        if first:
+            self.audit.append(
+                "auth.failed",
+                actor="unknown",
+                data={"token_id": token_id, "path": request.url.path, "source": source},
+            )
+        elif len(times) % AUTH_LOG_EVERY == 0:
+            self.audit.append(
+                "auth.failed",
+                actor="unknown",
+                data={
+                    "token_id": token_id,
+                    "path": request.url.path,
+                    "source": source,
+                    "failures_in_window": len(times),
+                },
+            )
+
+    def still_allowed(self, who: Identity) -> Callable[[], bool]:
+        """Asked again before a query runs and before its answer leaves: is the token still
+        active (a revocation takes effect mid-query)?"""
+
+        def check() -> bool:
+            return any(u.token_id == who.token_id and u.active for u in self.store.users())
+
+        return check
+
+
+def _json_body(table: pa.Table) -> dict[str, Any]:
+    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    rows = [list(r.values()) for r in table.to_pylist()]
+    return {"columns": columns, "rows": rows}
+
+
+def _encode(table: pa.Table, fmt: str, meta: dict[str, Any]) -> Response:
+    # Header values must be Latin-1: percent-encode them (a title may hold any character).
+    headers = {
+        f"X-Uprnlink-{k.replace('_', '-').title()}": urllib.parse.quote(str(v))
+        for k, v in meta.items()
+    }
+    if fmt == "csv":
+        buffer = io.BytesIO()
+        pa_csv.write_csv(table, buffer)
+        return Response(buffer.getvalue(), media_type="text/csv", headers=headers)
+    if fmt == "arrow":
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return Response(
+            sink.getvalue().to_pybytes(),
+            media_type="application/vnd.apache.arrow.stream",
+            headers=headers,
+        )
+    body = {**meta, **_json_body(table)}
+    return Response(
+        json.dumps(body, default=str, separators=(",", ":")),
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def create_app(state: ServiceState) -> FastAPI:
+    """The service's HTTP API (`/api/...`)."""
+    app = FastAPI(
+        title="uprnlink query service",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        live = Path(os.path.realpath(state.settings.database_path))
+        return {
+            "status": "ok" if live.exists() else "no release",
+            "release": live.parent.name if live.exists() else None,
+            "version": __version__,
+        }
+
+    @app.get("/api/whoami")
+    def whoami(request: Request, authorization: str | None = Header(default=None)) -> Any:
+        who = state.identify(authorization, request)
+        granted = state.roles.get(who.role, ())
+        return {"user": who.user, "role": who.role, "may_query": sorted(granted)}
+
+    @app.get("/api/queries")
+    def named_queries(request: Request, authorization: str | None = Header(default=None)) -> Any:
+        state.identify(authorization, request)
+        return [{"name": q.name, "title": q.title} for q in queries.list_queries()]
+
+    @app.post("/api/query")
+    async def query(request: Request, authorization: str | None = Header(default=None)) -> Response:
+        # The token first: nothing of the request is read, parsed or echoed for a stranger.
+        who = await run_in_threadpool(state.identify, authorization, request)
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the request is larger than {MAX_BODY_BYTES} bytes")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the request is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = QueryRequest.model_validate_json(raw)
+        except ValidationError:
+            raise HTTPException(
+                400, 'the request must be JSON: {"sql": ...} or {"named": ...}'
+            ) from None
+        return await run_in_threadpool(_answer, who, body)
+
+    def _answer(who: Identity, body: QueryRequest) -> Response:
+        if (body.sql is None) == (body.named is None):
+            raise HTTPException(400, "send either sql or named")
+        named = None
+        if body.named is not None:
+            try:
+                named = queries.get_query(body.named)
+            except ConfigError as exc:
+                raise HTTPException(404, str(exc)) from None
+        service = state.settings.service
+        limit = min(body.max_rows or service.max_rows, service.max_rows)
+        try:
+            live = state.live()
+            result = governed_query(
+                live.pool,
+                state.audit,
+                who,
+                state.roles,
+                state.policy,
+                sql=body.sql,
+                named=named,
+                max_rows=limit,
+                timeout=service.timeout_seconds,
+                still_allowed=state.still_allowed(who),
+                answers=live.answers,
+            )
+        except AccessRefusedError as exc:
+            raise HTTPException(403, str(exc)) from None
+        except QueryFailedError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except AuditError:
+            log.error("the audit log cannot be written: query refused")
+            raise HTTPException(503, "the audit log cannot be written, so nothing ran") from None
+        except ConfigError as exc:
+            raise HTTPException(503, str(exc)) from None
+        meta = {
+            "row_count": result.table.num_rows,
+            "truncated": result.truncated,
+            "seconds": round(result.seconds, 3),
+        }
+        if named is not None:
+            meta["title"] = named.title
+        return _encode(result.table, body.format, meta)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the request back.
+        return JSONResponse({"error": "the request is not valid"}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    return app
+
+
+def serve(settings: RunSettings, *, host: str | None = None, port: int | None = None) -> None:
+    """Run the service in this process until interrupted (`uprnlink serve`)."""
+    import uvicorn
+
+    state = ServiceState(settings)
+    app = create_app(state)
+    host = host or settings.service.host
+    port = port or settings.service.port
+    log.info("audit log %s, user store %s", state.audit.path, settings.users_file)
+    print(f"uprnlink query service on http://{host}:{port} (audit key {state.audit.key_id})")
+    state.audit.append(
+        "service.started",
+        actor=actor(),
+        data={"host": host, "port": port, "version": __version__},
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        state.close()
+        state.audit.append("service.stopped", actor=actor(), data={"host": host, "port": port})
