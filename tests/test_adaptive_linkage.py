@@ -3,6 +3,7 @@ follow from which columns hold values, and so does the settings fingerprint."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from uprnlink.linkage.model import (
 from uprnlink.linkage.predict import link_people
 
 # The demo's full mapping: this model is the one whose precision and recall docs/design.md
-# reports, so adapting to other deliveries must leave it exactly as it was.
-FULL_MODEL_FINGERPRINT = "sha256:052adc9b76864553026ab56e7f5c63b7d4732816994df582e43f38757e0de015"
+# reports, so adapting to other deliveries must leave it exactly as it was. (Model 3 added the
+# forename-initial level; a change to the full model is deliberate and updates this value.)
+FULL_MODEL_FINGERPRINT = "sha256:c7f7e0785a0f5dd910cb48eb4b4f37b8dc1293beeb138ea4b5dd471ff50d0785"
 
 
 def _without(records: pl.DataFrame, *columns: str) -> pl.DataFrame:
@@ -120,7 +122,10 @@ def test_an_em_session_with_no_pairs_is_skipped_not_fatal(tmp_path: Path) -> Non
     records = synthetic_records(60)
     # NHS numbers present but never shared: the session blocked on them finds no pairs.
     unique = records.with_columns(pl.format("n{}", pl.int_range(pl.len())).alias("nhs_token"))
-    result = link_people(unique, SETTINGS, work_dir=tmp_path)
+    # Two different NHS numbers are two people (the cannot-link rules would rightly keep every
+    # record apart): this test is about training, so link without them.
+    settings = dataclasses.replace(SETTINGS, cannot_link=False)
+    result = link_people(unique, settings, work_dir=tmp_path)
     assert any("NHS number: skipped" in step for step in result.training), result.training
     assert result.people < unique.height
     assert comparison_names(frozenset(result.identifiers))[0] == "forename"

@@ -112,6 +112,29 @@ def test_father_and_son_chained_by_a_record_are_split_on_the_evidence() -> None:
     assert report["people_added"] == 1
 
 
+def test_a_date_the_model_weighed_on_a_direct_link_is_no_veto() -> None:
+    # One person's two records, linked directly with every other field agreeing, one date of
+    # birth replaced wholesale (FEBRL4 corrupts 4.5% of its dates so): the model scored the
+    # disagreement and linked anyway, so the pair stays one person.
+    nodes: list[Node] = [("ct", None, date(1967, 5, 9)), ("ht", None, date(1912, 7, 29))]
+    c, report = cluster(nodes, [("ct", "ht", 0.999)])
+    assert c["ct"] == c["ht"]
+    assert report["clusters_in_conflict"] == 0
+
+
+def test_the_same_dates_joined_only_through_another_record_are_split() -> None:
+    # The same two dates, joined only through a third record: the link between the two was
+    # never scored, and the third record's own date sides with the first.
+    nodes: list[Node] = [
+        ("ct", None, date(1967, 5, 9)),
+        ("ht", None, date(1912, 7, 29)),
+        ("ben", None, date(1967, 5, 9)),
+    ]
+    c, report = cluster(nodes, [("ct", "ben", 0.999), ("ben", "ht", 0.96)])
+    assert c["ct"] != c["ht"]
+    assert report["by_rule"]["date_of_birth"] == 1
+
+
 def test_two_slips_of_one_date_of_birth_are_one_person() -> None:
     # 1970-02-15 slipped to 1970-02-18 on one record and 1970-07-15 on another: the two slips
     # differ in two fields, but both are one field from the date the other records give.
