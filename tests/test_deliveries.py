@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from tests.conftest import make_demo_tree
 from tests.deliveries import demo_settings, optional_fields, variant
 from uprnlink.run.runner import run_all
-from uprnlink.settings import PERSON_SOURCES, read_settings
+from uprnlink.settings import read_settings
+from uprnlink.sources import PERSON_SOURCES
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,8 @@ from uprnlink import cli
 from uprnlink.ingest.deliveries import DeliveryHeldError, DeliveryPolicy, compare
 from uprnlink.publish import releases
 from uprnlink.run.runner import run_all
-from uprnlink.settings import PERSON_SOURCES, read_settings
+from uprnlink.settings import read_settings
+from uprnlink.sources import PERSON_SOURCES
 
 POLICY = DeliveryPolicy()
 BEFORE = {

@@ -20,7 +20,8 @@ from uprnlink.scaffold import (
     write_demo_config,
     write_working_folder,
 )
-from uprnlink.settings import PERSON_SOURCES, REFERENCE_SOURCES, read_settings
+from uprnlink.settings import read_settings
+from uprnlink.sources import PERSON_SOURCES, REFERENCE_SOURCES
 
 
 def test_init_lays_out_a_working_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

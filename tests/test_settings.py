@@ -9,7 +9,8 @@ import pytest
 
 from uprnlink.errors import ConfigError, ContractError
 from uprnlink.ingest.contracts import find_contract, read_contract
-from uprnlink.settings import PERSON_SOURCES, PROJECT_ROOT, read_settings
+from uprnlink.settings import PROJECT_ROOT, read_settings
+from uprnlink.sources import PERSON_SOURCES
 
 DEMO = PROJECT_ROOT / "config" / "demo.toml"
 

@@ -21,7 +21,8 @@ from uprnlink import __version__
 from uprnlink.errors import ConfigError
 from uprnlink.ingest.contracts import Contract, FieldSpec, read_contract
 from uprnlink.resources import default_policy_path, schemas_dir, template_path
-from uprnlink.settings import PERSON_SOURCES, REFERENCE_SOURCES, read_settings
+from uprnlink.settings import read_settings
+from uprnlink.sources import PERSON_SOURCES, REFERENCE_SOURCES
 
 CONFIG_NAME = "uprnlink.toml"
 POLICY_NAME = Path("governance") / "policy.toml"

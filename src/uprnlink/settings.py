@@ -18,15 +18,6 @@ from typing import Any, TypeVar, get_type_hints
 from uprnlink.errors import ConfigError, UprnlinkError
 from uprnlink.resources import default_policy_path, schemas_dir
 
-PERSON_SOURCES = (
-    "council_tax",
-    "housing_tenancies",
-    "benefits_claims",
-    "adult_social_care",
-    "gp_registrations",
-    "hospital_activity",
-)
-REFERENCE_SOURCES = ("uprn_lookup", "property_class", "deprivation")
 # The git checkout: only for what exists nowhere else (benchmarks, docs, prefect.yaml, tests).
 # Package data (contracts, policy, templates) is found through `uprnlink.resources` instead.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -22,6 +22,7 @@ from uprnlink.households.timelines import (
     residence_periods,
     residents_on,
 )
+from uprnlink.sources import PERSON_SOURCES
 
 LTC_FLAGS = (
     "ltc_asthma",
@@ -36,14 +37,7 @@ LTC_FLAGS = (
 # docs/data-dictionary.md, households.multigenerational / lone_parent / bedrooms_needed.
 GENERATION_GAP = 18  # years between the generations of a multigenerational household
 COUPLE_MAX_AGE_GAP = 15  # a man and a woman 18+ this close in age may be a couple
-SOURCES = (
-    "council_tax",
-    "housing_tenancies",
-    "benefits_claims",
-    "adult_social_care",
-    "gp_registrations",
-    "hospital_activity",
-)
+SOURCES = PERSON_SOURCES  # the source registry's (uprnlink.sources)
 
 
 # The facts each source's analysis reads, with their types: a source that was not delivered (or

@@ -26,30 +26,26 @@ from datetime import date, timedelta
 import polars as pl
 
 from uprnlink.households.ages import age_on_expr
+from uprnlink.sources import sources_with
 
+# Each source's roles come from the source registry (uprnlink.sources).
 # Sources whose dates describe residence at the recorded address, most authoritative first.
-RESIDENCE_SOURCES = (
-    "council_tax",
-    "housing_tenancies",
-    "benefits_claims",
-    "adult_social_care",
-    "gp_registrations",
-)
+RESIDENCE_SOURCES = sources_with("residence")
 # A hospital record's usual address is a claim about one day. It is used only to fill a gap:
 # where no stay covers a day, the person lives at the address of their latest attendance in
 # the year before it (not past a later recorded departure from that address).
-FALLBACK_SOURCES = ("hospital_activity",)
+FALLBACK_SOURCES = sources_with("visits")
 FALLBACK_DAYS = timedelta(days=365)  # how long an attendance's address stands as evidence
-NHS_SOURCES = ("gp_registrations", "hospital_activity", "adult_social_care")
+NHS_SOURCES = sources_with("nhs")
 # Sources whose end date means the person left the address (a benefit claim or a care package
 # can end while the person stays put).
-LEAVING_SOURCES = ("council_tax", "housing_tenancies", "gp_registrations")
+LEAVING_SOURCES = sources_with("confirms_departure")
 # Sources whose open stay at an address keeps the person there against another's end date.
-CONFIRMING_SOURCES = ("council_tax", "housing_tenancies", "benefits_claims", "gp_registrations")
+CONFIRMING_SOURCES = sources_with("confirms_presence")
 # Sources whose stays are tied to the household's occupancy of the address (liable people).
-OCCUPANCY_SOURCES = ("council_tax", "housing_tenancies")
+OCCUPANCY_SOURCES = sources_with("occupancy")
 # Open-ended lists that keep people after they move, without an end of their own.
-LIST_SOURCES = ("gp_registrations", "adult_social_care")
+LIST_SOURCES = sources_with("open_list")
 # People who move together start their new stays within this many days of each other (and
 # of leaving the old address).
 MOVE_WINDOW = timedelta(days=31)

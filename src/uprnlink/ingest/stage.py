@@ -24,7 +24,8 @@ from uprnlink.ingest.validate import ingest_extract, validate_extract, write_qua
 from uprnlink.privacy.keys import load_run_key
 from uprnlink.privacy.records import build_reference, build_trusted_source
 from uprnlink.privacy.trusted import write_trusted
-from uprnlink.settings import PERSON_SOURCES, RunSettings, read_settings
+from uprnlink.settings import RunSettings, read_settings
+from uprnlink.sources import PERSON_SOURCES
 from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")

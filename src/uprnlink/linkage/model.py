@@ -18,6 +18,7 @@ import polars as pl
 from uprnlink.errors import LinkageError
 from uprnlink.progress import timed
 from uprnlink.settings import LinkageSettings
+from uprnlink.sources import sources_with
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ _IDENTIFIER_COLUMNS = {
     "sex": "sex",
 }
 # Hospital activity dates are visits, not stays at an address.
-NON_RESIDENCE_SOURCES = ("hospital_activity",)
+NON_RESIDENCE_SOURCES = sources_with("visits")  # the source registry's (uprnlink.sources)
 # 2: scores distinct identifier profiles, EM sessions capped at max_pairs_em, postcode sector
 # by string position.
 # 3: a forename-initial level (m prior 0.03).
