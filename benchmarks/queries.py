@@ -2,7 +2,7 @@
 
 Usage: python -m benchmarks.queries [--people 1000000] [--seed 42] [--repeats 20]
                                     [--out bench-out/queries] [--db FILE] [--clients 20]
-                                    [--no-service] [--reuse]
+                                    [--no-service] [--reuse] [--retime]
 
 Building the database: a synthetic population is written (`uprnlink.synth`), every extract is
 ingested by the pipeline's own ingest stage (validate, standardise, pseudonymise), and then,
@@ -10,7 +10,9 @@ instead of Splink linkage (5M records at 1M people would take most of an hour), 
 of every record is taken from the synthetic ground truth. The pipeline's own publish stage
 (`dataset.build_analysis_tables`, `publish.write_linked_dataset`, `publish.write_database`,
 disclosure control included) then builds the published database exactly as a run would. With
-`--db FILE` an existing database is timed instead.
+`--db FILE` an existing database is timed instead (directly only). With `--retime`, the live
+release of a previous build in `--out` is timed again, directly and through the service,
+without building anything (to re-measure on a quieter machine).
 
 Each named query runs as `uprnlink query --named` runs it, on a fresh read-only connection:
 SQL, then disclosure control of the answer. It runs once to warm the file cache, then
@@ -302,14 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--reuse", action="store_true", help="reuse a previous build's extracts; publish again"
     )
+    p.add_argument(
+        "--retime", action="store_true", help="time a previous build's live release again"
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    db = (
-        Path(args.db)
-        if args.db
-        else build_database(out / "data", args.people, args.seed, reuse=args.reuse)
-    )
+    live = out / "data" / "demo" / "out" / "current" / "uprnlink.duckdb"
+    if args.retime and not live.exists():
+        p.error(f"--retime: no previous build in {out} (expected {live})")
+    if args.db:
+        db = Path(args.db)
+    elif args.retime:
+        db = live.resolve()
+    else:
+        db = build_database(out / "data", args.people, args.seed, reuse=args.reuse)
     counts = database_counts(db)
     rows = time_queries(db, args.repeats)
     width = max(len(r["query"]) for r in rows)
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{direct[r['query']]:>10}  {ok}"
             )
     result = {
-        "people_requested": None if args.db else args.people,
+        "people_requested": None if args.db or args.retime else args.people,
         "database": str(db),
         "database_mib": db.stat().st_size >> 20,
         "tables": counts,
