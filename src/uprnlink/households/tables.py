@@ -14,6 +14,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from uprnlink.households.ages import HOUSEHOLD_GROUPS, age_band_expr, age_on_expr
+from uprnlink.households.composition import GENERATION_GAP, derived_expr
 from uprnlink.households.timelines import (
     OPEN_END,
     build_memberships,
@@ -34,7 +35,6 @@ LTC_FLAGS = (
 )
 # Heuristics for what the extracts cannot say (no relationships between residents): see
 # docs/data-dictionary.md, households.multigenerational / lone_parent / bedrooms_needed.
-GENERATION_GAP = 18  # years between the generations of a multigenerational household
 COUPLE_MAX_AGE_GAP = 15  # a man and a woman 18+ this close in age may be a couple
 SOURCES = (
     "council_tax",
@@ -117,13 +117,6 @@ def build_analysis_tables(
     period_start = months_before(on, service_period_months)
     gp = _facts(records, facts, "gp_registrations")
     people = person_attributes(records, gp)
-    memberships = build_memberships(residence_periods(records), people)
-    residents = residents_on(memberships, on)
-    alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
-    residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
-    composition = household_composition(residents, people, on)
-    profile = household_profile(residents, people, on)
-
     # Areas of each household token, from the records at it (all share the same UPRN).
     areas = (
         records.filter(pl.col("household_token").is_not_null())
@@ -136,6 +129,21 @@ def build_analysis_tables(
             pl.col("is_communal").drop_nulls().first(),
         )
     )
+
+    # Communal or not is a property of the address, whichever record put a person there (a
+    # spell moved next door by the timeline rules keeps its own record's flag otherwise).
+    spells = build_memberships(residence_periods(records), people)
+    memberships = (
+        spells.drop("is_communal")
+        .join(areas.select("household_token", "is_communal"), on="household_token", how="left")
+        .with_columns(pl.col("is_communal").fill_null(False))
+        .select(spells.columns)
+    )
+    residents = residents_on(memberships, on)
+    alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
+    residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
+    composition = household_composition(residents, people, on)
+    profile = household_profile(residents, people, on)
 
     # Household circumstances on the reference date.
     housing = _facts(records, facts, "housing_tenancies").filter(_active_on(on))
@@ -213,8 +221,6 @@ def build_analysis_tables(
             .otherwise(pl.lit("owner_or_private_or_unknown"))
             .alias("tenure"),
         )
-        .with_columns(lone_parent_expr().alias("lone_parent"))
-        .with_columns(household_type_expr().alias("household_type"))
         .with_columns(
             (pl.col("bedrooms").cast(pl.Int32) - pl.col("bedrooms_needed")).alias(
                 "occupancy_rating"
@@ -342,13 +348,11 @@ def published_memberships(memberships: pl.DataFrame, people: pl.DataFrame) -> pl
 
 
 def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -> pl.DataFrame:
-    """Household make-up beyond counts: lone parent, generations, the bedroom standard.
+    """The bedroom standard (the other household measures: `uprnlink.households.composition`).
 
-    The extracts record no relationships between residents, so these are heuristics on ages
+    The extracts record no relationships between residents, so this is a heuristic on ages
     and sex, documented in docs/data-dictionary.md:
 
-    * multigenerational: three residents each at least GENERATION_GAP years older than the
-      last (greedy from the youngest, which finds such a chain whenever one exists);
     * couples (for the bedroom standard): men and women aged 18+, paired oldest with oldest,
       when their ages differ by at most COUPLE_MAX_AGE_GAP; a resident aged 18-24 who lives
       with someone GENERATION_GAP years older is taken to be a son or daughter, not a partner;
@@ -364,20 +368,6 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
         residents.select(hh, "person_id")
         .join(people.select("person_id", "dob", "sex"), on="person_id", how="left")
         .with_columns(age_on_expr("dob", on).alias("age"))
-    )
-
-    gens = r.group_by(hh).agg(a.min().alias("_g1"), a.max().alias("_gmax"))
-    middle = (
-        r.join(gens, on=hh)
-        .filter(a >= pl.col("_g1") + GENERATION_GAP)
-        .group_by(hh)
-        .agg(a.min().alias("_g2"))
-    )
-    multigen = gens.join(middle, on=hh, how="left").select(
-        hh,
-        (pl.col("_gmax") >= pl.col("_g2") + GENERATION_GAP)
-        .fill_null(False)
-        .alias("multigenerational"),
     )
 
     elder = a.max().over(hh)
@@ -418,8 +408,6 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
             kid.sum().cast(pl.Int32).alias("_kid"),
             (kid & (sex == "M")).sum().cast(pl.Int32).alias("_kid_m"),
             (kid & (sex == "F")).sum().cast(pl.Int32).alias("_kid_f"),
-            (a <= 15).sum().cast(pl.Int32).alias("children_0_15"),
-            a.is_between(16, 17).sum().cast(pl.Int32).alias("people_16_17"),
         )
         .join(couples, on=hh, how="left")
         .with_columns(pl.col("_couples").fill_null(0))
@@ -442,47 +430,17 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
         + c("_kid") % 2
         - shares.cast(pl.Int32)
     )
-    return counts.join(multigen, on=hh, how="left").select(
-        hh,
-        "children_0_15",
-        "people_16_17",
-        "multigenerational",
-        needed.cast(pl.Int32).alias("bedrooms_needed"),
-    )
+    return counts.select(hh, needed.cast(pl.Int32).alias("bedrooms_needed"))
 
 
 def lone_parent_expr() -> pl.Expr:
     """One resident aged 18+, at least one aged 0-15, everyone else under 18, no age unknown."""
-    c = pl.col
-    return (c("adults") == 1) & (c("children_0_15") >= 1) & (c("age_unknown") == 0)
+    return derived_expr("lone_parent")
 
 
 def household_type_expr() -> pl.Expr:
     """One household type per household, first rule that applies (data dictionary)."""
-    c = pl.col
-    return (
-        pl.when(c("residents") == 1)
-        .then(
-            pl.when(c("oldest_age") >= 65)
-            .then(pl.lit("one_person_65_plus"))
-            .when(c("oldest_age").is_not_null())
-            .then(pl.lit("one_person_under_65"))
-            .otherwise(pl.lit("unclassified"))
-        )
-        .when(c("age_unknown") > 0)
-        .then(pl.lit("unclassified"))
-        .when(c("multigenerational"))
-        .then(pl.lit("multigenerational"))
-        .when(c("lone_parent"))
-        .then(pl.lit("lone_parent"))
-        .when((c("children_0_15") > 0) & (c("adults") >= 2))
-        .then(pl.lit("adults_with_children"))
-        .when(c("youngest_age") >= 65)
-        .then(pl.lit("all_aged_65_plus"))
-        .when(c("children_0_15") == 0)
-        .then(pl.lit("adults_no_children"))
-        .otherwise(pl.lit("unclassified"))
-    )
+    return derived_expr("household_type")
 
 
 def _person_flags(

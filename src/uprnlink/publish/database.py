@@ -22,7 +22,8 @@ import duckdb
 import polars as pl
 
 from uprnlink.errors import PublishError
-from uprnlink.households.tables import GENERATION_GAP, AnalysisTables, months_before
+from uprnlink.households.composition import aggregates_sql, derived_sql
+from uprnlink.households.tables import AnalysisTables, months_before
 from uprnlink.publish.dictionary import comment_sql
 from uprnlink.publish.disclosure import (
     PRESETS,
@@ -368,8 +369,14 @@ def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
 
 def households_on_sql(dates: str) -> str:
     """A query of private households on each date `dates` (a query of `as_at_date` values)
-    yields, rebuilt from the membership spells: one pass for any number of dates."""
-    gap = GENERATION_GAP
+    yields, rebuilt from the membership spells: one pass for any number of dates. The household
+    measures are the rules of `uprnlink.households.composition`, as on the reference date."""
+    steps = derived_sql()
+    derived = ",\n".join(
+        f"c{i} AS (SELECT *, {expr} FROM {'h' if i == 0 else f'c{i - 1}'})"
+        for i, expr in enumerate(steps)
+    )
+    derived += f",\nc AS (SELECT * FROM c{len(steps) - 1})"
     return f"""WITH d AS (
     SELECT dd.as_at_date,
            CAST(dd.as_at_date - to_months(p.service_period_months) AS DATE) AS period_start,
@@ -400,41 +407,16 @@ r2 AS (
     FROM r LEFT JOIN ev USING (as_at_date, person_id)),
 h AS (
     SELECT as_at_date, household_id,
-           CAST(count(*) AS INTEGER) AS residents,
-           CAST(count(*) FILTER (WHERE age >= 18) AS INTEGER) AS adults,
-           CAST(count(*) FILTER (WHERE age <= 4) AS INTEGER) AS children_0_4,
-           CAST(count(*) FILTER (WHERE age BETWEEN 5 AND 15) AS INTEGER) AS children_5_15,
-           CAST(count(*) FILTER (WHERE age <= 15) AS INTEGER) AS children_0_15,
-           CAST(count(*) FILTER (WHERE age BETWEEN 16 AND 17) AS INTEGER) AS people_16_17,
-           CAST(count(*) FILTER (WHERE age < 18) AS INTEGER) AS children_0_17,
-           CAST(count(*) FILTER (WHERE age >= 65) AS INTEGER) AS people_65_plus,
-           CAST(count(*) FILTER (WHERE age >= 85) AS INTEGER) AS people_85_plus,
-           CAST(count(*) FILTER (WHERE age IS NULL) AS INTEGER) AS age_unknown,
-           min(age) AS youngest, max(age) AS oldest,
-           min(age) FILTER (WHERE age >= youngest + {gap}) AS middle,
+           {aggregates_sql()},
            CAST(sum(ae) AS INTEGER) AS ae,
            CAST(sum(ea) AS INTEGER) AS ea
     FROM r2 GROUP BY as_at_date, household_id),
-c AS (
-    SELECT *, coalesce(oldest >= middle + {gap}, FALSE) AS multigenerational,
-           adults = 1 AND children_0_15 >= 1 AND age_unknown = 0 AS lone_parent
-    FROM h)
+{derived}
 SELECT c.household_id, d.as_at_date, a.lsoa, a.msoa, a.ward, a.imd_decile, a.property_class,
        c.residents, c.adults, c.children_0_4, c.children_5_15, c.children_0_15,
        c.people_16_17, c.children_0_17, c.people_65_plus, c.people_85_plus, c.age_unknown,
-       c.residents = 1 AS living_alone, c.lone_parent, c.multigenerational,
-       CASE WHEN c.residents = 1 THEN
-                CASE WHEN c.oldest >= 65 THEN 'one_person_65_plus'
-                     WHEN c.oldest IS NOT NULL THEN 'one_person_under_65'
-                     ELSE 'unclassified' END
-            WHEN c.age_unknown > 0 THEN 'unclassified'
-            WHEN c.multigenerational THEN 'multigenerational'
-            WHEN c.lone_parent THEN 'lone_parent'
-            WHEN c.children_0_15 > 0 AND c.adults >= 2 THEN 'adults_with_children'
-            WHEN c.youngest >= 65 THEN 'all_aged_65_plus'
-            WHEN c.children_0_15 = 0 THEN 'adults_no_children'
-            ELSE 'unclassified' END AS household_type,
-       c.residents > 10 AS improbable_size,
+       c.living_alone, c.lone_parent, c.multigenerational, c.household_type,
+       c.improbable_size,
        d.period_start, d.as_at_date AS period_end,
        CASE WHEN d.period_start >= d.hospital_data_from THEN c.ae END AS ae_attendances,
        CASE WHEN d.period_start >= d.hospital_data_from THEN c.ea END AS emergency_admissions
