@@ -42,6 +42,8 @@ class Bound:
     @property
     def width(self) -> int:
         """Width of the integer interval the relaxation allows (0: recovered)."""
+        if math.isinf(self.high):
+            return 2**31
         return math.floor(self.high + 1e-6) - math.ceil(self.low - 1e-6)
 
 

@@ -446,14 +446,95 @@ def snapshot_dates(reference_date: date, earliest: date | None) -> list[date]:
     return out
 
 
-def summary_as_at_sql(name: str, key: str, policy: DisclosurePolicy) -> str:
-    """Table macro: a one-way summary on any date, with the disclosure rule applied in SQL.
+#: The as-at summary macros: (macro, its key, the reference-date summary it must equal there).
+AS_AT_SUMMARIES = (
+    ("ward_summary_as_at", "ward", "ward_summary"),
+    ("decile_summary_as_at", "imd_decile", "decile_summary"),
+)
 
-    One key, one implied total per count. A cell is withheld when it is a small count, or
-    when it is part of another count in the row (AS_AT_PARTS) and the difference is small.
-    Then, per count with exactly one withheld cell, its smallest non-zero cell still shown is
-    withheld too (if every other cell is zero, the withheld cell equals the total, itself a
-    small count). Then rounding. Rates use the counts as shown.
+
+def snapshot_summary_table(macro: str) -> str:
+    """The table (schema linked) of a summary macro's answers on the snapshot dates."""
+    return f"{macro.removesuffix('_as_at')}_snapshots"
+
+
+def protect_snapshot_summaries(
+    cells: pl.DataFrame,
+    summaries: dict[str, pl.DataFrame],
+    reference_date: date,
+    policy: DisclosurePolicy,
+) -> dict[str, pl.DataFrame]:
+    """The as-at summaries on every snapshot date, protected at publish time.
+
+    One suppression pattern per date, whichever summary shows it: on the reference date each
+    macro answers with its reference-date summary's own cells (protected with every other
+    summary of that date), so neither can be differenced against the other; on the other
+    snapshot dates the ward and decile tables are protected together, sharing their grand
+    totals. `cells` holds the snapshot counts by as_at_date, ward and imd_decile (a count is
+    NULL on a date the hospital extract does not cover).
+    """
+    counts = list(AS_AT_COUNTS)
+    groupings = [
+        *(Grouping(macro, (key,)) for macro, key, _ in AS_AT_SUMMARIES),
+        Grouping("grand_total", (), published=False),
+    ]
+    relations = [(macro, "grand_total") for macro, _, _ in AS_AT_SUMMARIES]
+    out: dict[str, list[pl.DataFrame]] = {macro: [] for macro, _, _ in AS_AT_SUMMARIES}
+    for (on,), day in cells.partition_by("as_at_date", as_dict=True, maintain_order=True).items():
+        assert isinstance(on, date)
+        if on == reference_date:
+            tables = {
+                macro: summaries[table].select(key, *counts)
+                for macro, key, table in AS_AT_SUMMARIES
+            }
+        else:
+            uncovered = [c for c in counts if day.get_column(c).null_count() == day.height]
+            result = protect(
+                day.drop("as_at_date").with_columns(pl.col(counts).fill_null(0)),
+                counts,
+                groupings,
+                relations,
+                policy=policy,
+                subsets=AS_AT_PARTS,
+            )
+            tables = {
+                macro: result.tables[macro].with_columns(
+                    pl.lit(None, pl.Int64).alias(c) for c in uncovered
+                )
+                for macro, _, _ in AS_AT_SUMMARIES
+            }
+        for macro, key, _ in AS_AT_SUMMARIES:
+            out[macro].append(
+                tables[macro]
+                .select(pl.lit(on).alias("as_at_date"), key, *counts)
+                .with_columns(pl.col(counts).cast(pl.Int64))
+            )
+    return {macro: pl.concat(frames) for macro, frames in out.items() if frames}
+
+
+def snapshot_cells_sql() -> str:
+    """The snapshot counts the as-at summaries show, by date, ward and IMD decile."""
+    measures = ",\n       ".join(
+        f"CAST({expr} AS BIGINT) AS {c}" for c, expr in AS_AT_COUNTS.items()
+    )
+    return f"""SELECT as_at_date, ward, imd_decile,
+       {measures}
+FROM linked.household_snapshots GROUP BY ALL ORDER BY ALL"""
+
+
+def summary_as_at_sql(name: str, key: str, policy: DisclosurePolicy) -> str:
+    """Table macro: a one-way summary on any date.
+
+    On a snapshot date (the reference date and its anniversaries) it reads the answer
+    protected at publish time (`protect_snapshot_summaries`): on the reference date exactly
+    the reference-date summary's cells. On any other date (moved to its month's end, as
+    households_as_at does) the disclosure rule is applied in SQL: a cell is withheld when it
+    is a small count, or when it is part of another count in the row (AS_AT_PARTS) and the
+    difference is small. Then, per count with exactly one withheld cell, its smallest non-zero
+    cell still shown is withheld too (if every other cell is zero, the withheld cell equals
+    the total, itself a small count). Then rounding. Rates use the counts as shown. The ward
+    and decile tables of one date share only their grand totals, which both treat as known,
+    so each one's protection holds against the other.
     """
     low = 0 if policy.suppress_zero else 1
     high = policy.min_count - 1
@@ -483,11 +564,14 @@ def summary_as_at_sql(name: str, key: str, policy: DisclosurePolicy) -> str:
     pivot = ",\n       ".join(
         f"max(CASE WHEN measure = '{c}' AND NOT hidden THEN {shown} END) AS {c}" for c in counts
     )
+    columns = ", ".join(counts)
     return f"""CREATE OR REPLACE MACRO {name}(as_at) AS TABLE
 WITH base AS (
     SELECT {key} AS k,
            {measures}
-    FROM households_as_at(as_at) GROUP BY ALL),
+    FROM households_as_at(as_at)
+    WHERE as_at_date NOT IN (SELECT as_at_date FROM linked.snapshot_dates)
+    GROUP BY ALL),
 long AS (
     {long}),
 ranked AS (
@@ -497,10 +581,15 @@ ranked AS (
     FROM long),
 marked AS (
     SELECT k, measure, v, withheld OR {secondary} AS hidden FROM ranked),
-wide AS (
+computed AS (
     SELECT k AS {key},
            {pivot}
-    FROM marked GROUP BY k)
+    FROM marked GROUP BY k),
+published AS (
+    SELECT {key}, {columns} FROM linked.{snapshot_summary_table(name)}
+    WHERE as_at_date = CAST(as_at AS DATE)),
+wide AS (
+    SELECT * FROM published UNION ALL SELECT * FROM computed)
 SELECT *,
        round(1000.0 * emergency_admissions / nullif(residents, 0), 1)
            AS emergency_admissions_per_1000
@@ -518,8 +607,7 @@ def macros_sql(policy: DisclosurePolicy) -> list[str]:
         "(SELECT reference_date FROM linked.run_parameters)",
         households_computed_sql(skip_snapshot_dates=True),
         households_as_at_sql(),
-        summary_as_at_sql("ward_summary_as_at", "ward", policy),
-        summary_as_at_sql("decile_summary_as_at", "imd_decile", policy),
+        *(summary_as_at_sql(macro, key, policy) for macro, key, _ in AS_AT_SUMMARIES),
     ]
 
 
@@ -599,6 +687,11 @@ def write_database(
             _register(con, f"summaries.{name}", frame)
         for sql in summary_views_sql():
             con.execute(sql)
+        cells = pl.from_arrow(con.sql(snapshot_cells_sql()).to_arrow_table())
+        assert isinstance(cells, pl.DataFrame)
+        on = date.fromisoformat(str(metadata["reference_date"]))
+        for macro, frame in protect_snapshot_summaries(cells, result.tables, on, policy).items():
+            _register(con, f"linked.{snapshot_summary_table(macro)}", frame)
         disclosure = {**policy.describe(), "summaries": suppression_stats(result)}
         con.execute(
             "INSERT INTO linked.run_metadata VALUES ('disclosure', ?)",
@@ -629,6 +722,10 @@ MACRO_INPUTS: dict[str, str] = {
     "run_parameters": "SELECT * FROM eng.linked.run_parameters",
     "snapshot_dates": "SELECT * FROM eng.linked.snapshot_dates",
     "household_snapshots": "SELECT * FROM eng.linked.household_snapshots",
+    **{
+        snapshot_summary_table(m): f"SELECT * FROM eng.linked.{snapshot_summary_table(m)}"
+        for m, _, _ in AS_AT_SUMMARIES
+    },
 }
 ANALYST_MODE = 0o640  # the query service's group reads it
 ENGINEER_MODE = 0o600  # the pipeline's account only
