@@ -142,6 +142,11 @@ def _members(base: pl.DataFrame, t: Table) -> list[list[int]]:
     return [list(x) for x in members.get_column("_b").to_list()]
 
 
-def recovered(bounds: Sequence[Bound]) -> list[Bound]:
-    """The withheld counts the attacker pins to one value."""
-    return [b for b in bounds if b.width <= 0]
+def recovered(bounds: Sequence[Bound], *, zeros_shown: bool = True) -> list[Bound]:
+    """The withheld counts the attacker pins to one value.
+
+    With `zeros_shown` (the policy shows zeros), a count pinned to 0 is left out: a zero is
+    publishable, and such a count is withheld only to protect its difference from a whole
+    that is itself withheld (a pinned whole is reported in its own right).
+    """
+    return [b for b in bounds if b.width <= 0 and not (zeros_shown and b.high < 0.5)]

@@ -9,6 +9,8 @@ from datetime import date
 import duckdb
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import PipelineRun
 from tests.differencing import Bound, Table, attack, recovered
@@ -18,7 +20,10 @@ from uprnlink.publish.database import (
     AS_AT_SUMMARIES,
     SUMMARY_COUNTS,
     SUMMARY_PARTS,
+    snapshot_summary_table,
+    summary_as_at_sql,
 )
+from uprnlink.publish.disclosure import DisclosurePolicy, protect_rows
 
 # A household has at least one resident: the attacker knows it too.
 AT_LEAST = [("households", "residents")]
@@ -136,3 +141,83 @@ def test_no_withheld_count_is_recovered_from_every_summary_solved_together(
         bounds += attack(base, tables, measures, parts=parts, at_least=AT_LEAST)
     assert not recovered(bounds), recovered(bounds)[:5]
     assert min(b.width for b in bounds) > 0
+
+
+# ------------------------------------------------------------------ the SQL rule, other dates
+@st.composite
+def household_rows(draw: st.DrawFn) -> pl.DataFrame:
+    """Households of a few wards and deciles: small cells near the threshold."""
+    n = draw(st.integers(1, 70))
+    wards = draw(st.integers(1, 5))
+    deciles = draw(st.integers(1, 4))
+    rows = []
+    for _ in range(n):
+        residents = draw(st.integers(1, 5))
+        alone65 = residents == 1 and draw(st.booleans())
+        rows.append(
+            {
+                "ward": f"W{draw(st.integers(0, wards - 1))}",
+                "imd_decile": draw(st.integers(1, deciles)),
+                "residents": residents,
+                "living_alone": residents == 1,
+                "people_65_plus": 1 if alone65 else 0,
+                "lone_parent": residents > 1 and draw(st.integers(0, 3)) == 0,
+                "multigenerational": residents > 2 and draw(st.integers(0, 3)) == 0,
+                "emergency_admissions": draw(st.integers(0, 2)),
+                "ae_attendances": draw(st.integers(0, 3)),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def sql_rule_answers(households: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The as-at summary macros' SQL rule on `households` (a date with no snapshot)."""
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE SCHEMA linked")
+        con.execute("CREATE TABLE linked.snapshot_dates (as_at_date DATE)")
+        for macro, key, _ in AS_AT_SUMMARIES:
+            con.execute(
+                f"CREATE TABLE linked.{snapshot_summary_table(macro)} AS SELECT "
+                f"DATE '2000-01-01' AS as_at_date, CAST(NULL AS VARCHAR) AS {key}, "
+                + ", ".join(f"CAST(NULL AS BIGINT) AS {c}" for c in AS_AT_COUNTS)
+                + " WHERE FALSE"
+            )
+        con.register("_h", households.to_arrow())
+        con.execute("CREATE TABLE hh AS SELECT *, DATE '2025-09-30' AS as_at_date FROM _h")
+        con.execute("CREATE MACRO households_as_at(as_at) AS TABLE SELECT * FROM hh")
+        policy = DisclosurePolicy()
+        out = {}
+        for macro, key, _ in AS_AT_SUMMARIES:
+            con.execute(summary_as_at_sql(macro, key, policy))
+            out[macro] = frame(con, f"SELECT * FROM {macro}(DATE '2025-09-30')")
+        return out
+    finally:
+        con.close()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(household_rows())
+def test_the_sql_rule_on_other_dates_holds_across_the_ward_and_decile_tables(
+    households: pl.DataFrame,
+) -> None:
+    shown = sql_rule_answers(households)
+    measures = ", ".join(f"CAST({e} AS BIGINT) AS {c}" for c, e in AS_AT_COUNTS.items())
+    con = duckdb.connect()
+    try:
+        con.register("households", households.to_arrow())
+        exact = frame(con, f"SELECT {measures} FROM households")
+    finally:
+        con.close()
+    # The grand totals as a named question shows them (household_change_over_time).
+    total, _ = protect_rows(
+        exact, [], list(AS_AT_COUNTS), DisclosurePolicy(), margins=False, subsets=AS_AT_PARTS
+    )
+    ward, decile = shown["ward_summary_as_at"], shown["decile_summary_as_at"]
+    base = ward.select("ward").join(decile.select("imd_decile"), how="cross")
+    tables = [
+        *(Table(macro, (key,), shown[macro]) for macro, key, _ in AS_AT_SUMMARIES),
+        Table("grand_total", (), total),
+    ]
+    bounds = attack(base, tables, list(AS_AT_COUNTS), parts=AS_AT_PARTS, at_least=AT_LEAST)
+    assert not recovered(bounds), recovered(bounds)[:3]
