@@ -13,7 +13,13 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from uprnlink.households.ages import HOUSEHOLD_GROUPS, age_band_expr, age_on_expr
+from uprnlink.households.ages import (
+    FIVE_YEAR_BANDS,
+    HOUSEHOLD_GROUPS,
+    AgeBands,
+    age_band_expr,
+    age_on_expr,
+)
 from uprnlink.households.composition import GENERATION_GAP, derived_expr
 from uprnlink.households.timelines import (
     OPEN_END,
@@ -111,8 +117,14 @@ def build_analysis_tables(
     *,
     reference_date: date,
     service_period_months: int,
+    age_bands: AgeBands = FIVE_YEAR_BANDS,
+    death_end_precision: str = "month",
 ) -> AnalysisTables:
-    """All published tables from linked trusted records (records carry `person_id`)."""
+    """All published tables from linked trusted records (records carry `person_id`).
+
+    `age_bands` are the person table's `age_band` (governance policy); spells ended by a
+    death are published to `death_end_precision` (see `published_memberships`).
+    """
     on = reference_date
     period_start = months_before(on, service_period_months)
     gp = _facts(records, facts, "gp_registrations")
@@ -263,7 +275,7 @@ def build_analysis_tables(
             *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in SOURCES],
         )
         .with_columns(
-            age_band_expr("age").alias("age_band"),
+            age_band_expr("age", age_bands).alias("age_band"),
             age_band_expr("age", HOUSEHOLD_GROUPS).alias("age_group"),
         )
         .rename({"household_token": "household_id"})
@@ -274,7 +286,7 @@ def build_analysis_tables(
     # Each spell carries its person's age on the reference date, so the as-at macros can age
     # the household on another date without joining every spell to its person.
     membership = (
-        published_memberships(memberships, people)
+        published_memberships(memberships, people, reference_date=on, precision=death_end_precision)
         .join(person.select("person_id", "age_on_reference_date"), on="person_id", how="left")
         .rename({"household_token": "household_id"})
     )
@@ -324,21 +336,35 @@ def build_analysis_tables(
     )
 
 
-def published_memberships(memberships: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
-    """Memberships as published: a person is not a resident on the day they die.
+def published_memberships(
+    memberships: pl.DataFrame,
+    people: pl.DataFrame,
+    *,
+    reference_date: date | None = None,
+    precision: str = "month",
+) -> pl.DataFrame:
+    """Memberships as published: a spell ended by a death ends a period before it.
 
-    The residence timeline ends on the date of death, while a household on a date counts only
-    people alive on it; ending the spell the day before makes "spell covers the date" mean the
-    same thing for the as-at macros as for the reference-date tables.
+    The residence timeline ends on the date of death, which published as it is (or the day
+    before) would give the date of death away. A spell that ends on the date of death is
+    published as ending on the last day of the month (`precision`: or quarter, or year)
+    before the death, or on the reference date when that falls between the two, so the
+    person is counted on the reference date exactly as the reference-date tables count them
+    (alive on it), and on every month end just as before: resident on the last month end
+    before their death, not on the next. A spell left with no day is dropped.
     """
+    unit = {"month": "1mo", "quarter": "1q", "year": "1y"}[precision]
     one_day = timedelta(days=1)
+    death = pl.col("date_of_death")
+    before = death.dt.truncate(unit) - one_day
+    if reference_date is not None:
+        on = pl.lit(reference_date)
+        before = pl.when((on < death) & (on > before)).then(on).otherwise(before)
     return (
         memberships.join(people.select("person_id", "date_of_death"), on="person_id", how="left")
         .with_columns(
-            pl.when(
-                pl.col("valid_to").is_not_null() & (pl.col("valid_to") == pl.col("date_of_death"))
-            )
-            .then(pl.col("valid_to") - one_day)
+            pl.when(pl.col("valid_to").is_not_null() & (pl.col("valid_to") == death))
+            .then(before)
             .otherwise(pl.col("valid_to"))
             .alias("valid_to")
         )

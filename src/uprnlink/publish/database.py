@@ -34,6 +34,7 @@ from uprnlink.publish.disclosure import (
     rate_expr,
     read_policy,
 )
+from uprnlink.publish.uniqueness import measure_uniqueness
 
 __all__ = [
     "MACROS",
@@ -260,7 +261,7 @@ def record_views_sql() -> list[str]:
                property_class, residents, people_65_plus, people_85_plus
         FROM linked.household WHERE is_communal""",
         f"""CREATE OR REPLACE VIEW people AS
-        SELECT person_id, sex, age, age_band, household_id, lives_in_communal_establishment,
+        SELECT person_id, sex, age_band, household_id, lives_in_communal_establishment,
                lsoa, msoa, ward, imd_decile, died_before_reference_date,
                {LTC_COLUMNS}, ae_attendances, emergency_admissions,
                receives_benefits, social_tenant, social_care_client,
@@ -692,7 +693,12 @@ def write_database(
         on = date.fromisoformat(str(metadata["reference_date"]))
         for macro, frame in protect_snapshot_summaries(cells, result.tables, on, policy).items():
             _register(con, f"linked.{snapshot_summary_table(macro)}", frame)
-        disclosure = {**policy.describe(), "summaries": suppression_stats(result)}
+        risk = measure_uniqueness(con).describe(policy.max_unique_share)
+        disclosure = {
+            **policy.describe(),
+            "summaries": suppression_stats(result),
+            "uniqueness": risk,
+        }
         con.execute(
             "INSERT INTO linked.run_metadata VALUES ('disclosure', ?)",
             [json.dumps(disclosure, default=str)],

@@ -96,9 +96,17 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "threshold_10"
 
 
+#: Default age bands (lowest age of each band): five-year bands to 85+, as ONS publishes.
+DEFAULT_AGE_BANDS = (*range(0, 85, 5), 85)
+#: How a residence spell ended by a death is published: its end moved back to the end of the
+#: month (quarter, year) before the death, so no published date falls on or next to it.
+DEATH_END_PRECISIONS = ("month", "quarter", "year")
+
+
 @dataclass(frozen=True)
 class DisclosurePolicy:
-    """The disclosure rule from governance policy: threshold, zeros, rounding, secondary."""
+    """The disclosure rule from governance policy: threshold, zeros, rounding, secondary;
+    and what record-level views may show: age bands, spell ends at death, uniqueness."""
 
     min_count: int = 10
     suppress_zero: bool = False
@@ -106,6 +114,9 @@ class DisclosurePolicy:
     secondary: bool = True
     # Which preset the values came from: a label, not part of the rule itself.
     preset: str | None = field(default=None, compare=False)
+    age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS
+    death_end_precision: str = "month"
+    max_unique_share: float = 0.05
 
     def is_primary(self, value: int | None) -> bool:
         """True when `value` may not be shown at all (a small count)."""
@@ -152,6 +163,9 @@ class DisclosurePolicy:
             "suppress_zero": self.suppress_zero,
             "round_to": self.round_to,
             "secondary": self.secondary,
+            "age_bands": list(self.age_bands),
+            "death_end_precision": self.death_end_precision,
+            "max_unique_share": self.max_unique_share,
         }
 
 
@@ -175,9 +189,25 @@ def read_policy(path: Path) -> DisclosurePolicy:
             round_to=int(d.get("round_to", base.round_to)),
             secondary=bool(d.get("secondary", base.secondary)),
             preset=preset_name,
+            age_bands=tuple(int(a) for a in d.get("age_bands", DEFAULT_AGE_BANDS)),
+            death_end_precision=str(d.get("death_end_precision", "month")),
+            max_unique_share=float(d.get("max_unique_share", 0.05)),
         )
     except (TypeError, ValueError):
-        raise PublishError(f"{path}: [disclosure] values must be integers or booleans") from None
+        raise PublishError(
+            f"{path}: [disclosure] values must be integers, booleans, numbers or lists of them"
+        ) from None
+    bands = policy.age_bands
+    if not bands or bands[0] != 0 or any(b <= a for a, b in itertools.pairwise(bands)):
+        raise PublishError(
+            f"{path}: disclosure.age_bands must start at 0 and increase (lowest age of each band)"
+        )
+    if policy.death_end_precision not in DEATH_END_PRECISIONS:
+        raise PublishError(
+            f"{path}: disclosure.death_end_precision must be one of {list(DEATH_END_PRECISIONS)}"
+        )
+    if not 0.0 <= policy.max_unique_share <= 1.0:
+        raise PublishError(f"{path}: disclosure.max_unique_share must be between 0 and 1")
     if policy.min_count < 1:
         raise PublishError(f"{path}: disclosure.min_count must be at least 1")
     if policy.round_to < 1:
