@@ -510,7 +510,17 @@ def protect_snapshot_summaries(
                 .select(pl.lit(on).alias("as_at_date"), key, *counts)
                 .with_columns(pl.col(counts).cast(pl.Int64))
             )
-    return {macro: pl.concat(frames) for macro, frames in out.items() if frames}
+    empty = {
+        macro: pl.DataFrame(
+            schema={
+                "as_at_date": pl.Date,
+                key: cells.schema[key],
+                **dict.fromkeys(counts, pl.Int64),
+            }
+        )
+        for macro, key, _ in AS_AT_SUMMARIES
+    }
+    return {macro: pl.concat(frames) if frames else empty[macro] for macro, frames in out.items()}
 
 
 def snapshot_cells_sql() -> str:
