@@ -42,7 +42,7 @@ SELECT * FROM c{len(steps) - 1} ORDER BY hh"""
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(households)
 def test_polars_and_duckdb_render_the_same_rules(members: list[list[int | None]]) -> None:
     residents = pl.DataFrame(

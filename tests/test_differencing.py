@@ -204,7 +204,7 @@ def sql_rule_answers(households: pl.DataFrame) -> dict[str, pl.DataFrame]:
         con.close()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(household_rows())
 def test_the_sql_rule_on_other_dates_holds_across_the_ward_and_decile_tables(
     households: pl.DataFrame,
@@ -257,7 +257,7 @@ def two_way_tables(draw: st.DrawFn) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(two_way_tables())
 def test_no_cell_of_a_protected_table_and_its_margins_is_recovered(table: pl.DataFrame) -> None:
     """Every level published (cells, row and column totals, grand total): the attacker who
