@@ -54,6 +54,9 @@ def test_policy_parses_and_keeps_the_disclosure_rule(policy):
         "suppress_zero": False,
         "secondary": True,
         "round_to": 1,
+        "age_bands": [*range(0, 85, 5), 85],
+        "death_end_precision": "month",
+        "max_unique_share": 0.05,
     }
     assert read_policy(POLICY_PATH) == DisclosurePolicy(min_count=10, suppress_zero=False)
     assert set(policy["outputs"].values()) == {False}

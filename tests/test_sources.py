@@ -28,13 +28,11 @@ def test_every_registered_source_has_a_contract_and_its_listing_fields() -> None
 
 
 def test_roles_are_read_from_the_registry_in_order_of_authority() -> None:
-    assert timelines.RESIDENCE_SOURCES == tuple(
-        s.name for s in PERSON_SOURCE_ROLES if s.residence
-    )
+    assert tuple(s.name for s in PERSON_SOURCE_ROLES if s.residence) == timelines.RESIDENCE_SOURCES
     assert timelines.RESIDENCE_SOURCES[0] == "council_tax"
     assert timelines.FALLBACK_SOURCES == NON_RESIDENCE_SOURCES == ("hospital_activity",)
     assert set(timelines.OCCUPANCY_SOURCES) <= set(timelines.CONFIRMING_SOURCES)
-    assert LISTING_FIELDS == listing_fields()
+    assert listing_fields() == LISTING_FIELDS
     # A source is evidence of residence as a stay or as a visit, never both.
     assert not set(sources_with("residence")) & set(sources_with("visits"))
     assert set(sources_with("residence")) | set(sources_with("visits")) == set(PERSON_SOURCES)

@@ -258,6 +258,7 @@ class _Publication:
     run_id: str
     tables: list[str]
     counts: dict[str, int]
+    risk: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,7 @@ def _summarise(entries: Sequence[_Entry], key_epochs: Mapping[str, int]) -> _Sum
                         run_id or _NO_RUN,
                         _texts(data.get("tables")),
                         _int_map(data.get("counts")),
+                        _risk(data.get("disclosure_risk")),
                     )
                 )
         elif ev.event == "retention.deleted":
@@ -727,14 +729,68 @@ def _run_blocks(s: _Summary, flag: bool) -> list[_Block]:
     return blocks
 
 
+def _risk(value: Any) -> dict[str, Any]:
+    """The uniqueness shares a publish entry records (people, households, the policy's max)."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for k in ("people", "households"):
+        v = value.get(k)
+        if isinstance(v, dict) and isinstance(v.get("share"), int | float):
+            out[k] = (float(v["share"]), _int(v.get("unique")), _int(v.get("of")))
+    limit = value.get("max_unique_share")
+    if isinstance(limit, int | float):
+        out["max"] = float(limit)
+    return out
+
+
+def _over(p: _Publication) -> bool:
+    return "max" in p.risk and any(
+        k in p.risk and p.risk[k][0] > p.risk["max"] for k in ("people", "households")
+    )
+
+
+def _share(p: _Publication, kind: str) -> str:
+    if kind not in p.risk:
+        return _UNKNOWN
+    share, unique, of = p.risk[kind]
+    over = " (above max)" if "max" in p.risk and share > p.risk["max"] else ""
+    return f"{share:.1%} ({_num(unique)} of {_num(of)}){over}"
+
+
 def _publication_blocks(s: _Summary, flag: bool) -> list[_Block]:
     blocks: list[_Block] = [_Heading(2, "Publications")]
     if not s.publications:
         return [*blocks, _Para("No publications recorded.")]
     blocks.append(_Para(f"{len(s.publications)} publication(s) of the de-identified dataset."))
+    if any(p.risk for p in s.publications):
+        over = [p.run_id for p in s.publications if _over(p)]
+        blocks.append(
+            _Para(
+                "People unique, households unique: the share of people and of households no "
+                "one else shares the quasi-identifiers analysts can see with (sex, age band, "
+                "LSOA, household size; a household's LSOA and its residents' sex and age "
+                "bands), against the policy's [disclosure] max_unique_share. "
+                + (
+                    f"{len(over)} publication(s) above it: record-level views need output "
+                    "checking before anything leaves the partnership."
+                    if over
+                    else "No publication is above it."
+                )
+            )
+        )
     blocks.append(
         _table(
-            ("time", "run id", "key id", "by", "tables", "counts"),
+            (
+                "time",
+                "run id",
+                "key id",
+                "by",
+                "tables",
+                "counts",
+                "people unique",
+                "households unique",
+            ),
             (
                 (
                     (
@@ -744,6 +800,8 @@ def _publication_blocks(s: _Summary, flag: bool) -> list[_Block]:
                         p.entry.event.actor,
                         _join(p.tables),
                         "; ".join(f"{name} {n:,}" for name, n in p.counts.items()) or _UNKNOWN,
+                        _share(p, "people"),
+                        _share(p, "households"),
                     ),
                     p.entry.verified,
                 )

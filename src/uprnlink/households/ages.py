@@ -7,6 +7,7 @@ A set of bands is a tuple of (lowest age, label) in increasing order; the last b
 from __future__ import annotations
 
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 import polars as pl
@@ -18,6 +19,17 @@ FIVE_YEAR_BANDS: AgeBands = (
     *((low, f"{low:02d}-{low + 4:02d}") for low in range(0, 85, 5)),
     (85, "85+"),
 )
+
+
+def bands_from(lowest_ages: tuple[int, ...]) -> AgeBands:
+    """Bands from the lowest age of each (`(0, 5, ..., 85)` -> `00-04`, ..., `85+`)."""
+    bands = [
+        (low, f"{low:02d}-{high - 1:02d}" if high - 1 > low else f"{low:02d}")
+        for low, high in pairwise(lowest_ages)
+    ]
+    return (*bands, (lowest_ages[-1], f"{lowest_ages[-1]}+"))
+
+
 #: Broad groups for household analysis: the person table's `age_group`.
 HOUSEHOLD_GROUPS: AgeBands = (
     (0, "00-04"),

@@ -13,7 +13,14 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from uprnlink.households.ages import HOUSEHOLD_GROUPS, age_band_expr, age_on_expr
+from uprnlink.households.ages import (
+    FIVE_YEAR_BANDS,
+    HOUSEHOLD_GROUPS,
+    AgeBands,
+    age_band_expr,
+    age_on_expr,
+)
+from uprnlink.households.composition import GENERATION_GAP, derived_expr
 from uprnlink.households.timelines import (
     OPEN_END,
     build_memberships,
@@ -35,7 +42,6 @@ LTC_FLAGS = (
 )
 # Heuristics for what the extracts cannot say (no relationships between residents): see
 # docs/data-dictionary.md, households.multigenerational / lone_parent / bedrooms_needed.
-GENERATION_GAP = 18  # years between the generations of a multigenerational household
 COUPLE_MAX_AGE_GAP = 15  # a man and a woman 18+ this close in age may be a couple
 SOURCES = PERSON_SOURCES  # the source registry's (uprnlink.sources)
 
@@ -105,19 +111,18 @@ def build_analysis_tables(
     *,
     reference_date: date,
     service_period_months: int,
+    age_bands: AgeBands = FIVE_YEAR_BANDS,
+    death_end_precision: str = "month",
 ) -> AnalysisTables:
-    """All published tables from linked trusted records (records carry `person_id`)."""
+    """All published tables from linked trusted records (records carry `person_id`).
+
+    `age_bands` are the person table's `age_band` (governance policy); spells ended by a
+    death are published to `death_end_precision` (see `published_memberships`).
+    """
     on = reference_date
     period_start = months_before(on, service_period_months)
     gp = _facts(records, facts, "gp_registrations")
     people = person_attributes(records, gp)
-    memberships = build_memberships(residence_periods(records), people)
-    residents = residents_on(memberships, on)
-    alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
-    residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
-    composition = household_composition(residents, people, on)
-    profile = household_profile(residents, people, on)
-
     # Areas of each household token, from the records at it (all share the same UPRN).
     areas = (
         records.filter(pl.col("household_token").is_not_null())
@@ -130,6 +135,21 @@ def build_analysis_tables(
             pl.col("is_communal").drop_nulls().first(),
         )
     )
+
+    # Communal or not is a property of the address, whichever record put a person there (a
+    # spell moved next door by the timeline rules keeps its own record's flag otherwise).
+    spells = build_memberships(residence_periods(records), people)
+    memberships = (
+        spells.drop("is_communal")
+        .join(areas.select("household_token", "is_communal"), on="household_token", how="left")
+        .with_columns(pl.col("is_communal").fill_null(False))
+        .select(spells.columns)
+    )
+    residents = residents_on(memberships, on)
+    alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
+    residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
+    composition = household_composition(residents, people, on)
+    profile = household_profile(residents, people, on)
 
     # Household circumstances on the reference date.
     housing = _facts(records, facts, "housing_tenancies").filter(_active_on(on))
@@ -207,8 +227,6 @@ def build_analysis_tables(
             .otherwise(pl.lit("owner_or_private_or_unknown"))
             .alias("tenure"),
         )
-        .with_columns(lone_parent_expr().alias("lone_parent"))
-        .with_columns(household_type_expr().alias("household_type"))
         .with_columns(
             (pl.col("bedrooms").cast(pl.Int32) - pl.col("bedrooms_needed")).alias(
                 "occupancy_rating"
@@ -251,7 +269,7 @@ def build_analysis_tables(
             *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in SOURCES],
         )
         .with_columns(
-            age_band_expr("age").alias("age_band"),
+            age_band_expr("age", age_bands).alias("age_band"),
             age_band_expr("age", HOUSEHOLD_GROUPS).alias("age_group"),
         )
         .rename({"household_token": "household_id"})
@@ -262,7 +280,7 @@ def build_analysis_tables(
     # Each spell carries its person's age on the reference date, so the as-at macros can age
     # the household on another date without joining every spell to its person.
     membership = (
-        published_memberships(memberships, people)
+        published_memberships(memberships, people, reference_date=on, precision=death_end_precision)
         .join(person.select("person_id", "age_on_reference_date"), on="person_id", how="left")
         .rename({"household_token": "household_id"})
     )
@@ -312,21 +330,35 @@ def build_analysis_tables(
     )
 
 
-def published_memberships(memberships: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
-    """Memberships as published: a person is not a resident on the day they die.
+def published_memberships(
+    memberships: pl.DataFrame,
+    people: pl.DataFrame,
+    *,
+    reference_date: date | None = None,
+    precision: str = "month",
+) -> pl.DataFrame:
+    """Memberships as published: a spell ended by a death ends a period before it.
 
-    The residence timeline ends on the date of death, while a household on a date counts only
-    people alive on it; ending the spell the day before makes "spell covers the date" mean the
-    same thing for the as-at macros as for the reference-date tables.
+    The residence timeline ends on the date of death, which published as it is (or the day
+    before) would give the date of death away. A spell that ends on the date of death is
+    published as ending on the last day of the month (`precision`: or quarter, or year)
+    before the death, or on the reference date when that falls between the two, so the
+    person is counted on the reference date exactly as the reference-date tables count them
+    (alive on it), and on every month end just as before: resident on the last month end
+    before their death, not on the next. A spell left with no day is dropped.
     """
+    unit = {"month": "1mo", "quarter": "1q", "year": "1y"}[precision]
     one_day = timedelta(days=1)
+    death = pl.col("date_of_death")
+    before = death.dt.truncate(unit) - one_day
+    if reference_date is not None:
+        on = pl.lit(reference_date)
+        before = pl.when((on < death) & (on > before)).then(on).otherwise(before)
     return (
         memberships.join(people.select("person_id", "date_of_death"), on="person_id", how="left")
         .with_columns(
-            pl.when(
-                pl.col("valid_to").is_not_null() & (pl.col("valid_to") == pl.col("date_of_death"))
-            )
-            .then(pl.col("valid_to") - one_day)
+            pl.when(pl.col("valid_to").is_not_null() & (pl.col("valid_to") == death))
+            .then(before)
             .otherwise(pl.col("valid_to"))
             .alias("valid_to")
         )
@@ -336,13 +368,11 @@ def published_memberships(memberships: pl.DataFrame, people: pl.DataFrame) -> pl
 
 
 def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -> pl.DataFrame:
-    """Household make-up beyond counts: lone parent, generations, the bedroom standard.
+    """The bedroom standard (the other household measures: `uprnlink.households.composition`).
 
-    The extracts record no relationships between residents, so these are heuristics on ages
+    The extracts record no relationships between residents, so this is a heuristic on ages
     and sex, documented in docs/data-dictionary.md:
 
-    * multigenerational: three residents each at least GENERATION_GAP years older than the
-      last (greedy from the youngest, which finds such a chain whenever one exists);
     * couples (for the bedroom standard): men and women aged 18+, paired oldest with oldest,
       when their ages differ by at most COUPLE_MAX_AGE_GAP; a resident aged 18-24 who lives
       with someone GENERATION_GAP years older is taken to be a son or daughter, not a partner;
@@ -358,20 +388,6 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
         residents.select(hh, "person_id")
         .join(people.select("person_id", "dob", "sex"), on="person_id", how="left")
         .with_columns(age_on_expr("dob", on).alias("age"))
-    )
-
-    gens = r.group_by(hh).agg(a.min().alias("_g1"), a.max().alias("_gmax"))
-    middle = (
-        r.join(gens, on=hh)
-        .filter(a >= pl.col("_g1") + GENERATION_GAP)
-        .group_by(hh)
-        .agg(a.min().alias("_g2"))
-    )
-    multigen = gens.join(middle, on=hh, how="left").select(
-        hh,
-        (pl.col("_gmax") >= pl.col("_g2") + GENERATION_GAP)
-        .fill_null(False)
-        .alias("multigenerational"),
     )
 
     elder = a.max().over(hh)
@@ -412,8 +428,6 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
             kid.sum().cast(pl.Int32).alias("_kid"),
             (kid & (sex == "M")).sum().cast(pl.Int32).alias("_kid_m"),
             (kid & (sex == "F")).sum().cast(pl.Int32).alias("_kid_f"),
-            (a <= 15).sum().cast(pl.Int32).alias("children_0_15"),
-            a.is_between(16, 17).sum().cast(pl.Int32).alias("people_16_17"),
         )
         .join(couples, on=hh, how="left")
         .with_columns(pl.col("_couples").fill_null(0))
@@ -436,47 +450,17 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
         + c("_kid") % 2
         - shares.cast(pl.Int32)
     )
-    return counts.join(multigen, on=hh, how="left").select(
-        hh,
-        "children_0_15",
-        "people_16_17",
-        "multigenerational",
-        needed.cast(pl.Int32).alias("bedrooms_needed"),
-    )
+    return counts.select(hh, needed.cast(pl.Int32).alias("bedrooms_needed"))
 
 
 def lone_parent_expr() -> pl.Expr:
     """One resident aged 18+, at least one aged 0-15, everyone else under 18, no age unknown."""
-    c = pl.col
-    return (c("adults") == 1) & (c("children_0_15") >= 1) & (c("age_unknown") == 0)
+    return derived_expr("lone_parent")
 
 
 def household_type_expr() -> pl.Expr:
     """One household type per household, first rule that applies (data dictionary)."""
-    c = pl.col
-    return (
-        pl.when(c("residents") == 1)
-        .then(
-            pl.when(c("oldest_age") >= 65)
-            .then(pl.lit("one_person_65_plus"))
-            .when(c("oldest_age").is_not_null())
-            .then(pl.lit("one_person_under_65"))
-            .otherwise(pl.lit("unclassified"))
-        )
-        .when(c("age_unknown") > 0)
-        .then(pl.lit("unclassified"))
-        .when(c("multigenerational"))
-        .then(pl.lit("multigenerational"))
-        .when(c("lone_parent"))
-        .then(pl.lit("lone_parent"))
-        .when((c("children_0_15") > 0) & (c("adults") >= 2))
-        .then(pl.lit("adults_with_children"))
-        .when(c("youngest_age") >= 65)
-        .then(pl.lit("all_aged_65_plus"))
-        .when(c("children_0_15") == 0)
-        .then(pl.lit("adults_no_children"))
-        .otherwise(pl.lit("unclassified"))
-    )
+    return derived_expr("household_type")
 
 
 def _person_flags(

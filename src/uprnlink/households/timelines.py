@@ -26,6 +26,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from uprnlink.households.ages import age_on_expr
+from uprnlink.households.composition import household_composition_frame
 from uprnlink.sources import sources_with
 
 # Each source's roles come from the source registry (uprnlink.sources).
@@ -921,27 +922,13 @@ def residents_on(memberships: pl.DataFrame, on: date) -> pl.DataFrame:
 
 
 def household_composition(residents: pl.DataFrame, people: pl.DataFrame, on: date) -> pl.DataFrame:
-    """Size and make-up of every household (and communal establishment) on a date."""
+    """Size and make-up of every household (and communal establishment) on a date, by the
+    rules in `uprnlink.households.composition` (the as-at macros render the same SQL)."""
     r = residents.join(people.select("person_id", "dob"), on="person_id", how="left").with_columns(
         age_on_expr("dob", on).alias("age")
     )
-    a = pl.col("age")
-    comp = r.group_by("household_token").agg(
-        pl.col("is_communal").first(),
-        pl.len().cast(pl.Int32).alias("residents"),
-        (a >= 18).sum().cast(pl.Int32).alias("adults"),
-        (a < 18).sum().cast(pl.Int32).alias("children_0_17"),
-        (a <= 4).sum().cast(pl.Int32).alias("children_0_4"),
-        ((a >= 5) & (a <= 15)).sum().cast(pl.Int32).alias("children_5_15"),
-        (a >= 65).sum().cast(pl.Int32).alias("people_65_plus"),
-        (a >= 85).sum().cast(pl.Int32).alias("people_85_plus"),
-        a.is_null().sum().cast(pl.Int32).alias("age_unknown"),
-        a.min().alias("youngest_age"),
-        a.max().alias("oldest_age"),
-    )
-    return comp.with_columns(
-        (pl.col("residents") == 1).alias("living_alone"),
-        ((pl.col("adults") == 1) & (pl.col("children_0_17") > 0)).alias("lone_adult_with_children"),
-        (pl.col("residents") > 10).alias("improbable_size"),
-        pl.lit(on).alias("reference_date"),
+    comp = household_composition_frame(r, "household_token").drop("middle_age")
+    communal = r.group_by("household_token").agg(pl.col("is_communal").first())
+    return comp.join(communal, on="household_token", how="left").with_columns(
+        pl.lit(on).alias("reference_date")
     )

@@ -22,7 +22,8 @@ import duckdb
 import polars as pl
 
 from uprnlink.errors import PublishError
-from uprnlink.households.tables import GENERATION_GAP, AnalysisTables, months_before
+from uprnlink.households.composition import aggregates_sql, derived_sql
+from uprnlink.households.tables import AnalysisTables, months_before
 from uprnlink.publish.dictionary import comment_sql
 from uprnlink.publish.disclosure import (
     PRESETS,
@@ -33,6 +34,7 @@ from uprnlink.publish.disclosure import (
     rate_expr,
     read_policy,
 )
+from uprnlink.publish.uniqueness import measure_uniqueness
 
 __all__ = [
     "MACROS",
@@ -259,7 +261,7 @@ def record_views_sql() -> list[str]:
                property_class, residents, people_65_plus, people_85_plus
         FROM linked.household WHERE is_communal""",
         f"""CREATE OR REPLACE VIEW people AS
-        SELECT person_id, sex, age, age_band, household_id, lives_in_communal_establishment,
+        SELECT person_id, sex, age_band, household_id, lives_in_communal_establishment,
                lsoa, msoa, ward, imd_decile, died_before_reference_date,
                {LTC_COLUMNS}, ae_attendances, emergency_admissions,
                receives_benefits, social_tenant, social_care_client,
@@ -368,8 +370,14 @@ def households_computed_sql(*, skip_snapshot_dates: bool) -> str:
 
 def households_on_sql(dates: str) -> str:
     """A query of private households on each date `dates` (a query of `as_at_date` values)
-    yields, rebuilt from the membership spells: one pass for any number of dates."""
-    gap = GENERATION_GAP
+    yields, rebuilt from the membership spells: one pass for any number of dates. The household
+    measures are the rules of `uprnlink.households.composition`, as on the reference date."""
+    steps = derived_sql()
+    derived = ",\n".join(
+        f"c{i} AS (SELECT *, {expr} FROM {'h' if i == 0 else f'c{i - 1}'})"
+        for i, expr in enumerate(steps)
+    )
+    derived += f",\nc AS (SELECT * FROM c{len(steps) - 1})"
     return f"""WITH d AS (
     SELECT dd.as_at_date,
            CAST(dd.as_at_date - to_months(p.service_period_months) AS DATE) AS period_start,
@@ -400,41 +408,16 @@ r2 AS (
     FROM r LEFT JOIN ev USING (as_at_date, person_id)),
 h AS (
     SELECT as_at_date, household_id,
-           CAST(count(*) AS INTEGER) AS residents,
-           CAST(count(*) FILTER (WHERE age >= 18) AS INTEGER) AS adults,
-           CAST(count(*) FILTER (WHERE age <= 4) AS INTEGER) AS children_0_4,
-           CAST(count(*) FILTER (WHERE age BETWEEN 5 AND 15) AS INTEGER) AS children_5_15,
-           CAST(count(*) FILTER (WHERE age <= 15) AS INTEGER) AS children_0_15,
-           CAST(count(*) FILTER (WHERE age BETWEEN 16 AND 17) AS INTEGER) AS people_16_17,
-           CAST(count(*) FILTER (WHERE age < 18) AS INTEGER) AS children_0_17,
-           CAST(count(*) FILTER (WHERE age >= 65) AS INTEGER) AS people_65_plus,
-           CAST(count(*) FILTER (WHERE age >= 85) AS INTEGER) AS people_85_plus,
-           CAST(count(*) FILTER (WHERE age IS NULL) AS INTEGER) AS age_unknown,
-           min(age) AS youngest, max(age) AS oldest,
-           min(age) FILTER (WHERE age >= youngest + {gap}) AS middle,
+           {aggregates_sql()},
            CAST(sum(ae) AS INTEGER) AS ae,
            CAST(sum(ea) AS INTEGER) AS ea
     FROM r2 GROUP BY as_at_date, household_id),
-c AS (
-    SELECT *, coalesce(oldest >= middle + {gap}, FALSE) AS multigenerational,
-           adults = 1 AND children_0_15 >= 1 AND age_unknown = 0 AS lone_parent
-    FROM h)
+{derived}
 SELECT c.household_id, d.as_at_date, a.lsoa, a.msoa, a.ward, a.imd_decile, a.property_class,
        c.residents, c.adults, c.children_0_4, c.children_5_15, c.children_0_15,
        c.people_16_17, c.children_0_17, c.people_65_plus, c.people_85_plus, c.age_unknown,
-       c.residents = 1 AS living_alone, c.lone_parent, c.multigenerational,
-       CASE WHEN c.residents = 1 THEN
-                CASE WHEN c.oldest >= 65 THEN 'one_person_65_plus'
-                     WHEN c.oldest IS NOT NULL THEN 'one_person_under_65'
-                     ELSE 'unclassified' END
-            WHEN c.age_unknown > 0 THEN 'unclassified'
-            WHEN c.multigenerational THEN 'multigenerational'
-            WHEN c.lone_parent THEN 'lone_parent'
-            WHEN c.children_0_15 > 0 AND c.adults >= 2 THEN 'adults_with_children'
-            WHEN c.youngest >= 65 THEN 'all_aged_65_plus'
-            WHEN c.children_0_15 = 0 THEN 'adults_no_children'
-            ELSE 'unclassified' END AS household_type,
-       c.residents > 10 AS improbable_size,
+       c.living_alone, c.lone_parent, c.multigenerational, c.household_type,
+       c.improbable_size,
        d.period_start, d.as_at_date AS period_end,
        CASE WHEN d.period_start >= d.hospital_data_from THEN c.ae END AS ae_attendances,
        CASE WHEN d.period_start >= d.hospital_data_from THEN c.ea END AS emergency_admissions
@@ -464,14 +447,105 @@ def snapshot_dates(reference_date: date, earliest: date | None) -> list[date]:
     return out
 
 
-def summary_as_at_sql(name: str, key: str, policy: DisclosurePolicy) -> str:
-    """Table macro: a one-way summary on any date, with the disclosure rule applied in SQL.
+#: The as-at summary macros: (macro, its key, the reference-date summary it must equal there).
+AS_AT_SUMMARIES = (
+    ("ward_summary_as_at", "ward", "ward_summary"),
+    ("decile_summary_as_at", "imd_decile", "decile_summary"),
+)
 
-    One key, one implied total per count. A cell is withheld when it is a small count, or
-    when it is part of another count in the row (AS_AT_PARTS) and the difference is small.
-    Then, per count with exactly one withheld cell, its smallest non-zero cell still shown is
-    withheld too (if every other cell is zero, the withheld cell equals the total, itself a
-    small count). Then rounding. Rates use the counts as shown.
+
+def snapshot_summary_table(macro: str) -> str:
+    """The table (schema linked) of a summary macro's answers on the snapshot dates."""
+    return f"{macro.removesuffix('_as_at')}_snapshots"
+
+
+def protect_snapshot_summaries(
+    cells: pl.DataFrame,
+    summaries: dict[str, pl.DataFrame],
+    reference_date: date,
+    policy: DisclosurePolicy,
+) -> dict[str, pl.DataFrame]:
+    """The as-at summaries on every snapshot date, protected at publish time.
+
+    One suppression pattern per date, whichever summary shows it: on the reference date each
+    macro answers with its reference-date summary's own cells (protected with every other
+    summary of that date), so neither can be differenced against the other; on the other
+    snapshot dates the ward and decile tables are protected together, sharing their grand
+    totals. `cells` holds the snapshot counts by as_at_date, ward and imd_decile (a count is
+    NULL on a date the hospital extract does not cover).
+    """
+    counts = list(AS_AT_COUNTS)
+    groupings = [
+        *(Grouping(macro, (key,)) for macro, key, _ in AS_AT_SUMMARIES),
+        Grouping("grand_total", (), published=False),
+    ]
+    relations = [(macro, "grand_total") for macro, _, _ in AS_AT_SUMMARIES]
+    out: dict[str, list[pl.DataFrame]] = {macro: [] for macro, _, _ in AS_AT_SUMMARIES}
+    for (on,), day in cells.partition_by("as_at_date", as_dict=True, maintain_order=True).items():
+        assert isinstance(on, date)
+        if on == reference_date:
+            tables = {
+                macro: summaries[table].select(key, *counts)
+                for macro, key, table in AS_AT_SUMMARIES
+            }
+        else:
+            uncovered = [c for c in counts if day.get_column(c).null_count() == day.height]
+            result = protect(
+                day.drop("as_at_date").with_columns(pl.col(counts).fill_null(0)),
+                counts,
+                groupings,
+                relations,
+                policy=policy,
+                subsets=AS_AT_PARTS,
+            )
+            tables = {
+                macro: result.tables[macro].with_columns(
+                    pl.lit(None, pl.Int64).alias(c) for c in uncovered
+                )
+                for macro, _, _ in AS_AT_SUMMARIES
+            }
+        for macro, key, _ in AS_AT_SUMMARIES:
+            out[macro].append(
+                tables[macro]
+                .select(pl.lit(on).alias("as_at_date"), key, *counts)
+                .with_columns(pl.col(counts).cast(pl.Int64))
+            )
+    empty = {
+        macro: pl.DataFrame(
+            schema={
+                "as_at_date": pl.Date,
+                key: cells.schema[key],
+                **dict.fromkeys(counts, pl.Int64),
+            }
+        )
+        for macro, key, _ in AS_AT_SUMMARIES
+    }
+    return {macro: pl.concat(frames) if frames else empty[macro] for macro, frames in out.items()}
+
+
+def snapshot_cells_sql() -> str:
+    """The snapshot counts the as-at summaries show, by date, ward and IMD decile."""
+    measures = ",\n       ".join(
+        f"CAST({expr} AS BIGINT) AS {c}" for c, expr in AS_AT_COUNTS.items()
+    )
+    return f"""SELECT as_at_date, ward, imd_decile,
+       {measures}
+FROM linked.household_snapshots GROUP BY ALL ORDER BY ALL"""
+
+
+def summary_as_at_sql(name: str, key: str, policy: DisclosurePolicy) -> str:
+    """Table macro: a one-way summary on any date.
+
+    On a snapshot date (the reference date and its anniversaries) it reads the answer
+    protected at publish time (`protect_snapshot_summaries`): on the reference date exactly
+    the reference-date summary's cells. On any other date (moved to its month's end, as
+    households_as_at does) the disclosure rule is applied in SQL: a cell is withheld when it
+    is a small count, or when it is part of another count in the row (AS_AT_PARTS) and the
+    difference is small. Then, per count with exactly one withheld cell, its smallest non-zero
+    cell still shown is withheld too (if every other cell is zero, the withheld cell equals
+    the total, itself a small count). Then rounding. Rates use the counts as shown. The ward
+    and decile tables of one date share only their grand totals, which both treat as known,
+    so each one's protection holds against the other.
     """
     low = 0 if policy.suppress_zero else 1
     high = policy.min_count - 1
@@ -501,11 +575,14 @@ def summary_as_at_sql(name: str, key: str, policy: DisclosurePolicy) -> str:
     pivot = ",\n       ".join(
         f"max(CASE WHEN measure = '{c}' AND NOT hidden THEN {shown} END) AS {c}" for c in counts
     )
+    columns = ", ".join(counts)
     return f"""CREATE OR REPLACE MACRO {name}(as_at) AS TABLE
 WITH base AS (
     SELECT {key} AS k,
            {measures}
-    FROM households_as_at(as_at) GROUP BY ALL),
+    FROM households_as_at(as_at)
+    WHERE as_at_date NOT IN (SELECT as_at_date FROM linked.snapshot_dates)
+    GROUP BY ALL),
 long AS (
     {long}),
 ranked AS (
@@ -515,10 +592,15 @@ ranked AS (
     FROM long),
 marked AS (
     SELECT k, measure, v, withheld OR {secondary} AS hidden FROM ranked),
-wide AS (
+computed AS (
     SELECT k AS {key},
            {pivot}
-    FROM marked GROUP BY k)
+    FROM marked GROUP BY k),
+published AS (
+    SELECT {key}, {columns} FROM linked.{snapshot_summary_table(name)}
+    WHERE as_at_date = CAST(as_at AS DATE)),
+wide AS (
+    SELECT * FROM published UNION ALL SELECT * FROM computed)
 SELECT *,
        round(1000.0 * emergency_admissions / nullif(residents, 0), 1)
            AS emergency_admissions_per_1000
@@ -536,8 +618,7 @@ def macros_sql(policy: DisclosurePolicy) -> list[str]:
         "(SELECT reference_date FROM linked.run_parameters)",
         households_computed_sql(skip_snapshot_dates=True),
         households_as_at_sql(),
-        summary_as_at_sql("ward_summary_as_at", "ward", policy),
-        summary_as_at_sql("decile_summary_as_at", "imd_decile", policy),
+        *(summary_as_at_sql(macro, key, policy) for macro, key, _ in AS_AT_SUMMARIES),
     ]
 
 
@@ -617,7 +698,17 @@ def write_database(
             _register(con, f"summaries.{name}", frame)
         for sql in summary_views_sql():
             con.execute(sql)
-        disclosure = {**policy.describe(), "summaries": suppression_stats(result)}
+        cells = pl.from_arrow(con.sql(snapshot_cells_sql()).to_arrow_table())
+        assert isinstance(cells, pl.DataFrame)
+        on = date.fromisoformat(str(metadata["reference_date"]))
+        for macro, frame in protect_snapshot_summaries(cells, result.tables, on, policy).items():
+            _register(con, f"linked.{snapshot_summary_table(macro)}", frame)
+        risk = measure_uniqueness(con).describe(policy.max_unique_share)
+        disclosure = {
+            **policy.describe(),
+            "summaries": suppression_stats(result),
+            "uniqueness": risk,
+        }
         con.execute(
             "INSERT INTO linked.run_metadata VALUES ('disclosure', ?)",
             [json.dumps(disclosure, default=str)],
@@ -647,6 +738,10 @@ MACRO_INPUTS: dict[str, str] = {
     "run_parameters": "SELECT * FROM eng.linked.run_parameters",
     "snapshot_dates": "SELECT * FROM eng.linked.snapshot_dates",
     "household_snapshots": "SELECT * FROM eng.linked.household_snapshots",
+    **{
+        snapshot_summary_table(m): f"SELECT * FROM eng.linked.{snapshot_summary_table(m)}"
+        for m, _, _ in AS_AT_SUMMARIES
+    },
 }
 ANALYST_MODE = 0o640  # the query service's group reads it
 ENGINEER_MODE = 0o600  # the pipeline's account only

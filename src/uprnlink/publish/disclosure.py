@@ -27,6 +27,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,17 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "threshold_10"
 
 
+#: Default age bands (lowest age of each band): five-year bands to 85+, as ONS publishes.
+DEFAULT_AGE_BANDS = (*range(0, 85, 5), 85)
+#: How a residence spell ended by a death is published: its end moved back to the end of the
+#: month (quarter, year) before the death, so no published date falls on or next to it.
+DEATH_END_PRECISIONS = ("month", "quarter", "year")
+
+
 @dataclass(frozen=True)
 class DisclosurePolicy:
-    """The disclosure rule from governance policy: threshold, zeros, rounding, secondary."""
+    """The disclosure rule from governance policy: threshold, zeros, rounding, secondary;
+    and what record-level views may show: age bands, spell ends at death, uniqueness."""
 
     min_count: int = 10
     suppress_zero: bool = False
@@ -106,6 +115,9 @@ class DisclosurePolicy:
     secondary: bool = True
     # Which preset the values came from: a label, not part of the rule itself.
     preset: str | None = field(default=None, compare=False)
+    age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS
+    death_end_precision: str = "month"
+    max_unique_share: float = 0.05
 
     def is_primary(self, value: int | None) -> bool:
         """True when `value` may not be shown at all (a small count)."""
@@ -152,6 +164,9 @@ class DisclosurePolicy:
             "suppress_zero": self.suppress_zero,
             "round_to": self.round_to,
             "secondary": self.secondary,
+            "age_bands": list(self.age_bands),
+            "death_end_precision": self.death_end_precision,
+            "max_unique_share": self.max_unique_share,
         }
 
 
@@ -175,9 +190,25 @@ def read_policy(path: Path) -> DisclosurePolicy:
             round_to=int(d.get("round_to", base.round_to)),
             secondary=bool(d.get("secondary", base.secondary)),
             preset=preset_name,
+            age_bands=tuple(int(a) for a in d.get("age_bands", DEFAULT_AGE_BANDS)),
+            death_end_precision=str(d.get("death_end_precision", "month")),
+            max_unique_share=float(d.get("max_unique_share", 0.05)),
         )
     except (TypeError, ValueError):
-        raise PublishError(f"{path}: [disclosure] values must be integers or booleans") from None
+        raise PublishError(
+            f"{path}: [disclosure] values must be integers, booleans, numbers or lists of them"
+        ) from None
+    bands = policy.age_bands
+    if not bands or bands[0] != 0 or any(b <= a for a, b in itertools.pairwise(bands)):
+        raise PublishError(
+            f"{path}: disclosure.age_bands must start at 0 and increase (lowest age of each band)"
+        )
+    if policy.death_end_precision not in DEATH_END_PRECISIONS:
+        raise PublishError(
+            f"{path}: disclosure.death_end_precision must be one of {list(DEATH_END_PRECISIONS)}"
+        )
+    if not 0.0 <= policy.max_unique_share <= 1.0:
+        raise PublishError(f"{path}: disclosure.max_unique_share must be between 0 and 1")
     if policy.min_count < 1:
         raise PublishError(f"{path}: disclosure.min_count must be at least 1")
     if policy.round_to < 1:
@@ -232,6 +263,143 @@ def secondary_suppression(
             out[pick] = True
             changed = True
     return out
+
+
+def determined_entries(withheld: Sequence[bool], equations: Iterable[Equation]) -> list[int]:
+    """Withheld entries whose value all the equations together fix, whatever the others are.
+
+    The single-line rule of `secondary_suppression` leaves no equation with one withheld
+    entry, but several equations can still combine to isolate one (a withheld cell joining two
+    otherwise separate suppression cycles of a table is fixed by its row and column totals).
+    Solved exactly: the equations restricted to the withheld entries, in reduced row echelon
+    form over the rationals, one connected group of entries at a time; an entry is fixed when
+    its pivot row has no other entry.
+    """
+    rows: list[dict[int, Fraction]] = []
+    for total, parts in equations:
+        row: dict[int, Fraction] = {}
+        for i, coef in ((total, -1), *((p, 1) for p in parts)):
+            if withheld[i]:
+                row[i] = row.get(i, Fraction(0)) + coef
+        row = {i: c for i, c in row.items() if c}
+        if row:
+            rows.append(row)
+    parent: dict[int, int] = {}
+
+    def find(i: int) -> int:
+        while parent.setdefault(i, i) != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for row in rows:
+        first, *rest = row
+        for i in rest:
+            parent[find(i)] = find(first)
+    groups: dict[int, list[dict[int, Fraction]]] = defaultdict(list)
+    for row in rows:
+        groups[find(next(iter(row)))].append(row)
+    fixed: list[int] = []
+    for group in groups.values():
+        pivots: dict[int, dict[int, Fraction]] = {}
+        for original in group:
+            row = dict(original)
+            for p in [p for p in row if p in pivots]:
+                if p in row:
+                    factor = row[p]
+                    for j, c in pivots[p].items():
+                        v = row.get(j, Fraction(0)) - factor * c
+                        if v:
+                            row[j] = v
+                        else:
+                            row.pop(j, None)
+            if not row:
+                continue
+            q = min(row)
+            lead = row[q]
+            row = {j: c / lead for j, c in row.items()}
+            for prow in pivots.values():
+                if q in prow:
+                    factor = prow[q]
+                    for j, c in row.items():
+                        v = prow.get(j, Fraction(0)) - factor * c
+                        if v:
+                            prow[j] = v
+                        else:
+                            prow.pop(j, None)
+            pivots[q] = row
+        fixed += [q for q, row in pivots.items() if len(row) == 1]
+    return sorted(fixed)
+
+
+def complete_suppression(
+    values: Sequence[int],
+    withheld: Sequence[bool],
+    equations: Sequence[Equation],
+    *,
+    zeros_shown: bool = True,
+) -> list[bool]:
+    """Secondary suppression until no equation has one withheld entry and no combination of
+    equations fixes a withheld entry (a zero fixed is no disclosure when zeros are shown).
+
+    For a fixed entry another entry of the nearest equation with one shown is withheld (the
+    smallest non-zero part shown, else the total, else a zero part), then the single-line
+    rule runs again. Entries are only ever added, so the loop ends.
+    """
+    out = secondary_suppression(values, withheld, equations)
+    member_of: dict[int, list[int]] = defaultdict(list)
+    for e, (total, parts) in enumerate(equations):
+        for i in (total, *parts):
+            member_of[i].append(e)
+    while True:
+        fixed = [i for i in determined_entries(out, equations) if values[i] != 0 or not zeros_shown]
+        if not fixed:
+            return out
+        pick = _nearest_complement(fixed[0], values, out, equations, member_of)
+        if pick is None:  # everything connected to it is withheld already
+            return out
+        out[pick] = True
+        out = secondary_suppression(values, out, equations)
+
+
+def _nearest_complement(
+    start: int,
+    values: Sequence[int],
+    withheld: Sequence[bool],
+    equations: Sequence[Equation],
+    member_of: dict[int, list[int]],
+) -> int | None:
+    """An entry to withhold so that `start` is no longer fixed, from the equations nearest to
+    it (its own, then those of the withheld entries they share): the smallest non-zero part
+    shown in the nearest equation that has one; else a total shown (margins are best kept,
+    being published elsewhere too); else a zero part."""
+    order: list[int] = []
+    seen_entries, seen_equations = {start}, set()
+    queue = [start]
+    while queue:
+        entry = queue.pop(0)
+        for e in member_of[entry]:
+            if e in seen_equations:
+                continue
+            seen_equations.add(e)
+            order.append(e)
+            total, parts = equations[e]
+            for i in (total, *parts):
+                if withheld[i] and i not in seen_entries:
+                    seen_entries.add(i)
+                    queue.append(i)
+    for e in order:
+        positive = [p for p in equations[e][1] if not withheld[p] and values[p] > 0]
+        if positive:
+            return min(positive, key=lambda p: (values[p], p))
+    for e in order:
+        if not withheld[equations[e][0]]:
+            return equations[e][0]
+    for e in order:
+        shown = [p for p in equations[e][1] if not withheld[p]]
+        if shown:  # only zeros left: a withheld zero unfixes the others
+            return min(shown)
+    return None
 
 
 @dataclass(frozen=True)
@@ -336,7 +504,11 @@ def protect(
         for g in groupings:
             values += [int(v or 0) for v in frames[g.name].get_column(measure).to_list()]
     primary = [policy.is_primary(v) for v in values]
-    withheld = secondary_suppression(values, primary, equations) if policy.secondary else primary
+    withheld = (
+        complete_suppression(values, primary, equations, zeros_shown=not policy.suppress_zero)
+        if policy.secondary
+        else primary
+    )
 
     stats: list[dict[str, Any]] = []
     tables = {}

@@ -16,6 +16,7 @@ import polars as pl
 from uprnlink import __version__
 from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import read_retention
+from uprnlink.households.ages import bands_from
 from uprnlink.households.tables import AnalysisTables, build_analysis_tables
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
@@ -91,11 +92,14 @@ def publish_outputs(
                 .drop("person_id")
             )
     log.info("assembling households on %s and publishing ...", settings.reference_date)
+    policy = read_policy(settings.policy_path)
     tables = build_analysis_tables(
         linked,
         facts,
         reference_date=settings.reference_date,
         service_period_months=settings.service_period_months,
+        age_bands=bands_from(policy.age_bands),
+        death_end_precision=policy.death_end_precision,
     )
     tables = published_ids(settings, tables, key)
     quality = linkage_quality_table(linked)
@@ -126,16 +130,18 @@ def publish_outputs(
     }
     staging = releases.begin(settings.out_dir, run_id)
     paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
-    policy = read_policy(settings.policy_path)
     # The engineers' database copies the staged Parquet into its own tables (it depends on no
     # other file); the analysts' holds only what their views show. Separate files, separate
     # permissions: analysts reach theirs through the query service only.
     engineer_db = staging / ENGINEER_DATABASE
-    write_database(engineer_db, paths, metadata, policy)
+    published = write_database(engineer_db, paths, metadata, policy)
     analyst_tables = write_analyst_database(engineer_db, staging / ANALYST_DATABASE, policy)
     os.chmod(staging / "linked", 0o700)
+    risk = published.disclosure["uniqueness"]
+    warn_uniqueness(risk)
     log.info("publication staged; it goes live when the run finishes")
     return {
+        "disclosure_risk": risk,
         "metadata": metadata,
         "tables": sorted(paths),
         "staged": str(staging),
@@ -144,6 +150,24 @@ def publish_outputs(
         "engineer_database": str(settings.engineer_database_path),
         "analyst_tables": analyst_tables,
     }
+
+
+def warn_uniqueness(risk: dict[str, Any]) -> None:
+    """One console line when more people or households are unique on what analysts see than
+    the policy allows (counts and shares only)."""
+    above = risk.get("above") or []
+    if not above:
+        return
+    shares = ", ".join(
+        f"{risk[k]['share']:.1%} of {k} ({risk[k]['unique']:,} of {risk[k]['of']:,})" for k in above
+    )
+    log.warning(
+        "disclosure risk: %s are unique on the quasi-identifiers analysts see, above the "
+        "policy's max_unique_share %.1f%%; record-level views need output checking "
+        "(governance/roles.md)",
+        shares,
+        100 * float(risk["max_unique_share"]),
+    )
 
 
 def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +187,7 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
             "replaced": previous,
             "tables": published.get("tables", []),
             "counts": published.get("metadata", {}).get("counts", {}),
+            "disclosure_risk": published.get("disclosure_risk", {}),
         },
     )
     # The release keeps the log's head: a log later cut short no longer holds it.

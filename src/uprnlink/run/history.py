@@ -158,6 +158,19 @@ def run_markdown(summary: dict[str, Any]) -> str:
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items())
             + ".",
         ]
+    risk = (summary.get("published") or {}).get("disclosure_risk") or {}
+    if risk.get("people") and risk.get("households"):
+        flag = (
+            " **Above the policy's limit** for " + " and ".join(risk["above"]) + "."
+            if risk.get("above")
+            else ""
+        )
+        lines += [
+            "",
+            f"**Disclosure risk**: {risk['people']['share']:.1%} of people and "
+            f"{risk['households']['share']:.1%} of households are unique on the "
+            f"quasi-identifiers analysts see (policy max {risk['max_unique_share']:.1%}).{flag}",
+        ]
     retention = summary.get("retention") or {}
     if retention.get("files_past_retention"):
         zones = ", ".join(
