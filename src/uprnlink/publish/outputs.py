@@ -38,7 +38,12 @@ import polars as pl
 
 from uprnlink.errors import ConfigError
 from uprnlink.publish import queries
-from uprnlink.publish.database import SUMMARY_COUNTS, SUMMARY_GROUPINGS, SUMMARY_RATES, SUMMARY_VIEWS
+from uprnlink.publish.database import (
+    SUMMARY_COUNTS,
+    SUMMARY_GROUPINGS,
+    SUMMARY_RATES,
+    SUMMARY_VIEWS,
+)
 from uprnlink.publish.disclosure import DisclosurePolicy
 from uprnlink.settings import read_toml
 
@@ -70,15 +75,53 @@ WITHHELD_NOTE = (
 _COUNT_FUNCTIONS = frozenset({"count", "count_star", "safe_count"})
 _SUM_FUNCTIONS = frozenset({"sum", "fsum", "sumkahan", "kahan_sum"})
 _EXTREME_FUNCTIONS = frozenset(
-    {"min", "max", "arg_min", "arg_max", "argmin", "argmax", "min_by", "max_by", "first", "last",
-     "any_value", "list", "array_agg", "string_agg", "group_concat", "listagg", "histogram",
-     "mode"}
+    {
+        "min",
+        "max",
+        "arg_min",
+        "arg_max",
+        "argmin",
+        "argmax",
+        "min_by",
+        "max_by",
+        "first",
+        "last",
+        "any_value",
+        "list",
+        "array_agg",
+        "string_agg",
+        "group_concat",
+        "listagg",
+        "histogram",
+        "mode",
+    }
 )
 _STAT_FUNCTIONS = frozenset(
-    {"avg", "mean", "median", "quantile", "quantile_cont", "quantile_disc", "stddev",
-     "stddev_samp", "stddev_pop", "var_samp", "var_pop", "variance", "corr", "covar_pop",
-     "covar_samp", "sem", "kurtosis", "skewness", "entropy", "approx_count_distinct",
-     "bool_and", "bool_or", "safe_rate"}
+    {
+        "avg",
+        "mean",
+        "median",
+        "quantile",
+        "quantile_cont",
+        "quantile_disc",
+        "stddev",
+        "stddev_samp",
+        "stddev_pop",
+        "var_samp",
+        "var_pop",
+        "variance",
+        "corr",
+        "covar_pop",
+        "covar_samp",
+        "sem",
+        "kurtosis",
+        "skewness",
+        "entropy",
+        "approx_count_distinct",
+        "bool_and",
+        "bool_or",
+        "safe_rate",
+    }
 )
 _AGGREGATES = _COUNT_FUNCTIONS | _SUM_FUNCTIONS | _EXTREME_FUNCTIONS | _STAT_FUNCTIONS
 _SUMMARY_DIMENSIONS = frozenset(k for g in SUMMARY_GROUPINGS for k in g.dims)
@@ -181,7 +224,12 @@ class RuleFinding:
     cells: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "column": self.column, "cells": self.cells, "message": self.message}
+        return {
+            "rule": self.rule,
+            "column": self.column,
+            "cells": self.cells,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -303,17 +351,16 @@ def shape_of_sql(
         if names and names <= _METADATA_SOURCES:
             return OutputShape(source="metadata")
         if names and names <= (_PROTECTED_SOURCES | _METADATA_SOURCES):
-            dims = tuple(c for c in columns if c in _SUMMARY_DIMENSIONS)
-            counts = tuple(c for c in columns if c in SUMMARY_COUNTS)
-            stats = tuple(c for c in columns if c in _SUMMARY_RATE_NAMES)
+            s_counts = tuple(c for c in columns if c in SUMMARY_COUNTS)
+            s_stats = tuple(c for c in columns if c in _SUMMARY_RATE_NAMES)
             # A filtered or partial copy of a protected table: its rows need not add up.
             return OutputShape(
-                dimensions=dims,
-                counts=counts,
-                statistics=stats,
+                dimensions=tuple(c for c in columns if c in _SUMMARY_DIMENSIONS),
+                counts=s_counts,
+                statistics=s_stats,
                 margins=False,
-                withheld=(*counts, *stats),
-                unit_count="households" if "households" in counts else None,
+                withheld=(*s_counts, *s_stats),
+                unit_count="households" if "households" in s_counts else None,
                 source="summary",
             )
         return OutputShape(row_level=True, source="record")
@@ -330,10 +377,14 @@ def shape_of_sql(
         funcs = _functions_in(expr)
         top = str(expr.get("function_name", "")).lower() if expr.get("class") == "FUNCTION" else ""
         if not funcs & _AGGREGATES:
-            if _column_name(expr) is not None and (group_all or _column_name(expr) in group_names
-                                                   or column in group_names):
-                dims.append(column)
-            elif group_all or not funcs:
+            if (
+                (
+                    _column_name(expr) is not None
+                    and (group_all or _column_name(expr) in group_names or column in group_names)
+                )
+                or group_all
+                or not funcs
+            ):
                 dims.append(column)
             else:
                 stats.append(column)
@@ -349,9 +400,16 @@ def shape_of_sql(
             stats.append(column)
             if "safe_rate" in funcs or "safe_count" in funcs:
                 withheld.append(column)
-    unit = next((c for c, e in zip(columns, select, strict=True)
-                 if c in counts and str(_unwrap(e).get("function_name", "")) == "count_star"
-                 and not _unwrap(e).get("filter")), None)
+    unit = next(
+        (
+            c
+            for c, e in zip(columns, select, strict=True)
+            if c in counts
+            and str(_unwrap(e).get("function_name", "")) == "count_star"
+            and not _unwrap(e).get("filter")
+        ),
+        None,
+    )
     return OutputShape(
         dimensions=tuple(dims),
         counts=tuple(counts),
@@ -364,7 +422,9 @@ def shape_of_sql(
     )
 
 
-def dominance_sql(sql: str, shape: OutputShape, columns: Sequence[str], *, con: Any = None) -> str | None:
+def dominance_sql(
+    sql: str, shape: OutputShape, columns: Sequence[str], *, con: Any = None
+) -> str | None:
     """A companion query giving, per cell of a typed query with sums, each sum's two largest
     contributions: the same FROM, WHERE, GROUP BY and HAVING, with ``sum(x)`` replaced by
     ``max(x, 2)``. None when there is nothing to check or the query cannot be rewritten."""
@@ -666,9 +726,7 @@ def format_table(
         [_cell(v, c in withheld)[:max_width] for c, v in zip(frame.columns, r, strict=True)]
         for r in shown.iter_rows()
     ]
-    widths = [
-        max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(frame.columns)
-    ]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(frame.columns)]
 
     def line(cells: Sequence[str]) -> str:
         parts = [
