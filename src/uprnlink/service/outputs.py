@@ -347,8 +347,8 @@ class OutputDesk:
         )
         if not verdict.passed and not submit:
             raise OutputError(
-                "output refused by rule: " + verdict.summary() + " (you may submit it for "
-                "review by an output checker)",
+                f"output refused by rule ({', '.join(verdict.rules)}): {verdict.summary()}; "
+                "you may submit it for review by an output checker (uprnlink query --submit WHY)",
                 422,
                 verdict,
             )
