@@ -145,6 +145,7 @@ def _acro_cells(df: pl.DataFrame, values: bool) -> dict[str, int]:
     return {k: len(v) for k, v in cells.items()}
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # ACRO's own pandas calls
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_our_verdicts_match_acros_on_the_same_tables(seed: int) -> None:
     df = _population(seed)
