@@ -111,6 +111,27 @@ def test_a_passing_output_is_released_numbered_and_fingerprinted(
     assert "GROUP BY tenure" not in query_service.audit_log.read_text()
 
 
+def test_sums_are_checked_for_dominance_by_a_companion_query(
+    query_service: QueryService, people: dict[str, str]
+) -> None:
+    sql = (
+        "SELECT tenure, count(*) AS households, sum(residents) AS residents "
+        "FROM households GROUP BY tenure"
+    )
+    status, record, _ = api(query_service, "POST", "/api/outputs", people["ana"], {"sql": sql})
+    assert status == 201, record  # checked (not "could not be checked"), and no cell dominated
+    assert record["shape"]["sums"] == ["residents"] and record["verdict"]["passed"]
+    # Without a count beside the sum the rules cannot see the units behind it.
+    status, body, _ = api(
+        query_service,
+        "POST",
+        "/api/outputs",
+        people["ana"],
+        {"sql": "SELECT tenure, sum(residents) AS residents FROM households GROUP BY tenure"},
+    )
+    assert status == 422 and "no-count" in {f["rule"] for f in body["rules"]}
+
+
 def test_withheld_cells_leave_as_c(query_service: QueryService, people: dict[str, str]) -> None:
     named = {"named": "emergency_admissions_by_tenure_and_deprivation"}
     status, record, _ = api(query_service, "POST", "/api/outputs", people["ana"], named)
