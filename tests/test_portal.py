@@ -533,3 +533,37 @@ def test_the_portal_end_to_end_in_a_headless_browser(
         finally:
             browser.close()
     assert shutil.which("true")
+
+
+def test_a_role_can_be_held_to_checked_answers_on_screen_too(
+    query_service: QueryService, people: dict[str, str], tmp_path: Path
+) -> None:
+    """`unchecked_answers = false`: the output rules apply to every answer, not only files."""
+    from tests.conftest import free_port, service_environment, start_service
+    from uprnlink.resources import default_policy_path
+
+    root = tmp_path / "strict"
+    shutil.copytree(query_service.root, root, symlinks=True)
+    policy = root / "strict-policy.toml"
+    policy.write_text(
+        default_policy_path()
+        .read_text()
+        .replace("[roles.analyst]\n", "[roles.analyst]\nunchecked_answers = false\n", 1)
+    )
+    config = root / "config" / "demo.toml"
+    config.write_text(config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy}"\n', 1))
+    port = free_port()
+    proc = start_service(config, port, root / "strict.log", service_environment())
+    try:
+        strict = QueryService(
+            f"http://127.0.0.1:{port}", root, config, {}, proc, root / "strict.log"
+        )
+        status, body, _ = api(strict, "POST", "/api/query", people["ana"], {"sql": SMALL_SQL})
+        assert status == 422 and "threshold" in body["error"], body
+        status, body, _ = api(strict, "POST", "/api/query", people["ana"], {"sql": PASSING_SQL})
+        assert status == 200 and body["row_count"] >= 1
+        refused = events(strict, "answer.refused")
+        assert refused and refused[-1]["data"]["rules"] == ["threshold"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -141,6 +141,9 @@ class RoleRights:
     """Sees the audit status, the queue and the release register; downloads any release."""
     row_level_outputs: bool = False
     """May release a result that is not aggregated."""
+    unchecked_answers: bool = True
+    """Sees answers on screen (`/api/query`, the portal's table) without the output rules, as
+    on a TRE desktop; false applies the rules to every answer too (refused if they fail)."""
 
 
 def read_role_rights(policy_path: Any) -> dict[str, RoleRights]:
@@ -152,6 +155,7 @@ def read_role_rights(policy_path: Any) -> dict[str, RoleRights]:
             check_outputs=spec.get("check_outputs", False) is True,
             audit=spec.get("audit", False) is True,
             row_level_outputs=spec.get("row_level_outputs", False) is True,
+            unchecked_answers=spec.get("unchecked_answers", True) is not False,
         )
     return out
 

@@ -328,6 +328,22 @@ def create_app(state: ServiceState) -> FastAPI:
             result.table.column_names, sql=body.sql, named=named, relations=relations
         )
         meta["withheld"] = ",".join(shape.withheld)
+        if not state.desk.rights_of(who).unchecked_answers:
+            # This role sees only what could leave: the output rules apply to every answer.
+            _, verdict = state.desk.check(
+                live.pool,
+                who,
+                result,
+                sql=body.sql,
+                named=named,
+                relations=relations,
+                timeout=service.timeout_seconds,
+            )
+            if not verdict.passed:
+                state.desk.refuse_answer(who, named.sql if named else str(body.sql), verdict)
+                raise HTTPException(
+                    422, f"answer refused by rule ({', '.join(verdict.rules)}): {verdict.summary()}"
+                )
         return _encode(result.table, body.format, meta)
 
     from uprnlink.service.output_api import add_output_routes

@@ -402,6 +402,20 @@ class OutputDesk:
             )
         return record
 
+    def refuse_answer(self, who: Identity, text: str, verdict: OutputVerdict) -> None:
+        """Record that an answer was withheld by the rules from a role that sees only
+        checked answers (`unchecked_answers = false`)."""
+        self.audit.append(
+            "answer.refused",
+            actor=safe_name(who.user),
+            data={
+                "user": safe_name(who.user),
+                "role": safe_name(who.role),
+                "query_fingerprint": query_fingerprint(text),
+                "rules": verdict.rules,
+            },
+        )
+
     # ------------------------------------------------------------------ decisions
     def decide(
         self, who: Identity, output_id: str, *, approve: bool, note: str = ""

@@ -350,6 +350,13 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
             relations=relations,
             timeout=service.timeout_seconds,
         )
+        if not verdict.passed and not state.desk.rights_of(who).unchecked_answers:
+            state.desk.refuse_answer(who, nq.sql if nq else str(sql), verdict)
+            return {
+                "refused": f"answer refused by rule ({', '.join(verdict.rules)}): {verdict.summary()}",
+                "named": named,
+                "sql": sql,
+            }
         measures = (*shape.counts, *shape.statistics, *shape.sums)
         return {
             "refused": None,
