@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup demo demo2 service test test-fast lint format typecheck check bench dist serve stop clean
+.PHONY: help setup browser demo demo2 service test test-fast lint format typecheck check bench dist serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -31,7 +31,17 @@ demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/ an
 demo2: $(STAMP) ## The same on a second, independent population in other systems' layouts (testpop/)
 	$(BIN)/uprnlink demo --population testpop --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
 
-test: $(STAMP) ## Run the whole test suite
+CHROMIUM ?= /usr/bin/chromium
+
+browser: ## Install Debian's Chromium for the portal's browser tests (apt, as root) if it is missing
+	@if [ -x "$(CHROMIUM)" ]; then echo "browser: $(CHROMIUM) is there"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "browser: installing Debian's chromium (apt-get) for tests/test_portal.py"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || echo "browser: apt-get could not install chromium: the browser test will skip"; \
+	else echo "browser: no $(CHROMIUM) and no apt-get as root: the browser test will skip"; fi
+
+test: $(STAMP) browser ## Run the whole test suite (installs the test browser first: make browser)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) ## Run the tests that need no synthetic population

@@ -12,7 +12,7 @@ from uprnlink.settings import PROJECT_ROOT
 
 GOVERNANCE = PROJECT_ROOT / "governance"
 POLICY_PATH = GOVERNANCE / "policy.toml"
-ROLES = ("data_engineer", "analyst", "ig_lead")
+ROLES = ("data_engineer", "analyst", "ig_lead", "output_checker")
 ANALYST_VIEWS = {
     "households",
     "household_composition",
@@ -88,6 +88,8 @@ def test_role_grants(policy):
     assert set(roles["analyst"]["views"]) == ANALYST_VIEWS | ANALYST_MACROS
     assert roles["data_engineer"]["views"] == ["*"]
     assert roles["ig_lead"] == {"views": ["run_info"], "audit": True}
+    assert roles["output_checker"] == {"views": ["run_info"], "check_outputs": True}
+    assert not roles["analyst"].get("row_level_outputs", False)
     assert not any(v.startswith("linked.") for v in roles["analyst"]["views"])
 
 

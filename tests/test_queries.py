@@ -176,7 +176,11 @@ def test_cli_named_query_writes_csv_and_parquet_and_is_audited(
 
     events = query_service.audit_events()[before:]
     access = [e for e in events if e["event"] == "access"]
-    assert [e["data"].get("named_query") for e in access] == [name, name]
+    # Each file is its own checked output (CSV, Parquet), then the screen's answer.
+    assert [e["data"].get("named_query") for e in access] == [name, name, name]
+    assert [e["data"]["channel"] for e in access] == ["output", "output", "service"]
+    released = [e for e in events if e["event"] == "output.released"]
+    assert [e["data"]["format"] for e in released] == ["csv", "parquet"]
     assert access[0]["data"]["views"] == ["deprivation_summary"]
     assert access[0]["data"]["rows"] == from_csv.height
     assert main(["audit", "verify", "--config", str(query_service.config)]) == 0

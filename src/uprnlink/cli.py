@@ -495,33 +495,115 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise ConfigError("give either one SELECT statement or --named NAME (--list shows names)")
     client = QueryClient(_service_url(args), read_token(args.token_file))
     started = time.perf_counter()
-    answer = client.query(args.sql, named=args.named)
-    frame = pl.from_arrow(answer.table)
-    assert isinstance(frame, pl.DataFrame)
     targets = [(Path(f), "csv") for f in (args.csv or [])]
     targets += [(Path(f), "parquet") for f in (args.parquet or [])]
     if args.out:
         out = Path(args.out)
         targets.append((out, "parquet" if out.suffix.lower() == ".parquet" else "csv"))
-    for path, kind in targets:
-        if kind == "parquet":
-            frame.write_parquet(path)
-        else:
-            frame.write_csv(path)
-        print(f"Wrote {frame.height:,} rows to {path}")
-    if not targets:
-        if answer.title:
-            print(f"{answer.title}\n")
-        with pl_config():
-            print(frame.head(args.limit))
-        if frame.height > args.limit:
-            print(f"... {frame.height:,} rows in all; save them with --csv FILE or --parquet FILE")
+    if args.submit is not None and not targets:
+        raise ConfigError("--submit goes with --csv FILE or --parquet FILE (the output to check)")
+    if targets:
+        # A file is an output: it leaves only through output checking (the service's rules,
+        # else an output checker), numbered and fingerprinted in the release register.
+        for path, kind in targets:
+            record = client.request_output(
+                args.sql, named=args.named, fmt=kind, justification=args.submit
+            )
+            if record["status"] != "released":
+                print(
+                    f"Submitted {record['id']} for review by an output checker "
+                    f"(rules: {', '.join(sorted({f['rule'] for f in record['verdict']['findings']}))}). "
+                    f"When it is released: uprnlink outputs download {record['id']} --out {path}"
+                )
+                continue
+            data, digest = client.download(record["id"])
+            path.write_bytes(data)
+            print(
+                f"Wrote {record['rows']:,} rows to {path}: output {record['id']}, release "
+                f"no. {record['release_no']}, sha256 {digest[:16]}..."
+            )
+        return 0
+    answer = client.query(args.sql, named=args.named)
+    frame = pl.from_arrow(answer.table)
+    assert isinstance(frame, pl.DataFrame)
+    from uprnlink.publish.outputs import format_table
+
+    print(format_table(frame, answer.withheld, limit=args.limit, title=answer.title))
     if answer.truncated:
         print(f"(only the first {frame.height:,} rows: the service's row limit)", file=sys.stderr)
     print(
         f"({frame.height:,} rows in {time.perf_counter() - started:.2f} s; access logged)",
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    from uprnlink.errors import ConfigError
+    from uprnlink.service.client import QueryClient, read_token
+
+    client = QueryClient(_service_url(args), read_token(args.token_file))
+    command = args.outputs_command
+    if command in ("list", "register"):
+        records = client.outputs() if command == "list" else client.register()
+        if args.json:
+            print(json.dumps(records, indent=2))
+            return 0
+        print(
+            f"{'output':<12}{'status':<10}{'release':>8}  {'submitter':<16}{'decided by':<16}"
+            f"{'rows':>8}  {'created':<26}rules"
+        )
+        for r in records:
+            rules = ", ".join(sorted({f["rule"] for f in r["verdict"]["findings"]})) or "passed"
+            print(
+                f"{r['id']:<12}{r['status']:<10}{r['release_no'] or '':>8}  {r['submitter']:<16}"
+                f"{r['decided_by'] or '':<16}{r['rows']:>8}  {r['created_at']:<26}{rules}"
+            )
+        print(f"\n{len(records)} output{'s' if len(records) != 1 else ''}")
+        return 0
+    if not args.id:
+        raise ConfigError(f"outputs {command} needs an output id (see `uprnlink outputs list`)")
+    if command == "show":
+        record = client.output(args.id)
+        if args.json:
+            print(json.dumps(record, indent=2))
+            return 0
+        for key in (
+            "id",
+            "status",
+            "submitter",
+            "role",
+            "created_at",
+            "named",
+            "format",
+            "rows",
+            "sha256",
+            "release_no",
+            "released_at",
+            "decided_by",
+            "decision_note",
+            "justification",
+        ):
+            if record.get(key) not in (None, ""):
+                print(f"{key:<14}{record[key]}")
+        if record.get("sql"):
+            print(f"{'sql':<14}{record['sql']}")
+        for f in record["verdict"]["findings"]:
+            print(f"rule          {f['rule']}: {f['message']}")
+        if record["verdict"]["passed"]:
+            print("rules         passed")
+        return 0
+    if command in ("approve", "reject"):
+        record = client.decide(args.id, approve=command == "approve", note=args.note or "")
+        done = (
+            "released as no. " + str(record["release_no"]) if command == "approve" else "rejected"
+        )
+        print(f"Output {record['id']} {done}")
+        return 0
+    data, digest = client.download(args.id)
+    out = Path(args.out or args.id)
+    out.write_bytes(data)
+    print(f"Wrote output {args.id} to {out} (sha256 {digest}, checked)")
     return 0
 
 
@@ -990,9 +1072,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--parquet", action="append", metavar="FILE", help="write all rows to a Parquet file"
     )
     q.add_argument("--out", help="write all rows to FILE.csv or FILE.parquet (by suffix)")
+    q.add_argument(
+        "--submit",
+        metavar="WHY",
+        help="with --csv/--parquet: if the output rules refuse it, submit it to an output "
+        "checker with this justification",
+    )
     q.add_argument("--limit", type=int, default=50, help="rows to show on screen (default 50)")
     q.add_argument("sql", nargs="?", help="one SELECT statement over the analyst views")
     q.set_defaults(func=cmd_query)
+
+    o = sub.add_parser(
+        "outputs",
+        help="output checking: list, show, approve, reject or download outputs; the release register",
+        description="Outputs through the query service (your token): an analyst lists and "
+        "downloads their own; an output checker approves or rejects others' submissions "
+        "(never their own); checkers and IG leads see every output and the release register.",
+    )
+    o.add_argument(
+        "outputs_command", choices=["list", "show", "approve", "reject", "download", "register"]
+    )
+    o.add_argument(
+        "id", nargs="?", help="output id, e.g. out-000001 (show, approve, reject, download)"
+    )
+    o.add_argument("--note", help="approve/reject: a note to the analyst (needed to reject)")
+    o.add_argument("--out", help="download: the file to write (default: the output id)")
+    o.add_argument("--json", action="store_true", help="list, register, show: as JSON")
+    o.add_argument("--url", help="the service (default: UPRNLINK_URL, else the config's)")
+    o.add_argument("--config", help="run configuration, only to find the service's address")
+    o.add_argument(
+        "--token-file", help="file holding your token (default: the UPRNLINK_TOKEN variable)"
+    )
+    o.set_defaults(func=cmd_outputs)
 
     sv = sub.add_parser(
         "serve",

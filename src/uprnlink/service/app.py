@@ -43,6 +43,7 @@ from uprnlink.publish.access import (
     read_roles,
 )
 from uprnlink.publish.database import read_policy
+from uprnlink.publish.outputs import read_role_rights
 from uprnlink.service.identities import (
     AuthenticationError,
     Authenticator,
@@ -50,6 +51,7 @@ from uprnlink.service.identities import (
     UserStore,
     token_id_of,
 )
+from uprnlink.service.outputs import OutputDesk, OutputStore, shape_of_answer
 from uprnlink.service.workers import PoolSettings, WorkerPool
 from uprnlink.settings import RunSettings
 
@@ -97,6 +99,14 @@ class ServiceState:
         self.authenticator = authenticator or TokenAuthenticator(self.store)
         self.roles = read_roles(settings.policy_path)
         self.policy = read_policy(settings.policy_path)
+        self.rights = read_role_rights(settings.policy_path)
+        self.desk = OutputDesk(
+            OutputStore(settings.out_dir / "outputs"),
+            self.audit,
+            self.roles,
+            self.rights,
+            self.policy,
+        )
         self.pool_settings = pool_settings or PoolSettings(
             workers=settings.service.workers,
             check_timeout=settings.service.check_timeout_seconds,
@@ -307,7 +317,40 @@ def create_app(state: ServiceState) -> FastAPI:
         }
         if named is not None:
             meta["title"] = named.title
+        # Which columns hold withheld cells (NULL there is [c], not missing): for the client's
+        # table and exports.
+        relations = (
+            ()
+            if named is not None
+            else live.pool.check(str(body.sql), state.roles.get(who.role, ())).relations
+        )
+        shape = shape_of_answer(
+            result.table.column_names, sql=body.sql, named=named, relations=relations
+        )
+        meta["withheld"] = ",".join(shape.withheld)
+        if not state.desk.rights_of(who).unchecked_answers:
+            # This role sees only what could leave: the output rules apply to every answer.
+            _, verdict = state.desk.check(
+                live.pool,
+                who,
+                result,
+                sql=body.sql,
+                named=named,
+                relations=relations,
+                timeout=service.timeout_seconds,
+            )
+            if not verdict.passed:
+                state.desk.refuse_answer(who, named.sql if named else str(body.sql), verdict)
+                raise HTTPException(
+                    422, f"answer refused by rule ({', '.join(verdict.rules)}): {verdict.summary()}"
+                )
         return _encode(result.table, body.format, meta)
+
+    from uprnlink.service.output_api import add_output_routes
+    from uprnlink.service.portal import add_portal_routes
+
+    add_output_routes(app, state)
+    add_portal_routes(app, state)
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -38,6 +38,8 @@ class ServiceAnswer:
     truncated: bool
     seconds: float
     title: str | None = None
+    withheld: tuple[str, ...] = ()
+    """Columns where NULL means withheld ([c]), not missing."""
 
 
 def read_token(token_file: str | None = None, env: str = TOKEN_ENV) -> str:
@@ -122,4 +124,62 @@ class QueryClient:
             title=urllib.parse.unquote(headers["X-Uprnlink-Title"])
             if headers.get("X-Uprnlink-Title")
             else None,
+            withheld=tuple(
+                c
+                for c in urllib.parse.unquote(headers.get("X-Uprnlink-Withheld") or "").split(",")
+                if c
+            ),
         )
+
+    # ------------------------------------------------------------------ outputs
+    def request_output(
+        self,
+        sql: str | None = None,
+        *,
+        named: str | None = None,
+        fmt: str = "csv",
+        justification: str | None = None,
+    ) -> dict[str, Any]:
+        """Ask for an output: released if the rules pass it, else refused (ServiceError
+        naming the rules), or queued for an output checker when `justification` is given."""
+        body: dict[str, Any] = {"format": fmt}
+        if sql is not None:
+            body["sql"] = sql
+        if named is not None:
+            body["named"] = named
+        if justification is not None:
+            body["submit"] = True
+            body["justification"] = justification
+        with self._request("POST", "/api/outputs", body) as resp:
+            return dict(json.loads(resp.read()))
+
+    def outputs(self) -> list[dict[str, Any]]:
+        with self._request("GET", "/api/outputs") as resp:
+            return list(json.loads(resp.read()))
+
+    def register(self) -> list[dict[str, Any]]:
+        with self._request("GET", "/api/outputs/register") as resp:
+            return list(json.loads(resp.read()))
+
+    def output(self, output_id: str) -> dict[str, Any]:
+        with self._request("GET", f"/api/outputs/{urllib.parse.quote(output_id, safe='')}") as resp:
+            return dict(json.loads(resp.read()))
+
+    def decide(self, output_id: str, *, approve: bool, note: str = "") -> dict[str, Any]:
+        action = "approve" if approve else "reject"
+        path = f"/api/outputs/{urllib.parse.quote(output_id, safe='')}/{action}"
+        with self._request("POST", path, {"note": note}) as resp:
+            return dict(json.loads(resp.read()))
+
+    def download(self, output_id: str) -> tuple[bytes, str]:
+        """A released output's bytes and the fingerprint the service recorded; the bytes are
+        checked against it here too."""
+        import hashlib
+
+        path = f"/api/outputs/{urllib.parse.quote(output_id, safe='')}/download"
+        with self._request("GET", path) as resp:
+            data = resp.read()
+            digest = resp.headers.get("X-Uprnlink-Sha256") or ""
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ServiceError(f"output {output_id} does not match its fingerprint: not saved")
+        return data, digest
