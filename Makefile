@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup browser demo demo2 service test test-fast lint format typecheck check bench dist serve stop clean
+.PHONY: help setup browser screenshots demo demo2 service test test-fast lint format typecheck check bench dist serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ browser: ## Install Debian's Chromium for the portal's browser tests (apt, as ro
 
 test: $(STAMP) browser ## Run the whole test suite (installs the test browser first: make browser)
 	$(BIN)/python -m pytest -q
+
+screenshots: $(STAMP) browser ## Refresh the portal's screenshots in docs/img/ (the browser test, writing there)
+	UPRNLINK_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_portal.py -k headless_browser
 
 test-fast: $(STAMP) ## Run the tests that need no synthetic population
 	$(BIN)/python -m pytest -q -m "not slow"
