@@ -352,10 +352,12 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
         )
         if not verdict.passed and not state.desk.rights_of(who).unchecked_answers:
             state.desk.refuse_answer(who, nq.sql if nq else str(sql), verdict)
+            # The answer is not shown, but it can still go to an output checker.
             return {
                 "refused": f"answer refused by rule ({', '.join(verdict.rules)}): {verdict.summary()}",
                 "named": named,
                 "sql": sql,
+                "verdict": verdict,
             }
         measures = (*shape.counts, *shape.statistics, *shape.sums)
         return {
