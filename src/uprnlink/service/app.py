@@ -9,6 +9,7 @@ before it runs, then as answered or failed. Answers come back as JSON, CSV or Ar
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +71,21 @@ class QueryRequest(BaseModel):
     named: str | None = Field(default=None, max_length=100)
     format: Literal["json", "csv", "arrow"] = "json"
     max_rows: int | None = Field(default=None, ge=1)
+
+
+@contextlib.contextmanager
+def governed_http_errors() -> Iterator[None]:
+    """The governed path's outcomes as HTTP answers, for every route that runs a query: refused
+    403, failed 422, and 503 when the audit log cannot be written (so nothing ran)."""
+    try:
+        yield
+    except AccessRefusedError as exc:
+        raise HTTPException(403, str(exc)) from None
+    except QueryFailedError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except AuditError:
+        log.error("the audit log cannot be written: query refused")
+        raise HTTPException(503, "the audit log cannot be written, so nothing ran") from None
 
 
 @dataclass
@@ -287,27 +303,21 @@ def create_app(state: ServiceState) -> FastAPI:
         service = state.settings.service
         limit = min(body.max_rows or service.max_rows, service.max_rows)
         try:
-            live = state.live()
-            result = governed_query(
-                live.pool,
-                state.audit,
-                who,
-                state.roles,
-                state.policy,
-                sql=body.sql,
-                named=named,
-                max_rows=limit,
-                timeout=service.timeout_seconds,
-                still_allowed=state.still_allowed(who),
-                answers=live.answers,
-            )
-        except AccessRefusedError as exc:
-            raise HTTPException(403, str(exc)) from None
-        except QueryFailedError as exc:
-            raise HTTPException(422, str(exc)) from None
-        except AuditError:
-            log.error("the audit log cannot be written: query refused")
-            raise HTTPException(503, "the audit log cannot be written, so nothing ran") from None
+            with governed_http_errors():
+                live = state.live()
+                result = governed_query(
+                    live.pool,
+                    state.audit,
+                    who,
+                    state.roles,
+                    state.policy,
+                    sql=body.sql,
+                    named=named,
+                    max_rows=limit,
+                    timeout=service.timeout_seconds,
+                    still_allowed=state.still_allowed(who),
+                    answers=live.answers,
+                )
         except ConfigError as exc:
             raise HTTPException(503, str(exc)) from None
         meta = {

@@ -10,9 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from uprnlink.errors import AuditError, ConfigError
+from uprnlink.errors import ConfigError
 from uprnlink.publish import queries
-from uprnlink.publish.access import AccessRefusedError, Identity, QueryFailedError
+from uprnlink.publish.access import Identity
+from uprnlink.service.app import governed_http_errors
 from uprnlink.service.outputs import MAX_JUSTIFICATION, OutputError, OutputRecord
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def request_output(
         except ConfigError as exc:
             raise HTTPException(404, str(exc)) from None
     service = state.settings.service
-    try:
+    with governed_http_errors():
         live = state.live()
         return state.desk.request(
             live.pool,
@@ -71,12 +72,6 @@ def request_output(
             still_allowed=state.still_allowed(who),
             answers=live.answers,
         )
-    except AccessRefusedError as exc:
-        raise HTTPException(403, str(exc)) from None
-    except QueryFailedError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except AuditError:
-        raise HTTPException(503, "the audit log cannot be written, so nothing ran") from None
 
 
 def _error(exc: OutputError) -> JSONResponse:
