@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import polars as pl
 import pytest
 
 from uprnlink.settings import PROJECT_ROOT, RunSettings, read_settings
@@ -196,3 +198,18 @@ def query_service(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def db(small_run: PipelineRun) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The small run's analysts' database, read only (one connection per test module)."""
+    con = duckdb.connect(str(small_run.settings.database_path), read_only=True)
+    yield con
+    con.close()
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
+    """A query's answer as a polars frame."""
+    out = pl.from_arrow(con.sql(sql).to_arrow_table())
+    assert isinstance(out, pl.DataFrame)
+    return out

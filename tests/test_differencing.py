@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 
 import duckdb
@@ -12,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PipelineRun
+from tests.conftest import frame
 from tests.differencing import Bound, Table, attack, recovered
 from uprnlink.publish.database import (
     AS_AT_COUNTS,
@@ -62,19 +61,6 @@ def test_two_tables_protected_apart_give_a_withheld_cell_away() -> None:
     same_pattern = Table("ward_summary_as_at", ("ward",), shown({"A", "B"}))
     fixed = attack(base, [total, table, same_pattern], ["n"], row_measure=None)
     assert not recovered(fixed)
-
-
-@pytest.fixture(scope="module")
-def db(small_run: PipelineRun) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = duckdb.connect(str(small_run.settings.database_path), read_only=True)
-    yield con
-    con.close()
-
-
-def frame(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
-    out = pl.from_arrow(con.sql(sql).to_arrow_table())
-    assert isinstance(out, pl.DataFrame)
-    return out
 
 
 def reference_date_tables(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, list[Table]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from tests.conftest import PipelineRun
+from tests.conftest import PipelineRun, frame
 from uprnlink.households.ages import HOUSEHOLD_GROUPS, age_band_expr
 from uprnlink.households.tables import (
     household_profile,
@@ -153,19 +152,6 @@ def test_service_period_and_snapshot_dates() -> None:
 
 
 # ------------------------------------------------------------------------------ published
-@pytest.fixture(scope="module")
-def db(small_run: PipelineRun) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = duckdb.connect(str(small_run.settings.database_path), read_only=True)
-    yield con
-    con.close()
-
-
-def frame(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
-    out = pl.from_arrow(con.sql(sql).to_arrow_table())
-    assert isinstance(out, pl.DataFrame)
-    return out
-
-
 COMPOSITION = [
     "residents",
     "adults",
