@@ -184,7 +184,12 @@ def query_service(
         + "max_answer_mib = 2\nworkers = 3\n"
     )
     tokens = {}
-    for name, role in (("ana", "analyst"), ("eng", "data_engineer"), ("ig", "ig_lead")):
+    for name, role in (
+        ("ana", "analyst"),
+        ("eng", "data_engineer"),
+        ("ig", "ig_lead"),
+        ("chk", "output_checker"),
+    ):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
             assert cli.main(["users", "add", name, "--role", role, "--config", str(config)]) == 0

@@ -1,8 +1,12 @@
-"""The query service as the privacy boundary, tried the way a curious or hostile analyst would.
+"""The query service as the privacy boundary, tried the way a curious or hostile user would.
 
 Every attack here ran against `uprnlink serve` (a real process holding only the audit key's
-passphrase) with an analyst's token: each must be refused (or, where the query is allowed but
-fails, must leak nothing), and each attempt must be in the audit log before anything ran.
+passphrase). An analyst's typed SQL is never answered on screen (it is refused before anything
+about it is looked at, or submitted as a job: `test_analyst_outputs.py`), so the relation guard
+is tried with the token of a role that does see SQL answers (a data engineer on a trusted
+desktop) and with analysts' job submissions: each attack must be refused (or, where the query
+is allowed but fails, must leak nothing), and each attempt must be in the audit log before
+anything ran.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def events_for(svc: QueryService, sql: str) -> list[str]:
     return [e["event"] for e in svc.audit_events() if e["data"].get("query_fingerprint") == fp]
 
 
-# Attacks: each is refused for an analyst, and logged as access.refused.
+# Attacks on the relation guard: each is refused (for any role), and logged as access.refused.
 ATTACKS = {
     # 2. the CTE-shadow bypass of the old allow-list, and its relatives
     "cte named like a table": 'WITH "linked.person" AS (SELECT 1) SELECT count(*) FROM linked.person',
@@ -145,10 +149,34 @@ ATTACKS = {
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_each_attack_is_refused_and_logged(query_service: QueryService, name: str) -> None:
     sql = ATTACKS[name]
-    status, body = call(query_service, {"sql": sql}, query_service.tokens["analyst"])
+    status, body = call(query_service, {"sql": sql}, query_service.tokens["data_engineer"])
     assert status == 403, (name, status, body)
     assert "refused" in body["error"]
     assert events_for(query_service, sql) == ["access.started", "access.refused"], name
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_each_attack_from_an_analyst_is_refused_unread_or_as_a_job(
+    query_service: QueryService, name: str
+) -> None:
+    """An analyst's SQL on screen is refused before anything about it is looked at (the
+    refusal is the same whatever the SQL says), and the same SQL as a job is refused at once
+    by the guard, never queued."""
+    sql = ATTACKS[name]
+    token = query_service.tokens["analyst"]
+    before = len(query_service.audit_events())
+    status, body = call(query_service, {"sql": sql}, token)
+    assert status == 403 and "job" in body["error"], (name, body)
+    events = [
+        e
+        for e in query_service.audit_events()[before:]
+        if e["data"].get("query_fingerprint") == query_fingerprint(sql)
+    ]
+    assert [e["event"] for e in events] == ["access.refused"]
+    assert events[0]["data"]["rule"] == "sql-is-a-job"
+    job = {"sql": sql, "title": "t", "justification": "j"}
+    status, body = call(query_service, job, token, "/api/jobs")
+    assert status == 403 and "job refused" in body["error"], (name, body)
 
 
 def test_the_engineer_role_reaches_no_more_than_the_analyst_views(
@@ -179,23 +207,35 @@ def test_the_analyst_database_holds_only_the_analyst_views_data(
         }
     finally:
         con.close()
-    assert tables == {("main", v) for v in VIEWS} | {("linked", t) for t in MACRO_INPUTS}
+    from uprnlink.publish.datasets import DATASETS
+
+    assert tables == (
+        {("main", v) for v in VIEWS}
+        | {("linked", t) for t in MACRO_INPUTS}
+        | {("tab", d.name) for d in DATASETS}
+        | {("tab", "categories")}
+    )
     engineer = (out / "engineer.duckdb").resolve()
     assert engineer.stat().st_mode & 0o077 == 0  # owner only
     assert (out / "linked").resolve().stat().st_mode & 0o077 == 0
     assert (out / "uprnlink.duckdb").resolve().stat().st_mode & 0o007 == 0
 
 
-def test_an_analyst_asks_a_named_question_and_sql(query_service: QueryService) -> None:
+def test_an_analyst_asks_a_named_question_and_an_engineer_sql(query_service: QueryService) -> None:
     token = query_service.tokens["analyst"]
     status, body = call(query_service, {"named": "overcrowding_by_deprivation"}, token)
     assert status == 200 and body["row_count"] > 0 and body["title"]
+    table = [e for e in query_service.audit_events() if e["event"] == "table"][-1]
+    assert table["actor"] == "ana" and table["data"]["named_query"] == "overcrowding_by_deprivation"
     sql = "SELECT tenure, count(*) AS n FROM households GROUP BY tenure ORDER BY tenure"
+    status, body = call(query_service, {"sql": sql}, token)
+    assert status == 403
+    token = query_service.tokens["data_engineer"]
     status, body = call(query_service, {"sql": sql}, token)
     assert status == 200 and [c["name"] for c in body["columns"]] == ["tenure", "n"]
     assert events_for(query_service, sql)[-2:] == ["access.started", "access"]
     access = [e for e in query_service.audit_events() if e["event"] == "access"][-1]
-    assert access["actor"] == "ana" and access["data"]["role"] == "analyst"
+    assert access["actor"] == "eng" and access["data"]["role"] == "data_engineer"
     assert access["data"]["reads"] == ["main.households"]
     assert sql not in query_service.audit_log.read_text()  # a fingerprint, not the text
     status, body = call(query_service, {"sql": sql, "format": "csv"}, token)
@@ -210,7 +250,7 @@ def test_the_role_comes_from_the_token_never_the_caller(query_service: QueryServ
     assert status == 403
     refused = [e for e in query_service.audit_events() if e["event"] == "access.refused"][-1]
     assert refused["actor"] == "ana" and refused["data"]["role"] == "analyst"
-    assert refused["data"]["rule"] == "relation"
+    assert refused["data"]["rule"] == "sql-is-a-job"
     status, who = call(query_service, None, token, "/api/whoami")
     assert status == 200 and who["user"] == "ana" and who["role"] == "analyst"
 
@@ -220,7 +260,7 @@ def test_no_token_a_forged_token_and_a_revoked_token_are_refused(
 ) -> None:
     from uprnlink import cli
 
-    sql = {"sql": "SELECT 1 AS one FROM run_info LIMIT 1"}
+    sql = {"named": "overcrowding_by_deprivation"}
     assert call(query_service, sql, None)[0] == 401
     assert call(query_service, sql, "ulk_000000000000_" + "A" * 43)[0] == 401
     assert call(query_service, sql, query_service.tokens["analyst"] + "x")[0] == 401
@@ -250,8 +290,9 @@ def test_no_token_a_forged_token_and_a_revoked_token_are_refused(
 
 def test_errors_from_running_leak_no_value_and_are_logged(query_service: QueryService) -> None:
     """5. a failing query (error() over the data, a conversion error quoting a value) returns
-    the error's class only, and is logged as started, then failed."""
-    token = query_service.tokens["analyst"]
+    the error's class only, and is logged as started, then failed (an analyst never sees
+    even that: `test_analyst_outputs.py`)."""
+    token = query_service.tokens["data_engineer"]
     ids = pl.read_parquet(query_service.root / "demo" / "out" / "linked" / "person.parquet")
     some_ids = set(ids.get_column("person_id").head(50).to_list())
     for sql in (
@@ -268,42 +309,53 @@ def test_errors_from_running_leak_no_value_and_are_logged(query_service: QuerySe
 
 
 def test_time_and_row_limits(query_service: QueryService) -> None:
-    token = query_service.tokens["analyst"]
+    token = query_service.tokens["data_engineer"]
     slow = "SELECT count(*) FROM people a, people b, people c, people d"
     status, body = call(query_service, {"sql": slow}, token)
     assert status == 422 and "longer than" in body["error"]
     assert events_for(query_service, slow)[-2:] == ["access.started", "access.failed"]
-    # The row limit, for a role shown unchecked answers (an analyst's answer cut short would be
-    # refused by output checking's `complete` rule: see test_f8).
+    # The row limit.
     engineer = query_service.tokens["data_engineer"]
     status, body = call(query_service, {"sql": "SELECT * FROM people", "max_rows": 10}, engineer)
     assert status == 200 and body["row_count"] == 10 and body["truncated"] is True
 
 
 def test_the_cli_is_a_client_that_holds_no_key(query_service: QueryService, tmp_path: Path) -> None:
-    """1. an analyst's shell has a token and nothing else: no passphrase, no key, no database."""
+    """1. an analyst's shell has a token and nothing else: no passphrase, no key, no database;
+    it builds tables, asks named questions and submits jobs, and typed SQL is refused."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPRNLINK_")}
     env["UPRNLINK_TOKEN"] = query_service.tokens["analyst"]
     env["UPRNLINK_DEBUG"] = "1"
+    url = ["--url", query_service.url]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "uprnlink", *args, *url],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
     out = tmp_path / "answer.csv"
-    base = [sys.executable, "-m", "uprnlink", "query", "--url", query_service.url]
-    ok = subprocess.run(
-        [*base, "--out", str(out), "SELECT tenure, count(*) AS n FROM households GROUP BY tenure"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    ok = run("table", "households", "--by", "tenure", "--out", str(out))
     assert ok.returncode == 0, ok.stderr
-    assert out.read_text().startswith("tenure,n")
+    assert out.read_text().startswith("tenure,count")
+    shown = run("table", "residents", "--by", "sex", "--measure", "per_1000:emergency_admissions")
+    assert shown.returncode == 0 and "emergency_admissions_per_1000" in shown.stdout, shown.stderr
+    named = run("query", "--named", "overcrowding_by_deprivation")
+    assert named.returncode == 0 and "overcrowded_pct" in named.stdout, named.stderr
     leak = "SELECT error((SELECT string_agg(person_id, ',') FROM people))"
-    bad = subprocess.run([*base, leak], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert bad.returncode == 8 and "Traceback" not in bad.stderr
+    bad = run("query", leak)
+    assert bad.returncode == 8 and "Traceback" not in bad.stderr and "job" in bad.stderr
     assert not re.search(r"P[0-9a-f]{16}", bad.stdout + bad.stderr)
-    refused = subprocess.run(
-        [*base, "SELECT * FROM linked.person"], env=env, capture_output=True, text=True
-    )
+    job = run("jobs", "submit", "--title", "leak?", "--why", "testing", leak)
+    assert job.returncode == 0 and "held for an output checker" in job.stdout, job.stderr
+    assert not re.search(r"P[0-9a-f]{16}", job.stdout + job.stderr)
+    refused = run("jobs", "submit", "--title", "t", "--why", "w", "SELECT * FROM linked.person")
     assert refused.returncode == 8 and "not allowed" in refused.stderr
+    unknown = run("table", "households", "--by", "household_id")
+    assert unknown.returncode == 8 and "no dimension" in unknown.stderr
 
 
 def test_the_service_refuses_to_start_with_a_key_the_log_does_not_know(
@@ -342,7 +394,7 @@ def test_f1_work_while_checking_is_stopped_and_logged_first(query_service: Query
     limit, in a worker that is then replaced; the attempt was logged before any of it."""
     import time
 
-    token = query_service.tokens["analyst"]
+    token = query_service.tokens["data_engineer"]
     burner = (
         "SELECT household_id FROM households "
         "LIMIT length(list_reduce(range(40000000), lambda a, b: a + b)::VARCHAR)"
@@ -361,7 +413,7 @@ def test_f4_the_log_names_what_was_really_read(query_service: QueryService) -> N
         "WITH a AS (SELECT * FROM households), households AS (SELECT * FROM area_summary) "
         "SELECT count(*) AS households FROM a"
     )
-    status, body = call(query_service, {"sql": sql}, query_service.tokens["analyst"])
+    status, body = call(query_service, {"sql": sql}, query_service.tokens["data_engineer"])
     assert status == 200, body
     access = [e for e in query_service.audit_events() if e["event"] == "access"][-1]
     assert "households" in access["data"]["views"]
@@ -370,7 +422,7 @@ def test_f4_the_log_names_what_was_really_read(query_service: QueryService) -> N
 
 def test_f6_an_answer_too_large_is_refused_while_it_streams(query_service: QueryService) -> None:
     sql = "SELECT a.*, b.* FROM people a, people b LIMIT 40000"
-    status, body = call(query_service, {"sql": sql}, query_service.tokens["analyst"])
+    status, body = call(query_service, {"sql": sql}, query_service.tokens["data_engineer"])
     assert status == 422 and "larger than 2 MiB" in body["error"]
     assert events_for(query_service, sql)[-2:] == ["access.started", "access.failed"]
 
@@ -381,7 +433,7 @@ def test_f7_other_dates_are_moved_to_the_end_of_their_month(query_service: Query
             f"SELECT as_at_date, count(*) AS households FROM households_as_at({day}) "
             "GROUP BY as_at_date"
         )
-        status, body = call(query_service, {"sql": sql}, query_service.tokens["analyst"])
+        status, body = call(query_service, {"sql": sql}, query_service.tokens["data_engineer"])
         assert status == 200, body
         return [row[0] for row in body["rows"]]
 
@@ -389,28 +441,26 @@ def test_f7_other_dates_are_moved_to_the_end_of_their_month(query_service: Query
     assert dates("reference_date()") == ["2026-03-31"]  # a snapshot date is kept
 
 
-def test_f8_a_named_answer_is_protected_whole_then_cut(query_service: QueryService) -> None:
-    token = query_service.tokens["analyst"]
+def test_f8_a_named_answer_is_the_same_table_for_every_role(query_service: QueryService) -> None:
+    """A named question's answer is the table builder's protected table, whoever asks."""
     for name in (
         "people_85_plus_living_alone_without_social_care",
         "long_term_conditions_by_household_type",
     ):
-        status, whole = call(query_service, {"named": name}, token)
+        status, analyst = call(query_service, {"named": name}, query_service.tokens["analyst"])
         assert status == 200
-        # An analyst sees only checked answers: one cut short is refused whole (`complete`).
-        status, cut = call(query_service, {"named": name, "max_rows": 1}, token)
-        assert status == 422 and "complete" in cut["error"], cut
-        # A role shown unchecked answers gets the first row of the protected whole.
-        engineer = query_service.tokens["data_engineer"]
-        status, cut = call(query_service, {"named": name, "max_rows": 1}, engineer)
-        assert status == 200 and cut["truncated"] is True
-        assert cut["rows"] == whole["rows"][:1]
+        engineer_token = query_service.tokens["data_engineer"]
+        status, engineer = call(query_service, {"named": name}, engineer_token)
+        assert status == 200 and engineer["rows"] == analyst["rows"]
 
 
 def test_f9_what_an_analyst_types_does_not_reach_the_log(query_service: QueryService) -> None:
     sql = 'SELECT * FROM "Jane Smith, 12 Acacia Avenue, NHS 943 476 5919"'
-    status, _ = call(query_service, {"sql": sql}, query_service.tokens["analyst"])
-    assert status == 403
+    for role in ("analyst", "data_engineer"):
+        status, _ = call(query_service, {"sql": sql}, query_service.tokens[role])
+        assert status == 403
+        job = {"sql": sql, "title": "t", "justification": "j"}
+        assert call(query_service, job, query_service.tokens[role], "/api/jobs")[0] == 403
     text = query_service.audit_log.read_text()
     assert "Jane" not in text and "Acacia" not in text and "943 476" not in text
     refused = [e for e in query_service.audit_events() if e["event"] == "access.refused"][-1]
@@ -446,7 +496,9 @@ def test_f3_a_token_revoked_while_its_query_runs_gets_no_answer(
     config = str(query_service.config)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert cli.main(["users", "add", "trudy", "--role", "analyst", "--config", config]) == 0
+        assert (
+            cli.main(["users", "add", "trudy", "--role", "data_engineer", "--config", config]) == 0
+        )
     token = out.getvalue().strip().splitlines()[1]
     slow = "SELECT count(*) AS n FROM people a, people b, (SELECT 1 FROM people LIMIT 300) c"
     answer: dict[str, Any] = {}
@@ -475,7 +527,7 @@ def test_f5_a_release_switched_during_a_query_breaks_nothing(
     from uprnlink.publish import releases
 
     out = query_service.root / "demo" / "out"
-    token = query_service.tokens["analyst"]
+    token = query_service.tokens["data_engineer"]
     slow = "SELECT count(*) AS n FROM people a, people b, (SELECT 1 FROM people LIMIT 300) c"
     answer: dict[str, Any] = {}
     thread = threading.Thread(
@@ -494,7 +546,11 @@ def test_f5_a_release_switched_during_a_query_breaks_nothing(
     assert answer["reply"][0] == 200, answer["reply"]
     status, health = call(query_service, None, None, "/api/health")
     assert health["release"] == "switched-release"
-    events = [e["event"] for e in query_service.audit_events()]
+    # Every attempt that started ended on the record (an analyst's SQL refused unread never
+    # started).
+    events = [
+        e["event"] for e in query_service.audit_events() if e["data"].get("rule") != "sql-is-a-job"
+    ]
     started = events.count("access.started")
     closed = sum(events.count(e) for e in ("access", "access.failed", "access.refused"))
-    assert started == closed  # every attempt ended on the record
+    assert started == closed

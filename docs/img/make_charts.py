@@ -4,15 +4,12 @@ Usage (after `make demo`, or any run):
 
     .venv/bin/python docs/img/make_charts.py --config config/demo.toml [--out docs/img] [--svg]
 
-For every named query with a `-- chart:` hint it runs the query exactly as
-`uprnlink query --named` does (SQL, then disclosure control under governance/policy.toml),
-draws the chart with Altair, writes it as PNG (or SVG with `--svg`) with vl-convert (no
-browser), and prints the answer as a Markdown table to paste into docs/analyst-guide.md.
-Withheld (suppressed) values are drawn as an empty, dashed bar labelled "withheld", never as
-zero. Needs the `dev` extra (vl-convert-python).
-
-Chart hints: `bars X SERIES VALUE` (grouped bars, one per SERIES value; `-` for one series) and
-`line X - VALUE`.
+For every named question with a `[chart]` it builds the question's table exactly as
+`uprnlink query --named` does (the table builder: every count and sum perturbed under
+governance/policy.toml's `[tables]`), draws the chart with Altair, writes it as PNG (or SVG
+with `--svg`) with vl-convert (no browser), and prints the answer as a Markdown table for
+docs/analyst-guide.md. Withheld values are drawn as an empty, dashed bar labelled "withheld",
+never as zero. Needs the `dev` extra (vl-convert-python).
 """
 
 from __future__ import annotations
@@ -24,9 +21,9 @@ from typing import Any
 import altair as alt
 import polars as pl
 
-from uprnlink.publish.access import AnalystDatabase
-from uprnlink.publish.database import read_policy
-from uprnlink.publish.queries import NamedQuery, list_queries, protect_result
+from uprnlink.publish.access import AnalystDatabase, build_table, table_categories
+from uprnlink.publish.queries import NamedQuery, list_queries
+from uprnlink.publish.tabulation import read_table_policy
 from uprnlink.settings import read_settings
 
 WIDTH, HEIGHT = 700, 300
@@ -146,17 +143,20 @@ def line_chart(frame: pl.DataFrame, x: str, value: str, title: str) -> Chart:
 
 
 def chart_for(query: NamedQuery, frame: pl.DataFrame) -> Chart | None:
-    """The chart a query's hint asks for (None without a hint)."""
-    if not query.chart:
+    """The chart a question's `[chart]` asks for (None without one)."""
+    c = query.chart
+    if c is None:
         return None
-    kind, *args = query.chart.split()
-    if kind == "bars":
-        x, series, value = args
-        return bars_chart(frame, x, None if series == "-" else series, value, query.title)
-    if kind == "line":
-        x, _, value = args
-        return line_chart(frame, x, value, query.title)
-    raise ValueError(f"{query.name}: unknown chart kind {kind!r}")
+    if c.kind == "bars":
+        return bars_chart(frame, c.x, c.series, c.y, query.title)
+    return line_chart(frame, c.x, c.y, query.title)
+
+
+def answer(db: AnalystDatabase, query: NamedQuery, policy_path: Path) -> pl.DataFrame:
+    """A named question's protected answer under its own column names."""
+    known = table_categories(db)
+    table = build_table(db, query.spec, read_table_policy(policy_path), known)
+    return query.present(table)[0]
 
 
 def markdown_table(frame: pl.DataFrame) -> str:
@@ -176,12 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--svg", action="store_true", help="write SVG instead of PNG")
     args = p.parse_args(argv)
     settings = read_settings(Path(args.config))
-    policy = read_policy(settings.policy_path)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     db = AnalystDatabase(settings.database_path)
     for query in list_queries():
-        frame, _ = protect_result(query, db.run(query.sql).frame, policy)
+        frame = answer(db, query, settings.policy_path)
         print(f"### {query.name}\n\n{markdown_table(frame)}\n")
         chart = chart_for(query, frame)
         if chart is None:

@@ -252,13 +252,26 @@ class TableSpec:
             "totals": self.totals,
         }
 
+    def check_declared(self) -> Dataset:
+        """Refuse names the declaration does not have (no release needed)."""
+        ds = get_dataset(self.dataset)
+        for name in (*self.dimensions, *(f for f, _ in self.filters)):
+            ds.dimension(name)
+        for m in self.measures:
+            for name in (m.measure, m.per):
+                if name:
+                    ds.measure(name)
+            if m.dimension:
+                ds.dimension(m.dimension)
+        return ds
+
     def check(
         self, categories: Mapping[str, Mapping[str, Sequence[str]]], limits: TableLimits
     ) -> None:
         """Refuse a request the declaration does not allow: unknown names, too many
         dimensions, measures or cells. Depends on the request and the release's category
         lists only (never on counts), so a refusal tells nothing about the data."""
-        ds = get_dataset(self.dataset)
+        ds = self.check_declared()
         known = categories.get(ds.name, {})
         if len(self.dimensions) > limits.max_dimensions:
             raise TableSpecError(
