@@ -243,3 +243,20 @@ def test_a_table_from_the_release_counts_every_unit_once(small_run: PipelineRun)
         if shown is not None:
             assert abs(shown - n) <= policy.max_noise and shown >= policy.threshold
     assert get_dataset("residents").unit == "people"
+
+
+def test_the_docs_page_is_the_declaration() -> None:
+    """docs/table-builder.md is generated from the declaration: stale, it fails here."""
+    import subprocess
+    import sys
+
+    from uprnlink.settings import PROJECT_ROOT
+
+    page = (PROJECT_ROOT / "docs" / "table-builder.md").read_text(encoding="utf-8")
+    fresh = subprocess.run(
+        [sys.executable, "-m", "uprnlink.publish.datasets"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert page == fresh, "run: .venv/bin/python -m uprnlink.publish.datasets > docs/table-builder.md"

@@ -82,6 +82,11 @@ class Dataset:
     dimensions: tuple[Dimension, ...]
     measures: tuple[Measure, ...] = ()
 
+    @property
+    def unit_one(self) -> str:
+        """One unit, e.g. `household`, `person`."""
+        return {"people": "person"}.get(self.unit, self.unit.removesuffix("s"))
+
     def dimension(self, name: str) -> Dimension:
         for d in self.dimensions:
             if d.name == name:
@@ -512,3 +517,59 @@ def get_dataset(name: str) -> Dataset:
         if d.name == name:
             return d
     raise TableSpecError(f"no dataset {name!r}: choose from {', '.join(d.name for d in DATASETS)}")
+
+
+def catalogue_markdown(named: list[tuple[str, str, str]] | None = None) -> str:
+    """`docs/table-builder.md`: every dataset, dimension and measure, from this declaration
+    (and the named questions as name, title, table text). Written by
+    `python -m uprnlink.publish.datasets`; a test fails when the file is stale."""
+    out = [
+        "# The table builder: what may be tabulated",
+        "",
+        "Generated from `src/uprnlink/publish/datasets.py` by "
+        "`.venv/bin/python -m uprnlink.publish.datasets > docs/table-builder.md`; do not edit.",
+        "The same catalogue, with each release's categories, is `uprnlink catalogue`, "
+        "`GET /api/catalogue` and the portal's Catalogue page. How tables are protected: "
+        "[design](design.md#the-table-builder-and-cell-key-perturbation), "
+        "[roles](../governance/roles.md).",
+        "",
+        "Measures: `count` (always shown), `sum:MEASURE`, `mean:MEASURE` (per unit), "
+        "`per_1000:MEASURE` (per 1,000 units), `per_1000:MEASURE/MEASURE`, "
+        "`count_where:DIMENSION=CATEGORY` (the units of the cell in that category) and "
+        "`percent_where:DIMENSION=CATEGORY` (their share).",
+        "",
+    ]
+    for ds in DATASETS:
+        out += [
+            f"## {ds.label} (`{ds.name}`)",
+            "",
+            f"One unit: a {ds.unit_one}. {ds.description}",
+            "",
+        ]
+        out += ["| dimension | label | meaning | categories |", "| --- | --- | --- | --- |"]
+        for d in ds.dimensions:
+            cats = ", ".join(d.categories) if d.categories else "the values found at publish"
+            out.append(f"| `{d.name}` | {d.label} | {d.description} | {cats} |")
+        if ds.measures:
+            out += ["", "| measure | label | meaning |", "| --- | --- | --- |"]
+            out += [f"| `{m.name}` | {m.label} | {m.description} |" for m in ds.measures]
+        out.append("")
+    if named:
+        out += ["## Named questions", "", "| name | question | table |", "| --- | --- | --- |"]
+        out += [f"| `{n}` | {title} | {table} |" for n, title, table in named]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # pragma: no cover - writes the docs page
+    from uprnlink.publish.queries import list_queries
+
+    print(
+        catalogue_markdown(
+            [
+                (q.name, q.title, "; ".join(f"{k}: {v}" for k, v in q.spec.to_dict().items()))
+                for q in list_queries()
+            ]
+        ),
+        end="",
+    )

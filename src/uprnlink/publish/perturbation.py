@@ -250,6 +250,12 @@ def pcv_expr(count: pl.Expr) -> pl.Expr:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _pvalues(settings: PerturbationSettings) -> pl.Series:
+    """The p-table as one flat series: row (pcv - 1) * 256 + ckey (a lookup, not a join)."""
+    return ptable(settings).sort("pcv", "ckey").get_column("pvalue")
+
+
 def perturb_counts(
     cells: pl.DataFrame,
     settings: PerturbationSettings,
@@ -263,21 +269,13 @@ def perturb_counts(
     `cells` holds the true count and the cell key (sum of record keys mod 256) per cell; the
     result replaces `out` with the perturbed count (Int64, null where withheld) and drops the
     true count and the key."""
-    table = ptable(settings)
-    joined = cells.with_columns(
-        pcv_expr(pl.col(count)).alias("_pcv"), pl.col(ckey).cast(pl.Int64).alias("_ckey")
-    ).join(
-        table.rename({"pcv": "_pcv", "ckey": "_ckey", "pvalue": "_pvalue"}),
-        on=["_pcv", "_ckey"],
-        how="left",
-        maintain_order="left",
-    )
-    perturbed = pl.col(count).cast(pl.Int64) + pl.col("_pvalue").fill_null(0)
+    pcv = pcv_expr(pl.col(count))
+    row = ((pcv - 1).clip(lower_bound=0) * KEY_RANGE + pl.col(ckey).cast(pl.Int64)).cast(pl.Int64)
+    pvalue = pl.when(pcv <= 0).then(0).otherwise(pl.lit(_pvalues(settings)).gather(row))
+    perturbed = pl.col(count).cast(pl.Int64) + pvalue
     shown = pl.when(perturbed < settings.threshold).then(None).otherwise(perturbed)
     drop = {count, ckey} - {out}
-    return joined.with_columns(shown.cast(pl.Int64).alias(out)).drop(
-        "_pcv", "_ckey", "_pvalue", *drop
-    )
+    return cells.with_columns(shown.cast(pl.Int64).alias(out)).drop(*drop)
 
 
 def magnitude_factor_expr(mkey: pl.Expr, settings: PerturbationSettings) -> pl.Expr:

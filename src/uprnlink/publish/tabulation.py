@@ -455,10 +455,15 @@ def protect_table(
     spec: TableSpec,
     known: Mapping[str, Sequence[str]],
     settings: PerturbationSettings,
+    *,
+    exact: bool = False,
 ) -> TableAnswer:
     """The answer to a spec from `table_sql`'s rows: every cell of the grid (a cell with no
     units is a zero), counts perturbed by their cell keys, sums by their magnitude keys, then
-    means, rates and percentages from the perturbed values only."""
+    means, rates and percentages from the perturbed values only.
+
+    `exact` leaves every count and sum as it is (no perturbation, no threshold): for
+    measuring what perturbation costs (`benchmarks/queries.py`), never for an analyst."""
     dims = list(spec.dimensions)
     grid = _grid(spec, known)
     if dims:
@@ -470,17 +475,22 @@ def protect_table(
     cells = cells.with_columns(
         *(pl.col(c).fill_null(0) for c in counts), *(pl.col(c).fill_null(0) for c in keys)
     )
-    cells = perturb_counts(cells, settings, count="n", ckey="ckey", out="count")
-    out: list[pl.Expr] = []
-    withheld: list[str] = []
+
+    def count(cells: pl.DataFrame, n: str, ckey: str, out: str) -> pl.DataFrame:
+        if exact:
+            return cells.with_columns(pl.col(n).cast(pl.Int64).alias(out))
+        return perturb_counts(cells, settings, count=n, ckey=ckey, out=out)
+
+    cells = count(cells, "n", "ckey", "count")
     for m in spec.measures:
         if m.kind in ("count_where", "percent_where"):
             tag = f"{m.dimension}__{_slug(m.category)}"
             if f"count__{tag}" not in cells.columns:
-                cells = perturb_counts(
-                    cells, settings, count=f"n__{tag}", ckey=f"ckey__{tag}", out=f"count__{tag}"
-                )
+                cells = count(cells, f"n__{tag}", f"ckey__{tag}", f"count__{tag}")
     for name in {n for m in spec.measures for n in (m.measure, m.per) if n}:
+        if exact:
+            cells = cells.with_columns(pl.col(f"sum__{name}").alias(f"psum__{name}"))
+            continue
         cells = perturb_sums(
             cells,
             settings,
@@ -490,24 +500,7 @@ def protect_table(
             shown_count="count",
             out=f"psum__{name}",
         )
-    count = pl.col("count")
-    for m in spec.measures:
-        col = m.column
-        if m.kind == "count":
-            expr = count
-        elif m.kind == "sum":
-            expr = pl.col(f"psum__{m.measure}")
-        elif m.kind == "mean":
-            expr = (pl.col(f"psum__{m.measure}") / count).round(3)
-        elif m.kind == "per_1000":
-            base = pl.col(f"psum__{m.per}") if m.per else count
-            expr = (1000 * pl.col(f"psum__{m.measure}") / base).round(1)
-        else:
-            part = pl.col(f"count__{m.dimension}__{_slug(m.category)}")
-            expr = part if m.kind == "count_where" else (100 * part / count).round(1)
-        out.append(expr.alias(col))
-        withheld.append(col)
-    frame = cells.select(*dims, *out)
+    frame = cells.select(*dims, *(_measure_expr(m) for m in spec.measures))
     # A rate over a zero perturbed base is not a number: show it as withheld.
     frame = frame.with_columns(
         pl.when(pl.col(c).is_nan() | pl.col(c).is_infinite())
@@ -517,7 +510,25 @@ def protect_table(
         for c in frame.columns
         if c not in dims and frame.schema[c].is_float()
     )
-    return TableAnswer(frame, tuple(withheld), spec)
+    return TableAnswer(frame, tuple(m.column for m in spec.measures), spec)
+
+
+def _measure_expr(m: MeasureRequest) -> pl.Expr:
+    """A measure's column from the (perturbed) counts and sums of its cell."""
+    count = pl.col("count")
+    if m.kind == "count":
+        expr = count
+    elif m.kind == "sum":
+        expr = pl.col(f"psum__{m.measure}")
+    elif m.kind == "mean":
+        expr = (pl.col(f"psum__{m.measure}") / count).round(3)
+    elif m.kind == "per_1000":
+        base = pl.col(f"psum__{m.per}") if m.per else count
+        expr = (1000 * pl.col(f"psum__{m.measure}") / base).round(1)
+    else:
+        part = pl.col(f"count__{m.dimension}__{_slug(m.category)}")
+        expr = part if m.kind == "count_where" else (100 * part / count).round(1)
+    return expr.alias(m.column)
 
 
 # ------------------------------------------------------------------------------- policy

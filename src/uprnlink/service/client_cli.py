@@ -149,7 +149,7 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     for ds in doc["datasets"]:
         if args.dataset and ds["name"] != args.dataset:
             continue
-        print(f"{ds['name']}: {ds['label']}, one row per {ds['unit']}\n    {ds['description']}")
+        print(f"{ds['name']}: {ds['label']} (counts {ds['unit']})\n    {ds['description']}")
         for d in ds["dimensions"]:
             cats = d["categories"]
             shown = ", ".join(cats[:10]) + (f", ... ({len(cats)} in all)" if len(cats) > 10 else "")
