@@ -313,7 +313,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[4/4] Done.\n")
     print_run_summary(summary, run_s + synth_s)
     print_evaluation(evaluation, full=args.full_evaluation)
-    print_example_query(settings.database_path)
+    print_example_query(settings.database_path, settings.policy_path)
     return 0
 
 
@@ -664,27 +664,27 @@ def print_evaluation(result: dict[str, Any], *, full: bool = False) -> None:
         )
 
 
-EXAMPLE_QUERY = """\
-SELECT imd_decile,
-       count(*) AS households,
-       round(avg(residents), 2) AS mean_size,
-       round(100.0 * avg(CASE WHEN residents > bedrooms * 2 THEN 1 ELSE 0 END)
-             FILTER (WHERE bedrooms IS NOT NULL), 1) AS pct_crowded_social_lets,
-       round(1000.0 * sum(emergency_admissions) / sum(residents), 1) AS emergency_admissions_per_1000
-FROM households
-GROUP BY imd_decile ORDER BY imd_decile"""
+EXAMPLE_QUESTION = "overcrowding_by_deprivation"
 
 
-def print_example_query(db_path: Path) -> None:
-    """Run one household question against the published database and show it."""
-    import duckdb
+def print_example_query(db_path: Path, policy_path: Path) -> None:
+    """One named question's table from the release just published, as an analyst gets it
+    through the service (`uprnlink query --named`): built and perturbed by the table builder."""
+    from uprnlink.publish.access import AnalystDatabase, build_table, table_categories
+    from uprnlink.publish.outputs import format_table
+    from uprnlink.publish.queries import get_query
+    from uprnlink.publish.tabulation import read_table_policy
 
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        print(f"\nExample query (duckdb {db_path}):\n{EXAMPLE_QUERY}\n")
-        print(con.sql(EXAMPLE_QUERY))
-    finally:
-        con.close()
+    question = get_query(EXAMPLE_QUESTION)
+    policy = read_table_policy(policy_path)
+    with AnalystDatabase(db_path) as db:
+        table = build_table(db, question.spec, policy, table_categories(db))
+    frame, withheld = question.present(table)
+    print(
+        f"\nA named question, as analysts get it through the query service "
+        f"(uprnlink query --named {EXAMPLE_QUESTION}; `make service` starts one):\n"
+    )
+    print(format_table(frame, withheld, title=question.title))
 
 
 # ------------------------------------------------------------------------------ parser
