@@ -233,6 +233,17 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "ward": ("ward", "ward code", "electoral ward", "electoral ward code"),
     "lad": ("lad", "local authority", "local authority district", "la code", "lad code", "ltla"),
     "imd_decile": ("imd decile", "index of multiple deprivation imd decile"),
+    "class": (
+        "class",
+        "classification",
+        "classification code",
+        "class code",
+        "property class",
+        "property classification",
+        "abp class",
+        "blpu class",
+        "addressbase class",
+    ),
 }
 """Common names of the contract fields in council and NHS extracts (normalised spelling)."""
 
@@ -435,6 +446,12 @@ class MappingProposal:
         """Required contract fields no column was found for."""
         return [f.name for f in self.unmapped if f.required]
 
+    @property
+    def table(self) -> str:
+        """The config table the proposal belongs in: `reference` for a reference contract (the
+        UPRN lookup, property classes, deprivation), else `sources`."""
+        return "reference" if self.contract.kind == "reference" else "sources"
+
     def date_format(self) -> str | None:
         """The source-wide date format: the one most mapped date columns use."""
         formats = [c.date_format for c in self.columns if c.date_format]
@@ -448,11 +465,12 @@ class MappingProposal:
                 path = self.path.resolve().relative_to(config_dir.resolve())
             except ValueError:
                 path = self.path.resolve()
+        table = self.table
         lines = [
             f"# Proposed by `uprnlink map` from {self.rows_sampled:,} sampled rows; check each",
             "# line before use (evidence: column names and shares of valid values only).",
             *[f"# WARNING: {w}" for w in self.warnings],
-            f"[sources.{self.source}]",
+            f"[{table}.{self.source}]",
             f'contract = "{self.contract.name}"',
             f"version = {self.contract.major}",
             f"path = {_toml_string(path.as_posix())}",
@@ -470,7 +488,7 @@ class MappingProposal:
         default_format = self.date_format()
         if default_format:
             lines.append(f"date_format = {_toml_string(default_format)}")
-        lines += ["", f"[sources.{self.source}.columns]"]
+        lines += ["", f"[{table}.{self.source}.columns]"]
         for c in self.columns:
             if c.parts:
                 value = "[" + ", ".join(_toml_string(p) for p in c.parts) + "]"
@@ -520,7 +538,7 @@ class MappingProposal:
             "",
             f"# {column}: {len(codes)} distinct code(s) in the sample; contract values: {allowed};",
             '# "" = a known code with no contract value (null, not counted as unrecoded)',
-            f"[sources.{self.source}.recode.{fname}]",
+            f"[{self.table}.{self.source}.recode.{fname}]",
         ]
         for c in codes:
             share = f"{c.share:.1%} of values"

@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 
 from uprnlink.errors import ConfigError, ContractError, UprnlinkError
-from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.contracts import check_contract_table, find_contract
 from uprnlink.ingest.deliveries import read_delivery_policy
 from uprnlink.ingest.readers import file_checksum, read_extract
 from uprnlink.ingest.validate import validate_extract
@@ -96,8 +96,10 @@ def _check_source(
     source: SourceSettings,
     checksums: dict[str, str],
 ) -> None:
+    table, name = subject.split(".", 1)
     try:
         contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        check_contract_table(table, name, source.path, contract)
     except UprnlinkError as exc:
         report.add("error", subject, str(exc), exc.exit_code)
         return
@@ -113,7 +115,9 @@ def _check_source(
             report.add("warn", subject, f"optional extract not there yet ({source.path.name})")
         return
     checksum = file_checksum(source.path)
-    if checksum in checksums:
+    # One reference file may serve several reference contracts (an ONS or AddressBase file
+    # holding the area codes and the property class); two sources never share a file.
+    if table == "sources" and checksum in checksums:
         report.add(
             "error",
             subject,
@@ -122,7 +126,8 @@ def _check_source(
             ContractError.exit_code,
         )
         return
-    checksums[checksum] = subject
+    if table == "sources":
+        checksums[checksum] = subject
     try:
         raw = read_extract(source, sample_bytes=SAMPLE_BYTES)
         _, _, ingest = validate_extract(raw, source, contract, settings.reference_date)

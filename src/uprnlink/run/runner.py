@@ -25,7 +25,7 @@ from uprnlink import __version__
 from uprnlink.errors import ContractError, UprnlinkError
 from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import enforce_retention
-from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.contracts import check_contract_table, find_contract
 from uprnlink.ingest.deliveries import DeliveryHeldError, check_deliveries, record_accepted
 from uprnlink.ingest.stage import (
     check_distinct_deliveries,
@@ -34,7 +34,7 @@ from uprnlink.ingest.stage import (
     not_supplied,
 )
 from uprnlink.linkage.stage import link_stage
-from uprnlink.privacy.keys import load_release_key, load_run_key
+from uprnlink.privacy.keys import check_keys_present, load_release_key, load_run_key
 from uprnlink.privacy.trusted import clear_trusted_zone
 from uprnlink.publish import releases
 from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
@@ -75,8 +75,10 @@ def new_run_id(now: datetime | None = None) -> str:
 def start_run(config_path: str, run_id: str) -> dict[str, Any]:
     """Check the configuration, contracts and key before any data is read; audit the start."""
     settings = read_settings(Path(config_path))
-    for name, source in {**settings.sources, **settings.reference}.items():
-        find_contract(settings.schemas_dir, source.contract, source.contract_version)
+    tables = [("sources", settings.sources), ("reference", settings.reference)]
+    for table, name, source in [(t, n, s) for t, group in tables for n, s in group.items()]:
+        contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        check_contract_table(table, name, source.path, contract)
         if source.required and not source.path.exists():
             raise ContractError(
                 f"source {name!r} is configured but its extract is missing",
@@ -85,6 +87,7 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
             )
     check_distinct_deliveries(settings)
     keep_releases(settings)  # a malformed [retention] policy fails here, before any data is read
+    check_keys_present(settings)  # every missing key named at once, with its command
     key = load_run_key(settings)
     release_key = load_release_key(settings)
     audit = open_audit_log(settings)
