@@ -416,7 +416,9 @@ def cmd_key(args: argparse.Namespace) -> int:
         info = keys.create_key_file(path, passphrase, kind=kind)
         print(f"Created {info.kind} key {info.key_id} (epoch {info.epoch}) in {path}")
         if settings is not None:
-            audit_key = keys.load_key_file(path, passphrase, kind=kind) if kind == keys.AUDIT else None
+            audit_key = (
+                keys.load_key_file(path, passphrase, kind=kind) if kind == keys.AUDIT else None
+            )
             from uprnlink.governance.audit import actor, open_audit_log
 
             open_audit_log(settings, audit_key).append(
@@ -811,9 +813,7 @@ def _passphrase(env_name: str | None, confirm: bool = False) -> str:
     from uprnlink.errors import KeyManagementError
 
     if not sys.stdin.isatty():
-        raise KeyManagementError(
-            f"no passphrase: set {env_name} or run in a terminal to be asked"
-        )
+        raise KeyManagementError(f"no passphrase: set {env_name} or run in a terminal to be asked")
     first = getpass.getpass("Key passphrase: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
         raise KeyManagementError("the passphrases do not match")

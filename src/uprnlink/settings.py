@@ -41,6 +41,9 @@ class ColumnMapping:
     name_order: str | None = None  # a full-name column: "surname_first" or "forename_first"
     parts: tuple[str, ...] = ()
     from_rank: int | None = None  # an IMD rank column read as deciles of this many areas
+    # With person groups: a column shared by the row that belongs to one group only (the
+    # lead party's date of birth in a file with one DOB column); the other groups have none.
+    group: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -258,7 +261,7 @@ _SOURCE_KEYS = {
     "person_groups",
     "recode",
 }
-_COLUMN_KEYS = {"column", "format", "name_order", "from_rank"}
+_COLUMN_KEYS = {"column", "format", "name_order", "from_rank", "group"}
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
@@ -314,6 +317,19 @@ def _source(
             f"{config}: [{where}.columns] {per_group[0]} holds {GROUP_PLACEHOLDER} but the source "
             'has no person_groups (for example person_groups = ["1", "2"])'
         )
+    for fname, m in columns.items():
+        if m.group is None:
+            continue
+        if m.group not in groups:
+            raise ConfigError(
+                f"{config}: [{where}.columns] {fname}: group = {m.group!r} is not one of the "
+                f"source's person_groups ({', '.join(groups) or 'none'})"
+            )
+        if m.per_group:
+            raise ConfigError(
+                f"{config}: [{where}.columns] {fname}: a {GROUP_PLACEHOLDER} column is read for "
+                "every group already; group = ... is for a shared column that is one group's"
+            )
     recode = _recode(raw.get("recode", {}), where, config)
     for key, kind in (("delimiter", str), ("encoding", str), ("contract", str), ("format", str)):
         if key in raw and not isinstance(raw[key], kind):
@@ -385,12 +401,16 @@ def _column_mapping(fname: str, spec: Any, where: str, config: Path) -> ColumnMa
             f"{config}: [{where}] {fname}: from_rank must be the number of areas ranked "
             "(a whole number, 10 or more)"
         )
+    group = spec.get("group")
+    if group is not None and (isinstance(group, bool) or not isinstance(group, str | int)):
+        raise ConfigError(f"{config}: [{where}] {fname}: group must be one person group's tag")
     return ColumnMapping(
         column,
         _formats(spec.get("format"), f"{where}.{fname}", config),
         order,
         parts,
         rank,
+        None if group is None else str(group),
     )
 
 

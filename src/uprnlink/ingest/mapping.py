@@ -440,6 +440,9 @@ class MappingProposal:
     warnings: list[str] = field(default_factory=list)
     # Per coded field: its column's codes (or a note why they are not listed).
     codes: dict[str, list[CodeProposal] | str] = field(default_factory=dict)
+    # With person groups: a person-level field found only in a column shared by the row (one
+    # DOB for both parties), proposed commented out for the first group (`group = ...`).
+    shared: list[ColumnProposal] = field(default_factory=list)
 
     @property
     def missing_required(self) -> list[str]:
@@ -507,7 +510,16 @@ class MappingProposal:
                 "; day/month order ambiguous, UK day-first assumed" if c.ambiguous_order else ""
             )
             lines.append(f"{c.field} = {value}  # {note}")
+        shared = {c.field: c for c in self.shared}
         for f in self.unmapped:
+            if f.name in shared:
+                c = shared[f.name]
+                lines.append(
+                    f"# {f.name} = {{ column = {_toml_string(c.column)}, group = "
+                    f"{_toml_string(self.person_groups[0])} }}  # NOT MAPPED: one column for "
+                    f"every group ({c.evidence}); uncomment only if it is this group's"
+                )
+                continue
             kind = "REQUIRED, not found" if f.required else "optional, not found"
             lines.append(f"# {f.name} = ...  # {kind}")
         if self.unused_columns:
@@ -586,6 +598,8 @@ def propose_mapping(
         if _is_record_key(spec):
             continue  # a key of a column or of several (`_record_key`)
         for col in columns:
+            if spec.type in ("forename", "surname") and _is_full_name(col):
+                continue  # both parts of a full name (`_full_name`), never one by spelling
             name_score, name_why = _name_score(_without_group(col), spec)
             key = (col, spec.type, spec.values, spec.unique, spec.name)
             if key not in evidence:
@@ -627,6 +641,7 @@ def propose_mapping(
         used.add(c.column)
     _full_name(chosen, used, columns, present, contract)
     warnings: list[str] = []
+    shared = _shared_person_columns(candidates, chosen, used, groups, warnings) if groups else []
     for spec in contract.fields:
         if _is_record_key(spec):
             row_key = _record_key(sample, spec, groups, chosen, warnings)
@@ -658,6 +673,7 @@ def propose_mapping(
         ],
         person_groups=groups.tags if groups else (),
         warnings=warnings,
+        shared=shared,
         codes={f: v for f, v in codes.items() if v},
     )
 
@@ -748,6 +764,44 @@ def _record_key(
 
 # ------------------------------------------------------------------ person groups
 
+
+def _shared_person_columns(
+    candidates: list[ColumnProposal],
+    chosen: dict[str, ColumnProposal],
+    used: set[str],
+    groups: PersonGroups,
+    warnings: list[str],
+) -> list[ColumnProposal]:
+    """Person-level fields (date of birth, NHS number, sex) with no column per group but a
+    column shared by the whole row: never mapped (each person would take the same value),
+    named in a warning, and offered commented out for one group."""
+    from uprnlink.ingest.validate import PERSON_LEVEL_FIELDS
+
+    out = []
+    for fname in PERSON_LEVEL_FIELDS:
+        if fname in chosen:
+            continue
+        shared = [
+            c
+            for c in candidates
+            if c.field == fname
+            and GROUP_PLACEHOLDER not in c.column
+            and c.column not in used
+            and c.score >= 1.0
+        ]
+        if not shared:
+            continue
+        best = max(shared, key=lambda c: c.score)
+        out.append(best)
+        warnings.append(
+            f"{fname}: column {best.column!r} is one {fname} for every person group "
+            f"({', '.join(groups.tags)}), so it is not mapped: each group's record would take "
+            f"the same value. If it is one group's (often the first), map it to that group "
+            f"only (the commented {fname} line); see docs/bad-input.md"
+        )
+    return out
+
+
 _ROLE_WORDS = (
     "lead", "joint", "main", "first", "second", "primary", "secondary", "claimant", "partner",
     "applicant", "tenant", "spouse",
@@ -814,8 +868,13 @@ def detect_person_groups(columns: Sequence[str], contract: Contract) -> PersonGr
         by_tags.setdefault(frozenset(tagged), []).append(template)
     if not by_tags:
         return None
-    tags, found = max(by_tags.items(), key=lambda kv: (len(kv[1]), len(kv[0])))
-    if len(found) < 2:
+
+    def weight(found: list[str]) -> int:
+        # A full name ("Lead Name", "Joint Name") is a forename and a surname.
+        return sum(2 if _normal(_without_group(t)) in FULL_NAME_ALIASES else 1 for t in found)
+
+    tags, found = max(by_tags.items(), key=lambda kv: (weight(kv[1]), len(kv[0])))
+    if weight(found) < 2:
         return None
     # Templates with these tags and perhaps more (a third party with only a name).
     chosen = {
@@ -1081,7 +1140,7 @@ def _full_name(
     if not wanted or any(f.name in chosen for f in wanted):
         return
     for col in columns:
-        if col in used or _normal(col) not in FULL_NAME_ALIASES:
+        if col in used or not _is_full_name(col):
             continue
         values = present[col]
         if values.len() == 0:
@@ -1097,6 +1156,11 @@ def _full_name(
             chosen[f.name] = ColumnProposal(f.name, col, 1.0, why, name_order=order)
         used.add(col)
         return
+
+
+def _is_full_name(column: str) -> bool:
+    """Whether a column (or a `{group}` column: `{group} Name`) is named as a full name."""
+    return _normal(_without_group(column)) in FULL_NAME_ALIASES
 
 
 def suggest_columns(missing: str, headers: Sequence[str], field_name: str) -> list[str]:

@@ -35,7 +35,9 @@ EXTRA_FIELDS = "_extra_fields"
 """The fields of a CSV record beyond the header's columns, joined by the delimiter."""
 GROUP = "_group"
 """The person group a row was read from (its tag), on sources with `person_groups`."""
-RESERVED_COLUMNS = frozenset({ROW, REASONS, ROW_ISSUE, EXTRA_FIELDS, GROUP})
+REASON_COLUMNS = "_columns"
+"""In a person-group source's quarantine: for each reason, the file column(s) it is about."""
+RESERVED_COLUMNS = frozenset({ROW, REASONS, ROW_ISSUE, EXTRA_FIELDS, GROUP, REASON_COLUMNS})
 
 
 DELIMITER_CANDIDATES = (",", ";", "\t", "|")
