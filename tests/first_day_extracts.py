@@ -41,7 +41,8 @@ REFERENCE_DATE = date(2026, 3, 31)
 def nhs_number(rng: random.Random) -> str:
     """A random ten-digit NHS number that passes Modulus 11 (not a dummy pattern)."""
     while True:
-        digits = [rng.randint(0, 9) for _ in range(9)]
+        # England's numbers start 400-499 or 600-708 (never 0: a number cell keeps them whole).
+        digits = [rng.choice((4, 6)), *(rng.randint(0, 9) for _ in range(8))]
         if len(set(digits)) < 3:
             continue
         check = 11 - sum(d * w for d, w in zip(digits, range(10, 1, -1), strict=True)) % 11

@@ -115,9 +115,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from uprnlink.settings import read_settings
-
     from uprnlink.privacy.keys import check_keys_present
+    from uprnlink.settings import read_settings
 
     # Fail fast, before an orchestrator starts: the configuration, then every key it names.
     check_keys_present(read_settings(Path(args.config)))
@@ -177,7 +176,9 @@ def cmd_map(args: argparse.Namespace) -> int:
     config_dir = Path(args.relative_to) if args.relative_to else _landing_dir(args)
     missing: list[str] = []
     for i, contract in enumerate(contracts):
-        proposal = propose_mapping(Path(args.file), contract, args.source, rows=args.rows)
+        proposal = propose_mapping(
+            Path(args.file), contract, args.source, rows=args.rows, sheet_choice=_sheet(args.sheet)
+        )
         if i:
             print()
         print(proposal.to_toml(config_dir), end="")
@@ -196,6 +197,11 @@ def cmd_map(args: argparse.Namespace) -> int:
             rule="mapping_missing",
         )
     return 0
+
+
+def _sheet(value: str | None) -> str | int | None:
+    """`--sheet`: a sheet's number (from 1) or its name."""
+    return int(value) if value is not None and value.isdigit() else value
 
 
 def _landing_dir(args: argparse.Namespace) -> Path | None:
@@ -403,13 +409,17 @@ def cmd_key(args: argparse.Namespace) -> int:
     )
     env = env or KEY_ENVS[kind]
     if args.key_command == "init":
-        if configured is not None and configured.file is not None:
-            if path.resolve() != configured.file.resolve():
-                print(
-                    f"uprnlink: warning: {settings.config_path.name} expects the {kind} key at "  # type: ignore[union-attr]
-                    f"{configured.file}, not {path}: set its file there, or runs will not find it",
-                    file=sys.stderr,
-                )
+        if (
+            settings is not None
+            and configured is not None
+            and configured.file is not None
+            and path.resolve() != configured.file.resolve()
+        ):
+            print(
+                f"uprnlink: warning: {settings.config_path.name} expects the {kind} key at "
+                f"{configured.file}, not {path}: set its file there, or runs will not find it",
+                file=sys.stderr,
+            )
         if settings is not None:
             _check_audit_ready(settings, kind)  # before anything is written
         passphrase = _passphrase(env, confirm=True)
@@ -1035,6 +1045,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--version", type=int, default=None, help="contract major version")
     m.add_argument("--source", default=None, help="source name in the config (default: contract)")
     m.add_argument("--rows", type=int, default=5000, help="rows to sample (default 5000)")
+    m.add_argument(
+        "--sheet",
+        default=None,
+        help="a workbook's sheet: its name or its number from 1 (default: the first)",
+    )
     m.add_argument(
         "--schemas",
         default=None,

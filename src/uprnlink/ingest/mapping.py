@@ -35,9 +35,15 @@ import polars as pl
 from uprnlink.errors import ContractError
 from uprnlink.ingest import standardise as std
 from uprnlink.ingest.contracts import Contract, FieldSpec
-from uprnlink.ingest.readers import read_sample
+from uprnlink.ingest.readers import (
+    choose_sheet,
+    excel_header_row,
+    read_sample,
+    read_sheet,
+    sheet_note,
+)
 from uprnlink.ingest.validate import CODE_PATTERN, MAX_CODE_LENGTH, MAX_CODES_LISTED
-from uprnlink.settings import GROUP_PLACEHOLDER
+from uprnlink.settings import EXCEL_SUFFIXES, GROUP_PLACEHOLDER
 
 __all__ = [
     "DATE_FORMATS",
@@ -165,6 +171,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "valid from",
         "effective from",
         "registration date",
+        "registered",
+        "registered on",
         "date registered",
         "reg date",
         "liability start",
@@ -183,6 +191,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "valid to",
         "effective to",
         "deregistration date",
+        "deregistered",
+        "deregistered on",
         "date deregistered",
         "dereg date",
         "liability end",
@@ -350,6 +360,18 @@ def _date_evidence(values: pl.Series, spec: FieldSpec, today: date) -> ValueEvid
     return ValueEvidence(share, f"{share:.1%} {label} as {fmt}", fmt, ambiguous)
 
 
+def best_date_format(
+    values: pl.Series, spec: FieldSpec, settings: object
+) -> tuple[str, float] | None:
+    """The date format (of `DATE_FORMATS`) that reads the most of a date column's sampled
+    values, with the share it reads; None when there are none."""
+    if values.len() == 0:
+        return None
+    reference = getattr(settings, "reference_date", None) or date.today()
+    evidence = _date_evidence(values, spec, reference)
+    return (evidence.date_format, evidence.share) if evidence.date_format else None
+
+
 def _value_evidence(values: pl.Series, spec: FieldSpec, today: date) -> ValueEvidence | None:
     """The share of a column's non-empty sampled values that fit the field's type."""
     if values.len() == 0:
@@ -443,6 +465,8 @@ class MappingProposal:
     # With person groups: a person-level field found only in a column shared by the row (one
     # DOB for both parties), proposed commented out for the first group (`group = ...`).
     shared: list[ColumnProposal] = field(default_factory=list)
+    sheet: str | None = None  # a workbook's sheet read, and all its sheets
+    sheets: list[str] = field(default_factory=list)
 
     @property
     def missing_required(self) -> list[str]:
@@ -478,7 +502,13 @@ class MappingProposal:
             f"version = {self.contract.major}",
             f"path = {_toml_string(path.as_posix())}",
         ]
-        if self.path.suffix.lower() != ".parquet":
+        if self.sheet is not None:
+            lines.append(
+                f"sheet = {_toml_string(self.sheet)}  # {sheet_note(self.sheet, self.sheets)}"
+            )
+            if self.skip_lines:
+                lines.append(f"skip_lines = {self.skip_lines}  # rows above the header")
+        elif self.path.suffix.lower() != ".parquet":
             if self.delimiter != ",":
                 lines.append(f"delimiter = {_toml_string(self.delimiter)}")
             if self.encoding != "utf8":
@@ -578,10 +608,25 @@ def propose_mapping(
     *,
     rows: int = 5000,
     today: date | None = None,
+    sheet_choice: str | int | None = None,
 ) -> MappingProposal:
     """Propose the column mapping of the extract at `path` onto `contract`."""
     today = today or date.today()
-    sample, delimiter, encoding, skip = read_sample(path, rows)
+    sheet: str | None = None
+    sheets: list[str] = []
+    if path.suffix.lower() in EXCEL_SUFFIXES:
+        if not path.is_file():
+            raise ContractError("extract not found", file=str(path), rule="file_missing")
+        sheet, sheets = choose_sheet(path, sheet_choice)
+        skip = excel_header_row(path, sheet)
+        sample = read_sheet(path, sheet, header_row=skip, n_rows=rows)
+        filled = pl.any_horizontal(
+            pl.col(c).str.strip_chars().str.len_chars().fill_null(0) > 0 for c in sample.columns
+        )
+        sample = sample.filter(filled) if sample.columns else sample
+        delimiter, encoding = ",", "utf8"
+    else:
+        sample, delimiter, encoding, skip = read_sample(path, rows)
     _check_header(sample.columns, path)
     groups = detect_person_groups(sample.columns, contract)
     # With several people per row, each person field is read from its group's columns: the
@@ -675,6 +720,8 @@ def propose_mapping(
         warnings=warnings,
         shared=shared,
         codes={f: v for f, v in codes.items() if v},
+        sheet=sheet,
+        sheets=sheets,
     )
 
 

@@ -62,6 +62,9 @@ class IngestReport:
     rows_quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     values_nulled: dict[str, int] = field(default_factory=dict)
+    # Per mapped field, how many records hold a value (not blank): the base of the share of
+    # a field's values that fail a rule (`uprnlink check`).
+    values_present: dict[str, int] = field(default_factory=dict)
     fields_not_supplied: list[str] = field(default_factory=list)
     columns_ignored: list[str] = field(default_factory=list)
     blank_lines: int = 0
@@ -171,18 +174,18 @@ def check_mapping(
                 )
     if source.person_groups:
         for fname in PERSON_LEVEL_FIELDS:
-            mapping = source.columns.get(fname)
-            if mapping is None or mapping.per_group or mapping.group is not None:
+            shared = source.columns.get(fname)
+            if shared is None or shared.per_group or shared.group is not None:
                 continue
             tags = ", ".join(source.person_groups)
             raise ContractError(
                 f"{fname} is mapped to a column shared by every person group ({tags}), so each "
                 f"group's record would take the same {fname}: map a column per group "
                 f'("{{group}} ..."), or give the column to the one group it belongs to, '
-                f'{fname} = {{ column = "{mapping.column}", group = "{source.person_groups[0]}" }}, '
+                f'{fname} = {{ column = "{shared.column}", group = "{source.person_groups[0]}" }}, '
                 "or leave it out (docs/bad-input.md)",
                 file=str(source.path),
-                column=mapping.column,
+                column=shared.column,
                 rule="shared_person_field",
             )
     unmapped_recode = sorted(set(source.recode) - set(source.columns))
@@ -518,6 +521,11 @@ def validate_extract(
     ]
     nulled = good.select(counts).row(0, named=True) if counts else {}
     report.values_nulled = {k: int(v) for k, v in nulled.items() if v}
+    if specs:
+        present_counts = checked.select(
+            _text_expr(columns[s.name]).is_not_null().sum().alias(s.name) for s in specs
+        ).row(0, named=True)
+        report.values_present = {k: int(v) for k, v in present_counts.items()}
     report.rows_quarantined = quarantined.height
     report.rows_accepted = accepted.height
     counter: Counter[str] = Counter()
