@@ -47,20 +47,6 @@ def peak_memory_mib() -> float:
     return max(own, kids) / 1024
 
 
-def _progress_to_terminal() -> None:
-    """Show the pipeline's own progress lines (counts only, never data) on stderr."""
-    import logging
-
-    logger = logging.getLogger("uprnlink")
-    if not any(getattr(h, "_uprnlink_progress", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("      %(asctime)s  %(message)s", "%H:%M:%S"))
-        handler._uprnlink_progress = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # Prefect's console handler would print each line twice
-
-
 def prefect_installed() -> bool:
     """Whether the optional orchestrator (the `flows` extra) is installed."""
     return importlib.util.find_spec("prefect") is not None
@@ -79,21 +65,26 @@ def run_flow(
     (`uprnlink.run.runner.run_all`), after a one-line note: same outputs, no retries of
     transient I/O errors, extracts ingested one after another, nothing in a Prefect UI.
     """
-    _progress_to_terminal()
-    if not prefect_installed():
-        from uprnlink.run.runner import run_all
+    from uprnlink.progress import stop_console, use_console
 
-        print(NO_PREFECT_NOTE, file=sys.stderr)
-        extra: dict[str, Any] = {"accept": tuple(accept)} if accept else {}
-        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, **extra)
-    _prefect_environment()
-    from uprnlink.flows.household_linkage import household_linkage
+    use_console()
+    try:
+        if not prefect_installed():
+            from uprnlink.run.runner import run_all
 
-    flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
-    summary: dict[str, Any] = household_linkage(
-        str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
-    )
-    return summary
+            print(NO_PREFECT_NOTE, file=sys.stderr)
+            extra: dict[str, Any] = {"accept": tuple(accept)} if accept else {}
+            return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, **extra)
+        _prefect_environment()
+        from uprnlink.flows.household_linkage import household_linkage
+
+        flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
+        summary: dict[str, Any] = household_linkage(
+            str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
+        )
+        return summary
+    finally:
+        stop_console()
 
 
 # ------------------------------------------------------------------------------ commands
@@ -1279,6 +1270,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _end_console() -> None:
+    """Close any progress bars before an error line is printed."""
+    from uprnlink.progress import stop_console
+
+    stop_console()
+
+
 def find_config(args: argparse.Namespace, cwd: Path | None = None) -> None:
     """Inside a working folder (`uprnlink init`), commands use its `uprnlink.toml` without
     `--config`, and say so on stderr; `--config` always wins."""
@@ -1308,15 +1306,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         find_config(args)
         return int(args.func(args))
     except UprnlinkError as exc:
+        _end_console()
         print(f"uprnlink: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _end_console()
         print("uprnlink: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except Exception as exc:
+        _end_console()
         if os.environ.get("UPRNLINK_DEBUG"):
             raise
         # A traceback can quote data values, so by default only the error type is shown.
