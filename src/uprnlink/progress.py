@@ -117,6 +117,10 @@ def use_console(stream: IO[str] | None = None, *, bars: bool | None = None) -> N
         bars = bool(getattr(stream, "isatty", lambda: False)()) and os.environ.get(
             "TERM", ""
         ) not in ("dumb",)
+    if bars:
+        import importlib.util
+
+        bars = importlib.util.find_spec("rich") is not None  # a dependency; plain lines without
     for handler in [h for h in log.handlers if isinstance(h, ConsoleHandler)]:
         log.removeHandler(handler)
     log.addHandler(ConsoleHandler(stream))
