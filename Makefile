@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup browser screenshots demo demo2 service test test-fast lint format typecheck check bench dist serve stop clean
+.PHONY: help setup browser screenshots demo demo2 service test test-fast lint format typecheck check bench dist dist-native serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt setup.py src/uprnlink/privacy/_hmac.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	UPRNLINK_BUILD_HMAC=1 $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create or refresh the project's virtual environment (.venv/)
@@ -64,8 +64,11 @@ typecheck: $(STAMP) ## Type-check src/ with mypy
 
 check: lint typecheck test ## Lint, type-check and test
 
-dist: $(STAMP) ## Build the sdist and wheel into dist/ (tests/test_wheel.py installs and runs one)
+dist: $(STAMP) ## Build the sdist and the pure-Python wheel (py3-none-any, any supported Python) into dist/
 	$(BIN)/python -m build --outdir dist .
+
+dist-native: $(STAMP) ## Build a wheel with the C extension (cp311-abi3: CPython 3.11+, this platform) into dist/
+	UPRNLINK_BUILD_HMAC=1 $(BIN)/python -m build --wheel --outdir dist .
 
 SERVICE_PORT ?= 8765
 DEMO_AUDIT := UPRNLINK_AUDIT_PASSPHRASE=uprnlink-demo-passphrase-not-for-real-data

@@ -127,6 +127,9 @@ def test_a_messy_extract_loses_nothing_end_to_end(tmp_path: Path) -> None:
     # The planted values appear nowhere an analyst, a scheduler or a log reader would look.
     texts = [stream.getvalue(), json.dumps(summary, default=str)]
     texts += [p.read_text() for p in (settings.out_dir / "runs").glob("*.json")]
+    run_logs = list((settings.out_dir / "runs").glob("*.log"))
+    assert run_logs, "each run keeps its log beside its summary"
+    texts += [p.read_text() for p in run_logs]
     texts.append((settings.out_dir / "audit" / "audit.jsonl").read_text())
     for text in texts:
         assert MARK not in text and "20200231" not in text

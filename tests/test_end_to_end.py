@@ -147,7 +147,11 @@ def test_logs_and_printed_output_hold_no_identifiers(small_run: PipelineRun) -> 
     truth = small_run.root / "demo" / "truth"
     people = pl.read_parquet(truth / "people.parquet")
     addresses = pl.read_parquet(truth / "addresses.parquet")
-    text = small_run.log_text + json.dumps(small_run.summary, default=str)
+    run_log = small_run.settings.out_dir / "runs" / "test-run.log"
+    assert run_log.is_file(), "each run keeps its log beside its summary"
+    logged = run_log.read_text()
+    assert "stage 7/7: finish" in logged and "run test-run completed" in logged
+    text = small_run.log_text + logged + json.dumps(small_run.summary, default=str)
     assert len(small_run.log_text) > 0, "expected the run to log something"
     digit_runs = set(re.findall(r"\d{6,}", text))
     assert not digit_runs & set(people["nhs_number"].cast(pl.Utf8).to_list())

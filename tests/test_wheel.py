@@ -1,6 +1,7 @@
-"""A release build works on its own: the sdist and wheel hold the package data, and the wheel,
-installed into a fresh virtual environment outside the checkout, lays out a working folder and
-runs a small demo.
+"""A release build works on its own: the sdist and the pure-Python wheel (`py3-none-any`, the
+published artefact) hold the package data, and the wheel, installed into a fresh virtual
+environment outside the checkout, lays out a working folder and runs a small demo; the native
+wheel (`make dist-native`) carries the C extension on the stable ABI.
 
 Slow: about 50 s on 2 cores with pip's cache warm (build 9 s, install 9 s, demo 23 s), about
 75 s cold (build 22 s, install 25 s). Dependencies are the versions in constraints.txt (pip's
@@ -60,12 +61,9 @@ def _run(step: str, args: list[str], cwd: Path, env: dict[str, str] | None = Non
     return out.stdout + out.stderr
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An sdist and a wheel built from it, as `python -m build` makes them for a release, from a
-    copy of the files git knows about (so build/ and *.egg-info left in a checkout never leak
-    into the wheel)."""
-    root = tmp_path_factory.mktemp("build")
+def _source_copy(root: Path) -> Path:
+    """A copy of the files git knows about (so build/ and *.egg-info left in a checkout never
+    leak into a build)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=PROJECT_ROOT,
@@ -82,10 +80,44 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (source / name).symlink_to(os.readlink(src))
         else:
             shutil.copy2(src, source / name)
+    return source
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An sdist and a wheel built from it, as `python -m build` (`make dist`) makes them for a
+    release, from a copy of the checkout."""
+    root = tmp_path_factory.mktemp("build")
+    source = _source_copy(root)
+    env = {k: v for k, v in os.environ.items() if k != "UPRNLINK_BUILD_HMAC"}
     _run(
-        "build", [sys.executable, "-m", "build", "--outdir", str(root / "dist"), str(source)], root
+        "build",
+        [sys.executable, "-m", "build", "--outdir", str(root / "dist"), str(source)],
+        root,
+        env,
     )
     return root / "dist"
+
+
+def test_native_wheel_holds_the_c_extension_on_the_stable_abi(tmp_path: Path) -> None:
+    """`make dist-native`: the same package with `uprnlink.privacy._hmac` built against
+    Python's stable ABI, so one wheel serves CPython 3.11 and later on its platform."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the extension cannot be built here")
+    source = _source_copy(tmp_path)
+    env = {**os.environ, "UPRNLINK_BUILD_HMAC": "1"}
+    _run(
+        "build-native",
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(source)],
+        tmp_path,
+        env,
+    )
+    (wheel,) = (tmp_path / "dist").glob("uprnlink-*.whl")
+    assert "-cp311-abi3-" in wheel.name, wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        assert any(
+            n.startswith("uprnlink/privacy/_hmac.") and n.endswith(".so") for n in zf.namelist()
+        ), "the C extension was not built into the native wheel (gcc and OpenSSL headers?)"
 
 
 def test_sdist_and_wheel_carry_the_package_data(dist: Path) -> None:
@@ -101,11 +133,15 @@ def test_sdist_and_wheel_carry_the_package_data(dist: Path) -> None:
             assert f"uprnlink/{rel}" in names, rel
             # A real file with the package's content, never the text of a link.
             assert zf.read(f"uprnlink/{rel}") == (PACKAGE / rel).read_bytes(), rel
-        assert any(n.startswith("uprnlink/privacy/_hmac.") and n.endswith(".so") for n in names), (
-            "the C extension was not built into the wheel"
-        )
+        # The published wheel is pure Python: it installs on any supported Python.
+        assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+        assert not any(n.endswith((".so", ".pyd")) for n in names)
+        assert "Root-Is-Purelib: true" in zf.read(f"uprnlink-{version}.dist-info/WHEEL").decode()
         meta = zf.read(f"uprnlink-{version}.dist-info/METADATA").decode()
         assert f"Version: {version}" in meta and "License-Expression: MIT" in meta
+        assert "Requires-Python: >=3.11" in meta
+        for minor in (11, 12, 13):
+            assert f"Classifier: Programming Language :: Python :: 3.{minor}" in meta
         assert f"uprnlink-{version}.dist-info/licenses/LICENSE" in names
         assert "Provides-Extra: flows" in meta
         assert not any(
@@ -147,8 +183,9 @@ def test_installed_wheel_inits_and_runs_a_demo_outside_the_checkout(
         [
             str(python), "-c",
             "import importlib.util, uprnlink, uprnlink.resources as r; "
+            "import uprnlink.privacy.keys as k; "
             "print(uprnlink.__file__); print(r.schemas_dir()); print(r.default_policy_path()); "
-            "print(importlib.util.find_spec('prefect'))",
+            "print(importlib.util.find_spec('prefect')); print(k.BULK_HMAC)",
         ],
         work,
         env,
@@ -156,6 +193,7 @@ def test_installed_wheel_inits_and_runs_a_demo_outside_the_checkout(
     site = venv / "lib"
     assert all(Path(p).is_relative_to(site) for p in where[:3]), where
     assert where[3] == "None", "Prefect is an extra: the plain install must not have it"
+    assert where[4] == "python", "the pure wheel hashes with the cryptography package"
 
     _run("init", [str(python), "-m", "uprnlink", "init", "partnership"], work, env)
     for name in ("uprnlink.toml", "governance/policy.toml", "README.txt", "landing", "work", "out"):

@@ -17,6 +17,12 @@ from typing import Any
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
 
+CONFIG_NAME = "uprnlink.toml"
+CONFIG_HELP = f"run configuration (TOML; default: ./{CONFIG_NAME} when there is one)"
+#: Commands that need a run configuration, and those that use one when it is there.
+NEEDS_CONFIG = {"run", "runs", "landing", "check", "retention", "audit", "serve", "users"}
+USES_CONFIG = {"key", "map", "evaluate"}
+
 NO_PREFECT_NOTE = (
     "uprnlink: note: Prefect is not installed, so the stages run in this process without an "
     "orchestrator (no retries, no Prefect UI); pip install 'uprnlink[flows]' adds it"
@@ -41,20 +47,6 @@ def peak_memory_mib() -> float:
     return max(own, kids) / 1024
 
 
-def _progress_to_terminal() -> None:
-    """Show the pipeline's own progress lines (counts only, never data) on stderr."""
-    import logging
-
-    logger = logging.getLogger("uprnlink")
-    if not any(getattr(h, "_uprnlink_progress", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("      %(asctime)s  %(message)s", "%H:%M:%S"))
-        handler._uprnlink_progress = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # Prefect's console handler would print each line twice
-
-
 def prefect_installed() -> bool:
     """Whether the optional orchestrator (the `flows` extra) is installed."""
     return importlib.util.find_spec("prefect") is not None
@@ -73,21 +65,26 @@ def run_flow(
     (`uprnlink.run.runner.run_all`), after a one-line note: same outputs, no retries of
     transient I/O errors, extracts ingested one after another, nothing in a Prefect UI.
     """
-    _progress_to_terminal()
-    if not prefect_installed():
-        from uprnlink.run.runner import run_all
+    from uprnlink.progress import stop_console, use_console
 
-        print(NO_PREFECT_NOTE, file=sys.stderr)
-        extra: dict[str, Any] = {"accept": tuple(accept)} if accept else {}
-        return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, **extra)
-    _prefect_environment()
-    from uprnlink.flows.household_linkage import household_linkage
+    use_console()
+    try:
+        if not prefect_installed():
+            from uprnlink.run.runner import run_all
 
-    flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
-    summary: dict[str, Any] = household_linkage(
-        str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
-    )
-    return summary
+            print(NO_PREFECT_NOTE, file=sys.stderr)
+            extra: dict[str, Any] = {"accept": tuple(accept)} if accept else {}
+            return run_all(str(config), run_id, rebuild=rebuild, retrain=retrain, **extra)
+        _prefect_environment()
+        from uprnlink.flows.household_linkage import household_linkage
+
+        flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
+        summary: dict[str, Any] = household_linkage(
+            str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
+        )
+        return summary
+    finally:
+        stop_console()
 
 
 # ------------------------------------------------------------------------------ commands
@@ -109,9 +106,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from uprnlink.privacy.keys import check_keys_present
     from uprnlink.settings import read_settings
 
-    read_settings(Path(args.config))  # fail fast, before an orchestrator starts
+    # Fail fast, before an orchestrator starts: the configuration, then every key it names.
+    check_keys_present(read_settings(Path(args.config)))
     started = time.perf_counter()
     summary = run_flow(
         Path(args.config),
@@ -149,32 +148,64 @@ def cmd_landing(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from uprnlink.errors import ContractError
+    from uprnlink.errors import ConfigError, ContractError
     from uprnlink.ingest.contracts import find_contract
     from uprnlink.ingest.mapping import propose_mapping
     from uprnlink.resources import schemas_dir
 
     schemas = Path(args.schemas) if args.schemas else schemas_dir()
-    contract = find_contract(schemas, args.contract, args.version)
-    proposal = propose_mapping(Path(args.file), contract, args.source, rows=args.rows)
-    config_dir = Path(args.relative_to) if args.relative_to else None
-    print(proposal.to_toml(config_dir), end="")
-    mapped = len(proposal.columns)
-    print(
-        f"{mapped} of {len(contract.fields)} contract fields mapped from "
-        f"{proposal.rows_sampled:,} sampled rows; {len(proposal.unused_columns)} column(s) "
-        "unmapped",
-        file=sys.stderr,
-    )
-    for warning in proposal.warnings:
-        print(f"uprnlink: warning: {warning}", file=sys.stderr)
-    if proposal.missing_required:
+    names = [n.strip() for value in args.contract for n in value.split(",") if n.strip()]
+    contracts = [find_contract(schemas, name, args.version) for name in dict.fromkeys(names)]
+    if len(contracts) > 1 and any(c.kind != "reference" for c in contracts):
+        raise ConfigError(
+            "several --contract are for one reference file serving several reference contracts "
+            "(e.g. --contract uprn_lookup --contract property_class); an extract of people is "
+            "one source with one contract"
+        )
+    if len(contracts) > 1 and args.source:
+        raise ConfigError("--source names one source: leave it out with several --contract")
+    config_dir = Path(args.relative_to) if args.relative_to else _landing_dir(args)
+    missing: list[str] = []
+    for i, contract in enumerate(contracts):
+        proposal = propose_mapping(
+            Path(args.file), contract, args.source, rows=args.rows, sheet_choice=_sheet(args.sheet)
+        )
+        if i:
+            print()
+        print(proposal.to_toml(config_dir), end="")
+        warned = f"; {len(proposal.warnings)} warning(s) above" if proposal.warnings else ""
+        print(
+            f"{contract.name}: {len(proposal.columns)} of {len(contract.fields)} contract fields "
+            f"mapped from {proposal.rows_sampled:,} sampled rows; "
+            f"{len(proposal.unused_columns)} column(s) unmapped{warned}",
+            file=sys.stderr,
+        )
+        missing += [f"{contract.name}.{f}" for f in proposal.missing_required]
+    if missing:
         raise ContractError(
-            "no column found for required field(s) " + ", ".join(proposal.missing_required),
+            "no column found for required field(s) " + ", ".join(missing),
             file=str(args.file),
             rule="mapping_missing",
         )
     return 0
+
+
+def _sheet(value: str | None) -> str | int | None:
+    """`--sheet`: a sheet's number (from 1) or its name."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _landing_dir(args: argparse.Namespace) -> Path | None:
+    """The configuration's landing folder (paths in a proposal are relative to it), when a
+    configuration is given or found and can be read."""
+    if not args.config:
+        return None
+    from uprnlink.settings import read_settings
+
+    try:
+        return read_settings(Path(args.config)).landing_dir
+    except UprnlinkError:
+        return None  # a configuration being edited: the path is written as given
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -261,11 +292,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"  kept  {path.relative_to(folder)} (already there; delete it for a fresh copy)")
     print("  made  landing/ (reference/), work/, out/")
     print(
-        f"\nNext, from {folder} (details in {README_NAME}):\n"
-        "  uprnlink map landing/FILE --contract NAME --relative-to landing   # paste into uprnlink.toml\n"
-        "  uprnlink key init --file keys/uprnlink.key --config uprnlink.toml\n"
-        "  uprnlink check --config uprnlink.toml\n"
-        "  uprnlink run --config uprnlink.toml"
+        f"\nNext, from {folder} (commands there find uprnlink.toml; details in {README_NAME}):\n"
+        f"  cd {folder}\n"
+        "  uprnlink map landing/FILE --contract NAME     # paste what it prints into uprnlink.toml\n"
+        "  uprnlink key init --kind audit                # the three keys, audit key first\n"
+        "  uprnlink key init --kind pseudonymisation\n"
+        "  uprnlink key init --kind release\n"
+        "  uprnlink check\n"
+        "  uprnlink run"
     )
     return 0
 
@@ -348,20 +382,55 @@ KEY_ENVS = {
 def cmd_key(args: argparse.Namespace) -> int:
     from uprnlink.privacy import keys
 
-    path = Path(args.file)
+    settings = _key_config(args)
+    configured = _configured_key(settings, args.kind) if settings is not None else None
+    if args.file:
+        path = Path(args.file)
+    elif configured is not None and configured.file is not None:
+        path = configured.file
+    else:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError("give the key file with --file KEY (or --config FILE that names it)")
     kind = args.kind if args.key_command == "init" else keys.read_key_info(path).kind
-    env = args.passphrase_env or KEY_ENVS[kind]
+    if settings is not None and args.key_command != "init":
+        configured = _configured_key(settings, kind)
+    env = args.passphrase_env or (
+        configured.passphrase_env if configured is not None and configured.passphrase_env else None
+    )
+    env = env or KEY_ENVS[kind]
     if args.key_command == "init":
+        if (
+            settings is not None
+            and configured is not None
+            and configured.file is not None
+            and path.resolve() != configured.file.resolve()
+        ):
+            print(
+                f"uprnlink: warning: {settings.config_path.name} expects the {kind} key at "
+                f"{configured.file}, not {path}: set its file there, or runs will not find it",
+                file=sys.stderr,
+            )
+        if settings is not None:
+            _check_audit_ready(settings, kind)  # before anything is written
         passphrase = _passphrase(env, confirm=True)
         info = keys.create_key_file(path, passphrase, kind=kind)
-        _audit_key_event(
-            args,
-            "key.created",
-            {"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch},
-        )
         print(f"Created {info.kind} key {info.key_id} (epoch {info.epoch}) in {path}")
+        if settings is not None:
+            audit_key = (
+                keys.load_key_file(path, passphrase, kind=kind) if kind == keys.AUDIT else None
+            )
+            from uprnlink.governance.audit import actor, open_audit_log
+
+            open_audit_log(settings, audit_key).append(
+                "key.created",
+                actor=actor(),
+                data={"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch},
+            )
+            print(f"Recorded key.created in the audit log of {settings.config_path.name}")
         print(
             "Keep the passphrase in your secrets manager; the key cannot be recovered without it."
+            f" Runs read it from {env}."
         )
     elif args.key_command == "show":
         info = keys.read_key_info(path)
@@ -397,6 +466,50 @@ def cmd_key(args: argparse.Namespace) -> int:
         elif kind == keys.RELEASE:
             print("The next run publishes new person and household ids for every analyst.")
     return 0
+
+
+def _key_config(args: argparse.Namespace) -> Any:
+    """The run configuration a key command works with (`--config`, or the working folder's)."""
+    if not args.config:
+        return None
+    from uprnlink.settings import read_settings
+
+    return read_settings(Path(args.config))
+
+
+def _configured_key(settings: Any, kind: str) -> Any:
+    """The configuration's settings for the key of `kind` (`[key]`, `[audit]`, `[release]`)."""
+    return {
+        "pseudonymisation": settings.key,
+        "audit": settings.audit_key,
+        "release": settings.release.key,
+    }[kind]
+
+
+def _check_audit_ready(settings: Any, kind: str) -> None:
+    """Refuse to create a key whose creation the audit log could not record, before anything is
+    written: every key but the audit key itself needs the audit key (created first)."""
+    from uprnlink.errors import KeyManagementError, UprnlinkError
+    from uprnlink.governance.audit import open_audit_log
+    from uprnlink.zones import Zones
+
+    log_path = Zones(settings).audit_log
+    if kind == "audit":
+        if log_path.exists() and log_path.stat().st_size > 0:
+            raise KeyManagementError(
+                f"the audit log {log_path} already has entries, kept with another audit key: "
+                "rotate that key (`uprnlink key rotate --kind audit`) rather than create a new "
+                "one; nothing was written"
+            )
+        return
+    try:
+        open_audit_log(settings).check_key()
+    except UprnlinkError as exc:
+        raise KeyManagementError(
+            f"the audit log records each key's creation, and it cannot be written: {exc}. "
+            f"Nothing was written: create the audit key first (uprnlink key init --kind audit), "
+            f"then this {kind} key"
+        ) from None
 
 
 def _hand_over_audit_log(args: argparse.Namespace, old: Any, new: Any) -> None:
@@ -553,11 +666,13 @@ def _passphrase(env_name: str | None, confirm: bool = False) -> str:
 
     if env_name and os.environ.get(env_name):
         return os.environ[env_name]
+    from uprnlink.errors import KeyManagementError
+
     if not sys.stdin.isatty():
-        raise UprnlinkError(f"no passphrase: set {env_name} or run in a terminal to be asked")
+        raise KeyManagementError(f"no passphrase: set {env_name} or run in a terminal to be asked")
     first = getpass.getpass("Key passphrase: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise UprnlinkError("the passphrases do not match")
+        raise KeyManagementError("the passphrases do not match")
     return first
 
 
@@ -704,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("run", help="run the household-linkage flow for a config file")
-    r.add_argument("--config", required=True, help="run configuration (TOML)")
+    r.add_argument("--config", help=CONFIG_HELP)
     r.add_argument("--run-id", help="run id (default: timestamp + random suffix)")
     r.add_argument(
         "--rebuild",
@@ -732,7 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(and the failed stage), which extracts were ingested or reused, whether linkage ran, "
         "people and households published. The live release's run is starred.",
     )
-    h.add_argument("--config", required=True, help="run configuration (TOML)")
+    h.add_argument("--config", help=CONFIG_HELP)
     h.add_argument("--limit", type=int, default=20, help="show the last N runs (0 = all)")
     h.add_argument("--json", action="store_true", help="print the full summaries as JSON")
     h.set_defaults(func=cmd_runs)
@@ -744,7 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ingested (by SHA-256): missing, arriving (modified in the last --settle-seconds), new "
         "or unchanged. The landing-watch flow triggers a run on the same check.",
     )
-    w.add_argument("--config", required=True, help="run configuration (TOML)")
+    w.add_argument("--config", help=CONFIG_HELP)
     w.add_argument(
         "--settle-seconds",
         type=float,
@@ -757,18 +872,30 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser(
         "map",
         help="propose a new extract's column mapping onto a contract (TOML to paste)",
-        description="Read the header and a sample of rows of an extract (CSV or Parquet) and "
-        "propose its [sources.NAME] table: delimiter, encoding, date formats and a column for "
+        description="Read the header and a sample of rows of an extract (CSV, Excel or Parquet) "
+        "and propose its [sources.NAME] table ([reference.NAME] for a reference file): delimiter, encoding, date formats and a column for "
         "each contract field, from column names (with common council and NHS aliases) and the "
         "share of values valid for the field's type (Modulus 11 NHS numbers, postcodes, "
         "UPRNs, dates, sex codes). Evidence is printed as comments; no data value is shown. "
         "Exit 3 when a required field has no column.",
     )
-    m.add_argument("file", help="the extract (CSV or Parquet)")
-    m.add_argument("--contract", required=True, help="contract name, e.g. gp_registrations")
+    m.add_argument("file", help="the extract (CSV, Excel .xlsx/.xls or Parquet)")
+    m.add_argument(
+        "--contract",
+        required=True,
+        action="append",
+        help="contract name, e.g. gp_registrations; repeat it (or separate with commas) for a "
+        "reference file that serves several reference contracts (uprn_lookup, property_class)",
+    )
+    m.add_argument("--config", help=CONFIG_HELP + "; only for the landing folder")
     m.add_argument("--version", type=int, default=None, help="contract major version")
     m.add_argument("--source", default=None, help="source name in the config (default: contract)")
     m.add_argument("--rows", type=int, default=5000, help="rows to sample (default 5000)")
+    m.add_argument(
+        "--sheet",
+        default=None,
+        help="a workbook's sheet: its name or its number from 1 (default: the first)",
+    )
     m.add_argument(
         "--schemas",
         default=None,
@@ -777,7 +904,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--relative-to",
         default=None,
-        help="write the path relative to this folder (the config's landing_dir)",
+        help="write the path relative to this folder (default: the configuration's landing_dir)",
     )
     m.set_defaults(func=cmd_map)
 
@@ -791,7 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
         "needed. Exit 0 ready (warnings may be printed), 2 the configuration is invalid, 3 a "
         "contract, mapping or file problem.",
     )
-    c.add_argument("--config", required=True, help="run configuration (TOML)")
+    c.add_argument("--config", help=CONFIG_HELP)
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser(
@@ -803,7 +930,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run lock and records one audit entry (zone, path, age). Every run reports the same "
         'list; enforce = "delete" in the policy makes every run delete it.',
     )
-    t.add_argument("--config", required=True, help="run configuration (TOML)")
+    t.add_argument("--config", help=CONFIG_HELP)
     t.add_argument("--apply", action="store_true", help="delete the files (needs the key)")
     t.add_argument("--json", action="store_true", help="print the list as JSON")
     t.set_defaults(func=cmd_retention)
@@ -860,7 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the last run's person clusters against truth (several populations side by "
         "side: repeat --config and --truth)",
     )
-    e.add_argument("--config", required=True, action="append", help="run configuration (TOML)")
+    e.add_argument("--config", action="append", help=CONFIG_HELP)
     e.add_argument(
         "--truth", required=True, action="append", help="folder with the synthetic truth files"
     )
@@ -876,14 +1003,21 @@ def build_parser() -> argparse.ArgumentParser:
         "passphrase must be strong (zxcvbn score 3 or more) and never the demo passphrase.",
     )
     k.add_argument("key_command", choices=["init", "show", "check", "rotate"])
-    k.add_argument("--file", required=True, help="encrypted key file")
+    k.add_argument(
+        "--file",
+        help="encrypted key file (default: the file the configuration names for --kind)",
+    )
     k.add_argument(
         "--kind",
         choices=["pseudonymisation", "audit", "release"],
         default="pseudonymisation",
         help="which key `init` creates (show, check and rotate read it from the file)",
     )
-    k.add_argument("--config", help="also record the event in this run configuration's audit log")
+    k.add_argument(
+        "--config",
+        help="the run configuration whose audit log records the event and whose [key], [audit] "
+        "or [release] names the file (default: ./uprnlink.toml when there is one)",
+    )
     k.add_argument(
         "--passphrase-env",
         default=None,
@@ -895,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("audit", help="verify the tamper-evident audit log, or report on it")
     a.add_argument("audit_command", choices=["verify", "report"])
-    a.add_argument("--config", required=True, help="run configuration (TOML)")
+    a.add_argument("--config", help=CONFIG_HELP)
     a.add_argument(
         "--format",
         choices=["markdown", "html"],
@@ -918,7 +1052,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(UPRNLINK_AUDIT_PASSPHRASE) and no other key. It refuses to start when the audit log "
         "is kept with another key or is damaged.",
     )
-    sv.add_argument("--config", required=True, help="run configuration (TOML)")
+    sv.add_argument("--config", help=CONFIG_HELP)
     sv.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port (default: the config's, 8765)")
     sv.set_defaults(func=cmd_serve)
@@ -932,7 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     us.add_argument("users_command", choices=["add", "list", "rotate", "revoke"])
     us.add_argument("name", nargs="?", help="user name (add, rotate, revoke)")
-    us.add_argument("--config", required=True, help="run configuration (TOML)")
+    us.add_argument("--config", help=CONFIG_HELP)
     us.add_argument("--role", help="role in governance/policy.toml (add; rotate keeps it)")
     us.add_argument("--all", action="store_true", help="list revoked tokens too")
     us.add_argument("--json", action="store_true", help="list as JSON")
@@ -940,21 +1074,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _end_console() -> None:
+    """Close any progress bars before an error line is printed."""
+    from uprnlink.progress import stop_console
+
+    stop_console()
+
+
+def find_config(args: argparse.Namespace, cwd: Path | None = None) -> None:
+    """Inside a working folder (`uprnlink init`), commands use its `uprnlink.toml` without
+    `--config`, and say so on stderr; `--config` always wins."""
+    command = args.command
+    if command not in NEEDS_CONFIG | USES_CONFIG or getattr(args, "config", None):
+        return
+    found = (cwd or Path.cwd()) / CONFIG_NAME
+    if found.is_file():
+        args.config = [str(found)] if command == "evaluate" else str(found)
+        print(
+            f"uprnlink: using {found} (found in this folder; --config FILE for another)",
+            file=sys.stderr,
+        )
+    elif command in NEEDS_CONFIG | {"evaluate"}:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError(
+            f"no --config given and no {CONFIG_NAME} in {cwd or Path.cwd()}: run this from a "
+            "working folder (`uprnlink init DIR`) or pass --config FILE"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand, turning uprnlink errors into a message and exit code."""
     args = build_parser().parse_args(argv)
     try:
+        find_config(args)
         return int(args.func(args))
     except UprnlinkError as exc:
+        _end_console()
         print(f"uprnlink: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _end_console()
         print("uprnlink: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except Exception as exc:
+        _end_console()
         if os.environ.get("UPRNLINK_DEBUG"):
             raise
         # A traceback can quote data values, so by default only the error type is shown.

@@ -41,6 +41,9 @@ class ColumnMapping:
     name_order: str | None = None  # a full-name column: "surname_first" or "forename_first"
     parts: tuple[str, ...] = ()
     from_rank: int | None = None  # an IMD rank column read as deciles of this many areas
+    # With person groups: a column shared by the row that belongs to one group only (the
+    # lead party's date of birth in a file with one DOB column); the other groups have none.
+    group: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -54,6 +57,8 @@ class ColumnMapping:
 
 
 NAME_ORDERS = ("surname_first", "forename_first")
+EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
+"""Workbooks, read with `polars.read_excel` (`format = "excel"`)."""
 ENCODING_AUTO = "auto"
 
 
@@ -78,6 +83,7 @@ class SourceSettings:
     # Per coded field: local code (compared trimmed, case-insensitively) -> contract value;
     # "" means a known code with no contract value (null, not counted as unrecoded).
     recode: dict[str, dict[str, str]] = field(default_factory=dict)
+    sheet: str | int | None = None  # a workbook's sheet: its name, or its number from 1
 
     def file_columns(self) -> list[str]:
         """Every column of the file the mapping reads, with each person group's own columns."""
@@ -257,8 +263,9 @@ _SOURCE_KEYS = {
     "skip_lines",
     "person_groups",
     "recode",
+    "sheet",
 }
-_COLUMN_KEYS = {"column", "format", "name_order", "from_rank"}
+_COLUMN_KEYS = {"column", "format", "name_order", "from_rank", "group"}
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
@@ -276,14 +283,59 @@ def _path(base: Path, value: Any, where: str, config: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
+EXCEL_DATE_FORMAT = "excel"
+"""The date format of spreadsheet serial numbers (days since 1899-12-30)."""
+# Spreadsheet and database notations for the parts of a date, longest first, and the strptime
+# code each means: what people write when they mean %d/%m/%Y.
+_NOTATION = (
+    ("yyyy", "%Y"), ("yy", "%y"), ("mmmm", "%B"), ("mmm", "%b"), ("mon", "%b"),
+    ("mm", "%m"), ("dd", "%d"), ("hh24", "%H"), ("hh", "%H"), ("mi", "%M"), ("ss", "%S"),
+)  # fmt: skip
+
+
+def strptime_equivalent(notation: str) -> str | None:
+    """The strptime format meant by a date written in spreadsheet notation (`dd/mm/yyyy` is
+    `%d/%m/%Y`), or None when it is not one."""
+    out, i, text = "", 0, notation
+    while i < len(text):
+        if text[i] == "%" and i + 1 < len(text):  # a strptime code already: kept
+            out, i = out + text[i : i + 2], i + 2
+            continue
+        for word, code in _NOTATION:
+            if text[i : i + len(word)].lower() == word:
+                out, i = out + code, i + len(word)
+                break
+        else:
+            if text[i].isalpha():
+                return None
+            out, i = out + text[i].replace("%", "%%"), i + 1
+    return out if "%" in out else None
+
+
+def check_date_format(fmt: str, where: str, config: Path) -> str:
+    """A date format must be strptime codes (`%d/%m/%Y`) or "excel": `dd/mm/yyyy` would match
+    no date at all and quarantine every row, so it is refused with the equivalent."""
+    if fmt == EXCEL_DATE_FORMAT:
+        return fmt
+    bare = re.sub(r"%[-#]?[A-Za-z%]", "", fmt)
+    if "%" in fmt and not re.search(r"[dDmMyY]{2}", bare):
+        return fmt
+    hint = strptime_equivalent(fmt)
+    suggestion = f": write {hint!r}" if hint else ' (for example "%d/%m/%Y" for 31/01/1980)'
+    raise ConfigError(
+        f"{config}: [{where}] date format {fmt!r} is not a strptime format{suggestion}, or "
+        '"excel" for spreadsheet serial numbers'
+    )
+
+
 def _formats(value: Any, where: str, config: Path) -> tuple[str, ...]:
     """One strptime format or a list of them, tried in order (for extracts with mixed formats)."""
     if value is None:
         return ()
     if isinstance(value, str):
-        return (value,)
+        return (check_date_format(value, where, config),)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
+        return tuple(check_date_format(v, where, config) for v in value)
     raise ConfigError(f"{config}: [{where}] date format must be a string or a list of strings")
 
 
@@ -314,6 +366,19 @@ def _source(
             f"{config}: [{where}.columns] {per_group[0]} holds {GROUP_PLACEHOLDER} but the source "
             'has no person_groups (for example person_groups = ["1", "2"])'
         )
+    for fname, m in columns.items():
+        if m.group is None:
+            continue
+        if m.group not in groups:
+            raise ConfigError(
+                f"{config}: [{where}.columns] {fname}: group = {m.group!r} is not one of the "
+                f"source's person_groups ({', '.join(groups) or 'none'})"
+            )
+        if m.per_group:
+            raise ConfigError(
+                f"{config}: [{where}.columns] {fname}: a {GROUP_PLACEHOLDER} column is read for "
+                "every group already; group = ... is for a shared column that is one group's"
+            )
     recode = _recode(raw.get("recode", {}), where, config)
     for key, kind in (("delimiter", str), ("encoding", str), ("contract", str), ("format", str)):
         if key in raw and not isinstance(raw[key], kind):
@@ -326,9 +391,21 @@ def _source(
     ):
         raise ConfigError(f"{config}: [{where}] version must be a whole number (the major version)")
     path = _path(landing, raw["path"], where, config)
-    fmt = str(raw.get("format") or ("parquet" if path.suffix.lower() == ".parquet" else "csv"))
-    if fmt not in {"csv", "parquet"}:
-        raise ConfigError(f"{config}: [{where}] format must be csv or parquet, not {fmt!r}")
+    suffix = path.suffix.lower()
+    by_suffix = (
+        "parquet" if suffix == ".parquet" else "excel" if suffix in EXCEL_SUFFIXES else "csv"
+    )
+    fmt = str(raw.get("format") or by_suffix)
+    if fmt not in {"csv", "parquet", "excel"}:
+        raise ConfigError(f"{config}: [{where}] format must be csv, excel or parquet, not {fmt!r}")
+    sheet = raw.get("sheet")
+    if sheet is not None:
+        if fmt != "excel":
+            raise ConfigError(f'{config}: [{where}] sheet is for a workbook (format = "excel")')
+        if isinstance(sheet, bool) or not isinstance(sheet, str | int) or sheet == "":
+            raise ConfigError(
+                f"{config}: [{where}] sheet must be a sheet's name or its number (1 = the first)"
+            )
     version = raw.get("version")
     skip = raw.get("skip_lines", 0)
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
@@ -347,6 +424,7 @@ def _source(
         skip_lines=skip,
         person_groups=groups,
         recode=recode,
+        sheet=sheet,
     )
 
 
@@ -385,12 +463,16 @@ def _column_mapping(fname: str, spec: Any, where: str, config: Path) -> ColumnMa
             f"{config}: [{where}] {fname}: from_rank must be the number of areas ranked "
             "(a whole number, 10 or more)"
         )
+    group = spec.get("group")
+    if group is not None and (isinstance(group, bool) or not isinstance(group, str | int)):
+        raise ConfigError(f"{config}: [{where}] {fname}: group must be one person group's tag")
     return ColumnMapping(
         column,
         _formats(spec.get("format"), f"{where}.{fname}", config),
         order,
         parts,
         rank,
+        None if group is None else str(group),
     )
 
 

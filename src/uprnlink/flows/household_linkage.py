@@ -23,6 +23,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from uprnlink.errors import UprnlinkError
 from uprnlink.ingest.deliveries import DeliveryHeldError
+from uprnlink.progress import console_active
 from uprnlink.run import runner
 from uprnlink.run.history import run_markdown
 
@@ -51,19 +52,50 @@ IO_RETRIES: dict[str, Any] = {
 
 
 class HandledErrors(logging.Filter):
-    """Prefect's engine logs a failed task and flow with a traceback. For uprnlink's own errors
-    (one line naming file, column, row and rule, and no data value) the flow logs that line
-    itself, so the engine's records are dropped: a traceback can quote data values. With
-    UPRNLINK_DEBUG=1 they are kept, traceback and all."""
+    """Prefect's engine logs a failed task and flow with a traceback, and then their final
+    state quoting the exception's text. A traceback, or a polars or DuckDB message, can quote
+    data values; the flow logs one line of its own for every failure (`run ID failed: ...`:
+    uprnlink's message, which names file, column, row and rule, or only the type of anything
+    else). So the engine's records of an exception are dropped, whatever the exception is.
+    With UPRNLINK_DEBUG=1 they are kept, traceback and all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, UprnlinkError) and not os.environ.get("UPRNLINK_DEBUG"))
+        if os.environ.get("UPRNLINK_DEBUG"):
+            return True
+        if record.exc_info:
+            return False
+        if record.levelno >= logging.ERROR and isinstance(record.msg, str):
+            text = record.msg.lstrip()
+            return not text.startswith(("Finished in state", "Encountered exception"))
+        return True
+
+
+class CommandLineConsole(logging.Filter):
+    """When `uprnlink run` prints the run's lines itself (uprnlink.progress.use_console),
+    Prefect's copies of the flow's and tasks' records stay off the console: they still reach
+    the Prefect API and UI, and the console shows each message once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("UPRNLINK_DEBUG") or not console_active():
+            return True
+        return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
 
 
 for _name in ("prefect.flow_runs", "prefect.task_runs"):
     if not any(isinstance(f, HandledErrors) for f in logging.getLogger(_name).filters):
         logging.getLogger(_name).addFilter(HandledErrors())
+
+
+def quiet_console() -> None:
+    """Put `CommandLineConsole` on Prefect's console handlers (set up when Prefect is imported)."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler" and not any(
+            isinstance(f, CommandLineConsole) for f in handler.filters
+        ):
+            handler.addFilter(CommandLineConsole())
+
+
+quiet_console()
 
 
 @task(name="clear-trusted-zone", **TASK_OPTIONS)
@@ -93,7 +125,8 @@ def ingest_source(config_path: str, source: str, run_id: str) -> dict[str, Any]:
 def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict[str, Any]]:
     """All sources at once: each extract is an independent task."""
     futures = [ingest_source.submit(config_path, name, run_id) for name in names]
-    return [f.result() for f in futures]
+    progress = runner.IngestProgress(len(names))
+    return [progress.done(f.result()) for f in futures]
 
 
 @task(name="link-people", **TASK_OPTIONS)
@@ -166,6 +199,7 @@ def household_linkage(
     through the delivery checks (audited).
     """
     logger = get_run_logger()
+    quiet_console()
     run_id = run_id or runner.new_run_id()
     library = logging.getLogger("uprnlink")
     handler = _ForwardToPrefect(logger)

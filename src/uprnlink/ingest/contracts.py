@@ -217,3 +217,23 @@ def find_contract(schemas_dir: Path, name: str, major: int | None = None) -> Con
         raise ContractError(f"no contract {wanted!r} in {schemas_dir}", rule="contract_missing")
     contracts = [read_contract(p) for p in candidates]
     return max(contracts, key=lambda c: c.major)
+
+
+def check_contract_table(table: str, name: str, path: Path, contract: Contract) -> None:
+    """A reference contract belongs in a `[reference.NAME]` table and a person source's in
+    `[sources.NAME]`: the other way round the run would read a lookup as people (or people
+    as a lookup) and fail far from the cause, so it is refused here, naming what to write."""
+    wanted = "reference" if contract.kind == "reference" else "sources"
+    if table == wanted:
+        return
+    what = (
+        "a reference contract (a lookup joined on the UPRN or the LSOA, not people)"
+        if wanted == "reference"
+        else "a contract of people (a source to link), not a reference lookup"
+    )
+    raise ContractError(
+        f"[{table}.{name}] uses {contract.name!r}, {what}: rename the table "
+        f"[{wanted}.{name}] (and its [{wanted}.{name}.columns])",
+        file=path.name,
+        rule=f"{wanted}_contract",
+    )

@@ -35,9 +35,15 @@ import polars as pl
 from uprnlink.errors import ContractError
 from uprnlink.ingest import standardise as std
 from uprnlink.ingest.contracts import Contract, FieldSpec
-from uprnlink.ingest.readers import read_sample
+from uprnlink.ingest.readers import (
+    choose_sheet,
+    excel_header_row,
+    read_sample,
+    read_sheet,
+    sheet_note,
+)
 from uprnlink.ingest.validate import CODE_PATTERN, MAX_CODE_LENGTH, MAX_CODES_LISTED
-from uprnlink.settings import GROUP_PLACEHOLDER
+from uprnlink.settings import EXCEL_SUFFIXES, GROUP_PLACEHOLDER
 
 __all__ = [
     "DATE_FORMATS",
@@ -165,6 +171,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "valid from",
         "effective from",
         "registration date",
+        "registered",
+        "registered on",
         "date registered",
         "reg date",
         "liability start",
@@ -183,6 +191,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "valid to",
         "effective to",
         "deregistration date",
+        "deregistered",
+        "deregistered on",
         "date deregistered",
         "dereg date",
         "liability end",
@@ -233,6 +243,17 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "ward": ("ward", "ward code", "electoral ward", "electoral ward code"),
     "lad": ("lad", "local authority", "local authority district", "la code", "lad code", "ltla"),
     "imd_decile": ("imd decile", "index of multiple deprivation imd decile"),
+    "class": (
+        "class",
+        "classification",
+        "classification code",
+        "class code",
+        "property class",
+        "property classification",
+        "abp class",
+        "blpu class",
+        "addressbase class",
+    ),
 }
 """Common names of the contract fields in council and NHS extracts (normalised spelling)."""
 
@@ -339,6 +360,18 @@ def _date_evidence(values: pl.Series, spec: FieldSpec, today: date) -> ValueEvid
     return ValueEvidence(share, f"{share:.1%} {label} as {fmt}", fmt, ambiguous)
 
 
+def best_date_format(
+    values: pl.Series, spec: FieldSpec, settings: object
+) -> tuple[str, float] | None:
+    """The date format (of `DATE_FORMATS`) that reads the most of a date column's sampled
+    values, with the share it reads; None when there are none."""
+    if values.len() == 0:
+        return None
+    reference = getattr(settings, "reference_date", None) or date.today()
+    evidence = _date_evidence(values, spec, reference)
+    return (evidence.date_format, evidence.share) if evidence.date_format else None
+
+
 def _value_evidence(values: pl.Series, spec: FieldSpec, today: date) -> ValueEvidence | None:
     """The share of a column's non-empty sampled values that fit the field's type."""
     if values.len() == 0:
@@ -429,11 +462,22 @@ class MappingProposal:
     warnings: list[str] = field(default_factory=list)
     # Per coded field: its column's codes (or a note why they are not listed).
     codes: dict[str, list[CodeProposal] | str] = field(default_factory=dict)
+    # With person groups: a person-level field found only in a column shared by the row (one
+    # DOB for both parties), proposed commented out for the first group (`group = ...`).
+    shared: list[ColumnProposal] = field(default_factory=list)
+    sheet: str | None = None  # a workbook's sheet read, and all its sheets
+    sheets: list[str] = field(default_factory=list)
 
     @property
     def missing_required(self) -> list[str]:
         """Required contract fields no column was found for."""
         return [f.name for f in self.unmapped if f.required]
+
+    @property
+    def table(self) -> str:
+        """The config table the proposal belongs in: `reference` for a reference contract (the
+        UPRN lookup, property classes, deprivation), else `sources`."""
+        return "reference" if self.contract.kind == "reference" else "sources"
 
     def date_format(self) -> str | None:
         """The source-wide date format: the one most mapped date columns use."""
@@ -448,16 +492,23 @@ class MappingProposal:
                 path = self.path.resolve().relative_to(config_dir.resolve())
             except ValueError:
                 path = self.path.resolve()
+        table = self.table
         lines = [
             f"# Proposed by `uprnlink map` from {self.rows_sampled:,} sampled rows; check each",
             "# line before use (evidence: column names and shares of valid values only).",
             *[f"# WARNING: {w}" for w in self.warnings],
-            f"[sources.{self.source}]",
+            f"[{table}.{self.source}]",
             f'contract = "{self.contract.name}"',
             f"version = {self.contract.major}",
             f"path = {_toml_string(path.as_posix())}",
         ]
-        if self.path.suffix.lower() != ".parquet":
+        if self.sheet is not None:
+            lines.append(
+                f"sheet = {_toml_string(self.sheet)}  # {sheet_note(self.sheet, self.sheets)}"
+            )
+            if self.skip_lines:
+                lines.append(f"skip_lines = {self.skip_lines}  # rows above the header")
+        elif self.path.suffix.lower() != ".parquet":
             if self.delimiter != ",":
                 lines.append(f"delimiter = {_toml_string(self.delimiter)}")
             if self.encoding != "utf8":
@@ -470,7 +521,7 @@ class MappingProposal:
         default_format = self.date_format()
         if default_format:
             lines.append(f"date_format = {_toml_string(default_format)}")
-        lines += ["", f"[sources.{self.source}.columns]"]
+        lines += ["", f"[{table}.{self.source}.columns]"]
         for c in self.columns:
             if c.parts:
                 value = "[" + ", ".join(_toml_string(p) for p in c.parts) + "]"
@@ -489,7 +540,16 @@ class MappingProposal:
                 "; day/month order ambiguous, UK day-first assumed" if c.ambiguous_order else ""
             )
             lines.append(f"{c.field} = {value}  # {note}")
+        shared = {c.field: c for c in self.shared}
         for f in self.unmapped:
+            if f.name in shared:
+                c = shared[f.name]
+                lines.append(
+                    f"# {f.name} = {{ column = {_toml_string(c.column)}, group = "
+                    f"{_toml_string(self.person_groups[0])} }}  # NOT MAPPED: one column for "
+                    f"every group ({c.evidence}); uncomment only if it is this group's"
+                )
+                continue
             kind = "REQUIRED, not found" if f.required else "optional, not found"
             lines.append(f"# {f.name} = ...  # {kind}")
         if self.unused_columns:
@@ -520,7 +580,7 @@ class MappingProposal:
             "",
             f"# {column}: {len(codes)} distinct code(s) in the sample; contract values: {allowed};",
             '# "" = a known code with no contract value (null, not counted as unrecoded)',
-            f"[sources.{self.source}.recode.{fname}]",
+            f"[{self.table}.{self.source}.recode.{fname}]",
         ]
         for c in codes:
             share = f"{c.share:.1%} of values"
@@ -548,10 +608,25 @@ def propose_mapping(
     *,
     rows: int = 5000,
     today: date | None = None,
+    sheet_choice: str | int | None = None,
 ) -> MappingProposal:
     """Propose the column mapping of the extract at `path` onto `contract`."""
     today = today or date.today()
-    sample, delimiter, encoding, skip = read_sample(path, rows)
+    sheet: str | None = None
+    sheets: list[str] = []
+    if path.suffix.lower() in EXCEL_SUFFIXES:
+        if not path.is_file():
+            raise ContractError("extract not found", file=str(path), rule="file_missing")
+        sheet, sheets = choose_sheet(path, sheet_choice)
+        skip = excel_header_row(path, sheet)
+        sample = read_sheet(path, sheet, header_row=skip, n_rows=rows)
+        filled = pl.any_horizontal(
+            pl.col(c).str.strip_chars().str.len_chars().fill_null(0) > 0 for c in sample.columns
+        )
+        sample = sample.filter(filled) if sample.columns else sample
+        delimiter, encoding = ",", "utf8"
+    else:
+        sample, delimiter, encoding, skip = read_sample(path, rows)
     _check_header(sample.columns, path)
     groups = detect_person_groups(sample.columns, contract)
     # With several people per row, each person field is read from its group's columns: the
@@ -568,6 +643,8 @@ def propose_mapping(
         if _is_record_key(spec):
             continue  # a key of a column or of several (`_record_key`)
         for col in columns:
+            if spec.type in ("forename", "surname") and _is_full_name(col):
+                continue  # both parts of a full name (`_full_name`), never one by spelling
             name_score, name_why = _name_score(_without_group(col), spec)
             key = (col, spec.type, spec.values, spec.unique, spec.name)
             if key not in evidence:
@@ -609,6 +686,7 @@ def propose_mapping(
         used.add(c.column)
     _full_name(chosen, used, columns, present, contract)
     warnings: list[str] = []
+    shared = _shared_person_columns(candidates, chosen, used, groups, warnings) if groups else []
     for spec in contract.fields:
         if _is_record_key(spec):
             row_key = _record_key(sample, spec, groups, chosen, warnings)
@@ -640,7 +718,10 @@ def propose_mapping(
         ],
         person_groups=groups.tags if groups else (),
         warnings=warnings,
+        shared=shared,
         codes={f: v for f, v in codes.items() if v},
+        sheet=sheet,
+        sheets=sheets,
     )
 
 
@@ -730,6 +811,44 @@ def _record_key(
 
 # ------------------------------------------------------------------ person groups
 
+
+def _shared_person_columns(
+    candidates: list[ColumnProposal],
+    chosen: dict[str, ColumnProposal],
+    used: set[str],
+    groups: PersonGroups,
+    warnings: list[str],
+) -> list[ColumnProposal]:
+    """Person-level fields (date of birth, NHS number, sex) with no column per group but a
+    column shared by the whole row: never mapped (each person would take the same value),
+    named in a warning, and offered commented out for one group."""
+    from uprnlink.ingest.validate import PERSON_LEVEL_FIELDS
+
+    out = []
+    for fname in PERSON_LEVEL_FIELDS:
+        if fname in chosen:
+            continue
+        shared = [
+            c
+            for c in candidates
+            if c.field == fname
+            and GROUP_PLACEHOLDER not in c.column
+            and c.column not in used
+            and c.score >= 1.0
+        ]
+        if not shared:
+            continue
+        best = max(shared, key=lambda c: c.score)
+        out.append(best)
+        warnings.append(
+            f"{fname}: column {best.column!r} is one {fname} for every person group "
+            f"({', '.join(groups.tags)}), so it is not mapped: each group's record would take "
+            f"the same value. If it is one group's (often the first), map it to that group "
+            f"only (the commented {fname} line); see docs/bad-input.md"
+        )
+    return out
+
+
 _ROLE_WORDS = (
     "lead", "joint", "main", "first", "second", "primary", "secondary", "claimant", "partner",
     "applicant", "tenant", "spouse",
@@ -796,8 +915,13 @@ def detect_person_groups(columns: Sequence[str], contract: Contract) -> PersonGr
         by_tags.setdefault(frozenset(tagged), []).append(template)
     if not by_tags:
         return None
-    tags, found = max(by_tags.items(), key=lambda kv: (len(kv[1]), len(kv[0])))
-    if len(found) < 2:
+
+    def weight(found: list[str]) -> int:
+        # A full name ("Lead Name", "Joint Name") is a forename and a surname.
+        return sum(2 if _normal(_without_group(t)) in FULL_NAME_ALIASES else 1 for t in found)
+
+    tags, found = max(by_tags.items(), key=lambda kv: (weight(kv[1]), len(kv[0])))
+    if weight(found) < 2:
         return None
     # Templates with these tags and perhaps more (a third party with only a name).
     chosen = {
@@ -1063,7 +1187,7 @@ def _full_name(
     if not wanted or any(f.name in chosen for f in wanted):
         return
     for col in columns:
-        if col in used or _normal(col) not in FULL_NAME_ALIASES:
+        if col in used or not _is_full_name(col):
             continue
         values = present[col]
         if values.len() == 0:
@@ -1079,6 +1203,11 @@ def _full_name(
             chosen[f.name] = ColumnProposal(f.name, col, 1.0, why, name_order=order)
         used.add(col)
         return
+
+
+def _is_full_name(column: str) -> bool:
+    """Whether a column (or a `{group}` column: `{group} Name`) is named as a full name."""
+    return _normal(_without_group(column)) in FULL_NAME_ALIASES
 
 
 def suggest_columns(missing: str, headers: Sequence[str], field_name: str) -> list[str]:

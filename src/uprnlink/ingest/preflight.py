@@ -19,16 +19,26 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from uprnlink.errors import ConfigError, ContractError, UprnlinkError
-from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.contracts import Contract, check_contract_table, find_contract
 from uprnlink.ingest.deliveries import read_delivery_policy
-from uprnlink.ingest.readers import file_checksum, read_extract
-from uprnlink.ingest.validate import validate_extract
-from uprnlink.settings import RunSettings, SourceSettings, read_settings
+from uprnlink.ingest.readers import (
+    choose_sheet,
+    file_checksum,
+    header_key,
+    read_extract,
+    sheet_note,
+)
+from uprnlink.ingest.validate import IngestReport, validate_extract
+from uprnlink.settings import GROUP_PLACEHOLDER, RunSettings, SourceSettings, read_settings
 
 SAMPLE_BYTES = 4 << 20
 QUARANTINE_WARNING = 0.05  # share of sampled rows
+QUARANTINE_ERROR = 0.5  # most sampled rows quarantined: the mapping or formats are wrong
 NULLED_WARNING = 0.20  # share of sampled values of one field
+DATE_FORMAT_ERROR = 0.5  # most of a date field's values unreadable: the format is wrong
 
 
 @dataclass
@@ -96,8 +106,10 @@ def _check_source(
     source: SourceSettings,
     checksums: dict[str, str],
 ) -> None:
+    table, name = subject.split(".", 1)
     try:
         contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        check_contract_table(table, name, source.path, contract)
     except UprnlinkError as exc:
         report.add("error", subject, str(exc), exc.exit_code)
         return
@@ -113,7 +125,9 @@ def _check_source(
             report.add("warn", subject, f"optional extract not there yet ({source.path.name})")
         return
     checksum = file_checksum(source.path)
-    if checksum in checksums:
+    # One reference file may serve several reference contracts (an ONS or AddressBase file
+    # holding the area codes and the property class); two sources never share a file.
+    if table == "sources" and checksum in checksums:
         report.add(
             "error",
             subject,
@@ -122,7 +136,8 @@ def _check_source(
             ContractError.exit_code,
         )
         return
-    checksums[checksum] = subject
+    if table == "sources":
+        checksums[checksum] = subject
     try:
         raw = read_extract(source, sample_bytes=SAMPLE_BYTES)
         _, _, ingest = validate_extract(raw, source, contract, settings.reference_date)
@@ -131,8 +146,11 @@ def _check_source(
         return
     mapped = len(source.file_columns())
     sampled = ingest.rows_in
+    where = source.path.name
+    if source.format == "excel":
+        where += ", " + sheet_note(*choose_sheet(source.path, source.sheet))
     text = (
-        f"{source.path.name} ({contract.tag}): all {mapped} mapped column(s) found; "
+        f"{where} ({contract.tag}): all {mapped} mapped column(s) found; "
         f"{ingest.file_rows:,} row(s) sampled"
     )
     if source.person_groups:
@@ -143,13 +161,24 @@ def _check_source(
         top = sorted(ingest.quarantine_reasons.items(), key=lambda kv: -kv[1])[:3]
         text += " (" + ", ".join(f"{r} {n:,}" for r, n in top) + ")"
     report.add("ok", subject, text)
-    if sampled and share > QUARANTINE_WARNING:
+    date_errors = _date_format_errors(report, settings, subject, source, contract, raw, ingest)
+    if sampled and share > QUARANTINE_ERROR and not date_errors:
+        report.add(
+            "error",
+            subject,
+            f"{share:.1%} of sampled rows would be quarantined: check the mapping and formats "
+            f"(file={source.path.name}, rule=mostly_quarantined)",
+            ContractError.exit_code,
+        )
+    elif sampled and share > QUARANTINE_WARNING and not date_errors:
         report.add(
             "warn",
             subject,
             f"{share:.1%} of sampled rows would be quarantined: check the mapping and formats",
         )
     for rule, n in sorted(ingest.values_nulled.items()):
+        if rule.split(":")[0] in date_errors:
+            continue
         if sampled and n / sampled > NULLED_WARNING:
             report.add(
                 "warn",
@@ -167,3 +196,64 @@ def _check_source(
         )
     if sampled == 0:
         report.add("warn", subject, "the file holds no records")
+
+
+def _date_format_errors(
+    report: CheckReport,
+    settings: RunSettings,
+    subject: str,
+    source: SourceSettings,
+    contract: Contract,
+    raw: pl.DataFrame,
+    ingest: IngestReport,
+) -> set[str]:
+    """Date fields whose format fails most of their sampled values: an error each (the file,
+    column, rule and share failing, and a format that reads them if one does; never a value).
+    Returns the fields reported."""
+    from uprnlink.ingest.mapping import best_date_format
+
+    failed: set[str] = set()
+    for spec in contract.fields:
+        if not spec.is_date or spec.name not in source.columns:
+            continue
+        present = ingest.values_present.get(spec.name, 0)
+        rule = f"{spec.name}:invalid_{spec.type}"
+        bad = ingest.quarantine_reasons.get(rule, 0) + ingest.values_nulled.get(rule, 0)
+        if not present or bad / present <= DATE_FORMAT_ERROR:
+            continue
+        failed.add(spec.name)
+        mapping = source.columns[spec.name]
+        formats = source.date_formats_for(spec.name)
+        found = best_date_format(_column_values(raw, source, mapping.column), spec, settings)
+        hint = (
+            f"; {found[1]:.1%} of them read as {found[0]!r}: set date_format, or "
+            f'{spec.name} = {{ column = "{mapping.column}", format = "{found[0]}" }}'
+            if found and found[1] > 0.5
+            else ": check the source system's date format"
+        )
+        report.add(
+            "error",
+            subject,
+            f"{bad / present:.1%} of {present:,} sampled values of {spec.name} fail "
+            f"invalid_{spec.type} with date format(s) {', '.join(repr(f) for f in formats)}"
+            f"{hint} (file={source.path.name}, column={mapping.column}, "
+            f"rule=invalid_{spec.type})",
+            ContractError.exit_code,
+        )
+    return failed
+
+
+def _column_values(raw: pl.DataFrame, source: SourceSettings, column: str) -> pl.Series:
+    """The sampled values of a mapped column (of every group's column, for a `{group}` one)."""
+    names = (
+        [column.replace(GROUP_PLACEHOLDER, tag) for tag in source.person_groups]
+        if GROUP_PLACEHOLDER in column
+        else [column]
+    )
+    keys = {header_key(c): c for c in raw.columns}
+    found = [keys[header_key(n)] for n in names if header_key(n) in keys]
+    if not found:
+        return pl.Series("v", [], dtype=pl.String)
+    values = pl.concat([raw.get_column(c).cast(pl.String).rename("v") for c in found])
+    values = values.str.strip_chars()
+    return values.filter(values.is_not_null() & (values != ""))

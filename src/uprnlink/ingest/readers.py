@@ -35,7 +35,9 @@ EXTRA_FIELDS = "_extra_fields"
 """The fields of a CSV record beyond the header's columns, joined by the delimiter."""
 GROUP = "_group"
 """The person group a row was read from (its tag), on sources with `person_groups`."""
-RESERVED_COLUMNS = frozenset({ROW, REASONS, ROW_ISSUE, EXTRA_FIELDS, GROUP})
+REASON_COLUMNS = "_columns"
+"""In a person-group source's quarantine: for each reason, the file column(s) it is about."""
+RESERVED_COLUMNS = frozenset({ROW, REASONS, ROW_ISSUE, EXTRA_FIELDS, GROUP, REASON_COLUMNS})
 
 
 DELIMITER_CANDIDATES = (",", ";", "\t", "|")
@@ -443,6 +445,126 @@ def _read_csv(source: SourceSettings, limit: int | None = None) -> pl.DataFrame:
     return out
 
 
+def excel_sheets(path: Path) -> list[str]:
+    """The names of a workbook's sheets, in order."""
+    try:
+        import fastexcel
+
+        return list(fastexcel.read_excel(str(path)).sheet_names)
+    except Exception as exc:  # fastexcel raises its own kinds for a damaged or foreign file
+        raise ContractError(
+            f"cannot read the workbook ({type(exc).__name__}); check it opens in a spreadsheet "
+            "program and is not password-protected",
+            file=str(path),
+            rule="unreadable",
+        ) from None
+
+
+def choose_sheet(path: Path, sheet: str | int | None) -> tuple[str, list[str]]:
+    """The sheet to read (by name, by number from 1, or the first) and every sheet's name."""
+    names = excel_sheets(path)
+    if not names:
+        raise ContractError("the workbook has no sheets", file=str(path), rule="empty_file")
+    if sheet is None:
+        return names[0], names
+    if isinstance(sheet, int):
+        if 1 <= sheet <= len(names):
+            return names[sheet - 1], names
+        raise ContractError(
+            f"sheet = {sheet}, but the workbook has {len(names)} sheet(s)",
+            file=str(path),
+            rule="sheet",
+        )
+    for name in names:
+        if name == sheet or name.strip().casefold() == sheet.strip().casefold():
+            return name, names
+    raise ContractError(
+        f"the workbook has no sheet {sheet!r}; its sheets: {', '.join(repr(n) for n in names)}",
+        file=str(path),
+        rule="sheet",
+    )
+
+
+def sheet_note(sheet: str, names: list[str]) -> str:
+    """Which sheet was read, in words: "sheet 'GP list' (the first of 2: 'GP list', 'Notes')"."""
+    if len(names) == 1:
+        return f"sheet {sheet!r} (the only one)"
+    position = names.index(sheet) + 1
+    where = "the first" if position == 1 else f"number {position}"
+    return f"sheet {sheet!r} ({where} of {len(names)}: {', '.join(repr(n) for n in names)})"
+
+
+def read_sheet(
+    path: Path, sheet: str, *, header_row: int | None, n_rows: int | None = None
+) -> pl.DataFrame:
+    """One sheet, every cell as text (as CSV is read), empty rows and columns kept."""
+    options: dict[str, Any] = {"header_row": header_row}
+    if n_rows is not None:
+        options["n_rows"] = n_rows
+    try:
+        frame = pl.read_excel(
+            path,
+            sheet_name=sheet,
+            has_header=header_row is not None,
+            infer_schema_length=0,
+            drop_empty_rows=False,
+            drop_empty_cols=False,
+            raise_if_empty=False,
+            read_options=options,
+        )
+    except Exception as exc:  # calamine's errors can quote a cell: its kind only
+        raise ContractError(
+            f"cannot read sheet {sheet!r} ({type(exc).__name__})", file=str(path), rule="unreadable"
+        ) from None
+    assert isinstance(frame, pl.DataFrame)
+    renamed = {
+        c: f"column_{i + 1}" for i, c in enumerate(frame.columns) if c.startswith("__UNNAMED__")
+    }
+    return frame.rename(renamed).select(pl.all().cast(pl.String))
+
+
+def excel_header_row(path: Path, sheet: str, look: int = 50) -> int:
+    """Rows above a sheet's header (a report title, notes): the header is the first row with as
+    many filled cells as the fullest of the first `look` rows."""
+    head = read_sheet(path, sheet, header_row=None, n_rows=look)
+    if head.height == 0:
+        return 0
+    filled = head.select(
+        pl.sum_horizontal(
+            pl.col(c).str.strip_chars().str.len_chars().fill_null(0) > 0 for c in head.columns
+        )
+    ).to_series()
+    widest = int(filled.max())  # type: ignore[arg-type]
+    return next(i for i, n in enumerate(filled.to_list()) if n == widest)
+
+
+def _read_excel(source: SourceSettings, sample_rows: int | None = None) -> pl.DataFrame:
+    """A workbook's sheet (the configured one, else the first) as text columns, each row
+    numbered from 1 after the header; a row with no filled cell is a blank line."""
+    path = source.path
+    sheet, names = choose_sheet(path, source.sheet)
+    frame = read_sheet(path, sheet, header_row=source.skip_lines, n_rows=sample_rows)
+    if not frame.columns:
+        raise ContractError(f"sheet {sheet!r} is empty", file=str(path), rule="empty_file")
+    log.info("%s: %s", path.name, sheet_note(sheet, names))
+    reserved = sorted(RESERVED_COLUMNS & set(frame.columns))
+    if reserved:
+        raise ContractError(
+            "the sheet uses a column name uprnlink reserves",
+            file=str(path),
+            column=reserved[0],
+            row=1,
+            rule="reserved_column",
+        )
+    empty = pl.all_horizontal(
+        pl.col(c).str.strip_chars().str.len_chars().fill_null(0) == 0 for c in frame.columns
+    )
+    return frame.with_columns(
+        pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias(ROW),
+        pl.when(empty).then(pl.lit(BLANK)).otherwise(pl.lit(None, pl.String)).alias(ROW_ISSUE),
+    )
+
+
 def read_extract(source: SourceSettings, sample_bytes: int | None = None) -> pl.DataFrame:
     """Read one extract as it is, every CSV column as text so that nothing is lost to inference.
 
@@ -456,6 +578,8 @@ def read_extract(source: SourceSettings, sample_bytes: int | None = None) -> pl.
         raise ContractError("extract file not found", file=str(path), rule="file_missing")
     if path.stat().st_size == 0:
         raise ContractError("extract file is empty", file=str(path), rule="empty_file")
+    if source.format == "excel":
+        return _read_excel(source, None if sample_bytes is None else 20_000)
     if source.format == "parquet":
         try:
             frame = pl.read_parquet(path, n_rows=None if sample_bytes is None else 20_000)

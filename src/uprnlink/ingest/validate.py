@@ -25,6 +25,7 @@ from uprnlink.ingest.readers import (
     BLANK,
     EXTRA_FIELDS,
     GROUP,
+    REASON_COLUMNS,
     REASONS,
     RESERVED_COLUMNS,
     ROW,
@@ -34,13 +35,16 @@ from uprnlink.ingest.readers import (
     header_line,
     read_extract,
 )
-from uprnlink.settings import SourceSettings
+from uprnlink.settings import GROUP_PLACEHOLDER, SourceSettings
 
 MAX_CODES_LISTED = 50
 MAX_CODE_LENGTH = 40
 CODE_PATTERN = r"^[\p{L}0-9 &/+()._',:-]+$"
 #: The identifiers whose null share a delivery check watches.
 PROFILED_FIELDS = ("record_id", "nhs_number", "uprn", "dob", "postcode", "forename", "surname")
+#: Fields that identify one person: with person groups, a column shared by the whole row
+#: cannot hold them for every group (each party would take the lead's date of birth).
+PERSON_LEVEL_FIELDS = ("dob", "nhs_number", "sex", "date_of_death")
 EARLIEST_DATE = date(1900, 1, 1)
 """Dates before this fail `out_of_range` (a two-digit year read with %Y lands in year 80)."""
 
@@ -58,6 +62,9 @@ class IngestReport:
     rows_quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     values_nulled: dict[str, int] = field(default_factory=dict)
+    # Per mapped field, how many records hold a value (not blank): the base of the share of
+    # a field's values that fail a rule (`uprnlink check`).
+    values_present: dict[str, int] = field(default_factory=dict)
     fields_not_supplied: list[str] = field(default_factory=list)
     columns_ignored: list[str] = field(default_factory=list)
     blank_lines: int = 0
@@ -165,6 +172,22 @@ def check_mapping(
                     column=mapping.column,
                     rule="recode_value",
                 )
+    if source.person_groups:
+        for fname in PERSON_LEVEL_FIELDS:
+            shared = source.columns.get(fname)
+            if shared is None or shared.per_group or shared.group is not None:
+                continue
+            tags = ", ".join(source.person_groups)
+            raise ContractError(
+                f"{fname} is mapped to a column shared by every person group ({tags}), so each "
+                f"group's record would take the same {fname}: map a column per group "
+                f'("{{group}} ..."), or give the column to the one group it belongs to, '
+                f'{fname} = {{ column = "{shared.column}", group = "{source.person_groups[0]}" }}, '
+                "or leave it out (docs/bad-input.md)",
+                file=str(source.path),
+                column=shared.column,
+                rule="shared_person_field",
+            )
     unmapped_recode = sorted(set(source.recode) - set(source.columns))
     if unmapped_recode:
         raise ContractError(
@@ -420,8 +443,15 @@ def validate_extract(
     )
 
     reasons: list[pl.Expr] = []
+    about: list[pl.Expr] = []  # for each reason, the file column(s) it concerns
+
+    def reason(condition: pl.Expr, text: pl.Expr | str, fname: str | None = None) -> None:
+        reasons.append(pl.when(condition).then(text if isinstance(text, pl.Expr) else pl.lit(text)))
+        label = _column_label(source, fname, resolved) if fname else pl.lit("row")
+        about.append(pl.when(condition).then(label))
+
     if ROW_ISSUE in checked.columns:
-        reasons.append(pl.when(pl.col(ROW_ISSUE).is_not_null()).then("row:" + pl.col(ROW_ISSUE)))
+        reason(pl.col(ROW_ISSUE).is_not_null(), "row:" + pl.col(ROW_ISSUE))
     compared = [
         *data_columns,
         *([EXTRA_FIELDS] if EXTRA_FIELDS in checked.columns else []),
@@ -430,21 +460,26 @@ def validate_extract(
     exact_dup = (
         ~pl.struct(compared).is_first_distinct() if compared and frame.height else pl.lit(False)
     )
-    reasons.append(pl.when(exact_dup).then(pl.lit("row:duplicate")))
+    reason(exact_dup, "row:duplicate")
     for spec in specs:
         if spec.required:
             present = _text_expr(columns[spec.name]).is_not_null()
             rule = pl.col(f"_rule_{spec.name}")
-            reasons.append(pl.when(~present).then(pl.lit(f"{spec.name}:missing")))
-            reasons.append(pl.when(rule.is_not_null()).then(f"{spec.name}:" + rule))
+            reason(~present, f"{spec.name}:missing", spec.name)
+            reason(rule.is_not_null(), f"{spec.name}:" + rule, spec.name)
     for spec in specs:
         if spec.unique:
             ok = pl.col(f"_rule_{spec.name}").is_null()
             key = pl.when(ok).then(pl.col(f"_val_{spec.name}"))
             repeat = key.is_not_null() & (pl.int_range(pl.len()).over(key) > 0) & ~exact_dup
-            reasons.append(pl.when(repeat).then(pl.lit(f"{spec.name}:duplicate")))
+            reason(repeat, f"{spec.name}:duplicate", spec.name)
     checked = checked.with_columns(
-        pl.concat_str(reasons, separator=";", ignore_nulls=True).fill_null("").alias(REASONS)
+        pl.concat_str(reasons, separator=";", ignore_nulls=True).fill_null("").alias(REASONS),
+        *(
+            [pl.concat_str(about, separator=";", ignore_nulls=True).alias(REASON_COLUMNS)]
+            if grouped
+            else []
+        ),
     )
 
     is_bad = pl.col(REASONS) != ""
@@ -452,8 +487,8 @@ def validate_extract(
     quarantined = checked.filter(is_bad).select(
         ROW,
         REASONS,
-        *([GROUP] if grouped else []),
-        *[pl.col(c).cast(pl.Utf8) for c in data_columns],
+        *([REASON_COLUMNS, GROUP] if grouped else []),
+        *_file_columns(source, data_columns, grouped),
         *extra_out,
     )
     good = checked.filter(~is_bad)
@@ -486,6 +521,11 @@ def validate_extract(
     ]
     nulled = good.select(counts).row(0, named=True) if counts else {}
     report.values_nulled = {k: int(v) for k, v in nulled.items() if v}
+    if specs:
+        present_counts = checked.select(
+            _text_expr(columns[s.name]).is_not_null().sum().alias(s.name) for s in specs
+        ).row(0, named=True)
+        report.values_present = {k: int(v) for k, v in present_counts.items()}
     report.rows_quarantined = quarantined.height
     report.rows_accepted = accepted.height
     counter: Counter[str] = Counter()
@@ -496,6 +536,41 @@ def validate_extract(
     if not report.reconciles:  # pragma: no cover - guarded by construction
         raise ContractError("row counts do not reconcile", file=source.path.name, rule="reconcile")
     return accepted, quarantined, report
+
+
+def _column_label(
+    source: SourceSettings, fname: str, resolved: dict[str, tuple[str, ...]]
+) -> pl.Expr:
+    """The file column(s) a field is read from, as the file names them: a `{group}` column
+    becomes the group's own (`{group} Name` is `Joint Name` on the joint party's record)."""
+    names = " + ".join(resolved.get(fname, (source.columns[fname].column,)))
+    if GROUP_PLACEHOLDER not in names:
+        return pl.lit(names)
+    pieces: list[pl.Expr] = []
+    for i, text in enumerate(names.split(GROUP_PLACEHOLDER)):
+        if i:
+            pieces.append(pl.col(GROUP))
+        pieces.append(pl.lit(text))
+    return pl.concat_str(pieces)
+
+
+def _file_columns(source: SourceSettings, data_columns: list[str], grouped: bool) -> list[pl.Expr]:
+    """A quarantine's data columns under the file's own names: with person groups each
+    `{group}` column is written once per group (`Lead Name`, `Joint Name`), holding the value
+    on that group's records only."""
+    out: list[pl.Expr] = []
+    for c in data_columns:
+        if grouped and GROUP_PLACEHOLDER in c:
+            out += [
+                pl.when(pl.col(GROUP) == tag)
+                .then(pl.col(c).cast(pl.Utf8))
+                .otherwise(None)
+                .alias(c.replace(GROUP_PLACEHOLDER, tag))
+                for tag in source.person_groups
+            ]
+        else:
+            out.append(pl.col(c).cast(pl.Utf8))
+    return out
 
 
 def _derived_columns(
@@ -524,6 +599,14 @@ def _derived_columns(
                 value = pl.concat_str(parts, separator=" ", ignore_nulls=True)
             frame = frame.with_columns(value.alias(derived))
             columns[spec.name] = derived
+        if mapping.group is not None and grouped:
+            frame = frame.with_columns(
+                pl.when(pl.col(GROUP) == mapping.group)
+                .then(pl.col(columns[spec.name]))
+                .otherwise(None)
+                .alias(f"{derived}_of_group")
+            )
+            columns[spec.name] = f"{derived}_of_group"
         if mapping.name_order is not None:
             if spec.type not in ("forename", "surname"):
                 raise ContractError(

@@ -68,7 +68,7 @@ static PyObject *tokens(PyObject *self, PyObject *args) {
     if (result == NULL) {
         goto done;
     }
-    char *out = PyBytes_AS_STRING(result);
+    char *out = PyBytes_AsString(result);
 
     Py_BEGIN_ALLOW_THREADS
     unsigned char pad[SHA256_CBLOCK];

@@ -923,7 +923,13 @@ def resolve_key(
         hint = f"set environment variable {key_env}, or " if key_env else ""
         raise KeyManagementError(f"no {kind} key available: {hint}configure a key file")
     path = Path(key_file)
-    read_key_info(path)  # fail on a missing or corrupted file before asking for a passphrase
+    if not path.exists() and not path.is_symlink():
+        raise KeyManagementError(
+            f"{kind} key file {path} not found: create it with "
+            f"`uprnlink key init --kind {kind} --file {path}`"
+            + (f" (or set {key_env} to the raw key)" if key_env else "")
+        )
+    read_key_info(path)  # fail on a corrupted file before asking for a passphrase
     if passphrase_env and env.get(passphrase_env):
         return load_key_file(path, env[passphrase_env], kind=kind)
     if prompt:
@@ -976,6 +982,40 @@ def unlock(ks: KeySettings) -> MasterKey:
     )
     _UNLOCKED[ks.kind] = (cache_key, key)
     return key
+
+
+def missing_keys(settings: RunSettings) -> list[KeySettings]:
+    """The configuration's keys (pseudonymisation, audit, release) that a run could not find:
+    no raw key in the environment and no key file where the configuration says."""
+    out = []
+    for ks in (settings.key, settings.audit_key, settings.release.key):
+        if ks.key_env and os.environ.get(ks.key_env, "").strip():
+            continue
+        if ks.file is None or not (ks.file.exists() or ks.file.is_symlink()):
+            out.append(ks)
+    return out
+
+
+def check_keys_present(settings: RunSettings) -> None:
+    """Refuse a run, before anything starts, when any of its three keys is missing, naming
+    every missing key and the command that creates it (the audit key first: each key's
+    creation is recorded in the audit log)."""
+    missing = missing_keys(settings)
+    if not missing:
+        return
+    order = {AUDIT: 0, PSEUDONYMISATION: 1, RELEASE: 2}
+    missing.sort(key=lambda ks: order.get(ks.kind, 3))
+    config = settings.config_path.name
+    steps = "; ".join(
+        f"uprnlink key init --kind {ks.kind} --file {ks.file} --config {config}"
+        if ks.file is not None
+        else f"set {ks.key_env} ([{ks.kind}] names no file)"
+        for ks in missing
+    )
+    raise KeyManagementError(
+        f"{len(missing)} of the run's 3 keys missing ({', '.join(ks.kind for ks in missing)}): "
+        f"create them in this order: {steps}"
+    )
 
 
 def load_run_key(settings: RunSettings) -> MasterKey:

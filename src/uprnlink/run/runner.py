@@ -15,7 +15,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from uprnlink import __version__
 from uprnlink.errors import ContractError, UprnlinkError
 from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import enforce_retention
-from uprnlink.ingest.contracts import find_contract
+from uprnlink.ingest.contracts import check_contract_table, find_contract
 from uprnlink.ingest.deliveries import DeliveryHeldError, check_deliveries, record_accepted
 from uprnlink.ingest.stage import (
     check_distinct_deliveries,
@@ -34,22 +35,25 @@ from uprnlink.ingest.stage import (
     not_supplied,
 )
 from uprnlink.linkage.stage import link_stage
-from uprnlink.privacy.keys import load_release_key, load_run_key
+from uprnlink.privacy.keys import check_keys_present, load_release_key, load_run_key
 from uprnlink.privacy.trusted import clear_trusted_zone
+from uprnlink.progress import Progress
 from uprnlink.publish import releases
 from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
 from uprnlink.reports.stage import write_quality_report
 from uprnlink.run.lock import run_lock
-from uprnlink.settings import read_settings
+from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
 __all__ = [
     "LOCAL_STEPS",
     "STAGES",
+    "IngestProgress",
     "Steps",
     "execute",
     "failure_reason",
     "finish_run",
+    "ingest_in_order",
     "ingest_person_source",
     "ingest_reference_data",
     "link_stage",
@@ -57,6 +61,8 @@ __all__ = [
     "publish_outputs",
     "record_failure",
     "run_all",
+    "run_log_file",
+    "run_log_path",
     "source_changes",
     "start_run",
     "switch_release",
@@ -64,6 +70,40 @@ __all__ = [
 ]
 
 log = logging.getLogger("uprnlink")
+#: Lines for the run's log file only (the console has them already, or the error line).
+run_log = logging.getLogger("uprnlink.run_log")
+run_log.propagate = False
+RUN_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+
+
+def run_log_path(settings: RunSettings, run_id: str) -> Path:
+    """Where a run's log is kept: beside its summary, `out/runs/<run_id>.log`."""
+    return Zones(settings).runs / f"{run_id}.log"
+
+
+@contextmanager
+def run_log_file(path: Path) -> Iterator[Path]:
+    """Keep every line the `uprnlink` logger writes during a run (stages, counts, warnings,
+    how it ended) in `path`. The pipeline logs counts, names and times only, never a data
+    value (`tests/test_end_to_end.py` and the first-day walkthrough scan the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(RUN_LOG_FORMAT, "%Y-%m-%dT%H:%M:%S"))
+    library = logging.getLogger("uprnlink")
+    level = library.level
+    if library.getEffectiveLevel() > logging.INFO:
+        library.setLevel(logging.INFO)
+    run_log.setLevel(logging.INFO)
+    library.addHandler(handler)
+    run_log.addHandler(handler)
+    try:
+        yield path
+    finally:
+        library.removeHandler(handler)
+        run_log.removeHandler(handler)
+        library.setLevel(level)
+        handler.close()
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -75,8 +115,10 @@ def new_run_id(now: datetime | None = None) -> str:
 def start_run(config_path: str, run_id: str) -> dict[str, Any]:
     """Check the configuration, contracts and key before any data is read; audit the start."""
     settings = read_settings(Path(config_path))
-    for name, source in {**settings.sources, **settings.reference}.items():
-        find_contract(settings.schemas_dir, source.contract, source.contract_version)
+    tables = [("sources", settings.sources), ("reference", settings.reference)]
+    for table, name, source in [(t, n, s) for t, group in tables for n, s in group.items()]:
+        contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
+        check_contract_table(table, name, source.path, contract)
         if source.required and not source.path.exists():
             raise ContractError(
                 f"source {name!r} is configured but its extract is missing",
@@ -85,6 +127,7 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
             )
     check_distinct_deliveries(settings)
     keep_releases(settings)  # a malformed [retention] policy fails here, before any data is read
+    check_keys_present(settings)  # every missing key named at once, with its command
     key = load_run_key(settings)
     release_key = load_release_key(settings)
     audit = open_audit_log(settings)
@@ -172,6 +215,33 @@ class Steps:
     finish: Callable[[str, str, dict[str, Any]], Any]
 
 
+def ingest_in_order(
+    names: list[str], ingest: Callable[[str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each source's ingest, with a progress bar of extracts done and rows read."""
+    progress = IngestProgress(len(names))
+    out = []
+    for name in names:
+        out.append(progress.done(ingest(name)))
+    return out
+
+
+class IngestProgress:
+    """Extracts ingested and rows read so far (a bar on a terminal, lines elsewhere)."""
+
+    def __init__(self, extracts: int) -> None:
+        self.progress = Progress("ingest", extracts, "extracts")
+        self.rows = 0
+
+    def done(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Count one extract's report (rows read, or reused/skipped); returns the report."""
+        how = "reused" if report.get("reused") else "skipped" if report.get("skipped") else "read"
+        if how == "read":
+            self.rows += int(report.get("file_rows") or report.get("rows_in") or 0)
+        self.progress.advance(note=f"{report['source']} {how}; {self.rows:,} rows read")
+        return report
+
+
 #: The stages a run reports (and a failure names), in order.
 STAGES = ("start", "ingest", "link", "publish", "report", "switch", "finish")
 
@@ -180,9 +250,9 @@ LOCAL_STEPS = Steps(
     clear_trusted=lambda config: clear_trusted_zone(read_settings(Path(config))),
     start=lambda config, run_id: start_run(config, run_id),
     ingest_reference=lambda config, run_id: ingest_reference_data(config, run_id),
-    ingest_sources=lambda config, names, run_id: [
-        ingest_person_source(config, n, run_id) for n in names
-    ],
+    ingest_sources=lambda config, names, run_id: ingest_in_order(
+        names, lambda n: ingest_person_source(config, n, run_id)
+    ),
     link=lambda config, run_id, retrain: link_stage(config, run_id, retrain),
     publish=lambda config, run_id, summary: publish_outputs(config, run_id, summary),
     report=lambda config, summary: write_quality_report(config, summary),
@@ -236,7 +306,10 @@ def execute(
         stage, t = name, time.perf_counter()
         log.info("stage %d/%d: %s", STAGES.index(name) + 1, len(STAGES), name)
 
-    with run_lock(Zones(settings).lock, run_id):
+    with run_lock(Zones(settings).lock, run_id), run_log_file(run_log_path(settings, run_id)):
+        run_log.info(
+            "run %s of %s (uprnlink %s) started", run_id, settings.config_path.name, __version__
+        )
         try:
             begin("start")
             if rebuild:
@@ -267,7 +340,10 @@ def execute(
             timings[stage] = round(time.perf_counter() - t, 2)
             summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             record_failure(config_path, run_id, stage, exc, {**summary, "timings": timings})
+            how = "held" if isinstance(exc, DeliveryHeldError) else f"failed in stage {stage}"
+            run_log.error("run %s %s: %s", run_id, how, failure_reason(exc))
             raise
+        run_log.info("run %s completed", run_id)
     return summary
 
 
