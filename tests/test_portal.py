@@ -606,6 +606,7 @@ def test_the_portal_end_to_end_in_a_headless_browser(
             page.fill("#token", people["ana"])
             page.click("#sign-in")
             page.wait_for_load_state()
+            page.wait_for_selector("#whoami", timeout=60_000)
             if not page.locator("#whoami").count():
                 page.screenshot(path=str(shots / "portal-debug.png"))
                 raise AssertionError(page.url + " " + (page.text_content("body") or "")[:300])
@@ -669,6 +670,7 @@ def test_the_portal_end_to_end_in_a_headless_browser(
             cpage.goto(svc.url + "/portal/login")
             cpage.fill("#token", people["chk1"])
             cpage.click("#sign-in")
+            cpage.wait_for_selector("#whoami")  # signed in (the session cookie is set)
             cpage.goto(svc.url + "/portal/governance")
             assert "intact" in (cpage.text_content("#audit-status") or "")
             assert "Households by size and tenure" in (cpage.text_content("#queue") or "")
