@@ -46,6 +46,7 @@ import fcntl
 import hashlib
 import hmac as _stdlib_hmac
 import json
+import logging
 import math
 import os
 import platform
@@ -97,6 +98,8 @@ __all__ = [
     "verify_audit_log",
     "verify_run_audit",
 ]
+
+log = logging.getLogger("uprnlink.audit")
 
 GENESIS = "0" * 64
 """The ``prev`` of the first entry."""
@@ -226,7 +229,9 @@ def read_audit_policy(policy_path: Path) -> AuditPolicy:
             values[name] = float(v)
     unknown = set(raw) - {"seal_minutes", "witness_minutes"}
     if unknown:
-        raise AuditError(f"{policy_path}: [audit] has unknown settings: {', '.join(sorted(unknown))}")
+        raise AuditError(
+            f"{policy_path}: [audit] has unknown settings: {', '.join(sorted(unknown))}"
+        )
     return AuditPolicy(**values)
 
 
@@ -817,7 +822,10 @@ class AuditLog:
             or (self._clock() - self._witnessed_at).total_seconds() >= self.sealing.witness_seconds
         )
         if self.witness_sinks and (sealed is not None or force_seal or witness_due):
-            self.witness()
+            try:
+                self.witness()
+            except AuditError as exc:  # the log itself is fine; say which sink failed
+                log.error("%s", exc)
         return sealed
 
     def _seal_under_lock(self, force: bool) -> AuditEvent | None:
@@ -853,7 +861,9 @@ class AuditLog:
                 self._writing = False
                 self._turn.notify_all()
 
-    def start_sealing(self, seed: SealSeed, *, actor: str, seal_minutes: float | None = None) -> SealStateInfo:
+    def start_sealing(
+        self, seed: SealSeed, *, actor: str, seal_minutes: float | None = None
+    ) -> SealStateInfo:
         """Begin forward sealing (`uprnlink audit seal init`): save the epoch-0 state, record
         ``audit.seal_started`` and seal everything written so far at once. Refuses a log that
         was already sealed (by any seed) or whose state exists."""
@@ -1014,8 +1024,10 @@ class AuditLog:
             raise request.error
         assert request.entry is not None
         if sealed and self.witness_sinks:
-            with contextlib.suppress(AuditError):  # the upkeep reports a sink that fails
+            try:
                 self.witness()
+            except AuditError as exc:  # the entry is written; say which sink failed
+                log.error("%s", exc)
         return request.entry
 
     def _write_batch(self, batch: list[_Pending]) -> bool:
@@ -1444,15 +1456,14 @@ def verify_audit_log(
         w = unreadable[0]
         return result(
             False,
-            reason=f"{w.source} {w.problem}: a witness that cannot be read fails verification "
-            "(rule: witness_unreadable)",
+            reason=f"{w.source} {w.problem}: a witness that cannot be read fails verification",
         )
     for wf in witness_files:
         if wf.problem is not None:
             return result(
                 False,
                 reason=f"witness file {wf.path} {wf.problem}: a witness that cannot be read "
-                "fails verification (rule: witness_unreadable)",
+                "fails verification",
             )
     for w in witnessed:
         if w.seq > last_seq:
@@ -1644,10 +1655,14 @@ def run_witnesses(settings: RunSettings) -> list[Witness]:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            found.append(Witness(source, -1, "", f"cannot be read ({exc.strerror})"))
+            found.append(
+                Witness(
+                    source, -1, "", f"cannot be read ({exc.strerror}) (rule: witness_unreadable)"
+                )
+            )
             continue
         except (ValueError, UnicodeDecodeError):
-            found.append(Witness(source, -1, "", "is not valid JSON"))
+            found.append(Witness(source, -1, "", "is not valid JSON (rule: witness_corrupt)"))
             continue
         head = doc.get("audit_head") if isinstance(doc, dict) else None
         if (
@@ -1659,7 +1674,7 @@ def run_witnesses(settings: RunSettings) -> list[Witness]:
         ):
             found.append(Witness(source, head["seq"], head["hash"]))
         else:
-            found.append(Witness(source, -1, "", "records no audit head (audit_head)"))
+            found.append(Witness(source, -1, "", "records no audit head (rule: witness_corrupt)"))
     return found
 
 

@@ -24,9 +24,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from uprnlink.errors import AuditError
-from uprnlink.governance.audit import AuditEvent, AuditVerification, Witness, verify_audit_log
+from uprnlink.governance.audit import (
+    AuditEvent,
+    AuditVerification,
+    Witness,
+    WitnessFile,
+    verify_audit_log,
+)
 from uprnlink.html import render_page
 from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.sealing import SealSeed
 
 __all__ = ["ReportFormat", "render_audit_report", "summarise_audit"]
 
@@ -110,12 +117,24 @@ def _verify(
     head_path: Path | None,
     unreadable: str | None,
     witnesses: Sequence[Witness] = (),
+    *,
+    seed: SealSeed | None = None,
+    seal_state: Path | None = None,
+    witness_files: Sequence[WitnessFile] = (),
 ) -> AuditVerification:
     """`verify_audit_log`, with anything that stops it turned into a failed result."""
     if unreadable is not None:
         return AuditVerification(ok=False, entries=0, verified=0, reason=unreadable)
     try:
-        return verify_audit_log(path, keys, head_path=head_path, witnesses=witnesses)
+        return verify_audit_log(
+            path,
+            keys,
+            head_path=head_path,
+            witnesses=witnesses,
+            seed=seed,
+            seal_state=seal_state,
+            witness_files=witness_files,
+        )
     except AuditError as exc:
         return AuditVerification(ok=False, entries=0, verified=0, reason=str(exc))
     except RecursionError:
@@ -1153,6 +1172,9 @@ def render_audit_report(
     fmt: ReportFormat = "markdown",
     now: datetime | None = None,
     witnesses: Sequence[Witness] = (),
+    seed: SealSeed | None = None,
+    seal_state: Path | None = None,
+    witness_files: Sequence[WitnessFile] = (),
 ) -> str:
     """The audit report for `log_path` as Markdown or a self-contained HTML page.
 
@@ -1169,7 +1191,16 @@ def render_audit_report(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     entries, unreadable, cannot_read = _read_entries(log_path)
-    result = _verify(log_path, key_list, head, cannot_read, witnesses)
+    result = _verify(
+        log_path,
+        key_list,
+        head,
+        cannot_read,
+        witnesses,
+        seed=seed,
+        seal_state=seal_state,
+        witness_files=witness_files,
+    )
     # Lines past `verified` are unverified: after the first bad entry, or appended after the
     # verifier read the log, or all of them if the verifier could not run.
     entries = [_Entry(e.line, e.event, e.line <= result.verified) for e in entries]

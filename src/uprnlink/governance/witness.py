@@ -53,6 +53,7 @@ class FileWitnessSink:
         self.name = f"file:{self.path}"
 
     def write(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             os.write(fd, line.encode("ascii"))
@@ -122,14 +123,16 @@ def read_witness_file(path: str | os.PathLike[str]) -> WitnessFile:
     except FileNotFoundError:
         return WitnessFile(p, problem="is missing (rule: witness_missing)")
     except IsADirectoryError:
-        return WitnessFile(p, problem="is a directory")
+        return WitnessFile(p, problem="is a directory (rule: witness_unreadable)")
     except OSError as exc:
-        return WitnessFile(p, problem=f"cannot be read ({exc.strerror})")
+        return WitnessFile(p, problem=f"cannot be read ({exc.strerror}) (rule: witness_unreadable)")
     if not raw:
         return WitnessFile(p, problem="is empty: it holds no witness (rule: witness_missing)")
     if not raw.endswith(b"\n"):
         return WitnessFile(
-            p, size=len(raw), problem="ends in an incomplete line: it was cut (rule: witness_truncated)"
+            p,
+            size=len(raw),
+            problem="ends in an incomplete line: it was cut (rule: witness_truncated)",
         )
     seen: dict[tuple[int, str], Witness] = {}
     for number, line in enumerate(raw[:-1].split(b"\n"), start=1):
@@ -154,6 +157,7 @@ def check_sink_writable(sink: WitnessSink) -> None:
     witness its log would run unwitnessed)."""
     if isinstance(sink, FileWitnessSink):
         try:
+            sink.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             fd = os.open(sink.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         except OSError as exc:
             raise AuditError(

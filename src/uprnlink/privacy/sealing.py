@@ -438,5 +438,7 @@ def read_seal_state(path: str | os.PathLike[str]) -> SealState:
     key = EpochKey(info.seal_id, info.epoch, bytes.fromhex(raw))
     if not hmac.compare_digest(key.check(), str(doc.get("check", ""))):
         key.erase()
-        raise AuditError(f"sealing state {p} fails its check: the file is corrupted (rule: seal_check)")
+        raise AuditError(
+            f"sealing state {p} fails its check: the file is corrupted (rule: seal_check)"
+        )
     return SealState(key, info.started, info.last_seal)

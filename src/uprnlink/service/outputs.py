@@ -330,7 +330,7 @@ class OutputDesk:
         assert isinstance(frame, pl.DataFrame)
         text = named.sql if named is not None else str(sql)
         user = safe_name(who.user)
-        fingerprint = query_fingerprint(text)
+        fingerprint = query_fingerprint(text, self.audit)
         base: dict[str, Any] = {
             "user": user,
             "role": safe_name(who.role),
@@ -411,7 +411,7 @@ class OutputDesk:
             data={
                 "user": safe_name(who.user),
                 "role": safe_name(who.role),
-                "query_fingerprint": query_fingerprint(text),
+                "query_fingerprint": query_fingerprint(text, self.audit),
                 "rules": verdict.rules,
             },
         )

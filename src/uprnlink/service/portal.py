@@ -158,6 +158,7 @@ def chart_bars(
 def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
     """The `/portal` pages."""
     sessions = Sessions()
+    state.portal_sessions = sessions  # the per-user limits know a session's user
     keys_cache: list[Any] = []
 
     def page(
@@ -263,8 +264,7 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
         token = fields.get("token", "").strip()
         try:
             who = await run_in_threadpool(state.authenticator.authenticate, f"Bearer {token}")
-        except AuthenticationError:
-            await run_in_threadpool(state._log_auth_failure, None, request)
+        except AuthenticationError:  # the 401 is counted in the audit log (service.failures)
             return page(
                 "login.html.j2",
                 "Sign in",
