@@ -699,6 +699,7 @@ class AuditLog:
                 f"{self.sealing.state_path} is missing. The IG lead runs `uprnlink audit seal "
                 "init --config FILE` first (docs/governance.md) (rule: seal_state_missing)"
             )
+        read_seal_state(self.sealing.state_path).key.erase()  # refuse a corrupted state now
         return info
 
     def _recover(self, fd: int, tail: _Tail) -> _Tail:
