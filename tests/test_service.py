@@ -441,6 +441,15 @@ def test_f9_what_an_analyst_types_does_not_reach_the_log(query_service: QuerySer
     assert "Jane" not in text and "Acacia" not in text and "943 476" not in text
     refused = [e for e in query_service.audit_events() if e["event"] == "access.refused"][-1]
     assert refused["data"]["views"][0].startswith("other:")
+    # A reader of the log who guesses the query (or the name in it) cannot confirm the guess:
+    # the fingerprints are keyed with the audit key, not plain hashes of the text.
+    import hashlib
+
+    guesses = [sql, " ".join(sql.split()), "Jane Smith, 12 Acacia Avenue, NHS 943 476 5919"]
+    for guess in guesses:
+        plain = hashlib.sha256(guess.encode()).hexdigest()
+        assert plain[:16] not in text and plain[:8] not in text
+    assert refused["data"]["query_fingerprint"] == query_fingerprint(sql, keyed(query_service))
 
 
 def test_f11_strangers_are_not_read_echoed_or_allowed_to_flood_the_log(
