@@ -119,7 +119,7 @@ class QueryService:
     tokens: dict[str, str]  # role -> token
     process: subprocess.Popen[bytes]
     log: Path
-    seed_file: Path  # the IG lead's verification seed (kept here: the service never reads it)
+    seed_file: Path | None = None  # the IG lead's verification seed (the service never reads it)
 
     @property
     def audit_log(self) -> Path:

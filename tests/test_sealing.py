@@ -555,14 +555,30 @@ def test_sealing_starts_once(tmp_path: Path) -> None:
 
 
 def test_a_corrupted_state_is_refused_naming_the_file_and_rule(tmp_path: Path) -> None:
+    """A damaged sealing state is never used: sealing stops with an error naming the file and
+    the rule (never the key), and entries already written are not reported as failed."""
+    import logging
+
     p, clock, log = sealed_log(tmp_path, epochs=1)
     doc = json.loads(p.state.read_text())
     doc["state"] = "0" * 64
     p.state.write_text(json.dumps(doc))
     clock.advance(6)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("uprnlink.audit").addHandler(handler)
+    try:
+        entry = log.append("access", actor="ana")  # written, though the seal due with it fails
+    finally:
+        logging.getLogger("uprnlink.audit").removeHandler(handler)
+    assert entries(p)[-1]["seq"] == entry.seq
+    assert any("seal.state fails its check" in m and "seal_check" in m for m in seen)
     with pytest.raises(AuditError, match=r"seal\.state fails its check.*seal_check") as caught:
-        log.append("access", actor="ana")
-    assert "0" * 64 not in str(caught.value)
+        log.seal_now()
+    assert "0" * 64 not in str(caught.value) and not any("0" * 64 in m for m in seen)
+    with pytest.raises(AuditError, match="seal_check"):
+        log.require_sealing()  # the service refuses to start on it
 
 
 def test_an_unsealed_log_has_no_seal_and_an_unsealed_service_is_refused(tmp_path: Path) -> None:

@@ -1060,6 +1060,11 @@ class AuditLog:
                     if self._seal_due(self.seal_state_info(), tail, force=False):
                         tail = self._seal(fd, tail)
                         sealed = True
+                except AuditError as exc:
+                    # The batch is on disk: report the seal that failed (the timer and the next
+                    # append try again; verification shows the growing window), do not fail
+                    # entries that were written.
+                    log.error("the audit log could not be sealed: %s", exc)
                 finally:
                     self._write_head(tail.seq, tail.hash)
         except AuditError as exc:

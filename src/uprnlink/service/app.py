@@ -387,7 +387,10 @@ def serve(settings: RunSettings, *, host: str | None = None, port: int | None = 
         data={"host": host, "port": port, "version": __version__},
     )
     upkeep = Upkeep(state.audit, state.failures)
-    state.audit.witness(force=True)
+    try:
+        state.audit.witness(force=True)
+    except AuditError as exc:  # a syslog sink down; the file sink was checked above
+        log.error("%s", exc)
     upkeep.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
