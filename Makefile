@@ -71,17 +71,23 @@ dist-native: $(STAMP) ## Build a wheel with the C extension (cp311-abi3: CPython
 	UPRNLINK_BUILD_HMAC=1 $(BIN)/python -m build --wheel --outdir dist .
 
 SERVICE_PORT ?= 8765
-DEMO_AUDIT := UPRNLINK_AUDIT_PASSPHRASE=uprnlink-demo-passphrase-not-for-real-data
+DEMO_PASSPHRASE := uprnlink-demo-passphrase-not-for-real-data
 
+# The demo's audit passphrase reaches the commands through their environment only (exported
+# for this target), so no command line that make prints holds it (make -n service neither).
+service: export UPRNLINK_AUDIT_PASSPHRASE = $(DEMO_PASSPHRASE)
 service: $(STAMP) ## Run the query service on the demo's live release; prints an analyst's token
 	@test -e demo/out/uprnlink.duckdb || $(MAKE) demo
+	@test -e demo/work/audit/seal.state || { rm -f demo/ig-lead/audit-seal.seed; \
+	  $(BIN)/uprnlink audit seal init --config demo/demo.toml --seed-file demo/ig-lead/audit-seal.seed; }
 	@echo "Issuing a token for the demo analyst 'demo-analyst' (shown once):"
-	@$(DEMO_AUDIT) $(BIN)/uprnlink users rotate demo-analyst --config demo/demo.toml 2>/dev/null \
-	  || $(DEMO_AUDIT) $(BIN)/uprnlink users add demo-analyst --role analyst --config demo/demo.toml
+	@$(BIN)/uprnlink users rotate demo-analyst --config demo/demo.toml 2>/dev/null \
+	  || $(BIN)/uprnlink users add demo-analyst --role analyst --config demo/demo.toml
 	@echo "In another terminal: export UPRNLINK_TOKEN=<the token above>"
 	@echo "                     export UPRNLINK_URL=http://127.0.0.1:$(SERVICE_PORT)"
 	@echo "                     .venv/bin/uprnlink query --named overcrowding_by_deprivation"
-	$(DEMO_AUDIT) $(BIN)/uprnlink serve --config demo/demo.toml --port $(SERVICE_PORT)
+	@echo "Serving on port $(SERVICE_PORT) (the audit passphrase is in its environment, never printed)"
+	@$(BIN)/uprnlink serve --config demo/demo.toml --port $(SERVICE_PORT)
 
 SERVE_PORT ?= 4200
 

@@ -119,6 +119,7 @@ class QueryService:
     tokens: dict[str, str]  # role -> token
     process: subprocess.Popen[bytes]
     log: Path
+    seed_file: Path | None = None  # the IG lead's verification seed (the service never reads it)
 
     @property
     def audit_log(self) -> Path:
@@ -181,8 +182,20 @@ def query_service(
     config.write_text(
         config.read_text()
         + "\n[service]\ntimeout_seconds = 8\ncheck_timeout_seconds = 2\nmax_rows = 50000\n"
-        + "max_answer_mib = 2\nworkers = 3\n"
+        + "max_answer_mib = 2\nworkers = 3\nfailure_window_seconds = 1\n"
+        # Generous per-user limits: the suite asks hundreds of questions as one analyst
+        # (tests/test_limits.py tries tight ones).
+        + "user_rate_per_minute = 60000\nuser_burst = 5000\nuser_concurrency = 3\n"
     )
+    # The IG lead starts sealing the log (the service refuses an unsealed one).
+    seed_file = root / "ig-lead" / "audit-seal.seed"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert (
+            cli.main(
+                ["audit", "seal", "init", "--config", str(config), "--seed-file", str(seed_file)]
+            )
+            == 0
+        )
     tokens = {}
     for name, role in (
         ("ana", "analyst"),
@@ -199,7 +212,7 @@ def query_service(
     proc = start_service(config, port, log, service_environment())
     assert proc.poll() is None, log.read_text()
     try:
-        yield QueryService(f"http://127.0.0.1:{port}", root, config, tokens, proc, log)
+        yield QueryService(f"http://127.0.0.1:{port}", root, config, tokens, proc, log, seed_file)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

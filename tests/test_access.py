@@ -7,6 +7,7 @@ through the running service, with the audit log, are in tests/test_service.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,14 +97,20 @@ def test_the_binder_reports_what_is_read(db: AnalystDatabase) -> None:
     assert macro.relations == ("households_as_at",)
 
 
-def test_wildcard_means_every_analyst_view_and_macro_and_nothing_else(db: AnalystDatabase) -> None:
+def test_wildcard_means_every_analyst_view_and_macro_and_nothing_else(
+    db: AnalystDatabase, tmp_path: Path
+) -> None:
+    from uprnlink.governance.audit import AuditLog
+    from uprnlink.privacy.keys import MasterKey
     from uprnlink.publish.database import MACROS, VIEWS
+
+    log = AuditLog(tmp_path / "audit.jsonl", MasterKey(bytes(32), kind="audit"))
 
     assert role_relations(("*",)) == frozenset({*VIEWS, *MACROS})
     assert not db.check("SELECT * FROM linked.person", ("*",)).allowed
     assert ("main", "people") in readable_tables(role_relations(("*",)))
-    assert query_fingerprint("SELECT  1\n") == query_fingerprint("SELECT 1")
-    assert query_fingerprint("SELECT 1") != query_fingerprint("SELECT 2")
+    assert query_fingerprint("SELECT  1\n", log) == query_fingerprint("SELECT 1", log)
+    assert query_fingerprint("SELECT 1", log) != query_fingerprint("SELECT 2", log)
 
 
 def test_policy_roles_cover_the_analyst_views() -> None:

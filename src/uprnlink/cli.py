@@ -4,6 +4,7 @@ verify the audit log."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -370,6 +371,28 @@ def _demo_keys(settings: Any) -> None:
             "key.created",
             {"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch, "demo": True},
         )
+    _demo_seal(settings)
+
+
+def _demo_seal(settings: Any) -> None:
+    """The demo's IG lead starts sealing its audit log, once. The demo keeps the verification
+    seed in <demo>/ig-lead/audit-seal.seed so the guide can use it; for real data the seed is
+    shown once and kept offline (`uprnlink audit seal init`)."""
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.privacy.sealing import new_seed
+    from uprnlink.zones import Zones
+
+    if Zones(settings).audit_seal_state.exists():
+        return
+    seed_file = settings.landing_dir.parent / "ig-lead" / "audit-seal.seed"
+    seed_file.unlink(missing_ok=True)
+    seed, text = new_seed()
+    _write_seed_file(seed_file, text, settings)
+    info = open_audit_log(settings).start_sealing(seed, actor=actor())
+    print(
+        f"      The audit log is forward-sealed ({info.seal_id}); the demo's verification "
+        f"seed is in {seed_file} (for real data: kept offline)."
+    )
 
 
 KEY_ENVS = {
@@ -540,14 +563,55 @@ def _audit_key_event(args: argparse.Namespace, event: str, data: dict[str, Any])
     print(f"Recorded {event} in the audit log of {args.config}")
 
 
+def _seed(args: argparse.Namespace) -> Any:
+    """The IG lead's verification seed: --seed-file, else --seed, else UPRNLINK_AUDIT_SEED;
+    None when none is given (the seals are then checked for order only)."""
+    from uprnlink.privacy.sealing import SEED_ENV, SealSeed
+
+    if getattr(args, "seed_file", None):
+        return SealSeed.from_file(args.seed_file)
+    text = getattr(args, "seed", None) or os.environ.get(SEED_ENV)
+    return SealSeed.parse(text) if text else None
+
+
+def _write_seed_file(path: Path, text: str, settings: Any) -> None:
+    """The new seed into a new owner-only file the IG lead takes offline; never into the
+    folders the service reads (work, out, the sealing state's)."""
+    from uprnlink.errors import ConfigError
+    from uprnlink.zones import Zones
+
+    target = path.expanduser().resolve()
+    for folder in (settings.work_dir, settings.out_dir, Zones(settings).audit_seal_state.parent):
+        if target.is_relative_to(Path(folder).resolve()):
+            raise ConfigError(
+                f"seed file {path} is inside {folder}, which the service can read: keep the "
+                "seed offline (removable media, a safe) (rule: seed_location)"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"seed file {path} already exists: choose a new file") from None
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write("# uprnlink audit verification seed: keep offline; never on the service host\n")
+        f.write(text + "\n")
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    from uprnlink.governance.audit import run_witnesses, verify_run_audit
+    from uprnlink.governance.audit import run_witness_files, run_witnesses, verify_run_audit
     from uprnlink.privacy.keys import audit_keys
     from uprnlink.settings import read_settings
     from uprnlink.zones import Zones
 
     settings = read_settings(Path(args.config))
     zones = Zones(settings)
+    if args.audit_command == "seal":
+        return _cmd_seal(args, settings)
+    if args.seal_action:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError(f"audit {args.audit_command} takes no {args.seal_action!r}")
+    seed = _seed(args)
     keys = audit_keys(settings)
     if args.audit_command == "report":
         from uprnlink.governance.report import render_audit_report
@@ -558,6 +622,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             head_path=zones.audit_head,
             fmt=args.format,
             witnesses=run_witnesses(settings),
+            seed=seed,
+            seal_state=zones.audit_seal_state,
+            witness_files=run_witness_files(settings, args.witness_file),
         )
         if args.out:
             Path(args.out).write_text(report, encoding="utf-8")
@@ -565,14 +632,86 @@ def cmd_audit(args: argparse.Namespace) -> int:
         else:
             print(report)
         # The report is written either way; the exit code still says whether the log is intact.
-        intact = verify_run_audit(settings, keys).ok
+        intact = verify_run_audit(settings, keys, seed=seed, witness_files=args.witness_file).ok
         return 0 if intact else 1
-    result = verify_run_audit(settings, keys)
-    if result.ok:
-        print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
+    result = verify_run_audit(settings, keys, seed=seed, witness_files=args.witness_file)
+    if not result.ok:
+        print(f"TAMPERED: {result.reason}", file=sys.stderr)
+        return 1
+    print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
+    seal = result.seal
+    if seal is not None:
+        checked = "every seal checked with the seed" if seal.checked else "seals NOT checked"
+        last = (
+            f"the last at seq {seal.last_sealed_seq} (epoch {seal.last_epoch}, {seal.last_ts})"
+            if seal.last_sealed_seq is not None
+            else "none yet"
+        )
+        print(f"  sealed: {seal.seals} seal(s) under {seal.seal_id}, {checked}; {last}")
+        print(
+            f"  window: {seal.unsealed} entr{'y' if seal.unsealed == 1 else 'ies'} after the "
+            "last seal, only hash-chained and MACed (rewritable by whoever holds the audit key "
+            "and the current sealing state)"
+        )
+    if result.witnesses_checked:
+        print(
+            f"  witnessed: {result.witnesses_checked} witness(es) match the log, the furthest "
+            f"at seq {result.last_witnessed_seq}"
+        )
+    for note in result.notes:
+        print(f"  note: {note}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    return 0
+
+
+def _cmd_seal(args: argparse.Namespace, settings: Any) -> int:
+    """`audit seal init` (the IG lead, once: a new seed, shown once) and `audit seal status`."""
+    from uprnlink.errors import ConfigError
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.privacy.sealing import new_seed, read_seal_state_info
+    from uprnlink.zones import Zones
+
+    state_path = Zones(settings).audit_seal_state
+    if args.seal_action == "status":
+        info = read_seal_state_info(state_path)
+        print(f"seal id:       {info.seal_id}\nepoch:         {info.epoch}")
+        print(f"epoch started: {info.started}\nstate file:    {state_path}")
+        if info.last_seal is not None:
+            print(f"last seal:     seq {info.last_seal.seq} (epoch {info.last_seal.epoch})")
         return 0
-    print(f"TAMPERED: {result.reason}", file=sys.stderr)
-    return 1
+    if args.seal_action != "init":
+        raise ConfigError("audit seal needs an action: init or status")
+    if state_path.exists():
+        raise ConfigError(
+            f"sealing state {state_path} already exists: sealing was started for this log "
+            "(rule: seal_exists)"
+        )
+    log = open_audit_log(settings)
+    seed, text = new_seed()
+    if args.seed_file:
+        _write_seed_file(Path(args.seed_file), text, settings)
+    try:
+        info = log.start_sealing(seed, actor=actor())
+    except BaseException:
+        if args.seed_file:
+            with contextlib.suppress(OSError):
+                Path(args.seed_file).expanduser().unlink()
+        raise
+    print(
+        f"Sealing started for {log.path} under {info.seal_id}: everything so far is sealed "
+        f"(epoch 0); the writers now hold epoch {info.epoch}'s key in {state_path} (owner-only; "
+        "never back it up)."
+    )
+    if args.seed_file:
+        print(f"The verification seed is in {args.seed_file}: take it offline now.")
+    else:
+        _banner(
+            "VERIFICATION SEED, shown once. Keep it offline (never on this host, never in a "
+            "ticket or a\nsecrets manager the service can read): `uprnlink audit verify "
+            "--seed-file FILE` needs it.\n\n    " + text
+        )
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -1027,9 +1166,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.set_defaults(func=cmd_key)
 
-    a = sub.add_parser("audit", help="verify the tamper-evident audit log, or report on it")
-    a.add_argument("audit_command", choices=["verify", "report"])
+    a = sub.add_parser(
+        "audit",
+        help="verify the tamper-evident audit log, report on it, or start sealing it",
+        description="verify: check every entry, seal and witness (exit 1 if anything fails); "
+        "report: the IG lead's report; seal init: start forward sealing (the IG lead, once: "
+        "prints the verification seed to keep offline); seal status: the sealing epoch.",
+    )
+    a.add_argument("audit_command", choices=["verify", "report", "seal"])
+    a.add_argument("seal_action", nargs="?", choices=["init", "status"], help="for seal")
     a.add_argument("--config", help=CONFIG_HELP)
+    a.add_argument(
+        "--seed-file",
+        help="verify, report: the verification seed (default: UPRNLINK_AUDIT_SEED); "
+        "seal init: write the new seed to this new file instead of printing it",
+    )
+    a.add_argument(
+        "--seed",
+        help="the verification seed itself (prefer --seed-file: others on the host can read a "
+        "command line)",
+    )
+    a.add_argument(
+        "--witness-file",
+        action="append",
+        default=[],
+        help="another witness file to check, e.g. a copy or `journalctl -t uprnlink-audit -o "
+        "cat` (the configured one is always read); repeatable",
+    )
     a.add_argument(
         "--format",
         choices=["markdown", "html"],

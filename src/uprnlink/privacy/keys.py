@@ -1,6 +1,7 @@
 """The pseudonymisation master key: derivation, encrypted key files, rotation and resolution.
 
-This is the only module that touches key material. Everything else receives a `MasterKey`
+This is the only module that touches key material (with `uprnlink.privacy.sealing`, the audit
+log's forward-sealing key chain, which needs no `cryptography`). Everything else receives a `MasterKey`
 and asks it for a keyed HMAC object (`MasterKey.hmac_prototype`) or for the tokens of a whole
 column (`MasterKey.hmac_hex`); the raw key bytes and the derived sub-keys never leave this
 module, except into the C extension `uprnlink.privacy._hmac` that hashes a column in one call (it keeps

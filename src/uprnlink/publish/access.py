@@ -21,7 +21,6 @@ their class only; errors from checking name the query's own words and the catalo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -125,10 +124,11 @@ def role_relations(granted: tuple[str, ...]) -> frozenset[str]:
     return frozenset(n for n in names if n in VIEWS or n in MACROS)
 
 
-def query_fingerprint(sql: str) -> str:
-    """A short hash of the query text with whitespace normalised (the text itself is not
-    logged: it may hold a value an analyst typed)."""
-    return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()[:16]
+def query_fingerprint(sql: str, audit: AuditLog) -> str:
+    """A short keyed hash of the query text with whitespace normalised (the text itself is not
+    logged: it may hold a value an analyst typed). Keyed under the audit key, so the same query
+    matches itself across entries but a guess cannot be confirmed from the log alone."""
+    return audit.fingerprint(" ".join(sql.split()))
 
 
 def safe_name(text: str) -> str:
@@ -519,13 +519,10 @@ class QueryEngine(Protocol):
 _KNOWN_NAMES = frozenset({*VIEWS, *MACROS, *(f"linked.{t}" for t in MACRO_INPUTS)})
 
 
-def loggable_names(names: tuple[str, ...]) -> list[str]:
+def loggable_names(names: tuple[str, ...], audit: AuditLog) -> list[str]:
     """Relation names fit for the audit log: the published views, macros and tables as named;
-    anything else (which an analyst typed, and could be anything) as a short hash only."""
-    return [
-        n if n in _KNOWN_NAMES else "other:" + hashlib.sha256(n.encode()).hexdigest()[:8]
-        for n in names
-    ]
+    anything else (which an analyst typed, and could be anything) as a short keyed hash only."""
+    return [n if n in _KNOWN_NAMES else "other:" + audit.fingerprint(n)[:8] for n in names]
 
 
 def governed_query(
@@ -556,7 +553,7 @@ def governed_query(
         "user": user,
         "role": role,
         "channel": channel,
-        "query_fingerprint": query_fingerprint(text),
+        "query_fingerprint": query_fingerprint(text, audit),
     }
     if identity.token_id:
         base["token_id"] = identity.token_id
@@ -566,7 +563,7 @@ def governed_query(
         audit.append(
             "access.refused",
             actor=user,
-            data={**base, "views": loggable_names(check.relations), "rule": check.rule},
+            data={**base, "views": loggable_names(check.relations, audit), "rule": check.rule},
         )
         raise AccessRefusedError(f"query refused: {check.reason} (logged)")
 
@@ -585,7 +582,7 @@ def governed_query(
         )
     if not check.allowed:
         refuse(check)
-    base["views"] = loggable_names(check.relations)
+    base["views"] = loggable_names(check.relations, audit)
     base["reads"] = list(check.reads)
     if still_allowed is not None and not still_allowed():
         refuse(QueryCheck(False, check.relations, reason="the token was revoked", rule="revoked"))

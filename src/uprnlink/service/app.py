@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,14 +58,17 @@ from uprnlink.publish.access import (
 from uprnlink.publish.database import read_policy
 from uprnlink.publish.outputs import read_role_rights
 from uprnlink.publish.tabulation import TableAnswer, TableSpecError, read_table_policy
+from uprnlink.service.failures import FailureCounter
+from uprnlink.service.guards import install_guards
 from uprnlink.service.identities import (
     AuthenticationError,
     Authenticator,
     TokenAuthenticator,
     UserStore,
-    token_id_of,
 )
+from uprnlink.service.limits import LimitSettings
 from uprnlink.service.outputs import OutputDesk, OutputStore, read_checkers_required
+from uprnlink.service.upkeep import Upkeep
 from uprnlink.service.workers import PoolSettings, WorkerPool
 from uprnlink.settings import RunSettings
 
@@ -74,8 +76,6 @@ log = logging.getLogger("uprnlink.service")
 
 MAX_SQL_CHARS = 20_000
 MAX_BODY_BYTES = 64 * 1024
-AUTH_LOG_SECONDS = 60.0  # one auth.failed entry per source per minute ...
-AUTH_LOG_EVERY = 100  # ... and one more for every hundred failures within it
 
 
 class QueryRequest(BaseModel):
@@ -125,8 +125,15 @@ class ServiceState:
     ) -> None:
         self.settings = settings
         self.audit = audit or open_audit_log(settings)
-        # Refuse to start with an audit key the log does not know: nothing could be logged.
+        # Refuse to start with an audit key the log does not know: nothing could be logged;
+        # on a log that is not forward-sealed, or with the IG lead's seed in reach.
         self.audit.check_key()
+        check_sealed_service(self.audit)
+        self.failures = FailureCounter(
+            self.audit, window_seconds=settings.service.failure_window_seconds
+        )
+        self.limits = LimitSettings.from_service(settings.service)
+        self.portal_sessions: Any = None  # the portal's sessions, for the per-user limits
         self.store = UserStore(settings.users_file)
         self.authenticator = authenticator or TokenAuthenticator(self.store)
         self.roles = read_roles(settings.policy_path)
@@ -145,10 +152,10 @@ class ServiceState:
             workers=settings.service.workers,
             check_timeout=settings.service.check_timeout_seconds,
             max_bytes=settings.service.max_answer_mib * 2**20,
+            per_user=settings.service.workers_per_user,
         )
         self._lock = threading.Lock()
         self._live: _Live | None = None
-        self._failures: dict[str, list[float]] = {}
 
     def live(self) -> _Live:
         """The live release's workers (the one `out/uprnlink.duckdb` points at now); queries
@@ -211,40 +218,12 @@ class ServiceState:
                 self._live = None
 
     def identify(self, authorization: str | None, request: Request) -> Identity:
+        # A refusal is counted in the audit log by the failure counter (every 401, never
+        # dropped: uprnlink.service.failures), not logged one entry per attempt.
         try:
             return self.authenticator.authenticate(authorization)
         except AuthenticationError as exc:
-            token = (authorization or "").partition(" ")[2]
-            self._log_auth_failure(token_id_of(token), request)
             raise HTTPException(status_code=401, detail=str(exc)) from None
-
-    def _log_auth_failure(self, token_id: str | None, request: Request) -> None:
-        """One `auth.failed` entry per source per AUTH_LOG_SECONDS, counting the rest: a flood
-        of bad tokens cannot flood the audit log."""
-        source = request.client.host if request.client else "unknown"
-        now = time.monotonic()
-        with self._lock:
-            times = [t for t in self._failures.get(source, []) if now - t < AUTH_LOG_SECONDS]
-            first = not times
-            times.append(now)
-            self._failures[source] = times
-        if first:
-            self.audit.append(
-                "auth.failed",
-                actor="unknown",
-                data={"token_id": token_id, "path": request.url.path, "source": source},
-            )
-        elif len(times) % AUTH_LOG_EVERY == 0:
-            self.audit.append(
-                "auth.failed",
-                actor="unknown",
-                data={
-                    "token_id": token_id,
-                    "path": request.url.path,
-                    "source": source,
-                    "failures_in_window": len(times),
-                },
-            )
 
     def still_allowed(self, who: Identity) -> Callable[[], bool]:
         """Asked again before a query runs and before its answer leaves: is the token still
@@ -378,7 +357,7 @@ def create_app(state: ServiceState) -> FastAPI:
                     "user": user,
                     "role": safe_name(who.role),
                     "channel": "service",
-                    "query_fingerprint": query_fingerprint(str(body.sql)),
+                    "query_fingerprint": query_fingerprint(str(body.sql), state.audit),
                     "rule": "sql-is-a-job",
                 },
             )
@@ -429,7 +408,25 @@ def create_app(state: ServiceState) -> FastAPI:
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
+    install_guards(app, state)
     return app
+
+
+def check_sealed_service(audit: AuditLog) -> None:
+    """What the service refuses to start with: an audit log that is not forward-sealed, a
+    witness file it cannot append to, or the IG lead's verification seed in its environment
+    (the seed derives every sealing key, so it must never be where the service runs)."""
+    from uprnlink.governance.witness import check_sink_writable
+    from uprnlink.privacy.sealing import SEED_ENV
+
+    if os.environ.get(SEED_ENV):
+        raise AuditError(
+            f"{SEED_ENV} is set in the query service's environment: the verification seed "
+            "must never be on the service's host (rule: seed_location)"
+        )
+    audit.require_sealing()
+    for sink in audit.witness_sinks:
+        check_sink_writable(sink)
 
 
 def serve(settings: RunSettings, *, host: str | None = None, port: int | None = None) -> None:
@@ -448,8 +445,15 @@ def serve(settings: RunSettings, *, host: str | None = None, port: int | None = 
         actor=actor(),
         data={"host": host, "port": port, "version": __version__},
     )
+    upkeep = Upkeep(state.audit, state.failures)
+    try:
+        state.audit.witness(force=True)
+    except AuditError as exc:  # a syslog sink down; the file sink was checked above
+        log.error("%s", exc)
+    upkeep.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         state.close()
         state.audit.append("service.stopped", actor=actor(), data={"host": host, "port": port})
+        upkeep.stop()  # the last counts written, everything sealed, the head witnessed

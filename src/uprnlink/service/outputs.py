@@ -68,6 +68,7 @@ from uprnlink.publish.outputs import (
     to_csv_bytes,
     to_parquet_bytes,
 )
+from uprnlink.service.limits import current_user
 
 __all__ = [
     "OutputDesk",
@@ -373,7 +374,7 @@ class OutputDesk:
         if not title or not justification:
             raise OutputError("a job needs a title and a justification for the output checker", 400)
         base = self._base(who)
-        fingerprint = query_fingerprint(sql)
+        fingerprint = query_fingerprint(sql, self.audit)
         with self._lock:
             for r in self.store.records():
                 if (
@@ -486,6 +487,8 @@ class OutputDesk:
     ) -> None:
         record = self._finish(output_id, "running")
         who = Identity(record.submitter, record.role)
+        # Jobs share the query workers fairly with everyone's requests, as their submitter.
+        current_user.set(f"job:{record.submitter}")
         db = engine()
         sql = str(record.sql)
         try:
@@ -558,7 +561,7 @@ class OutputDesk:
         data = to_csv_bytes(frame, withheld) if fmt == "csv" else to_parquet_bytes(frame, withheld)
         digest = hashlib.sha256(data).hexdigest()
         now = _now()
-        fingerprint = query_fingerprint(json.dumps(table, sort_keys=True))
+        fingerprint = query_fingerprint(json.dumps(table, sort_keys=True), self.audit)
 
         def make(output_id: str, release: int) -> OutputRecord:
             return OutputRecord(

@@ -182,6 +182,7 @@ class Portal:
     def __init__(self, state: ServiceState) -> None:
         self.state = state
         self.sessions = Sessions()
+        state.portal_sessions = self.sessions  # the per-user limits know a session's user
         self.keys_cache: list[Any] = []
 
     def page(
@@ -315,8 +316,7 @@ def _sign_in_routes(app: FastAPI, portal: Portal) -> None:
         token = _first(fields, "token").strip()
         try:
             who = await run_in_threadpool(state.authenticator.authenticate, f"Bearer {token}")
-        except AuthenticationError:
-            await run_in_threadpool(state._log_auth_failure, None, request)
+        except AuthenticationError:  # the 401 is counted in the audit log (service.failures)
             return portal.page(
                 "login.html.j2",
                 "Sign in",
