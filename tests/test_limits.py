@@ -425,7 +425,7 @@ def guarded(small_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) ->
         state = service_app.ServiceState(settings)
         app = service_app.create_app(state)
         live = state.live()
-        _wait(lambda: len(live.answers) == len(queries.list_queries()), "the named answers")
+        _wait(lambda: len(live.tables) == len(queries.list_queries()), "the named tables")
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -708,3 +708,23 @@ def test_the_portal_end_to_end_in_a_headless_browser(
         "portal-checker-review.png",
         "portal-outputs.png",
     } <= taken
+
+
+def test_the_checkers_queue_shows_jobs_in_every_state(
+    query_service: QueryService, people: dict[str, str]
+) -> None:
+    """A failed job (no output, no advice) and a waiting one both appear in the checker's
+    queue, with their titles and justifications."""
+    svc = query_service
+    status, failed = job(
+        svc, people["ana2"], "SELECT error('x') AS e FROM households", title="fails on purpose"
+    )
+    assert status == 202
+    wait_for(svc, people["chk1"], failed["id"], {"failed"})
+    status, waiting = job(svc, people["ana2"], tagged(PASSING_SQL, "queue"), title="waits")
+    assert status == 202
+    opener, _ = _portal_session(svc, people["chk1"])
+    page = _open(opener, svc, "/portal/governance")
+    assert "fails on purpose" in page and "waits" in page
+    detail = _open(opener, svc, f"/portal/outputs/{failed['id']}")
+    assert "failed" in detail and 'id="failure"' in detail
