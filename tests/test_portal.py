@@ -721,7 +721,7 @@ def test_the_checkers_queue_shows_jobs_in_every_state(
     )
     assert status == 202
     wait_for(svc, people["chk1"], failed["id"], {"failed"})
-    status, waiting = job(svc, people["ana2"], tagged(PASSING_SQL, "queue"), title="waits")
+    status, _ = job(svc, people["ana2"], tagged(PASSING_SQL, "queue"), title="waits")
     assert status == 202
     opener, _ = _portal_session(svc, people["chk1"])
     page = _open(opener, svc, "/portal/governance")
