@@ -1,4 +1,16 @@
-"""Shared fixtures: a small seeded synthetic population run through the whole pipeline."""
+"""Shared fixtures: seeded synthetic populations, and pipeline runs on them, built once per session.
+
+Two populations are synthesised per test session, never more: `small_run`'s 1,500 people (seed 7),
+run once with everything on, for the tests that only read a finished run; and `population`'s
+300 people (seed 5), for the tests that need a tree of their own to change. Those copy it
+(`copy_tree`), or copy `base_run` (that population already run once, baselines off), which is
+far cheaper than synthesising and running again.
+
+Markers (pyproject.toml): `slow` is every test that needs a synthetic population or a pipeline
+run (applied here to any test using one of the fixtures below); `wheel`, `spark` and `browser`
+name the tests that build and install the wheel, start Spark, or drive Chromium. `make
+test-fast` leaves all four out; `make test` runs everything.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +33,26 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from uprnlink.settings import PROJECT_ROOT, RunSettings, read_settings
 
 SMALL_PEOPLE = 1500
 SMALL_SEED = 7
+# The population every other end-to-end test copies. 300 people give about 530 linked people
+# over the extracts' history (the flow test asserts more than 300).
+POPULATION_PEOPLE = 300
+POPULATION_SEED = 5
+BASE_RUN_ID = "20260101T000000Z-0001"
+
+# Hypothesis' per-example deadline (200 ms) measures the machine, not the code: on a loaded CI
+# machine a first example that compiles a polars expression overruns it and the test fails at
+# random. Every property test here runs without one (most already said so themselves).
+hypothesis_settings.register_profile(
+    "uprnlink", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile(os.environ.get("UPRNLINK_HYPOTHESIS_PROFILE", "uprnlink"))
 
 
 @dataclass
@@ -50,6 +77,34 @@ def make_demo_tree(root: Path, people: int, seed: int) -> Path:
     write_synthetic(root / "demo", people=people, seed=seed)
     create_demo_keys(read_settings(config))
     return config
+
+
+def no_baselines(config: Path) -> Path:
+    """The config with the evaluation baselines (deterministic and plain Splink) off: tests that
+    never look at them skip their training."""
+    text = config.read_text().replace("baselines = true", "baselines = false")
+    config.write_text(text)
+    return config
+
+
+def copy_tree(source: Path, root: Path) -> Path:
+    """A copy of a tree made by `make_demo_tree` (a population, or a finished run on one) under
+    root; returns its config. Folders in the config are relative, so the copy is independent."""
+    shutil.copytree(source, root, symlinks=True, dirs_exist_ok=True)
+    return root / "config" / "demo.toml"
+
+
+# Fixtures that give a test a synthetic population or a pipeline run: a test using any of them,
+# directly or through another fixture, is `slow` (not in `make test-fast`).
+RUN_FIXTURES = frozenset(
+    {"small_run", "query_service", "population", "base_run", "prefect_harness"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 PASSPHRASE_ENVS = (
@@ -107,6 +162,56 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
         summary=summary,
         log_text=stream.getvalue(),
     )
+
+
+@pytest.fixture(scope="session")
+def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared population's tree (300 people, seed 5, demo config and keys): read it, or
+    copy it with `copy_tree` (or the `demo_tree` fixture) to change anything."""
+    root = tmp_path_factory.mktemp("population")
+    make_demo_tree(root, POPULATION_PEOPLE, POPULATION_SEED)
+    return root
+
+
+@pytest.fixture
+def demo_tree(population: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the shared population; returns its config."""
+    return copy_tree(population, tmp_path / "tree")
+
+
+@dataclass
+class BaseRun:
+    """The shared population run once (no orchestrator, baselines off, run BASE_RUN_ID)."""
+
+    root: Path
+    config: Path
+    summary: dict[str, Any]
+
+    def copy(self, root: Path) -> Path:
+        """A copy of the finished run under root, to run on from; returns its config."""
+        return copy_tree(self.root, root)
+
+
+@pytest.fixture(scope="session")
+def base_run(population: Path, tmp_path_factory: pytest.TempPathFactory) -> BaseRun:
+    """The first run that many tests start from (a previous release, a model, ids to keep):
+    run once, copied by each (`base_run.copy`)."""
+    from uprnlink.run.runner import run_all
+
+    root = tmp_path_factory.mktemp("base_run")
+    config = no_baselines(copy_tree(population, root))
+    summary = run_all(str(config), run_id=BASE_RUN_ID)
+    return BaseRun(root=root, config=config, summary=summary)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A Prefect test server for the session's flow runs (the flow tests and `uprnlink run`
+    through the CLI), started once: each start costs 10-20 s."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @dataclass

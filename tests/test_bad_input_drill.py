@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import make_demo_tree
-from tests.test_incremental import no_baselines
+from tests.conftest import no_baselines
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.ingest.validate import ingest_extract
 from uprnlink.run import runner

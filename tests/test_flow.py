@@ -74,7 +74,7 @@ def test_incremental_flow_run_after_one_extract_changes(
     reuses the model and keeps person ids; the run publishes its Prefect artifact."""
     from prefect.client.orchestration import get_client
 
-    from tests.test_incremental import no_baselines
+    from tests.conftest import no_baselines
     from uprnlink.flows.household_linkage import household_linkage
     from uprnlink.flows.landing_watch import landing_watch
     from uprnlink.zones import Zones
