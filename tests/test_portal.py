@@ -445,6 +445,7 @@ def test_portal_sessions_and_attacks(query_service: QueryService, people: dict[s
 # ----------------------------------------------------------------------------- browser
 
 
+@pytest.mark.browser
 def test_the_portal_end_to_end_in_a_headless_browser(
     query_service: QueryService, people: dict[str, str], tmp_path: Path
 ) -> None:
