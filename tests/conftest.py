@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -231,6 +232,53 @@ class QueryService:
 
     def audit_events(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+
+    def wait_for_event(
+        self, event: str, after: int, timeout: float = 120.0, **data: Any
+    ) -> dict[str, Any]:
+        """The first `event` past the first `after` entries whose data has these values, waited
+        for (a deadline far beyond any machine's speed: it only stops a broken test hanging)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for entry in self.audit_events()[after:]:
+                if entry["event"] == event and all(entry["data"].get(k) == v for k, v in data.items()):
+                    return entry
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {event} {data} in the audit log after {timeout:g} s")
+            time.sleep(0.02)
+
+    def query_workers(self) -> list[int]:
+        """The service's query worker processes (its children started by multiprocessing's
+        spawn; Linux /proc)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (stat.parent / "cmdline").read_bytes() if ppid == self.process.pid else b""
+            except (OSError, ValueError, IndexError):
+                continue
+            if b"spawn_main" in cmdline:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    @contextlib.contextmanager
+    def workers_paused(self) -> Iterator[list[int]]:
+        """Every query worker stopped (SIGSTOP) until the block ends (SIGCONT). A query sent
+        meanwhile is checked and logged, then waits in a worker, however fast the machine,
+        until the test lets it go: the test, not a sleep, decides what happens during a query.
+        Leave the block well within the service's time limit (8 s), or the query is stopped."""
+        if not Path("/proc/self/stat").exists():
+            pytest.skip("pausing the query workers needs Linux /proc")
+        pids = self.query_workers()
+        assert pids, "the service has no query workers yet: ask it something first"
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pids
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
 
 def free_port() -> int:
