@@ -209,8 +209,14 @@ def base_run(population: Path, tmp_path_factory: pytest.TempPathFactory) -> Base
 def prefect_harness() -> Iterator[None]:
     """A Prefect test server for the session's flow runs (the flow tests and `uprnlink run`
     through the CLI), started once: each start costs 10-20 s."""
+    import prefect.main  # noqa: F401  (Prefect configures its logging on this import)
+    from prefect.logging.configuration import setup_logging
     from prefect.testing.utilities import prefect_test_harness
 
+    # Prefect's console handlers write to the sys.stderr of the moment they are made. Make them
+    # now, on the session's stream: made inside a test's capsys (the first flow run of a test
+    # that reads the CLI's output), they would write to a stream closed when that test ends.
+    setup_logging(incremental=False)
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
