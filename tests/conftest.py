@@ -247,7 +247,9 @@ class QueryService:
         deadline = time.monotonic() + timeout
         while True:
             for entry in self.audit_events()[after:]:
-                if entry["event"] == event and all(entry["data"].get(k) == v for k, v in data.items()):
+                if entry["event"] == event and all(
+                    entry["data"].get(k) == v for k, v in data.items()
+                ):
                     return entry
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {event} {data} in the audit log after {timeout:g} s")
@@ -260,7 +262,9 @@ class QueryService:
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                cmdline = (stat.parent / "cmdline").read_bytes() if ppid == self.process.pid else b""
+                cmdline = (
+                    (stat.parent / "cmdline").read_bytes() if ppid == self.process.pid else b""
+                )
             except (OSError, ValueError, IndexError):
                 continue
             if b"spawn_main" in cmdline:
