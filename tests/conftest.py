@@ -206,6 +206,18 @@ def base_run(population: Path, tmp_path_factory: pytest.TempPathFactory) -> Base
 
 
 @pytest.fixture(scope="session")
+def linked_synthetic_records(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """tests/test_linkage.py's synthetic records (120 people, three sources) linked once with
+    its SETTINGS: the model trained on them and the clusters, for the linkage tests that start
+    from that model (training is repeatable, so each would train this very one)."""
+    from tests.test_linkage import SETTINGS, synthetic_records
+    from uprnlink.linkage.predict import link_people
+
+    work = tmp_path_factory.mktemp("linked_records")
+    return link_people(synthetic_records(), SETTINGS, work_dir=work)
+
+
+@pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A Prefect test server for the session's flow runs (the flow tests and `uprnlink run`
     through the CLI), started once: each start costs 10-20 s."""

@@ -85,11 +85,10 @@ def records() -> pl.DataFrame:
     return synthetic_records()
 
 
-@pytest.fixture(scope="module")
-def trained(records: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The records linked once with SETTINGS, the model trained on them (training is
-    repeatable: each test that needs a fresh model under SETTINGS would train this one)."""
-    return link_people(records, SETTINGS, work_dir=tmp_path_factory.mktemp("trained"))
+@pytest.fixture
+def trained(linked_synthetic_records: Any) -> Any:
+    """The records linked once with SETTINGS (tests/conftest.py: one training per session)."""
+    return linked_synthetic_records
 
 
 def _scores(clusters: pl.DataFrame, records: pl.DataFrame) -> tuple[float, float]:
