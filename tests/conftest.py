@@ -53,7 +53,7 @@ BASE_RUN_ID = "20260101T000000Z-0001"
 hypothesis_settings.register_profile(
     "uprnlink", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-hypothesis_settings.load_profile(os.environ.get("UPRNLINK_HYPOTHESIS_PROFILE", "uprnlink"))
+hypothesis_settings.load_profile("uprnlink")
 
 
 @dataclass
