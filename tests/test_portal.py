@@ -573,6 +573,7 @@ def _cell(text: str) -> Any:
             return text
 
 
+@pytest.mark.browser
 def test_the_portal_end_to_end_in_a_headless_browser(
     query_service: QueryService, people: dict[str, str], tmp_path: Path
 ) -> None:

@@ -525,10 +525,12 @@ def test_f11_strangers_are_not_read_echoed_or_allowed_to_flood_the_log(
 def test_f3_a_token_revoked_while_its_query_runs_gets_no_answer(
     query_service: QueryService,
 ) -> None:
+    """The query cannot finish before the revocation: its worker is paused (SIGSTOP) from before
+    it is sent until after the token is revoked, and the revocation waits for the service to log
+    the query as started. (Before, a 0.3 s sleep bet that a cross join would outlast it.)"""
     import contextlib
     import io
     import threading
-    import time
 
     from uprnlink import cli
 
@@ -539,28 +541,35 @@ def test_f3_a_token_revoked_while_its_query_runs_gets_no_answer(
             cli.main(["users", "add", "trudy", "--role", "data_engineer", "--config", config]) == 0
         )
     token = out.getvalue().strip().splitlines()[1]
-    slow = "SELECT count(*) AS n FROM people a, people b, (SELECT 1 FROM people LIMIT 300) c"
+    sql = "SELECT count(*) AS revoked_mid_query FROM people"
+    # The same query for another analyst first: the service has its workers and has checked
+    # this query once (checks are kept per release), so nothing but the run needs a worker.
+    status, _ = call(query_service, {"sql": sql}, query_service.tokens["data_engineer"])
+    assert status == 200
     answer: dict[str, Any] = {}
 
     def ask() -> None:
-        answer["reply"] = call(query_service, {"sql": slow}, token)
+        answer["reply"] = call(query_service, {"sql": sql}, token)
 
     asking = threading.Thread(target=ask)
-    asking.start()
-    # Revoke as soon as the attempt is on the record (before its check and run), not after a
-    # fixed sleep: how long the query takes depends on the machine.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ValueError):  # a line being written as it is read
-            if "access.started" in events_for(query_service, slow):
-                break
-        time.sleep(0.005)
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert cli.main(["users", "revoke", "trudy", "--config", config]) == 0
-    asking.join()
+    before = len(query_service.audit_events())
+    with query_service.workers_paused():
+        asking.start()
+        query_service.wait_for_event(
+            "access.started",
+            before,
+            user="trudy",
+            query_fingerprint=query_fingerprint(sql, keyed(query_service)),
+        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cli.main(["users", "revoke", "trudy", "--config", config]) == 0
+    asking.join(timeout=120)
+    assert not asking.is_alive()
     status, body = answer["reply"]
     assert status == 403 and "revoked" in body["error"], body
-    assert events_for(query_service, slow)[-1] == "access.refused"
+    assert events_for(query_service, sql)[-1] == "access.refused"
+    refused = [e for e in query_service.audit_events() if e["event"] == "access.refused"][-1]
+    assert refused["actor"] == "trudy" and refused["data"]["rule"] == "revoked"
 
 
 def test_f5_a_release_switched_during_a_query_breaks_nothing(
@@ -568,28 +577,41 @@ def test_f5_a_release_switched_during_a_query_breaks_nothing(
 ) -> None:
     import shutil
     import threading
-    import time
 
     from uprnlink.publish import releases
 
     out = query_service.root / "demo" / "out"
     token = query_service.tokens["data_engineer"]
-    slow = "SELECT count(*) AS n FROM people a, people b, (SELECT 1 FROM people LIMIT 300) c"
+    sql = "SELECT count(*) AS asked_before_the_switch FROM people"
+    # Asked once first: the service has its workers and has checked this query on this release.
+    assert call(query_service, {"sql": sql}, token)[0] == 200
     answer: dict[str, Any] = {}
     thread = threading.Thread(
-        target=lambda: answer.update(reply=call(query_service, {"sql": slow}, token))
+        target=lambda: answer.update(reply=call(query_service, {"sql": sql}, token))
     )
-    thread.start()
-    time.sleep(0.3)
-    live = releases.current(out)
-    assert live is not None
-    staged = releases.staging_dir(out, "switched-release")
-    shutil.copytree(out / "releases" / live, staged, symlinks=True)
-    releases.switch(out, "switched-release")
+    before = len(query_service.audit_events())
+    # The query waits in a paused worker of the old release while the release switches (no
+    # sleep: it cannot finish first, however fast the machine).
+    with query_service.workers_paused():
+        thread.start()
+        query_service.wait_for_event(
+            "access.started",
+            before,
+            user="eng",
+            query_fingerprint=query_fingerprint(sql, keyed(query_service)),
+        )
+        live = releases.current(out)
+        assert live is not None
+        staged = releases.staging_dir(out, "switched-release")
+        shutil.copytree(out / "releases" / live, staged, symlinks=True)
+        releases.switch(out, "switched-release")
+        assert thread.is_alive()  # still waiting on the old release, now switched away
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert answer["reply"][0] == 200, answer["reply"]
+    # New queries are served by the new release's workers.
     status, _ = call(query_service, {"sql": "SELECT count(*) AS n FROM households"}, token)
     assert status == 200
-    thread.join()
-    assert answer["reply"][0] == 200, answer["reply"]
     status, health = call(query_service, None, None, "/api/health")
     assert health["release"] == "switched-release"
     # Every attempt that started ended on the record (an analyst's SQL refused unread never
