@@ -507,6 +507,15 @@ def protection_block(release: Release) -> str:
     )
 
 
+def limits_block(release: Release) -> str:
+    limits = release.policy.limits
+    return (
+        f"A table may cross up to {limits.max_dimensions} dimensions, have up to "
+        f"{limits.max_cells:,} cells and hold up to {limits.max_measures} measures (`[tables]` "
+        "in the policy; `uprnlink catalogue --json` shows them as `limits`).\n"
+    )
+
+
 def example_block(release: Release) -> str:
     """`TABLE_EXAMPLE` as the terminal shows it, and whether its rows add up to its total."""
     from uprnlink.cli import build_parser
@@ -534,6 +543,7 @@ def example_block(release: Release) -> str:
 FIGURES: dict[str, Callable[[Release], str]] = {
     "demo": demo_block,
     "protection": protection_block,
+    "limits": limits_block,
     "table_example": example_block,
 }
 
