@@ -493,7 +493,13 @@ def protection_block(release: Release) -> str:
     p = release.policy.perturbation
     low, high = p.magnitude_noise
     small = (
-        (f", never to 1-{p.no_small_values}" if p.no_small_values > 1 else ", never to 1")
+        (
+            f", never becoming 1 to {p.no_small_values}"
+            if p.no_small_values > 2
+            else ", never becoming 1 or 2"
+            if p.no_small_values == 2
+            else ", never becoming 1"
+        )
         if p.no_small_values
         else ""
     )
