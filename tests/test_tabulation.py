@@ -259,4 +259,6 @@ def test_the_docs_page_is_the_declaration() -> None:
         text=True,
         check=True,
     ).stdout
-    assert page == fresh, "run: .venv/bin/python -m uprnlink.publish.datasets > docs/table-builder.md"
+    assert page == fresh, (
+        "run: .venv/bin/python -m uprnlink.publish.datasets > docs/table-builder.md"
+    )
