@@ -474,18 +474,18 @@ def _long_date(day: date) -> str:
 def demo_block(release: Release) -> str:
     counts = release.run_info.get("counts", {})
     meta = " ".join(f"{k}={v}" for k, v in release.meta().items())
-    people = release.demo.get("people")
+    people, seed = release.demo.get("people"), release.demo.get("seed")
     source = (
-        f"`make demo`'s live release: {people:,} synthetic people (seed {release.demo.get('seed')})"
+        f"`make demo`'s live release (a synthetic population, `--people {people} --seed {seed}`)"
         if people
         else "a published release"
     )
     return (
         f"<!-- demo: {meta} -->\n"
-        f"The answers in this guide are from {source}, linked into "
-        f"{fmt(counts.get('people'))} people, {fmt(counts.get('households'))} private households "
-        f"and {fmt(counts.get('communal_establishments'))} communal establishments on "
-        f"{_long_date(release.reference_date)}.\n"
+        f"The answers in this guide are from {source}: {fmt(counts.get('people'))} people "
+        f"linked over the extracts' years, and {fmt(counts.get('households'))} private "
+        f"households and {fmt(counts.get('communal_establishments'))} communal "
+        f"establishments on {_long_date(release.reference_date)}.\n"
     )
 
 
