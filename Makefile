@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup browser screenshots demo demo2 service test test-fast lint format typecheck check bench dist dist-native serve stop clean
+.PHONY: help setup browser screenshots demo demo2 guide guide-check service test test-fast lint format typecheck check bench dist dist-native serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -25,8 +25,20 @@ $(STAMP): pyproject.toml constraints.txt setup.py src/uprnlink/privacy/_hmac.c
 
 setup: $(STAMP) ## Create or refresh the project's virtual environment (.venv/)
 
-demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/ and print a summary
+GUIDE_FIGURES := $(BIN)/python docs/img/make_charts.py --config demo/demo.toml
+
+demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/, print a summary and check the analyst guide's figures
 	$(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
+	@echo
+	@$(GUIDE_FIGURES) --check || true
+
+guide: $(STAMP) ## Rewrite the analyst guide's answer tables and charts (docs/img/) from the demo's live release
+	@test -e demo/out/uprnlink.duckdb || $(MAKE) demo
+	$(GUIDE_FIGURES)
+
+guide-check: $(STAMP) ## Check that the analyst guide's figures are the demo's (make demo ends with this)
+	@test -e demo/out/uprnlink.duckdb || { echo "guide-check: no demo: run make demo"; exit 2; }
+	@$(GUIDE_FIGURES) --check
 
 demo2: $(STAMP) ## The same on a second, independent population in other systems' layouts (testpop/)
 	$(BIN)/uprnlink demo --population testpop --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)

@@ -37,6 +37,7 @@ def test_the_library_parses_and_every_question_is_a_table_with_words_and_a_chart
 
 
 def test_the_guide_works_through_at_least_five_named_questions() -> None:
+    """Each with its generated answer (tests/test_guide.py checks the generator)."""
     names = guide_questions()
     assert len(names) >= 5, names
     library = {q.name for q in list_queries()}
@@ -44,6 +45,7 @@ def test_the_guide_works_through_at_least_five_named_questions() -> None:
     text = GUIDE.read_text(encoding="utf-8")
     for name in names:
         assert get_query(name).title in text, name
+        assert f"<!-- answer: {name} -->" in text, name
 
 
 @pytest.mark.slow
@@ -73,14 +75,9 @@ def test_every_named_question_answers_on_the_small_run(small_run: PipelineRun, n
 
 
 def _docs_charts():
-    import importlib.util
+    from tests.test_guide import load_generator
 
-    path = PROJECT_ROOT / "docs" / "img" / "make_charts.py"
-    spec = importlib.util.spec_from_file_location("make_charts", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_generator()
 
 
 @pytest.mark.slow

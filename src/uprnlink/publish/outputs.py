@@ -67,8 +67,8 @@ __all__ = [
 
 WITHHELD = "[c]"
 WITHHELD_NOTE = (
-    "[c] confidential: withheld to protect individuals (a small number, or one that could "
-    "be worked out from the others); not zero and not missing."
+    "[c] confidential: withheld to protect individuals (a count below the threshold after "
+    "perturbation, possibly zero, or a figure computed from one); not missing."
 )
 
 _COUNT_FUNCTIONS = frozenset({"count", "count_star", "safe_count"})
