@@ -19,8 +19,9 @@ empty bars labelled "withheld" in charts, never zero.
 `--check` rewrites nothing. It says "analyst guide: figures match this demo" (exit 0), or
 which block differs and to run `make guide` (exit 1), or that the guide's figures come from
 another demo (exit 3): other people or seed, or other demo keys. The keys matter: the
-linkage and every perturbed cell depend on them, and a checkout makes its own demo keys on
-its first `make demo`, so its figures differ from the guide's by a few.
+linkage and every perturbed cell depend on them. `uprnlink demo --seed N` makes its keys from
+the seed, so the same demo gives the same figures on every checkout; keys made any other way
+(an older checkout's) give answers that differ by a few.
 
 Needs the `dev` extra (altair, vl-convert-python).
 """
@@ -629,9 +630,10 @@ def check(text: str, blocks: dict[tuple[str, str], str], release: Release) -> Ch
         return CheckResult(
             "other-demo",
             "analyst guide: its figures are from a demo with other keys "
-            f"({theirs.get('keys')}; this demo's are {ours['keys']}). A checkout makes its own "
-            "demo keys on its first `make demo`, and the linkage and every perturbed cell "
-            "depend on them, so this demo's answers differ from the guide's by a few. "
+            f"({theirs.get('keys')}; this demo's are {ours['keys']}). The linkage and every "
+            "perturbed cell depend on the keys, so this demo's answers differ from the guide's "
+            "by a few (a demo made with `uprnlink demo --seed` has the guide's keys: delete "
+            "demo/work/keys and run `make demo` again). "
             "`make guide` rewrites the guide from this demo (commit that only if you mean "
             "to replace the guide's figures).",
         )

@@ -331,7 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     synth_s = time.perf_counter() - t0
     print(f"      {sum(counts.values()):,} source records in {synth_s:.1f} s")
 
-    _demo_keys(settings)
+    _demo_keys(settings, args.seed)
 
     how = "Prefect" if prefect_installed() else "no orchestrator"
     print(f"[2/4] Running the household-linkage flow ({how}, embedded DuckDB) ...")
@@ -352,14 +352,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_keys(settings: Any) -> None:
+def _demo_keys(settings: Any, seed: int | None = None) -> None:
     """The demo's three keys (pseudonymisation, audit, release), created on first use with the
     public demo passphrase and their creation audited; the passphrases go into the
     environment of this process only."""
     from uprnlink.governance.audit import record_key_event
     from uprnlink.privacy.keys import create_demo_keys, use_demo_passphrases
 
-    created = create_demo_keys(settings)
+    created = create_demo_keys(settings, seed=seed)
     use_demo_passphrases(settings)
     _banner(
         "DEMO KEYS: the demo's keys are locked with a passphrase published in the source code. "
