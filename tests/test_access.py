@@ -30,7 +30,6 @@ from uprnlink.publish.access import (
     readable_tables,
     role_relations,
 )
-from uprnlink.publish.disclosure import DisclosurePolicy
 from uprnlink.settings import PROJECT_ROOT
 
 ANALYST = ("households", "people", "area_summary")
@@ -184,7 +183,6 @@ def test_a_token_revoked_while_its_query_runs_gets_no_answer(tmp_path: Path) -> 
             audit,
             Identity("trudy", "analyst", "tok-1"),
             {"analyst": ("households",)},
-            DisclosurePolicy(),
             sql="SELECT count(*) AS n FROM households",
             still_allowed=lambda: active["trudy"],
         )
