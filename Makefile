@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 DEMO_PEOPLE ?= 20000
 DEMO_SEED ?= 42
 
-.PHONY: help setup browser screenshots demo demo2 service test test-fast lint format typecheck check bench dist dist-native serve stop clean
+.PHONY: help setup browser screenshots demo demo2 guide guide-check service test test-fast lint format typecheck check bench dist dist-native serve stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}'
@@ -25,8 +25,20 @@ $(STAMP): pyproject.toml constraints.txt setup.py src/uprnlink/privacy/_hmac.c
 
 setup: $(STAMP) ## Create or refresh the project's virtual environment (.venv/)
 
-demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/ and print a summary
+GUIDE_FIGURES := $(BIN)/python docs/img/make_charts.py --config demo/demo.toml
+
+demo: $(STAMP) ## Synthesise ~20k people, run the pipeline, publish demo/out/, print a summary and check the analyst guide's figures
 	$(BIN)/uprnlink demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
+	@echo
+	@$(GUIDE_FIGURES) --check || true
+
+guide: $(STAMP) ## Rewrite the analyst guide's answer tables and charts (docs/img/) from the demo's live release
+	@test -e demo/out/uprnlink.duckdb || $(MAKE) demo
+	$(GUIDE_FIGURES)
+
+guide-check: $(STAMP) ## Check that the analyst guide's figures are the demo's (make demo ends with this)
+	@test -e demo/out/uprnlink.duckdb || { echo "guide-check: no demo: run make demo"; exit 2; }
+	@$(GUIDE_FIGURES) --check
 
 demo2: $(STAMP) ## The same on a second, independent population in other systems' layouts (testpop/)
 	$(BIN)/uprnlink demo --population testpop --people $(DEMO_PEOPLE) --seed $(DEMO_SEED)
@@ -41,14 +53,14 @@ browser: ## Install Debian's Chromium for the portal's browser tests (apt, as ro
 	    || echo "browser: apt-get could not install chromium: the browser test will skip"; \
 	else echo "browser: no $(CHROMIUM) and no apt-get as root: the browser test will skip"; fi
 
-test: $(STAMP) browser ## Run the whole test suite (installs the test browser first: make browser)
+test: $(STAMP) browser ## Run the whole test suite, as CI does: about 5 min on 2 cores (installs the test browser first: make browser)
 	$(BIN)/python -m pytest -q
 
 screenshots: $(STAMP) browser ## Refresh the portal's screenshots in docs/img/ (the browser test, writing there)
 	UPRNLINK_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_portal.py -k headless_browser
 
-test-fast: $(STAMP) ## Run the tests that need no synthetic population
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: $(STAMP) ## The developer loop, about 85 s: every test that needs no synthetic population or pipeline run (no wheel, Spark or browser)
+	$(BIN)/python -m pytest -q -m "not slow and not wheel and not spark and not browser"
 
 lint: $(STAMP) ## Lint with ruff and check the import rules (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks
@@ -71,17 +83,23 @@ dist-native: $(STAMP) ## Build a wheel with the C extension (cp311-abi3: CPython
 	UPRNLINK_BUILD_HMAC=1 $(BIN)/python -m build --wheel --outdir dist .
 
 SERVICE_PORT ?= 8765
-DEMO_AUDIT := UPRNLINK_AUDIT_PASSPHRASE=uprnlink-demo-passphrase-not-for-real-data
+DEMO_PASSPHRASE := uprnlink-demo-passphrase-not-for-real-data
 
+# The demo's audit passphrase reaches the commands through their environment only (exported
+# for this target), so no command line that make prints holds it (make -n service neither).
+service: export UPRNLINK_AUDIT_PASSPHRASE = $(DEMO_PASSPHRASE)
 service: $(STAMP) ## Run the query service on the demo's live release; prints an analyst's token
 	@test -e demo/out/uprnlink.duckdb || $(MAKE) demo
+	@test -e demo/work/audit/seal.state || { rm -f demo/ig-lead/audit-seal.seed; \
+	  $(BIN)/uprnlink audit seal init --config demo/demo.toml --seed-file demo/ig-lead/audit-seal.seed; }
 	@echo "Issuing a token for the demo analyst 'demo-analyst' (shown once):"
-	@$(DEMO_AUDIT) $(BIN)/uprnlink users rotate demo-analyst --config demo/demo.toml 2>/dev/null \
-	  || $(DEMO_AUDIT) $(BIN)/uprnlink users add demo-analyst --role analyst --config demo/demo.toml
+	@$(BIN)/uprnlink users rotate demo-analyst --config demo/demo.toml 2>/dev/null \
+	  || $(BIN)/uprnlink users add demo-analyst --role analyst --config demo/demo.toml
 	@echo "In another terminal: export UPRNLINK_TOKEN=<the token above>"
 	@echo "                     export UPRNLINK_URL=http://127.0.0.1:$(SERVICE_PORT)"
 	@echo "                     .venv/bin/uprnlink query --named overcrowding_by_deprivation"
-	$(DEMO_AUDIT) $(BIN)/uprnlink serve --config demo/demo.toml --port $(SERVICE_PORT)
+	@echo "Serving on port $(SERVICE_PORT) (the audit passphrase is in its environment, never printed)"
+	@$(BIN)/uprnlink serve --config demo/demo.toml --port $(SERVICE_PORT)
 
 SERVE_PORT ?= 4200
 

@@ -1,4 +1,16 @@
-"""Shared fixtures: a small seeded synthetic population run through the whole pipeline."""
+"""Shared fixtures: seeded synthetic populations, and pipeline runs on them, built once per session.
+
+Two populations are synthesised per test session, never more: `small_run`'s 1,500 people (seed 7),
+run once with everything on, for the tests that only read a finished run; and `population`'s
+300 people (seed 5), for the tests that need a tree of their own to change. Those copy it
+(`copy_tree`), or copy `base_run` (that population already run once, baselines off), which is
+far cheaper than synthesising and running again.
+
+Markers (pyproject.toml): `slow` is every test that needs a synthetic population or a pipeline
+run (applied here to any test using one of the fixtures below); `wheel`, `spark` and `browser`
+name the tests that build and install the wheel, start Spark, or drive Chromium. `make
+test-fast` leaves all four out; `make test` runs everything.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,11 +34,26 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from uprnlink.settings import PROJECT_ROOT, RunSettings, read_settings
 
 SMALL_PEOPLE = 1500
 SMALL_SEED = 7
+# The population every other end-to-end test copies. 300 people give about 530 linked people
+# over the extracts' history (the flow test asserts more than 300).
+POPULATION_PEOPLE = 300
+POPULATION_SEED = 5
+BASE_RUN_ID = "20260101T000000Z-0001"
+
+# Hypothesis' per-example deadline (200 ms) measures the machine, not the code: on a loaded CI
+# machine a first example that compiles a polars expression overruns it and the test fails at
+# random. Every property test here runs without one (most already said so themselves).
+hypothesis_settings.register_profile(
+    "uprnlink", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("uprnlink")
 
 
 @dataclass
@@ -50,6 +78,34 @@ def make_demo_tree(root: Path, people: int, seed: int) -> Path:
     write_synthetic(root / "demo", people=people, seed=seed)
     create_demo_keys(read_settings(config))
     return config
+
+
+def no_baselines(config: Path) -> Path:
+    """The config with the evaluation baselines (deterministic and plain Splink) off: tests that
+    never look at them skip their training."""
+    text = config.read_text().replace("baselines = true", "baselines = false")
+    config.write_text(text)
+    return config
+
+
+def copy_tree(source: Path, root: Path) -> Path:
+    """A copy of a tree made by `make_demo_tree` (a population, or a finished run on one) under
+    root; returns its config. Folders in the config are relative, so the copy is independent."""
+    shutil.copytree(source, root, symlinks=True, dirs_exist_ok=True)
+    return root / "config" / "demo.toml"
+
+
+# Fixtures that give a test a synthetic population or a pipeline run: a test using any of them,
+# directly or through another fixture, is `slow` (not in `make test-fast`).
+RUN_FIXTURES = frozenset(
+    {"small_run", "query_service", "population", "base_run", "prefect_harness"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 PASSPHRASE_ENVS = (
@@ -109,6 +165,74 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     )
 
 
+@pytest.fixture(scope="session")
+def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared population's tree (300 people, seed 5, demo config and keys): read it, or
+    copy it with `copy_tree` (or the `demo_tree` fixture) to change anything."""
+    root = tmp_path_factory.mktemp("population")
+    make_demo_tree(root, POPULATION_PEOPLE, POPULATION_SEED)
+    return root
+
+
+@pytest.fixture
+def demo_tree(population: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the shared population; returns its config."""
+    return copy_tree(population, tmp_path / "tree")
+
+
+@dataclass
+class BaseRun:
+    """The shared population run once (no orchestrator, baselines off, run BASE_RUN_ID)."""
+
+    root: Path
+    config: Path
+    summary: dict[str, Any]
+
+    def copy(self, root: Path) -> Path:
+        """A copy of the finished run under root, to run on from; returns its config."""
+        return copy_tree(self.root, root)
+
+
+@pytest.fixture(scope="session")
+def base_run(population: Path, tmp_path_factory: pytest.TempPathFactory) -> BaseRun:
+    """The first run that many tests start from (a previous release, a model, ids to keep):
+    run once, copied by each (`base_run.copy`)."""
+    from uprnlink.run.runner import run_all
+
+    root = tmp_path_factory.mktemp("base_run")
+    config = no_baselines(copy_tree(population, root))
+    summary = run_all(str(config), run_id=BASE_RUN_ID)
+    return BaseRun(root=root, config=config, summary=summary)
+
+
+@pytest.fixture(scope="session")
+def linked_synthetic_records(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """tests/test_linkage.py's synthetic records (120 people, three sources) linked once with
+    its SETTINGS: the model trained on them and the clusters, for the linkage tests that start
+    from that model (training is repeatable, so each would train this very one)."""
+    from tests.test_linkage import SETTINGS, synthetic_records
+    from uprnlink.linkage.predict import link_people
+
+    work = tmp_path_factory.mktemp("linked_records")
+    return link_people(synthetic_records(), SETTINGS, work_dir=work)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A Prefect test server for the session's flow runs (the flow tests and `uprnlink run`
+    through the CLI), started once: each start costs 10-20 s."""
+    import prefect.main  # noqa: F401  (Prefect configures its logging on this import)
+    from prefect.logging.configuration import setup_logging
+    from prefect.testing.utilities import prefect_test_harness
+
+    # Prefect's console handlers write to the sys.stderr of the moment they are made. Make them
+    # now, on the session's stream: made inside a test's capsys (the first flow run of a test
+    # that reads the CLI's output), they would write to a stream closed when that test ends.
+    setup_logging(incremental=False)
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @dataclass
 class QueryService:
     """`uprnlink serve` on a copy of the small run, with one user per role."""
@@ -119,6 +243,7 @@ class QueryService:
     tokens: dict[str, str]  # role -> token
     process: subprocess.Popen[bytes]
     log: Path
+    seed_file: Path | None = None  # the IG lead's verification seed (the service never reads it)
 
     @property
     def audit_log(self) -> Path:
@@ -126,6 +251,57 @@ class QueryService:
 
     def audit_events(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+
+    def wait_for_event(
+        self, event: str, after: int, timeout: float = 120.0, **data: Any
+    ) -> dict[str, Any]:
+        """The first `event` past the first `after` entries whose data has these values, waited
+        for (a deadline far beyond any machine's speed: it only stops a broken test hanging)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for entry in self.audit_events()[after:]:
+                if entry["event"] == event and all(
+                    entry["data"].get(k) == v for k, v in data.items()
+                ):
+                    return entry
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {event} {data} in the audit log after {timeout:g} s")
+            time.sleep(0.02)
+
+    def query_workers(self) -> list[int]:
+        """The service's query worker processes (its children started by multiprocessing's
+        spawn; Linux /proc)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (
+                    (stat.parent / "cmdline").read_bytes() if ppid == self.process.pid else b""
+                )
+            except (OSError, ValueError, IndexError):
+                continue
+            if b"spawn_main" in cmdline:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    @contextlib.contextmanager
+    def workers_paused(self) -> Iterator[list[int]]:
+        """Every query worker stopped (SIGSTOP) until the block ends (SIGCONT). A query sent
+        meanwhile is checked and logged, then waits in a worker, however fast the machine,
+        until the test lets it go: the test, not a sleep, decides what happens during a query.
+        Leave the block well within the service's time limit (8 s), or the query is stopped."""
+        if not Path("/proc/self/stat").exists():
+            pytest.skip("pausing the query workers needs Linux /proc")
+        pids = self.query_workers()
+        assert pids, "the service has no query workers yet: ask it something first"
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pids
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
 
 def free_port() -> int:
@@ -181,10 +357,27 @@ def query_service(
     config.write_text(
         config.read_text()
         + "\n[service]\ntimeout_seconds = 8\ncheck_timeout_seconds = 2\nmax_rows = 50000\n"
-        + "max_answer_mib = 2\nworkers = 3\n"
+        + "max_answer_mib = 2\nworkers = 3\nfailure_window_seconds = 1\n"
+        # Generous per-user limits: the suite asks hundreds of questions as one analyst
+        # (tests/test_limits.py tries tight ones).
+        + "user_rate_per_minute = 60000\nuser_burst = 5000\nuser_concurrency = 3\n"
     )
+    # The IG lead starts sealing the log (the service refuses an unsealed one).
+    seed_file = root / "ig-lead" / "audit-seal.seed"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert (
+            cli.main(
+                ["audit", "seal", "init", "--config", str(config), "--seed-file", str(seed_file)]
+            )
+            == 0
+        )
     tokens = {}
-    for name, role in (("ana", "analyst"), ("eng", "data_engineer"), ("ig", "ig_lead")):
+    for name, role in (
+        ("ana", "analyst"),
+        ("eng", "data_engineer"),
+        ("ig", "ig_lead"),
+        ("chk", "output_checker"),
+    ):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
             assert cli.main(["users", "add", name, "--role", role, "--config", str(config)]) == 0
@@ -194,7 +387,7 @@ def query_service(
     proc = start_service(config, port, log, service_environment())
     assert proc.poll() is None, log.read_text()
     try:
-        yield QueryService(f"http://127.0.0.1:{port}", root, config, tokens, proc, log)
+        yield QueryService(f"http://127.0.0.1:{port}", root, config, tokens, proc, log, seed_file)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -6,14 +6,25 @@ through the running service, with the audit log, are in tests/test_service.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from tests.conftest import PipelineRun
+from uprnlink.governance.audit import AuditLog
+from uprnlink.privacy.keys import MasterKey
 from uprnlink.publish.access import (
+    AccessRefusedError,
     AnalystDatabase,
+    Identity,
+    QueryCheck,
     QueryFailedError,
+    QueryResult,
+    governed_query,
     query_fingerprint,
     read_roles,
     readable_tables,
@@ -96,14 +107,20 @@ def test_the_binder_reports_what_is_read(db: AnalystDatabase) -> None:
     assert macro.relations == ("households_as_at",)
 
 
-def test_wildcard_means_every_analyst_view_and_macro_and_nothing_else(db: AnalystDatabase) -> None:
+def test_wildcard_means_every_analyst_view_and_macro_and_nothing_else(
+    db: AnalystDatabase, tmp_path: Path
+) -> None:
+    from uprnlink.governance.audit import AuditLog
+    from uprnlink.privacy.keys import MasterKey
     from uprnlink.publish.database import MACROS, VIEWS
+
+    log = AuditLog(tmp_path / "audit.jsonl", MasterKey(bytes(32), kind="audit"))
 
     assert role_relations(("*",)) == frozenset({*VIEWS, *MACROS})
     assert not db.check("SELECT * FROM linked.person", ("*",)).allowed
     assert ("main", "people") in readable_tables(role_relations(("*",)))
-    assert query_fingerprint("SELECT  1\n") == query_fingerprint("SELECT 1")
-    assert query_fingerprint("SELECT 1") != query_fingerprint("SELECT 2")
+    assert query_fingerprint("SELECT  1\n", log) == query_fingerprint("SELECT 1", log)
+    assert query_fingerprint("SELECT 1", log) != query_fingerprint("SELECT 2", log)
 
 
 def test_policy_roles_cover_the_analyst_views() -> None:
@@ -130,3 +147,46 @@ def test_row_limit_and_timeout(db: AnalystDatabase) -> None:
     assert result.table.num_rows == 7 and result.truncated
     with pytest.raises(QueryFailedError, match="longer than"):
         db.run("SELECT count(*) FROM people a, people b, people c, people d", timeout=0.5)
+
+
+class _EngineWithAHook:
+    """A query engine that allows every query and, while running one, calls the test's hook: the
+    test decides what happens mid-query, whatever the machine's speed."""
+
+    def __init__(self, while_running: Callable[[], None]) -> None:
+        self.while_running = while_running
+        self.ran = 0
+
+    def check(self, sql: str, granted: tuple[str, ...]) -> QueryCheck:
+        return QueryCheck(True, ("households",), reads=("main.households",))
+
+    def run(self, sql: str, *, max_rows: int, timeout: float) -> QueryResult:
+        self.ran += 1
+        self.while_running()
+        return QueryResult(pa.table({"n": [42]}), False, 0.01)
+
+
+def test_a_token_revoked_while_its_query_runs_gets_no_answer(tmp_path: Path) -> None:
+    """The token is asked about again once the query has run: revoked in the meantime, the
+    answer is withheld and the attempt ends refused on the record (the service's end-to-end
+    version is tests/test_service.py::test_f3...)."""
+    active = {"trudy": True}
+
+    def revoke() -> None:
+        active["trudy"] = False
+
+    engine = _EngineWithAHook(while_running=revoke)
+    audit = AuditLog(tmp_path / "audit.jsonl", MasterKey(os.urandom(32)))
+    with pytest.raises(AccessRefusedError, match="revoked"):
+        governed_query(
+            engine,
+            audit,
+            Identity("trudy", "analyst", "tok-1"),
+            {"analyst": ("households",)},
+            sql="SELECT count(*) AS n FROM households",
+            still_allowed=lambda: active["trudy"],
+        )
+    assert engine.ran == 1  # it was refused after running, not before
+    events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["access.started", "access.refused"]
+    assert events[-1]["data"]["rule"] == "revoked" and "rows" not in events[-1]["data"]

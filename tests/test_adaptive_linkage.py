@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -108,9 +109,11 @@ def test_deliveries_without_some_identifiers_link(
     assert precision >= 0.9 and recall >= 0.8, (precision, recall)
 
 
-def test_a_saved_model_is_not_reused_for_another_identifier_set(tmp_path: Path) -> None:
+def test_a_saved_model_is_not_reused_for_another_identifier_set(
+    linked_synthetic_records: Any, tmp_path: Path
+) -> None:
     records = synthetic_records()
-    full = link_people(records, SETTINGS, work_dir=tmp_path)
+    full = linked_synthetic_records  # these records linked with SETTINGS (tests/conftest.py)
     council = _without(records, "nhs_token", "sex")
     again = link_people(council, SETTINGS, work_dir=tmp_path, model=full.model)
     assert again.model_trained  # the full model does not fit these identifiers

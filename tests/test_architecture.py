@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_demo_tree
+from tests.conftest import no_baselines
 from uprnlink.settings import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "src" / "uprnlink"
@@ -91,14 +91,13 @@ def test_only_the_publisher_opens_a_duckdb_file_for_writing() -> None:
 
 
 @pytest.mark.slow
-def test_a_run_unlocks_each_key_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_unlocks_each_key_once(demo_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """scrypt runs once per key and process (pseudonymisation, release, audit), however many
     stages ask for them."""
     from uprnlink.privacy import keys
     from uprnlink.run import runner
 
-    config = make_demo_tree(tmp_path, people=150, seed=3)
-    config.write_text(config.read_text().replace("baselines = true", "baselines = false"))
+    config = no_baselines(demo_tree)
     keys.forget_run_keys()
     calls: list[int] = []
     real = keys._derive_kek

@@ -342,3 +342,197 @@ def test_epochs_from_the_cli_rotation_event(tmp_path):
 def test_reports_are_deterministic(log):
     assert report(log) == report(log)
     assert json.loads(json.dumps(summarise_audit(read_audit_events(log[0]))))
+
+
+# --------------------------------------------------------------------------- issue #22, point 13
+
+
+def _write(tmp_path: Path, events: list[tuple[str, dict]]) -> Path:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, KEY, clock=step_clock())
+    for event, data in events:
+        audit.append(event, actor="svc@host", data=data)
+    return path
+
+
+def test_a_refusal_shows_the_rule_the_log_records(tmp_path):
+    """The log writes a refusal's rule code as ``rule``: the report used to show "-"."""
+    path = _write(
+        tmp_path,
+        [
+            ("access.refused", {"user": "ana", "role": "analyst", "rule": "relation", "views": []}),
+            ("access.refused", {"user": "ana", "role": "analyst", "rule": "revoked", "views": []}),
+        ],
+    )
+    s = summarise_audit(read_audit_events(path))
+    assert s["refused"]["by_reason"] == {"relation": 1, "revoked": 1}
+    md = render_audit_report(path, KEY, head_path=None, now=NOW)
+    assert "| ana | analyst | 2 | relation (1), revoked (1) |" in md
+    assert "| analyst | relation |" in md
+
+
+OUTPUT_EVENTS = [
+    (
+        "answer.refused",
+        {
+            "user": "ana",
+            "role": "analyst",
+            "query_fingerprint": "a" * 16,
+            "rules": ["threshold", "secondary"],
+        },
+    ),
+    (
+        "answer.refused",
+        {"user": "ana", "role": "analyst", "query_fingerprint": "b" * 16, "rules": ["threshold"]},
+    ),
+    (
+        "output.submitted",
+        {
+            "user": "ana",
+            "role": "analyst",
+            "output_id": "out-000003",
+            "rules": ["dominance"],
+            "sha256": "c" * 64,
+        },
+    ),
+    (
+        "output.decision_refused",
+        {
+            "user": "olu",
+            "role": "output_checker",
+            "action": "output.approved",
+            "output_id": "out-000003",
+            "rule": "own-submission",
+        },
+    ),
+    (
+        "output.download_refused",
+        {"user": "bob", "role": "analyst", "output_id": "out-000003", "rule": "not-yours"},
+    ),
+]
+
+
+def test_refused_answers_and_outputs_are_summarised(tmp_path):
+    path = _write(tmp_path, OUTPUT_EVENTS)
+    s = summarise_audit(read_audit_events(path))
+    assert s["outputs"]["answer.refused"] == {
+        "total": 2,
+        "by_user": {"ana": 2},
+        "by_rule": {"threshold": 2, "secondary": 1},
+    }
+    assert s["outputs"]["output.submitted"]["by_rule"] == {"dominance": 1}
+    assert s["outputs"]["output.decision_refused"]["by_rule"] == {"own-submission": 1}
+    assert s["outputs"]["output.download_refused"]["by_user"] == {"bob": 1}
+    md = render_audit_report(path, KEY, head_path=None, now=NOW)
+    assert "## Refused answers and outputs" in md
+    assert "| ana | analyst | 2 | threshold (2), secondary (1) |" in md
+    assert "| answers refused by the output rules | 2 |" in md
+    assert "| outputs submitted for review | 1 |" in md
+    assert "| output decisions or downloads refused | 2 |" in md
+    assert "| olu | output_checker | 1 | own-submission (1) |" in md
+    assert "| out-000003 | output.approved |" in md
+    assert "| bob | analyst | 1 | not-yours (1) |" in md
+
+
+def test_counted_failures_are_summarised(tmp_path):
+    counts = [
+        {"status": 401, "route": "api/query", "who": "source:10.0.0.9", "n": 400},
+        {"status": 429, "route": "api/query", "who": "tok-aaaaaaaaaaaa", "n": 3},
+        {"status": 413, "route": "portal/login", "who": "source:10.0.0.9", "n": 1},
+    ]
+    path = _write(
+        tmp_path,
+        [
+            (
+                "service.failures",
+                {"window_start": "2026-04-01T09:00:00Z", "total": 403, "counts": counts[:2]},
+            ),
+            (
+                "service.failures",
+                {"window_start": "2026-04-01T09:01:00Z", "total": 1, "counts": counts[2:]},
+            ),
+        ],
+    )
+    s = summarise_audit(read_audit_events(path))
+    assert s["failures"] == {
+        "total": 404,
+        "windows": 2,
+        "by_status": {"401": 400, "429": 3, "413": 1},
+        "by_route": {"api/query": 403, "portal/login": 1},
+        "by_who": {"source:10.0.0.9": 401, "tok-aaaaaaaaaaaa": 3},
+    }
+    md = render_audit_report(path, KEY, head_path=None, now=NOW)
+    assert "404 request(s) refused or failed in 2 counted window(s)" in md
+    assert "| 401 | 400 |" in md and "| portal/login | 1 |" in md
+    assert "| source:10.0.0.9 | 401 | 401 (400), 413 (1) |" in md
+    assert "| refused or failed requests (counted) | 404 |" in md
+
+
+def test_seals_and_witnesses_are_reported(tmp_path):
+    from uprnlink.governance.audit import SealPolicy
+    from uprnlink.governance.witness import FileWitnessSink, read_witness_file
+    from uprnlink.privacy.sealing import SealSeed
+
+    seed = SealSeed(bytes(range(32)))
+    clock = {"now": T0}
+    path = tmp_path / "audit.jsonl"
+    witness = tmp_path / "witness" / "audit.witness"
+    state = tmp_path / "seal.state"
+    audit = AuditLog(
+        path,
+        KEY,
+        clock=lambda: clock["now"],
+        sealing=SealPolicy(state, 300, 60),
+        witnesses=[FileWitnessSink(witness)],
+        writer="svc@host",
+    )
+    audit.append("run.started", actor="engineer@host", data={"run_id": RUN_1})
+    audit.start_sealing(seed, actor="ig-lead")
+    for minutes in (6, 12):
+        clock["now"] = T0 + timedelta(minutes=minutes)
+        audit.append("access", actor="ana", data=access("ana", ["households"], 1))
+        audit.maintain()
+    audit.append("access", actor="ana", data=access("ana", ["households"], 1))
+
+    def render(**kwargs):
+        return render_audit_report(
+            path,
+            KEY,
+            head_path=None,
+            now=NOW,
+            seal_state=state,
+            witness_files=[read_witness_file(witness)],
+            **kwargs,
+        )
+
+    md = render(seed=seed)
+    assert "Audit log intact" in md and "## Sealing and witnesses" in md
+    assert f"Forward-sealed under {seed.seal_id}: 3 seal(s), every seal checked" in md
+    assert "1 entry is after the last seal, only hash-chained" in md
+    assert f"- **seal id:** {seed.seal_id}" in md and "- **seals:** 3" in md
+    assert "- **entries after the last seal (the window):** 1" in md
+    assert "Longest time between two seals: 6.0 minutes" in md
+    assert f"- **witness sinks the seals record:** file:{witness}" in md
+    assert "| seals | 3 |" in md
+    unchecked = render()
+    assert "NOT checked (no verification seed given)" in unchecked
+    assert "Not checked: seals not checked" in unchecked
+    witness.write_text("")
+    broken = render(seed=seed)
+    assert "AUDIT LOG FAILED VERIFICATION" in broken and "witness_missing" in broken
+    s = summarise_audit(read_audit_events(path))
+    assert s["sealing"]["seals"] == 3 and s["sealing"]["last_epoch"] == 2
+
+
+def test_html_cells_do_not_break_mid_word(log):
+    """Table cells used `overflow-wrap: anywhere`, which lets a narrow column break "analyst"
+    into "analy" / "st". Cells now break only between words (a long token may still wrap
+    rather than overflow, and a wide table scrolls inside its section)."""
+    page = report(log, "html")
+    css = re.search(r"<style>(.*?)</style>", page, re.S)
+    assert css is not None
+    rules = dict(re.findall(r"([^{}]+)\{([^}]*)\}", css.group(1)))
+    cell = {k.strip(): v for k, v in rules.items()}["td"]
+    assert "anywhere" not in cell and "break-all" not in cell
+    assert "overflow-wrap:break-word" in cell and "word-break:normal" in cell
+    assert "overflow-x:auto" in {k.strip(): v for k, v in rules.items()}["section"]

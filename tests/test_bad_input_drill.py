@@ -15,8 +15,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from tests.conftest import make_demo_tree
-from tests.test_incremental import no_baselines
+from tests.conftest import no_baselines
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.ingest.validate import ingest_extract
 from uprnlink.run import runner
@@ -58,8 +57,8 @@ def planted_rows(header: list[str], template: dict[str, str]) -> list[tuple[str,
     ]
 
 
-def test_a_messy_extract_loses_nothing_end_to_end(tmp_path: Path) -> None:
-    config = no_baselines(make_demo_tree(tmp_path, people=250, seed=21))
+def test_a_messy_extract_loses_nothing_end_to_end(demo_tree: Path, tmp_path: Path) -> None:
+    config = no_baselines(demo_tree)
     settings = read_settings(config)
     gp = settings.sources["gp_registrations"].path
     with gp.open(newline="") as fh:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import make_demo_tree
+from tests.conftest import BaseRun, copy_tree
 from tests.deliveries import demo_settings, optional_fields, variant
 from uprnlink.run.runner import run_all
 from uprnlink.settings import read_settings
@@ -22,7 +22,6 @@ from uprnlink.sources import PERSON_SOURCES
 
 pytestmark = pytest.mark.slow
 
-PEOPLE = 300
 # `UPRNLINK_PROPERTY_RUNS=30 pytest tests/test_deliveries.py` draws more configurations.
 PROPERTY_RUNS = int(os.environ.get("UPRNLINK_PROPERTY_RUNS", "4"))
 COUNCIL = ("council_tax", "housing_tenancies", "benefits_claims", "adult_social_care")
@@ -30,17 +29,17 @@ NHS = ("gp_registrations", "hospital_activity")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("deliveries")
-    return demo_settings(make_demo_tree(root, PEOPLE, 5))
+def demo(population: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo config on a copy of the shared population (300 people): each variant below
+    reads its extracts and keys and works in a folder of its own."""
+    return demo_settings(copy_tree(population, tmp_path_factory.mktemp("deliveries")))
 
 
 @pytest.fixture(scope="module")
-def full_views(demo: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("full")
-    config = variant(demo, folder, dict.fromkeys(PERSON_SOURCES))
-    run_all(str(config))
-    return _view_schemas(config)
+def full_views(base_run: BaseRun) -> dict[str, Any]:
+    """The views of a delivery with every source and field: the shared first run's, on the same
+    population (the demo's full mapping)."""
+    return _view_schemas(base_run.config)
 
 
 def _view_schemas(config: Path) -> dict[str, list[tuple[str, str]]]:

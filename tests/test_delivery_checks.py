@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import make_demo_tree
+from tests.conftest import copy_tree
 from tests.deliveries import demo_settings, variant
 from uprnlink import cli
 from uprnlink.ingest.deliveries import DeliveryHeldError, DeliveryPolicy, compare
@@ -39,9 +39,14 @@ def test_rows_null_shares_and_dates_are_compared() -> None:
 
 @pytest.mark.slow
 def test_an_empty_gp_delivery_is_held_and_accept_lets_it_through(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    population: Path,
+    prefect_harness: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    demo = demo_settings(make_demo_tree(tmp_path / "demo", 300, 9))
+    """`uprnlink run` goes through the Prefect flow: on the session's Prefect test server
+    (prefect_harness), not an ephemeral server of its own."""
+    demo = demo_settings(copy_tree(population, tmp_path / "demo"))
     config = variant(demo, tmp_path / "run", dict.fromkeys(PERSON_SOURCES))
     settings = read_settings(config)
     first = run_all(str(config), run_id="r1-good")

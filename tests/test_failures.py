@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import make_demo_tree
+from tests.conftest import BaseRun
 from uprnlink.errors import ContractError
 from uprnlink.run import runner
 from uprnlink.settings import read_settings
@@ -18,11 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_failed_runs_leave_a_summary_and_the_previous_publication(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base_run: BaseRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_demo_tree(tmp_path, people=400, seed=3)
+    config = base_run.copy(tmp_path)  # a good run, published
     settings = read_settings(config)
-    runner.run_all(str(config), run_id="good")
     db = settings.database_path
     before = (
         duckdb.connect(str(db), read_only=True)

@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import make_demo_tree
+from tests.conftest import copy_tree, no_baselines
 from uprnlink.settings import read_settings
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():  # type: ignore[no-untyped-def]
-    from prefect.testing.utilities import prefect_test_harness
+@dataclass
+class FlowRun:
+    root: Path
+    config: Path
+    summary: dict[str, Any]
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+
+@pytest.fixture(scope="module")
+def flow_run(
+    prefect_harness: None, population: Path, tmp_path_factory: pytest.TempPathFactory
+) -> FlowRun:
+    """The household linkage flow run once on a copy of the shared population (300 people, about
+    530 linked people; baselines off). The incremental flow test runs on from a copy of it."""
+    from uprnlink.flows.household_linkage import household_linkage
+
+    root = tmp_path_factory.mktemp("flow")
+    config = no_baselines(copy_tree(population, root))
+    summary = household_linkage(str(config), run_id="flow-test")
+    return FlowRun(root, config, summary)
 
 
 @pytest.mark.slow
-def test_flow_runs_end_to_end_under_prefect(prefect_harness: None, tmp_path: Path) -> None:
-    from uprnlink.flows.household_linkage import household_linkage
-
-    config = make_demo_tree(tmp_path, people=600, seed=11)
-    summary = household_linkage(str(config), run_id="flow-test")
+def test_flow_runs_end_to_end_under_prefect(flow_run: FlowRun) -> None:
+    config, summary = flow_run.config, flow_run.summary
     settings = read_settings(config)
     assert summary["run"]["run_id"] == "flow-test"
     assert {r["source"] for r in summary["ingest"]} == set(settings.sources)
@@ -67,21 +80,19 @@ def test_library_imports_without_prefect() -> None:
 
 
 @pytest.mark.slow
-def test_incremental_flow_run_after_one_extract_changes(
-    prefect_harness: None, tmp_path: Path
-) -> None:
+def test_incremental_flow_run_after_one_extract_changes(flow_run: FlowRun, tmp_path: Path) -> None:
     """The landing watch sees one changed extract and triggers a run that re-ingests only it,
     reuses the model and keeps person ids; the run publishes its Prefect artifact."""
     from prefect.client.orchestration import get_client
 
-    from tests.test_incremental import no_baselines
-    from uprnlink.flows.household_linkage import household_linkage
     from uprnlink.flows.landing_watch import landing_watch
     from uprnlink.zones import Zones
 
-    config = no_baselines(make_demo_tree(tmp_path, people=300, seed=12))
+    # A copy of the first flow run (its extracts, trusted zone, model and release).
+    shutil.copytree(flow_run.root, tmp_path, symlinks=True, dirs_exist_ok=True)
+    config = tmp_path / flow_run.config.relative_to(flow_run.root)
     settings = read_settings(config)
-    first = household_linkage(str(config), run_id="20260101T000000Z-flow1")
+    first = flow_run.summary
     zones = Zones(settings)
     stamps = {n: zones.records(n).stat().st_mtime_ns for n in settings.sources}
 

@@ -129,6 +129,9 @@ def test_documents_name_the_commands_that_exist():
         ["key", "show", "--file", "k"],
         ["key", "rotate", "--file", "k"],
         ["audit", "verify", "--config", "c"],
+        ["audit", "verify", "--config", "c", "--seed-file", "s", "--witness-file", "w"],
+        ["audit", "seal", "init", "--config", "c"],
+        ["audit", "seal", "status", "--config", "c"],
         ["audit", "report", "--config", "c", "--format", "html", "--out", "a.html"],
         ["run", "--config", "c", "--rebuild"],
     ):

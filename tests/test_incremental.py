@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import make_demo_tree
+from tests.conftest import BASE_RUN_ID, BaseRun
 from uprnlink.errors import ContractError
 from uprnlink.publish import releases
 from uprnlink.run import runner
@@ -21,13 +21,6 @@ from uprnlink.zones import Zones
 pytestmark = pytest.mark.slow
 
 TABLES = ("person", "household", "membership", "service_events", "linkage_quality")
-
-
-def no_baselines(config: Path) -> Path:
-    """The demo config with the evaluation baselines off (they are not under test here)."""
-    text = config.read_text().replace("baselines = true", "baselines = false")
-    config.write_text(text)
-    return config
 
 
 def published_tables(settings: RunSettings, run_id: str) -> dict[str, pl.DataFrame]:
@@ -44,14 +37,18 @@ def assert_same_content(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) 
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("incremental")
-    return no_baselines(make_demo_tree(root, people=400, seed=5))
+def tree(base_run: BaseRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared first run (run BASE_RUN_ID, 20260101T000000Z-0001, baselines off);
+    the tests below run on from it, in order."""
+    assert BASE_RUN_ID == "20260101T000000Z-0001"
+    return base_run.copy(tmp_path_factory.mktemp("incremental"))
 
 
-def test_rerun_of_the_same_delivery_reuses_everything_and_repeats_the_outputs(tree: Path) -> None:
+def test_rerun_of_the_same_delivery_reuses_everything_and_repeats_the_outputs(
+    tree: Path, base_run: BaseRun
+) -> None:
     settings = read_settings(tree)
-    first = runner.run_all(str(tree), run_id="20260101T000000Z-0001")
+    first = base_run.summary  # the first run, on a fresh tree: everything ingested
     assert set(first["changes"].values()) == {"ingested"}
     assert first["linkage"]["reused"] is False
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_demo_tree
+from tests.conftest import BaseRun
 from uprnlink.errors import KeyManagementError
 from uprnlink.governance.audit import record_key_event, verify_audit_log
 from uprnlink.ingest.stage import ingest_person_source
@@ -21,10 +21,10 @@ from uprnlink.zones import Zones
 pytestmark = pytest.mark.slow
 
 
-def test_rotation_refuses_mixed_epochs_until_rebuilt(tmp_path: Path) -> None:
-    config = make_demo_tree(tmp_path, people=400, seed=5)
+def test_rotation_refuses_mixed_epochs_until_rebuilt(base_run: BaseRun, tmp_path: Path) -> None:
+    config = base_run.copy(tmp_path)  # a first run under the first key (baselines off)
     settings = read_settings(config)
-    first = run_all(str(config), run_id="epoch-1")
+    first = base_run.summary
     assert first["run"]["epoch"] == 1
 
     assert settings.key.file is not None
@@ -53,14 +53,13 @@ def test_rotation_refuses_mixed_epochs_until_rebuilt(tmp_path: Path) -> None:
     assert not wrong.ok
 
 
-def test_audit_key_rotation_hands_the_log_over(tmp_path: Path) -> None:
+def test_audit_key_rotation_hands_the_log_over(base_run: BaseRun, tmp_path: Path) -> None:
     """`uprnlink key rotate --kind audit --config` records the hand-over with the old key; the
     log then continues under the new key and verifies with both epochs."""
     from uprnlink import cli
 
-    config = make_demo_tree(tmp_path, people=150, seed=4)
+    config = base_run.copy(tmp_path)  # a run before the rotation, logged under the first key
     settings = read_settings(config)
-    run_all(str(config), run_id="before-rotation")
     old_id = load_audit_key(settings).key_id
     assert settings.audit_key.file is not None
     args = ["key", "rotate", "--file", str(settings.audit_key.file), "--config", str(config)]

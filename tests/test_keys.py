@@ -706,3 +706,22 @@ def test_os_urandom_is_the_default_rng(tmp_path):
     assert a.key_id != b.key_id
     assert abs(a.created_at - datetime.now(UTC)) < timedelta(minutes=1)
     assert os.stat(tmp_path / "a.key").st_size < 2000
+
+
+def test_demo_keys_from_a_seed_are_the_same_on_every_checkout(tmp_path) -> None:
+    """`uprnlink demo --seed N` makes the same three keys anywhere (so the same people and the
+    same perturbed tables, and the guide's figures can be checked on a fresh clone); another
+    seed, other keys."""
+    from uprnlink.privacy.keys import KEY_KINDS, create_demo_key, demo_rng
+
+    ids = {}
+    for where, seed in (("a", 42), ("b", 42), ("c", 7)):
+        ids[where] = [
+            create_demo_key(
+                tmp_path / where / f"{kind}.key", kind=kind, rng=demo_rng(seed, kind)
+            ).key_id
+            for kind in KEY_KINDS
+        ]
+    assert ids["a"] == ids["b"]
+    assert not set(ids["a"]) & set(ids["c"])
+    assert len(set(ids["a"])) == 3

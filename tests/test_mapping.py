@@ -349,10 +349,10 @@ def _as_another_system(src: Path, dst: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_foreign_extract_links_exactly_as_the_original(tmp_path):
+def test_a_foreign_extract_links_exactly_as_the_original(base_run, population, tmp_path):
     """End to end: the same GP registrations written by another system, mapped by `uprnlink
     map` with no hand edits, give the same people as the original extract."""
-    from tests.conftest import make_demo_tree
+    from tests.conftest import copy_tree, no_baselines
     from uprnlink.privacy.keys import load_run_key as load_key
     from uprnlink.privacy.trusted import read_trusted
     from uprnlink.run.runner import run_all
@@ -363,11 +363,11 @@ def test_a_foreign_extract_links_exactly_as_the_original(tmp_path):
         frame = read_trusted(Zones(settings).clusters, load_key(settings))
         return frame.select("unique_id", "person_id").sort("unique_id")
 
-    original = make_demo_tree(tmp_path / "original", 400, 11)
-    before = run_all(str(original))
+    # The original: the shared population's first run (read only here; baselines off).
+    original, before = base_run.config, base_run.summary
 
-    foreign_root = tmp_path / "foreign"
-    config = make_demo_tree(foreign_root, 400, 11)
+    # The same population again, its GP extract rewritten by another system.
+    config = no_baselines(copy_tree(population, tmp_path / "foreign"))
     landing = read_settings(config).landing_dir
     extract = landing / "gp_practice_list.csv"
     _as_another_system(landing / "gp_registrations.csv", extract)

@@ -9,7 +9,6 @@ import random
 import polars as pl
 import pytest
 
-from uprnlink.publish import queries
 from uprnlink.publish.outputs import (
     WITHHELD,
     OutputRules,
@@ -19,7 +18,6 @@ from uprnlink.publish.outputs import (
     dominance_findings,
     dominance_sql,
     format_table,
-    shape_of_named,
     shape_of_sql,
     to_csv_bytes,
     to_parquet_bytes,
@@ -60,12 +58,6 @@ def test_sql_shapes_are_read_from_duckdbs_parse() -> None:
         ["households"],
     )
     assert safe.withheld == ("n",) and safe.dimensions == ("tenure",)
-
-
-def test_named_question_shapes_come_from_their_headers() -> None:
-    for named in queries.list_queries():
-        shape = shape_of_named(named, [*named.dimensions, *named.counts])
-        assert not shape.row_level and shape.problem is None
 
 
 def test_each_rule() -> None:

@@ -1,6 +1,6 @@
-"""Output checking and the portal on a real `uprnlink serve`: releases, the queue, separation of
-duties, downloads, the register, the attacks on each, and the whole journey in a headless
-Chromium (screenshots into docs/img/portal-*.png)."""
+"""Outputs, jobs and the portal on a real `uprnlink serve`: tables released as built, typed SQL
+held for checkers, separation of duties, downloads, the register, the attacks on each, and
+each user's journey in a headless Chromium (screenshots into docs/img/portal-*.png)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ SMALL_SQL = (
     "SELECT residents, tenure, count(*) AS households FROM households GROUP BY residents, "
     "tenure ORDER BY 1, 2"
 )
+TABLE = {
+    "dataset": "residents",
+    "dimensions": ["sex", "broad_age"],
+    "measures": ["count", "per_1000:emergency_admissions"],
+}
 
 
 def api(
@@ -86,50 +91,59 @@ def events(svc: QueryService, name: str) -> list[dict[str, Any]]:
     return [e for e in svc.audit_events() if e["event"] == name]
 
 
-def test_a_passing_output_is_released_numbered_and_fingerprinted(
+def tagged(sql: str, tag: str) -> str:
+    """The same query with a comment of its own: a different job (the same SQL from the same
+    user is not queued twice)."""
+    return f"{sql} -- {tag}"
+
+
+def job(svc: QueryService, token: str, sql: str, **extra: Any) -> tuple[int, Any]:
+    body = {"sql": sql, "title": extra.pop("title", "a job"), "justification": "for the board"}
+    body.update(extra)
+    status, record, _ = api(svc, "POST", "/api/jobs", token, body)
+    return status, record
+
+
+def wait_for(svc: QueryService, token: str, oid: str, states: set[str]) -> dict[str, Any]:
+    """A job's record, as a checker sees it, once it is in one of `states`."""
+    import time
+
+    deadline = time.monotonic() + 90
+    while True:
+        status, record, _ = api(svc, "GET", f"/api/outputs/{oid}", token)
+        assert status == 200, record
+        if record["status"] in states:
+            return dict(record)
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+
+
+def test_a_table_is_released_numbered_and_fingerprinted_at_once(
     query_service: QueryService, people: dict[str, str]
 ) -> None:
     status, record, _ = api(
-        query_service, "POST", "/api/outputs", people["ana"], {"sql": PASSING_SQL}
+        query_service, "POST", "/api/outputs", people["ana"], {"table": TABLE, "title": "ages"}
     )
     assert status == 201, record
-    assert record["status"] == "released" and record["decided_by"] == "rules"
-    assert record["release_no"] >= 1 and "sql" not in record
+    assert record["status"] == "released" and record["kind"] == "table"
+    assert record["release_no"] >= 1 and record["title"] == "ages"
     status, data, headers = api(
         query_service, "GET", f"/api/outputs/{record['id']}/download", people["ana"]
     )
     assert status == 200 and hashlib.sha256(data).hexdigest() == record["sha256"]
     assert headers["x-uprnlink-sha256"] == record["sha256"]
+    # The same table on screen has the same cells as the file.
+    status, shown, _ = api(query_service, "POST", "/api/tables", people["ana"], {"table": TABLE})
+    assert status == 200
+    lines = data.decode().splitlines()
+    assert len(lines) == shown["row_count"] + 1
     released = [
         e
         for e in events(query_service, "output.released")
         if e["data"]["output_id"] == record["id"]
     ]
-    assert released and released[0]["data"]["approved_by"] == "rules"
+    assert released and released[0]["data"]["approved_by"] == "table-builder"
     assert events(query_service, "output.downloaded")
-    # The analyst's own SQL never reaches the log.
-    assert "GROUP BY tenure" not in query_service.audit_log.read_text()
-
-
-def test_sums_are_checked_for_dominance_by_a_companion_query(
-    query_service: QueryService, people: dict[str, str]
-) -> None:
-    sql = (
-        "SELECT tenure, count(*) AS households, sum(residents) AS residents "
-        "FROM households GROUP BY tenure"
-    )
-    status, record, _ = api(query_service, "POST", "/api/outputs", people["ana"], {"sql": sql})
-    assert status == 201, record  # checked (not "could not be checked"), and no cell dominated
-    assert record["shape"]["sums"] == ["residents"] and record["verdict"]["passed"]
-    # Without a count beside the sum the rules cannot see the units behind it.
-    status, body, _ = api(
-        query_service,
-        "POST",
-        "/api/outputs",
-        people["ana"],
-        {"sql": "SELECT tenure, sum(residents) AS residents FROM households GROUP BY tenure"},
-    )
-    assert status == 422 and "no-count" in {f["rule"] for f in body["rules"]}
 
 
 def test_withheld_cells_leave_as_c(query_service: QueryService, people: dict[str, str]) -> None:
@@ -138,8 +152,9 @@ def test_withheld_cells_leave_as_c(query_service: QueryService, people: dict[str
     assert status == 201, record
     _, data, _ = api(query_service, "GET", f"/api/outputs/{record['id']}/download", people["ana"])
     header, *rows = data.decode().splitlines()
-    withheld = [header.split(",").index(c) for c in record["shape"]["withheld"]]
-    cells = [row.split(",")[i] for row in rows for i in withheld]
+    columns = header.split(",")
+    measures = [i for i, c in enumerate(columns) if c not in ("imd_decile", "tenure")]
+    cells = [row.split(",")[i] for row in rows for i in measures]
     assert "[c]" in cells and "" not in cells  # withheld is [c], never an empty string
     status, record, _ = api(
         query_service, "POST", "/api/outputs", people["ana"], {**named, "format": "parquet"}
@@ -148,28 +163,36 @@ def test_withheld_cells_leave_as_c(query_service: QueryService, people: dict[str
     import polars as pl
 
     frame = pl.read_parquet(io.BytesIO(data))
-    assert frame["emergency_admissions_withheld"].any()
-    assert (
-        frame.filter(pl.col("emergency_admissions_withheld"))["emergency_admissions"].null_count()
-        > 0
-    )
+    assert frame["residents_withheld"].any()
+    assert frame.filter(pl.col("residents_withheld"))["residents"].null_count() > 0
 
 
-def test_refused_outputs_name_their_rules(
+def test_the_rules_advise_the_checker_and_release_nothing(
     query_service: QueryService, people: dict[str, str]
 ) -> None:
-    status, body, _ = api(
-        query_service, "POST", "/api/outputs", people["ana"], {"sql": "SELECT * FROM households"}
+    """A job whose output passes every rule and one that breaks them both wait for a person;
+    the rules' findings are shown to checkers, never to the submitter."""
+    svc = query_service
+    status, passing = job(svc, people["ana"], tagged(PASSING_SQL, "advice"), title="passes")
+    assert status == 202 and passing["status"] == "awaiting review"
+    status, small = job(svc, people["ana"], tagged(SMALL_SQL, "advice"), title="small cells")
+    assert status == 202
+    checker = people["chk1"]
+    assert wait_for(svc, checker, passing["id"], {"pending"})["verdict"]["passed"] is True
+    advice = wait_for(svc, checker, small["id"], {"pending"})["verdict"]
+    assert not advice["passed"] and "threshold" in {f["rule"] for f in advice["findings"]}
+    for oid in (passing["id"], small["id"]):
+        status, mine, _ = api(svc, "GET", f"/api/outputs/{oid}", people["ana"])
+        assert mine["status"] == "awaiting review" and "verdict" not in mine
+    sums = (
+        "SELECT tenure, count(*) AS households, sum(residents) AS residents "
+        "FROM households GROUP BY tenure"
     )
-    assert status == 422 and [f["rule"] for f in body["rules"]] == ["row-level"]
-    status, body, _ = api(query_service, "POST", "/api/outputs", people["ana"], {"sql": SMALL_SQL})
-    assert status == 422 and "threshold" in {f["rule"] for f in body["rules"]}
-    assert not re.search(r"\b[0-9]\b cells? \w+ [0-9]", body["error"])  # counts of cells, no values
-    checked = events(query_service, "output.checked")
-    assert any(not e["data"]["passed"] and "row-level" in e["data"]["rules"] for e in checked)
-    # Nothing was stored for a refusal that was not submitted.
-    status, mine, _ = api(query_service, "GET", "/api/outputs", people["ana"])
-    assert all(r["status"] != "pending" for r in mine)
+    status, with_sums = job(svc, people["ana"], sums, title="sums")
+    record = wait_for(svc, checker, with_sums["id"], {"pending"})
+    assert record["shape"]["sums"] == ["residents"] and record["verdict"]["passed"]
+    # The analyst's own SQL never reaches the log.
+    assert "GROUP BY tenure" not in svc.audit_log.read_text()
 
 
 def test_review_separation_of_duties_and_downloads(
@@ -177,37 +200,26 @@ def test_review_separation_of_duties_and_downloads(
 ) -> None:
     svc = query_service
     status, body, _ = api(
-        svc, "POST", "/api/outputs", people["ana"], {"sql": SMALL_SQL, "submit": True}
-    )
-    assert status == 400  # a submission needs a justification
-    status, rec, _ = api(
         svc,
         "POST",
-        "/api/outputs",
+        "/api/jobs",
         people["ana"],
-        {"sql": SMALL_SQL, "submit": True, "justification": "for the steering group"},
+        {"sql": SMALL_SQL, "title": "t", "justification": ""},
     )
-    assert status == 201 and rec["status"] == "pending"
+    assert status == 400  # a job needs a justification
+    status, rec = job(svc, people["ana"], tagged(SMALL_SQL, "duties"), title="steering group")
+    assert status == 202
     oid = rec["id"]
-    # Not downloadable while pending, not approvable by an analyst.
+    # Not downloadable while waiting, not approvable by an analyst or an IG lead.
     assert api(svc, "GET", f"/api/outputs/{oid}/download", people["ana"])[0] == 409
     assert api(svc, "POST", f"/api/outputs/{oid}/approve", people["ana"], {})[0] == 403
     assert api(svc, "POST", f"/api/outputs/{oid}/approve", people["ig"], {})[0] == 403
     # Another analyst cannot see it (not even that it exists).
     assert api(svc, "GET", f"/api/outputs/{oid}", people["ana2"])[0] == 404
-    # A checker cannot approve their own submission.
-    status, own, _ = api(
-        svc,
-        "POST",
-        "/api/outputs",
-        people["chk1"],
-        {
-            "sql": "SELECT key, count(*) AS n FROM run_info GROUP BY key",
-            "submit": True,
-            "justification": "mine",
-        },
-    )
-    assert status == 201 and own["status"] == "pending", own
+    # A checker cannot approve their own job.
+    status, own = job(svc, people["chk1"], "SELECT key, count(*) AS n FROM run_info GROUP BY key")
+    assert status == 202, own
+    wait_for(svc, people["chk2"], own["id"], {"pending"})
     status, body, _ = api(svc, "POST", f"/api/outputs/{own['id']}/approve", people["chk1"], {})
     assert status == 403 and "another output checker" in body["error"]
     assert any(
@@ -220,6 +232,7 @@ def test_review_separation_of_duties_and_downloads(
     )
     assert status == 200 and rejected["status"] == "rejected"
     # Another checker approves the analyst's: released, numbered.
+    wait_for(svc, people["chk1"], oid, {"pending"})
     status, approved, _ = api(
         svc, "POST", f"/api/outputs/{oid}/approve", people["chk1"], {"note": "ok"}
     )
@@ -228,6 +241,8 @@ def test_review_separation_of_duties_and_downloads(
     # Its submitter and the IG lead download it; nobody else does.
     status, data, _ = api(svc, "GET", f"/api/outputs/{oid}/download", people["ana"])
     assert status == 200 and hashlib.sha256(data).hexdigest() == approved["sha256"]
+    status, mine, _ = api(svc, "GET", f"/api/outputs/{oid}", people["ana"])
+    assert mine["status"] == "released" and mine["rows"] > 0 and "verdict" not in mine
     assert api(svc, "GET", f"/api/outputs/{oid}/download", people["ig"])[0] == 200
     assert api(svc, "GET", f"/api/outputs/{oid}/download", people["ana2"])[0] == 404
     assert api(svc, "GET", f"/api/outputs/{oid}/download", people["chk2"])[0] == 404
@@ -241,6 +256,7 @@ def test_review_separation_of_duties_and_downloads(
     assert status == 200 and numbers == sorted(numbers) and oid in {r["id"] for r in register}
     for name in (
         "output.submitted",
+        "output.job_ready",
         "output.approved",
         "output.rejected",
         "output.download_refused",
@@ -267,7 +283,7 @@ def _cli(svc: QueryService, token: str, *args: str, cwd: Path) -> subprocess.Com
     )
 
 
-def test_the_cli_writes_only_checked_outputs_and_prints_readable_tables(
+def test_the_cli_keeps_tables_and_submits_jobs(
     query_service: QueryService, people: dict[str, str], tmp_path: Path
 ) -> None:
     svc = query_service
@@ -275,38 +291,69 @@ def test_the_cli_writes_only_checked_outputs_and_prints_readable_tables(
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     header = next(line for line in lines if line.startswith("imd_decile"))
-    assert "households_bedrooms_known" in header or "overcrowded" in header
+    assert "overcrowded_pct" in header
     assert re.search(r"^[0-9,]+ rows?$", out.stdout, re.M)
     assert "…" not in out.stdout
-    ok = _cli(svc, people["ana"], "query", "--csv", "t.csv", PASSING_SQL, cwd=tmp_path)
+    ok = _cli(
+        svc,
+        people["ana"],
+        "table",
+        "households",
+        "--by",
+        "tenure",
+        "--csv",
+        "t.csv",
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0 and "release no." in ok.stdout, ok.stderr
-    assert (tmp_path / "t.csv").read_text().startswith("tenure,households")
+    assert (tmp_path / "t.csv").read_text().startswith("tenure,count")
     refused = _cli(svc, people["ana"], "query", "--csv", "s.csv", SMALL_SQL, cwd=tmp_path)
-    assert refused.returncode == 8 and "threshold" in refused.stderr
+    assert refused.returncode == 2 and "jobs submit" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     assert not (tmp_path / "s.csv").exists()
     queued = _cli(
         svc,
         people["ana"],
-        "query",
-        "--csv",
-        "s.csv",
-        "--submit",
+        "jobs",
+        "submit",
+        "--title",
+        "small",
+        "--why",
         "for the board",
         SMALL_SQL,
         cwd=tmp_path,
     )
-    assert queued.returncode == 0 and "Submitted out-" in queued.stdout
+    assert queued.returncode == 0 and "Submitted job out-" in queued.stdout, queued.stderr
     oid = re.search(r"(out-\d{6})", queued.stdout).group(1)  # type: ignore[union-attr]
+    again = _cli(
+        svc,
+        people["ana"],
+        "jobs",
+        "submit",
+        "--title",
+        "small",
+        "--why",
+        "again",
+        SMALL_SQL,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0 and "not queued twice" in again.stdout
+    mine = _cli(svc, people["ana"], "jobs", "list", cwd=tmp_path)
+    assert oid in mine.stdout and "awaiting review" in mine.stdout
     listing = _cli(svc, people["chk2"], "outputs", "list", cwd=tmp_path)
     assert oid in listing.stdout
     assert _cli(svc, people["ana"], "outputs", "approve", oid, cwd=tmp_path).returncode == 8
+    wait_for(svc, people["chk2"], oid, {"pending"})
+    shown = _cli(svc, people["chk2"], "outputs", "show", oid, cwd=tmp_path)
+    assert "advice        threshold" in shown.stdout
     approved = _cli(svc, people["chk2"], "outputs", "approve", oid, "--note", "fine", cwd=tmp_path)
     assert approved.returncode == 0 and "released as no." in approved.stdout
     got = _cli(svc, people["ana"], "outputs", "download", oid, "--out", "s.csv", cwd=tmp_path)
     assert got.returncode == 0 and (tmp_path / "s.csv").exists()
     register = _cli(svc, people["ig"], "outputs", "register", cwd=tmp_path)
     assert oid in register.stdout
+    cat = _cli(svc, people["ana"], "catalogue", "--dataset", "households", cwd=tmp_path)
+    assert cat.returncode == 0 and "--by tenure" in cat.stdout
 
 
 # ----------------------------------------------------------------------------- portal attacks
@@ -342,6 +389,11 @@ def _post(
         return int(exc.code)
 
 
+def _open(opener: Any, svc: QueryService, path: str) -> str:
+    with opener.open(svc.url + path, timeout=30) as resp:
+        return str(resp.read().decode())
+
+
 def test_portal_sessions_and_attacks(query_service: QueryService, people: dict[str, str]) -> None:
     svc = query_service
     data = urllib.parse.urlencode({"token": people["ana"]}).encode()
@@ -368,47 +420,20 @@ def test_portal_sessions_and_attacks(query_service: QueryService, people: dict[s
         urllib.request.urlopen(bad, timeout=30)
     assert refused.value.code == 401
     opener, csrf = _portal_session(svc, people["ana"])
+    ask = {"named": "overcrowding_by_deprivation"}
     # CSRF: no token, a wrong token, another origin.
-    assert (
-        _post(opener, svc, "/portal/ask", {"named": "overcrowding_by_deprivation"}, svc.url) == 403
-    )
-    assert (
-        _post(
-            opener,
-            svc,
-            "/portal/ask",
-            {"named": "overcrowding_by_deprivation", "csrf": "x"},
-            svc.url,
-        )
-        == 403
-    )
-    assert (
-        _post(
-            opener,
-            svc,
-            "/portal/ask",
-            {"named": "overcrowding_by_deprivation", "csrf": csrf},
-            "http://evil.example",
-        )
-        == 403
-    )
-    assert (
-        _post(
-            opener,
-            svc,
-            "/portal/ask",
-            {"named": "overcrowding_by_deprivation", "csrf": csrf},
-            svc.url,
-        )
-        == 200
-    )
+    assert _post(opener, svc, "/portal/ask", ask, svc.url) == 403
+    assert _post(opener, svc, "/portal/ask", {**ask, "csrf": "x"}, svc.url) == 403
+    assert _post(opener, svc, "/portal/ask", {**ask, "csrf": csrf}, "http://evil.example") == 403
+    assert _post(opener, svc, "/portal/ask", {**ask, "csrf": csrf}, svc.url) == 200
     assert events(svc, "portal.csrf_refused")
-    # An analyst opening the checkers' page, or someone else's output.
+    # An analyst opening the checkers' page, SQL on screen, or someone else's output.
     with pytest.raises(urllib.error.HTTPError) as page:
         opener.open(svc.url + "/portal/governance", timeout=30)
     assert page.value.code == 403
+    assert _post(opener, svc, "/portal/sql", {"sql": PASSING_SQL, "csrf": csrf}, svc.url) == 403
     status, other, _ = api(
-        svc, "POST", "/api/outputs", people["ana2"], {"sql": PASSING_SQL, "format": "parquet"}
+        svc, "POST", "/api/outputs", people["ana2"], {"table": TABLE, "format": "parquet"}
     )
     assert status == 201
     for path in (
@@ -419,37 +444,143 @@ def test_portal_sessions_and_attacks(query_service: QueryService, people: dict[s
         with pytest.raises(urllib.error.HTTPError) as denied:
             opener.open(svc.url + path, timeout=30)
         assert denied.value.code == 404, path
-    # Approving through the portal: an analyst may not.
-    status, pending, _ = api(
-        svc,
-        "POST",
-        "/api/outputs",
-        people["ana2"],
-        {"sql": SMALL_SQL, "submit": True, "justification": "x"},
-    )
+    # A job submitted from the portal: its page and the list show nothing of its output.
     assert (
         _post(
             opener,
             svc,
-            f"/portal/outputs/{pending['id']}/decide",
+            "/portal/jobs",
+            {
+                "sql": tagged(SMALL_SQL, "portal"),
+                "title": "from the portal",
+                "justification": "x",
+                "csrf": csrf,
+            },
+            svc.url,
+        )
+        == 200
+    )
+    mine = [
+        r for r in api(svc, "GET", "/api/jobs", people["ana"])[1] if r["title"] == "from the portal"
+    ]
+    oid = mine[0]["id"]
+    record = wait_for(svc, people["chk1"], oid, {"pending"})
+    html = _open(opener, svc, f"/portal/outputs/{oid}")
+    assert "awaiting review" in html and "threshold" not in html
+    assert "The output as it would leave" not in html and "<td" not in html
+    jobs_page = _open(opener, svc, "/portal/jobs")
+    assert oid in jobs_page and str(record["rows"]) + " rows" not in jobs_page
+    # Approving through the portal: an analyst may not.
+    assert (
+        _post(
+            opener,
+            svc,
+            f"/portal/outputs/{oid}/decide",
             {"decision": "approve", "csrf": csrf},
             svc.url,
         )
         == 403
     )
-    # Without a session every page sends you to sign in.
+    # Without a session every page sends you to sign in; / sends you to the portal.
     with urllib.request.urlopen(svc.url + "/portal/outputs", timeout=30) as resp:
         assert resp.url.endswith("/portal/login")
+    with urllib.request.urlopen(svc.url + "/", timeout=30) as resp:
+        assert resp.url.endswith("/portal/login")
+
+
+def test_two_checkers_when_the_policy_asks_for_two(
+    query_service: QueryService, people: dict[str, str], tmp_path: Path
+) -> None:
+    """`[output_checking] checkers_required = 2`: one approval keeps a job waiting, a second
+    checker's releases it, and one checker cannot approve twice."""
+    from tests.conftest import free_port, service_environment, start_service
+    from uprnlink.resources import default_policy_path
+
+    root = tmp_path / "two"
+    shutil.copytree(query_service.root, root, symlinks=True)
+    policy = root / "two-policy.toml"
+    shipped = default_policy_path().read_text()
+    assert "checkers_required = 1" in shipped
+    policy.write_text(shipped.replace("checkers_required = 1", "checkers_required = 2", 1))
+    config = root / "config" / "demo.toml"
+    config.write_text(config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy}"\n', 1))
+    port = free_port()
+    proc = start_service(config, port, root / "two.log", service_environment())
+    try:
+        svc = QueryService(f"http://127.0.0.1:{port}", root, config, {}, proc, root / "two.log")
+        status, rec = job(svc, people["ana"], tagged(PASSING_SQL, "two"), title="two checkers")
+        assert status == 202
+        wait_for(svc, people["chk1"], rec["id"], {"pending"})
+        url = f"/api/outputs/{rec['id']}/approve"
+        status, first, _ = api(svc, "POST", url, people["chk1"], {"note": "ok"})
+        assert status == 200 and first["status"] == "pending" and first["approvals"] == ["chk1"]
+        assert api(svc, "GET", f"/api/outputs/{rec['id']}/download", people["ana"])[0] == 409
+        assert api(svc, "POST", url, people["chk1"], {})[0] == 409
+        status, second, _ = api(svc, "POST", url, people["chk2"], {"note": "ok too"})
+        assert status == 200 and second["status"] == "released"
+        assert second["decided_by"] == "chk1, chk2"
+        assert api(svc, "GET", f"/api/outputs/{rec['id']}/download", people["ana"])[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_trusted_desktop_role_sees_sql_answers_and_analysts_do_not(
+    query_service: QueryService, people: dict[str, str], tmp_path: Path
+) -> None:
+    """The shipped policy keeps analysts to tables and jobs (their screens are outside the
+    service); `unchecked_answers = true` gives a role on a trusted desktop SQL on screen."""
+    from tests.conftest import free_port, service_environment, start_service
+    from uprnlink.resources import default_policy_path
+
+    status, body, _ = api(query_service, "POST", "/api/query", people["ana"], {"sql": PASSING_SQL})
+    assert status == 403 and "job" in body["error"] and "rows" not in body
+    root = tmp_path / "lenient"
+    shutil.copytree(query_service.root, root, symlinks=True)
+    policy = root / "lenient-policy.toml"
+    shipped = default_policy_path().read_text()
+    assert "[roles.analyst]" in shipped and "unchecked_answers = false" in shipped
+    policy.write_text(shipped.replace("unchecked_answers = false", "unchecked_answers = true", 1))
+    config = root / "config" / "demo.toml"
+    config.write_text(config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy}"\n', 1))
+    port = free_port()
+    proc = start_service(config, port, root / "lenient.log", service_environment())
+    try:
+        lenient = QueryService(
+            f"http://127.0.0.1:{port}", root, config, {}, proc, root / "lenient.log"
+        )
+        status, body, _ = api(lenient, "POST", "/api/query", people["ana"], {"sql": SMALL_SQL})
+        assert status == 200 and body["row_count"] >= 1, body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # ----------------------------------------------------------------------------- browser
 
 
+def _cell(text: str) -> Any:
+    text = text.strip()
+    if text in ("[c]", ""):
+        return None
+    number = text.replace(",", "")
+    try:
+        return int(number)
+    except ValueError:
+        try:
+            return float(number)
+        except ValueError:
+            return text
+
+
+@pytest.mark.browser
 def test_the_portal_end_to_end_in_a_headless_browser(
     query_service: QueryService, people: dict[str, str], tmp_path: Path
 ) -> None:
-    """Sign-in, a named question, a refused query, an output submitted, approved by a checker
-    and downloaded, in Debian's Chromium (`make browser` installs it).
+    """An analyst signs in, reads the catalogue, answers a named question (its chart draws
+    the column the question is about, axes titled), builds a table whose cells are the API's,
+    keeps it, and submits a job that shows nothing; a checker reviews it with the rules'
+    advice and approves it; the analyst downloads it. In Debian's Chromium (`make browser`).
 
     The screenshots go to a temporary folder; `make screenshots` (UPRNLINK_SCREENSHOTS=1)
     writes them to docs/img/ instead, so a test run leaves the checkout as it was."""
@@ -470,54 +601,84 @@ def test_the_portal_end_to_end_in_a_headless_browser(
                 viewport={"width": 1200, "height": 900}, accept_downloads=True
             )
             page = analyst.new_page()
-            page.goto(svc.url + "/portal/")
+            page.goto(svc.url + "/")
             assert page.url.endswith("/portal/login")
             page.screenshot(path=str(shots / "portal-login.png"))
             page.fill("#token", people["ana"])
             page.click("#sign-in")
             page.wait_for_load_state()
+            page.wait_for_selector("#whoami", timeout=60_000)
             if not page.locator("#whoami").count():
                 page.screenshot(path=str(shots / "portal-debug.png"))
                 raise AssertionError(page.url + " " + (page.text_content("body") or "")[:300])
             assert page.text_content("#whoami") == "ana"
-            page.select_option("#named", "emergency_admissions_by_tenure_and_deprivation")
-            page.click("#ask-named")
+
+            page.goto(svc.url + "/portal/catalogue")
+            assert "tenure" in (page.text_content("#dataset-households") or "")
+            assert "households" in (page.text_content("#views") or "")
+            page.screenshot(path=str(shots / "portal-catalogue.png"), full_page=True)
+
+            page.goto(svc.url + "/portal/")
+            page.click("#ask-emergency_admissions_by_tenure_and_deprivation")
             page.wait_for_selector("#result")
-            assert "rows" in (page.text_content("#row-count") or "")
+            assert "deprivation" in (page.text_content("#question-text") or "")
+            titles = page.locator("svg .axis-title").all_text_contents()
+            assert "emergency admissions per 1000" in titles, titles
             assert page.locator("svg[role=img] rect").count() > 0
             if page.locator("td.withheld").count():
                 assert page.text_content("td.withheld") == "[c]"
                 assert "confidential" in (page.text_content("#footnote") or "")
             page.screenshot(path=str(shots / "portal-named-question.png"), full_page=True)
-            page.fill("#sql", "SELECT count(*) AS n FROM read_csv('/etc/hosts')")
-            page.click("#ask-sql")
-            page.wait_for_selector("#refused")
-            assert "refused" in (page.text_content("#refused") or "").lower()
-            page.screenshot(path=str(shots / "portal-refused.png"))
-            page.fill("#sql", SMALL_SQL)
-            page.click("#ask-sql")
-            page.wait_for_selector("#verdict")
-            assert "threshold" in (page.text_content("#verdict") or "")
-            page.fill(
-                "#justification", "Small-area table for the housing board; cells checked by hand."
-            )
-            page.screenshot(path=str(shots / "portal-output-check.png"), full_page=True)
-            page.click("#submit-review")
-            page.wait_for_selector("#status")
-            assert page.text_content("#status") == "pending"
-            output_url = page.url
-            oid = output_url.rsplit("/", 1)[1]
 
+            page.goto(svc.url + "/portal/tables?dataset=residents")
+            page.check("input[name=dimension][value=broad_age]")
+            page.check("input[name=dimension][value=sex]")
+            page.check("input[name=measure][value='per_1000:emergency_admissions']")
+            page.select_option("#chart-measure", "per_1000:emergency_admissions")
+            page.click("#build")
+            page.wait_for_selector("#result")
+            rows = [
+                [_cell(td) for td in tr.locator("td").all_text_contents()]
+                for tr in page.locator("#result table.result tbody tr").all()
+            ]
+            status, api_table, _ = api(svc, "POST", "/api/tables", people["ana"], {"table": TABLE})
+            assert status == 200 and rows == api_table["rows"]
+            assert (
+                "emergency admissions per 1000"
+                in page.locator("svg .axis-title").all_text_contents()
+            )
+            page.screenshot(path=str(shots / "portal-table-builder.png"), full_page=True)
+            page.click("#keep")
+            page.wait_for_selector("#status")
+            assert page.text_content("#status") == "released"
+
+            page.goto(svc.url + "/portal/jobs")
+            page.fill("#job-title", "Households by size and tenure")
+            page.fill("#sql", tagged(SMALL_SQL, "browser"))
+            page.fill("#justification", "Small-area table for the housing board.")
+            page.click("#submit-job")
+            page.wait_for_selector("#job-message")
+            message = page.text_content("#job-message") or ""
+            oid = re.search(r"out-\d{6}", message).group(0)  # type: ignore[union-attr]
+            page.screenshot(path=str(shots / "portal-job-submitted.png"), full_page=True)
+            page.goto(svc.url + f"/portal/outputs/{oid}")
+            assert page.text_content("#status") == "awaiting review"
+            assert not page.locator("table.result").count()
+
+            wait_for(svc, people["chk1"], oid, {"pending"})
             checker = browser.new_context(viewport={"width": 1200, "height": 900})
             cpage = checker.new_page()
             cpage.goto(svc.url + "/portal/login")
             cpage.fill("#token", people["chk1"])
             cpage.click("#sign-in")
+            cpage.wait_for_selector("#whoami")  # signed in (the session cookie is set)
             cpage.goto(svc.url + "/portal/governance")
             assert "intact" in (cpage.text_content("#audit-status") or "")
-            assert oid in (cpage.text_content("#queue") or "")
+            assert "Households by size and tenure" in (cpage.text_content("#queue") or "")
             cpage.screenshot(path=str(shots / "portal-governance.png"), full_page=True)
-            cpage.goto(output_url)
+            cpage.goto(svc.url + f"/portal/outputs/{oid}")
+            assert "threshold" in (cpage.text_content("#findings") or "")
+            assert cpage.locator("table.result tbody tr").count() > 0
             cpage.fill("#note", "Checked: cells are counts of households; approved.")
             cpage.screenshot(path=str(shots / "portal-checker-review.png"), full_page=True)
             cpage.click("#approve")
@@ -525,7 +686,7 @@ def test_the_portal_end_to_end_in_a_headless_browser(
             assert cpage.text_content("#status") == "released"
             assert not cpage.locator("#download").count()  # not the checker's to download
 
-            page.goto(output_url)
+            page.goto(svc.url + f"/portal/outputs/{oid}")
             assert page.text_content("#status") == "released"
             with page.expect_download() as info:
                 page.click("#download")
@@ -533,54 +694,38 @@ def test_the_portal_end_to_end_in_a_headless_browser(
             digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
             assert digest == page.text_content("#sha256")
             page.goto(svc.url + "/portal/outputs")
+            assert "Households by size and tenure" in (page.text_content("#outputs") or "")
             page.screenshot(path=str(shots / "portal-outputs.png"), full_page=True)
         finally:
             browser.close()
     taken = {p.name for p in shots.glob("portal-*.png") if p.stat().st_size > 1000}
     assert {
         "portal-login.png",
+        "portal-catalogue.png",
         "portal-named-question.png",
-        "portal-refused.png",
-        "portal-output-check.png",
+        "portal-table-builder.png",
+        "portal-job-submitted.png",
         "portal-governance.png",
         "portal-checker-review.png",
         "portal-outputs.png",
     } <= taken
 
 
-def test_analysts_see_only_checked_answers_and_a_role_can_be_let_see_more(
-    query_service: QueryService, people: dict[str, str], tmp_path: Path
+def test_the_checkers_queue_shows_jobs_in_every_state(
+    query_service: QueryService, people: dict[str, str]
 ) -> None:
-    """The shipped policy holds analysts to checked answers on screen too (they read from their
-    own machines, so every answer leaves the service); `unchecked_answers = true` lets a role
-    see answers the rules would refuse, files still checked."""
-    from tests.conftest import free_port, service_environment, start_service
-    from uprnlink.resources import default_policy_path
-
-    status, body, _ = api(query_service, "POST", "/api/query", people["ana"], {"sql": SMALL_SQL})
-    assert status == 422 and "threshold" in body["error"], body
-    assert "rows" not in body
-    status, body, _ = api(query_service, "POST", "/api/query", people["ana"], {"sql": PASSING_SQL})
-    assert status == 200 and body["row_count"] >= 1
-    refused = events(query_service, "answer.refused")
-    assert refused and refused[-1]["data"]["rules"] == ["threshold"]
-
-    root = tmp_path / "lenient"
-    shutil.copytree(query_service.root, root, symlinks=True)
-    policy = root / "lenient-policy.toml"
-    shipped = default_policy_path().read_text()
-    assert "[roles.analyst]" in shipped and "unchecked_answers = false" in shipped
-    policy.write_text(shipped.replace("unchecked_answers = false", "unchecked_answers = true", 1))
-    config = root / "config" / "demo.toml"
-    config.write_text(config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy}"\n', 1))
-    port = free_port()
-    proc = start_service(config, port, root / "lenient.log", service_environment())
-    try:
-        lenient = QueryService(
-            f"http://127.0.0.1:{port}", root, config, {}, proc, root / "lenient.log"
-        )
-        status, body, _ = api(lenient, "POST", "/api/query", people["ana"], {"sql": SMALL_SQL})
-        assert status == 200 and body["row_count"] >= 1, body
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """A failed job (no output, no advice) and a waiting one both appear in the checker's
+    queue, with their titles and justifications."""
+    svc = query_service
+    status, failed = job(
+        svc, people["ana2"], "SELECT error('x') AS e FROM households", title="fails on purpose"
+    )
+    assert status == 202
+    wait_for(svc, people["chk1"], failed["id"], {"failed"})
+    status, _ = job(svc, people["ana2"], tagged(PASSING_SQL, "queue"), title="waits")
+    assert status == 202
+    opener, _ = _portal_session(svc, people["chk1"])
+    page = _open(opener, svc, "/portal/governance")
+    assert "fails on purpose" in page and "waits" in page
+    detail = _open(opener, svc, f"/portal/outputs/{failed['id']}")
+    assert "failed" in detail and 'id="failure"' in detail

@@ -1,11 +1,10 @@
-"""The named query library and `uprnlink query`: ready questions, protected answers, audited."""
+"""Named questions and `uprnlink query`: ready tables, protected like any other, audited."""
 
 from __future__ import annotations
 
 import io
 import re
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
@@ -13,9 +12,9 @@ import pytest
 from tests.conftest import PipelineRun, QueryService
 from uprnlink.cli import main
 from uprnlink.errors import ConfigError
-from uprnlink.publish.access import AnalystDatabase, read_roles
-from uprnlink.publish.database import read_policy
-from uprnlink.publish.queries import get_query, list_queries, parse_query, protect_result
+from uprnlink.publish.access import AnalystDatabase, build_table, table_categories
+from uprnlink.publish.queries import get_query, list_queries, parse_query
+from uprnlink.publish.tabulation import TableLimits, TableSpec, read_table_policy, table_sql
 from uprnlink.settings import PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "analyst-guide.md"
@@ -23,92 +22,78 @@ POLICY = PROJECT_ROOT / "governance" / "policy.toml"
 
 
 def guide_questions() -> list[str]:
-    """Named queries the analyst guide works through (`--named NAME`), in order."""
+    """Named questions the analyst guide works through (`--named NAME`), in order."""
     names = re.findall(r"--named ([a-z0-9_]+)", GUIDE.read_text(encoding="utf-8"))
     return list(dict.fromkeys(names))
 
 
-def run_query(path: Path, sql: str) -> pl.DataFrame:
-    """A query's whole answer from the analysts' database (no governance: tests only)."""
-    with AnalystDatabase(path) as db:
-        return db.run(sql, max_rows=10_000_000).frame
+def test_the_library_parses_and_every_question_is_a_table_with_words_and_a_chart() -> None:
+    questions = list_queries()
+    assert len(questions) >= 6
+    assert len({q.name for q in questions}) == len(questions)
+    for q in questions:
+        assert q.title and q.question and q.chart is not None, q.name
+        assert q.spec.measures[0].kind == "count"
 
 
-def test_the_library_parses_and_every_query_is_allowed_for_analysts(
-    small_run: PipelineRun,
-) -> None:
-    queries = list_queries()
-    assert len(queries) >= 5
-    assert len({q.name for q in queries}) == len(queries)
-    analyst = read_roles(POLICY)["analyst"]
-    db = AnalystDatabase(small_run.settings.database_path)
-    for q in queries:
-        assert q.title and q.question, q.name
-        check = db.check(q.sql, analyst)
-        assert check.allowed, (q.name, check.reason)
-        assert not any(r.startswith("linked.") for r in check.relations)
-        if q.disclosure != "published":
-            assert q.counts and all(p in q.counts and w in q.counts for p, w in q.parts)
-    db.close()
-
-
-def test_the_guide_works_through_at_least_five_named_queries() -> None:
+def test_the_guide_works_through_at_least_five_named_questions() -> None:
+    """Each with its generated answer (tests/test_guide.py checks the generator)."""
     names = guide_questions()
     assert len(names) >= 5, names
     library = {q.name for q in list_queries()}
     assert set(names) <= library, set(names) - library
     text = GUIDE.read_text(encoding="utf-8")
     for name in names:
-        # Each worked question shows its SQL: the query file's body appears in the guide.
-        body = [line for line in get_query(name).sql.splitlines() if not line.startswith("--")]
-        assert body[0] in text, (name, body[0])
+        assert get_query(name).title in text, name
+        assert f"<!-- answer: {name} -->" in text, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [q.name for q in list_queries()])
-def test_every_named_query_answers_on_the_small_run(small_run: PipelineRun, name: str) -> None:
+def test_every_named_question_answers_on_the_small_run(small_run: PipelineRun, name: str) -> None:
+    """Each question's spec fits the release's categories and limits, and its answer is the
+    table builder's: perturbed counts near the true ones, the question's column names."""
     query = get_query(name)
-    policy = read_policy(POLICY)
-    raw = run_query(small_run.settings.database_path, query.sql)
-    shown, _ = protect_result(query, raw, policy)
-    assert shown.height > 0, name
-    for c in (*query.dimensions, *query.counts, *(r.name for r in query.rates)):
-        assert c in shown.columns, (name, c)
-    if query.disclosure != "published":
-        for c in query.counts:
-            exact = raw.get_column(c).cast(pl.Int64).to_list()
-            for v, t in zip(shown.get_column(c).to_list(), exact, strict=True):
-                assert v is None or (v == t and not policy.is_primary(t)), (name, c, t)
-        for part, whole in query.parts:
-            for row in shown.iter_rows(named=True):
-                if row[part] is not None and row[whole] is not None:
-                    assert not policy.is_primary(row[whole] - row[part]), (name, part)
+    policy = read_table_policy(POLICY)
+    with AnalystDatabase(small_run.settings.database_path) as db:
+        known = table_categories(db)
+        query.spec.check(known, TableLimits())
+        table = build_table(db, query.spec, policy, known)
+        raw = db.run(table_sql(query.spec), max_rows=100_000).frame
+    shown, withheld = query.present(table)
+    assert shown.height > 0
+    for column in (*query.spec.dimensions, *(query.shown(m.column) for m in query.spec.measures)):
+        assert column in shown.columns, (name, column)
+    assert set(withheld) == {query.shown(m.column) for m in query.spec.measures}
+    counts = dict(zip(raw.select(query.spec.dimensions).rows(), raw["n"].to_list(), strict=True))
+    shown_counts = shown.select(*query.spec.dimensions, query.shown("count"))
+    for *key, value in shown_counts.iter_rows():
+        if value is not None:
+            true = counts.get(tuple(key), 0)
+            assert abs(value - true) <= policy.perturbation.max_noise, (name, key, value, true)
+            assert value >= policy.perturbation.threshold
 
 
-def _docs_charts() -> Any:
-    """docs/img/make_charts.py, the guide's chart script, as a module."""
-    import importlib.util
+def _docs_charts():
+    from tests.test_guide import load_generator
 
-    path = PROJECT_ROOT / "docs" / "img" / "make_charts.py"
-    spec = importlib.util.spec_from_file_location("make_charts", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_generator()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [q.name for q in list_queries() if q.chart])
 def test_the_guides_charts_draw_without_a_browser(small_run: PipelineRun, name: str) -> None:
-    """Each chart hint draws (Altair, vl-convert); withheld values are null, never zero."""
+    """Each question's chart draws (Altair, vl-convert) the column the question is about;
+    withheld values are null, never zero."""
     charts = _docs_charts()
     query = get_query(name)
-    shown, _ = protect_result(
-        query, run_query(small_run.settings.database_path, query.sql), read_policy(POLICY)
-    )
+    with AnalystDatabase(small_run.settings.database_path) as db:
+        shown = charts.answer(db, query, POLICY)
     chart = charts.chart_for(query, shown)
     spec = chart.to_dict()
     rows = spec["datasets"][spec["data"]["name"]]
-    value = query.chart.split()[-1]
-    assert [r["value"] for r in rows] == shown.get_column(value).to_list()
+    assert query.chart is not None
+    assert [r["value"] for r in rows] == shown.get_column(query.chart.y).to_list()
     svg = io.StringIO()
     chart.save(svg, format="svg")
     assert svg.getvalue().lstrip().startswith("<svg")
@@ -117,27 +102,39 @@ def test_the_guides_charts_draw_without_a_browser(small_run: PipelineRun, name: 
 @pytest.mark.parametrize(
     "text,error",
     [
-        ("SELECT 1", "title"),
-        ("-- title: t\n-- disclosure: magic\nSELECT 1", "disclosure"),
-        ("-- title: t\n-- dimensions: a\nSELECT 1", "counts"),
-        ("-- title: t\n-- counts: n\n-- rates: r = n / / 2\nSELECT 1", "rate"),
-        ("-- title: t\n-- counts: n\n-- parts: m of n\nSELECT 1", "part"),
+        ("[table]\ndataset = 'households'", "title"),
+        ("title = 't'\n[table]\ndataset = 'people'", "no dataset"),
+        ("title = 't'\ncolour = 'red'\n[table]\ndataset = 'households'", "unknown keys"),
+        ("title = 't'\n[table]\ndataset = 'households'\nmeasures = ['max:residents']", "measure"),
+        (
+            "title = 't'\n[table]\ndataset = 'households'\n[columns]\nhousehold_id = 'x'",
+            "rename only",
+        ),
+        (
+            "title = 't'\n[table]\ndataset = 'households'\ndimensions = ['tenure']\n"
+            "[chart]\nkind = 'pie'\nx = 'tenure'\ny = 'count'",
+            "chart",
+        ),
+        ("title = [", "TOML"),
     ],
 )
-def test_malformed_named_queries_are_refused(text: str, error: str) -> None:
+def test_malformed_named_questions_are_refused(text: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         parse_query("q", text)
 
 
-def test_header_values_continue_over_lines() -> None:
+def test_columns_and_chart_use_the_questions_names() -> None:
     q = parse_query(
         "q",
-        "-- title: A\n-- question: first part\n--   second part\n-- counts: n, m\n"
-        "-- parts: m of n\n-- rates: r = m / n * 100\nSELECT 1",
+        "title = 'A'\nquestion = '''first part\n  second part'''\n[table]\n"
+        "dataset = 'households'\ndimensions = ['tenure']\n"
+        "measures = ['count', 'percent_where:overcrowded=yes']\n"
+        "[columns]\npercent_overcrowded_yes = 'pct'\n[chart]\nkind = 'bars'\nx = 'tenure'\n"
+        "y = 'pct'\n",
     )
     assert q.question == "first part second part"
-    assert q.parts == (("m", "n"),) and q.rates[0].per == 100.0
-    assert q.disclosure == "crosstab"
+    assert q.shown("percent_overcrowded_yes") == "pct" and q.shown("count") == "count"
+    assert isinstance(q.spec, TableSpec) and q.chart is not None and q.chart.y == "pct"
     with pytest.raises(ConfigError, match="--list"):
         get_query("no_such_question")
 
@@ -162,7 +159,7 @@ def test_cli_named_query_writes_csv_and_parquet_and_is_audited(
     args = ["query", "--url", query_service.url, "--named", name]
     before = len(query_service.audit_events())
     assert main([*args, "--csv", str(csv), "--parquet", str(parquet)]) == 0
-    from_csv = pl.read_csv(csv)
+    from_csv = pl.read_csv(csv, infer_schema=False)
     from_parquet = pl.read_parquet(parquet)
     assert from_csv.height == from_parquet.height > 0
     assert "emergency_admissions_per_1000" in from_parquet.columns
@@ -175,12 +172,11 @@ def test_cli_named_query_writes_csv_and_parquet_and_is_audited(
     assert main(["query", "--url", query_service.url, "--named", "nope"]) == 8
 
     events = query_service.audit_events()[before:]
-    access = [e for e in events if e["event"] == "access"]
-    # Each file is its own checked output (CSV, Parquet), then the screen's answer.
-    assert [e["data"].get("named_query") for e in access] == [name, name, name]
-    assert [e["data"]["channel"] for e in access] == ["output", "output", "service"]
+    tables = [e for e in events if e["event"] == "table"]
+    # Each file is its own released output (CSV, Parquet), then the screen's answer.
+    assert [e["data"].get("named_query") for e in tables] == [name, name, name]
+    assert [e["data"]["channel"] for e in tables] == ["output", "output", "service"]
     released = [e for e in events if e["event"] == "output.released"]
-    assert [e["data"]["format"] for e in released] == ["csv", "parquet"]
-    assert access[0]["data"]["views"] == ["deprivation_summary"]
-    assert access[0]["data"]["rows"] == from_csv.height
+    assert [e["data"]["approved_by"] for e in released] == ["table-builder", "table-builder"]
+    assert tables[0]["data"]["table"] == get_query(name).spec.to_dict()
     assert main(["audit", "verify", "--config", str(query_service.config)]) == 0

@@ -11,20 +11,25 @@ import pytest
 
 from uprnlink.run.lock import RunLockedError, acquire, release, run_lock
 
+# The holder keeps the lock until the test kills it: it waits on its stdin, which the test never
+# writes or closes (it used to sleep 60 s, a bet on how fast the test would be).
 HOLD = """
-import sys, time
+import sys
 from pathlib import Path
 from uprnlink.run.lock import acquire
 acquire(Path(sys.argv[1]), "holder-run")
 print("held", flush=True)
-time.sleep(60)
+sys.stdin.read()
 """
 
 
 def test_second_run_is_refused_and_stale_lock_recovered(tmp_path: Path) -> None:
     lock = tmp_path / "work" / "run.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

@@ -18,16 +18,14 @@ from typing import Any
 import polars as pl
 import pytest
 
-from tests.conftest import make_demo_tree
+from tests.conftest import copy_tree
 
 pytest.importorskip("pyspark")
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.spark,
     pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java 17 on the PATH"),
 ]
-
-PEOPLE = 400
-SEED = 11
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +39,13 @@ def spark_session() -> Iterator[None]:
         active.stop()
 
 
-def _trusted_records(root: Path) -> tuple[Any, pl.DataFrame]:
+def _trusted_records(population: Path, root: Path) -> tuple[Any, pl.DataFrame]:
     from uprnlink.ingest.stage import ingest_person_source, ingest_reference_data
     from uprnlink.privacy.keys import load_run_key as load_key
     from uprnlink.privacy.trusted import read_trusted_records
     from uprnlink.settings import read_settings
 
-    config = make_demo_tree(root, PEOPLE, SEED)
+    config = copy_tree(population, root)  # the shared population (300 people)
     ingest_reference_data(str(config))
     settings = read_settings(config)
     for source in settings.sources:
@@ -60,12 +58,14 @@ def _partition(clusters: pl.DataFrame) -> set[frozenset[str]]:
     return {frozenset(ids) for ids in groups.get_column("unique_id").to_list()}
 
 
-def test_spark_backend_finds_the_same_people_as_duckdb(tmp_path: Path, spark_session: None) -> None:
+def test_spark_backend_finds_the_same_people_as_duckdb(
+    population: Path, tmp_path: Path, spark_session: None
+) -> None:
     from uprnlink.linkage.predict import link_people
     from uprnlink.linkage.stage import read_listings
     from uprnlink.privacy.keys import load_run_key
 
-    settings, records = _trusted_records(tmp_path)
+    settings, records = _trusted_records(population, tmp_path)
     listings = read_listings(settings, load_run_key(settings), records)
     linkage = replace(settings.linkage, memory_limit="2GB", threads=2)
     duckdb = link_people(records, linkage, work_dir=tmp_path / "duckdb", listings=listings)

@@ -26,7 +26,7 @@ import pytest
 import uprnlink
 from uprnlink.settings import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.wheel]
 
 PACKAGE = Path(uprnlink.__file__).parent
 CONTRACTS = sorted(p.name for p in (PACKAGE / "schemas").glob("*.v*.toml"))

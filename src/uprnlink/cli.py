@@ -4,6 +4,7 @@ verify the audit log."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -330,7 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     synth_s = time.perf_counter() - t0
     print(f"      {sum(counts.values()):,} source records in {synth_s:.1f} s")
 
-    _demo_keys(settings)
+    _demo_keys(settings, args.seed)
 
     how = "Prefect" if prefect_installed() else "no orchestrator"
     print(f"[2/4] Running the household-linkage flow ({how}, embedded DuckDB) ...")
@@ -347,18 +348,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[4/4] Done.\n")
     print_run_summary(summary, run_s + synth_s)
     print_evaluation(evaluation, full=args.full_evaluation)
-    print_example_query(settings.database_path)
+    print_example_query(settings.database_path, settings.policy_path)
     return 0
 
 
-def _demo_keys(settings: Any) -> None:
+def _demo_keys(settings: Any, seed: int | None = None) -> None:
     """The demo's three keys (pseudonymisation, audit, release), created on first use with the
     public demo passphrase and their creation audited; the passphrases go into the
     environment of this process only."""
     from uprnlink.governance.audit import record_key_event
     from uprnlink.privacy.keys import create_demo_keys, use_demo_passphrases
 
-    created = create_demo_keys(settings)
+    created = create_demo_keys(settings, seed=seed)
     use_demo_passphrases(settings)
     _banner(
         "DEMO KEYS: the demo's keys are locked with a passphrase published in the source code. "
@@ -370,6 +371,28 @@ def _demo_keys(settings: Any) -> None:
             "key.created",
             {"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch, "demo": True},
         )
+    _demo_seal(settings)
+
+
+def _demo_seal(settings: Any) -> None:
+    """The demo's IG lead starts sealing its audit log, once. The demo keeps the verification
+    seed in <demo>/ig-lead/audit-seal.seed so the guide can use it; for real data the seed is
+    shown once and kept offline (`uprnlink audit seal init`)."""
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.privacy.sealing import new_seed
+    from uprnlink.zones import Zones
+
+    if Zones(settings).audit_seal_state.exists():
+        return
+    seed_file = settings.landing_dir.parent / "ig-lead" / "audit-seal.seed"
+    seed_file.unlink(missing_ok=True)
+    seed, text = new_seed()
+    _write_seed_file(seed_file, text, settings)
+    info = open_audit_log(settings).start_sealing(seed, actor=actor())
+    print(
+        f"      The audit log is forward-sealed ({info.seal_id}); the demo's verification "
+        f"seed is in {seed_file} (for real data: kept offline)."
+    )
 
 
 KEY_ENVS = {
@@ -540,14 +563,55 @@ def _audit_key_event(args: argparse.Namespace, event: str, data: dict[str, Any])
     print(f"Recorded {event} in the audit log of {args.config}")
 
 
+def _seed(args: argparse.Namespace) -> Any:
+    """The IG lead's verification seed: --seed-file, else --seed, else UPRNLINK_AUDIT_SEED;
+    None when none is given (the seals are then checked for order only)."""
+    from uprnlink.privacy.sealing import SEED_ENV, SealSeed
+
+    if getattr(args, "seed_file", None):
+        return SealSeed.from_file(args.seed_file)
+    text = getattr(args, "seed", None) or os.environ.get(SEED_ENV)
+    return SealSeed.parse(text) if text else None
+
+
+def _write_seed_file(path: Path, text: str, settings: Any) -> None:
+    """The new seed into a new owner-only file the IG lead takes offline; never into the
+    folders the service reads (work, out, the sealing state's)."""
+    from uprnlink.errors import ConfigError
+    from uprnlink.zones import Zones
+
+    target = path.expanduser().resolve()
+    for folder in (settings.work_dir, settings.out_dir, Zones(settings).audit_seal_state.parent):
+        if target.is_relative_to(Path(folder).resolve()):
+            raise ConfigError(
+                f"seed file {path} is inside {folder}, which the service can read: keep the "
+                "seed offline (removable media, a safe) (rule: seed_location)"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"seed file {path} already exists: choose a new file") from None
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write("# uprnlink audit verification seed: keep offline; never on the service host\n")
+        f.write(text + "\n")
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    from uprnlink.governance.audit import run_witnesses, verify_run_audit
+    from uprnlink.governance.audit import run_witness_files, run_witnesses, verify_run_audit
     from uprnlink.privacy.keys import audit_keys
     from uprnlink.settings import read_settings
     from uprnlink.zones import Zones
 
     settings = read_settings(Path(args.config))
     zones = Zones(settings)
+    if args.audit_command == "seal":
+        return _cmd_seal(args, settings)
+    if args.seal_action:
+        from uprnlink.errors import ConfigError
+
+        raise ConfigError(f"audit {args.audit_command} takes no {args.seal_action!r}")
+    seed = _seed(args)
     keys = audit_keys(settings)
     if args.audit_command == "report":
         from uprnlink.governance.report import render_audit_report
@@ -558,6 +622,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             head_path=zones.audit_head,
             fmt=args.format,
             witnesses=run_witnesses(settings),
+            seed=seed,
+            seal_state=zones.audit_seal_state,
+            witness_files=run_witness_files(settings, args.witness_file),
         )
         if args.out:
             Path(args.out).write_text(report, encoding="utf-8")
@@ -565,158 +632,85 @@ def cmd_audit(args: argparse.Namespace) -> int:
         else:
             print(report)
         # The report is written either way; the exit code still says whether the log is intact.
-        intact = verify_run_audit(settings, keys).ok
+        intact = verify_run_audit(settings, keys, seed=seed, witness_files=args.witness_file).ok
         return 0 if intact else 1
-    result = verify_run_audit(settings, keys)
-    if result.ok:
-        print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
-        return 0
-    print(f"TAMPERED: {result.reason}", file=sys.stderr)
-    return 1
-
-
-def _service_url(args: argparse.Namespace) -> str:
-    """The query service's address: --url, else UPRNLINK_URL, else the config's [service]."""
-    if getattr(args, "url", None):
-        return str(args.url)
-    if os.environ.get("UPRNLINK_URL"):
-        return os.environ["UPRNLINK_URL"]
-    if getattr(args, "config", None):
-        from uprnlink.settings import read_settings
-
-        return read_settings(Path(args.config)).service_url
-    from uprnlink.errors import ConfigError
-
-    raise ConfigError("where is the query service? give --url URL (or set UPRNLINK_URL)")
-
-
-def cmd_query(args: argparse.Namespace) -> int:
-    import polars as pl
-
-    from uprnlink.errors import ConfigError
-    from uprnlink.service.client import QueryClient, read_token
-
-    if args.list:
-        from uprnlink.publish import queries
-
-        # The questions ship with the package: listing them needs no service, token or data.
-        for nq in queries.list_queries():
-            print(f"{nq.name}\n    {nq.title}")
-        print("\nAsk one with: uprnlink query --named NAME")
-        return 0
-    if bool(args.sql) == bool(args.named):
-        raise ConfigError("give either one SELECT statement or --named NAME (--list shows names)")
-    client = QueryClient(_service_url(args), read_token(args.token_file))
-    started = time.perf_counter()
-    targets = [(Path(f), "csv") for f in (args.csv or [])]
-    targets += [(Path(f), "parquet") for f in (args.parquet or [])]
-    if args.out:
-        out = Path(args.out)
-        targets.append((out, "parquet" if out.suffix.lower() == ".parquet" else "csv"))
-    if args.submit is not None and not targets:
-        raise ConfigError("--submit goes with --csv FILE or --parquet FILE (the output to check)")
-    if targets:
-        # A file is an output: it leaves only through output checking (the service's rules,
-        # else an output checker), numbered and fingerprinted in the release register.
-        for path, kind in targets:
-            record = client.request_output(
-                args.sql, named=args.named, fmt=kind, justification=args.submit
-            )
-            if record["status"] != "released":
-                print(
-                    f"Submitted {record['id']} for review by an output checker "
-                    f"(rules: {', '.join(sorted({f['rule'] for f in record['verdict']['findings']}))}). "
-                    f"When it is released: uprnlink outputs download {record['id']} --out {path}"
-                )
-                continue
-            data, digest = client.download(record["id"])
-            path.write_bytes(data)
-            print(
-                f"Wrote {record['rows']:,} rows to {path}: output {record['id']}, release "
-                f"no. {record['release_no']}, sha256 {digest[:16]}..."
-            )
-        return 0
-    answer = client.query(args.sql, named=args.named)
-    frame = pl.from_arrow(answer.table)
-    assert isinstance(frame, pl.DataFrame)
-    from uprnlink.publish.outputs import format_table
-
-    print(format_table(frame, answer.withheld, limit=args.limit, title=answer.title))
-    if answer.truncated:
-        print(f"(only the first {frame.height:,} rows: the service's row limit)", file=sys.stderr)
-    print(
-        f"({frame.height:,} rows in {time.perf_counter() - started:.2f} s; access logged)",
-        file=sys.stderr,
-    )
+    result = verify_run_audit(settings, keys, seed=seed, witness_files=args.witness_file)
+    if not result.ok:
+        print(f"TAMPERED: {result.reason}", file=sys.stderr)
+        return 1
+    print(f"OK: audit log intact ({result.entries} entries) at {zones.audit_log}")
+    seal = result.seal
+    if seal is not None:
+        checked = "every seal checked with the seed" if seal.checked else "seals NOT checked"
+        last = (
+            f"the last at seq {seal.last_sealed_seq} (epoch {seal.last_epoch}, {seal.last_ts})"
+            if seal.last_sealed_seq is not None
+            else "none yet"
+        )
+        print(f"  sealed: {seal.seals} seal(s) under {seal.seal_id}, {checked}; {last}")
+        print(
+            f"  window: {seal.unsealed} entr{'y' if seal.unsealed == 1 else 'ies'} after the "
+            "last seal, only hash-chained and MACed (rewritable by whoever holds the audit key "
+            "and the current sealing state)"
+        )
+    if result.witnesses_checked:
+        print(
+            f"  witnessed: {result.witnesses_checked} witness(es) match the log, the furthest "
+            f"at seq {result.last_witnessed_seq}"
+        )
+    for note in result.notes:
+        print(f"  note: {note}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
     return 0
 
 
-def cmd_outputs(args: argparse.Namespace) -> int:
+def _cmd_seal(args: argparse.Namespace, settings: Any) -> int:
+    """`audit seal init` (the IG lead, once: a new seed, shown once) and `audit seal status`."""
     from uprnlink.errors import ConfigError
-    from uprnlink.service.client import QueryClient, read_token
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.privacy.sealing import new_seed, read_seal_state_info
+    from uprnlink.zones import Zones
 
-    client = QueryClient(_service_url(args), read_token(args.token_file))
-    command = args.outputs_command
-    if command in ("list", "register"):
-        records = client.outputs() if command == "list" else client.register()
-        if args.json:
-            print(json.dumps(records, indent=2))
-            return 0
-        print(
-            f"{'output':<12}{'status':<10}{'release':>8}  {'submitter':<16}{'decided by':<16}"
-            f"{'rows':>8}  {'created':<26}rules"
+    state_path = Zones(settings).audit_seal_state
+    if args.seal_action == "status":
+        info = read_seal_state_info(state_path)
+        print(f"seal id:       {info.seal_id}\nepoch:         {info.epoch}")
+        print(f"epoch started: {info.started}\nstate file:    {state_path}")
+        if info.last_seal is not None:
+            print(f"last seal:     seq {info.last_seal.seq} (epoch {info.last_seal.epoch})")
+        return 0
+    if args.seal_action != "init":
+        raise ConfigError("audit seal needs an action: init or status")
+    if state_path.exists():
+        raise ConfigError(
+            f"sealing state {state_path} already exists: sealing was started for this log "
+            "(rule: seal_exists)"
         )
-        for r in records:
-            rules = ", ".join(sorted({f["rule"] for f in r["verdict"]["findings"]})) or "passed"
-            print(
-                f"{r['id']:<12}{r['status']:<10}{r['release_no'] or '':>8}  {r['submitter']:<16}"
-                f"{r['decided_by'] or '':<16}{r['rows']:>8}  {r['created_at']:<26}{rules}"
-            )
-        print(f"\n{len(records)} output{'s' if len(records) != 1 else ''}")
-        return 0
-    if not args.id:
-        raise ConfigError(f"outputs {command} needs an output id (see `uprnlink outputs list`)")
-    if command == "show":
-        record = client.output(args.id)
-        if args.json:
-            print(json.dumps(record, indent=2))
-            return 0
-        for key in (
-            "id",
-            "status",
-            "submitter",
-            "role",
-            "created_at",
-            "named",
-            "format",
-            "rows",
-            "sha256",
-            "release_no",
-            "released_at",
-            "decided_by",
-            "decision_note",
-            "justification",
-        ):
-            if record.get(key) not in (None, ""):
-                print(f"{key:<14}{record[key]}")
-        if record.get("sql"):
-            print(f"{'sql':<14}{record['sql']}")
-        for f in record["verdict"]["findings"]:
-            print(f"rule          {f['rule']}: {f['message']}")
-        if record["verdict"]["passed"]:
-            print("rules         passed")
-        return 0
-    if command in ("approve", "reject"):
-        record = client.decide(args.id, approve=command == "approve", note=args.note or "")
-        done = (
-            "released as no. " + str(record["release_no"]) if command == "approve" else "rejected"
+    log = open_audit_log(settings)
+    seed, text = new_seed()
+    if args.seed_file:
+        _write_seed_file(Path(args.seed_file), text, settings)
+    try:
+        info = log.start_sealing(seed, actor=actor())
+    except BaseException:
+        if args.seed_file:
+            with contextlib.suppress(OSError):
+                Path(args.seed_file).expanduser().unlink()
+        raise
+    print(
+        f"Sealing started for {log.path} under {info.seal_id}: everything so far is sealed "
+        f"(epoch 0); the writers now hold epoch {info.epoch}'s key in {state_path} (owner-only; "
+        "never back it up)."
+    )
+    if args.seed_file:
+        print(f"The verification seed is in {args.seed_file}: take it offline now.")
+    else:
+        _banner(
+            "VERIFICATION SEED, shown once. Keep it offline (never on this host, never in a "
+            "ticket or a\nsecrets manager the service can read): `uprnlink audit verify "
+            "--seed-file FILE` needs it.\n\n    " + text
         )
-        print(f"Output {record['id']} {done}")
-        return 0
-    data, digest = client.download(args.id)
-    out = Path(args.out or args.id)
-    out.write_bytes(data)
-    print(f"Wrote output {args.id} to {out} (sha256 {digest}, checked)")
     return 0
 
 
@@ -924,27 +918,27 @@ def print_evaluation(result: dict[str, Any], *, full: bool = False) -> None:
         )
 
 
-EXAMPLE_QUERY = """\
-SELECT imd_decile,
-       count(*) AS households,
-       round(avg(residents), 2) AS mean_size,
-       round(100.0 * avg(CASE WHEN residents > bedrooms * 2 THEN 1 ELSE 0 END)
-             FILTER (WHERE bedrooms IS NOT NULL), 1) AS pct_crowded_social_lets,
-       round(1000.0 * sum(emergency_admissions) / sum(residents), 1) AS emergency_admissions_per_1000
-FROM households
-GROUP BY imd_decile ORDER BY imd_decile"""
+EXAMPLE_QUESTION = "overcrowding_by_deprivation"
 
 
-def print_example_query(db_path: Path) -> None:
-    """Run one household question against the published database and show it."""
-    import duckdb
+def print_example_query(db_path: Path, policy_path: Path) -> None:
+    """One named question's table from the release just published, as an analyst gets it
+    through the service (`uprnlink query --named`): built and perturbed by the table builder."""
+    from uprnlink.publish.access import AnalystDatabase, build_table, table_categories
+    from uprnlink.publish.outputs import format_table
+    from uprnlink.publish.queries import get_query
+    from uprnlink.publish.tabulation import read_table_policy
 
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        print(f"\nExample query (duckdb {db_path}):\n{EXAMPLE_QUERY}\n")
-        print(con.sql(EXAMPLE_QUERY))
-    finally:
-        con.close()
+    question = get_query(EXAMPLE_QUESTION)
+    policy = read_table_policy(policy_path)
+    with AnalystDatabase(db_path) as db:
+        table = build_table(db, question.spec, policy, table_categories(db))
+    frame, withheld = question.present(table)
+    print(
+        f"\nA named question, as analysts get it through the query service "
+        f"(uprnlink query --named {EXAMPLE_QUESTION}; `make service` starts one):\n"
+    )
+    print(format_table(frame, withheld, title=question.title))
 
 
 # ------------------------------------------------------------------------------ parser
@@ -1172,9 +1166,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.set_defaults(func=cmd_key)
 
-    a = sub.add_parser("audit", help="verify the tamper-evident audit log, or report on it")
-    a.add_argument("audit_command", choices=["verify", "report"])
+    a = sub.add_parser(
+        "audit",
+        help="verify the tamper-evident audit log, report on it, or start sealing it",
+        description="verify: check every entry, seal and witness (exit 1 if anything fails); "
+        "report: the IG lead's report; seal init: start forward sealing (the IG lead, once: "
+        "prints the verification seed to keep offline); seal status: the sealing epoch.",
+    )
+    a.add_argument("audit_command", choices=["verify", "report", "seal"])
+    a.add_argument("seal_action", nargs="?", choices=["init", "status"], help="for seal")
     a.add_argument("--config", help=CONFIG_HELP)
+    a.add_argument(
+        "--seed-file",
+        help="verify, report: the verification seed (default: UPRNLINK_AUDIT_SEED); "
+        "seal init: write the new seed to this new file instead of printing it",
+    )
+    a.add_argument(
+        "--seed",
+        help="the verification seed itself (prefer --seed-file: others on the host can read a "
+        "command line)",
+    )
+    a.add_argument(
+        "--witness-file",
+        action="append",
+        default=[],
+        help="another witness file to check, e.g. a copy or `journalctl -t uprnlink-audit -o "
+        "cat` (the configured one is always read); repeatable",
+    )
     a.add_argument(
         "--format",
         choices=["markdown", "html"],
@@ -1184,60 +1202,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="write the report to this file (default: print it)")
     a.set_defaults(func=cmd_audit)
 
-    q = sub.add_parser(
-        "query",
-        help="ask the query service (SQL or a named question); every access is audited there",
-        description="A client of the query service (`uprnlink serve`): analysts hold only a "
-        "token (UPRNLINK_TOKEN, issued by `uprnlink users add`), never a key or a database file. "
-        "The service checks the query against your role, logs it before it runs and returns the "
-        "answer; refusals are logged too.",
-    )
-    q.add_argument("--url", help="the service (default: UPRNLINK_URL, else the config's)")
-    q.add_argument("--config", help="run configuration, only to find the service's address")
-    q.add_argument(
-        "--token-file", help="file holding your token (default: the UPRNLINK_TOKEN variable)"
-    )
-    q.add_argument("--list", action="store_true", help="list the named questions and exit")
-    q.add_argument(
-        "--named", metavar="NAME", help="ask a named question from the library (see --list)"
-    )
-    q.add_argument("--csv", action="append", metavar="FILE", help="write all rows to a CSV file")
-    q.add_argument(
-        "--parquet", action="append", metavar="FILE", help="write all rows to a Parquet file"
-    )
-    q.add_argument("--out", help="write all rows to FILE.csv or FILE.parquet (by suffix)")
-    q.add_argument(
-        "--submit",
-        metavar="WHY",
-        help="with --csv/--parquet: if the output rules refuse it, submit it to an output "
-        "checker with this justification",
-    )
-    q.add_argument("--limit", type=int, default=50, help="rows to show on screen (default 50)")
-    q.add_argument("sql", nargs="?", help="one SELECT statement over the analyst views")
-    q.set_defaults(func=cmd_query)
+    from uprnlink.service.client_cli import add_client_commands
 
-    o = sub.add_parser(
-        "outputs",
-        help="output checking: list, show, approve, reject or download outputs; the release register",
-        description="Outputs through the query service (your token): an analyst lists and "
-        "downloads their own; an output checker approves or rejects others' submissions "
-        "(never their own); checkers and IG leads see every output and the release register.",
-    )
-    o.add_argument(
-        "outputs_command", choices=["list", "show", "approve", "reject", "download", "register"]
-    )
-    o.add_argument(
-        "id", nargs="?", help="output id, e.g. out-000001 (show, approve, reject, download)"
-    )
-    o.add_argument("--note", help="approve/reject: a note to the analyst (needed to reject)")
-    o.add_argument("--out", help="download: the file to write (default: the output id)")
-    o.add_argument("--json", action="store_true", help="list, register, show: as JSON")
-    o.add_argument("--url", help="the service (default: UPRNLINK_URL, else the config's)")
-    o.add_argument("--config", help="run configuration, only to find the service's address")
-    o.add_argument(
-        "--token-file", help="file holding your token (default: the UPRNLINK_TOKEN variable)"
-    )
-    o.set_defaults(func=cmd_outputs)
+    add_client_commands(sub)
 
     sv = sub.add_parser(
         "serve",

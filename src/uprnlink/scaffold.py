@@ -32,7 +32,8 @@ DEMO_CONFIG_NAME = "demo.toml"
 # The demo configuration's folders, relative to the checkout's config/ folder (where
 # config/demo.toml links to it); a demo folder of its own holds them directly.
 _DEMO_PATH = re.compile(
-    r'^(\s*(?:landing_dir|work_dir|out_dir|file)\s*=\s*")\.\./(?:demo|testpop)/', re.M
+    r'^(\s*(?:landing_dir|work_dir|out_dir|file|witness_file)\s*=\s*")\.\./(?:demo|testpop)/',
+    re.M,
 )
 # The populations `uprnlink demo` can synthesise, each with its packaged configuration: the
 # demo's own (uprnlink.synth), and an independent second one in other systems' layouts

@@ -154,6 +154,27 @@ class ServiceSettings:
     check_timeout_seconds: float = 5.0  # longest a query's check (parse, bind, plan) may take
     max_answer_mib: int = 64  # largest answer (Arrow data), refused while it streams
     url: str | None = None  # where clients reach it (default http://host:port)
+    # What one user (a token, a portal session's token, else a source address) may take
+    # (uprnlink.service.limits): a larger body is refused with 413 while it streams; beyond
+    # these, 429 with Retry-After (every refusal counted in the audit log).
+    max_body_kib: int = 64
+    user_concurrency: int = 2  # requests of one user served at once
+    user_queue: int = 4  # more of them waiting for a turn
+    user_queue_seconds: float = 30.0  # longest wait for a turn
+    user_rate_per_minute: int = 120  # token bucket: refill rate ...
+    user_burst: int = 60  # ... and size
+    workers_per_user: int | None = None  # query workers one user may hold (default workers - 1)
+    failure_window_seconds: float = 60.0  # refused requests are counted per this window
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Where the audit log's forward-sealing state and witnesses live (`[audit]`, beside the
+    audit key's settings); how often they are written is policy (`[audit]` in the policy)."""
+
+    seal_state: Path | None = None  # default: <work_dir>/audit/seal.state (owner-only)
+    witness_file: Path | None = None  # an append-only file another account owns
+    witness_syslog: str | None = None  # a syslog socket such as /dev/log (journald), or none
 
 
 @dataclass(frozen=True)
@@ -202,6 +223,7 @@ class RunSettings:
     release: ReleaseSettings
     linkage: LinkageSettings = field(default_factory=LinkageSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def users_file(self) -> Path:
@@ -568,12 +590,32 @@ def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
             if not isinstance(raw[name], kind) or not raw[name]:
                 raise ConfigError(f"{config}: [service] {name} must be a non-empty string")
             values[name] = raw[name]
-    for name in ("port", "max_rows", "workers", "max_answer_mib"):
+    for name in (
+        "port",
+        "max_rows",
+        "workers",
+        "max_answer_mib",
+        "max_body_kib",
+        "user_concurrency",
+        "user_rate_per_minute",
+        "user_burst",
+        "workers_per_user",
+    ):
         if name in raw:
             if isinstance(raw[name], bool) or not isinstance(raw[name], int) or raw[name] < 1:
                 raise ConfigError(f"{config}: [service] {name} must be a positive whole number")
             values[name] = raw[name]
-    for name in ("timeout_seconds", "check_timeout_seconds"):
+    if "user_queue" in raw:
+        q = raw["user_queue"]
+        if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+            raise ConfigError(f"{config}: [service] user_queue must be a whole number >= 0")
+        values["user_queue"] = q
+    for name in (
+        "timeout_seconds",
+        "check_timeout_seconds",
+        "user_queue_seconds",
+        "failure_window_seconds",
+    ):
         if name in raw:
             t = raw[name]
             if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
@@ -582,6 +624,34 @@ def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
     if "users_file" in raw:
         values["users_file"] = _path(base, raw["users_file"], "service.users_file", config)
     return ServiceSettings(**values)
+
+
+_AUDIT_EXTRA = {"seal_state", "witness_file", "witness_syslog"}
+
+
+def _audit_settings(raw: Any, base: Path, config: Path) -> AuditSettings:
+    """The sealing state and witness sinks named in `[audit]` (its key settings are read by
+    `_key_settings`)."""
+    spec = raw.get("audit", {}) if isinstance(raw, dict) else {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{config}: [audit] must be a table")
+    values: dict[str, Any] = {}
+    for name in ("seal_state", "witness_file"):
+        if name in spec:
+            values[name] = _path(base, spec[name], f"audit.{name}", config)
+    if "witness_syslog" in spec:
+        sink = spec["witness_syslog"]
+        if sink is True:
+            values["witness_syslog"] = "/dev/log"
+        elif sink is False:
+            values["witness_syslog"] = None
+        elif isinstance(sink, str) and sink:
+            values["witness_syslog"] = sink
+        else:
+            raise ConfigError(
+                f"{config}: [audit] witness_syslog must be true, false or a socket path"
+            )
+    return AuditSettings(**values)
 
 
 def _typed(kind: type[_T], raw: dict[str, Any], where: str, config: Path) -> _T:
@@ -656,7 +726,8 @@ def read_settings(config_path: Path) -> RunSettings:
         for n, s in raw.get("reference", {}).items()
     }
     key = _key_settings(raw, "key", base, config_path, None)
-    audit_key = _key_settings(raw, "audit", base, config_path, key.file)
+    audit_key = _key_settings(raw, "audit", base, config_path, key.file, extra=_AUDIT_EXTRA)
+    audit = _audit_settings(raw, base, config_path)
     release_raw = raw.get("release", {})
     project = release_raw.get("project", run.get("name", config_path.stem))
     if not isinstance(project, str) or not re.fullmatch(
@@ -708,4 +779,5 @@ def read_settings(config_path: Path) -> RunSettings:
         release=release,
         linkage=linkage,
         service=service,
+        audit=audit,
     )

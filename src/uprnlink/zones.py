@@ -61,6 +61,11 @@ class Zones:
         return self.settings.work_dir / "audit" / "audit.head"
 
     @property
+    def audit_seal_state(self) -> Path:
+        """The audit log's current sealing key (owner-only; never backed up)."""
+        return self.settings.audit.seal_state or self.settings.work_dir / "audit" / "seal.state"
+
+    @property
     def lock(self) -> Path:
         """One run at a time on these folders."""
         return self.settings.work_dir / "run.lock"

@@ -13,8 +13,30 @@ the checkpoint where whoever can write the log cannot (another directory, volume
 the strongest guarantee; a checkpoint and log rolled back together to an older pair cannot be
 detected from the files alone.
 
+Anyone holding the audit key can rewrite all of that consistently, and the query service must
+hold it. So the log is also **forward-sealed** (as journald's Forward Secure Sealing does it,
+with a hash chain of keys instead of FSPRG): `uprnlink audit seal init` gives the IG lead a
+seed to keep offline and the writers an epoch-0 sealing state (`uprnlink.privacy.sealing`).
+At least every ``[audit] seal_minutes`` (policy) while anything is written, a writer appends an
+``audit.sealed`` entry whose ``seal`` is a MAC, under that epoch's key, of the entry itself
+(its seq, time, epoch and ``prev``: the chain's head), then replaces the state with the next
+epoch's key, derived one way from the last. Seals are numbered 0, 1, 2, ... without gaps; the
+verifier derives every epoch key from the seed and checks every seal, so whoever later takes
+the service (its audit key and current sealing state) can rewrite only what came after the
+last seal. The pipeline's appends and the service's share one state file, read and replaced
+only under the log's exclusive lock; a seal saved in the state but not yet in the log (a crash
+between the two) is appended by the next writer before anything else.
+
+The log's head is also **witnessed**, after each seal and at least every ``[audit]
+witness_minutes`` while it moves, to sinks the writers cannot rewrite (another account's
+append-only file, syslog/journald: `uprnlink.governance.witness`). Verification reads the
+witness file: every witness must match the log, one past its end means truncation, and a
+missing, truncated or unreadable witness file fails.
+
 Entries hold non-personal facts only (counts, run ids, file names, key ids): the caller must
-never pass raw identifiers or data values in ``data``.
+never pass raw identifiers or data values in ``data``. Text an analyst typed reaches the log
+only as a keyed fingerprint (`AuditLog.fingerprint`), which nobody reading the log can confirm
+a guess against without the audit key.
 """
 
 from __future__ import annotations
@@ -24,45 +46,72 @@ import fcntl
 import hashlib
 import hmac as _stdlib_hmac
 import json
+import logging
 import math
 import os
 import platform
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from uprnlink.errors import AuditError
 from uprnlink.privacy.keys import MasterKey, load_audit_key
-from uprnlink.settings import RunSettings
+from uprnlink.privacy.sealing import (
+    LastSeal,
+    SealSeed,
+    SealState,
+    SealStateInfo,
+    read_seal_state,
+    read_seal_state_info,
+    seal_mac,
+    write_seal_state,
+)
+from uprnlink.settings import RunSettings, read_toml
 from uprnlink.zones import Zones
 
 __all__ = [
     "GENESIS",
     "KNOWN_EVENTS",
+    "SEALED",
+    "SEAL_STARTED",
     "AuditEvent",
     "AuditLog",
+    "AuditPolicy",
     "AuditVerification",
+    "SealPolicy",
     "Witness",
+    "WitnessFile",
+    "WitnessSink",
     "actor",
     "default_head_path",
+    "keyed_fingerprint",
     "open_audit_log",
     "read_audit_events",
+    "read_audit_policy",
     "record_key_event",
     "run_witnesses",
     "verify_audit_log",
     "verify_run_audit",
 ]
 
+log = logging.getLogger("uprnlink.audit")
+
 GENESIS = "0" * 64
 """The ``prev`` of the first entry."""
 
 ROTATED = "audit.key_rotated"
 """The entry (MACed with the old audit key) that hands the log over to a new audit key."""
+SEAL_STARTED = "audit.seal_started"
+"""The entry `uprnlink audit seal init` writes: sealing begins, under the seal id it names."""
+SEALED = "audit.sealed"
+"""A seal: MACs the log's head under one epoch's sealing key (`uprnlink.privacy.sealing`)."""
+FAILURES = "service.failures"
+"""The query service's refused and failed requests, counted per window (never dropped)."""
 
 KNOWN_EVENTS = (
     "key.created",
@@ -75,6 +124,9 @@ KNOWN_EVENTS = (
     "publish",
     "access",
     "access.refused",
+    SEAL_STARTED,
+    SEALED,
+    FAILURES,
 )
 """Events uprnlink writes. Other dotted lower-case names are accepted."""
 
@@ -83,6 +135,9 @@ _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _SIGNED_FIELDS = ("seq", "ts", "event", "actor", "key_id", "data", "prev")
 _ALL_FIELDS = frozenset((*_SIGNED_FIELDS, "hash", "mac"))
 _ENTRY_LABEL = b"uprnlink-audit-entry/v1\x00"
+_FINGERPRINT_PURPOSE = "audit_fingerprint"
+FINGERPRINT_HEX = 16
+"""Hex digits of a keyed fingerprint (64 bits: enough to tell queries apart in one log)."""
 _HEAD_LABEL = b"uprnlink-audit-head/v1\x00"
 _HEAD_VERSION = 1
 MAX_BATCH = 32
@@ -134,6 +189,74 @@ def _entry_digests(signed: Mapping[str, Any], key: MasterKey | None) -> tuple[st
 def _head_mac(key: MasterKey, seq: int, digest: str, key_id: str) -> str:
     body = {"version": _HEAD_VERSION, "seq": seq, "hash": digest, "key_id": key_id}
     return _mac(key, _HEAD_LABEL, _canonical(body))
+
+
+def keyed_fingerprint(key: MasterKey, text: str) -> str:
+    """A short HMAC of `text` under the audit key's fingerprint sub-key: the same text gives the
+    same fingerprint in one log (so attempts can be matched up), but nobody without the key can
+    test a guess (a query holding a name or an id) against the log."""
+    h = key.hmac_prototype(_FINGERPRINT_PURPOSE)
+    h.update(text.encode("utf-8"))
+    return h.finalize().hex()[:FINGERPRINT_HEX]
+
+
+def _seal_message(signed: Mapping[str, Any]) -> dict[str, Any]:
+    """What a seal MACs: the seal entry's signed fields without the seal itself (so its seq,
+    time, epoch and ``prev``, the hash of the head it seals)."""
+    data = {k: v for k, v in signed["data"].items() if k != "seal"}
+    return {**{k: signed[k] for k in _SIGNED_FIELDS}, "data": data}
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    """How often the log is sealed and witnessed (`[audit]` in the governance policy)."""
+
+    seal_minutes: float = 5.0
+    witness_minutes: float = 1.0
+
+
+def read_audit_policy(policy_path: Path) -> AuditPolicy:
+    """`[audit]` of the governance policy (defaults where absent); errors name the setting."""
+    raw = read_toml(policy_path, "governance policy").get("audit", {})
+    if not isinstance(raw, dict):
+        raise AuditError(f"{policy_path}: [audit] must be a table")
+    values: dict[str, float] = {}
+    for name in ("seal_minutes", "witness_minutes"):
+        if name in raw:
+            v = raw[name]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1440:
+                raise AuditError(f"{policy_path}: [audit] {name} must be between 0 and 1440")
+            values[name] = float(v)
+    unknown = set(raw) - {"seal_minutes", "witness_minutes"}
+    if unknown:
+        raise AuditError(
+            f"{policy_path}: [audit] has unknown settings: {', '.join(sorted(unknown))}"
+        )
+    return AuditPolicy(**values)
+
+
+@dataclass(frozen=True)
+class SealPolicy:
+    """Where a log's sealing state lives and how often it is sealed and witnessed."""
+
+    state_path: Path
+    seal_seconds: float = 300.0
+    witness_seconds: float = 60.0
+
+
+class WitnessSink(Protocol):
+    """Somewhere the log's head is written that the log's writers cannot rewrite."""
+
+    name: str
+    """What the seal entries record of it (``file:/path`` or ``syslog:/dev/log``)."""
+
+    def write(self, line: str) -> None:
+        """Append one witness line (one JSON object, newline-ended)."""
+        ...
+
+    def size(self) -> int | None:
+        """Bytes the sink holds now (a file), or None where that cannot be known (syslog)."""
+        ...
 
 
 def _check_data(value: Any, where: str, depth: int = 0) -> Any:
@@ -218,6 +341,32 @@ class AuditVerification:
     head_seq: int | None = None
     key_ids: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    seal: SealSummary | None = None
+    """What the seals say (None: the log was never sealed)."""
+    witnesses_checked: int = 0
+    """Witnesses (run summaries, releases, witness files) matched against the log."""
+    last_witnessed_seq: int | None = None
+    """The furthest seq a witness recorded: entries after it can still be cut off unseen."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    """What was not checked, and why (no seed given, no witness file, ...)."""
+
+
+@dataclass(frozen=True)
+class SealSummary:
+    """The seals of a log as verification found them."""
+
+    seal_id: str
+    seals: int
+    """Seal entries (epochs 0 .. seals - 1)."""
+    checked: bool
+    """Whether every seal's MAC was checked with the seed (False: no seed was given)."""
+    last_sealed_seq: int | None
+    """Seq of the last seal entry: everything up to it is sealed."""
+    last_epoch: int | None
+    last_ts: str | None
+    unsealed: int
+    """Entries after the last seal: only hash-chained and MACed with the audit key, so whoever
+    holds the audit key and the current sealing state can still rewrite them (the window)."""
 
 
 def _entry_shape_problem(obj: Any) -> str | None:
@@ -337,8 +486,18 @@ def _hash_at(fd: int, seq: int, last_seq: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Tail:
+    """Where the log ends: the seq and hash to chain from, and the last entry's event."""
+
+    seq: int
+    hash: str
+    event: str | None
+
+
 class AuditLog:
-    """Appends MACed, hash-chained events to a JSON Lines audit log and its checkpoint."""
+    """Appends MACed, hash-chained events to a JSON Lines audit log and its checkpoint; seals
+    and witnesses it when given a `SealPolicy` and witness sinks."""
 
     def __init__(
         self,
@@ -347,6 +506,9 @@ class AuditLog:
         *,
         head_path: str | os.PathLike[str] | None = None,
         clock: Clock = _utc_now,
+        sealing: SealPolicy | None = None,
+        witnesses: Sequence[WitnessSink] = (),
+        writer: str | None = None,
     ) -> None:
         if not isinstance(key, MasterKey):
             raise AuditError("an audit log needs a MasterKey to MAC its entries")
@@ -354,9 +516,15 @@ class AuditLog:
         self.head_path = default_head_path(self.path) if head_path is None else Path(head_path)
         self._key = key
         self._clock = clock
+        self.sealing = sealing
+        self.witness_sinks: tuple[WitnessSink, ...] = tuple(witnesses)
+        self._writer = writer
         self._turn = threading.Condition()
         self._queue: list[_Pending] = []
         self._writing = False
+        self._witnessed: tuple[int, str] | None = None
+        self._witnessed_at: datetime | None = None
+        self._state_seen: tuple[tuple[int, int, int], SealStateInfo] | None = None
         for directory in {self.path.parent, self.head_path.parent}:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -374,14 +542,27 @@ class AuditLog:
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r}, key_id={self._key.key_id!r})"
 
+    def fingerprint(self, text: str) -> str:
+        """`keyed_fingerprint` of `text` under this log's audit key."""
+        return keyed_fingerprint(self._key, text)
+
     def _timestamp(self) -> str:
         now = self._clock()
         if now.tzinfo is None or now.utcoffset() is None:
             raise AuditError("audit clock must return a timezone-aware datetime")
         return now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
+    def _actor(self) -> str:
+        return self._writer or actor()
+
+    # ------------------------------------------------------------------ the tail
+
     def _tail_state(self, fd: int) -> tuple[int, str]:
         """Seq and hash to chain from, after checking the tail agrees with the checkpoint."""
+        tail = self._tail(fd)
+        return tail.seq, tail.hash
+
+    def _tail(self, fd: int) -> _Tail:
         raw, ends_with_newline = _last_line(fd)
         head = _read_head(self.head_path)
         if isinstance(head, str):
@@ -401,7 +582,7 @@ class AuditLog:
                     f"audit log {self.path} is empty but its checkpoint records seq {head.seq}: "
                     "the log has been truncated; run `uprnlink audit verify`"
                 )
-            return -1, GENESIS
+            return _Tail(-1, GENESIS, None)
         if not ends_with_newline:
             raise AuditError(
                 f"audit log {self.path} ends with an incomplete line; "
@@ -447,7 +628,7 @@ class AuditLog:
                 f"{last['seq']}, the checkpoint records seq {head.seq}): it has been truncated "
                 "or altered; run `uprnlink audit verify`"
             )
-        return int(last["seq"]), str(last["hash"])
+        return _Tail(int(last["seq"]), str(last["hash"]), str(last["event"]))
 
     def _write_head(self, seq: int, digest: str) -> None:
         body = {
@@ -483,7 +664,296 @@ class AuditLog:
         if not self.path.exists():
             return
         with _locked(self.path, exclusive=False) as fd:
-            self._tail_state(fd)
+            self._tail(fd)
+
+    # ------------------------------------------------------------------ sealing
+
+    def seal_state_info(self) -> SealStateInfo | None:
+        """The sealing state's public part (no key), or None when sealing has not been started
+        (no state file). Re-read only when the file changes (every seal replaces it)."""
+        if self.sealing is None:
+            return None
+        path = self.sealing.state_path
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._state_seen = None
+            return None
+        except OSError as exc:
+            raise AuditError(f"sealing state {path} cannot be read ({exc.strerror})") from None
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._state_seen is not None and self._state_seen[0] == version:
+            return self._state_seen[1]
+        info = read_seal_state_info(path)
+        self._state_seen = (version, info)
+        return info
+
+    def require_sealing(self) -> SealStateInfo:
+        """The sealing state, or refuse: a service must not run on an unsealed log."""
+        if self.sealing is None:
+            raise AuditError(f"audit log {self.path} has no sealing configured")
+        info = self.seal_state_info()
+        if info is None:
+            raise AuditError(
+                f"audit log {self.path} is not forward-sealed: sealing state "
+                f"{self.sealing.state_path} is missing. The IG lead runs `uprnlink audit seal "
+                "init --config FILE` first (docs/governance.md) (rule: seal_state_missing)"
+            )
+        read_seal_state(self.sealing.state_path).key.erase()  # refuse a corrupted state now
+        return info
+
+    def _recover(self, fd: int, tail: _Tail) -> _Tail:
+        """Append the seal the state records but the log lacks (a writer stopped between
+        saving the state and writing the seal); refuse a log cut back past the last seal."""
+        info = self.seal_state_info()
+        last = None if info is None else info.last_seal
+        if last is None or last.seq < tail.seq:
+            return tail
+        if last.seq == tail.seq:
+            if last.hash != tail.hash:
+                raise AuditError(
+                    f"audit log {self.path} does not hold the seal its sealing state records "
+                    f"at seq {last.seq}: it was rewritten; run `uprnlink audit verify`"
+                )
+            return tail
+        if last.seq == tail.seq + 1 and last.prev == tail.hash:
+            self._write_lines(fd, [last.line if last.line.endswith("\n") else last.line + "\n"])
+            return _Tail(last.seq, last.hash, SEALED)
+        raise AuditError(
+            f"audit log {self.path} ends at seq {tail.seq} but its sealing state records a seal "
+            f"at seq {last.seq} (epoch {last.epoch}): the log was cut back; run "
+            "`uprnlink audit verify` (rule: seal_missing)"
+        )
+
+    def _write_lines(self, fd: int, lines: Sequence[str]) -> None:
+        try:
+            os.write(fd, "".join(lines).encode("utf-8"))
+            os.fsync(fd)
+        except OSError as exc:
+            raise AuditError(f"cannot write audit log {self.path}: {exc.strerror}") from None
+
+    def _seal_due(self, info: SealStateInfo | None, tail: _Tail, force: bool) -> bool:
+        if self.sealing is None or info is None or tail.seq < 0 or tail.event == SEALED:
+            return False
+        if force:
+            return True
+        started = datetime.fromisoformat(info.started)
+        return (self._clock() - started).total_seconds() >= self.sealing.seal_seconds
+
+    def _seal(self, fd: int, tail: _Tail) -> _Tail:
+        """Write the seal of the current epoch over the head `tail`, then move the state on.
+
+        Order, so that a crash at any point loses nothing and keeps no old key: (1) compute
+        the seal entry under this epoch's key; (2) save the next epoch's state, which records
+        that entry (the old key leaves the file system's names here); (3) append the entry.
+        A crash between (2) and (3) leaves the entry in the state: `_recover` appends it."""
+        assert self.sealing is not None
+        state = read_seal_state(self.sealing.state_path)
+        try:
+            ts = self._timestamp()
+            data: dict[str, Any] = {
+                "seal_id": state.seal_id,
+                "epoch": state.epoch,
+                "head_seq": tail.seq,
+                "head_hash": tail.hash,
+                "epoch_started": state.started,
+            }
+            sizes = self._witness_sizes()
+            if sizes:
+                data["witness"] = sizes
+            signed: dict[str, Any] = {
+                "seq": tail.seq + 1,
+                "ts": ts,
+                "event": SEALED,
+                "actor": self._actor(),
+                "key_id": self._key.key_id,
+                "data": data,
+                "prev": tail.hash,
+            }
+            data["seal"] = seal_mac(state.key, _seal_message(signed))
+            digest, mac = _entry_digests(signed, self._key)
+            assert mac is not None
+            entry = AuditEvent(**signed, hash=digest, mac=mac)
+            line = entry.to_json_line()
+            following = state.advanced(
+                self._clock(), LastSeal(entry.seq, digest, tail.hash, state.epoch, line)
+            )
+            try:
+                write_seal_state(self.sealing.state_path, following)
+            finally:
+                following.key.erase()
+        finally:
+            state.key.erase()
+        self._write_lines(fd, [line])
+        return _Tail(entry.seq, digest, SEALED)
+
+    def _witness_sizes(self) -> list[dict[str, Any]]:
+        """What each witness sink with a size holds now, for the seal to record: a witness file
+        later found shorter than a sealed size was truncated."""
+        out = []
+        for sink in self.witness_sinks:
+            try:
+                found = sink.size()
+            except OSError:
+                found = None
+            if isinstance(found, int):
+                out.append({"sink": sink.name, "bytes": found})
+        return out
+
+    def seal_now(self) -> AuditEvent | None:
+        """Seal whatever is not sealed yet (the end of a run, the service stopping), and
+        witness the new head. Returns the seal entry, or None if there was nothing to seal
+        or sealing has not been started."""
+        return self._maintain(force_seal=True)
+
+    def maintain(self) -> AuditEvent | None:
+        """What a long-running writer does on a timer: seal if the epoch is due, and witness
+        the head if it moved and the last witness is older than the policy allows (or a seal
+        was just written)."""
+        return self._maintain(force_seal=False)
+
+    def _maintain(self, *, force_seal: bool) -> AuditEvent | None:
+        sealed: AuditEvent | None = None
+        info = self.seal_state_info() if self.path.exists() else None
+        if info is not None:
+            sealed = self._exclusive(lambda: self._seal_under_lock(force_seal))
+        witness_due = (
+            self._witnessed_at is None
+            or self.sealing is None
+            or (self._clock() - self._witnessed_at).total_seconds() >= self.sealing.witness_seconds
+        )
+        if self.witness_sinks and (sealed is not None or force_seal or witness_due):
+            try:
+                self.witness()
+            except AuditError as exc:  # the log itself is fine; say which sink failed
+                log.error("%s", exc)
+        return sealed
+
+    def _seal_under_lock(self, force: bool) -> AuditEvent | None:
+        with _locked(self.path, exclusive=True) as fd:
+            tail = self._recover(fd, self._tail(fd))
+            sealed = None
+            if self._seal_due(self.seal_state_info(), tail, force):
+                tail = self._seal(fd, tail)
+                sealed = tail
+            self._write_head(tail.seq, tail.hash)
+        if sealed is None:
+            return None
+        return self._entry_at(sealed.seq)
+
+    def _entry_at(self, seq: int) -> AuditEvent | None:
+        with _locked(self.path, exclusive=False) as fd:
+            raw, _ = _last_line(fd)
+        obj, _ = _parse_line(raw) if raw else (None, None)
+        if obj is not None and obj["seq"] == seq:
+            return AuditEvent.from_dict(obj)
+        return None
+
+    def _exclusive(self, work: Callable[[], Any]) -> Any:
+        """Run `work` while no group commit of this object is writing."""
+        with self._turn:
+            while self._writing:
+                self._turn.wait()
+            self._writing = True
+        try:
+            return work()
+        finally:
+            with self._turn:
+                self._writing = False
+                self._turn.notify_all()
+
+    def start_sealing(
+        self, seed: SealSeed, *, actor: str, seal_minutes: float | None = None
+    ) -> SealStateInfo:
+        """Begin forward sealing (`uprnlink audit seal init`): save the epoch-0 state, record
+        ``audit.seal_started`` and seal everything written so far at once. Refuses a log that
+        was already sealed (by any seed) or whose state exists."""
+        if self.sealing is None:
+            raise AuditError(f"audit log {self.path} has no sealing configured")
+        state_path = self.sealing.state_path
+        if state_path.exists():
+            raise AuditError(
+                f"sealing state {state_path} already exists: sealing was started for this log "
+                "(rule: seal_exists)"
+            )
+        if self.path.exists() and any(
+            e.event in (SEALED, SEAL_STARTED) for e in read_audit_events(self.path)
+        ):
+            raise AuditError(
+                f"audit log {self.path} already holds seals but its sealing state is missing: "
+                "run `uprnlink audit verify` with the seed; a log cannot be sealed twice "
+                "(rule: seal_exists)"
+            )
+        self.check_key()
+        state = SealState.first(seed, self._clock())
+        try:
+            write_seal_state(state_path, state, new=True)
+        finally:
+            state.key.erase()
+        self._state_seen = None
+        try:
+            self.append(
+                SEAL_STARTED,
+                actor=actor,
+                data={
+                    "seal_id": seed.seal_id,
+                    "seal_minutes": round(self.sealing.seal_seconds / 60, 3),
+                    "witness_minutes": round(self.sealing.witness_seconds / 60, 3),
+                    "witness_sinks": [s.name for s in self.witness_sinks],
+                },
+            )
+        except AuditError:
+            with contextlib.suppress(OSError):
+                state_path.unlink()
+            raise
+        self.seal_now()
+        info = self.seal_state_info()
+        assert info is not None
+        return info
+
+    # ------------------------------------------------------------------ witnesses
+
+    def head(self) -> tuple[int, str] | None:
+        """The log's last seq and hash as they are on disk now (None: empty or missing)."""
+        if not self.path.exists():
+            return None
+        with _locked(self.path, exclusive=False) as fd:
+            raw, _ = _last_line(fd)
+        obj, _ = _parse_line(raw) if raw else (None, None)
+        return None if obj is None else (int(obj["seq"]), str(obj["hash"]))
+
+    def witness(self, *, force: bool = False) -> Witness | None:
+        """Write the log's head to every witness sink (skipped when it has not moved since this
+        object last witnessed it, unless `force`). A sink that fails is reported and the
+        others still written; the error names the sink, never a key."""
+        head = self.head()
+        if head is None or not self.witness_sinks:
+            return None
+        now = self._clock()
+        if head == self._witnessed and not force:
+            self._witnessed_at = now
+            return None
+        info = self.seal_state_info()
+        line = witness_line(
+            seq=head[0],
+            digest=head[1],
+            ts=self._timestamp(),
+            seal_id=None if info is None else info.seal_id,
+            epoch=None if info is None else info.epoch,
+            by=self._actor(),
+        )
+        failures = []
+        for sink in self.witness_sinks:
+            try:
+                sink.write(line)
+            except (OSError, AuditError) as exc:
+                failures.append(f"{sink.name} ({getattr(exc, 'strerror', None) or exc})")
+        self._witnessed, self._witnessed_at = head, now
+        if failures:
+            raise AuditError("cannot write the audit witness to " + "; ".join(failures))
+        return Witness("witness", head[0], head[1])
+
+    # ------------------------------------------------------------------ appending
 
     def rotate_to(self, new_key: MasterKey, *, actor: str) -> AuditLog:
         """Hand the log over to `new_key`: an `audit.key_rotated` entry MACed with the current
@@ -499,7 +969,15 @@ class AuditLog:
                 "epoch": new_key.epoch,
             },
         )
-        return AuditLog(self.path, new_key, head_path=self.head_path, clock=self._clock)
+        return AuditLog(
+            self.path,
+            new_key,
+            head_path=self.head_path,
+            clock=self._clock,
+            sealing=self.sealing,
+            witnesses=self.witness_sinks,
+            writer=self._writer,
+        )
 
     def append(
         self, event: str, *, actor: str, data: Mapping[str, Any] | None = None
@@ -507,7 +985,8 @@ class AuditLog:
         """Append one event (under an exclusive file lock, fsynced) and move the checkpoint.
 
         Refuses to append to a log whose tail or checkpoint is damaged, so a truncation is
-        never papered over by the next entry.
+        never papered over by the next entry. When the sealing epoch is due, the same commit
+        seals the log after the entry (and witnesses the new head).
         """
         if not isinstance(event, str) or len(event) > 64 or not _EVENT_RE.match(event):
             raise AuditError("audit event name must be dotted lower-case words, e.g. 'run.started'")
@@ -526,6 +1005,7 @@ class AuditLog:
         """Group commit: threads appending at once share one write, one fsync and one
         checkpoint. The first to arrive writes every entry waiting (in arrival order) while
         later ones queue; each call returns only once its own entry is on disk."""
+        sealed = False
         with self._turn:
             self._queue.append(request)
             while not request.done:
@@ -536,7 +1016,7 @@ class AuditLog:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 self._turn.release()
                 try:
-                    self._write_batch(batch)
+                    sealed = self._write_batch(batch)
                 finally:
                     self._turn.acquire()
                     self._writing = False
@@ -544,12 +1024,20 @@ class AuditLog:
         if request.error is not None:
             raise request.error
         assert request.entry is not None
+        if sealed and self.witness_sinks:
+            try:
+                self.witness()
+            except AuditError as exc:  # the entry is written; say which sink failed
+                log.error("%s", exc)
         return request.entry
 
-    def _write_batch(self, batch: list[_Pending]) -> None:
+    def _write_batch(self, batch: list[_Pending]) -> bool:
+        """Write `batch` (and a seal after it when the epoch is due); True if it sealed."""
+        sealed = False
         try:
             with _locked(self.path, exclusive=True) as fd:
-                last_seq, prev = self._tail_state(fd)
+                tail = self._recover(fd, self._tail(fd))
+                last_seq, prev = tail.seq, tail.hash
                 lines = []
                 for request in batch:
                     signed: dict[str, Any] = {
@@ -566,14 +1054,19 @@ class AuditLog:
                     request.entry = AuditEvent(**signed, hash=digest, mac=mac)
                     lines.append(request.entry.to_json_line())
                     last_seq, prev = request.entry.seq, digest
+                self._write_lines(fd, lines)
+                tail = _Tail(last_seq, prev, batch[-1].event if batch else tail.event)
                 try:
-                    os.write(fd, "".join(lines).encode("utf-8"))
-                    os.fsync(fd)
-                except OSError as exc:
-                    raise AuditError(
-                        f"cannot write audit log {self.path}: {exc.strerror}"
-                    ) from None
-                self._write_head(last_seq, prev)
+                    if self._seal_due(self.seal_state_info(), tail, force=False):
+                        tail = self._seal(fd, tail)
+                        sealed = True
+                except AuditError as exc:
+                    # The batch is on disk: report the seal that failed (the timer and the next
+                    # append try again; verification shows the growing window), do not fail
+                    # entries that were written.
+                    log.error("the audit log could not be sealed: %s", exc)
+                finally:
+                    self._write_head(tail.seq, tail.hash)
         except AuditError as exc:
             for request in batch:
                 request.entry, request.error = None, exc
@@ -583,6 +1076,7 @@ class AuditLog:
                 request.entry, request.error = None, error
         for request in batch:
             request.done = True
+        return sealed
 
 
 @dataclass
@@ -605,12 +1099,208 @@ def _iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
 
 @dataclass(frozen=True)
 class Witness:
-    """A head of the log recorded somewhere else (a run summary, a release): the log must still
-    hold entry `seq` with exactly this `hash`, or it was cut short or rewritten."""
+    """A head of the log recorded somewhere else (a run summary, a release, a witness file):
+    the log must still hold entry `seq` with exactly this `hash`, or it was cut short or
+    rewritten. A witness that could not be read carries the `problem` instead, and fails
+    verification (nothing is skipped)."""
 
     source: str
     seq: int
     hash: str
+    problem: str | None = None
+
+
+WITNESS_FORMAT = "uprnlink-audit-witness/v1"
+
+
+def witness_line(
+    *, seq: int, digest: str, ts: str, seal_id: str | None, epoch: int | None, by: str
+) -> str:
+    """One witness: the log's head (seq and hash) at `ts`, as a JSON line. The same text goes
+    to a witness file and, as the message, to syslog, so a journald export reads back alike."""
+    body = {
+        "witness": WITNESS_FORMAT,
+        "seq": seq,
+        "hash": digest,
+        "ts": ts,
+        "seal_id": seal_id,
+        "epoch": epoch,
+        "by": by,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True) + "\n"
+
+
+@dataclass(frozen=True)
+class WitnessFile:
+    """A witness file as read for verification: its witnesses, its size, or what is wrong."""
+
+    path: Path
+    witnesses: tuple[Witness, ...] = ()
+    size: int = 0
+    problem: str | None = None
+
+
+class _SealCheck:
+    """Follows the seals through a log while it is verified: contiguous epochs, each sealing
+    the entry before it, each MAC checked with the seed when one is given."""
+
+    def __init__(self, seed: SealSeed | None) -> None:
+        self.seed = seed
+        self.seal_id: str | None = None
+        self.next_epoch = 0
+        self.count = 0
+        self.last: tuple[int, int, str] | None = None  # seq, epoch, ts
+        self.sizes: dict[str, tuple[int, int, int]] = {}  # sink -> bytes, epoch, seq
+        self._keys: Iterator[Any] | None = None
+
+    def see(self, obj: Mapping[str, Any], seq: int, number: int) -> str | None:
+        event, data = obj["event"], obj["data"]
+        where = f"entry seq {seq} (line {number})"
+        if event == SEAL_STARTED:
+            seal_id = data.get("seal_id")
+            if not isinstance(seal_id, str):
+                return f"{where} starts sealing without a seal id"
+            if self.seal_id is not None:
+                return (
+                    f"{where} starts sealing again (seal id {seal_id}) after {self.seal_id}: a "
+                    "log is sealed once, so sealing was restarted to rewrite it (rule: seal_restart)"
+                )
+            self.seal_id = seal_id
+            if self.seed is not None:
+                if self.seed.seal_id != seal_id:
+                    return (
+                        f"{where}: the log is sealed under {seal_id} but the seed given is for "
+                        f"{self.seed.seal_id} (rule: wrong_seed)"
+                    )
+                self._keys = self.seed.epoch_keys()
+            return None
+        if event != SEALED:
+            return None
+        epoch, head_seq = data.get("epoch"), data.get("head_seq")
+        if (
+            not isinstance(epoch, int)
+            or isinstance(epoch, bool)
+            or not isinstance(head_seq, int)
+            or isinstance(head_seq, bool)
+            or not all(isinstance(data.get(k), str) for k in ("seal_id", "head_hash", "seal"))
+        ):
+            return f"{where} is a malformed seal (rule: seal_shape)"
+        if self.seal_id is None:
+            return f"{where} is a seal before sealing started (rule: seal_order)"
+        if data["seal_id"] != self.seal_id:
+            return (
+                f"{where} is sealed under {data['seal_id']}, not the log's {self.seal_id} "
+                "(rule: seal_id)"
+            )
+        if epoch != self.next_epoch:
+            return (
+                f"{where} seals epoch {epoch} where epoch {self.next_epoch} was expected: a seal "
+                "was removed, repeated or moved (rule: seal_epoch)"
+            )
+        if head_seq != seq - 1 or data["head_hash"] != obj["prev"]:
+            return f"{where} does not seal the entry before it (rule: seal_head)"
+        if self._keys is not None:
+            key = next(self._keys)
+            if not _mac_ok(seal_mac(key, _seal_message(obj)), data["seal"]):
+                return (
+                    f"seal epoch {epoch} ({where}) does not verify under the seed: the entries "
+                    "before it were rewritten after they were sealed, or the seal was forged "
+                    "(rule: seal_mac)"
+                )
+        for record in data.get("witness") or []:
+            if isinstance(record, dict) and isinstance(record.get("sink"), str):
+                size = record.get("bytes")
+                if isinstance(size, int) and not isinstance(size, bool):
+                    known = self.sizes.get(record["sink"])
+                    if known is None or size >= known[0]:
+                        self.sizes[record["sink"]] = (size, epoch, seq)
+        self.next_epoch += 1
+        self.count += 1
+        self.last = (seq, epoch, str(obj["ts"]))
+        return None
+
+    def summary(self, entries: int) -> SealSummary | None:
+        if self.seal_id is None:
+            return None
+        last_seq = None if self.last is None else self.last[0]
+        return SealSummary(
+            seal_id=self.seal_id,
+            seals=self.count,
+            checked=self.seed is not None,
+            last_sealed_seq=last_seq,
+            last_epoch=None if self.last is None else self.last[1],
+            last_ts=None if self.last is None else self.last[2],
+            unsealed=entries if last_seq is None else entries - 1 - last_seq,
+        )
+
+
+def _match_witness_file(
+    sink: str, files: Sequence[WitnessFile], sinks: Sequence[str]
+) -> WitnessFile | None:
+    """The witness file read for a sink the seals name: the same path, or the only file read
+    for the only file sink (a copy the IG lead took)."""
+    path = sink.removeprefix("file:")
+    for f in files:
+        if os.path.abspath(f.path) == os.path.abspath(path):
+            return f
+    if len(files) == 1 and len(sinks) == 1:
+        return files[0]
+    return None
+
+
+def _state_problem(
+    state_path: Path, seals: _SealCheck, last_seq: int, last_hash: str
+) -> tuple[str | None, str | None]:
+    """What the sealing state's public part says about the log: (failure, warning). The state
+    only moves forward (nobody can derive an earlier epoch), so a log whose last seal is older
+    than the state's epoch was cut back, whatever else was rewritten."""
+    try:
+        info = read_seal_state_info(state_path)
+    except AuditError as exc:
+        if seals.seal_id is None and not state_path.exists():
+            return None, None
+        return f"{exc}: the log's sealing cannot be confirmed", None
+    if seals.seal_id is None:
+        return (
+            f"sealing state {state_path} exists (seal id {info.seal_id}, epoch {info.epoch}) "
+            "but the log holds no audit.seal_started: the log was cut back or replaced "
+            "(rule: seal_missing)",
+            None,
+        )
+    if info.seal_id != seals.seal_id:
+        return (
+            f"sealing state {state_path} is for {info.seal_id}, the log is sealed under "
+            f"{seals.seal_id} (rule: seal_id)",
+            None,
+        )
+    log_epoch = seals.next_epoch  # the epoch the state should hold after the log's last seal
+    pending = info.last_seal
+    if (
+        info.epoch == log_epoch + 1
+        and pending is not None
+        and pending.epoch == log_epoch
+        and pending.seq == last_seq + 1
+        and pending.prev == last_hash
+    ):
+        return None, (
+            f"seal epoch {pending.epoch} is saved in the sealing state but not yet in the log "
+            "(a writer stopped between the two); the next append writes it"
+        )
+    if info.epoch > log_epoch:
+        return (
+            f"sealing state {state_path} is at epoch {info.epoch} but the log's seals end at "
+            f"epoch {log_epoch - 1}: the seals of epochs {log_epoch} to {info.epoch - 1} and "
+            "what they sealed were cut off (rule: seal_missing)",
+            None,
+        )
+    if info.epoch < log_epoch:
+        return (
+            f"sealing state {state_path} is at epoch {info.epoch}, older than the log's last "
+            f"seal (epoch {log_epoch - 1}): it was replaced by an older copy, which can "
+            "re-seal from its epoch on (rule: seal_state_old)",
+            None,
+        )
+    return None, None
 
 
 def verify_audit_log(
@@ -619,19 +1309,31 @@ def verify_audit_log(
     *,
     head_path: str | os.PathLike[str] | None = None,
     witnesses: Iterable[Witness] = (),
+    seed: SealSeed | None = None,
+    seal_state: str | os.PathLike[str] | None = None,
+    witness_files: Sequence[WitnessFile] = (),
 ) -> AuditVerification:
-    """Check every entry's seq, chain link, hash and MAC, then the checkpoint and witnesses.
+    """Check every entry's seq, chain link, hash and MAC, the seals, then the checkpoint and
+    witnesses.
 
     `key` may be several keys (for a log that spans key rotations); each entry is checked
     with the key its ``key_id`` names. An empty log fails (a log is never empty once anything
     has been recorded, and an emptied one must not pass), as does one that no longer holds a
-    head recorded in a run summary or release (`witnesses`). Tampering is reported in the
-    result, never raised; `AuditError` is raised only when the log itself cannot be opened.
+    head recorded in a run summary, release or witness file (`witnesses`, `witness_files`),
+    and one where a witness cannot be read. Seals are checked for order everywhere and, with
+    the IG lead's `seed`, for their MACs; `seal_state` (the writers' state file, public part
+    only) shows whether seals were cut off the end. Tampering is reported in the result, never
+    raised; `AuditError` is raised only when the log itself cannot be opened.
     """
-    witnessed = sorted(witnesses, key=lambda w: w.seq)
+    given = list(witnesses)
+    for wf in witness_files:
+        given.extend(wf.witnesses)
+    unreadable = [w for w in given if w.problem is not None]
+    witnessed = sorted((w for w in given if w.problem is None), key=lambda w: w.seq)
     p = Path(path)
     hp = default_head_path(p) if head_path is None else Path(head_path)
     keys = {key.key_id: key} if isinstance(key, MasterKey) else {k.key_id: k for k in key}
+    seals = _SealCheck(seed)
     if not p.exists():
         raise AuditError(f"audit log {p} not found")
     with _locked(p, exclusive=False) as fd, os.fdopen(os.dup(fd), "rb") as f:
@@ -706,6 +1408,10 @@ def verify_audit_log(
                     "altered by someone without the key",
                 )
                 continue
+            seal_problem = seals.see(obj, seq, number)
+            if seal_problem is not None:
+                failure = (number, seq, seal_problem)
+                continue
             if obj["key_id"] not in seen_keys:
                 seen_keys.append(obj["key_id"])
             if not isinstance(head, str) and head is not None and seq == head.seq:
@@ -715,6 +1421,16 @@ def verify_audit_log(
             prev = digest
 
     verified = count if failure is None else failure[0] - 1
+    notes: list[str] = []
+    summary = seals.summary(count if failure is None else verified)
+    if summary is None:
+        notes.append("the log is not forward-sealed (no audit.seal_started entry)")
+    elif not summary.checked:
+        notes.append(
+            f"seals not checked: {summary.seals} seal(s) in order, but their MACs need the IG "
+            "lead's verification seed (--seed-file)"
+        )
+    last_witnessed = max((w.seq for w in witnessed), default=None)
 
     def result(
         ok: bool,
@@ -733,11 +1449,28 @@ def verify_audit_log(
             head_seq=head.seq if isinstance(head, _Head) else None,
             key_ids=tuple(seen_keys),
             warnings=warnings,
+            seal=summary,
+            witnesses_checked=len(witnessed),
+            last_witnessed_seq=last_witnessed,
+            notes=tuple(notes),
         )
 
     if failure is not None:
         return result(False, *failure)
     last_seq = count - 1
+    if unreadable:
+        w = unreadable[0]
+        return result(
+            False,
+            reason=f"{w.source} {w.problem}: a witness that cannot be read fails verification",
+        )
+    for wf in witness_files:
+        if wf.problem is not None:
+            return result(
+                False,
+                reason=f"witness file {wf.path} {wf.problem}: a witness that cannot be read "
+                "fails verification",
+            )
     for w in witnessed:
         if w.seq > last_seq:
             return result(
@@ -755,6 +1488,40 @@ def verify_audit_log(
                 f"entry seq {w.seq} does not match the head {w.source} recorded: the log was "
                 "rewritten from there",
             )
+    sinks = sorted(s for s in seals.sizes if s.startswith("file:"))
+    for sink in sinks:
+        size, epoch, at = seals.sizes[sink]
+        found = _match_witness_file(sink, witness_files, sinks)
+        if found is None:
+            return result(
+                False,
+                reason=f"the seals record witnesses written to {sink.removeprefix('file:')} "
+                "but no such witness file was read: a missing witness fails verification "
+                "(rule: witness_missing)",
+            )
+        if found.size < size:
+            return result(
+                False,
+                reason=f"witness file {found.path} holds {found.size} bytes but seal epoch "
+                f"{epoch} (seq {at}) recorded {size}: the witness file was truncated "
+                "(rule: witness_truncated)",
+            )
+    if not witness_files and not sinks:
+        notes.append("no witness file read")
+    if seed is not None and summary is None:
+        return result(
+            False,
+            reason=f"a verification seed ({seed.seal_id}) was given but the log holds no "
+            "audit.seal_started: its sealed part was cut off or the log replaced "
+            "(rule: seal_missing)",
+        )
+    state_warning: str | None = None
+    if seal_state is not None:
+        last_hash = prev if count else GENESIS
+        problem, state_warning = _state_problem(Path(seal_state), seals, last_seq, last_hash)
+        if problem is not None:
+            return result(False, reason=problem)
+    extra = (state_warning,) if state_warning else ()
     if isinstance(head, str):
         return result(False, reason=head)
     if head is None:
@@ -791,13 +1558,14 @@ def verify_audit_log(
             "the log was rewritten from there",
         )
     if head.seq == last_seq:
-        return result(True)
+        return result(True, warnings=extra)
     if head.seq == last_seq - 1:
         return result(
             True,
             warnings=(
                 "the checkpoint is one entry behind the log (an append was interrupted); "
                 "the next append brings it up to date",
+                *extra,
             ),
         )
     if head.seq >= last_seq - MAX_BATCH:
@@ -807,6 +1575,7 @@ def verify_audit_log(
                 f"the checkpoint is {last_seq - head.seq} entries behind the log (a group of "
                 "appends was interrupted before its checkpoint); the next append brings it up "
                 "to date",
+                *extra,
             ),
         )
     return result(
@@ -834,13 +1603,36 @@ def read_audit_events(path: str | os.PathLike[str]) -> list[AuditEvent]:
 # --------------------------------------------------------------------------- a run's log
 
 
-def open_audit_log(settings: RunSettings, key: MasterKey | None = None) -> AuditLog:
+def seal_policy(settings: RunSettings) -> SealPolicy:
+    """Where a run configuration's sealing state lives and how often the policy wants the log
+    sealed and witnessed."""
+    policy = read_audit_policy(settings.policy_path)
+    return SealPolicy(
+        state_path=Zones(settings).audit_seal_state,
+        seal_seconds=policy.seal_minutes * 60,
+        witness_seconds=policy.witness_minutes * 60,
+    )
+
+
+def open_audit_log(
+    settings: RunSettings, key: MasterKey | None = None, *, clock: Clock = _utc_now
+) -> AuditLog:
     """The audit log of a run configuration, kept with its audit key (`[audit]`; never the
-    pseudonymisation key), its folders created if need be."""
+    pseudonymisation key), sealed and witnessed as its settings and policy say, its folders
+    created if need be."""
+    from uprnlink.governance.witness import witness_sinks
+
     z = Zones(settings)
     z.audit_log.parent.mkdir(parents=True, exist_ok=True)
     z.audit_head.parent.mkdir(parents=True, exist_ok=True)
-    return AuditLog(z.audit_log, key or load_audit_key(settings), head_path=z.audit_head)
+    return AuditLog(
+        z.audit_log,
+        key or load_audit_key(settings),
+        head_path=z.audit_head,
+        clock=clock,
+        sealing=seal_policy(settings),
+        witnesses=witness_sinks(settings.audit),
+    )
 
 
 def record_key_event(settings: RunSettings, event: str, data: dict[str, Any]) -> AuditEvent:
@@ -855,7 +1647,9 @@ def head_of(entry: AuditEvent) -> dict[str, Any]:
 
 def run_witnesses(settings: RunSettings) -> list[Witness]:
     """The log heads recorded in the run summaries (`out/runs/*.json`) and the releases
-    (`out/releases/*/audit_head.json`) of a run configuration."""
+    (`out/releases/*/audit_head.json`) of a run configuration. Every run summary and release
+    records one, so a file that cannot be read or lacks its head is returned as a witness with
+    a `problem` (and fails verification): corrupting a witness must not make it disappear."""
     z = Zones(settings)
     found: list[Witness] = []
     places = [(p, f"run summary {p.name}") for p in sorted(z.runs.glob("*.json"))]
@@ -866,24 +1660,63 @@ def run_witnesses(settings: RunSettings) -> list[Witness]:
     for path, source in places:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except OSError as exc:
+            found.append(
+                Witness(
+                    source, -1, "", f"cannot be read ({exc.strerror}) (rule: witness_unreadable)"
+                )
+            )
+            continue
+        except (ValueError, UnicodeDecodeError):
+            found.append(Witness(source, -1, "", "is not valid JSON (rule: witness_corrupt)"))
             continue
         head = doc.get("audit_head") if isinstance(doc, dict) else None
         if (
             isinstance(head, dict)
             and isinstance(head.get("seq"), int)
             and not isinstance(head.get("seq"), bool)
+            and head["seq"] >= 0
             and isinstance(head.get("hash"), str)
         ):
             found.append(Witness(source, head["seq"], head["hash"]))
+        else:
+            found.append(Witness(source, -1, "", "records no audit head (rule: witness_corrupt)"))
     return found
 
 
-def verify_run_audit(settings: RunSettings, keys: Iterable[MasterKey]) -> AuditVerification:
-    """Verify a run configuration's audit log against its checkpoint and every recorded head."""
+def run_witness_files(
+    settings: RunSettings, extra: Sequence[str | os.PathLike[str]] = ()
+) -> list[WitnessFile]:
+    """The configured witness file (`[audit] witness_file`) and any others given (a copy, a
+    journald export), each read whole."""
+    from uprnlink.governance.witness import read_witness_file
+
+    paths = [Path(p) for p in extra]
+    if settings.audit.witness_file is not None and not any(
+        os.path.abspath(p) == os.path.abspath(settings.audit.witness_file) for p in paths
+    ):
+        paths.insert(0, settings.audit.witness_file)
+    return [read_witness_file(p) for p in paths]
+
+
+def verify_run_audit(
+    settings: RunSettings,
+    keys: Iterable[MasterKey],
+    *,
+    seed: SealSeed | None = None,
+    witness_files: Sequence[str | os.PathLike[str]] = (),
+) -> AuditVerification:
+    """Verify a run configuration's audit log against its checkpoint, every recorded head,
+    its witness files and sealing state, and (with the IG lead's seed) every seal."""
     z = Zones(settings)
     return verify_audit_log(
-        z.audit_log, keys, head_path=z.audit_head, witnesses=run_witnesses(settings)
+        z.audit_log,
+        keys,
+        head_path=z.audit_head,
+        witnesses=run_witnesses(settings),
+        seed=seed,
+        seal_state=z.audit_seal_state,
+        witness_files=run_witness_files(settings, witness_files),
     )
 
 

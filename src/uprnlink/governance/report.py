@@ -14,6 +14,7 @@ templates of `uprnlink.html`, `audit.html.j2`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -24,9 +25,19 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from uprnlink.errors import AuditError
-from uprnlink.governance.audit import AuditEvent, AuditVerification, Witness, verify_audit_log
+from uprnlink.governance.audit import (
+    FAILURES,
+    SEAL_STARTED,
+    SEALED,
+    AuditEvent,
+    AuditVerification,
+    Witness,
+    WitnessFile,
+    verify_audit_log,
+)
 from uprnlink.html import render_page
 from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.sealing import SealSeed
 
 __all__ = ["ReportFormat", "render_audit_report", "summarise_audit"]
 
@@ -110,12 +121,24 @@ def _verify(
     head_path: Path | None,
     unreadable: str | None,
     witnesses: Sequence[Witness] = (),
+    *,
+    seed: SealSeed | None = None,
+    seal_state: Path | None = None,
+    witness_files: Sequence[WitnessFile] = (),
 ) -> AuditVerification:
     """`verify_audit_log`, with anything that stops it turned into a failed result."""
     if unreadable is not None:
         return AuditVerification(ok=False, entries=0, verified=0, reason=unreadable)
     try:
-        return verify_audit_log(path, keys, head_path=head_path, witnesses=witnesses)
+        return verify_audit_log(
+            path,
+            keys,
+            head_path=head_path,
+            witnesses=witnesses,
+            seed=seed,
+            seal_state=seal_state,
+            witness_files=witness_files,
+        )
     except AuditError as exc:
         return AuditVerification(ok=False, entries=0, verified=0, reason=str(exc))
     except RecursionError:
@@ -272,6 +295,43 @@ class _Access:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """An answer refused by the output rules, an output submitted for review, or an output
+    decision or download refused."""
+
+    entry: _Entry
+    user: str
+    role: str
+    rules: list[str]
+    output_id: str
+    action: str
+
+
+OUTPUT_REFUSALS = (
+    "answer.refused",
+    "output.submitted",
+    "output.decision_refused",
+    "output.download_refused",
+)
+"""The output events the report summarises one by one (what was withheld or held back)."""
+_REFUSAL_TITLES = {
+    "answer.refused": "Answers refused by the output rules",
+    "output.submitted": "Outputs submitted for review",
+    "output.decision_refused": "Output decisions refused",
+    "output.download_refused": "Output downloads refused",
+}
+
+
+@dataclass(frozen=True)
+class _FailureCount:
+    entry: _Entry
+    status: str
+    route: str
+    who: str
+    n: int
+
+
 @dataclass
 class _Summary:
     entries: list[_Entry]
@@ -285,6 +345,11 @@ class _Summary:
     access: list[_Access]
     refused: list[_Access]
     deletions: list[_Entry] = field(default_factory=list)
+    outputs: dict[str, list[_Refusal]] = field(default_factory=dict)
+    seal_started: _Entry | None = None
+    seals: list[_Entry] = field(default_factory=list)
+    failures: list[_FailureCount] = field(default_factory=list)
+    failure_windows: list[_Entry] = field(default_factory=list)
 
 
 def _epochs_from_key_events(events: Iterable[_Entry]) -> dict[str, int]:
@@ -381,9 +446,39 @@ def _summarise(entries: Sequence[_Entry], key_epochs: Mapping[str, int]) -> _Sum
                 views=_texts(data.get("views")),
                 fingerprint=_text(data.get("query_fingerprint")) or "",
                 rows=_int(data.get("rows")),
-                reason=_text(data.get("reason")) or "",
+                # The log writes the refusal's rule code as ``rule``; older entries (and other
+                # writers) may say ``reason``.
+                reason=_text(data.get("rule")) or _text(data.get("reason")) or "",
             )
             (s.access if ev.event == "access" else s.refused).append(record)
+        elif ev.event in OUTPUT_REFUSALS:
+            s.outputs.setdefault(ev.event, []).append(
+                _Refusal(
+                    entry,
+                    user=_text(data.get("user")) or ev.actor,
+                    role=_text(data.get("role")) or _UNKNOWN,
+                    rules=_texts(data.get("rules")) or _texts(data.get("rule")),
+                    output_id=_text(data.get("output_id")) or "",
+                    action=_text(data.get("action")) or "",
+                )
+            )
+        elif ev.event == SEAL_STARTED:
+            s.seal_started = s.seal_started or entry
+        elif ev.event == SEALED:
+            s.seals.append(entry)
+        elif ev.event == FAILURES:
+            s.failure_windows.append(entry)
+            for c in data.get("counts") or []:
+                if isinstance(c, dict) and (n := _int(c.get("n"))) is not None:
+                    s.failures.append(
+                        _FailureCount(
+                            entry,
+                            status=_text(c.get("status")) or _UNKNOWN,
+                            route=_text(c.get("route")) or _UNKNOWN,
+                            who=_text(c.get("who")) or _UNKNOWN,
+                            n=n,
+                        )
+                    )
 
     s.key_epochs = {**_epochs_from_key_events(e.entry for e in s.key_events), **key_epochs}
     return s
@@ -436,6 +531,44 @@ def _counts(s: _Summary) -> dict[str, Any]:
         },
         "access": _access_counts(s.access, refused=False),
         "refused": _access_counts(s.refused, refused=True),
+        "outputs": {
+            event: {
+                "total": len(s.outputs.get(event, [])),
+                "by_user": dict(Counter(r.user for r in s.outputs.get(event, []))),
+                "by_rule": dict(
+                    Counter(rule for r in s.outputs.get(event, []) for rule in r.rules)
+                ),
+            }
+            for event in OUTPUT_REFUSALS
+        },
+        "sealing": {
+            "seal_id": _seal_id(s),
+            "seals": len(s.seals),
+            "last_epoch": _int(s.seals[-1].event.data.get("epoch")) if s.seals else None,
+            "last_seal": s.seals[-1].event.ts if s.seals else None,
+        },
+        "failures": _failure_counts(s.failures, len(s.failure_windows)),
+    }
+
+
+def _seal_id(s: _Summary) -> str | None:
+    first = s.seal_started or (s.seals[0] if s.seals else None)
+    return None if first is None else _text(first.event.data.get("seal_id"))
+
+
+def _failure_counts(records: Sequence[_FailureCount], windows: int) -> dict[str, Any]:
+    def total(key: str) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for r in records:
+            out[getattr(r, key)] += r.n
+        return dict(out)
+
+    return {
+        "total": sum(r.n for r in records),
+        "windows": windows,
+        "by_status": total("status"),
+        "by_route": total("route"),
+        "by_who": total("who"),
     }
 
 
@@ -530,7 +663,9 @@ def _verdict_block(result: AuditVerification) -> _Alert:
                 f"and the checkpoint (seq {_num(result.head_seq)}) agree."
             )
         lines = [f"Key ids in the log: {_join(result.key_ids)}."] if result.key_ids else []
+        lines += _seal_lines(result)
         lines += [f"Warning: {w}" for w in result.warnings]
+        lines += [f"Not checked: {n}." for n in result.notes]
         return _Alert(True, "Audit log intact", lead, tuple(lines))
     lines = []
     if result.first_bad_line is not None:
@@ -552,6 +687,37 @@ def _verdict_block(result: AuditVerification) -> _Alert:
         "(see docs/governance.md)."
     )
     return _Alert(False, "AUDIT LOG FAILED VERIFICATION", result.reason or "", tuple(lines))
+
+
+def _seal_lines(result: AuditVerification) -> list[str]:
+    """What the seals and witnesses prove, for the verdict."""
+    lines = []
+    seal = result.seal
+    if seal is not None:
+        how = (
+            "every seal checked with the verification seed"
+            if seal.checked
+            else "seals in order but NOT checked (no verification seed given)"
+        )
+        where = (
+            f"the last at seq {seal.last_sealed_seq} (epoch {seal.last_epoch}, {_ts(seal.last_ts)})"
+            if seal.last_sealed_seq is not None
+            else "no seal yet"
+        )
+        lines.append(
+            f"Forward-sealed under {seal.seal_id}: {seal.seals:,} seal(s), {how}; {where}."
+        )
+        lines.append(
+            f"{seal.unsealed:,} entr{'y is' if seal.unsealed == 1 else 'ies are'} after the last "
+            "seal, only hash-chained and MACed: whoever holds the audit key and the current "
+            "sealing state could still rewrite them."
+        )
+    if result.witnesses_checked:
+        lines.append(
+            f"{result.witnesses_checked:,} witness(es) match the log, the furthest at seq "
+            f"{_num(result.last_witnessed_seq)}."
+        )
+    return lines
 
 
 def _key_blocks(s: _Summary, supplied: Mapping[str, MasterKey], flag: bool) -> list[_Block]:
@@ -1020,6 +1186,212 @@ def _refused_blocks(s: _Summary, flag: bool) -> list[_Block]:
     return blocks
 
 
+def _output_blocks(s: _Summary, flag: bool) -> list[_Block]:
+    """Answers refused by the output rules, outputs held for review, refused decisions and
+    downloads: one table each, by user and rule, then the latest ones."""
+    blocks: list[_Block] = [_Heading(2, "Refused answers and outputs")]
+    if not any(s.outputs.values()):
+        return [
+            *blocks,
+            _Para(
+                "No answer refused by the output rules, no output submitted for review and no "
+                "output decision or download refused."
+            ),
+        ]
+    for event in OUTPUT_REFUSALS:
+        records = s.outputs.get(event, [])
+        blocks.append(_Heading(3, f"{_REFUSAL_TITLES[event]} ({event})"))
+        if not records:
+            blocks.append(_Para("None recorded."))
+            continue
+        groups: dict[str, list[_Refusal]] = {}
+        for r in records:
+            groups.setdefault(r.user, []).append(r)
+        blocks.append(
+            _table(
+                ("user", "role", "count", "rules", "last"),
+                (
+                    (
+                        (
+                            user,
+                            _join(_unique(r.role for r in rs)),
+                            _num(len(rs)),
+                            _join(
+                                f"{rule} ({n})"
+                                for rule, n in Counter(x for r in rs for x in r.rules).items()
+                            ),
+                            _ts(rs[-1].entry.event.ts),
+                        ),
+                        all(r.entry.verified for r in rs),
+                    )
+                    for user, rs in sorted(groups.items())
+                ),
+                numeric=(2,),
+                show_verified=flag,
+            )
+        )
+        recent = records[-RECENT_ROWS:]
+        blocks.append(
+            _table(
+                ("time", "user", "rules", "output", "action"),
+                (
+                    (
+                        (
+                            _ts(r.entry.event.ts),
+                            r.user,
+                            _join(r.rules),
+                            r.output_id or _UNKNOWN,
+                            r.action or _UNKNOWN,
+                        ),
+                        r.entry.verified,
+                    )
+                    for r in reversed(recent)
+                ),
+                show_verified=flag,
+            )
+        )
+    return blocks
+
+
+def _failure_blocks(s: _Summary, flag: bool) -> list[_Block]:
+    """The query service's refused and failed requests, counted per window
+    (``service.failures``): totals by status, route and user or source."""
+    blocks: list[_Block] = [_Heading(2, "Refused and failed requests")]
+    if not s.failure_windows:
+        return [*blocks, _Para("No refused or failed request counted.")]
+    counts = _failure_counts(s.failures, len(s.failure_windows))
+    peak = max(s.failure_windows, key=lambda e: _int(e.event.data.get("total")) or 0)
+    blocks.append(
+        _Para(
+            f"{counts['total']:,} request(s) refused or failed in {counts['windows']:,} counted "
+            f"window(s); the busiest began {_ts(_text(peak.event.data.get('window_start')))} "
+            f"with {_num(_int(peak.event.data.get('total')))}. A user is a token id, or the "
+            "source address of a request without a valid token; a flood is counted, never "
+            "dropped."
+        )
+    )
+    for title, key, header in (
+        ("By status", "status", "status"),
+        ("By route", "route", "route"),
+    ):
+        blocks.append(_Heading(3, title))
+        blocks.append(
+            _table(
+                (header, "requests"),
+                (
+                    (
+                        (name, _num(n)),
+                        all(r.entry.verified for r in s.failures if getattr(r, key) == name),
+                    )
+                    for name, n in sorted(counts[f"by_{key}"].items())
+                ),
+                numeric=(1,),
+                show_verified=flag,
+            )
+        )
+    blocks.append(_Heading(3, f"Top {RECENT_ROWS} users and sources"))
+    top = sorted(counts["by_who"].items(), key=lambda kv: (-kv[1], kv[0]))[:RECENT_ROWS]
+
+    def statuses(who: str) -> str:
+        found: Counter[str] = Counter()
+        for r in s.failures:
+            if r.who == who:
+                found[r.status] += r.n
+        return _join(f"{status} ({n:,})" for status, n in sorted(found.items()))
+
+    blocks.append(
+        _table(
+            ("user or source", "requests", "statuses"),
+            (
+                (
+                    (who, _num(n), statuses(who)),
+                    all(r.entry.verified for r in s.failures if r.who == who),
+                )
+                for who, n in top
+            ),
+            numeric=(1,),
+            show_verified=flag,
+        )
+    )
+    return blocks
+
+
+def _sealing_blocks(s: _Summary, result: AuditVerification, flag: bool) -> list[_Block]:
+    """Sealing and witnesses: what the seals cover, the window after them, the witnesses."""
+    blocks: list[_Block] = [_Heading(2, "Sealing and witnesses")]
+    seal = result.seal
+    seal_id = _seal_id(s)
+    if seal_id is None:
+        blocks.append(
+            _Para(
+                "The log is not forward-sealed (no audit.seal_started entry): whoever holds the "
+                "audit key can rewrite all of it. The IG lead starts sealing with `uprnlink "
+                "audit seal init` (docs/governance.md)."
+            )
+        )
+    else:
+        started = s.seal_started
+        items = [
+            ("seal id", seal_id),
+            ("sealing started", _ts(started.event.ts) if started else _UNKNOWN),
+            ("seals", _num(len(s.seals))),
+            (
+                "checked with the seed",
+                "yes" if seal is not None and seal.checked else "NO (no verification seed given)",
+            ),
+        ]
+        if s.seals:
+            last = s.seals[-1].event
+            items.append(
+                (
+                    "last seal",
+                    f"seq {last.seq}, epoch {_num(_int(last.data.get('epoch')))}, {_ts(last.ts)}",
+                )
+            )
+        if seal is not None:
+            items.append(("entries after the last seal (the window)", _num(seal.unsealed)))
+        blocks.append(_Facts(tuple(items)))
+        times = [datetime.fromisoformat(e.event.ts) for e in s.seals if _parses(e.event.ts)]
+        longest = max(
+            ((later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)),
+            default=None,
+        )
+        if longest is not None:
+            blocks.append(
+                _Para(
+                    f"Longest time between two seals: {longest / 60:,.1f} minutes (the service "
+                    "seals every [audit] seal_minutes while it writes; longer gaps are times "
+                    "nothing was written or no writer ran)."
+                )
+            )
+    witness_items = [
+        ("witnesses matched", _num(result.witnesses_checked)),
+        ("furthest witnessed seq", _num(result.last_witnessed_seq)),
+    ]
+    sinks = sorted(
+        {
+            str(w.get("sink"))
+            for e in s.seals
+            for w in (e.event.data.get("witness") or [])
+            if isinstance(w, dict)
+        }
+    )
+    if sinks:
+        witness_items.append(("witness sinks the seals record", _join(sinks)))
+    blocks.append(_Facts(tuple(witness_items)))
+    if result.notes:
+        blocks.append(_Bullets(tuple(f"Not checked: {n}" for n in result.notes)))
+    return blocks
+
+
+def _parses(ts: str) -> bool:
+    try:
+        datetime.fromisoformat(ts)
+    except ValueError:
+        return False
+    return True
+
+
 def _overview_block(s: _Summary) -> _Table:
     counts = _counts(s)
     rows = [
@@ -1029,6 +1401,17 @@ def _overview_block(s: _Summary) -> _Table:
         ("publications", _num(counts["publications"])),
         ("analyst queries", _num(counts["access"]["total"])),
         ("refused access attempts", _num(counts["refused"]["total"])),
+        ("answers refused by the output rules", _num(counts["outputs"]["answer.refused"]["total"])),
+        ("outputs submitted for review", _num(counts["outputs"]["output.submitted"]["total"])),
+        (
+            "output decisions or downloads refused",
+            _num(
+                counts["outputs"]["output.decision_refused"]["total"]
+                + counts["outputs"]["output.download_refused"]["total"]
+            ),
+        ),
+        ("refused or failed requests (counted)", _num(counts["failures"]["total"])),
+        ("seals", _num(counts["sealing"]["seals"])),
     ]
     if counts["unverified"]:
         rows.insert(1, ("entries NOT verified", _num(counts["unverified"])))
@@ -1070,6 +1453,9 @@ def _report_blocks(
     blocks += _retention_blocks(summary, flag)
     blocks += _access_blocks(summary, flag)
     blocks += _refused_blocks(summary, flag)
+    blocks += _output_blocks(summary, flag)
+    blocks += _failure_blocks(summary, flag)
+    blocks += _sealing_blocks(summary, result, flag)
     return blocks
 
 
@@ -1153,6 +1539,9 @@ def render_audit_report(
     fmt: ReportFormat = "markdown",
     now: datetime | None = None,
     witnesses: Sequence[Witness] = (),
+    seed: SealSeed | None = None,
+    seal_state: Path | None = None,
+    witness_files: Sequence[WitnessFile] = (),
 ) -> str:
     """The audit report for `log_path` as Markdown or a self-contained HTML page.
 
@@ -1169,7 +1558,16 @@ def render_audit_report(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     entries, unreadable, cannot_read = _read_entries(log_path)
-    result = _verify(log_path, key_list, head, cannot_read, witnesses)
+    result = _verify(
+        log_path,
+        key_list,
+        head,
+        cannot_read,
+        witnesses,
+        seed=seed,
+        seal_state=seal_state,
+        witness_files=witness_files,
+    )
     # Lines past `verified` are unverified: after the first bad entry, or appended after the
     # verifier read the log, or all of them if the verifier could not run.
     entries = [_Entry(e.line, e.event, e.line <= result.verified) for e in entries]

@@ -1,6 +1,7 @@
 """The pseudonymisation master key: derivation, encrypted key files, rotation and resolution.
 
-This is the only module that touches key material. Everything else receives a `MasterKey`
+This is the only module that touches key material (with `uprnlink.privacy.sealing`, the audit
+log's forward-sealing key chain, which needs no `cryptography`). Everything else receives a `MasterKey`
 and asks it for a keyed HMAC object (`MasterKey.hmac_prototype`) or for the tokens of a whole
 column (`MasterKey.hmac_hex`); the raw key bytes and the derived sub-keys never leave this
 module, except into the C extension `uprnlink.privacy._hmac` that hashes a column in one call (it keeps
@@ -1075,13 +1076,33 @@ def use_demo_passphrases(
             env[ks.passphrase_env] = DEMO_PASSPHRASE
 
 
-def create_demo_keys(settings: RunSettings) -> list[KeyInfo]:
+def demo_rng(seed: int, kind: str) -> Rng:
+    """Bytes a demo key is made from, fixed by the population's seed: the same demo (people,
+    seed) gives the same keys, tokens, people and perturbed tables on every checkout, so the
+    guide's figures can be checked anywhere. The demo's keys are public anyway (their
+    passphrase is in the source): never for real data."""
+    stream = hashlib.shake_256(f"uprnlink-demo-key/{kind}/{seed}".encode()).digest(4096)
+    offset = [0]
+
+    def rng(n: int) -> bytes:
+        start = offset[0]
+        offset[0] += n
+        if offset[0] > len(stream):
+            raise KeyManagementError("the demo's key stream ran out")
+        return stream[start : offset[0]]
+
+    return rng
+
+
+def create_demo_keys(settings: RunSettings, *, seed: int | None = None) -> list[KeyInfo]:
     """The demo's three keys, created where their files are missing (the demo passphrase, cheap
-    scrypt: synthetic data only); returns the ones created."""
+    scrypt: synthetic data only); with `seed`, made from it (`demo_rng`), else random. Returns
+    the ones created."""
     created = []
     for ks in demo_key_settings(settings):
         if ks.file is None:
             raise KeyManagementError(f"the configuration names no {ks.kind} key file")
         if not ks.file.exists():
-            created.append(create_demo_key(ks.file, kind=ks.kind))
+            rng = demo_rng(seed, ks.kind) if seed is not None else os.urandom
+            created.append(create_demo_key(ks.file, kind=ks.kind, rng=rng))
     return created

@@ -22,7 +22,7 @@ import polars as pl
 from uprnlink.errors import KeyManagementError, PublishError
 from uprnlink.privacy.keys import RELEASE, MasterKey
 
-__all__ = ["ID_COLUMNS", "RELEASE_ID_HEX", "release_id_map", "release_ids"]
+__all__ = ["ID_COLUMNS", "RELEASE_ID_HEX", "record_keys", "release_id_map", "release_ids"]
 
 ID_COLUMNS: dict[str, tuple[str, str]] = {
     "person_id": ("person", "P"),
@@ -86,3 +86,28 @@ def release_ids(
         schema={"column": pl.String, "internal": pl.String, "published": pl.String}
     )
     return out, pl.concat(crosswalk) if crosswalk else empty
+
+
+RECORD_KEY_PURPOSE = "record_key"
+"""The release sub-key the record keys of cell-key perturbation come from."""
+
+
+def record_keys(ids: pl.Series, key: MasterKey, project: str) -> pl.DataFrame:
+    """Two record keys (0-255) per published id, for cell-key perturbation: `rkey` for counts
+    and `rkey_m` for sums. They are bytes of HMAC(release key, project | published id), so
+    they look random to anyone without the release key, stay the same from release to release
+    while the ids do, and are never shown (the query service reads them, analysts never)."""
+    if key.kind != RELEASE:
+        raise KeyManagementError("record keys are made with the release key only")
+    distinct = ids.drop_nulls().unique().sort().cast(pl.String).rename("unit_id")
+    messages = (
+        pl.DataFrame({"unit_id": distinct})
+        .select((pl.lit(project + _SEPARATOR) + pl.col("unit_id")).cast(pl.Binary))
+        .to_series()
+    )
+    digests = key.hmac_hex(RECORD_KEY_PURPOSE, messages, take=2)
+    return pl.DataFrame({"unit_id": distinct, "digest": digests}).select(
+        "unit_id",
+        pl.col("digest").str.slice(0, 2).str.to_integer(base=16).cast(pl.Int16).alias("rkey"),
+        pl.col("digest").str.slice(2, 2).str.to_integer(base=16).cast(pl.Int16).alias("rkey_m"),
+    )

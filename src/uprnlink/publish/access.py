@@ -21,13 +21,12 @@ their class only; errors from checking name the query's own words and the catalo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,15 @@ import pyarrow as pa
 
 from uprnlink.errors import ConfigError, UprnlinkError
 from uprnlink.governance.audit import AuditLog
-from uprnlink.publish import queries
 from uprnlink.publish.database import MACRO_INPUTS, MACROS, VIEWS
-from uprnlink.publish.disclosure import DisclosurePolicy
+from uprnlink.publish.tabulation import (
+    TableAnswer,
+    TablePolicy,
+    TableSpec,
+    TableSpecError,
+    protect_table,
+    table_sql,
+)
 from uprnlink.settings import read_toml
 
 __all__ = [
@@ -51,11 +56,14 @@ __all__ = [
     "QueryCheck",
     "QueryFailedError",
     "QueryResult",
+    "build_table",
     "governed_query",
+    "governed_table",
     "query_fingerprint",
     "read_roles",
     "role_relations",
     "safe_name",
+    "table_categories",
 ]
 
 
@@ -116,10 +124,11 @@ def role_relations(granted: tuple[str, ...]) -> frozenset[str]:
     return frozenset(n for n in names if n in VIEWS or n in MACROS)
 
 
-def query_fingerprint(sql: str) -> str:
-    """A short hash of the query text with whitespace normalised (the text itself is not
-    logged: it may hold a value an analyst typed)."""
-    return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()[:16]
+def query_fingerprint(sql: str, audit: AuditLog) -> str:
+    """A short keyed hash of the query text with whitespace normalised (the text itself is not
+    logged: it may hold a value an analyst typed). Keyed under the audit key, so the same query
+    matches itself across entries but a guess cannot be confirmed from the log alone."""
+    return audit.fingerprint(" ".join(sql.split()))
 
 
 def safe_name(text: str) -> str:
@@ -507,28 +516,13 @@ class QueryEngine(Protocol):
     def run(self, sql: str, *, max_rows: int, timeout: float) -> QueryResult: ...
 
 
-#: Rows a named question may have at most (they are small tables: protected in full, then cut).
-NAMED_MAX_ROWS = 1_000_000
 _KNOWN_NAMES = frozenset({*VIEWS, *MACROS, *(f"linked.{t}" for t in MACRO_INPUTS)})
 
 
-def loggable_names(names: tuple[str, ...]) -> list[str]:
+def loggable_names(names: tuple[str, ...], audit: AuditLog) -> list[str]:
     """Relation names fit for the audit log: the published views, macros and tables as named;
-    anything else (which an analyst typed, and could be anything) as a short hash only."""
-    return [
-        n if n in _KNOWN_NAMES else "other:" + hashlib.sha256(n.encode()).hexdigest()[:8]
-        for n in names
-    ]
-
-
-def protected_answer(
-    db: QueryEngine, named: queries.NamedQuery, policy: DisclosurePolicy, *, timeout: float
-) -> QueryResult:
-    """A named question's whole answer, protected (suppression, rounding) before anyone sees
-    any of it."""
-    raw = db.run(named.sql, max_rows=NAMED_MAX_ROWS, timeout=timeout)
-    frame, _ = queries.protect_result(named, raw.frame, policy)
-    return QueryResult(frame.to_arrow(), raw.truncated, raw.seconds)
+    anything else (which an analyst typed, and could be anything) as a short keyed hash only."""
+    return [n if n in _KNOWN_NAMES else "other:" + audit.fingerprint(n)[:8] for n in names]
 
 
 def governed_query(
@@ -536,47 +530,40 @@ def governed_query(
     audit: AuditLog,
     identity: Identity,
     roles: dict[str, tuple[str, ...]],
-    policy: DisclosurePolicy,
     *,
-    sql: str | None = None,
-    named: queries.NamedQuery | None = None,
+    sql: str,
     max_rows: int = 100_000,
     timeout: float = 30.0,
     channel: str = "service",
     still_allowed: Callable[[], bool] | None = None,
-    answers: MutableMapping[str, QueryResult] | None = None,
 ) -> QueryResult:
-    """Check, audit, run and protect one query: the one path to the analysts' database.
+    """Check, audit and run one typed SQL query: the one path from SQL to the analysts'
+    database (for roles that see answers on screen, and for jobs held for a checker).
 
     Every attempt is in the audit log before any work is done on it (`access.started`), then
     ends as `access.refused` (and the rule), `access.failed` (the error's class) or `access`
     (rows). If the log cannot be written nothing runs. The query text is never logged, only its
     fingerprint; names the query uses are logged only when they are published relations.
     `still_allowed` is asked again before the query runs and before the answer is returned (a
-    token revoked meanwhile stops it). A named question's answer is protected in full, then
-    cut to `max_rows`, and kept in `answers` (per release) for the next asker.
+    token revoked meanwhile stops it).
     """
-    if (sql is None) == (named is None):
-        raise ConfigError("give either one SELECT statement or a named query")
-    text = named.sql if named is not None else str(sql)
+    text = str(sql)
     user, role = safe_name(identity.user), safe_name(identity.role)
     base: dict[str, Any] = {
         "user": user,
         "role": role,
         "channel": channel,
-        "query_fingerprint": query_fingerprint(text),
+        "query_fingerprint": query_fingerprint(text, audit),
     }
     if identity.token_id:
         base["token_id"] = identity.token_id
-    if named is not None:
-        base["named_query"] = named.name
     audit.append("access.started", actor=user, data=base)
 
     def refuse(check: QueryCheck) -> NoReturn:
         audit.append(
             "access.refused",
             actor=user,
-            data={**base, "views": loggable_names(check.relations), "rule": check.rule},
+            data={**base, "views": loggable_names(check.relations, audit), "rule": check.rule},
         )
         raise AccessRefusedError(f"query refused: {check.reason} (logged)")
 
@@ -595,21 +582,12 @@ def governed_query(
         )
     if not check.allowed:
         refuse(check)
-    base["views"] = loggable_names(check.relations)
+    base["views"] = loggable_names(check.relations, audit)
     base["reads"] = list(check.reads)
     if still_allowed is not None and not still_allowed():
         refuse(QueryCheck(False, check.relations, reason="the token was revoked", rule="revoked"))
     try:
-        if named is not None:
-            full = answers.get(named.name) if answers is not None else None
-            if full is None:
-                full = protected_answer(db, named, policy, timeout=timeout)
-                if answers is not None:
-                    answers[named.name] = full
-            truncated = full.table.num_rows > max_rows or full.truncated
-            result = QueryResult(full.table.slice(0, max_rows), truncated, full.seconds)
-        else:
-            result = db.run(text, max_rows=max_rows, timeout=timeout)
+        result = db.run(text, max_rows=max_rows, timeout=timeout)
     except QueryFailedError as exc:
         fail(str(exc))
     except Exception as exc:  # never an open access.started: close it, by class only
@@ -668,3 +646,104 @@ class _Progress:
             self.shown = True
             tick += 1
             self.done.wait(0.2)
+
+
+# ---------------------------------------------------------------------------- tables
+
+Categories = Mapping[str, Mapping[str, Sequence[str]]]
+"""Dataset -> dimension -> categories in display order (a release's `tab.categories`)."""
+
+
+def table_categories(db: QueryEngine, *, timeout: float = 30.0) -> dict[str, dict[str, list[str]]]:
+    """The release's category lists (the same for everyone: a release never changes)."""
+    rows = db.run(
+        "SELECT dataset, dimension, category FROM tab.categories "
+        "ORDER BY dataset, dimension, position",
+        max_rows=10_000_000,
+        timeout=timeout,
+    ).frame
+    out: dict[str, dict[str, list[str]]] = {}
+    for dataset, dimension, category in rows.iter_rows():
+        out.setdefault(dataset, {}).setdefault(dimension, []).append(category)
+    return out
+
+
+def build_table(
+    db: QueryEngine,
+    spec: TableSpec,
+    table_policy: TablePolicy,
+    categories: Categories,
+    *,
+    timeout: float = 30.0,
+) -> TableAnswer:
+    """A checked spec's protected table from a database (no audit: `governed_table` is the
+    analysts' path; engineers' tools and the service's warm-up call this directly)."""
+    raw = db.run(table_sql(spec), max_rows=10_000_000, timeout=timeout).frame
+    return protect_table(raw, spec, categories[spec.dataset], table_policy.perturbation)
+
+
+def governed_table(
+    db: QueryEngine,
+    audit: AuditLog,
+    identity: Identity,
+    spec: TableSpec,
+    table_policy: TablePolicy,
+    categories: Categories,
+    *,
+    channel: str = "service",
+    named: str | None = None,
+    timeout: float = 30.0,
+    still_allowed: Callable[[], bool] | None = None,
+    cache: MutableMapping[str, TableAnswer] | None = None,
+) -> TableAnswer:
+    """Check, audit, build and protect one table: the table builder's path to the data.
+
+    The request is checked against the declaration and the release's categories only (a
+    refusal depends on nothing in the data), logged (`table.started`: the request, which holds
+    only declared names), then the service's own SQL counts the units behind every cell and
+    every count and sum is perturbed before anything leaves (`publish.tabulation`). A release
+    never changes, so an answer is kept per request in `cache` for the next asker.
+    """
+    user, role = safe_name(identity.user), safe_name(identity.role)
+    base: dict[str, Any] = {"user": user, "role": role, "channel": channel}
+    if identity.token_id:
+        base["token_id"] = identity.token_id
+    if named is not None:
+        base["named_query"] = named
+    try:
+        spec.check(categories, table_policy.limits)
+    except TableSpecError as exc:
+        audit.append("table.refused", actor=user, data={**base, "rule": "spec"})
+        raise TableSpecError(f"{exc} (logged)") from None
+    key = json.dumps(spec.to_dict(), sort_keys=True)
+    base["table"] = spec.to_dict()
+    audit.append("table.started", actor=user, data=base)
+    if still_allowed is not None and not still_allowed():
+        audit.append("table.refused", actor=user, data={**base, "rule": "revoked"})
+        raise AccessRefusedError("query refused: the token was revoked (logged)")
+    started = time.perf_counter()
+    answer = cache.get(key) if cache is not None else None
+    if answer is None:
+        try:
+            answer = build_table(db, spec, table_policy, categories, timeout=timeout)
+        except QueryFailedError as exc:
+            audit.append("table.failed", actor=user, data={**base, "reason": str(exc)})
+            raise
+        except Exception as exc:  # never an open table.started: close it, by class only
+            reason = f"the table could not be built ({type(exc).__name__})"
+            audit.append("table.failed", actor=user, data={**base, "reason": reason})
+            raise QueryFailedError(reason) from None
+        if cache is not None:
+            if len(cache) > 2048:
+                cache.clear()
+            cache[key] = answer
+    audit.append(
+        "table",
+        actor=user,
+        data={
+            **base,
+            "cells": answer.frame.height,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return answer

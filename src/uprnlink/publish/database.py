@@ -34,6 +34,7 @@ from uprnlink.publish.disclosure import (
     rate_expr,
     read_policy,
 )
+from uprnlink.publish.tabulation import build_tables_sql, categories_sql
 from uprnlink.publish.uniqueness import measure_uniqueness
 
 __all__ = [
@@ -665,7 +666,12 @@ def suppression_stats(result: ProtectedTables) -> dict[str, Any]:
 
 
 def write_database(
-    db_path: Path, parquet: dict[str, Path], metadata: dict[str, Any], policy: DisclosurePolicy
+    db_path: Path,
+    parquet: dict[str, Path],
+    metadata: dict[str, Any],
+    policy: DisclosurePolicy,
+    *,
+    record_keys: pl.DataFrame | None = None,
 ) -> DatabaseSummary:
     """Build the engineers' DuckDB database (every table, view and macro) in a temporary file,
     then move it into place in one step, readable by its owner only."""
@@ -686,6 +692,8 @@ def write_database(
             ).fetchall()[0][0]
         _register(con, "linked.run_parameters", run_parameters(metadata, hospital_from))
         _register(con, "linked.run_metadata", _metadata_frame(metadata))
+        if record_keys is not None:
+            _register(con, "linked.record_keys", record_keys)
         con.execute(f"CREATE TABLE linked.person_analysis AS {PERSON_ANALYSIS_SQL}")
         write_snapshots(con, metadata)
         for sql in record_views_sql():
@@ -765,6 +773,14 @@ def write_analyst_database(
         con.execute("CREATE SCHEMA linked")
         for table, select in MACRO_INPUTS.items():
             con.execute(f"CREATE TABLE linked.{table} AS {select}")
+        # The table builder's units (one row per unit: categories, measures, record keys).
+        if con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'eng' "
+            "AND schema_name = 'linked' AND table_name = 'record_keys'"
+        ).fetchall()[0][0]:
+            for sql in build_tables_sql("eng"):
+                con.execute(sql)
+            con.execute(categories_sql())
         con.execute("DETACH eng")
         for sql in macros_sql(policy):
             con.execute(sql)

@@ -18,7 +18,8 @@ library UK TREs use) applies them to tables, with the thresholds of `governance/
 * ``extremes``: minimums and maximums are single units' values: never released by rule.
 * ``shape``: a result whose columns the rules cannot read (a UNION, a window) needs a person.
 
-A result that fails can still be submitted to an output checker, who decides.
+The rules release nothing: they are the output checker's advice on a job's output (the cells
+that fail flagged, as ACRO does), and a person decides (`service.outputs`).
 
 Withheld cells are marked ``[c]`` (the GSS convention for confidential) on screen and in CSV;
 in Parquet they stay NULL beside a boolean ``<column>_withheld`` column.
@@ -37,7 +38,6 @@ import duckdb
 import polars as pl
 
 from uprnlink.errors import ConfigError
-from uprnlink.publish import queries
 from uprnlink.publish.database import (
     SUMMARY_COUNTS,
     SUMMARY_GROUPINGS,
@@ -60,7 +60,6 @@ __all__ = [
     "dominance_sql",
     "format_table",
     "read_role_rights",
-    "shape_of_named",
     "shape_of_sql",
     "to_csv_bytes",
     "to_parquet_bytes",
@@ -68,8 +67,8 @@ __all__ = [
 
 WITHHELD = "[c]"
 WITHHELD_NOTE = (
-    "[c] confidential: withheld to protect individuals (a small number, or one that could "
-    "be worked out from the others); not zero and not missing."
+    "[c] confidential: withheld to protect individuals (a count below the threshold after "
+    "perturbation, possibly zero, or a figure computed from one); not missing."
 )
 
 _COUNT_FUNCTIONS = frozenset({"count", "count_star", "safe_count"})
@@ -260,34 +259,6 @@ class OutputVerdict:
 
 
 # ------------------------------------------------------------------------------ shapes
-
-
-def shape_of_named(named: queries.NamedQuery, columns: Sequence[str]) -> OutputShape:
-    """A named question's shape, from its header (or, for one that reads the published
-    summaries, from the summaries' own columns)."""
-    rates = tuple(r.name for r in named.rates)
-    if named.disclosure == "published":
-        dims = tuple(c for c in columns if c in _SUMMARY_DIMENSIONS)
-        counts = tuple(c for c in columns if c in SUMMARY_COUNTS)
-        stats = tuple(c for c in columns if c in _SUMMARY_RATE_NAMES)
-        return OutputShape(
-            dimensions=dims,
-            counts=counts,
-            statistics=stats,
-            withheld=(*counts, *stats),
-            unit_count=counts[0] if counts else None,
-            source=f"named:{named.name}",
-        )
-    stats = tuple(c for c in rates if c in columns)
-    return OutputShape(
-        dimensions=tuple(c for c in named.dimensions if c in columns),
-        counts=tuple(c for c in named.counts if c in columns),
-        statistics=stats,
-        margins=named.disclosure == "crosstab",
-        withheld=(*named.counts, *stats),
-        unit_count=named.counts[0] if named.counts else None,
-        source=f"named:{named.name}",
-    )
 
 
 def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from uprnlink.households.tables import AnalysisTables, build_analysis_tables
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
 from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
-from uprnlink.privacy.release import release_ids
+from uprnlink.privacy.release import record_keys, release_ids
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
 from uprnlink.publish import releases
 from uprnlink.publish.database import (
@@ -71,6 +71,18 @@ def published_ids(settings: RunSettings, tables: AnalysisTables, key: MasterKey)
         service_events=frames["service_events"].sort("event_date", "person_id"),
         household_area=frames["household_area"].sort("household_id"),
     )
+
+
+def unit_record_keys(settings: RunSettings, tables: AnalysisTables) -> pl.DataFrame:
+    """Every published person and household id's record keys (cell-key perturbation)."""
+    ids = pl.concat(
+        [
+            tables.person.get_column("person_id").cast(pl.String),
+            tables.household.get_column("household_id").cast(pl.String),
+            tables.membership.get_column("household_id").cast(pl.String),
+        ]
+    )
+    return record_keys(ids, load_release_key(settings), settings.release.project)
 
 
 def publish_outputs(
@@ -134,7 +146,9 @@ def publish_outputs(
     # other file); the analysts' holds only what their views show. Separate files, separate
     # permissions: analysts reach theirs through the query service only.
     engineer_db = staging / ENGINEER_DATABASE
-    published = write_database(engineer_db, paths, metadata, policy)
+    published = write_database(
+        engineer_db, paths, metadata, policy, record_keys=unit_record_keys(settings, tables)
+    )
     analyst_tables = write_analyst_database(engineer_db, staging / ANALYST_DATABASE, policy)
     os.chmod(staging / "linked", 0o700)
     risk = published.disclosure["uniqueness"]

@@ -193,6 +193,9 @@ def finish_run(
             default=str,
         )
     )
+    # Seal what the run wrote and witness the head now, rather than leave it to the next
+    # writer: a pipeline host taken over later can rewrite nothing of this run.
+    audit.seal_now()
     return path
 
 

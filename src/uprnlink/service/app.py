@@ -3,8 +3,19 @@
 It runs as its own service account (`uprnlink serve`), holding the analysts' database
 (read-only) and the audit key (to append), never the pseudonymisation or release keys and
 never the trusted zone. Users authenticate with a bearer token; the role comes from the user
-store. Every attempt goes through `publish.access.governed_query`: refused, or logged as started
-before it runs, then as answered or failed. Answers come back as JSON, CSV or Arrow.
+store. What comes back is decided by construction:
+
+* tables the service builds and protects (`POST /api/tables`, named questions through
+  `POST /api/query`): `publish.access.governed_table`, cell-key perturbation;
+* typed SQL as a job (`POST /api/jobs`, `service.outputs`): held until an output checker
+  approves it, nothing of it shown before;
+* typed SQL answered on screen (`POST /api/query` with `sql`) only for roles on a trusted
+  desktop (`unchecked_answers = true`: data engineers, an accredited researcher inside a
+  TRE), through `publish.access.governed_query`; for every other role it is refused before
+  anything about it is looked at.
+
+Every attempt is logged before it runs, refusals and failures included. Answers come back as
+JSON, CSV or Arrow.
 """
 
 from __future__ import annotations
@@ -15,7 +26,6 @@ import json
 import logging
 import os
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +37,7 @@ import pyarrow.csv as pa_csv
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from uprnlink import __version__
@@ -38,21 +48,27 @@ from uprnlink.publish.access import (
     AccessRefusedError,
     Identity,
     QueryFailedError,
-    QueryResult,
+    build_table,
     governed_query,
-    protected_answer,
+    query_fingerprint,
     read_roles,
+    safe_name,
+    table_categories,
 )
 from uprnlink.publish.database import read_policy
 from uprnlink.publish.outputs import read_role_rights
+from uprnlink.publish.tabulation import TableAnswer, TableSpecError, read_table_policy
+from uprnlink.service.failures import FailureCounter
+from uprnlink.service.guards import install_guards
 from uprnlink.service.identities import (
     AuthenticationError,
     Authenticator,
     TokenAuthenticator,
     UserStore,
-    token_id_of,
 )
-from uprnlink.service.outputs import OutputDesk, OutputStore, shape_of_answer
+from uprnlink.service.limits import LimitSettings
+from uprnlink.service.outputs import OutputDesk, OutputStore, read_checkers_required
+from uprnlink.service.upkeep import Upkeep
 from uprnlink.service.workers import PoolSettings, WorkerPool
 from uprnlink.settings import RunSettings
 
@@ -60,12 +76,11 @@ log = logging.getLogger("uprnlink.service")
 
 MAX_SQL_CHARS = 20_000
 MAX_BODY_BYTES = 64 * 1024
-AUTH_LOG_SECONDS = 60.0  # one auth.failed entry per source per minute ...
-AUTH_LOG_EVERY = 100  # ... and one more for every hundred failures within it
 
 
 class QueryRequest(BaseModel):
-    """One query: SQL or a named question, and the answer's format."""
+    """One query: a named question, or SQL (answered on screen only for roles on a trusted
+    desktop), and the answer's format."""
 
     sql: str | None = Field(default=None, max_length=MAX_SQL_CHARS)
     named: str | None = Field(default=None, max_length=100)
@@ -92,7 +107,8 @@ def governed_http_errors() -> Iterator[None]:
 class _Live:
     path: str
     pool: WorkerPool
-    answers: dict[str, QueryResult] = field(default_factory=dict)
+    tables: dict[str, TableAnswer] = field(default_factory=dict)
+    categories: dict[str, dict[str, list[str]]] | None = None
 
 
 class ServiceState:
@@ -109,28 +125,37 @@ class ServiceState:
     ) -> None:
         self.settings = settings
         self.audit = audit or open_audit_log(settings)
-        # Refuse to start with an audit key the log does not know: nothing could be logged.
+        # Refuse to start with an audit key the log does not know: nothing could be logged;
+        # on a log that is not forward-sealed, or with the IG lead's seed in reach.
         self.audit.check_key()
+        check_sealed_service(self.audit)
+        self.failures = FailureCounter(
+            self.audit, window_seconds=settings.service.failure_window_seconds
+        )
+        self.limits = LimitSettings.from_service(settings.service)
+        self.portal_sessions: Any = None  # the portal's sessions, for the per-user limits
         self.store = UserStore(settings.users_file)
         self.authenticator = authenticator or TokenAuthenticator(self.store)
         self.roles = read_roles(settings.policy_path)
         self.policy = read_policy(settings.policy_path)
         self.rights = read_role_rights(settings.policy_path)
+        self.table_policy = read_table_policy(settings.policy_path)
         self.desk = OutputDesk(
             OutputStore(settings.out_dir / "outputs"),
             self.audit,
             self.roles,
             self.rights,
             self.policy,
+            checkers_required=read_checkers_required(settings.policy_path),
         )
         self.pool_settings = pool_settings or PoolSettings(
             workers=settings.service.workers,
             check_timeout=settings.service.check_timeout_seconds,
             max_bytes=settings.service.max_answer_mib * 2**20,
+            per_user=settings.service.workers_per_user,
         )
         self._lock = threading.Lock()
         self._live: _Live | None = None
-        self._failures: dict[str, list[float]] = {}
 
     def live(self) -> _Live:
         """The live release's workers (the one `out/uprnlink.duckdb` points at now); queries
@@ -148,58 +173,57 @@ class ServiceState:
                 threading.Thread(target=self._warm, args=(self._live,), daemon=True).start()
             return self._live
 
+    def categories(self, live: _Live) -> dict[str, dict[str, list[str]]]:
+        """The live release's category lists, read once."""
+        if live.categories is None:
+            live.categories = table_categories(
+                live.pool, timeout=self.settings.service.timeout_seconds
+            )
+        return live.categories
+
     def _warm(self, live: _Live) -> None:
-        """Work out every named question's protected answer on a new release before anyone
-        asks (a release never changes, so each is worked out once)."""
-        for named in queries.list_queries():
-            try:
-                live.answers[named.name] = protected_answer(
-                    live.pool, named, self.policy, timeout=self.settings.service.timeout_seconds
+        """Read the release's categories and build every named question's table before anyone
+        asks (a release never changes, so each is built once)."""
+        try:
+            known = self.categories(live)
+            for named in queries.list_queries():
+                spec = named.spec
+                spec.check(known, self.table_policy.limits)
+                key = json.dumps(spec.to_dict(), sort_keys=True)
+                live.tables[key] = build_table(
+                    live.pool,
+                    spec,
+                    self.table_policy,
+                    known,
+                    timeout=self.settings.service.timeout_seconds,
                 )
-            except Exception as exc:  # an analyst asking will see (and the log record) it
-                log.warning("named question %s not prepared: %s", named.name, type(exc).__name__)
+        except Exception as exc:  # an analyst asking will see (and the log record) it
+            log.warning("named questions not prepared: %s", type(exc).__name__)
+
+    def start_jobs(self) -> None:
+        """Run the jobs a previous service left queued or running."""
+        for record in self.desk.waiting_jobs():
+            self.desk.start(
+                record,
+                lambda: self.live().pool,
+                max_rows=self.settings.service.max_rows,
+                timeout=self.settings.service.timeout_seconds,
+            )
 
     def close(self) -> None:
+        self.desk.close()
         with self._lock:
             if self._live is not None:
                 self._live.pool.close()
                 self._live = None
 
     def identify(self, authorization: str | None, request: Request) -> Identity:
+        # A refusal is counted in the audit log by the failure counter (every 401, never
+        # dropped: uprnlink.service.failures), not logged one entry per attempt.
         try:
             return self.authenticator.authenticate(authorization)
         except AuthenticationError as exc:
-            token = (authorization or "").partition(" ")[2]
-            self._log_auth_failure(token_id_of(token), request)
             raise HTTPException(status_code=401, detail=str(exc)) from None
-
-    def _log_auth_failure(self, token_id: str | None, request: Request) -> None:
-        """One `auth.failed` entry per source per AUTH_LOG_SECONDS, counting the rest: a flood
-        of bad tokens cannot flood the audit log."""
-        source = request.client.host if request.client else "unknown"
-        now = time.monotonic()
-        with self._lock:
-            times = [t for t in self._failures.get(source, []) if now - t < AUTH_LOG_SECONDS]
-            first = not times
-            times.append(now)
-            self._failures[source] = times
-        if first:
-            self.audit.append(
-                "auth.failed",
-                actor="unknown",
-                data={"token_id": token_id, "path": request.url.path, "source": source},
-            )
-        elif len(times) % AUTH_LOG_EVERY == 0:
-            self.audit.append(
-                "auth.failed",
-                actor="unknown",
-                data={
-                    "token_id": token_id,
-                    "path": request.url.path,
-                    "source": source,
-                    "failures_in_window": len(times),
-                },
-            )
 
     def still_allowed(self, who: Identity) -> Callable[[], bool]:
         """Asked again before a query runs and before its answer leaves: is the token still
@@ -217,7 +241,8 @@ def _json_body(table: pa.Table) -> dict[str, Any]:
     return {"columns": columns, "rows": rows}
 
 
-def _encode(table: pa.Table, fmt: str, meta: dict[str, Any]) -> Response:
+def encode_answer(table: pa.Table, fmt: str, meta: dict[str, Any]) -> Response:
+    """An answer as JSON (with `meta`), CSV or Arrow (meta in `X-Uprnlink-*` headers)."""
     # Header values must be Latin-1: percent-encode them (a title may hold any character).
     headers = {
         f"X-Uprnlink-{k.replace('_', '-').title()}": urllib.parse.quote(str(v))
@@ -253,6 +278,10 @@ def create_app(state: ServiceState) -> FastAPI:
         redoc_url=None,
     )
 
+    @app.get("/", include_in_schema=False)
+    def root() -> Response:
+        return RedirectResponse("/portal/", status_code=303)
+
     @app.get("/api/health")
     def health() -> dict[str, Any]:
         live = Path(os.path.realpath(state.settings.database_path))
@@ -266,12 +295,22 @@ def create_app(state: ServiceState) -> FastAPI:
     def whoami(request: Request, authorization: str | None = Header(default=None)) -> Any:
         who = state.identify(authorization, request)
         granted = state.roles.get(who.role, ())
-        return {"user": who.user, "role": who.role, "may_query": sorted(granted)}
+        rights = state.desk.rights_of(who)
+        return {
+            "user": who.user,
+            "role": who.role,
+            "may_query": sorted(granted),
+            "sees_sql_answers": rights.unchecked_answers,
+            "checks_outputs": rights.check_outputs,
+        }
 
     @app.get("/api/queries")
     def named_queries(request: Request, authorization: str | None = Header(default=None)) -> Any:
         state.identify(authorization, request)
-        return [{"name": q.name, "title": q.title} for q in queries.list_queries()]
+        return [
+            {"name": q.name, "title": q.title, "question": q.question}
+            for q in queries.list_queries()
+        ]
 
     @app.post("/api/query")
     async def query(request: Request, authorization: str | None = Header(default=None)) -> Response:
@@ -294,73 +333,71 @@ def create_app(state: ServiceState) -> FastAPI:
     def _answer(who: Identity, body: QueryRequest) -> Response:
         if (body.sql is None) == (body.named is None):
             raise HTTPException(400, "send either sql or named")
-        named = None
-        if body.named is not None:
-            try:
-                named = queries.get_query(body.named)
-            except ConfigError as exc:
-                raise HTTPException(404, str(exc)) from None
         service = state.settings.service
         limit = min(body.max_rows or service.max_rows, service.max_rows)
-        try:
-            with governed_http_errors():
-                live = state.live()
-                result = governed_query(
-                    live.pool,
-                    state.audit,
-                    who,
-                    state.roles,
-                    state.policy,
-                    sql=body.sql,
-                    named=named,
-                    max_rows=limit,
-                    timeout=service.timeout_seconds,
-                    still_allowed=state.still_allowed(who),
-                    answers=live.answers,
-                )
-        except ConfigError as exc:
-            raise HTTPException(503, str(exc)) from None
+        if body.named is not None:
+            from uprnlink.service.tables_api import named_answer
+
+            nq, frame, withheld = named_answer(state, who, body.named)
+            meta: dict[str, Any] = {
+                "row_count": frame.height,
+                "truncated": False,
+                "withheld": ",".join(withheld),
+                "title": nq.title,
+            }
+            return encode_answer(frame.to_arrow(), body.format, meta)
+        if not state.desk.rights_of(who).unchecked_answers:
+            # Refused before anything about the query is looked at: a refusal that depended
+            # on the query's result would itself be an answer.
+            user = safe_name(who.user)
+            state.audit.append(
+                "access.refused",
+                actor=user,
+                data={
+                    "user": user,
+                    "role": safe_name(who.role),
+                    "channel": "service",
+                    "query_fingerprint": query_fingerprint(str(body.sql), state.audit),
+                    "rule": "sql-is-a-job",
+                },
+            )
+            raise HTTPException(
+                403,
+                "typed SQL is not answered on screen for this role: build a table "
+                "(POST /api/tables, `uprnlink table`), ask a named question, or submit the SQL "
+                "as a job an output checker reviews (POST /api/jobs, `uprnlink jobs submit`)",
+            )
+        with governed_http_errors():
+            live = state.live()
+            result = governed_query(
+                live.pool,
+                state.audit,
+                who,
+                state.roles,
+                sql=str(body.sql),
+                max_rows=limit,
+                timeout=service.timeout_seconds,
+                still_allowed=state.still_allowed(who),
+            )
         meta = {
             "row_count": result.table.num_rows,
             "truncated": result.truncated,
             "seconds": round(result.seconds, 3),
+            "withheld": "",
         }
-        if named is not None:
-            meta["title"] = named.title
-        # Which columns hold withheld cells (NULL there is [c], not missing): for the client's
-        # table and exports.
-        relations = (
-            ()
-            if named is not None
-            else live.pool.check(str(body.sql), state.roles.get(who.role, ())).relations
-        )
-        shape = shape_of_answer(
-            result.table.column_names, sql=body.sql, named=named, relations=relations
-        )
-        meta["withheld"] = ",".join(shape.withheld)
-        if not state.desk.rights_of(who).unchecked_answers:
-            # This role sees only what could leave: the output rules apply to every answer.
-            _, verdict = state.desk.check(
-                live.pool,
-                who,
-                result,
-                sql=body.sql,
-                named=named,
-                relations=relations,
-                timeout=service.timeout_seconds,
-            )
-            if not verdict.passed:
-                state.desk.refuse_answer(who, named.sql if named else str(body.sql), verdict)
-                raise HTTPException(
-                    422, f"answer refused by rule ({', '.join(verdict.rules)}): {verdict.summary()}"
-                )
-        return _encode(result.table, body.format, meta)
+        return encode_answer(result.table, body.format, meta)
 
     from uprnlink.service.output_api import add_output_routes
     from uprnlink.service.portal import add_portal_routes
+    from uprnlink.service.tables_api import add_table_routes
 
+    add_table_routes(app, state)
     add_output_routes(app, state)
     add_portal_routes(app, state)
+
+    @app.exception_handler(TableSpecError)
+    def table_refused(request: Request, exc: TableSpecError) -> JSONResponse:
+        return JSONResponse({"error": f"table refused: {exc}"}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -371,7 +408,25 @@ def create_app(state: ServiceState) -> FastAPI:
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
+    install_guards(app, state)
     return app
+
+
+def check_sealed_service(audit: AuditLog) -> None:
+    """What the service refuses to start with: an audit log that is not forward-sealed, a
+    witness file it cannot append to, or the IG lead's verification seed in its environment
+    (the seed derives every sealing key, so it must never be where the service runs)."""
+    from uprnlink.governance.witness import check_sink_writable
+    from uprnlink.privacy.sealing import SEED_ENV
+
+    if os.environ.get(SEED_ENV):
+        raise AuditError(
+            f"{SEED_ENV} is set in the query service's environment: the verification seed "
+            "must never be on the service's host (rule: seed_location)"
+        )
+    audit.require_sealing()
+    for sink in audit.witness_sinks:
+        check_sink_writable(sink)
 
 
 def serve(settings: RunSettings, *, host: str | None = None, port: int | None = None) -> None:
@@ -380,6 +435,7 @@ def serve(settings: RunSettings, *, host: str | None = None, port: int | None = 
 
     state = ServiceState(settings)
     app = create_app(state)
+    state.start_jobs()
     host = host or settings.service.host
     port = port or settings.service.port
     log.info("audit log %s, user store %s", state.audit.path, settings.users_file)
@@ -389,8 +445,15 @@ def serve(settings: RunSettings, *, host: str | None = None, port: int | None = 
         actor=actor(),
         data={"host": host, "port": port, "version": __version__},
     )
+    upkeep = Upkeep(state.audit, state.failures)
+    try:
+        state.audit.witness(force=True)
+    except AuditError as exc:  # a syslog sink down; the file sink was checked above
+        log.error("%s", exc)
+    upkeep.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         state.close()
         state.audit.append("service.stopped", actor=actor(), data={"host": host, "port": port})
+        upkeep.stop()  # the last counts written, everything sealed, the head witnessed

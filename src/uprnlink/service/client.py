@@ -131,27 +131,59 @@ class QueryClient:
             ),
         )
 
+    def catalogue(self) -> dict[str, Any]:
+        """What may be tabulated (datasets, dimensions, categories, measures), the named
+        questions and the views a job may use."""
+        with self._request("GET", "/api/catalogue") as resp:
+            return dict(json.loads(resp.read()))
+
+    def table(self, spec: dict[str, Any]) -> ServiceAnswer:
+        """A protected table (the table builder); the answer as Arrow."""
+        with self._request("POST", "/api/tables", {"table": spec, "format": "arrow"}) as resp:
+            payload = resp.read()
+            headers = resp.headers
+        return ServiceAnswer(
+            table=pa.ipc.open_stream(payload).read_all(),
+            truncated=False,
+            seconds=0.0,
+            title=None,
+            withheld=tuple(
+                c
+                for c in urllib.parse.unquote(headers.get("X-Uprnlink-Withheld") or "").split(",")
+                if c
+            ),
+        )
+
     # ------------------------------------------------------------------ outputs
     def request_output(
         self,
-        sql: str | None = None,
         *,
         named: str | None = None,
+        table: dict[str, Any] | None = None,
         fmt: str = "csv",
-        justification: str | None = None,
+        title: str = "",
     ) -> dict[str, Any]:
-        """Ask for an output: released if the rules pass it, else refused (ServiceError
-        naming the rules), or queued for an output checker when `justification` is given."""
-        body: dict[str, Any] = {"format": fmt}
-        if sql is not None:
-            body["sql"] = sql
+        """Keep a named question's or a table's answer as a released output (protected by
+        construction, released at once)."""
+        body: dict[str, Any] = {"format": fmt, "title": title}
         if named is not None:
             body["named"] = named
-        if justification is not None:
-            body["submit"] = True
-            body["justification"] = justification
+        if table is not None:
+            body["table"] = table
         with self._request("POST", "/api/outputs", body) as resp:
             return dict(json.loads(resp.read()))
+
+    def submit_job(
+        self, sql: str, *, title: str, justification: str, fmt: str = "csv"
+    ) -> dict[str, Any]:
+        """Submit typed SQL as a job: held for an output checker (nothing of it comes back)."""
+        body = {"sql": sql, "title": title, "justification": justification, "format": fmt}
+        with self._request("POST", "/api/jobs", body) as resp:
+            return dict(json.loads(resp.read()))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._request("GET", "/api/jobs") as resp:
+            return list(json.loads(resp.read()))
 
     def outputs(self) -> list[dict[str, Any]]:
         with self._request("GET", "/api/outputs") as resp:

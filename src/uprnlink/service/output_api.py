@@ -1,8 +1,10 @@
-"""The output-checking API (`/api/outputs/...`): request, list, show, decide, download and the
-release register, each through `OutputDesk` (role rights, audit)."""
+"""Jobs and outputs over HTTP: `/api/jobs` (typed SQL held for a checker) and `/api/outputs`
+(files of tables and named questions, listing, decisions, downloads, the register), each
+through `OutputDesk` (role rights, audit)."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Request
@@ -10,26 +12,35 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from uprnlink.errors import ConfigError
-from uprnlink.publish import queries
 from uprnlink.publish.access import Identity
-from uprnlink.service.app import governed_http_errors
-from uprnlink.service.outputs import MAX_JUSTIFICATION, OutputError, OutputRecord
+from uprnlink.publish.tabulation import TableSpec, TableSpecError
+from uprnlink.service.outputs import MAX_JUSTIFICATION, MAX_TITLE, OutputError, OutputRecord
 
 if TYPE_CHECKING:
     from uprnlink.service.app import ServiceState
 
 MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+MAX_BODY = 64 * 1024
+
+
+class JobRequest(BaseModel):
+    """A typed SQL job: the SQL, a title and a justification for the output checker."""
+
+    sql: str = Field(max_length=20_000)
+    title: str = Field(max_length=MAX_TITLE)
+    justification: str = Field(max_length=MAX_JUSTIFICATION)
+    format: Literal["csv", "parquet"] = "csv"
 
 
 class OutputRequest(BaseModel):
-    """One output: SQL or a named question, its format, and (to queue a result the rules
-    refuse) a justification for the output checker."""
+    """A file of a named question or a table (released at once: protected by construction),
+    or of typed SQL (a job, as `POST /api/jobs`)."""
 
-    sql: str | None = Field(default=None, max_length=20_000)
     named: str | None = Field(default=None, max_length=100)
+    table: dict[str, Any] | None = None
+    sql: str | None = Field(default=None, max_length=20_000)
     format: Literal["csv", "parquet"] = "csv"
-    submit: bool = False
+    title: str = Field(default="", max_length=MAX_TITLE)
     justification: str = Field(default="", max_length=MAX_JUSTIFICATION)
 
 
@@ -37,48 +48,71 @@ class Decision(BaseModel):
     note: str = Field(default="", max_length=MAX_JUSTIFICATION)
 
 
-def request_output(
-    state: ServiceState,
-    who: Identity,
-    *,
-    sql: str | None,
-    named: str | None,
-    fmt: str,
-    submit: bool,
-    justification: str,
-) -> OutputRecord:
-    """Run, check and release or queue one output (HTTPException on refusal)."""
-    if (sql is None) == (named is None):
-        raise HTTPException(400, "send either sql or named")
-    nq = None
-    if named is not None:
-        try:
-            nq = queries.get_query(named)
-        except ConfigError as exc:
-            raise HTTPException(404, str(exc)) from None
-    service = state.settings.service
-    with governed_http_errors():
-        live = state.live()
-        return state.desk.request(
-            live.pool,
-            who,
-            sql=sql,
-            named=nq,
-            fmt="parquet" if fmt == "parquet" else "csv",
-            submit=submit,
-            justification=justification,
+def submit_job(
+    state: ServiceState, who: Identity, *, sql: str, title: str, justification: str, fmt: str
+) -> tuple[OutputRecord, bool]:
+    """Queue a job and start it in the background (refusals as OutputError)."""
+    live = state.live()
+    record, duplicate = state.desk.submit_job(
+        live.pool, who, sql=sql, title=title, justification=justification, fmt=fmt
+    )
+    if not duplicate:
+        service = state.settings.service
+        state.desk.start(
+            record,
+            lambda: state.live().pool,
             max_rows=service.max_rows,
             timeout=service.timeout_seconds,
             still_allowed=state.still_allowed(who),
-            answers=live.answers,
         )
+    return record, duplicate
+
+
+def request_output(state: ServiceState, who: Identity, body: OutputRequest) -> OutputRecord:
+    """A file: a named question's or a table's, released at once; typed SQL becomes a job."""
+    from uprnlink.service.tables_api import answer_table, named_answer
+
+    chosen = [x is not None for x in (body.named, body.table, body.sql)]
+    if sum(chosen) != 1:
+        raise HTTPException(400, "send one of named, table or sql")
+    if body.sql is not None:
+        record, _ = submit_job(
+            state,
+            who,
+            sql=body.sql,
+            title=body.title,
+            justification=body.justification,
+            fmt=body.format,
+        )
+        return record
+    if body.named is not None:
+        nq, frame, withheld = named_answer(state, who, body.named, channel="output")
+        return state.desk.release_table(
+            who,
+            frame,
+            withheld,
+            fmt=body.format,
+            title=body.title or nq.title,
+            table=nq.spec.to_dict(),
+            named=nq.name,
+        )
+    try:
+        spec = TableSpec.from_dict(body.table or {})
+    except TableSpecError as exc:
+        raise HTTPException(400, f"table refused: {exc}") from None
+    answer = answer_table(state, who, spec, channel="output")
+    return state.desk.release_table(
+        who,
+        answer.frame,
+        answer.withheld,
+        fmt=body.format,
+        title=body.title or f"Table of {spec.dataset}",
+        table=spec.to_dict(),
+    )
 
 
 def _error(exc: OutputError) -> JSONResponse:
-    body: dict[str, Any] = {"error": str(exc)}
-    if exc.verdict is not None:
-        body["rules"] = exc.verdict.to_dict()["findings"]
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
 
 def download_response(record: OutputRecord, data: bytes) -> Response:
@@ -94,49 +128,77 @@ def download_response(record: OutputRecord, data: bytes) -> Response:
     )
 
 
+async def _body(request: Request) -> bytes:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise HTTPException(413, "the request is too large")
+    return raw
+
+
 def add_output_routes(app: FastAPI, state: ServiceState) -> None:
-    """The `/api/outputs` routes."""
+    """The `/api/jobs` and `/api/outputs` routes."""
 
     def who_is(authorization: str | None, request: Request) -> Identity:
         return state.identify(authorization, request)
 
+    @app.post("/api/jobs")
+    async def create_job(request: Request, authorization: str | None = Header(default=None)) -> Any:
+        who = await run_in_threadpool(who_is, authorization, request)
+        raw = await _body(request)
+        try:
+            body = JobRequest.model_validate_json(raw)
+        except ValidationError:
+            raise HTTPException(
+                400, 'the request must be JSON: {"sql": ..., "title": ..., "justification": ...}'
+            ) from None
+        try:
+            record, duplicate = await run_in_threadpool(
+                lambda: submit_job(
+                    state,
+                    who,
+                    sql=body.sql,
+                    title=body.title,
+                    justification=body.justification,
+                    fmt=body.format,
+                )
+            )
+        except OutputError as exc:
+            return _error(exc)
+        view = {**state.desk.view(who, record), "duplicate": duplicate}
+        return JSONResponse(view, status_code=200 if duplicate else 202)
+
+    @app.get("/api/jobs")
+    def jobs(request: Request, authorization: str | None = Header(default=None)) -> Any:
+        who = who_is(authorization, request)
+        return [state.desk.view(who, r) for r in state.desk.visible(who) if r.kind == "sql"]
+
     @app.post("/api/outputs")
     async def create(request: Request, authorization: str | None = Header(default=None)) -> Any:
         who = await run_in_threadpool(who_is, authorization, request)
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            raise HTTPException(413, "the request is too large")
+        raw = await _body(request)
         try:
             body = OutputRequest.model_validate_json(raw)
         except ValidationError:
             raise HTTPException(
-                400, 'the request must be JSON: {"sql": ...} or {"named": ...}'
+                400, 'the request must be JSON: {"named": ...}, {"table": ...} or {"sql": ...}'
             ) from None
         try:
-            record = await run_in_threadpool(
-                request_output,
-                state,
-                who,
-                sql=body.sql,
-                named=body.named,
-                fmt=body.format,
-                submit=body.submit,
-                justification=body.justification,
-            )
+            record = await run_in_threadpool(request_output, state, who, body)
         except OutputError as exc:
             return _error(exc)
-        return JSONResponse(record.public(), status_code=201)
+        status = 202 if record.kind == "sql" else 201
+        return JSONResponse(state.desk.view(who, record), status_code=status)
 
     @app.get("/api/outputs")
     def listing(request: Request, authorization: str | None = Header(default=None)) -> Any:
         who = who_is(authorization, request)
-        return [r.public() for r in state.desk.visible(who)]
+        return [state.desk.view(who, r) for r in state.desk.visible(who)]
 
     @app.get("/api/outputs/register")
     def register(request: Request, authorization: str | None = Header(default=None)) -> Any:
         who = who_is(authorization, request)
         try:
-            return [r.public() for r in state.desk.register(who)]
+            return [state.desk.view(who, r) for r in state.desk.register(who)]
         except OutputError as exc:
             return _error(exc)
 
@@ -146,15 +208,20 @@ def add_output_routes(app: FastAPI, state: ServiceState) -> None:
     ) -> Any:
         who = who_is(authorization, request)
         try:
-            return state.desk.show(who, output_id).to_dict()
+            record = state.desk.show(who, output_id)
         except OutputError as exc:
             return _error(exc)
+        view = state.desk.view(who, record)
+        preview = state.desk.preview(who, record)
+        if preview is not None and state.desk.is_checker(who):
+            view["preview"] = json.loads(preview.head(200).write_json())
+        return view
 
     async def decide(
         output_id: str, approve: bool, request: Request, authorization: str | None
     ) -> Any:
         who = await run_in_threadpool(who_is, authorization, request)
-        raw = await request.body()
+        raw = await _body(request)
         try:
             body = Decision.model_validate_json(raw or b"{}")
         except ValidationError:
@@ -165,7 +232,7 @@ def add_output_routes(app: FastAPI, state: ServiceState) -> None:
             )
         except OutputError as exc:
             return _error(exc)
-        return record.public()
+        return state.desk.view(who, record)
 
     @app.post("/api/outputs/{output_id}/approve")
     async def approve(

@@ -1,18 +1,25 @@
-"""The web portal (`/portal/...`): server-rendered pages over the same governed path as the API.
+"""The web portal (`/portal/...`): server-rendered pages over the same paths as the API.
 
 Sign-in is with the user's service token, once: the portal then keeps a server-side session
 named by a random cookie (HttpOnly, SameSite=Strict, Secure over HTTPS; idle sessions end
 after 30 minutes). Every POST carries the session's CSRF token in a form field, and is refused
 without it or from another origin. Each request re-checks that the token behind the session is
-still active (a revocation ends the session). Queries, outputs, decisions and downloads go
-through `governed_query` and `OutputDesk` exactly as the API's do: the same role checks, the
-same audit entries. Pages load nothing from elsewhere and run no script (CSP forbids it); the
-chart is an SVG drawn on the server.
+still active (a revocation ends the session).
+
+What an analyst can do here is what the API allows, through the same functions and audit
+entries: browse the catalogue, answer a named question, build a table (the form is generated
+from the declaration, `publish.datasets`), keep a table as a released file, and submit typed
+SQL as a job (its output is never shown to its submitter before an output checker approves
+it). Output checkers see the queue with each job's SQL, output and the rules' advice, and
+decide. Roles on a trusted desktop (`unchecked_answers = true`) also get SQL on screen. Pages
+load nothing from elsewhere and run no script (CSP forbids it); charts are SVG drawn on the
+server.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -21,24 +28,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from uprnlink.errors import AuditError, ConfigError, UprnlinkError
 from uprnlink.html import render_page
 from uprnlink.publish import queries
-from uprnlink.publish.access import (
-    AccessRefusedError,
-    Identity,
-    QueryFailedError,
-    governed_query,
-    safe_name,
-)
+from uprnlink.publish.access import Identity, governed_query, safe_name
+from uprnlink.publish.datasets import DATASETS, get_dataset
 from uprnlink.publish.outputs import WITHHELD, WITHHELD_NOTE
+from uprnlink.publish.tabulation import TableSpec, TableSpecError, parse_measure
+from uprnlink.service.charts import Chart, bar_chart, line_chart, pick_measure
 from uprnlink.service.identities import AuthenticationError
-from uprnlink.service.output_api import download_response, request_output
+from uprnlink.service.output_api import download_response, submit_job
 from uprnlink.service.outputs import OutputError
+from uprnlink.service.tables_api import answer_table, catalogue, named_answer
 
 if TYPE_CHECKING:
     from uprnlink.service.app import ServiceState
@@ -54,6 +59,7 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",  # no-referrer would make forms send Origin: null
 }
+Fields = dict[str, list[str]]
 
 
 @dataclass
@@ -105,65 +111,89 @@ class PortalError(Exception):
         self.message = message
 
 
-def _cells(frame: pl.DataFrame, withheld: tuple[str, ...] | list[str]) -> list[list[str]]:
+def _first(fields: Fields, name: str, default: str = "") -> str:
+    values = fields.get(name)
+    return values[0] if values else default
+
+
+def cells(frame: pl.DataFrame, withheld: tuple[str, ...] | list[str]) -> list[list[str]]:
+    """A table's first rows as display text: thousands separated, withheld cells [c]."""
     out = []
     for row in frame.head(PREVIEW_ROWS).iter_rows():
-        cells = []
+        shown = []
         for c, v in zip(frame.columns, row, strict=True):
             if v is None:
-                cells.append(WITHHELD if c in withheld else "")
+                shown.append(WITHHELD if c in withheld else "")
             elif isinstance(v, float):
-                cells.append(f"{v:,.2f}".rstrip("0").rstrip("."))
+                shown.append(f"{v:,.2f}".rstrip("0").rstrip("."))
+            elif isinstance(v, int) and not isinstance(v, bool):
+                shown.append(f"{v:,}")
             else:
-                cells.append(str(v))
-        cells_row = cells
-        out.append(cells_row)
+                shown.append(str(v))
+        out.append(shown)
     return out
 
 
-def chart_bars(
-    frame: pl.DataFrame, dims: tuple[str, ...], measures: tuple[str, ...]
-) -> dict[str, Any] | None:
-    """A horizontal bar chart's geometry for the first measure by the dimensions (withheld
-    cells drawn as an empty, labelled bar), or None."""
-    measure = next((m for m in measures if m in frame.columns), None)
-    if measure is None or frame.height == 0 or frame.height > 40:
+def result_context(
+    frame: pl.DataFrame,
+    withheld: tuple[str, ...],
+    chart: Chart | None,
+    *,
+    title: str,
+) -> dict[str, Any]:
+    """What the result template shows: the table, its chart and the [c] footnote."""
+    return {
+        "title": title,
+        "columns": frame.columns,
+        "numeric": [c for c, t in frame.schema.items() if t.is_numeric()],
+        "rows": cells(frame, withheld),
+        "row_count": frame.height,
+        "truncated": False,
+        "has_withheld": any(frame[c].null_count() for c in withheld if c in frame.columns),
+        "chart": chart,
+    }
+
+
+def draw(
+    frame: pl.DataFrame,
+    dims: tuple[str, ...],
+    withheld: tuple[str, ...],
+    *,
+    y: str | None,
+    kind: str = "bars",
+    x: str | None = None,
+    series: str | None = None,
+    title: str = "",
+) -> Chart | None:
+    """The chart of the column a table is about, by its first dimension (and its second as
+    series)."""
+    measure = pick_measure(frame.columns, withheld, y)
+    if measure is None or not dims:
         return None
-    labels = (
-        [
-            " / ".join("" if v is None else str(v) for v in row)
-            for row in frame.select(dims).iter_rows()
-        ]
-        if dims
-        else [str(i + 1) for i in range(frame.height)]
-    )
-    values = frame[measure].cast(pl.Float64, strict=False).to_list()
-    top = max((v for v in values if v is not None), default=0.0) or 1.0
-    bars = []
-    for i, (label, v) in enumerate(zip(labels, values, strict=True)):
-        width = 0.0 if v is None else max(0.0, 420.0 * v / top)
-        shown = WITHHELD if v is None else f"{v:,.1f}".rstrip("0").rstrip(".")
-        bars.append(
-            {
-                "y": 22 * i,
-                "label": label[:40],
-                "width": width,
-                "value": shown,
-                "withheld": v is None,
-            }
-        )
-    return {"measure": measure, "bars": bars, "height": 22 * len(bars) + 10}
+    x = x or dims[0]
+    series = series if series is not None else (dims[1] if len(dims) > 1 else None)
+    make = line_chart if kind == "line" else bar_chart
+    return make(frame, x=x, y=measure, series=series, title=title)
 
 
-def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
-    """The `/portal` pages."""
-    sessions = Sessions()
-    keys_cache: list[Any] = []
+class Portal:
+    """Sessions, CSRF and page rendering shared by the portal's routes."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.sessions = Sessions()
+        state.portal_sessions = self.sessions  # the per-user limits know a session's user
+        self.keys_cache: list[Any] = []
 
     def page(
-        template: str, title: str, status: int = 200, session: Session | None = None, **ctx: Any
+        self,
+        template: str,
+        title: str,
+        status: int = 200,
+        session: Session | None = None,
+        **ctx: Any,
     ) -> HTMLResponse:
-        rights = state.desk.rights_of(session.identity) if session else None
+        rights = self.state.desk.rights_of(session.identity) if session else None
         html = render_page(
             f"portal/{template}",
             title=title,
@@ -175,22 +205,23 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
         )
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
-    def current(request: Request) -> tuple[str | None, Session | None]:
+    def current(self, request: Request) -> tuple[str | None, Session | None]:
         sid = request.cookies.get(COOKIE)
-        session = sessions.get(sid)
+        session = self.sessions.get(sid)
         if session is not None:
             token_id = session.identity.token_id
-            if not any(u.token_id == token_id and u.active for u in state.store.users()):
-                sessions.end(sid)  # the token behind the session was revoked
+            if not any(u.token_id == token_id and u.active for u in self.state.store.users()):
+                self.sessions.end(sid)  # the token behind the session was revoked
                 return sid, None
         return sid, session
 
-    def signed_in(request: Request) -> Session:
-        _, session = current(request)
+    def signed_in(self, request: Request) -> Session:
+        _, session = self.current(request)
         if session is None:
             raise PortalError(401, "sign in first")
         return session
 
+    @staticmethod
     def same_origin(request: Request) -> bool:
         origin = request.headers.get("origin")
         if origin is None:
@@ -198,7 +229,8 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
         host = request.headers.get("host", "")
         return urllib.parse.urlsplit(origin).netloc == host
 
-    async def form(request: Request) -> dict[str, str]:
+    @staticmethod
+    async def form(request: Request) -> Fields:
         if request.headers.get("content-type", "").split(";")[0].strip() != (
             "application/x-www-form-urlencoded"
         ):
@@ -206,82 +238,99 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
         raw = await request.body()
         if len(raw) > MAX_FORM_BYTES:
             raise PortalError(413, "the form is too large")
-        parsed = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[0] for k, v in parsed.items()}
+        return urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
 
-    async def posted(request: Request) -> tuple[Session, dict[str, str]]:
+    async def posted(self, request: Request) -> tuple[Session, Fields]:
         """A signed-in POST with its CSRF token and from this origin, or refused."""
-        session = signed_in(request)
-        fields = await form(request)
-        if not same_origin(request) or not hmac.compare_digest(
-            fields.get("csrf", ""), session.csrf
+        session = self.signed_in(request)
+        fields = await self.form(request)
+        if not self.same_origin(request) or not hmac.compare_digest(
+            _first(fields, "csrf"), session.csrf
         ):
-            state.audit.append(
-                "portal.csrf_refused",
-                actor=safe_name(session.identity.user),
-                data={"user": safe_name(session.identity.user), "path": request.url.path},
+            user = safe_name(session.identity.user)
+            self.state.audit.append(
+                "portal.csrf_refused", actor=user, data={"user": user, "path": request.url.path}
             )
             raise PortalError(
                 403, "the form is out of date or came from another site: reload the page"
             )
         return session, fields
 
+    def redirect(self, path: str) -> Response:
+        return RedirectResponse(path, status_code=303, headers=_HEADERS)
+
+
+def _http_to_portal(exc: Exception) -> PortalError:
+    """An API refusal (HTTPException, OutputError, a table's) as a portal error page."""
+    if isinstance(exc, HTTPException):
+        return PortalError(exc.status_code, str(exc.detail))
+    if isinstance(exc, OutputError):
+        return PortalError(exc.status, str(exc))
+    if isinstance(exc, AuditError):
+        return PortalError(503, "the audit log cannot be written, so nothing ran")
+    return PortalError(400, str(exc))
+
+
+async def _run(call: Any) -> Any:
+    try:
+        return await run_in_threadpool(call)
+    except (HTTPException, OutputError, AuditError, TableSpecError) as exc:
+        raise _http_to_portal(exc) from None
+
+
+def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
+    """The `/portal` pages."""
+    portal = Portal(state)
+
     @app.exception_handler(PortalError)
     def portal_error(request: Request, exc: PortalError) -> Response:
         if exc.status == 401:
             return RedirectResponse("/portal/login", status_code=303, headers=_HEADERS)
-        _, session = current(request)
-        return page(
-            "error.html.j2",
-            "Not allowed" if exc.status == 403 else "Error",
-            exc.status,
-            session,
-            message=exc.message,
-        )
+        _, session = portal.current(request)
+        title = "Not allowed" if exc.status == 403 else "Error"
+        return portal.page("error.html.j2", title, exc.status, session, message=exc.message)
 
-    @app.get("/portal")
-    @app.get("/portal/")
-    def home(request: Request) -> Response:
-        session = signed_in(request)
-        return page(
-            "home.html.j2",
-            "Ask a question",
-            session=session,
-            questions=queries.list_queries(),
-            result=None,
-        )
+    _sign_in_routes(app, portal)
+    _question_routes(app, portal)
+    _builder_routes(app, portal)
+    _job_routes(app, portal)
+    _output_routes(app, portal)
+    _governance_routes(app, portal)
+
+
+# ------------------------------------------------------------------------------ sign-in
+
+
+def _sign_in_routes(app: FastAPI, portal: Portal) -> None:
+    state = portal.state
 
     @app.get("/portal/login")
     def login_form(request: Request) -> Response:
-        return page("login.html.j2", "Sign in", error=None)
+        return portal.page("login.html.j2", "Sign in", error=None)
 
     @app.post("/portal/login")
     async def login(request: Request) -> Response:
-        if not same_origin(request):
+        if not portal.same_origin(request):
             raise PortalError(403, "sign in from the portal's own page")
-        fields = await form(request)
-        token = fields.get("token", "").strip()
+        fields = await portal.form(request)
+        token = _first(fields, "token").strip()
         try:
             who = await run_in_threadpool(state.authenticator.authenticate, f"Bearer {token}")
-        except AuthenticationError:
-            await run_in_threadpool(state._log_auth_failure, None, request)
-            return page(
+        except AuthenticationError:  # the 401 is counted in the audit log (service.failures)
+            return portal.page(
                 "login.html.j2",
                 "Sign in",
                 401,
                 error="That token is unknown, malformed or revoked.",
             )
-        sid, _ = sessions.new(who)
+        sid, _ = portal.sessions.new(who)
+        user = safe_name(who.user)
         state.audit.append(
             "portal.signed_in",
-            actor=safe_name(who.user),
-            data={
-                "user": safe_name(who.user),
-                "role": safe_name(who.role),
-                "token_id": who.token_id,
-            },
+            actor=user,
+            data={"user": user, "role": safe_name(who.role), "token_id": who.token_id},
         )
-        response = RedirectResponse("/portal/", status_code=303, headers=_HEADERS)
+        response = portal.redirect("/portal/")
         response.set_cookie(
             COOKIE,
             sid,
@@ -295,231 +344,424 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.post("/portal/logout")
     async def logout(request: Request) -> Response:
-        session, _ = await posted(request)
-        sessions.end(request.cookies.get(COOKIE))
-        state.audit.append(
-            "portal.signed_out",
-            actor=safe_name(session.identity.user),
-            data={"user": safe_name(session.identity.user)},
-        )
-        response = RedirectResponse("/portal/login", status_code=303, headers=_HEADERS)
+        session, _ = await portal.posted(request)
+        portal.sessions.end(request.cookies.get(COOKIE))
+        user = safe_name(session.identity.user)
+        state.audit.append("portal.signed_out", actor=user, data={"user": user})
+        response = portal.redirect("/portal/login")
         response.delete_cookie(COOKIE, path="/portal")
         return response
 
-    def run_query(session: Session, sql: str | None, named: str | None) -> dict[str, Any]:
-        who = session.identity
-        nq = None
-        if named:
-            try:
-                nq = queries.get_query(named)
-            except ConfigError as exc:
-                raise PortalError(404, str(exc)) from None
-        elif not sql:
-            raise PortalError(400, "pick a question or write SQL")
-        service = state.settings.service
-        live = state.live()
+
+# ---------------------------------------------------------------- questions and catalogue
+
+
+def _spec_text(spec: TableSpec) -> list[str]:
+    """A table request in words, line by line (a question's definition)."""
+    ds = get_dataset(spec.dataset)
+    lines = [f"{ds.label}: {ds.description}"]
+    if spec.dimensions:
+        lines.append(
+            "By " + ", ".join(ds.dimension(d).label.lower() for d in spec.dimensions) + "."
+        )
+    for name, values in spec.filters:
+        lines.append(f"Only {ds.dimension(name).label.lower()}: {', '.join(values)}.")
+    lines.append("Measures: " + ", ".join(m.text for m in spec.measures) + ".")
+    return lines
+
+
+def _question_routes(app: FastAPI, portal: Portal) -> None:
+    state = portal.state
+
+    @app.get("/portal")
+    @app.get("/portal/")
+    def home(request: Request) -> Response:
+        session = portal.signed_in(request)
+        return portal.page(
+            "home.html.j2",
+            "Ask a question",
+            session=session,
+            questions=queries.list_queries(),
+            datasets=DATASETS,
+        )
+
+    @app.get("/portal/catalogue")
+    def catalogue_page(request: Request) -> Response:
+        session = portal.signed_in(request)
         try:
-            result = governed_query(
-                live.pool,
+            doc = catalogue(state, session.identity)
+        except ConfigError as exc:
+            raise PortalError(503, str(exc)) from None
+        return portal.page("catalogue.html.j2", "Catalogue", session=session, doc=doc)
+
+    @app.post("/portal/ask")
+    async def ask(request: Request) -> Response:
+        session, fields = await portal.posted(request)
+        name = _first(fields, "named")
+        nq, frame, withheld = await _run(
+            lambda: named_answer(state, session.identity, name, channel="portal")
+        )
+        chart = None
+        if nq.chart is not None:
+            chart = draw(
+                frame,
+                nq.spec.dimensions,
+                withheld,
+                y=nq.chart.y,
+                kind=nq.chart.kind,
+                x=nq.chart.x,
+                series=nq.chart.series or "",
+                title=nq.title,
+            )
+        return portal.page(
+            "question.html.j2",
+            nq.title,
+            session=session,
+            question=nq,
+            definition=_spec_text(nq.spec),
+            result=result_context(frame, withheld, chart, title=nq.title),
+        )
+
+
+# --------------------------------------------------------------------------- the builder
+
+
+def _measure_options(dataset: str) -> list[tuple[str, str]]:
+    """(measure text, label) a dataset's form offers."""
+    ds = get_dataset(dataset)
+    out = [("count", f"Number of {ds.unit}")]
+    for m in ds.measures:
+        out += [
+            (f"sum:{m.name}", f"{m.label}: total"),
+            (
+                f"mean:{m.name}",
+                f"{m.label}: mean per {ds.unit[:-1] if ds.unit.endswith('s') else ds.unit}",
+            ),
+            (f"per_1000:{m.name}", f"{m.label}: per 1,000 {ds.unit}"),
+        ]
+    for d in ds.dimensions:
+        if d.categories[:2] == ("yes", "no"):
+            out += [
+                (f"percent_where:{d.name}=yes", f"% {d.label.lower()}"),
+                (f"count_where:{d.name}=yes", f"Number {d.label.lower()}"),
+            ]
+    return out
+
+
+def _spec_from_form(fields: Fields) -> TableSpec:
+    dataset = _first(fields, "dataset")
+    ds = get_dataset(dataset)
+    filters = {
+        d.name: fields[f"filter_{d.name}"] for d in ds.dimensions if fields.get(f"filter_{d.name}")
+    }
+    measures = ["count", *(m for m in fields.get("measure", []) if m != "count")]
+    return TableSpec.from_dict(
+        {
+            "dataset": dataset,
+            "dimensions": fields.get("dimension", []),
+            "filters": filters,
+            "measures": measures,
+            "totals": _first(fields, "totals") == "1",
+        }
+    )
+
+
+def _builder_routes(app: FastAPI, portal: Portal) -> None:
+    state = portal.state
+
+    def builder_page(
+        session: Session, dataset: str, fields: Fields, result: dict[str, Any] | None
+    ) -> Response:
+        try:
+            ds = get_dataset(dataset)
+        except TableSpecError as exc:
+            raise PortalError(404, str(exc)) from None
+        known = state.categories(state.live()).get(ds.name, {})
+        return portal.page(
+            "builder.html.j2",
+            "Build a table",
+            session=session,
+            datasets=DATASETS,
+            ds=ds,
+            known=known,
+            measures=_measure_options(ds.name),
+            chosen=fields,
+            filters_open=any(k.startswith("filter_") for k in fields),
+            limits=state.table_policy.limits,
+            result=result,
+        )
+
+    @app.get("/portal/tables")
+    def builder(request: Request, dataset: str = "households") -> Response:
+        session = portal.signed_in(request)
+        return builder_page(session, dataset, {}, None)
+
+    @app.post("/portal/tables")
+    async def build(request: Request) -> Response:
+        session, fields = await portal.posted(request)
+        try:
+            spec = _spec_from_form(fields)
+        except TableSpecError as exc:
+            raise PortalError(400, f"table refused: {exc}") from None
+        answer = await _run(lambda: answer_table(state, session.identity, spec, channel="portal"))
+        wanted = _first(fields, "chart") or None
+        if wanted:
+            wanted = parse_measure(wanted).column if ":" in wanted or wanted == "count" else wanted
+        chart = draw(answer.frame, spec.dimensions, answer.withheld, y=wanted)
+        result = result_context(answer.frame, answer.withheld, chart, title="Your table")
+        result["spec_json"] = json.dumps(spec.to_dict())
+        return builder_page(session, spec.dataset, fields, result)
+
+    @app.post("/portal/outputs")
+    async def keep(request: Request) -> Response:
+        """Keep a table or a named question's answer as a released file."""
+        session, fields = await portal.posted(request)
+        who = session.identity
+        fmt = "parquet" if _first(fields, "format") == "parquet" else "csv"
+        named = _first(fields, "named")
+        if named:
+            nq, frame, withheld = await _run(
+                lambda: named_answer(state, who, named, channel="output")
+            )
+            record = await _run(
+                lambda: state.desk.release_table(
+                    who,
+                    frame,
+                    withheld,
+                    fmt=fmt,
+                    title=nq.title,
+                    table=nq.spec.to_dict(),
+                    named=nq.name,
+                )
+            )
+        else:
+            try:
+                spec = TableSpec.from_dict(json.loads(_first(fields, "table", "{}")))
+            except (TableSpecError, ValueError) as exc:
+                raise PortalError(400, f"table refused: {exc}") from None
+            answer = await _run(lambda: answer_table(state, who, spec, channel="output"))
+            title = _first(fields, "title") or f"Table of {spec.dataset}"
+            record = await _run(
+                lambda: state.desk.release_table(
+                    who,
+                    answer.frame,
+                    answer.withheld,
+                    fmt=fmt,
+                    title=title,
+                    table=spec.to_dict(),
+                )
+            )
+        return portal.redirect(f"/portal/outputs/{record.id}")
+
+
+# --------------------------------------------------------------------------------- jobs
+
+
+def _job_routes(app: FastAPI, portal: Portal) -> None:
+    state = portal.state
+
+    def jobs_page(session: Session, message: str = "", status: int = 200) -> Response:
+        own = [
+            state.desk.view(session.identity, r)
+            for r in reversed(state.desk.visible(session.identity))
+            if r.kind == "sql" and r.submitter == session.identity.user
+        ]
+        granted = state.roles.get(session.identity.role, ())
+        return portal.page(
+            "jobs.html.j2",
+            "SQL jobs",
+            status,
+            session=session,
+            jobs=own,
+            message=message,
+            views=sorted(v for v in granted if v != "*") or ["every view"],
+        )
+
+    @app.get("/portal/jobs")
+    def jobs(request: Request) -> Response:
+        return jobs_page(portal.signed_in(request))
+
+    @app.post("/portal/jobs")
+    async def submit(request: Request) -> Response:
+        session, fields = await portal.posted(request)
+        try:
+            record, duplicate = await run_in_threadpool(
+                lambda: submit_job(
+                    state,
+                    session.identity,
+                    sql=_first(fields, "sql"),
+                    title=_first(fields, "title"),
+                    justification=_first(fields, "justification"),
+                    fmt="parquet" if _first(fields, "format") == "parquet" else "csv",
+                )
+            )
+        except (OutputError, HTTPException, AuditError) as exc:
+            err = _http_to_portal(exc)
+            return jobs_page(session, err.message, err.status)
+        note = (
+            f"That job is already waiting as {record.id}: not queued twice."
+            if duplicate
+            else f"Submitted as {record.id}. An output checker will review it; nothing of its "
+            "output is shown before."
+        )
+        return jobs_page(session, note)
+
+    @app.get("/portal/sql")
+    def sql_form(request: Request) -> Response:
+        session = portal.signed_in(request)
+        if not state.desk.rights_of(session.identity).unchecked_answers:
+            return portal.redirect("/portal/jobs")
+        return portal.page("sql.html.j2", "SQL on screen", session=session, result=None, sql="")
+
+    @app.post("/portal/sql")
+    async def sql_run(request: Request) -> Response:
+        session, fields = await portal.posted(request)
+        who = session.identity
+        if not state.desk.rights_of(who).unchecked_answers:
+            raise PortalError(403, "SQL on screen is for roles on a trusted desktop: submit a job")
+        sql = _first(fields, "sql")
+        service = state.settings.service
+
+        def run() -> Any:
+            return governed_query(
+                state.live().pool,
                 state.audit,
                 who,
                 state.roles,
-                state.policy,
-                sql=None if nq else sql,
-                named=nq,
+                sql=sql,
                 max_rows=service.max_rows,
                 timeout=service.timeout_seconds,
                 channel="portal",
                 still_allowed=state.still_allowed(who),
-                answers=live.answers,
             )
-        except AccessRefusedError as exc:
-            return {"refused": str(exc), "named": named, "sql": sql}
-        except QueryFailedError as exc:
-            return {"refused": str(exc), "named": named, "sql": sql}
-        frame = pl.from_arrow(result.table)
-        assert isinstance(frame, pl.DataFrame)
-        granted = state.roles.get(who.role, ())
-        relations = () if nq else live.pool.check(str(sql), granted).relations
-        shape, verdict = state.desk.check(
-            live.pool,
-            who,
-            result,
-            sql=None if nq else sql,
-            named=nq,
-            relations=relations,
-            timeout=service.timeout_seconds,
-        )
-        if not verdict.passed and not state.desk.rights_of(who).unchecked_answers:
-            state.desk.refuse_answer(who, nq.sql if nq else str(sql), verdict)
-            # The answer is not shown, but it can still go to an output checker.
-            return {
-                "refused": f"answer refused by rule ({', '.join(verdict.rules)}): {verdict.summary()}",
-                "named": named,
-                "sql": sql,
-                "verdict": verdict,
-            }
-        measures = (*shape.counts, *shape.statistics, *shape.sums)
-        return {
-            "refused": None,
-            "named": named,
-            "sql": sql,
-            "title": nq.title if nq else None,
-            "columns": frame.columns,
-            "numeric": [c for c, t in frame.schema.items() if t.is_numeric()],
-            "rows": _cells(frame, shape.withheld),
-            "row_count": frame.height,
-            "truncated": result.truncated,
-            "has_withheld": any(
-                frame[c].null_count() for c in shape.withheld if c in frame.columns
-            ),
-            "chart": chart_bars(frame, shape.dimensions, measures),
-            "verdict": verdict,
-        }
 
-    @app.post("/portal/ask")
-    async def ask(request: Request) -> Response:
-        session, fields = await posted(request)
-        named = fields.get("named") or None
-        sql = None if named else (fields.get("sql") or None)
         try:
-            result = await run_in_threadpool(run_query, session, sql, named)
-        except AuditError:
-            raise PortalError(503, "the audit log cannot be written, so nothing ran") from None
-        status = 403 if result.get("refused") else 200
-        return page(
-            "home.html.j2",
-            "Ask a question",
-            status,
-            session,
-            questions=queries.list_queries(),
-            result=result,
-        )
-
-    @app.post("/portal/outputs")
-    async def request_out(request: Request) -> Response:
-        session, fields = await posted(request)
-        named = fields.get("named") or None
-        sql = None if named else (fields.get("sql") or None)
-        try:
-            record = await run_in_threadpool(
-                lambda: request_output(
-                    state,
-                    session.identity,
-                    sql=sql,
-                    named=named,
-                    fmt=fields.get("format", "csv"),
-                    submit=fields.get("submit") == "1",
-                    justification=fields.get("justification", ""),
-                )
-            )
-        except OutputError as exc:
-            return page(
-                "refused.html.j2",
-                "Output refused",
-                exc.status,
-                session,
-                message=str(exc),
-                findings=exc.verdict.findings if exc.verdict else (),
-                named=named,
-                sql=sql,
-                fmt=fields.get("format", "csv"),
-            )
+            result = await run_in_threadpool(run)
         except UprnlinkError as exc:
-            raise PortalError(400, str(exc)) from None
-        except Exception as exc:  # HTTPException from the shared path
-            detail = getattr(exc, "detail", None)
-            if detail is None:
-                raise
-            raise PortalError(getattr(exc, "status_code", 400), str(detail)) from None
-        return RedirectResponse(f"/portal/outputs/{record.id}", status_code=303, headers=_HEADERS)
+            return portal.page(
+                "sql.html.j2",
+                "SQL on screen",
+                403,
+                session=session,
+                result=None,
+                sql=sql,
+                refused=str(exc),
+            )
+        frame = result.frame
+        ctx = {**result_context(frame, (), None, title="Result"), "truncated": result.truncated}
+        return portal.page("sql.html.j2", "SQL on screen", session=session, result=ctx, sql=sql)
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def _findings_by_cell(verdict: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(verdict.get("findings", []))
+
+
+def _output_routes(app: FastAPI, portal: Portal) -> None:
+    state = portal.state
 
     @app.get("/portal/outputs")
     def outputs(request: Request) -> Response:
-        session = signed_in(request)
-        records = state.desk.visible(session.identity)
-        return page("outputs.html.j2", "Outputs", session=session, records=list(reversed(records)))
+        session = portal.signed_in(request)
+        who = session.identity
+        records = [state.desk.view(who, r) for r in reversed(state.desk.visible(who))]
+        return portal.page(
+            "outputs.html.j2",
+            "Outputs",
+            session=session,
+            records=records,
+            checker=state.desk.is_checker(who),
+        )
 
     @app.get("/portal/outputs/{output_id}")
     def output(output_id: str, request: Request) -> Response:
-        session = signed_in(request)
+        session = portal.signed_in(request)
+        who = session.identity
         try:
-            record = state.desk.show(session.identity, output_id)
+            record = state.desk.show(who, output_id)
         except OutputError as exc:
             raise PortalError(exc.status, str(exc)) from None
-        frame = state.desk.preview(record)
-        rights = state.desk.rights_of(session.identity)
-        return page(
+        checker = state.desk.is_checker(who)
+        preview = state.desk.preview(who, record) if checker else None
+        rights = state.desk.rights_of(who)
+        return portal.page(
             "output.html.j2",
             f"Output {record.id}",
             session=session,
-            record=record,
-            columns=frame.columns,
-            rows=_cells(frame, ()),
+            record=state.desk.view(who, record),
+            checker=checker,
+            findings=_findings_by_cell(record.verdict) if checker else [],
+            columns=preview.columns if preview is not None else [],
+            rows=cells(preview, ()) if preview is not None else [],
             may_decide=rights.check_outputs
-            and record.status == "pending"
-            and record.submitter != session.identity.user,
-            own=record.submitter == session.identity.user,
+            and not record.decided
+            and record.submitter != who.user
+            and who.user not in record.approvals,
+            checkers_required=state.desk.checkers_required,
             may_download=record.status == "released"
-            and (record.submitter == session.identity.user or rights.audit),
+            and (record.submitter == who.user or rights.audit),
         )
 
     @app.post("/portal/outputs/{output_id}/decide")
     async def decide(output_id: str, request: Request) -> Response:
-        session, fields = await posted(request)
-        decision = fields.get("decision")
+        session, fields = await portal.posted(request)
+        decision = _first(fields, "decision")
         if decision not in ("approve", "reject"):
             raise PortalError(400, "approve or reject")
-        try:
-            await run_in_threadpool(
-                lambda: state.desk.decide(
-                    session.identity,
-                    output_id,
-                    approve=decision == "approve",
-                    note=fields.get("note", ""),
-                )
+        await _run(
+            lambda: state.desk.decide(
+                session.identity,
+                output_id,
+                approve=decision == "approve",
+                note=_first(fields, "note"),
             )
-        except OutputError as exc:
-            raise PortalError(exc.status, str(exc)) from None
-        return RedirectResponse(f"/portal/outputs/{output_id}", status_code=303, headers=_HEADERS)
+        )
+        return portal.redirect(f"/portal/outputs/{output_id}")
 
     @app.get("/portal/outputs/{output_id}/download")
     def download(output_id: str, request: Request) -> Response:
-        session = signed_in(request)
+        session = portal.signed_in(request)
         try:
             record, data = state.desk.download(session.identity, output_id)
         except OutputError as exc:
             raise PortalError(exc.status, str(exc)) from None
         return download_response(record, data)
 
+
+# ---------------------------------------------------------------------------- governance
+
+
+def _governance_routes(app: FastAPI, portal: Portal) -> None:
+    state = portal.state
+
     @app.get("/portal/governance")
     def governance(request: Request) -> Response:
-        session = signed_in(request)
-        rights = state.desk.rights_of(session.identity)
-        if not (rights.audit or rights.check_outputs):
+        session = portal.signed_in(request)
+        if not state.desk.is_checker(session.identity):
+            user = safe_name(session.identity.user)
             state.audit.append(
-                "portal.refused",
-                actor=safe_name(session.identity.user),
-                data={"user": safe_name(session.identity.user), "page": "governance"},
+                "portal.refused", actor=user, data={"user": user, "page": "governance"}
             )
             raise PortalError(403, "this page is for IG leads and output checkers")
         from uprnlink.governance.audit import read_audit_events, verify_run_audit
         from uprnlink.governance.report import summarise_audit
         from uprnlink.privacy.keys import audit_keys
 
-        if not keys_cache:
-            keys_cache.extend(audit_keys(state.settings))
-        verification = verify_run_audit(state.settings, keys_cache)
+        if not portal.keys_cache:
+            portal.keys_cache.extend(audit_keys(state.settings))
+        verification = verify_run_audit(state.settings, portal.keys_cache)
         summary = summarise_audit(read_audit_events(state.audit.path))
         records = state.desk.store.records()
-        return page(
+        return portal.page(
             "governance.html.j2",
             "Governance",
             session=session,
             verification=verification,
             access=summary["access"],
             refused=summary["refused"],
-            queue=[r for r in records if r.status == "pending"],
+            queue=[r for r in records if r.kind == "sql" and not r.decided],
             register=sorted(
                 (r for r in records if r.status == "released"), key=lambda r: r.release_no or 0
             ),

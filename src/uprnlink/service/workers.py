@@ -10,16 +10,23 @@ An answer larger than the byte limit is refused while it streams, before it can 
 
 One pool serves one release. When a new release goes live the service starts a new pool; the
 old one finishes the requests it already has and then shuts down.
+
+Workers are shared, so they are handed out fairly (`FairGate`): one user (the request's
+`uprnlink.service.limits.current_user`) holds at most ``workers_per_user`` of them (default:
+all but one), and a freed worker goes to the waiting user who holds fewest. Five long queries
+from one analyst therefore never queue in front of another analyst's query.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import queue
 import resource
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -28,8 +35,9 @@ from typing import Any
 import pyarrow as pa
 
 from uprnlink.publish.access import AnalystDatabase, QueryCheck, QueryFailedError, QueryResult
+from uprnlink.service.limits import current_user
 
-__all__ = ["PoolSettings", "WorkerPool"]
+__all__ = ["FairGate", "PoolSettings", "WorkerPool"]
 
 log = logging.getLogger("uprnlink.service")
 
@@ -45,6 +53,74 @@ class PoolSettings:
     memory_bytes: int = 3 * 2**30  # address space of a worker
     duckdb_memory: str = "1GB"
     max_bytes: int = 64 * 2**20  # largest answer, in Arrow bytes
+    per_user: int | None = None  # workers one user may hold (None: all but one)
+
+    @property
+    def user_share(self) -> int:
+        """Workers one user may hold at once."""
+        workers = max(1, self.workers)
+        if self.per_user is not None:
+            return max(1, min(self.per_user, workers))
+        return max(1, workers - 1)
+
+
+class FairGate:
+    """`capacity` slots shared fairly: at most `per_user` to one user, and a freed slot goes to
+    the waiting user who holds fewest (the longest waiting among equals)."""
+
+    def __init__(self, capacity: int, per_user: int) -> None:
+        self.capacity = capacity
+        self.per_user = per_user
+        self._cond = threading.Condition()
+        self._free = capacity
+        self._held: dict[str, int] = {}
+        self._waiting: list[tuple[int, str]] = []
+        self._tickets = itertools.count()
+
+    def held(self, user: str) -> int:
+        with self._cond:
+            return self._held.get(user, 0)
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def _next(self) -> int | None:
+        best: tuple[int, int] | None = None
+        for ticket, user in self._waiting:
+            held = self._held.get(user, 0)
+            if held < self.per_user and (best is None or held < best[0]):
+                best = (held, ticket)
+        return None if best is None else best[1]
+
+    def acquire(self, user: str, timeout: float | None = None) -> bool:
+        """Wait for a slot for `user` (False if `timeout` passed first)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            ticket = next(self._tickets)
+            self._waiting.append((ticket, user))
+            try:
+                while not (self._free > 0 and self._next() == ticket):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                self._free -= 1
+                self._held[user] = self._held.get(user, 0) + 1
+                return True
+            finally:
+                self._waiting.remove((ticket, user))
+                self._cond.notify_all()
+
+    def release(self, user: str) -> None:
+        with self._cond:
+            self._free += 1
+            left = self._held.get(user, 0) - 1
+            if left > 0:
+                self._held[user] = left
+            else:
+                self._held.pop(user, None)
+            self._cond.notify_all()
 
 
 def _worker_main(conn: Connection, path: str, settings: PoolSettings) -> None:
@@ -126,6 +202,7 @@ class WorkerPool:
         self._in_flight = 0
         self._retired = False
         self._closed = False
+        self.gate = FairGate(max(1, self.settings.workers), self.settings.user_share)
         for _ in range(max(1, self.settings.workers)):
             self._idle.put(_Worker(self._ctx, str(path), self.settings))
 
@@ -136,40 +213,47 @@ class WorkerPool:
             if self._closed:
                 raise QueryFailedError("this release is no longer served: ask again")
             self._in_flight += 1
-        worker = self._idle.get()
+        user = current_user.get()
+        self.gate.acquire(user)
+        held = [self._idle.get()]
         try:
-            try:
-                worker.wait_ready()
-            except (QueryFailedError, EOFError, OSError):
-                worker.kill()
-                worker = _Worker(self._ctx, str(self.path), self.settings)
-                raise QueryFailedError("a query worker did not start: ask again") from None
-            try:
-                worker.conn.send((op, args))
-                ready = worker.conn.poll(timeout + _GRACE)
-                reply = worker.conn.recv() if ready else None
-            except (EOFError, OSError, BrokenPipeError):
-                reply, ready = None, True
-            if reply is None:
-                # Overran its time, or died (out of memory): replace it.
-                worker.kill()
-                worker = _Worker(self._ctx, str(self.path), self.settings)
-                if not ready:
-                    raise QueryFailedError(
-                        f"the query ran longer than {timeout:g} s and was stopped"
-                    )
-                raise QueryFailedError("the query needed more memory than allowed")
-            status, payload = reply
-            if status == "ok":
-                return payload
-            raise QueryFailedError(str(payload))
+            return self._exchange(held, op, args, timeout)
         finally:
-            self._idle.put(worker)
+            self._idle.put(held[0])
+            self.gate.release(user)
             with self._lock:
                 self._in_flight -= 1
                 done = self._retired and self._in_flight == 0
             if done:
                 self._shutdown()
+
+    def _exchange(self, held: list[_Worker], op: str, args: tuple[Any, ...], timeout: float) -> Any:
+        """One request to the worker in `held` (taken through the gate): its answer. A worker
+        that overran or died is killed and replaced in `held`, which goes back to the pool."""
+        worker = held[0]
+        try:
+            worker.wait_ready()
+        except (QueryFailedError, EOFError, OSError):
+            worker.kill()
+            held[0] = _Worker(self._ctx, str(self.path), self.settings)
+            raise QueryFailedError("a query worker did not start: ask again") from None
+        try:
+            worker.conn.send((op, args))
+            ready = worker.conn.poll(timeout + _GRACE)
+            reply = worker.conn.recv() if ready else None
+        except (EOFError, OSError, BrokenPipeError):
+            reply, ready = None, True
+        if reply is None:
+            # Overran its time, or died (out of memory): replace it.
+            worker.kill()
+            held[0] = _Worker(self._ctx, str(self.path), self.settings)
+            if not ready:
+                raise QueryFailedError(f"the query ran longer than {timeout:g} s and was stopped")
+            raise QueryFailedError("the query needed more memory than allowed")
+        status, payload = reply
+        if status == "ok":
+            return payload
+        raise QueryFailedError(str(payload))
 
     def check(self, sql: str, granted: tuple[str, ...]) -> QueryCheck:
         """The guard's two checks (`AnalystDatabase.check`), in a worker, time-limited; each
