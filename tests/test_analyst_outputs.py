@@ -277,8 +277,8 @@ def test_differencing_two_tables_does_not_read_out_the_units_between_them(
     and which two, the best rule cannot tell them apart reliably.
 
     What differencing does show is whether the band is empty (the same units give the same
-    value): that a cell is zero, which the policy publishes anyway (`suppress_zero = false`,
-    the ONS default; governance/roles.md)."""
+    value): that a cell is zero, a bit governance/roles.md states ("What differencing still
+    shows"), never which small count it is."""
     token = query_service.tokens["analyst"]
     con = _engineer_db(query_service)
     try:
