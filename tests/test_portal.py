@@ -346,6 +346,9 @@ def test_the_cli_keeps_tables_and_submits_jobs(
     wait_for(svc, people["chk2"], oid, {"pending"})
     shown = _cli(svc, people["chk2"], "outputs", "show", oid, cwd=tmp_path)
     assert "advice        threshold" in shown.stdout
+    assert "The held output (" in shown.stdout  # the checker sees what would leave
+    own = _cli(svc, people["ana"], "outputs", "show", oid, cwd=tmp_path)
+    assert "held output" not in own.stdout and "advice" not in own.stdout
     approved = _cli(svc, people["chk2"], "outputs", "approve", oid, "--note", "fine", cwd=tmp_path)
     assert approved.returncode == 0 and "released as no." in approved.stdout
     got = _cli(svc, people["ana"], "outputs", "download", oid, "--out", "s.csv", cwd=tmp_path)

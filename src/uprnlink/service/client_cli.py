@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -145,11 +146,12 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    print(doc["protection"]["explained"], end="\n\n")
+    print(textwrap.fill(doc["protection"]["explained"], 88), end="\n\n")
     for ds in doc["datasets"]:
         if args.dataset and ds["name"] != args.dataset:
             continue
-        print(f"{ds['name']}: {ds['label']} (counts {ds['unit']})\n    {ds['description']}")
+        print(f"{ds['name']}: {ds['label']} (counts {ds['unit']})")
+        print(textwrap.fill(ds["description"], 88, initial_indent="    ", subsequent_indent="    "))
         for d in ds["dimensions"]:
             cats = d["categories"]
             shown = ", ".join(cats[:10]) + (f", ... ({len(cats)} in all)" if len(cats) > 10 else "")
@@ -158,11 +160,14 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
             print(f"  --measure sum:{m['name']:<20} {m['description']}")
         print()
     if not args.dataset:
-        print("Measures: " + ", ".join(doc["measures_syntax"]))
-        print("Named questions (uprnlink query --named NAME): ", end="")
-        print(", ".join(q["name"] for q in doc["named_questions"]))
+        named = ", ".join(q["name"] for q in doc["named_questions"])
         views = ", ".join(v["name"] for v in doc["sql_jobs"]["views"])
-        print(f"Views for SQL jobs (uprnlink jobs submit): {views}")
+        for line in (
+            "Measures: " + ", ".join(doc["measures_syntax"]),
+            f"Named questions (uprnlink query --named NAME): {named}",
+            f"Views for SQL jobs (uprnlink jobs submit): {views}",
+        ):
+            print(textwrap.fill(line, 88, subsequent_indent="    "))
     return 0
 
 
@@ -197,6 +202,21 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             f"uprnlink outputs download {record['id']} --out FILE"
         )
     return 0
+
+
+def _print_preview(record: dict[str, Any]) -> None:
+    """The held output's first rows, which the service sends to output checkers only."""
+    rows = record.get("preview")
+    if not rows:
+        return
+    import polars as pl
+
+    frame = pl.DataFrame(rows)
+    total = record.get("rows")
+    shown = f"{frame.height} of {total}" if total else str(frame.height)
+    print(f"\nThe held output ({shown} rows; shown to you as an output checker):")
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
+        print(frame)
 
 
 def cmd_outputs(args: argparse.Namespace) -> int:
@@ -250,6 +270,7 @@ def cmd_outputs(args: argparse.Namespace) -> int:
             print(f"{'sql':<14}{record['sql']}")
         for f in (record.get("verdict") or {}).get("findings", []):
             print(f"advice        {f['rule']}: {f['message']}")
+        _print_preview(record)
         return 0
     if command in ("approve", "reject"):
         record = client.decide(args.id, approve=command == "approve", note=args.note or "")
