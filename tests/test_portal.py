@@ -144,6 +144,15 @@ def test_a_table_is_released_numbered_and_fingerprinted_at_once(
     ]
     assert released and released[0]["data"]["approved_by"] == "table-builder"
     assert events(query_service, "output.downloaded")
+    # Asked again, the same cells are the same output: its number, not a new one.
+    status, again, _ = api(
+        query_service, "POST", "/api/outputs", people["ana"], {"table": TABLE, "title": "again"}
+    )
+    assert status in (200, 201) and again["id"] == record["id"], again
+    assert again["release_no"] == record["release_no"]
+    assert any(
+        e["data"]["output_id"] == record["id"] for e in events(query_service, "output.duplicate")
+    )
 
 
 def test_withheld_cells_leave_as_c(query_service: QueryService, people: dict[str, str]) -> None:

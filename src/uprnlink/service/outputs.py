@@ -587,8 +587,24 @@ class OutputDesk:
                 released_at=now,
             )
 
-        record = self.store.create(make, data)
         base = self._base(who)
+        with self._lock:
+            for r in self.store.records():
+                if (
+                    r.kind in ("named", "table")
+                    and r.submitter == who.user
+                    and r.query_fingerprint == fingerprint
+                    and r.sha256 == digest
+                ):
+                    # The same table with the same cells (same release, same format) is the
+                    # same output: its number again, not a new one in the register.
+                    self.audit.append(
+                        "output.duplicate",
+                        actor=base["user"],
+                        data={**base, "output_id": r.id, "query_fingerprint": fingerprint},
+                    )
+                    return r
+            record = self.store.create(make, data)
         data_out = {
             **base,
             "output_id": record.id,
