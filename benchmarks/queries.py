@@ -316,6 +316,15 @@ def time_service(
     # A user name is never reused once revoked (the audit log keeps who it was), so each timing
     # run has its own analysts.
     run_tag = time.strftime("%Y%m%d%H%M%S")
+    # The IG lead starts sealing the log once (the service refuses an unsealed one).
+    seed_file = config.parent / "ig-lead" / "audit-seal.seed"
+    if not seed_file.exists():
+        with contextlib.redirect_stdout(io.StringIO()):
+            sealed = cli.main(
+                ["audit", "seal", "init", "--config", str(config), "--seed-file", str(seed_file)]
+            )
+        if sealed != 0:
+            raise RuntimeError("could not start sealing the audit log (uprnlink audit seal init)")
     for i in range(clients):
         out = io.StringIO()
         user = f"bench-{run_tag}-{i:02d}"

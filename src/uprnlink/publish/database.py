@@ -34,7 +34,12 @@ from uprnlink.publish.disclosure import (
     rate_expr,
     read_policy,
 )
-from uprnlink.publish.tabulation import build_tables_sql, categories_sql
+from uprnlink.publish.tabulation import (
+    DATASETS,
+    build_tables_sql,
+    categories_sql,
+    dimension_types_sql,
+)
 from uprnlink.publish.uniqueness import measure_uniqueness
 
 __all__ = [
@@ -781,6 +786,7 @@ def write_analyst_database(
             for sql in build_tables_sql("eng"):
                 con.execute(sql)
             con.execute(categories_sql())
+            _store_dimensions_as_enums(con)
         con.execute("DETACH eng")
         for sql in macros_sql(policy):
             con.execute(sql)
@@ -802,6 +808,25 @@ def write_analyst_database(
     os.chmod(tmp, ANALYST_MODE)
     os.replace(tmp, analyst_db)
     return tables
+
+
+def _store_dimensions_as_enums(con: duckdb.DuckDBPyConnection) -> None:
+    """Each `tab.<dataset>` dimension as an ENUM of its categories (`tab.categories`, in
+    display order) and any other value the data holds, so tables group on small codes."""
+    listed: dict[tuple[str, str], list[str]] = {}
+    for dataset, dimension, category in con.execute(
+        "SELECT dataset, dimension, category FROM tab.categories ORDER BY dataset, dimension, "
+        "position"
+    ).fetchall():
+        listed.setdefault((dataset, dimension), []).append(category)
+    for ds in DATASETS:
+        for d in ds.dimensions:
+            found = con.execute(
+                f"SELECT DISTINCT {d.name} FROM tab.{ds.name} WHERE {d.name} IS NOT NULL ORDER BY 1"
+            ).fetchall()
+            values = [*listed.get((ds.name, d.name), []), *(v for (v,) in found)]
+            for sql in dimension_types_sql(ds.name, d.name, values):
+                con.execute(sql)
 
 
 def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) -> list[date]:

@@ -53,6 +53,7 @@ __all__ = [
     "TableSpecError",
     "build_tables_sql",
     "categories_sql",
+    "dimension_types_sql",
     "get_dataset",
     "parse_measure",
     "protect_table",
@@ -112,6 +113,18 @@ def categories_sql() -> str:
                     f"FROM ({union}) u"
                 )
     return "CREATE TABLE tab.categories AS\n" + "\nUNION ALL\n".join(parts)
+
+
+def dimension_types_sql(dataset: str, dimension: str, values: Sequence[str]) -> list[str]:
+    """SQL that stores one dimension of `tab.<dataset>` as an ENUM of `values` (its categories
+    in display order, then any other value found in the data): a table's GROUP BY over small
+    integer codes instead of text is about twice as fast, and nothing else changes."""
+    kind = f"tab.enum__{dataset}__{dimension}"
+    listed = ", ".join(_quote(v) for v in dict.fromkeys(values))
+    return [
+        f"CREATE TYPE {kind} AS ENUM ({listed})",
+        f"ALTER TABLE tab.{dataset} ALTER {dimension} TYPE {kind}",
+    ]
 
 
 def _quote(text: str) -> str:
@@ -368,10 +381,14 @@ def table_sql(spec: TableSpec) -> str:
     spec was checked against them) and are quoted all the same."""
     ds = get_dataset(spec.dataset)
     dims = list(spec.dimensions)
+    # Dimensions are stored as ENUMs (`dimension_types_sql`): grouped as such, shown as text.
     cols = (
-        [f"CASE WHEN grouping({d}) = 1 THEN '{TOTAL}' ELSE {d} END AS {d}" for d in dims]
+        [
+            f"CASE WHEN grouping({d}) = 1 THEN '{TOTAL}' ELSE CAST({d} AS VARCHAR) END AS {d}"
+            for d in dims
+        ]
         if spec.totals
-        else dims
+        else [f"CAST({d} AS VARCHAR) AS {d}" for d in dims]
     )
     aggregates = [
         "count(*) AS n",
