@@ -19,6 +19,7 @@ from uprnlink.publish.tabulation import (
     parse_measure,
     protect_table,
     read_table_policy,
+    dimension_types_sql,
     table_sql,
 )
 
@@ -141,6 +142,21 @@ def test_the_sql_quotes_categories_and_reads_only_the_tab_table() -> None:
     sql = table_sql(spec)
     assert "'o''clock'" in sql
     assert "FROM tab.residents" in sql
+
+
+def test_dimensions_are_stored_as_enums_and_an_empty_one_stays_text() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA tab")
+    con.execute("CREATE TABLE tab.people (sex VARCHAR, lsoa VARCHAR)")
+    con.execute("INSERT INTO tab.people VALUES ('F', NULL), ('O''Neil', NULL)")
+    for sql in dimension_types_sql("people", "sex", ["F", "M", "O'Neil", "F"]):
+        con.execute(sql)
+    assert dimension_types_sql("people", "lsoa", []) == []
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
+                             "WHERE table_name = 'people'").fetchall())
+    assert types["sex"].startswith("ENUM") and types["lsoa"] == "VARCHAR"
+    assert sorted(con.execute("SELECT sex::VARCHAR FROM tab.people").fetchall()) == [
+        ("F",), ("O'Neil",)]
 
 
 def test_the_policy_section_is_read_and_checked(tmp_path) -> None:

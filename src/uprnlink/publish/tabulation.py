@@ -119,6 +119,8 @@ def dimension_types_sql(dataset: str, dimension: str, values: Sequence[str]) -> 
     """SQL that stores one dimension of `tab.<dataset>` as an ENUM of `values` (its categories
     in display order, then any other value found in the data): a table's GROUP BY over small
     integer codes instead of text is about twice as fast, and nothing else changes."""
+    if not values:  # a dimension no record holds stays text: an ENUM needs a member
+        return []
     kind = f"tab.enum__{dataset}__{dimension}"
     listed = ", ".join(_quote(v) for v in dict.fromkeys(values))
     return [
