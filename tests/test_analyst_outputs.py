@@ -333,7 +333,10 @@ def test_differencing_two_tables_does_not_read_out_the_units_between_them(
             (sum(d >= cut for d in twos) + sum(d < cut for d in ones)) / (len(ones) + len(twos))
             for cut in range(-8, 12)
         )
-        assert best < 0.75, best
+        # With the p-table's noise on both cells the best possible rule is right 60% of the
+        # time (test_perturbation's differencing test); on a few dozen pairs the best cut
+        # found after the fact can reach more by chance, so allow three standard errors.
+        assert best < 0.60 + 3 * (0.25 / (len(ones) + len(twos))) ** 0.5, best
 
 
 def test_one_households_value_is_hidden_by_magnitude_noise(query_service: QueryService) -> None:

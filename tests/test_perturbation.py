@@ -7,6 +7,8 @@ asks for the same perturbed cells.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import hashlib
 import json
 import random
@@ -24,6 +26,7 @@ from uprnlink.publish.perturbation import (
     MAX_PCV,
     PerturbationSettings,
     magnitude_factor_expr,
+    magnitude_noise_table,
     noise_distribution,
     perturb_counts,
     perturb_sums,
@@ -227,18 +230,90 @@ def test_a_unit_added_to_a_cell_is_hidden_by_noise() -> None:
 
 def test_magnitude_noise_is_unbiased_and_never_small() -> None:
     keys = pl.DataFrame({"k": list(range(KEY_RANGE))})
-    factors = keys.select(magnitude_factor_expr(pl.col("k"), DEFAULT).alias("f"))["f"]
+    factors = keys.select(magnitude_factor_expr(pl.col("k"), DEFAULT, "people.x").alias("f"))["f"]
     assert abs(factors.mean() or 0.0) < 1e-9
     assert factors.abs().min() >= 0.5 and factors.abs().max() <= 1.5
+    table = magnitude_noise_table(DEFAULT, "people.x")
+    assert table["count_noise"].sum() == 0 and table["count_noise"].abs().max() <= 3
     cells = pl.DataFrame(
         {"total": [100, 3, 50], "largest": [5, 3, 50], "mkey": [1, 2, 3], "shown": [20, 12, None]}
     )
     out = perturb_sums(
-        cells, DEFAULT, total="total", largest="largest", mkey="mkey", shown_count="shown", out="s"
+        cells,
+        DEFAULT,
+        measure="people.x",
+        total="total",
+        largest="largest",
+        mkey="mkey",
+        shown_count="shown",
+        out="s",
     )["s"].to_list()
-    assert out[0] != 100 and abs(out[0] - 100) <= 8  # moved by 0.5-1.5 of the largest (5)
+    assert abs(out[0] - 100) <= 1.5 * 5 + 3 + 1  # 0.5-1.5 of the largest (5), plus a count's
     assert out[1] >= 0
     assert out[2] is None  # withheld with its count
+
+
+def _sum_noise(measure: str, total: int, largest: int) -> list[int]:
+    """The shown sum minus the true one for each of the 256 magnitude keys."""
+    cells = pl.DataFrame(
+        {
+            "total": [total] * KEY_RANGE,
+            "largest": [largest] * KEY_RANGE,
+            "mkey": list(range(KEY_RANGE)),
+            "shown": [100] * KEY_RANGE,
+        }
+    )
+    out = perturb_sums(
+        cells,
+        DEFAULT,
+        measure=measure,
+        total="total",
+        largest="largest",
+        mkey="mkey",
+        shown_count="shown",
+        out="s",
+    )
+    return [s - total for s in out["s"].to_list()]
+
+
+def test_a_sum_of_ones_does_not_give_away_its_parity() -> None:
+    """Attack: a sum whose contributions are all 0 or 1 (an indicator, e.g. admissions in a
+    small cell) once moved by exactly ±1, so the shown sum's parity gave the true one's. Now
+    it moves like a count: both parities, zero included, and S and S+1 look alike."""
+    noise = _sum_noise("people.emergency_admissions", 40, 1)
+    assert {d % 2 for d in noise} == {0, 1}
+    assert 0 in noise
+    shown_s = Counter(40 + d for d in noise)
+    shown_s1 = Counter(41 + d for d in _sum_noise("people.emergency_admissions", 41, 1))
+    # Best guess of S versus S+1 from the shown value: close to a coin toss.
+    accuracy = 0.5 + 0.25 * sum(
+        abs(shown_s[v] - shown_s1[v]) / KEY_RANGE for v in set(shown_s) | set(shown_s1)
+    )
+    assert accuracy < 0.7, accuracy
+
+
+def test_the_noises_direction_is_no_bit_of_the_key() -> None:
+    """Attack: the sign came from the key's low bit, the size from the rest. Now neither
+    the low bit nor any other single bit of the key tells the direction."""
+    noise = _sum_noise("households.residents", 1000, 20)
+    for bit in range(8):
+        ups = [d > 0 for k, d in enumerate(noise) if (k >> bit) & 1]
+        downs = [d > 0 for k, d in enumerate(noise) if not (k >> bit) & 1]
+        assert 0.3 < sum(ups) / len(ups) < 0.7, bit
+        assert 0.3 < sum(downs) / len(downs) < 0.7, bit
+
+
+def test_two_measures_over_the_same_units_get_unrelated_noise() -> None:
+    """Attack: two sums over the same units share one magnitude key; with one factor for
+    both, a measure the analyst can bound gave away the other's factor. Now each measure
+    shuffles its own lookup: the factors agree for about as many keys as chance allows."""
+    a = magnitude_noise_table(DEFAULT, "people.ltc_count")["factor"].to_list()
+    b = magnitude_noise_table(DEFAULT, "people.emergency_admissions")["factor"].to_list()
+    same_sign = sum((x > 0) == (y > 0) for x, y in zip(a, b, strict=True)) / KEY_RANGE
+    assert 0.35 < same_sign < 0.65
+    close = sum(abs(x - y) < 0.05 for x, y in zip(a, b, strict=True))
+    assert close < 20
+    assert sorted(a) == sorted(b)  # the same distribution, differently keyed
 
 
 @settings(max_examples=60, deadline=None)

@@ -508,7 +508,8 @@ def protection_block(release: Release) -> str:
         f"In this partnership's policy (`[tables]` in `governance/policy.toml`) a count moves "
         f"by at most {p.max_noise} either way{small}, and is withheld as `[c]` when it is "
         f"below {p.threshold} after that; a sum moves by between {low:g} and {high:g} times "
-        "its largest single contribution, up or down. So a percentage out of 400 people can "
+        f"its largest single contribution, up or down, plus up to {p.max_noise} like a count. "
+        "So a percentage out of 400 people can "
         f"be out by up to about {100 * p.max_noise / 400:.1f} points from its numerator's "
         f"noise alone, and one out of 40 people by up to about {100 * p.max_noise / 40:.0f}.\n"
     )

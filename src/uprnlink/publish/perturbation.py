@@ -22,15 +22,21 @@ above 750 reuse rows 501-750), and `tests/test_perturbation.py` checks our table
 package on the same data and p-table.
 
 Sums of a declared non-negative measure get magnitude noise from a second record key: the
-cell's largest contribution times a factor of ±(`magnitude_noise` range) picked by that key,
-so one unit's value is hidden by noise at least half its own size. Means and rates are
-computed from the perturbed sums and counts, never from true values.
+cell's largest contribution times a factor of ±(`magnitude_noise` range), plus a count's
+noise (the p-table's row for a large count), both picked by that key through a lookup of
+256 entries shuffled per measure. So one unit's value is hidden by noise at least half its
+own size; a sum of 0/1 values moves like a count (by 0 to about ±4, either parity), never by
+exactly ±1; the direction is not a bit of the key; and two measures summed over the same
+units get independent noise, so one cannot be used to read the other's factor. Means and
+rates are computed from the perturbed sums and counts, never from true values.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +49,7 @@ __all__ = [
     "MAX_PCV",
     "PerturbationSettings",
     "magnitude_factor_expr",
+    "magnitude_noise_table",
     "noise_distribution",
     "pcv_expr",
     "perturb_counts",
@@ -278,29 +285,63 @@ def perturb_counts(
     return cells.with_columns(shown.cast(pl.Int64).alias(out)).drop(*drop)
 
 
-def magnitude_factor_expr(mkey: pl.Expr, settings: PerturbationSettings) -> pl.Expr:
-    """A cell's magnitude factor from its magnitude key (0-255): even keys up, odd keys down,
-    sizes spread evenly over the `magnitude_noise` range, so the mean factor is zero."""
+def _magnitude_factors(settings: PerturbationSettings) -> list[float]:
+    """The 256 factors, in key order before shuffling: sizes spread evenly over the
+    `magnitude_noise` range, each once up and once down, so their mean is zero."""
     low, high = settings.magnitude_noise
-    size = low + (high - low) * (((mkey // 2).cast(pl.Float64) + 0.5) / (KEY_RANGE // 2))
-    return pl.when(mkey % 2 == 0).then(size).otherwise(-size)
+    half = KEY_RANGE // 2
+    sizes = [low + (high - low) * ((i + 0.5) / half) for i in range(half)]
+    return [*sizes, *(-size for size in sizes)]
+
+
+@functools.lru_cache(maxsize=64)
+def magnitude_noise_table(settings: PerturbationSettings, measure: str) -> pl.DataFrame:
+    """Per magnitude key (0-255) of `measure`: its `factor` (times the cell's largest
+    contribution) and its `count_noise` (a large count's p-table perturbation).
+
+    Both columns are shuffled by a seed from the measure's name, independently, so the
+    factor's sign is no bit of the key, the two noises are unrelated, and two measures summed
+    over the same units (the same key) get unrelated noise. The shuffle is public; what hides
+    a cell's noise is its key, a sum of record keys no analyst can see."""
+    seed = hashlib.sha256(f"uprnlink-magnitude-noise/{measure}".encode()).digest()
+    rng = random.Random(int.from_bytes(seed[:8], "big"))
+    factors = _magnitude_factors(settings)
+    rng.shuffle(factors)
+    large = _pvalues(settings)[(MAX_PCV - 1) * KEY_RANGE : MAX_PCV * KEY_RANGE].to_list()
+    rng.shuffle(large)
+    return pl.DataFrame(
+        {"factor": factors, "count_noise": large},
+        schema={"factor": pl.Float64, "count_noise": pl.Int64},
+    )
+
+
+def magnitude_factor_expr(
+    mkey: pl.Expr, settings: PerturbationSettings, measure: str
+) -> pl.Expr:
+    """A cell's magnitude factor for `measure` from its magnitude key (0-255)."""
+    table = magnitude_noise_table(settings, measure)
+    return pl.lit(table["factor"]).gather(mkey.cast(pl.Int64))
 
 
 def perturb_sums(
     cells: pl.DataFrame,
     settings: PerturbationSettings,
     *,
+    measure: str,
     total: str,
     largest: str,
     mkey: str,
     shown_count: str,
     out: str,
 ) -> pl.DataFrame:
-    """A sum perturbed by its largest contribution times the cell's magnitude factor, rounded
-    and never below zero; withheld where the cell's perturbed count is (`shown_count` null)."""
-    noisy = pl.col(total).cast(pl.Float64) + pl.col(largest).cast(
-        pl.Float64
-    ) * magnitude_factor_expr(pl.col(mkey).cast(pl.Int64), settings)
+    """A sum of `measure` perturbed by its largest contribution times the cell's magnitude
+    factor plus a count's noise, rounded and never below zero; withheld where the cell's
+    perturbed count is (`shown_count` null)."""
+    table = magnitude_noise_table(settings, measure)
+    key = pl.col(mkey).cast(pl.Int64).fill_null(0)
+    factor = pl.lit(table["factor"]).gather(key)
+    extra = pl.lit(table["count_noise"]).gather(key).cast(pl.Float64)
+    noisy = pl.col(total).cast(pl.Float64) + pl.col(largest).cast(pl.Float64) * factor + extra
     value = pl.max_horizontal(noisy.round(0), pl.lit(0.0)).cast(pl.Int64)
     return cells.with_columns(
         pl.when(pl.col(shown_count).is_null() | pl.col(total).is_null())

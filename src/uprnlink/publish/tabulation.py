@@ -513,6 +513,7 @@ def protect_table(
         cells = perturb_sums(
             cells,
             settings,
+            measure=f"{spec.dataset}.{name}",
             total=f"sum__{name}",
             largest=f"max__{name}",
             mkey=f"mkey__{name}",
