@@ -7,11 +7,10 @@ asks for the same perturbed cells.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import hashlib
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import duckdb

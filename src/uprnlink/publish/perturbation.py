@@ -315,9 +315,7 @@ def magnitude_noise_table(settings: PerturbationSettings, measure: str) -> pl.Da
     )
 
 
-def magnitude_factor_expr(
-    mkey: pl.Expr, settings: PerturbationSettings, measure: str
-) -> pl.Expr:
+def magnitude_factor_expr(mkey: pl.Expr, settings: PerturbationSettings, measure: str) -> pl.Expr:
     """A cell's magnitude factor for `measure` from its magnitude key (0-255)."""
     table = magnitude_noise_table(settings, measure)
     return pl.lit(table["factor"]).gather(mkey.cast(pl.Int64))
