@@ -354,8 +354,16 @@ def query_service(
     root = tmp_path_factory.mktemp("service")
     shutil.copytree(small_run.root, root, symlinks=True, dirs_exist_ok=True)
     config = root / "config" / "demo.toml"
+    # The shipped policy, but the suite submits dozens of jobs as one analyst (the per-user
+    # cap on jobs awaiting review is tried in test_portal's two-checkers test).
+    from uprnlink.resources import default_policy_path
+
+    policy = root / "suite-policy.toml"
+    shipped = default_policy_path().read_text()
+    assert "max_waiting_jobs = 5" in shipped
+    policy.write_text(shipped.replace("max_waiting_jobs = 5", "max_waiting_jobs = 100", 1))
     config.write_text(
-        config.read_text()
+        config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy}"\n', 1)
         + "\n[service]\ntimeout_seconds = 8\ncheck_timeout_seconds = 2\nmax_rows = 50000\n"
         + "max_answer_mib = 2\nworkers = 3\nfailure_window_seconds = 1\n"
         # Generous per-user limits: the suite asks hundreds of questions as one analyst

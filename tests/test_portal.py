@@ -504,18 +504,28 @@ def test_two_checkers_when_the_policy_asks_for_two(
     query_service: QueryService, people: dict[str, str], tmp_path: Path
 ) -> None:
     """`[output_checking] checkers_required = 2`: one approval keeps a job waiting, a second
-    checker's releases it, and one checker cannot approve twice."""
+    checker's releases it, and one checker cannot approve twice. With `max_waiting_jobs = 2`
+    a user's third undecided job is refused until one of theirs is decided (a red team filled
+    the shared queue with one analyst's jobs)."""
     from tests.conftest import free_port, service_environment, start_service
     from uprnlink.resources import default_policy_path
 
     root = tmp_path / "two"
     shutil.copytree(query_service.root, root, symlinks=True)
-    policy = root / "two-policy.toml"
+    policy = root / "suite-policy.toml"  # the fixture's copy of the policy, copied above
     shipped = default_policy_path().read_text()
     assert "checkers_required = 1" in shipped
-    policy.write_text(shipped.replace("checkers_required = 1", "checkers_required = 2", 1))
+    assert "max_waiting_jobs = 5" in shipped
+    policy.write_text(
+        shipped.replace("checkers_required = 1", "checkers_required = 2", 1).replace(
+            "max_waiting_jobs = 5", "max_waiting_jobs = 2", 1
+        )
+    )
     config = root / "config" / "demo.toml"
-    config.write_text(config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy}"\n', 1))
+    config.write_text(config.read_text().replace(str(query_service.root), str(root)))
+    from uprnlink.settings import read_settings
+
+    shutil.rmtree(read_settings(config).out_dir / "outputs", ignore_errors=True)  # no old jobs
     port = free_port()
     proc = start_service(config, port, root / "two.log", service_environment())
     try:
@@ -532,6 +542,15 @@ def test_two_checkers_when_the_policy_asks_for_two(
         assert status == 200 and second["status"] == "released"
         assert second["decided_by"] == "chk1, chk2"
         assert api(svc, "GET", f"/api/outputs/{rec['id']}/download", people["ana"])[0] == 200
+
+        held = [job(svc, people["ana"], tagged(PASSING_SQL, f"cap {i}"))[1] for i in range(2)]
+        status, refused = job(svc, people["ana"], tagged(PASSING_SQL, "cap 2"))
+        assert status == 429 and "max_waiting_jobs" in json.dumps(refused)
+        assert job(svc, people["ana2"], tagged(PASSING_SQL, "another user"))[0] == 202
+        wait_for(svc, people["chk1"], held[0]["id"], {"pending", "failed"})
+        url = f"/api/outputs/{held[0]['id']}/reject"
+        assert api(svc, "POST", url, people["chk1"], {"note": "not needed"})[0] == 200
+        assert job(svc, people["ana"], tagged(PASSING_SQL, "cap 2"))[0] == 202
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -543,18 +562,17 @@ def test_a_trusted_desktop_role_sees_sql_answers_and_analysts_do_not(
     """The shipped policy keeps analysts to tables and jobs (their screens are outside the
     service); `unchecked_answers = true` gives a role on a trusted desktop SQL on screen."""
     from tests.conftest import free_port, service_environment, start_service
-    from uprnlink.resources import default_policy_path
 
     status, body, _ = api(query_service, "POST", "/api/query", people["ana"], {"sql": PASSING_SQL})
     assert status == 403 and "job" in body["error"] and "rows" not in body
     root = tmp_path / "lenient"
     shutil.copytree(query_service.root, root, symlinks=True)
-    policy = root / "lenient-policy.toml"
-    shipped = default_policy_path().read_text()
+    policy = root / "suite-policy.toml"  # the fixture's copy of the policy, copied above
+    shipped = policy.read_text()
     assert "[roles.analyst]" in shipped and "unchecked_answers = false" in shipped
     policy.write_text(shipped.replace("unchecked_answers = false", "unchecked_answers = true", 1))
     config = root / "config" / "demo.toml"
-    config.write_text(config.read_text().replace("[run]\n", f'[run]\npolicy = "{policy}"\n', 1))
+    config.write_text(config.read_text().replace(str(query_service.root), str(root)))
     port = free_port()
     proc = start_service(config, port, root / "lenient.log", service_environment())
     try:

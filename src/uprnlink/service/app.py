@@ -67,7 +67,7 @@ from uprnlink.service.identities import (
     UserStore,
 )
 from uprnlink.service.limits import LimitSettings
-from uprnlink.service.outputs import OutputDesk, OutputStore, read_checkers_required
+from uprnlink.service.outputs import OutputDesk, OutputStore, read_output_checking
 from uprnlink.service.upkeep import Upkeep
 from uprnlink.service.workers import PoolSettings, WorkerPool
 from uprnlink.settings import RunSettings
@@ -140,13 +140,15 @@ class ServiceState:
         self.policy = read_policy(settings.policy_path)
         self.rights = read_role_rights(settings.policy_path)
         self.table_policy = read_table_policy(settings.policy_path)
+        checking = read_output_checking(settings.policy_path)
         self.desk = OutputDesk(
             OutputStore(settings.out_dir / "outputs"),
             self.audit,
             self.roles,
             self.rights,
             self.policy,
-            checkers_required=read_checkers_required(settings.policy_path),
+            checkers_required=checking.checkers_required,
+            max_waiting_jobs=checking.max_waiting_jobs,
         )
         self.pool_settings = pool_settings or PoolSettings(
             workers=settings.service.workers,

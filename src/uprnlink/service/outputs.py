@@ -286,6 +286,7 @@ class OutputDesk:
         policy: DisclosurePolicy,
         *,
         checkers_required: int = 1,
+        max_waiting_jobs: int = 5,
         job_workers: int = 2,
         rules: OutputRules | None = None,
     ) -> None:
@@ -296,6 +297,7 @@ class OutputDesk:
         self.policy = policy
         self.rules = rules or OutputRules.from_policy(policy)
         self.checkers_required = checkers_required
+        self.max_waiting_jobs = max_waiting_jobs
         self._jobs = ThreadPoolExecutor(max_workers=job_workers, thread_name_prefix="uprnlink-job")
         self._lock = threading.Lock()
 
@@ -398,6 +400,24 @@ class OutputDesk:
                     data={**base, "query_fingerprint": fingerprint, "rule": check.rule},
                 )
                 raise OutputError(f"job refused: {check.reason} (logged)", 403)
+            waiting = sum(
+                1
+                for r in self.store.records()
+                if r.kind == "sql" and r.submitter == who.user and not r.decided
+            )
+            if waiting >= self.max_waiting_jobs:
+                # Counts only the user's own jobs, which they know of: it tells them nothing.
+                self.audit.append(
+                    "output.refused",
+                    actor=base["user"],
+                    data={**base, "query_fingerprint": fingerprint, "rule": "max_waiting_jobs"},
+                )
+                raise OutputError(
+                    f"you have {waiting} jobs awaiting review, the most one user may have "
+                    "([output_checking] max_waiting_jobs): wait for a decision, or ask a "
+                    "checker to reject one you no longer need",
+                    429,
+                )
             now = _now()
 
             def make(output_id: str, release: int) -> OutputRecord:
@@ -783,13 +803,30 @@ class OutputDesk:
         return record, data
 
 
-def read_checkers_required(policy_path: Path) -> int:
-    """How many output checkers must approve a job (`[output_checking]` in the policy: 1 or
-    2; default 1)."""
+@dataclass(frozen=True)
+class OutputChecking:
+    """`[output_checking]` of the governance policy."""
+
+    checkers_required: int = 1
+    """How many output checkers must approve a job (1 or 2)."""
+    max_waiting_jobs: int = 5
+    """Jobs one user may have awaiting review at once (queued, run or failed, undecided), so
+    one analyst cannot fill the queue the others' jobs wait in."""
+
+
+def read_output_checking(policy_path: Path) -> OutputChecking:
+    """`[output_checking]` from the policy (defaults where a key is not written)."""
     from uprnlink.settings import read_toml
 
     raw = read_toml(policy_path, "governance policy").get("output_checking", {})
     value = raw.get("checkers_required", 1)
     if value not in (1, 2) or isinstance(value, bool):
         raise OutputError(f"{policy_path}: [output_checking] checkers_required must be 1 or 2", 500)
-    return int(value)
+    waiting = raw.get("max_waiting_jobs", 5)
+    if isinstance(waiting, bool) or not isinstance(waiting, int) or not 1 <= waiting <= 100:
+        raise OutputError(
+            f"{policy_path}: [output_checking] max_waiting_jobs must be a whole number from 1 "
+            "to 100",
+            500,
+        )
+    return OutputChecking(checkers_required=int(value), max_waiting_jobs=waiting)
