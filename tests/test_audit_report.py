@@ -434,6 +434,66 @@ def test_refused_answers_and_outputs_are_summarised(tmp_path):
     assert "| bob | analyst | 1 | not-yours (1) |" in md
 
 
+def test_tables_and_released_outputs_are_reported(tmp_path):
+    """The table builder is the analysts' main way in (#21): the IG lead's report lists the
+    tables built per user (how many filtered, which dimensions), what was released, decided
+    and downloaded, and refused table requests and jobs."""
+    table = {"dataset": "households", "dimensions": ["lsoa", "tenure"], "filters": {}}
+    filtered = {**table, "filters": {"lsoa": ["E01000001"]}}
+    path = _write(
+        tmp_path,
+        [
+            ("table", {"user": "ana", "role": "analyst", "table": table, "cells": 40}),
+            ("table", {"user": "ana", "role": "analyst", "table": filtered, "cells": 4}),
+            (
+                "table",
+                {
+                    "user": "bob",
+                    "role": "analyst",
+                    "table": table,
+                    "named_query": "q1",
+                    "cells": 40,
+                },
+            ),
+            ("table.refused", {"user": "bob", "role": "analyst", "rule": "spec"}),
+            ("output.refused", {"user": "ana", "role": "analyst", "rule": "max_waiting_jobs"}),
+            (
+                "output.released",
+                {
+                    "user": "ana",
+                    "role": "analyst",
+                    "output_id": "out-000001",
+                    "release_no": 1,
+                    "approved_by": "table-builder",
+                },
+            ),
+            ("output.approved", {"user": "olu", "role": "output_checker", "output_id": "o2"}),
+            (
+                "output.downloaded",
+                {"user": "ana", "role": "analyst", "output_id": "out-000001", "release_no": 1},
+            ),
+        ],
+    )
+    s = summarise_audit(read_audit_events(path))
+    assert s["tables"] == {
+        "total": 3,
+        "named": 1,
+        "filtered": 1,
+        "by_user": {"ana": 2, "bob": 1},
+        "by_dataset": {"households": 3},
+    }
+    assert s["released"]["output.released"]["by_user"] == {"ana": 1}
+    assert s["outputs"]["table.refused"]["by_rule"] == {"spec": 1}
+    assert s["outputs"]["output.refused"]["by_rule"] == {"max_waiting_jobs": 1}
+    md = render_audit_report(path, KEY, head_path=None, now=NOW)
+    assert "## Tables built" in md
+    assert "| ana | analyst | 2 | 1 | 0 | households | lsoa (2), tenure (2) |" in md
+    assert "| tables built (table builder and named questions) | 3 |" in md
+    assert "| outputs released | 1 |" in md and "| outputs downloaded | 1 |" in md
+    assert "| output.released | ana | out-000001 | 1 | table-builder |" in md
+    assert "| bob | analyst | 1 | spec (1) |" in md
+
+
 def test_counted_failures_are_summarised(tmp_path):
     counts = [
         {"status": 401, "route": "api/query", "who": "source:10.0.0.9", "n": 400},

@@ -459,6 +459,41 @@ def test_first_day_walkthrough(tmp_path: Path) -> None:
     # The lead's date of birth, and only the lead's, reached the trusted zone.
     assert by_source["council_tax"]["values_present"]["dob"] == ex.accounts
 
+    # The IG lead starts sealing the log and adds an analyst; the service runs on this folder.
+    sh("audit", "seal", "init", "--seed-file", "ig-lead/audit-seal.seed")
+    out, _ = sh("users", "add", "amira", "--role", "analyst")
+    (work / "amira.token").write_text(out.strip().splitlines()[1])
+    from tests.conftest import free_port, start_service
+
+    # The service account holds the audit key's passphrase only.
+    service_env = {k: v for k, v in env.items() if not k.startswith("UPRNLINK_")}
+    service_env["UPRNLINK_AUDIT_PASSPHRASE"] = PASSPHRASES["UPRNLINK_AUDIT_PASSPHRASE"]
+    port = free_port()
+    proc = start_service(work / "uprnlink.toml", port, work / "service.log", service_env)
+    try:
+        assert proc.poll() is None, (work / "service.log").read_text()[-2000:]
+        # The analyst's first day: what may be tabulated, then a protected table of it.
+        url = f"http://127.0.0.1:{port}"
+        analyst = ("--url", url, "--token-file", str(work / "amira.token"))
+        out, _ = sh("catalogue", *analyst)
+        assert "households" in out and "tenure" in out
+        table = ("table", "households", "--by", "tenure", "--measure", "mean:residents")
+        out, _ = sh(*table, "--totals", *analyst)
+        assert "tenure" in out and "Total" in out and "mean_residents" in out
+        kept, _ = sh(*table, "--totals", "--out", "tenure.csv", *analyst)
+        assert "output out-000001, release no. 1" in kept
+        kept = (work / "tenure.csv").read_text()
+        assert "count" in kept and "Total" in kept and not re.search(r"[PH][0-9a-f]{16}", kept)
+        assert not leaks(out + kept, ex)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # The IG lead's report names the analyst's table and verifies the log.
+    out, _ = sh("audit", "report", "--seed-file", "ig-lead/audit-seal.seed")
+    assert "## Tables built" in out and "| amira | analyst | 2 |" in out
+    assert "| output.downloaded | amira | out-000001 | 1 |" in out
+    assert not leaks(out + (work / "service.log").read_text(), ex)
+
     # An unexpected error under Prefect: one line, its type only, exit 1; the traceback only
     # with UPRNLINK_DEBUG=1.
     boom = (

@@ -308,11 +308,42 @@ class _Refusal:
     action: str
 
 
+@dataclass(frozen=True)
+class _TableUse:
+    """A table the service built for a user (``table``): the table builder, a named question
+    or a kept table output."""
+
+    entry: _Entry
+    user: str
+    role: str
+    dataset: str
+    dimensions: list[str]
+    filtered: bool
+    named: str
+    cells: int | None
+
+
+@dataclass(frozen=True)
+class _OutputEvent:
+    """An output released (by the table builder or by checkers), decided or downloaded."""
+
+    entry: _Entry
+    user: str
+    output_id: str
+    release_no: int | None
+    approved_by: str
+
+
+OUTPUT_EVENTS = ("output.released", "output.approved", "output.rejected", "output.downloaded")
+"""The output events the report lists as what left, or was decided (not refusals)."""
+
 OUTPUT_REFUSALS = (
     "answer.refused",
     "output.submitted",
     "output.decision_refused",
     "output.download_refused",
+    "output.refused",
+    "table.refused",
 )
 """The output events the report summarises one by one (what was withheld or held back)."""
 _REFUSAL_TITLES = {
@@ -320,6 +351,8 @@ _REFUSAL_TITLES = {
     "output.submitted": "Outputs submitted for review",
     "output.decision_refused": "Output decisions refused",
     "output.download_refused": "Output downloads refused",
+    "output.refused": "Jobs refused (the guard, or too many awaiting review)",
+    "table.refused": "Table requests refused (outside the declaration, or a revoked token)",
 }
 
 
@@ -350,6 +383,8 @@ class _Summary:
     seals: list[_Entry] = field(default_factory=list)
     failures: list[_FailureCount] = field(default_factory=list)
     failure_windows: list[_Entry] = field(default_factory=list)
+    tables: list[_TableUse] = field(default_factory=list)
+    released: dict[str, list[_OutputEvent]] = field(default_factory=dict)
 
 
 def _epochs_from_key_events(events: Iterable[_Entry]) -> dict[str, int]:
@@ -462,6 +497,18 @@ def _summarise(entries: Sequence[_Entry], key_epochs: Mapping[str, int]) -> _Sum
                     action=_text(data.get("action")) or "",
                 )
             )
+        elif ev.event == "table":
+            s.tables.append(_table_use(entry))
+        elif ev.event in OUTPUT_EVENTS:
+            s.released.setdefault(ev.event, []).append(
+                _OutputEvent(
+                    entry,
+                    user=_text(data.get("user")) or ev.actor,
+                    output_id=_text(data.get("output_id")) or "",
+                    release_no=_int(data.get("release_no")),
+                    approved_by=_text(data.get("approved_by")) or "",
+                )
+            )
         elif ev.event == SEAL_STARTED:
             s.seal_started = s.seal_started or entry
         elif ev.event == SEALED:
@@ -482,6 +529,22 @@ def _summarise(entries: Sequence[_Entry], key_epochs: Mapping[str, int]) -> _Sum
 
     s.key_epochs = {**_epochs_from_key_events(e.entry for e in s.key_events), **key_epochs}
     return s
+
+
+def _table_use(entry: _Entry) -> _TableUse:
+    data = entry.event.data
+    raw = data.get("table")
+    spec: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+    return _TableUse(
+        entry,
+        user=_text(data.get("user")) or entry.event.actor,
+        role=_text(data.get("role")) or _UNKNOWN,
+        dataset=_text(spec.get("dataset")) or _UNKNOWN,
+        dimensions=_texts(spec.get("dimensions")),
+        filtered=bool(spec.get("filters")),
+        named=_text(data.get("named_query")) or "",
+        cells=_int(data.get("cells")),
+    )
 
 
 def _access_counts(records: Sequence[_Access], *, refused: bool) -> dict[str, Any]:
@@ -540,6 +603,20 @@ def _counts(s: _Summary) -> dict[str, Any]:
                 ),
             }
             for event in OUTPUT_REFUSALS
+        },
+        "tables": {
+            "total": len(s.tables),
+            "named": sum(bool(t.named) for t in s.tables),
+            "filtered": sum(t.filtered for t in s.tables),
+            "by_user": dict(Counter(t.user for t in s.tables)),
+            "by_dataset": dict(Counter(t.dataset for t in s.tables)),
+        },
+        "released": {
+            event: {
+                "total": len(s.released.get(event, [])),
+                "by_user": dict(Counter(r.user for r in s.released.get(event, []))),
+            }
+            for event in OUTPUT_EVENTS
         },
         "sealing": {
             "seal_id": _seal_id(s),
@@ -1048,6 +1125,117 @@ def _all_verified(records: Iterable[_Access]) -> bool:
     return all(r.entry.verified for r in records)
 
 
+def _table_blocks(s: _Summary, flag: bool) -> list[_Block]:
+    """Tables the service built, by user: how many, of which datasets and dimensions, how many
+    filtered (the requests a differencing attempt would need), and the latest ones."""
+    blocks: list[_Block] = [_Heading(2, "Tables built")]
+    records = s.tables
+    if not records:
+        return [*blocks, _Para("No table built (table builder or named question).")]
+    users: dict[str, list[_TableUse]] = {}
+    for t in records:
+        users.setdefault(t.user, []).append(t)
+    blocks.append(
+        _Para(
+            f"{len(records):,} tables by {len(users)} user(s), {sum(t.filtered for t in records):,}"
+            f" with filters, {sum(bool(t.named) for t in records):,} named questions. Every count "
+            "and sum in them was perturbed by the service; many filtered tables of one small "
+            "area from one user are worth a look."
+        )
+    )
+    blocks.append(
+        _table(
+            ("user", "role", "tables", "filtered", "named", "datasets", "dimensions", "last"),
+            (
+                (
+                    (
+                        user,
+                        _join(_unique(t.role for t in ts)),
+                        _num(len(ts)),
+                        _num(sum(t.filtered for t in ts)),
+                        _num(sum(bool(t.named) for t in ts)),
+                        _join(sorted({t.dataset for t in ts})),
+                        _join(
+                            f"{d} ({n})"
+                            for d, n in Counter(d for t in ts for d in t.dimensions).most_common(6)
+                        ),
+                        _ts(ts[-1].entry.event.ts),
+                    ),
+                    all(t.entry.verified for t in ts),
+                )
+                for user, ts in sorted(users.items())
+            ),
+            numeric=(2, 3, 4),
+            show_verified=flag,
+        )
+    )
+    recent = records[-RECENT_ROWS:]
+    blocks.append(_Heading(3, f"Latest {len(recent)} of {len(records):,} tables"))
+    blocks.append(
+        _table(
+            ("time", "user", "dataset", "dimensions", "filtered", "named question", "cells"),
+            (
+                (
+                    (
+                        _ts(t.entry.event.ts),
+                        t.user,
+                        t.dataset,
+                        _join(t.dimensions) or "-",
+                        "yes" if t.filtered else "no",
+                        t.named or "-",
+                        _num(t.cells),
+                    ),
+                    t.entry.verified,
+                )
+                for t in reversed(recent)
+            ),
+            numeric=(6,),
+            show_verified=flag,
+        )
+    )
+    return blocks
+
+
+def _released_blocks(s: _Summary, flag: bool) -> list[_Block]:
+    """What left: outputs released (tables at once, jobs on approval), checkers' decisions and
+    downloads, latest first."""
+    blocks: list[_Block] = [_Heading(2, "Outputs released, decided and downloaded")]
+    events = sorted((r for rs in s.released.values() for r in rs), key=lambda r: r.entry.event.seq)
+    if not events:
+        return [*blocks, _Para("No output released, decided or downloaded.")]
+    counts = Counter(r.entry.event.event for r in events)
+    blocks.append(
+        _Para(
+            ", ".join(f"{event} {counts.get(event, 0):,}" for event in OUTPUT_EVENTS)
+            + ". A table output is released by the table builder itself (already protected); "
+            "a job's only by its checkers."
+        )
+    )
+    recent = events[-RECENT_ROWS:]
+    blocks.append(
+        _table(
+            ("time", "event", "user", "output", "release no.", "approved by"),
+            (
+                (
+                    (
+                        _ts(r.entry.event.ts),
+                        r.entry.event.event,
+                        r.user,
+                        r.output_id or _UNKNOWN,
+                        _num(r.release_no),
+                        r.approved_by or "-",
+                    ),
+                    r.entry.verified,
+                )
+                for r in reversed(recent)
+            ),
+            numeric=(4,),
+            show_verified=flag,
+        )
+    )
+    return blocks
+
+
 def _access_blocks(s: _Summary, flag: bool) -> list[_Block]:
     blocks: list[_Block] = [_Heading(2, "Analyst access")]
     records = s.access
@@ -1194,8 +1382,8 @@ def _output_blocks(s: _Summary, flag: bool) -> list[_Block]:
         return [
             *blocks,
             _Para(
-                "No answer refused by the output rules, no output submitted for review and no "
-                "output decision or download refused."
+                "No answer refused by the output rules, no output submitted for review, no "
+                "output decision or download refused, and no job or table request refused."
             ),
         ]
     for event in OUTPUT_REFUSALS:
@@ -1399,6 +1587,9 @@ def _overview_block(s: _Summary) -> _Table:
         ("key ids", _num(len(counts["keys"]))),
         ("runs", _num(counts["runs"]["total"])),
         ("publications", _num(counts["publications"])),
+        ("tables built (table builder and named questions)", _num(counts["tables"]["total"])),
+        ("outputs released", _num(counts["released"]["output.released"]["total"])),
+        ("outputs downloaded", _num(counts["released"]["output.downloaded"]["total"])),
         ("analyst queries", _num(counts["access"]["total"])),
         ("refused access attempts", _num(counts["refused"]["total"])),
         ("answers refused by the output rules", _num(counts["outputs"]["answer.refused"]["total"])),
@@ -1451,6 +1642,8 @@ def _report_blocks(
     blocks += _run_blocks(summary, flag)
     blocks += _publication_blocks(summary, flag)
     blocks += _retention_blocks(summary, flag)
+    blocks += _table_blocks(summary, flag)
+    blocks += _released_blocks(summary, flag)
     blocks += _access_blocks(summary, flag)
     blocks += _refused_blocks(summary, flag)
     blocks += _output_blocks(summary, flag)
