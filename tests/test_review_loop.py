@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
-import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +16,6 @@ from typing import Any
 import polars as pl
 import pytest
 
-from uprnlink.errors import UprnlinkError
 from uprnlink.linkage.predict import link_people
 from uprnlink.linkage.review import (
     model_label_accuracy,
@@ -201,9 +198,7 @@ def relinked(linked_synthetic_records: Any, tmp_path_factory: pytest.TempPathFac
         orient="row",
     )
     work = tmp_path_factory.mktemp("relinked")
-    again = link_people(
-        records, SETTINGS, work_dir=work, model=first.model, review_labels=labels
-    )
+    again = link_people(records, SETTINGS, work_dir=work, model=first.model, review_labels=labels)
     return SimpleNamespace(
         first=first, again=again, apart=apart, together=together, labels=labels, work=work
     )
@@ -255,3 +250,126 @@ def test_splink_scores_the_labels(relinked: Any) -> None:
     # (two people to it) not: precision and recall 0 on these labels, as the model stands.
     assert found["fp"] == (relinked.together["match_probability"] >= 0.95) == 1
     assert found["fn"] == 1 and found["precision"] == 0.0 and found["recall"] == 0.0
+
+
+# ---------------------------------------------------------------- a run and the next one
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from uprnlink import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def reviewed_run(base_run: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The shared base run copied; 50 queued pairs labelled as the synthetic truth says (one
+    of them relabelled twice through the CLI), evaluated before and after the next run."""
+    from benchmarks.review_loop import label_from_truth
+
+    from uprnlink.run.evaluation import evaluate_run
+    from uprnlink.run.runner import run_all
+    from uprnlink.settings import read_settings
+
+    config = base_run.copy(tmp_path_factory.mktemp("reviewed"))
+    settings = read_settings(config)
+    truth = config.parent.parent / "demo" / "truth"
+    before = evaluate_run(settings, truth)
+    zones = Zones(settings)
+    queue = read_queue(zones)
+    listed = _cli("review", "list", "--config", str(config), "--limit", "3")
+    given = label_from_truth(settings, truth, 50)
+    # A reviewer changes their mind on one of them through the CLI: the wrong label first,
+    # then the right one (the synthetic truth's), so all 50 current labels are right.
+    first = current_labels(read_labels(zones)).row(0, named=True)
+    wrong = "non_match" if first["label"] == "match" else "match"
+    labelled = _cli("review", "label", first["pair_id"], wrong, "--config", str(config))
+    again = _cli("review", "label", first["pair_id"], first["label"], "--config", str(config))
+    exported = config.parent.parent / "labels.csv"
+    export = _cli("review", "export", "--out", str(exported), "--config", str(config))
+    summary = run_all(str(config), run_id="20260102T000000Z-0002")
+    after = evaluate_run(settings, truth)
+    return SimpleNamespace(
+        config=config,
+        settings=settings,
+        queue=queue,
+        listed=listed,
+        given=given,
+        first=first,
+        cli=(labelled, again, export),
+        exported=exported,
+        summary=summary,
+        before=before,
+        after=after,
+    )
+
+
+def test_a_run_queues_pairs_with_only_what_a_reviewer_needs(reviewed_run: Any) -> None:
+    queue = reviewed_run.queue
+    assert 0 < queue.height <= 200
+    assert queue.get_column("pair_id").is_unique().all()
+    assert set(queue.columns) == set(QUEUE_SCHEMA)
+    assert not any(re.search("nhs|uprn|address", c) for c in queue.columns)
+    # Postcode districts only (the outward code), no full postcode.
+    assert queue.get_column("district_l").drop_nulls().str.contains(" ").sum() == 0
+    code, out, _ = reviewed_run.listed
+    assert code == 0 and f"{queue.height} pairs to review" in out
+    assert out.count("pair ") == 3
+
+
+def test_the_cli_labels_append_and_are_audited(reviewed_run: Any) -> None:
+    (code1, out1, _), (code2, _, _), (code3, out3, _) = reviewed_run.cli
+    assert code1 == code2 == code3 == 0 and "the next run uses it" in out1
+    zones = Zones(reviewed_run.settings)
+    labels = read_labels(zones)
+    assert labels.height == 52  # 50 + the CLI's two on one of them: every line kept
+    first = reviewed_run.first
+    mine = labels.filter(pl.col("pair_id") == first["pair_id"]).get_column("label").to_list()
+    assert len(mine) == 3 and mine[0] == mine[2] != mine[1]
+    assert current_labels(labels).height == 50
+    exported = pl.read_csv(reviewed_run.exported)
+    assert exported.columns == ["unique_id_l", "unique_id_r", "clerical_match_score"]
+    assert exported.height == 50 and "50 pairs" in out3
+    from uprnlink.governance.audit import read_audit_events
+
+    events = read_audit_events(Zones(reviewed_run.settings).audit_log)
+    labelled = [e.to_dict() for e in events if e.event == "review.labelled"]
+    assert len(labelled) == 2 and labelled[-1]["data"]["label"] == first["label"]
+    assert reviewed_run.first["unique_id_l"] not in json.dumps(labelled)
+    code, _, err = _cli(
+        "review", "export", "--out", str(reviewed_run.settings.out_dir / "x.csv"),
+        "--config", str(reviewed_run.config),
+    )  # fmt: skip
+    assert code != 0 and "rule=published_zone" in err
+
+
+def test_the_next_run_uses_the_labels(reviewed_run: Any) -> None:
+    linkage = reviewed_run.summary["linkage"]
+    assert linkage["reused"] is False  # new labels link afresh
+    applied = linkage["review"]["labels_applied"]
+    assert applied["labels"] == 50 and applied["match"] + applied["non_match"] <= 50
+    from uprnlink.privacy.keys import load_run_key
+    from uprnlink.privacy.trusted import read_trusted
+    from uprnlink.run.evaluation import label_scores
+
+    settings = reviewed_run.settings
+    clusters = read_trusted(Zones(settings).clusters, load_run_key(settings))
+    scores = label_scores(clusters, current_labels(read_labels(Zones(settings))))
+    # Every non-match label is kept apart; match labels join unless a hard rule (two NHS
+    # numbers, two dates of birth) keeps them apart.
+    assert scores["fp"] == 0
+    review = reviewed_run.after["review"]
+    assert review["labels"] == 50 and review["clusters"]["fp"] == 0
+    assert review["labels_agreeing_with_truth"] == 50
+    assert review["model"] is not None and review["model"]["pairs"] == 50
+    assert "Clerical labels (50 pairs" in reviewed_run.after["print_table"]
+    before, after = reviewed_run.before["pairwise"], reviewed_run.after["pairwise"]
+    print(
+        f"\npeople P/R before {before['precision']:.4f}/{before['recall']:.4f}, after 50 labels "
+        f"{after['precision']:.4f}/{after['recall']:.4f}; labels {reviewed_run.given}; "
+        f"clusters on labels {review['clusters']}; model on labels {review['model']}"
+    )
+    assert after["f1"] >= before["f1"]

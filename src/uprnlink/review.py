@@ -86,7 +86,11 @@ def pair_id_of(a: str, b: str) -> str:
 
 def pair_id_expr(a: str = "unique_id_l", b: str = "unique_id_r") -> pl.Expr:
     """`pair_id_of` over two columns of record keys."""
-    return pl.struct(a, b).map_elements(lambda s: pair_id_of(s[a], s[b]), return_dtype=pl.Utf8)
+    return (
+        pl.struct(a, b)
+        .map_elements(lambda s: pair_id_of(s[a], s[b]), return_dtype=pl.Utf8)
+        .alias("pair_id")
+    )
 
 
 def read_queue(zones: Zones) -> pl.DataFrame:

@@ -247,13 +247,19 @@ def model_label_accuracy(
     con = connect_duckdb(settings, work_dir / "duckdb_tmp")
     try:
         db = DuckDBAPI(con)
-        sdf = db.register(splink_records(shown, identifiers=identifiers).to_arrow(), "records")
+        sdf = db.register(
+            splink_records(shown, identifiers=identifiers).to_arrow(),
+            dataset_display_name="records",
+        )
         linker = Linker(sdf, spec, log_level=logging.ERROR)
         table = linker.table_management.register_labels_table(
-            db.register(labels.to_arrow(), "clerical_labels")
+            db.register(labels.to_arrow(), dataset_display_name="clerical_labels")
         )
         truth = linker.evaluation.accuracy_analysis_from_labels_table(
-            table, threshold_match_probability=threshold, output_type="table"
+            table,
+            threshold_match_probability=threshold,
+            match_weight_round_to_nearest=0.01,
+            output_type="table",
         )
         rows = pl.from_arrow(truth.as_pyarrow_table())
     finally:
