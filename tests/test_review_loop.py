@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import re
+import urllib.error
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -373,3 +374,91 @@ def test_the_next_run_uses_the_labels(reviewed_run: Any) -> None:
         f"clusters on labels {review['clusters']}; model on labels {review['model']}"
     )
     assert after["f1"] >= before["f1"]
+
+
+# ---------------------------------------------------------------------------- the portal
+
+
+def _zones_of(svc: Any) -> Zones:
+    from uprnlink.settings import read_settings
+
+    return Zones(read_settings(svc.config))
+
+
+def test_the_review_page_is_for_data_engineers_only(query_service: Any) -> None:
+    from tests.test_portal import _open, _portal_session, _post
+
+    svc = query_service
+    zones = _zones_of(svc)
+    queue = read_queue(zones)
+    assert queue.height > 0
+    pair = pending_pairs(queue, read_labels(zones)).item(0, "pair_id")
+    ana, ana_csrf = _portal_session(svc, svc.tokens["analyst"])
+    with pytest.raises(urllib.error.HTTPError) as page:
+        ana.open(svc.url + "/portal/review", timeout=30)
+    assert page.value.code == 403
+    form = {"label": "match", "csrf": ana_csrf}
+    assert _post(ana, svc, f"/portal/review/{pair}", form, svc.url) == 403
+    assert 'href="/portal/review"' not in _open(ana, svc, "/portal/")
+    assert read_labels(zones).height == 0
+    refused = [e for e in svc.audit_events() if e["event"] == "portal.refused"]
+    assert any(e["data"].get("page") == "review" for e in refused)
+
+    eng, csrf = _portal_session(svc, svc.tokens["data_engineer"])
+    html = _open(eng, svc, "/portal/review")
+    assert f'id="pair-{pair}"' in html and 'href="/portal/review"' in html
+    pairs_html = html.split('id="review-counts"')[1]  # past the notice, which names them
+    assert not re.search(r"nhs|uprn|\b\d{10,12}\b", pairs_html, re.IGNORECASE)
+    first = queue.filter(pl.col("pair_id") == pair).row(0, named=True)
+    assert first["surname_l"] in html  # names are what the reviewer compares
+    # No CSRF token, another origin, not a label, not queued: refused, nothing written.
+    assert _post(eng, svc, f"/portal/review/{pair}", {"label": "match"}, svc.url) == 403
+    assert _post(eng, svc, f"/portal/review/{pair}", {**form, "csrf": csrf}, "http://x.y") == 403
+    assert _post(eng, svc, f"/portal/review/{pair}", {"label": "yes", "csrf": csrf}, svc.url) == 400
+    assert _post(eng, svc, f"/portal/review/{'0' * 16}", {**form, "csrf": csrf}, svc.url) == 400
+    assert read_labels(zones).height == 0
+    assert _post(eng, svc, f"/portal/review/{pair}", {**form, "csrf": csrf}, svc.url) == 200
+    labels = read_labels(zones)
+    assert labels.rows(named=True)[0]["reviewer"] == "eng" and labels.item(0, "label") == "match"
+    assert f'id="pair-{pair}"' not in _open(eng, svc, "/portal/review")  # labelled: gone
+    names = [e["event"] for e in svc.audit_events()]
+    assert "review.viewed" in names and "review.labelled" in names
+    logged = [e for e in svc.audit_events() if e["event"] == "review.labelled"][-1]
+    assert logged["data"]["pair"] == pair and first["unique_id_l"] not in json.dumps(logged)
+
+
+@pytest.mark.browser
+def test_a_reviewer_labels_a_pair_in_a_headless_browser(query_service: Any, tmp_path: Path) -> None:
+    from tests.test_portal import CHROMIUM, CHROMIUM_FLAGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser at {CHROMIUM}: `make browser` installs Debian's chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    svc = query_service
+    zones = _zones_of(svc)
+    before = read_labels(zones).height
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(svc.url + "/portal/login")
+            page.fill("#token", svc.tokens["data_engineer"])
+            page.click("#sign-in")
+            page.wait_for_selector("#whoami", timeout=60_000)
+            page.click("#nav-review")
+            page.wait_for_selector("#review-counts")
+            pending = int(page.text_content("#pending") or "0")
+            first = page.locator("div.pair").first
+            pair = (first.get_attribute("id") or "").removeprefix("pair-")
+            assert "postcode district" in (first.text_content() or "")
+            page.screenshot(path=str(tmp_path / "portal-review.png"), full_page=True)
+            page.click(f"#non-match-{pair}")
+            page.wait_for_selector("#review-counts")
+            assert int(page.text_content("#pending") or "0") == pending - 1
+            assert page.locator(f"#pair-{pair}").count() == 0
+        finally:
+            browser.close()
+    labels = read_labels(zones)
+    assert labels.height == before + 1
+    assert labels.rows(named=True)[-1]["pair_id"] == pair
+    assert labels.rows(named=True)[-1]["label"] == "non_match"
