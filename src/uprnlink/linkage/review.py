@@ -209,7 +209,7 @@ def review_queue_frame(review: pl.DataFrame, records: pl.DataFrame) -> pl.DataFr
         .sort("_order")
         .with_columns(pair_id_expr())
         .select(list(QUEUE_SCHEMA))
-        .cast(QUEUE_SCHEMA)
+        .cast(QUEUE_SCHEMA)  # type: ignore[arg-type]
     )
 
 
@@ -261,7 +261,7 @@ def model_label_accuracy(
             match_weight_round_to_nearest=0.01,
             output_type="table",
         )
-        rows = pl.from_arrow(truth.as_pyarrow_table())
+        rows = pl.from_arrow(truth.as_pyarrow_table())  # type: ignore[union-attr]
     finally:
         con.close()
     assert isinstance(rows, pl.DataFrame)
