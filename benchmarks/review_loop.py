@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=50)
     args = parser.parse_args(argv)
     settings = read_settings(Path(args.config))
-    before = headline(evaluate_run(settings, Path(args.truth)))
+    # Labelled first, so "before" scores the clusters the reviewer saw on the labels too.
     given = label_from_truth(settings, Path(args.truth), args.labels)
+    before = headline(evaluate_run(settings, Path(args.truth)))
     run_all(args.config)
     after = headline(evaluate_run(settings, Path(args.truth)))
     print(json.dumps({"labels": given, "before": before, "after": after}, indent=2))
