@@ -227,7 +227,8 @@ def model_label_accuracy(
 
     `labels` has unique_id_l, unique_id_r, clerical_match_score (`review.splink_labels`); the
     model scores every labelled pair directly, blocked or not, so this is the model's own
-    accuracy, before clustering and the cannot-link rules.
+    accuracy, before clustering and the cannot-link rules. Every record is registered, not
+    only the labelled ones: term-frequency adjustments are read from the whole population.
     """
     from splink import DuckDBAPI, Linker
 
@@ -248,7 +249,7 @@ def model_label_accuracy(
     try:
         db = DuckDBAPI(con)
         sdf = db.register(
-            splink_records(shown, identifiers=identifiers).to_arrow(),
+            splink_records(records, identifiers=identifiers).to_arrow(),
             dataset_display_name="records",
         )
         linker = Linker(sdf, spec, log_level=logging.ERROR)
