@@ -18,7 +18,7 @@ import polars as pl
 from uprnlink.errors import ConfigError
 from uprnlink.households.ages import BIAS_BANDS, age_band_expr, age_on_expr
 from uprnlink.households.timelines import OPEN_END
-from uprnlink.privacy.keys import load_run_key
+from uprnlink.privacy.keys import MasterKey, load_run_key
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records
 from uprnlink.review import current_labels, read_labels, splink_labels
 from uprnlink.settings import RunSettings
@@ -904,7 +904,11 @@ def label_scores(clusters: pl.DataFrame, labels: pl.DataFrame) -> dict[str, Any]
 
 
 def review_evaluation(
-    settings: RunSettings, clusters: pl.DataFrame, crosswalk: pl.DataFrame, truth: GroundTruth
+    settings: RunSettings,
+    key: MasterKey,
+    clusters: pl.DataFrame,
+    crosswalk: pl.DataFrame,
+    truth: GroundTruth,
 ) -> dict[str, Any] | None:
     """Reviewers' labels beside the synthetic truth: the clusters and Splink's scores of the
     saved model (`accuracy_analysis_from_labels_table`) on the labels, and how many labels the
@@ -912,7 +916,6 @@ def review_evaluation(
     from uprnlink.linkage.review import model_label_accuracy
 
     z = Zones(settings)
-    key = load_run_key(settings)
     labels = current_labels(read_labels(z, key.key_id))
     if labels.height == 0:
         return None
@@ -1003,7 +1006,7 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     # The baselines linked the same records in the same run: score them the same way.
     baselines: dict[str, Any] = {}
     table = evaluation.to_table()
-    reviewed = review_evaluation(settings, clusters, crosswalk, truth)
+    reviewed = review_evaluation(settings, key, clusters, crosswalk, truth)
     if reviewed is not None:
         result["review"] = reviewed
         table += "\n\n" + "\n".join(_review_lines(reviewed))
