@@ -210,7 +210,10 @@ def test_the_link_queues_uncertain_pairs_of_records(relinked: Any) -> None:
     assert queue.height > 0
     assert set(queue.columns) == {"unique_id_l", "unique_id_r", "match_probability", "reason"}
     assert queue.get_column("unique_id_l").str.starts_with("r").all()  # record keys
-    assert set(queue.get_column("reason")) <= {"near_threshold", "split_cluster", "low_density"}
+    reasons = queue.get_column("reason").to_list()
+    assert set(reasons) <= {"near_threshold", "split_cluster", "low_density"}
+    order = {"split_cluster": 0, "low_density": 1, "near_threshold": 2}
+    assert reasons == sorted(reasons, key=order.__getitem__)  # the queue's order is kept
     assert relinked.first.labels_applied is None  # no labels, nothing changed
 
 
@@ -448,7 +451,7 @@ def test_a_reviewer_labels_a_pair_in_a_headless_browser(query_service: Any, tmp_
             page.click("#nav-review")
             page.wait_for_selector("#review-counts")
             pending = int(page.text_content("#pending") or "0")
-            first = page.locator("div.pair").first
+            first = page.locator("div.review-pair").first
             pair = (first.get_attribute("id") or "").removeprefix("pair-")
             assert "postcode district" in (first.text_content() or "")
             page.screenshot(path=str(tmp_path / "portal-review.png"), full_page=True)

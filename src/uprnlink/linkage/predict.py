@@ -215,8 +215,10 @@ def review_record_pairs(chosen: pl.DataFrame, members: pl.DataFrame) -> pl.DataF
     compared values)."""
     shown = members.group_by("profile").agg(pl.col("unique_id").min().alias("key"))
     return (
-        chosen.join(shown.rename({"profile": "a", "key": "unique_id_l"}), on="a")
-        .join(shown.rename({"profile": "b", "key": "unique_id_r"}), on="b")
+        chosen.join(
+            shown.rename({"profile": "a", "key": "unique_id_l"}), on="a", maintain_order="left"
+        )
+        .join(shown.rename({"profile": "b", "key": "unique_id_r"}), on="b", maintain_order="left")
         .select("unique_id_l", "unique_id_r", "match_probability", "reason")
     )
 

@@ -204,8 +204,8 @@ def review_queue_frame(review: pl.DataFrame, records: pl.DataFrame) -> pl.DataFr
     shown = {side: records.select(_side_expr(side)) for side in ("l", "r")}
     return (
         review.with_row_index("_order")
-        .join(shown["l"], on="unique_id_l")
-        .join(shown["r"], on="unique_id_r")
+        .join(shown["l"], on="unique_id_l", maintain_order="left")
+        .join(shown["r"], on="unique_id_r", maintain_order="left")
         .sort("_order")
         .with_columns(pair_id_expr())
         .select(list(QUEUE_SCHEMA))
