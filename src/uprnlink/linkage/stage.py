@@ -152,8 +152,9 @@ def _linkage_inputs(settings: RunSettings) -> str:
     z = Zones(settings)
     model_path = z.linkage_dir / "model.json"
     labels = read_labels(z)
-    # New labels link afresh; with none the fingerprint is what it was before reviews existed.
-    reviewed = {"labels": labels.height} if labels.height else {}
+    # New labels link afresh (as do labels retention removed); with none the fingerprint is
+    # what it was before reviews existed.
+    reviewed = {"labels": labels.hash_rows().sum()} if labels.height else {}
     return manifest.fingerprint(
         {
             **reviewed,
