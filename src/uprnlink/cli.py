@@ -21,7 +21,7 @@ from uprnlink.errors import UprnlinkError
 CONFIG_NAME = "uprnlink.toml"
 CONFIG_HELP = f"run configuration (TOML; default: ./{CONFIG_NAME} when there is one)"
 #: Commands that need a run configuration, and those that use one when it is there.
-NEEDS_CONFIG = {"run", "runs", "landing", "check", "retention", "audit", "serve", "users"}
+NEEDS_CONFIG = {"run", "runs", "landing", "check", "retention", "audit", "serve", "users", "review"}
 USES_CONFIG = {"key", "map", "evaluate"}
 
 NO_PREFECT_NOTE = (
@@ -787,6 +787,75 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_pair(row: dict[str, Any]) -> None:
+    from uprnlink.review import SIDE_FIELDS
+
+    print(
+        f"pair {row['pair_id']}  {row['reason']}  match probability {row['match_probability']:.3f}"
+    )
+    for name in SIDE_FIELDS:
+        left, right = row[f"{name}_l"] or "", row[f"{name}_r"] or ""
+        mark = "" if left == right else "  *"
+        print(f"  {name:<10}{left:<28}{right:<28}{mark}")
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """`review list` (pairs awaiting a label), `review label PAIR match|non_match` (appended,
+    audited) and `review export --out FILE` (the labels as Splink's labels table)."""
+    from uprnlink.errors import ConfigError
+    from uprnlink.governance.audit import actor, open_audit_log
+    from uprnlink.review import (
+        append_label,
+        current_labels,
+        pending_pairs,
+        queue_key_id,
+        read_labels,
+        read_queue,
+        splink_labels,
+    )
+    from uprnlink.settings import read_settings
+    from uprnlink.zones import Zones
+
+    settings = read_settings(Path(args.config))
+    zones = Zones(settings)
+    labels = read_labels(zones, queue_key_id(zones))
+    if args.review_command == "list":
+        pending = pending_pairs(read_queue(zones), labels)
+        print(f"{pending.height} pairs to review; {labels.height} labels given")
+        for row in pending.head(args.limit).iter_rows(named=True):
+            _print_pair(row)
+        return 0
+    if args.review_command == "export":
+        if not args.out:
+            raise ConfigError("review export needs --out FILE (.parquet or .csv) (rule=out)")
+        out = Path(args.out).resolve()
+        if out.is_relative_to(settings.out_dir.resolve()):
+            raise ConfigError(
+                f"{out.name}: labels carry record keys and stay out of the published zone "
+                "(rule=published_zone)"
+            )
+        table = splink_labels(labels)
+        if out.suffix == ".csv":
+            table.write_csv(out)
+        else:
+            table.write_parquet(out)
+        print(f"wrote {table.height} labels ({current_labels(labels).height} pairs) to {out}")
+        return 0
+    if not args.pair or args.label not in ("match", "non_match"):
+        raise ConfigError("review label needs PAIR and match or non_match (rule=label)")
+    audit = open_audit_log(settings)
+    audit.check_key()  # refuse before labelling if the label cannot be logged
+    who = actor()
+    entry = append_label(zones, args.pair, args.label, who)
+    audit.append(
+        "review.labelled",
+        actor=who,
+        data={"user": who, "pair": entry.pair_id, "label": entry.label, "reason": entry.reason},
+    )
+    print(f"labelled pair {entry.pair_id} {entry.label}; the next run uses it")
+    return 0
+
+
 def pl_config() -> Any:
     """Terminal-friendly table printing."""
     import polars as pl
@@ -1234,6 +1303,21 @@ def build_parser() -> argparse.ArgumentParser:
     us.add_argument("--all", action="store_true", help="list revoked tokens too")
     us.add_argument("--json", action="store_true", help="list as JSON")
     us.set_defaults(func=cmd_users)
+
+    rv = sub.add_parser(
+        "review",
+        help="data engineers: list, label or export the clerical review queue",
+        description="The link stage queues the pairs it was least sure of (trusted/review/). "
+        "Label them match or non_match: labels are appended (never rewritten), audited, and "
+        "the next run uses them as must-link and cannot-link evidence.",
+    )
+    rv.add_argument("review_command", choices=["list", "label", "export"])
+    rv.add_argument("pair", nargs="?", help="pair id (label)")
+    rv.add_argument("label", nargs="?", help="match or non_match (label)")
+    rv.add_argument("--config", help=CONFIG_HELP)
+    rv.add_argument("--limit", type=int, default=20, help="pairs to list (default 20)")
+    rv.add_argument("--out", help="file to export to (.parquet or .csv)")
+    rv.set_defaults(func=cmd_review)
     return p
 
 

@@ -51,6 +51,16 @@ class Zones:
         return self.settings.trusted_dir / "linkage"
 
     @property
+    def review_queue(self) -> Path:
+        """Pairs chosen for clerical review by the last link (engineer-only, pseudonymised)."""
+        return self.settings.trusted_dir / "review" / "queue.parquet"
+
+    @property
+    def review_labels(self) -> Path:
+        """Reviewers' match / non-match labels: JSON Lines files, appended to, never rewritten."""
+        return self.settings.trusted_dir / "review" / "labels"
+
+    @property
     def audit_log(self) -> Path:
         """Hash-chained audit log (no personal data)."""
         return self.settings.out_dir / "audit" / "audit.jsonl"

@@ -40,6 +40,7 @@ from typing import Any
 import polars as pl
 
 from uprnlink.linkage.clustering import connected_components
+from uprnlink.linkage.review import CLERICAL
 from uprnlink.sources import listing_fields
 
 RULES = ("nhs_number", "date_of_birth", "same_listing", "under_age")
@@ -127,13 +128,29 @@ def listing_overlap_expr() -> pl.Expr:
     return overlap & ~same_role
 
 
+def _clerical_conflicts(labels: pl.DataFrame, clerical: pl.DataFrame) -> pl.DataFrame:
+    """Pairs a reviewer labelled non-match (clerical: a, b) that share a cluster."""
+    ids = labels.schema["unique_id"]
+    return (
+        clerical.select(pl.col("a").cast(ids), pl.col("b").cast(ids))
+        .join(labels.rename({"unique_id": "a"}), on="a")
+        .join(labels.rename({"unique_id": "b", "cluster_id": "_cb"}), on="b")
+        .filter(pl.col("cluster_id") == pl.col("_cb"))
+        .select("cluster_id", "a", "b", pl.lit(CLERICAL).alias("rule"))
+    )
+
+
 def conflict_pairs(
-    labels: pl.DataFrame, attributes: pl.DataFrame, listings: pl.DataFrame | None
+    labels: pl.DataFrame,
+    attributes: pl.DataFrame,
+    listings: pl.DataFrame | None,
+    clerical: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Pairs of nodes in one cluster that cannot be one person: cluster_id, a, b, rule.
 
     `labels` has unique_id, cluster_id; `attributes` unique_id, nhs_token, dob; `listings`
-    unique_id, listing, start, end, role (a node may be on several listings). Pairs are found
+    unique_id, listing, start, end, role (a node may be on several listings); `clerical` the
+    pairs (a, b) reviewers labelled non-match (rule `clerical`). Pairs are found
     between the distinct (NHS number, date of birth) values of each cluster, then expanded to
     the nodes holding them, so a cluster of many alike records costs little.
     """
@@ -228,6 +245,8 @@ def conflict_pairs(
             )
         )
         frames.append(young)
+    if clerical is not None and clerical.height:
+        frames.append(_clerical_conflicts(labels, clerical))
     schema = {"cluster_id": labels.schema["cluster_id"], "a": labels.schema["unique_id"]}
     if not frames:
         return pl.DataFrame(
@@ -315,6 +334,7 @@ def split_conflicts(
     conflicts: pl.DataFrame,
     attributes: pl.DataFrame | None = None,
     listings: pl.DataFrame | None = None,
+    clerical: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, CannotLinkReport]:
     """Rebuild every cluster holding a conflicting pair so that none does.
 
@@ -375,7 +395,7 @@ def split_conflicts(
         stray += [n for n in nodes if split[n] not in anchored]
     new = _relabel(labels, out_nodes, out_labels)
     if stray and attributes is not None:
-        new, moved = _replace_strays(new, complete, pairs, stray, attributes, listings)
+        new, moved = _replace_strays(new, complete, pairs, stray, attributes, listings, clerical)
         report.records_moved = moved
     report.people_added = new.get_column("cluster_id").n_unique() - clusters_before
     return new, report
@@ -400,6 +420,7 @@ def _replace_strays(
     stray: list[Any],
     attributes: pl.DataFrame,
     listings: pl.DataFrame | None,
+    clerical: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, int]:
     """Incomplete records a split left without a complete record (the parent's council tax
     party that had joined the son) join the best other cluster they match, where they conflict
@@ -440,7 +461,9 @@ def _replace_strays(
             .select("offer", "unique_id"),
         ]
     ).rename({"offer": "cluster_id"})
-    refused_offers = conflict_pairs(trial, attributes, listings).get_column("cluster_id").unique()
+    refused_offers = (
+        conflict_pairs(trial, attributes, listings, clerical).get_column("cluster_id").unique()
+    )
     best = (
         offers.filter(~pl.col("offer").is_in(refused_offers.implode()))
         .group_by("a", maintain_order=True)
@@ -454,7 +477,7 @@ def _replace_strays(
     )
     # Two strays offered one cluster may conflict with each other: both stay where they were.
     targets = moved.join(best.select("cluster_id").unique(), on="cluster_id", how="semi")
-    clashes = conflict_pairs(targets, attributes, listings)
+    clashes = conflict_pairs(targets, attributes, listings, clerical)
     refused = pl.concat([clashes.get_column("a"), clashes.get_column("b")]).unique()
     accepted = best.filter(~pl.col("unique_id").is_in(refused.implode()))
     if accepted.height < best.height:
@@ -530,17 +553,19 @@ def apply_cannot_link(
     pairs: pl.DataFrame,
     threshold: float,
     listings: pl.DataFrame | None,
+    clerical: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, CannotLinkReport]:
     """Clusters (unique_id, cluster_id) in which no two nodes conflict, from clusters found
     without the rules.
 
     `nodes` has unique_id, complete, nhs_token, dob; `pairs` the scored pairs (unique_id_l,
     unique_id_r, match_probability), of which those at or above `threshold` are evidence;
-    `listings` unique_id, listing, start, end, role (or None).
+    `listings` unique_id, listing, start, end, role (or None); `clerical` the pairs (a, b)
+    reviewers labelled non-match.
     """
     attributes = nodes.select("unique_id", "nhs_token", "dob")
-    conflicts = conflict_pairs(labels, attributes, listings)
+    conflicts = conflict_pairs(labels, attributes, listings, clerical)
     above = pairs.filter(pl.col("match_probability") >= threshold)
     conflicts = _weighed_by_the_model(conflicts, above)
     complete = nodes.select("unique_id", "complete")
-    return split_conflicts(labels, complete, above, conflicts, attributes, listings)
+    return split_conflicts(labels, complete, above, conflicts, attributes, listings, clerical)

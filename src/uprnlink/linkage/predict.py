@@ -39,6 +39,13 @@ from uprnlink.linkage.model import (
     train_model,
     with_parameters,
 )
+from uprnlink.linkage.review import (
+    labelled_profile_pairs,
+    must_link_pairs,
+    review_floor,
+    select_review_pairs,
+    with_must_links,
+)
 from uprnlink.linkage.threshold import AUTO_FLOOR, choose_threshold, merge_histograms
 from uprnlink.progress import Progress, timed
 from uprnlink.settings import LinkageSettings
@@ -70,6 +77,10 @@ class LinkageResult:
     identifiers: list[str] = field(default_factory=list)
     comparisons: list[str] = field(default_factory=list)
     training: list[str] = field(default_factory=list)
+    # Pairs for clerical review (unique_id_l, unique_id_r: record keys; match_probability,
+    # reason), and how many reviewers' labels this run applied (uprnlink.linkage.review).
+    review: pl.DataFrame | None = None
+    labels_applied: dict[str, int] | None = None
 
 
 def person_id_expr(col: str = "cluster_id") -> pl.Expr:
@@ -172,6 +183,46 @@ def linkage_profiles(
     return profiles, members
 
 
+def _apply_labels(
+    review_labels: pl.DataFrame | None, members: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int] | None]:
+    """Reviewers' labels as profile pairs (a, b, label), the non-match ones (a, b) and counts
+    (None when there are no labels)."""
+    empty = pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "label": pl.Utf8})
+    if review_labels is None or review_labels.height == 0:
+        return empty, empty.drop("label"), None
+    labelled = labelled_profile_pairs(review_labels, members)
+    applied = {
+        "labels": review_labels.height,
+        "match": labelled.filter(pl.col("label") == "match").height,
+        "non_match": labelled.filter(pl.col("label") == "non_match").height,
+    }
+    applied["not_applied"] = applied["labels"] - applied["match"] - applied["non_match"]
+    log.info(
+        "linkage: clerical labels applied: %d must-link, %d cannot-link (%d name no pair of "
+        "distinct profiles in these records)",
+        applied["match"],
+        applied["non_match"],
+        applied["not_applied"],
+    )
+    clerical = labelled.filter(pl.col("label") == "non_match").select("a", "b")
+    return labelled, clerical, applied
+
+
+def review_record_pairs(chosen: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """Profile pairs chosen for review (a, b, match_probability, reason) as pairs of records:
+    each profile shown by its smallest record key (every record of a profile agrees on all the
+    compared values)."""
+    shown = members.group_by("profile").agg(pl.col("unique_id").min().alias("key"))
+    return (
+        chosen.join(
+            shown.rename({"profile": "a", "key": "unique_id_l"}), on="a", maintain_order="left"
+        )
+        .join(shown.rename({"profile": "b", "key": "unique_id_r"}), on="b", maintain_order="left")
+        .select("unique_id_l", "unique_id_r", "match_probability", "reason")
+    )
+
+
 def _predict(
     linker: Any,
     backend: DuckDBLinkage | SparkLinkage,
@@ -222,6 +273,7 @@ def link_people(
     model: dict[str, Any] | None = None,
     retrain: bool = False,
     listings: pl.DataFrame | None = None,
+    review_labels: pl.DataFrame | None = None,
 ) -> LinkageResult:
     """Predict pairs and cluster the records into people, with a saved model when it fits.
 
@@ -229,7 +281,9 @@ def link_people(
     is set or it was built for another MODEL_VERSION or settings fingerprint, in which case a
     model is trained on these records. `listings` (unique_id, listing, start, end, role: who is
     on which account, tenancy or claim, and when) feed the cannot-link rules, which run when
-    `settings.cannot_link` is set.
+    `settings.cannot_link` is set. `review_labels` (unique_id_l, unique_id_r, label: the
+    reviewers' current labels on record keys) add match labels as must-link pairs and
+    non-match labels as cannot-link pairs (rule `clerical`).
     """
     from splink import Linker
 
@@ -289,8 +343,10 @@ def link_people(
         retain = min(settings.match_threshold, AUTO_FLOOR) if auto else settings.match_threshold
         histograms: list[pl.DataFrame] = []
         pairs, blocking, n_scored = _predict(
-            linker, backend, retain, chunks, histograms, identifiers
+            linker, backend, min(retain, review_floor(retain)), chunks, histograms, identifiers
         )
+        below = pairs.filter(pl.col("match_probability") < retain)
+        pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
@@ -298,7 +354,10 @@ def link_people(
     threshold = settings.match_threshold
     if auto and choice is not None:
         threshold = choice.threshold
+        below = pl.concat([below, pairs.filter(pl.col("match_probability") < threshold)])
         pairs = pairs.filter(pl.col("match_probability") >= threshold)
+    labelled, clerical, applied = _apply_labels(review_labels, members)
+    pairs = with_must_links(pairs, must_link_pairs(labelled, pairs))
     if choice is not None:
         log.info(
             "linkage: the model's expected F1 peaks at threshold %.4f (expected precision %.4f, "
@@ -319,7 +378,7 @@ def link_people(
         by_profile = cluster_records(complete, pairs, threshold)
     timings["cluster"] = round(time.perf_counter() - t3, 2)
     report = None
-    if settings.cannot_link:
+    if settings.cannot_link or clerical.height:
         t4 = time.perf_counter()
         by_profile, report = apply_cannot_link(
             by_profile,
@@ -327,6 +386,7 @@ def link_people(
             pairs,
             threshold,
             profile_listings(listings, members) if listings is not None else None,
+            clerical,
         )
         report.seconds = round(time.perf_counter() - t4, 2)
         timings["cannot_link"] = report.seconds
@@ -336,6 +396,7 @@ def link_people(
             f"{report.people_added:,}",
             ", ".join(f"{rule} {n:,}" for rule, n in report.by_rule.items()),
         )
+    review = review_record_pairs(select_review_pairs(pairs, below, by_profile, threshold), members)
     t5 = time.perf_counter()
     with timed("linkage: person ids"):
         clusters = members.join(
@@ -360,4 +421,6 @@ def link_people(
         identifiers=sorted(identifiers),
         comparisons=comparison_names(identifiers),
         training=training,
+        review=review,
+        labels_applied=applied,
     )

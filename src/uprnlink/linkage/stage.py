@@ -27,9 +27,11 @@ from uprnlink.linkage.model import (
     current_fingerprint,
 )
 from uprnlink.linkage.predict import link_people
+from uprnlink.linkage.review import review_queue_frame
 from uprnlink.linkage.stable_ids import assign_stable_ids
 from uprnlink.privacy.keys import MasterKey, load_run_key
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
+from uprnlink.review import current_labels, read_labels
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -59,6 +61,7 @@ def link_records(
     address = [ADDRESS_COLUMN] if ADDRESS_COLUMN in trusted.columns else []
     records = trusted.select(*LINKAGE_COLUMNS, *address, *PERIOD_COLUMNS)
     del trusted
+    labels = current_labels(read_labels(z, key.key_id))
     log.info("linking %d records from %d sources ...", records.height, len(settings.sources))
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     model_path = z.linkage_dir / "model.json"
@@ -70,7 +73,10 @@ def link_records(
         model=saved,
         retrain=retrain,
         listings=read_listings(settings, key, records),
+        review_labels=labels if labels.height else None,
     )
+    if result.review is not None:
+        write_trusted(review_queue_frame(result.review, records), z.review_queue, key)
     if result.model_trained:
         write_model(result.model, z.linkage_dir, run_id)
     t = time.perf_counter()
@@ -104,7 +110,10 @@ def link_records(
         "seconds": result.seconds,
         "blocking": result.blocking,
         "cannot_link": result.cannot_link,
+        "review": {"queued": result.review.height if result.review is not None else 0},
     }
+    if result.labels_applied is not None:
+        summary["review"]["labels_applied"] = result.labels_applied
     log.info(
         "linked into %d people (%s model; ids kept %d, created %d)",
         result.people,
@@ -142,8 +151,13 @@ def _linkage_inputs(settings: RunSettings) -> str:
     settings, the saved model and the version of the model definition and cannot-link rules."""
     z = Zones(settings)
     model_path = z.linkage_dir / "model.json"
+    labels = read_labels(z)
+    # New labels link afresh (as do labels retention removed); with none the fingerprint is
+    # what it was before reviews existed.
+    reviewed = {"labels": labels.hash_rows().sum()} if labels.height else {}
     return manifest.fingerprint(
         {
+            **reviewed,
             "sources": {
                 n: (manifest.read_entry(settings.trusted_dir, n) or {}).get("fingerprint")
                 for n in sorted(settings.sources)

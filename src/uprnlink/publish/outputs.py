@@ -140,6 +140,9 @@ class RoleRights:
     """Sees the audit status, the queue and the release register; downloads any release."""
     row_level_outputs: bool = False
     """May release a result that is not aggregated."""
+    review_linkage: bool = False
+    """Labels the clerical review queue's pairs (names and dates of birth from the trusted
+    zone, pseudonymised): data engineers only."""
     unchecked_answers: bool = True
     """Sees answers on screen (`/api/query`, the portal's table) without the output rules, as
     on a TRE desktop; false applies the rules to every answer too (refused if they fail)."""
@@ -154,6 +157,7 @@ def read_role_rights(policy_path: Any) -> dict[str, RoleRights]:
             check_outputs=spec.get("check_outputs", False) is True,
             audit=spec.get("audit", False) is True,
             row_level_outputs=spec.get("row_level_outputs", False) is True,
+            review_linkage=spec.get("review_linkage", False) is True,
             unchecked_answers=spec.get("unchecked_answers", True) is not False,
         )
     return out

@@ -18,8 +18,9 @@ import polars as pl
 from uprnlink.errors import ConfigError
 from uprnlink.households.ages import BIAS_BANDS, age_band_expr, age_on_expr
 from uprnlink.households.timelines import OPEN_END
-from uprnlink.privacy.keys import load_run_key
-from uprnlink.privacy.trusted import read_trusted
+from uprnlink.privacy.keys import MasterKey, load_run_key
+from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.review import current_labels, read_labels, splink_labels
 from uprnlink.settings import RunSettings
 from uprnlink.zones import Zones
 
@@ -876,6 +877,98 @@ def _cannot_link_lines(splits: dict[str, Any]) -> list[str]:
     ]
 
 
+def label_scores(clusters: pl.DataFrame, labels: pl.DataFrame) -> dict[str, Any]:
+    """The clusters scored on reviewers' current labels (unique_id_l, unique_id_r, label):
+    a match label is a true pair, a non-match one a false pair; labels naming a record the
+    clusters do not hold are left out."""
+    person = clusters.select("unique_id", "person_id")
+    both = (
+        labels.join(
+            person.rename({"unique_id": "unique_id_l", "person_id": "pl"}), on="unique_id_l"
+        )
+        .join(person.rename({"unique_id": "unique_id_r", "person_id": "pr"}), on="unique_id_r")
+        .select((pl.col("label") == "match").alias("m"), (pl.col("pl") == pl.col("pr")).alias("s"))
+    )
+    tp = both.filter(pl.col("m") & pl.col("s")).height
+    fp = both.filter(~pl.col("m") & pl.col("s")).height
+    fn = both.filter(pl.col("m") & ~pl.col("s")).height
+    return {
+        "pairs": both.height,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": both.height - tp - fp - fn,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+    }
+
+
+def review_evaluation(
+    settings: RunSettings,
+    key: MasterKey,
+    clusters: pl.DataFrame,
+    crosswalk: pl.DataFrame,
+    truth: GroundTruth,
+) -> dict[str, Any] | None:
+    """Reviewers' labels beside the synthetic truth: the clusters and Splink's scores of the
+    saved model (`accuracy_analysis_from_labels_table`) on the labels, and how many labels the
+    truth agrees with. None when nobody has labelled a pair."""
+    from uprnlink.linkage.review import model_label_accuracy
+
+    z = Zones(settings)
+    labels = current_labels(read_labels(z, key.key_id))
+    if labels.height == 0:
+        return None
+    true_id = label_clusters(
+        clusters.select("unique_id", "source_dataset", pl.lit("").alias("person_id")),
+        crosswalk,
+        truth.records,
+    ).select("unique_id", pl.col("true_id").alias("person_id"))
+    truthful = label_scores(true_id, labels)
+    out: dict[str, Any] = {
+        "labels": labels.height,
+        "match": labels.filter(pl.col("label") == "match").height,
+        "clusters": label_scores(clusters, labels),
+        "labels_agreeing_with_truth": truthful["tp"] + truthful["tn"],
+        "model": None,
+    }
+    model_path = z.linkage_dir / "model.json"
+    if model_path.exists():
+        marker = z.linkage_dir / "inputs.json"
+        summary = json.loads(marker.read_text()).get("summary", {}) if marker.exists() else {}
+        out["model"] = model_label_accuracy(
+            read_trusted_records(settings, key),
+            splink_labels(labels),
+            json.loads(model_path.read_text()),
+            settings.linkage,
+            float(summary.get("match_threshold", settings.linkage.match_threshold)),
+            z.linkage_dir,
+        )
+    return out
+
+
+def _review_lines(r: dict[str, Any]) -> list[str]:
+    def ratio(v: Any) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = [
+        ["clusters (this run)", ratio(r["clusters"]["precision"]), ratio(r["clusters"]["recall"])]
+    ]
+    if r.get("model"):
+        rows.append(
+            [
+                "model scores (Splink, at the threshold)",
+                ratio(r["model"]["precision"]),
+                ratio(r["model"]["recall"]),
+            ]
+        )
+    return [
+        f"Clerical labels ({r['labels']:,} pairs, {r['match']:,} match; "
+        f"{r['labels_agreeing_with_truth']:,} agree with the synthetic truth)",
+        *_grid(["", "precision", "recall"], rows),
+    ]
+
+
 def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     """Score the last run against synthetic ground truth; write evaluation.json beside outputs.
 
@@ -913,6 +1006,10 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     # The baselines linked the same records in the same run: score them the same way.
     baselines: dict[str, Any] = {}
     table = evaluation.to_table()
+    reviewed = review_evaluation(settings, key, clusters, crosswalk, truth)
+    if reviewed is not None:
+        result["review"] = reviewed
+        table += "\n\n" + "\n".join(_review_lines(reviewed))
     splits = read_cannot_link(z.linkage_dir / "inputs.json")
     if splits is not None:
         result["cannot_link"] = splits

@@ -39,11 +39,22 @@ from uprnlink.publish.access import Identity, governed_query, safe_name
 from uprnlink.publish.datasets import DATASETS, get_dataset
 from uprnlink.publish.outputs import WITHHELD, WITHHELD_NOTE
 from uprnlink.publish.tabulation import TableSpec, TableSpecError, parse_measure
+from uprnlink.review import (
+    LABELS,
+    SIDE_FIELDS,
+    ReviewError,
+    append_label,
+    pending_pairs,
+    queue_key_id,
+    read_labels,
+    read_queue,
+)
 from uprnlink.service.charts import Chart, bar_chart, line_chart, pick_measure
 from uprnlink.service.identities import AuthenticationError
 from uprnlink.service.output_api import download_response, submit_job
 from uprnlink.service.outputs import OutputError
 from uprnlink.service.tables_api import answer_table, catalogue, named_answer
+from uprnlink.zones import Zones
 
 if TYPE_CHECKING:
     from uprnlink.service.app import ServiceState
@@ -296,6 +307,7 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
     _job_routes(app, portal)
     _output_routes(app, portal)
     _governance_routes(app, portal)
+    _review_routes(app, portal)
 
 
 # ------------------------------------------------------------------------------ sign-in
@@ -766,3 +778,83 @@ def _governance_routes(app: FastAPI, portal: Portal) -> None:
                 (r for r in records if r.status == "released"), key=lambda r: r.release_no or 0
             ),
         )
+
+
+# ------------------------------------------------------------------------ clerical review
+
+REVIEW_PAGE_PAIRS = 20
+SIDE_LABELS = {
+    "source": "source",
+    "forename": "forename",
+    "surname": "surname",
+    "dob": "date of birth",
+    "district": "postcode district",
+    "period": "period",
+}
+
+
+def _reviewer(portal: Portal, session: Session, page: str) -> str:
+    """The signed-in user's name if their role may label linkage pairs; else logged and 403."""
+    state = portal.state
+    user = safe_name(session.identity.user)
+    if not state.desk.rights_of(session.identity).review_linkage:
+        state.audit.append("portal.refused", actor=user, data={"user": user, "page": page})
+        raise PortalError(403, "clerical review is for data engineers")
+    return user
+
+
+def _review_routes(app: FastAPI, portal: Portal) -> None:
+    state = portal.state
+    zones = Zones(state.settings)
+
+    @app.get("/portal/review")
+    def review(request: Request) -> Response:
+        session = portal.signed_in(request)
+        user = _reviewer(portal, session, "review")
+        labels = read_labels(zones, queue_key_id(zones))
+        pending = pending_pairs(read_queue(zones), labels)
+        shown = pending.head(REVIEW_PAGE_PAIRS)
+        # Names and dates of birth leave the trusted zone here: logged before they are shown.
+        state.audit.append(
+            "review.viewed",
+            actor=user,
+            data={"user": user, "pairs": shown.height, "pending": pending.height},
+        )
+        pairs = [
+            {
+                "id": row["pair_id"],
+                "reason": row["reason"].replace("_", " "),
+                "probability": f"{row['match_probability']:.3f}",
+                "fields": [
+                    (SIDE_LABELS[f], row[f"{f}_l"] or "", row[f"{f}_r"] or "") for f in SIDE_FIELDS
+                ],
+            }
+            for row in shown.iter_rows(named=True)
+        ]
+        return portal.page(
+            "review.html.j2",
+            "Clerical review",
+            session=session,
+            pairs=pairs,
+            pending=pending.height,
+            labelled=labels.height,
+            choices=LABELS,
+        )
+
+    @app.post("/portal/review/{pair_id}")
+    async def label(pair_id: str, request: Request) -> Response:
+        session, fields = await portal.posted(request)
+        user = _reviewer(portal, session, "review")
+        choice = _first(fields, "label")
+        if choice not in LABELS:
+            raise PortalError(400, "label the pair match or non_match")
+        try:
+            entry = await run_in_threadpool(lambda: append_label(zones, pair_id, choice, user))
+        except ReviewError as exc:
+            raise PortalError(400, str(exc)) from None
+        state.audit.append(
+            "review.labelled",
+            actor=user,
+            data={"user": user, "pair": entry.pair_id, "label": choice, "reason": entry.reason},
+        )
+        return portal.redirect("/portal/review")
