@@ -17,6 +17,8 @@ from uprnlink import __version__
 from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import read_retention
 from uprnlink.households.ages import bands_from
+from uprnlink.households.evidence import confirmation_on
+from uprnlink.households.residence import ResidenceRules
 from uprnlink.households.tables import AnalysisTables, build_analysis_tables
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
@@ -35,6 +37,17 @@ from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")
+
+
+def residence_rules(settings: RunSettings) -> ResidenceRules:
+    """The households stage's evidence rules from the run config's `[households]`."""
+    h = settings.households
+    return ResidenceRules(
+        visit_days=h.visit_days,
+        stale_after_days=h.stale_after_days,
+        move_sources=h.move_sources,
+        learned_reliability=h.learned_reliability,
+    )
 
 
 def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
@@ -112,7 +125,11 @@ def publish_outputs(
         service_period_months=settings.service_period_months,
         age_bands=bands_from(policy.age_bands),
         death_end_precision=policy.death_end_precision,
+        rules=residence_rules(settings),
     )
+    confirmed = confirmation_on(
+        linked, settings.reference_date, settings.households.visit_days
+    ).to_dicts()
     tables = published_ids(settings, tables, key)
     quality = linkage_quality_table(linked)
     contracts = {
@@ -131,6 +148,9 @@ def publish_outputs(
         "contracts": contracts,
         # Sources and fields this release had no data for (their columns are typed nulls).
         "not_supplied": stage_summaries.get("not_supplied", {}),
+        # Per source: people it places on the reference date, and how many of them another
+        # source places at the same address that day (households.evidence).
+        "residence_confirmed": confirmed,
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": {
             "people": tables.person.height,
