@@ -3,6 +3,7 @@ moved, died, stale, visits, learned reliability, per-source confirmation, [house
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests.conftest import PipelineRun
 from uprnlink.errors import ConfigError
 from uprnlink.households.evidence import (
     confirmation_on,
@@ -24,7 +26,9 @@ from uprnlink.households.timelines import (
     residence_periods,
     residents_on,
 )
+from uprnlink.reports.quality import residence_rows
 from uprnlink.settings import read_settings
+from uprnlink.sources import PERSON_SOURCES
 
 D = date
 ON = date(2026, 3, 31)
@@ -248,3 +252,25 @@ def test_config_households_errors_name_the_setting(tmp_path: Path, body: str, sa
         read_settings(_config(tmp_path, "[households]\n" + body + "\n"))
     assert says in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------- reported per run
+@pytest.mark.slow
+def test_run_reports_how_often_each_source_is_confirmed(small_run: PipelineRun) -> None:
+    from uprnlink.run.evaluation import evaluate_run
+
+    rows = small_run.summary["published"]["metadata"]["residence_confirmed"]
+    assert {r["source_dataset"] for r in rows} == set(PERSON_SOURCES)
+    for r in rows:
+        assert 0 <= r["confirmed"] <= r["people"]
+        assert r["share"] == round(r["confirmed"] / r["people"], 4)
+    shares = {r["source_dataset"]: r["share"] for r in rows}
+    # GP lists keep people who left: their addresses are the least often confirmed.
+    assert shares["gp_registrations"] < shares["council_tax"]
+    published = json.loads((small_run.settings.linked_dir / "run_metadata.json").read_text())
+    assert published["residence_confirmed"] == rows
+    shown = residence_rows(small_run.summary, min_count=10)
+    assert [r[0] for r in shown] == [r["source_dataset"] for r in rows]
+    result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")
+    assert result["residence_confirmed"] == rows
+    assert "Residence evidence: addresses on the reference date" in result["print_table"]
