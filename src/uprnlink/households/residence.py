@@ -11,6 +11,10 @@ estimates count a person at an address only with recent activity:
 * stale: an open list stay with no sign of life at its address (the person's own records, or
   a lasting account there of someone sharing their surname) for `stale_after_days` ends
   that many days after the last sign;
+* alone: an adult known at an address only from lists and attendances is not living there
+  when the council tax account there is billed to someone else with a single person discount
+  (only when the run's discounts are borne out by the other accounts often enough:
+  `sole_occupancy_share` >= `single_person_min_share`);
 * died: a recorded death ends every stay (`timelines.build_memberships`).
 
 Every rule gives a date that does not depend on the reference date, so the memberships, the
@@ -39,6 +43,8 @@ class ResidenceRules:
     stale_after_days: int = 0  # 0: never stale
     move_sources: tuple[str, ...] = ()
     learned_reliability: bool = True
+    single_person_discount: bool = True
+    single_person_min_share: float = 0.85
 
 
 def last_seen(signs: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
@@ -154,4 +160,81 @@ def end_moved_stays(
         stays.join(ended, on="_i", how="left")
         .with_columns(pl.coalesce("_end", "valid_to").alias("valid_to"))
         .drop("_i", "_end")
+    )
+
+
+def sole_occupancies(council_tax: pl.DataFrame) -> pl.DataFrame:
+    """Open council tax accounts with a single person discount: person_id (the liable person),
+    household_token, `_since` (the account's start). Empty when the fact is not supplied."""
+    return council_tax.filter(
+        pl.col("single_person_discount").fill_null(False)
+        & pl.col("end_date").is_null()
+        & pl.col("household_token").is_not_null()
+    ).select("person_id", "household_token", pl.col("start_date").alias("_since"))
+
+
+def sole_occupancy_share(sole: pl.DataFrame, signs: pl.DataFrame) -> float | None:
+    """How often a single person discount is borne out: the share of discounted accounts at
+    whose address nobody else holds an open lasting account (None: no discounted account).
+
+    A discount recorded at random (or not maintained) is contradicted by the second liable
+    adult of a couple; one kept up to date rarely is.
+    """
+    if sole.is_empty():
+        return None
+    holders = signs.filter(
+        pl.col("source_dataset").is_in(list(LASTING_SOURCES)) & (pl.col("seen_to") == OPEN_END)
+    ).select(pl.col("person_id").alias("_other"), "household_token")
+    accounts = sole.select("person_id", "household_token").unique()
+    contradicted = (
+        accounts.join(holders, on="household_token")
+        .filter(pl.col("_other") != pl.col("person_id"))
+        .select("person_id", "household_token")
+        .unique()
+        .height
+    )
+    return 1.0 - contradicted / accounts.height
+
+
+def end_stays_beside_sole_occupiers(
+    periods: pl.DataFrame,
+    signs: pl.DataFrame,
+    sole: pl.DataFrame,
+    adults: pl.DataFrame,
+    list_prios: tuple[int, ...],
+) -> pl.DataFrame:
+    """End list and attendance stays of other adults at an address billed to one adult alone.
+
+    A single person discount says the liable person is the only adult there. An adult
+    (`adults`: person_id, `_adult_from`, the day they turned 18) whose own evidence at that
+    address is only list entries and attendances is taken to have left: their stays there end
+    on the latest of their last sign there, the discounted account's start and their 18th
+    birthday. Lasting accounts of theirs there are evidence against the discount: left alone.
+    """
+    one = ["person_id", "household_token"]
+    own = signs.group_by(one).agg(
+        pl.col("seen_to").max().alias("_seen"),
+        pl.col("source_dataset").is_in(list(LASTING_SOURCES)).any().alias("_lasting"),
+    )
+    ends = (
+        sole.select(pl.col("person_id").alias("_liable"), "household_token", "_since")
+        .join(periods.select(one).unique(), on="household_token")
+        .filter(pl.col("person_id") != pl.col("_liable"))
+        .join(adults, on="person_id")
+        .join(own, on=one, how="left")
+        .filter(~pl.col("_lasting").fill_null(False))
+        .group_by(one)
+        .agg(pl.col("_seen").max(), pl.col("_since").min(), pl.col("_adult_from").first())
+        .select(*one, pl.max_horizontal("_seen", "_since", "_adult_from").alias("_end"))
+    )
+    judged = pl.col("fallback") | pl.col("prio").is_in(list(list_prios))
+    return (
+        periods.join(ends, on=one, how="left")
+        .with_columns(
+            pl.when(judged & pl.col("_end").is_not_null() & (pl.col("valid_to") > pl.col("_end")))
+            .then(pl.col("_end"))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_end")
     )

@@ -28,6 +28,7 @@ from uprnlink.households.timelines import (
     OPEN_END,
     RESIDENCE_SOURCES,
     build_memberships,
+    end_beside_sole_occupiers,
     household_composition,
     person_attributes,
     residence_periods,
@@ -156,9 +157,13 @@ def build_analysis_tables(
 
     # Communal or not is a property of the address, whichever record put a person there (a
     # spell moved next door by the timeline rules keeps its own record's flag otherwise).
-    spells = build_memberships(
-        residence_periods(records, rules), people, residence_rank(records, on, rules)
-    )
+    periods = residence_periods(records, rules)
+    if rules is not None and rules.single_person_discount:
+        council_tax = _facts(records, facts, "council_tax")
+        periods, _ = end_beside_sole_occupiers(
+            periods, records, council_tax, people, on, rules.single_person_min_share
+        )
+    spells = build_memberships(periods, people, residence_rank(records, on, rules))
     memberships = (
         spells.drop("is_communal")
         .join(areas.select("household_token", "is_communal"), on="household_token", how="left")

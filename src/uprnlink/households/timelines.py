@@ -28,7 +28,14 @@ import polars as pl
 from uprnlink.households.ages import age_on_expr
 from uprnlink.households.composition import household_composition_frame
 from uprnlink.households.evidence import signs_of_life
-from uprnlink.households.residence import ResidenceRules, end_moved_stays, end_stale_stays
+from uprnlink.households.residence import (
+    ResidenceRules,
+    end_moved_stays,
+    end_stale_stays,
+    end_stays_beside_sole_occupiers,
+    sole_occupancies,
+    sole_occupancy_share,
+)
 from uprnlink.sources import sources_with
 
 # Each source's roles come from the source registry (uprnlink.sources).
@@ -185,6 +192,31 @@ def apply_evidence_rules(
     if rules.stale_after_days:
         placed = end_stale_stays(placed, signs, surnames, lists, rules.stale_after_days)
     return placed
+
+
+def end_beside_sole_occupiers(
+    periods: pl.DataFrame,
+    records: pl.DataFrame,
+    council_tax: pl.DataFrame,
+    people: pl.DataFrame,
+    on: date,
+    min_share: float,
+) -> tuple[pl.DataFrame, float | None]:
+    """Periods after the single-person-discount rule (`households.residence`), and the share of
+    discounted accounts the other accounts bear out (None: no discount recorded). The rule
+    applies only when that share is at least `min_share`; adults are people 18 or over on `on`."""
+    signs = signs_of_life(records)
+    sole = sole_occupancies(council_tax)
+    share = sole_occupancy_share(sole, signs)
+    if share is None or share < min_share:
+        return periods, share
+    adults = (
+        people.filter(pl.col("dob").is_not_null())
+        .select("person_id", pl.col("dob").dt.offset_by("18y").alias("_adult_from"))
+        .filter(pl.col("_adult_from") <= on)
+    )
+    ended = end_stays_beside_sole_occupiers(periods, signs, sole, adults, _prio(LIST_SOURCES))
+    return ended.filter(pl.col("valid_to") >= pl.col("valid_from")).select(periods.columns), share
 
 
 def residence_claims(records: pl.DataFrame, visit_days: timedelta = FALLBACK_DAYS) -> pl.DataFrame:
