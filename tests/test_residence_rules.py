@@ -148,6 +148,53 @@ def test_visit_days_set_how_long_an_attendance_places_a_person() -> None:
     assert placed(rows, ResidenceRules(visit_days=730, learned_reliability=False)) == {"p": "A"}
 
 
+# ------------------------------------------------------------------------------------ alone
+SOLE = [
+    ("m", "council_tax", "X", D(2015, 1, 1), None, "Kay"),  # billed alone (discount)
+    ("c", "gp_registrations", "X", D(2001, 5, 1), None, "Kay"),  # an adult child, GP only
+    ("k", "gp_registrations", "X", D(2016, 3, 1), None, "Kay"),  # a minor
+    ("p", "council_tax", "Z", D(2018, 1, 1), None, "Fox"),  # elsewhere, no discount
+    ("p2", "council_tax", "Z", D(2018, 1, 1), None, "Fox"),
+]
+DOB = {"m": D(1975, 1, 1), "c": D(2001, 4, 1), "k": D(2016, 2, 1), "p": D(1980, 1, 1)}
+
+
+def _sole(rows: Sequence[Row], discounted: set[str], min_share: float = 0.85) -> dict[str, str]:
+    from uprnlink.households.timelines import end_beside_sole_occupiers
+
+    recs = records(rows)
+    council_tax = recs.filter(pl.col("source_dataset") == "council_tax").with_columns(
+        pl.col("person_id").is_in(list(discounted)).alias("single_person_discount")
+    )
+    folk = people(rows).with_columns(
+        pl.col("person_id").replace_strict(DOB, default=None, return_dtype=pl.Date).alias("dob")
+    )
+    periods, _ = end_beside_sole_occupiers(
+        residence_periods(recs, OFF), recs, council_tax, folk, ON, min_share
+    )
+    m = build_memberships(periods, folk)
+    return dict(residents_on(m, ON).select("person_id", "household_token").rows())
+
+
+def test_alone_an_adult_seen_only_on_lists_leaves_an_address_billed_to_one_adult() -> None:
+    assert _sole(SOLE, set())["c"] == "X"
+    got = _sole(SOLE, {"m"})
+    assert "c" not in got  # the adult child has gone
+    assert got["k"] == "X" and got["m"] == "X"  # the minor and the liable adult stay
+
+
+def test_alone_an_adult_with_an_account_there_stays() -> None:
+    rows = [*SOLE, ("c", "benefits_claims", "X", D(2022, 1, 1), None, "Kay")]
+    assert _sole(rows, {"m"})["c"] == "X"
+
+
+def test_alone_not_when_the_discounts_are_not_borne_out() -> None:
+    # Two discounted accounts, one contradicted by a second account holder: share 0.5.
+    rows = [*SOLE]
+    assert "c" not in _sole(rows, {"m", "p"}, min_share=0.5)
+    assert _sole(rows, {"m", "p"}, min_share=0.85)["c"] == "X"
+
+
 # ----------------------------------------------------------------------------- reliability
 # Two people confirmed at the same address by council tax and GP; benefits places one of them
 # elsewhere. Benefits is confirmed for nobody, so it ranks last.
@@ -245,6 +292,7 @@ def test_config_households_section_is_read(tmp_path: Path) -> None:
         ('move_sources = ["gp_registrations"]', "not a lasting account source"),
         ('move_sources = "council_tax"', "move_sources must be a list"),
         ("stale_days = 3", "unknown setting(s) ['stale_days'] in [households]"),
+        ("single_person_min_share = 1.5", "single_person_min_share must be between 0 and 1"),
     ],
 )
 def test_config_households_errors_name_the_setting(tmp_path: Path, body: str, says: str) -> None:

@@ -219,6 +219,12 @@ class HouseholdSettings:
     move_sources: tuple[str, ...] = ()
     # Rank sources by how often another confirms their address, for same-day conflicts.
     learned_reliability: bool = True
+    # An adult known at an address only from GP, care or hospital records is not living there
+    # when its open council tax account has a single person discount for someone else ...
+    single_person_discount: bool = True
+    # ... provided at least this share of the run's discounted accounts have nobody else with
+    # an open account at their address (discounts recorded at random or not kept up are not).
+    single_person_min_share: float = 0.85
 
 
 @dataclass(frozen=True)
@@ -825,6 +831,8 @@ def _household_settings(raw: Any, config: Path) -> HouseholdSettings:
     typed = _typed(HouseholdSettings, {**raw, "move_sources": tuple(moves)}, "households", config)
     if typed.visit_days < 1:
         raise ConfigError(f"{config}: [households] visit_days must be a whole number >= 1")
+    if not 0.0 <= typed.single_person_min_share <= 1.0:
+        raise ConfigError(f"{config}: [households] single_person_min_share must be between 0 and 1")
     if typed.stale_after_days < 0:
         raise ConfigError(f"{config}: [households] stale_after_days must be >= 0 (0: never stale)")
     lasting = [s for s in sources_with("residence") if s not in sources_with("open_list")]

@@ -47,6 +47,8 @@ def residence_rules(settings: RunSettings) -> ResidenceRules:
         stale_after_days=h.stale_after_days,
         move_sources=h.move_sources,
         learned_reliability=h.learned_reliability,
+        single_person_discount=h.single_person_discount,
+        single_person_min_share=h.single_person_min_share,
     )
 
 
