@@ -315,6 +315,8 @@ def test_run_reports_how_often_each_source_is_confirmed(small_run: PipelineRun) 
     shares = {r["source_dataset"]: r["share"] for r in rows}
     # GP lists keep people who left: their addresses are the least often confirmed.
     assert shares["gp_registrations"] < shares["council_tax"]
+    share = small_run.summary["published"]["metadata"]["single_person_discount_share"]
+    assert share is not None and 0.0 <= share <= 1.0
     published = json.loads((small_run.settings.linked_dir / "run_metadata.json").read_text())
     assert published["residence_confirmed"] == rows
     shown = residence_rows(small_run.summary, min_count=10)

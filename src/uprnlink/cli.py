@@ -872,6 +872,9 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         f"Households on {summary['published']['metadata']['reference_date']}: "
         f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)"
     )
+    share = summary["published"]["metadata"].get("single_person_discount_share")
+    if share is not None:
+        print(f"Single person discounts borne out by the other accounts: {share:.2f}")
     confirmed = summary["published"]["metadata"].get("residence_confirmed") or []
     if confirmed:
         print(

@@ -21,8 +21,12 @@ from uprnlink.households.ages import (
     age_on_expr,
 )
 from uprnlink.households.composition import GENERATION_GAP, derived_expr
-from uprnlink.households.evidence import confirmation_on, reliability_rank
-from uprnlink.households.residence import ResidenceRules
+from uprnlink.households.evidence import confirmation_on, reliability_rank, signs_of_life
+from uprnlink.households.residence import (
+    ResidenceRules,
+    sole_occupancies,
+    sole_occupancy_share,
+)
 from uprnlink.households.timelines import (
     FALLBACK_SOURCES,
     OPEN_END,
@@ -110,6 +114,13 @@ def residence_rank(
     order = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES)
     ranks = reliability_rank(confirmation_on(records, on, rules.visit_days), order)
     return {order.index(s): r for s, r in ranks.items()}
+
+
+def single_person_share(records: pl.DataFrame, facts: dict[str, pl.DataFrame]) -> float | None:
+    """How often the run's single person discounts are borne out by the other accounts
+    (`households.residence.sole_occupancy_share`; None when no discount is recorded)."""
+    sole = sole_occupancies(_facts(records, facts, "council_tax"))
+    return sole_occupancy_share(sole, signs_of_life(records))
 
 
 def months_before(on: date, months: int) -> date:

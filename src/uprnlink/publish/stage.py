@@ -19,7 +19,11 @@ from uprnlink.governance.retention import read_retention
 from uprnlink.households.ages import bands_from
 from uprnlink.households.evidence import confirmation_on
 from uprnlink.households.residence import ResidenceRules
-from uprnlink.households.tables import AnalysisTables, build_analysis_tables
+from uprnlink.households.tables import (
+    AnalysisTables,
+    build_analysis_tables,
+    single_person_share,
+)
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
 from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
@@ -129,6 +133,7 @@ def publish_outputs(
         death_end_precision=policy.death_end_precision,
         rules=residence_rules(settings),
     )
+    discount_share = single_person_share(linked, facts)
     confirmed = confirmation_on(
         linked, settings.reference_date, settings.households.visit_days
     ).to_dicts()
@@ -153,6 +158,11 @@ def publish_outputs(
         # Per source: people it places on the reference date, and how many of them another
         # source places at the same address that day (households.evidence).
         "residence_confirmed": confirmed,
+        # Share of single person discounts no other open account contradicts: the discount
+        # rule applies at or above [households] single_person_min_share (None: no discounts).
+        "single_person_discount_share": None
+        if discount_share is None
+        else round(discount_share, 4),
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": {
             "people": tables.person.height,
