@@ -188,6 +188,14 @@ def test_alone_an_adult_with_an_account_there_stays() -> None:
     assert _sole(rows, {"m"})["c"] == "X"
 
 
+def test_alone_a_closed_account_from_before_the_discount_does_not_keep_them() -> None:
+    rows = [*SOLE, ("c", "benefits_claims", "X", D(2012, 1, 1), D(2014, 6, 30), "Kay")]
+    assert "c" not in _sole(rows, {"m"})
+    # One that began after the discounted account (2015) does: the discount is out of date.
+    later = [*SOLE, ("c", "benefits_claims", "X", D(2024, 1, 1), D(2024, 6, 30), "Kay")]
+    assert _sole(later, {"m"})["c"] == "X"
+
+
 def test_alone_not_when_the_discounts_are_not_borne_out() -> None:
     # Two discounted accounts, one contradicted by a second account holder: share 0.5.
     rows = [*SOLE]

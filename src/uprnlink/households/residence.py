@@ -209,12 +209,15 @@ def end_stays_beside_sole_occupiers(
     (`adults`: person_id, `_adult_from`, the day they turned 18) whose own evidence at that
     address is only list entries and attendances is taken to have left: their stays there end
     on the latest of their last sign there, the discounted account's start and their 18th
-    birthday. Lasting accounts of theirs there are evidence against the discount: left alone.
+    birthday. A lasting account of theirs there that is still open, or that began after the
+    discounted one, is evidence against the discount: such a person is left alone.
     """
     one = ["person_id", "household_token"]
+    lasting = pl.col("source_dataset").is_in(list(LASTING_SOURCES))
     own = signs.group_by(one).agg(
         pl.col("seen_to").max().alias("_seen"),
-        pl.col("source_dataset").is_in(list(LASTING_SOURCES)).any().alias("_lasting"),
+        (lasting & (pl.col("seen_to") == OPEN_END)).any().alias("_open"),
+        pl.col("seen_from").filter(lasting).max().alias("_joined"),
     )
     ends = (
         sole.select(pl.col("person_id").alias("_liable"), "household_token", "_since")
@@ -222,7 +225,10 @@ def end_stays_beside_sole_occupiers(
         .filter(pl.col("person_id") != pl.col("_liable"))
         .join(adults, on="person_id")
         .join(own, on=one, how="left")
-        .filter(~pl.col("_lasting").fill_null(False))
+        .filter(
+            ~pl.col("_open").fill_null(False)
+            & ~(pl.col("_joined") >= pl.col("_since")).fill_null(False)
+        )
         .group_by(one)
         .agg(pl.col("_seen").max(), pl.col("_since").min(), pl.col("_adult_from").first())
         .select(*one, pl.max_horizontal("_seen", "_since", "_adult_from").alias("_end"))
