@@ -31,6 +31,7 @@ SECTIONS = (
     "match-rates",
     "uprn-coverage",
     "nhs-coverage",
+    "residence",
     "link-rates",
 )
 TRUTH_SECTIONS = ("bias", "evaluation")

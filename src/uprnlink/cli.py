@@ -941,6 +941,17 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         f"Households on {summary['published']['metadata']['reference_date']}: "
         f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)"
     )
+    share = summary["published"]["metadata"].get("single_person_discount_share")
+    if share is not None:
+        print(f"Single person discounts borne out by the other accounts: {share:.2f}")
+    confirmed = summary["published"]["metadata"].get("residence_confirmed") or []
+    if confirmed:
+        print(
+            "Addresses on the day confirmed by another source: "
+            + ", ".join(
+                f"{r['source_dataset']} {r['share']:.2f} of {r['people']:,}" for r in confirmed
+            )
+        )
     print(
         "\nWall time per stage: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, get_type_hints
 
 from uprnlink.errors import ConfigError, UprnlinkError
 from uprnlink.resources import default_policy_path, schemas_dir
+from uprnlink.sources import sources_with
 
 # The git checkout: only for what exists nowhere else (benchmarks, docs, prefect.yaml, tests).
 # Package data (contracts, policy, templates) is found through `uprnlink.resources` instead.
@@ -204,6 +205,29 @@ class LinkageSettings:
 
 
 @dataclass(frozen=True)
+class HouseholdSettings:
+    """How residence is judged from the evidence of all sources (`[households]`; the rules are
+    in `uprnlink.households.residence`, measured in docs/design.md)."""
+
+    # A hospital attendance's address places the person for this many days after it.
+    visit_days: int = 730
+    # An open GP or care registration with no sign of life at its address for this many days
+    # ends then (0: never; ~730 as in the ONS admin-based population estimates).
+    stale_after_days: int = 0
+    # Lasting accounts (council_tax, housing_tenancies, benefits_claims) whose start at another
+    # address ends an open GP or care registration (empty: none).
+    move_sources: tuple[str, ...] = ()
+    # Rank sources by how often another confirms their address, for same-day conflicts.
+    learned_reliability: bool = True
+    # An adult known at an address only from GP, care or hospital records is not living there
+    # when its open council tax account has a single person discount for someone else ...
+    single_person_discount: bool = True
+    # ... provided at least this share of the run's discounted accounts have nobody else with
+    # an open account at their address (discounts recorded at random or not kept up are not).
+    single_person_min_share: float = 0.85
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Everything a pipeline run needs to know, from one TOML file."""
 
@@ -224,6 +248,7 @@ class RunSettings:
     linkage: LinkageSettings = field(default_factory=LinkageSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    households: HouseholdSettings = field(default_factory=HouseholdSettings)
 
     @property
     def users_file(self) -> Path:
@@ -261,7 +286,17 @@ class RunSettings:
         return self.out_dir / "engineer.duckdb"
 
 
-_TOP_KEYS = {"run", "key", "audit", "release", "service", "linkage", "sources", "reference"}
+_TOP_KEYS = {
+    "run",
+    "key",
+    "audit",
+    "release",
+    "service",
+    "linkage",
+    "households",
+    "sources",
+    "reference",
+}
 _RUN_KEYS = {
     "name",
     "landing_dir",
@@ -758,6 +793,7 @@ def read_settings(config_path: Path) -> RunSettings:
         raise ConfigError(f"{config_path}: [linkage] threshold_mode must be fixed or auto")
     if linkage.predict_chunk_records < 1:
         raise ConfigError(f"{config_path}: [linkage] predict_chunk_records must be positive")
+    households = _household_settings(raw.get("households", {}), config_path)
     return RunSettings(
         config_path=config_path,
         name=str(run.get("name", config_path.stem)),
@@ -780,4 +816,30 @@ def read_settings(config_path: Path) -> RunSettings:
         linkage=linkage,
         service=service,
         audit=audit,
+        households=households,
     )
+
+
+def _household_settings(raw: Any, config: Path) -> HouseholdSettings:
+    """The `[households]` table, typed and checked (each error names the setting and rule)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config}: [households] must be a table")
+    _check_keys(raw, {f.name for f in fields(HouseholdSettings)}, "households", config)
+    moves = raw.get("move_sources", [])
+    if not isinstance(moves, list):
+        raise ConfigError(f"{config}: [households] move_sources must be a list of source names")
+    typed = _typed(HouseholdSettings, {**raw, "move_sources": tuple(moves)}, "households", config)
+    if typed.visit_days < 1:
+        raise ConfigError(f"{config}: [households] visit_days must be a whole number >= 1")
+    if not 0.0 <= typed.single_person_min_share <= 1.0:
+        raise ConfigError(f"{config}: [households] single_person_min_share must be between 0 and 1")
+    if typed.stale_after_days < 0:
+        raise ConfigError(f"{config}: [households] stale_after_days must be >= 0 (0: never stale)")
+    lasting = [s for s in sources_with("residence") if s not in sources_with("open_list")]
+    for name in typed.move_sources:
+        if name not in lasting:
+            raise ConfigError(
+                f"{config}: [households] move_sources: {name!r} is not a lasting account "
+                f"source; choose from {lasting}"
+            )
+    return typed

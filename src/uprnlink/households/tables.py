@@ -21,9 +21,18 @@ from uprnlink.households.ages import (
     age_on_expr,
 )
 from uprnlink.households.composition import GENERATION_GAP, derived_expr
+from uprnlink.households.evidence import confirmation_on, reliability_rank, signs_of_life
+from uprnlink.households.residence import (
+    ResidenceRules,
+    sole_occupancies,
+    sole_occupancy_share,
+)
 from uprnlink.households.timelines import (
+    FALLBACK_SOURCES,
     OPEN_END,
+    RESIDENCE_SOURCES,
     build_memberships,
+    end_beside_sole_occupiers,
     household_composition,
     person_attributes,
     residence_periods,
@@ -95,6 +104,25 @@ def _facts(records: pl.DataFrame, facts: dict[str, pl.DataFrame], source: str) -
     )
 
 
+def residence_rank(
+    records: pl.DataFrame, on: date, rules: ResidenceRules | None
+) -> dict[int, int] | None:
+    """Priority code -> rank by learned reliability (how often another source confirms each
+    source's address on `on`), or None when the rules do not ask for it."""
+    if rules is None or not rules.learned_reliability:
+        return None
+    order = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES)
+    ranks = reliability_rank(confirmation_on(records, on, rules.visit_days), order)
+    return {order.index(s): r for s, r in ranks.items()}
+
+
+def single_person_share(records: pl.DataFrame, facts: dict[str, pl.DataFrame]) -> float | None:
+    """How often the run's single person discounts are borne out by the other accounts
+    (`households.residence.sole_occupancy_share`; None when no discount is recorded)."""
+    sole = sole_occupancies(_facts(records, facts, "council_tax"))
+    return sole_occupancy_share(sole, signs_of_life(records))
+
+
 def months_before(on: date, months: int) -> date:
     """The same day `months` months earlier (start of a look-back period, inclusive).
 
@@ -113,11 +141,13 @@ def build_analysis_tables(
     service_period_months: int,
     age_bands: AgeBands = FIVE_YEAR_BANDS,
     death_end_precision: str = "month",
+    rules: ResidenceRules | None = None,
 ) -> AnalysisTables:
     """All published tables from linked trusted records (records carry `person_id`).
 
     `age_bands` are the person table's `age_band` (governance policy); spells ended by a
-    death are published to `death_end_precision` (see `published_memberships`).
+    death are published to `death_end_precision` (see `published_memberships`). `rules` are
+    the residence evidence rules (`households.residence`); None keeps the timeline rules only.
     """
     on = reference_date
     period_start = months_before(on, service_period_months)
@@ -138,7 +168,13 @@ def build_analysis_tables(
 
     # Communal or not is a property of the address, whichever record put a person there (a
     # spell moved next door by the timeline rules keeps its own record's flag otherwise).
-    spells = build_memberships(residence_periods(records), people)
+    periods = residence_periods(records, rules)
+    if rules is not None and rules.single_person_discount:
+        council_tax = _facts(records, facts, "council_tax")
+        periods, _ = end_beside_sole_occupiers(
+            periods, records, council_tax, people, on, rules.single_person_min_share
+        )
+    spells = build_memberships(periods, people, residence_rank(records, on, rules))
     memberships = (
         spells.drop("is_communal")
         .join(areas.select("household_token", "is_communal"), on="household_token", how="left")

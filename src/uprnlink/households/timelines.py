@@ -27,6 +27,15 @@ import polars as pl
 
 from uprnlink.households.ages import age_on_expr
 from uprnlink.households.composition import household_composition_frame
+from uprnlink.households.evidence import signs_of_life
+from uprnlink.households.residence import (
+    ResidenceRules,
+    end_moved_stays,
+    end_stale_stays,
+    end_stays_beside_sole_occupiers,
+    sole_occupancies,
+    sole_occupancy_share,
+)
 from uprnlink.sources import sources_with
 
 # Each source's roles come from the source registry (uprnlink.sources).
@@ -104,7 +113,7 @@ def person_attributes(records: pl.DataFrame, facts_gp: pl.DataFrame | None) -> p
     return people
 
 
-def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
+def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None) -> pl.DataFrame:
     """Residence claims after the consistency rules: person, household token, from, to.
 
     Open ends are 9999-12-31. Each residence-bearing record is one claim (`residence_claims`);
@@ -124,13 +133,16 @@ def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
        (`join_arrivals_next_door`);
     6. an open claim still without a UPRN joins the one household in its postcode where a
        relative lives (`impute_from_relatives`);
-    7. a hospital attendance's address stands for FALLBACK_DAYS at most, and not past a later
-       recorded departure from it (`limit_fallback`).
+    7. with `rules`, an open list stay ends on evidence of a move or of nothing seen there
+       for a long time (`households.residence`);
+    8. a hospital attendance's address stands for `rules.visit_days` (FALLBACK_DAYS without
+       rules) at most, and not past a later recorded departure from it (`limit_fallback`).
 
     The result has the columns of PERIOD_COLUMNS; `build_memberships` resolves it.
     """
     surnames = person_surnames(records)
-    claims = residence_claims(records)
+    visit = FALLBACK_DAYS if rules is None else timedelta(days=rules.visit_days)
+    claims = residence_claims(records, visit)
     claims = recover_own_addresses(claims)
     claims = resolve_neighbour_conflicts(claims, surnames)
     placed = claims.filter(pl.col("household_token").is_not_null())
@@ -143,6 +155,8 @@ def residence_periods(records: pl.DataFrame) -> pl.DataFrame:
     placed = pl.concat(
         [placed, impute_from_relatives(unplaced, placed, surnames)], how="vertical_relaxed"
     )
+    if rules is not None:
+        placed = apply_evidence_rules(placed, records, surnames, rules)
     return (
         limit_fallback(placed)
         .filter(pl.col("valid_to") >= pl.col("valid_from"))
@@ -167,7 +181,45 @@ def _optional(records: pl.DataFrame, column: str) -> pl.Expr:
     return pl.col(column) if column in records.columns else pl.lit(None, pl.Utf8).alias(column)
 
 
-def residence_claims(records: pl.DataFrame) -> pl.DataFrame:
+def apply_evidence_rules(
+    placed: pl.DataFrame, records: pl.DataFrame, surnames: pl.DataFrame, rules: ResidenceRules
+) -> pl.DataFrame:
+    """End open list stays on evidence (`households.residence`): moved, then stale."""
+    signs = signs_of_life(records)
+    lists = _prio(LIST_SOURCES)
+    if rules.move_sources:
+        placed = end_moved_stays(placed, signs, lists, rules.move_sources)
+    if rules.stale_after_days:
+        placed = end_stale_stays(placed, signs, surnames, lists, rules.stale_after_days)
+    return placed
+
+
+def end_beside_sole_occupiers(
+    periods: pl.DataFrame,
+    records: pl.DataFrame,
+    council_tax: pl.DataFrame,
+    people: pl.DataFrame,
+    on: date,
+    min_share: float,
+) -> tuple[pl.DataFrame, float | None]:
+    """Periods after the single-person-discount rule (`households.residence`), and the share of
+    discounted accounts the other accounts bear out (None: no discount recorded). The rule
+    applies only when that share is at least `min_share`; adults are people 18 or over on `on`."""
+    signs = signs_of_life(records)
+    sole = sole_occupancies(council_tax)
+    share = sole_occupancy_share(sole, signs)
+    if share is None or share < min_share:
+        return periods, share
+    adults = (
+        people.filter(pl.col("dob").is_not_null())
+        .select("person_id", pl.col("dob").dt.offset_by("18y").alias("_adult_from"))
+        .filter(pl.col("_adult_from") <= on)
+    )
+    ended = end_stays_beside_sole_occupiers(periods, signs, sole, adults, _prio(LIST_SOURCES))
+    return ended.filter(pl.col("valid_to") >= pl.col("valid_from")).select(periods.columns), share
+
+
+def residence_claims(records: pl.DataFrame, visit_days: timedelta = FALLBACK_DAYS) -> pl.DataFrame:
     """One claim per residence-bearing record, with or without a household token.
 
     Columns: PERIOD_COLUMNS plus `postcode` (for claims without a UPRN). A hospital
@@ -195,7 +247,7 @@ def residence_claims(records: pl.DataFrame) -> pl.DataFrame:
             pl.col("is_communal").fill_null(False),
             pl.col("start_date").alias("valid_from"),
             pl.when(fallback)
-            .then(pl.col("start_date") + FALLBACK_DAYS)
+            .then(pl.col("start_date") + visit_days)
             .otherwise(pl.col("end_date").fill_null(OPEN_END))
             .alias("valid_to"),
             pl.col("source_dataset").replace_strict(priority, return_dtype=pl.Int8).alias("prio"),
@@ -835,14 +887,21 @@ def limit_fallback(periods: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([periods.filter(~pl.col("fallback")), limited], how="vertical_relaxed")
 
 
-def build_memberships(periods: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
+def build_memberships(
+    periods: pl.DataFrame, people: pl.DataFrame, rank: dict[int, int] | None = None
+) -> pl.DataFrame:
     """A non-overlapping residence timeline per person, merged into membership spells.
 
     The person's days are cut at every period start and end. On each piece the address is the
     one from the covering period that started last (the most recent move-in), ties going to the
-    more authoritative source; a piece no period covers is a gap. Death ends the timeline.
+    source ranked first in `rank` (priority code -> rank: learned reliability, see
+    `households.evidence`) or else to the more authoritative source; a piece no period covers
+    is a gap. Death ends the timeline.
     """
     one_day = timedelta(days=1)
+    order = pl.col("prio").cast(pl.Int32)
+    if rank:
+        order = pl.col("prio").replace_strict(rank, default=len(rank), return_dtype=pl.Int32)
     deaths = people.select("person_id", "date_of_death")
     periods = (
         periods.join(deaths, on="person_id", how="left")
@@ -878,9 +937,10 @@ def build_memberships(periods: pl.DataFrame, people: pl.DataFrame) -> pl.DataFra
     pieces = (
         cuts.join(periods, on="person_id", how="inner")
         .filter((pl.col("valid_from") <= pl.col("start")) & (pl.col("valid_to") >= pl.col("start")))
+        .with_columns(order.alias("_rank"))
         .sort(
-            ["person_id", "start", "fallback", "valid_from", "prio"],
-            descending=[False, False, False, True, False],
+            ["person_id", "start", "fallback", "valid_from", "_rank", "prio"],
+            descending=[False, False, False, True, False, False],
         )
         .group_by("person_id", "start", maintain_order=True)
         .first()

@@ -17,7 +17,13 @@ from uprnlink import __version__
 from uprnlink.governance.audit import actor, head_of, open_audit_log
 from uprnlink.governance.retention import read_retention
 from uprnlink.households.ages import bands_from
-from uprnlink.households.tables import AnalysisTables, build_analysis_tables
+from uprnlink.households.evidence import confirmation_on
+from uprnlink.households.residence import ResidenceRules
+from uprnlink.households.tables import (
+    AnalysisTables,
+    build_analysis_tables,
+    single_person_share,
+)
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
 from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
@@ -35,6 +41,19 @@ from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")
+
+
+def residence_rules(settings: RunSettings) -> ResidenceRules:
+    """The households stage's evidence rules from the run config's `[households]`."""
+    h = settings.households
+    return ResidenceRules(
+        visit_days=h.visit_days,
+        stale_after_days=h.stale_after_days,
+        move_sources=h.move_sources,
+        learned_reliability=h.learned_reliability,
+        single_person_discount=h.single_person_discount,
+        single_person_min_share=h.single_person_min_share,
+    )
 
 
 def linkage_quality_table(linked: pl.DataFrame) -> pl.DataFrame:
@@ -112,7 +131,12 @@ def publish_outputs(
         service_period_months=settings.service_period_months,
         age_bands=bands_from(policy.age_bands),
         death_end_precision=policy.death_end_precision,
+        rules=residence_rules(settings),
     )
+    discount_share = single_person_share(linked, facts)
+    confirmed = confirmation_on(
+        linked, settings.reference_date, settings.households.visit_days
+    ).to_dicts()
     tables = published_ids(settings, tables, key)
     quality = linkage_quality_table(linked)
     contracts = {
@@ -131,6 +155,14 @@ def publish_outputs(
         "contracts": contracts,
         # Sources and fields this release had no data for (their columns are typed nulls).
         "not_supplied": stage_summaries.get("not_supplied", {}),
+        # Per source: people it places on the reference date, and how many of them another
+        # source places at the same address that day (households.evidence).
+        "residence_confirmed": confirmed,
+        # Share of single person discounts no other open account contradicts: the discount
+        # rule applies at or above [households] single_person_min_share (None: no discounts).
+        "single_person_discount_share": None
+        if discount_share is None
+        else round(discount_share, 4),
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": {
             "people": tables.person.height,

@@ -216,6 +216,24 @@ def _run_section(run_summary: dict[str, Any], reference_date: date) -> dict[str,
     return {"facts": [(k, v) for k, v in facts if v is not None], "ingest": ingest}
 
 
+def residence_rows(run_summary: dict[str, Any], min_count: int) -> list[tuple[str, ...]]:
+    """Per source, people placed on the reference date and the share another source confirms
+    (the publish stage's `residence_confirmed`), with small numbers suppressed."""
+    meta = run_summary.get("published", {}).get("metadata", {})
+    rows: list[tuple[str, ...]] = []
+    for r in meta.get("residence_confirmed", []):
+        _, text = safe_rate(r["confirmed"], r["people"], min_count)
+        rows.append(
+            (
+                str(r["source_dataset"]),
+                shown_count(r["people"], min_count),
+                shown_count(r["confirmed"], min_count),
+                text,
+            )
+        )
+    return rows
+
+
 def _cluster_section(
     sizes: pl.DataFrame, min_count: int
 ) -> tuple[dict[str, list[tuple[str, str]]], list[Chart]]:
@@ -495,6 +513,9 @@ def build_quality_report(
         ("uprn-coverage", "UPRN coverage"),
         ("nhs-coverage", "NHS number coverage"),
     ]
+    residence = residence_rows(run_summary, min_count)
+    if residence:
+        nav.append(("residence", "Residence evidence"))
     bias: list[dict[str, Any]] = []
     accuracy = None
     if evaluation:
@@ -519,6 +540,7 @@ def build_quality_report(
         bias_target=f"{BIAS_TARGET_POINTS:g}",
         accuracy=accuracy,
         link_rates=link_rates,
+        residence=residence,
         min_count=min_count,
     )
     check_no_identifiers(page, records)

@@ -857,6 +857,28 @@ def _table_lines(ev: LinkageEvaluation) -> list[str]:
     return lines
 
 
+def read_residence_confirmed(metadata_path: Path) -> list[dict[str, Any]]:
+    """The published run's per-source residence confirmation (empty when not recorded)."""
+    if not metadata_path.exists():
+        return []
+    meta = json.loads(metadata_path.read_text())
+    return list(meta.get("residence_confirmed") or [])
+
+
+def residence_lines(confirmed: list[dict[str, Any]]) -> list[str]:
+    """Per source: people placed on the reference date, and the share another source places
+    at the same address that day."""
+    lines = [
+        "Residence evidence: addresses on the reference date confirmed by another source",
+        f"  {'source':<22}{'people':>10}{'confirmed':>11}{'share':>8}",
+    ]
+    for r in confirmed:
+        lines.append(
+            f"  {r['source_dataset']:<22}{r['people']:>10,}{r['confirmed']:>11,}{r['share']:>8.4f}"
+        )
+    return lines
+
+
 def read_cannot_link(marker: Path) -> dict[str, Any] | None:
     """The cannot-link counts of the run that made the clusters (the link stage's marker)."""
     try:
@@ -1010,6 +1032,10 @@ def evaluate_run(settings: RunSettings, truth_dir: Path) -> dict[str, Any]:
     if reviewed is not None:
         result["review"] = reviewed
         table += "\n\n" + "\n".join(_review_lines(reviewed))
+    confirmed = read_residence_confirmed(settings.linked_dir / "run_metadata.json")
+    if confirmed:
+        result["residence_confirmed"] = confirmed
+        table += "\n\n" + "\n".join(residence_lines(confirmed))
     splits = read_cannot_link(z.linkage_dir / "inputs.json")
     if splits is not None:
         result["cannot_link"] = splits

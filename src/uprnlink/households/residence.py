@@ -1,0 +1,246 @@
+"""Residence from evidence: when a stay ends, judged from the signs of life of every source.
+
+A register says where someone was put, not that they are still there: GP lists keep people who
+left without deregistering, an account is sometimes never closed. The rules here end a stay on
+evidence (`households.evidence.signs_of_life`), the way the ONS admin-based population
+estimates count a person at an address only with recent activity:
+
+* moved: an open stay from a list (GP, social care) ends the day before a later lasting
+  account (liability, tenancy, claim: `move_sources`) of the person's at another address
+  begins, when nothing of the person's is seen at the stay's address after that;
+* stale: an open list stay with no sign of life at its address (the person's own records, or
+  a lasting account there of someone sharing their surname) for `stale_after_days` ends
+  that many days after the last sign;
+* alone: an adult known at an address only from lists and attendances is not living there
+  when the council tax account there is billed to someone else with a single person discount
+  (only when the run's discounts are borne out by the other accounts often enough:
+  `sole_occupancy_share` >= `single_person_min_share`);
+* died: a recorded death ends every stay (`timelines.build_memberships`).
+
+Every rule gives a date that does not depend on the reference date, so the memberships, the
+as-at tables and the summaries all follow one history. Where claims conflict on the same day,
+sources are ranked by how often another source confirms their address on the reference date
+(`evidence.reliability_rank`) when `learned_reliability` is on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+from uprnlink.households.evidence import LASTING_SOURCES, OPEN_END
+
+ONE_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ResidenceRules:
+    """The evidence rules' parameters, resolved from the run config's `[households]`."""
+
+    visit_days: int = 730
+    stale_after_days: int = 0  # 0: never stale
+    move_sources: tuple[str, ...] = ()
+    learned_reliability: bool = True
+    single_person_discount: bool = True
+    single_person_min_share: float = 0.85
+
+
+def last_seen(signs: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
+    """Per (person_id, household_token): the last day the person was seen there (`_seen`).
+
+    A sign is the person's own record there; a lasting account there held by someone sharing
+    a surname with them; or a lasting account there that was open when the person was last
+    seen there themselves (the household they were seen with is still billed).
+    """
+    one = ["person_id", "household_token"]
+    own = signs.group_by(one).agg(pl.col("seen_to").max().alias("_own"))
+    accounts = signs.filter(pl.col("source_dataset").is_in(list(LASTING_SOURCES))).select(
+        pl.col("person_id").alias("_holder"), "household_token", "seen_from", "seen_to"
+    )
+    kin = (
+        own.select(one)
+        .join(surnames, on="person_id")
+        .join(
+            accounts.join(surnames.rename({"person_id": "_holder"}), on="_holder"),
+            on=["household_token", "surname"],
+        )
+        .filter(pl.col("_holder") != pl.col("person_id"))
+        .group_by(one)
+        .agg(pl.col("seen_to").max().alias("_kin"))
+    )
+    household = (
+        own.join(accounts, on="household_token")
+        .filter(
+            (pl.col("_holder") != pl.col("person_id"))
+            & (pl.col("seen_from") <= pl.col("_own"))
+            & (pl.col("seen_to") >= pl.col("_own"))
+        )
+        .group_by(one)
+        .agg(pl.col("seen_to").max().alias("_household"))
+    )
+    return (
+        own.join(kin, on=one, how="left")
+        .join(household, on=one, how="left")
+        .select(*one, pl.max_horizontal("_own", "_kin", "_household").alias("_seen"))
+    )
+
+
+def end_stale_stays(
+    periods: pl.DataFrame,
+    signs: pl.DataFrame,
+    surnames: pl.DataFrame,
+    list_prios: tuple[int, ...],
+    stale_after_days: int,
+) -> pl.DataFrame:
+    """End an open list stay `stale_after_days` after the last sign of life at its address.
+
+    Only open, non-fallback stays from list sources (`list_prios`) are judged; a stay whose
+    address has no sign at all (moved there by a household rule) is judged by its relatives'
+    accounts alone, and one with neither is left as it is.
+    """
+    one = ["person_id", "household_token"]
+    seen = last_seen(signs, surnames)
+    stale_at = (pl.col("_seen") + timedelta(days=stale_after_days)).alias("_stale")
+    judged = (
+        ~pl.col("fallback")
+        & (pl.col("valid_to") == OPEN_END)
+        & pl.col("prio").is_in(list(list_prios))
+        & (pl.col("_seen") < OPEN_END - timedelta(days=stale_after_days))
+    )
+    return (
+        periods.join(seen, on=one, how="left")
+        .with_columns(stale_at)
+        .with_columns(
+            pl.when(judged & (pl.col("_stale") >= pl.col("valid_from")))
+            .then(pl.col("_stale"))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_seen", "_stale")
+    )
+
+
+def end_moved_stays(
+    periods: pl.DataFrame,
+    signs: pl.DataFrame,
+    list_prios: tuple[int, ...],
+    move_sources: tuple[str, ...],
+) -> pl.DataFrame:
+    """End an open list stay the day before a later account elsewhere begins.
+
+    The account must be the person's own, from `move_sources`, at another address, begin
+    after the stay began and after the last day the person was seen at the stay's address.
+    """
+    one = ["person_id", "household_token"]
+    seen = signs.group_by(one).agg(pl.col("seen_to").max().alias("_seen"))
+    moves = signs.filter(pl.col("source_dataset").is_in(list(move_sources))).select(
+        "person_id", pl.col("household_token").alias("_to"), pl.col("seen_from").alias("_moved")
+    )
+    stays = periods.with_row_index("_i")
+    ended = (
+        stays.filter(
+            ~pl.col("fallback")
+            & (pl.col("valid_to") == OPEN_END)
+            & pl.col("prio").is_in(list(list_prios))
+        )
+        .select("_i", *one, "valid_from")
+        .join(seen, on=one, how="left")
+        .join(moves, on="person_id")
+        .filter(
+            (pl.col("_to") != pl.col("household_token"))
+            & (pl.col("_moved") > pl.col("valid_from"))
+            & (pl.col("_moved") > pl.col("_seen").fill_null(pl.col("valid_from")))
+        )
+        .group_by("_i")
+        .agg((pl.col("_moved").min() - ONE_DAY).alias("_end"))
+    )
+    return (
+        stays.join(ended, on="_i", how="left")
+        .with_columns(pl.coalesce("_end", "valid_to").alias("valid_to"))
+        .drop("_i", "_end")
+    )
+
+
+def sole_occupancies(council_tax: pl.DataFrame) -> pl.DataFrame:
+    """Open council tax accounts with a single person discount: person_id (the liable person),
+    household_token, `_since` (the account's start). Empty when the fact is not supplied."""
+    return council_tax.filter(
+        pl.col("single_person_discount").fill_null(False)
+        & pl.col("end_date").is_null()
+        & pl.col("household_token").is_not_null()
+    ).select("person_id", "household_token", pl.col("start_date").alias("_since"))
+
+
+def sole_occupancy_share(sole: pl.DataFrame, signs: pl.DataFrame) -> float | None:
+    """How often a single person discount is borne out: the share of discounted accounts at
+    whose address nobody else holds an open lasting account (None: no discounted account).
+
+    A discount recorded at random (or not maintained) is contradicted by the second liable
+    adult of a couple; one kept up to date rarely is.
+    """
+    if sole.is_empty():
+        return None
+    holders = signs.filter(
+        pl.col("source_dataset").is_in(list(LASTING_SOURCES)) & (pl.col("seen_to") == OPEN_END)
+    ).select(pl.col("person_id").alias("_other"), "household_token")
+    accounts = sole.select("person_id", "household_token").unique()
+    contradicted = (
+        accounts.join(holders, on="household_token")
+        .filter(pl.col("_other") != pl.col("person_id"))
+        .select("person_id", "household_token")
+        .unique()
+        .height
+    )
+    return 1.0 - contradicted / accounts.height
+
+
+def end_stays_beside_sole_occupiers(
+    periods: pl.DataFrame,
+    signs: pl.DataFrame,
+    sole: pl.DataFrame,
+    adults: pl.DataFrame,
+    list_prios: tuple[int, ...],
+) -> pl.DataFrame:
+    """End list and attendance stays of other adults at an address billed to one adult alone.
+
+    A single person discount says the liable person is the only adult there. An adult
+    (`adults`: person_id, `_adult_from`, the day they turned 18) whose own evidence at that
+    address is only list entries and attendances is taken to have left: their stays there end
+    on the latest of their last sign there, the discounted account's start and their 18th
+    birthday. A lasting account of theirs there that is still open, or that began after the
+    discounted one, is evidence against the discount: such a person is left alone.
+    """
+    one = ["person_id", "household_token"]
+    lasting = pl.col("source_dataset").is_in(list(LASTING_SOURCES))
+    own = signs.group_by(one).agg(
+        pl.col("seen_to").max().alias("_seen"),
+        (lasting & (pl.col("seen_to") == OPEN_END)).any().alias("_open"),
+        pl.col("seen_from").filter(lasting).max().alias("_joined"),
+    )
+    ends = (
+        sole.select(pl.col("person_id").alias("_liable"), "household_token", "_since")
+        .join(periods.select(one).unique(), on="household_token")
+        .filter(pl.col("person_id") != pl.col("_liable"))
+        .join(adults, on="person_id")
+        .join(own, on=one, how="left")
+        .filter(
+            ~pl.col("_open").fill_null(False)
+            & ~(pl.col("_joined") >= pl.col("_since")).fill_null(False)
+        )
+        .group_by(one)
+        .agg(pl.col("_seen").max(), pl.col("_since").min(), pl.col("_adult_from").first())
+        .select(*one, pl.max_horizontal("_seen", "_since", "_adult_from").alias("_end"))
+    )
+    judged = pl.col("fallback") | pl.col("prio").is_in(list(list_prios))
+    return (
+        periods.join(ends, on=one, how="left")
+        .with_columns(
+            pl.when(judged & pl.col("_end").is_not_null() & (pl.col("valid_to") > pl.col("_end")))
+            .then(pl.col("_end"))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_end")
+    )

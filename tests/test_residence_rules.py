@@ -1,0 +1,334 @@
+"""Residence from evidence (households.evidence, households.residence) on hand-built timelines:
+moved, died, stale, visits, learned reliability, per-source confirmation, [households] config."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import PipelineRun
+from uprnlink.errors import ConfigError
+from uprnlink.households.evidence import (
+    confirmation_on,
+    reliability_rank,
+    signs_of_life,
+)
+from uprnlink.households.residence import ResidenceRules
+from uprnlink.households.timelines import (
+    FALLBACK_SOURCES,
+    RESIDENCE_SOURCES,
+    build_memberships,
+    residence_periods,
+    residents_on,
+)
+from uprnlink.reports.quality import residence_rows
+from uprnlink.settings import read_settings
+from uprnlink.sources import PERSON_SOURCES
+
+D = date
+ON = date(2026, 3, 31)
+OFF = ResidenceRules(visit_days=365, stale_after_days=0, learned_reliability=False)
+
+Row = tuple[str, str, str | None, date, date | None, str]
+
+
+def records(rows: Sequence[Row]) -> pl.DataFrame:
+    """Trusted-style records: person, source, token, start, end, surname."""
+    return pl.DataFrame(
+        {
+            "person_id": [r[0] for r in rows],
+            "source_dataset": [r[1] for r in rows],
+            "household_token": [r[2] for r in rows],
+            "is_communal": [False] * len(rows),
+            "start_date": [r[3] for r in rows],
+            "end_date": [r[4] for r in rows],
+            "surname": [r[5] for r in rows],
+            "postcode": [None] * len(rows),
+        },
+        schema_overrides={
+            "household_token": pl.Utf8,
+            "start_date": pl.Date,
+            "end_date": pl.Date,
+            "postcode": pl.Utf8,
+        },
+    )
+
+
+def people(rows: Sequence[Row], deaths: dict[str, date] | None = None) -> pl.DataFrame:
+    ids = sorted({r[0] for r in rows})
+    return pl.DataFrame(
+        {"person_id": ids, "date_of_death": [(deaths or {}).get(i) for i in ids]},
+        schema_overrides={"date_of_death": pl.Date},
+    )
+
+
+def placed(
+    rows: Sequence[Row],
+    rules: ResidenceRules,
+    on: date = ON,
+    deaths: dict[str, date] | None = None,
+) -> dict[str, str]:
+    recs = records(rows)
+    m = build_memberships(residence_periods(recs, rules), people(rows, deaths))
+    return dict(residents_on(m, on).select("person_id", "household_token").rows())
+
+
+# ------------------------------------------------------------------------------------ moved
+MOVER = [
+    ("p", "gp_registrations", "A", D(2010, 1, 1), None, "Smith"),
+    ("p", "council_tax", "B", D(2020, 6, 1), D(2022, 5, 31), "Smith"),
+]
+
+
+def test_moved_a_later_account_elsewhere_ends_the_open_registration() -> None:
+    # Without the rule, the GP list takes the person back to A when the account at B ends.
+    assert placed(MOVER, OFF) == {"p": "A"}
+    moved = ResidenceRules(visit_days=365, move_sources=("council_tax",), learned_reliability=False)
+    assert placed(MOVER, moved) == {}
+    assert placed(MOVER, moved, on=D(2021, 1, 1)) == {"p": "B"}
+
+
+def test_moved_not_when_the_person_is_seen_at_the_old_address_later() -> None:
+    rows = [*MOVER, ("p", "benefits_claims", "A", D(2022, 6, 1), None, "Smith")]
+    moved = ResidenceRules(visit_days=365, move_sources=("council_tax",), learned_reliability=False)
+    assert placed(rows, moved) == {"p": "A"}
+
+
+# ------------------------------------------------------------------------------------- died
+def test_died_a_recorded_death_ends_every_stay() -> None:
+    rows = [("p", "council_tax", "A", D(2015, 1, 1), None, "Jones")]
+    assert placed(rows, OFF) == {"p": "A"}
+    assert placed(rows, OFF, deaths={"p": D(2025, 2, 1)}) == {}
+    assert placed(rows, OFF, on=D(2025, 1, 31), deaths={"p": D(2025, 2, 1)}) == {"p": "A"}
+
+
+# ------------------------------------------------------------------------------------ stale
+LONE = [("p", "gp_registrations", "A", D(2015, 1, 1), None, "Brown")]
+
+
+def test_stale_a_registration_with_no_sign_of_life_ends() -> None:
+    stale = ResidenceRules(visit_days=365, stale_after_days=730, learned_reliability=False)
+    assert placed(LONE, OFF) == {"p": "A"}
+    assert placed(LONE, stale) == {}
+    # The stay ends stale_after_days after the last sign: the same date whatever the day asked.
+    assert placed(LONE, stale, on=D(2016, 12, 31)) == {"p": "A"}
+    assert placed(LONE, stale, on=D(2017, 1, 1)) == {}
+
+
+def test_stale_a_recent_attendance_at_the_address_keeps_the_registration() -> None:
+    rows = [*LONE, ("p", "hospital_activity", "A", D(2025, 9, 1), None, "Brown")]
+    stale = ResidenceRules(visit_days=30, stale_after_days=730, learned_reliability=False)
+    assert placed(rows, stale) == {"p": "A"}
+
+
+def test_stale_a_relative_still_billed_there_keeps_the_registration() -> None:
+    rows = [*LONE, ("q", "council_tax", "A", D(2012, 1, 1), None, "Brown")]
+    stale = ResidenceRules(visit_days=365, stale_after_days=730, learned_reliability=False)
+    assert placed(rows, stale) == {"p": "A", "q": "A"}
+    # A stranger's account is no sign of the person.
+    other = [*LONE, ("q", "council_tax", "A", D(2020, 1, 1), None, "Green")]
+    assert placed(other, stale) == {"q": "A"}
+
+
+def test_stale_never_ends_a_lasting_account() -> None:
+    rows = [("p", "council_tax", "A", D(2005, 1, 1), None, "Brown")]
+    stale = ResidenceRules(visit_days=365, stale_after_days=730, learned_reliability=False)
+    assert placed(rows, stale) == {"p": "A"}
+
+
+# ----------------------------------------------------------------------------------- visits
+def test_visit_days_set_how_long_an_attendance_places_a_person() -> None:
+    rows = [("p", "hospital_activity", "A", D(2024, 10, 1), None, "White")]
+    assert placed(rows, OFF) == {}
+    assert placed(rows, ResidenceRules(visit_days=730, learned_reliability=False)) == {"p": "A"}
+
+
+# ------------------------------------------------------------------------------------ alone
+SOLE = [
+    ("m", "council_tax", "X", D(2015, 1, 1), None, "Kay"),  # billed alone (discount)
+    ("c", "gp_registrations", "X", D(2001, 5, 1), None, "Kay"),  # an adult child, GP only
+    ("k", "gp_registrations", "X", D(2016, 3, 1), None, "Kay"),  # a minor
+    ("p", "council_tax", "Z", D(2018, 1, 1), None, "Fox"),  # elsewhere, no discount
+    ("p2", "council_tax", "Z", D(2018, 1, 1), None, "Fox"),
+]
+DOB = {"m": D(1975, 1, 1), "c": D(2001, 4, 1), "k": D(2016, 2, 1), "p": D(1980, 1, 1)}
+
+
+def _sole(rows: Sequence[Row], discounted: set[str], min_share: float = 0.85) -> dict[str, str]:
+    from uprnlink.households.timelines import end_beside_sole_occupiers
+
+    recs = records(rows)
+    council_tax = recs.filter(pl.col("source_dataset") == "council_tax").with_columns(
+        pl.col("person_id").is_in(list(discounted)).alias("single_person_discount")
+    )
+    folk = people(rows).with_columns(
+        pl.col("person_id").replace_strict(DOB, default=None, return_dtype=pl.Date).alias("dob")
+    )
+    periods, _ = end_beside_sole_occupiers(
+        residence_periods(recs, OFF), recs, council_tax, folk, ON, min_share
+    )
+    m = build_memberships(periods, folk)
+    return dict(residents_on(m, ON).select("person_id", "household_token").rows())
+
+
+def test_alone_an_adult_seen_only_on_lists_leaves_an_address_billed_to_one_adult() -> None:
+    assert _sole(SOLE, set())["c"] == "X"
+    got = _sole(SOLE, {"m"})
+    assert "c" not in got  # the adult child has gone
+    assert got["k"] == "X" and got["m"] == "X"  # the minor and the liable adult stay
+
+
+def test_alone_an_adult_with_an_account_there_stays() -> None:
+    rows = [*SOLE, ("c", "benefits_claims", "X", D(2022, 1, 1), None, "Kay")]
+    assert _sole(rows, {"m"})["c"] == "X"
+
+
+def test_alone_a_closed_account_from_before_the_discount_does_not_keep_them() -> None:
+    rows = [*SOLE, ("c", "benefits_claims", "X", D(2012, 1, 1), D(2014, 6, 30), "Kay")]
+    assert "c" not in _sole(rows, {"m"})
+    # One that began after the discounted account (2015) does: the discount is out of date.
+    later = [*SOLE, ("c", "benefits_claims", "X", D(2024, 1, 1), D(2024, 6, 30), "Kay")]
+    assert _sole(later, {"m"})["c"] == "X"
+
+
+def test_alone_not_when_the_discounts_are_not_borne_out() -> None:
+    # Two discounted accounts, one contradicted by a second account holder: share 0.5.
+    rows = [*SOLE]
+    assert "c" not in _sole(rows, {"m", "p"}, min_share=0.5)
+    assert _sole(rows, {"m", "p"}, min_share=0.85)["c"] == "X"
+
+
+# ----------------------------------------------------------------------------- reliability
+# Two people confirmed at the same address by council tax and GP; benefits places one of them
+# elsewhere. Benefits is confirmed for nobody, so it ranks last.
+EVIDENCE = [
+    ("a", "council_tax", "A", D(2020, 1, 1), None, "Hill"),
+    ("a", "gp_registrations", "A", D(2020, 2, 1), None, "Hill"),
+    ("b", "council_tax", "B", D(2019, 1, 1), None, "Lee"),
+    ("b", "gp_registrations", "B", D(2019, 1, 1), None, "Lee"),
+    ("b", "benefits_claims", "C", D(2023, 1, 1), None, "Lee"),
+    ("b", "hospital_activity", "B", D(2026, 1, 5), None, "Lee"),
+]
+
+
+def test_confirmation_counts_people_placed_at_the_same_address_by_another_source() -> None:
+    conf = confirmation_on(records(EVIDENCE), ON, visit_days=365)
+    got = {r["source_dataset"]: (r["people"], r["confirmed"]) for r in conf.to_dicts()}
+    assert got == {
+        "benefits_claims": (1, 0),
+        "council_tax": (2, 2),
+        "gp_registrations": (2, 2),
+        "hospital_activity": (1, 1),
+    }
+    # An attendance older than visit_days places nobody that day.
+    old = confirmation_on(records(EVIDENCE), ON, visit_days=30)
+    assert "hospital_activity" not in old.get_column("source_dataset").to_list()
+
+
+def test_reliability_ranks_the_confirmed_source_first_whatever_the_registry_order() -> None:
+    conf = confirmation_on(records(EVIDENCE), ON, visit_days=365)
+    rank = reliability_rank(conf, ("benefits_claims", "gp_registrations", "council_tax"))
+    assert rank["benefits_claims"] == 2
+    assert {rank["gp_registrations"], rank["council_tax"]} == {0, 1}
+    # Ties keep the given order; a source with no claims that day ranks last.
+    assert rank["gp_registrations"] < rank["council_tax"]
+    rank = reliability_rank(conf, ("housing_tenancies", "council_tax"))
+    assert rank == {"council_tax": 0, "housing_tenancies": 1}
+
+
+def test_reliability_breaks_a_same_day_conflict() -> None:
+    rows = [
+        ("p", "benefits_claims", "X", D(2024, 1, 1), None, "Ray"),
+        ("p", "adult_social_care", "Y", D(2024, 1, 1), None, "Ray"),
+    ]
+    codes = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES)
+    periods = residence_periods(records(rows), OFF)
+    by_authority = build_memberships(periods, people(rows))
+    assert residents_on(by_authority, ON).get_column("household_token").to_list() == ["X"]
+    care_first = {codes.index("adult_social_care"): 0, codes.index("benefits_claims"): 1}
+    learned = build_memberships(periods, people(rows), care_first)
+    assert residents_on(learned, ON).get_column("household_token").to_list() == ["Y"]
+
+
+def test_signs_of_life_last_for_accounts_and_one_day_for_lists() -> None:
+    signs = signs_of_life(records(EVIDENCE)).sort("person_id", "source_dataset")
+    spans = {
+        (r["person_id"], r["source_dataset"]): (r["seen_from"], r["seen_to"])
+        for r in signs.to_dicts()
+    }
+    assert spans[("a", "council_tax")] == (D(2020, 1, 1), D(9999, 12, 31))
+    assert spans[("a", "gp_registrations")] == (D(2020, 2, 1), D(2020, 2, 1))
+    assert spans[("b", "hospital_activity")] == (D(2026, 1, 5), D(2026, 1, 5))
+
+
+# ---------------------------------------------------------------------------------- config
+def _config(tmp_path: Path, households: str) -> Path:
+    demo = Path(__file__).resolve().parents[1] / "src/uprnlink/templates/demo.toml"
+    text = demo.read_text()
+    start = text.index("[households]")
+    end = text.index("# ----", start)
+    path = tmp_path / "demo.toml"
+    path.write_text(text[:start] + households + "\n" + text[end:])
+    return path
+
+
+def test_config_households_section_is_read(tmp_path: Path) -> None:
+    settings = read_settings(
+        _config(
+            tmp_path,
+            '[households]\nstale_after_days = 730\nmove_sources = ["council_tax"]\n'
+            "learned_reliability = false\n",
+        )
+    )
+    assert settings.households.stale_after_days == 730
+    assert settings.households.move_sources == ("council_tax",)
+    assert settings.households.visit_days == 730
+    assert settings.households.learned_reliability is False
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("stale_after_days = -1", "stale_after_days must be >= 0"),
+        ("visit_days = 0", "visit_days must be a whole number >= 1"),
+        ('stale_after_days = "730"', "stale_after_days"),
+        ('move_sources = ["gp_registrations"]', "not a lasting account source"),
+        ('move_sources = "council_tax"', "move_sources must be a list"),
+        ("stale_days = 3", "unknown setting(s) ['stale_days'] in [households]"),
+        ("single_person_min_share = 1.5", "single_person_min_share must be between 0 and 1"),
+    ],
+)
+def test_config_households_errors_name_the_setting(tmp_path: Path, body: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[households\]") as err:
+        read_settings(_config(tmp_path, "[households]\n" + body + "\n"))
+    assert says in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------- reported per run
+@pytest.mark.slow
+def test_run_reports_how_often_each_source_is_confirmed(small_run: PipelineRun) -> None:
+    from uprnlink.run.evaluation import evaluate_run
+
+    rows = small_run.summary["published"]["metadata"]["residence_confirmed"]
+    assert {r["source_dataset"] for r in rows} == set(PERSON_SOURCES)
+    for r in rows:
+        assert 0 <= r["confirmed"] <= r["people"]
+        assert r["share"] == round(r["confirmed"] / r["people"], 4)
+    shares = {r["source_dataset"]: r["share"] for r in rows}
+    # GP lists keep people who left: their addresses are the least often confirmed.
+    assert shares["gp_registrations"] < shares["council_tax"]
+    share = small_run.summary["published"]["metadata"]["single_person_discount_share"]
+    assert share is not None and 0.0 <= share <= 1.0
+    published = json.loads((small_run.settings.linked_dir / "run_metadata.json").read_text())
+    assert published["residence_confirmed"] == rows
+    shown = residence_rows(small_run.summary, min_count=10)
+    assert [r[0] for r in shown] == [r["source_dataset"] for r in rows]
+    result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")
+    assert result["residence_confirmed"] == rows
+    assert "Residence evidence: addresses on the reference date" in result["print_table"]
