@@ -63,13 +63,13 @@ test-fast: $(STAMP) ## The developer loop, about 85 s: every test that needs no 
 	$(BIN)/python -m pytest -q -m "not slow and not wheel and not spark and not browser"
 
 lint: $(STAMP) ## Lint with ruff and check the import rules (import-linter contracts in pyproject.toml)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks pipelines
+	$(BIN)/ruff format --check src tests benchmarks pipelines
 	$(BIN)/lint-imports
 
 format: $(STAMP) ## Format with ruff
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks pipelines
+	$(BIN)/ruff format src tests benchmarks pipelines
 
 typecheck: $(STAMP) ## Type-check src/ with mypy
 	$(BIN)/mypy

@@ -19,12 +19,17 @@ def deployments() -> dict[str, dict]:  # type: ignore[type-arg]
 
 def test_each_deployment_points_at_a_flow_with_matching_parameters() -> None:
     from prefect import Flow
+    from prefect.flows import load_flow_from_entrypoint
 
     for name, d in deployments().items():
         path, func = d["entrypoint"].split(":")
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-        flow = getattr(module, func)
+        # The entrypoints are the top-level pipelines/ files (the design card's layout), each
+        # naming the package's own flow; Prefect loads them by path, as the worker will.
+        assert path.startswith("pipelines/"), name
+        flow = load_flow_from_entrypoint(f"{PROJECT_ROOT / path}:{func}")
         assert isinstance(flow, Flow), name
+        package = importlib.import_module(f"uprnlink.flows.{Path(path).stem}")
+        assert flow.name == getattr(package, func).name, name
         assert set(d["parameters"]) <= set(flow.parameters.properties), name
         assert d["work_pool"]["name"] == "uprnlink-process"
         config = PROJECT_ROOT / d["parameters"]["config_path"]
