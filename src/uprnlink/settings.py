@@ -195,6 +195,9 @@ class LinkageSettings:
     baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
     # Records that cannot be one person never share a cluster (uprnlink.linkage.constraints).
     cannot_link: bool = True
+    # A lone record with no date of birth or NHS number joins the one person of its forename
+    # at the same UPRN over an overlapping period (uprnlink.linkage.coresidence).
+    coresidence: bool = True
     # Train on one DuckDB thread so the same inputs give bit-identical parameters (and people);
     # false trades that for speed (`make bench` measures the difference).
     repeatable_training: bool = True

@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from uprnlink.errors import LinkageError
+from uprnlink.linkage.comparisons import ADDRESS_COLUMN, comparisons_for
 from uprnlink.progress import timed
 from uprnlink.settings import LinkageSettings
 from uprnlink.sources import sources_with
@@ -34,9 +35,6 @@ LINKAGE_COLUMNS = (
     "nhs_token",
 )
 PERIOD_COLUMNS = ("start_date", "end_date")
-#: The address as written (standardised text): compared only where no record carries a UPRN,
-#: the address already resolved to its property.
-ADDRESS_COLUMN = "address_line_1"
 
 #: Every identifier a comparison, blocking rule or training step can use, by the column (or
 #: derived column) that carries it; `period` is a residence stay (start and end dates).
@@ -68,18 +66,11 @@ NON_RESIDENCE_SOURCES = sources_with("visits")  # the source registry's (uprnlin
 # 2: scores distinct identifier profiles, EM sessions capped at max_pairs_em, postcode sector
 # by string position.
 # 3: a forename-initial level (m prior 0.03).
-MODEL_VERSION = "uprnlink-model/3"
+# 4: comparisons declared with their priors (linkage.comparisons); forename / surname reversed
+# and one-edit levels on both names (replacing the names-swapped comparison); DOB + postcode
+# blocking.
+MODEL_VERSION = "uprnlink-model/4"
 VARIANTS_PATH = Path(__file__).parents[1] / "data" / "name_variants.csv"
-
-
-def _duckdb_level(sql_condition: str, label_for_charts: str | None = None) -> Any:
-    """A custom comparison level written in DuckDB SQL, which Splink translates (sqlglot) when
-    the model runs on another backend such as Spark."""
-    import splink.comparison_level_library as cll
-
-    return cll.CustomLevel(
-        sql_condition, label_for_charts=label_for_charts, base_dialect_str="duckdb"
-    )
 
 
 def identifiers_present(records: pl.DataFrame) -> frozenset[str]:
@@ -101,249 +92,6 @@ def identifiers_present(records: pl.DataFrame) -> frozenset[str]:
         if stays.height >= 2:
             present.add("period")
     return frozenset(present)
-
-
-_POSTCODE_SECTOR = "substr({c}, 1, length({c}) - 2)"
-_POSTCODE_DISTRICT = "split_part({c}, ' ', 1)"
-
-
-def _postcode_levels() -> list[Any]:
-    """Same postcode, sector, district (no UPRN to compare)."""
-    import splink.comparison_level_library as cll
-
-    return [
-        cll.ExactMatchLevel("postcode").configure(label_for_charts="Same postcode"),
-        _duckdb_level(
-            f"{_POSTCODE_SECTOR.format(c='postcode_l')} = {_POSTCODE_SECTOR.format(c='postcode_r')}",
-            label_for_charts="Same postcode sector",
-        ),
-        _duckdb_level(
-            f"{_POSTCODE_DISTRICT.format(c='postcode_l')} = "
-            f"{_POSTCODE_DISTRICT.format(c='postcode_r')}",
-            label_for_charts="Same postcode district",
-        ),
-    ]
-
-
-def _partial_address_comparison(identifiers: frozenset[str]) -> tuple[Any, list[float]]:
-    """Where a record lives, from what there is when UPRN and postcode are not both carried:
-    the UPRN token alone, or the postcode and the address as written. Returns the comparison
-    and the starting m probabilities of its non-null levels."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    if "uprn_token" in identifiers:
-        levels: list[Any] = [
-            cll.NullLevel("uprn_token"),
-            cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
-            cll.ElseLevel(),
-        ]
-        return cl.CustomComparison(
-            output_column_name="address",
-            comparison_description="UPRN token",
-            comparison_levels=levels,
-        ), [0.75, 0.25]
-    text, postcode = "address" in identifiers, "postcode" in identifiers
-    a = ADDRESS_COLUMN
-    nulls = [
-        f"({c}_l IS NULL OR {c}_r IS NULL)" for c, on in ((a, text), ("postcode", postcode)) if on
-    ]
-    levels = [_duckdb_level(" AND ".join(nulls)).configure(is_null_level=True)]
-    if text and postcode:
-        levels.append(
-            _duckdb_level(
-                f"{a}_l = {a}_r AND postcode_l = postcode_r",
-                label_for_charts="Same address and postcode",
-            )
-        )
-    if text:
-        levels += [
-            cll.ExactMatchLevel(a).configure(label_for_charts="Same address"),
-            cll.JaroWinklerLevel(a, 0.9).configure(label_for_charts="Address close"),
-        ]
-    if postcode:
-        levels += _postcode_levels()
-    if text:
-        # The first word (house or flat number) and the last (the town or street) agree:
-        # the street name in between was mistyped or written another way.
-        first_last = (
-            f"split_part({a}_l, ' ', 1) = split_part({a}_r, ' ', 1) AND "
-            f"split_part({a}_l, ' ', -1) = split_part({a}_r, ' ', -1)"
-        )
-        levels += [
-            _duckdb_level(first_last, label_for_charts="Same number and last word"),
-            cll.JaroWinklerLevel(a, 0.7).configure(label_for_charts="Address alike"),
-        ]
-    levels.append(cll.ElseLevel())
-    # Starting m of each non-null level, in the order above.
-    if text and postcode:
-        m = [0.55, 0.15, 0.1, 0.1, 0.03, 0.02, 0.01, 0.02, 0.02]
-    elif text:
-        m = [0.6, 0.2, 0.05, 0.05, 0.1]
-    else:
-        m = [0.6, 0.15, 0.1, 0.15]
-    return cl.CustomComparison(
-        output_column_name="address",
-        comparison_description="Postcode levels" + (" and the address as written" if text else ""),
-        comparison_levels=levels,
-    ), m
-
-
-def _address_comparison() -> Any:
-    """One comparison for where a record places the person, so UPRN and postcode agreement
-    (which always co-occur) are not counted twice as independent evidence."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    # Postcodes arrive canonical ("OUTWARD INWARD", inward = digit + two letters), so the
-    # sector is all but the last two characters: plain string functions, no per-pair regex.
-    sector = _POSTCODE_SECTOR
-    district = _POSTCODE_DISTRICT
-    return cl.CustomComparison(
-        output_column_name="address",
-        comparison_description="UPRN token, else postcode levels",
-        comparison_levels=[
-            cll.And(
-                cll.Or(cll.NullLevel("uprn_token"), cll.Not(cll.NullLevel("uprn_token"))),
-                _duckdb_level(
-                    "(uprn_token_l IS NULL OR uprn_token_r IS NULL) AND "
-                    "(postcode_l IS NULL OR postcode_r IS NULL)"
-                ),
-            ).configure(is_null_level=True),
-            cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
-            _duckdb_level(
-                "postcode_l = postcode_r",
-                label_for_charts="Same postcode (UPRN differs or unknown)",
-            ),
-            _duckdb_level(
-                f"{sector.format(c='postcode_l')} = {sector.format(c='postcode_r')}",
-                label_for_charts="Same postcode sector",
-            ),
-            _duckdb_level(
-                f"{district.format(c='postcode_l')} = {district.format(c='postcode_r')}",
-                label_for_charts="Same postcode district",
-            ),
-            cll.ElseLevel(),
-        ],
-    )
-
-
-def _forename_comparison() -> Any:
-    """Forename: exact (term-frequency adjusted), close spelling, a known variant of the same
-    name (BILL / WILLIAM, PEGGY / MARGARET) from the shipped UK forename variant list, or an
-    initial (council tax and older systems often hold only "J")."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    return cl.CustomComparison(
-        output_column_name="forename",
-        comparison_description="Forename with spelling and nickname levels",
-        comparison_levels=[
-            cll.NullLevel("forename"),
-            cll.ExactMatchLevel("forename", term_frequency_adjustments=True),
-            cll.JaroWinklerLevel("forename", 0.92),
-            cll.ArrayIntersectLevel("forename_roots", 1).configure(
-                label_for_charts="Known variant of the same forename"
-            ),
-            _duckdb_level(
-                "(length(forename_l) = 1 AND forename_l = substr(forename_r, 1, 1)) OR "
-                "(length(forename_r) = 1 AND forename_r = substr(forename_l, 1, 1))",
-                label_for_charts="An initial that starts the other forename",
-            ),
-            cll.JaroWinklerLevel("forename", 0.8),
-            cll.ElseLevel(),
-        ],
-    )
-
-
-def _dob_comparison() -> Any:
-    """Date of birth: exact; day and month transposed (03/05 for 05/03); one character slip;
-    then within a month, a year, ten years."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    transposed = (
-        "day(dob_l) <= 12 AND day(dob_r) <= 12 AND day(dob_l) <> month(dob_l) AND "
-        "year(dob_l) = year(dob_r) AND month(dob_l) = day(dob_r) AND day(dob_l) = month(dob_r)"
-    )
-    return cl.CustomComparison(
-        output_column_name="dob",
-        comparison_description="Date of birth with transposition and slip levels",
-        comparison_levels=[
-            cll.NullLevel("dob"),
-            cll.ExactMatchLevel("dob"),
-            _duckdb_level(transposed, label_for_charts="Day and month transposed"),
-            _duckdb_level(
-                "levenshtein(CAST(dob_l AS VARCHAR), CAST(dob_r AS VARCHAR)) <= 1",
-                label_for_charts="One character different",
-            ),
-            cll.AbsoluteDateDifferenceLevel(
-                "dob", input_is_string=False, threshold=1, metric="month"
-            ),
-            cll.AbsoluteDateDifferenceLevel(
-                "dob", input_is_string=False, threshold=1, metric="year"
-            ),
-            cll.AbsoluteDateDifferenceLevel(
-                "dob", input_is_string=False, threshold=10, metric="year"
-            ),
-            cll.ElseLevel(),
-        ],
-    )
-
-
-def _swapped_names_comparison() -> Any:
-    """Forename and surname recorded the other way round (FORENAME = the other's surname and
-    SURNAME = the other's forename)."""
-    import splink.comparison_library as cl
-
-    return cl.CustomComparison(
-        output_column_name="names_swapped",
-        comparison_description="Forename and surname swapped",
-        comparison_levels=[
-            _duckdb_level(
-                "forename_l IS NULL OR forename_r IS NULL OR surname_l IS NULL OR surname_r IS NULL"
-            ).configure(is_null_level=True),
-            _duckdb_level(
-                "forename_l = surname_r AND surname_l = forename_r AND forename_l <> surname_l",
-                label_for_charts="Forename and surname swapped",
-            ),
-            _duckdb_level("TRUE", label_for_charts="Not swapped"),
-        ],
-    )
-
-
-def _move_comparison() -> Any:
-    """Time-aware address evidence: one record's stay at an address ends the day before
-    another's begins (a move: council tax liability closed and reopened elsewhere, or a care
-    placement starting the day after a liability ends)."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    consecutive = (
-        "(move_next_l IS NOT NULL AND period_start_r BETWEEN period_end_l AND move_next_l) OR "
-        "(move_next_r IS NOT NULL AND period_start_l BETWEEN period_end_r AND move_next_r)"
-    )
-    within_month = (
-        "(move_next_l IS NOT NULL AND abs(datediff('day', period_end_l, period_start_r)) <= 31) OR "
-        "(move_next_r IS NOT NULL AND abs(datediff('day', period_end_r, period_start_l)) <= 31)"
-    )
-    return cl.CustomComparison(
-        output_column_name="move",
-        comparison_description="One stay ends as the other begins",
-        comparison_levels=[
-            _duckdb_level(
-                "period_start_l IS NULL OR period_start_r IS NULL OR "
-                "(period_end_l IS NULL AND period_end_r IS NULL)"
-            ).configure(is_null_level=True),
-            _duckdb_level(
-                consecutive, label_for_charts="Moved: one stay ends the day before the other starts"
-            ),
-            _duckdb_level(
-                within_month, label_for_charts="One stay ends within a month of the other starting"
-            ),
-            cll.ElseLevel(),
-        ],
-    )
 
 
 def period_exprs() -> list[pl.Expr]:
@@ -378,54 +126,15 @@ def forename_roots(forenames: pl.Series) -> pl.Series:
 
 
 def _comparisons(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[Any]:
-    """The comparisons for the identifiers the records carry (each needs its own)."""
-    import splink.comparison_library as cl
-
-    # Starting m probabilities for each non-null level. EM re-estimates every level it can
-    # observe; a level it cannot (true matches born ten years apart, say) keeps this prior
-    # instead of Splink's uninformative default, which would under-penalise disagreement.
-    has = identifiers.__contains__
-    out: list[Any] = []
-    if has("forename"):
-        # An initial for a forename: about 3% of matching pairs where one system keeps initials
-        # (council tax often does); EM cannot observe the level (no NHS numbers there, and the
-        # name session blocks on forename), so the prior stands.
-        out.append(
-            _forename_comparison().configure(m_probabilities=[0.87, 0.04, 0.03, 0.03, 0.015, 0.015])
-        )
-    if has("surname"):
-        out.append(
-            cl.NameComparison("surname").configure(
-                term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
-            )
-        )
-    if has("dob"):
-        out.append(
-            _dob_comparison().configure(
-                m_probabilities=[0.95, 0.008, 0.022, 0.008, 0.008, 0.003, 0.001]
-            )
-        )
-    if has("uprn_token") and has("postcode"):
-        out.append(_address_comparison().configure(m_probabilities=[0.6, 0.2, 0.08, 0.06, 0.06]))
-    elif has("uprn_token") or has("postcode") or has("address"):
-        comparison, m = _partial_address_comparison(identifiers)
-        out.append(comparison.configure(m_probabilities=m))
-    if has("forename") and has("surname") and not (has("uprn_token") or has("postcode")):
-        # With no UPRN or postcode, names carry most of the evidence: one recorded the other
-        # way round (a forename in the surname field) is evidence, not two disagreements.
-        out.append(_swapped_names_comparison().configure(m_probabilities=[0.02, 0.98]))
-    if has("period"):
-        out.append(_move_comparison().configure(m_probabilities=[0.05, 0.03, 0.92]))
-    if has("nhs_token"):
-        out.append(cl.ExactMatch("nhs_token").configure(m_probabilities=[0.995, 0.005]))
-    if has("sex"):
-        out.append(cl.ExactMatch("sex").configure(m_probabilities=[0.99, 0.01]))
-    if not out:
+    """The Splink comparisons for the identifiers the records carry, as declared (with their
+    levels and starting m probabilities) in `uprnlink.linkage.comparisons`."""
+    declared = comparisons_for(identifiers)
+    if not declared:
         raise LinkageError(
             "no identifier to link on: the records carry no names, date of birth, NHS number, "
             "UPRN, postcode or address"
         )
-    return out
+    return [c.creator() for c in declared]
 
 
 # Each prediction blocking rule and the identifiers it needs.
@@ -433,6 +142,8 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
     (("nhs_token",), ("nhs_token",)),
     (("surname", "dob"), ("surname", "dob")),
     (("forename", "dob"), ("forename", "dob")),
+    # Both names mistyped or replaced: the date of birth and the postcode still agree.
+    (("dob", "postcode"), ("dob", "postcode")),
     (("uprn_token", "surname"), ("uprn_token", "surname")),
     (("uprn_token", "forename"), ("uprn_token", "forename")),
     (("postcode", "forename"), ("postcode", "forename")),

@@ -17,6 +17,7 @@ import polars as pl
 from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backend
 from uprnlink.linkage.clustering import cluster_records
 from uprnlink.linkage.constraints import apply_cannot_link, profile_listings
+from uprnlink.linkage.coresidence import CORESIDENT_COLUMNS, link_coresidents
 from uprnlink.linkage.model import (
     ADDRESS_COLUMN,
     FULL_IDENTIFIERS,
@@ -65,6 +66,8 @@ class LinkageResult:
     threshold_choice: dict[str, Any] | None = None
     # What the cannot-link rules split (uprnlink.linkage.constraints), counts by rule.
     cannot_link: dict[str, Any] | None = None
+    # What the co-residence pass linked (uprnlink.linkage.coresidence), counts.
+    coresidence: dict[str, Any] | None = None
     # What the model was built from: the identifiers the records carry, and so its comparisons,
     # blocking rules and training steps (uprnlink.linkage.model.identifiers_present).
     identifiers: list[str] = field(default_factory=list)
@@ -319,6 +322,7 @@ def link_people(
         by_profile = cluster_records(complete, pairs, threshold)
     timings["cluster"] = round(time.perf_counter() - t3, 2)
     report = None
+    node_listings = profile_listings(listings, members) if listings is not None else None
     if settings.cannot_link:
         t4 = time.perf_counter()
         by_profile, report = apply_cannot_link(
@@ -326,7 +330,7 @@ def link_people(
             profiles.select("unique_id", "nhs_token", "dob").join(complete, on="unique_id"),
             pairs,
             threshold,
-            profile_listings(listings, members) if listings is not None else None,
+            node_listings,
         )
         report.seconds = round(time.perf_counter() - t4, 2)
         timings["cannot_link"] = report.seconds
@@ -335,6 +339,21 @@ def link_people(
             f"{report.clusters_in_conflict:,}",
             f"{report.people_added:,}",
             ", ".join(f"{rule} {n:,}" for rule, n in report.by_rule.items()),
+        )
+    coresidence = None
+    if settings.coresidence:
+        t6 = time.perf_counter()
+        by_profile, coresidence = link_coresidents(
+            by_profile, profiles.select(*CORESIDENT_COLUMNS), node_listings
+        )
+        timings["coresidence"] = round(time.perf_counter() - t6, 2)
+        log.info(
+            "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
+            "the one co-resident of their forename (%s ambiguous, %s refused by the rules)",
+            f"{coresidence.linked:,}",
+            f"{coresidence.candidates:,}",
+            f"{coresidence.ambiguous:,}",
+            f"{coresidence.refused:,}",
         )
     t5 = time.perf_counter()
     with timed("linkage: person ids"):
@@ -357,6 +376,7 @@ def link_people(
         profiles=profiles.height,
         threshold_choice=choice.to_dict() if choice is not None else None,
         cannot_link=report.to_dict() if report is not None else None,
+        coresidence=coresidence.to_dict() if coresidence is not None else None,
         identifiers=sorted(identifiers),
         comparisons=comparison_names(identifiers),
         training=training,

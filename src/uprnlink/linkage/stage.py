@@ -104,6 +104,7 @@ def link_records(
         "seconds": result.seconds,
         "blocking": result.blocking,
         "cannot_link": result.cannot_link,
+        "coresidence": result.coresidence,
     }
     log.info(
         "linked into %d people (%s model; ids kept %d, created %d)",
