@@ -230,19 +230,34 @@ def to_polars(sdf: Any) -> pl.DataFrame:
 M_FLOOR = 1e-4
 
 
-def _floor_m_probabilities(linker: Any, floor: float = M_FLOOR) -> None:
-    """Keep every level's m probability above a floor.
+def floor_m_probabilities(model: dict[str, Any], floor: float = M_FLOOR) -> dict[str, Any]:
+    """A Splink model JSON with every level's m probability at least `floor`.
 
     EM can estimate m = 0 for a level it never sees among matches (different NHS numbers,
     different sex), which makes that disagreement an infinite penalty; real data has
     transcription errors, so a large but finite penalty is the honest model.
     """
-    for comparison in linker._settings_obj.comparisons:
-        levels = [lvl for lvl in comparison.comparison_levels if not lvl.is_null_level]
-        for level in levels:
-            m = level.m_probability
-            if isinstance(m, float) and m < floor:
-                level.m_probability = floor
+    out: dict[str, Any] = json.loads(json.dumps(model))
+    for comparison in out["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            m = level.get("m_probability")
+            if level.get("is_null_level") or isinstance(m, bool):
+                continue
+            if isinstance(m, int | float) and m < floor:
+                level["m_probability"] = floor
+    return out
+
+
+def model_json(linker: Any) -> dict[str, Any]:
+    """A linker's model (settings and trained parameters) as plain JSON (Splink's public
+    `save_model_to_json`), from which `Linker(table, model)` rebuilds it."""
+    return dict(json.loads(json.dumps(linker.misc.save_model_to_json(), default=str)))
+
+
+def _splink_failure(exc: Exception) -> bool:
+    """A training session that Splink itself gave up on (its own exception, or a ValueError
+    from an m estimated as exactly 0), as opposed to a bug to raise."""
+    return isinstance(exc, ValueError) or type(exc).__module__.startswith("splink.")
 
 
 # Keys of a Splink settings dict that training sets (or that name one linker instance), left out
@@ -397,26 +412,27 @@ def has_pairs(records: pl.DataFrame, identifiers: tuple[str, ...]) -> bool:
 
 
 def train_model(
-    linker: Any,
+    table: Any,
+    creator: Any,
     settings: LinkageSettings,
     identifiers: frozenset[str] = FULL_IDENTIFIERS,
     records: pl.DataFrame | None = None,
-) -> list[str]:
-    """λ from deterministic rules, u by random sampling, m by EM in two sessions (see
-    `training_plan`); returns a line per step saying what it was trained on or why it was
-    skipped.
+) -> tuple[dict[str, Any], list[str]]:
+    """Train the model `creator` defines on `table` (a registered Splink table of `records`):
+    λ from deterministic rules, u by random sampling, m by EM in two sessions (see
+    `training_plan`). Returns the trained model JSON (m floored, `floor_m_probabilities`) and a
+    line per step saying what it was trained on or why it was skipped.
 
     Every step is bounded: u from at most `max_pairs_u` random pairs, each EM session on at
     most `max_pairs_em` blocked pairs, so training time stops growing with the data. A session
     whose blocking rule finds no pairs (a delivery too small, or an identifier too rare) is
-    skipped: the comparisons it would have trained keep their documented starting values.
-    `records` (the table the linker reads) is checked for such pairs first, as a failed Splink
-    session leaves the linker without the comparisons it blocked on.
+    skipped, and one Splink cannot finish is undone (the linker rebuilt from the model saved
+    before it): the comparisons it would have trained keep their documented starting values.
     """
-    from splink import block_on
-    from splink.internals.exceptions import EMTrainingException
+    from splink import Linker, block_on
 
     lambdas, sessions = training_plan(identifiers)
+    linker = Linker(table, creator, log_level=logging.ERROR)
 
     def pairs(rule: tuple[str, ...]) -> bool:
         return records is None or has_pairs(records, rule)
@@ -428,7 +444,7 @@ def train_model(
         return " and ".join(_IDENTIFIER_WORDS.get(i, i) for i in rule)
 
     # Splink warns about every level an EM session cannot observe; those levels keep the
-    # documented priors in _comparisons(), so the warnings are noise in run logs.
+    # documented priors (uprnlink.linkage.comparisons), so the warnings are noise in run logs.
     splink_log = logging.getLogger("splink")
     previous_level = splink_log.level
     splink_log.setLevel(logging.ERROR)
@@ -453,9 +469,7 @@ def train_model(
                 log.warning("linkage: no pairs share %s: that EM session is skipped", words(rule))
                 done.append(f"{what}: skipped, no such pairs")
                 continue
-            # Splink trains on a copy but can leave the linker changed when a session fails
-            # (an m estimated as exactly 0 on a small or lopsided sample): put it back.
-            saved = linker._settings_obj.core_model_settings.copy()
+            saved = model_json(linker)
             try:
                 with timed(f"linkage: training {i}/{steps}, {what}"):
                     linker.training.estimate_parameters_using_expectation_maximisation(
@@ -464,14 +478,21 @@ def train_model(
                         max_pairs=settings.max_pairs_em,
                     )
                 done.append(what)
-            except (ValueError, EMTrainingException) as exc:
-                linker._settings_obj.core_model_settings = saved
+            except Exception as exc:
+                if not _splink_failure(exc):
+                    raise
+                # A failed session can leave the linker half-changed: rebuild it as it was.
+                linker.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
+                linker = Linker(table, saved, log_level=logging.ERROR)
                 log.warning("linkage: %s failed (%s): skipped", what, type(exc).__name__)
                 done.append(f"{what}: skipped, it did not converge ({type(exc).__name__})")
-        _floor_m_probabilities(linker)
+        trained = floor_m_probabilities(model_json(linker))
     finally:
         splink_log.setLevel(previous_level)
-    return done
+    # The database API's table cache is shared by every linker on it: clear it, or a scoring
+    # linker would find the training tables (of records, not profiles).
+    linker.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
+    return trained, done
 
 
 def check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
@@ -484,14 +505,8 @@ def check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
 
 def blocking_rule_sqls(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[str]:
     """The prediction blocking rules as SQL, in order (a prediction's `match_key` indexes it)."""
-    from splink.internals.blocking_rule_creator import BlockingRuleCreator
-
-    return [
-        rule.get_blocking_rule("duckdb").blocking_rule_sql
-        if isinstance(rule, BlockingRuleCreator)
-        else str(rule)
-        for rule in _prediction_blocking_rules(identifiers)
-    ]
+    resolved = settings_json(settings_dict(0.95, identifiers))
+    return [rule["blocking_rule"] for rule in resolved["blocking_rules_to_generate_predictions"]]
 
 
 def comparison_names(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[str]:

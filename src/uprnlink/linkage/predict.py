@@ -3,7 +3,6 @@ clustered into people."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import nullcontext
@@ -271,15 +270,12 @@ def link_people(
             # 0.0008 recall). Every training step samples, so this stays bounded.
             training_records = splink_records(records, identifiers=identifiers)
             table = backend.register(training_records, "records")
-            trainer = Linker(table, creator, log_level=logging.ERROR)
             one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
             with backend.progress("linkage: training"), one_thread:
-                training = train_model(trainer, settings, identifiers, training_records)
+                trained, training = train_model(
+                    table, creator, settings, identifiers, training_records
+                )
             del training_records
-            trained = json.loads(json.dumps(trainer.misc.save_model_to_json(), default=str))
-            # The database API's table cache is shared by every linker on it: clear it, or
-            # the scoring linker would find the training tables (of records, not profiles).
-            trainer.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
             backend.release(table)
             linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
             canonical = with_parameters(settings_json(creator), trained)
