@@ -109,3 +109,26 @@ def test_the_model_compares_dates_as_dates() -> None:
         level_of(dob, {"dob": date(1980, 3, 5)}, {"dob": date(1980, 5, 3)})
         == "Day and month transposed"
     )
+
+
+def test_without_a_place_one_name_and_the_others_initial_find_a_pair() -> None:
+    # Names and dates of birth only, the date missing on one side: a typo in the surname
+    # (SMITH / SMYTH) is found by the forename and the surname's initial, not JONES.
+    rules = blocking_rule_sqls(frozenset({"forename", "surname", "dob"}))
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM (VALUES "
+        "(1, 'JOHN', 'SMITH', DATE '1980-02-03'), (2, 'JOHN', 'SMYTH', NULL), "
+        "(3, 'JOHN', 'JONES', NULL), (4, 'JAHN', 'SMYTH', NULL)) "
+        "AS v(unique_id, forename, surname, dob)"
+    )
+    either = " OR ".join(f"({r})" for r in rules)
+    found = con.execute(
+        f"SELECT l.unique_id, r.unique_id FROM t l JOIN t r "
+        f"ON l.unique_id < r.unique_id AND ({either}) ORDER BY 1, 2"
+    ).fetchall()
+    assert found == [(1, 2), (2, 4)]
+    # With a UPRN or a postcode to pin a place, these looser rules are not used.
+    initials = [r for r in rules if r.count(", 1, 1)") == 2]
+    assert len(initials) == 2
+    assert not set(initials) & set(blocking_rule_sqls(FULL_IDENTIFIERS))
