@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 #: The address as written (standardised text): compared only where no record carries a UPRN.
 ADDRESS_COLUMN = "address_line_1"
@@ -148,7 +148,7 @@ def date_of_birth(identifiers: frozenset[str]) -> Comparison:
         "year(dob_l) = year(dob_r) AND month(dob_l) = day(dob_r) AND day(dob_l) = month(dob_r)"
     )
 
-    def within(threshold: int, metric: str) -> Any:
+    def within(threshold: int, metric: Literal["month", "year"]) -> Any:
         return cll.AbsoluteDateDifferenceLevel(
             "dob", input_is_string=False, threshold=threshold, metric=metric
         )

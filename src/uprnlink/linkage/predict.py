@@ -15,10 +15,10 @@ import polars as pl
 
 from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backend
 from uprnlink.linkage.clustering import cluster_records
+from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import apply_cannot_link, profile_listings
 from uprnlink.linkage.coresidence import CORESIDENT_COLUMNS, link_coresidents
 from uprnlink.linkage.model import (
-    ADDRESS_COLUMN,
     FULL_IDENTIFIERS,
     LINKAGE_COLUMNS,
     PERIOD_COLUMNS,

@@ -18,9 +18,9 @@ from uprnlink.errors import KeyManagementError
 from uprnlink.ingest import manifest
 from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
+from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
 from uprnlink.linkage.model import (
-    ADDRESS_COLUMN,
     LINKAGE_COLUMNS,
     MODEL_VERSION,
     PERIOD_COLUMNS,
