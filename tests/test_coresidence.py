@@ -108,3 +108,36 @@ def test_two_people_on_one_account_at_once_are_refused() -> None:
     assert (report.linked, report.refused) == (0, 1)
     labels, report = link_coresidents(_labels({1: 10, 2: 10, 5: 10, 3: 30}), profiles)
     assert _cluster_of(labels, 3) == 10 and report.linked == 1
+
+
+def test_a_previous_occupant_of_that_forename_is_not_the_coresident() -> None:
+    # Helen's GP registration (1) runs from the extract's start; her own council tax stay at U1
+    # (5) begins months after the party's (3) ended: 3 is the previous occupant.
+    profiles = _profiles(
+        [
+            (1, "HELEN", "1980-02-03", "N1", "U1", "2016-02-01", None),
+            (5, "HELEN", None, None, "U1", "2018-04-30", None),
+            (3, "HELEN", None, None, "U1", "2015-06-01", "2017-12-24"),
+        ]
+    )
+    sources = pl.DataFrame(
+        {
+            "unique_id": [1, 5, 3],
+            "source_dataset": ["gp_registrations", "council_tax", "council_tax"],
+        },
+        schema_overrides={"unique_id": pl.Int64},
+    )
+    labels = _labels({1: 10, 5: 10, 3: 30})
+    moved, report = link_coresidents(labels, profiles, None, sources)
+    assert _cluster_of(moved, 3) == 30
+    assert (report.linked, report.other_stay) == (0, 1)
+    # Her account renamed: the new stay begins the day after the old one ends: one person.
+    renamed = profiles.with_columns(
+        pl.when(pl.col("unique_id") == 5)
+        .then(pl.lit(D("2017-12-25")))
+        .otherwise(pl.col("period_start"))
+        .alias("period_start")
+    )
+    moved, report = link_coresidents(labels, renamed, None, sources)
+    assert _cluster_of(moved, 3) == 10
+    assert (report.linked, report.other_stay) == (1, 0)

@@ -339,16 +339,19 @@ def link_people(
     coresidence = None
     if settings.coresidence:
         t6 = time.perf_counter()
+        sources = members.select(pl.col("profile").alias("unique_id"), "source_dataset").unique()
         by_profile, coresidence = link_coresidents(
-            by_profile, profiles.select(*CORESIDENT_COLUMNS), node_listings
+            by_profile, profiles.select(*CORESIDENT_COLUMNS), node_listings, sources
         )
         timings["coresidence"] = round(time.perf_counter() - t6, 2)
         log.info(
             "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
-            "the one co-resident of their forename (%s ambiguous, %s refused by the rules)",
+            "the one co-resident of their forename (%s ambiguous, %s another stay, %s refused "
+            "by the rules)",
             f"{coresidence.linked:,}",
             f"{coresidence.candidates:,}",
             f"{coresidence.ambiguous:,}",
+            f"{coresidence.other_stay:,}",
             f"{coresidence.refused:,}",
         )
     t5 = time.perf_counter()
