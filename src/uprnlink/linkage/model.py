@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -420,6 +421,22 @@ def has_pairs(records: pl.DataFrame, identifiers: tuple[str, ...]) -> bool:
     return bool(counts.height) and int(counts.get_column("len").max()) >= 2  # type: ignore[arg-type]
 
 
+def _estimate_lambda(
+    linker: Any, rules: list[tuple[str, ...]], words: Callable[[tuple[str, ...]], str]
+) -> str:
+    """λ from pairs agreeing on the deterministic `rules` (Splink's default when none agree);
+    returns the line saying which."""
+    from splink import block_on
+
+    if not rules:
+        log.warning("linkage: no pair agrees on a deterministic rule: default share kept")
+        return "share of matching pairs: Splink's default (no pair agreed)"
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on(*(_column(i) for i in r)) for r in rules], recall=0.8
+    )
+    return "share of matching pairs from " + "; ".join(map(words, rules))
+
+
 def train_model(
     table: Any,
     creator: Any,
@@ -459,15 +476,7 @@ def train_model(
     splink_log.setLevel(logging.ERROR)
     try:
         with timed(f"linkage: training 1/{steps}, share of matching pairs"):
-            agreeing = [r for r in lambdas if pairs(r)]
-            if agreeing:
-                linker.training.estimate_probability_two_random_records_match(
-                    [block_on(*(_column(i) for i in r)) for r in agreeing], recall=0.8
-                )
-                done.append("share of matching pairs from " + "; ".join(map(words, agreeing)))
-            else:  # no pair agrees on any rule: Splink's default stays
-                log.warning("linkage: no pair agrees on a deterministic rule: default share kept")
-                done.append("share of matching pairs: Splink's default (no pair agreed)")
+            done.append(_estimate_lambda(linker, [r for r in lambdas if pairs(r)], words))
         with timed(f"linkage: training 2/{steps}, u from {settings.max_pairs_u:,.0f} random pairs"):
             linker.training.estimate_u_using_random_sampling(
                 max_pairs=settings.max_pairs_u, seed=settings.seed

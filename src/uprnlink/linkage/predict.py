@@ -17,7 +17,11 @@ from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backe
 from uprnlink.linkage.clustering import cluster_records
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import apply_cannot_link, profile_listings
-from uprnlink.linkage.coresidence import CORESIDENT_COLUMNS, link_coresidents
+from uprnlink.linkage.coresidence import (
+    CORESIDENT_COLUMNS,
+    CoresidenceReport,
+    link_coresidents,
+)
 from uprnlink.linkage.model import (
     FULL_IDENTIFIERS,
     LINKAGE_COLUMNS,
@@ -216,6 +220,30 @@ def _predict(
     return pl.concat(kept), blocking, cumulative
 
 
+def _coresidence_pass(
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    members: pl.DataFrame,
+    listings: pl.DataFrame | None,
+) -> tuple[pl.DataFrame, CoresidenceReport]:
+    """The co-residence pass (uprnlink.linkage.coresidence) on the profile clusters, logged."""
+    sources = members.select(pl.col("profile").alias("unique_id"), "source_dataset").unique()
+    labels, report = link_coresidents(
+        labels, profiles.select(*CORESIDENT_COLUMNS), listings, sources
+    )
+    log.info(
+        "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
+        "the one co-resident of their forename (%s ambiguous, %s another stay, %s refused "
+        "by the rules)",
+        f"{report.linked:,}",
+        f"{report.candidates:,}",
+        f"{report.ambiguous:,}",
+        f"{report.other_stay:,}",
+        f"{report.refused:,}",
+    )
+    return labels, report
+
+
 def link_people(
     records: pl.DataFrame,
     settings: LinkageSettings,
@@ -339,21 +367,8 @@ def link_people(
     coresidence = None
     if settings.coresidence:
         t6 = time.perf_counter()
-        sources = members.select(pl.col("profile").alias("unique_id"), "source_dataset").unique()
-        by_profile, coresidence = link_coresidents(
-            by_profile, profiles.select(*CORESIDENT_COLUMNS), node_listings, sources
-        )
+        by_profile, coresidence = _coresidence_pass(by_profile, profiles, members, node_listings)
         timings["coresidence"] = round(time.perf_counter() - t6, 2)
-        log.info(
-            "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
-            "the one co-resident of their forename (%s ambiguous, %s another stay, %s refused "
-            "by the rules)",
-            f"{coresidence.linked:,}",
-            f"{coresidence.candidates:,}",
-            f"{coresidence.ambiguous:,}",
-            f"{coresidence.other_stay:,}",
-            f"{coresidence.refused:,}",
-        )
     t5 = time.perf_counter()
     with timed("linkage: person ids"):
         clusters = members.join(
