@@ -14,6 +14,9 @@ The person clusters are scored pairwise against the files' own truth (`rec-N-org
 comparisons on the same records) and a plain Splink model given the address as well.
 
 Usage: python -m benchmarks.febrl [--out bench-out/febrl] [--originals 5000]
+
+Two variants: both files with their address, and file B with none (names and date of birth
+only on one side), each at the fixed and the "auto" threshold.
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ def _dob(fmt: str) -> pl.Expr:
     return pl.coalesce(parsed.dt.strftime(fmt), pl.col("date_of_birth"))
 
 
-def write_extracts(landing: Path, a: pl.DataFrame, b: pl.DataFrame) -> None:
-    """File A as a council tax extract, file B as a housing tenancy extract."""
+def write_extracts(landing: Path, a: pl.DataFrame, b: pl.DataFrame, b_address: bool = True) -> None:
+    """File A as a council tax extract, file B as a housing tenancy extract (without its
+    address columns when `b_address` is false)."""
     landing.mkdir(parents=True, exist_ok=True)
     a.select(
         pl.col("rec_id").alias("PARTY_REF"),
@@ -80,16 +84,19 @@ def write_extracts(landing: Path, a: pl.DataFrame, b: pl.DataFrame) -> None:
         pl.col("postcode").alias("POST_CODE"),
         pl.lit("01/04/2020").alias("LIABILITY_START"),
     ).write_csv(landing / "council_tax.csv")
-    b.select(
-        pl.col("rec_id").alias("person_ref"),
-        pl.col("given_name").alias("forename"),
-        pl.col("surname").alias("surname"),
-        _dob("%Y-%m-%d").alias("dob"),
+    address = [
         pl.col("street_number").alias("house_number"),
         pl.col("address_1").alias("street"),
         pl.col("address_2").alias("locality"),
         pl.col("suburb").alias("town"),
         pl.col("postcode").alias("postcode"),
+    ]
+    b.select(
+        pl.col("rec_id").alias("person_ref"),
+        pl.col("given_name").alias("forename"),
+        pl.col("surname").alias("surname"),
+        _dob("%Y-%m-%d").alias("dob"),
+        *(address if b_address else []),
         pl.lit("2021-06-01").alias("start_date"),
     ).write_csv(landing / "housing_tenancies.txt", separator="|")
 
@@ -137,9 +144,10 @@ record_id = "person_ref"
 forename = "forename"
 surname = "surname"
 dob = "dob"
-address_line_1 = ["house_number", "street", "town"]
+{b_address}start_date = "start_date"
+"""
+B_ADDRESS = """address_line_1 = ["house_number", "street", "town"]
 postcode = "postcode"
-start_date = "start_date"
 """
 
 
@@ -216,9 +224,13 @@ def plain_splink_with_address(records: pl.DataFrame, work: Path) -> pl.DataFrame
 
 
 def run_febrl(
-    out: Path, originals: int | None = None, threshold_mode: str = "fixed"
+    out: Path,
+    originals: int | None = None,
+    threshold_mode: str = "fixed",
+    b_address: bool = True,
 ) -> dict[str, Any]:
-    """Write the extracts and config under `out`, run the pipeline and score it."""
+    """Write the extracts and config under `out`, run the pipeline and score it; with
+    `b_address` false, file B (the housing extract) carries no address at all."""
     from uprnlink.privacy.keys import DEMO_PASSPHRASE, create_demo_keys, load_run_key
     from uprnlink.privacy.trusted import read_trusted, read_trusted_records
     from uprnlink.run.runner import run_all
@@ -227,9 +239,15 @@ def run_febrl(
 
     shutil.rmtree(out, ignore_errors=True)
     a, b = read_febrl4(originals)
-    write_extracts(out / "landing", a, b)
+    write_extracts(out / "landing", a, b, b_address)
     config = out / "febrl4.toml"
-    config.write_text(CONFIG.format(reference_date=REFERENCE_DATE, threshold_mode=threshold_mode))
+    config.write_text(
+        CONFIG.format(
+            reference_date=REFERENCE_DATE,
+            threshold_mode=threshold_mode,
+            b_address=B_ADDRESS if b_address else "",
+        )
+    )
     settings = read_settings(config)
     # Synthetic-grade keys: FEBRL is public data.
     for name in (
@@ -267,15 +285,38 @@ def run_febrl(
     }
 
 
-def run_both(out: Path, originals: int | None = None) -> dict[str, Any]:
+def run_both(out: Path, originals: int | None = None, b_address: bool = True) -> dict[str, Any]:
     """FEBRL4 with the threshold fixed at the default 0.95 and chosen from the data ("auto")."""
-    fixed = run_febrl(out / "fixed", originals, "fixed")
-    auto = run_febrl(out / "auto", originals, "auto")
+    fixed = run_febrl(out / "fixed", originals, "fixed", b_address)
+    auto = run_febrl(out / "auto", originals, "auto", b_address)
     return {**fixed, "uprnlink_auto_threshold": auto["uprnlink"]}
 
 
-def to_markdown(result: dict[str, Any]) -> str:
-    """The FEBRL4 figures as a Markdown table."""
+VARIANTS = {
+    "both_address": "both files with their address",
+    "no_address": "file B without any address",
+}
+
+
+def run_variants(out: Path, originals: int | None = None) -> dict[str, Any]:
+    """Both FEBRL4 variants (file B with and without its address), each at both thresholds."""
+    return {
+        name: run_both(out / name, originals, b_address=name == "both_address") for name in VARIANTS
+    }
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """Every variant's FEBRL4 figures as Markdown tables."""
+    if "uprnlink" in results:  # one variant's result
+        return _variant_markdown(results)
+    return "\n".join(
+        f"### {VARIANTS.get(name, name)}\n\n{_variant_markdown(result)}"
+        for name, result in results.items()
+    )
+
+
+def _variant_markdown(result: dict[str, Any]) -> str:
+    """One variant's FEBRL4 figures as a Markdown table."""
     rows = [
         ("uprnlink, threshold fixed at 0.95 (the default)", result["uprnlink"]),
         *(
@@ -302,13 +343,13 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    """Run FEBRL4 (fixed and auto threshold) and write OUT/results.{json,md}."""
+    """Run FEBRL4 (both variants, fixed and auto threshold) and write OUT/results.{json,md}."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", default="bench-out/febrl", help="working folder and results")
     parser.add_argument("--originals", type=int, default=None, help="only the first N people")
     args = parser.parse_args()
     out = Path(args.out)
-    result = run_both(out, args.originals)
+    result = run_variants(out, args.originals)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "results.md").write_text(to_markdown(result))

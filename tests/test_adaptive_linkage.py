@@ -28,8 +28,9 @@ from uprnlink.linkage.predict import link_people
 
 # The demo's full mapping: this model is the one whose precision and recall docs/design.md
 # reports, so adapting to other deliveries must leave it exactly as it was. (Model 3 added the
-# forename-initial level; a change to the full model is deliberate and updates this value.)
-FULL_MODEL_FINGERPRINT = "sha256:c7f7e0785a0f5dd910cb48eb4b4f37b8dc1293beeb138ea4b5dd471ff50d0785"
+# forename-initial level, model 4 the reversal and one-edit name levels and DOB + postcode
+# blocking; a change to the full model is deliberate and updates this value.)
+FULL_MODEL_FINGERPRINT = "sha256:53332bcc2452dd8034f59ffcf27ec959afbbd65d652898839e3626d929598a33"
 
 
 def _without(records: pl.DataFrame, *columns: str) -> pl.DataFrame:
@@ -88,11 +89,11 @@ def test_every_identifier_set_gives_its_own_model_definition() -> None:
         (("nhs_token", "sex"), ["forename", "surname", "dob", "address", "move"]),
         (
             ("uprn_token", "postcode"),
-            ["forename", "surname", "dob", "names_swapped", "move", "nhs_token", "sex"],
+            ["forename", "surname", "dob", "move", "nhs_token", "sex"],
         ),
         (
             ("nhs_token", "uprn_token", "postcode", "sex"),
-            ["forename", "surname", "dob", "names_swapped", "move"],
+            ["forename", "surname", "dob", "move"],
         ),
     ],
 )

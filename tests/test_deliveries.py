@@ -145,5 +145,5 @@ def test_names_and_dates_only(demo: dict[str, Any], tmp_path: Path) -> None:
     summary = _run(config)
     linkage = summary["linkage"]
     assert set(linkage["identifiers"]) == {"forename", "surname", "dob", "period"}
-    assert linkage["comparisons"] == ["forename", "surname", "dob", "names_swapped", "move"]
+    assert linkage["comparisons"] == ["forename", "surname", "dob", "move"]
     assert linkage["people"] < linkage["records"]

@@ -70,6 +70,11 @@ def test_relative_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
         (('[sources.gp_registrations.columns]\nrecord_id = "ID"', ""), "columns] is missing"),
         (('date_format = ["%Y%m%d", "%d/%m/%Y"]', "date_format = 3"), "date format"),
         (("[run]", "[linkage]\nmatch_threshold = 1.5\n[run]"), "between 0 and 1"),
+        (("[run]", '[linkage]\nmatch_threshold = "high"\n[run]'), "match_threshold"),
+        (
+            ("[run]", '[linkage]\nmatch_threshold = "auto"\nthreshold_mode = "fixed"\n[run]'),
+            "contradicts threshold_mode",
+        ),
         (("date_format = [", "skip_lines = -1\ndate_format = ["), "skip_lines must be"),
         (("date_format = [", "skip_lines = true\ndate_format = ["), "skip_lines must be"),
     ],
@@ -77,6 +82,15 @@ def test_relative_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
 def test_config_mistakes_are_named(tmp_path: Path, change: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         read_settings(_config(tmp_path, BASE.replace(*change)))
+
+
+def test_match_threshold_auto_chooses_the_threshold_from_the_data(tmp_path: Path) -> None:
+    auto = read_settings(
+        _config(tmp_path, BASE.replace("[run]", '[linkage]\nmatch_threshold = "auto"\n[run]'))
+    )
+    assert auto.linkage.threshold_mode == "auto"
+    assert auto.linkage.match_threshold == 0.95  # the fallback when nothing is scored
+    assert read_settings(_config(tmp_path, BASE)).linkage.threshold_mode == "fixed"
 
 
 def test_missing_contract_is_a_contract_error(tmp_path: Path) -> None:

@@ -186,6 +186,7 @@ class LinkageSettings:
     match_threshold: float = 0.95
     # "auto": cluster at the threshold the model's own probabilities give the best expected F1
     # (uprnlink.linkage.threshold), within [0.5, 0.999]; match_threshold is then only the fallback.
+    # `match_threshold = "auto"` in the config file means the same (with 0.95 as the fallback).
     threshold_mode: str = "fixed"
     memory_limit: str = "8GB"  # DuckDB's cap (it spills to disk beyond it); Spark driver memory
     threads: int = 2
@@ -195,6 +196,9 @@ class LinkageSettings:
     baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
     # Records that cannot be one person never share a cluster (uprnlink.linkage.constraints).
     cannot_link: bool = True
+    # A lone record with no date of birth or NHS number joins the one person of its forename
+    # at the same UPRN over an overlapping period (uprnlink.linkage.coresidence).
+    coresidence: bool = True
     # Train on one DuckDB thread so the same inputs give bit-identical parameters (and people);
     # false trades that for speed (`make bench` measures the difference).
     repeatable_training: bool = True
@@ -728,6 +732,19 @@ _TYPE_WORDS = {"str": "string", "int": "whole number", "float": "number", "bool"
 _T = TypeVar("_T")
 
 
+def _auto_threshold(link_raw: dict[str, Any], config_path: Path) -> dict[str, Any]:
+    """`match_threshold = "auto"` is `threshold_mode = "auto"` (the threshold chosen from the
+    model's own probabilities, uprnlink.linkage.threshold) with the default as the fallback."""
+    if link_raw.get("match_threshold") != "auto":
+        return link_raw
+    if link_raw.get("threshold_mode", "auto") != "auto":
+        raise ConfigError(
+            f'{config_path}: [linkage] match_threshold = "auto" contradicts threshold_mode'
+        )
+    rest = {k: v for k, v in link_raw.items() if k != "match_threshold"}
+    return {**rest, "threshold_mode": "auto"}
+
+
 def read_settings(config_path: Path) -> RunSettings:
     """Load and check a run configuration file."""
     named = Path(config_path).expanduser()
@@ -784,6 +801,7 @@ def read_settings(config_path: Path) -> RunSettings:
         **link_raw,
         "spark_conf": {str(k): str(v) for k, v in link_raw.get("spark_conf", {}).items()},
     }
+    link_raw = _auto_threshold(link_raw, config_path)
     linkage = _typed(LinkageSettings, link_raw, "linkage", config_path)
     if linkage.backend not in {"duckdb", "spark"}:
         raise ConfigError(f"{config_path}: [linkage] backend must be duckdb or spark")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from uprnlink.errors import LinkageError
+from uprnlink.linkage.comparisons import ADDRESS_COLUMN, comparisons_for
 from uprnlink.progress import timed
 from uprnlink.settings import LinkageSettings
 from uprnlink.sources import sources_with
@@ -34,9 +36,6 @@ LINKAGE_COLUMNS = (
     "nhs_token",
 )
 PERIOD_COLUMNS = ("start_date", "end_date")
-#: The address as written (standardised text): compared only where no record carries a UPRN,
-#: the address already resolved to its property.
-ADDRESS_COLUMN = "address_line_1"
 
 #: Every identifier a comparison, blocking rule or training step can use, by the column (or
 #: derived column) that carries it; `period` is a residence stay (start and end dates).
@@ -68,18 +67,11 @@ NON_RESIDENCE_SOURCES = sources_with("visits")  # the source registry's (uprnlin
 # 2: scores distinct identifier profiles, EM sessions capped at max_pairs_em, postcode sector
 # by string position.
 # 3: a forename-initial level (m prior 0.03).
-MODEL_VERSION = "uprnlink-model/3"
+# 4: comparisons declared with their priors (linkage.comparisons); forename / surname reversed
+# and one-edit levels on both names (replacing the names-swapped comparison); DOB + postcode
+# blocking; without a place, one name and the other's initial instead of both names.
+MODEL_VERSION = "uprnlink-model/4"
 VARIANTS_PATH = Path(__file__).parents[1] / "data" / "name_variants.csv"
-
-
-def _duckdb_level(sql_condition: str, label_for_charts: str | None = None) -> Any:
-    """A custom comparison level written in DuckDB SQL, which Splink translates (sqlglot) when
-    the model runs on another backend such as Spark."""
-    import splink.comparison_level_library as cll
-
-    return cll.CustomLevel(
-        sql_condition, label_for_charts=label_for_charts, base_dialect_str="duckdb"
-    )
 
 
 def identifiers_present(records: pl.DataFrame) -> frozenset[str]:
@@ -101,249 +93,6 @@ def identifiers_present(records: pl.DataFrame) -> frozenset[str]:
         if stays.height >= 2:
             present.add("period")
     return frozenset(present)
-
-
-_POSTCODE_SECTOR = "substr({c}, 1, length({c}) - 2)"
-_POSTCODE_DISTRICT = "split_part({c}, ' ', 1)"
-
-
-def _postcode_levels() -> list[Any]:
-    """Same postcode, sector, district (no UPRN to compare)."""
-    import splink.comparison_level_library as cll
-
-    return [
-        cll.ExactMatchLevel("postcode").configure(label_for_charts="Same postcode"),
-        _duckdb_level(
-            f"{_POSTCODE_SECTOR.format(c='postcode_l')} = {_POSTCODE_SECTOR.format(c='postcode_r')}",
-            label_for_charts="Same postcode sector",
-        ),
-        _duckdb_level(
-            f"{_POSTCODE_DISTRICT.format(c='postcode_l')} = "
-            f"{_POSTCODE_DISTRICT.format(c='postcode_r')}",
-            label_for_charts="Same postcode district",
-        ),
-    ]
-
-
-def _partial_address_comparison(identifiers: frozenset[str]) -> tuple[Any, list[float]]:
-    """Where a record lives, from what there is when UPRN and postcode are not both carried:
-    the UPRN token alone, or the postcode and the address as written. Returns the comparison
-    and the starting m probabilities of its non-null levels."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    if "uprn_token" in identifiers:
-        levels: list[Any] = [
-            cll.NullLevel("uprn_token"),
-            cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
-            cll.ElseLevel(),
-        ]
-        return cl.CustomComparison(
-            output_column_name="address",
-            comparison_description="UPRN token",
-            comparison_levels=levels,
-        ), [0.75, 0.25]
-    text, postcode = "address" in identifiers, "postcode" in identifiers
-    a = ADDRESS_COLUMN
-    nulls = [
-        f"({c}_l IS NULL OR {c}_r IS NULL)" for c, on in ((a, text), ("postcode", postcode)) if on
-    ]
-    levels = [_duckdb_level(" AND ".join(nulls)).configure(is_null_level=True)]
-    if text and postcode:
-        levels.append(
-            _duckdb_level(
-                f"{a}_l = {a}_r AND postcode_l = postcode_r",
-                label_for_charts="Same address and postcode",
-            )
-        )
-    if text:
-        levels += [
-            cll.ExactMatchLevel(a).configure(label_for_charts="Same address"),
-            cll.JaroWinklerLevel(a, 0.9).configure(label_for_charts="Address close"),
-        ]
-    if postcode:
-        levels += _postcode_levels()
-    if text:
-        # The first word (house or flat number) and the last (the town or street) agree:
-        # the street name in between was mistyped or written another way.
-        first_last = (
-            f"split_part({a}_l, ' ', 1) = split_part({a}_r, ' ', 1) AND "
-            f"split_part({a}_l, ' ', -1) = split_part({a}_r, ' ', -1)"
-        )
-        levels += [
-            _duckdb_level(first_last, label_for_charts="Same number and last word"),
-            cll.JaroWinklerLevel(a, 0.7).configure(label_for_charts="Address alike"),
-        ]
-    levels.append(cll.ElseLevel())
-    # Starting m of each non-null level, in the order above.
-    if text and postcode:
-        m = [0.55, 0.15, 0.1, 0.1, 0.03, 0.02, 0.01, 0.02, 0.02]
-    elif text:
-        m = [0.6, 0.2, 0.05, 0.05, 0.1]
-    else:
-        m = [0.6, 0.15, 0.1, 0.15]
-    return cl.CustomComparison(
-        output_column_name="address",
-        comparison_description="Postcode levels" + (" and the address as written" if text else ""),
-        comparison_levels=levels,
-    ), m
-
-
-def _address_comparison() -> Any:
-    """One comparison for where a record places the person, so UPRN and postcode agreement
-    (which always co-occur) are not counted twice as independent evidence."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    # Postcodes arrive canonical ("OUTWARD INWARD", inward = digit + two letters), so the
-    # sector is all but the last two characters: plain string functions, no per-pair regex.
-    sector = _POSTCODE_SECTOR
-    district = _POSTCODE_DISTRICT
-    return cl.CustomComparison(
-        output_column_name="address",
-        comparison_description="UPRN token, else postcode levels",
-        comparison_levels=[
-            cll.And(
-                cll.Or(cll.NullLevel("uprn_token"), cll.Not(cll.NullLevel("uprn_token"))),
-                _duckdb_level(
-                    "(uprn_token_l IS NULL OR uprn_token_r IS NULL) AND "
-                    "(postcode_l IS NULL OR postcode_r IS NULL)"
-                ),
-            ).configure(is_null_level=True),
-            cll.ExactMatchLevel("uprn_token").configure(label_for_charts="Same UPRN"),
-            _duckdb_level(
-                "postcode_l = postcode_r",
-                label_for_charts="Same postcode (UPRN differs or unknown)",
-            ),
-            _duckdb_level(
-                f"{sector.format(c='postcode_l')} = {sector.format(c='postcode_r')}",
-                label_for_charts="Same postcode sector",
-            ),
-            _duckdb_level(
-                f"{district.format(c='postcode_l')} = {district.format(c='postcode_r')}",
-                label_for_charts="Same postcode district",
-            ),
-            cll.ElseLevel(),
-        ],
-    )
-
-
-def _forename_comparison() -> Any:
-    """Forename: exact (term-frequency adjusted), close spelling, a known variant of the same
-    name (BILL / WILLIAM, PEGGY / MARGARET) from the shipped UK forename variant list, or an
-    initial (council tax and older systems often hold only "J")."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    return cl.CustomComparison(
-        output_column_name="forename",
-        comparison_description="Forename with spelling and nickname levels",
-        comparison_levels=[
-            cll.NullLevel("forename"),
-            cll.ExactMatchLevel("forename", term_frequency_adjustments=True),
-            cll.JaroWinklerLevel("forename", 0.92),
-            cll.ArrayIntersectLevel("forename_roots", 1).configure(
-                label_for_charts="Known variant of the same forename"
-            ),
-            _duckdb_level(
-                "(length(forename_l) = 1 AND forename_l = substr(forename_r, 1, 1)) OR "
-                "(length(forename_r) = 1 AND forename_r = substr(forename_l, 1, 1))",
-                label_for_charts="An initial that starts the other forename",
-            ),
-            cll.JaroWinklerLevel("forename", 0.8),
-            cll.ElseLevel(),
-        ],
-    )
-
-
-def _dob_comparison() -> Any:
-    """Date of birth: exact; day and month transposed (03/05 for 05/03); one character slip;
-    then within a month, a year, ten years."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    transposed = (
-        "day(dob_l) <= 12 AND day(dob_r) <= 12 AND day(dob_l) <> month(dob_l) AND "
-        "year(dob_l) = year(dob_r) AND month(dob_l) = day(dob_r) AND day(dob_l) = month(dob_r)"
-    )
-    return cl.CustomComparison(
-        output_column_name="dob",
-        comparison_description="Date of birth with transposition and slip levels",
-        comparison_levels=[
-            cll.NullLevel("dob"),
-            cll.ExactMatchLevel("dob"),
-            _duckdb_level(transposed, label_for_charts="Day and month transposed"),
-            _duckdb_level(
-                "levenshtein(CAST(dob_l AS VARCHAR), CAST(dob_r AS VARCHAR)) <= 1",
-                label_for_charts="One character different",
-            ),
-            cll.AbsoluteDateDifferenceLevel(
-                "dob", input_is_string=False, threshold=1, metric="month"
-            ),
-            cll.AbsoluteDateDifferenceLevel(
-                "dob", input_is_string=False, threshold=1, metric="year"
-            ),
-            cll.AbsoluteDateDifferenceLevel(
-                "dob", input_is_string=False, threshold=10, metric="year"
-            ),
-            cll.ElseLevel(),
-        ],
-    )
-
-
-def _swapped_names_comparison() -> Any:
-    """Forename and surname recorded the other way round (FORENAME = the other's surname and
-    SURNAME = the other's forename)."""
-    import splink.comparison_library as cl
-
-    return cl.CustomComparison(
-        output_column_name="names_swapped",
-        comparison_description="Forename and surname swapped",
-        comparison_levels=[
-            _duckdb_level(
-                "forename_l IS NULL OR forename_r IS NULL OR surname_l IS NULL OR surname_r IS NULL"
-            ).configure(is_null_level=True),
-            _duckdb_level(
-                "forename_l = surname_r AND surname_l = forename_r AND forename_l <> surname_l",
-                label_for_charts="Forename and surname swapped",
-            ),
-            _duckdb_level("TRUE", label_for_charts="Not swapped"),
-        ],
-    )
-
-
-def _move_comparison() -> Any:
-    """Time-aware address evidence: one record's stay at an address ends the day before
-    another's begins (a move: council tax liability closed and reopened elsewhere, or a care
-    placement starting the day after a liability ends)."""
-    import splink.comparison_level_library as cll
-    import splink.comparison_library as cl
-
-    consecutive = (
-        "(move_next_l IS NOT NULL AND period_start_r BETWEEN period_end_l AND move_next_l) OR "
-        "(move_next_r IS NOT NULL AND period_start_l BETWEEN period_end_r AND move_next_r)"
-    )
-    within_month = (
-        "(move_next_l IS NOT NULL AND abs(datediff('day', period_end_l, period_start_r)) <= 31) OR "
-        "(move_next_r IS NOT NULL AND abs(datediff('day', period_end_r, period_start_l)) <= 31)"
-    )
-    return cl.CustomComparison(
-        output_column_name="move",
-        comparison_description="One stay ends as the other begins",
-        comparison_levels=[
-            _duckdb_level(
-                "period_start_l IS NULL OR period_start_r IS NULL OR "
-                "(period_end_l IS NULL AND period_end_r IS NULL)"
-            ).configure(is_null_level=True),
-            _duckdb_level(
-                consecutive, label_for_charts="Moved: one stay ends the day before the other starts"
-            ),
-            _duckdb_level(
-                within_month, label_for_charts="One stay ends within a month of the other starting"
-            ),
-            cll.ElseLevel(),
-        ],
-    )
 
 
 def period_exprs() -> list[pl.Expr]:
@@ -378,54 +127,15 @@ def forename_roots(forenames: pl.Series) -> pl.Series:
 
 
 def _comparisons(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[Any]:
-    """The comparisons for the identifiers the records carry (each needs its own)."""
-    import splink.comparison_library as cl
-
-    # Starting m probabilities for each non-null level. EM re-estimates every level it can
-    # observe; a level it cannot (true matches born ten years apart, say) keeps this prior
-    # instead of Splink's uninformative default, which would under-penalise disagreement.
-    has = identifiers.__contains__
-    out: list[Any] = []
-    if has("forename"):
-        # An initial for a forename: about 3% of matching pairs where one system keeps initials
-        # (council tax often does); EM cannot observe the level (no NHS numbers there, and the
-        # name session blocks on forename), so the prior stands.
-        out.append(
-            _forename_comparison().configure(m_probabilities=[0.87, 0.04, 0.03, 0.03, 0.015, 0.015])
-        )
-    if has("surname"):
-        out.append(
-            cl.NameComparison("surname").configure(
-                term_frequency_adjustments=True, m_probabilities=[0.9, 0.03, 0.02, 0.02, 0.03]
-            )
-        )
-    if has("dob"):
-        out.append(
-            _dob_comparison().configure(
-                m_probabilities=[0.95, 0.008, 0.022, 0.008, 0.008, 0.003, 0.001]
-            )
-        )
-    if has("uprn_token") and has("postcode"):
-        out.append(_address_comparison().configure(m_probabilities=[0.6, 0.2, 0.08, 0.06, 0.06]))
-    elif has("uprn_token") or has("postcode") or has("address"):
-        comparison, m = _partial_address_comparison(identifiers)
-        out.append(comparison.configure(m_probabilities=m))
-    if has("forename") and has("surname") and not (has("uprn_token") or has("postcode")):
-        # With no UPRN or postcode, names carry most of the evidence: one recorded the other
-        # way round (a forename in the surname field) is evidence, not two disagreements.
-        out.append(_swapped_names_comparison().configure(m_probabilities=[0.02, 0.98]))
-    if has("period"):
-        out.append(_move_comparison().configure(m_probabilities=[0.05, 0.03, 0.92]))
-    if has("nhs_token"):
-        out.append(cl.ExactMatch("nhs_token").configure(m_probabilities=[0.995, 0.005]))
-    if has("sex"):
-        out.append(cl.ExactMatch("sex").configure(m_probabilities=[0.99, 0.01]))
-    if not out:
+    """The Splink comparisons for the identifiers the records carry, as declared (with their
+    levels and starting m probabilities) in `uprnlink.linkage.comparisons`."""
+    declared = comparisons_for(identifiers)
+    if not declared:
         raise LinkageError(
             "no identifier to link on: the records carry no names, date of birth, NHS number, "
             "UPRN, postcode or address"
         )
-    return out
+    return [c.creator() for c in declared]
 
 
 # Each prediction blocking rule and the identifiers it needs.
@@ -433,6 +143,8 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
     (("nhs_token",), ("nhs_token",)),
     (("surname", "dob"), ("surname", "dob")),
     (("forename", "dob"), ("forename", "dob")),
+    # Both names mistyped or replaced: the date of birth and the postcode still agree.
+    (("dob", "postcode"), ("dob", "postcode")),
     (("uprn_token", "surname"), ("uprn_token", "surname")),
     (("uprn_token", "forename"), ("uprn_token", "forename")),
     (("postcode", "forename"), ("postcode", "forename")),
@@ -445,12 +157,21 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
 )
 # Used only where nothing above pins a place (no UPRN, no postcode): the address as written
 # (its residents), the date of birth alone (about n²/73,000 pairs for n records: heavy at a
-# million, but such deliveries have nothing better), the names, and the names swapped (a
-# forename recorded as the surname). Measured on FEBRL4 (benchmarks/febrl.py).
+# million, but such deliveries have nothing better), one name and the other's initial, and the
+# names swapped (a forename recorded as the surname). Measured on FEBRL4 (benchmarks/febrl.py).
 _FALLBACK_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
     (("address",), ("address_line_1",)),
     (("dob",), ("dob",)),
-    (("forename", "surname"), ("forename", "surname")),
+    # One name the same and the other's first letter (a typo in the other name, the date of
+    # birth missing or wrong: FEBRL4 without an address, 56 true pairs no other rule found).
+    (
+        ("forename", "surname"),
+        "l.forename = r.forename AND substr(l.surname, 1, 1) = substr(r.surname, 1, 1)",
+    ),
+    (
+        ("forename", "surname"),
+        "l.surname = r.surname AND substr(l.forename, 1, 1) = substr(r.forename, 1, 1)",
+    ),
     (("forename", "surname"), "l.forename = r.surname AND l.surname = r.forename"),
     # The address's first word (the house or flat number) and a name's first letters.
     (
@@ -519,19 +240,34 @@ def to_polars(sdf: Any) -> pl.DataFrame:
 M_FLOOR = 1e-4
 
 
-def _floor_m_probabilities(linker: Any, floor: float = M_FLOOR) -> None:
-    """Keep every level's m probability above a floor.
+def floor_m_probabilities(model: dict[str, Any], floor: float = M_FLOOR) -> dict[str, Any]:
+    """A Splink model JSON with every level's m probability at least `floor`.
 
     EM can estimate m = 0 for a level it never sees among matches (different NHS numbers,
     different sex), which makes that disagreement an infinite penalty; real data has
     transcription errors, so a large but finite penalty is the honest model.
     """
-    for comparison in linker._settings_obj.comparisons:
-        levels = [lvl for lvl in comparison.comparison_levels if not lvl.is_null_level]
-        for level in levels:
-            m = level.m_probability
-            if isinstance(m, float) and m < floor:
-                level.m_probability = floor
+    out: dict[str, Any] = json.loads(json.dumps(model))
+    for comparison in out["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            m = level.get("m_probability")
+            if level.get("is_null_level") or isinstance(m, bool):
+                continue
+            if isinstance(m, int | float) and m < floor:
+                level["m_probability"] = floor
+    return out
+
+
+def model_json(linker: Any) -> dict[str, Any]:
+    """A linker's model (settings and trained parameters) as plain JSON (Splink's public
+    `save_model_to_json`), from which `Linker(table, model)` rebuilds it."""
+    return dict(json.loads(json.dumps(linker.misc.save_model_to_json(), default=str)))
+
+
+def _splink_failure(exc: Exception) -> bool:
+    """A training session that Splink itself gave up on (its own exception, or a ValueError
+    from an m estimated as exactly 0), as opposed to a bug to raise."""
+    return isinstance(exc, ValueError) or type(exc).__module__.startswith("splink.")
 
 
 # Keys of a Splink settings dict that training sets (or that name one linker instance), left out
@@ -685,27 +421,44 @@ def has_pairs(records: pl.DataFrame, identifiers: tuple[str, ...]) -> bool:
     return bool(counts.height) and int(counts.get_column("len").max()) >= 2  # type: ignore[arg-type]
 
 
+def _estimate_lambda(
+    linker: Any, rules: list[tuple[str, ...]], words: Callable[[tuple[str, ...]], str]
+) -> str:
+    """λ from pairs agreeing on the deterministic `rules` (Splink's default when none agree);
+    returns the line saying which."""
+    from splink import block_on
+
+    if not rules:
+        log.warning("linkage: no pair agrees on a deterministic rule: default share kept")
+        return "share of matching pairs: Splink's default (no pair agreed)"
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on(*(_column(i) for i in r)) for r in rules], recall=0.8
+    )
+    return "share of matching pairs from " + "; ".join(map(words, rules))
+
+
 def train_model(
-    linker: Any,
+    table: Any,
+    creator: Any,
     settings: LinkageSettings,
     identifiers: frozenset[str] = FULL_IDENTIFIERS,
     records: pl.DataFrame | None = None,
-) -> list[str]:
-    """λ from deterministic rules, u by random sampling, m by EM in two sessions (see
-    `training_plan`); returns a line per step saying what it was trained on or why it was
-    skipped.
+) -> tuple[dict[str, Any], list[str]]:
+    """Train the model `creator` defines on `table` (a registered Splink table of `records`):
+    λ from deterministic rules, u by random sampling, m by EM in two sessions (see
+    `training_plan`). Returns the trained model JSON (m floored, `floor_m_probabilities`) and a
+    line per step saying what it was trained on or why it was skipped.
 
     Every step is bounded: u from at most `max_pairs_u` random pairs, each EM session on at
     most `max_pairs_em` blocked pairs, so training time stops growing with the data. A session
     whose blocking rule finds no pairs (a delivery too small, or an identifier too rare) is
-    skipped: the comparisons it would have trained keep their documented starting values.
-    `records` (the table the linker reads) is checked for such pairs first, as a failed Splink
-    session leaves the linker without the comparisons it blocked on.
+    skipped, and one Splink cannot finish is undone (the linker rebuilt from the model saved
+    before it): the comparisons it would have trained keep their documented starting values.
     """
-    from splink import block_on
-    from splink.internals.exceptions import EMTrainingException
+    from splink import Linker, block_on
 
     lambdas, sessions = training_plan(identifiers)
+    linker = Linker(table, creator, log_level=logging.ERROR)
 
     def pairs(rule: tuple[str, ...]) -> bool:
         return records is None or has_pairs(records, rule)
@@ -717,21 +470,13 @@ def train_model(
         return " and ".join(_IDENTIFIER_WORDS.get(i, i) for i in rule)
 
     # Splink warns about every level an EM session cannot observe; those levels keep the
-    # documented priors in _comparisons(), so the warnings are noise in run logs.
+    # documented priors (uprnlink.linkage.comparisons), so the warnings are noise in run logs.
     splink_log = logging.getLogger("splink")
     previous_level = splink_log.level
     splink_log.setLevel(logging.ERROR)
     try:
         with timed(f"linkage: training 1/{steps}, share of matching pairs"):
-            agreeing = [r for r in lambdas if pairs(r)]
-            if agreeing:
-                linker.training.estimate_probability_two_random_records_match(
-                    [block_on(*(_column(i) for i in r)) for r in agreeing], recall=0.8
-                )
-                done.append("share of matching pairs from " + "; ".join(map(words, agreeing)))
-            else:  # no pair agrees on any rule: Splink's default stays
-                log.warning("linkage: no pair agrees on a deterministic rule: default share kept")
-                done.append("share of matching pairs: Splink's default (no pair agreed)")
+            done.append(_estimate_lambda(linker, [r for r in lambdas if pairs(r)], words))
         with timed(f"linkage: training 2/{steps}, u from {settings.max_pairs_u:,.0f} random pairs"):
             linker.training.estimate_u_using_random_sampling(
                 max_pairs=settings.max_pairs_u, seed=settings.seed
@@ -742,9 +487,7 @@ def train_model(
                 log.warning("linkage: no pairs share %s: that EM session is skipped", words(rule))
                 done.append(f"{what}: skipped, no such pairs")
                 continue
-            # Splink trains on a copy but can leave the linker changed when a session fails
-            # (an m estimated as exactly 0 on a small or lopsided sample): put it back.
-            saved = linker._settings_obj.core_model_settings.copy()
+            saved = model_json(linker)
             try:
                 with timed(f"linkage: training {i}/{steps}, {what}"):
                     linker.training.estimate_parameters_using_expectation_maximisation(
@@ -753,14 +496,21 @@ def train_model(
                         max_pairs=settings.max_pairs_em,
                     )
                 done.append(what)
-            except (ValueError, EMTrainingException) as exc:
-                linker._settings_obj.core_model_settings = saved
+            except Exception as exc:
+                if not _splink_failure(exc):
+                    raise
+                # A failed session can leave the linker half-changed: rebuild it as it was.
+                linker.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
+                linker = Linker(table, saved, log_level=logging.ERROR)
                 log.warning("linkage: %s failed (%s): skipped", what, type(exc).__name__)
                 done.append(f"{what}: skipped, it did not converge ({type(exc).__name__})")
-        _floor_m_probabilities(linker)
+        trained = floor_m_probabilities(model_json(linker))
     finally:
         splink_log.setLevel(previous_level)
-    return done
+    # The database API's table cache is shared by every linker on it: clear it, or a scoring
+    # linker would find the training tables (of records, not profiles).
+    linker.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
+    return trained, done
 
 
 def check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
@@ -773,14 +523,8 @@ def check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:
 
 def blocking_rule_sqls(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[str]:
     """The prediction blocking rules as SQL, in order (a prediction's `match_key` indexes it)."""
-    from splink.internals.blocking_rule_creator import BlockingRuleCreator
-
-    return [
-        rule.get_blocking_rule("duckdb").blocking_rule_sql
-        if isinstance(rule, BlockingRuleCreator)
-        else str(rule)
-        for rule in _prediction_blocking_rules(identifiers)
-    ]
+    resolved = settings_json(settings_dict(0.95, identifiers))
+    return [rule["blocking_rule"] for rule in resolved["blocking_rules_to_generate_predictions"]]
 
 
 def comparison_names(identifiers: frozenset[str] = FULL_IDENTIFIERS) -> list[str]:

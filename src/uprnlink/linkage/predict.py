@@ -3,7 +3,6 @@ clustered into people."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import nullcontext
@@ -16,9 +15,14 @@ import polars as pl
 
 from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backend
 from uprnlink.linkage.clustering import cluster_records
+from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import apply_cannot_link, profile_listings
+from uprnlink.linkage.coresidence import (
+    CORESIDENT_COLUMNS,
+    CoresidenceReport,
+    link_coresidents,
+)
 from uprnlink.linkage.model import (
-    ADDRESS_COLUMN,
     FULL_IDENTIFIERS,
     LINKAGE_COLUMNS,
     PERIOD_COLUMNS,
@@ -72,6 +76,8 @@ class LinkageResult:
     threshold_choice: dict[str, Any] | None = None
     # What the cannot-link rules split (uprnlink.linkage.constraints), counts by rule.
     cannot_link: dict[str, Any] | None = None
+    # What the co-residence pass linked (uprnlink.linkage.coresidence), counts.
+    coresidence: dict[str, Any] | None = None
     # What the model was built from: the identifiers the records carry, and so its comparisons,
     # blocking rules and training steps (uprnlink.linkage.model.identifiers_present).
     identifiers: list[str] = field(default_factory=list)
@@ -265,6 +271,30 @@ def _predict(
     return pl.concat(kept), blocking, cumulative
 
 
+def _coresidence_pass(
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    members: pl.DataFrame,
+    listings: pl.DataFrame | None,
+) -> tuple[pl.DataFrame, CoresidenceReport]:
+    """The co-residence pass (uprnlink.linkage.coresidence) on the profile clusters, logged."""
+    sources = members.select(pl.col("profile").alias("unique_id"), "source_dataset").unique()
+    labels, report = link_coresidents(
+        labels, profiles.select(*CORESIDENT_COLUMNS), listings, sources
+    )
+    log.info(
+        "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
+        "the one co-resident of their forename (%s ambiguous, %s another stay, %s refused "
+        "by the rules)",
+        f"{report.linked:,}",
+        f"{report.candidates:,}",
+        f"{report.ambiguous:,}",
+        f"{report.other_stay:,}",
+        f"{report.refused:,}",
+    )
+    return labels, report
+
+
 def link_people(
     records: pl.DataFrame,
     settings: LinkageSettings,
@@ -322,15 +352,12 @@ def link_people(
             # 0.0008 recall). Every training step samples, so this stays bounded.
             training_records = splink_records(records, identifiers=identifiers)
             table = backend.register(training_records, "records")
-            trainer = Linker(table, creator, log_level=logging.ERROR)
             one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
             with backend.progress("linkage: training"), one_thread:
-                training = train_model(trainer, settings, identifiers, training_records)
+                trained, training = train_model(
+                    table, creator, settings, identifiers, training_records
+                )
             del training_records
-            trained = json.loads(json.dumps(trainer.misc.save_model_to_json(), default=str))
-            # The database API's table cache is shared by every linker on it: clear it, or
-            # the scoring linker would find the training tables (of records, not profiles).
-            trainer.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
             backend.release(table)
             linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
             canonical = with_parameters(settings_json(creator), trained)
@@ -378,6 +405,7 @@ def link_people(
         by_profile = cluster_records(complete, pairs, threshold)
     timings["cluster"] = round(time.perf_counter() - t3, 2)
     report = None
+    node_listings = profile_listings(listings, members) if listings is not None else None
     if settings.cannot_link or clerical.height:
         t4 = time.perf_counter()
         by_profile, report = apply_cannot_link(
@@ -385,7 +413,7 @@ def link_people(
             profiles.select("unique_id", "nhs_token", "dob").join(complete, on="unique_id"),
             pairs,
             threshold,
-            profile_listings(listings, members) if listings is not None else None,
+            node_listings,
             clerical,
         )
         report.seconds = round(time.perf_counter() - t4, 2)
@@ -396,6 +424,11 @@ def link_people(
             f"{report.people_added:,}",
             ", ".join(f"{rule} {n:,}" for rule, n in report.by_rule.items()),
         )
+    coresidence = None
+    if settings.coresidence:
+        t6 = time.perf_counter()
+        by_profile, coresidence = _coresidence_pass(by_profile, profiles, members, node_listings)
+        timings["coresidence"] = round(time.perf_counter() - t6, 2)
     review = review_record_pairs(select_review_pairs(pairs, below, by_profile, threshold), members)
     t5 = time.perf_counter()
     with timed("linkage: person ids"):
@@ -418,6 +451,7 @@ def link_people(
         profiles=profiles.height,
         threshold_choice=choice.to_dict() if choice is not None else None,
         cannot_link=report.to_dict() if report is not None else None,
+        coresidence=coresidence.to_dict() if coresidence is not None else None,
         identifiers=sorted(identifiers),
         comparisons=comparison_names(identifiers),
         training=training,

@@ -18,9 +18,9 @@ from uprnlink.errors import KeyManagementError
 from uprnlink.ingest import manifest
 from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
+from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
 from uprnlink.linkage.model import (
-    ADDRESS_COLUMN,
     LINKAGE_COLUMNS,
     MODEL_VERSION,
     PERIOD_COLUMNS,
@@ -111,6 +111,7 @@ def link_records(
         "blocking": result.blocking,
         "cannot_link": result.cannot_link,
         "review": {"queued": result.review.height if result.review is not None else 0},
+        "coresidence": result.coresidence,
     }
     if result.labels_applied is not None:
         summary["review"]["labels_applied"] = result.labels_applied

@@ -1,0 +1,179 @@
+"""The co-residence pass: records that carry too little to link on their own (a council tax
+party with a name and an address, no date of birth or NHS number) join the one person who
+lived at the same property, under the same forename, at the same time.
+
+The model scores such a record on its names and address alone, so a liable adult filed under
+another surname (married, or a previous name the council never updated) stays alone even when a
+resident of the same pseudonymised UPRN with the same forename was registered there over the
+same months. The pass is guarded so that it cannot join two people:
+
+* only a record left alone by clustering (its own cluster) with no date of birth and no NHS
+  number, at a UPRN token, with a forename and a residence period, is a candidate;
+* it joins a cluster that holds a record with a date of birth or an NHS number, at the same
+  UPRN token with the same forename, whose residence period overlaps the candidate's;
+* exactly one such cluster, or nothing (two Helens at the address: no link);
+* not where that cluster's own record in the candidate's source (its own council tax stay,
+  say) places it at that UPRN at another time: then the candidate is a previous or later
+  occupant of the same forename (`other_stays`);
+* and never where the cannot-link rules (`uprnlink.linkage.constraints`) would then find a
+  conflict in the cluster (two people on one account at once).
+
+It works on identifier profiles (`uprnlink.linkage.predict.linkage_profiles`), after the
+cannot-link rules, and reports counts only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import polars as pl
+
+from uprnlink.linkage.constraints import conflict_pairs
+
+_NODE = ("uprn_token", "forename", "period_start", "period_end")
+#: The profile columns the pass reads.
+CORESIDENT_COLUMNS = ("unique_id", "dob", "nhs_token", *_NODE)
+
+
+@dataclass
+class CoresidenceReport:
+    """What the co-residence pass did (counts only)."""
+
+    candidates: int = 0  # alone, no date of birth or NHS number, at a UPRN with a period
+    linked: int = 0  # joined the one co-resident of that forename
+    ambiguous: int = 0  # more than one such co-resident: left alone
+    refused: int = 0  # the cannot-link rules would have found a conflict: left alone
+    other_stay: int = 0  # the co-resident's own stay there in that source is another time
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts."""
+        return asdict(self)
+
+
+def overlap_expr(start: str, end: str, other_start: str, other_end: str) -> pl.Expr:
+    """Two periods (an open end runs on) share at least one day."""
+    return (pl.col(end).is_null() | (pl.col(other_start) <= pl.col(end))) & (
+        pl.col(other_end).is_null() | (pl.col(start) <= pl.col(other_end))
+    )
+
+
+def coresident_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
+    """For each candidate (a profile alone in its cluster with no date of birth or NHS number),
+    the clusters holding a complete profile at the same UPRN token with the same forename over
+    an overlapping period: unique_id, cluster_id (the target), targets (how many clusters
+    qualify)."""
+    nodes = labels.join(profiles, on="unique_id", how="inner")
+    known = [pl.col(c).is_not_null() for c in _NODE[:3]]
+    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
+    alone = pl.len().over("cluster_id") == 1
+    candidates = nodes.filter(alone & ~complete, *known).select("unique_id", *_NODE)
+    anchored = nodes.filter(complete.any().over("cluster_id"), *known).select(
+        "cluster_id",
+        "uprn_token",
+        "forename",
+        pl.col("period_start").alias("other_start"),
+        pl.col("period_end").alias("other_end"),
+    )
+    found = (
+        candidates.join(anchored, on=["uprn_token", "forename"])
+        .filter(overlap_expr("period_start", "period_end", "other_start", "other_end"))
+        .select("unique_id", "cluster_id")
+        .unique()
+    )
+    return found.with_columns(pl.len().over("unique_id").alias("targets"))
+
+
+def _relabel(labels: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+    """Labels with each moved node (unique_id, _to) in its new cluster."""
+    dtype = labels.schema["cluster_id"]
+    return (
+        labels.join(moves, on="unique_id", how="left")
+        .with_columns(pl.coalesce("_to", "cluster_id").cast(dtype).alias("cluster_id"))
+        .drop("_to")
+    )
+
+
+def other_stays(
+    moves: pl.DataFrame,
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    sources: pl.DataFrame,
+    gap_days: int = 31,
+) -> pl.Series:
+    """Candidates (moves: unique_id, _to) whose target cluster holds a stay at the same UPRN in
+    the candidate's own source that does not meet the candidate's: the same register (council
+    tax, say) places the target there at another time, more than `gap_days` before or after, so
+    the candidate is another occupant of that forename (a previous or a later one), not them.
+    A stay that ends as the candidate's begins, or the other way round, is one person's account
+    changing name, and does not refuse."""
+    stay = profiles.select("unique_id", "uprn_token", "period_start", "period_end").join(
+        sources, on="unique_id"
+    )
+    mine = moves.join(stay, on="unique_id")
+    theirs = (
+        labels.join(stay, on="unique_id")
+        .join(moves.select(pl.col("_to").alias("cluster_id")).unique(), on="cluster_id")
+        .select(
+            pl.col("cluster_id").alias("_to"),
+            "uprn_token",
+            "source_dataset",
+            pl.col("period_start").alias("other_start"),
+            pl.col("period_end").alias("other_end"),
+        )
+    )
+    gap = pl.duration(days=gap_days)
+    apart = (pl.col("other_start") > pl.col("period_end") + gap) | (
+        pl.col("other_end") < pl.col("period_start") - gap
+    )
+    return (
+        mine.join(theirs, on=["_to", "uprn_token", "source_dataset"])
+        .filter(apart.fill_null(False))
+        .get_column("unique_id")
+        .unique()
+    )
+
+
+def link_coresidents(
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    listings: pl.DataFrame | None = None,
+    sources: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, CoresidenceReport]:
+    """Clusters (unique_id, cluster_id) with each lone incomplete profile moved into the one
+    cluster of a co-resident of the same forename (see the module docstring for the guards).
+
+    `profiles` has unique_id, forename, dob, nhs_token, uprn_token, period_start, period_end;
+    `listings` (unique_id, listing, start, end, role) are the profiles' accounts, tenancies and
+    claims for the cannot-link check, or None; `sources` (unique_id, source_dataset) which
+    sources hold each profile, for the other-stay check (`other_stays`), or None.
+    """
+    nodes = labels.join(profiles, on="unique_id", how="inner")
+    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
+    report = CoresidenceReport(
+        candidates=nodes.filter(
+            (pl.len().over("cluster_id") == 1) & ~complete,
+            *[pl.col(c).is_not_null() for c in _NODE[:3]],
+        ).height
+    )
+    matches = coresident_matches(labels, profiles)
+    report.ambiguous = matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
+    moves = matches.filter(pl.col("targets") == 1).select(
+        "unique_id", pl.col("cluster_id").alias("_to")
+    )
+    if moves.height and sources is not None:
+        elsewhere = other_stays(moves, labels, profiles, sources)
+        report.other_stay = elsewhere.len()
+        moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
+    if moves.height == 0:
+        return labels, report
+    moved = _relabel(labels, moves)
+    attributes = profiles.select("unique_id", "nhs_token", "dob")
+    touched = moved.filter(pl.col("cluster_id").is_in(moves.get_column("_to").implode()))
+    conflicts = conflict_pairs(touched, attributes, listings)
+    refused = pl.concat([conflicts.get_column("a"), conflicts.get_column("b")]).unique()
+    report.refused = moves.filter(pl.col("unique_id").is_in(refused.implode())).height
+    report.linked = moves.height - report.refused
+    if report.refused:
+        moved = _relabel(labels, moves.filter(~pl.col("unique_id").is_in(refused.implode())))
+    return moved, report

@@ -1,0 +1,134 @@
+"""The declared comparisons: which level a hand-made pair lands in, their priors, and the
+DOB + postcode blocking rule (DuckDB on one-row frames, no training)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+from typing import Any
+
+import duckdb
+import pytest
+
+from uprnlink.linkage.comparisons import DECLARED, Comparison, comparisons_for, forename, surname
+from uprnlink.linkage.model import FULL_IDENTIFIERS, IDENTIFIERS, blocking_rule_sqls
+
+NAMES = frozenset({"forename", "surname"})
+
+
+def level_of(comparison: Comparison, left: dict[str, Any], right: dict[str, Any]) -> str:
+    """The label of the first level whose SQL holds for the pair (left, right)."""
+    levels = comparison.creator().get_comparison("duckdb").as_dict()["comparison_levels"]
+    cases = " ".join(
+        f"WHEN {lvl['sql_condition']} THEN {i}"
+        for i, lvl in enumerate(levels)
+        if lvl["sql_condition"] != "ELSE"
+    )
+    columns = {f"{k}_l": v for k, v in left.items()} | {f"{k}_r": v for k, v in right.items()}
+    con = duckdb.connect()
+    select = ", ".join(f"${k} AS {k}" for k in columns)
+    row = con.execute(f"SELECT CASE {cases} END FROM (SELECT {select})", columns).fetchall()
+    index = row[0][0]
+    return "else" if index is None else str(levels[index]["label_for_charts"])
+
+
+def _names(first: str, last: str) -> dict[str, Any]:
+    return {"forename": first, "surname": last, "forename_roots": [first]}
+
+
+def test_names_recorded_the_other_way_round_agree_on_both_names() -> None:
+    a, b = _names("CALVIN", "WHITE"), _names("WHITE", "CALVIN")
+    assert level_of(forename(NAMES), a, b) == "Forename is the other's surname"
+    assert level_of(surname(NAMES), a, b) == "Forename and surname reversed"
+
+
+def test_half_a_reversal_counts_once() -> None:
+    # A forename filed as the surname and another name in its place: one agreement, not two.
+    a, b = _names("CALVIN", "WHITE"), _names("WHITE", "TIMOTHY")
+    assert level_of(forename(NAMES), a, b) == "Forename is the other's surname"
+    assert level_of(surname(NAMES), a, b) == "else"
+
+
+def test_one_edit_in_a_short_name_has_its_own_level() -> None:
+    # JON / JAN: Jaro-Winkler 0.80, below the 0.92 level; one substitution.
+    label = level_of(forename(NAMES), _names("JON", "X"), _names("JAN", "Y"))
+    assert label.startswith("Damerau-Levenshtein distance of forename <= 1")
+    assert level_of(surname(NAMES), _names("A", "REES"), _names("B", "REIS")).startswith(
+        "Damerau-Levenshtein distance of surname <= 1"
+    )
+
+
+def test_exact_names_stay_exact_and_reversal_needs_both_names() -> None:
+    a = _names("ANNA", "POPA")
+    assert level_of(forename(NAMES), a, a) == "Exact match on forename"
+    assert "Forename is the other's surname" not in str(
+        forename(frozenset({"forename"})).creator().get_comparison("duckdb").as_dict()
+    )
+
+
+def test_every_declared_comparison_has_one_prior_per_level_summing_to_one() -> None:
+    optional = [i for i in IDENTIFIERS if i != "surname"]
+    for n in range(len(optional) + 1):
+        for subset in itertools.combinations(optional, n):
+            ids = frozenset({"surname", *subset})
+            for comparison in comparisons_for(ids):
+                nulls = [lvl for lvl in comparison.levels if lvl.m is None]
+                assert len(nulls) == 1, (comparison.name, ids)
+                assert comparison.m_probabilities == pytest.approx(
+                    [m for m in comparison.m_probabilities if m > 0]
+                )
+                assert sum(comparison.m_probabilities) == pytest.approx(1.0), (comparison.name, ids)
+    assert {d.declare.__name__ for d in DECLARED} >= {"forename", "surname", "address", "move"}
+
+
+def test_date_of_birth_and_postcode_find_a_pair_whose_names_both_differ() -> None:
+    rules = blocking_rule_sqls(FULL_IDENTIFIERS)
+    rule = next(r for r in rules if '"dob"' in r and '"postcode"' in r)
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM (VALUES "
+        "(1, 'JON', 'SMYTHE', DATE '1980-02-03', 'AB1 2CD'), "
+        "(2, 'JOHN', 'SMITH', DATE '1980-02-03', 'AB1 2CD'), "
+        "(3, 'JOHN', 'SMITH', DATE '1980-02-03', 'ZZ9 9ZZ')) "
+        "AS v(unique_id, forename, surname, dob, postcode)"
+    )
+    found = con.execute(
+        f"SELECT l.unique_id, r.unique_id FROM t l JOIN t r "
+        f"ON l.unique_id < r.unique_id AND ({rule})"
+    ).fetchall()
+    assert found == [(1, 2)]
+    assert not [r for r in blocking_rule_sqls(FULL_IDENTIFIERS - {"postcode"}) if "postcode" in r]
+
+
+def test_the_model_compares_dates_as_dates() -> None:
+    # A transposed day and month is its own level, ahead of "one character different".
+    from uprnlink.linkage.comparisons import date_of_birth
+
+    dob = date_of_birth(FULL_IDENTIFIERS)
+    assert (
+        level_of(dob, {"dob": date(1980, 3, 5)}, {"dob": date(1980, 5, 3)})
+        == "Day and month transposed"
+    )
+
+
+def test_without_a_place_one_name_and_the_others_initial_find_a_pair() -> None:
+    # Names and dates of birth only, the date missing on one side: a typo in the surname
+    # (SMITH / SMYTH) is found by the forename and the surname's initial, not JONES.
+    rules = blocking_rule_sqls(frozenset({"forename", "surname", "dob"}))
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM (VALUES "
+        "(1, 'JOHN', 'SMITH', DATE '1980-02-03'), (2, 'JOHN', 'SMYTH', NULL), "
+        "(3, 'JOHN', 'JONES', NULL), (4, 'JAHN', 'SMYTH', NULL)) "
+        "AS v(unique_id, forename, surname, dob)"
+    )
+    either = " OR ".join(f"({r})" for r in rules)
+    found = con.execute(
+        f"SELECT l.unique_id, r.unique_id FROM t l JOIN t r "
+        f"ON l.unique_id < r.unique_id AND ({either}) ORDER BY 1, 2"
+    ).fetchall()
+    assert found == [(1, 2), (2, 4)]
+    # With a UPRN or a postcode to pin a place, these looser rules are not used.
+    initials = [r for r in rules if r.count(", 1, 1)") == 2]
+    assert len(initials) == 2
+    assert not set(initials) & set(blocking_rule_sqls(FULL_IDENTIFIERS))

@@ -1,0 +1,143 @@
+"""The co-residence pass on hand-made profiles: who joins whom, and every guard."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from uprnlink.linkage.coresidence import link_coresidents
+
+D = date.fromisoformat
+
+
+def _profiles(
+    rows: list[tuple[int, str, str | None, str | None, str, str, str | None]],
+) -> pl.DataFrame:
+    """unique_id, forename, dob, nhs_token, uprn_token, period_start, period_end."""
+    return pl.DataFrame(
+        {
+            "unique_id": [r[0] for r in rows],
+            "forename": [r[1] for r in rows],
+            "dob": [D(r[2]) if r[2] else None for r in rows],
+            "nhs_token": [r[3] for r in rows],
+            "uprn_token": [r[4] for r in rows],
+            "period_start": [D(r[5]) for r in rows],
+            "period_end": [D(r[6]) if r[6] else None for r in rows],
+        },
+        schema_overrides={"unique_id": pl.Int64},
+    )
+
+
+def _labels(clusters: dict[int, int]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"unique_id": list(clusters), "cluster_id": list(clusters.values())},
+        schema={"unique_id": pl.Int64, "cluster_id": pl.Int64},
+    )
+
+
+# Helen (cluster 10: a GP record with a date of birth, 2015 on, at U1) and a council tax party
+# HELEN with no date of birth at U1 from 2018 (3, alone): she joins cluster 10.
+HELEN = [
+    (1, "HELEN", "1980-02-03", "N1", "U1", "2015-01-01", None),
+    (2, "HELEN", None, None, "U9", "2010-01-01", "2014-12-31"),
+    (3, "HELEN", None, None, "U1", "2018-04-01", None),
+]
+
+
+def _cluster_of(labels: pl.DataFrame, node: int) -> int:
+    return int(labels.filter(pl.col("unique_id") == node).get_column("cluster_id").item())
+
+
+def test_a_lone_party_joins_the_one_coresident_of_its_forename() -> None:
+    profiles = _profiles(HELEN)
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), profiles)
+    assert _cluster_of(labels, 3) == 10
+    assert (report.candidates, report.linked, report.ambiguous) == (1, 1, 0)
+
+
+def test_no_link_without_an_overlapping_period_or_at_another_uprn() -> None:
+    earlier = _profiles([*HELEN[:2], (3, "HELEN", None, None, "U1", "2001-04-01", "2014-12-31")])
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), earlier)
+    assert _cluster_of(labels, 3) == 30 and report.linked == 0
+    elsewhere = _profiles([*HELEN[:2], (3, "HELEN", None, None, "U7", "2018-04-01", None)])
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), elsewhere)
+    assert _cluster_of(labels, 3) == 30 and report.linked == 0
+
+
+def test_another_forename_or_a_complete_record_is_never_moved() -> None:
+    other_name = _profiles([*HELEN[:2], (3, "HANNAH", None, None, "U1", "2018-04-01", None)])
+    labels, _ = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), other_name)
+    assert _cluster_of(labels, 3) == 30
+    with_dob = _profiles([*HELEN[:2], (3, "HELEN", "1990-01-01", None, "U1", "2018-04-01", None)])
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), with_dob)
+    assert _cluster_of(labels, 3) == 30 and report.candidates == 0
+
+
+def test_two_coresidents_of_that_forename_leave_it_alone() -> None:
+    # Mother and daughter both HELEN at U1: the party could be either.
+    daughter = (4, "HELEN", "2004-05-06", "N2", "U1", "2004-05-06", None)
+    profiles = _profiles([*HELEN, daughter])
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30, 4: 40}), profiles)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.linked, report.ambiguous) == (0, 1)
+
+
+def test_a_cluster_without_a_complete_record_is_no_anchor() -> None:
+    profiles = _profiles([(1, "HELEN", None, None, "U1", "2015-01-01", None), HELEN[2]])
+    labels, report = link_coresidents(_labels({1: 10, 3: 30}), profiles)
+    assert _cluster_of(labels, 3) == 30 and report.linked == 0
+
+
+def test_two_people_on_one_account_at_once_are_refused() -> None:
+    # The party and the anchor's own council tax record (5) share account A1 over 2018-2020:
+    # the cannot-link rules say two people, so the pass does not join them.
+    profiles = _profiles([*HELEN, (5, "HELEN", None, None, "U1", "2018-04-01", None)])
+    listings = pl.DataFrame(
+        {
+            "unique_id": [3, 5],
+            "listing": ["A1", "A1"],
+            "start": [D("2018-04-01"), D("2018-04-01")],
+            "end": [D("2020-03-31"), D("2020-03-31")],
+            "role": [None, None],
+        },
+        schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
+    )
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 5: 10, 3: 30}), profiles, listings)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.linked, report.refused) == (0, 1)
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 5: 10, 3: 30}), profiles)
+    assert _cluster_of(labels, 3) == 10 and report.linked == 1
+
+
+def test_a_previous_occupant_of_that_forename_is_not_the_coresident() -> None:
+    # Helen's GP registration (1) runs from the extract's start; her own council tax stay at U1
+    # (5) begins months after the party's (3) ended: 3 is the previous occupant.
+    profiles = _profiles(
+        [
+            (1, "HELEN", "1980-02-03", "N1", "U1", "2016-02-01", None),
+            (5, "HELEN", None, None, "U1", "2018-04-30", None),
+            (3, "HELEN", None, None, "U1", "2015-06-01", "2017-12-24"),
+        ]
+    )
+    sources = pl.DataFrame(
+        {
+            "unique_id": [1, 5, 3],
+            "source_dataset": ["gp_registrations", "council_tax", "council_tax"],
+        },
+        schema_overrides={"unique_id": pl.Int64},
+    )
+    labels = _labels({1: 10, 5: 10, 3: 30})
+    moved, report = link_coresidents(labels, profiles, None, sources)
+    assert _cluster_of(moved, 3) == 30
+    assert (report.linked, report.other_stay) == (0, 1)
+    # Her account renamed: the new stay begins the day after the old one ends: one person.
+    renamed = profiles.with_columns(
+        pl.when(pl.col("unique_id") == 5)
+        .then(pl.lit(D("2017-12-25")))
+        .otherwise(pl.col("period_start"))
+        .alias("period_start")
+    )
+    moved, report = link_coresidents(labels, renamed, None, sources)
+    assert _cluster_of(moved, 3) == 10
+    assert (report.linked, report.other_stay) == (1, 0)
