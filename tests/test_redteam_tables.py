@@ -1,0 +1,216 @@
+"""Red team of the analysts' query service (issue #21), as an analyst holding only a token.
+
+Each test is one attack through the live service (`query_service`: `uprnlink serve` on the
+small run) and asserts that the attack extracts nothing. An attack that works is marked
+`xfail(strict=True)`: the test fails today because the value gets out, and flips (XPASS, a
+failure under strict) once the defence holds, so whoever fixes it must remove the mark.
+
+The attacker knows the method and the p-table (both public) and what a neighbour knows. The
+tests judge success against the truth: the same cells counted without perturbation from the
+analysts' database file, which no analyst can open (`_truth`), never as part of an attack.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import QueryService
+from tests.test_service import call
+from uprnlink.publish.perturbation import PerturbationSettings
+from uprnlink.publish.tabulation import TableSpec, protect_table, table_sql
+
+pytestmark = pytest.mark.slow
+
+POLICY = PerturbationSettings()
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _ask(svc: QueryService, table: dict[str, Any], role: str = "analyst") -> tuple[int, Any]:
+    return call(svc, {"table": table}, svc.tokens[role], "/api/tables")
+
+
+def _table(svc: QueryService, table: dict[str, Any], role: str = "analyst") -> pl.DataFrame:
+    status, body = _ask(svc, table, role)
+    assert status == 200, body
+    return pl.DataFrame(body["rows"], schema=[c["name"] for c in body["columns"]], orient="row")
+
+
+def _catalogue(svc: QueryService) -> dict[str, dict[str, list[str]]]:
+    status, body = call(svc, None, svc.tokens["analyst"], "/api/catalogue")
+    assert status == 200
+    return {
+        ds["name"]: {d["name"]: d["categories"] for d in ds["dimensions"]}
+        for ds in body["datasets"]
+    }
+
+
+def _truth(svc: QueryService, table: dict[str, Any]) -> pl.DataFrame:
+    """The same table with every count and sum as it truly is (scoring only)."""
+    con = duckdb.connect(str(svc.root / "demo" / "out" / "uprnlink.duckdb"), read_only=True)
+    try:
+        spec = TableSpec.from_dict(table)
+        raw = pl.from_arrow(con.sql(table_sql(spec)).to_arrow_table())
+        cats: dict[str, list[str]] = {}
+        for dim, cat in con.sql(
+            "SELECT dimension, category FROM tab.categories WHERE dataset = ? "
+            "ORDER BY dimension, position",
+            params=[spec.dataset],
+        ).fetchall():
+            cats.setdefault(dim, []).append(cat)
+    finally:
+        con.close()
+    assert isinstance(raw, pl.DataFrame)
+    return protect_table(raw, spec, cats, POLICY, exact=True).frame
+
+
+def _raw(svc: QueryService, path: str, *, method: str = "GET", **headers: str) -> tuple[int, str]:
+    req = urllib.request.Request(svc.url + path, method=method)
+    for k, v in headers.items():
+        req.add_header(k.replace("_", "-"), v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
+# ------------------------------------------- the working attack: least-squares reconstruction
+
+
+@dataclass
+class Reconstruction:
+    """What the attacker solved for, and the truth to score it (scoring only)."""
+
+    universe: dict[str, list[str]]
+    dims: tuple[str, ...]
+    atoms: list[tuple[str, ...]]
+    estimate: np.ndarray
+    truth: dict[tuple[str, ...], int]
+    requests: int
+
+
+DATASET = "residents"
+FLAG = "ltc_any"
+RECON_QUERIES = 520
+
+
+@pytest.fixture(scope="module")
+def reconstruction(query_service: QueryService) -> Reconstruction:
+    """The attack: the women of the largest LSOA (a neighbour knows the LSOA and the sex of
+    the woman next door), split into atoms age band x FLAG. Every request is one cell: the
+    universe filtered on a random subset (at least half) of every atom dimension's categories,
+    so hundreds of different unions of the same atoms, each with its own cell key and so its
+    own noise. Shown values only; least squares over the 0/1 design recovers every atom,
+    withheld ones included, once the noise (mean zero, variance 2) averages out."""
+    svc = query_service
+    cats = _catalogue(svc)[DATASET]
+    by_lsoa = _table(svc, {"dataset": DATASET, "dimensions": ["lsoa"], "filters": {"sex": ["F"]}})
+    lsoa = by_lsoa.drop_nulls("count").sort("count", descending=True)["lsoa"][0]
+    universe = {"lsoa": [lsoa], "sex": ["F"]}
+    dims = ("age_band", FLAG)
+    atoms = list(itertools.product(*(cats[d] for d in dims)))
+    index = {a: i for i, a in enumerate(atoms)}
+    rng = random.Random(21)
+    rows: list[np.ndarray] = []
+    values: list[float] = []
+    seen: set[tuple[tuple[str, ...], ...]] = set()
+    requests = 0
+    while len(values) < RECON_QUERIES and requests < 3 * RECON_QUERIES:
+        chosen = tuple(
+            tuple(sorted(rng.sample(cats[d], rng.randint(max(1, len(cats[d]) // 2), len(cats[d])))))
+            for d in dims
+        )
+        if chosen in seen:
+            continue
+        seen.add(chosen)
+        filters = {**universe, **{d: list(c) for d, c in zip(dims, chosen, strict=True)}}
+        requests += 1
+        shown = _table(svc, {"dataset": DATASET, "filters": filters})["count"][0]
+        if shown is None:
+            continue
+        row = np.zeros(len(atoms))
+        for atom in itertools.product(*chosen):
+            row[index[atom]] = 1.0
+        rows.append(row)
+        values.append(float(shown))
+    solved, *_ = np.linalg.lstsq(np.array(rows), np.array(values), rcond=None)
+    estimate = np.clip(np.round(solved), 0, None).astype(int)
+    true = _truth(svc, {"dataset": DATASET, "dimensions": list(dims), "filters": universe})
+    truth = {tuple(r[: len(dims)]): int(r[len(dims)]) for r in true.iter_rows()}
+    return Reconstruction(universe, dims, atoms, estimate, truth, requests)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="working attack: least squares over ~500 one-cell tables on random category "
+    "subsets averages the cell-key noise away; exact withheld counts (1-9) come out",
+)
+def test_withheld_counts_cannot_be_reconstructed_from_many_overlapping_tables(
+    reconstruction: Reconstruction,
+) -> None:
+    r = reconstruction
+    small = [(a, r.truth.get(a, 0)) for a in r.atoms if 1 <= r.truth.get(a, 0) <= 9]
+    assert len(small) >= 10, "nothing small to aim at"
+    exact = sum(int(r.estimate[r.atoms.index(a)]) == t for a, t in small)
+    # The defence holds if the attacker is right for no more than a guess would be.
+    assert exact / len(small) < 0.35, f"{exact} of {len(small)} withheld counts recovered exactly"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="working attack: the same reconstruction reads a woman's long-term-condition flag "
+    "when she is the only woman of her age band in her LSOA (what a neighbour knows)",
+)
+def test_one_persons_condition_flag_cannot_be_reconstructed(
+    reconstruction: Reconstruction,
+) -> None:
+    r = reconstruction
+    flags = _flag_categories(r)
+    bands = sorted({a[0] for a in r.atoms})
+    targets = [b for b in bands if sum(r.truth.get((b, f), 0) for f in flags) == 1]
+    assert targets, "no woman unique on LSOA and age band to aim at"
+    read = 0
+    for band in targets:
+        truly = next(f for f in flags if r.truth.get((band, f), 0) == 1)
+        got = [f for f in flags if r.estimate[r.atoms.index((band, f))] >= 1]
+        read += got == [truly]
+    assert read / len(targets) < 0.5, f"{read} of {len(targets)} people's flag read"
+
+
+def _flag_categories(r: Reconstruction) -> list[str]:
+    return sorted({a[1] for a in r.atoms})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="working attack: the reconstruction gives the unperturbed value of shown cells",
+)
+def test_the_true_value_of_a_shown_count_cannot_be_reconstructed(
+    reconstruction: Reconstruction,
+) -> None:
+    """The universe's own total and every age band's total (shown cells): summed atoms."""
+    r = reconstruction
+    bands = sorted({a[0] for a in r.atoms})
+    checks = [(sum(r.truth.values()), int(r.estimate.sum()))]
+    for band in bands:
+        true = sum(v for a, v in r.truth.items() if a[0] == band)
+        if true >= 2 * POLICY.threshold:
+            got = sum(int(r.estimate[i]) for i, a in enumerate(r.atoms) if a[0] == band)
+            checks.append((true, got))
+    exact = sum(t == g for t, g in checks)
+    # Perturbation leaves about a third of cells unchanged; more than half exact is a leak.
+    assert exact / len(checks) < 0.5, f"{exact} of {len(checks)} true totals recovered"
