@@ -105,23 +105,18 @@ class Reconstruction:
 
 DATASET = "residents"
 FLAG = "ltc_any"
-RECON_QUERIES = 520
 
 
-@pytest.fixture(scope="module")
-def reconstruction(query_service: QueryService) -> Reconstruction:
-    """The attack: the women of the largest LSOA (a neighbour knows the LSOA and the sex of
-    the woman next door), split into atoms age band x FLAG. Every request is one cell: the
-    universe filtered on a random subset (at least half) of every atom dimension's categories,
-    so hundreds of different unions of the same atoms, each with its own cell key and so its
-    own noise. Shown values only; least squares over the 0/1 design recovers every atom,
-    withheld ones included, once the noise (mean zero, variance 2) averages out."""
-    svc = query_service
+def _reconstruct(
+    svc: QueryService, universe: dict[str, list[str]], dims: tuple[str, ...], queries: int
+) -> Reconstruction:
+    """The attack. The universe (a filter) is split into atoms, the cross of `dims`. Every
+    request is one cell: the universe filtered on a random subset (at least half) of every
+    atom dimension's categories, so hundreds of different unions of the same atoms, each with
+    its own cell key and so its own noise. Shown values only; least squares over the 0/1
+    design recovers every atom, withheld ones included, as the noise (mean zero, variance 2)
+    averages out."""
     cats = _catalogue(svc)[DATASET]
-    by_lsoa = _table(svc, {"dataset": DATASET, "dimensions": ["lsoa"], "filters": {"sex": ["F"]}})
-    lsoa = by_lsoa.drop_nulls("count").sort("count", descending=True)["lsoa"][0]
-    universe = {"lsoa": [lsoa], "sex": ["F"]}
-    dims = ("age_band", FLAG)
     atoms = list(itertools.product(*(cats[d] for d in dims)))
     index = {a: i for i, a in enumerate(atoms)}
     rng = random.Random(21)
@@ -129,7 +124,7 @@ def reconstruction(query_service: QueryService) -> Reconstruction:
     values: list[float] = []
     seen: set[tuple[tuple[str, ...], ...]] = set()
     requests = 0
-    while len(values) < RECON_QUERIES and requests < 3 * RECON_QUERIES:
+    while len(values) < queries and requests < 3 * queries:
         chosen = tuple(
             tuple(sorted(rng.sample(cats[d], rng.randint(max(1, len(cats[d]) // 2), len(cats[d])))))
             for d in dims
@@ -154,6 +149,31 @@ def reconstruction(query_service: QueryService) -> Reconstruction:
     return Reconstruction(universe, dims, atoms, estimate, truth, requests)
 
 
+@pytest.fixture(scope="module")
+def reconstruction(query_service: QueryService) -> Reconstruction:
+    """Every woman, by age band and long-term condition (57 atoms, 450 requests)."""
+    return _reconstruct(query_service, {"sex": ["F"]}, ("age_band", FLAG), 450)
+
+
+@pytest.fixture(scope="module")
+def neighbour(query_service: QueryService) -> Reconstruction:
+    """What a neighbour knows of the woman next door: her sex, her age band and her household
+    type (the test picks a household type in which some woman is the only one of her age
+    band, of 35 women or more). Those women by age band and condition, 400 requests."""
+    true = _truth(
+        query_service,
+        {"dataset": DATASET, "dimensions": ["household_type", "age_band"], "filters": {"sex": ["F"]}},
+    )
+    sizes = true.group_by("household_type").agg(
+        pl.col("count").sum().alias("women"), (pl.col("count") == 1).sum().alias("unique")
+    )
+    fits = sizes.filter((pl.col("women") >= 35) & (pl.col("unique") > 0))
+    assert fits.height, "no household type with a woman unique on her age band"
+    kind = str(fits.sort("unique", "women", descending=True)["household_type"][0])
+    universe = {"sex": ["F"], "household_type": [kind]}
+    return _reconstruct(query_service, universe, ("age_band", FLAG), 400)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="working attack: least squares over ~500 one-cell tables on random category "
@@ -173,12 +193,10 @@ def test_withheld_counts_cannot_be_reconstructed_from_many_overlapping_tables(
 @pytest.mark.xfail(
     strict=True,
     reason="working attack: the same reconstruction reads a woman's long-term-condition flag "
-    "when she is the only woman of her age band in her LSOA (what a neighbour knows)",
+    "when she is the only woman of her age band in her household type (what a neighbour knows)",
 )
-def test_one_persons_condition_flag_cannot_be_reconstructed(
-    reconstruction: Reconstruction,
-) -> None:
-    r = reconstruction
+def test_one_persons_condition_flag_cannot_be_reconstructed(neighbour: Reconstruction) -> None:
+    r = neighbour
     flags = _flag_categories(r)
     bands = sorted({a[0] for a in r.atoms})
     targets = [b for b in bands if sum(r.truth.get((b, f), 0) for f in flags) == 1]
