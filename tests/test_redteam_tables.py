@@ -46,7 +46,8 @@ def _ask(svc: QueryService, table: dict[str, Any], role: str = "analyst") -> tup
 def _table(svc: QueryService, table: dict[str, Any], role: str = "analyst") -> pl.DataFrame:
     status, body = _ask(svc, table, role)
     assert status == 200, body
-    return pl.DataFrame(body["rows"], schema=[c["name"] for c in body["columns"]], orient="row")
+    names = [c["name"] for c in body["columns"]]
+    return pl.DataFrame(body["rows"], schema=names, orient="row", infer_schema_length=None)
 
 
 def _catalogue(svc: QueryService) -> dict[str, dict[str, list[str]]]:
@@ -162,7 +163,11 @@ def neighbour(query_service: QueryService) -> Reconstruction:
     band, of 35 women or more). Those women by age band and condition, 400 requests."""
     true = _truth(
         query_service,
-        {"dataset": DATASET, "dimensions": ["household_type", "age_band"], "filters": {"sex": ["F"]}},
+        {
+            "dataset": DATASET,
+            "dimensions": ["household_type", "age_band"],
+            "filters": {"sex": ["F"]},
+        },
     )
     sizes = true.group_by("household_type").agg(
         pl.col("count").sum().alias("women"), (pl.col("count") == 1).sum().alias("unique")
@@ -232,3 +237,172 @@ def test_the_true_value_of_a_shown_count_cannot_be_reconstructed(
     exact = sum(t == g for t, g in checks)
     # Perturbation leaves about a third of cells unchanged; more than half exact is a leak.
     assert exact / len(checks) < 0.5, f"{exact} of {len(checks)} true totals recovered"
+
+
+# ------------------------------------------------------ attacks the defence holds against
+
+
+def test_rephrasing_the_same_units_gives_one_value_to_average(query_service: QueryService) -> None:
+    """Many-table averaging of one cell: asked as a dimension, a filter, a filter listing a
+    category twice, a filter on every category of another dimension, a margin: one value."""
+    svc = query_service
+    cats = _catalogue(svc)[DATASET]
+    every_size = cats["household_size"]
+    asked = [
+        _table(svc, {"dataset": DATASET, "filters": {"sex": ["F"]}})["count"][0],
+        _table(svc, {"dataset": DATASET, "filters": {"sex": ["F", "F"]}})["count"][0],
+        _table(svc, {"dataset": DATASET, "filters": {"sex": ["F"], "household_size": every_size}})[
+            "count"
+        ][0],
+        _table(svc, {"dataset": DATASET, "dimensions": ["sex"]}).filter(pl.col("sex") == "F")[
+            "count"
+        ][0],
+        _table(
+            svc, {"dataset": DATASET, "dimensions": ["sex", "broad_age"], "totals": True}
+        ).filter((pl.col("sex") == "F") & (pl.col("broad_age") == "Total"))["count"][0],
+    ]
+    assert len(set(asked)) == 1, asked
+
+
+def test_a_filter_refusal_depends_on_the_catalogue_not_the_data(
+    query_service: QueryService,
+) -> None:
+    """Error-message oracle: a category not in the catalogue is refused with the catalogue's
+    own list, whatever the data; a category in it but empty in the cell answers like a small
+    one ([c]), so neither the refusal nor the answer says which."""
+    svc = query_service
+    refusals = [
+        _ask(svc, {"dataset": DATASET, "filters": {"age_band": [band]}})
+        for band in ("qq-qq", "zz-zz", "yy")
+    ]
+    assert {status for status, _ in refusals} == {400}
+    texts = {
+        body["error"].replace(band, "X")
+        for (_, body), band in zip(refusals, ("qq-qq", "zz-zz", "yy"), strict=True)
+    }
+    assert len(texts) == 1, texts
+    cells = _table(
+        svc,
+        {"dataset": DATASET, "dimensions": ["age_band", "ltc_dementia"], "filters": {"sex": ["M"]}},
+    )
+    truth = _truth(
+        svc,
+        {"dataset": DATASET, "dimensions": ["age_band", "ltc_dementia"], "filters": {"sex": ["M"]}},
+    )
+    both = cells.join(truth, on=["age_band", "ltc_dementia"], suffix="_true")
+    zero = both.filter(pl.col("count_true") == 0)
+    small = both.filter(pl.col("count_true").is_between(1, 6))
+    assert zero.height and small.height
+    assert zero["count"].null_count() == zero.height
+    assert small["count"].null_count() == small.height
+
+
+def test_derived_measures_say_nothing_the_shown_counts_and_sums_do_not(
+    query_service: QueryService,
+) -> None:
+    """Means, rates (own and custom denominators) and percentages back-solved: each is the
+    shown values' ratio to its rounding, and nothing is shown beside a withheld count, so no
+    derived measure carries a true value or a withheld cell's."""
+    svc = query_service
+    measures = [
+        "count",
+        "sum:emergency_admissions",
+        "sum:ae_attendances",
+        "mean:emergency_admissions",
+        "per_1000:emergency_admissions",
+        "per_1000:emergency_admissions/ae_attendances",
+        "count_where:ltc_any=yes",
+        "percent_where:ltc_any=yes",
+    ]
+    t = _table(svc, {"dataset": DATASET, "dimensions": ["age_band", "sex"], "measures": measures})
+    shown = t.filter(pl.col("count").is_not_null())
+    assert shown.height > 10
+    ea, ae, n = "sum_emergency_admissions", "sum_ae_attendances", "count"
+    for row in shown.iter_rows(named=True):
+        assert row["mean_emergency_admissions"] == round(row[ea] / row[n], 3)
+        assert row["emergency_admissions_per_1000"] == round(1000 * row[ea] / row[n], 1)
+        if row[ae]:
+            rate = row["emergency_admissions_per_1000_ae_attendances"]
+            assert rate == round(1000 * row[ea] / row[ae], 1)
+        part = row["count_ltc_any_yes"]
+        if part is not None:
+            assert row["percent_ltc_any_yes"] == round(100 * part / row[n], 1)
+    hidden = t.filter(pl.col("count").is_null()).drop("age_band", "sex", "count")
+    assert hidden.height > 0
+    assert all(hidden[c].null_count() == hidden.height for c in hidden.columns)
+
+
+def test_a_custom_denominator_alone_reveals_no_withheld_sum(query_service: QueryService) -> None:
+    """per_1000:X/Y asked without its sums equals the ratio of the sums shown when they are
+    asked for: the ratio is of perturbed sums, never true ones."""
+    svc = query_service
+    base = {"dataset": DATASET, "dimensions": ["age_group"]}
+    rate = "per_1000:emergency_admissions/ae_attendances"
+    alone = _table(svc, {**base, "measures": [rate]})
+    full = _table(
+        svc, {**base, "measures": [rate, "sum:emergency_admissions", "sum:ae_attendances"]}
+    )
+    col = "emergency_admissions_per_1000_ae_attendances"
+    assert alone[col].to_list() == full[col].to_list()
+    sums = ["sum:emergency_admissions", "sum:ae_attendances"]
+    truth = _truth(svc, {**base, "measures": sums})
+    cols = ["sum_emergency_admissions", "sum_ae_attendances"]
+    shown = full.select(cols).rows()
+    true = [tuple(int(v or 0) for v in r) for r in truth.select(cols).rows()]
+    assert shown != true, "the sums behind the rate are the true sums"
+
+
+def test_count_where_never_shows_beside_a_withheld_count(query_service: QueryService) -> None:
+    """count_where/percent_where combinations at the finest grain: no part is shown where its
+    cell is withheld, and no part shown is below the threshold."""
+    svc = query_service
+    t = _table(
+        svc,
+        {
+            "dataset": DATASET,
+            "dimensions": ["age_band", "sex", "household_type"],
+            "measures": ["count", "count_where:ltc_any=yes", "count_where:ltc_any=no"],
+        },
+    )
+    for col in ("count_ltc_any_yes", "count_ltc_any_no"):
+        assert t.filter(pl.col("count").is_null() & pl.col(col).is_not_null()).height == 0
+        assert (t[col].drop_nulls() >= POLICY.threshold).all()
+
+
+def test_margins_are_their_own_perturbed_cells(query_service: QueryService) -> None:
+    """Grid edges: a margin (Total) is a cell of its own units with its own noise, the same
+    value as that cell asked alone; 'Total' and 'unknown' are not ways round a filter."""
+    svc = query_service
+    t = _table(svc, {"dataset": DATASET, "dimensions": ["sex", "ltc_dementia"], "totals": True})
+    grand = t.filter((pl.col("sex") == "Total") & (pl.col("ltc_dementia") == "Total"))["count"][0]
+    assert grand == _table(svc, {"dataset": DATASET})["count"][0]
+    status, body = _ask(svc, {"dataset": DATASET, "filters": {"sex": ["Total"]}})
+    assert status == 400 and "Total" in body["error"]
+    truth = _truth(svc, {"dataset": DATASET, "dimensions": ["sex", "ltc_dementia"], "totals": True})
+    both = t.join(truth, on=["sex", "ltc_dementia"], suffix="_true").drop_nulls("count")
+    assert (both["count"] != both["count_true"]).sum() > 0.3 * both.height
+
+
+def test_every_category_is_a_row_so_a_missing_row_tells_nothing(
+    query_service: QueryService,
+) -> None:
+    """Grid edges and unknown categories: every catalogue category is a row whether or not a
+    unit holds it (an empty one is [c] like a small one)."""
+    svc = query_service
+    cats = _catalogue(svc)[DATASET]
+    t = _table(svc, {"dataset": DATASET, "dimensions": ["age_band", "ltc_count"]})
+    assert t.height == len(cats["age_band"]) * len(cats["ltc_count"])
+    assert set(t["age_band"]) == set(cats["age_band"])
+
+
+def test_every_named_question_is_its_table(query_service: QueryService) -> None:
+    """Named questions against the table builder: the same spec gives the same values (one
+    noise, nothing extra to average or difference)."""
+    from uprnlink.publish import queries
+
+    svc = query_service
+    for nq in queries.list_queries():
+        status, named = call(svc, {"named": nq.name}, svc.tokens["analyst"])
+        assert status == 200
+        table = _table(svc, nq.spec.to_dict())
+        assert [list(r) for r in named["rows"]] == [list(r) for r in table.iter_rows()], nq.name
