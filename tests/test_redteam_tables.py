@@ -13,11 +13,9 @@ analysts' database file, which no analyst can open (`_truth`), never as part of 
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
