@@ -486,11 +486,11 @@ def test_a_job_reply_is_the_same_whatever_its_sql_would_do(query_service: QueryS
         "AND a.age_band < b.age_band"
     )
     sqls = {
-        "heavy if true": heavy.format(c="true"),
+        "fine": "SELECT count(*) AS n FROM households",
         "heavy if false": heavy.format(c="false"),
+        "heavy if true": heavy.format(c="true"),
         "error if true": "SELECT CASE WHEN (SELECT bool_or(true) FROM people) "
         "THEN CAST('x' AS INTEGER) END AS v",
-        "fine": "SELECT count(*) AS n FROM households",
     }
     replies, seconds = {}, {}
     for name, sql in sqls.items():
@@ -508,7 +508,8 @@ def test_a_job_reply_is_the_same_whatever_its_sql_would_do(query_service: QueryS
             sort_keys=True,
         )
     assert len(set(replies.values())) == 1, replies
-    assert max(seconds.values()) < 3.0, seconds  # the reply does not wait for the run
+    # The reply does not wait for the run (the first may wait for a worker to start).
+    assert abs(seconds["heavy if true"] - seconds["heavy if false"]) < 1.0, seconds
     time.sleep(1.0)
     status, listed = call(svc, None, token, "/api/jobs")
     mine = [j for j in listed if "-- redteam" in (j.get("sql") or "")]
@@ -597,6 +598,36 @@ def test_one_token_cannot_pile_up_portal_sessions(query_service: QueryService) -
     assert live <= 5, f"{live} sessions live for one token"
 
 
+HEAVY_JOB = (
+    "SELECT count(*) AS n FROM people a, people b, people c "
+    "WHERE (SELECT bool_or({cond}) FROM people) "
+    "AND a.age_band < b.age_band AND b.age_band < c.age_band -- {tag}"
+)
+"""Seconds of work for a query worker when `cond` holds for anyone, none otherwise."""
+
+
+def _submit_heavy(svc: QueryService, cond: str, tag: str, jobs: int = 2) -> None:
+    for i in range(jobs):
+        sql = HEAVY_JOB.format(cond=cond, tag=f"redteam {tag} {i}")
+        body = {"sql": sql, "title": "t", "justification": "j"}
+        assert call(svc, body, svc.tokens["analyst"], "/api/jobs")[0] == 202
+
+
+def _wait_for_idle_jobs(svc: QueryService, timeout: float = 60.0) -> None:
+    """Until no job is queued or running (read as a checker: the test's set-up, not part of
+    an attack; an attacker would simply try again later)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, jobs = call(svc, None, svc.tokens["output_checker"], "/api/jobs")
+        assert status == 200
+        if not any(j["status"] in ("queued", "running") for j in jobs):
+            return
+        time.sleep(0.2)
+    raise AssertionError("jobs still running")
+
+
 def _probe_rounds(svc: QueryService, rng: random.Random, rounds: int = 8) -> float:
     """Median wall time of `rounds` pairs of fresh (uncached) tables asked at once."""
     import statistics
@@ -638,30 +669,19 @@ def test_a_job_tells_its_submitter_nothing_through_the_service_speed(
     import time
 
     svc = query_service
-    token = svc.tokens["analyst"]
-    heavy = (
-        "SELECT count(*) AS n FROM people a, people b, people c "
-        "WHERE (SELECT bool_or({cond}) FROM people) "
-        "AND a.age_band < b.age_band AND b.age_band < c.age_band -- {tag}"
-    )
     # Scoring: which of the two conditions truly holds (the attacker does not know).
+    true_cond, false_cond = "ltc_any", "ltc_dementia AND age_band = '00-04'"
     con = duckdb.connect(str(svc.root / "demo" / "out" / "uprnlink.duckdb"), read_only=True)
     try:
-        holds = con.sql(
-            "SELECT bool_or(ltc_any), bool_or(ltc_dementia AND age_band = '00-04') FROM people"
-        ).fetchall()[0]
+        holds = con.sql(f"SELECT bool_or({true_cond}), bool_or({false_cond}) FROM people")
+        assert holds.fetchall()[0] == (True, False)
     finally:
         con.close()
-    assert holds == (True, False)
     rng = random.Random(5)
     seen = {}
-    for name, cond in (("false", "ltc_dementia AND age_band = '00-04'"), ("true", "ltc_any")):
-        for i in range(2):
-            sql = heavy.format(cond=cond, tag=f"redteam timing {name} {i}")
-            status, _ = call(
-                svc, {"sql": sql, "title": "t", "justification": "j"}, token, "/api/jobs"
-            )
-            assert status == 202
+    for name, cond in (("false", false_cond), ("true", true_cond)):
+        _wait_for_idle_jobs(svc)
+        _submit_heavy(svc, cond, f"timing {name}")
         time.sleep(0.5)
         seen[name] = _probe_rounds(svc, rng)
     # The attacker's rule: slower by half than the same probe a moment before means "true".
@@ -695,12 +715,17 @@ def test_one_count_in_two_datasets_shows_one_value(query_service: QueryService) 
     assert all(a == b for a, b in pairs), pairs
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="working attack: answers are cached per request for the next asker and a cached "
+    "one needs no worker; with the workers loaded (two heavy jobs of the attacker's own) a "
+    "colleague's table comes back several times faster than a fresh one",
+)
 def test_a_cached_answer_does_not_show_what_another_user_asked(
     query_service: QueryService,
 ) -> None:
-    """Caching side channel: answers are kept per request for the next asker, so a cached
-    table might come back faster and tell an analyst which tables a colleague asked for. On
-    tables of this size the attacker's best timing rule does no better than a coin."""
+    """Caching side channel: which tables a colleague asked for (what they are working on:
+    an area, a condition), from how fast the same table comes back."""
     import time
 
     svc = query_service
@@ -718,17 +743,19 @@ def test_a_cached_answer_does_not_show_what_another_user_asked(
     asked_by_other, fresh = combos[:12], combos[12:24]
     for combo in asked_by_other:
         assert _ask(svc, spec(combo), role="data_engineer")[0] == 200
-    timed: list[tuple[float, bool]] = []
+    _wait_for_idle_jobs(svc)
+    _submit_heavy(svc, "true", "cache load")
+    time.sleep(0.5)
+    right = 0
     for other, new in zip(asked_by_other, fresh, strict=True):
-        for combo, cached in ((other, True), (new, False)):
+        seconds = []
+        for combo in (other, new):
             started = time.perf_counter()
             assert _ask(svc, spec(combo))[0] == 200
-            timed.append((time.perf_counter() - started, cached))
-    best = max(
-        sum((seconds <= cut) == cached for seconds, cached in timed) / len(timed)
-        for cut, _ in timed
-    )
-    assert best < 0.9, best
+            seconds.append(time.perf_counter() - started)
+        right += seconds[0] < seconds[1]  # the attacker's rule: the faster one was asked
+    # A coin is right for 6 of 12 pairs; 10 or more happens by chance 2% of the time.
+    assert right < 10, f"{right} of 12 colleague's tables told apart from fresh ones"
 
 
 def test_a_planted_session_or_another_sessions_csrf_token_is_useless(
