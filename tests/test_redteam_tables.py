@@ -143,24 +143,26 @@ def _reconstruct(
             row[index[atom]] = 1.0
         rows.append(row)
         values.append(float(shown))
-    solved, *_ = np.linalg.lstsq(np.array(rows), np.array(values), rcond=None)
+    design = np.array(rows)
+    solved, *_ = np.linalg.lstsq(design, np.array(values), rcond=None)
     estimate = np.clip(np.round(solved), 0, None).astype(int)
-    true = _truth(svc, {"dataset": DATASET, "dimensions": list(dims), "filters": universe})
+    spec = {"dataset": DATASET, "dimensions": list(dims), "filters": universe}
+    true = _truth(svc, spec)
     truth = {tuple(r[: len(dims)]): int(r[len(dims)]) for r in true.iter_rows()}
     return Reconstruction(universe, dims, atoms, estimate, truth, requests)
 
 
 @pytest.fixture(scope="module")
 def reconstruction(query_service: QueryService) -> Reconstruction:
-    """Every woman, by age band and long-term condition (57 atoms, 450 requests)."""
-    return _reconstruct(query_service, {"sex": ["F"]}, ("age_band", FLAG), 450)
+    """Every woman, by age band and long-term condition (57 atoms, 600 requests)."""
+    return _reconstruct(query_service, {"sex": ["F"]}, ("age_band", FLAG), 600)
 
 
 @pytest.fixture(scope="module")
 def neighbour(query_service: QueryService) -> Reconstruction:
     """What a neighbour knows of the woman next door: her sex, her age band and her household
     type (the test picks a household type in which some woman is the only one of her age
-    band, of 35 women or more). Those women by age band and condition, 400 requests."""
+    band, of 35 women or more). Those women by age band and condition, 700 requests."""
     true = _truth(
         query_service,
         {
@@ -176,7 +178,7 @@ def neighbour(query_service: QueryService) -> Reconstruction:
     assert fits.height, "no household type with a woman unique on her age band"
     kind = str(fits.sort("unique", "women", descending=True)["household_type"][0])
     universe = {"sex": ["F"], "household_type": [kind]}
-    return _reconstruct(query_service, universe, ("age_band", FLAG), 400)
+    return _reconstruct(query_service, universe, ("age_band", FLAG), 700)
 
 
 @pytest.mark.xfail(
@@ -205,13 +207,16 @@ def test_one_persons_condition_flag_cannot_be_reconstructed(neighbour: Reconstru
     flags = _flag_categories(r)
     bands = sorted({a[0] for a in r.atoms})
     targets = [b for b in bands if sum(r.truth.get((b, f), 0) for f in flags) == 1]
-    assert targets, "no woman unique on LSOA and age band to aim at"
-    read = 0
+    assert targets, "no woman unique on her age band to aim at"
+    # Without the service a neighbour guesses the commonest flag (a shown table tells which).
+    common = max(flags, key=lambda f: sum(v for a, v in r.truth.items() if a[1] == f))
+    read = guessed = 0
     for band in targets:
         truly = next(f for f in flags if r.truth.get((band, f), 0) == 1)
         got = [f for f in flags if r.estimate[r.atoms.index((band, f))] >= 1]
         read += got == [truly]
-    assert read / len(targets) < 0.5, f"{read} of {len(targets)} people's flag read"
+        guessed += truly == common
+    assert read <= guessed, f"{read} of {len(targets)} flags read; a guess gets {guessed}"
 
 
 def _flag_categories(r: Reconstruction) -> list[str]:
