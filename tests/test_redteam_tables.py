@@ -357,21 +357,43 @@ def test_a_custom_denominator_alone_reveals_no_withheld_sum(query_service: Query
     assert shown != true, "the sums behind the rate are the true sums"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="working attack (weak): count_where is perturbed with its own key, so a part can "
+    "show (10+) where its cell is withheld: the withheld cell then holds 7-12 units, 7+ of "
+    "them in the category (a withheld cell's value narrowed, not read)",
+)
 def test_count_where_never_shows_beside_a_withheld_count(query_service: QueryService) -> None:
-    """count_where/percent_where combinations at the finest grain: no part is shown where its
-    cell is withheld, and no part shown is below the threshold."""
+    """count_where combinations at the finest grain: no part is shown where its cell is
+    withheld (that would bound the withheld cell from below)."""
     svc = query_service
-    t = _table(
-        svc,
-        {
-            "dataset": DATASET,
-            "dimensions": ["age_band", "sex", "household_type"],
-            "measures": ["count", "count_where:ltc_any=yes", "count_where:ltc_any=no"],
-        },
-    )
-    for col in ("count_ltc_any_yes", "count_ltc_any_no"):
-        assert t.filter(pl.col("count").is_null() & pl.col(col).is_not_null()).height == 0
-        assert (t[col].drop_nulls() >= POLICY.threshold).all()
+    parts = [
+        f"count_where:{flag}=no"
+        for flag in (
+            "ltc_any",
+            "ltc_hypertension",
+            "ltc_depression",
+            "ltc_asthma",
+            "ltc_diabetes",
+            "social_care_client",
+            "had_ae_attendance",
+        )
+    ]
+    leaks = withheld = 0
+    for dims in (
+        ["age_band", "sex", "household_type"],
+        ["age_band", "sex", "household_size"],
+        ["age_group", "sex", "tenure", "household_type"],
+    ):
+        t = _table(svc, {"dataset": DATASET, "dimensions": dims, "measures": ["count", *parts]})
+        hidden = t.filter(pl.col("count").is_null())
+        withheld += hidden.height
+        for col in t.columns[len(dims) + 1 :]:
+            shown = hidden[col].drop_nulls()
+            assert (shown >= POLICY.threshold).all()
+            leaks += shown.len()
+    assert withheld > 100
+    assert leaks == 0, f"{leaks} parts shown in {withheld} withheld cells"
 
 
 def test_margins_are_their_own_perturbed_cells(query_service: QueryService) -> None:
