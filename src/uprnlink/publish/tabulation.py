@@ -281,17 +281,29 @@ class TableSpec:
         return ds
 
     def check(
-        self, categories: Mapping[str, Mapping[str, Sequence[str]]], limits: TableLimits
+        self,
+        categories: Mapping[str, Mapping[str, Sequence[str]]],
+        limits: TableLimits,
     ) -> None:
         """Refuse a request the declaration does not allow: unknown names, too many
-        dimensions, measures or cells. Depends on the request and the release's category
-        lists only (never on counts), so a refusal tells nothing about the data."""
+        dimensions, measures or cells, or filters that would make a new set of units. Depends
+        on the request and the release's category lists only (never on counts), so a refusal
+        tells nothing about the data.
+
+        A filter on a dimension the table does not cross keeps one category, or every
+        category but `unknown`, and counts as a dimension; one on a crossed dimension may keep
+        any of its categories, but with totals only every category but `unknown`. So every
+        cell is a cell of some cross of at most `max_dimensions` dimensions (with `unknown`
+        left out or not): there is no arbitrary union of categories to ask for. Filters on
+        such unions gave a red team hundreds of differently perturbed views of the same small
+        cells, and least squares read them exactly. Named questions obey the same rules."""
         ds = self.check_declared()
         known = categories.get(ds.name, {})
         if len(self.dimensions) > limits.max_dimensions:
             raise TableSpecError(
                 f"dimensions: at most {limits.max_dimensions} (asked for {len(self.dimensions)})"
             )
+        self._check_filters(known, limits)
         if len(set(self.dimensions)) != len(self.dimensions):
             raise TableSpecError("dimensions: each dimension once")
         for name in self.dimensions:
@@ -333,6 +345,32 @@ class TableSpec:
             raise TableSpecError(
                 f"the table would have {cells:,} cells; at most {limits.max_cells:,}: "
                 "use fewer dimensions or filter on fewer categories"
+            )
+
+    def _check_filters(self, known: Mapping[str, Sequence[str]], limits: TableLimits) -> None:
+        """The filter rules for tables (see `check`)."""
+        crossed = set(self.dimensions)
+        wafers = [name for name, _ in self.filters if name not in crossed]
+        for name, values in self.filters:
+            chosen = set(values)
+            known_only = chosen == set(known.get(name, ())) - {UNKNOWN}
+            if name not in crossed and len(chosen) > 1 and not known_only:
+                raise TableSpecError(
+                    f"filters.{name}: keep one category, or every category but {UNKNOWN}, of "
+                    f"a dimension the table does not cross (to see several, make {name} a "
+                    "dimension of the table)"
+                )
+            if name in crossed and self.totals and not known_only:
+                raise TableSpecError(
+                    f"filters.{name}: a filter on a dimension of the table hides rows and "
+                    f"cannot be combined with totals unless it keeps every category but "
+                    f"{UNKNOWN} (a total over some categories is not a cell)"
+                )
+        if len(self.dimensions) + len(wafers) > limits.max_dimensions:
+            raise TableSpecError(
+                f"dimensions and filters: at most {limits.max_dimensions} dimensions in all, "
+                "each filter on a dimension the table does not cross counting as one (asked "
+                f"for {len(self.dimensions)} and {len(wafers)})"
             )
 
     def filter_of(self, name: str) -> tuple[str, ...]:
