@@ -15,7 +15,8 @@ import pytest
 from uprnlink import cli
 from uprnlink.errors import ContractError
 from uprnlink.ingest.contracts import find_contract
-from uprnlink.ingest.mapping import _normal, propose_mapping, suggest_columns
+from uprnlink.ingest.headers import normal_name, suggest_columns
+from uprnlink.ingest.mapping import propose_mapping
 from uprnlink.ingest.standardise import nhs_check_digit
 from uprnlink.ingest.validate import ingest_extract
 from uprnlink.settings import PROJECT_ROOT, read_settings
@@ -84,7 +85,7 @@ EXPECTED = {
     ],
 )
 def test_header_names_normalise(header, normal):
-    assert _normal(header) == normal
+    assert normal_name(header) == normal
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from uprnlink.publish.tabulation import (
     TableLimits,
     TableSpec,
     TableSpecError,
+    dimension_types_sql,
     parse_measure,
     protect_table,
     read_table_policy,
-    dimension_types_sql,
     table_sql,
 )
 
@@ -152,11 +152,16 @@ def test_dimensions_are_stored_as_enums_and_an_empty_one_stays_text() -> None:
     for sql in dimension_types_sql("people", "sex", ["F", "M", "O'Neil", "F"]):
         con.execute(sql)
     assert dimension_types_sql("people", "lsoa", []) == []
-    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
-                             "WHERE table_name = 'people'").fetchall())
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'people'"
+        ).fetchall()
+    )
     assert types["sex"].startswith("ENUM") and types["lsoa"] == "VARCHAR"
     assert sorted(con.execute("SELECT sex::VARCHAR FROM tab.people").fetchall()) == [
-        ("F",), ("O'Neil",)]
+        ("F",),
+        ("O'Neil",),
+    ]
 
 
 def test_the_policy_section_is_read_and_checked(tmp_path) -> None:
