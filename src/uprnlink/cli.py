@@ -787,13 +787,6 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
-def pl_config() -> Any:
-    """Terminal-friendly table printing."""
-    import polars as pl
-
-    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40)
-
-
 # ------------------------------------------------------------------------------ output
 def _banner(text: str) -> None:
     line = "!" * 78

@@ -378,12 +378,6 @@ def rule_expr(spec: FieldSpec, col: str, parsed: pl.Expr, reference_date: date) 
     )
 
 
-def typed_expr(spec: FieldSpec, col: str, formats: list[str], reference_date: date) -> pl.Expr:
-    """The standardised, typed value of one field (null where the raw value breaks a rule)."""
-    parsed = parse_expr(spec, col, formats)
-    return pl.when(rule_expr(spec, col, parsed, reference_date).is_null()).then(parsed)
-
-
 # --------------------------------------------------------------------------- validation
 
 
