@@ -19,6 +19,7 @@ from uprnlink.ingest.headers import normal_name, suggest_columns
 from uprnlink.ingest.mapping import propose_mapping
 from uprnlink.ingest.standardise import nhs_check_digit
 from uprnlink.ingest.validate import ingest_extract
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import PROJECT_ROOT, read_settings
 
 SCHEMAS = PROJECT_ROOT / "schemas"
@@ -388,8 +389,8 @@ def test_a_foreign_extract_links_exactly_as_the_original(base_run, population, t
     )
     summary = run_all(str(config))
 
-    def gp(run: dict) -> tuple[int, int, int]:
-        r = next(r for r in run["ingest"] if r["source"] == "gp_registrations")
+    def gp(run: RunSummary) -> tuple[int, int, int]:
+        r = next(r for r in run.ingest or () if r["source"] == "gp_registrations")
         return r["rows_in"], r["rows_accepted"], r["rows_quarantined"]
 
     assert gp(summary) == gp(before)
