@@ -258,7 +258,7 @@ def run_febrl(
         os.environ.setdefault(name, DEMO_PASSPHRASE)
     create_demo_keys(settings)
     started = time.perf_counter()
-    summary = run_all(str(config))
+    summary = run_all(str(config)).to_dict()
     seconds = time.perf_counter() - started
     z, key = Zones(settings), load_run_key(settings)
     crosswalk = pl.concat(read_trusted(z.crosswalk(n), key) for n in settings.sources)

@@ -190,7 +190,7 @@ steps = runner.Steps(**{
     f.name: measured(f.name, getattr(runner.LOCAL_STEPS, f.name))
     for f in dataclasses.fields(runner.Steps)
 })
-summary = runner.execute(config, steps, run_id="bench")
+summary = runner.execute(config, steps, run_id="bench").to_dict()
 wall = time.perf_counter() - t
 print(json.dumps({
     "wall": wall,

@@ -37,6 +37,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import PROJECT_ROOT, RunSettings, read_settings
 
 SMALL_PEOPLE = 1500
@@ -63,7 +64,7 @@ class PipelineRun:
     root: Path
     config: Path
     settings: RunSettings
-    summary: dict[str, Any]
+    summary: RunSummary
     log_text: str
 
 
@@ -186,7 +187,7 @@ class BaseRun:
 
     root: Path
     config: Path
-    summary: dict[str, Any]
+    summary: RunSummary
 
     def copy(self, root: Path) -> Path:
         """A copy of the finished run under root, to run on from; returns its config."""

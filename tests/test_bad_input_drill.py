@@ -90,7 +90,7 @@ def test_a_messy_extract_loses_nothing_end_to_end(demo_tree: Path, tmp_path: Pat
     finally:
         logging.getLogger().removeHandler(handler)
 
-    report = next(r for r in summary["ingest"] if r["source"] == "gp_registrations")
+    report = next(r for r in summary.ingest if r["source"] == "gp_registrations")
     sent = len(original) + 1 + len(planted) + 1 + 1
     assert report["rows_in"] == sent
     assert report["rows_in"] == report["rows_accepted"] + report["rows_quarantined"]
@@ -124,7 +124,7 @@ def test_a_messy_extract_loses_nothing_end_to_end(demo_tree: Path, tmp_path: Pat
     assert trusted + quarantined == sent
 
     # The planted values appear nowhere an analyst, a scheduler or a log reader would look.
-    texts = [stream.getvalue(), json.dumps(summary, default=str)]
+    texts = [stream.getvalue(), json.dumps(summary.to_dict(), default=str)]
     texts += [p.read_text() for p in (settings.out_dir / "runs").glob("*.json")]
     run_logs = list((settings.out_dir / "runs").glob("*.log"))
     assert run_logs, "each run keeps its log beside its summary"

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from tests.conftest import BaseRun, copy_tree
 from tests.deliveries import demo_settings, optional_fields, variant
 from uprnlink.run.runner import run_all
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import read_settings
 from uprnlink.sources import PERSON_SOURCES
 
@@ -59,9 +60,9 @@ def _view_schemas(config: Path) -> dict[str, list[tuple[str, str]]]:
         con.close()
 
 
-def _run(config: Path) -> dict[str, Any]:
+def _run(config: Path) -> RunSummary:
     summary = run_all(str(config))
-    for report in summary["ingest"]:
+    for report in summary.ingest or ():
         if not report.get("skipped"):
             assert report["rows_in"] == report["rows_accepted"] + report["rows_quarantined"]
     return summary
@@ -75,11 +76,11 @@ def test_no_benefit_type_and_no_date_of_death_run_to_the_views(
     sources["gp_registrations"] = set(optional_fields(demo, "gp_registrations")) - {"date_of_death"}
     config = variant(demo, tmp_path, sources)
     summary = _run(config)
-    assert "benefit_type" in summary["not_supplied"]["fields"]["benefits_claims"]
-    assert "date_of_death" in summary["not_supplied"]["fields"]["gp_registrations"]
+    assert "benefit_type" in summary.not_supplied["fields"]["benefits_claims"]
+    assert "date_of_death" in summary.not_supplied["fields"]["gp_registrations"]
     assert _view_schemas(config) == full_views
     meta = json.loads((read_settings(config).linked_dir / "run_metadata.json").read_text())
-    assert meta["not_supplied"] == summary["not_supplied"]
+    assert meta["not_supplied"] == summary.not_supplied
     con = duckdb.connect(str(read_settings(config).database_path), read_only=True)
     # No benefit type: nobody is known to get housing benefit; no deaths recorded.
     assert con.execute("SELECT count(*) FROM households WHERE housing_benefit").fetchall() == [(0,)]
@@ -108,10 +109,10 @@ def test_any_subset_of_sources_and_optional_fields_runs(
         sources[name] = set(data.draw(st.sets(st.sampled_from(optional)), label=name))
     config = variant(demo, tmp_path_factory.mktemp("subset"), sources)
     summary = _run(config)
-    assert summary["not_supplied"]["sources"] == sorted(set(PERSON_SOURCES) - set(chosen))
+    assert summary.not_supplied["sources"] == sorted(set(PERSON_SOURCES) - set(chosen))
     for name, kept in sources.items():
         missing = set(optional_fields(demo, name)) - (kept or set())
-        assert missing <= set(summary["not_supplied"]["fields"].get(name, []))
+        assert missing <= set(summary.not_supplied["fields"].get(name, []))
     assert _view_schemas(config) == full_views
     counter = Path(os.environ.get("UPRNLINK_PROPERTY_LOG", "/dev/null"))
     with counter.open("a") as log:
@@ -131,7 +132,7 @@ def test_council_only_and_nhs_only_deliveries_link(
 ) -> None:
     config = variant(demo, tmp_path, dict.fromkeys(sources))
     summary = _run(config)
-    linkage = summary["linkage"]
+    linkage = summary.linkage
     assert not absent & set(linkage["identifiers"])
     assert linkage["people"] < linkage["records"]
     assert not any("skipped" in step for step in linkage["training"])
@@ -143,7 +144,7 @@ def test_names_and_dates_only(demo: dict[str, Any], tmp_path: Path) -> None:
     sources["housing_tenancies"] = {"forename", "dob"}
     config = variant(demo, tmp_path, sources)
     summary = _run(config)
-    linkage = summary["linkage"]
+    linkage = summary.linkage
     assert set(linkage["identifiers"]) == {"forename", "surname", "dob", "period"}
     assert linkage["comparisons"] == ["forename", "surname", "dob", "move"]
     assert linkage["people"] < linkage["records"]

@@ -50,7 +50,7 @@ def test_an_empty_gp_delivery_is_held_and_accept_lets_it_through(
     config = variant(demo, tmp_path / "run", dict.fromkeys(PERSON_SOURCES))
     settings = read_settings(config)
     first = run_all(str(config), run_id="r1-good")
-    people = first["published"]["metadata"]["counts"]["people"]
+    people = first.published["metadata"]["counts"]["people"]
 
     gp = settings.sources["gp_registrations"].path
     gp.write_text(gp.read_text().splitlines()[0] + "\n")  # the header and no rows
@@ -72,7 +72,7 @@ def test_an_empty_gp_delivery_is_held_and_accept_lets_it_through(
         run_all(str(config), run_id="r3-again")
 
     accepted = run_all(str(config), run_id="r4-accepted", accept=("gp_registrations",))
-    assert accepted["deliveries"]["accepted"] == ["gp_registrations"]
+    assert accepted.deliveries["accepted"] == ["gp_registrations"]
     assert releases.current(settings.out_dir) == "r4-accepted"
     events = [
         json.loads(line)
@@ -84,8 +84,8 @@ def test_an_empty_gp_delivery_is_held_and_accept_lets_it_through(
     statuses = [e["data"]["status"] for e in events if e["event"] == "run.finished"]
     assert statuses == ["completed", "held", "held", "completed"]
     # The summary names the live quality report, not the staging folder renamed by the switch.
-    assert ".staging-" not in accepted["reports"]["quality_report"]
-    assert Path(accepted["reports"]["quality_report"]).is_file()
+    assert ".staging-" not in accepted.reports["quality_report"]
+    assert Path(accepted.reports["quality_report"]).is_file()
     # Now accepted, the empty delivery is the one the next run compares with.
     run_all(str(config), run_id="r5-same")
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_every_row_is_accepted_or_quarantined(small_run: PipelineRun) -> None:
     landing = small_run.settings.landing_dir
     truth = pl.read_parquet(small_run.root / "demo" / "truth" / "records.parquet")
-    for report in small_run.summary["ingest"]:
+    for report in small_run.summary.ingest:
         assert report["rows_in"] == report["rows_accepted"] + report["rows_quarantined"]
         expected = truth.filter(pl.col("source") == report["source"]).height
         assert report["rows_in"] == expected, report["source"]
@@ -27,7 +27,7 @@ def test_every_row_is_accepted_or_quarantined(small_run: PipelineRun) -> None:
         assert q.height == report["rows_quarantined"]
         assert q["_reasons"].str.contains(":").all()
     # The deliberately malformed rows in the synthetic extracts were caught.
-    assert sum(r["rows_quarantined"] for r in small_run.summary["ingest"]) > 0
+    assert sum(r["rows_quarantined"] for r in small_run.summary.ingest) > 0
     assert landing.exists()
 
 
@@ -135,7 +135,7 @@ def test_no_raw_identifier_or_key_material_is_published(small_run: PipelineRun) 
 
 def test_outputs_record_key_id_and_contract_versions(small_run: PipelineRun) -> None:
     meta = json.loads((small_run.settings.linked_dir / "run_metadata.json").read_text())
-    assert meta["key_id"] == small_run.summary["run"]["key_id"]
+    assert meta["key_id"] == small_run.summary.run.key_id
     assert meta["contracts"]["gp_registrations"] == "gp_registrations@1.0"
     import pyarrow.parquet as pq
 
@@ -151,7 +151,7 @@ def test_logs_and_printed_output_hold_no_identifiers(small_run: PipelineRun) -> 
     assert run_log.is_file(), "each run keeps its log beside its summary"
     logged = run_log.read_text()
     assert "stage 7/7: finish" in logged and "run test-run completed" in logged
-    text = small_run.log_text + logged + json.dumps(small_run.summary, default=str)
+    text = small_run.log_text + logged + json.dumps(small_run.summary.to_dict(), default=str)
     assert len(small_run.log_text) > 0, "expected the run to log something"
     digit_runs = set(re.findall(r"\d{6,}", text))
     assert not digit_runs & set(people["nhs_number"].cast(pl.Utf8).to_list())

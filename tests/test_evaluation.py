@@ -466,6 +466,14 @@ def test_evaluate_run_on_a_small_population(small_run: PipelineRun) -> None:
         assert check["gap_points"] is None or 0 <= check["gap_points"] <= 100
     h = result["households"]
     ratios += [h["precision"], h["recall"], h["f1"]]
+    # The small run is the suite's one run with the baselines on: they are scored on the same
+    # records, and shown beside the model.
+    baselines = result["baselines"]
+    assert set(baselines) == {"deterministic", "plain_splink"}
+    for scores in baselines.values():
+        ratios += [scores["precision"], scores["recall"], scores["f1"]]
+        assert scores["records"] == result["pairwise"]["records"]
+    assert "Model against baselines on the same records" in result["print_table"]
     assert all(0.0 <= r <= 1.0 for r in ratios)
     assert h["true_pairs"] > 0 and h["predicted_pairs"] > 0
     assert h["recall"] > 0.8, h

@@ -105,7 +105,7 @@ def test_a_failure_in_any_stage_keeps_the_previous_release(tree: Path, stage: st
     if stage in RECOVERED_AFTER:
         # The next run needs no clean-up and publishes.
         again = runner.run_all(str(tree), run_id=f"20260301T000001Z-{stage}")
-        assert households_live(tree)[0] == again["run"]["run_id"]
+        assert households_live(tree)[0] == again.run.run_id
         assert not list(releases.releases_dir(settings.out_dir).glob(".staging-*"))
 
 
@@ -156,5 +156,5 @@ def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_recovers(
 
     if stage in RECOVERED_AFTER_KILL:
         again = runner.run_all(str(tree), run_id=f"20260401T000001Z-kill-{stage}")
-        assert households_live(tree)[0] == again["run"]["run_id"]
+        assert households_live(tree)[0] == again.run.run_id
         assert not lock.exists()

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import copy_tree, no_baselines
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import read_settings
 
 
@@ -20,7 +20,7 @@ from uprnlink.settings import read_settings
 class FlowRun:
     root: Path
     config: Path
-    summary: dict[str, Any]
+    summary: RunSummary
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +41,16 @@ def flow_run(
 def test_flow_runs_end_to_end_under_prefect(flow_run: FlowRun) -> None:
     config, summary = flow_run.config, flow_run.summary
     settings = read_settings(config)
-    assert summary["run"]["run_id"] == "flow-test"
-    assert {r["source"] for r in summary["ingest"]} == set(settings.sources)
-    assert all(
-        r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] for r in summary["ingest"]
-    )
-    assert summary["linkage"]["people"] > 300
+    assert summary.run.run_id == "flow-test"
+    assert {r["source"] for r in summary.ingest} == set(settings.sources)
+    assert all(r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] for r in summary.ingest)
+    assert summary.linkage["people"] > 300
     assert settings.database_path.exists()
     assert (settings.linked_dir / "household.parquet").exists()
-    saved = json.loads(Path(summary["summary_path"]).read_text())
+    saved = json.loads(Path(summary.summary_path).read_text())
     assert saved["status"] == "completed"
     # Nothing the flow returned (and Prefect recorded) holds key material or passphrases.
-    text = json.dumps(summary, default=str)
+    text = json.dumps(summary.to_dict(), default=str)
     assert "uprnlink-demo-passphrase" not in text
     doc = json.loads(settings.key.file.read_text())  # type: ignore[union-attr]
     assert doc["cipher"]["ciphertext"] not in text
@@ -108,15 +106,18 @@ def test_incremental_flow_run_after_one_extract_changes(flow_run: FlowRun, tmp_p
     watched = landing_watch(str(config), settle_seconds=0)
     assert watched["changed"] == ["gp_registrations"]
     run_id = watched["triggered"]
-    second = json.loads((settings.out_dir / "runs" / f"{run_id}.json").read_text())
-    assert second["changes"]["gp_registrations"] == "ingested"
+    second = RunSummary.from_dict(
+        json.loads((settings.out_dir / "runs" / f"{run_id}.json").read_text())
+    )
+    assert second.changes is not None and second.linkage is not None
+    assert second.changes["gp_registrations"] == "ingested"
     for name in set(settings.sources) - {"gp_registrations"}:
-        assert second["changes"][name] == "reused"
+        assert second.changes[name] == "reused"
         assert zones.records(name).stat().st_mtime_ns == stamps[name]  # not rewritten
     assert zones.records("gp_registrations").stat().st_mtime_ns != stamps["gp_registrations"]
-    assert second["linkage"]["model"]["trained"] is False
-    ids = second["linkage"]["ids"]
-    assert ids["kept"] >= 0.9 * first["linkage"]["people"]
+    assert second.linkage["model"]["trained"] is False
+    ids = second.linkage["ids"]
+    assert ids["kept"] >= 0.9 * first.linkage["people"]
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts()

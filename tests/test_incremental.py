@@ -49,15 +49,15 @@ def test_rerun_of_the_same_delivery_reuses_everything_and_repeats_the_outputs(
 ) -> None:
     settings = read_settings(tree)
     first = base_run.summary  # the first run, on a fresh tree: everything ingested
-    assert set(first["changes"].values()) == {"ingested"}
-    assert first["linkage"]["reused"] is False
+    assert set(first.changes.values()) == {"ingested"}
+    assert first.linkage["reused"] is False
 
     second = runner.run_all(str(tree), run_id="20260101T000000Z-0002")
-    assert set(second["changes"].values()) == {"reused"}
-    assert all(r["reused"] for r in second["reference"])
-    assert second["linkage"]["reused"] is True
+    assert set(second.changes.values()) == {"reused"}
+    assert all(r["reused"] for r in second.reference)
+    assert second.linkage["reused"] is True
     # Reused reports are the original counts, not counted again.
-    for a, b in zip(first["ingest"], second["ingest"], strict=True):
+    for a, b in zip(first.ingest, second.ingest, strict=True):
         assert (a["rows_in"], a["rows_accepted"], a["checksum"]) == (
             b["rows_in"],
             b["rows_accepted"],
@@ -82,11 +82,11 @@ def test_one_changed_extract_is_the_only_one_ingested_and_ids_stay_stable(tree: 
     gp.write_text("".join(lines[: int(len(lines) * 0.95)]))
 
     third = runner.run_all(str(tree), run_id="20260201T000000Z-0003")
-    assert third["changes"]["gp_registrations"] == "ingested"
-    assert {s for s, c in third["changes"].items() if c == "reused"} == set(settings.sources) - {
+    assert third.changes["gp_registrations"] == "ingested"
+    assert {s for s, c in third.changes.items() if c == "reused"} == set(settings.sources) - {
         "gp_registrations"
     }
-    link = third["linkage"]
+    link = third.linkage
     assert link["reused"] is False
     assert link["model"]["trained"] is False  # the saved model is reused
     ids = link["ids"]
@@ -107,12 +107,12 @@ def test_one_changed_extract_is_the_only_one_ingested_and_ids_stay_stable(tree: 
 def test_rebuild_ingests_everything_again_and_gives_the_same_content(tree: Path) -> None:
     settings = read_settings(tree)
     summary = runner.run_all(str(tree), run_id="20260201T000000Z-0004", rebuild=True)
-    assert set(summary["changes"].values()) == {"ingested"}
-    assert summary["linkage"]["model"]["trained"] is True
+    assert set(summary.changes.values()) == {"ingested"}
+    assert summary.linkage["model"]["trained"] is True
     # From scratch again (a new model, no previous ids) on the same inputs and key: the same
     # content, person and household ids included.
     again = runner.run_all(str(tree), run_id="20260201T000000Z-0014", rebuild=True)
-    assert again["linkage"]["model"]["trained"] is True
+    assert again.linkage["model"]["trained"] is True
     assert_same_content(
         published_tables(settings, "20260201T000000Z-0004"),
         published_tables(settings, "20260201T000000Z-0014"),
@@ -148,7 +148,7 @@ def test_an_optional_source_without_an_extract_is_skipped(tree: Path) -> None:
         summary = runner.run_all(str(optional), run_id="20260201T000000Z-0006")
     finally:
         moved.rename(extract)
-    assert summary["changes"]["adult_social_care"] == "skipped"
+    assert summary.changes["adult_social_care"] == "skipped"
     assert pl.read_parquet(Zones(settings).records("adult_social_care")).height == 0
     services = published_tables(settings, "20260201T000000Z-0006")["service_events"]
     assert services.height > 0

@@ -25,7 +25,7 @@ def test_rotation_refuses_mixed_epochs_until_rebuilt(base_run: BaseRun, tmp_path
     config = base_run.copy(tmp_path)  # a first run under the first key (baselines off)
     settings = read_settings(config)
     first = base_run.summary
-    assert first["run"]["epoch"] == 1
+    assert first.run.epoch == 1
 
     assert settings.key.file is not None
     info = rotate_key_file(settings.key.file, DEMO_PASSPHRASE)
@@ -41,8 +41,8 @@ def test_rotation_refuses_mixed_epochs_until_rebuilt(base_run: BaseRun, tmp_path
     assert DEMO_PASSPHRASE not in message
 
     second = run_all(str(config), run_id="epoch-2", rebuild=True)
-    assert second["run"]["epoch"] == 2
-    assert second["published"]["metadata"]["key_id"] == info.key_id
+    assert second.run.epoch == 2
+    assert second.published["metadata"]["key_id"] == info.key_id
 
     # The audit log is kept with its own key, untouched by the pseudonymisation key's rotation.
     zones = Zones(settings)

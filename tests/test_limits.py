@@ -389,6 +389,7 @@ def guarded(small_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) ->
     from uprnlink import cli
     from uprnlink.publish import queries
     from uprnlink.service import app as service_app
+    from uprnlink.service import state as service_state
     from uprnlink.service.upkeep import Upkeep
     from uprnlink.settings import read_settings
 
@@ -421,8 +422,8 @@ def guarded(small_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) ->
         token_ids[name] = "tok-" + lines[1].split("_")[1]
     settings = read_settings(config)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(service_app, "WorkerPool", HeldPool)
-        state = service_app.ServiceState(settings)
+        mp.setattr(service_state, "WorkerPool", HeldPool)
+        state = service_state.ServiceState(settings)
         app = service_app.create_app(state)
         live = state.live()
         _wait(lambda: len(live.tables) == len(queries.list_queries()), "the named tables")

@@ -306,6 +306,7 @@ def _trained_parameters(model: dict[str, object]) -> str:
     return json.dumps(splink, sort_keys=True)
 
 
+@pytest.mark.slow  # 40,000 synthetic people trained twice: the run tests' loop, not test-fast's
 def test_training_twice_on_the_same_records_gives_identical_parameters(tmp_path: Path) -> None:
     """Two trainings on the same records (two threads, sampled EM) give bit-identical m and u:
     EM's sums run on one thread, so clusters do not move between rebuilds."""

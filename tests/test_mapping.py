@@ -15,9 +15,11 @@ import pytest
 from uprnlink import cli
 from uprnlink.errors import ContractError
 from uprnlink.ingest.contracts import find_contract
-from uprnlink.ingest.mapping import _normal, propose_mapping, suggest_columns
+from uprnlink.ingest.headers import normal_name, suggest_columns
+from uprnlink.ingest.mapping import propose_mapping
 from uprnlink.ingest.standardise import nhs_check_digit
 from uprnlink.ingest.validate import ingest_extract
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import PROJECT_ROOT, read_settings
 
 SCHEMAS = PROJECT_ROOT / "schemas"
@@ -84,7 +86,7 @@ EXPECTED = {
     ],
 )
 def test_header_names_normalise(header, normal):
-    assert _normal(header) == normal
+    assert normal_name(header) == normal
 
 
 @pytest.fixture
@@ -387,8 +389,8 @@ def test_a_foreign_extract_links_exactly_as_the_original(base_run, population, t
     )
     summary = run_all(str(config))
 
-    def gp(run: dict) -> tuple[int, int, int]:
-        r = next(r for r in run["ingest"] if r["source"] == "gp_registrations")
+    def gp(run: RunSummary) -> tuple[int, int, int]:
+        r = next(r for r in run.ingest or () if r["source"] == "gp_registrations")
         return r["rows_in"], r["rows_accepted"], r["rows_quarantined"]
 
     assert gp(summary) == gp(before)

@@ -243,8 +243,8 @@ def test_report_has_every_section(reports: dict[str, Path], small_run: PipelineR
     for section in (*SECTIONS, *TRUTH_SECTIONS):
         assert f'<section id="{section}">' in page, section
     assert 'id="chart-match_weights"' in page and 'id="chart-m_u_parameters"' in page
-    run = small_run.summary["run"]
-    assert run["run_id"] in page and run["key_id"] in page
+    run = small_run.summary.run
+    assert run is not None and run.run_id in page and run.key_id in page
     assert small_run.settings.reference_date.isoformat() in page
     for source in small_run.settings.sources:
         assert source in page

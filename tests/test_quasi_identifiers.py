@@ -84,7 +84,7 @@ def test_analysts_see_no_exact_age(small_run: PipelineRun) -> None:
 def test_every_run_measures_uniqueness_and_warns_above_the_policy(
     small_run: PipelineRun, tmp_path: Path
 ) -> None:
-    risk = small_run.summary["published"]["disclosure_risk"]
+    risk = small_run.summary.published["disclosure_risk"]
     assert set(risk) == {"people", "households", "max_unique_share", "above"}
     con = duckdb.connect(str(small_run.settings.engineer_database_path), read_only=True)
     try:
@@ -99,7 +99,7 @@ def test_every_run_measures_uniqueness_and_warns_above_the_policy(
     warned = "disclosure risk:" in small_run.log_text
     assert warned == bool(risk["above"])
     # The run summary and the IG lead's audit report carry it.
-    summary = json.loads(Path(small_run.summary["summary_path"]).read_text())
+    summary = json.loads(Path(small_run.summary.summary_path).read_text())
     assert summary["published"]["disclosure_risk"] == risk
     log = open_audit_log(small_run.settings)
     report = render_audit_report(log.path, load_audit_key(small_run.settings), head_path=None)

@@ -23,6 +23,7 @@ from uprnlink.governance.retention import (
     read_retention,
 )
 from uprnlink.privacy.keys import create_demo_keys, load_audit_key
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import PROJECT_ROOT, read_settings
 from uprnlink.zones import Zones
 
@@ -195,10 +196,10 @@ def test_cli_lists_then_applies(tree, capsys):
 
 
 def test_a_run_reports_retention_in_its_summary(small_run):
-    retention = small_run.summary["retention"]
+    retention = small_run.summary.retention
     assert retention["files_past_retention"] == 0  # everything was written just now
     assert retention["deleted"] is False
-    written = json.loads(Path(small_run.summary["summary_path"]).read_text())
+    written = json.loads(Path(small_run.summary.summary_path).read_text())
     assert written["retention"] == retention
 
 
@@ -206,7 +207,7 @@ def test_run_artifact_mentions_files_past_retention():
     from uprnlink.run.history import run_markdown
 
     summary = {
-        "run": {"run_id": "r1"},
+        "run_id": "r1",
         "retention": {
             "files_past_retention": 3,
             "by_zone": {"landing": {"files": 2, "bytes": 20}, "trusted": {"files": 1, "bytes": 5}},
@@ -214,6 +215,7 @@ def test_run_artifact_mentions_files_past_retention():
             "deleted": False,
         },
     }
-    text = run_markdown(summary)
+    text = run_markdown(RunSummary.from_dict(summary))
     assert "3 files past retention, not deleted (landing 2, trusted 1; oldest 400.0 days)" in text
-    assert "Retention" not in run_markdown({"run": {"run_id": "r2"}, "retention": {}})
+    empty = RunSummary.from_dict({"run_id": "r2", "retention": {}})
+    assert "Retention" not in run_markdown(empty)

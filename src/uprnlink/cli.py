@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
+from uprnlink.run_summary import RunSummary
 
 CONFIG_NAME = "uprnlink.toml"
 CONFIG_HELP = f"run configuration (TOML; default: ./{CONFIG_NAME} when there is one)"
@@ -59,7 +61,7 @@ def run_flow(
     rebuild: bool = False,
     retrain: bool = False,
     accept: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run the household linkage Prefect flow and return its summary.
 
     Without Prefect the same stages run in the same order in this process
@@ -80,7 +82,7 @@ def run_flow(
         from uprnlink.flows.household_linkage import household_linkage
 
         flow_extra: dict[str, Any] = {"accept": list(accept)} if accept else {}
-        summary: dict[str, Any] = household_linkage(
+        summary: RunSummary = household_linkage(
             str(config), run_id=run_id, rebuild=rebuild, retrain=retrain, **flow_extra
         )
         return summary
@@ -130,7 +132,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     settings = read_settings(Path(args.config))
     if args.json:
-        runs = list_runs(settings.out_dir)
+        runs = [r.to_dict() for r in list_runs(settings.out_dir)]
         print(json.dumps(runs[-args.limit :] if args.limit else runs, indent=2, default=str))
     else:
         print(runs_table(settings.out_dir, args.limit))
@@ -343,8 +345,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Redraw the quality report now that the synthetic truth gives recall by group.
     from uprnlink.run.runner import write_quality_report
 
-    summary["reports"] = write_quality_report(str(config), summary, evaluation)
-    summary["timings"] = {"synthesise": round(synth_s, 2), **summary["timings"]}
+    summary = dataclasses.replace(
+        summary,
+        reports=write_quality_report(str(config), summary, evaluation),
+        timings={"synthesise": round(synth_s, 2), **(summary.timings or {})},
+    )
     print("[4/4] Done.\n")
     print_run_summary(summary, run_s + synth_s)
     print_evaluation(evaluation, full=args.full_evaluation)
@@ -856,13 +861,6 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
-def pl_config() -> Any:
-    """Terminal-friendly table printing."""
-    import polars as pl
-
-    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40)
-
-
 # ------------------------------------------------------------------------------ output
 def _banner(text: str) -> None:
     line = "!" * 78
@@ -884,42 +882,22 @@ def _passphrase(env_name: str | None, confirm: bool = False) -> str:
     return first
 
 
-def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
+def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     """The run's counts, timings and output locations."""
-    print(
-        f"Run {summary['run']['run_id']}  key {summary['run']['key_id']} "
-        f"(epoch {summary['run']['epoch']})"
-    )
-    print(
-        f"\n{'source':<20}{'extract':<10}{'rows in':>10}{'accepted':>10}{'quarantined':>12}"
-        f"{'nulled':>8}  reconciles"
-    )
-    for r in summary["ingest"]:
-        if r.get("skipped"):
-            print(f"{r['source']:<20}{'skipped':<10}  ({r['skipped']})")
-            continue
-        nulled = sum(r["values_nulled"].values())
-        ok = "yes" if r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] else "NO"
-        status = "reused" if r.get("reused") else "ingested"
-        print(
-            f"{r['source']:<20}{status:<10}{r['rows_in']:>10,}{r['rows_accepted']:>10,}"
-            f"{r['rows_quarantined']:>12,}{nulled:>8,}  {ok}"
-        )
-    if any(r.get("reused") for r in summary["ingest"]):
-        print("(reused = extract unchanged since it was last ingested: same SHA-256, not re-read)")
-    for r in summary["ingest"]:
-        for fname, codes in (r.get("values_unrecoded") or {}).items():
-            listed = ", ".join(f'"{c}" {n:,}' for c, n in list(codes.items())[:8])
-            print(f"{r['source']}: {fname} codes not recoded (nulled): {listed}")
-    counts = summary["published"]["metadata"]["counts"]
-    link = summary["linkage"]
+    run, ingest, link = summary.run, summary.ingest, summary.linkage
+    published, timings = summary.published, summary.timings
+    if run is None or ingest is None or link is None or published is None or timings is None:
+        raise UprnlinkError("the run summary is incomplete: the run did not finish")
+    print(f"Run {run.run_id}  key {run.key_id} (epoch {run.epoch})")
+    _print_ingest(ingest)
+    counts = summary.counts
     print(
         f"\nLinked {link['records']:,} records into {link['people']:,} people "
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
     )
     if link.get("identifiers"):
         print("Identifiers used for linkage: " + ", ".join(link["identifiers"]))
-    missing = summary.get("not_supplied", {})
+    missing = summary.not_supplied or {}
     if missing.get("sources"):
         print("Sources not supplied: " + ", ".join(missing["sources"]))
     if missing.get("fields"):
@@ -938,13 +916,13 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
             f"split {ids.get('split', 0):,}"
         )
     print(
-        f"Households on {summary['published']['metadata']['reference_date']}: "
+        f"Households on {summary.metadata['reference_date']}: "
         f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)"
     )
-    share = summary["published"]["metadata"].get("single_person_discount_share")
+    share = summary.metadata.get("single_person_discount_share")
     if share is not None:
         print(f"Single person discounts borne out by the other accounts: {share:.2f}")
-    confirmed = summary["published"]["metadata"].get("residence_confirmed") or []
+    confirmed = summary.metadata.get("residence_confirmed") or []
     if confirmed:
         print(
             "Addresses on the day confirmed by another source: "
@@ -954,21 +932,50 @@ def print_run_summary(summary: dict[str, Any], wall_seconds: float) -> None:
         )
     print(
         "\nWall time per stage: "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
+        + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
         + f"; total {wall_seconds:.1f} s; peak memory {peak_memory_mib():,.0f} MiB"
     )
-    release = summary.get("release", {})
+    _print_outputs(summary, published)
+
+
+def _print_ingest(ingest: Sequence[dict[str, Any]]) -> None:
+    """Each extract's rows in, accepted, quarantined and nulled, and codes left unrecoded."""
+    print(
+        f"\n{'source':<20}{'extract':<10}{'rows in':>10}{'accepted':>10}{'quarantined':>12}"
+        f"{'nulled':>8}  reconciles"
+    )
+    for r in ingest:
+        if r.get("skipped"):
+            print(f"{r['source']:<20}{'skipped':<10}  ({r['skipped']})")
+            continue
+        nulled = sum(r["values_nulled"].values())
+        ok = "yes" if r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"] else "NO"
+        status = "reused" if r.get("reused") else "ingested"
+        print(
+            f"{r['source']:<20}{status:<10}{r['rows_in']:>10,}{r['rows_accepted']:>10,}"
+            f"{r['rows_quarantined']:>12,}{nulled:>8,}  {ok}"
+        )
+    if any(r.get("reused") for r in ingest):
+        print("(reused = extract unchanged since it was last ingested: same SHA-256, not re-read)")
+    for r in ingest:
+        for fname, codes in (r.get("values_unrecoded") or {}).items():
+            listed = ", ".join(f'"{c}" {n:,}' for c, n in list(codes.items())[:8])
+            print(f"{r['source']}: {fname} codes not recoded (nulled): {listed}")
+
+
+def _print_outputs(summary: RunSummary, published: dict[str, Any]) -> None:
+    """The live release and where the run's outputs are."""
+    release = summary.release or {}
     print(
         f"\nRelease {release.get('release')} is live"
         + (f" (replacing {release['previous']})" if release.get("previous") else "")
     )
-    print(f"Published (de-identified): {summary['published']['linked_dir']}")
-    print(f"Analyst database:          {summary['published']['database']}")
-    print(f"Run summary:               {summary['summary_path']}")
-    if summary.get("reports", {}).get("quality_report"):
-        print(
-            f"Linkage quality report:    {summary['reports']['quality_report']}  (open in a browser)"
-        )
+    print(f"Published (de-identified): {published['linked_dir']}")
+    print(f"Analyst database:          {published['database']}")
+    print(f"Run summary:               {summary.summary_path}")
+    reports = summary.reports or {}
+    if reports.get("quality_report"):
+        print(f"Linkage quality report:    {reports['quality_report']}  (open in a browser)")
 
 
 def print_evaluation(result: dict[str, Any], *, full: bool = False) -> None:

@@ -26,6 +26,7 @@ from uprnlink.ingest.deliveries import DeliveryHeldError
 from uprnlink.progress import console_active
 from uprnlink.run import runner
 from uprnlink.run.history import run_markdown
+from uprnlink.run_summary import RunSummary
 
 # Results hold counts only, but persisting them is still pointless: every stage re-reads its
 # inputs from the zones on disk.
@@ -142,7 +143,7 @@ def publish(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str,
 
 
 @task(name="write-quality-report", **TASK_OPTIONS)
-def write_quality_report(config_path: str, summary: dict[str, Any]) -> dict[str, str]:
+def write_quality_report(config_path: str, summary: RunSummary) -> dict[str, str]:
     """Write the HTML linkage quality report into the staged release."""
     return runner.write_quality_report(config_path, summary)
 
@@ -190,7 +191,7 @@ def household_linkage(
     rebuild: bool = False,
     retrain: bool = False,
     accept: list[str] | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run the whole pipeline for the configuration file at `config_path`.
 
     Unchanged extracts are recognised by checksum and reused; `rebuild` clears the trusted zone
@@ -228,28 +229,28 @@ def household_linkage(
         library.setLevel(level)
         library.propagate = propagate
     publish_artifacts(summary)
-    counts = summary["published"]["metadata"]["counts"]
+    counts = summary.counts
     logger.info(
         "published %s people in %s households (release %s)",
         counts["people"],
         counts["households"],
-        summary["release"]["release"],
+        (summary.release or {}).get("release"),
     )
     return summary
 
 
-def publish_artifacts(summary: dict[str, Any]) -> None:
+def publish_artifacts(summary: RunSummary) -> None:
     """A Markdown summary of the run (counts, quarantines, linkage, key id, timings) and a link
     to its quality report, shown on the flow run's page in the Prefect UI."""
-    run_id = summary["run"]["run_id"]
+    run_id = summary.id
     create_markdown_artifact(
         key="household-linkage-summary",
         markdown=run_markdown(summary),
         description=f"uprnlink run {run_id}",
     )
-    report = summary.get("reports", {}).get("quality_report")
-    if report:
-        live = Path(summary["published"]["linked_dir"]).parent / "quality_report.html"
+    report = (summary.reports or {}).get("quality_report")
+    if report and summary.published:
+        live = Path(summary.published["linked_dir"]).parent / "quality_report.html"
         create_link_artifact(
             key="linkage-quality-report",
             link=live.resolve().as_uri(),

@@ -45,5 +45,5 @@ def landing_watch(
         from uprnlink.flows.household_linkage import household_linkage
 
         summary = household_linkage(config_path)
-        result["triggered"] = summary["run"]["run_id"]
+        result["triggered"] = summary.id
     return result

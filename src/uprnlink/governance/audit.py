@@ -57,9 +57,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 from uprnlink.errors import AuditError
+from uprnlink.governance.witness import (
+    Witness,
+    WitnessFile,
+    WitnessSink,
+    read_witness_file,
+    witness_line,
+    witness_sinks,
+)
 from uprnlink.privacy.keys import MasterKey, load_audit_key
 from uprnlink.privacy.sealing import (
     LastSeal,
@@ -242,21 +250,6 @@ class SealPolicy:
     state_path: Path
     seal_seconds: float = 300.0
     witness_seconds: float = 60.0
-
-
-class WitnessSink(Protocol):
-    """Somewhere the log's head is written that the log's writers cannot rewrite."""
-
-    name: str
-    """What the seal entries record of it (``file:/path`` or ``syslog:/dev/log``)."""
-
-    def write(self, line: str) -> None:
-        """Append one witness line (one JSON object, newline-ended)."""
-        ...
-
-    def size(self) -> int | None:
-        """Bytes the sink holds now (a file), or None where that cannot be known (syslog)."""
-        ...
 
 
 def _check_data(value: Any, where: str, depth: int = 0) -> Any:
@@ -1097,49 +1090,6 @@ def _iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
         yield number, raw[:-1] if complete else raw, complete
 
 
-@dataclass(frozen=True)
-class Witness:
-    """A head of the log recorded somewhere else (a run summary, a release, a witness file):
-    the log must still hold entry `seq` with exactly this `hash`, or it was cut short or
-    rewritten. A witness that could not be read carries the `problem` instead, and fails
-    verification (nothing is skipped)."""
-
-    source: str
-    seq: int
-    hash: str
-    problem: str | None = None
-
-
-WITNESS_FORMAT = "uprnlink-audit-witness/v1"
-
-
-def witness_line(
-    *, seq: int, digest: str, ts: str, seal_id: str | None, epoch: int | None, by: str
-) -> str:
-    """One witness: the log's head (seq and hash) at `ts`, as a JSON line. The same text goes
-    to a witness file and, as the message, to syslog, so a journald export reads back alike."""
-    body = {
-        "witness": WITNESS_FORMAT,
-        "seq": seq,
-        "hash": digest,
-        "ts": ts,
-        "seal_id": seal_id,
-        "epoch": epoch,
-        "by": by,
-    }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=True) + "\n"
-
-
-@dataclass(frozen=True)
-class WitnessFile:
-    """A witness file as read for verification: its witnesses, its size, or what is wrong."""
-
-    path: Path
-    witnesses: tuple[Witness, ...] = ()
-    size: int = 0
-    problem: str | None = None
-
-
 class _SealCheck:
     """Follows the seals through a log while it is verified: contiguous epochs, each sealing
     the entry before it, each MAC checked with the seed when one is given."""
@@ -1620,8 +1570,6 @@ def open_audit_log(
     """The audit log of a run configuration, kept with its audit key (`[audit]`; never the
     pseudonymisation key), sealed and witnessed as its settings and policy say, its folders
     created if need be."""
-    from uprnlink.governance.witness import witness_sinks
-
     z = Zones(settings)
     z.audit_log.parent.mkdir(parents=True, exist_ok=True)
     z.audit_head.parent.mkdir(parents=True, exist_ok=True)
@@ -1689,8 +1637,6 @@ def run_witness_files(
 ) -> list[WitnessFile]:
     """The configured witness file (`[audit] witness_file`) and any others given (a copy, a
     journald export), each read whole."""
-    from uprnlink.governance.witness import read_witness_file
-
     paths = [Path(p) for p in extra]
     if settings.audit.witness_file is not None and not any(
         os.path.abspath(p) == os.path.abspath(settings.audit.witness_file) for p in paths

@@ -1,6 +1,6 @@
 """Witnesses of the audit log's head, written where the log's writers cannot rewrite them.
 
-A witness is one JSON line (`uprnlink.governance.audit.witness_line`): the log's last seq and
+A witness is one JSON line (`witness_line`): the log's last seq and
 hash, when, the seal id and epoch. The writers send it, after every seal and at least every
 ``[audit] witness_minutes`` while the log moves, to:
 
@@ -26,23 +26,86 @@ import json
 import os
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from uprnlink.errors import AuditError
-from uprnlink.governance.audit import WITNESS_FORMAT, Witness, WitnessFile, WitnessSink
 from uprnlink.settings import AuditSettings
 
 __all__ = [
+    "WITNESS_FORMAT",
     "FileWitnessSink",
     "SyslogWitnessSink",
+    "Witness",
+    "WitnessFile",
+    "WitnessSink",
     "read_witness_file",
+    "witness_line",
     "witness_sinks",
 ]
 
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 SYSLOG_TAG = "uprnlink-audit"
 _AUTHPRIV_NOTICE = 10 * 8 + 5  # facility authpriv, severity notice
+
+
+class WitnessSink(Protocol):
+    """Somewhere the log's head is written that the log's writers cannot rewrite."""
+
+    name: str
+    """What the seal entries record of it (``file:/path`` or ``syslog:/dev/log``)."""
+
+    def write(self, line: str) -> None:
+        """Append one witness line (one JSON object, newline-ended)."""
+        ...
+
+    def size(self) -> int | None:
+        """Bytes the sink holds now (a file), or None where that cannot be known (syslog)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A head of the log recorded somewhere else (a run summary, a release, a witness file):
+    the log must still hold entry `seq` with exactly this `hash`, or it was cut short or
+    rewritten. A witness that could not be read carries the `problem` instead, and fails
+    verification (nothing is skipped)."""
+
+    source: str
+    seq: int
+    hash: str
+    problem: str | None = None
+
+
+WITNESS_FORMAT = "uprnlink-audit-witness/v1"
+
+
+def witness_line(
+    *, seq: int, digest: str, ts: str, seal_id: str | None, epoch: int | None, by: str
+) -> str:
+    """One witness: the log's head (seq and hash) at `ts`, as a JSON line. The same text goes
+    to a witness file and, as the message, to syslog, so a journald export reads back alike."""
+    body = {
+        "witness": WITNESS_FORMAT,
+        "seq": seq,
+        "hash": digest,
+        "ts": ts,
+        "seal_id": seal_id,
+        "epoch": epoch,
+        "by": by,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True) + "\n"
+
+
+@dataclass(frozen=True)
+class WitnessFile:
+    """A witness file as read for verification: its witnesses, its size, or what is wrong."""
+
+    path: Path
+    witnesses: tuple[Witness, ...] = ()
+    size: int = 0
+    problem: str | None = None
 
 
 class FileWitnessSink:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import polars as pl
 
 from uprnlink.errors import ContractError
+from uprnlink.ingest.headers import suggest_columns
 from uprnlink.ingest.readers import BLANK, GROUP, ROW, ROW_ISSUE, header_key
 from uprnlink.settings import GROUP_PLACEHOLDER, SourceSettings
 
@@ -43,8 +44,6 @@ def _resolve(raw: pl.DataFrame, source: SourceSettings, wanted: str) -> str:
             column=wanted,
             rule="duplicate_column",
         )
-    from uprnlink.ingest.mapping import suggest_columns
-
     close = suggest_columns(wanted, list(raw.columns), "")
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ContractError(

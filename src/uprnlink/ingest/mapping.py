@@ -23,7 +23,6 @@ evidence is the column name and shares of valid values only.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,11 @@ import polars as pl
 from uprnlink.errors import ContractError
 from uprnlink.ingest import standardise as std
 from uprnlink.ingest.contracts import Contract, FieldSpec
+from uprnlink.ingest.headers import (
+    name_score,
+    normal_name,
+    suggest_columns,
+)
 from uprnlink.ingest.readers import (
     choose_sheet,
     excel_header_row,
@@ -42,7 +46,12 @@ from uprnlink.ingest.readers import (
     read_sheet,
     sheet_note,
 )
-from uprnlink.ingest.validate import CODE_PATTERN, MAX_CODE_LENGTH, MAX_CODES_LISTED
+from uprnlink.ingest.validate import (
+    CODE_PATTERN,
+    MAX_CODE_LENGTH,
+    MAX_CODES_LISTED,
+    PERSON_LEVEL_FIELDS,
+)
 from uprnlink.settings import EXCEL_SUFFIXES, GROUP_PLACEHOLDER
 
 __all__ = [
@@ -71,207 +80,11 @@ DATE_FORMATS = (
 (UK day-first before US month-first; spreadsheet serial numbers last, and only for a column
 whose name says it holds the field)."""
 
-ALIASES: dict[str, tuple[str, ...]] = {
-    "record_id": (
-        "id",
-        "record id",
-        "row id",
-        "patient id",
-        "person id",
-        "client id",
-        "local patient id",
-        "local patient identifier",
-        "party ref",
-        "party id",
-        "customer ref",
-        "system id",
-        "unique id",
-        "pas id",
-        "mosaic id",
-    ),
-    "forename": (
-        "forename",
-        "forenames",
-        "first name",
-        "firstname",
-        "first names",
-        "given name",
-        "given names",
-        "person given name",
-        "christian name",
-        "fname",
-    ),
-    "surname": (
-        "surname",
-        "last name",
-        "lastname",
-        "family name",
-        "person family name",
-        "sname",
-        "lname",
-    ),
-    "dob": (
-        "dob",
-        "date of birth",
-        "birth date",
-        "birthdate",
-        "person birth date",
-        "birth dt",
-        "d o b",
-    ),
-    "sex": (
-        "sex",
-        "gender",
-        "sex code",
-        "gender code",
-        "person stated gender code",
-        "person gender code",
-        "stated gender",
-    ),
-    "nhs_number": (
-        "nhs number",
-        "nhs no",
-        "nhsno",
-        "nhs num",
-        "nhs",
-        "nhs number value",
-        "patient nhs number",
-    ),
-    "address_line_1": (
-        "address line 1",
-        "address 1",
-        "address1",
-        "addr1",
-        "add1",
-        "address",
-        "street",
-        "house",
-    ),
-    "postcode": (
-        "postcode",
-        "post code",
-        "pcode",
-        "postal code",
-        "pc",
-        "postcode of usual address",
-        "patient postcode",
-    ),
-    "uprn": (
-        "uprn",
-        "property uprn",
-        "address uprn",
-        "unique property reference number",
-        "uprn number",
-    ),
-    "start_date": (
-        "start date",
-        "start",
-        "date from",
-        "from date",
-        "valid from",
-        "effective from",
-        "registration date",
-        "registered",
-        "registered on",
-        "date registered",
-        "reg date",
-        "liability start",
-        "tenancy start",
-        "claim start",
-        "admission date",
-        "arrival date",
-        "activity date",
-        "service start",
-    ),
-    "end_date": (
-        "end date",
-        "end",
-        "date to",
-        "to date",
-        "valid to",
-        "effective to",
-        "deregistration date",
-        "deregistered",
-        "deregistered on",
-        "date deregistered",
-        "dereg date",
-        "liability end",
-        "tenancy end",
-        "claim end",
-        "discharge date",
-        "service end",
-    ),
-    "date_of_death": ("date of death", "dod", "death date"),
-    "person_type": (
-        "role",
-        "person role",
-        "claim role",
-        "relationship",
-        "party type",
-        "member type",
-        "claimant type",
-        "person type",
-    ),
-    "benefit_type": ("benefit", "benefit type", "award type", "scheme", "benefits"),
-    "activity_type": ("activity", "attendance type", "admission type", "event type", "pod"),
-    "support_setting": (
-        "setting",
-        "service type",
-        "care setting",
-        "service setting",
-        "support type",
-        "service",
-        "care type",
-    ),
-    "tenure_type": ("tenure", "tenancy type", "tenure type"),
-    "band": ("band", "ctax band", "valuation band", "property band", "council tax band"),
-    "claim_ref": ("claim id", "claim ref", "claim number", "claim no", "claim"),
-    "account_ref": ("account ref", "account", "account number", "account no", "ctax ref"),
-    "tenancy_ref": ("tenancy ref", "tenancy id", "tenancy number", "tenancy no", "tenancy"),
-    "weekly_amount": ("weekly amount", "amount", "weekly award", "award amount"),
-    "bedrooms": ("bedrooms", "beds", "no of bedrooms", "bedroom count", "number of bedrooms"),
-    "primary_support_reason": ("primary support reason", "psr", "support reason"),
-    "oa": ("oa", "output area", "output area code", "oa code"),
-    "lsoa": (
-        "lsoa",
-        "lsoa code",
-        "lower layer super output area",
-        "lsoa code 2021",
-        "lsoa code 2011",
-    ),
-    "msoa": ("msoa", "msoa code", "middle layer super output area"),
-    "ward": ("ward", "ward code", "electoral ward", "electoral ward code"),
-    "lad": ("lad", "local authority", "local authority district", "la code", "lad code", "ltla"),
-    "imd_decile": ("imd decile", "index of multiple deprivation imd decile"),
-    "class": (
-        "class",
-        "classification",
-        "classification code",
-        "class code",
-        "property class",
-        "property classification",
-        "abp class",
-        "blpu class",
-        "addressbase class",
-    ),
-}
-"""Common names of the contract fields in council and NHS extracts (normalised spelling)."""
-
-# Last words of a column name that say it holds a reference (a candidate record key).
-_KEY_WORDS = {"id", "ref", "reference", "key", "no", "number", "seq", "identifier"}
 # Types whose values identify the field on their own (no name evidence needed).
 _SELF_EVIDENT = {"nhs_number", "postcode", "dob"}
 _SELF_EVIDENT_SHARE = 0.9
-# ONS geography codes: the column names ONS publishes them under (LSOA21CD, WD24CD, LAD24CD)
-# and the patterns of the codes themselves (E01 LSOAs, E05 wards, E06-E09 districts; W and S
-# for Wales and Scotland), which identify a geography column on their own.
-ONS_CODE_NAMES = {
-    "oa": r"^oa\d{2}cd$",
-    "lsoa": r"^lsoa\d{2}cd$",
-    "msoa": r"^msoa\d{2}cd$",
-    "ward": r"^(wd|ward)\d{2}cd$",
-    "lad": r"^(lad|ltla|lau1|laua|lauas)\d{2}cd$",
-}
+# The patterns of ONS geography codes (E01 LSOAs, E05 wards, E06-E09 districts; W and S for
+# Wales and Scotland), which identify a geography column on their own.
 ONS_CODE_PATTERNS = {
     "oa": r"^(E00|W00|S00)[0-9]{6}$",
     "lsoa": r"^(E01|W01|S01)[0-9]{6}$",
@@ -284,50 +97,6 @@ ONS_CODE_PATTERNS = {
 IMD_AREAS = {"2019": 32_844, "2025": 33_755}
 # A name: letters of any alphabet, then letters, apostrophes, spaces, dots or hyphens.
 _NAME_PATTERN = r"^\p{L}[\p{L}' .\-]*$"
-# Last words of a column name that mark the start or the end of a period.
-_PERIOD_WORDS = {
-    "start_date": {"from", "start", "started", "begin", "commenced"},
-    "end_date": {"to", "end", "ended", "until", "ceased"},
-}
-
-
-def _normal(name: str) -> str:
-    """A header or field name in one spelling: lower case words split on anything else, and
-    on camelCase boundaries (``NHSNumber`` -> ``nhs number``)."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
-    return " ".join(re.findall(r"[a-z0-9]+", spaced.lower()))
-
-
-def _name_score(header: str, spec: FieldSpec) -> tuple[float, str]:
-    """How well a header names a field (0-1) and why."""
-    h = _normal(header)
-    if not h:
-        return 0.0, ""
-    if spec.name == "imd_decile" and "rank" in h.split():
-        return 0.0, ""  # a rank is read as deciles only with from_rank (_rank_deciles)
-    candidates = (_normal(spec.name), *ALIASES.get(spec.name, ()))
-    if h in candidates:
-        return 1.0, "name"
-    ons = ONS_CODE_NAMES.get(spec.name)
-    if ons and re.fullmatch(ons, h.replace(" ", "")):
-        return 1.0, "ONS code name"
-    if h.replace(" ", "") in {c.replace(" ", "") for c in candidates}:
-        return 1.0, "name"
-    words = f" {h} "
-    for c in candidates:
-        if len(c) >= 3 and f" {c} " in words:
-            return 0.8, f"name contains {c!r}"
-    field_words = _normal(spec.name).split()
-    if len(field_words) >= 2 and h.split()[0] == "".join(w[0] for w in field_words):
-        return 0.7, "name is the field's initials"
-    best = max(difflib.SequenceMatcher(None, h, c).ratio() for c in candidates)
-    if best >= 0.85:
-        return 0.6 * best, "name close"
-    if h.split()[-1] in _PERIOD_WORDS.get(spec.name, ()):
-        return 0.8, f"name ends {h.split()[-1]!r}"
-    if spec.unique and h.split()[-1] in _KEY_WORDS:
-        return 0.5, "name of a reference"
-    return 0.0, ""
 
 
 @dataclass(frozen=True)
@@ -645,12 +414,12 @@ def propose_mapping(
         for col in columns:
             if spec.type in ("forename", "surname") and _is_full_name(col):
                 continue  # both parts of a full name (`_full_name`), never one by spelling
-            name_score, name_why = _name_score(_without_group(col), spec)
+            by_name, name_why = name_score(_without_group(col), spec)
             key = (col, spec.type, spec.values, spec.unique, spec.name)
             if key not in evidence:
                 evidence[key] = _value_evidence(present[col], spec, today)
             ev = evidence[key]
-            if name_score == 0:
+            if by_name == 0:
                 # Values alone: only for identifier types that cannot be mistaken.
                 self_evident = spec.type in _SELF_EVIDENT or spec.name in ONS_CODE_PATTERNS
                 if not self_evident or ev is None or ev.share < _SELF_EVIDENT_SHARE:
@@ -663,7 +432,7 @@ def propose_mapping(
                 if ev is not None and ev.share < 0.5 and spec.type not in {"string", "enum"}:
                     # A matching name whose values do not fit is weak evidence.
                     value_share = ev.share / 2
-                score = name_score + value_share
+                score = by_name + value_share
                 why = f"{name_why}; {ev.what}" if ev is not None else name_why
             candidates.append(
                 ColumnProposal(
@@ -758,7 +527,7 @@ def _record_key(
         for c in shared
     }
     distinct = {c: rows.get_column(c).str.strip_chars().n_unique() for c in shared}
-    names = {c: _name_score(c, spec) for c in shared}
+    names = {c: name_score(c, spec) for c in shared}
     # Columns holding a person's data are no key; a reference column may serve as both.
     taken = {
         col
@@ -822,8 +591,6 @@ def _shared_person_columns(
     """Person-level fields (date of birth, NHS number, sex) with no column per group but a
     column shared by the whole row: never mapped (each person would take the same value),
     named in a warning, and offered commented out for one group."""
-    from uprnlink.ingest.validate import PERSON_LEVEL_FIELDS
-
     out = []
     for fname in PERSON_LEVEL_FIELDS:
         if fname in chosen:
@@ -908,7 +675,7 @@ def detect_person_groups(columns: Sequence[str], contract: Contract) -> PersonGr
         if len(tagged) < 2:
             continue
         name = _without_group(template)
-        if not any(_name_score(name, f)[0] >= 0.8 for f in person) and _normal(name) not in (
+        if not any(name_score(name, f)[0] >= 0.8 for f in person) and normal_name(name) not in (
             FULL_NAME_ALIASES
         ):
             continue
@@ -918,7 +685,7 @@ def detect_person_groups(columns: Sequence[str], contract: Contract) -> PersonGr
 
     def weight(found: list[str]) -> int:
         # A full name ("Lead Name", "Joint Name") is a forename and a surname.
-        return sum(2 if _normal(_without_group(t)) in FULL_NAME_ALIASES else 1 for t in found)
+        return sum(2 if normal_name(_without_group(t)) in FULL_NAME_ALIASES else 1 for t in found)
 
     tags, found = max(by_tags.items(), key=lambda kv: (weight(kv[1]), len(kv[0])))
     if weight(found) < 2:
@@ -1131,7 +898,7 @@ def _rank_deciles(
     if "imd_decile" not in contract.field_names or "imd_decile" in chosen:
         return
     for col in columns:
-        words = _normal(col).split()
+        words = normal_name(col).split()
         if col in used or "rank" not in words or not ({"imd", "deprivation"} & set(words)):
             continue
         if {"income", "employment", "education", "health", "crime", "barriers", "living"} & set(
@@ -1207,20 +974,7 @@ def _full_name(
 
 def _is_full_name(column: str) -> bool:
     """Whether a column (or a `{group}` column: `{group} Name`) is named as a full name."""
-    return _normal(_without_group(column)) in FULL_NAME_ALIASES
-
-
-def suggest_columns(missing: str, headers: Sequence[str], field_name: str) -> list[str]:
-    """Header columns that could be the missing mapped column (by name only), best first."""
-    spec = FieldSpec(field_name, "string")
-    scored = []
-    for h in headers:
-        score, _ = _name_score(h, spec)
-        close = difflib.SequenceMatcher(None, _normal(missing), _normal(h)).ratio()
-        best = max(score, close if close >= 0.7 else 0.0)
-        if best > 0:
-            scored.append((best, h))
-    return [h for _, h in sorted(scored, key=lambda t: -t[0])[:3]]
+    return normal_name(_without_group(column)) in FULL_NAME_ALIASES
 
 
 def _check_header(columns: Sequence[str], path: Path) -> None:

@@ -21,6 +21,7 @@ from uprnlink.errors import ContractError
 from uprnlink.ingest import standardise as std
 from uprnlink.ingest.contracts import Contract, FieldSpec
 from uprnlink.ingest.groups import expand_person_groups
+from uprnlink.ingest.headers import suggest_columns
 from uprnlink.ingest.readers import (
     BLANK,
     EXTRA_FIELDS,
@@ -241,8 +242,6 @@ def check_mapping(
             rule="missing_header",
         )
     if absent:
-        from uprnlink.ingest.mapping import suggest_columns
-
         fname, column = absent[0]
         others = (
             f" ({len(absent) - 1} other mapped column(s) missing too)" if len(absent) > 1 else ""
@@ -377,12 +376,6 @@ def rule_expr(spec: FieldSpec, col: str, parsed: pl.Expr, reference_date: date) 
         .then(pl.lit("future_date"))
         .otherwise(pl.lit(None, pl.String))
     )
-
-
-def typed_expr(spec: FieldSpec, col: str, formats: list[str], reference_date: date) -> pl.Expr:
-    """The standardised, typed value of one field (null where the raw value breaks a rule)."""
-    parsed = parse_expr(spec, col, formats)
-    return pl.when(rule_expr(spec, col, parsed, reference_date).is_null()).then(parsed)
 
 
 # --------------------------------------------------------------------------- validation

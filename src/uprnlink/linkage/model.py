@@ -1,7 +1,8 @@
 """Probabilistic linkage and deduplication of people across all sources with Splink.
 
-This is the only module that imports Splink. Records arrive pseudonymised: names, date of
-birth, sex and postcode are the quasi-identifiers; UPRN and NHS number come as keyed tokens.
+Splink is imported only under `uprnlink.linkage` (here, `backends`, `baselines`, `charts` and
+`predict`; an import-linter contract keeps it there). Records arrive pseudonymised: names, date
+of birth, sex and postcode are the quasi-identifiers; UPRN and NHS number come as keyed tokens.
 """
 
 from __future__ import annotations

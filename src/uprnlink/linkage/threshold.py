@@ -9,8 +9,8 @@ every threshold follow, and the threshold that maximises expected F1 is the data
 The estimate is only as good as the model's calibration (Splink's probabilities come from the
 trained m and u values and the prior), and it counts pairs of candidate identifier profiles
 before clustering, so it is a guide to the operating point rather than a measured accuracy. The
-run reports it beside the configured threshold; `match_threshold = "auto"` adopts it (within
-`[floor, ceiling]`), and the evaluation against synthetic truth shows how close it came.
+run reports it beside the configured threshold; `threshold_mode = "auto"` (`[linkage]`) adopts
+it (within `[floor, ceiling]`), and the evaluation against synthetic truth shows how close it came.
 
 The histogram is built while predicting (one GROUP BY per scored chunk, in SQL), so no pair
 below the retained floor is ever held in memory.

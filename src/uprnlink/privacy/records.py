@@ -105,11 +105,6 @@ def postcode_areas(reference: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def enrich_expr_columns() -> list[str]:
-    """Columns the enrichment adds."""
-    return [*AREA_COLUMNS, "uprn_in_lookup", "area_from"]
-
-
 def enrich_with_areas(df: pl.DataFrame, reference: pl.DataFrame) -> pl.DataFrame:
     """Join area attributes on the raw UPRN, falling back to the postcode's usual areas."""
     ref = reference.select("uprn", *AREA_COLUMNS).with_columns(pl.lit(True).alias("uprn_in_lookup"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -873,15 +872,3 @@ def _register(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM _frame")
     finally:
         con.unregister("_frame")
-
-
-def replace_dir(staged: Path, target: Path) -> None:
-    """Swap a fully written staging folder into place, keeping the old one until it is done."""
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staged, target)
-    if old.exists():
-        shutil.rmtree(old)

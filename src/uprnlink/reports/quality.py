@@ -38,6 +38,7 @@ from uprnlink.linkage.charts import (
 )
 from uprnlink.linkage.quality import source_quality_table
 from uprnlink.reports.charts import Bar, count_chart, share_chart
+from uprnlink.run_summary import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -166,22 +167,22 @@ def model_parameter_rows(model: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-def _reference_date(run_summary: dict[str, Any]) -> date:
-    meta = run_summary.get("published", {}).get("metadata", {})
-    raw = meta.get("reference_date") or run_summary.get("reference_date")
-    if raw is None:
+def _reference_date(run_summary: RunSummary) -> date:
+    found = run_summary.reference_date
+    if found is None:
         raise PublishError("quality report: the run summary has no reference_date")
-    return raw if isinstance(raw, date) else date.fromisoformat(str(raw))
+    return found
 
 
-def _run_section(run_summary: dict[str, Any], reference_date: date) -> dict[str, Any]:
-    run = run_summary.get("run", {})
-    meta = run_summary.get("published", {}).get("metadata", {})
-    linkage = run_summary.get("linkage", {})
+def _run_section(run_summary: RunSummary, reference_date: date) -> dict[str, Any]:
+    run = run_summary.run
+    meta = run_summary.metadata
+    linkage = run_summary.linkage or {}
+    missing = run_summary.not_supplied or {}
     facts = [
-        ("Run id", run_summary.get("run_id") or run.get("run_id") or meta.get("run_id")),
-        ("Run name", run.get("name")),
-        ("Key id", run.get("key_id") or meta.get("key_id")),
+        ("Run id", run_summary.id or meta.get("run_id")),
+        ("Run name", run.name if run else None),
+        ("Key id", run.key_id if run else meta.get("key_id")),
         ("Reference date", reference_date.isoformat()),
         ("uprnlink version", meta.get("uprnlink_version")),
         ("Match threshold", linkage.get("match_threshold")),
@@ -190,15 +191,12 @@ def _run_section(run_summary: dict[str, Any], reference_date: date) -> dict[str,
         ("Candidate pairs scored", shown_count(linkage.get("candidate_pairs"))),
         ("Pairs above threshold", shown_count(linkage.get("pairs_above_threshold"))),
         ("Identifiers used for linkage", ", ".join(linkage.get("identifiers", [])) or None),
-        (
-            "Sources not supplied",
-            ", ".join(run_summary.get("not_supplied", {}).get("sources", [])) or "none",
-        ),
+        ("Sources not supplied", ", ".join(missing.get("sources", [])) or "none"),
         (
             "Fields not supplied",
             "; ".join(
                 f"{source}: {', '.join(names)}"
-                for source, names in run_summary.get("not_supplied", {}).get("fields", {}).items()
+                for source, names in missing.get("fields", {}).items()
             )
             or "none",
         ),
@@ -211,15 +209,15 @@ def _run_section(run_summary: dict[str, Any], reference_date: date) -> dict[str,
             shown_count(r.get("rows_accepted")),
             shown_count(r.get("rows_quarantined")),
         )
-        for r in run_summary.get("ingest", [])
+        for r in run_summary.ingest or ()
     ]
     return {"facts": [(k, v) for k, v in facts if v is not None], "ingest": ingest}
 
 
-def residence_rows(run_summary: dict[str, Any], min_count: int) -> list[tuple[str, ...]]:
+def residence_rows(run_summary: RunSummary, min_count: int) -> list[tuple[str, ...]]:
     """Per source, people placed on the reference date and the share another source confirms
     (the publish stage's `residence_confirmed`), with small numbers suppressed."""
-    meta = run_summary.get("published", {}).get("metadata", {})
+    meta = run_summary.metadata
     rows: list[tuple[str, ...]] = []
     for r in meta.get("residence_confirmed", []):
         _, text = safe_rate(r["confirmed"], r["people"], min_count)
@@ -476,7 +474,7 @@ def build_quality_report(
     model: dict[str, Any],
     records: pl.DataFrame,
     clusters: pl.DataFrame,
-    run_summary: dict[str, Any],
+    run_summary: RunSummary,
     evaluation: dict[str, Any] | None,
     out_path: Path,
     engineer_path: Path | None = None,
@@ -614,7 +612,7 @@ def build_engineer_report(
     *,
     model: dict[str, Any],
     linked: pl.DataFrame,
-    run_summary: dict[str, Any],
+    run_summary: RunSummary,
     out_path: Path,
 ) -> Path:
     """Write the engineer-only page: Splink waterfall charts of example pairs.
@@ -627,15 +625,15 @@ def build_engineer_report(
         key = f"waterfall_{i}"
         charts.append(Chart(key, spec))
         examples.append({"kind": kind, "probability": f"{prob:.4f}", "chart": key})
-    run = run_summary.get("run", {})
+    run = run_summary.run
     page = render_page(
         "quality_engineer.html.j2",
         title="Linkage quality: engineer page",
         charts=charts,
         chart_libraries=inline_scripts(chart_libraries()) if charts else None,
         nav=[("warning", "Engineer only"), ("waterfalls", "Waterfalls")],
-        run_id=run_summary.get("run_id") or run.get("run_id"),
-        key_id=run.get("key_id"),
+        run_id=run_summary.id,
+        key_id=run.key_id if run else None,
         examples=examples,
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from uprnlink.privacy.trusted import read_trusted, read_trusted_records
 from uprnlink.publish import releases
 from uprnlink.publish.database import read_policy
 from uprnlink.reports.quality import build_quality_report
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import read_settings
 from uprnlink.zones import Zones
 
@@ -21,7 +22,7 @@ log = logging.getLogger("uprnlink")
 
 
 def write_quality_report(
-    config_path: str, summary: dict[str, Any], evaluation: dict[str, Any] | None = None
+    config_path: str, summary: RunSummary, evaluation: dict[str, Any] | None = None
 ) -> dict[str, str]:
     """Write the linkage quality report: de-identified page in out/, engineer page in work/."""
 
@@ -35,7 +36,7 @@ def write_quality_report(
     clusters = read_trusted(z.clusters, key)
     # Into the run's staged release when there is one (it goes live with the data), else into
     # the live release (a report rewritten after `uprnlink evaluate`).
-    run_id = summary.get("run", {}).get("run_id")
+    run_id = summary.run.run_id if summary.run else None
     staged = releases.staging_dir(settings.out_dir, run_id) if run_id else None
     target = staged if staged is not None and staged.is_dir() else settings.out_dir
     out_path = target / "quality_report.html"

@@ -407,22 +407,6 @@ def _all_pairs(counts: pl.DataFrame) -> tuple[dict[tuple[str, str], int], ...]:
     )
 
 
-def scores_from_counts(counts: pl.DataFrame) -> PairwiseScores:
-    """Pairwise scores over all records, from `count_records` output."""
-    predicted, true, both = _all_pairs(counts)
-    return PairwiseScores(
-        records=int(counts.get_column("n").sum()),
-        predicted_pairs=predicted[("", "")],
-        true_pairs=true[("", "")],
-        true_positive_pairs=both[("", "")],
-    )
-
-
-def source_pair_scores(counts: pl.DataFrame) -> tuple[SourcePairScores, ...]:
-    """Pairwise scores for every pair of sources and each source with itself, from counts."""
-    return _source_pairs(counts, _all_pairs(counts))
-
-
 def _source_pairs(
     counts: pl.DataFrame, pairs: tuple[dict[tuple[str, str], int], ...]
 ) -> tuple[SourcePairScores, ...]:

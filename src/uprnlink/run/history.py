@@ -10,38 +10,39 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+from uprnlink.errors import UprnlinkError
 from uprnlink.publish import releases
+from uprnlink.run_summary import RunSummary
 
 
-def list_runs(out_dir: Path) -> list[dict[str, Any]]:
+def list_runs(out_dir: Path) -> list[RunSummary]:
     """Every run summary in the output folder, oldest first (run ids sort by start time)."""
     folder = out_dir / "runs"
     runs = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+            if isinstance(data, dict) and "run_id" in data:
+                runs.append(RunSummary.from_dict(data))
+        except (OSError, ValueError, UprnlinkError):
             continue
-        if isinstance(data, dict) and "run_id" in data:
-            runs.append(data)
     return runs
 
 
-def _duration(run: dict[str, Any]) -> float | None:
+def _duration(run: RunSummary) -> float | None:
     try:
-        start = datetime.fromisoformat(run["started_at"])
-        end = datetime.fromisoformat(run["finished_at"])
-    except (KeyError, TypeError, ValueError):
-        timings = run.get("timings") or {}
+        start = datetime.fromisoformat(str(run.started_at))
+        end = datetime.fromisoformat(str(run.finished_at))
+    except ValueError:
+        timings = run.timings or {}
         return float(sum(timings.values())) if timings else None
     return (end - start).total_seconds()
 
 
-def changes_text(run: dict[str, Any]) -> str:
+def changes_text(run: RunSummary) -> str:
     """'gp_registrations ingested; 5 reused' style summary of what a run re-read."""
-    changes: dict[str, str] = run.get("changes") or {}
+    changes = run.changes or {}
     if not changes:
         return "-"
     ingested = [s for s, c in changes.items() if c == "ingested"]
@@ -59,16 +60,16 @@ def changes_text(run: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def run_row(run: dict[str, Any], live: str | None) -> dict[str, str]:
+def run_row(run: RunSummary, live: str | None) -> dict[str, str]:
     """One run as display strings."""
-    counts = (run.get("published") or {}).get("metadata", {}).get("counts", {})
-    linkage = run.get("linkage") or {}
+    counts = run.counts
+    linkage = run.linkage or {}
     seconds = _duration(run)
-    status = run.get("status", "?")
+    status = run.status or "?"
     if status == "failed":
-        status = f"failed in {run.get('failed_stage', '?')}"
+        status = f"failed in {run.failed_stage or '?'}"
     elif status == "held":
-        status = "held: " + ", ".join(sorted({h["source"] for h in run.get("held", [])}))
+        status = "held: " + ", ".join(sorted({h["source"] for h in run.held or ()}))
     if linkage:
         if linkage.get("reused"):
             link = "reused"
@@ -76,10 +77,11 @@ def run_row(run: dict[str, Any], live: str | None) -> dict[str, str]:
             link = "linked, trained" if linkage.get("model", {}).get("trained") else "linked"
     else:
         link = "-"
+    run_id = str(run.id)
     return {
-        "run": run["run_id"] + (" *" if run["run_id"] == live else ""),
+        "run": run_id + (" *" if run_id == live else ""),
         "status": status,
-        "started": str(run.get("started_at", "-")).replace("+00:00", "Z"),
+        "started": str(run.started_at or "-").replace("+00:00", "Z"),
         "seconds": f"{seconds:.0f}" if seconds is not None else "-",
         "extracts": changes_text(run),
         "linkage": link,
@@ -113,21 +115,21 @@ def runs_table(out_dir: Path, limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def run_markdown(summary: dict[str, Any]) -> str:
+def run_markdown(summary: RunSummary) -> str:
     """A run's summary as Markdown (the Prefect run artifact): counts, quarantines, what was
     re-ingested, linkage figures, key id and timings. No data values."""
-    run = summary.get("run", {})
+    run = summary.run
     lines = [
-        f"# uprnlink run `{run.get('run_id')}`",
+        f"# uprnlink run `{summary.id}`",
         "",
-        f"Key `{run.get('key_id')}` (epoch {run.get('epoch')}); "
-        f"release `{(summary.get('release') or {}).get('release', '-')}` is live.",
+        f"Key `{run.key_id if run else None}` (epoch {run.epoch if run else None}); "
+        f"release `{(summary.release or {}).get('release', '-')}` is live.",
         "",
         "| source | extract | rows in | accepted | quarantined | top quarantine reason |",
         "|---|---|---:|---:|---:|---|",
     ]
-    changes = summary.get("changes", {})
-    for r in summary.get("ingest", []):
+    changes = summary.changes or {}
+    for r in summary.ingest or ():
         if r.get("skipped"):
             lines.append(f"| {r['source']} | skipped | | | | |")
             continue
@@ -138,7 +140,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
             f"{r['rows_accepted']:,} | {r['rows_quarantined']:,} | "
             f"{f'{top[0]} ({top[1]:,})' if top else ''} |"
         )
-    link = summary.get("linkage", {})
+    link = summary.linkage or {}
     if link:
         ids = link.get("ids", {})
         lines += [
@@ -150,7 +152,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
             f"created {ids.get('created', 0):,}, merged {ids.get('merged', 0):,}, "
             f"split {ids.get('split', 0):,}.",
         ]
-    counts = (summary.get("published") or {}).get("metadata", {}).get("counts", {})
+    counts = summary.counts
     if counts:
         lines += [
             "",
@@ -158,7 +160,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items())
             + ".",
         ]
-    risk = (summary.get("published") or {}).get("disclosure_risk") or {}
+    risk = (summary.published or {}).get("disclosure_risk") or {}
     if risk.get("people") and risk.get("households"):
         flag = (
             " **Above the policy's limit** for " + " and ".join(risk["above"]) + "."
@@ -171,7 +173,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
             f"{risk['households']['share']:.1%} of households are unique on the "
             f"quasi-identifiers analysts see (policy max {risk['max_unique_share']:.1%}).{flag}",
         ]
-    retention = summary.get("retention") or {}
+    retention = summary.retention or {}
     if retention.get("files_past_retention"):
         zones = ", ".join(
             f"{zone} {z['files']:,}" for zone, z in retention.get("by_zone", {}).items()
@@ -182,7 +184,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
             f"**Retention**: {retention['files_past_retention']:,} files {verb} ({zones}; "
             f"oldest {retention.get('oldest_days')} days).",
         ]
-    timings = summary.get("timings") or {}
+    timings = summary.timings or {}
     if timings:
         lines += [
             "",

@@ -42,6 +42,7 @@ from uprnlink.publish import releases
 from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
 from uprnlink.reports.stage import write_quality_report
 from uprnlink.run.lock import run_lock
+from uprnlink.run_summary import RunSummary
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -213,7 +214,7 @@ class Steps:
     ingest_sources: Callable[[str, list[str], str], list[dict[str, Any]]]
     link: Callable[[str, str, bool], dict[str, Any]]
     publish: Callable[[str, str, dict[str, Any]], dict[str, Any]]
-    report: Callable[[str, dict[str, Any]], dict[str, str]]
+    report: Callable[[str, RunSummary], dict[str, str]]
     switch: Callable[[str, str, dict[str, Any]], dict[str, Any]]
     finish: Callable[[str, str, dict[str, Any]], Any]
 
@@ -283,7 +284,7 @@ def execute(
     rebuild: bool = False,
     retrain: bool = False,
     accept: tuple[str, ...] = (),
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run every stage in order under the run lock; a failure leaves a summary naming the stage.
 
     Nothing is published until the `switch` stage, so a run that fails or is killed earlier
@@ -330,7 +331,7 @@ def execute(
             begin("publish")
             summary["published"] = steps.publish(config_path, run_id, summary)
             begin("report")
-            summary["reports"] = steps.report(config_path, summary)
+            summary["reports"] = steps.report(config_path, RunSummary.from_dict(summary))
             begin("switch")
             summary["release"] = steps.switch(config_path, run_id, summary)
             summary["reports"] = live_report_paths(settings.out_dir, summary.get("reports", {}))
@@ -347,7 +348,7 @@ def execute(
             run_log.error("run %s %s: %s", run_id, how, failure_reason(exc))
             raise
         run_log.info("run %s completed", run_id)
-    return summary
+    return RunSummary.from_dict(summary)
 
 
 def live_report_paths(out_dir: Path, reports: dict[str, str]) -> dict[str, str]:
@@ -367,7 +368,7 @@ def run_all(
     rebuild: bool = False,
     retrain: bool = False,
     accept: tuple[str, ...] = (),
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run every stage in order without an orchestrator (tests, notebooks, other schedulers)."""
     return execute(
         config_path, LOCAL_STEPS, run_id, rebuild=rebuild, retrain=retrain, accept=accept

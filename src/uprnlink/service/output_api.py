@@ -5,7 +5,7 @@ through `OutputDesk` (role rights, audit)."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,9 +15,8 @@ from pydantic import BaseModel, Field, ValidationError
 from uprnlink.publish.access import Identity
 from uprnlink.publish.tabulation import TableSpec, TableSpecError
 from uprnlink.service.outputs import MAX_JUSTIFICATION, MAX_TITLE, OutputError, OutputRecord
-
-if TYPE_CHECKING:
-    from uprnlink.service.app import ServiceState
+from uprnlink.service.state import ServiceState
+from uprnlink.service.tables_api import answer_table, named_answer
 
 MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 MAX_BODY = 64 * 1024
@@ -70,8 +69,6 @@ def submit_job(
 
 def request_output(state: ServiceState, who: Identity, body: OutputRequest) -> OutputRecord:
     """A file: a named question's or a table's, released at once; typed SQL becomes a job."""
-    from uprnlink.service.tables_api import answer_table, named_answer
-
     chosen = [x is not None for x in (body.named, body.table, body.sql)]
     if sum(chosen) != 1:
         raise HTTPException(400, "send one of named, table or sql")

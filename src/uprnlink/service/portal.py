@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 from fastapi import FastAPI, HTTPException, Request
@@ -53,11 +53,9 @@ from uprnlink.service.charts import Chart, bar_chart, line_chart, pick_measure
 from uprnlink.service.identities import AuthenticationError
 from uprnlink.service.output_api import download_response, submit_job
 from uprnlink.service.outputs import OutputError
+from uprnlink.service.state import ServiceState
 from uprnlink.service.tables_api import answer_table, catalogue, named_answer
 from uprnlink.zones import Zones
-
-if TYPE_CHECKING:
-    from uprnlink.service.app import ServiceState
 
 COOKIE = "uprnlink_portal"
 IDLE_SECONDS = 30 * 60

@@ -10,7 +10,7 @@ role may use, with the data dictionary's descriptions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -23,9 +23,8 @@ from uprnlink.publish.access import Identity, governed_table, role_relations
 from uprnlink.publish.datasets import DATASETS
 from uprnlink.publish.dictionary import read_dictionary
 from uprnlink.publish.tabulation import TableAnswer, TableSpec, TableSpecError
-
-if TYPE_CHECKING:
-    from uprnlink.service.app import ServiceState
+from uprnlink.service.answers import encode_answer, governed_http_errors
+from uprnlink.service.state import ServiceState
 
 MAX_TABLE_BODY = 16 * 1024
 
@@ -49,8 +48,6 @@ def answer_table(
     named: str | None = None,
 ) -> TableAnswer:
     """One protected table for this user (refusals raise HTTPException 400/403)."""
-    from uprnlink.service.app import governed_http_errors
-
     live = state.live()
     try:
         with governed_http_errors():
@@ -169,7 +166,6 @@ def catalogue(state: ServiceState, who: Identity) -> dict[str, Any]:
 
 def add_table_routes(app: FastAPI, state: ServiceState) -> None:
     """The `/api/tables` and `/api/catalogue` routes."""
-    from uprnlink.service.app import encode_answer
 
     @app.get("/api/catalogue")
     def get_catalogue(request: Request, authorization: str | None = Header(default=None)) -> Any:

@@ -1,0 +1,146 @@
+"""The run summary as a typed record: what `execute`/`run_all` return, what `out/runs/<run>.json`
+holds, and what the CLI, the run history and the quality report read.
+
+Each stage still reports a small dict of counts and paths (its own shape); the summary gathers
+them under named, typed fields, so a reader names `summary.linkage` rather than chaining
+`.get(..., {})`, and mypy checks what one part hands the next. `from_dict` reads a summary
+written by any run (a failed or held one lacks the later stages: those fields are None);
+`to_dict` gives back the same mapping, keys a reader does not know included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import date
+from typing import Any
+
+from uprnlink.errors import ConfigError
+
+__all__ = ["RunStart", "RunSummary"]
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """The `start` stage's record: the run id, the key it ran with and the configuration's name."""
+
+    run_id: str
+    key_id: str
+    epoch: int
+    name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "key_id": self.key_id,
+            "epoch": self.epoch,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunStart:
+        try:
+            return cls(
+                str(data["run_id"]), str(data["key_id"]), int(data["epoch"]), str(data["name"])
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"run summary: field 'run' lacks or mistypes {exc} (rule: run_summary_shape)"
+            ) from exc
+
+
+#: Fields held as a tuple of per-source reports (a JSON list on disk).
+_LISTS = frozenset({"reference", "ingest", "held"})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run's summary: counts, checksums, timings, paths and names, never a data value.
+
+    Fields are in the order a completed run writes them; each is None where the run did not
+    get that far (or, for `run_id`, `status` and `audit_head`, in the summary `execute` returns
+    rather than the one written to disk). `extra` keeps keys this version does not know.
+    """
+
+    run_id: str | None = None
+    status: str | None = None
+    started_at: str | None = None
+    rebuild: bool | None = None
+    run: RunStart | None = None
+    reference: tuple[dict[str, Any], ...] | None = None
+    ingest: tuple[dict[str, Any], ...] | None = None
+    changes: dict[str, str] | None = None
+    not_supplied: dict[str, Any] | None = None
+    deliveries: dict[str, Any] | None = None
+    linkage: dict[str, Any] | None = None
+    published: dict[str, Any] | None = None
+    reports: dict[str, str] | None = None
+    release: dict[str, Any] | None = None
+    timings: dict[str, float] | None = None
+    finished_at: str | None = None
+    failed_stage: str | None = None
+    error: str | None = None
+    held: tuple[dict[str, Any], ...] | None = None
+    published_output: str | None = None
+    kept: str | None = None
+    retention: dict[str, Any] | None = None
+    summary_path: str | None = None
+    audit_head: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
+        """A summary from its mapping (as `execute` builds it or `json.loads` reads it)."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known or value is None:
+                extra[key] = value  # a None kept as it was, so to_dict gives it back
+            elif key == "run":
+                values[key] = value if isinstance(value, RunStart) else RunStart.from_dict(value)
+            elif key in _LISTS:
+                values[key] = tuple(value)
+            else:
+                values[key] = value
+        return cls(**values, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as a plain mapping (JSON-ready but for dates), fields in order."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or value is None:
+                continue
+            if isinstance(value, RunStart):
+                value = value.to_dict()
+            elif f.name in _LISTS:
+                value = list(value)
+            out[f.name] = value
+        out.update(self.extra)
+        return out
+
+    @property
+    def id(self) -> str | None:
+        """The run's id (on disk at the top; in a returned summary, in its start record)."""
+        return self.run_id or (self.run.run_id if self.run else None)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The publication's metadata (counts, reference date, versions), or {} if none."""
+        meta = (self.published or {}).get("metadata")
+        return dict(meta) if isinstance(meta, Mapping) else {}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The published counts (people, households, ...), or {} before the publish stage."""
+        counts = self.metadata.get("counts")
+        return dict(counts) if isinstance(counts, Mapping) else {}
+
+    @property
+    def reference_date(self) -> date | None:
+        """The published reference date, as a date (it is text on disk)."""
+        raw = self.metadata.get("reference_date")
+        if raw is None or isinstance(raw, date):
+            return raw
+        return date.fromisoformat(str(raw))
