@@ -351,7 +351,7 @@ def test_the_cli_labels_append_and_are_audited(reviewed_run: Any) -> None:
 
 
 def test_the_next_run_uses_the_labels(reviewed_run: Any) -> None:
-    linkage = reviewed_run.summary["linkage"]
+    linkage = reviewed_run.summary.linkage
     assert linkage["reused"] is False  # new labels link afresh
     applied = linkage["review"]["labels_applied"]
     assert applied["labels"] == 50 and applied["match"] + applied["non_match"] <= 50
