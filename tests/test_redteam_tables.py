@@ -492,8 +492,9 @@ def test_download_paths_reach_no_file_and_no_other_users_output(
         "/api/outputs/..%2F..%2Fusers.json/download",
         "/api/outputs/out-000001%2F..%2F..%2Faudit%2Faudit.jsonl/download",
         "/api/outputs/%2e%2e/download",
-        "/api/outputs/out-00000%31/download",
-        "/api/outputs/OUT-000001/download",
+        # the other user's id with its last character percent-encoded, and upper-cased
+        f"/api/outputs/{other['id'][:-1]}%{ord(other['id'][-1]):02X}/download",
+        f"/api/outputs/{other['id'].upper()}/download",
     ]
     replies = {path: _raw(svc, path, **bearer) for path in tricks}
     for path, (status, text) in replies.items():
