@@ -715,7 +715,11 @@ def governed_table(
     except TableSpecError as exc:
         audit.append("table.refused", actor=user, data={**base, "rule": "spec"})
         raise TableSpecError(f"{exc} (logged)") from None
+    # A named question's answer is the same for everyone and built at go-live; any other
+    # table is kept per user, so how fast it comes back never tells who else asked for it.
     key = json.dumps(spec.to_dict(), sort_keys=True)
+    if named is None:
+        key = f"{user}\n{key}"
     base["table"] = spec.to_dict()
     audit.append("table.started", actor=user, data=base)
     if still_allowed is not None and not still_allowed():

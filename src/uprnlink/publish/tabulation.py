@@ -558,6 +558,12 @@ def protect_table(
             shown_count="count",
             out=f"psum__{name}",
         )
+    # A part of a withheld cell is withheld with it: shown beside a [c], a part of 10 or more
+    # would bound the withheld count from below.
+    parts = [c for c in cells.columns if c.startswith("count__")]
+    cells = cells.with_columns(
+        pl.when(pl.col("count").is_null()).then(None).otherwise(pl.col(c)).alias(c) for c in parts
+    )
     frame = cells.select(*dims, *(_measure_expr(m) for m in spec.measures))
     # A rate over a zero perturbed base is not a number: show it as withheld.
     frame = frame.with_columns(

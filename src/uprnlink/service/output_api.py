@@ -59,7 +59,7 @@ def submit_job(
         service = state.settings.service
         state.desk.start(
             record,
-            lambda: state.live().pool,
+            state.job_pool,
             max_rows=service.max_rows,
             timeout=service.timeout_seconds,
             still_allowed=state.still_allowed(who),

@@ -36,7 +36,6 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +67,7 @@ from uprnlink.publish.outputs import (
     to_csv_bytes,
     to_parquet_bytes,
 )
+from uprnlink.service.job_runner import FairJobRunner
 from uprnlink.service.limits import current_user
 
 __all__ = [
@@ -298,14 +298,14 @@ class OutputDesk:
         self.rules = rules or OutputRules.from_policy(policy)
         self.checkers_required = checkers_required
         self.max_waiting_jobs = max_waiting_jobs
-        self._jobs = ThreadPoolExecutor(max_workers=job_workers, thread_name_prefix="uprnlink-job")
+        self._jobs = FairJobRunner(job_workers)
         self._lock = threading.Lock()
 
     def rights_of(self, who: Identity) -> RoleRights:
         return self.rights.get(who.role, RoleRights())
 
     def close(self) -> None:
-        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._jobs.close()
 
     def _base(self, who: Identity) -> dict[str, Any]:
         return {"user": safe_name(who.user), "role": safe_name(who.role)}
@@ -466,7 +466,10 @@ class OutputDesk:
         still_allowed: Callable[[], bool] | None = None,
     ) -> None:
         """Run a queued job in the background (its outcome goes to the checkers only)."""
-        self._jobs.submit(self._run_job, record.id, engine, max_rows, timeout, still_allowed)
+        self._jobs.submit(
+            record.submitter,
+            lambda: self._run_job(record.id, engine, max_rows, timeout, still_allowed),
+        )
 
     def waiting_jobs(self) -> list[OutputRecord]:
         """Jobs not yet run (queued, or interrupted while running): run again at start-up."""

@@ -71,6 +71,10 @@ _HEADERS = {
 Fields = dict[str, list[str]]
 
 
+MAX_SESSIONS_PER_TOKEN = 5
+"""Portal sessions one token may hold at once; signing in again ends the oldest."""
+
+
 @dataclass
 class Session:
     identity: Identity
@@ -87,12 +91,27 @@ class Sessions:
         self._by_id: dict[str, Session] = {}
 
     def new(self, identity: Identity) -> tuple[str, Session]:
+        """A new session; expired ones are dropped, and a token keeps at most
+        `MAX_SESSIONS_PER_TOKEN` (its oldest ends), so sessions cannot pile up."""
         sid = secrets.token_urlsafe(32)
         now = time.monotonic()
         session = Session(identity, secrets.token_urlsafe(32), now, now)
         with self._lock:
+            for old in [k for k, v in self._by_id.items() if self._expired(v, now)]:
+                del self._by_id[old]
+            mine = sorted(
+                (v.started, k)
+                for k, v in self._by_id.items()
+                if (v.identity.token_id or v.identity.user) == (identity.token_id or identity.user)
+            )
+            for _, old in mine[: max(0, len(mine) - MAX_SESSIONS_PER_TOKEN + 1)]:
+                del self._by_id[old]
             self._by_id[sid] = session
         return sid, session
+
+    @staticmethod
+    def _expired(session: Session, now: float) -> bool:
+        return now - session.seen > IDLE_SECONDS or now - session.started > MAX_SESSION_SECONDS
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
@@ -102,7 +121,7 @@ class Sessions:
             session = self._by_id.get(sid)
             if session is None:
                 return None
-            if now - session.seen > IDLE_SECONDS or now - session.started > MAX_SESSION_SECONDS:
+            if self._expired(session, now):
                 del self._by_id[sid]
                 return None
             session.seen = now

@@ -8,6 +8,7 @@ imports another to reach it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ class _Live:
     pool: WorkerPool
     tables: dict[str, TableAnswer] = field(default_factory=dict)
     categories: dict[str, dict[str, list[str]]] | None = None
+    jobs: WorkerPool | None = None  # analysts' jobs: their own niced workers, made when needed
 
 
 class ServiceState:
@@ -111,9 +113,24 @@ class ServiceState:
                 self._live = _Live(path, WorkerPool(Path(path), self.pool_settings))
                 if old is not None:
                     old.pool.retire()
+                    if old.jobs is not None:
+                        old.jobs.retire()
                 log.info("serving release %s", Path(path).parent.name)
                 threading.Thread(target=self._warm, args=(self._live,), daemon=True).start()
             return self._live
+
+    def job_pool(self) -> WorkerPool:
+        """The live release's job workers: never the table workers, one per job runner, each
+        at the lowest CPU priority with one DuckDB thread, so a job (however long, whatever
+        its data) neither holds up nor slows anyone's tables."""
+        live = self.live()
+        with self._lock:
+            if live.jobs is None:
+                live.jobs = WorkerPool(
+                    Path(live.path),
+                    dataclasses.replace(self.pool_settings, workers=2, per_user=1, nice=19),
+                )
+            return live.jobs
 
     def categories(self, live: _Live) -> dict[str, dict[str, list[str]]]:
         """The live release's category lists, read once."""
@@ -147,7 +164,7 @@ class ServiceState:
         for record in self.desk.waiting_jobs():
             self.desk.start(
                 record,
-                lambda: self.live().pool,
+                self.job_pool,
                 max_rows=self.settings.service.max_rows,
                 timeout=self.settings.service.timeout_seconds,
             )
@@ -157,6 +174,8 @@ class ServiceState:
         with self._lock:
             if self._live is not None:
                 self._live.pool.close()
+                if self._live.jobs is not None:
+                    self._live.jobs.close()
                 self._live = None
 
     def identify(self, authorization: str | None, request: Request) -> Identity:

@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import resource
 import threading
@@ -54,6 +55,7 @@ class PoolSettings:
     duckdb_memory: str = "1GB"
     max_bytes: int = 64 * 2**20  # largest answer, in Arrow bytes
     per_user: int | None = None  # workers one user may hold (None: all but one)
+    nice: int = 0  # added to each worker's niceness (jobs: 19, so tables keep the cores)
 
     @property
     def user_share(self) -> int:
@@ -127,6 +129,9 @@ def _worker_main(conn: Connection, path: str, settings: PoolSettings) -> None:
     """A worker: the analysts' database, read-only, one request at a time."""
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (settings.memory_bytes, settings.memory_bytes))
+    if settings.nice:
+        with contextlib.suppress(OSError):
+            os.nice(settings.nice)
     db = AnalystDatabase(Path(path), threads=1, memory_limit=settings.duckdb_memory, readers=1)
     conn.send(("ready", None))
     while True:
