@@ -53,14 +53,14 @@ browser: ## Install Debian's Chromium for the portal's browser tests (apt, as ro
 	    || echo "browser: apt-get could not install chromium: the browser test will skip"; \
 	else echo "browser: no $(CHROMIUM) and no apt-get as root: the browser test will skip"; fi
 
-test: $(STAMP) browser ## Run the whole test suite, as CI does: about 5 min on 2 cores (installs the test browser first: make browser)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) browser ## Run the whole test suite, as CI does: about 6 min on 2 cores, on both (installs the test browser first: make browser)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 screenshots: $(STAMP) browser ## Refresh the portal's screenshots in docs/img/ (the browser test, writing there)
 	UPRNLINK_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_portal.py -k headless_browser
 
-test-fast: $(STAMP) ## The developer loop, about 85 s: every test that needs no synthetic population or pipeline run (no wheel, Spark or browser)
-	$(BIN)/python -m pytest -q -m "not slow and not wheel and not spark and not browser"
+test-fast: $(STAMP) ## The developer loop, about a minute: every test that needs no synthetic population or pipeline run (no wheel, Spark or browser), on both cores
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not wheel and not spark and not browser"
 
 lint: $(STAMP) ## Lint with ruff and check the import rules (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks pipelines

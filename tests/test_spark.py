@@ -37,6 +37,14 @@ def spark_session() -> Iterator[None]:
     active = SparkSession.getActiveSession()
     if active is not None:
         active.stop()
+    # py4j logs "Closing down clientserver connection" when its objects are collected, which
+    # can be during a later test, through a handler holding that test's closed stream: let it
+    # happen now, and keep py4j's own chatter off the console.
+    import gc
+    import logging
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    gc.collect()
 
 
 def _trusted_records(population: Path, root: Path) -> tuple[Any, pl.DataFrame]:
