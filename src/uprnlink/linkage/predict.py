@@ -16,7 +16,7 @@ import polars as pl
 from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backend
 from uprnlink.linkage.clustering import cluster_records
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
-from uprnlink.linkage.constraints import apply_cannot_link, profile_listings
+from uprnlink.linkage.constraints import CannotLinkReport, apply_cannot_link, profile_listings
 from uprnlink.linkage.coresidence import (
     CORESIDENT_COLUMNS,
     CoresidenceReport,
@@ -50,7 +50,12 @@ from uprnlink.linkage.review import (
     select_review_pairs,
     with_must_links,
 )
-from uprnlink.linkage.threshold import AUTO_FLOOR, choose_threshold, merge_histograms
+from uprnlink.linkage.threshold import (
+    AUTO_FLOOR,
+    ThresholdChoice,
+    choose_threshold,
+    merge_histograms,
+)
 from uprnlink.progress import Progress, timed
 from uprnlink.settings import LinkageSettings
 
@@ -314,9 +319,11 @@ def link_people(
     `settings.cannot_link` is set. `review_labels` (unique_id_l, unique_id_r, label: the
     reviewers' current labels on record keys) add match labels as must-link pairs and
     non-match labels as cannot-link pairs (rule `clerical`).
-    """
-    from splink import Linker
 
+    Along Splink's own seams: profiles, then training (or the saved model) and inference in
+    one backend session (`_score`), the threshold (`_pick_threshold`), clustering with the
+    cannot-link rules and the co-residence pass (`_cluster`), then person ids.
+    """
     check_records(records, LINKAGE_COLUMNS)
     identifiers = identifiers_present(records)
     timings: dict[str, float] = {}
@@ -333,9 +340,80 @@ def link_people(
     )
     log.info("linkage: identifiers carried: %s", ", ".join(sorted(identifiers)))
     creator = settings_dict(settings.match_threshold, identifiers)
-    training: list[str] = []
     fingerprint = settings_fingerprint(settings_json(creator))
     saved = None if retrain else reusable_model(model, fingerprint)
+    scored = _score(
+        records, profiles, settings, identifiers, creator, fingerprint, model, saved, work_dir,
+        timings,
+    )  # fmt: skip
+    threshold, choice, pairs, below = _pick_threshold(settings, scored)
+    labelled, clerical, applied = _apply_labels(review_labels, members)
+    pairs = with_must_links(pairs, must_link_pairs(labelled, pairs))
+    by_profile, report, coresidence = _cluster(
+        profiles, members, pairs, threshold, settings, listings, clerical, timings
+    )
+    review = review_record_pairs(select_review_pairs(pairs, below, by_profile, threshold), members)
+    t5 = time.perf_counter()
+    with timed("linkage: person ids"):
+        clusters = members.join(
+            by_profile.rename({"unique_id": "profile"}), on="profile", how="left"
+        ).drop("profile")
+        clusters = with_person_ids(clusters).select("unique_id", "source_dataset", "person_id")
+    timings["cluster"] = round(timings["cluster"] + time.perf_counter() - t5, 2)
+    return LinkageResult(
+        clusters=clusters,
+        records=records.height,
+        people=clusters.get_column("person_id").n_unique(),
+        candidate_pairs=scored.n_scored,
+        pairs_above_threshold=pairs.height,
+        match_threshold=threshold,
+        model=scored.artefact,
+        seconds=timings,
+        model_trained=saved is None,
+        blocking=scored.blocking,
+        profiles=profiles.height,
+        threshold_choice=choice.to_dict() if choice is not None else None,
+        cannot_link=report.to_dict() if report is not None else None,
+        coresidence=coresidence.to_dict() if coresidence is not None else None,
+        identifiers=sorted(identifiers),
+        comparisons=comparison_names(identifiers),
+        training=scored.training,
+        review=review,
+        labels_applied=applied,
+    )
+
+
+@dataclass
+class _Scored:
+    """What one backend session gives: the model, the pairs kept, the pairs just below (for
+    review) and the score histograms (for the threshold)."""
+
+    artefact: dict[str, Any]
+    training: list[str]
+    pairs: pl.DataFrame
+    below: pl.DataFrame
+    blocking: list[dict[str, Any]]
+    n_scored: int
+    histograms: list[pl.DataFrame]
+
+
+def _score(
+    records: pl.DataFrame,
+    profiles: pl.DataFrame,
+    settings: LinkageSettings,
+    identifiers: frozenset[str],
+    creator: dict[str, Any],
+    fingerprint: str,
+    model: dict[str, Any] | None,
+    saved: dict[str, Any] | None,
+    work_dir: Path,
+    timings: dict[str, float],
+) -> _Scored:
+    """Train a model on the records (or load the saved one), then score the profiles' pairs,
+    in one backend session."""
+    from splink import Linker
+
+    training: list[str] = []
     backend = linkage_backend(settings, work_dir)
     try:
         t1 = time.perf_counter()
@@ -366,8 +444,7 @@ def link_people(
 
         t2 = time.perf_counter()
         chunks = max(1, -(-profiles.height // settings.predict_chunk_records))
-        auto = settings.threshold_mode == "auto"
-        retain = min(settings.match_threshold, AUTO_FLOOR) if auto else settings.match_threshold
+        retain = _retained(settings)
         histograms: list[pl.DataFrame] = []
         pairs, blocking, n_scored = _predict(
             linker, backend, min(retain, review_floor(retain)), chunks, histograms, identifiers
@@ -377,14 +454,30 @@ def link_people(
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
-    choice = choose_threshold(merge_histograms(histograms))
+    return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms)
+
+
+def _retained(settings: LinkageSettings) -> float:
+    """The lowest match probability kept from prediction (with `auto`, low enough for any
+    threshold the data may choose)."""
+    if settings.threshold_mode == "auto":
+        return min(settings.match_threshold, AUTO_FLOOR)
+    return settings.match_threshold
+
+
+def _pick_threshold(
+    settings: LinkageSettings, scored: _Scored
+) -> tuple[float, ThresholdChoice | None, pl.DataFrame, pl.DataFrame]:
+    """The clustering threshold (configured, or with `auto` where the model's expected F1
+    peaks), and the pairs at or above it and just below it."""
+    auto = settings.threshold_mode == "auto"
+    choice = choose_threshold(merge_histograms(scored.histograms))
     threshold = settings.match_threshold
+    pairs, below = scored.pairs, scored.below
     if auto and choice is not None:
         threshold = choice.threshold
         below = pl.concat([below, pairs.filter(pl.col("match_probability") < threshold)])
         pairs = pairs.filter(pl.col("match_probability") >= threshold)
-    labelled, clerical, applied = _apply_labels(review_labels, members)
-    pairs = with_must_links(pairs, must_link_pairs(labelled, pairs))
     if choice is not None:
         log.info(
             "linkage: the model's expected F1 peaks at threshold %.4f (expected precision %.4f, "
@@ -395,7 +488,21 @@ def link_people(
             threshold,
             "chosen from the data" if auto and threshold == choice.threshold else "configured",
         )
+    return threshold, choice, pairs, below
 
+
+def _cluster(
+    profiles: pl.DataFrame,
+    members: pl.DataFrame,
+    pairs: pl.DataFrame,
+    threshold: float,
+    settings: LinkageSettings,
+    listings: pl.DataFrame | None,
+    clerical: pl.DataFrame,
+    timings: dict[str, float],
+) -> tuple[pl.DataFrame, CannotLinkReport | None, CoresidenceReport | None]:
+    """Profiles clustered on the pairs, split where the cannot-link rules (and clerical
+    non-match labels) object, then the co-residence pass: (by profile, report, co-residence)."""
     t3 = time.perf_counter()
     with timed(f"linkage: clustering {profiles.height:,} profiles on {pairs.height:,} pairs"):
         complete = profiles.select(
@@ -404,7 +511,7 @@ def link_people(
         )
         by_profile = cluster_records(complete, pairs, threshold)
     timings["cluster"] = round(time.perf_counter() - t3, 2)
-    report = None
+    report: CannotLinkReport | None = None
     node_listings = profile_listings(listings, members) if listings is not None else None
     if settings.cannot_link or clerical.height:
         t4 = time.perf_counter()
@@ -424,37 +531,9 @@ def link_people(
             f"{report.people_added:,}",
             ", ".join(f"{rule} {n:,}" for rule, n in report.by_rule.items()),
         )
-    coresidence = None
+    coresidence: CoresidenceReport | None = None
     if settings.coresidence:
         t6 = time.perf_counter()
         by_profile, coresidence = _coresidence_pass(by_profile, profiles, members, node_listings)
         timings["coresidence"] = round(time.perf_counter() - t6, 2)
-    review = review_record_pairs(select_review_pairs(pairs, below, by_profile, threshold), members)
-    t5 = time.perf_counter()
-    with timed("linkage: person ids"):
-        clusters = members.join(
-            by_profile.rename({"unique_id": "profile"}), on="profile", how="left"
-        ).drop("profile")
-        clusters = with_person_ids(clusters).select("unique_id", "source_dataset", "person_id")
-    timings["cluster"] = round(timings["cluster"] + time.perf_counter() - t5, 2)
-    return LinkageResult(
-        clusters=clusters,
-        records=records.height,
-        people=clusters.get_column("person_id").n_unique(),
-        candidate_pairs=n_scored,
-        pairs_above_threshold=pairs.height,
-        match_threshold=threshold,
-        model=artefact,
-        seconds=timings,
-        model_trained=saved is None,
-        blocking=blocking,
-        profiles=profiles.height,
-        threshold_choice=choice.to_dict() if choice is not None else None,
-        cannot_link=report.to_dict() if report is not None else None,
-        coresidence=coresidence.to_dict() if coresidence is not None else None,
-        identifiers=sorted(identifiers),
-        comparisons=comparison_names(identifiers),
-        training=training,
-        review=review,
-        labels_applied=applied,
-    )
+    return by_profile, report, coresidence
