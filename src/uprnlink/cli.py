@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
@@ -1029,6 +1029,9 @@ def print_example_query(db_path: Path, policy_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ parser
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(
@@ -1038,6 +1041,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"uprnlink {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _run_commands(sub)
+    _setup_commands(sub)
+    _demo_commands(sub)
+    _key_commands(sub)
+    _service_commands(sub)
+    return p
+
+
+def _run_commands(sub: Subcommands) -> None:
+    """`synth`, `run`, `runs` and `landing`: making data and running the pipeline."""
     s = sub.add_parser("synth", help="write a synthetic population's extracts and ground truth")
     s.add_argument("--people", type=int, default=20_000, help="people to simulate (default 20000)")
     s.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
@@ -1095,6 +1108,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="print the status as JSON")
     w.set_defaults(func=cmd_landing)
 
+
+def _setup_commands(sub: Subcommands) -> None:
+    """`map`, `check`, `retention` and `init`: a partnership's folder, extracts and files."""
     m = sub.add_parser(
         "map",
         help="propose a new extract's column mapping onto a contract (TOML to paste)",
@@ -1174,6 +1190,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite an existing uprnlink.toml")
     i.set_defaults(func=cmd_init)
 
+
+def _demo_commands(sub: Subcommands) -> None:
+    """`demo` and `evaluate`: the synthetic demo and scoring against its truth."""
     d = sub.add_parser(
         "demo",
         help="synthesise, run and evaluate the demo end to end",
@@ -1219,6 +1238,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=cmd_evaluate)
 
+
+def _key_commands(sub: Subcommands) -> None:
+    """`key` and `audit`: the keys and the tamper-evident audit log."""
     k = sub.add_parser(
         "key",
         help="create, inspect, check or rotate a key (pseudonymisation, audit or release)",
@@ -1289,6 +1311,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="write the report to this file (default: print it)")
     a.set_defaults(func=cmd_audit)
 
+
+def _service_commands(sub: Subcommands) -> None:
+    """The query service's client commands, then `serve`, `users` and `review`."""
     from uprnlink.service.client_cli import add_client_commands
 
     add_client_commands(sub)
@@ -1336,7 +1361,6 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--limit", type=int, default=20, help="pairs to list (default 20)")
     rv.add_argument("--out", help="file to export to (.parquet or .csv)")
     rv.set_defaults(func=cmd_review)
-    return p
 
 
 def _end_console() -> None:
