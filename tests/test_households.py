@@ -21,6 +21,7 @@ REFERENCE_DATE = date(2026, 3, 31)
 
 Row = (
     tuple[str, str, str | None, date, date | None]
+    | tuple[str, str, str | None, date, date | None, str]
     | tuple[str, str, str | None, date, date | None, str, str]
 )
 

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import PipelineRun
+from tests.test_households import Row, records
 from uprnlink.errors import ConfigError
 from uprnlink.households.evidence import (
     confirmation_on,
@@ -33,30 +34,6 @@ from uprnlink.sources import PERSON_SOURCES
 D = date
 ON = date(2026, 3, 31)
 OFF = ResidenceRules(visit_days=365, stale_after_days=0, learned_reliability=False)
-
-Row = tuple[str, str, str | None, date, date | None, str]
-
-
-def records(rows: Sequence[Row]) -> pl.DataFrame:
-    """Trusted-style records: person, source, token, start, end, surname."""
-    return pl.DataFrame(
-        {
-            "person_id": [r[0] for r in rows],
-            "source_dataset": [r[1] for r in rows],
-            "household_token": [r[2] for r in rows],
-            "is_communal": [False] * len(rows),
-            "start_date": [r[3] for r in rows],
-            "end_date": [r[4] for r in rows],
-            "surname": [r[5] for r in rows],
-            "postcode": [None] * len(rows),
-        },
-        schema_overrides={
-            "household_token": pl.Utf8,
-            "start_date": pl.Date,
-            "end_date": pl.Date,
-            "postcode": pl.Utf8,
-        },
-    )
 
 
 def people(rows: Sequence[Row], deaths: dict[str, date] | None = None) -> pl.DataFrame:
