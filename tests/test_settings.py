@@ -96,3 +96,29 @@ def test_match_threshold_auto_chooses_the_threshold_from_the_data(tmp_path: Path
 def test_missing_contract_is_a_contract_error(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match="no contract"):
         find_contract(PROJECT_ROOT / "schemas", "parking_permits")
+
+
+def test_the_policy_is_read_once_per_version_and_an_unknown_section_is_named(
+    tmp_path: Path,
+) -> None:
+    """Every section's reader shares one parse of the governance policy; a changed file is
+    read again; a misspelt section is refused by name (its defaults would silently apply)."""
+    from uprnlink.errors import ConfigError, PublishError
+    from uprnlink.resources import default_policy_path
+    from uprnlink.settings import read_policy_file
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(default_policy_path().read_text())
+    first = read_policy_file(policy)
+    assert set(first) <= {"disclosure", "outputs", "retention", "deliveries", "roles", "audit",
+                          "key", "tables", "output_checking"}  # fmt: skip
+    first["tables"]["threshold"] = -1  # a caller's change never reaches the next reader
+    assert read_policy_file(policy)["tables"].get("threshold") != -1
+    policy.write_text(policy.read_text() + "\n[table]\nthreshold = 5\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[table\]"):
+        read_policy_file(policy)
+    with pytest.raises(PublishError, match="unknown section"):
+        read_policy_file(policy, PublishError)
+    policy.write_text("[tables\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_policy_file(policy)

@@ -8,6 +8,8 @@ shipped inside the package (`uprnlink.resources`).
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
@@ -587,6 +589,50 @@ def read_toml(
         raise error(f"{what} not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML: {exc}") from None
+
+
+POLICY_SECTIONS = frozenset(
+    {
+        "disclosure",
+        "outputs",
+        "retention",
+        "deliveries",
+        "roles",
+        "audit",
+        "key",
+        "tables",
+        "output_checking",
+    }
+)
+"""The governance policy's sections; each is read by its own zone's reader."""
+
+
+def read_policy_file(path: Path, error: type[UprnlinkError] = ConfigError) -> dict[str, Any]:
+    """The governance policy as a dict, read and parsed once per version of the file (every
+    section's reader, and the service's several, share it), with an unknown section refused
+    by name: a misspelt `[table]` would otherwise leave `[tables]`' defaults in force."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except FileNotFoundError:
+        raise error(f"governance policy not found: {path}") from None
+    try:
+        raw = _parsed_policy(str(resolved), stat.st_mtime_ns, stat.st_size)
+    except ConfigError as exc:
+        raise error(str(exc)) from None
+    unknown = sorted(set(raw) - POLICY_SECTIONS)
+    if unknown:
+        raise error(
+            f"{path}: unknown section [{unknown[0]}] (sections: "
+            f"{', '.join(sorted(POLICY_SECTIONS))})"
+        )
+    return copy.deepcopy(raw)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_policy(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    del mtime_ns, size  # the cache key: a changed file is read again
+    return read_toml(Path(path), "governance policy")
 
 
 def _key_settings(

@@ -79,7 +79,7 @@ from uprnlink.privacy.sealing import (
     seal_mac,
     write_seal_state,
 )
-from uprnlink.settings import RunSettings, read_toml
+from uprnlink.settings import RunSettings, read_policy_file
 from uprnlink.zones import Zones
 
 __all__ = [
@@ -225,7 +225,7 @@ class AuditPolicy:
 
 def read_audit_policy(policy_path: Path) -> AuditPolicy:
     """`[audit]` of the governance policy (defaults where absent); errors name the setting."""
-    raw = read_toml(policy_path, "governance policy").get("audit", {})
+    raw = read_policy_file(policy_path).get("audit", {})
     if not isinstance(raw, dict):
         raise AuditError(f"{policy_path}: [audit] must be a table")
     values: dict[str, float] = {}

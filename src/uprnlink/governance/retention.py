@@ -27,7 +27,7 @@ from typing import Any
 
 from uprnlink.errors import ConfigError
 from uprnlink.governance.audit import actor, open_audit_log
-from uprnlink.settings import RunSettings, read_toml
+from uprnlink.settings import RunSettings, read_policy_file
 
 __all__ = [
     "ENFORCE_MODES",
@@ -66,7 +66,7 @@ _INT_KEYS = ("landing_days", "quarantine_days", "trusted_days", "published_relea
 
 def read_retention(policy_path: Path) -> RetentionPolicy:
     """The retention policy, validated; a missing section or key takes the default."""
-    raw = read_toml(policy_path, "governance policy")
+    raw = read_policy_file(policy_path)
     section = raw.get("retention", {})
     if not isinstance(section, Mapping):
         raise ConfigError(f"{policy_path}: [retention] must be a table")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import ConfigError, UprnlinkError
-from uprnlink.settings import RunSettings, read_toml
+from uprnlink.settings import RunSettings, read_policy_file
 
 
 class DeliveryHeldError(UprnlinkError):
@@ -72,7 +72,7 @@ _FLOAT_KEYS = ("max_row_change", "max_null_share_rise")
 
 def read_delivery_policy(policy_path: Path) -> DeliveryPolicy:
     """The `[deliveries]` table of the governance policy (defaults where absent)."""
-    raw = read_toml(policy_path, "governance policy")
+    raw = read_policy_file(policy_path)
     section = raw.get("deliveries", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{policy_path}: [deliveries] must be a table")

@@ -47,7 +47,7 @@ from uprnlink.publish.tabulation import (
     protect_table,
     table_sql,
 )
-from uprnlink.settings import read_toml
+from uprnlink.settings import read_policy_file
 
 __all__ = [
     "AccessRefusedError",
@@ -111,7 +111,7 @@ class QueryResult:
 
 def read_roles(policy_path: Path) -> dict[str, tuple[str, ...]]:
     """Role -> views and macros it may query, from the governance policy (`*`: all of them)."""
-    raw = read_toml(policy_path, "governance policy")
+    raw = read_policy_file(policy_path)
     roles = raw.get("roles", {})
     return {name: tuple(spec.get("views", ())) for name, spec in roles.items()}
 

@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 
 from uprnlink.errors import PublishError
-from uprnlink.settings import read_toml
+from uprnlink.settings import read_policy_file
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class DisclosurePolicy:
 
 def read_policy(path: Path) -> DisclosurePolicy:
     """The disclosure rule from a governance policy file: a preset, then explicit keys."""
-    raw = read_toml(path, "governance policy", PublishError)
+    raw = read_policy_file(path, PublishError)
     d = raw.get("disclosure", {})
     preset_name = d.get("preset")
     base = DisclosurePolicy()

@@ -45,7 +45,7 @@ from uprnlink.publish.database import (
     SUMMARY_VIEWS,
 )
 from uprnlink.publish.disclosure import DisclosurePolicy
-from uprnlink.settings import read_toml
+from uprnlink.settings import read_policy_file
 
 __all__ = [
     "WITHHELD",
@@ -150,7 +150,7 @@ class RoleRights:
 
 def read_role_rights(policy_path: Any) -> dict[str, RoleRights]:
     """Role -> its output rights, from the governance policy (booleans; default no)."""
-    raw = read_toml(policy_path, "governance policy")
+    raw = read_policy_file(policy_path)
     out = {}
     for name, spec in raw.get("roles", {}).items():
         out[name] = RoleRights(

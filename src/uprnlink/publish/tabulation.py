@@ -36,7 +36,7 @@ from uprnlink.publish.datasets import (
     get_dataset,
 )
 from uprnlink.publish.perturbation import PerturbationSettings, perturb_counts, perturb_sums
-from uprnlink.settings import read_toml
+from uprnlink.settings import read_policy_file
 
 __all__ = [
     "DATASETS",
@@ -631,7 +631,7 @@ class TablePolicy:
 
 def read_table_policy(path: Path) -> TablePolicy:
     """`[tables]` from a governance policy file (defaults where a key is not written)."""
-    raw = read_toml(path, "governance policy", PublishError).get("tables", {})
+    raw = read_policy_file(path, PublishError).get("tables", {})
     try:
         section = _TablesSection.model_validate(raw)
     except ValidationError as exc:

@@ -819,9 +819,9 @@ class OutputChecking:
 
 def read_output_checking(policy_path: Path) -> OutputChecking:
     """`[output_checking]` from the policy (defaults where a key is not written)."""
-    from uprnlink.settings import read_toml
+    from uprnlink.settings import read_policy_file
 
-    raw = read_toml(policy_path, "governance policy").get("output_checking", {})
+    raw = read_policy_file(policy_path).get("output_checking", {})
     value = raw.get("checkers_required", 1)
     if value not in (1, 2) or isinstance(value, bool):
         raise OutputError(f"{policy_path}: [output_checking] checkers_required must be 1 or 2", 500)
