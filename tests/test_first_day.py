@@ -1,4 +1,4 @@
-"""A data engineer's first day, as a newcomer does it (issue #22, items 1-8).
+"""Each user's first day, as a newcomer does it (issue #22): the data engineer (items 1-8), then the analyst (the service and the portal) and the IG lead (the audit report).
 
 `test_first_day_walkthrough` drives the command line in a fresh working folder, as separate
 processes with no `--config` (the folder's `uprnlink.toml` is found), on three extracts the rest
@@ -485,12 +485,14 @@ def test_first_day_walkthrough(tmp_path: Path) -> None:
         kept = (work / "tenure.csv").read_text()
         assert "count" in kept and "Total" in kept and not re.search(r"[PH][0-9a-f]{16}", kept)
         assert not leaks(out + kept, ex)
+        # ... and in the portal, in headless Chromium: the catalogue, a table, its chart.
+        _portal_first_day(url, (work / "amira.token").read_text().strip(), ex)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     # The IG lead's report names the analyst's table and verifies the log.
     out, _ = sh("audit", "report", "--seed-file", "ig-lead/audit-seal.seed")
-    assert "## Tables built" in out and "| amira | analyst | 2 |" in out
+    assert "## Tables built" in out and "| amira | analyst | 4 |" in out  # CLI 2, API, portal
     assert "| output.downloaded | amira | out-000001 | 1 |" in out
     assert not leaks(out + (work / "service.log").read_text(), ex)
 
@@ -520,3 +522,55 @@ def test_first_day_walkthrough(tmp_path: Path) -> None:
     assert "failed in stage start: ValueError" in failed_log.read_text()
     assert "Rhodri" not in failed_log.read_text()
     print(f"first-day walkthrough: {time.perf_counter() - started:.1f} s")
+
+
+def _portal_first_day(url: str, token: str, ex: Extracts) -> None:
+    """The analyst's first visit to the portal on the walkthrough's own release: signs in,
+    finds the households' dimensions in the catalogue, builds a table whose cells are the
+    API's, and its chart draws the measure asked for (axis titled). Needs Debian's Chromium
+    (`make browser`, which `make test` runs first)."""
+    import json as _json
+    import urllib.request
+
+    from tests.test_portal import CHROMIUM, CHROMIUM_FLAGS, _cell
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser at {CHROMIUM}: `make browser` installs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    table = {"dataset": "residents", "dimensions": ["sex"],
+             "measures": ["count", "per_1000:emergency_admissions"]}  # fmt: skip
+    req = urllib.request.Request(
+        url + "/api/tables",
+        data=_json.dumps({"table": table}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        api_rows = _json.loads(resp.read())["rows"]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url + "/")
+            page.fill("#token", token)
+            page.click("#sign-in")
+            page.wait_for_selector("#whoami", timeout=60_000)
+            assert page.text_content("#whoami") == "amira"
+            page.goto(url + "/portal/catalogue")
+            assert "tenure" in (page.text_content("#dataset-households") or "")
+            page.goto(url + "/portal/tables?dataset=residents")
+            page.check("input[name=dimension][value=sex]")
+            page.check("input[name=measure][value='per_1000:emergency_admissions']")
+            page.select_option("#chart-measure", "per_1000:emergency_admissions")
+            page.click("#build")
+            page.wait_for_selector("#result")
+            rows = [
+                [_cell(td) for td in tr.locator("td").all_text_contents()]
+                for tr in page.locator("#result table.result tbody tr").all()
+            ]
+            assert rows == api_rows, (rows, api_rows)
+            titles = page.locator("svg .axis-title").all_text_contents()
+            assert "emergency admissions per 1000" in titles, titles
+            assert not leaks(page.content(), ex)
+        finally:
+            browser.close()
