@@ -337,6 +337,34 @@ def test_console_prints_each_line_once_plainly_when_not_a_terminal() -> None:
     assert "━" not in stream.getvalue()
 
 
+def test_the_console_writes_to_stderr_as_it_is_now_not_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The console handler outlives the command that set it up (the `uprnlink` logger keeps
+    it): after that command's stderr is gone, the next line goes to the current stderr, with
+    no "--- Logging error ---" traceback (a test runner's capture made that happen)."""
+    import io
+    import logging
+
+    from uprnlink.progress import use_console
+
+    library = logging.getLogger("uprnlink")
+    handlers, propagate, level = list(library.handlers), library.propagate, library.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr(sys, "stderr", first)
+        use_console(bars=False)
+        library.info("during the command")
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        library.info("after it")
+    finally:
+        library.handlers[:] = handlers
+        library.propagate, library.level = propagate, level
+    assert second.getvalue().rstrip().endswith("after it")
+    assert "Logging error" not in second.getvalue()
+
+
 # ------------------------------------------------------------------ 7. the working folder
 
 

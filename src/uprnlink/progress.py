@@ -80,10 +80,17 @@ class ConsoleHandler(logging.Handler):
     """The command line's console: each `uprnlink` log line once, on stderr; a line a progress
     bar is showing is left to the bar."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__(logging.INFO)
-        self.stream = stream
+        self._stream = stream
         self.setFormatter(logging.Formatter("      %(asctime)s  %(message)s", "%H:%M:%S"))
+
+    @property
+    def stream(self) -> IO[str]:
+        """The stream given, else whatever `sys.stderr` is when a line is written (a handler
+        outliving one command, e.g. under a test runner's capture, never writes to a closed
+        stream)."""
+        return self._stream if self._stream is not None else sys.stderr
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -112,6 +119,7 @@ def use_console(stream: IO[str] | None = None, *, bars: bool | None = None) -> N
     (default: when the stream is a terminal and NO_COLOR/TERM=dumb do not say otherwise) shows
     long steps as progress bars."""
     global _LIVE
+    given = stream
     stream = stream or sys.stderr
     if bars is None:
         bars = bool(getattr(stream, "isatty", lambda: False)()) and os.environ.get(
@@ -123,7 +131,7 @@ def use_console(stream: IO[str] | None = None, *, bars: bool | None = None) -> N
         bars = importlib.util.find_spec("rich") is not None  # a dependency; plain lines without
     for handler in [h for h in log.handlers if isinstance(h, ConsoleHandler)]:
         log.removeHandler(handler)
-    log.addHandler(ConsoleHandler(stream))
+    log.addHandler(ConsoleHandler(given))
     log.setLevel(logging.INFO)
     log.propagate = False
     _LIVE = LiveBars(stream) if bars else None
