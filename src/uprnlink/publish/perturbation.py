@@ -335,10 +335,10 @@ def perturb_sums(
     """A sum of `measure` perturbed by its largest contribution times the cell's magnitude
     factor plus a count's noise, rounded and never below zero; withheld where the cell's
     perturbed count is (`shown_count` null)."""
-    table = magnitude_noise_table(settings, measure)
     key = pl.col(mkey).cast(pl.Int64).fill_null(0)
-    factor = pl.lit(table["factor"]).gather(key)
-    extra = pl.lit(table["count_noise"]).gather(key).cast(pl.Float64)
+    factor = magnitude_factor_expr(key, settings, measure)
+    count_noise = magnitude_noise_table(settings, measure)["count_noise"]
+    extra = pl.lit(count_noise).gather(key).cast(pl.Float64)
     noisy = pl.col(total).cast(pl.Float64) + pl.col(largest).cast(pl.Float64) * factor + extra
     value = pl.max_horizontal(noisy.round(0), pl.lit(0.0)).cast(pl.Int64)
     return cells.with_columns(

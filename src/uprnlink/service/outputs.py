@@ -378,14 +378,15 @@ class OutputDesk:
         base = self._base(who)
         fingerprint = query_fingerprint(sql, self.audit)
         with self._lock:
-            for r in self.store.records():
-                if (
-                    r.kind == "sql"
-                    and r.submitter == who.user
-                    and r.query_fingerprint == fingerprint
-                    and r.format == fmt
-                    and not r.decided
-                ):
+            # The user's own jobs awaiting a decision: a repeat is the same job, and there may
+            # be at most max_waiting_jobs of them.
+            undecided = [
+                r
+                for r in self.store.records()
+                if r.kind == "sql" and r.submitter == who.user and not r.decided
+            ]
+            for r in undecided:
+                if r.query_fingerprint == fingerprint and r.format == fmt:
                     self.audit.append(
                         "output.duplicate",
                         actor=base["user"],
@@ -400,11 +401,7 @@ class OutputDesk:
                     data={**base, "query_fingerprint": fingerprint, "rule": check.rule},
                 )
                 raise OutputError(f"job refused: {check.reason} (logged)", 403)
-            waiting = sum(
-                1
-                for r in self.store.records()
-                if r.kind == "sql" and r.submitter == who.user and not r.decided
-            )
+            waiting = len(undecided)
             if waiting >= self.max_waiting_jobs:
                 # Counts only the user's own jobs, which they know of: it tells them nothing.
                 self.audit.append(
