@@ -560,7 +560,7 @@ def _portal_first_day(url: str, token: str, ex: Extracts) -> None:
     import json as _json
     import urllib.request
 
-    from tests.test_portal import CHROMIUM, CHROMIUM_FLAGS, _cell
+    from tests.test_portal import CHROMIUM, CHROMIUM_FLAGS, build_in_portal
 
     if not CHROMIUM.exists():
         pytest.skip(f"no browser at {CHROMIUM}: `make browser` installs it")
@@ -586,16 +586,7 @@ def _portal_first_day(url: str, token: str, ex: Extracts) -> None:
             assert page.text_content("#whoami") == "amira"
             page.goto(url + "/portal/catalogue")
             assert "tenure" in (page.text_content("#dataset-households") or "")
-            page.goto(url + "/portal/tables?dataset=residents")
-            page.check("input[name=dimension][value=sex]")
-            page.check("input[name=measure][value='per_1000:emergency_admissions']")
-            page.select_option("#chart-measure", "per_1000:emergency_admissions")
-            page.click("#build")
-            page.wait_for_selector("#result")
-            rows = [
-                [_cell(td) for td in tr.locator("td").all_text_contents()]
-                for tr in page.locator("#result table.result tbody tr").all()
-            ]
+            rows = build_in_portal(page, url, "residents", ["sex"], "per_1000:emergency_admissions")
             assert rows == api_rows, (rows, api_rows)
             titles = page.locator("svg .axis-title").all_text_contents()
             assert "emergency admissions per 1000" in titles, titles

@@ -589,6 +589,24 @@ def test_a_trusted_desktop_role_sees_sql_answers_and_analysts_do_not(
 # ----------------------------------------------------------------------------- browser
 
 
+def build_in_portal(
+    page: Any, url: str, dataset: str, dimensions: list[str], measure: str
+) -> list[list[Any]]:
+    """Build a table on the portal's *Build a table* page (its chart drawing `measure`) and
+    read back its rows as the API gives them."""
+    page.goto(f"{url}/portal/tables?dataset={dataset}")
+    for dimension in dimensions:
+        page.check(f"input[name=dimension][value={dimension}]")
+    page.check(f"input[name=measure][value='{measure}']")
+    page.select_option("#chart-measure", measure)
+    page.click("#build")
+    page.wait_for_selector("#result")
+    return [
+        [_cell(td) for td in tr.locator("td").all_text_contents()]
+        for tr in page.locator("#result table.result tbody tr").all()
+    ]
+
+
 def _cell(text: str) -> Any:
     text = text.strip()
     if text in ("[c]", ""):
@@ -660,17 +678,9 @@ def test_the_portal_end_to_end_in_a_headless_browser(
                 assert "confidential" in (page.text_content("#footnote") or "")
             page.screenshot(path=str(shots / "portal-named-question.png"), full_page=True)
 
-            page.goto(svc.url + "/portal/tables?dataset=residents")
-            page.check("input[name=dimension][value=broad_age]")
-            page.check("input[name=dimension][value=sex]")
-            page.check("input[name=measure][value='per_1000:emergency_admissions']")
-            page.select_option("#chart-measure", "per_1000:emergency_admissions")
-            page.click("#build")
-            page.wait_for_selector("#result")
-            rows = [
-                [_cell(td) for td in tr.locator("td").all_text_contents()]
-                for tr in page.locator("#result table.result tbody tr").all()
-            ]
+            rows = build_in_portal(
+                page, svc.url, "residents", ["broad_age", "sex"], "per_1000:emergency_admissions"
+            )
             status, api_table, _ = api(svc, "POST", "/api/tables", people["ana"], {"table": TABLE})
             assert status == 200 and rows == api_table["rows"]
             assert (
