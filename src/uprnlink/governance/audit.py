@@ -54,7 +54,7 @@ import re
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -1253,6 +1253,297 @@ def _state_problem(
     return None, None
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """Where verification first fails and why (line and seq None: not at one entry)."""
+
+    reason: str
+    line: int | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class _GoodEntry:
+    """An entry that passed every check: the key that MACed it and its hash."""
+
+    key_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class _LogScan:
+    """What one pass over the log's lines found."""
+
+    count: int
+    """Lines in the log."""
+    verified: int
+    """Entries that passed every check before the first failure."""
+    failure: _Failure | None
+    last_hash: str
+    key_ids: tuple[str, ...]
+    head: _Head | str | None
+    head_entry_hash: str | None
+    """Hash of the entry at the checkpoint's seq (None: not reached or no checkpoint)."""
+    hashes: Mapping[int, str]
+    """Hashes of the entries at the seqs witnesses recorded."""
+
+
+def _check_entry(
+    number: int,
+    raw: bytes,
+    complete: bool,
+    prev: str,
+    keys: Mapping[str, MasterKey],
+    seals: _SealCheck,
+) -> _GoodEntry | str:
+    """Line `number` checked for shape, seq, chain link, hash, MAC and seal order: the entry,
+    or why it fails."""
+    seq = number - 1
+    where = f"line {number} (seq {seq})"
+    if not complete:
+        return f"{where} is incomplete: no line ending (a partial write)"
+    if not raw.strip():
+        return f"{where} is empty"
+    obj, problem = _parse_line(raw)
+    if obj is None:
+        return f"{where} {problem}"
+    if obj["seq"] != seq:
+        return (
+            f"line {number} holds seq {obj['seq']} where seq {seq} was expected: "
+            "an entry was deleted, inserted or moved"
+        )
+    if obj["prev"] != prev:
+        return (
+            f"entry seq {seq} (line {number}) does not link to the entry before it: "
+            "an entry was deleted, inserted, moved or altered"
+        )
+    try:
+        canonical = _entry_canonical(obj)
+    except (TypeError, ValueError):
+        return f"entry seq {seq} (line {number}) holds invalid values"
+    digest = hashlib.sha256(canonical).hexdigest()
+    if digest != obj["hash"]:
+        return (
+            f"entry seq {seq} (line {number}) has been altered: its hash does not "
+            "match its contents"
+        )
+    entry_key = keys.get(obj["key_id"])
+    if entry_key is None:
+        return (
+            f"entry seq {seq} (line {number}) is MACed with key {obj['key_id']}, "
+            "which was not supplied"
+        )
+    if not _mac_ok(_entry_mac(entry_key, canonical, digest), obj["mac"]):
+        return (
+            f"entry seq {seq} (line {number}) fails its MAC check: it was forged or "
+            "altered by someone without the key"
+        )
+    seal_problem = seals.see(obj, seq, number)
+    if seal_problem is not None:
+        return seal_problem
+    return _GoodEntry(obj["key_id"], digest)
+
+
+def _scan_log(
+    p: Path,
+    hp: Path,
+    keys: Mapping[str, MasterKey],
+    seals: _SealCheck,
+    wanted: set[int],
+) -> _LogScan:
+    """Every line of the log checked in order, under a shared lock, with the checkpoint read
+    under the same lock; lines after the first failure are only counted."""
+    with _locked(p, exclusive=False) as fd, os.fdopen(os.dup(fd), "rb") as f:
+        head = _read_head(hp)
+        prev = GENESIS
+        head_entry_hash: str | None = None
+        seen_keys: list[str] = []
+        hashes: dict[int, str] = {}
+        count = 0
+        failure: _Failure | None = None
+        for number, raw, complete in _iter_lines(f):
+            count = number
+            if failure is not None:
+                continue
+            seq = number - 1
+            checked = _check_entry(number, raw, complete, prev, keys, seals)
+            if isinstance(checked, str):
+                failure = _Failure(checked, number, seq)
+                continue
+            if checked.key_id not in seen_keys:
+                seen_keys.append(checked.key_id)
+            if isinstance(head, _Head) and seq == head.seq:
+                head_entry_hash = checked.digest
+            if seq in wanted:
+                hashes[seq] = checked.digest
+            prev = checked.digest
+    return _LogScan(
+        count=count,
+        verified=count if failure is None or failure.line is None else failure.line - 1,
+        failure=failure,
+        last_hash=prev,
+        key_ids=tuple(seen_keys),
+        head=head,
+        head_entry_hash=head_entry_hash,
+        hashes=hashes,
+    )
+
+
+def _seal_notes(summary: SealSummary | None) -> tuple[str, ...]:
+    """What the seals leave unchecked: none at all, or their MACs without the seed."""
+    if summary is None:
+        return ("the log is not forward-sealed (no audit.seal_started entry)",)
+    if not summary.checked:
+        return (
+            f"seals not checked: {summary.seals} seal(s) in order, but their MACs need the IG "
+            "lead's verification seed (--seed-file)",
+        )
+    return ()
+
+
+def _witness_failure(
+    unreadable: Sequence[Witness],
+    witness_files: Sequence[WitnessFile],
+    witnessed: Sequence[Witness],
+    scan: _LogScan,
+) -> _Failure | None:
+    """The first witness that cannot be read, lies beyond the log's end or records a hash the
+    log no longer holds."""
+    last_seq = scan.count - 1
+    if unreadable:
+        w = unreadable[0]
+        return _Failure(f"{w.source} {w.problem}: a witness that cannot be read fails verification")
+    for wf in witness_files:
+        if wf.problem is not None:
+            return _Failure(
+                f"witness file {wf.path} {wf.problem}: a witness that cannot be read "
+                "fails verification"
+            )
+    for w in witnessed:
+        if w.seq > last_seq:
+            return _Failure(
+                f"the log ends at seq {last_seq} but {w.source} recorded its head at seq "
+                f"{w.seq}: entries were cut off the end (truncated or emptied)",
+                scan.count + 1,
+                scan.count,
+            )
+        if not _mac_ok(scan.hashes.get(w.seq, ""), w.hash):
+            return _Failure(
+                f"entry seq {w.seq} does not match the head {w.source} recorded: the log was "
+                "rewritten from there",
+                w.seq + 1,
+                w.seq,
+            )
+    return None
+
+
+def _sink_failure(
+    seals: _SealCheck, sinks: Sequence[str], witness_files: Sequence[WitnessFile]
+) -> _Failure | None:
+    """The first witness file the seals name that was not read or is shorter than recorded."""
+    for sink in sinks:
+        size, epoch, at = seals.sizes[sink]
+        found = _match_witness_file(sink, witness_files, sinks)
+        if found is None:
+            return _Failure(
+                f"the seals record witnesses written to {sink.removeprefix('file:')} "
+                "but no such witness file was read: a missing witness fails verification "
+                "(rule: witness_missing)"
+            )
+        if found.size < size:
+            return _Failure(
+                f"witness file {found.path} holds {found.size} bytes but seal epoch "
+                f"{epoch} (seq {at}) recorded {size}: the witness file was truncated "
+                "(rule: witness_truncated)"
+            )
+    return None
+
+
+def _sealing_failure(
+    seed: SealSeed | None,
+    summary: SealSummary | None,
+    seal_state: str | os.PathLike[str] | None,
+    seals: _SealCheck,
+    scan: _LogScan,
+) -> tuple[_Failure | None, str | None]:
+    """Whether the seals were cut off, judged by the seed and the sealing state: (failure,
+    warning)."""
+    if seed is not None and summary is None:
+        return _Failure(
+            f"a verification seed ({seed.seal_id}) was given but the log holds no "
+            "audit.seal_started: its sealed part was cut off or the log replaced "
+            "(rule: seal_missing)"
+        ), None
+    if seal_state is None:
+        return None, None
+    last_hash = scan.last_hash if scan.count else GENESIS
+    problem, warning = _state_problem(Path(seal_state), seals, scan.count - 1, last_hash)
+    return (None if problem is None else _Failure(problem)), warning
+
+
+def _check_checkpoint(
+    hp: Path, keys: Mapping[str, MasterKey], scan: _LogScan
+) -> _Failure | tuple[str, ...]:
+    """The checkpoint checked against the log: why it fails, or the warnings it gives (it may
+    trail the log by up to `MAX_BATCH` entries after an interrupted append)."""
+    head, count, last_seq = scan.head, scan.count, scan.count - 1
+    if isinstance(head, str):
+        return _Failure(head)
+    if head is None:
+        if count == 0:
+            return _Failure("the audit log is empty: nothing has been recorded, or it was emptied")
+        return _Failure(f"checkpoint {hp} is missing, so truncation cannot be ruled out")
+    head_key = keys.get(head.key_id)
+    if head_key is None:
+        return _Failure(f"checkpoint {hp} is MACed with key {head.key_id}, which was not supplied")
+    if not _mac_ok(_head_mac(head_key, head.seq, head.hash, head.key_id), head.mac):
+        return _Failure(f"checkpoint {hp} fails its MAC check")
+    if head.seq > last_seq:
+        missing = head.seq - last_seq
+        return _Failure(
+            f"the log ends at seq {last_seq} but the checkpoint records seq {head.seq}: "
+            f"{missing} entr{'y' if missing == 1 else 'ies'} cut off the end (truncated)",
+            count + 1,
+            count,
+        )
+    if scan.head_entry_hash is None or not _mac_ok(scan.head_entry_hash, head.hash):
+        return _Failure(
+            f"entry seq {head.seq} (line {head.seq + 1}) does not match the checkpoint's hash: "
+            "the log was rewritten from there",
+            head.seq + 1,
+            head.seq,
+        )
+    if head.seq == last_seq:
+        return ()
+    if head.seq == last_seq - 1:
+        return (
+            "the checkpoint is one entry behind the log (an append was interrupted); "
+            "the next append brings it up to date",
+        )
+    if head.seq >= last_seq - MAX_BATCH:
+        return (
+            f"the checkpoint is {last_seq - head.seq} entries behind the log (a group of "
+            "appends was interrupted before its checkpoint); the next append brings it up "
+            "to date",
+        )
+    return _Failure(
+        f"the checkpoint records seq {head.seq} but the log continues to seq {last_seq}: "
+        "the checkpoint was replaced by an older copy or its updates were lost",
+        head.seq + 2,
+        head.seq + 1,
+    )
+
+
+def _failed(base: AuditVerification, failure: _Failure) -> AuditVerification:
+    return replace(
+        base,
+        ok=False,
+        first_bad_line=failure.line,
+        first_bad_seq=failure.seq,
+        reason=failure.reason,
+    )
+
+
 def verify_audit_log(
     path: str | os.PathLike[str],
     key: MasterKey | Iterable[MasterKey],
@@ -1286,255 +1577,37 @@ def verify_audit_log(
     seals = _SealCheck(seed)
     if not p.exists():
         raise AuditError(f"audit log {p} not found")
-    with _locked(p, exclusive=False) as fd, os.fdopen(os.dup(fd), "rb") as f:
-        head = _read_head(hp)
-        prev = GENESIS
-        head_entry_hash: str | None = None
-        seen_keys: list[str] = []
-        hashes: dict[int, str] = {}
-        wanted = {w.seq for w in witnessed}
-        count = 0
-        failure: tuple[int, int, str] | None = None  # line, seq, reason
-        for number, raw, complete in _iter_lines(f):
-            count = number
-            if failure is not None:
-                continue
-            seq = number - 1
-            where = f"line {number} (seq {seq})"
-            if not complete:
-                failure = (number, seq, f"{where} is incomplete: no line ending (a partial write)")
-                continue
-            if not raw.strip():
-                failure = (number, seq, f"{where} is empty")
-                continue
-            obj, problem = _parse_line(raw)
-            if obj is None:
-                failure = (number, seq, f"{where} {problem}")
-                continue
-            if obj["seq"] != seq:
-                failure = (
-                    number,
-                    seq,
-                    f"line {number} holds seq {obj['seq']} where seq {seq} was expected: "
-                    "an entry was deleted, inserted or moved",
-                )
-                continue
-            if obj["prev"] != prev:
-                failure = (
-                    number,
-                    seq,
-                    f"entry seq {seq} (line {number}) does not link to the entry before it: "
-                    "an entry was deleted, inserted, moved or altered",
-                )
-                continue
-            try:
-                canonical = _entry_canonical(obj)
-            except (TypeError, ValueError):
-                failure = (number, seq, f"entry seq {seq} (line {number}) holds invalid values")
-                continue
-            digest = hashlib.sha256(canonical).hexdigest()
-            if digest != obj["hash"]:
-                failure = (
-                    number,
-                    seq,
-                    f"entry seq {seq} (line {number}) has been altered: its hash does not "
-                    "match its contents",
-                )
-                continue
-            entry_key = keys.get(obj["key_id"])
-            if entry_key is None:
-                failure = (
-                    number,
-                    seq,
-                    f"entry seq {seq} (line {number}) is MACed with key {obj['key_id']}, "
-                    "which was not supplied",
-                )
-                continue
-            if not _mac_ok(_entry_mac(entry_key, canonical, digest), obj["mac"]):
-                failure = (
-                    number,
-                    seq,
-                    f"entry seq {seq} (line {number}) fails its MAC check: it was forged or "
-                    "altered by someone without the key",
-                )
-                continue
-            seal_problem = seals.see(obj, seq, number)
-            if seal_problem is not None:
-                failure = (number, seq, seal_problem)
-                continue
-            if obj["key_id"] not in seen_keys:
-                seen_keys.append(obj["key_id"])
-            if not isinstance(head, str) and head is not None and seq == head.seq:
-                head_entry_hash = digest
-            if seq in wanted:
-                hashes[seq] = digest
-            prev = digest
-
-    verified = count if failure is None else failure[0] - 1
-    notes: list[str] = []
-    summary = seals.summary(count if failure is None else verified)
-    if summary is None:
-        notes.append("the log is not forward-sealed (no audit.seal_started entry)")
-    elif not summary.checked:
-        notes.append(
-            f"seals not checked: {summary.seals} seal(s) in order, but their MACs need the IG "
-            "lead's verification seed (--seed-file)"
-        )
-    last_witnessed = max((w.seq for w in witnessed), default=None)
-
-    def result(
-        ok: bool,
-        line: int | None = None,
-        seq: int | None = None,
-        reason: str | None = None,
-        warnings: tuple[str, ...] = (),
-    ) -> AuditVerification:
-        return AuditVerification(
-            ok=ok,
-            entries=count,
-            verified=verified,
-            first_bad_seq=seq,
-            first_bad_line=line,
-            reason=reason,
-            head_seq=head.seq if isinstance(head, _Head) else None,
-            key_ids=tuple(seen_keys),
-            warnings=warnings,
-            seal=summary,
-            witnesses_checked=len(witnessed),
-            last_witnessed_seq=last_witnessed,
-            notes=tuple(notes),
-        )
-
-    if failure is not None:
-        return result(False, *failure)
-    last_seq = count - 1
-    if unreadable:
-        w = unreadable[0]
-        return result(
-            False,
-            reason=f"{w.source} {w.problem}: a witness that cannot be read fails verification",
-        )
-    for wf in witness_files:
-        if wf.problem is not None:
-            return result(
-                False,
-                reason=f"witness file {wf.path} {wf.problem}: a witness that cannot be read "
-                "fails verification",
-            )
-    for w in witnessed:
-        if w.seq > last_seq:
-            return result(
-                False,
-                count + 1,
-                count,
-                f"the log ends at seq {last_seq} but {w.source} recorded its head at seq "
-                f"{w.seq}: entries were cut off the end (truncated or emptied)",
-            )
-        if not _mac_ok(hashes.get(w.seq, ""), w.hash):
-            return result(
-                False,
-                w.seq + 1,
-                w.seq,
-                f"entry seq {w.seq} does not match the head {w.source} recorded: the log was "
-                "rewritten from there",
-            )
-    sinks = sorted(s for s in seals.sizes if s.startswith("file:"))
-    for sink in sinks:
-        size, epoch, at = seals.sizes[sink]
-        found = _match_witness_file(sink, witness_files, sinks)
-        if found is None:
-            return result(
-                False,
-                reason=f"the seals record witnesses written to {sink.removeprefix('file:')} "
-                "but no such witness file was read: a missing witness fails verification "
-                "(rule: witness_missing)",
-            )
-        if found.size < size:
-            return result(
-                False,
-                reason=f"witness file {found.path} holds {found.size} bytes but seal epoch "
-                f"{epoch} (seq {at}) recorded {size}: the witness file was truncated "
-                "(rule: witness_truncated)",
-            )
-    if not witness_files and not sinks:
-        notes.append("no witness file read")
-    if seed is not None and summary is None:
-        return result(
-            False,
-            reason=f"a verification seed ({seed.seal_id}) was given but the log holds no "
-            "audit.seal_started: its sealed part was cut off or the log replaced "
-            "(rule: seal_missing)",
-        )
-    state_warning: str | None = None
-    if seal_state is not None:
-        last_hash = prev if count else GENESIS
-        problem, state_warning = _state_problem(Path(seal_state), seals, last_seq, last_hash)
-        if problem is not None:
-            return result(False, reason=problem)
-    extra = (state_warning,) if state_warning else ()
-    if isinstance(head, str):
-        return result(False, reason=head)
-    if head is None:
-        if count == 0:
-            return result(
-                False,
-                reason="the audit log is empty: nothing has been recorded, or it was emptied",
-            )
-        return result(
-            False, reason=f"checkpoint {hp} is missing, so truncation cannot be ruled out"
-        )
-    head_key = keys.get(head.key_id)
-    if head_key is None:
-        return result(
-            False, reason=f"checkpoint {hp} is MACed with key {head.key_id}, which was not supplied"
-        )
-    if not _mac_ok(_head_mac(head_key, head.seq, head.hash, head.key_id), head.mac):
-        return result(False, reason=f"checkpoint {hp} fails its MAC check")
-    if head.seq > last_seq:
-        missing = head.seq - last_seq
-        return result(
-            False,
-            count + 1,
-            count,
-            f"the log ends at seq {last_seq} but the checkpoint records seq {head.seq}: "
-            f"{missing} entr{'y' if missing == 1 else 'ies'} cut off the end (truncated)",
-        )
-    if head_entry_hash is None or not _mac_ok(head_entry_hash, head.hash):
-        return result(
-            False,
-            head.seq + 1,
-            head.seq,
-            f"entry seq {head.seq} (line {head.seq + 1}) does not match the checkpoint's hash: "
-            "the log was rewritten from there",
-        )
-    if head.seq == last_seq:
-        return result(True, warnings=extra)
-    if head.seq == last_seq - 1:
-        return result(
-            True,
-            warnings=(
-                "the checkpoint is one entry behind the log (an append was interrupted); "
-                "the next append brings it up to date",
-                *extra,
-            ),
-        )
-    if head.seq >= last_seq - MAX_BATCH:
-        return result(
-            True,
-            warnings=(
-                f"the checkpoint is {last_seq - head.seq} entries behind the log (a group of "
-                "appends was interrupted before its checkpoint); the next append brings it up "
-                "to date",
-                *extra,
-            ),
-        )
-    return result(
-        False,
-        head.seq + 2,
-        head.seq + 1,
-        f"the checkpoint records seq {head.seq} but the log continues to seq {last_seq}: "
-        "the checkpoint was replaced by an older copy or its updates were lost",
+    scan = _scan_log(p, hp, keys, seals, {w.seq for w in witnessed})
+    summary = seals.summary(scan.verified)
+    base = AuditVerification(
+        ok=False,
+        entries=scan.count,
+        verified=scan.verified,
+        head_seq=scan.head.seq if isinstance(scan.head, _Head) else None,
+        key_ids=scan.key_ids,
+        seal=summary,
+        witnesses_checked=len(witnessed),
+        last_witnessed_seq=max((w.seq for w in witnessed), default=None),
+        notes=_seal_notes(summary),
     )
+    sinks = sorted(s for s in seals.sizes if s.startswith("file:"))
+    failure = (
+        scan.failure
+        or _witness_failure(unreadable, witness_files, witnessed, scan)
+        or _sink_failure(seals, sinks, witness_files)
+    )
+    if failure is not None:
+        return _failed(base, failure)
+    if not witness_files and not sinks:
+        base = replace(base, notes=(*base.notes, "no witness file read"))
+    failure, state_warning = _sealing_failure(seed, summary, seal_state, seals, scan)
+    if failure is not None:
+        return _failed(base, failure)
+    checkpoint = _check_checkpoint(hp, keys, scan)
+    if isinstance(checkpoint, _Failure):
+        return _failed(base, checkpoint)
+    extra = (state_warning,) if state_warning else ()
+    return replace(base, ok=True, warnings=(*checkpoint, *extra))
 
 
 def read_audit_events(path: str | os.PathLike[str]) -> list[AuditEvent]:
