@@ -421,114 +421,147 @@ def _summarise(entries: Sequence[_Entry], key_epochs: Mapping[str, int]) -> _Sum
     previous_key: str | None = None
     for entry in entries:
         ev = entry.event
-        data = ev.data
-        run_id = _text(data.get("run_id"))
-
-        use = s.keys.setdefault(ev.key_id, _KeyUse(ev.key_id))
-        use.entries += 1
-        use.unverified += not entry.verified
-        use.first_ts = use.first_ts or ev.ts
-        use.first_seq = ev.seq if use.first_seq is None else use.first_seq
-        use.last_ts, use.last_seq = ev.ts, ev.seq
-        if run_id and run_id not in use.run_ids:
-            use.run_ids.append(run_id)
+        _note_key_use(s, entry)
         if previous_key is not None and ev.key_id != previous_key:
             s.key_changes.append((entry, previous_key, ev.key_id))
         previous_key = ev.key_id
-
-        if ev.event in ("key.created", "key.rotated"):
-            s.key_events.append(_KeyEvent(entry, dict(data)))
-        elif ev.event in ("key.loaded", "run.started", "run.finished", "run.failed", "publish"):
-            run = s.runs.setdefault(run_id or _NO_RUN, _Run(run_id or _NO_RUN))
-            run.unverified |= not entry.verified
-            if ev.key_id not in run.key_ids:
-                run.key_ids.append(ev.key_id)
-            if ev.actor not in run.actors:
-                run.actors.append(ev.actor)
-            if ev.event == "run.started":
-                run.started = run.started or ev.ts
-                run.config = _text(data.get("config")) or run.config
-                run.version = _text(data.get("version")) or run.version
-            elif ev.event == "run.finished":
-                run.finished = ev.ts
-                run.status = _text(data.get("status")) or "completed"
-                run.rows_in.update(_int_map(data.get("rows_in")))
-                run.rows_quarantined.update(_int_map(data.get("rows_quarantined")))
-                run.contracts.update(_text_map(data.get("contracts")))
-                run.inputs.update(_text_map(data.get("inputs")))
-            elif ev.event == "run.failed":
-                run.finished = ev.ts
-                run.status = _text(data.get("status")) or "failed"
-                run.failure = _text(data.get("reason")) or _text(data.get("error")) or run.failure
-            elif ev.event == "publish":
-                run.published += 1
-                s.publications.append(
-                    _Publication(
-                        entry,
-                        run_id or _NO_RUN,
-                        _texts(data.get("tables")),
-                        _int_map(data.get("counts")),
-                        _risk(data.get("disclosure_risk")),
-                    )
-                )
-        elif ev.event == "retention.deleted":
-            s.deletions.append(entry)
-        elif ev.event in ("access", "access.refused"):
-            record = _Access(
-                entry,
-                user=_text(data.get("user")) or ev.actor,
-                role=_text(data.get("role")) or _UNKNOWN,
-                views=_texts(data.get("views")),
-                fingerprint=_text(data.get("query_fingerprint")) or "",
-                rows=_int(data.get("rows")),
-                # The log writes the refusal's rule code as ``rule``; older entries (and other
-                # writers) may say ``reason``.
-                reason=_text(data.get("rule")) or _text(data.get("reason")) or "",
-            )
-            (s.access if ev.event == "access" else s.refused).append(record)
-        elif ev.event in OUTPUT_REFUSALS:
-            s.outputs.setdefault(ev.event, []).append(
-                _Refusal(
-                    entry,
-                    user=_text(data.get("user")) or ev.actor,
-                    role=_text(data.get("role")) or _UNKNOWN,
-                    rules=_texts(data.get("rules")) or _texts(data.get("rule")),
-                    output_id=_text(data.get("output_id")) or "",
-                    action=_text(data.get("action")) or "",
-                )
-            )
-        elif ev.event == "table":
-            s.tables.append(_table_use(entry))
-        elif ev.event in OUTPUT_EVENTS:
-            s.released.setdefault(ev.event, []).append(
-                _OutputEvent(
-                    entry,
-                    user=_text(data.get("user")) or ev.actor,
-                    output_id=_text(data.get("output_id")) or "",
-                    release_no=_int(data.get("release_no")),
-                    approved_by=_text(data.get("approved_by")) or "",
-                )
-            )
-        elif ev.event == SEAL_STARTED:
-            s.seal_started = s.seal_started or entry
-        elif ev.event == SEALED:
-            s.seals.append(entry)
-        elif ev.event == FAILURES:
-            s.failure_windows.append(entry)
-            for c in data.get("counts") or []:
-                if isinstance(c, dict) and (n := _int(c.get("n"))) is not None:
-                    s.failures.append(
-                        _FailureCount(
-                            entry,
-                            status=_text(c.get("status")) or _UNKNOWN,
-                            route=_text(c.get("route")) or _UNKNOWN,
-                            who=_text(c.get("who")) or _UNKNOWN,
-                            n=n,
-                        )
-                    )
-
+        _note_event(s, entry)
     s.key_epochs = {**_epochs_from_key_events(e.entry for e in s.key_events), **key_epochs}
     return s
+
+
+def _note_key_use(s: _Summary, entry: _Entry) -> None:
+    """Count an entry against the key that MACed it."""
+    ev = entry.event
+    run_id = _text(ev.data.get("run_id"))
+    use = s.keys.setdefault(ev.key_id, _KeyUse(ev.key_id))
+    use.entries += 1
+    use.unverified += not entry.verified
+    use.first_ts = use.first_ts or ev.ts
+    use.first_seq = ev.seq if use.first_seq is None else use.first_seq
+    use.last_ts, use.last_seq = ev.ts, ev.seq
+    if run_id and run_id not in use.run_ids:
+        use.run_ids.append(run_id)
+
+
+def _note_event(s: _Summary, entry: _Entry) -> None:
+    """File an entry under the part of the summary its event belongs to."""
+    ev = entry.event
+    if ev.event in ("key.created", "key.rotated"):
+        s.key_events.append(_KeyEvent(entry, dict(ev.data)))
+    elif ev.event in ("key.loaded", "run.started", "run.finished", "run.failed", "publish"):
+        _note_run_event(s, entry)
+    elif ev.event == "retention.deleted":
+        s.deletions.append(entry)
+    elif ev.event in ("access", "access.refused"):
+        (s.access if ev.event == "access" else s.refused).append(_access(entry))
+    elif ev.event in OUTPUT_REFUSALS:
+        s.outputs.setdefault(ev.event, []).append(_refusal(entry))
+    elif ev.event == "table":
+        s.tables.append(_table_use(entry))
+    elif ev.event in OUTPUT_EVENTS:
+        s.released.setdefault(ev.event, []).append(_output_event(entry))
+    elif ev.event == SEAL_STARTED:
+        s.seal_started = s.seal_started or entry
+    elif ev.event == SEALED:
+        s.seals.append(entry)
+    elif ev.event == FAILURES:
+        s.failure_windows.append(entry)
+        s.failures.extend(_failure_window_counts(entry))
+
+
+def _note_run_event(s: _Summary, entry: _Entry) -> None:
+    """Fold a run's key load, start, finish, failure or publication into its `_Run`."""
+    ev = entry.event
+    data = ev.data
+    run_id = _text(data.get("run_id"))
+    run = s.runs.setdefault(run_id or _NO_RUN, _Run(run_id or _NO_RUN))
+    run.unverified |= not entry.verified
+    if ev.key_id not in run.key_ids:
+        run.key_ids.append(ev.key_id)
+    if ev.actor not in run.actors:
+        run.actors.append(ev.actor)
+    if ev.event == "run.started":
+        run.started = run.started or ev.ts
+        run.config = _text(data.get("config")) or run.config
+        run.version = _text(data.get("version")) or run.version
+    elif ev.event == "run.finished":
+        run.finished = ev.ts
+        run.status = _text(data.get("status")) or "completed"
+        run.rows_in.update(_int_map(data.get("rows_in")))
+        run.rows_quarantined.update(_int_map(data.get("rows_quarantined")))
+        run.contracts.update(_text_map(data.get("contracts")))
+        run.inputs.update(_text_map(data.get("inputs")))
+    elif ev.event == "run.failed":
+        run.finished = ev.ts
+        run.status = _text(data.get("status")) or "failed"
+        run.failure = _text(data.get("reason")) or _text(data.get("error")) or run.failure
+    elif ev.event == "publish":
+        run.published += 1
+        s.publications.append(
+            _Publication(
+                entry,
+                run_id or _NO_RUN,
+                _texts(data.get("tables")),
+                _int_map(data.get("counts")),
+                _risk(data.get("disclosure_risk")),
+            )
+        )
+
+
+def _access(entry: _Entry) -> _Access:
+    data = entry.event.data
+    return _Access(
+        entry,
+        user=_text(data.get("user")) or entry.event.actor,
+        role=_text(data.get("role")) or _UNKNOWN,
+        views=_texts(data.get("views")),
+        fingerprint=_text(data.get("query_fingerprint")) or "",
+        rows=_int(data.get("rows")),
+        # The log writes the refusal's rule code as ``rule``; older entries (and other
+        # writers) may say ``reason``.
+        reason=_text(data.get("rule")) or _text(data.get("reason")) or "",
+    )
+
+
+def _refusal(entry: _Entry) -> _Refusal:
+    data = entry.event.data
+    return _Refusal(
+        entry,
+        user=_text(data.get("user")) or entry.event.actor,
+        role=_text(data.get("role")) or _UNKNOWN,
+        rules=_texts(data.get("rules")) or _texts(data.get("rule")),
+        output_id=_text(data.get("output_id")) or "",
+        action=_text(data.get("action")) or "",
+    )
+
+
+def _output_event(entry: _Entry) -> _OutputEvent:
+    data = entry.event.data
+    return _OutputEvent(
+        entry,
+        user=_text(data.get("user")) or entry.event.actor,
+        output_id=_text(data.get("output_id")) or "",
+        release_no=_int(data.get("release_no")),
+        approved_by=_text(data.get("approved_by")) or "",
+    )
+
+
+def _failure_window_counts(entry: _Entry) -> list[_FailureCount]:
+    """The per status, route and caller counts of a failure-window entry."""
+    found = []
+    for c in entry.event.data.get("counts") or []:
+        if isinstance(c, dict) and (n := _int(c.get("n"))) is not None:
+            found.append(
+                _FailureCount(
+                    entry,
+                    status=_text(c.get("status")) or _UNKNOWN,
+                    route=_text(c.get("route")) or _UNKNOWN,
+                    who=_text(c.get("who")) or _UNKNOWN,
+                    n=n,
+                )
+            )
+    return found
 
 
 def _table_use(entry: _Entry) -> _TableUse:
@@ -810,6 +843,29 @@ def _key_blocks(s: _Summary, supplied: Mapping[str, MasterKey], flag: bool) -> l
             "rel-...) appear in the key and run events below."
         )
     )
+    blocks.append(_key_use_table(s, kids, supplied, flag))
+    if s.key_changes:
+        blocks.append(_Heading(3, "Key changes in the log"))
+        blocks.append(
+            _table(
+                ("time", "seq", "from key id", "to key id"),
+                (
+                    ((_ts(e.event.ts), str(e.event.seq), old, new), e.verified)
+                    for e, old, new in s.key_changes
+                ),
+                numeric=(1,),
+                show_verified=flag,
+            )
+        )
+    blocks.append(_Heading(3, "Key events"))
+    blocks.append(_key_events_block(s, flag))
+    return blocks
+
+
+def _key_use_table(
+    s: _Summary, kids: Sequence[str], supplied: Mapping[str, MasterKey], flag: bool
+) -> _Table:
+    """One row per key id: its epoch, use in the log, and whether it was supplied."""
     rows = []
     for kid in kids:
         use = s.keys.get(kid, _KeyUse(kid))
@@ -831,65 +887,47 @@ def _key_blocks(s: _Summary, supplied: Mapping[str, MasterKey], flag: bool) -> l
                 use.unverified == 0,
             )
         )
-    blocks.append(
-        _table(
-            (
-                "key id",
-                "epoch",
-                "entries",
-                "runs",
-                "first use",
-                "last use",
-                "key supplied",
-                "key created",
-            ),
-            rows,
-            numeric=(1, 2, 3),
-            show_verified=flag,
-        )
+    return _table(
+        (
+            "key id",
+            "epoch",
+            "entries",
+            "runs",
+            "first use",
+            "last use",
+            "key supplied",
+            "key created",
+        ),
+        rows,
+        numeric=(1, 2, 3),
+        show_verified=flag,
     )
-    if s.key_changes:
-        blocks.append(_Heading(3, "Key changes in the log"))
-        blocks.append(
-            _table(
-                ("time", "seq", "from key id", "to key id"),
+
+
+def _key_events_block(s: _Summary, flag: bool) -> _Block:
+    """The key.created and key.rotated events, or a note that there are none."""
+    if not s.key_events:
+        return _Para(
+            "No key.created or key.rotated events in the log: check key creation and "
+            "rotation against the key custody register."
+        )
+    return _table(
+        ("time", "event", "actor", "key id", "details"),
+        (
+            (
                 (
-                    ((_ts(e.event.ts), str(e.event.seq), old, new), e.verified)
-                    for e, old, new in s.key_changes
+                    _ts(k.entry.event.ts),
+                    k.entry.event.event,
+                    k.entry.event.actor,
+                    k.entry.event.key_id,
+                    _join(f"{n}={_show(v)}" for n, v in sorted(k.details.items())),
                 ),
-                numeric=(1,),
-                show_verified=flag,
+                k.entry.verified,
             )
-        )
-    blocks.append(_Heading(3, "Key events"))
-    if s.key_events:
-        blocks.append(
-            _table(
-                ("time", "event", "actor", "key id", "details"),
-                (
-                    (
-                        (
-                            _ts(k.entry.event.ts),
-                            k.entry.event.event,
-                            k.entry.event.actor,
-                            k.entry.event.key_id,
-                            _join(f"{n}={_show(v)}" for n, v in sorted(k.details.items())),
-                        ),
-                        k.entry.verified,
-                    )
-                    for k in s.key_events
-                ),
-                show_verified=flag,
-            )
-        )
-    else:
-        blocks.append(
-            _Para(
-                "No key.created or key.rotated events in the log: check key creation and "
-                "rotation against the key custody register."
-            )
-        )
-    return blocks
+            for k in s.key_events
+        ),
+        show_verified=flag,
+    )
 
 
 def _run_blocks(s: _Summary, flag: bool) -> list[_Block]:
