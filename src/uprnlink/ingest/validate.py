@@ -36,7 +36,7 @@ from uprnlink.ingest.readers import (
     header_line,
     read_extract,
 )
-from uprnlink.settings import GROUP_PLACEHOLDER, SourceSettings
+from uprnlink.settings import GROUP_PLACEHOLDER, ColumnMapping, SourceSettings
 
 MAX_CODES_LISTED = 50
 MAX_CODE_LENGTH = 40
@@ -108,6 +108,28 @@ def check_mapping(
     systems change those between releases; an ambiguous or absent one is an error. A field
     read from several columns (a composite key) has each of them, in order.
     """
+    _check_mapped_fields(source, contract)
+    for fname, mapping in source.columns.items():
+        _check_field_mapping(source, fname, mapping, contract.field(fname))
+    _check_person_level_fields(source)
+    unmapped_recode = sorted(set(source.recode) - set(source.columns))
+    if unmapped_recode:
+        raise ContractError(
+            f"recode of field {unmapped_recode[0]!r}, which has no column mapping",
+            file=str(source.path),
+            column=unmapped_recode[0],
+            rule="recode_field",
+        )
+    data_columns = [c for c in raw.columns if c not in RESERVED_COLUMNS]
+    match = _match_headers(data_columns, source)
+    if match.absent:
+        _raise_missing_columns(source, data_columns, match)
+    _check_column_types(raw, source, contract, match.resolved)
+    return match.resolved
+
+
+def _check_mapped_fields(source: SourceSettings, contract: Contract) -> None:
+    """Every mapped field is in the contract and every required field is mapped."""
     unknown = set(source.columns) - set(contract.field_names)
     if unknown:
         raise ContractError(
@@ -124,80 +146,92 @@ def check_mapping(
                 column=spec.name,
                 rule="mapping_missing",
             )
-    for fname, mapping in source.columns.items():
-        spec = contract.field(fname)
-        if mapping.parts and spec.type != "string":
-            raise ContractError(
-                f"field {fname!r} is a {spec.type}: only text fields (such as record_id) can be "
-                "made of several columns",
-                file=str(source.path),
-                column=mapping.column,
-                rule="composite_field",
-            )
-        if mapping.from_rank is not None and spec.type != "integer":
-            raise ContractError(
-                f"from_rank is for a decile field read from a rank column, not {spec.type} "
-                f"field {fname!r}",
-                file=str(source.path),
-                column=mapping.column,
-                rule="from_rank",
-            )
-        if fname in source.recode and not spec.is_coded:
-            raise ContractError(
-                f"field {fname!r} is a {spec.type}: only coded fields (enum, sex, flag) can be "
-                "recoded",
-                file=str(source.path),
-                column=mapping.column,
-                rule="recode_field",
-            )
-        for value in source.recode.get(fname, {}).values():
-            if spec.type == "enum" and value and value.upper() not in spec.values:
-                raise ContractError(
-                    f"recode of field {fname!r} maps a code to {value!r}, which is not one of "
-                    f"the contract's values {list(spec.values)}",
-                    file=str(source.path),
-                    column=mapping.column,
-                    rule="recode_value",
-                )
-            if spec.type == "sex" and value and value.upper() not in ("M", "F"):
-                raise ContractError(
-                    f'recode of field {fname!r} must map codes to M, F or "" (not known)',
-                    file=str(source.path),
-                    column=mapping.column,
-                    rule="recode_value",
-                )
-            if spec.type == "flag" and value and value.upper() not in ("Y", "N"):
-                raise ContractError(
-                    f'recode of field {fname!r} must map codes to Y, N or ""',
-                    file=str(source.path),
-                    column=mapping.column,
-                    rule="recode_value",
-                )
-    if source.person_groups:
-        for fname in PERSON_LEVEL_FIELDS:
-            shared = source.columns.get(fname)
-            if shared is None or shared.per_group or shared.group is not None:
-                continue
-            tags = ", ".join(source.person_groups)
-            raise ContractError(
-                f"{fname} is mapped to a column shared by every person group ({tags}), so each "
-                f"group's record would take the same {fname}: map a column per group "
-                f'("{{group}} ..."), or give the column to the one group it belongs to, '
-                f'{fname} = {{ column = "{shared.column}", group = "{source.person_groups[0]}" }}, '
-                "or leave it out (docs/bad-input.md)",
-                file=str(source.path),
-                column=shared.column,
-                rule="shared_person_field",
-            )
-    unmapped_recode = sorted(set(source.recode) - set(source.columns))
-    if unmapped_recode:
+
+
+def _check_field_mapping(
+    source: SourceSettings, fname: str, mapping: ColumnMapping, spec: FieldSpec
+) -> None:
+    """A field's mapping options (several columns, from_rank, recode) suit its type."""
+    if mapping.parts and spec.type != "string":
         raise ContractError(
-            f"recode of field {unmapped_recode[0]!r}, which has no column mapping",
+            f"field {fname!r} is a {spec.type}: only text fields (such as record_id) can be "
+            "made of several columns",
             file=str(source.path),
-            column=unmapped_recode[0],
+            column=mapping.column,
+            rule="composite_field",
+        )
+    if mapping.from_rank is not None and spec.type != "integer":
+        raise ContractError(
+            f"from_rank is for a decile field read from a rank column, not {spec.type} "
+            f"field {fname!r}",
+            file=str(source.path),
+            column=mapping.column,
+            rule="from_rank",
+        )
+    if fname in source.recode and not spec.is_coded:
+        raise ContractError(
+            f"field {fname!r} is a {spec.type}: only coded fields (enum, sex, flag) can be recoded",
+            file=str(source.path),
+            column=mapping.column,
             rule="recode_field",
         )
-    data_columns = [c for c in raw.columns if c not in RESERVED_COLUMNS]
+    for value in source.recode.get(fname, {}).values():
+        problem = _recode_value_problem(fname, spec, value)
+        if problem is not None:
+            raise ContractError(
+                problem, file=str(source.path), column=mapping.column, rule="recode_value"
+            )
+
+
+def _recode_value_problem(fname: str, spec: FieldSpec, value: str) -> str | None:
+    """Why a recode target is not a value of the coded field, or None if it is."""
+    if not value:
+        return None
+    if spec.type == "enum" and value.upper() not in spec.values:
+        return (
+            f"recode of field {fname!r} maps a code to {value!r}, which is not one of "
+            f"the contract's values {list(spec.values)}"
+        )
+    if spec.type == "sex" and value.upper() not in ("M", "F"):
+        return f'recode of field {fname!r} must map codes to M, F or "" (not known)'
+    if spec.type == "flag" and value.upper() not in ("Y", "N"):
+        return f'recode of field {fname!r} must map codes to Y, N or ""'
+    return None
+
+
+def _check_person_level_fields(source: SourceSettings) -> None:
+    """With person groups, no person-level field is read from a column shared by every group."""
+    if not source.person_groups:
+        return
+    for fname in PERSON_LEVEL_FIELDS:
+        shared = source.columns.get(fname)
+        if shared is None or shared.per_group or shared.group is not None:
+            continue
+        tags = ", ".join(source.person_groups)
+        raise ContractError(
+            f"{fname} is mapped to a column shared by every person group ({tags}), so each "
+            f"group's record would take the same {fname}: map a column per group "
+            f'("{{group}} ..."), or give the column to the one group it belongs to, '
+            f'{fname} = {{ column = "{shared.column}", group = "{source.person_groups[0]}" }}, '
+            "or leave it out (docs/bad-input.md)",
+            file=str(source.path),
+            column=shared.column,
+            rule="shared_person_field",
+        )
+
+
+@dataclass(frozen=True)
+class _HeaderMatch:
+    """The mapped columns found in a file's header, and those that are not there."""
+
+    resolved: dict[str, tuple[str, ...]]
+    """Field -> its header(s), for fields whose every column was found."""
+    absent: list[tuple[str, str]]
+    """(field, configured column) for each column not in the header."""
+
+
+def _match_headers(data_columns: list[str], source: SourceSettings) -> _HeaderMatch:
+    """Each mapped column matched to the header exactly, or else ignoring case and spaces."""
     headers = set(data_columns)
     by_key: dict[str, list[str]] = {}
     for h in data_columns:
@@ -225,7 +259,17 @@ def check_mapping(
                 absent.append((fname, column))
         if len(found) == len(mapping.columns):
             resolved[fname] = tuple(found)
-    if absent and not resolved:
+    return _HeaderMatch(resolved, absent)
+
+
+def _raise_missing_columns(
+    source: SourceSettings, data_columns: list[str], match: _HeaderMatch
+) -> None:
+    """Fail on the first mapped column not in the header, with a hint: the header line, when
+    none is found, or the closest unmapped headers."""
+    headers = set(data_columns)
+    absent, resolved = match.absent, match.resolved
+    if not resolved:
         found_at = header_line(source, source.file_columns()) if source.format == "csv" else None
         hint = (
             f"; they are on line {found_at}: set skip_lines = {found_at - 1} for the lines "
@@ -241,23 +285,29 @@ def check_mapping(
             row=1,
             rule="missing_header",
         )
-    if absent:
-        fname, column = absent[0]
-        others = (
-            f" ({len(absent) - 1} other mapped column(s) missing too)" if len(absent) > 1 else ""
-        )
-        used = {c for cols in resolved.values() for c in cols}
-        unmapped = [h for h in data_columns if h not in used]
-        close = suggest_columns(column, unmapped, fname)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ContractError(
-            f"column {column!r} (mapped to field {fname!r}) is not in the file's header; found "
-            f"{len(headers)} columns{others}{hint} (`uprnlink map FILE --contract NAME` "
-            "proposes a mapping from the header)",
-            file=str(source.path),
-            column=column,
-            rule="missing_column",
-        )
+    fname, column = absent[0]
+    others = f" ({len(absent) - 1} other mapped column(s) missing too)" if len(absent) > 1 else ""
+    used = {c for cols in resolved.values() for c in cols}
+    unmapped = [h for h in data_columns if h not in used]
+    close = suggest_columns(column, unmapped, fname)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ContractError(
+        f"column {column!r} (mapped to field {fname!r}) is not in the file's header; found "
+        f"{len(headers)} columns{others}{hint} (`uprnlink map FILE --contract NAME` "
+        "proposes a mapping from the header)",
+        file=str(source.path),
+        column=column,
+        rule="missing_column",
+    )
+
+
+def _check_column_types(
+    raw: pl.DataFrame,
+    source: SourceSettings,
+    contract: Contract,
+    resolved: dict[str, tuple[str, ...]],
+) -> None:
+    """Each resolved column holds values a field can take; a text date field has a format."""
     for fname, cols in resolved.items():
         for col in cols:
             dtype = raw.schema[col]
@@ -281,7 +331,6 @@ def check_mapping(
                 column=source.columns[fname].column,
                 rule="date_format_missing",
             )
-    return resolved
 
 
 # --------------------------------------------------------------------------- field rules
@@ -394,97 +443,167 @@ def validate_extract(
     `row:extra_fields`, `row:unclosed_quote`). Blank lines are not rows; they are counted.
     """
     started = time.perf_counter()
+    frame, file_rows, groups_empty = _numbered_records(raw, source)
+    grouped = GROUP in frame.columns
+    resolved = check_mapping(frame, source, contract)
+    data_columns = [c for c in frame.columns if c not in RESERVED_COLUMNS]
+    frame, blank_lines = _without_blank_lines(frame)
+    rows_in = frame.height
+    specs = [s for s in contract.fields if s.name in resolved]
+    frame, columns = _derived_columns(frame, source, specs, resolved, grouped)
+    checked = _checked_values(frame, source, specs, columns, reference_date)
+    reasons = _quarantine_reasons(checked, source, specs, columns, resolved, data_columns)
+    checked = checked.with_columns(
+        pl.concat_str([r.text for r in reasons], separator=";", ignore_nulls=True)
+        .fill_null("")
+        .alias(REASONS),
+        *(
+            [
+                pl.concat_str([r.about for r in reasons], separator=";", ignore_nulls=True).alias(
+                    REASON_COLUMNS
+                )
+            ]
+            if grouped
+            else []
+        ),
+    )
+    is_bad = pl.col(REASONS) != ""
+    quarantined = checked.filter(is_bad).select(
+        ROW,
+        REASONS,
+        *([REASON_COLUMNS, GROUP] if grouped else []),
+        *_file_columns(source, data_columns, grouped),
+        *([EXTRA_FIELDS] if EXTRA_FIELDS in checked.columns else []),
+    )
+    good = checked.filter(~is_bad)
+    accepted = good.select(ROW, *_typed_columns(contract, columns))
+    used = {c for cols in resolved.values() for c in cols}
+    latest = _latest_date(accepted, contract, reference_date)
+    report = IngestReport(
+        source=source.name,
+        file=source.path.name,
+        contract=contract.tag,
+        checksum="",
+        rows_in=rows_in,
+        fields_not_supplied=[f.name for f in contract.fields if f.name not in source.columns],
+        columns_ignored=sorted(set(data_columns) - used),
+        blank_lines=blank_lines,
+        file_rows=file_rows,
+        groups_empty=groups_empty,
+        values_unrecoded=_unrecoded(checked, specs, resolved),
+        null_shares=_null_shares(accepted),
+        latest_date=latest.isoformat() if latest is not None else None,
+        values_nulled=_values_nulled(good, specs),
+        values_present=_values_present(checked, specs, columns),
+        rows_quarantined=quarantined.height,
+        rows_accepted=accepted.height,
+        quarantine_reasons=_reason_counts(quarantined),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    if not report.reconciles:  # pragma: no cover - guarded by construction
+        raise ContractError("row counts do not reconcile", file=source.path.name, rule="reconcile")
+    return accepted, quarantined, report
+
+
+def _numbered_records(raw: pl.DataFrame, source: SourceSettings) -> tuple[pl.DataFrame, int, int]:
+    """The extract with its file row numbers, one record per person group: (frame, rows of
+    the file that are not blank lines, person groups left empty)."""
     frame = raw if ROW in raw.columns else raw.with_row_index(ROW, offset=1)
     frame = frame.with_columns(pl.col(ROW).cast(pl.UInt32))
     file_rows = frame.height
     if ROW_ISSUE in frame.columns:
         file_rows -= int(frame.select((pl.col(ROW_ISSUE).fill_null("") == BLANK).sum()).item())
     frame, groups_empty = expand_person_groups(frame, source)
-    grouped = GROUP in frame.columns
-    resolved = check_mapping(frame, source, contract)
-    data_columns = [c for c in frame.columns if c not in RESERVED_COLUMNS]
-    blank_lines = 0
-    if ROW_ISSUE in frame.columns:
-        is_blank = pl.col(ROW_ISSUE).fill_null("") == BLANK
-        blank_lines = int(frame.select(is_blank.sum()).item())
-        frame = frame.filter(~is_blank)
-    used = {c for cols in resolved.values() for c in cols}
-    report = IngestReport(
-        source=source.name,
-        file=source.path.name,
-        contract=contract.tag,
-        checksum="",
-        rows_in=frame.height,
-        fields_not_supplied=[f.name for f in contract.fields if f.name not in source.columns],
-        columns_ignored=sorted(set(data_columns) - used),
-        blank_lines=blank_lines,
-        file_rows=file_rows,
-        groups_empty=groups_empty,
-    )
-    specs = [s for s in contract.fields if s.name in resolved]
-    frame, columns = _derived_columns(frame, source, specs, resolved, grouped)
-    # 1. parse every mapped field once; 2. find the first rule each value fails.
+    return frame, file_rows, groups_empty
+
+
+def _without_blank_lines(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The frame without the blank lines the reader marked, and how many there were."""
+    if ROW_ISSUE not in frame.columns:
+        return frame, 0
+    is_blank = pl.col(ROW_ISSUE).fill_null("") == BLANK
+    blank_lines = int(frame.select(is_blank.sum()).item())
+    return frame.filter(~is_blank), blank_lines
+
+
+def _checked_values(
+    frame: pl.DataFrame,
+    source: SourceSettings,
+    specs: list[FieldSpec],
+    columns: dict[str, str],
+    reference_date: date,
+) -> pl.DataFrame:
+    """Every mapped field parsed once (``_val_<field>``), then the first rule each value
+    fails (``_rule_<field>``, null when it passes)."""
     parsed = frame.with_columns(
         parse_expr(s, columns[s.name], source.date_formats_for(s.name)).alias(f"_val_{s.name}")
         for s in specs
     )
-    checked = parsed.with_columns(
+    return parsed.with_columns(
         rule_expr(s, columns[s.name], pl.col(f"_val_{s.name}"), reference_date).alias(
             f"_rule_{s.name}"
         )
         for s in specs
     )
 
-    reasons: list[pl.Expr] = []
-    about: list[pl.Expr] = []  # for each reason, the file column(s) it concerns
 
-    def reason(condition: pl.Expr, text: pl.Expr | str, fname: str | None = None) -> None:
-        reasons.append(pl.when(condition).then(text if isinstance(text, pl.Expr) else pl.lit(text)))
+@dataclass(frozen=True)
+class _Reason:
+    """One quarantine reason: its text where it applies, and the file column(s) it concerns."""
+
+    text: pl.Expr
+    about: pl.Expr
+
+
+def _quarantine_reasons(
+    checked: pl.DataFrame,
+    source: SourceSettings,
+    specs: list[FieldSpec],
+    columns: dict[str, str],
+    resolved: dict[str, tuple[str, ...]],
+    data_columns: list[str],
+) -> list[_Reason]:
+    """Why a row is quarantined, in order: the reader's row issue, an exact duplicate row, a
+    required field missing or failing a rule, a repeated unique key."""
+    grouped = GROUP in checked.columns
+
+    def reason(condition: pl.Expr, text: pl.Expr | str, fname: str | None = None) -> _Reason:
         label = _column_label(source, fname, resolved) if fname else pl.lit("row")
-        about.append(pl.when(condition).then(label))
+        return _Reason(
+            pl.when(condition).then(text if isinstance(text, pl.Expr) else pl.lit(text)),
+            pl.when(condition).then(label),
+        )
 
+    reasons: list[_Reason] = []
     if ROW_ISSUE in checked.columns:
-        reason(pl.col(ROW_ISSUE).is_not_null(), "row:" + pl.col(ROW_ISSUE))
+        reasons.append(reason(pl.col(ROW_ISSUE).is_not_null(), "row:" + pl.col(ROW_ISSUE)))
     compared = [
         *data_columns,
         *([EXTRA_FIELDS] if EXTRA_FIELDS in checked.columns else []),
         *([GROUP] if grouped else []),
     ]
     exact_dup = (
-        ~pl.struct(compared).is_first_distinct() if compared and frame.height else pl.lit(False)
+        ~pl.struct(compared).is_first_distinct() if compared and checked.height else pl.lit(False)
     )
-    reason(exact_dup, "row:duplicate")
+    reasons.append(reason(exact_dup, "row:duplicate"))
     for spec in specs:
         if spec.required:
             present = _text_expr(columns[spec.name]).is_not_null()
             rule = pl.col(f"_rule_{spec.name}")
-            reason(~present, f"{spec.name}:missing", spec.name)
-            reason(rule.is_not_null(), f"{spec.name}:" + rule, spec.name)
+            reasons.append(reason(~present, f"{spec.name}:missing", spec.name))
+            reasons.append(reason(rule.is_not_null(), f"{spec.name}:" + rule, spec.name))
     for spec in specs:
         if spec.unique:
             ok = pl.col(f"_rule_{spec.name}").is_null()
             key = pl.when(ok).then(pl.col(f"_val_{spec.name}"))
             repeat = key.is_not_null() & (pl.int_range(pl.len()).over(key) > 0) & ~exact_dup
-            reason(repeat, f"{spec.name}:duplicate", spec.name)
-    checked = checked.with_columns(
-        pl.concat_str(reasons, separator=";", ignore_nulls=True).fill_null("").alias(REASONS),
-        *(
-            [pl.concat_str(about, separator=";", ignore_nulls=True).alias(REASON_COLUMNS)]
-            if grouped
-            else []
-        ),
-    )
+            reasons.append(reason(repeat, f"{spec.name}:duplicate", spec.name))
+    return reasons
 
-    is_bad = pl.col(REASONS) != ""
-    extra_out = [EXTRA_FIELDS] if EXTRA_FIELDS in checked.columns else []
-    quarantined = checked.filter(is_bad).select(
-        ROW,
-        REASONS,
-        *([REASON_COLUMNS, GROUP] if grouped else []),
-        *_file_columns(source, data_columns, grouped),
-        *extra_out,
-    )
-    good = checked.filter(~is_bad)
+
+def _typed_columns(contract: Contract, columns: dict[str, str]) -> list[pl.Expr]:
+    """Every contract field as its parsed value, null where it failed a rule or is not
+    supplied; a forename field also gives ``middle_names``."""
     typed: list[pl.Expr] = []
     for spec in contract.fields:
         if spec.name not in columns:
@@ -497,38 +616,47 @@ def validate_extract(
         if spec.type == "forename":
             middle = std.middle_names_expr(pl.col(columns[spec.name]))
             typed.append(pl.when(ok).then(middle).alias("middle_names"))
-    accepted = good.select(ROW, *typed)
-    report.values_unrecoded = _unrecoded(checked, specs, resolved)
-    report.null_shares = {
+    return typed
+
+
+def _null_shares(accepted: pl.DataFrame) -> dict[str, float]:
+    """Share of accepted records without each profiled identifier."""
+    return {
         name: round(accepted.get_column(name).null_count() / accepted.height, 4)
         for name in PROFILED_FIELDS
         if name in accepted.columns and accepted.height
     }
-    latest = _latest_date(accepted, contract, reference_date)
-    report.latest_date = latest.isoformat() if latest is not None else None
 
+
+def _values_nulled(good: pl.DataFrame, specs: list[FieldSpec]) -> dict[str, int]:
+    """Per ``field:rule``, the values of accepted rows nulled for failing that rule."""
     counts = [
         (pl.col(f"_rule_{s.name}") == r).sum().alias(f"{s.name}:{r}")
         for s in specs
         for r in field_rules(s)
     ]
     nulled = good.select(counts).row(0, named=True) if counts else {}
-    report.values_nulled = {k: int(v) for k, v in nulled.items() if v}
-    if specs:
-        present_counts = checked.select(
-            _text_expr(columns[s.name]).is_not_null().sum().alias(s.name) for s in specs
-        ).row(0, named=True)
-        report.values_present = {k: int(v) for k, v in present_counts.items()}
-    report.rows_quarantined = quarantined.height
-    report.rows_accepted = accepted.height
+    return {k: int(v) for k, v in nulled.items() if v}
+
+
+def _values_present(
+    checked: pl.DataFrame, specs: list[FieldSpec], columns: dict[str, str]
+) -> dict[str, int]:
+    """Per mapped field, how many records hold a value (not blank)."""
+    if not specs:
+        return {}
+    present_counts = checked.select(
+        _text_expr(columns[s.name]).is_not_null().sum().alias(s.name) for s in specs
+    ).row(0, named=True)
+    return {k: int(v) for k, v in present_counts.items()}
+
+
+def _reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:
+    """How many quarantined rows give each reason, by reason."""
     counter: Counter[str] = Counter()
     for reason_list in quarantined.get_column(REASONS).str.split(";").to_list():
         counter.update(reason_list)
-    report.quarantine_reasons = dict(sorted(counter.items()))
-    report.seconds = round(time.perf_counter() - started, 3)
-    if not report.reconciles:  # pragma: no cover - guarded by construction
-        raise ContractError("row counts do not reconcile", file=source.path.name, rule="reconcile")
-    return accepted, quarantined, report
+    return dict(sorted(counter.items()))
 
 
 def _column_label(
