@@ -370,6 +370,37 @@ def _toml_string(value: str) -> str:
     return f'"{escaped}"'
 
 
+@dataclass(frozen=True)
+class _Sample:
+    """The first rows of an extract, read as the pipeline would read it."""
+
+    frame: pl.DataFrame
+    delimiter: str
+    encoding: str
+    skip: int
+    """Lines before the header (an Excel sheet: rows before its header row)."""
+    sheet: str | None = None
+    sheets: tuple[str, ...] = ()
+
+
+def _read_mapping_sample(path: Path, rows: int, sheet_choice: str | int | None) -> _Sample:
+    """Up to `rows` rows of a delimited file, or of a workbook's chosen sheet without its
+    empty rows."""
+    if path.suffix.lower() not in EXCEL_SUFFIXES:
+        sample, delimiter, encoding, skip = read_sample(path, rows)
+        return _Sample(sample, delimiter, encoding, skip)
+    if not path.is_file():
+        raise ContractError("extract not found", file=str(path), rule="file_missing")
+    sheet, sheets = choose_sheet(path, sheet_choice)
+    skip = excel_header_row(path, sheet)
+    sample = read_sheet(path, sheet, header_row=skip, n_rows=rows)
+    filled = pl.any_horizontal(
+        pl.col(c).str.strip_chars().str.len_chars().fill_null(0) > 0 for c in sample.columns
+    )
+    sample = sample.filter(filled) if sample.columns else sample
+    return _Sample(sample, ",", "utf8", skip, sheet, tuple(sheets))
+
+
 def propose_mapping(
     path: Path,
     contract: Contract,
@@ -381,21 +412,8 @@ def propose_mapping(
 ) -> MappingProposal:
     """Propose the column mapping of the extract at `path` onto `contract`."""
     today = today or date.today()
-    sheet: str | None = None
-    sheets: list[str] = []
-    if path.suffix.lower() in EXCEL_SUFFIXES:
-        if not path.is_file():
-            raise ContractError("extract not found", file=str(path), rule="file_missing")
-        sheet, sheets = choose_sheet(path, sheet_choice)
-        skip = excel_header_row(path, sheet)
-        sample = read_sheet(path, sheet, header_row=skip, n_rows=rows)
-        filled = pl.any_horizontal(
-            pl.col(c).str.strip_chars().str.len_chars().fill_null(0) > 0 for c in sample.columns
-        )
-        sample = sample.filter(filled) if sample.columns else sample
-        delimiter, encoding = ",", "utf8"
-    else:
-        sample, delimiter, encoding, skip = read_sample(path, rows)
+    read = _read_mapping_sample(path, rows, sheet_choice)
+    sample = read.frame
     _check_header(sample.columns, path)
     groups = detect_person_groups(sample.columns, contract)
     # With several people per row, each person field is read from its group's columns: the
@@ -406,53 +424,8 @@ def propose_mapping(
     for col in columns:
         values = stacked.get_column(col).str.strip_chars()
         present[col] = values.filter(values.is_not_null() & (values != ""))
-    evidence: dict[tuple[str, str, tuple[str, ...], bool, str], ValueEvidence | None] = {}
-    candidates: list[ColumnProposal] = []
-    for spec in contract.fields:
-        if _is_record_key(spec):
-            continue  # a key of a column or of several (`_record_key`)
-        for col in columns:
-            if spec.type in ("forename", "surname") and _is_full_name(col):
-                continue  # both parts of a full name (`_full_name`), never one by spelling
-            by_name, name_why = name_score(_without_group(col), spec)
-            key = (col, spec.type, spec.values, spec.unique, spec.name)
-            if key not in evidence:
-                evidence[key] = _value_evidence(present[col], spec, today)
-            ev = evidence[key]
-            if by_name == 0:
-                # Values alone: only for identifier types that cannot be mistaken.
-                self_evident = spec.type in _SELF_EVIDENT or spec.name in ONS_CODE_PATTERNS
-                if not self_evident or ev is None or ev.share < _SELF_EVIDENT_SHARE:
-                    continue
-                if ev.date_format == std.EXCEL_DATE:  # any column of small integers would do
-                    continue
-                score, why = 0.5 * ev.share, ev.what
-            else:
-                value_share = ev.share if ev is not None else 0.5
-                if ev is not None and ev.share < 0.5 and spec.type not in {"string", "enum"}:
-                    # A matching name whose values do not fit is weak evidence.
-                    value_share = ev.share / 2
-                score = by_name + value_share
-                why = f"{name_why}; {ev.what}" if ev is not None else name_why
-            candidates.append(
-                ColumnProposal(
-                    spec.name,
-                    col,
-                    round(score, 4),
-                    why,
-                    ev.date_format if ev is not None else None,
-                    ev.ambiguous_order if ev is not None else False,
-                )
-            )
-    chosen: dict[str, ColumnProposal] = {}
-    used: set[str] = set()
-    for c in sorted(candidates, key=lambda c: (-c.score, columns.index(c.column))):
-        if c.field in chosen or c.column in used:
-            continue
-        if groups and (GROUP_PLACEHOLDER in c.column) != (c.field in PERSON_FIELDS):
-            continue  # a person's own field comes from the group's columns, and only those
-        chosen[c.field] = c
-        used.add(c.column)
+    candidates = _column_candidates(columns, present, contract, today)
+    chosen, used = _choose_columns(candidates, columns, groups)
     _full_name(chosen, used, columns, present, contract)
     warnings: list[str] = []
     shared = _shared_person_columns(candidates, chosen, used, groups, warnings) if groups else []
@@ -474,9 +447,9 @@ def propose_mapping(
         source=source or contract.name,
         contract=contract,
         path=path,
-        delimiter=delimiter,
-        encoding=encoding,
-        skip_lines=skip,
+        delimiter=read.delimiter,
+        encoding=read.encoding,
+        skip_lines=read.skip,
         rows_sampled=sample.height,
         columns=sorted(chosen.values(), key=lambda c: order[c.field]),
         unmapped=[f for f in contract.fields if f.name not in chosen],
@@ -489,9 +462,77 @@ def propose_mapping(
         warnings=warnings,
         shared=shared,
         codes={f: v for f, v in codes.items() if v},
-        sheet=sheet,
-        sheets=sheets,
+        sheet=read.sheet,
+        sheets=list(read.sheets),
     )
+
+
+def _column_candidates(
+    columns: list[str], present: dict[str, pl.Series], contract: Contract, today: date
+) -> list[ColumnProposal]:
+    """Every (field, column) pair with evidence for it, scored by name and values. Record
+    keys and full-name columns are left to `_record_key` and `_full_name`."""
+    evidence: dict[tuple[str, str, tuple[str, ...], bool, str], ValueEvidence | None] = {}
+    candidates: list[ColumnProposal] = []
+    for spec in contract.fields:
+        if _is_record_key(spec):
+            continue  # a key of a column or of several (`_record_key`)
+        for col in columns:
+            if spec.type in ("forename", "surname") and _is_full_name(col):
+                continue  # both parts of a full name (`_full_name`), never one by spelling
+            key = (col, spec.type, spec.values, spec.unique, spec.name)
+            if key not in evidence:
+                evidence[key] = _value_evidence(present[col], spec, today)
+            candidate = _scored_candidate(spec, col, evidence[key])
+            if candidate is not None:
+                candidates.append(candidate)
+    return candidates
+
+
+def _scored_candidate(spec: FieldSpec, col: str, ev: ValueEvidence | None) -> ColumnProposal | None:
+    """Column `col` as a candidate for `spec`: its name's score plus its values' share, or
+    by values alone for identifiers that cannot be mistaken; None when there is no case."""
+    by_name, name_why = name_score(_without_group(col), spec)
+    if by_name == 0:
+        # Values alone: only for identifier types that cannot be mistaken.
+        self_evident = spec.type in _SELF_EVIDENT or spec.name in ONS_CODE_PATTERNS
+        if not self_evident or ev is None or ev.share < _SELF_EVIDENT_SHARE:
+            return None
+        if ev.date_format == std.EXCEL_DATE:  # any column of small integers would do
+            return None
+        score, why = 0.5 * ev.share, ev.what
+    else:
+        value_share = ev.share if ev is not None else 0.5
+        if ev is not None and ev.share < 0.5 and spec.type not in {"string", "enum"}:
+            # A matching name whose values do not fit is weak evidence.
+            value_share = ev.share / 2
+        score = by_name + value_share
+        why = f"{name_why}; {ev.what}" if ev is not None else name_why
+    return ColumnProposal(
+        spec.name,
+        col,
+        round(score, 4),
+        why,
+        ev.date_format if ev is not None else None,
+        ev.ambiguous_order if ev is not None else False,
+    )
+
+
+def _choose_columns(
+    candidates: list[ColumnProposal], columns: list[str], groups: PersonGroups | None
+) -> tuple[dict[str, ColumnProposal], set[str]]:
+    """Best candidate first, each field and each column used once: (field -> proposal,
+    columns used)."""
+    chosen: dict[str, ColumnProposal] = {}
+    used: set[str] = set()
+    for c in sorted(candidates, key=lambda c: (-c.score, columns.index(c.column))):
+        if c.field in chosen or c.column in used:
+            continue
+        if groups and (GROUP_PLACEHOLDER in c.column) != (c.field in PERSON_FIELDS):
+            continue  # a person's own field comes from the group's columns, and only those
+        chosen[c.field] = c
+        used.add(c.column)
+    return chosen, used
 
 
 # ------------------------------------------------------------------ record keys
