@@ -113,16 +113,7 @@ def _check_source(
     except UprnlinkError as exc:
         report.add("error", subject, str(exc), exc.exit_code)
         return
-    if not source.path.exists():
-        if source.required:
-            report.add(
-                "error",
-                subject,
-                f"extract not found (file={source.path}, rule=file_missing)",
-                ContractError.exit_code,
-            )
-        else:
-            report.add("warn", subject, f"optional extract not there yet ({source.path.name})")
+    if not _extract_found(report, subject, source):
         return
     checksum = file_checksum(source.path)
     # One reference file may serve several reference contracts (an ONS or AddressBase file
@@ -144,24 +135,60 @@ def _check_source(
     except (ContractError, ConfigError) as exc:
         report.add("error", subject, str(exc), exc.exit_code)
         return
-    mapped = len(source.file_columns())
-    sampled = ingest.rows_in
+    report.add("ok", subject, _sample_summary(source, contract, ingest))
+    date_errors = _date_format_errors(report, settings, subject, source, contract, raw, ingest)
+    _report_sample_problems(report, subject, source, ingest, date_errors)
+
+
+def _extract_found(report: CheckReport, subject: str, source: SourceSettings) -> bool:
+    """Whether the extract is there; if not, an error (required) or a warning (optional)."""
+    if source.path.exists():
+        return True
+    if source.required:
+        report.add(
+            "error",
+            subject,
+            f"extract not found (file={source.path}, rule=file_missing)",
+            ContractError.exit_code,
+        )
+    else:
+        report.add("warn", subject, f"optional extract not there yet ({source.path.name})")
+    return False
+
+
+def _quarantined_share(ingest: IngestReport) -> float:
+    return ingest.rows_quarantined / ingest.rows_in if ingest.rows_in else 0.0
+
+
+def _sample_summary(source: SourceSettings, contract: Contract, ingest: IngestReport) -> str:
+    """One line on the sample: columns found, rows sampled, share quarantined and why."""
     where = source.path.name
     if source.format == "excel":
         where += ", " + sheet_note(*choose_sheet(source.path, source.sheet))
     text = (
-        f"{where} ({contract.tag}): all {mapped} mapped column(s) found; "
+        f"{where} ({contract.tag}): all {len(source.file_columns())} mapped column(s) found; "
         f"{ingest.file_rows:,} row(s) sampled"
     )
     if source.person_groups:
-        text += f", {sampled:,} person record(s) in {len(source.person_groups)} groups"
-    share = ingest.rows_quarantined / sampled if sampled else 0.0
-    text += f"; {share:.1%} would be quarantined"
+        text += f", {ingest.rows_in:,} person record(s) in {len(source.person_groups)} groups"
+    text += f"; {_quarantined_share(ingest):.1%} would be quarantined"
     if ingest.quarantine_reasons:
         top = sorted(ingest.quarantine_reasons.items(), key=lambda kv: -kv[1])[:3]
         text += " (" + ", ".join(f"{r} {n:,}" for r, n in top) + ")"
-    report.add("ok", subject, text)
-    date_errors = _date_format_errors(report, settings, subject, source, contract, raw, ingest)
+    return text
+
+
+def _report_sample_problems(
+    report: CheckReport,
+    subject: str,
+    source: SourceSettings,
+    ingest: IngestReport,
+    date_errors: set[str],
+) -> None:
+    """Errors and warnings from the sample: many rows quarantined, many values nulled, codes
+    not recoded, no records. Fields with a date format error are not counted twice."""
+    sampled = ingest.rows_in
+    share = _quarantined_share(ingest)
     if sampled and share > QUARANTINE_ERROR and not date_errors:
         report.add(
             "error",
