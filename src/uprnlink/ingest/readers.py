@@ -355,6 +355,38 @@ def _head_bytes(path: Path, limit: int) -> bytes:
 
 def _read_csv(source: SourceSettings, limit: int | None = None) -> pl.DataFrame:
     path, sep = source.path, source.delimiter
+    text = _csv_text(source, limit)
+    records, unclosed = _record_layout(text, sep)
+    header_fields = int(records.get_column("fields")[0])
+    if header_fields == 1:
+        end = text.find("\n")
+        _check_delimiter(text if end < 0 else text[:end], sep, source)
+    tail: str | None = None
+    if unclosed:
+        text, records, tail = _without_unclosed_tail(text, records, path)
+    max_fields = int(records.get_column("fields").max())  # type: ignore[arg-type]
+    width = max(header_fields, min(max_fields, 2 * header_fields + 1))
+    parsed = _parse_csv(text, sep, width, source)
+    if parsed.height != records.height:
+        multi = records.filter(pl.col("lines") > 1)
+        hint = int(multi.get_column("line")[0]) if multi.height else None
+        raise ContractError(
+            "quote characters appear inside values that are not themselves quoted, so records "
+            "cannot be delimited reliably; re-export with standard CSV quoting",
+            file=str(path),
+            row=hint,
+            rule="csv_quoting",
+        )
+    out, names = _records_frame(parsed, records, header_fields, width, source)
+    if tail is not None:
+        out = pl.concat([out, _tail_frame(tail, sep, names, out.height + 1)])
+    return out
+
+
+def _csv_text(source: SourceSettings, limit: int | None) -> str:
+    """The file's text (its first `limit` bytes), decoded, after the lines to skip; fails on
+    a bad delimiter, an empty file or carriage-return-only line endings."""
+    path, sep = source.path, source.delimiter
     if len(sep.encode("utf-8")) != 1 or sep in {_QUOTE, "\n", "\r"}:
         raise ConfigError(
             f"{path}: delimiter must be one single-byte character other than a quote or a "
@@ -372,40 +404,39 @@ def _read_csv(source: SourceSettings, limit: int | None = None) -> pl.DataFrame:
             file=str(path),
             rule="line_endings",
         )
-    records, unclosed = _record_layout(text, sep)
-    header_fields = int(records.get_column("fields")[0])
-    if header_fields == 1:
-        end = text.find("\n")
-        _check_delimiter(text if end < 0 else text[:end], sep, source)
-    tail: str | None = None
-    if unclosed:
-        start, lines = (int(v) for v in records.select("line", "lines").row(-1))
-        if records.height == 1 or lines > 1:
-            raise ContractError(
-                f"a quote opened in the record starting on line {start} is never closed, so the "
-                "rest of the file cannot be split into records; check the file is complete and "
-                "that quotes inside values are doubled",
-                file=str(path),
-                row=start,
-                rule="unclosed_quote",
-            )
-        end = len(text) - 1 if text.endswith("\n") else len(text)
-        cut = text.rfind("\n", 0, end) + 1
-        tail, text = text[cut:end].removesuffix("\r"), text[:cut]
-        records = records.slice(0, records.height - 1)
-    max_fields = int(records.get_column("fields").max())  # type: ignore[arg-type]
-    width = max(header_fields, min(max_fields, 2 * header_fields + 1))
-    parsed = _parse_csv(text, sep, width, source)
-    if parsed.height != records.height:
-        multi = records.filter(pl.col("lines") > 1)
-        hint = int(multi.get_column("line")[0]) if multi.height else None
+    return text
+
+
+def _without_unclosed_tail(
+    text: str, records: pl.DataFrame, path: Path
+) -> tuple[str, pl.DataFrame, str]:
+    """A last record whose quote is never closed, cut off to be read on its own: (text
+    without it, records without it, its line). Fails when the open quote swallowed more
+    than that one line."""
+    start, lines = (int(v) for v in records.select("line", "lines").row(-1))
+    if records.height == 1 or lines > 1:
         raise ContractError(
-            "quote characters appear inside values that are not themselves quoted, so records "
-            "cannot be delimited reliably; re-export with standard CSV quoting",
+            f"a quote opened in the record starting on line {start} is never closed, so the "
+            "rest of the file cannot be split into records; check the file is complete and "
+            "that quotes inside values are doubled",
             file=str(path),
-            row=hint,
-            rule="csv_quoting",
+            row=start,
+            rule="unclosed_quote",
         )
+    end = len(text) - 1 if text.endswith("\n") else len(text)
+    cut = text.rfind("\n", 0, end) + 1
+    return text[:cut], records.slice(0, records.height - 1), text[cut:end].removesuffix("\r")
+
+
+def _records_frame(
+    parsed: pl.DataFrame,
+    records: pl.DataFrame,
+    header_fields: int,
+    width: int,
+    source: SourceSettings,
+) -> tuple[pl.DataFrame, list[str]]:
+    """The parsed records under their header names, each with its row number, its issue
+    (blank, missing or extra fields) and any text beyond the header's columns: (frame, names)."""
     data = parsed.slice(1)
     body = records.slice(1)
     filled = data.select(
@@ -417,7 +448,7 @@ def _read_csv(source: SourceSettings, limit: int | None = None) -> pl.DataFrame:
     extra_cols = data.columns[n:]
     if extra_cols:
         beyond = pl.concat_list([pl.col(c).fill_null("") for c in extra_cols])
-        extra = beyond.list.head(pl.col("_fields") - n).list.join(sep)
+        extra = beyond.list.head(pl.col("_fields") - n).list.join(source.delimiter)
         has_extra_text = pl.any_horizontal(
             pl.col(c).str.strip_chars().str.len_chars() > 0 for c in extra_cols
         ).fill_null(False)
@@ -440,9 +471,7 @@ def _read_csv(source: SourceSettings, limit: int | None = None) -> pl.DataFrame:
         issue.alias(ROW_ISSUE),
         pl.when(pl.col("_fields") > n).then(extra).otherwise(None).alias(EXTRA_FIELDS),
     )
-    if tail is not None:
-        out = pl.concat([out, _tail_frame(tail, sep, names, out.height + 1)])
-    return out
+    return out, names
 
 
 def excel_sheets(path: Path) -> list[str]:
