@@ -419,6 +419,22 @@ class ProtectedTables:
     stats: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class _CellIndex:
+    """Where each cell of each grouping and measure sits in one flat list of cells:
+    measure-major, then grouping order, then row order."""
+
+    keys: dict[str, list[tuple[Any, ...]]]
+    """Per grouping, the dims of each of its rows (one empty key for a grand total)."""
+    offsets: dict[str, int]
+    """Per grouping, the position of its first row within one measure."""
+    per_measure: int
+    """Cells of one measure over all groupings."""
+
+    def at(self, measure: int, grouping: str, row: int) -> int:
+        return measure * self.per_measure + self.offsets[grouping] + row
+
+
 def protect(
     base: pl.DataFrame,
     counts: Sequence[str],
@@ -454,6 +470,30 @@ def protect(
         for (part, whole), rest in zip(subsets, rests, strict=True)
     )
     measures = [*counts, *rests]
+    frames = _grouping_frames(base, groupings, measures)
+    index = _cell_index(frames, groupings)
+    equations = [
+        *_margin_equations(index, by_name, relations, len(measures)),
+        *_subset_equations(index, groupings, subsets, measures, len(counts)),
+    ]
+    values: list[int] = []
+    for measure in measures:
+        for g in groupings:
+            values += [int(v or 0) for v in frames[g.name].get_column(measure).to_list()]
+    primary = [policy.is_primary(v) for v in values]
+    withheld = (
+        complete_suppression(values, primary, equations, zeros_shown=not policy.suppress_zero)
+        if policy.secondary
+        else primary
+    )
+    return _protected_tables(frames, groupings, counts, index, values, primary, withheld, policy)
+
+
+def _grouping_frames(
+    base: pl.DataFrame, groupings: Sequence[Grouping], measures: Sequence[str]
+) -> dict[str, pl.DataFrame]:
+    """Each grouping's cells: `base` summed over its dims (a grand total: one row, zeros for
+    an empty `base`)."""
     agg = [pl.col(c).sum().cast(pl.Int64) for c in measures]
     frames: dict[str, pl.DataFrame] = {}
     for g in groupings:
@@ -467,7 +507,10 @@ def protect(
             frames[g.name] = pl.DataFrame(
                 {c: [0] for c in measures}, schema=dict.fromkeys(measures, pl.Int64)
             )
-    # Cell index: measure-major, then grouping order, then row order.
+    return frames
+
+
+def _cell_index(frames: dict[str, pl.DataFrame], groupings: Sequence[Grouping]) -> _CellIndex:
     offsets: dict[str, int] = {}
     keys: dict[str, list[tuple[Any, ...]]] = {}
     n = 0
@@ -475,48 +518,70 @@ def protect(
         offsets[g.name] = n
         keys[g.name] = list(frames[g.name].select(list(g.dims)).iter_rows()) if g.dims else [()]
         n += len(keys[g.name])
+    return _CellIndex(keys, offsets, n)
 
-    def at(measure: int, grouping: str, row: int) -> int:
-        return measure * n + offsets[grouping] + row
 
+def _margin_equations(
+    index: _CellIndex,
+    by_name: dict[str, Grouping],
+    relations: Sequence[tuple[str, str]],
+    measures: int,
+) -> list[Equation]:
+    """For each relation and measure, each parent cell as the sum of its child cells."""
     equations: list[Equation] = []
     for child, parent in relations:
         pdims, cdims = by_name[parent].dims, by_name[child].dims
         pos = [cdims.index(d) for d in pdims]
-        parent_row = {k: i for i, k in enumerate(keys[parent])}
+        parent_row = {k: i for i, k in enumerate(index.keys[parent])}
         parts: dict[int, list[int]] = defaultdict(list)
-        for i, k in enumerate(keys[child]):
+        for i, k in enumerate(index.keys[child]):
             parts[parent_row[tuple(k[p] for p in pos)]].append(i)
-        for m in range(len(measures)):
+        for m in range(measures):
             equations += [
-                (at(m, parent, prow), [at(m, child, i) for i in rows])
+                (index.at(m, parent, prow), [index.at(m, child, i) for i in rows])
                 for prow, rows in parts.items()
             ]
+    return equations
+
+
+def _subset_equations(
+    index: _CellIndex,
+    groupings: Sequence[Grouping],
+    subsets: Sequence[tuple[str, str]],
+    measures: Sequence[str],
+    first_rest: int,
+) -> list[Equation]:
+    """For each subset and cell, ``whole = part + rest`` (the rests follow the counts)."""
+    equations: list[Equation] = []
     for j, (part, whole) in enumerate(subsets):
-        mp, mw, mr = measures.index(part), measures.index(whole), len(counts) + j
+        mp, mw, mr = measures.index(part), measures.index(whole), first_rest + j
         for g in groupings:
             equations += [
-                (at(mw, g.name, i), [at(mp, g.name, i), at(mr, g.name, i)])
-                for i in range(len(keys[g.name]))
+                (index.at(mw, g.name, i), [index.at(mp, g.name, i), index.at(mr, g.name, i)])
+                for i in range(len(index.keys[g.name]))
             ]
-    values: list[int] = []
-    for measure in measures:
-        for g in groupings:
-            values += [int(v or 0) for v in frames[g.name].get_column(measure).to_list()]
-    primary = [policy.is_primary(v) for v in values]
-    withheld = (
-        complete_suppression(values, primary, equations, zeros_shown=not policy.suppress_zero)
-        if policy.secondary
-        else primary
-    )
+    return equations
 
+
+def _protected_tables(
+    frames: dict[str, pl.DataFrame],
+    groupings: Sequence[Grouping],
+    counts: Sequence[str],
+    index: _CellIndex,
+    values: list[int],
+    primary: list[bool],
+    withheld: list[bool],
+    policy: DisclosurePolicy,
+) -> ProtectedTables:
+    """Each published grouping's dims and counts, withheld cells NULL and the rest rounded,
+    with per grouping and count statistics."""
     stats: list[dict[str, Any]] = []
     tables = {}
     for g in groupings:
         cols = []
         for mi, c in enumerate(counts):
-            lo = at(mi, g.name, 0)
-            hi = lo + len(keys[g.name])
+            lo = index.at(mi, g.name, 0)
+            hi = lo + len(index.keys[g.name])
             cols.append(
                 pl.Series(
                     c,
