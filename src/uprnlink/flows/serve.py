@@ -69,10 +69,12 @@ def spawn(args: list[str], log: Path, env: dict[str, str]) -> int:
     return proc.pid
 
 
-def start(port: int) -> int:
-    if state_file().exists():
-        print(f"already serving (see {state_file()}); `make stop` first", file=sys.stderr)
-        return 1
+def worker_env() -> dict[str, str]:
+    """The environment for the server and worker: this checkout, no telemetry, a key source.
+
+    Without a passphrase or key in the environment the worker gets the demo passphrase, said
+    loudly, so that `make serve` works on the demo and never silently on real data.
+    """
     env = {
         **os.environ,
         "UPRNLINK_HOME": str(PROJECT),
@@ -89,49 +91,80 @@ def start(port: int) -> int:
             "!! No UPRNLINK_KEY_PASSPHRASE set: the worker uses the DEMO passphrase (demo data "
             "only). For real data, export the passphrase (or UPRNLINK_KEY) before `make serve`."
         )
-    pids: dict[str, int] = {}
+    return env
+
+
+def start_server(port: int, env: dict[str, str], pids: dict[str, int]) -> str:
+    """The Prefect API's address: PREFECT_API_URL's server, else one started here (its pid
+    recorded in `pids` and the state file, and its address put in `env`)."""
     external = os.environ.get("PREFECT_API_URL")
     if external:
         api_url = external.rstrip("/")
         print(f"using the Prefect server at {api_url} (PREFECT_API_URL)")
-    else:
-        api_url = f"http://127.0.0.1:{port}/api"
-        env["PREFECT_API_URL"] = api_url
-        env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
-        print(f"starting a Prefect server on 127.0.0.1:{port} ...")
-        pids["server"] = spawn(
-            [*prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            prefect_home() / "server.log",
-            env,
-        )
-        state_file().write_text(json.dumps(pids))
-    deadline = time.monotonic() + 180
+        return api_url
+    api_url = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_API_URL"] = api_url
+    env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
+    print(f"starting a Prefect server on 127.0.0.1:{port} ...")
+    pids["server"] = spawn(
+        [*prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        prefect_home() / "server.log",
+        env,
+    )
+    state_file().write_text(json.dumps(pids))
+    return api_url
+
+
+def wait_until_healthy(api_url: str, seconds: float = 180) -> bool:
+    """Whether the server answered its health check within `seconds`."""
+    deadline = time.monotonic() + seconds
     while not healthy(api_url):
         if time.monotonic() > deadline:
-            print(f"the server did not answer at {api_url}; see .prefect/server.log")
-            stop()
-            return 1
+            return False
         time.sleep(1)
+    return True
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*prefect_cli(), "--no-prompt", *args],
-            cwd=PROJECT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
 
-    if cli("work-pool", "inspect", POOL).returncode != 0:
-        made = cli("work-pool", "create", POOL, "--type", "process")
+def run_prefect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """One `prefect --no-prompt ...` command in this checkout, its output captured."""
+    return subprocess.run(
+        [*prefect_cli(), "--no-prompt", *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def deploy(env: dict[str, str]) -> bool:
+    """Create the work pool if missing and register `prefect.yaml`'s deployments (the
+    failing command's output printed)."""
+    if run_prefect(env, "work-pool", "inspect", POOL).returncode != 0:
+        made = run_prefect(env, "work-pool", "create", POOL, "--type", "process")
         if made.returncode != 0:
             print(made.stdout + made.stderr)
-            stop()
-            return 1
-    deployed = cli("deploy", "--all", "--prefect-file", str(PROJECT / "prefect.yaml"))
+            return False
+    deployed = run_prefect(env, "deploy", "--all", "--prefect-file", str(PROJECT / "prefect.yaml"))
     if deployed.returncode != 0:
         print(deployed.stdout + deployed.stderr)
+        return False
+    return True
+
+
+def start(port: int) -> int:
+    """Start the server (unless PREFECT_API_URL names one), deploy, start a worker."""
+    if state_file().exists():
+        print(f"already serving (see {state_file()}); `make stop` first", file=sys.stderr)
+        return 1
+    env = worker_env()
+    pids: dict[str, int] = {}
+    api_url = start_server(port, env, pids)
+    if not wait_until_healthy(api_url):
+        print(f"the server did not answer at {api_url}; see .prefect/server.log")
+        stop()
+        return 1
+    if not deploy(env):
         stop()
         return 1
     pids["worker"] = spawn(

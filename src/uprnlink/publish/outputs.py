@@ -327,58 +327,76 @@ def shape_of_sql(
     has_star = any(e.get("class") == "STAR" for e in select)
     aggregated = bool(groups) or group_all or any(_functions_in(e) & _AGGREGATES for e in select)
     if not aggregated:
-        if names and names <= _METADATA_SOURCES:
-            return OutputShape(source="metadata")
-        if names and names <= (_PROTECTED_SOURCES | _METADATA_SOURCES):
-            s_counts = tuple(c for c in columns if c in SUMMARY_COUNTS)
-            s_stats = tuple(c for c in columns if c in _SUMMARY_RATE_NAMES)
-            # A filtered or partial copy of a protected table: its rows need not add up.
-            return OutputShape(
-                dimensions=tuple(c for c in columns if c in _SUMMARY_DIMENSIONS),
-                counts=s_counts,
-                statistics=s_stats,
-                margins=False,
-                withheld=(*s_counts, *s_stats),
-                unit_count="households" if "households" in s_counts else None,
-                source="summary",
-            )
-        return OutputShape(row_level=True, source="record")
+        return _unaggregated_shape(names, columns)
     if has_star or len(select) != len(columns):
         return OutputShape(problem="list the table's columns instead of *")
     group_names = {_column_name(_unwrap(g)) for g in groups} - {None}
-    dims: list[str] = []
-    counts: list[str] = []
-    sums: list[str] = []
-    stats: list[str] = []
-    extremes: list[str] = []
+    return _aggregated_shape(columns, select, group_names, group_all)
+
+
+def _unaggregated_shape(names: set[str], columns: Sequence[str]) -> OutputShape:
+    """A query with no aggregate: metadata, a copy of a protected summary, or row level."""
+    if names and names <= _METADATA_SOURCES:
+        return OutputShape(source="metadata")
+    if names and names <= (_PROTECTED_SOURCES | _METADATA_SOURCES):
+        s_counts = tuple(c for c in columns if c in SUMMARY_COUNTS)
+        s_stats = tuple(c for c in columns if c in _SUMMARY_RATE_NAMES)
+        # A filtered or partial copy of a protected table: its rows need not add up.
+        return OutputShape(
+            dimensions=tuple(c for c in columns if c in _SUMMARY_DIMENSIONS),
+            counts=s_counts,
+            statistics=s_stats,
+            margins=False,
+            withheld=(*s_counts, *s_stats),
+            unit_count="households" if "households" in s_counts else None,
+            source="summary",
+        )
+    return OutputShape(row_level=True, source="record")
+
+
+def _column_role(
+    column: str, expr: dict[str, Any], group_names: set[str | None], group_all: bool
+) -> tuple[str, bool]:
+    """Which part of an aggregated shape one output column is, and whether NULL in it means
+    withheld (a `safe_count` or `safe_rate` inside it)."""
+    funcs = _functions_in(expr)
+    top = str(expr.get("function_name", "")).lower() if expr.get("class") == "FUNCTION" else ""
+    if not funcs & _AGGREGATES:
+        named = _column_name(expr)
+        if (
+            (named is not None and (group_all or named in group_names or column in group_names))
+            or group_all
+            or not funcs
+        ):
+            return "dimensions", False
+        return "statistics", False
+    if funcs & _EXTREME_FUNCTIONS:
+        return "extremes", False
+    if top in _COUNT_FUNCTIONS:
+        return "counts", top == "safe_count"
+    if top in _SUM_FUNCTIONS:
+        return "sums", False
+    return "statistics", "safe_rate" in funcs or "safe_count" in funcs
+
+
+def _aggregated_shape(
+    columns: Sequence[str],
+    select: list[dict[str, Any]],
+    group_names: set[str | None],
+    group_all: bool,
+) -> OutputShape:
+    """A GROUP BY query's shape: each column's role, and the count of units behind a cell
+    (the first unfiltered count(*), else the first count)."""
+    parts: dict[str, list[str]] = {
+        k: [] for k in ("dimensions", "counts", "sums", "statistics", "extremes")
+    }
     withheld: list[str] = []
     for column, expr in zip(columns, select, strict=True):
-        funcs = _functions_in(expr)
-        top = str(expr.get("function_name", "")).lower() if expr.get("class") == "FUNCTION" else ""
-        if not funcs & _AGGREGATES:
-            if (
-                (
-                    _column_name(expr) is not None
-                    and (group_all or _column_name(expr) in group_names or column in group_names)
-                )
-                or group_all
-                or not funcs
-            ):
-                dims.append(column)
-            else:
-                stats.append(column)
-        elif funcs & _EXTREME_FUNCTIONS:
-            extremes.append(column)
-        elif top in _COUNT_FUNCTIONS:
-            counts.append(column)
-            if top == "safe_count":
-                withheld.append(column)
-        elif top in _SUM_FUNCTIONS:
-            sums.append(column)
-        else:
-            stats.append(column)
-            if "safe_rate" in funcs or "safe_count" in funcs:
-                withheld.append(column)
+        role, held = _column_role(column, expr, group_names, group_all)
+        parts[role].append(column)
+        if held:
+            withheld.append(column)
+    counts = parts["counts"]
     unit = next(
         (
             c
@@ -390,11 +408,11 @@ def shape_of_sql(
         None,
     )
     return OutputShape(
-        dimensions=tuple(dims),
+        dimensions=tuple(parts["dimensions"]),
         counts=tuple(counts),
-        sums=tuple(sums),
-        statistics=tuple(stats),
-        extremes=tuple(extremes),
+        sums=tuple(parts["sums"]),
+        statistics=tuple(parts["statistics"]),
+        extremes=tuple(parts["extremes"]),
         withheld=tuple(withheld),
         unit_count=unit or (counts[0] if counts else None),
         source="sql",
@@ -519,29 +537,53 @@ def check_output(
     """Every rule (module doc) over one result; `contributions` holds, per cell in the same
     order, each sum column's largest contributions as a list (from `dominance_sql`)."""
     rights = rights or RoleRights()
-    found: list[RuleFinding] = []
     if shape.problem:
         return OutputVerdict((RuleFinding("shape", shape.problem),))
     if shape.row_level:
-        if not rights.row_level_outputs:
-            found.append(
-                RuleFinding(
-                    "row-level",
-                    f"the result is row level ({frame.height} rows, one per unit): only "
-                    "aggregated tables may leave; aggregate with GROUP BY and count(*)",
-                    cells=frame.height,
-                )
-            )
-        return OutputVerdict(tuple(found))
-    for column in shape.extremes:
-        found.append(
-            RuleFinding(
-                "extremes",
-                f"{column}: a minimum or maximum is one unit's own value",
-                column,
-                frame.height,
-            )
+        return OutputVerdict(tuple(_row_level_findings(frame, rights)))
+    found = [
+        *_extremes_findings(frame, shape),
+        *_count_findings(frame, shape, rules),
+        *_unit_count_findings(frame, shape, rules),
+        *_few_unit_findings(frame, shape, rules),
+        *_secondary_findings(frame, shape),
+        *_sum_dominance_findings(frame, shape, rules, contributions),
+    ]
+    return OutputVerdict(tuple(found))
+
+
+def _row_level_findings(frame: pl.DataFrame, rights: RoleRights) -> list[RuleFinding]:
+    """`row-level`: one row per unit leaves only for a role allowed row-level outputs."""
+    if rights.row_level_outputs:
+        return []
+    return [
+        RuleFinding(
+            "row-level",
+            f"the result is row level ({frame.height} rows, one per unit): only "
+            "aggregated tables may leave; aggregate with GROUP BY and count(*)",
+            cells=frame.height,
         )
+    ]
+
+
+def _extremes_findings(frame: pl.DataFrame, shape: OutputShape) -> list[RuleFinding]:
+    """`extremes`: a minimum or maximum is one unit's own value."""
+    return [
+        RuleFinding(
+            "extremes",
+            f"{column}: a minimum or maximum is one unit's own value",
+            column,
+            frame.height,
+        )
+        for column in shape.extremes
+    ]
+
+
+def _count_findings(
+    frame: pl.DataFrame, shape: OutputShape, rules: OutputRules
+) -> list[RuleFinding]:
+    """`threshold`: counts below the minimum (zeros too, where they are disclosive)."""
+    found = []
     for column in shape.counts:
         small = _small(frame[column], rules)
         if small:
@@ -554,85 +596,104 @@ def check_output(
                     small,
                 )
             )
-    if shape.sums or shape.statistics:
-        unit = shape.unit_count
-        if unit is None or unit not in frame.columns:
-            cols = [*shape.sums, *shape.statistics]
+    return found
+
+
+def _unit_count_findings(
+    frame: pl.DataFrame, shape: OutputShape, rules: OutputRules
+) -> list[RuleFinding]:
+    """Sums and statistics need a count of units per cell (`no-count`); a unit count that is
+    not itself a checked count is held to the threshold."""
+    if not (shape.sums or shape.statistics):
+        return []
+    unit = shape.unit_count
+    if unit is None or unit not in frame.columns:
+        cols = [*shape.sums, *shape.statistics]
+        return [
+            RuleFinding(
+                "no-count",
+                f"{', '.join(cols)}: shown without a count of the units behind each cell; "
+                "add count(*) to the table",
+                cols[0],
+                frame.height,
+            )
+        ]
+    if unit in shape.counts:
+        return []
+    small = _small(frame[unit], rules)
+    if not small:
+        return []
+    return [
+        RuleFinding(
+            "threshold",
+            f"{unit}: {small} cell(s) stand for fewer than {rules.min_count} units",
+            unit,
+            small,
+        )
+    ]
+
+
+def _few_unit_findings(
+    frame: pl.DataFrame, shape: OutputShape, rules: OutputRules
+) -> list[RuleFinding]:
+    """`threshold`: a sum or mean shown over a cell of fewer units than the threshold (the
+    count shown or withheld): the value itself is withheld or the output refused."""
+    unit = shape.unit_count
+    if not (shape.sums or shape.statistics) or unit is None or unit not in frame.columns:
+        return []
+    units = frame[unit].cast(pl.Float64, strict=False)
+    low = 0 if rules.zeros_disclosive else 1
+    few = (units >= low) & (units <= rules.min_count - 1)
+    found = []
+    for column in (*shape.sums, *shape.statistics):
+        if column in shape.withheld:
+            continue
+        shown_few = int((few & frame[column].is_not_null()).sum() or 0)
+        if shown_few and unit in shape.counts:
+            continue  # already reported as the count's threshold finding
+        if shown_few:
             found.append(
                 RuleFinding(
-                    "no-count",
-                    f"{', '.join(cols)}: shown without a count of the units behind each cell; "
-                    "add count(*) to the table",
-                    cols[0],
-                    frame.height,
+                    "threshold",
+                    f"{column}: {shown_few} cell(s) over fewer than {rules.min_count} units",
+                    column,
+                    shown_few,
                 )
             )
-        elif unit not in shape.counts:
-            small = _small(frame[unit], rules)
-            if small:
-                found.append(
-                    RuleFinding(
-                        "threshold",
-                        f"{unit}: {small} cell(s) stand for fewer than {rules.min_count} units",
-                        unit,
-                        small,
-                    )
-                )
-        if unit is not None and unit in frame.columns:
-            # A sum or mean over a cell of fewer units than the threshold (the count is shown
-            # or withheld): the value itself is withheld or the output refused.
-            units = frame[unit].cast(pl.Float64, strict=False)
-            low = 0 if rules.zeros_disclosive else 1
-            few = (units >= low) & (units <= rules.min_count - 1)
-            for column in (*shape.sums, *shape.statistics):
-                if column in shape.withheld:
-                    continue
-                shown_few = int((few & frame[column].is_not_null()).sum() or 0)
-                if shown_few and unit in shape.counts:
-                    continue  # already reported as the count's threshold finding
-                if shown_few:
-                    found.append(
-                        RuleFinding(
-                            "threshold",
-                            f"{column}: {shown_few} cell(s) over fewer than {rules.min_count} units",
-                            column,
-                            shown_few,
-                        )
-                    )
-    if shape.margins:
-        for column in shape.counts:
-            lines = _secondary(frame, shape.dimensions, column)
-            if lines:
-                found.append(
-                    RuleFinding(
-                        "secondary",
-                        f"{column}: {lines} line(s) of the table with exactly one withheld cell "
-                        "(it can be worked out from the total)",
-                        column,
-                        lines,
-                    )
-                )
-    if shape.sums and contributions is not None:
-        # The companion query has no ORDER BY: its cells are matched on the dimensions.
-        dims = [d for d in shape.dimensions if d in contributions.columns]
-        tops = contributions.select(
-            *dims, *(pl.col(c).alias(f"{c}__top") for c in shape.sums if c in contributions.columns)
-        )
-        joined = (
-            frame.join(tops, on=dims, how="left", nulls_equal=True)
-            if dims
-            else frame.with_columns(tops.head(1))
-        )
-        for column in shape.sums:
-            if f"{column}__top" in joined.columns:
-                found += dominance_findings(
-                    joined[column].cast(pl.Float64, strict=False).to_list(),
-                    joined[f"{column}__top"].to_list(),
-                    rules,
+    return found
+
+
+def _secondary_findings(frame: pl.DataFrame, shape: OutputShape) -> list[RuleFinding]:
+    """`secondary`: a line of a table with margins holding exactly one withheld cell."""
+    if not shape.margins:
+        return []
+    found = []
+    for column in shape.counts:
+        lines = _secondary(frame, shape.dimensions, column)
+        if lines:
+            found.append(
+                RuleFinding(
+                    "secondary",
+                    f"{column}: {lines} line(s) of the table with exactly one withheld cell "
+                    "(it can be worked out from the total)",
                     column,
+                    lines,
                 )
-    elif shape.sums:
-        found.append(
+            )
+    return found
+
+
+def _sum_dominance_findings(
+    frame: pl.DataFrame,
+    shape: OutputShape,
+    rules: OutputRules,
+    contributions: pl.DataFrame | None,
+) -> list[RuleFinding]:
+    """`dominance`: each sum's largest contributions, or a finding that they were not checked."""
+    if not shape.sums:
+        return []
+    if contributions is None:
+        return [
             RuleFinding(
                 "dominance",
                 f"{', '.join(shape.sums)}: the largest contributions to each sum could not be "
@@ -640,8 +701,27 @@ def check_output(
                 shape.sums[0],
                 frame.height,
             )
-        )
-    return OutputVerdict(tuple(found))
+        ]
+    # The companion query has no ORDER BY: its cells are matched on the dimensions.
+    dims = [d for d in shape.dimensions if d in contributions.columns]
+    tops = contributions.select(
+        *dims, *(pl.col(c).alias(f"{c}__top") for c in shape.sums if c in contributions.columns)
+    )
+    joined = (
+        frame.join(tops, on=dims, how="left", nulls_equal=True)
+        if dims
+        else frame.with_columns(tops.head(1))
+    )
+    found: list[RuleFinding] = []
+    for column in shape.sums:
+        if f"{column}__top" in joined.columns:
+            found += dominance_findings(
+                joined[column].cast(pl.Float64, strict=False).to_list(),
+                joined[f"{column}__top"].to_list(),
+                rules,
+                column,
+            )
+    return found
 
 
 # ------------------------------------------------------------------------------ writing out

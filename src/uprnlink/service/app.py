@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -72,6 +72,18 @@ def create_app(state: ServiceState) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    _add_info_routes(app, state)
+    _add_query_route(app, state)
+    add_table_routes(app, state)
+    add_output_routes(app, state)
+    add_portal_routes(app, state)
+    _add_error_handlers(app)
+    install_guards(app, state)
+    return app
+
+
+def _add_info_routes(app: FastAPI, state: ServiceState) -> None:
+    """The routes that describe the service and the caller: root, health, whoami, queries."""
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:
@@ -107,6 +119,10 @@ def create_app(state: ServiceState) -> FastAPI:
             for q in queries.list_queries()
         ]
 
+
+def _add_query_route(app: FastAPI, state: ServiceState) -> None:
+    """`POST /api/query`: a named question, or SQL answered on screen for trusted desktops."""
+
     @app.post("/api/query")
     async def query(request: Request, authorization: str | None = Header(default=None)) -> Response:
         # The token first: nothing of the request is read, parsed or echoed for a stranger.
@@ -123,66 +139,74 @@ def create_app(state: ServiceState) -> FastAPI:
             raise HTTPException(
                 400, 'the request must be JSON: {"sql": ...} or {"named": ...}'
             ) from None
-        return await run_in_threadpool(_answer, who, body)
+        return await run_in_threadpool(_answer, state, who, body)
 
-    def _answer(who: Identity, body: QueryRequest) -> Response:
-        if (body.sql is None) == (body.named is None):
-            raise HTTPException(400, "send either sql or named")
-        service = state.settings.service
-        limit = min(body.max_rows or service.max_rows, service.max_rows)
-        if body.named is not None:
-            nq, frame, withheld = named_answer(state, who, body.named)
-            meta: dict[str, Any] = {
-                "row_count": frame.height,
-                "truncated": False,
-                "withheld": ",".join(withheld),
-                "title": nq.title,
-            }
-            return encode_answer(frame.to_arrow(), body.format, meta)
-        if not state.desk.rights_of(who).unchecked_answers:
-            # Refused before anything about the query is looked at: a refusal that depended
-            # on the query's result would itself be an answer.
-            user = safe_name(who.user)
-            state.audit.append(
-                "access.refused",
-                actor=user,
-                data={
-                    "user": user,
-                    "role": safe_name(who.role),
-                    "channel": "service",
-                    "query_fingerprint": query_fingerprint(str(body.sql), state.audit),
-                    "rule": "sql-is-a-job",
-                },
-            )
-            raise HTTPException(
-                403,
-                "typed SQL is not answered on screen for this role: build a table "
-                "(POST /api/tables, `uprnlink table`), ask a named question, or submit the SQL "
-                "as a job an output checker reviews (POST /api/jobs, `uprnlink jobs submit`)",
-            )
-        with governed_http_errors():
-            live = state.live()
-            result = governed_query(
-                live.pool,
-                state.audit,
-                who,
-                state.roles,
-                sql=str(body.sql),
-                max_rows=limit,
-                timeout=service.timeout_seconds,
-                still_allowed=state.still_allowed(who),
-            )
-        meta = {
-            "row_count": result.table.num_rows,
-            "truncated": result.truncated,
-            "seconds": round(result.seconds, 3),
-            "withheld": "",
+
+def _answer(state: ServiceState, who: Identity, body: QueryRequest) -> Response:
+    """One query's answer: a named question's table, or governed SQL for a trusted desktop."""
+    if (body.sql is None) == (body.named is None):
+        raise HTTPException(400, "send either sql or named")
+    if body.named is not None:
+        nq, frame, withheld = named_answer(state, who, body.named)
+        meta: dict[str, Any] = {
+            "row_count": frame.height,
+            "truncated": False,
+            "withheld": ",".join(withheld),
+            "title": nq.title,
         }
-        return encode_answer(result.table, body.format, meta)
+        return encode_answer(frame.to_arrow(), body.format, meta)
+    if not state.desk.rights_of(who).unchecked_answers:
+        _refuse_sql(state, who, str(body.sql))
+    service = state.settings.service
+    with governed_http_errors():
+        live = state.live()
+        result = governed_query(
+            live.pool,
+            state.audit,
+            who,
+            state.roles,
+            sql=str(body.sql),
+            max_rows=min(body.max_rows or service.max_rows, service.max_rows),
+            timeout=service.timeout_seconds,
+            still_allowed=state.still_allowed(who),
+        )
+    meta = {
+        "row_count": result.table.num_rows,
+        "truncated": result.truncated,
+        "seconds": round(result.seconds, 3),
+        "withheld": "",
+    }
+    return encode_answer(result.table, body.format, meta)
 
-    add_table_routes(app, state)
-    add_output_routes(app, state)
-    add_portal_routes(app, state)
+
+def _refuse_sql(state: ServiceState, who: Identity, sql: str) -> NoReturn:
+    """Log and refuse typed SQL from a role without on-screen answers.
+
+    Refused before anything about the query is looked at: a refusal that depended on the
+    query's result would itself be an answer.
+    """
+    user = safe_name(who.user)
+    state.audit.append(
+        "access.refused",
+        actor=user,
+        data={
+            "user": user,
+            "role": safe_name(who.role),
+            "channel": "service",
+            "query_fingerprint": query_fingerprint(sql, state.audit),
+            "rule": "sql-is-a-job",
+        },
+    )
+    raise HTTPException(
+        403,
+        "typed SQL is not answered on screen for this role: build a table "
+        "(POST /api/tables, `uprnlink table`), ask a named question, or submit the SQL "
+        "as a job an output checker reviews (POST /api/jobs, `uprnlink jobs submit`)",
+    )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors come back as `{"error": ...}` and never echo the request."""
 
     @app.exception_handler(TableSpecError)
     def table_refused(request: Request, exc: TableSpecError) -> JSONResponse:
@@ -196,9 +220,6 @@ def create_app(state: ServiceState) -> FastAPI:
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-
-    install_guards(app, state)
-    return app
 
 
 def serve(settings: RunSettings, *, host: str | None = None, port: int | None = None) -> None:

@@ -309,6 +309,15 @@ def _file_args(p: argparse.ArgumentParser, what: str) -> None:
 
 def add_client_commands(sub: Any) -> None:
     """The analysts' subcommands, on the main parser's subparsers."""
+    _add_query_parser(sub)
+    _add_table_parser(sub)
+    _add_catalogue_parser(sub)
+    _add_jobs_parser(sub)
+    _add_outputs_parser(sub)
+
+
+def _add_query_parser(sub: Any) -> None:
+    """`uprnlink query`: a named question, or SQL on a trusted desktop."""
     q = sub.add_parser(
         "query",
         help="a named question (or, on a trusted desktop, SQL) through the query service",
@@ -325,6 +334,9 @@ def add_client_commands(sub: Any) -> None:
     q.add_argument("sql", nargs="?", help="one SELECT statement (trusted-desktop roles only)")
     q.set_defaults(func=cmd_query)
 
+
+def _add_table_parser(sub: Any) -> None:
+    """`uprnlink table`: the table builder."""
     t = sub.add_parser(
         "table",
         help="build a protected table (the table builder) through the query service",
@@ -355,6 +367,9 @@ def add_client_commands(sub: Any) -> None:
     _file_args(t, "the table")
     t.set_defaults(func=cmd_table)
 
+
+def _add_catalogue_parser(sub: Any) -> None:
+    """`uprnlink catalogue`: what may be tabulated."""
     c = sub.add_parser(
         "catalogue",
         help="what may be tabulated: datasets, dimensions, categories, measures, questions",
@@ -364,6 +379,9 @@ def add_client_commands(sub: Any) -> None:
     c.add_argument("--json", action="store_true", help="the whole catalogue as JSON")
     c.set_defaults(func=cmd_catalogue)
 
+
+def _add_jobs_parser(sub: Any) -> None:
+    """`uprnlink jobs submit|list`: typed SQL held for an output checker."""
     j = sub.add_parser(
         "jobs",
         help="submit typed SQL as a job for an output checker, or list your jobs",
@@ -385,6 +403,9 @@ def add_client_commands(sub: Any) -> None:
     _service_args(jl)
     jl.set_defaults(func=cmd_jobs)
 
+
+def _add_outputs_parser(sub: Any) -> None:
+    """`uprnlink outputs`: list, show, decide, download; the register."""
     o = sub.add_parser(
         "outputs",
         help="outputs: list, show, approve, reject or download; the release register",

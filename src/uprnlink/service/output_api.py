@@ -134,13 +134,17 @@ async def _body(request: Request) -> bytes:
 
 def add_output_routes(app: FastAPI, state: ServiceState) -> None:
     """The `/api/jobs` and `/api/outputs` routes."""
+    _add_job_routes(app, state)
+    _add_file_routes(app, state)
+    _add_decision_routes(app, state)
 
-    def who_is(authorization: str | None, request: Request) -> Identity:
-        return state.identify(authorization, request)
+
+def _add_job_routes(app: FastAPI, state: ServiceState) -> None:
+    """`/api/jobs`: submit typed SQL for a checker, list the caller's jobs."""
 
     @app.post("/api/jobs")
     async def create_job(request: Request, authorization: str | None = Header(default=None)) -> Any:
-        who = await run_in_threadpool(who_is, authorization, request)
+        who = await run_in_threadpool(state.identify, authorization, request)
         raw = await _body(request)
         try:
             body = JobRequest.model_validate_json(raw)
@@ -166,12 +170,16 @@ def add_output_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.get("/api/jobs")
     def jobs(request: Request, authorization: str | None = Header(default=None)) -> Any:
-        who = who_is(authorization, request)
+        who = state.identify(authorization, request)
         return [state.desk.view(who, r) for r in state.desk.visible(who) if r.kind == "sql"]
+
+
+def _add_file_routes(app: FastAPI, state: ServiceState) -> None:
+    """`/api/outputs`: request a file, list them, the register, one output."""
 
     @app.post("/api/outputs")
     async def create(request: Request, authorization: str | None = Header(default=None)) -> Any:
-        who = await run_in_threadpool(who_is, authorization, request)
+        who = await run_in_threadpool(state.identify, authorization, request)
         raw = await _body(request)
         try:
             body = OutputRequest.model_validate_json(raw)
@@ -188,12 +196,13 @@ def add_output_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.get("/api/outputs")
     def listing(request: Request, authorization: str | None = Header(default=None)) -> Any:
-        who = who_is(authorization, request)
+        who = state.identify(authorization, request)
         return [state.desk.view(who, r) for r in state.desk.visible(who)]
 
+    # Before `/api/outputs/{output_id}`, which would otherwise take "register" as an id.
     @app.get("/api/outputs/register")
     def register(request: Request, authorization: str | None = Header(default=None)) -> Any:
-        who = who_is(authorization, request)
+        who = state.identify(authorization, request)
         try:
             return [state.desk.view(who, r) for r in state.desk.register(who)]
         except OutputError as exc:
@@ -203,7 +212,7 @@ def add_output_routes(app: FastAPI, state: ServiceState) -> None:
     def show(
         output_id: str, request: Request, authorization: str | None = Header(default=None)
     ) -> Any:
-        who = who_is(authorization, request)
+        who = state.identify(authorization, request)
         try:
             record = state.desk.show(who, output_id)
         except OutputError as exc:
@@ -214,40 +223,46 @@ def add_output_routes(app: FastAPI, state: ServiceState) -> None:
             view["preview"] = json.loads(preview.head(200).write_json())
         return view
 
-    async def decide(
-        output_id: str, approve: bool, request: Request, authorization: str | None
-    ) -> Any:
-        who = await run_in_threadpool(who_is, authorization, request)
-        raw = await _body(request)
-        try:
-            body = Decision.model_validate_json(raw or b"{}")
-        except ValidationError:
-            raise HTTPException(400, 'the request must be JSON: {"note": ...}') from None
-        try:
-            record = await run_in_threadpool(
-                lambda: state.desk.decide(who, output_id, approve=approve, note=body.note)
-            )
-        except OutputError as exc:
-            return _error(exc)
-        return state.desk.view(who, record)
+
+async def _decide(
+    state: ServiceState, output_id: str, approve: bool, request: Request, authorization: str | None
+) -> Any:
+    """A checker's decision on one output, with an optional note."""
+    who = await run_in_threadpool(state.identify, authorization, request)
+    raw = await _body(request)
+    try:
+        body = Decision.model_validate_json(raw or b"{}")
+    except ValidationError:
+        raise HTTPException(400, 'the request must be JSON: {"note": ...}') from None
+    try:
+        record = await run_in_threadpool(
+            lambda: state.desk.decide(who, output_id, approve=approve, note=body.note)
+        )
+    except OutputError as exc:
+        return _error(exc)
+    return state.desk.view(who, record)
+
+
+def _add_decision_routes(app: FastAPI, state: ServiceState) -> None:
+    """`/api/outputs/{id}/...`: approve, reject, download."""
 
     @app.post("/api/outputs/{output_id}/approve")
     async def approve(
         output_id: str, request: Request, authorization: str | None = Header(default=None)
     ) -> Any:
-        return await decide(output_id, True, request, authorization)
+        return await _decide(state, output_id, True, request, authorization)
 
     @app.post("/api/outputs/{output_id}/reject")
     async def reject(
         output_id: str, request: Request, authorization: str | None = Header(default=None)
     ) -> Any:
-        return await decide(output_id, False, request, authorization)
+        return await _decide(state, output_id, False, request, authorization)
 
     @app.get("/api/outputs/{output_id}/download")
     def download(
         output_id: str, request: Request, authorization: str | None = Header(default=None)
     ) -> Any:
-        who = who_is(authorization, request)
+        who = state.identify(authorization, request)
         try:
             record, data = state.desk.download(who, output_id)
         except OutputError as exc:

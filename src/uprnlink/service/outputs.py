@@ -174,6 +174,19 @@ class OutputRecord:
         return out
 
 
+def _job_text(sql: str, title: str, justification: str, fmt: str) -> tuple[str, str]:
+    """A job's title and justification, tidied; OutputError (400) for a job missing one."""
+    if fmt not in ("csv", "parquet"):
+        raise OutputError("an output is csv or parquet", 400)
+    title = " ".join(title.split())[:MAX_TITLE]
+    justification = justification.strip()[:MAX_JUSTIFICATION]
+    if not sql.strip():
+        raise OutputError("a job needs SQL", 400)
+    if not title or not justification:
+        raise OutputError("a job needs a title and a justification for the output checker", 400)
+    return title, justification
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -367,14 +380,7 @@ class OutputDesk:
         query and format from the same user is not queued twice). The guard's check runs now
         (it depends on the text and the catalogue only) and refuses at once; nothing else
         about the job reaches the submitter before a checker decides."""
-        if fmt not in ("csv", "parquet"):
-            raise OutputError("an output is csv or parquet", 400)
-        title = " ".join(title.split())[:MAX_TITLE]
-        justification = justification.strip()[:MAX_JUSTIFICATION]
-        if not sql.strip():
-            raise OutputError("a job needs SQL", 400)
-        if not title or not justification:
-            raise OutputError("a job needs a title and a justification for the output checker", 400)
+        title, justification = _job_text(sql, title, justification, fmt)
         base = self._base(who)
         fingerprint = query_fingerprint(sql, self.audit)
         with self._lock:
@@ -393,28 +399,7 @@ class OutputDesk:
                         data={**base, "output_id": r.id, "query_fingerprint": fingerprint},
                     )
                     return r, True
-            check = self._check(db, who, sql)
-            if not check.allowed:
-                self.audit.append(
-                    "output.refused",
-                    actor=base["user"],
-                    data={**base, "query_fingerprint": fingerprint, "rule": check.rule},
-                )
-                raise OutputError(f"job refused: {check.reason} (logged)", 403)
-            waiting = len(undecided)
-            if waiting >= self.max_waiting_jobs:
-                # Counts only the user's own jobs, which they know of: it tells them nothing.
-                self.audit.append(
-                    "output.refused",
-                    actor=base["user"],
-                    data={**base, "query_fingerprint": fingerprint, "rule": "max_waiting_jobs"},
-                )
-                raise OutputError(
-                    f"you have {waiting} jobs awaiting review, the most one user may have "
-                    "([output_checking] max_waiting_jobs): wait for a decision, or ask a "
-                    "checker to reject one you no longer need",
-                    429,
-                )
+            self._admit_job(db, who, sql, base, fingerprint, waiting=len(undecided))
             now = _now()
 
             def make(output_id: str, release: int) -> OutputRecord:
@@ -440,6 +425,39 @@ class OutputDesk:
             data={**base, "output_id": record.id, "query_fingerprint": fingerprint, "format": fmt},
         )
         return record, False
+
+    def _admit_job(
+        self,
+        db: QueryEngine,
+        who: Identity,
+        sql: str,
+        base: dict[str, Any],
+        fingerprint: str,
+        *,
+        waiting: int,
+    ) -> None:
+        """Refuse (logged) a job the guard refuses, or one over the user's max_waiting_jobs."""
+        check = self._check(db, who, sql)
+        if not check.allowed:
+            self.audit.append(
+                "output.refused",
+                actor=base["user"],
+                data={**base, "query_fingerprint": fingerprint, "rule": check.rule},
+            )
+            raise OutputError(f"job refused: {check.reason} (logged)", 403)
+        if waiting >= self.max_waiting_jobs:
+            # Counts only the user's own jobs, which they know of: it tells them nothing.
+            self.audit.append(
+                "output.refused",
+                actor=base["user"],
+                data={**base, "query_fingerprint": fingerprint, "rule": "max_waiting_jobs"},
+            )
+            raise OutputError(
+                f"you have {waiting} jobs awaiting review, the most one user may have "
+                "([output_checking] max_waiting_jobs): wait for a decision, or ask a "
+                "checker to reject one you no longer need",
+                429,
+            )
 
     def _check(self, db: QueryEngine, who: Identity, sql: str) -> QueryCheck:
         role = safe_name(who.role)

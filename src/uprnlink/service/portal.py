@@ -321,7 +321,9 @@ def add_portal_routes(app: FastAPI, state: ServiceState) -> None:
     _sign_in_routes(app, portal)
     _question_routes(app, portal)
     _builder_routes(app, portal)
+    _keep_routes(app, portal)
     _job_routes(app, portal)
+    _sql_routes(app, portal)
     _output_routes(app, portal)
     _governance_routes(app, portal)
     _review_routes(app, portal)
@@ -495,35 +497,39 @@ def _spec_from_form(fields: Fields) -> TableSpec:
     )
 
 
-def _builder_routes(app: FastAPI, portal: Portal) -> None:
+def _builder_page(
+    portal: Portal, session: Session, dataset: str, fields: Fields, result: dict[str, Any] | None
+) -> Response:
+    """The table builder's form for a dataset, with the last table built (if any)."""
     state = portal.state
+    try:
+        ds = get_dataset(dataset)
+    except TableSpecError as exc:
+        raise PortalError(404, str(exc)) from None
+    known = state.categories(state.live()).get(ds.name, {})
+    return portal.page(
+        "builder.html.j2",
+        "Build a table",
+        session=session,
+        datasets=DATASETS,
+        ds=ds,
+        known=known,
+        measures=_measure_options(ds.name),
+        chosen=fields,
+        filters_open=any(k.startswith("filter_") for k in fields),
+        limits=state.table_policy.limits,
+        result=result,
+    )
 
-    def builder_page(
-        session: Session, dataset: str, fields: Fields, result: dict[str, Any] | None
-    ) -> Response:
-        try:
-            ds = get_dataset(dataset)
-        except TableSpecError as exc:
-            raise PortalError(404, str(exc)) from None
-        known = state.categories(state.live()).get(ds.name, {})
-        return portal.page(
-            "builder.html.j2",
-            "Build a table",
-            session=session,
-            datasets=DATASETS,
-            ds=ds,
-            known=known,
-            measures=_measure_options(ds.name),
-            chosen=fields,
-            filters_open=any(k.startswith("filter_") for k in fields),
-            limits=state.table_policy.limits,
-            result=result,
-        )
+
+def _builder_routes(app: FastAPI, portal: Portal) -> None:
+    """`/portal/tables`: the table builder's form, and a table built from it."""
+    state = portal.state
 
     @app.get("/portal/tables")
     def builder(request: Request, dataset: str = "households") -> Response:
         session = portal.signed_in(request)
-        return builder_page(session, dataset, {}, None)
+        return _builder_page(portal, session, dataset, {}, None)
 
     @app.post("/portal/tables")
     async def build(request: Request) -> Response:
@@ -539,7 +545,12 @@ def _builder_routes(app: FastAPI, portal: Portal) -> None:
         chart = draw(answer.frame, spec.dimensions, answer.withheld, y=wanted)
         result = result_context(answer.frame, answer.withheld, chart, title="Your table")
         result["spec_json"] = json.dumps(spec.to_dict())
-        return builder_page(session, spec.dataset, fields, result)
+        return _builder_page(portal, session, spec.dataset, fields, result)
+
+
+def _keep_routes(app: FastAPI, portal: Portal) -> None:
+    """`POST /portal/outputs`: keep a built table or a named question's answer as a file."""
+    state = portal.state
 
     @app.post("/portal/outputs")
     async def keep(request: Request) -> Response:
@@ -586,29 +597,33 @@ def _builder_routes(app: FastAPI, portal: Portal) -> None:
 # --------------------------------------------------------------------------------- jobs
 
 
-def _job_routes(app: FastAPI, portal: Portal) -> None:
+def _jobs_page(portal: Portal, session: Session, message: str = "", status: int = 200) -> Response:
+    """The caller's own SQL jobs, newest first, with a message about the last submission."""
     state = portal.state
+    own = [
+        state.desk.view(session.identity, r)
+        for r in reversed(state.desk.visible(session.identity))
+        if r.kind == "sql" and r.submitter == session.identity.user
+    ]
+    granted = state.roles.get(session.identity.role, ())
+    return portal.page(
+        "jobs.html.j2",
+        "SQL jobs",
+        status,
+        session=session,
+        jobs=own,
+        message=message,
+        views=sorted(v for v in granted if v != "*") or ["every view"],
+    )
 
-    def jobs_page(session: Session, message: str = "", status: int = 200) -> Response:
-        own = [
-            state.desk.view(session.identity, r)
-            for r in reversed(state.desk.visible(session.identity))
-            if r.kind == "sql" and r.submitter == session.identity.user
-        ]
-        granted = state.roles.get(session.identity.role, ())
-        return portal.page(
-            "jobs.html.j2",
-            "SQL jobs",
-            status,
-            session=session,
-            jobs=own,
-            message=message,
-            views=sorted(v for v in granted if v != "*") or ["every view"],
-        )
+
+def _job_routes(app: FastAPI, portal: Portal) -> None:
+    """`/portal/jobs`: the caller's jobs, and typed SQL submitted as a job."""
+    state = portal.state
 
     @app.get("/portal/jobs")
     def jobs(request: Request) -> Response:
-        return jobs_page(portal.signed_in(request))
+        return _jobs_page(portal, portal.signed_in(request))
 
     @app.post("/portal/jobs")
     async def submit(request: Request) -> Response:
@@ -626,14 +641,19 @@ def _job_routes(app: FastAPI, portal: Portal) -> None:
             )
         except (OutputError, HTTPException, AuditError) as exc:
             err = _http_to_portal(exc)
-            return jobs_page(session, err.message, err.status)
+            return _jobs_page(portal, session, err.message, err.status)
         note = (
             f"That job is already waiting as {record.id}: not queued twice."
             if duplicate
             else f"Submitted as {record.id}. An output checker will review it; nothing of its "
             "output is shown before."
         )
-        return jobs_page(session, note)
+        return _jobs_page(portal, session, note)
+
+
+def _sql_routes(app: FastAPI, portal: Portal) -> None:
+    """`/portal/sql`: SQL answered on screen, for roles on a trusted desktop only."""
+    state = portal.state
 
     @app.get("/portal/sql")
     def sql_form(request: Request) -> Response:

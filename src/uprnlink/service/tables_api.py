@@ -81,11 +81,8 @@ def named_answer(
     return nq, frame, withheld
 
 
-def catalogue(state: ServiceState, who: Identity) -> dict[str, Any]:
-    """What this user may ask for, described."""
-    live = state.live()
-    known = state.categories(live)
-    perturbation = state.table_policy.perturbation
+def _dataset_entries(known: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
+    """Each tabulatable dataset: its dimensions (with the categories seen), its measures."""
     datasets = []
     for ds in DATASETS:
         cats = known.get(ds.name, {})
@@ -110,9 +107,14 @@ def catalogue(state: ServiceState, who: Identity) -> dict[str, Any]:
                 ],
             }
         )
+    return datasets
+
+
+def _view_entries(state: ServiceState, who: Identity) -> list[dict[str, Any]]:
+    """The views and macros this user's role may name in a SQL job, from the dictionary."""
     granted = role_relations(state.roles.get(who.role, ()))
     docs = read_dictionary()
-    views = [
+    return [
         {
             "name": name,
             "kind": "macro" if doc.is_macro else "view",
@@ -124,6 +126,14 @@ def catalogue(state: ServiceState, who: Identity) -> dict[str, Any]:
         for name, doc in sorted(docs.items())
         if name in granted
     ]
+
+
+def catalogue(state: ServiceState, who: Identity) -> dict[str, Any]:
+    """What this user may ask for, described."""
+    live = state.live()
+    perturbation = state.table_policy.perturbation
+    datasets = _dataset_entries(state.categories(live))
+    views = _view_entries(state, who)
     rights = state.desk.rights_of(who)
     return {
         "datasets": datasets,
