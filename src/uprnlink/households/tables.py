@@ -121,6 +121,7 @@ def months_before(on: date, months: int) -> date:
 class ServiceFacts:
     """The sources' facts as the household tables read them on the reference date."""
 
+    gp: pl.DataFrame  # every GP registration (conditions, deaths)
     housing: pl.DataFrame  # tenancies active on the date
     council_tax: pl.DataFrame  # liabilities active on the date
     benefits: pl.DataFrame  # awards active on the date
@@ -137,6 +138,7 @@ def service_facts(
     social_care = _facts(records, facts, "adult_social_care")
     hospital_all = _facts(records, facts, "hospital_activity")
     return ServiceFacts(
+        gp=_facts(records, facts, "gp_registrations"),
         housing=_facts(records, facts, "housing_tenancies").filter(_active_on(on)),
         council_tax=_facts(records, facts, "council_tax").filter(_active_on(on)),
         benefits=_facts(records, facts, "benefits_claims").filter(_active_on(on)),
@@ -168,18 +170,15 @@ def build_analysis_tables(
     the residence evidence rules (`households.residence`); None keeps the timeline rules only.
     """
     on = reference_date
-    gp = _facts(records, facts, "gp_registrations")
-    people = person_attributes(records, gp)
+    cut = service_facts(records, facts, on, months_before(on, service_period_months))
+    people = person_attributes(records, cut.gp)
     areas = household_areas(records)
     memberships = household_memberships(records, facts, people, areas, on, rules)
     residents = residents_on(memberships, on)
     alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
     residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
 
-    cut = service_facts(records, facts, on, months_before(on, service_period_months))
-    person_flags = _person_flags(
-        people, gp, cut.benefits, cut.housing, cut.care_in_period, cut.hospital
-    )
+    person_flags = person_flags_table(people, cut)
     household = household_table(residents, people, areas, cut, person_flags, on)
     person = person_table(people, residents, areas, person_flags, on, age_bands)
     # Each spell carries its person's age on the reference date, so the as-at macros can age
@@ -335,10 +334,11 @@ def person_table(
     person_flags: pl.DataFrame,
     on: date,
     age_bands: AgeBands,
+    sources: tuple[str, ...] = SOURCES,
 ) -> pl.DataFrame:
     """One row per linked person: household and area on the reference date, age band,
     conditions, service use and the sources they appear in (one `in_<source>` per source of
-    the registry)."""
+    the registry, `sources`)."""
     return (
         people.join(
             residents.select("person_id", "household_token", "is_communal"),
@@ -364,7 +364,7 @@ def person_table(
             ),
             pl.col("date_of_death").dt.year().alias("death_year"),
             pl.col("is_communal").fill_null(False).alias("lives_in_communal_establishment"),
-            *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in SOURCES],
+            *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in sources],
         )
         .with_columns(
             age_band_expr("age", age_bands).alias("age_band"),
@@ -556,15 +556,10 @@ def household_type_expr() -> pl.Expr:
     return derived_expr("household_type")
 
 
-def _person_flags(
-    people: pl.DataFrame,
-    gp: pl.DataFrame,
-    benefits: pl.DataFrame,
-    housing: pl.DataFrame,
-    care_in_period: pl.DataFrame,
-    hospital: pl.DataFrame,
-) -> pl.DataFrame:
+def person_flags_table(people: pl.DataFrame, cut: ServiceFacts) -> pl.DataFrame:
     """Per-person conditions and service use."""
+    gp, benefits, housing = cut.gp, cut.benefits, cut.housing
+    care_in_period, hospital = cut.care_in_period, cut.hospital
     flags = [c for c in LTC_FLAGS if c in gp.columns]
     ltc = gp.group_by("person_id").agg([pl.col(c).fill_null(False).any() for c in flags])
     ltc = ltc.with_columns(

@@ -45,6 +45,7 @@ from uprnlink.publish.views import (
     SUMMARY_COUNTS,
     SUMMARY_GROUPINGS,
     SUMMARY_RATES,
+    View,
 )
 
 __all__ = [
@@ -200,14 +201,15 @@ PERSON_ANALYSIS_SQL = f"""SELECT p.person_id, p.household_id, h.reference_date,
 FROM linked.person p JOIN linked.household h USING (household_id)"""
 
 
-def record_views_sql() -> list[str]:
-    """Record-level views (pseudonymised, not suppressed) and run metadata."""
-    return [v.sql() for v in ANALYST_VIEWS if v.name not in SUMMARY_VIEWS]
+def record_views_sql(views: tuple[View, ...] = ANALYST_VIEWS) -> list[str]:
+    """Record-level views (pseudonymised, not suppressed) and run metadata: every declared
+    view but the summaries, which are created once their protected tables exist."""
+    return [v.sql() for v in views if v.name not in SUMMARY_VIEWS]
 
 
-def summary_views_sql() -> list[str]:
+def summary_views_sql(views: tuple[View, ...] = ANALYST_VIEWS) -> list[str]:
     """Views over the protected summary tables (schema `summaries`)."""
-    return [v.sql() for v in ANALYST_VIEWS if v.name in SUMMARY_VIEWS]
+    return [v.sql() for v in views if v.name in SUMMARY_VIEWS]
 
 
 def views_sql(policy: DisclosurePolicy | None = None) -> list[str]:
@@ -578,6 +580,7 @@ def write_database(
     policy: DisclosurePolicy,
     *,
     record_keys: pl.DataFrame | None = None,
+    views: tuple[View, ...] = ANALYST_VIEWS,
 ) -> DatabaseSummary:
     """Build the engineers' DuckDB database (every table, view and macro) in a temporary file,
     then move it into place in one step, readable by its owner only."""
@@ -602,7 +605,7 @@ def write_database(
             _register(con, "linked.record_keys", record_keys)
         con.execute(f"CREATE TABLE linked.person_analysis AS {PERSON_ANALYSIS_SQL}")
         write_snapshots(con, metadata)
-        for sql in record_views_sql():
+        for sql in record_views_sql(views):
             con.execute(sql)
 
         base = pl.from_arrow(con.sql(summary_base_sql()).to_arrow_table())
@@ -610,7 +613,7 @@ def write_database(
         result = build_summaries(base, policy)
         for name, frame in result.tables.items():
             _register(con, f"summaries.{name}", frame)
-        for sql in summary_views_sql():
+        for sql in summary_views_sql(views):
             con.execute(sql)
         cells = pl.from_arrow(con.sql(snapshot_cells_sql()).to_arrow_table())
         assert isinstance(cells, pl.DataFrame)
@@ -629,7 +632,7 @@ def write_database(
         )
         for sql in macros_sql(policy):
             con.execute(sql)
-        for view in ANALYST_VIEWS:
+        for view in views:
             for sql in view.comment_sql("VIEW"):
                 con.execute(sql)
         con.execute("CHECKPOINT")
@@ -662,7 +665,10 @@ ENGINEER_MODE = 0o600  # the pipeline's account only
 
 
 def write_analyst_database(
-    engineer_db: Path, analyst_db: Path, policy: DisclosurePolicy
+    engineer_db: Path,
+    analyst_db: Path,
+    policy: DisclosurePolicy,
+    views: tuple[View, ...] = ANALYST_VIEWS,
 ) -> list[str]:
     """The analysts' database: each analyst view's rows as a table of the view's name, the
     as-at macros and only the inputs they read; nothing else of the engineer database.
@@ -674,8 +680,8 @@ def write_analyst_database(
     con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
     try:
         con.execute("ATTACH ? AS eng (READ_ONLY)", [str(engineer_db)])
-        for view in VIEWS:
-            con.execute(f"CREATE TABLE main.{view} AS FROM eng.main.{view}")
+        for declared in views:
+            con.execute(f"CREATE TABLE main.{declared.name} AS FROM eng.main.{declared.name}")
         con.execute("CREATE SCHEMA linked")
         for table, select in MACRO_INPUTS.items():
             con.execute(f"CREATE TABLE linked.{table} AS {select}")
@@ -691,7 +697,7 @@ def write_analyst_database(
         con.execute("DETACH eng")
         for sql in macros_sql(policy):
             con.execute(sql)
-        for declared in ANALYST_VIEWS:
+        for declared in views:
             for sql in declared.comment_sql("TABLE"):
                 con.execute(sql)
         for macro in MACROS:

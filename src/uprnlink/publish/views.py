@@ -31,6 +31,7 @@ __all__ = [
     "Column",
     "View",
     "declared_grants",
+    "people_view",
     "undocumented",
 ]
 
@@ -163,7 +164,6 @@ PERSON_TYPES: dict[str, str] = {
     **dict.fromkeys(
         ("receives_benefits", "housing_benefit", "social_tenant", "social_care_client"), "BOOLEAN"
     ),
-    **dict.fromkeys((f"in_{s}" for s in PERSON_SOURCES), "BOOLEAN"),
     **dict.fromkeys(("household_type", "tenure", "council_tax_band"), "VARCHAR"),
     "household_residents": "INTEGER",
     **dict.fromkeys(
@@ -264,18 +264,27 @@ _COMMUNAL_ESTABLISHMENTS = View(
     ),
     "FROM linked.household WHERE is_communal",
 )
-_PEOPLE = View(
-    "people",
-    _pick(
-        PERSON_TYPES,
-        f"""person_id sex age_band household_id lives_in_communal_establishment
-        lsoa msoa ward imd_decile died_before_reference_date
-        {LTC_COLUMNS} ae_attendances emergency_admissions
-        receives_benefits social_tenant social_care_client
-        {" ".join(f"in_{s}" for s in PERSON_SOURCES)}""",
-    ),
-    "FROM linked.person",
-)
+
+
+def people_view(sources: tuple[str, ...] = PERSON_SOURCES) -> View:
+    """The `people` view: one `in_<source>` column per person source of the registry, in the
+    registry's order, after the person's attributes, conditions and service use."""
+    return View(
+        "people",
+        (
+            *_pick(
+                PERSON_TYPES,
+                f"""person_id sex age_band household_id lives_in_communal_establishment
+                lsoa msoa ward imd_decile died_before_reference_date
+                {LTC_COLUMNS} ae_attendances emergency_admissions
+                receives_benefits social_tenant social_care_client""",
+            ),
+            *(Column(f"in_{s}", "BOOLEAN") for s in sources),
+        ),
+        "FROM linked.person",
+    )
+
+
 _PERSON_ANALYSIS = View(
     "person_analysis",
     _pick(
@@ -356,7 +365,7 @@ ANALYST_VIEWS: tuple[View, ...] = (
     _HOUSEHOLD_CIRCUMSTANCES,
     _HOUSEHOLD_HEALTH,
     _COMMUNAL_ESTABLISHMENTS,
-    _PEOPLE,
+    people_view(),
     _PERSON_ANALYSIS,
     _HOUSEHOLD_SNAPSHOTS,
     _RUN_INFO,
