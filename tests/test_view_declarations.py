@@ -122,6 +122,9 @@ def test_a_new_source_reaches_the_person_table_and_the_people_view() -> None:
     assert person.get_column("in_school_census").to_list() == [False, True]
     view = people_view(sources)
     assert view.columns[-1] == Column("in_school_census", "BOOLEAN")
+    # The dictionary check asks for the new column's row (and nothing else).
+    assert people_view() in ANALYST_VIEWS and undocumented((people_view(),)) == []
+    assert undocumented((view,))[0].startswith("view people: declared columns")
     with duckdb.connect() as con:
         con.execute("CREATE SCHEMA linked")
         con.register("person_frame", person.to_arrow())
@@ -133,3 +136,17 @@ def test_a_new_source_reaches_the_person_table_and_the_people_view() -> None:
         assert con.execute("SELECT person_id FROM people WHERE in_school_census").fetchall() == [
             ("p2",)
         ]
+
+
+def test_each_source_fact_is_a_field_of_its_contract_with_the_same_type() -> None:
+    """The registry's facts (`Source.facts`) are what the household tables read; each is a
+    field of the source's contract, of the type the contract standardises it to."""
+    from uprnlink.households.tables import FACT_COLUMNS
+    from uprnlink.ingest.contracts import find_contract
+    from uprnlink.settings import PROJECT_ROOT
+
+    assert set(FACT_COLUMNS) == set(PERSON_SOURCES)
+    for source, facts in FACT_COLUMNS.items():
+        contract = find_contract(PROJECT_ROOT / "schemas", source)
+        for name, dtype in facts.items():
+            assert contract.field(name).dtype == dtype, (source, name)
