@@ -582,8 +582,8 @@ def write_database(
     record_keys: pl.DataFrame | None = None,
     views: tuple[View, ...] = ANALYST_VIEWS,
 ) -> DatabaseSummary:
-    """Build the engineers' DuckDB database (every table, view and macro) in a temporary file,
-    then move it into place in one step, readable by its owner only."""
+    """Build the engineers' DuckDB database (every table, declared view and macro) in a
+    temporary file, then move it into place in one step, readable by its owner only."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -670,7 +670,7 @@ def write_analyst_database(
     policy: DisclosurePolicy,
     views: tuple[View, ...] = ANALYST_VIEWS,
 ) -> list[str]:
-    """The analysts' database: each analyst view's rows as a table of the view's name, the
+    """The analysts' database: each declared view's rows as a table of the view's name, the
     as-at macros and only the inputs they read; nothing else of the engineer database.
 
     Built in a temporary file and moved into place; returns its tables (schema.name).
