@@ -133,6 +133,22 @@ def test_policy_roles_cover_the_analyst_views() -> None:
     assert roles["ig_lead"] == ("run_info",)
 
 
+def test_policy_grants_each_role_the_views_declared_for_it() -> None:
+    """A view's declaration names the roles it is for; the shipped policy (which the IG lead
+    approves) grants exactly those views, role by role (`*` roles see every view anyway)."""
+    from uprnlink.publish.database import VIEWS
+    from uprnlink.publish.views import declared_grants
+
+    roles = read_roles(PROJECT_ROOT / "governance" / "policy.toml")
+    declared = declared_grants()
+    assert declared["analyst"] == VIEWS
+    for role, granted in roles.items():
+        if "*" in granted:
+            continue
+        views = tuple(v for v in VIEWS if v in granted)
+        assert views == declared.get(role, ()), role
+
+
 def test_running_cannot_read_files_and_names_no_value(db: AnalystDatabase) -> None:
     with pytest.raises(QueryFailedError) as err:
         db.run("SELECT * FROM read_csv('/etc/passwd')")

@@ -140,3 +140,32 @@ def test_every_view_column_and_macro_carries_its_comment(
         ).fetchall()
     )
     assert macros and all(comment == docs[m].summary for m, comment in macros.items())
+
+
+def test_every_declared_view_is_documented_column_by_column_with_its_type() -> None:
+    """The declarations (`uprnlink.publish.views`) and the dictionary agree without a run:
+    each view has a section listing the declared columns, in order, with the declared types."""
+    from uprnlink.publish.views import ANALYST_VIEWS, undocumented
+
+    assert len(ANALYST_VIEWS) == len({v.name for v in ANALYST_VIEWS}), "a view declared twice"
+    assert undocumented() == []
+
+
+def test_undocumented_names_the_view_and_the_disagreement() -> None:
+    from uprnlink.publish.views import Column, View, undocumented
+
+    missing = View("no_such_view", (Column("x", "INTEGER"),), "FROM linked.household")
+    retyped = View("run_info", (Column("key", "VARCHAR"), Column("value", "JSON")), "FROM t")
+    problems = undocumented((missing, retyped))
+    assert problems[0] == "view no_such_view: no section in data-dictionary.md"
+    assert problems[1].startswith("view run_info: declared columns") and "JSON" in problems[1]
+
+
+def test_every_view_has_the_declared_columns_and_types(
+    database: duckdb.DuckDBPyConnection,
+) -> None:
+    from uprnlink.publish.views import ANALYST_VIEWS
+
+    for view in ANALYST_VIEWS:
+        actual = [(r[0], r[1]) for r in database.execute(f'DESCRIBE "{view.name}"').fetchall()]
+        assert actual == [(c.name, c.type) for c in view.columns], view.name

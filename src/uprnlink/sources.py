@@ -41,6 +41,10 @@ class Source:
     # Several people on one account at once (cannot-link evidence, `linkage.constraints`):
     # the account field, and the field telling the parties apart if any.
     listing: tuple[str, str | None] | None = None
+    # The facts the household tables read from it (`households.tables`), each with its polars
+    # type name: a source not delivered still yields these columns, empty, so every published
+    # table and view keeps its schema.
+    facts: tuple[tuple[str, str], ...] = ()
 
 
 PERSON_SOURCE_ROLES: tuple[Source, ...] = (
@@ -51,6 +55,11 @@ PERSON_SOURCE_ROLES: tuple[Source, ...] = (
         confirms_presence=True,
         occupancy=True,
         listing=("account_ref", None),
+        facts=(
+            ("band", "String"),
+            ("single_person_discount", "Boolean"),
+            ("council_tax_reduction", "Boolean"),
+        ),
     ),
     Source(
         "housing_tenancies",
@@ -59,14 +68,22 @@ PERSON_SOURCE_ROLES: tuple[Source, ...] = (
         confirms_presence=True,
         occupancy=True,
         listing=("tenancy_ref", None),
+        facts=(("tenure_type", "String"), ("bedrooms", "Int64")),
     ),
     Source(
         "benefits_claims",
         residence=True,
         confirms_presence=True,
         listing=("claim_ref", "person_type"),
+        facts=(("benefit_type", "String"), ("person_type", "String")),
     ),
-    Source("adult_social_care", residence=True, nhs=True, open_list=True),
+    Source(
+        "adult_social_care",
+        residence=True,
+        nhs=True,
+        open_list=True,
+        facts=(("support_setting", "String"),),
+    ),
     Source(
         "gp_registrations",
         residence=True,
@@ -74,14 +91,30 @@ PERSON_SOURCE_ROLES: tuple[Source, ...] = (
         confirms_departure=True,
         confirms_presence=True,
         open_list=True,
+        # Long-term condition flags (practice registers): every `ltc_*` fact is one.
+        facts=(
+            ("date_of_death", "Date"),
+            *(
+                (f"ltc_{c}", "Boolean")
+                for c in (
+                    "asthma",
+                    "copd",
+                    "diabetes",
+                    "chd",
+                    "hypertension",
+                    "depression",
+                    "dementia",
+                )
+            ),
+        ),
     ),
-    Source("hospital_activity", visits=True, nhs=True),
+    Source("hospital_activity", visits=True, nhs=True, facts=(("activity_type", "String"),)),
 )
 # Lookups joined onto people and addresses, never linked themselves.
 REFERENCE_SOURCES = ("uprn_lookup", "property_class", "deprivation")
 
 PERSON_SOURCES = tuple(s.name for s in PERSON_SOURCE_ROLES)
-_ROLES = frozenset(f.name for f in fields(Source)) - {"name", "listing"}
+_ROLES = frozenset(f.name for f in fields(Source)) - {"name", "listing", "facts"}
 
 
 def sources_with(role: str) -> tuple[str, ...]:
@@ -94,3 +127,8 @@ def sources_with(role: str) -> tuple[str, ...]:
 def listing_fields() -> dict[str, tuple[str, str | None]]:
     """Per source that lists several people on one account: its account and party fields."""
     return {s.name: s.listing for s in PERSON_SOURCE_ROLES if s.listing is not None}
+
+
+def fact_types() -> dict[str, dict[str, str]]:
+    """Per person source: the facts the household tables read, with their polars type names."""
+    return {s.name: dict(s.facts) for s in PERSON_SOURCE_ROLES}

@@ -38,36 +38,20 @@ from uprnlink.households.timelines import (
     residence_periods,
     residents_on,
 )
-from uprnlink.sources import PERSON_SOURCES
+from uprnlink.sources import PERSON_SOURCES, fact_types
 
-LTC_FLAGS = (
-    "ltc_asthma",
-    "ltc_copd",
-    "ltc_diabetes",
-    "ltc_chd",
-    "ltc_hypertension",
-    "ltc_depression",
-    "ltc_dementia",
-)
+#: The long-term condition flags: the GP registrations' `ltc_*` facts (source registry).
+LTC_FLAGS = tuple(c for c in fact_types()["gp_registrations"] if c.startswith("ltc_"))
 # Heuristics for what the extracts cannot say (no relationships between residents): see
 # docs/data-dictionary.md, households.multigenerational / lone_parent / bedrooms_needed.
 COUPLE_MAX_AGE_GAP = 15  # a man and a woman 18+ this close in age may be a couple
 SOURCES = PERSON_SOURCES  # the source registry's (uprnlink.sources)
 
 
-# The facts each source's analysis reads, with their types: a source that was not delivered (or
-# not configured) contributes no rows but the same columns, so every view keeps its schema.
+# The facts each source's analysis reads, with their types, from the source registry: a source
+# that was not delivered (or not configured) contributes no rows but the same columns.
 FACT_COLUMNS: dict[str, dict[str, type[pl.DataType]]] = {
-    "council_tax": {
-        "band": pl.String,
-        "single_person_discount": pl.Boolean,
-        "council_tax_reduction": pl.Boolean,
-    },
-    "housing_tenancies": {"tenure_type": pl.String, "bedrooms": pl.Int64},
-    "benefits_claims": {"benefit_type": pl.String, "person_type": pl.String},
-    "adult_social_care": {"support_setting": pl.String},
-    "gp_registrations": {"date_of_death": pl.Date, **dict.fromkeys(LTC_FLAGS, pl.Boolean)},
-    "hospital_activity": {"activity_type": pl.String},
+    source: {c: getattr(pl, t) for c, t in facts.items()} for source, facts in fact_types().items()
 }
 
 
@@ -133,6 +117,42 @@ def months_before(on: date, months: int) -> date:
     return date(y, m + 1, min(on.day, calendar.monthrange(y, m + 1)[1]))
 
 
+@dataclass(frozen=True)
+class ServiceFacts:
+    """The sources' facts as the household tables read them on the reference date."""
+
+    gp: pl.DataFrame  # every GP registration (conditions, deaths)
+    housing: pl.DataFrame  # tenancies active on the date
+    council_tax: pl.DataFrame  # liabilities active on the date
+    benefits: pl.DataFrame  # awards active on the date
+    social_care: pl.DataFrame  # every care service
+    care_in_period: pl.DataFrame  # care services overlapping the service period
+    hospital_all: pl.DataFrame  # all hospital activity
+    hospital: pl.DataFrame  # hospital activity in the service period
+
+
+def service_facts(
+    records: pl.DataFrame, facts: dict[str, pl.DataFrame], on: date, period_start: date
+) -> ServiceFacts:
+    """Each source's facts, cut to the reference date or the service period ending on it."""
+    social_care = _facts(records, facts, "adult_social_care")
+    hospital_all = _facts(records, facts, "hospital_activity")
+    return ServiceFacts(
+        gp=_facts(records, facts, "gp_registrations"),
+        housing=_facts(records, facts, "housing_tenancies").filter(_active_on(on)),
+        council_tax=_facts(records, facts, "council_tax").filter(_active_on(on)),
+        benefits=_facts(records, facts, "benefits_claims").filter(_active_on(on)),
+        social_care=social_care,
+        care_in_period=social_care.filter(
+            (pl.col("start_date") <= on) & (pl.col("end_date").fill_null(OPEN_END) >= period_start)
+        ),
+        hospital_all=hospital_all,
+        hospital=hospital_all.filter(
+            (pl.col("start_date") >= period_start) & (pl.col("start_date") <= on)
+        ),
+    )
+
+
 def build_analysis_tables(
     records: pl.DataFrame,
     facts: dict[str, pl.DataFrame],
@@ -150,11 +170,45 @@ def build_analysis_tables(
     the residence evidence rules (`households.residence`); None keeps the timeline rules only.
     """
     on = reference_date
-    period_start = months_before(on, service_period_months)
-    gp = _facts(records, facts, "gp_registrations")
-    people = person_attributes(records, gp)
-    # Areas of each household token, from the records at it (all share the same UPRN).
-    areas = (
+    cut = service_facts(records, facts, on, months_before(on, service_period_months))
+    people = person_attributes(records, cut.gp)
+    areas = household_areas(records)
+    memberships = household_memberships(records, facts, people, areas, on, rules)
+    residents = residents_on(memberships, on)
+    alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
+    residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
+
+    person_flags = person_flags_table(people, cut)
+    household = household_table(residents, people, areas, cut, person_flags, on)
+    person = person_table(people, residents, areas, person_flags, on, age_bands)
+    # Each spell carries its person's age on the reference date, so the as-at macros can age
+    # the household on another date without joining every spell to its person.
+    membership = (
+        published_memberships(memberships, people, reference_date=on, precision=death_end_precision)
+        .join(person.select("person_id", "age_on_reference_date"), on="person_id", how="left")
+        .rename({"household_token": "household_id"})
+    )
+    household_area = areas.select(
+        pl.col("household_token").alias("household_id"),
+        "lsoa",
+        "msoa",
+        "ward",
+        "imd_decile",
+        "property_class",
+        pl.col("is_communal").fill_null(False),
+    ).sort("household_id")
+    return AnalysisTables(
+        person=person,
+        household=household,
+        membership=membership,
+        service_events=service_events(cut, residents),
+        household_area=household_area,
+    )
+
+
+def household_areas(records: pl.DataFrame) -> pl.DataFrame:
+    """Areas of each household token, from the records at it (all share the same UPRN)."""
+    return (
         records.filter(pl.col("household_token").is_not_null())
         .group_by("household_token")
         .agg(
@@ -166,8 +220,20 @@ def build_analysis_tables(
         )
     )
 
-    # Communal or not is a property of the address, whichever record put a person there (a
-    # spell moved next door by the timeline rules keeps its own record's flag otherwise).
+
+def household_memberships(
+    records: pl.DataFrame,
+    facts: dict[str, pl.DataFrame],
+    people: pl.DataFrame,
+    areas: pl.DataFrame,
+    on: date,
+    rules: ResidenceRules | None,
+) -> pl.DataFrame:
+    """Each person's residence spells at household tokens (`households.timelines`).
+
+    Communal or not is a property of the address, whichever record put a person there (a
+    spell moved next door by the timeline rules keeps its own record's flag otherwise).
+    """
     periods = residence_periods(records, rules)
     if rules is not None and rules.single_person_discount:
         council_tax = _facts(records, facts, "council_tax")
@@ -175,88 +241,41 @@ def build_analysis_tables(
             periods, records, council_tax, people, on, rules.single_person_min_share
         )
     spells = build_memberships(periods, people, residence_rank(records, on, rules))
-    memberships = (
+    return (
         spells.drop("is_communal")
         .join(areas.select("household_token", "is_communal"), on="household_token", how="left")
         .with_columns(pl.col("is_communal").fill_null(False))
         .select(spells.columns)
     )
-    residents = residents_on(memberships, on)
-    alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
-    residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
-    composition = household_composition(residents, people, on)
-    profile = household_profile(residents, people, on)
 
-    # Household circumstances on the reference date.
-    housing = _facts(records, facts, "housing_tenancies").filter(_active_on(on))
-    council_tax = _facts(records, facts, "council_tax").filter(_active_on(on))
-    benefits = _facts(records, facts, "benefits_claims").filter(_active_on(on))
-    social_care = _facts(records, facts, "adult_social_care")
-    hospital_all = _facts(records, facts, "hospital_activity")
-    hospital = hospital_all.filter(
-        (pl.col("start_date") >= period_start) & (pl.col("start_date") <= on)
-    )
-    care_in_period = social_care.filter(
-        (pl.col("start_date") <= on) & (pl.col("end_date").fill_null(OPEN_END) >= period_start)
-    )
 
-    tenancy = housing.group_by("household_token").agg(
+def household_table(
+    residents: pl.DataFrame,
+    people: pl.DataFrame,
+    areas: pl.DataFrame,
+    cut: ServiceFacts,
+    person_flags: pl.DataFrame,
+    on: date,
+) -> pl.DataFrame:
+    """One row per household token with residents on the reference date: composition, the
+    bedroom standard, area, tenure, council tax and the residents' conditions and service use."""
+    tenancy = cut.housing.group_by("household_token").agg(
         pl.col("tenure_type").drop_nulls().first().alias("tenancy_type"),
         pl.len().alias("_active_tenancies"),
         pl.col("bedrooms").drop_nulls().max().alias("bedrooms"),
     )
-    ctax = council_tax.group_by("household_token").agg(
+    ctax = cut.council_tax.group_by("household_token").agg(
         pl.col("band").drop_nulls().mode().sort().first().alias("council_tax_band"),
         pl.col("council_tax_reduction").any().alias("council_tax_reduction"),
         pl.col("single_person_discount").any().alias("single_person_discount"),
     )
-
-    person_flags = _person_flags(people, gp, benefits, housing, care_in_period, hospital)
-    per_household_people = (
-        residents.join(person_flags, on="person_id", how="left")
-        .group_by("household_token")
-        .agg(
-            (pl.col("ltc_any").fill_null(False)).sum().cast(pl.Int32).alias("people_with_ltc"),
-            pl.col("receives_benefits").fill_null(False).any().alias("any_benefits"),
-            pl.col("social_care_client").fill_null(False).any().alias("any_social_care"),
-            pl.col("ae_attendances").fill_null(0).sum().cast(pl.Int32).alias("ae_attendances"),
-            pl.col("emergency_admissions")
-            .fill_null(0)
-            .sum()
-            .cast(pl.Int32)
-            .alias("emergency_admissions"),
-            (pl.col("ltc_count").fill_null(0) >= 2)
-            .sum()
-            .cast(pl.Int32)
-            .alias("people_with_2plus_ltc"),
-            pl.col("ltc_any").is_null().sum().cast(pl.Int32).alias("people_ltc_unknown"),
-            pl.col("receives_benefits")
-            .fill_null(False)
-            .sum()
-            .cast(pl.Int32)
-            .alias("residents_receiving_benefits"),
-            pl.col("housing_benefit").fill_null(False).any().alias("housing_benefit"),
-            pl.col("social_care_client")
-            .fill_null(False)
-            .sum()
-            .cast(pl.Int32)
-            .alias("residents_with_social_care"),
-            (pl.col("ae_attendances").fill_null(0) > 0)
-            .sum()
-            .cast(pl.Int32)
-            .alias("people_with_ae"),
-            (pl.col("emergency_admissions").fill_null(0) > 0)
-            .sum()
-            .cast(pl.Int32)
-            .alias("people_with_emergency_admission"),
-        )
-    )
-    household = (
-        composition.join(profile, on="household_token", how="left")
+    return (
+        household_composition(residents, people, on)
+        .join(household_profile(residents, people, on), on="household_token", how="left")
         .join(areas.drop("is_communal"), on="household_token", how="left")
         .join(tenancy, on="household_token", how="left")
         .join(ctax, on="household_token", how="left")
-        .join(per_household_people, on="household_token", how="left")
+        .join(residents_service_use(residents, person_flags), on="household_token", how="left")
         .with_columns(
             pl.when(pl.col("_active_tenancies").fill_null(0) > 0)
             .then(pl.lit("social_rented"))
@@ -277,7 +296,50 @@ def build_analysis_tables(
         .sort("household_id")
     )
 
-    person = (
+
+def residents_service_use(residents: pl.DataFrame, person_flags: pl.DataFrame) -> pl.DataFrame:
+    """Per household token: its residents' conditions, benefits, care and hospital use."""
+
+    def count(expr: pl.Expr, name: str) -> pl.Expr:
+        return expr.sum().cast(pl.Int32).alias(name)
+
+    ae = pl.col("ae_attendances").fill_null(0)
+    ea = pl.col("emergency_admissions").fill_null(0)
+    benefits = pl.col("receives_benefits").fill_null(False)
+    care = pl.col("social_care_client").fill_null(False)
+    return (
+        residents.join(person_flags, on="person_id", how="left")
+        .group_by("household_token")
+        .agg(
+            count(pl.col("ltc_any").fill_null(False), "people_with_ltc"),
+            benefits.any().alias("any_benefits"),
+            care.any().alias("any_social_care"),
+            count(ae, "ae_attendances"),
+            count(ea, "emergency_admissions"),
+            count(pl.col("ltc_count").fill_null(0) >= 2, "people_with_2plus_ltc"),
+            pl.col("ltc_any").is_null().sum().cast(pl.Int32).alias("people_ltc_unknown"),
+            count(benefits, "residents_receiving_benefits"),
+            pl.col("housing_benefit").fill_null(False).any().alias("housing_benefit"),
+            count(care, "residents_with_social_care"),
+            count(ae > 0, "people_with_ae"),
+            count(ea > 0, "people_with_emergency_admission"),
+        )
+    )
+
+
+def person_table(
+    people: pl.DataFrame,
+    residents: pl.DataFrame,
+    areas: pl.DataFrame,
+    person_flags: pl.DataFrame,
+    on: date,
+    age_bands: AgeBands,
+    sources: tuple[str, ...] = SOURCES,
+) -> pl.DataFrame:
+    """One row per linked person: household and area on the reference date, age band,
+    conditions, service use and the sources they appear in (one `in_<source>` per source of
+    the registry, `sources`)."""
+    return (
         people.join(
             residents.select("person_id", "household_token", "is_communal"),
             on="person_id",
@@ -302,7 +364,7 @@ def build_analysis_tables(
             ),
             pl.col("date_of_death").dt.year().alias("death_year"),
             pl.col("is_communal").fill_null(False).alias("lives_in_communal_establishment"),
-            *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in SOURCES],
+            *[pl.col("sources").list.contains(s).alias(f"in_{s}") for s in sources],
         )
         .with_columns(
             age_band_expr("age", age_bands).alias("age_band"),
@@ -313,25 +375,21 @@ def build_analysis_tables(
         .sort("person_id")
     )
 
-    # Each spell carries its person's age on the reference date, so the as-at macros can age
-    # the household on another date without joining every spell to its person.
-    membership = (
-        published_memberships(memberships, people, reference_date=on, precision=death_end_precision)
-        .join(person.select("person_id", "age_on_reference_date"), on="person_id", how="left")
-        .rename({"household_token": "household_id"})
-    )
-    events = (
+
+def service_events(cut: ServiceFacts, residents: pl.DataFrame) -> pl.DataFrame:
+    """Hospital activity and care services by person and date, with the household of each
+    person on the reference date. All hospital activity (not only the service period), so the
+    as-at macros can count a period ending on another date."""
+    return (
         pl.concat(
             [
-                # All hospital activity (not only the service period), so the as-at macros can
-                # count a period ending on another date.
-                hospital_all.select(
+                cut.hospital_all.select(
                     "person_id",
                     pl.lit("hospital_activity").alias("source"),
                     pl.col("activity_type").alias("event_type"),
                     pl.col("start_date").alias("event_date"),
                 ),
-                social_care.select(
+                cut.social_care.select(
                     "person_id",
                     pl.lit("adult_social_care").alias("source"),
                     (pl.lit("SOCIAL_CARE_") + pl.col("support_setting").fill_null("UNKNOWN")).alias(
@@ -347,22 +405,6 @@ def build_analysis_tables(
             how="left",
         )
         .sort("event_date", "person_id")
-    )
-    household_area = areas.select(
-        pl.col("household_token").alias("household_id"),
-        "lsoa",
-        "msoa",
-        "ward",
-        "imd_decile",
-        "property_class",
-        pl.col("is_communal").fill_null(False),
-    ).sort("household_id")
-    return AnalysisTables(
-        person=person,
-        household=household,
-        membership=membership,
-        service_events=events,
-        household_area=household_area,
     )
 
 
@@ -425,27 +467,7 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
         .join(people.select("person_id", "dob", "sex"), on="person_id", how="left")
         .with_columns(age_on_expr("dob", on).alias("age"))
     )
-
-    elder = a.max().over(hh)
-    candidates = (
-        r.filter(
-            a.is_not_null()
-            & (a >= 18)
-            & pl.col("sex").is_in(["M", "F"])
-            & ~((a <= 24) & (elder >= a + GENERATION_GAP))
-        )
-        .sort([hh, "sex", "age", "person_id"], descending=[False, False, True, False])
-        .with_columns(pl.int_range(pl.len()).over([hh, "sex"]).alias("_rank"))
-    )
-    men = candidates.filter(pl.col("sex") == "M").select(
-        hh, "_rank", pl.col("person_id").alias("_m"), pl.col("age").alias("_m_age")
-    )
-    women = candidates.filter(pl.col("sex") == "F").select(
-        hh, "_rank", pl.col("person_id").alias("_f"), pl.col("age").alias("_f_age")
-    )
-    pairs = men.join(women, on=[hh, "_rank"], how="inner").filter(
-        (pl.col("_m_age") - pl.col("_f_age")).abs() <= COUPLE_MAX_AGE_GAP
-    )
+    pairs = likely_couples(r)
     coupled = pl.concat([pairs.get_column("_m"), pairs.get_column("_f")])
     couples = pairs.group_by(hh).agg(pl.len().cast(pl.Int32).alias("_couples"))
 
@@ -468,6 +490,41 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
         .join(couples, on=hh, how="left")
         .with_columns(pl.col("_couples").fill_null(0))
     )
+    return counts.select(hh, bedrooms_needed_expr().alias("bedrooms_needed"))
+
+
+def likely_couples(residents: pl.DataFrame) -> pl.DataFrame:
+    """Pairs of residents (`household_token`, `person_id`, `age`, `sex`) taken to be couples
+    by `household_profile`'s rule: per household, the men's ids and ages (`_m`, `_m_age`) and
+    the women's (`_f`, `_f_age`), paired oldest with oldest."""
+    hh = "household_token"
+    a = pl.col("age")
+    elder = a.max().over(hh)
+    candidates = (
+        residents.filter(
+            a.is_not_null()
+            & (a >= 18)
+            & pl.col("sex").is_in(["M", "F"])
+            & ~((a <= 24) & (elder >= a + GENERATION_GAP))
+        )
+        .sort([hh, "sex", "age", "person_id"], descending=[False, False, True, False])
+        .with_columns(pl.int_range(pl.len()).over([hh, "sex"]).alias("_rank"))
+    )
+    men = candidates.filter(pl.col("sex") == "M").select(
+        hh, "_rank", pl.col("person_id").alias("_m"), pl.col("age").alias("_m_age")
+    )
+    women = candidates.filter(pl.col("sex") == "F").select(
+        hh, "_rank", pl.col("person_id").alias("_f"), pl.col("age").alias("_f_age")
+    )
+    return men.join(women, on=[hh, "_rank"], how="inner").filter(
+        (pl.col("_m_age") - pl.col("_f_age")).abs() <= COUPLE_MAX_AGE_GAP
+    )
+
+
+def bedrooms_needed_expr() -> pl.Expr:
+    """Bedrooms by the standard, from `household_profile`'s per-household counts: couples,
+    others 21+ (or of unknown age), 10-20 year olds by sex, children under 10, an odd
+    10-20 year old sharing with an odd under-10 of the same sex."""
     c = pl.col
     odd_kid = c("_kid") % 2 == 1
     shares = odd_kid & (
@@ -486,7 +543,7 @@ def household_profile(residents: pl.DataFrame, people: pl.DataFrame, on: date) -
         + c("_kid") % 2
         - shares.cast(pl.Int32)
     )
-    return counts.select(hh, needed.cast(pl.Int32).alias("bedrooms_needed"))
+    return needed.cast(pl.Int32)
 
 
 def lone_parent_expr() -> pl.Expr:
@@ -499,15 +556,10 @@ def household_type_expr() -> pl.Expr:
     return derived_expr("household_type")
 
 
-def _person_flags(
-    people: pl.DataFrame,
-    gp: pl.DataFrame,
-    benefits: pl.DataFrame,
-    housing: pl.DataFrame,
-    care_in_period: pl.DataFrame,
-    hospital: pl.DataFrame,
-) -> pl.DataFrame:
+def person_flags_table(people: pl.DataFrame, cut: ServiceFacts) -> pl.DataFrame:
     """Per-person conditions and service use."""
+    gp, benefits, housing = cut.gp, cut.benefits, cut.housing
+    care_in_period, hospital = cut.care_in_period, cut.hospital
     flags = [c for c in LTC_FLAGS if c in gp.columns]
     ltc = gp.group_by("person_id").agg([pl.col(c).fill_null(False).any() for c in flags])
     ltc = ltc.with_columns(

@@ -22,7 +22,7 @@ import polars as pl
 
 from uprnlink.errors import PublishError
 from uprnlink.households.composition import aggregates_sql, derived_sql
-from uprnlink.households.tables import AnalysisTables, months_before
+from uprnlink.households.tables import LTC_FLAGS, AnalysisTables, months_before
 from uprnlink.publish.dictionary import comment_sql
 from uprnlink.publish.disclosure import (
     PRESETS,
@@ -40,10 +40,20 @@ from uprnlink.publish.tabulation import (
     dimension_types_sql,
 )
 from uprnlink.publish.uniqueness import measure_uniqueness
+from uprnlink.publish.views import (
+    ANALYST_VIEWS,
+    SUMMARY_COUNTS,
+    SUMMARY_GROUPINGS,
+    SUMMARY_RATES,
+    View,
+)
 
 __all__ = [
     "MACROS",
     "PRESETS",
+    "SUMMARY_COUNTS",
+    "SUMMARY_GROUPINGS",
+    "SUMMARY_RATES",
     "SUMMARY_VIEWS",
     "TABLES",
     "VIEWS",
@@ -117,36 +127,6 @@ def write_linked_dataset(
 
 
 # ------------------------------------------------------------------------------ summaries
-# Counts every summary shows (additive over households, so margins are sums of cells).
-SUMMARY_COUNTS: dict[str, str] = {
-    "households": "count(*)",
-    "residents": "sum(residents)",
-    "people_65_plus_living_alone": "count(*) FILTER (WHERE living_alone AND people_65_plus = 1)",
-    "emergency_admissions": "sum(emergency_admissions)",
-    "ae_attendances": "sum(ae_attendances)",
-    "people_85_plus_living_alone": "count(*) FILTER (WHERE living_alone AND people_85_plus = 1)",
-    "lone_parent_households": "count(*) FILTER (WHERE lone_parent)",
-    "multigenerational_households": "count(*) FILTER (WHERE multigenerational)",
-    "households_bedrooms_known": "count(bedrooms)",
-    "overcrowded_households": "count(*) FILTER (WHERE overcrowded)",
-    "people_with_ltc": "sum(people_with_ltc)",
-    "households_with_social_care": "count(*) FILTER (WHERE any_social_care)",
-}
-# (rate, numerator, denominator, multiplier): computed from the published (rounded) counts.
-SUMMARY_RATES = (
-    ("emergency_admissions_per_1000", "emergency_admissions", "residents", 1000.0),
-    ("ae_attendances_per_1000", "ae_attendances", "residents", 1000.0),
-    ("overcrowded_pct", "overcrowded_households", "households_bedrooms_known", 100.0),
-)
-# Published summary -> its keys; unpublished margins are still protected (treated as known).
-SUMMARY_GROUPINGS = (
-    Grouping("area_summary", ("lsoa", "ward", "imd_decile")),
-    Grouping("ward_summary", ("ward",)),
-    Grouping("decile_summary", ("imd_decile",)),
-    Grouping("deprivation_summary", ("imd_decile", "tenure")),
-    Grouping("tenure_total", ("tenure",), published=False),
-    Grouping("grand_total", (), published=False),
-)
 SUMMARY_RELATIONS = (
     ("area_summary", "ward_summary"),
     ("area_summary", "decile_summary"),
@@ -198,18 +178,7 @@ def build_summaries(base: pl.DataFrame, policy: DisclosurePolicy) -> ProtectedTa
 
 
 # ------------------------------------------------------------------------------ views
-HOUSEHOLD_COLUMNS = """household_id, reference_date, lsoa, msoa, ward, imd_decile, property_class,
-       tenure, tenancy_type, council_tax_band, council_tax_reduction,
-       single_person_discount, bedrooms, residents, adults, children_0_17,
-       children_0_4, children_5_15, people_65_plus, people_85_plus, age_unknown,
-       living_alone, lone_adult_with_children, improbable_size, people_with_ltc,
-       any_benefits, any_social_care, ae_attendances, emergency_admissions,
-       children_0_15, people_16_17, lone_parent, multigenerational, household_type,
-       bedrooms_needed, occupancy_rating, overcrowded, under_occupied, housing_benefit,
-       residents_receiving_benefits, residents_with_social_care, people_with_2plus_ltc,
-       people_with_ae, people_with_emergency_admission"""
-LTC_COLUMNS = """ltc_asthma, ltc_copd, ltc_diabetes, ltc_chd, ltc_hypertension, ltc_depression,
-       ltc_dementia, ltc_any"""
+LTC_COLUMNS = ", ".join((*LTC_FLAGS, "ltc_any"))
 
 
 # One row per person placed on the reference date, with their household's circumstances:
@@ -232,90 +201,25 @@ PERSON_ANALYSIS_SQL = f"""SELECT p.person_id, p.household_id, h.reference_date,
 FROM linked.person p JOIN linked.household h USING (household_id)"""
 
 
-def record_views_sql() -> list[str]:
-    """Record-level views (pseudonymised, not suppressed) and run metadata."""
-    return [
-        f"""CREATE OR REPLACE VIEW households AS
-        SELECT {HOUSEHOLD_COLUMNS}
-        FROM linked.household WHERE NOT is_communal""",
-        """CREATE OR REPLACE VIEW household_composition AS
-        SELECT household_id, reference_date, lsoa, ward, imd_decile, residents, adults,
-               children_0_4, children_5_15, children_0_15, people_16_17, children_0_17,
-               people_65_plus, people_85_plus, age_unknown, living_alone, lone_parent,
-               multigenerational, household_type, improbable_size
-        FROM linked.household WHERE NOT is_communal""",
-        """CREATE OR REPLACE VIEW household_circumstances AS
-        SELECT household_id, reference_date, lsoa, ward, imd_decile, property_class, tenure,
-               tenancy_type, council_tax_band, council_tax_reduction, single_person_discount,
-               bedrooms, bedrooms_needed, occupancy_rating, overcrowded, under_occupied,
-               any_benefits, housing_benefit, residents_receiving_benefits, any_social_care,
-               residents_with_social_care
-        FROM linked.household WHERE NOT is_communal""",
-        """CREATE OR REPLACE VIEW household_health AS
-        SELECT h.household_id, h.reference_date, p.period_start, p.period_end, h.residents,
-               h.people_with_ltc, h.people_with_2plus_ltc, h.people_ltc_unknown,
-               h.ae_attendances, h.emergency_admissions, h.people_with_ae,
-               h.people_with_emergency_admission,
-               round(h.ae_attendances / h.residents, 3) AS ae_attendances_per_resident,
-               round(h.emergency_admissions / h.residents, 3)
-                   AS emergency_admissions_per_resident
-        FROM linked.household h CROSS JOIN linked.run_parameters p
-        WHERE NOT h.is_communal""",
-        """CREATE OR REPLACE VIEW communal_establishments AS
-        SELECT household_id AS establishment_id, reference_date, lsoa, ward, imd_decile,
-               property_class, residents, people_65_plus, people_85_plus
-        FROM linked.household WHERE is_communal""",
-        f"""CREATE OR REPLACE VIEW people AS
-        SELECT person_id, sex, age_band, household_id, lives_in_communal_establishment,
-               lsoa, msoa, ward, imd_decile, died_before_reference_date,
-               {LTC_COLUMNS}, ae_attendances, emergency_admissions,
-               receives_benefits, social_tenant, social_care_client,
-               in_council_tax, in_housing_tenancies, in_benefits_claims,
-               in_adult_social_care, in_gp_registrations, in_hospital_activity
-        FROM linked.person""",
-        """CREATE OR REPLACE VIEW person_analysis AS
-        SELECT * FROM linked.person_analysis""",
-        """CREATE OR REPLACE VIEW household_snapshots AS
-        SELECT * FROM linked.household_snapshots""",
-        """CREATE OR REPLACE VIEW run_info AS SELECT * FROM linked.run_metadata""",
-    ]
+def record_views_sql(views: tuple[View, ...] = ANALYST_VIEWS) -> list[str]:
+    """Record-level views (pseudonymised, not suppressed) and run metadata: every declared
+    view but the summaries, which are created once their protected tables exist."""
+    return [v.sql() for v in views if v.name not in SUMMARY_VIEWS]
 
 
-def summary_views_sql() -> list[str]:
+def summary_views_sql(views: tuple[View, ...] = ANALYST_VIEWS) -> list[str]:
     """Views over the protected summary tables (schema `summaries`)."""
-    counts = ", ".join(SUMMARY_COUNTS)
-    rates = ", ".join(r[0] for r in SUMMARY_RATES)
-    out = []
-    for g in SUMMARY_GROUPINGS:
-        if not g.published:
-            continue
-        keys = ", ".join(g.dims)
-        out.append(
-            f"""CREATE OR REPLACE VIEW {g.name} AS
-        SELECT {keys}, {counts}, {rates}
-        FROM summaries.{g.name} ORDER BY {keys} NULLS LAST"""
-        )
-    return out
+    return [v.sql() for v in views if v.name in SUMMARY_VIEWS]
 
 
 def views_sql(policy: DisclosurePolicy | None = None) -> list[str]:
     """Every analyst view (the summaries read tables protected at publish time)."""
     del policy  # the summaries are protected before the views are created
-    return [*record_views_sql(), *summary_views_sql()]
+    return [v.sql() for v in ANALYST_VIEWS]
 
 
-VIEWS = (
-    "households",
-    "household_composition",
-    "household_circumstances",
-    "household_health",
-    "communal_establishments",
-    "people",
-    "person_analysis",
-    "household_snapshots",
-    "run_info",
-    *SUMMARY_VIEWS,
-)
+#: Every analyst view's name, from the declarations (`uprnlink.publish.views`).
+VIEWS = tuple(v.name for v in ANALYST_VIEWS)
 
 
 # ------------------------------------------------------------------------------ macros
@@ -676,9 +580,10 @@ def write_database(
     policy: DisclosurePolicy,
     *,
     record_keys: pl.DataFrame | None = None,
+    views: tuple[View, ...] = ANALYST_VIEWS,
 ) -> DatabaseSummary:
-    """Build the engineers' DuckDB database (every table, view and macro) in a temporary file,
-    then move it into place in one step, readable by its owner only."""
+    """Build the engineers' DuckDB database (every table, declared view and macro) in a
+    temporary file, then move it into place in one step, readable by its owner only."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -700,7 +605,7 @@ def write_database(
             _register(con, "linked.record_keys", record_keys)
         con.execute(f"CREATE TABLE linked.person_analysis AS {PERSON_ANALYSIS_SQL}")
         write_snapshots(con, metadata)
-        for sql in record_views_sql():
+        for sql in record_views_sql(views):
             con.execute(sql)
 
         base = pl.from_arrow(con.sql(summary_base_sql()).to_arrow_table())
@@ -708,7 +613,7 @@ def write_database(
         result = build_summaries(base, policy)
         for name, frame in result.tables.items():
             _register(con, f"summaries.{name}", frame)
-        for sql in summary_views_sql():
+        for sql in summary_views_sql(views):
             con.execute(sql)
         cells = pl.from_arrow(con.sql(snapshot_cells_sql()).to_arrow_table())
         assert isinstance(cells, pl.DataFrame)
@@ -727,8 +632,8 @@ def write_database(
         )
         for sql in macros_sql(policy):
             con.execute(sql)
-        for view in VIEWS:
-            for sql in comment_sql(view, "VIEW"):
+        for view in views:
+            for sql in view.comment_sql("VIEW"):
                 con.execute(sql)
         con.execute("CHECKPOINT")
     finally:
@@ -760,9 +665,12 @@ ENGINEER_MODE = 0o600  # the pipeline's account only
 
 
 def write_analyst_database(
-    engineer_db: Path, analyst_db: Path, policy: DisclosurePolicy
+    engineer_db: Path,
+    analyst_db: Path,
+    policy: DisclosurePolicy,
+    views: tuple[View, ...] = ANALYST_VIEWS,
 ) -> list[str]:
-    """The analysts' database: each analyst view's rows as a table of the view's name, the
+    """The analysts' database: each declared view's rows as a table of the view's name, the
     as-at macros and only the inputs they read; nothing else of the engineer database.
 
     Built in a temporary file and moved into place; returns its tables (schema.name).
@@ -772,8 +680,8 @@ def write_analyst_database(
     con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
     try:
         con.execute("ATTACH ? AS eng (READ_ONLY)", [str(engineer_db)])
-        for view in VIEWS:
-            con.execute(f"CREATE TABLE main.{view} AS FROM eng.main.{view}")
+        for declared in views:
+            con.execute(f"CREATE TABLE main.{declared.name} AS FROM eng.main.{declared.name}")
         con.execute("CREATE SCHEMA linked")
         for table, select in MACRO_INPUTS.items():
             con.execute(f"CREATE TABLE linked.{table} AS {select}")
@@ -789,8 +697,8 @@ def write_analyst_database(
         con.execute("DETACH eng")
         for sql in macros_sql(policy):
             con.execute(sql)
-        for view in VIEWS:
-            for sql in comment_sql(view, "TABLE"):
+        for declared in views:
+            for sql in declared.comment_sql("TABLE"):
                 con.execute(sql)
         for macro in MACROS:
             for sql in comment_sql(macro, "MACRO TABLE"):
