@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import itertools
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
-from uprnlink.linkage.comparisons import DECLARED, Comparison, comparisons_for, forename, surname
+from uprnlink.linkage.comparisons import (
+    DECLARED,
+    Comparison,
+    Declared,
+    Level,
+    comparisons_for,
+    forename,
+    sql_level,
+    surname,
+)
 from uprnlink.linkage.model import FULL_IDENTIFIERS, IDENTIFIERS, blocking_rule_sqls
 
 NAMES = frozenset({"forename", "surname"})
@@ -132,3 +142,43 @@ def test_without_a_place_one_name_and_the_others_initial_find_a_pair() -> None:
     initials = [r for r in rules if r.count(", 1, 1)") == 2]
     assert len(initials) == 2
     assert not set(initials) & set(blocking_rule_sqls(FULL_IDENTIFIERS))
+
+
+def birth_year(identifiers: frozenset[str]) -> Comparison:
+    """Year of birth: the same, or not (docs/design.md, "Adding a comparison": the example)."""
+    import splink.comparison_level_library as cll
+
+    return Comparison(
+        "birth_year",
+        "Year of birth",
+        (
+            Level(cll.NullLevel("dob")),
+            Level(sql_level("year(dob_l) = year(dob_r)", "Same year of birth"), 0.97),
+            Level(cll.ElseLevel(), 0.03),
+        ),
+    )
+
+
+def test_a_declared_comparison_reaches_the_trained_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One `Declared` added to DECLARED, nothing else: the model compares, trains and saves it,
+    and a model saved without it is no longer reused."""
+    from tests.test_linkage import SETTINGS, synthetic_records
+    from uprnlink.linkage import comparisons
+    from uprnlink.linkage.model import current_fingerprint, reusable_model
+    from uprnlink.linkage.predict import link_people
+
+    before = current_fingerprint(SETTINGS)
+    extra = Declared(birth_year, all_of=frozenset({"dob"}))
+    monkeypatch.setattr(comparisons, "DECLARED", (*comparisons.DECLARED, extra))
+    result = link_people(synthetic_records(), SETTINGS, work_dir=tmp_path)
+    assert result.comparisons[-1] == "birth_year"
+    assert result.model["settings_fingerprint"] == current_fingerprint(SETTINGS) != before
+    saved = {c["output_column_name"]: c for c in result.model["splink"]["comparisons"]}
+    null, same, other = saved["birth_year"]["comparison_levels"]
+    assert null["is_null_level"] and same["label_for_charts"] == "Same year of birth"
+    # Trained: u from random pairs (about 1 in 70 share a year), m by EM (no longer the prior).
+    assert 0 < same["u_probability"] < 0.1 < other["u_probability"]
+    assert same["m_probability"] != 0.97 and same["m_probability"] > 0.5
+    assert reusable_model(result.model, before) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import replace
 from datetime import date, timedelta
@@ -14,11 +15,17 @@ import pytest
 
 from uprnlink.errors import LinkageError
 from uprnlink.linkage.backends import spark_memory
-from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
+from uprnlink.linkage.baselines import (
+    _em_session,
+    deterministic_clusters,
+    plain_settings,
+    plain_splink_clusters,
+)
 from uprnlink.linkage.model import (
     MODEL_VERSION,
     blocking_rule_sqls,
     current_fingerprint,
+    model_json,
     reusable_model,
     settings_dict,
     settings_fingerprint,
@@ -197,6 +204,42 @@ def test_plain_splink_baseline_clusters_every_record(records: pl.DataFrame, tmp_
     assert got.height == records.height and got["person_id"].null_count() == 0
     precision, recall = _scores(got, records)
     assert precision > 0.8 and recall > 0.6, (precision, recall)
+
+
+def test_plain_baseline_undoes_an_em_session_splink_cannot_finish(
+    records: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session that changes the model and then fails (as an m estimated at exactly 0 does)
+    leaves the model as it was before the session, through Splink's public API."""
+    import duckdb
+    from splink import DuckDBAPI, Linker
+
+    data = records.select("unique_id", "forename", "surname", "dob", "postcode", "uprn_token")
+    table = DuckDBAPI(duckdb.connect()).register(data.to_arrow(), dataset_display_name="records")
+    linker = Linker(table, plain_settings(), log_level=logging.ERROR)
+    linker.training.estimate_u_using_random_sampling(max_pairs=SETTINGS.max_pairs_u, seed=1)
+    before = model_json(linker)
+    real = linker.training.estimate_parameters_using_expectation_maximisation
+
+    def half_done(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise ValueError("m probability of exactly 0")
+
+    monkeypatch.setattr(
+        linker.training, "estimate_parameters_using_expectation_maximisation", half_done
+    )
+    got = _em_session(linker, table, ("forename", "surname"), SETTINGS)
+    assert _described(model_json(linker)) != _described(before)  # the session changed it
+    assert got is not linker and _described(model_json(got)) == _described(before)
+
+
+def _described(model: dict[str, Any]) -> dict[str, Any]:
+    """A model without its comparisons' descriptions (a linker rebuilt from a saved model
+    describes every comparison as 'CustomComparison'; the levels and parameters are the same)."""
+    out = json.loads(json.dumps(model))
+    for comparison in out["comparisons"]:
+        comparison.pop("comparison_description", None)
+    return dict(out)
 
 
 def test_identical_identifier_profiles_are_linked_once_and_expanded(

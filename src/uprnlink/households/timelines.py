@@ -311,43 +311,12 @@ def resolve_neighbour_conflicts(claims: pl.DataFrame, surnames: pl.DataFrame) ->
     """
     one = ["person_id", "household_token"]
     with_token = claims.filter(pl.col("household_token").is_not_null())
-    usual_postcode = (
-        with_token.filter(pl.col("postcode").is_not_null())
-        .group_by("household_token", "postcode")
-        .len()
-        .sort("len", "postcode", descending=[True, False])
-        .group_by("household_token", maintain_order=True)
-        .first()
-        .select("household_token", pl.col("postcode").alias("_pc"))
-    )
-    support = (
-        with_token.group_by(one)
-        .agg(
-            pl.col("prio").n_unique().cast(pl.Int32).alias("_support"),
-            pl.col("prio").min().cast(pl.Int32).alias("_authority"),
-            pl.col("is_communal").first(),
-        )
-        .join(usual_postcode, on="household_token", how="inner")
-        .filter(pl.len().over("person_id", "_pc") > 1)
-    )
+    support = _neighbour_support(with_token)
     if support.is_empty():
         return claims
     candidates = support.select(one)
-    relatives = (
-        with_token.filter(~pl.col("fallback"))
-        .select(pl.col("person_id").alias("_relative"), "household_token")
-        .unique()
-        .join(surnames.rename({"person_id": "_relative"}), on="_relative")
-    )
-    related = (
-        candidates.join(surnames, on="person_id")
-        .join(relatives, on=["household_token", "surname"])
-        .filter(pl.col("_relative") != pl.col("person_id"))
-        .select(*one, pl.lit(1, pl.Int32).alias("_related"))
-        .unique()
-    )
     ranked = (
-        support.join(related, on=one, how="left")
+        support.join(_related_at(with_token, surnames, candidates), on=one, how="left")
         .join(household_fit(with_token, surnames, candidates), on=one, how="left")
         .with_columns(
             (
@@ -390,6 +359,52 @@ def resolve_neighbour_conflicts(claims: pl.DataFrame, surnames: pl.DataFrame) ->
             .alias("is_communal"),
         )
         .drop("_best", "_best_communal")
+    )
+
+
+def _neighbour_support(with_token: pl.DataFrame) -> pl.DataFrame:
+    """Each person's addresses that share a postcode (an address's usual postcode) with
+    another of theirs: person_id, household_token, the distinct sources giving it (`_support`),
+    the most authoritative (`_authority`), is_communal and the postcode (`_pc`)."""
+    usual_postcode = (
+        with_token.filter(pl.col("postcode").is_not_null())
+        .group_by("household_token", "postcode")
+        .len()
+        .sort("len", "postcode", descending=[True, False])
+        .group_by("household_token", maintain_order=True)
+        .first()
+        .select("household_token", pl.col("postcode").alias("_pc"))
+    )
+    return (
+        with_token.group_by("person_id", "household_token")
+        .agg(
+            pl.col("prio").n_unique().cast(pl.Int32).alias("_support"),
+            pl.col("prio").min().cast(pl.Int32).alias("_authority"),
+            pl.col("is_communal").first(),
+        )
+        .join(usual_postcode, on="household_token", how="inner")
+        .filter(pl.len().over("person_id", "_pc") > 1)
+    )
+
+
+def _related_at(
+    with_token: pl.DataFrame, surnames: pl.DataFrame, candidates: pl.DataFrame
+) -> pl.DataFrame:
+    """The candidates (person_id, household_token) where a relative (another person sharing
+    a surname) is recorded, other than by a fallback claim: those rows with `_related` 1."""
+    one = ["person_id", "household_token"]
+    relatives = (
+        with_token.filter(~pl.col("fallback"))
+        .select(pl.col("person_id").alias("_relative"), "household_token")
+        .unique()
+        .join(surnames.rename({"person_id": "_relative"}), on="_relative")
+    )
+    return (
+        candidates.join(surnames, on="person_id")
+        .join(relatives, on=["household_token", "surname"])
+        .filter(pl.col("_relative") != pl.col("person_id"))
+        .select(*one, pl.lit(1, pl.Int32).alias("_related"))
+        .unique()
     )
 
 
@@ -580,9 +595,31 @@ def follow_household_moves(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.
     stays = periods.filter(~pl.col("fallback"))
     occ = stays.filter(pl.col("prio").is_in(list(_prio(OCCUPANCY_SOURCES))))
     lists = pl.col("prio").is_in(list(_prio(LIST_SOURCES))) & (pl.col("valid_to") == OPEN_END)
+    left = _left_behind(stays.filter(lists), occ, surnames)
+    moves = _moves_with_anchors(left, occ)
+    closed = (
+        periods.join(left.select(*one, "_left"), on=one, how="left")
+        .with_columns(
+            pl.when(lists & ~pl.col("fallback") & (pl.col("valid_from") <= pl.col("_left")))
+            .then(pl.col("_left"))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_left")
+    )
+    return pl.concat([closed, moves.select(closed.columns)], how="vertical_relaxed")
+
+
+def _left_behind(
+    open_lists: pl.DataFrame, occ: pl.DataFrame, surnames: pl.DataFrame
+) -> pl.DataFrame:
+    """The open list stays (`open_lists`) of people without a liability or tenancy of their
+    own there whose anchors (`occ` stays sharing their surname) have all left, with nobody
+    else staying on: person_id, household_token, `_since`, `_prio`, `_left` (the day the last
+    anchor left) and `_anchors`."""
+    one = ["person_id", "household_token"]
     candidates = (
-        stays.filter(lists)
-        .join(occ.select(one).unique(), on=one, how="anti")
+        open_lists.join(occ.select(one).unique(), on=one, how="anti")
         .group_by(one)
         .agg(pl.col("valid_from").min().alias("_since"), pl.col("prio").min().alias("_prio"))
     )
@@ -623,12 +660,15 @@ def follow_household_moves(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.
         )
         .select(one)
     )
-    left = left.join(stayed_on, on=one, how="anti")
+    return left.join(stayed_on, on=one, how="anti")
 
-    # Where the anchors went: a liability or tenancy of theirs starting within MOVE_WINDOW
-    # of leaving.
+
+def _moves_with_anchors(left: pl.DataFrame, occ: pl.DataFrame) -> pl.DataFrame:
+    """A new stay, as periods, for each person `left` behind whose anchors all went to one
+    other non-communal address: a liability or tenancy of theirs starting within MOVE_WINDOW
+    of leaving, for as long as the anchors stay there."""
     near = (pl.col("_d_from") - pl.col("_left")).dt.total_days().abs() <= MOVE_WINDOW.days
-    moves = (
+    return (
         left.explode("_anchors")
         .join(
             occ.select(
@@ -641,7 +681,7 @@ def follow_household_moves(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.
             on="_anchors",
         )
         .filter((pl.col("_dest") != pl.col("household_token")) & near)
-        .group_by(one)
+        .group_by("person_id", "household_token")
         .agg(
             pl.col("_dest").n_unique().alias("_n"),
             pl.col("_dest").first(),
@@ -662,17 +702,6 @@ def follow_household_moves(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl.
             pl.lit(None, pl.Utf8).alias("postcode"),
         )
     )
-    closed = (
-        periods.join(left.select(*one, "_left"), on=one, how="left")
-        .with_columns(
-            pl.when(lists & ~pl.col("fallback") & (pl.col("valid_from") <= pl.col("_left")))
-            .then(pl.col("_left"))
-            .otherwise(pl.col("valid_to"))
-            .alias("valid_to")
-        )
-        .drop("_left")
-    )
-    return pl.concat([closed, moves.select(closed.columns)], how="vertical_relaxed")
 
 
 def _relatives_at(stays: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
@@ -898,7 +927,6 @@ def build_memberships(
     `households.evidence`) or else to the more authoritative source; a piece no period covers
     is a gap. Death ends the timeline.
     """
-    one_day = timedelta(days=1)
     order = pl.col("prio").cast(pl.Int32)
     if rank:
         order = pl.col("prio").replace_strict(rank, default=len(rank), return_dtype=pl.Int32)
@@ -913,7 +941,27 @@ def build_memberships(
         .drop("date_of_death")
         .filter(pl.col("valid_to") >= pl.col("valid_from"))
     )
-    cuts = (
+    pieces = (
+        _day_cuts(periods)
+        .join(periods, on="person_id", how="inner")
+        .filter((pl.col("valid_from") <= pl.col("start")) & (pl.col("valid_to") >= pl.col("start")))
+        .with_columns(order.alias("_rank"))
+        .sort(
+            ["person_id", "start", "fallback", "valid_from", "_rank", "prio"],
+            descending=[False, False, False, True, False, False],
+        )
+        .group_by("person_id", "start", maintain_order=True)
+        .first()
+        .select("person_id", "start", "end", "household_token", "is_communal")
+    )
+    return _merge_spells(pieces)
+
+
+def _day_cuts(periods: pl.DataFrame) -> pl.DataFrame:
+    """Each person's days cut at every period start and end: person_id, start, end (the
+    day before the next piece starts; OPEN_END for the last)."""
+    one_day = timedelta(days=1)
+    return (
         pl.concat(
             [
                 periods.select("person_id", pl.col("valid_from").alias("start")),
@@ -934,19 +982,13 @@ def build_memberships(
             .alias("end")
         )
     )
-    pieces = (
-        cuts.join(periods, on="person_id", how="inner")
-        .filter((pl.col("valid_from") <= pl.col("start")) & (pl.col("valid_to") >= pl.col("start")))
-        .with_columns(order.alias("_rank"))
-        .sort(
-            ["person_id", "start", "fallback", "valid_from", "_rank", "prio"],
-            descending=[False, False, False, True, False, False],
-        )
-        .group_by("person_id", "start", maintain_order=True)
-        .first()
-        .select("person_id", "start", "end", "household_token", "is_communal")
-    )
-    # Merge consecutive pieces at the same address with no gap between them.
+
+
+def _merge_spells(pieces: pl.DataFrame) -> pl.DataFrame:
+    """Consecutive pieces (person_id, start, end, household_token, is_communal; sorted by
+    person and start) at the same address with no gap between them merged into membership
+    spells (valid_to null while open)."""
+    one_day = timedelta(days=1)
     # `pieces` is sorted by person and start; a new person always starts a new spell, so one
     # global running count numbers the spells.
     new_spell = (

@@ -10,7 +10,7 @@ import polars as pl
 
 from uprnlink.linkage.backends import connect_duckdb
 from uprnlink.linkage.clustering import connected_components
-from uprnlink.linkage.model import check_records, has_pairs, to_polars
+from uprnlink.linkage.model import check_records, has_pairs, model_json, to_polars
 from uprnlink.linkage.predict import person_id_expr, with_person_ids
 from uprnlink.settings import LinkageSettings
 
@@ -70,9 +70,10 @@ def plain_settings() -> Any:
     )
 
 
-def _train_plain(linker: Any, settings: LinkageSettings, data: pl.DataFrame) -> None:
-    """The plain model's usual training; a step whose rule finds no pairs (no dates of birth,
-    say) is skipped, as a plain model's user would drop it."""
+def _train_plain(linker: Any, table: Any, settings: LinkageSettings, data: pl.DataFrame) -> Any:
+    """The plain model's usual training on `table` (the registered `data`); returns the trained
+    linker. A step whose rule finds no pairs (no dates of birth, say) is skipped, as a plain
+    model's user would drop it."""
     from splink import block_on
 
     if has_pairs(data, ("forename", "surname", "dob")):
@@ -84,16 +85,29 @@ def _train_plain(linker: Any, settings: LinkageSettings, data: pl.DataFrame) -> 
     )
     for rule in (("forename", "surname"), ("dob",)):
         if has_pairs(data, rule):
-            saved = linker._settings_obj.core_model_settings.copy()
-            try:
-                linker.training.estimate_parameters_using_expectation_maximisation(
-                    block_on(*rule), max_pairs=settings.max_pairs_em
-                )
-            except ValueError:  # an m estimated as exactly 0: the session is dropped
-                linker._settings_obj.core_model_settings = saved
-                log.warning("plain Splink baseline: EM session on %s did not converge", rule)
+            linker = _em_session(linker, table, rule, settings)
         else:
             log.warning("plain Splink baseline: no pairs share %s: EM session skipped", rule)
+    return linker
+
+
+def _em_session(linker: Any, table: Any, rule: tuple[str, ...], settings: LinkageSettings) -> Any:
+    """One EM session blocked on `rule`; returns the linker it trained. A session Splink cannot
+    finish (an m estimated as exactly 0) is dropped: the linker is rebuilt, through Splink's
+    public API, from the model saved before it (`save_model_to_json`)."""
+    from splink import Linker, block_on
+
+    saved = model_json(linker)
+    try:
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on(*rule), max_pairs=settings.max_pairs_em
+        )
+    except ValueError:
+        log.warning("plain Splink baseline: EM session on %s did not converge", rule)
+        # The database API's table cache is shared by every linker on it.
+        linker.table_management.invalidate_cache()
+        return Linker(table, saved, log_level=logging.ERROR)
+    return linker
 
 
 def plain_splink_clusters(
@@ -114,7 +128,7 @@ def plain_splink_clusters(
         splink_log.setLevel(logging.ERROR)
         con.execute("SET threads = 1")  # repeatable EM sums, as for the model (repeatable())
         try:
-            _train_plain(linker, settings, data)
+            linker = _train_plain(linker, sdf, settings, data)
         finally:
             splink_log.setLevel(previous_level)
             con.execute(f"SET threads = {int(settings.threads)}")

@@ -154,97 +154,12 @@ def conflict_pairs(
     between the distinct (NHS number, date of birth) values of each cluster, then expanded to
     the nodes holding them, so a cluster of many alike records costs little.
     """
-    frames = []
     values = labels.join(attributes, on="unique_id", how="inner")
-    checked = (
-        values.group_by("cluster_id")
-        .agg(
-            pl.col("nhs_token").drop_nulls().n_unique().alias("nhs"),
-            pl.col("dob").drop_nulls().n_unique().alias("dob"),
-        )
-        .filter((pl.col("nhs") > 1) | (pl.col("dob") > 1))
-        .select("cluster_id")
-    )
-    if checked.height:
-        nodes = values.join(checked, on="cluster_id", how="semi")
-        combos = (
-            nodes.select("cluster_id", "nhs_token", "dob")
-            .unique()
-            .sort("cluster_id", "nhs_token", "dob", nulls_last=True)
-            .with_row_index("combo")
-        )
-        both = combos.join(combos, on="cluster_id", suffix="_b").filter(
-            pl.col("combo") < pl.col("combo_b")
-        )
-        nhs = both.filter(
-            pl.col("nhs_token").is_not_null()
-            & pl.col("nhs_token_b").is_not_null()
-            & (pl.col("nhs_token") != pl.col("nhs_token_b"))
-        ).with_columns(pl.lit("nhs_number").alias("rule"))
-        strands = dob_strands(nodes.select("cluster_id", "dob"))
-        dob = (
-            both.join(strands, on=["cluster_id", "dob"])
-            .join(
-                strands.rename({"dob": "dob_b", "strand": "strand_b"}), on=["cluster_id", "dob_b"]
-            )
-            .filter(pl.col("strand") != pl.col("strand_b"))
-            .with_columns(pl.lit("date_of_birth").alias("rule"))
-        )
-        keep = ["cluster_id", "combo", "combo_b", "rule"]
-        found = pl.concat([nhs.select(keep), dob.select(keep)])
-        keyed = nodes.join(combos, on=["cluster_id", "nhs_token", "dob"], nulls_equal=True)
-        frames.append(
-            found.join(keyed.select("combo", pl.col("unique_id").alias("a")), on="combo")
-            .join(
-                keyed.select(pl.col("combo").alias("combo_b"), pl.col("unique_id").alias("b")),
-                on="combo_b",
-            )
-            .select("cluster_id", "a", "b", "rule")
-        )
+    found = _value_conflicts(values)
+    frames = [found] if found is not None else []
     if listings is not None and listings.height:
         listed = listings.join(labels, on="unique_id", how="inner")
-        shared = listed.filter(pl.len().over("cluster_id", "listing") > 1)
-        pairs = (
-            shared.join(shared, on=["cluster_id", "listing"], suffix="_b")
-            .filter(pl.col("unique_id") != pl.col("unique_id_b"))
-            .filter(listing_overlap_expr())
-            .select(
-                "cluster_id",
-                pl.min_horizontal("unique_id", "unique_id_b").alias("a"),
-                pl.max_horizontal("unique_id", "unique_id_b").alias("b"),
-                pl.lit("same_listing").alias("rule"),
-            )
-        )
-        frames.append(pairs)
-        # An account, tenancy or claim begun before the person's 16th birthday, by the date of
-        # birth of another record of the cluster: a record without a date of birth of its own
-        # (a council tax party) is then a parent's, not this child's.
-        undated = listed.join(
-            attributes.filter(pl.col("dob").is_null()).select("unique_id"), on="unique_id"
-        )
-        dated = values.filter(pl.col("dob").is_not_null()).join(
-            undated.select("cluster_id").unique(), on="cluster_id", how="semi"
-        )
-        # The earliest date of each strand: a slipped year on one record does not make the
-        # person younger than the rest of their records say.
-        strands = dob_strands(dated.select("cluster_id", "dob"))
-        earliest = strands.group_by("cluster_id", "strand").agg(pl.col("dob").min().alias("born"))
-        dated = (
-            dated.join(strands, on=["cluster_id", "dob"])
-            .join(earliest, on=["cluster_id", "strand"])
-            .select("cluster_id", pl.col("unique_id").alias("unique_id_b"), "born")
-        )
-        young = (
-            undated.join(dated, on="cluster_id")
-            .filter(pl.col("start") < pl.col("born").dt.offset_by(f"{ADULT_AGE}y"))
-            .select(
-                "cluster_id",
-                pl.min_horizontal("unique_id", "unique_id_b").alias("a"),
-                pl.max_horizontal("unique_id", "unique_id_b").alias("b"),
-                pl.lit("under_age").alias("rule"),
-            )
-        )
-        frames.append(young)
+        frames += [_listing_conflicts(listed), _under_age_conflicts(listed, attributes, values)]
     if clerical is not None and clerical.height:
         frames.append(_clerical_conflicts(labels, clerical))
     schema = {"cluster_id": labels.schema["cluster_id"], "a": labels.schema["unique_id"]}
@@ -254,6 +169,104 @@ def conflict_pairs(
         )
     out = pl.concat([f.cast({"a": schema["a"], "b": schema["a"]}) for f in frames])
     return out.unique(maintain_order=False).sort("cluster_id", "a", "b", "rule")
+
+
+def _value_conflicts(values: pl.DataFrame) -> pl.DataFrame | None:
+    """The `nhs_number` and `date_of_birth` pairs (cluster_id, a, b, rule) among `values`
+    (unique_id, cluster_id, nhs_token, dob); None when no cluster holds two of either."""
+    checked = (
+        values.group_by("cluster_id")
+        .agg(
+            pl.col("nhs_token").drop_nulls().n_unique().alias("nhs"),
+            pl.col("dob").drop_nulls().n_unique().alias("dob"),
+        )
+        .filter((pl.col("nhs") > 1) | (pl.col("dob") > 1))
+        .select("cluster_id")
+    )
+    if not checked.height:
+        return None
+    nodes = values.join(checked, on="cluster_id", how="semi")
+    combos = (
+        nodes.select("cluster_id", "nhs_token", "dob")
+        .unique()
+        .sort("cluster_id", "nhs_token", "dob", nulls_last=True)
+        .with_row_index("combo")
+    )
+    both = combos.join(combos, on="cluster_id", suffix="_b").filter(
+        pl.col("combo") < pl.col("combo_b")
+    )
+    nhs = both.filter(
+        pl.col("nhs_token").is_not_null()
+        & pl.col("nhs_token_b").is_not_null()
+        & (pl.col("nhs_token") != pl.col("nhs_token_b"))
+    ).with_columns(pl.lit("nhs_number").alias("rule"))
+    strands = dob_strands(nodes.select("cluster_id", "dob"))
+    dob = (
+        both.join(strands, on=["cluster_id", "dob"])
+        .join(strands.rename({"dob": "dob_b", "strand": "strand_b"}), on=["cluster_id", "dob_b"])
+        .filter(pl.col("strand") != pl.col("strand_b"))
+        .with_columns(pl.lit("date_of_birth").alias("rule"))
+    )
+    keep = ["cluster_id", "combo", "combo_b", "rule"]
+    found = pl.concat([nhs.select(keep), dob.select(keep)])
+    keyed = nodes.join(combos, on=["cluster_id", "nhs_token", "dob"], nulls_equal=True)
+    return (
+        found.join(keyed.select("combo", pl.col("unique_id").alias("a")), on="combo")
+        .join(
+            keyed.select(pl.col("combo").alias("combo_b"), pl.col("unique_id").alias("b")),
+            on="combo_b",
+        )
+        .select("cluster_id", "a", "b", "rule")
+    )
+
+
+def _listing_conflicts(listed: pl.DataFrame) -> pl.DataFrame:
+    """The `same_listing` pairs among `listed` (listings with each node's cluster_id)."""
+    shared = listed.filter(pl.len().over("cluster_id", "listing") > 1)
+    return (
+        shared.join(shared, on=["cluster_id", "listing"], suffix="_b")
+        .filter(pl.col("unique_id") != pl.col("unique_id_b"))
+        .filter(listing_overlap_expr())
+        .select(
+            "cluster_id",
+            pl.min_horizontal("unique_id", "unique_id_b").alias("a"),
+            pl.max_horizontal("unique_id", "unique_id_b").alias("b"),
+            pl.lit("same_listing").alias("rule"),
+        )
+    )
+
+
+def _under_age_conflicts(
+    listed: pl.DataFrame, attributes: pl.DataFrame, values: pl.DataFrame
+) -> pl.DataFrame:
+    """The `under_age` pairs: an account, tenancy or claim begun before the person's 16th
+    birthday, by the date of birth of another record of the cluster: a record without a date
+    of birth of its own (a council tax party) is then a parent's, not this child's."""
+    undated = listed.join(
+        attributes.filter(pl.col("dob").is_null()).select("unique_id"), on="unique_id"
+    )
+    dated = values.filter(pl.col("dob").is_not_null()).join(
+        undated.select("cluster_id").unique(), on="cluster_id", how="semi"
+    )
+    # The earliest date of each strand: a slipped year on one record does not make the
+    # person younger than the rest of their records say.
+    strands = dob_strands(dated.select("cluster_id", "dob"))
+    earliest = strands.group_by("cluster_id", "strand").agg(pl.col("dob").min().alias("born"))
+    dated = (
+        dated.join(strands, on=["cluster_id", "dob"])
+        .join(earliest, on=["cluster_id", "strand"])
+        .select("cluster_id", pl.col("unique_id").alias("unique_id_b"), "born")
+    )
+    return (
+        undated.join(dated, on="cluster_id")
+        .filter(pl.col("start") < pl.col("born").dt.offset_by(f"{ADULT_AGE}y"))
+        .select(
+            "cluster_id",
+            pl.min_horizontal("unique_id", "unique_id_b").alias("a"),
+            pl.max_horizontal("unique_id", "unique_id_b").alias("b"),
+            pl.lit("under_age").alias("rule"),
+        )
+    )
 
 
 class _Groups:
