@@ -54,7 +54,7 @@ browser: ## Install Debian's Chromium for the portal's browser tests (apt, as ro
 	else echo "browser: no $(CHROMIUM) and no apt-get as root: the browser test will skip"; fi
 
 test: $(STAMP) browser ## Run the whole test suite, as CI does: about 6 min on 2 cores, on both (installs the test browser first: make browser)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 screenshots: $(STAMP) browser ## Refresh the portal's screenshots in docs/img/ (the browser test, writing there)
 	UPRNLINK_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_portal.py -k headless_browser

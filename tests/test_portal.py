@@ -511,7 +511,10 @@ def test_two_checkers_when_the_policy_asks_for_two(
     from uprnlink.resources import default_policy_path
 
     root = tmp_path / "two"
-    shutil.copytree(query_service.root, root, symlinks=True)
+    # the running service may be writing its audit head (a transient .tmp): not copied
+    shutil.copytree(
+        query_service.root, root, symlinks=True, ignore=shutil.ignore_patterns("*.tmp")
+    )
     policy = root / "suite-policy.toml"  # the fixture's copy of the policy, copied above
     shipped = default_policy_path().read_text()
     assert "checkers_required = 1" in shipped
@@ -566,7 +569,10 @@ def test_a_trusted_desktop_role_sees_sql_answers_and_analysts_do_not(
     status, body, _ = api(query_service, "POST", "/api/query", people["ana"], {"sql": PASSING_SQL})
     assert status == 403 and "job" in body["error"] and "rows" not in body
     root = tmp_path / "lenient"
-    shutil.copytree(query_service.root, root, symlinks=True)
+    # the running service may be writing its audit head (a transient .tmp): not copied
+    shutil.copytree(
+        query_service.root, root, symlinks=True, ignore=shutil.ignore_patterns("*.tmp")
+    )
     policy = root / "suite-policy.toml"  # the fixture's copy of the policy, copied above
     shipped = policy.read_text()
     assert "[roles.analyst]" in shipped and "unchecked_answers = false" in shipped
