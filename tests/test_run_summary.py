@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import PipelineRun
 from uprnlink.errors import ConfigError
+from uprnlink.publication import PublicationMetadata
 from uprnlink.run.history import list_runs, run_row
 from uprnlink.run_summary import RunStart, RunSummary
 
@@ -38,6 +39,7 @@ def test_a_failed_runs_summary_reads_back_as_written() -> None:
     assert summary.id == "20260301T000000Z-link" and summary.failed_stage == "link"
     assert summary.run == RunStart("20260301T000000Z-link", "k1", 1, "demo")
     assert summary.linkage is None and summary.counts == {} and summary.reference_date is None
+    assert summary.metadata is None
     assert isinstance(summary.ingest, tuple)
 
 
@@ -67,7 +69,15 @@ def test_the_returned_summary_is_the_one_on_disk(small_run: PipelineRun) -> None
     )
     assert summary.reference_date == small_run.settings.reference_date
     assert isinstance(summary.reference_date, date)
-    assert summary.counts["people"] == summary.metadata["counts"]["people"] > 0
+    meta = summary.metadata
+    assert meta is not None and meta.reference_date == summary.reference_date
+    assert summary.counts["people"] == meta.counts.people > 0
+    assert summary.counts == meta.counts.to_dict()
+    # The metadata file is the typed record's mapping, byte for byte.
+    on_disk = (small_run.settings.linked_dir / "run_metadata.json").read_text()
+    assert json.dumps(PublicationMetadata.from_dict(json.loads(on_disk)).to_dict(), indent=2) == (
+        on_disk
+    )
     runs = list_runs(small_run.settings.out_dir)
     assert [r.id for r in runs] == ["test-run"]
     assert run_row(runs[0], "test-run")["run"] == "test-run *"

@@ -886,11 +886,18 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     """The run's counts, timings and output locations."""
     run, ingest, link = summary.run, summary.ingest, summary.linkage
     published, timings = summary.published, summary.timings
-    if run is None or ingest is None or link is None or published is None or timings is None:
+    meta = summary.metadata
+    if (
+        run is None
+        or ingest is None
+        or link is None
+        or published is None
+        or meta is None
+        or timings is None
+    ):
         raise UprnlinkError("the run summary is incomplete: the run did not finish")
     print(f"Run {run.run_id}  key {run.key_id} (epoch {run.epoch})")
     _print_ingest(ingest)
-    counts = summary.counts
     print(
         f"\nLinked {link['records']:,} records into {link['people']:,} people "
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
@@ -916,13 +923,13 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
             f"split {ids.get('split', 0):,}"
         )
     print(
-        f"Households on {summary.metadata['reference_date']}: "
-        f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)"
+        f"Households on {meta.reference_date.isoformat()}: {meta.counts.households:,} "
+        f"(+ {meta.counts.communal_establishments:,} communal establishments)"
     )
-    share = summary.metadata.get("single_person_discount_share")
+    share = meta.single_person_discount_share
     if share is not None:
         print(f"Single person discounts borne out by the other accounts: {share:.2f}")
-    confirmed = summary.metadata.get("residence_confirmed") or []
+    confirmed = meta.residence_confirmed
     if confirmed:
         print(
             "Addresses on the day confirmed by another source: "

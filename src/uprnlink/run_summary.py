@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from uprnlink.errors import ConfigError
+from uprnlink.publication import PublicationMetadata
 
 __all__ = ["RunStart", "RunSummary"]
 
@@ -126,21 +127,23 @@ class RunSummary:
         return self.run_id or (self.run.run_id if self.run else None)
 
     @property
-    def metadata(self) -> dict[str, Any]:
-        """The publication's metadata (counts, reference date, versions), or {} if none."""
+    def metadata(self) -> PublicationMetadata | None:
+        """The publication's metadata (counts, reference date, versions), or None before the
+        publish stage."""
         meta = (self.published or {}).get("metadata")
-        return dict(meta) if isinstance(meta, Mapping) else {}
+        if meta is None or isinstance(meta, PublicationMetadata):
+            return meta
+        return PublicationMetadata.from_dict(meta)
 
     @property
     def counts(self) -> dict[str, int]:
-        """The published counts (people, households, ...), or {} before the publish stage."""
-        counts = self.metadata.get("counts")
+        """The published counts (people, households, ...), or {} before the publish stage (read
+        as written, so a summary from an older version gives its own)."""
+        counts = ((self.published or {}).get("metadata") or {}).get("counts")
         return dict(counts) if isinstance(counts, Mapping) else {}
 
     @property
     def reference_date(self) -> date | None:
-        """The published reference date, as a date (it is text on disk)."""
-        raw = self.metadata.get("reference_date")
-        if raw is None or isinstance(raw, date):
-            return raw
-        return date.fromisoformat(str(raw))
+        """The published reference date (a date; it is text on disk only)."""
+        meta = self.metadata
+        return meta.reference_date if meta else None
