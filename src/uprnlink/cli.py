@@ -18,7 +18,8 @@ from typing import Any, TypeAlias
 
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
-from uprnlink.run_summary import RunSummary
+from uprnlink.publication import NotSupplied
+from uprnlink.run_summary import PublishedRelease, RunSummary
 
 CONFIG_NAME = "uprnlink.toml"
 CONFIG_HELP = f"run configuration (TOML; default: ./{CONFIG_NAME} when there is one)"
@@ -904,10 +905,10 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     )
     if link.get("identifiers"):
         print("Identifiers used for linkage: " + ", ".join(link["identifiers"]))
-    missing = summary.not_supplied or {}
-    if missing.get("sources"):
+    missing = summary.not_supplied or NotSupplied(sources=[], fields={})
+    if missing["sources"]:
         print("Sources not supplied: " + ", ".join(missing["sources"]))
-    if missing.get("fields"):
+    if missing["fields"]:
         print(
             "Fields not supplied (null in every view): "
             + "; ".join(f"{s}: {', '.join(f)}" for s, f in missing["fields"].items())
@@ -970,12 +971,13 @@ def _print_ingest(ingest: Sequence[dict[str, Any]]) -> None:
             print(f"{r['source']}: {fname} codes not recoded (nulled): {listed}")
 
 
-def _print_outputs(summary: RunSummary, published: dict[str, Any]) -> None:
+def _print_outputs(summary: RunSummary, published: PublishedRelease) -> None:
     """The live release and where the run's outputs are."""
-    release = summary.release or {}
+    release = summary.release
+    previous = release["previous"] if release else None
     print(
-        f"\nRelease {release.get('release')} is live"
-        + (f" (replacing {release['previous']})" if release.get("previous") else "")
+        f"\nRelease {release['release'] if release else None} is live"
+        + (f" (replacing {previous})" if previous else "")
     )
     print(f"Published (de-identified): {published['linked_dir']}")
     print(f"Analyst database:          {published['database']}")

@@ -26,7 +26,7 @@ from uprnlink.ingest.deliveries import DeliveryHeldError
 from uprnlink.progress import console_active
 from uprnlink.run import runner
 from uprnlink.run.history import run_markdown
-from uprnlink.run_summary import RunSummary
+from uprnlink.run_summary import LinkSummary, PublishedRelease, ReleaseSwitch, RunStart, RunSummary
 
 # Results hold counts only, but persisting them is still pointless: every stage re-reads its
 # inputs from the zones on disk.
@@ -106,7 +106,7 @@ def clear_trusted(config_path: str) -> None:
 
 
 @task(name="start-run", **TASK_OPTIONS)
-def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+def start_run(config_path: str, run_id: str) -> RunStart:
     """Check config, contracts and key; audit the start."""
     return runner.start_run(config_path, run_id)
 
@@ -131,13 +131,13 @@ def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict
 
 
 @task(name="link-people", **TASK_OPTIONS)
-def link_people(config_path: str, run_id: str, retrain: bool) -> dict[str, Any]:
+def link_people(config_path: str, run_id: str, retrain: bool) -> LinkSummary:
     """Train (or reuse the saved model), predict and cluster people across all sources."""
     return runner.link_stage(config_path, run_id, retrain)
 
 
 @task(name="stage-publication", **IO_RETRIES, **TASK_OPTIONS)
-def publish(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+def publish(config_path: str, run_id: str, summary: dict[str, Any]) -> PublishedRelease:
     """Assemble households and write the Parquet dataset and DuckDB views to a staged release."""
     return runner.publish_outputs(config_path, run_id, summary)
 
@@ -149,7 +149,7 @@ def write_quality_report(config_path: str, summary: RunSummary) -> dict[str, str
 
 
 @task(name="switch-release", **IO_RETRIES, **TASK_OPTIONS)
-def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> ReleaseSwitch:
     """Make the staged release live in one atomic step."""
     return runner.switch_release(config_path, run_id, summary)
 
@@ -234,7 +234,7 @@ def household_linkage(
         "published %s people in %s households (release %s)",
         counts["people"],
         counts["households"],
-        (summary.release or {}).get("release"),
+        summary.release["release"] if summary.release else None,
     )
     return summary
 

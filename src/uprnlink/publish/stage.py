@@ -43,6 +43,7 @@ from uprnlink.publish.database import (
     write_linked_dataset,
 )
 from uprnlink.publish.releases import ANALYST_DATABASE, ENGINEER_DATABASE
+from uprnlink.run_summary import PublishedRelease, ReleaseSwitch
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -184,7 +185,7 @@ def publication_metadata(
 
 def publish_outputs(
     config_path: str, run_id: str, stage_summaries: dict[str, Any]
-) -> dict[str, Any]:
+) -> PublishedRelease:
     """Assemble the de-identified tables and switch the published dataset and database in."""
     settings = read_settings(Path(config_path))
     key = load_run_key(settings)
@@ -222,16 +223,16 @@ def publish_outputs(
     risk = published.disclosure["uniqueness"]
     warn_uniqueness(risk)
     log.info("publication staged; it goes live when the run finishes")
-    return {
-        "disclosure_risk": risk,
-        "metadata": metadata.to_dict(),
-        "tables": sorted(paths),
-        "staged": str(staging),
-        "linked_dir": str(settings.linked_dir),
-        "database": str(settings.database_path),
-        "engineer_database": str(settings.engineer_database_path),
-        "analyst_tables": analyst_tables,
-    }
+    return PublishedRelease(
+        disclosure_risk=risk,
+        metadata=metadata.to_dict(),
+        tables=sorted(paths),
+        staged=str(staging),
+        linked_dir=str(settings.linked_dir),
+        database=str(settings.database_path),
+        engineer_database=str(settings.engineer_database_path),
+        analyst_tables=analyst_tables,
+    )
 
 
 def warn_uniqueness(risk: dict[str, Any]) -> None:
@@ -252,7 +253,7 @@ def warn_uniqueness(risk: dict[str, Any]) -> None:
     )
 
 
-def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> ReleaseSwitch:
     """Make this run's staged publication the live one in one atomic step, prune old releases
     and audit the publication."""
     settings = read_settings(Path(config_path))
@@ -275,7 +276,7 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
     # The release keeps the log's head: a log later cut short no longer holds it.
     (final / "audit_head.json").write_text(json.dumps({"audit_head": head_of(entry)}))
     log.info("release %s is live (previous: %s)", final.name, previous or "none")
-    return {"release": final.name, "previous": previous, "pruned": pruned}
+    return ReleaseSwitch(release=final.name, previous=previous, pruned=pruned)
 
 
 def keep_releases(settings: RunSettings) -> int:

@@ -37,7 +37,7 @@ from uprnlink.linkage.charts import (
     waterfall_specs,
 )
 from uprnlink.linkage.quality import source_quality_table
-from uprnlink.publication import PublicationMetadata
+from uprnlink.publication import NotSupplied, PublicationMetadata
 from uprnlink.reports.charts import Bar, count_chart, share_chart
 from uprnlink.run_summary import RunSummary
 
@@ -177,26 +177,25 @@ def _publication(run_summary: RunSummary) -> PublicationMetadata:
 
 def _run_section(run_summary: RunSummary, meta: PublicationMetadata) -> dict[str, Any]:
     run = run_summary.run
-    linkage = run_summary.linkage or {}
-    missing = run_summary.not_supplied or {}
+    link = run_summary.linkage
+    missing = run_summary.not_supplied or NotSupplied(sources=[], fields={})
     facts = [
         ("Run id", run_summary.id or meta.run_id),
         ("Run name", run.name if run else None),
         ("Key id", run.key_id if run else meta.key_id),
         ("Reference date", meta.reference_date.isoformat()),
         ("uprnlink version", meta.uprnlink_version),
-        ("Match threshold", linkage.get("match_threshold")),
-        ("Records linked", shown_count(linkage.get("records"))),
-        ("People found", shown_count(linkage.get("people"))),
-        ("Candidate pairs scored", shown_count(linkage.get("candidate_pairs"))),
-        ("Pairs above threshold", shown_count(linkage.get("pairs_above_threshold"))),
-        ("Identifiers used for linkage", ", ".join(linkage.get("identifiers", [])) or None),
-        ("Sources not supplied", ", ".join(missing.get("sources", [])) or "none"),
+        ("Match threshold", link["match_threshold"] if link else None),
+        ("Records linked", shown_count(link["records"] if link else None)),
+        ("People found", shown_count(link["people"] if link else None)),
+        ("Candidate pairs scored", shown_count(link["candidate_pairs"] if link else None)),
+        ("Pairs above threshold", shown_count(link["pairs_above_threshold"] if link else None)),
+        ("Identifiers used for linkage", ", ".join(link["identifiers"] if link else []) or None),
+        ("Sources not supplied", ", ".join(missing["sources"]) or "none"),
         (
             "Fields not supplied",
             "; ".join(
-                f"{source}: {', '.join(names)}"
-                for source, names in missing.get("fields", {}).items()
+                f"{source}: {', '.join(names)}" for source, names in missing["fields"].items()
             )
             or "none",
         ),

@@ -42,7 +42,13 @@ from uprnlink.publish import releases
 from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
 from uprnlink.reports.stage import write_quality_report
 from uprnlink.run.lock import run_lock
-from uprnlink.run_summary import RunSummary
+from uprnlink.run_summary import (
+    LinkSummary,
+    PublishedRelease,
+    ReleaseSwitch,
+    RunStart,
+    RunSummary,
+)
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -113,7 +119,7 @@ def new_run_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+def start_run(config_path: str, run_id: str) -> RunStart:
     """Check the configuration, contracts and key before any data is read; audit the start."""
     settings = read_settings(Path(config_path))
     tables = [("sources", settings.sources), ("reference", settings.reference)]
@@ -147,7 +153,7 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
             "key_id": key.key_id,
         },
     )
-    return {"run_id": run_id, "key_id": key.key_id, "epoch": key.epoch, "name": settings.name}
+    return RunStart(run_id=run_id, key_id=key.key_id, epoch=key.epoch, name=settings.name)
 
 
 def finish_run(
@@ -209,13 +215,13 @@ class Steps:
     """
 
     clear_trusted: Callable[[str], None]
-    start: Callable[[str, str], dict[str, Any]]
+    start: Callable[[str, str], RunStart]
     ingest_reference: Callable[[str, str], list[dict[str, Any]]]
     ingest_sources: Callable[[str, list[str], str], list[dict[str, Any]]]
-    link: Callable[[str, str, bool], dict[str, Any]]
-    publish: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+    link: Callable[[str, str, bool], LinkSummary]
+    publish: Callable[[str, str, dict[str, Any]], PublishedRelease]
     report: Callable[[str, RunSummary], dict[str, str]]
-    switch: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+    switch: Callable[[str, str, dict[str, Any]], ReleaseSwitch]
     finish: Callable[[str, str, dict[str, Any]], Any]
 
 
@@ -318,7 +324,7 @@ def execute(
             begin("start")
             if rebuild:
                 steps.clear_trusted(config_path)
-            summary["run"] = steps.start(config_path, run_id)
+            summary["run"] = steps.start(config_path, run_id).to_dict()
             begin("ingest")
             summary["reference"] = steps.ingest_reference(config_path, run_id)
             summary["ingest"] = steps.ingest_sources(config_path, list(settings.sources), run_id)
