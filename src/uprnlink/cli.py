@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
 from uprnlink.publication import NotSupplied
-from uprnlink.run_summary import PublishedRelease, RunSummary
+from uprnlink.run_summary import PublishedRelease, RunSummary, SourceReport
 
 CONFIG_NAME = "uprnlink.toml"
 CONFIG_HELP = f"run configuration (TOML; default: ./{CONFIG_NAME} when there is one)"
@@ -946,7 +946,7 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     _print_outputs(summary, published)
 
 
-def _print_ingest(ingest: Sequence[dict[str, Any]]) -> None:
+def _print_ingest(ingest: Sequence[SourceReport]) -> None:
     """Each extract's rows in, accepted, quarantined and nulled, and codes left unrecoded."""
     print(
         f"\n{'source':<20}{'extract':<10}{'rows in':>10}{'accepted':>10}{'quarantined':>12}"

@@ -3,7 +3,7 @@ holds, and what the CLI, the run history and the quality report read.
 
 Each stage reports a small record of counts and paths, declared here (`RunStart`, and as
 TypedDicts, so they stay plain JSON-ready mappings inside Prefect and on disk: `LinkSummary`,
-`PublishedRelease`, `ReleaseSwitch`); the summary gathers them under named, typed fields, so a
+`SourceReport`, `PublishedRelease`, `ReleaseSwitch`); the summary gathers them under named, typed fields, so a
 reader names `summary.linkage` rather than chaining `.get(..., {})`, and mypy checks what one
 part hands the next. `from_dict` reads a summary
 written by any run (a failed or held one lacks the later stages: those fields are None);
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, Required, TypedDict
 
 from uprnlink.errors import ConfigError
 from uprnlink.publication import NotSupplied, PublicationMetadata
@@ -29,6 +29,7 @@ __all__ = [
     "ReviewRecord",
     "RunStart",
     "RunSummary",
+    "SourceReport",
 ]
 
 
@@ -59,6 +60,38 @@ class RunStart:
             raise ConfigError(
                 f"run summary: field 'run' lacks or mistypes {exc} (rule: run_summary_shape)"
             ) from exc
+
+
+class SourceReport(TypedDict, total=False):
+    """The ingest stage's record of one extract (a person source or a reference file): its
+    `ingest.validate.IngestReport` as a mapping, with whether it was reused (and from which
+    run), skipped (why), and, for a person source, identifier coverage and seconds."""
+
+    source: Required[str]
+    reused: Required[bool]
+    skipped: str
+    ingested_in_run: str | None
+    file: str
+    contract: str
+    checksum: str
+    rows_in: int
+    rows_accepted: int
+    rows_quarantined: int
+    quarantine_reasons: dict[str, int]
+    values_nulled: dict[str, int]
+    values_present: dict[str, int]
+    fields_not_supplied: list[str]
+    columns_ignored: list[str]
+    blank_lines: int
+    file_rows: int
+    groups_empty: int
+    values_unrecoded: dict[str, dict[str, int]]
+    null_shares: dict[str, float]
+    latest_date: str | None
+    seconds: float
+    uprn_present: int
+    uprn_in_lookup: int
+    nhs_number_present: int
 
 
 class ModelRecord(TypedDict):
@@ -153,8 +186,8 @@ class RunSummary:
     started_at: str | None = None
     rebuild: bool | None = None
     run: RunStart | None = None
-    reference: tuple[dict[str, Any], ...] | None = None
-    ingest: tuple[dict[str, Any], ...] | None = None
+    reference: tuple[SourceReport, ...] | None = None
+    ingest: tuple[SourceReport, ...] | None = None
     changes: dict[str, str] | None = None
     not_supplied: NotSupplied | None = None
     deliveries: dict[str, Any] | None = None

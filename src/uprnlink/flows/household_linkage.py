@@ -26,7 +26,14 @@ from uprnlink.ingest.deliveries import DeliveryHeldError
 from uprnlink.progress import console_active
 from uprnlink.run import runner
 from uprnlink.run.history import run_markdown
-from uprnlink.run_summary import LinkSummary, PublishedRelease, ReleaseSwitch, RunStart, RunSummary
+from uprnlink.run_summary import (
+    LinkSummary,
+    PublishedRelease,
+    ReleaseSwitch,
+    RunStart,
+    RunSummary,
+    SourceReport,
+)
 
 # Results hold counts only, but persisting them is still pointless: every stage re-reads its
 # inputs from the zones on disk.
@@ -112,18 +119,18 @@ def start_run(config_path: str, run_id: str) -> RunStart:
 
 
 @task(name="ingest-reference", **IO_RETRIES, **TASK_OPTIONS)
-def ingest_reference(config_path: str, run_id: str) -> list[dict[str, Any]]:
+def ingest_reference(config_path: str, run_id: str) -> list[SourceReport]:
     """Validate the reference lookups and build the UPRN area table (reused when unchanged)."""
     return runner.ingest_reference_data(config_path, run_id)
 
 
 @task(name="ingest-source", task_run_name="ingest-{source}", **IO_RETRIES, **TASK_OPTIONS)
-def ingest_source(config_path: str, source: str, run_id: str) -> dict[str, Any]:
+def ingest_source(config_path: str, source: str, run_id: str) -> SourceReport:
     """Validate, standardise and pseudonymise one extract (reused when its checksum is unchanged)."""
     return runner.ingest_person_source(config_path, source, run_id)
 
 
-def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict[str, Any]]:
+def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[SourceReport]:
     """All sources at once: each extract is an independent task."""
     futures = [ingest_source.submit(config_path, name, run_id) for name in names]
     progress = runner.IngestProgress(len(names))

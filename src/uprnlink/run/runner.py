@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +48,7 @@ from uprnlink.run_summary import (
     ReleaseSwitch,
     RunStart,
     RunSummary,
+    SourceReport,
 )
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
@@ -216,8 +217,8 @@ class Steps:
 
     clear_trusted: Callable[[str], None]
     start: Callable[[str, str], RunStart]
-    ingest_reference: Callable[[str, str], list[dict[str, Any]]]
-    ingest_sources: Callable[[str, list[str], str], list[dict[str, Any]]]
+    ingest_reference: Callable[[str, str], list[SourceReport]]
+    ingest_sources: Callable[[str, list[str], str], list[SourceReport]]
     link: Callable[[str, str, bool], LinkSummary]
     publish: Callable[[str, str, dict[str, Any]], PublishedRelease]
     report: Callable[[str, RunSummary], dict[str, str]]
@@ -225,9 +226,7 @@ class Steps:
     finish: Callable[[str, str, dict[str, Any]], Any]
 
 
-def ingest_in_order(
-    names: list[str], ingest: Callable[[str], dict[str, Any]]
-) -> list[dict[str, Any]]:
+def ingest_in_order(names: list[str], ingest: Callable[[str], SourceReport]) -> list[SourceReport]:
     """Each source's ingest, with a progress bar of extracts done and rows read."""
     progress = IngestProgress(len(names))
     out = []
@@ -243,7 +242,7 @@ class IngestProgress:
         self.progress = Progress("ingest", extracts, "extracts")
         self.rows = 0
 
-    def done(self, report: dict[str, Any]) -> dict[str, Any]:
+    def done(self, report: SourceReport) -> SourceReport:
         """Count one extract's report (rows read, or reused/skipped); returns the report."""
         how = "reused" if report.get("reused") else "skipped" if report.get("skipped") else "read"
         if how == "read":
@@ -271,7 +270,7 @@ LOCAL_STEPS = Steps(
 )
 
 
-def source_changes(ingest: list[dict[str, Any]]) -> dict[str, str]:
+def source_changes(ingest: Sequence[SourceReport]) -> dict[str, str]:
     """Per source: `ingested` (new or changed extract), `reused` (unchanged) or `skipped`."""
     out = {}
     for r in ingest:
