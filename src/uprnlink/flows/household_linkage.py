@@ -144,7 +144,7 @@ def link_people(config_path: str, run_id: str, retrain: bool) -> LinkSummary:
 
 
 @task(name="stage-publication", **IO_RETRIES, **TASK_OPTIONS)
-def publish(config_path: str, run_id: str, summary: dict[str, Any]) -> PublishedRelease:
+def publish(config_path: str, run_id: str, summary: RunSummary) -> PublishedRelease:
     """Assemble households and write the Parquet dataset and DuckDB views to a staged release."""
     return runner.publish_outputs(config_path, run_id, summary)
 
@@ -156,15 +156,15 @@ def write_quality_report(config_path: str, summary: RunSummary) -> dict[str, str
 
 
 @task(name="switch-release", **IO_RETRIES, **TASK_OPTIONS)
-def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> ReleaseSwitch:
+def switch_release(config_path: str, run_id: str, summary: RunSummary) -> ReleaseSwitch:
     """Make the staged release live in one atomic step."""
     return runner.switch_release(config_path, run_id, summary)
 
 
 @task(name="finish-run", **TASK_OPTIONS)
-def finish_run(config_path: str, run_id: str, summary: dict[str, Any]) -> str:
+def finish_run(config_path: str, run_id: str, summary: RunSummary) -> RunSummary:
     """Write the run summary and audit the end of the run."""
-    return str(runner.finish_run(config_path, run_id, summary))
+    return runner.finish_run(config_path, run_id, summary)
 
 
 PREFECT_STEPS = runner.Steps(

@@ -43,7 +43,7 @@ from uprnlink.publish.database import (
     write_linked_dataset,
 )
 from uprnlink.publish.releases import ANALYST_DATABASE, ENGINEER_DATABASE
-from uprnlink.run_summary import PublishedRelease, ReleaseSwitch
+from uprnlink.run_summary import PublishedRelease, ReleaseSwitch, RunSummary
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -183,9 +183,7 @@ def publication_metadata(
     )
 
 
-def publish_outputs(
-    config_path: str, run_id: str, stage_summaries: dict[str, Any]
-) -> PublishedRelease:
+def publish_outputs(config_path: str, run_id: str, summary: RunSummary) -> PublishedRelease:
     """Assemble the de-identified tables and switch the published dataset and database in."""
     settings = read_settings(Path(config_path))
     key = load_run_key(settings)
@@ -202,7 +200,7 @@ def publish_outputs(
         rules=residence_rules(settings),
     )
     # Sources and fields this release had no data for (their columns are typed nulls).
-    not_supplied = stage_summaries.get("not_supplied") or NotSupplied(sources=[], fields={})
+    not_supplied = summary.not_supplied or NotSupplied(sources=[], fields={})
     tables = published_ids(settings, tables, key)
     metadata = publication_metadata(
         settings, run_id, key, not_supplied, linked=linked, facts=facts, tables=tables
@@ -253,14 +251,14 @@ def warn_uniqueness(risk: dict[str, Any]) -> None:
     )
 
 
-def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> ReleaseSwitch:
+def switch_release(config_path: str, run_id: str, summary: RunSummary) -> ReleaseSwitch:
     """Make this run's staged publication the live one in one atomic step, prune old releases
     and audit the publication."""
     settings = read_settings(Path(config_path))
     previous = releases.current(settings.out_dir)
     final = releases.switch(settings.out_dir, run_id)
     pruned = releases.prune(settings.out_dir, keep_releases(settings))
-    published = summary.get("published", {})
+    published = summary.published
     entry = open_audit_log(settings).append(
         "publish",
         actor=actor(),
@@ -268,9 +266,9 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> Re
             "run_id": run_id,
             "release": final.name,
             "replaced": previous,
-            "tables": published.get("tables", []),
-            "counts": published.get("metadata", {}).get("counts", {}),
-            "disclosure_risk": published.get("disclosure_risk", {}),
+            "tables": published["tables"] if published else [],
+            "counts": summary.counts,
+            "disclosure_risk": published["disclosure_risk"] if published else {},
         },
     )
     # The release keeps the log's head: a log later cut short no longer holds it.
