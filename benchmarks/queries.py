@@ -64,6 +64,7 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
     from uprnlink.privacy.trusted import read_trusted, write_trusted
     from uprnlink.publish.stage import publish_outputs
     from uprnlink.run import runner
+    from uprnlink.run_summary import RunSummary
     from uprnlink.settings import PROJECT_ROOT, read_settings
     from uprnlink.synth import write_synthetic
     from uprnlink.zones import Zones
@@ -75,8 +76,8 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
     if reuse and (root / "demo" / "work" / "trusted" / "linkage" / "clusters.parquet").exists():
         use_demo_passphrases(read_settings(config))
         t = time.perf_counter()
-        published = publish_outputs(str(config), run_id, {})
-        runner.switch_release(str(config), run_id, {"published": published})
+        published = publish_outputs(str(config), run_id, RunSummary())
+        runner.switch_release(str(config), run_id, RunSummary(published=published))
         print(f"republished in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         return Path(published["staged"]).parent / run_id / "uprnlink.duckdb"
     shutil.rmtree(root, ignore_errors=True)
@@ -119,9 +120,9 @@ def build_database(root: Path, people: int, seed: int, *, reuse: bool = False) -
     timings["truth_clusters"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    published = publish_outputs(str(config), run_id, {})
+    published = publish_outputs(str(config), run_id, RunSummary())
     # Live, so the query service serves it.
-    release = runner.switch_release(str(config), run_id, {"published": published})
+    release = runner.switch_release(str(config), run_id, RunSummary(published=published))
     timings["publish"] = time.perf_counter() - t
     db = settings.out_dir / "releases" / release["release"] / "uprnlink.duckdb"
     print(

@@ -292,7 +292,9 @@ def test_config_households_errors_name_the_setting(tmp_path: Path, body: str, sa
 def test_run_reports_how_often_each_source_is_confirmed(small_run: PipelineRun) -> None:
     from uprnlink.run.evaluation import evaluate_run
 
-    rows = small_run.summary.metadata["residence_confirmed"]
+    meta = small_run.summary.metadata
+    assert meta is not None
+    rows = list(meta.residence_confirmed)
     assert {r["source_dataset"] for r in rows} == set(PERSON_SOURCES)
     for r in rows:
         assert 0 <= r["confirmed"] <= r["people"]
@@ -300,11 +302,11 @@ def test_run_reports_how_often_each_source_is_confirmed(small_run: PipelineRun) 
     shares = {r["source_dataset"]: r["share"] for r in rows}
     # GP lists keep people who left: their addresses are the least often confirmed.
     assert shares["gp_registrations"] < shares["council_tax"]
-    share = small_run.summary.metadata["single_person_discount_share"]
+    share = meta.single_person_discount_share
     assert share is not None and 0.0 <= share <= 1.0
     published = json.loads((small_run.settings.linked_dir / "run_metadata.json").read_text())
     assert published["residence_confirmed"] == rows
-    shown = residence_rows(small_run.summary, min_count=10)
+    shown = residence_rows(meta, min_count=10)
     assert [r[0] for r in shown] == [r["source_dataset"] for r in rows]
     result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")
     assert result["residence_confirmed"] == rows

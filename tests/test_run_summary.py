@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
+from typing import Any, NotRequired, Required, get_origin, get_type_hints
 
 import pytest
 
 from tests.conftest import PipelineRun
 from uprnlink.errors import ConfigError
+from uprnlink.publication import NotSupplied, PublicationMetadata
 from uprnlink.run.history import list_runs, run_row
-from uprnlink.run_summary import RunStart, RunSummary
+from uprnlink.run_summary import (
+    BaselineRecord,
+    LinkSummary,
+    ModelRecord,
+    PublishedRelease,
+    ReleaseSwitch,
+    ReviewRecord,
+    RunStart,
+    RunSummary,
+    SourceReport,
+)
 
 FAILED = {
     "run_id": "20260301T000000Z-link",
@@ -38,6 +51,7 @@ def test_a_failed_runs_summary_reads_back_as_written() -> None:
     assert summary.id == "20260301T000000Z-link" and summary.failed_stage == "link"
     assert summary.run == RunStart("20260301T000000Z-link", "k1", 1, "demo")
     assert summary.linkage is None and summary.counts == {} and summary.reference_date is None
+    assert summary.metadata is None
     assert isinstance(summary.ingest, tuple)
 
 
@@ -67,7 +81,60 @@ def test_the_returned_summary_is_the_one_on_disk(small_run: PipelineRun) -> None
     )
     assert summary.reference_date == small_run.settings.reference_date
     assert isinstance(summary.reference_date, date)
-    assert summary.counts["people"] == summary.metadata["counts"]["people"] > 0
+    meta = summary.metadata
+    assert meta is not None and meta.reference_date == summary.reference_date
+    assert summary.counts["people"] == meta.counts.people > 0
+    assert summary.counts == meta.counts.to_dict()
+    # The metadata file is the typed record's mapping, byte for byte.
+    on_disk = (small_run.settings.linked_dir / "run_metadata.json").read_text()
+    assert json.dumps(PublicationMetadata.from_dict(json.loads(on_disk)).to_dict(), indent=2) == (
+        on_disk
+    )
     runs = list_runs(small_run.settings.out_dir)
     assert [r.id for r in runs] == ["test-run"]
     assert run_row(runs[0], "test-run")["run"] == "test-run *"
+
+
+def _keys(record: type) -> tuple[set[str], set[str]]:
+    """A TypedDict's required and declared keys (read from its hints: with postponed
+    annotations `__required_keys__` does not see `NotRequired`)."""
+    hints = get_type_hints(record, include_extras=True)
+    total = record.__total__  # type: ignore[attr-defined]
+    required = {
+        k
+        for k, v in hints.items()
+        if get_origin(v) is Required or (total and get_origin(v) is not NotRequired)
+    }
+    return required, set(hints)
+
+
+def _conforms(data: Mapping[str, Any], record: type) -> bool:
+    required, declared = _keys(record)
+    return required <= set(data) <= declared
+
+
+def test_a_record_missing_a_required_key_or_with_an_undeclared_one_does_not_conform() -> None:
+    switch = {"release": "r1", "previous": None, "pruned": []}
+    assert _conforms(switch, ReleaseSwitch)
+    assert not _conforms({"release": "r1", "previous": None}, ReleaseSwitch)
+    assert not _conforms({**switch, "kept": 1}, ReleaseSwitch)
+    assert _conforms({"source": "a", "reused": True}, SourceReport)
+    assert not _conforms({"source": "a"}, SourceReport)
+
+
+@pytest.mark.slow
+def test_each_stage_returns_the_record_it_declares(small_run: PipelineRun) -> None:
+    summary = small_run.summary
+    assert summary.linkage and summary.published and summary.release and summary.ingest
+    assert summary.reference and summary.not_supplied is not None
+    assert _conforms(summary.linkage, LinkSummary)
+    assert _conforms(summary.linkage["model"], ModelRecord)
+    assert _conforms(summary.linkage["review"], ReviewRecord)
+    for baseline in summary.linkage.get("baselines", {}).values():
+        assert _conforms(baseline, BaselineRecord)
+    assert _conforms(summary.published, PublishedRelease)
+    assert _conforms(summary.release, ReleaseSwitch)
+    assert _conforms(summary.not_supplied, NotSupplied)
+    for report in (*summary.reference, *summary.ingest):
+        assert _conforms(report, SourceReport), report["source"]
+    assert isinstance(summary.run, RunStart)

@@ -20,6 +20,7 @@ from uprnlink.households.tables import (
     published_memberships,
 )
 from uprnlink.households.timelines import household_composition
+from uprnlink.publication import PublicationMetadata
 from uprnlink.publish.database import (
     COMPUTED_MACRO,
     FORBIDDEN_COLUMNS,
@@ -381,7 +382,7 @@ def test_a_rounding_preset_publishes_multiples_of_five(
 ) -> None:
     linked = small_run.settings.linked_dir
     paths = {p.stem: p for p in linked.glob("*.parquet")}
-    metadata = json.loads((linked / "run_metadata.json").read_text())
+    metadata = PublicationMetadata.from_dict(json.loads((linked / "run_metadata.json").read_text()))
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text('[disclosure]\npreset = "nhs_england_hes_secondary"\n')
     policy = read_policy(policy_file)

@@ -18,7 +18,8 @@ from typing import Any, TypeAlias
 
 from uprnlink import __version__
 from uprnlink.errors import UprnlinkError
-from uprnlink.run_summary import RunSummary
+from uprnlink.publication import NotSupplied
+from uprnlink.run_summary import PublishedRelease, RunSummary, SourceReport
 
 CONFIG_NAME = "uprnlink.toml"
 CONFIG_HELP = f"run configuration (TOML; default: ./{CONFIG_NAME} when there is one)"
@@ -886,21 +887,28 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     """The run's counts, timings and output locations."""
     run, ingest, link = summary.run, summary.ingest, summary.linkage
     published, timings = summary.published, summary.timings
-    if run is None or ingest is None or link is None or published is None or timings is None:
+    meta = summary.metadata
+    if (
+        run is None
+        or ingest is None
+        or link is None
+        or published is None
+        or meta is None
+        or timings is None
+    ):
         raise UprnlinkError("the run summary is incomplete: the run did not finish")
     print(f"Run {run.run_id}  key {run.key_id} (epoch {run.epoch})")
     _print_ingest(ingest)
-    counts = summary.counts
     print(
         f"\nLinked {link['records']:,} records into {link['people']:,} people "
         f"({link['pairs_above_threshold']:,} pairs >= {link['match_threshold']})"
     )
     if link.get("identifiers"):
         print("Identifiers used for linkage: " + ", ".join(link["identifiers"]))
-    missing = summary.not_supplied or {}
-    if missing.get("sources"):
+    missing = summary.not_supplied or NotSupplied(sources=[], fields={})
+    if missing["sources"]:
         print("Sources not supplied: " + ", ".join(missing["sources"]))
-    if missing.get("fields"):
+    if missing["fields"]:
         print(
             "Fields not supplied (null in every view): "
             + "; ".join(f"{s}: {', '.join(f)}" for s, f in missing["fields"].items())
@@ -916,13 +924,13 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
             f"split {ids.get('split', 0):,}"
         )
     print(
-        f"Households on {summary.metadata['reference_date']}: "
-        f"{counts['households']:,} (+ {counts['communal_establishments']:,} communal establishments)"
+        f"Households on {meta.reference_date.isoformat()}: {meta.counts.households:,} "
+        f"(+ {meta.counts.communal_establishments:,} communal establishments)"
     )
-    share = summary.metadata.get("single_person_discount_share")
+    share = meta.single_person_discount_share
     if share is not None:
         print(f"Single person discounts borne out by the other accounts: {share:.2f}")
-    confirmed = summary.metadata.get("residence_confirmed") or []
+    confirmed = meta.residence_confirmed
     if confirmed:
         print(
             "Addresses on the day confirmed by another source: "
@@ -938,7 +946,7 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     _print_outputs(summary, published)
 
 
-def _print_ingest(ingest: Sequence[dict[str, Any]]) -> None:
+def _print_ingest(ingest: Sequence[SourceReport]) -> None:
     """Each extract's rows in, accepted, quarantined and nulled, and codes left unrecoded."""
     print(
         f"\n{'source':<20}{'extract':<10}{'rows in':>10}{'accepted':>10}{'quarantined':>12}"
@@ -963,12 +971,13 @@ def _print_ingest(ingest: Sequence[dict[str, Any]]) -> None:
             print(f"{r['source']}: {fname} codes not recoded (nulled): {listed}")
 
 
-def _print_outputs(summary: RunSummary, published: dict[str, Any]) -> None:
+def _print_outputs(summary: RunSummary, published: PublishedRelease) -> None:
     """The live release and where the run's outputs are."""
-    release = summary.release or {}
+    release = summary.release
+    previous = release["previous"] if release else None
     print(
-        f"\nRelease {release.get('release')} is live"
-        + (f" (replacing {release['previous']})" if release.get("previous") else "")
+        f"\nRelease {release['release'] if release else None} is live"
+        + (f" (replacing {previous})" if previous else "")
     )
     print(f"Published (de-identified): {published['linked_dir']}")
     print(f"Analyst database:          {published['database']}")

@@ -26,7 +26,14 @@ from uprnlink.ingest.deliveries import DeliveryHeldError
 from uprnlink.progress import console_active
 from uprnlink.run import runner
 from uprnlink.run.history import run_markdown
-from uprnlink.run_summary import RunSummary
+from uprnlink.run_summary import (
+    LinkSummary,
+    PublishedRelease,
+    ReleaseSwitch,
+    RunStart,
+    RunSummary,
+    SourceReport,
+)
 
 # Results hold counts only, but persisting them is still pointless: every stage re-reads its
 # inputs from the zones on disk.
@@ -106,24 +113,24 @@ def clear_trusted(config_path: str) -> None:
 
 
 @task(name="start-run", **TASK_OPTIONS)
-def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+def start_run(config_path: str, run_id: str) -> RunStart:
     """Check config, contracts and key; audit the start."""
     return runner.start_run(config_path, run_id)
 
 
 @task(name="ingest-reference", **IO_RETRIES, **TASK_OPTIONS)
-def ingest_reference(config_path: str, run_id: str) -> list[dict[str, Any]]:
+def ingest_reference(config_path: str, run_id: str) -> list[SourceReport]:
     """Validate the reference lookups and build the UPRN area table (reused when unchanged)."""
     return runner.ingest_reference_data(config_path, run_id)
 
 
 @task(name="ingest-source", task_run_name="ingest-{source}", **IO_RETRIES, **TASK_OPTIONS)
-def ingest_source(config_path: str, source: str, run_id: str) -> dict[str, Any]:
+def ingest_source(config_path: str, source: str, run_id: str) -> SourceReport:
     """Validate, standardise and pseudonymise one extract (reused when its checksum is unchanged)."""
     return runner.ingest_person_source(config_path, source, run_id)
 
 
-def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict[str, Any]]:
+def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[SourceReport]:
     """All sources at once: each extract is an independent task."""
     futures = [ingest_source.submit(config_path, name, run_id) for name in names]
     progress = runner.IngestProgress(len(names))
@@ -131,13 +138,13 @@ def ingest_sources(config_path: str, names: list[str], run_id: str) -> list[dict
 
 
 @task(name="link-people", **TASK_OPTIONS)
-def link_people(config_path: str, run_id: str, retrain: bool) -> dict[str, Any]:
+def link_people(config_path: str, run_id: str, retrain: bool) -> LinkSummary:
     """Train (or reuse the saved model), predict and cluster people across all sources."""
     return runner.link_stage(config_path, run_id, retrain)
 
 
 @task(name="stage-publication", **IO_RETRIES, **TASK_OPTIONS)
-def publish(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+def publish(config_path: str, run_id: str, summary: RunSummary) -> PublishedRelease:
     """Assemble households and write the Parquet dataset and DuckDB views to a staged release."""
     return runner.publish_outputs(config_path, run_id, summary)
 
@@ -149,15 +156,15 @@ def write_quality_report(config_path: str, summary: RunSummary) -> dict[str, str
 
 
 @task(name="switch-release", **IO_RETRIES, **TASK_OPTIONS)
-def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+def switch_release(config_path: str, run_id: str, summary: RunSummary) -> ReleaseSwitch:
     """Make the staged release live in one atomic step."""
     return runner.switch_release(config_path, run_id, summary)
 
 
 @task(name="finish-run", **TASK_OPTIONS)
-def finish_run(config_path: str, run_id: str, summary: dict[str, Any]) -> str:
+def finish_run(config_path: str, run_id: str, summary: RunSummary) -> RunSummary:
     """Write the run summary and audit the end of the run."""
-    return str(runner.finish_run(config_path, run_id, summary))
+    return runner.finish_run(config_path, run_id, summary)
 
 
 PREFECT_STEPS = runner.Steps(
@@ -234,7 +241,7 @@ def household_linkage(
         "published %s people in %s households (release %s)",
         counts["people"],
         counts["households"],
-        (summary.release or {}).get("release"),
+        summary.release["release"] if summary.release else None,
     )
     return summary
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -101,7 +102,7 @@ def read_delivery_policy(policy_path: Path) -> DeliveryPolicy:
     return DeliveryPolicy(**values)
 
 
-def profile(report: dict[str, Any]) -> dict[str, Any]:
+def profile(report: Mapping[str, Any]) -> dict[str, Any]:
     """A delivery's profile from its ingest report."""
     return {
         "rows": int(report.get("file_rows") or report.get("rows_in") or 0),
@@ -173,7 +174,7 @@ def compare(
 
 
 def check_deliveries(
-    settings: RunSettings, reports: list[dict[str, Any]], accept: tuple[str, ...] = ()
+    settings: RunSettings, reports: Sequence[Mapping[str, Any]], accept: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Compare each delivered extract with its source's last accepted delivery.
 

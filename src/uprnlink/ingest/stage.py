@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import polars as pl
 
@@ -24,6 +25,8 @@ from uprnlink.ingest.validate import ingest_extract, validate_extract, write_qua
 from uprnlink.privacy.keys import load_run_key
 from uprnlink.privacy.records import build_reference, build_trusted_source
 from uprnlink.privacy.trusted import write_trusted
+from uprnlink.publication import NotSupplied
+from uprnlink.run_summary import SourceReport
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.sources import PERSON_SOURCES
 from uprnlink.zones import Zones
@@ -49,7 +52,7 @@ def check_distinct_deliveries(settings: RunSettings) -> None:
         seen[checksum] = name
 
 
-def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[dict[str, Any]]:
+def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[SourceReport]:
     """Validate the reference files and write the UPRN area lookup (restricted zone).
 
     Unchanged reference files (same checksums, contracts and mappings as the manifest records)
@@ -61,12 +64,12 @@ def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[d
     entry = manifest.read_entry(settings.trusted_dir, REFERENCE_ENTRY)
     if entry is not None and entry.get("fingerprint") == reference_fp and z.reference.exists():
         log.info("reference lookups unchanged since run %s: reused", entry.get("run_id"))
-        return [{**r, "reused": True} for r in entry.get("reports", [])]
+        return [{**cast(SourceReport, r), "reused": True} for r in entry.get("reports", [])]
     manifest.drop_entry(settings.trusted_dir, REFERENCE_ENTRY)
     frames: dict[str, pl.DataFrame | None] = {
         n: None for n in ("uprn_lookup", "property_class", "deprivation")
     }
-    reports = []
+    reports: list[SourceReport] = []
     for name, source in settings.reference.items():
         if not source.path.exists() and not source.required:
             log.warning("optional reference file %s is absent: skipped", source.path.name)
@@ -75,7 +78,7 @@ def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[d
         accepted, quarantined, report = ingest_extract(source, contract, settings.reference_date)
         write_quarantine(quarantined, z.quarantine(f"reference_{name}"))
         frames[contract.name] = accepted
-        reports.append({**report.to_dict(), "reused": False})
+        reports.append({**cast(SourceReport, report.to_dict()), "reused": False})
     reference = build_reference(
         frames["uprn_lookup"], frames["property_class"], frames["deprivation"]
     )
@@ -94,7 +97,7 @@ def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[d
 
 def ingest_person_source(
     config_path: str, source_name: str, run_id: str | None = None
-) -> dict[str, Any]:
+) -> SourceReport:
     """Validate, standardise, enrich and pseudonymise one source into the trusted zone.
 
     An extract whose checksum, contract, mapping, reference data and key are all as the
@@ -116,7 +119,9 @@ def ingest_person_source(
         log.warning("optional source %s has no extract: skipped", source_name)
         manifest.drop_entry(settings.trusted_dir, source_name)
         write_empty_source(settings, source_name)
-        return {"source": source_name, "skipped": "no extract (optional source)", "reused": False}
+        return SourceReport(
+            source=source_name, skipped="no extract (optional source)", reused=False
+        )
     contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
     started = time.perf_counter()
     key = load_run_key(settings)
@@ -142,7 +147,8 @@ def ingest_person_source(
             source_name,
             entry.get("run_id"),
         )
-        return {**entry["report"], "reused": True, "ingested_in_run": entry.get("run_id")}
+        last = cast(SourceReport, entry["report"])
+        return {**last, "reused": True, "ingested_in_run": entry.get("run_id")}
     manifest.drop_entry(settings.trusted_dir, source_name)
     accepted, quarantined, report = ingest_extract(source, contract, settings.reference_date)
     write_quarantine(quarantined, z.quarantine(source_name))
@@ -154,7 +160,7 @@ def ingest_person_source(
         (z.crosswalk(source_name), trusted.crosswalk),
     ):
         write_trusted(frame, path, key)
-    out = report.to_dict()
+    out = cast(SourceReport, report.to_dict())
     out["uprn_present"] = int(trusted.records.get_column("uprn_token").is_not_null().sum())
     out["uprn_in_lookup"] = int(trusted.records.get_column("uprn_in_lookup").sum())
     out["nhs_number_present"] = int(trusted.records.get_column("nhs_token").is_not_null().sum())
@@ -174,7 +180,7 @@ def ingest_person_source(
     return {**out, "reused": False}
 
 
-def not_supplied(settings: RunSettings, reports: list[dict[str, Any]]) -> dict[str, Any]:
+def not_supplied(settings: RunSettings, reports: Sequence[SourceReport]) -> NotSupplied:
     """What this run had no data for: person sources not configured or with no extract, and
     per source the contract fields its mapping does not supply (their columns are typed nulls
     all the way to the views)."""
@@ -185,10 +191,10 @@ def not_supplied(settings: RunSettings, reports: list[dict[str, Any]]) -> dict[s
         for r in reports
         if not r.get("skipped") and r.get("fields_not_supplied")
     }
-    return {
-        "sources": sorted({*(c for c in PERSON_SOURCES if c not in configured), *skipped}),
-        "fields": fields,
-    }
+    return NotSupplied(
+        sources=sorted({*(c for c in PERSON_SOURCES if c not in configured), *skipped}),
+        fields=fields,
+    )
 
 
 def write_empty_source(settings: RunSettings, source_name: str) -> None:

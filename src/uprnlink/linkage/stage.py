@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -26,12 +26,13 @@ from uprnlink.linkage.model import (
     PERIOD_COLUMNS,
     current_fingerprint,
 )
-from uprnlink.linkage.predict import link_people
+from uprnlink.linkage.predict import LinkageResult, link_people
 from uprnlink.linkage.review import review_queue_frame
-from uprnlink.linkage.stable_ids import assign_stable_ids
+from uprnlink.linkage.stable_ids import IdChangeReport, assign_stable_ids
 from uprnlink.privacy.keys import MasterKey, load_run_key
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
 from uprnlink.review import current_labels, read_labels
+from uprnlink.run_summary import BaselineRecord, LinkSummary, ModelRecord, ReviewRecord
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -44,7 +45,7 @@ def link_records(
     *,
     baselines: bool = True,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> LinkSummary:
     """Link and deduplicate people across all sources; write record -> person clusters.
 
     The saved model (`trusted/linkage/model.json`) is reused unless `retrain` is set or the
@@ -79,42 +80,8 @@ def link_records(
         write_trusted(review_queue_frame(result.review, records), z.review_queue, key)
     if result.model_trained:
         write_model(result.model, z.linkage_dir, run_id)
-    t = time.perf_counter()
-    ids, report = assign_stable_ids(
-        result.clusters.select("unique_id", pl.col("person_id").alias("cluster_key")),
-        read_previous_clusters(z.clusters, key),
-    )
-    clusters = result.clusters.drop("person_id").join(ids, on="unique_id", how="left")
-    result.seconds["stable_ids"] = round(time.perf_counter() - t, 2)
-    write_trusted(clusters, z.clusters, key)
-    summary: dict[str, Any] = {
-        "records": result.records,
-        "profiles": result.profiles,
-        "people": result.people,
-        "candidate_pairs": result.candidate_pairs,
-        "pairs_above_threshold": result.pairs_above_threshold,
-        "match_threshold": result.match_threshold,
-        "threshold_mode": settings.linkage.threshold_mode,
-        "threshold_choice": result.threshold_choice,
-        "identifiers": result.identifiers,
-        "comparisons": result.comparisons,
-        "training": result.training,
-        "retrain": retrain,
-        "model": {
-            "trained": result.model_trained,
-            "trained_at": result.model.get("trained_at"),
-            "records_trained_on": result.model.get("records_trained_on"),
-            "settings_fingerprint": result.model.get("settings_fingerprint"),
-        },
-        "ids": report.to_dict(),
-        "seconds": result.seconds,
-        "blocking": result.blocking,
-        "cannot_link": result.cannot_link,
-        "review": {"queued": result.review.height if result.review is not None else 0},
-        "coresidence": result.coresidence,
-    }
-    if result.labels_applied is not None:
-        summary["review"]["labels_applied"] = result.labels_applied
+    report = write_clusters(result, z, key)
+    summary = link_summary(result, report, settings.linkage.threshold_mode, retrain)
     log.info(
         "linked into %d people (%s model; ids kept %d, created %d)",
         result.people,
@@ -127,6 +94,55 @@ def link_records(
         summary["baselines"] = write_baselines(records, settings, key)
     shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
     return summary
+
+
+def write_clusters(result: LinkageResult, z: Zones, key: MasterKey) -> IdChangeReport:
+    """Give the clusters stable person ids (carried over from the previous clusters where they
+    overlap) and write them to the trusted zone; returns how the ids changed."""
+    t = time.perf_counter()
+    ids, report = assign_stable_ids(
+        result.clusters.select("unique_id", pl.col("person_id").alias("cluster_key")),
+        read_previous_clusters(z.clusters, key),
+    )
+    clusters = result.clusters.drop("person_id").join(ids, on="unique_id", how="left")
+    result.seconds["stable_ids"] = round(time.perf_counter() - t, 2)
+    write_trusted(clusters, z.clusters, key)
+    return report
+
+
+def link_summary(
+    result: LinkageResult, ids: IdChangeReport, threshold_mode: str, retrain: bool
+) -> LinkSummary:
+    """The link stage's record of one link (counts, threshold, model, id changes, timings)."""
+    review = ReviewRecord(queued=result.review.height if result.review is not None else 0)
+    if result.labels_applied is not None:
+        review["labels_applied"] = result.labels_applied
+    return LinkSummary(
+        records=result.records,
+        profiles=result.profiles,
+        people=result.people,
+        candidate_pairs=result.candidate_pairs,
+        pairs_above_threshold=result.pairs_above_threshold,
+        match_threshold=result.match_threshold,
+        threshold_mode=threshold_mode,
+        threshold_choice=result.threshold_choice,
+        identifiers=result.identifiers,
+        comparisons=result.comparisons,
+        training=result.training,
+        retrain=retrain,
+        model=ModelRecord(
+            trained=result.model_trained,
+            trained_at=result.model.get("trained_at"),
+            records_trained_on=result.model.get("records_trained_on"),
+            settings_fingerprint=result.model.get("settings_fingerprint"),
+        ),
+        ids=ids.to_dict(),
+        seconds=result.seconds,
+        blocking=result.blocking,
+        cannot_link=result.cannot_link,
+        review=review,
+        coresidence=result.coresidence,
+    )
 
 
 def read_listings(
@@ -171,9 +187,7 @@ def _linkage_inputs(settings: RunSettings) -> str:
     )
 
 
-def link_stage(
-    config_path: str, run_id: str | None = None, retrain: bool = False
-) -> dict[str, Any]:
+def link_stage(config_path: str, run_id: str | None = None, retrain: bool = False) -> LinkSummary:
     """Link people, or reuse the last clusters when no source, setting or model has changed
     since they were made (a re-run of the same delivery); `retrain` always links afresh."""
     settings = read_settings(Path(config_path))
@@ -190,7 +204,8 @@ def link_stage(
         and z.clusters.exists()
     ):
         log.info("no source changed since run %s: its clusters are reused", previous["run_id"])
-        return {**previous["summary"], "reused": True, "linked_in_run": previous["run_id"]}
+        last = cast(LinkSummary, previous["summary"])
+        return {**last, "reused": True, "linked_in_run": previous["run_id"]}
     marker.unlink(missing_ok=True)
     summary = link_records(config_path, retrain, run_id=run_id)
     marker.write_text(
@@ -229,11 +244,13 @@ def read_previous_clusters(path: Path, key: MasterKey) -> pl.DataFrame | None:
         return None
 
 
-def write_baselines(records: pl.DataFrame, settings: RunSettings, key: MasterKey) -> dict[str, Any]:
+def write_baselines(
+    records: pl.DataFrame, settings: RunSettings, key: MasterKey
+) -> dict[str, BaselineRecord]:
     """Cluster the records with each baseline method and write `baseline_<name>.parquet` beside
     the clusters; returns people and seconds per baseline."""
     z = Zones(settings)
-    out: dict[str, Any] = {}
+    out: dict[str, BaselineRecord] = {}
     for name in ("deterministic", "plain_splink"):
         t = time.perf_counter()
         if name == "deterministic":
@@ -250,8 +267,8 @@ def write_baselines(records: pl.DataFrame, settings: RunSettings, key: MasterKey
             z.linkage_dir / f"baseline_{name}.parquet",
             key,
         )
-        out[name] = {
-            "people": clusters.get_column("person_id").n_unique(),
-            "seconds": round(time.perf_counter() - t, 2),
-        }
+        out[name] = BaselineRecord(
+            people=clusters.get_column("person_id").n_unique(),
+            seconds=round(time.perf_counter() - t, 2),
+        )
     return out

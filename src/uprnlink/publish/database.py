@@ -23,6 +23,7 @@ import polars as pl
 from uprnlink.errors import PublishError
 from uprnlink.households.composition import aggregates_sql, derived_sql
 from uprnlink.households.tables import LTC_FLAGS, AnalysisTables, months_before
+from uprnlink.publication import PublicationMetadata
 from uprnlink.publish.dictionary import comment_sql
 from uprnlink.publish.disclosure import (
     PRESETS,
@@ -103,7 +104,10 @@ def check_deidentified(tables: dict[str, pl.DataFrame]) -> None:
 
 
 def write_linked_dataset(
-    tables: AnalysisTables, linkage_quality: pl.DataFrame, out_dir: Path, metadata: dict[str, Any]
+    tables: AnalysisTables,
+    linkage_quality: pl.DataFrame,
+    out_dir: Path,
+    metadata: PublicationMetadata,
 ) -> dict[str, Path]:
     """Write each table as Parquet with run metadata in the file's key-value metadata."""
     frames = {
@@ -116,13 +120,15 @@ def write_linked_dataset(
     }
     check_deidentified(frames)
     out_dir.mkdir(parents=True, exist_ok=True)
-    kv = {"uprnlink": json.dumps(metadata, sort_keys=True, default=str)}
+    kv = {"uprnlink": json.dumps(metadata.to_dict(), sort_keys=True, default=str)}
     paths = {}
     for name, df in frames.items():
         path = out_dir / f"{name}.parquet"
         df.write_parquet(path, metadata=kv)
         paths[name] = path
-    (out_dir / "run_metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+    (out_dir / "run_metadata.json").write_text(
+        json.dumps(metadata.to_dict(), indent=2, default=str)
+    )
     return paths
 
 
@@ -539,10 +545,9 @@ class DatabaseSummary:
     disclosure: dict[str, Any]
 
 
-def run_parameters(metadata: dict[str, Any], hospital_data_from: Any) -> pl.DataFrame:
+def run_parameters(metadata: PublicationMetadata, hospital_data_from: Any) -> pl.DataFrame:
     """The reference date and service period the views and macros use, from run metadata."""
-    on = date.fromisoformat(str(metadata["reference_date"]))
-    months = int(metadata["service_period_months"])
+    on, months = metadata.reference_date, metadata.service_period_months
     return pl.DataFrame(
         {
             "reference_date": [on],
@@ -576,7 +581,7 @@ def suppression_stats(result: ProtectedTables) -> dict[str, Any]:
 def write_database(
     db_path: Path,
     parquet: dict[str, Path],
-    metadata: dict[str, Any],
+    metadata: PublicationMetadata,
     policy: DisclosurePolicy,
     *,
     record_keys: pl.DataFrame | None = None,
@@ -600,7 +605,7 @@ def write_database(
                 "WHERE source = 'hospital_activity'"
             ).fetchall()[0][0]
         _register(con, "linked.run_parameters", run_parameters(metadata, hospital_from))
-        _register(con, "linked.run_metadata", _metadata_frame(metadata))
+        _register(con, "linked.run_metadata", _metadata_frame(metadata.to_dict()))
         if record_keys is not None:
             _register(con, "linked.record_keys", record_keys)
         con.execute(f"CREATE TABLE linked.person_analysis AS {PERSON_ANALYSIS_SQL}")
@@ -617,7 +622,7 @@ def write_database(
             con.execute(sql)
         cells = pl.from_arrow(con.sql(snapshot_cells_sql()).to_arrow_table())
         assert isinstance(cells, pl.DataFrame)
-        on = date.fromisoformat(str(metadata["reference_date"]))
+        on = metadata.reference_date
         for macro, frame in protect_snapshot_summaries(cells, result.tables, on, policy).items():
             _register(con, f"linked.{snapshot_summary_table(macro)}", frame)
         risk = measure_uniqueness(con).describe(policy.max_unique_share)
@@ -736,7 +741,7 @@ def _store_dimensions_as_enums(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute(sql)
 
 
-def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) -> list[date]:
+def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: PublicationMetadata) -> list[date]:
     """Households on the reference date and its anniversaries, made once for households_as_at.
 
     Rebuilding households from the spells takes about a second per date at a million people,
@@ -745,7 +750,7 @@ def write_snapshots(con: duckdb.DuckDBPyConnection, metadata: dict[str, Any]) ->
     for.
     """
     earliest = con.execute("SELECT min(valid_from) FROM linked.membership").fetchall()[0][0]
-    dates = snapshot_dates(date.fromisoformat(str(metadata["reference_date"])), earliest)
+    dates = snapshot_dates(metadata.reference_date, earliest)
     _register(
         con,
         "linked.snapshot_dates",

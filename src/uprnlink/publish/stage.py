@@ -9,7 +9,7 @@ import os
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -29,6 +29,12 @@ from uprnlink.linkage.quality import source_quality_table
 from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
 from uprnlink.privacy.release import record_keys, release_ids
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
+from uprnlink.publication import (
+    NotSupplied,
+    PublicationCounts,
+    PublicationMetadata,
+    ResidenceConfirmed,
+)
 from uprnlink.publish import releases
 from uprnlink.publish.database import (
     read_policy,
@@ -37,6 +43,7 @@ from uprnlink.publish.database import (
     write_linked_dataset,
 )
 from uprnlink.publish.releases import ANALYST_DATABASE, ENGINEER_DATABASE
+from uprnlink.run_summary import PublishedRelease, ReleaseSwitch, RunSummary
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -104,13 +111,12 @@ def unit_record_keys(settings: RunSettings, tables: AnalysisTables) -> pl.DataFr
     return record_keys(ids, load_release_key(settings), settings.release.project)
 
 
-def publish_outputs(
-    config_path: str, run_id: str, stage_summaries: dict[str, Any]
-) -> dict[str, Any]:
-    """Assemble the de-identified tables and switch the published dataset and database in."""
-    settings = read_settings(Path(config_path))
+def read_linked(
+    settings: RunSettings, key: MasterKey
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The trusted records with their person ids, and each source's facts for the linked
+    records (the households stage's inputs)."""
     z = Zones(settings)
-    key = load_run_key(settings)
     records = read_trusted_records(settings, key)
     clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
     linked = records.join(clusters, on="unique_id", how="inner")
@@ -122,6 +128,66 @@ def publish_outputs(
                 .join(clusters, on="unique_id", how="inner")
                 .drop("person_id")
             )
+    return linked, facts
+
+
+def publication_counts(tables: AnalysisTables) -> PublicationCounts:
+    """Rows published per table (private households and communal establishments apart)."""
+    communal = pl.col("is_communal")
+    return PublicationCounts(
+        people=tables.person.height,
+        households=int(tables.household.filter(~communal).height),
+        communal_establishments=int(tables.household.filter(communal).height),
+        memberships=tables.membership.height,
+        service_events=tables.service_events.height,
+    )
+
+
+def publication_metadata(
+    settings: RunSettings,
+    run_id: str,
+    key: MasterKey,
+    not_supplied: NotSupplied,
+    *,
+    linked: pl.DataFrame,
+    facts: dict[str, pl.DataFrame],
+    tables: AnalysisTables,
+) -> PublicationMetadata:
+    """What this publication records about itself: run, keys, versions, contracts, what was not
+    supplied, residence evidence and row counts."""
+    contracts = {
+        n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
+        for n, s in {**settings.sources, **settings.reference}.items()
+    }
+    # Share of single person discounts no other open account contradicts: the discount rule
+    # applies at or above [households] single_person_min_share (None: no discounts).
+    discount_share = single_person_share(linked, facts)
+    # Per source: people it places on the reference date, and how many of them another source
+    # places at the same address that day (households.evidence).
+    confirmed = confirmation_on(linked, settings.reference_date, settings.households.visit_days)
+    return PublicationMetadata(
+        run_id=run_id,
+        key_id=key.key_id,
+        key_epoch=key.epoch,
+        release_key_id=load_release_key(settings).key_id,
+        project=settings.release.project,
+        uprnlink_version=__version__,
+        reference_date=settings.reference_date,
+        service_period_months=settings.service_period_months,
+        contracts=contracts,
+        not_supplied=not_supplied,
+        residence_confirmed=tuple(cast(list[ResidenceConfirmed], confirmed.to_dicts())),
+        single_person_discount_share=None if discount_share is None else round(discount_share, 4),
+        published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        counts=publication_counts(tables),
+    )
+
+
+def publish_outputs(config_path: str, run_id: str, summary: RunSummary) -> PublishedRelease:
+    """Assemble the de-identified tables and switch the published dataset and database in."""
+    settings = read_settings(Path(config_path))
+    key = load_run_key(settings)
+    linked, facts = read_linked(settings, key)
     log.info("assembling households on %s and publishing ...", settings.reference_date)
     policy = read_policy(settings.policy_path)
     tables = build_analysis_tables(
@@ -133,47 +199,16 @@ def publish_outputs(
         death_end_precision=policy.death_end_precision,
         rules=residence_rules(settings),
     )
-    discount_share = single_person_share(linked, facts)
-    confirmed = confirmation_on(
-        linked, settings.reference_date, settings.households.visit_days
-    ).to_dicts()
+    # Sources and fields this release had no data for (their columns are typed nulls).
+    not_supplied = summary.not_supplied or NotSupplied(sources=[], fields={})
     tables = published_ids(settings, tables, key)
-    quality = linkage_quality_table(linked)
-    contracts = {
-        n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
-        for n, s in {**settings.sources, **settings.reference}.items()
-    }
-    metadata = {
-        "run_id": run_id,
-        "key_id": key.key_id,
-        "key_epoch": key.epoch,
-        "release_key_id": load_release_key(settings).key_id,
-        "project": settings.release.project,
-        "uprnlink_version": __version__,
-        "reference_date": settings.reference_date.isoformat(),
-        "service_period_months": settings.service_period_months,
-        "contracts": contracts,
-        # Sources and fields this release had no data for (their columns are typed nulls).
-        "not_supplied": stage_summaries.get("not_supplied", {}),
-        # Per source: people it places on the reference date, and how many of them another
-        # source places at the same address that day (households.evidence).
-        "residence_confirmed": confirmed,
-        # Share of single person discounts no other open account contradicts: the discount
-        # rule applies at or above [households] single_person_min_share (None: no discounts).
-        "single_person_discount_share": None
-        if discount_share is None
-        else round(discount_share, 4),
-        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "counts": {
-            "people": tables.person.height,
-            "households": int(tables.household.filter(~pl.col("is_communal")).height),
-            "communal_establishments": int(tables.household.filter(pl.col("is_communal")).height),
-            "memberships": tables.membership.height,
-            "service_events": tables.service_events.height,
-        },
-    }
+    metadata = publication_metadata(
+        settings, run_id, key, not_supplied, linked=linked, facts=facts, tables=tables
+    )
     staging = releases.begin(settings.out_dir, run_id)
-    paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
+    paths = write_linked_dataset(
+        tables, linkage_quality_table(linked), staging / "linked", metadata
+    )
     # The engineers' database copies the staged Parquet into its own tables (it depends on no
     # other file); the analysts' holds only what their views show. Separate files, separate
     # permissions: analysts reach theirs through the query service only.
@@ -186,16 +221,16 @@ def publish_outputs(
     risk = published.disclosure["uniqueness"]
     warn_uniqueness(risk)
     log.info("publication staged; it goes live when the run finishes")
-    return {
-        "disclosure_risk": risk,
-        "metadata": metadata,
-        "tables": sorted(paths),
-        "staged": str(staging),
-        "linked_dir": str(settings.linked_dir),
-        "database": str(settings.database_path),
-        "engineer_database": str(settings.engineer_database_path),
-        "analyst_tables": analyst_tables,
-    }
+    return PublishedRelease(
+        disclosure_risk=risk,
+        metadata=metadata.to_dict(),
+        tables=sorted(paths),
+        staged=str(staging),
+        linked_dir=str(settings.linked_dir),
+        database=str(settings.database_path),
+        engineer_database=str(settings.engineer_database_path),
+        analyst_tables=analyst_tables,
+    )
 
 
 def warn_uniqueness(risk: dict[str, Any]) -> None:
@@ -216,14 +251,14 @@ def warn_uniqueness(risk: dict[str, Any]) -> None:
     )
 
 
-def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+def switch_release(config_path: str, run_id: str, summary: RunSummary) -> ReleaseSwitch:
     """Make this run's staged publication the live one in one atomic step, prune old releases
     and audit the publication."""
     settings = read_settings(Path(config_path))
     previous = releases.current(settings.out_dir)
     final = releases.switch(settings.out_dir, run_id)
     pruned = releases.prune(settings.out_dir, keep_releases(settings))
-    published = summary.get("published", {})
+    published = summary.published
     entry = open_audit_log(settings).append(
         "publish",
         actor=actor(),
@@ -231,15 +266,15 @@ def switch_release(config_path: str, run_id: str, summary: dict[str, Any]) -> di
             "run_id": run_id,
             "release": final.name,
             "replaced": previous,
-            "tables": published.get("tables", []),
-            "counts": published.get("metadata", {}).get("counts", {}),
-            "disclosure_risk": published.get("disclosure_risk", {}),
+            "tables": published["tables"] if published else [],
+            "counts": summary.counts,
+            "disclosure_risk": published["disclosure_risk"] if published else {},
         },
     )
     # The release keeps the log's head: a log later cut short no longer holds it.
     (final / "audit_head.json").write_text(json.dumps({"audit_head": head_of(entry)}))
     log.info("release %s is live (previous: %s)", final.name, previous or "none")
-    return {"release": final.name, "previous": previous, "pruned": pruned}
+    return ReleaseSwitch(release=final.name, previous=previous, pruned=pruned)
 
 
 def keep_releases(settings: RunSettings) -> int:

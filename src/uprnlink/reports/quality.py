@@ -37,6 +37,7 @@ from uprnlink.linkage.charts import (
     waterfall_specs,
 )
 from uprnlink.linkage.quality import source_quality_table
+from uprnlink.publication import NotSupplied, PublicationMetadata
 from uprnlink.reports.charts import Bar, count_chart, share_chart
 from uprnlink.run_summary import RunSummary
 
@@ -167,36 +168,34 @@ def model_parameter_rows(model: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-def _reference_date(run_summary: RunSummary) -> date:
-    found = run_summary.reference_date
+def _publication(run_summary: RunSummary) -> PublicationMetadata:
+    found = run_summary.metadata
     if found is None:
-        raise PublishError("quality report: the run summary has no reference_date")
+        raise PublishError("quality report: the run summary has no publication metadata")
     return found
 
 
-def _run_section(run_summary: RunSummary, reference_date: date) -> dict[str, Any]:
+def _run_section(run_summary: RunSummary, meta: PublicationMetadata) -> dict[str, Any]:
     run = run_summary.run
-    meta = run_summary.metadata
-    linkage = run_summary.linkage or {}
-    missing = run_summary.not_supplied or {}
+    link = run_summary.linkage
+    missing = run_summary.not_supplied or NotSupplied(sources=[], fields={})
     facts = [
-        ("Run id", run_summary.id or meta.get("run_id")),
+        ("Run id", run_summary.id or meta.run_id),
         ("Run name", run.name if run else None),
-        ("Key id", run.key_id if run else meta.get("key_id")),
-        ("Reference date", reference_date.isoformat()),
-        ("uprnlink version", meta.get("uprnlink_version")),
-        ("Match threshold", linkage.get("match_threshold")),
-        ("Records linked", shown_count(linkage.get("records"))),
-        ("People found", shown_count(linkage.get("people"))),
-        ("Candidate pairs scored", shown_count(linkage.get("candidate_pairs"))),
-        ("Pairs above threshold", shown_count(linkage.get("pairs_above_threshold"))),
-        ("Identifiers used for linkage", ", ".join(linkage.get("identifiers", [])) or None),
-        ("Sources not supplied", ", ".join(missing.get("sources", [])) or "none"),
+        ("Key id", run.key_id if run else meta.key_id),
+        ("Reference date", meta.reference_date.isoformat()),
+        ("uprnlink version", meta.uprnlink_version),
+        ("Match threshold", link["match_threshold"] if link else None),
+        ("Records linked", shown_count(link["records"] if link else None)),
+        ("People found", shown_count(link["people"] if link else None)),
+        ("Candidate pairs scored", shown_count(link["candidate_pairs"] if link else None)),
+        ("Pairs above threshold", shown_count(link["pairs_above_threshold"] if link else None)),
+        ("Identifiers used for linkage", ", ".join(link["identifiers"] if link else []) or None),
+        ("Sources not supplied", ", ".join(missing["sources"]) or "none"),
         (
             "Fields not supplied",
             "; ".join(
-                f"{source}: {', '.join(names)}"
-                for source, names in missing.get("fields", {}).items()
+                f"{source}: {', '.join(names)}" for source, names in missing["fields"].items()
             )
             or "none",
         ),
@@ -214,12 +213,11 @@ def _run_section(run_summary: RunSummary, reference_date: date) -> dict[str, Any
     return {"facts": [(k, v) for k, v in facts if v is not None], "ingest": ingest}
 
 
-def residence_rows(run_summary: RunSummary, min_count: int) -> list[tuple[str, ...]]:
+def residence_rows(meta: PublicationMetadata, min_count: int) -> list[tuple[str, ...]]:
     """Per source, people placed on the reference date and the share another source confirms
     (the publish stage's `residence_confirmed`), with small numbers suppressed."""
-    meta = run_summary.metadata
     rows: list[tuple[str, ...]] = []
-    for r in meta.get("residence_confirmed", []):
+    for r in meta.residence_confirmed:
         _, text = safe_rate(r["confirmed"], r["people"], min_count)
         rows.append(
             (
@@ -469,6 +467,66 @@ def check_no_identifiers(text: str, records: pl.DataFrame) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
+def quality_page_parts(
+    model: dict[str, Any],
+    linked: pl.DataFrame,
+    run_summary: RunSummary,
+    evaluation: dict[str, Any] | None,
+    min_count: int,
+) -> dict[str, Any]:
+    """What the de-identified page shows (the template's arguments): run facts, the model, cluster
+    sizes, rates and coverage by source, residence evidence, bias, accuracy and link rates."""
+    meta = _publication(run_summary)
+    libraries, splink_specs = _chart_parts(model)
+    sources, source_charts = _source_sections(source_quality_table(linked), min_count)
+    link_rates, link_rate_charts = _link_rate_section(
+        person_link_table(linked, meta.reference_date), min_count
+    )
+    cluster_sizes, cluster_charts = _cluster_section(cluster_size_table(linked), min_count)
+    charts = [
+        *(Chart(key, spec) for key, spec in splink_specs.items()),
+        *cluster_charts,
+        *source_charts,
+        *link_rate_charts,
+    ]
+    nav = [
+        ("run", "Run"),
+        ("model", "Model"),
+        ("clusters", "Cluster sizes"),
+        ("match-rates", "Match rates"),
+        ("uprn-coverage", "UPRN coverage"),
+        ("nhs-coverage", "NHS number coverage"),
+    ]
+    residence = residence_rows(meta, min_count)
+    if residence:
+        nav.append(("residence", "Residence evidence"))
+    bias: list[dict[str, Any]] = []
+    accuracy = None
+    if evaluation:
+        nav += [("bias", "Bias checks"), ("evaluation", "Accuracy")]
+        bias, bias_charts = _bias_section(evaluation, min_count)
+        charts += bias_charts
+        accuracy = _evaluation_section(evaluation, min_count)
+    nav.append(("link-rates", "Link rates"))
+    prior = splink_settings(model).get("probability_two_random_records_match")
+    return {
+        "charts": charts if libraries is not None else [],
+        "chart_libraries": libraries,
+        "nav": nav,
+        "run": _run_section(run_summary, meta),
+        "prior": f"{prior:.3g}" if prior else None,
+        "parameters": model_parameter_rows(model),
+        "cluster_sizes": cluster_sizes,
+        "sources": sources,
+        "bias": bias,
+        "bias_target": f"{BIAS_TARGET_POINTS:g}",
+        "accuracy": accuracy,
+        "link_rates": link_rates,
+        "residence": residence,
+        "min_count": min_count,
+    }
+
+
 def build_quality_report(
     *,
     model: dict[str, Any],
@@ -488,59 +546,9 @@ def build_quality_report(
     `LinkageEvaluation.to_dict()` when ground truth was scored. Returns `out_path`.
     """
     started = time.perf_counter()
-    reference_date = _reference_date(run_summary)
     linked = link_records(records, clusters)
-    libraries, splink_specs = _chart_parts(model)
-
-    sources, source_charts = _source_sections(source_quality_table(linked), min_count)
-    link_rates, link_rate_charts = _link_rate_section(
-        person_link_table(linked, reference_date), min_count
-    )
-    cluster_sizes, cluster_charts = _cluster_section(cluster_size_table(linked), min_count)
-    charts = [
-        *(Chart(key, spec) for key, spec in splink_specs.items()),
-        *cluster_charts,
-        *source_charts,
-        *link_rate_charts,
-    ]
-    nav = [
-        ("run", "Run"),
-        ("model", "Model"),
-        ("clusters", "Cluster sizes"),
-        ("match-rates", "Match rates"),
-        ("uprn-coverage", "UPRN coverage"),
-        ("nhs-coverage", "NHS number coverage"),
-    ]
-    residence = residence_rows(run_summary, min_count)
-    if residence:
-        nav.append(("residence", "Residence evidence"))
-    bias: list[dict[str, Any]] = []
-    accuracy = None
-    if evaluation:
-        nav += [("bias", "Bias checks"), ("evaluation", "Accuracy")]
-        bias, bias_charts = _bias_section(evaluation, min_count)
-        charts += bias_charts
-        accuracy = _evaluation_section(evaluation, min_count)
-    nav.append(("link-rates", "Link rates"))
-    prior = splink_settings(model).get("probability_two_random_records_match")
-    page = render_page(
-        "quality.html.j2",
-        title="Linkage quality report",
-        charts=charts if libraries is not None else [],
-        chart_libraries=libraries,
-        nav=nav,
-        run=_run_section(run_summary, reference_date),
-        prior=f"{prior:.3g}" if prior else None,
-        parameters=model_parameter_rows(model),
-        cluster_sizes=cluster_sizes,
-        sources=sources,
-        bias=bias,
-        bias_target=f"{BIAS_TARGET_POINTS:g}",
-        accuracy=accuracy,
-        link_rates=link_rates,
-        residence=residence,
-        min_count=min_count,
-    )
+    parts = quality_page_parts(model, linked, run_summary, evaluation, min_count)
+    page = render_page("quality.html.j2", title="Linkage quality report", **parts)
     check_no_identifiers(page, records)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")

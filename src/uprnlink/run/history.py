@@ -63,20 +63,20 @@ def changes_text(run: RunSummary) -> str:
 def run_row(run: RunSummary, live: str | None) -> dict[str, str]:
     """One run as display strings."""
     counts = run.counts
-    linkage = run.linkage or {}
+    linkage = run.linkage
     seconds = _duration(run)
     status = run.status or "?"
     if status == "failed":
         status = f"failed in {run.failed_stage or '?'}"
     elif status == "held":
         status = "held: " + ", ".join(sorted({h["source"] for h in run.held or ()}))
-    if linkage:
-        if linkage.get("reused"):
-            link = "reused"
-        else:
-            link = "linked, trained" if linkage.get("model", {}).get("trained") else "linked"
-    else:
+    if not linkage:
         link = "-"
+    elif linkage.get("reused"):
+        link = "reused"
+    else:
+        model = linkage.get("model")  # a summary from any version: read, not assumed
+        link = "linked, trained" if model and model.get("trained") else "linked"
     run_id = str(run.id)
     return {
         "run": run_id + (" *" if run_id == live else ""),
@@ -123,7 +123,7 @@ def run_markdown(summary: RunSummary) -> str:
         f"# uprnlink run `{summary.id}`",
         "",
         f"Key `{run.key_id if run else None}` (epoch {run.epoch if run else None}); "
-        f"release `{(summary.release or {}).get('release', '-')}` is live.",
+        f"release `{summary.release['release'] if summary.release else '-'}` is live.",
         "",
         "| source | extract | rows in | accepted | quarantined | top quarantine reason |",
         "|---|---|---:|---:|---:|---|",
@@ -140,9 +140,9 @@ def run_markdown(summary: RunSummary) -> str:
             f"{r['rows_accepted']:,} | {r['rows_quarantined']:,} | "
             f"{f'{top[0]} ({top[1]:,})' if top else ''} |"
         )
-    link = summary.linkage or {}
+    link = summary.linkage
     if link:
-        ids = link.get("ids", {})
+        ids = link.get("ids") or {}
         lines += [
             "",
             f"**Linkage** ({'reused from run ' + str(link.get('linked_in_run')) if link.get('reused') else 'linked this run'}): "
@@ -160,7 +160,7 @@ def run_markdown(summary: RunSummary) -> str:
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items())
             + ".",
         ]
-    risk = (summary.published or {}).get("disclosure_risk") or {}
+    risk = (summary.published.get("disclosure_risk") if summary.published else None) or {}
     if risk.get("people") and risk.get("households"):
         flag = (
             " **Above the policy's limit** for " + " and ".join(risk["above"]) + "."

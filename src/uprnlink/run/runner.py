@@ -15,9 +15,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,14 @@ from uprnlink.publish import releases
 from uprnlink.publish.stage import keep_releases, publish_outputs, switch_release
 from uprnlink.reports.stage import write_quality_report
 from uprnlink.run.lock import run_lock
-from uprnlink.run_summary import RunSummary
+from uprnlink.run_summary import (
+    LinkSummary,
+    PublishedRelease,
+    ReleaseSwitch,
+    RunStart,
+    RunSummary,
+    SourceReport,
+)
 from uprnlink.settings import RunSettings, read_settings
 from uprnlink.zones import Zones
 
@@ -113,7 +120,7 @@ def new_run_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def start_run(config_path: str, run_id: str) -> dict[str, Any]:
+def start_run(config_path: str, run_id: str) -> RunStart:
     """Check the configuration, contracts and key before any data is read; audit the start."""
     settings = read_settings(Path(config_path))
     tables = [("sources", settings.sources), ("reference", settings.reference)]
@@ -147,21 +154,22 @@ def start_run(config_path: str, run_id: str) -> dict[str, Any]:
             "key_id": key.key_id,
         },
     )
-    return {"run_id": run_id, "key_id": key.key_id, "epoch": key.epoch, "name": settings.name}
+    return RunStart(run_id=run_id, key_id=key.key_id, epoch=key.epoch, name=settings.name)
 
 
 def finish_run(
-    config_path: str, run_id: str, summary: dict[str, Any], status: str = "completed"
-) -> Path:
-    """Write the run summary (counts and timings only) and audit the end of the run."""
+    config_path: str, run_id: str, summary: RunSummary, status: str = "completed"
+) -> RunSummary:
+    """Write the run summary (counts and timings only) and audit the end of the run; returns
+    the summary as `execute` returns it (with its retention record and where it was written)."""
     settings = read_settings(Path(config_path))
     z = Zones(settings)
     z.runs.mkdir(parents=True, exist_ok=True)
     path = z.runs / f"{run_id}.json"
     if status == "completed":
-        summary["retention"] = enforce_retention(settings, run_id)
+        summary = replace(summary, retention=enforce_retention(settings, run_id))
     audit = open_audit_log(settings)
-    ingest = [r for r in summary.get("ingest", []) if not r.get("skipped")]
+    ingest = [r for r in summary.ingest or () if not r.get("skipped")]
     finished = audit.append(
         "run.finished",
         actor=actor(),
@@ -172,9 +180,9 @@ def finish_run(
             "rows_in": {r["source"]: r["rows_in"] for r in ingest},
             "rows_quarantined": {r["source"]: r["rows_quarantined"] for r in ingest},
             "contracts": {r["source"]: r["contract"] for r in ingest},
-            "changes": summary.get("changes", {}),
+            "changes": summary.changes or {},
             **(
-                {"failed_stage": summary["failed_stage"], "error": summary.get("error")}
+                {"failed_stage": summary.failed_stage, "error": summary.error}
                 if status in ("failed", "held")
                 else {}
             ),
@@ -187,7 +195,7 @@ def finish_run(
             {
                 "run_id": run_id,
                 "status": status,
-                **summary,
+                **summary.to_dict(),
                 "audit_head": head_of(finished),
             },
             indent=2,
@@ -197,7 +205,7 @@ def finish_run(
     # Seal what the run wrote and witness the head now, rather than leave it to the next
     # writer: a pipeline host taken over later can rewrite nothing of this run.
     audit.seal_now()
-    return path
+    return replace(summary, summary_path=str(path))
 
 
 @dataclass(frozen=True)
@@ -209,19 +217,17 @@ class Steps:
     """
 
     clear_trusted: Callable[[str], None]
-    start: Callable[[str, str], dict[str, Any]]
-    ingest_reference: Callable[[str, str], list[dict[str, Any]]]
-    ingest_sources: Callable[[str, list[str], str], list[dict[str, Any]]]
-    link: Callable[[str, str, bool], dict[str, Any]]
-    publish: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+    start: Callable[[str, str], RunStart]
+    ingest_reference: Callable[[str, str], list[SourceReport]]
+    ingest_sources: Callable[[str, list[str], str], list[SourceReport]]
+    link: Callable[[str, str, bool], LinkSummary]
+    publish: Callable[[str, str, RunSummary], PublishedRelease]
     report: Callable[[str, RunSummary], dict[str, str]]
-    switch: Callable[[str, str, dict[str, Any]], dict[str, Any]]
-    finish: Callable[[str, str, dict[str, Any]], Any]
+    switch: Callable[[str, str, RunSummary], ReleaseSwitch]
+    finish: Callable[[str, str, RunSummary], RunSummary]
 
 
-def ingest_in_order(
-    names: list[str], ingest: Callable[[str], dict[str, Any]]
-) -> list[dict[str, Any]]:
+def ingest_in_order(names: list[str], ingest: Callable[[str], SourceReport]) -> list[SourceReport]:
     """Each source's ingest, with a progress bar of extracts done and rows read."""
     progress = IngestProgress(len(names))
     out = []
@@ -237,7 +243,7 @@ class IngestProgress:
         self.progress = Progress("ingest", extracts, "extracts")
         self.rows = 0
 
-    def done(self, report: dict[str, Any]) -> dict[str, Any]:
+    def done(self, report: SourceReport) -> SourceReport:
         """Count one extract's report (rows read, or reused/skipped); returns the report."""
         how = "reused" if report.get("reused") else "skipped" if report.get("skipped") else "read"
         if how == "read":
@@ -265,7 +271,7 @@ LOCAL_STEPS = Steps(
 )
 
 
-def source_changes(ingest: list[dict[str, Any]]) -> dict[str, str]:
+def source_changes(ingest: Sequence[SourceReport]) -> dict[str, str]:
     """Per source: `ingested` (new or changed extract), `reused` (unchanged) or `skipped`."""
     out = {}
     for r in ingest:
@@ -296,10 +302,7 @@ def execute(
     run_id = run_id or new_run_id()
     settings = read_settings(Path(config_path))
     timings: dict[str, float] = {}
-    summary: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "rebuild": rebuild,
-    }
+    summary = RunSummary(started_at=_now(), rebuild=rebuild)
     stage = "start"
     t = time.perf_counter()
 
@@ -318,46 +321,55 @@ def execute(
             begin("start")
             if rebuild:
                 steps.clear_trusted(config_path)
-            summary["run"] = steps.start(config_path, run_id)
+            summary = replace(summary, run=steps.start(config_path, run_id))
             begin("ingest")
-            summary["reference"] = steps.ingest_reference(config_path, run_id)
-            summary["ingest"] = steps.ingest_sources(config_path, list(settings.sources), run_id)
-            summary["changes"] = source_changes(summary["ingest"])
-            summary["not_supplied"] = not_supplied(settings, summary["ingest"])
-            summary["deliveries"] = check_deliveries(settings, summary["ingest"], accept)
-            audit_acceptances(config_path, run_id, accept, summary["deliveries"])
+            reference = steps.ingest_reference(config_path, run_id)
+            ingest = steps.ingest_sources(config_path, list(settings.sources), run_id)
+            summary = replace(
+                summary,
+                reference=tuple(reference),
+                ingest=tuple(ingest),
+                changes=source_changes(ingest),
+                not_supplied=not_supplied(settings, ingest),
+            )
+            deliveries = check_deliveries(settings, ingest, accept)  # a held run stops here
+            summary = replace(summary, deliveries=deliveries)
+            audit_acceptances(config_path, run_id, accept, deliveries)
             begin("link")
-            summary["linkage"] = steps.link(config_path, run_id, retrain)
+            summary = replace(summary, linkage=steps.link(config_path, run_id, retrain))
             begin("publish")
-            summary["published"] = steps.publish(config_path, run_id, summary)
+            summary = replace(summary, published=steps.publish(config_path, run_id, summary))
             begin("report")
-            summary["reports"] = steps.report(config_path, RunSummary.from_dict(summary))
+            summary = replace(summary, reports=steps.report(config_path, summary))
             begin("switch")
-            summary["release"] = steps.switch(config_path, run_id, summary)
-            summary["reports"] = live_report_paths(settings.out_dir, summary.get("reports", {}))
-            record_accepted(settings, run_id, summary["deliveries"]["profiles"])
+            summary = replace(summary, release=steps.switch(config_path, run_id, summary))
+            summary = replace(summary, reports=live_report_paths(settings.out_dir, summary.reports))
+            record_accepted(settings, run_id, deliveries["profiles"])
             begin("finish")
-            summary["timings"] = timings
-            summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-            summary["summary_path"] = str(steps.finish(config_path, run_id, summary))
+            summary = replace(summary, timings=timings, finished_at=_now())
+            summary = steps.finish(config_path, run_id, summary)
         except BaseException as exc:
             timings[stage] = round(time.perf_counter() - t, 2)
-            summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-            record_failure(config_path, run_id, stage, exc, {**summary, "timings": timings})
+            failed = replace(summary, timings=timings, finished_at=_now())
+            record_failure(config_path, run_id, stage, exc, failed)
             how = "held" if isinstance(exc, DeliveryHeldError) else f"failed in stage {stage}"
             run_log.error("run %s %s: %s", run_id, how, failure_reason(exc))
             raise
         run_log.info("run %s completed", run_id)
-    return RunSummary.from_dict(summary)
+    return summary
 
 
-def live_report_paths(out_dir: Path, reports: dict[str, str]) -> dict[str, str]:
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def live_report_paths(out_dir: Path, reports: dict[str, str] | None) -> dict[str, str]:
     """The reports' paths once the release is live: the staging folder they were written to
     is renamed by the switch, so the published report is named by its stable link."""
     staged = f"{releases.STAGING_PREFIX}"
     return {
         name: str(out_dir / Path(path).name) if staged in path else path
-        for name, path in reports.items()
+        for name, path in (reports or {}).items()
     }
 
 
@@ -406,29 +418,27 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def record_failure(
-    config_path: str, run_id: str, stage: str, exc: BaseException, summary: dict[str, Any]
+    config_path: str, run_id: str, stage: str, exc: BaseException, summary: RunSummary
 ) -> None:
     """Write a failed run's summary (which stage, why, what was kept) without masking the error."""
     settings = read_settings(Path(config_path))
     live = releases.current(settings.out_dir)
     held = isinstance(exc, DeliveryHeldError)
-    summary = {
-        **summary,
-        "failed_stage": stage,
-        "error": failure_reason(exc),
-        **(
-            {"held": [f.to_dict() for f in exc.findings]}
-            if isinstance(exc, DeliveryHeldError)
-            else {}
-        ),
-        "published_output": (
+    summary = replace(
+        summary,
+        failed_stage=stage,
+        error=failure_reason(exc),
+        held=tuple(f.to_dict() for f in exc.findings)
+        if isinstance(exc, DeliveryHeldError)
+        else None,
+        published_output=(
             f"unchanged: release {live} is still the live one"
             if live and live != run_id
             else ("this run's release went live before the failure" if live else "none yet")
         ),
-        "kept": "the trusted zone keeps every source ingested before the failure; the next run "
+        kept="the trusted zone keeps every source ingested before the failure; the next run "
         "reuses them and needs no clean-up",
-    }
+    )
     try:
         finish_run(config_path, run_id, summary, status="held" if held else "failed")
     except Exception as inner:  # the key or folders may be the very thing that failed
