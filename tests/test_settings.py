@@ -67,7 +67,10 @@ def test_relative_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
     [
         (("[run]", "[run]\nlanding = 'x'"), "unknown setting"),
         (('reference_date = "2026-03-31"', 'reference_date = "31/03/2026"'), "YYYY-MM-DD"),
-        (('[sources.gp_registrations.columns]\nrecord_id = "ID"', ""), "columns] is missing"),
+        (
+            ('[sources.gp_registrations.columns]\nrecord_id = "ID"', ""),
+            "needs columns \\(map each contract field",
+        ),
         (('date_format = ["%Y%m%d", "%d/%m/%Y"]', "date_format = 3"), "date format"),
         (("[run]", "[linkage]\nmatch_threshold = 1.5\n[run]"), "between 0 and 1"),
         (("[run]", '[linkage]\nmatch_threshold = "high"\n[run]'), "match_threshold"),
