@@ -829,6 +829,13 @@ _WORDS: dict[Any, str] = {
 }
 
 
+def _number(bound: Any) -> str:
+    """A bound as written in a rule: 1000000, 0.5, 3600 (empty when there is none)."""
+    if bound is None:
+        return ""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
 def _rule(declared: Any) -> str:
     """What a setting must be, in words, from its declared type and bounds."""
     described = _description(declared)
@@ -848,16 +855,14 @@ def _rule(declared: Any) -> str:
              if getattr(m, k, None) is not None}  # fmt: skip
     if kind is str and bound.get("min_length"):
         return "a non-empty string"
-    low, high = bound.get("ge", bound.get("gt")), bound.get("le", bound.get("lt"))
-    if low is not None and high is not None:
+    low, high = (_number(bound.get(k, bound.get(o))) for k, o in (("ge", "gt"), ("le", "lt")))
+    if low and high:
         both = "ge" in bound and "le" in bound and kind is int
-        return (
-            f"{word} from {low:g} to {high:g}" if both else f"{word} between {low:g} and {high:g}"
-        )
-    if low is not None:
-        return f"{word} >= {low:g}" if "ge" in bound else f"{word} above {low:g}"
-    if high is not None:
-        return f"{word} <= {high:g}" if "le" in bound else f"{word} below {high:g}"
+        return f"{word} from {low} to {high}" if both else f"{word} between {low} and {high}"
+    if low:
+        return f"{word} >= {low}" if "ge" in bound else f"{word} above {low}"
+    if high:
+        return f"{word} <= {high}" if "le" in bound else f"{word} below {high}"
     return word
 
 

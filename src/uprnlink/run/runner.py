@@ -325,7 +325,7 @@ def execute(
             summary["changes"] = source_changes(summary["ingest"])
             summary["not_supplied"] = not_supplied(settings, summary["ingest"])
             summary["deliveries"] = check_deliveries(settings, summary["ingest"], accept)
-            audit_acceptances(config_path, run_id, accept, summary["deliveries"])
+            audit_acceptances(settings, run_id, accept, summary["deliveries"])
             begin("link")
             summary["linkage"] = steps.link(config_path, run_id, retrain)
             begin("publish")
@@ -376,13 +376,12 @@ def run_all(
 
 
 def audit_acceptances(
-    config_path: str, run_id: str, accept: tuple[str, ...], deliveries: dict[str, Any]
+    settings: RunSettings, run_id: str, accept: tuple[str, ...], deliveries: dict[str, Any]
 ) -> None:
     """Record each `--accept SOURCE` in the audit log: who let which delivery through, and
     what it would otherwise have been held for (nothing, if it passed the checks anyway)."""
     if not accept:
         return
-    settings = read_settings(Path(config_path))
     audit = open_audit_log(settings)
     for source in sorted(set(accept)):
         reasons = [f for f in deliveries["findings"] if f["source"] == source]
