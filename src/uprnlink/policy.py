@@ -32,8 +32,8 @@ from uprnlink.settings import (
     NonNegativeWhole,
     PositiveWhole,
     Share,
-    file_version,
-    read_policy_file,
+    policy_sections,
+    read_text,
     validation_message,
 )
 
@@ -195,15 +195,12 @@ class GovernancePolicy(_Section):
 def read_governance_policy(
     path: Path, error: type[UprnlinkError] = ConfigError
 ) -> GovernancePolicy:
-    """The governance policy, read and validated once per version of the file (every zone's
-    reader and the query service share it); a mistake is `error`, one line naming the file,
-    the section and the key."""
+    """The governance policy, validated once per version of the file (every zone's reader and
+    the query service's share it); a mistake is `error`, one line naming the file, the
+    section and the key."""
+    text = read_text(path, "governance policy", error)
     try:
-        version = file_version(path)
-    except FileNotFoundError:
-        raise error(f"governance policy not found: {path}") from None
-    try:
-        return _validated(Path(path), version)
+        return _validated(Path(path), text)
     except ConfigError as exc:
         if error is ConfigError:
             raise
@@ -211,9 +208,9 @@ def read_governance_policy(
 
 
 @functools.lru_cache(maxsize=8)
-def _validated(path: Path, version: tuple[str, int, int, int]) -> GovernancePolicy:
-    del version  # the cache key: a changed file is read again
-    raw = read_policy_file(path)
+def _validated(path: Path, text: str) -> GovernancePolicy:
+    """The model of one version of the policy (its text is the cache key)."""
+    raw = policy_sections(path, text)
     try:
         return GovernancePolicy.model_validate(raw)
     except ValidationError as exc:

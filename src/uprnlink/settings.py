@@ -874,40 +874,40 @@ def read_toml(
 ) -> dict[str, Any]:
     """A TOML file (a run configuration or the governance policy) as a dict; a missing or
     malformed file is `error` naming `what` and the path."""
+    return parse_toml(read_text(path, what, error), path, error)
+
+
+def read_text(path: Path, what: str, error: type[UprnlinkError] = ConfigError) -> str:
+    """A text file's content; a missing file is `error` naming `what` and the path."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
+
+
+def parse_toml(text: str, path: Path, error: type[UprnlinkError] = ConfigError) -> dict[str, Any]:
+    """TOML text read from `path` as a dict; malformed text is `error` naming the path."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML: {exc}") from None
 
 
-def file_version(path: Path) -> tuple[str, int, int, int]:
-    """What identifies one version of a file (its resolved path, inode, change time, size):
-    files read once per version are read again when this changes."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return str(resolved), stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
 def read_settings(config_path: Path) -> RunSettings:
-    """Load and check a run configuration file, once per version of the file: every stage of
-    a run (and the runner) shares the one validated object; a changed file is read again."""
+    """Load and check a run configuration file, validated once per version of the file: every
+    stage of a run (and the runner) shares the one object; a changed file is read again."""
     named = Path(config_path).expanduser()
     # The folder is resolved but the file itself is not: a config that is a link (the checkout's
     # config/demo.toml) keeps its relative paths relative to where the link is.
     config_path = named.parent.resolve() / named.name
-    try:
-        version = file_version(config_path)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {config_path}") from None
-    return _settings(config_path, version)
+    return _settings(config_path, read_text(config_path, "config file"))
 
 
 @functools.lru_cache(maxsize=16)
-def _settings(config_path: Path, version: tuple[str, int, int, int]) -> RunSettings:
-    del version  # the cache key: a changed file is read again
-    raw = read_toml(config_path)
+def _settings(config_path: Path, text: str) -> RunSettings:
+    """The settings of one version of a config file (its text is the cache key: any change,
+    even one within a clock tick that leaves the size alone, is read again)."""
+    raw = parse_toml(text, config_path)
     try:
         file = _ConfigFile.model_validate(raw, context={"base": config_path.parent})
     except ValidationError as exc:
@@ -1003,16 +1003,18 @@ POLICY_SECTIONS = frozenset(
 
 
 def read_policy_file(path: Path, error: type[UprnlinkError] = ConfigError) -> dict[str, Any]:
-    """The governance policy as a dict, read and parsed once per version of the file (every
-    section's reader, and the service's several, share it), with an unknown section refused
-    by name: a misspelt `[table]` would otherwise leave `[tables]`' defaults in force."""
-    resolved = Path(path).resolve()
+    """The governance policy as a dict (a copy: a caller's change never reaches the next)."""
+    return copy.deepcopy(policy_sections(path, read_text(path, "governance policy", error), error))
+
+
+def policy_sections(
+    path: Path, text: str, error: type[UprnlinkError] = ConfigError
+) -> dict[str, Any]:
+    """The policy's sections from its text, parsed once per version of the file (shared: not
+    to be changed), with an unknown section refused by name: a misspelt `[table]` would
+    otherwise leave `[tables]`' defaults in force."""
     try:
-        stat = resolved.stat()
-    except FileNotFoundError:
-        raise error(f"governance policy not found: {path}") from None
-    try:
-        raw = _parsed_policy(str(resolved), stat.st_mtime_ns, stat.st_size)
+        raw = _parsed_policy(str(Path(path).resolve()), text)
     except ConfigError as exc:
         raise error(str(exc)) from None
     unknown = sorted(set(raw) - POLICY_SECTIONS)
@@ -1021,10 +1023,9 @@ def read_policy_file(path: Path, error: type[UprnlinkError] = ConfigError) -> di
             f"{path}: unknown section [{unknown[0]}] (sections: "
             f"{', '.join(sorted(POLICY_SECTIONS))})"
         )
-    return copy.deepcopy(raw)
+    return raw
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed_policy(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    del mtime_ns, size  # the cache key: a changed file is read again
-    return read_toml(Path(path), "governance policy")
+def _parsed_policy(path: str, text: str) -> dict[str, Any]:
+    return parse_toml(text, Path(path))
