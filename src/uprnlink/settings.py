@@ -82,7 +82,8 @@ class ColumnMapping:
         return any(GROUP_PLACEHOLDER in c for c in self.columns)
 
 
-NAME_ORDERS = ("surname_first", "forename_first")
+NameOrder = Literal["surname_first", "forename_first"]  # a full-name column's order
+NAME_ORDERS: tuple[str, ...] = get_args(NameOrder)
 EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
 """Workbooks, read with `polars.read_excel` (`format = "excel"`)."""
 ENCODING_AUTO = "auto"
@@ -489,7 +490,7 @@ class _ColumnTable(_Table):
 
     column: Annotated[tuple[Text, ...], BeforeValidator(_column_names)]
     format: DateFormats = ()
-    name_order: Literal["surname_first", "forename_first"] | None = None
+    name_order: NameOrder | None = None
     from_rank: (
         Annotated[
             StrictInt,
@@ -691,7 +692,7 @@ class _ConfigFile(BaseModel):
 
 
 # ------------------------------------------------------------------ one line per mistake
-_LOC_OF_NAME = ("extra_forbidden", "unexpected_keyword_argument", "missing")
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # models, dataclasses
 
 
 def validation_message(
@@ -701,13 +702,13 @@ def validation_message(
     setting and the rule it breaks (read from the setting's declared type), never its value."""
     first = exc.errors(include_url=False, include_input=False)[0]
     kind, said = first["type"], first["msg"].removeprefix("Value error, ")
-    table, rest = _table_and_setting(model, raw, first["loc"], kind in _LOC_OF_NAME)
+    table, rest = _table_and_setting(model, raw, first["loc"], kind in (*_UNKNOWN, "missing"))
     where = f"[{'.'.join(map(str, table))}]" if table else "the file"
     if not rest:
         return f"{path}: {where} {said}" if table else f"{path}: {said}"
     setting = str(rest[0])
     declared = _declared(model, [*table, setting])
-    if kind in _LOC_OF_NAME[:2]:
+    if kind in _UNKNOWN:
         allowed = ", ".join(_setting_names(_declared(model, table)))
         if not table:
             return f"{path}: unknown section [{setting}] (sections: {allowed})"
