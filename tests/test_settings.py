@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from uprnlink.errors import ConfigError, ContractError
 from uprnlink.ingest.contracts import find_contract, read_contract
@@ -358,3 +359,35 @@ def test_the_policy_model_is_validated_once_per_version(tmp_path: Path) -> None:
     assert set(policy.roles) == {"analyst", "data_engineer", "ig_lead", "output_checker"}
     path.write_text(path.read_text().replace("max_waiting_jobs = 5", "max_waiting_jobs = 7"))
     assert read_governance_policy(path).output_checking.max_waiting_jobs == 7
+
+
+def _policy_scalars() -> list[tuple[str, str]]:
+    from uprnlink.policy import GovernancePolicy
+
+    out = []
+    for section, info in GovernancePolicy.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out += [
+                (section, name) for name in kind.model_fields if name not in ("preset", "views")
+            ]
+    return out
+
+
+@given(choice=st.sampled_from(_policy_scalars()), digits=st.text("0123456789", min_size=1))
+def test_any_policy_key_of_the_wrong_type_is_refused_by_name(
+    tmp_path_factory: pytest.TempPathFactory, choice: tuple[str, str], digits: str
+) -> None:
+    """Every key of every policy section (numbers, true/false, choices, lists) refuses a
+    string it does not expect: one line naming the section and the key, not the value."""
+    from uprnlink.policy import read_governance_policy
+
+    section, name = choice
+    value = f"zz{digits}"
+    path = tmp_path_factory.mktemp("p") / "policy.toml"
+    path.write_text(f'[{section}]\n{name} = "{value}"\n')
+    with pytest.raises(ConfigError) as err:
+        read_governance_policy(path)
+    message = str(err.value)
+    assert f"[{section}] {name} must be " in message and "\n" not in message
+    assert value not in message
