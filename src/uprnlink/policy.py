@@ -40,8 +40,10 @@ from uprnlink.settings import (
 __all__ = [
     "DISCLOSURE_PRESETS",
     "AuditSection",
+    "DeathEndPrecision",
     "DeliveriesSection",
     "DisclosureSection",
+    "EnforceMode",
     "GovernancePolicy",
     "KeySection",
     "OutputCheckingSection",
@@ -55,6 +57,8 @@ __all__ = [
 PresetName = Literal["threshold_10", "nhs_england_hes", "nhs_england_hes_secondary", "hes_pre_2018"]
 DISCLOSURE_PRESETS: tuple[str, ...] = get_args(PresetName)
 """The disclosure presets' names (their rules: `uprnlink.publish.disclosure.PRESETS`)."""
+DeathEndPrecision = Literal["month", "quarter", "year"]
+EnforceMode = Literal["report", "delete"]
 
 
 def _as_tuple(value: Any) -> Any:
@@ -92,7 +96,7 @@ class DisclosureSection(_Section):
         ]
         | None
     ) = None
-    death_end_precision: Literal["month", "quarter", "year"] = "month"
+    death_end_precision: DeathEndPrecision = "month"
     max_unique_share: Share = 0.05
 
 
@@ -112,7 +116,7 @@ class RetentionSection(_Section):
     quarantine_days: PositiveWhole = 90
     trusted_days: PositiveWhole = 365
     published_releases: PositiveWhole = 3
-    enforce: Literal["report", "delete"] = "report"
+    enforce: EnforceMode = "report"
 
 
 DeliveryShare = Annotated[StrictFloat, Field(gt=0, le=10)]

@@ -23,10 +23,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from uprnlink.governance.audit import actor, open_audit_log
-from uprnlink.policy import read_governance_policy
+from uprnlink.policy import EnforceMode, read_governance_policy
 from uprnlink.settings import RunSettings
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DAY = 86_400
-ENFORCE_MODES = ("report", "delete")
+ENFORCE_MODES: tuple[str, ...] = get_args(EnforceMode)
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import polars as pl
 
 from uprnlink.errors import PublishError
-from uprnlink.policy import read_governance_policy
+from uprnlink.policy import DeathEndPrecision, read_governance_policy
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ DEFAULT_PRESET = "threshold_10"
 DEFAULT_AGE_BANDS = (*range(0, 85, 5), 85)
 #: How a residence spell ended by a death is published: its end moved back to the end of the
 #: month (quarter, year) before the death, so no published date falls on or next to it.
-DEATH_END_PRECISIONS = ("month", "quarter", "year")
+DEATH_END_PRECISIONS: tuple[str, ...] = get_args(DeathEndPrecision)
 
 
 @dataclass(frozen=True)
