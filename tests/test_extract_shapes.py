@@ -206,7 +206,9 @@ imd_decile = { column = "IMD_RANK", from_rank = 33755 }
 
 def test_typed_config_errors_name_the_setting_not_a_traceback(tmp_path: Path) -> None:
     table = TENANCY_TABLE + '[linkage]\nmatch_threshold = "0.95"\n'
-    with pytest.raises(ConfigError, match=r"match_threshold: input should be a valid number"):
+    with pytest.raises(
+        ConfigError, match=r"\[linkage\] match_threshold must be a number between 0 and 1"
+    ):
         read_settings(_config(tmp_path, table))
     with pytest.raises(ConfigError, match="required must be true or false"):
         read_settings(
@@ -410,7 +412,7 @@ def test_check_passes_a_good_config_and_names_each_problem(
     # A pasted config with a wrong type: exit 2, one line.
     config = _config(tmp_path, GROUP_TABLE + '[linkage]\nthreads = "2"\n')
     assert cli.main(["check", "--config", str(config)]) == 2
-    assert "threads: input should be a valid integer" in capsys.readouterr().err
+    assert "[linkage] threads must be a whole number >= 1" in capsys.readouterr().err
 
     # Codes not recoded are warnings, a recode onto no contract value an error.
     (tmp_path / "extract.csv").write_text(HOSPITAL)

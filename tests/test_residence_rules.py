@@ -271,13 +271,16 @@ def test_config_households_section_is_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        ("stale_after_days = -1", "stale_after_days must be >= 0"),
+        ("stale_after_days = -1", "stale_after_days must be a whole number >= 0"),
         ("visit_days = 0", "visit_days must be a whole number >= 1"),
         ('stale_after_days = "730"', "stale_after_days"),
         ('move_sources = ["gp_registrations"]', "not a lasting account source"),
         ('move_sources = "council_tax"', "move_sources must be a list"),
-        ("stale_days = 3", "unknown setting(s) ['stale_days'] in [households]"),
-        ("single_person_min_share = 1.5", "single_person_min_share must be between 0 and 1"),
+        ("stale_days = 3", "[households] stale_days: unknown setting"),
+        (
+            "single_person_min_share = 1.5",
+            "single_person_min_share must be a number between 0 and 1",
+        ),
     ],
 )
 def test_config_households_errors_name_the_setting(tmp_path: Path, body: str, says: str) -> None:

@@ -56,7 +56,7 @@ def test_missing_section_takes_the_defaults(tmp_path):
         ("quarantine_days = 1.5", "quarantine_days must be a whole number"),
         ("published_releases = true", "published_releases must be a whole number"),
         ("enforce = 'always'", "enforce must be one of report, delete"),
-        ("landing_dayz = 90", "unknown key retention.landing_dayz"),
+        ("landing_dayz = 90", r"\[retention\] landing_dayz: unknown setting"),
     ],
 )
 def test_bad_retention_policy_is_refused(tmp_path, body, message):

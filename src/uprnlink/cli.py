@@ -429,38 +429,7 @@ def cmd_key(args: argparse.Namespace) -> int:
     )
     env = env or KEY_ENVS[kind]
     if args.key_command == "init":
-        if (
-            settings is not None
-            and configured is not None
-            and configured.file is not None
-            and path.resolve() != configured.file.resolve()
-        ):
-            print(
-                f"uprnlink: warning: {settings.config_path.name} expects the {kind} key at "
-                f"{configured.file}, not {path}: set its file there, or runs will not find it",
-                file=sys.stderr,
-            )
-        if settings is not None:
-            _check_audit_ready(settings, kind)  # before anything is written
-        passphrase = _passphrase(env, confirm=True)
-        info = keys.create_key_file(path, passphrase, kind=kind)
-        print(f"Created {info.kind} key {info.key_id} (epoch {info.epoch}) in {path}")
-        if settings is not None:
-            audit_key = (
-                keys.load_key_file(path, passphrase, kind=kind) if kind == keys.AUDIT else None
-            )
-            from uprnlink.governance.audit import actor, open_audit_log
-
-            open_audit_log(settings, audit_key).append(
-                "key.created",
-                actor=actor(),
-                data={"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch},
-            )
-            print(f"Recorded key.created in the audit log of {settings.config_path.name}")
-        print(
-            "Keep the passphrase in your secrets manager; the key cannot be recovered without it."
-            f" Runs read it from {env}."
-        )
+        _key_init(settings, configured, path, kind, env)
     elif args.key_command == "show":
         info = keys.read_key_info(path)
         print(
@@ -471,30 +440,65 @@ def cmd_key(args: argparse.Namespace) -> int:
         key = keys.load_key_file(path, _passphrase(env), kind=kind)
         print(f"OK: {kind} key {key.key_id} (epoch {key.epoch}) unlocks")
     elif args.key_command == "rotate":
-        passphrase = _passphrase(env)
-        old = keys.load_key_file(path, passphrase, kind=kind)
-        info = keys.rotate_key_file(path, passphrase)
-        if kind == keys.AUDIT:
-            _hand_over_audit_log(args, old, keys.load_key_file(path, passphrase, kind=kind))
-        _audit_key_event(
-            args,
-            "key.rotated",
-            {
-                "kind": kind,
-                "key_id": info.key_id,
-                "epoch": info.epoch,
-                "previous_key_id": old.key_id,
-            },
-        )
-        print(f"Rotated: new {kind} key {info.key_id} (epoch {info.epoch}).")
-        if kind == keys.PSEUDONYMISATION:
-            print(
-                "Every output must be rebuilt with `uprnlink run --rebuild` on the full "
-                "extracts: tokens of two epochs never mix."
-            )
-        elif kind == keys.RELEASE:
-            print("The next run publishes new person and household ids for every analyst.")
+        _key_rotate(settings, path, kind, env)
     return 0
+
+
+def _key_init(settings: Any, configured: Any, path: Path, kind: str, env: str) -> None:
+    """`uprnlink key init`: a new key file, its creation recorded in the configuration's audit
+    log (when `--config` is given; checked writable before anything is written)."""
+    from uprnlink.privacy import keys
+
+    expected = configured.file if configured is not None else None
+    if settings is not None and expected is not None and path.resolve() != expected.resolve():
+        print(
+            f"uprnlink: warning: {settings.config_path.name} expects the {kind} key at "
+            f"{expected}, not {path}: set its file there, or runs will not find it",
+            file=sys.stderr,
+        )
+    if settings is not None:
+        _check_audit_ready(settings, kind)  # before anything is written
+    passphrase = _passphrase(env, confirm=True)
+    info = keys.create_key_file(path, passphrase, kind=kind)
+    print(f"Created {info.kind} key {info.key_id} (epoch {info.epoch}) in {path}")
+    if settings is not None:
+        audit_key = keys.load_key_file(path, passphrase, kind=kind) if kind == keys.AUDIT else None
+        from uprnlink.governance.audit import actor, open_audit_log
+
+        open_audit_log(settings, audit_key).append(
+            "key.created",
+            actor=actor(),
+            data={"kind": info.kind, "key_id": info.key_id, "epoch": info.epoch},
+        )
+        print(f"Recorded key.created in the audit log of {settings.config_path.name}")
+    print(
+        "Keep the passphrase in your secrets manager; the key cannot be recovered without it."
+        f" Runs read it from {env}."
+    )
+
+
+def _key_rotate(settings: Any, path: Path, kind: str, env: str) -> None:
+    """`uprnlink key rotate`: a new epoch of the key, audited (an audit key hands its log over)."""
+    from uprnlink.privacy import keys
+
+    passphrase = _passphrase(env)
+    old = keys.load_key_file(path, passphrase, kind=kind)
+    info = keys.rotate_key_file(path, passphrase)
+    if kind == keys.AUDIT:
+        _hand_over_audit_log(settings, old, keys.load_key_file(path, passphrase, kind=kind))
+    _audit_key_event(
+        settings,
+        "key.rotated",
+        {"kind": kind, "key_id": info.key_id, "epoch": info.epoch, "previous_key_id": old.key_id},
+    )
+    print(f"Rotated: new {kind} key {info.key_id} (epoch {info.epoch}).")
+    if kind == keys.PSEUDONYMISATION:
+        print(
+            "Every output must be rebuilt with `uprnlink run --rebuild` on the full "
+            "extracts: tokens of two epochs never mix."
+        )
+    elif kind == keys.RELEASE:
+        print("The next run publishes new person and household ids for every analyst.")
 
 
 def _key_config(args: argparse.Namespace) -> Any:
@@ -541,9 +545,9 @@ def _check_audit_ready(settings: Any, kind: str) -> None:
         ) from None
 
 
-def _hand_over_audit_log(args: argparse.Namespace, old: Any, new: Any) -> None:
+def _hand_over_audit_log(settings: Any, old: Any, new: Any) -> None:
     """After an audit-key rotation: the old key records the hand-over to the new one."""
-    if not args.config:
+    if settings is None:
         print(
             "No --config given: the audit log still expects the old audit key. Record the "
             "hand-over by rotating with --config FILE.",
@@ -551,22 +555,19 @@ def _hand_over_audit_log(args: argparse.Namespace, old: Any, new: Any) -> None:
         )
         return
     from uprnlink.governance.audit import actor, open_audit_log
-    from uprnlink.settings import read_settings
 
-    settings = read_settings(Path(args.config))
     open_audit_log(settings, old).rotate_to(new, actor=actor())
-    print(f"The audit log of {args.config} now continues under {new.key_id}")
+    print(f"The audit log of {settings.config_path.name} now continues under {new.key_id}")
 
 
-def _audit_key_event(args: argparse.Namespace, event: str, data: dict[str, Any]) -> None:
+def _audit_key_event(settings: Any, event: str, data: dict[str, Any]) -> None:
     """Record a key lifecycle event in the audit log of `--config`, when one is given."""
-    if not args.config:
+    if settings is None:
         return
     from uprnlink.governance.audit import record_key_event
-    from uprnlink.settings import read_settings
 
-    record_key_event(read_settings(Path(args.config)), event, data)
-    print(f"Recorded {event} in the audit log of {args.config}")
+    record_key_event(settings, event, data)
+    print(f"Recorded {event} in the audit log of {settings.config_path.name}")
 
 
 def _seed(args: argparse.Namespace) -> Any:

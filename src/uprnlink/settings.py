@@ -1,5 +1,10 @@
 """Typed run configuration loaded from one TOML file (`uprnlink.toml`).
 
+One pydantic model of the file (`_ConfigFile`: a strict model per table, unknown settings
+refused by name) is validated once per version of the file and resolved into `RunSettings`;
+each setting's declared type and bounds give the one-line error that names the file, the table
+and the setting (`validation_message`), never its value.
+
 Secrets are referenced (environment variable names, key file paths), never stored here.
 Relative paths are resolved against the config file's folder (the folder of the file named,
 even when that file is a symbolic link). The contracts and the policy default to the copies
@@ -12,10 +17,28 @@ import copy
 import functools
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from uprnlink.errors import ConfigError, UprnlinkError
 from uprnlink.resources import default_policy_path, schemas_dir
@@ -59,7 +82,8 @@ class ColumnMapping:
         return any(GROUP_PLACEHOLDER in c for c in self.columns)
 
 
-NAME_ORDERS = ("surname_first", "forename_first")
+NameOrder = Literal["surname_first", "forename_first"]  # a full-name column's order
+NAME_ORDERS: tuple[str, ...] = get_args(NameOrder)
 EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
 """Workbooks, read with `polars.read_excel` (`format = "excel"`)."""
 ENCODING_AUTO = "auto"
@@ -144,30 +168,76 @@ class ReleaseSettings:
     project: str
 
 
+# ------------------------------------------------------------------ the config's value types
+# Each setting's type says what it may be; the rule an error names is read from it
+# (`validation_message`), so a type, its bounds and its error are declared once.
+
+
+def _resolved_path(value: Any, info: ValidationInfo) -> Any:
+    """A path as written in the config file, resolved against the file's folder."""
+    if not isinstance(value, str):
+        return value
+    if not value:
+        raise ValueError("must be a path, not empty")
+    base = (info.context or {}).get("base")
+    return _resolve(base, value) if isinstance(base, Path) else Path(value)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _listed(value: Any) -> Any:
+    """One value or a TOML list of them, as a tuple."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _tag(value: Any) -> Any:
+    """A person group's tag: written as a string or a whole number."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+PositiveWhole = Annotated[StrictInt, Field(ge=1)]
+NonNegativeWhole = Annotated[StrictInt, Field(ge=0)]
+Seconds = Annotated[StrictFloat, Field(gt=0, le=3600)]
+Share = Annotated[StrictFloat, Field(ge=0, le=1)]
+Text = Annotated[StrictStr, Field(min_length=1)]
+EnvName = Annotated[StrictStr, Field(min_length=1, description="an environment variable name")]
+ConfigPath = Annotated[Path, BeforeValidator(_resolved_path)]
+"""A path in the config file: relative paths are relative to the file's folder."""
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """The query service (`uprnlink serve`): where it listens, who may use it, its limits."""
 
-    host: str = "127.0.0.1"
-    port: int = 8765
-    users_file: Path | None = None  # default: <work_dir>/service/users.json
-    max_rows: int = 100_000
-    timeout_seconds: float = 30.0
-    workers: int = 4  # query worker processes (each checks and runs one query at a time)
-    check_timeout_seconds: float = 5.0  # longest a query's check (parse, bind, plan) may take
-    max_answer_mib: int = 64  # largest answer (Arrow data), refused while it streams
-    url: str | None = None  # where clients reach it (default http://host:port)
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    host: Text = "127.0.0.1"
+    port: PositiveWhole = 8765
+    users_file: ConfigPath | None = None  # default: <work_dir>/service/users.json
+    max_rows: PositiveWhole = 100_000
+    timeout_seconds: Seconds = 30.0
+    workers: PositiveWhole = 4  # query worker processes (each checks and runs one query at a time)
+    check_timeout_seconds: Seconds = 5.0  # longest a query's check (parse, bind, plan) may take
+    max_answer_mib: PositiveWhole = 64  # largest answer (Arrow data), refused while it streams
+    url: Text | None = None  # where clients reach it (default http://host:port)
     # What one user (a token, a portal session's token, else a source address) may take
     # (uprnlink.service.limits): a larger body is refused with 413 while it streams; beyond
     # these, 429 with Retry-After (every refusal counted in the audit log).
-    max_body_kib: int = 64
-    user_concurrency: int = 2  # requests of one user served at once
-    user_queue: int = 4  # more of them waiting for a turn
-    user_queue_seconds: float = 30.0  # longest wait for a turn
-    user_rate_per_minute: int = 120  # token bucket: refill rate ...
-    user_burst: int = 60  # ... and size
-    workers_per_user: int | None = None  # query workers one user may hold (default workers - 1)
-    failure_window_seconds: float = 60.0  # refused requests are counted per this window
+    max_body_kib: PositiveWhole = 64
+    user_concurrency: PositiveWhole = 2  # requests of one user served at once
+    user_queue: NonNegativeWhole = 4  # more of them waiting for a turn
+    user_queue_seconds: Seconds = 30.0  # longest wait for a turn
+    user_rate_per_minute: PositiveWhole = 120  # token bucket: refill rate ...
+    user_burst: PositiveWhole = 60  # ... and size
+    workers_per_user: PositiveWhole | None = (
+        None  # query workers one user may hold (default workers - 1)
+    )
+    failure_window_seconds: Seconds = 60.0  # refused requests are counted per this window
 
 
 @dataclass(frozen=True)
@@ -180,34 +250,69 @@ class AuditSettings:
     witness_syslog: str | None = None  # a syslog socket such as /dev/log (journald), or none
 
 
+def _auto_threshold(linkage: Any) -> Any:
+    """`match_threshold = "auto"` is `threshold_mode = "auto"` (the threshold chosen from the
+    model's own probabilities, uprnlink.linkage.threshold) with the default as the fallback."""
+    if not isinstance(linkage, dict) or linkage.get("match_threshold") != "auto":
+        return linkage
+    if linkage.get("threshold_mode", "auto") != "auto":
+        raise ValueError('match_threshold = "auto" contradicts threshold_mode')
+    rest = {k: v for k, v in linkage.items() if k != "match_threshold"}
+    return {**rest, "threshold_mode": "auto"}
+
+
+def _text_table(value: Any) -> Any:
+    """Spark settings: any TOML values, passed to Spark as text."""
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
 @dataclass(frozen=True)
 class LinkageSettings:
     """How people are linked: backend, threshold and resource limits."""
 
-    backend: str = "duckdb"  # or "spark" (needs the `spark` extra and Java 17)
-    match_threshold: float = 0.95
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    backend: Literal["duckdb", "spark"] = "duckdb"  # spark needs the `spark` extra and Java 17
+    match_threshold: Annotated[StrictFloat, Field(gt=0, lt=1)] = 0.95
     # "auto": cluster at the threshold the model's own probabilities give the best expected F1
     # (uprnlink.linkage.threshold), within [0.5, 0.999]; match_threshold is then only the fallback.
     # `match_threshold = "auto"` in the config file means the same (with 0.95 as the fallback).
-    threshold_mode: str = "fixed"
-    memory_limit: str = "8GB"  # DuckDB's cap (it spills to disk beyond it); Spark driver memory
-    threads: int = 2
-    max_pairs_u: float = 2e6  # random pairs for the u probabilities
-    max_pairs_em: float = 1e6  # most blocked pairs each EM session trains on (a sample)
-    predict_chunk_records: int = 3_000_000  # profiles per prediction slice (bounds memory)
-    baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
+    threshold_mode: Literal["fixed", "auto"] = "fixed"
+    memory_limit: Text = "8GB"  # DuckDB's cap (it spills to disk beyond it); Spark driver memory
+    threads: PositiveWhole = 2
+    max_pairs_u: Annotated[StrictFloat, Field(gt=0)] = 2e6  # random pairs for the u probabilities
+    # Most blocked pairs each EM session trains on (a sample).
+    max_pairs_em: Annotated[StrictFloat, Field(gt=0)] = 1e6
+    predict_chunk_records: PositiveWhole = (
+        3_000_000  # profiles per prediction slice (bounds memory)
+    )
+    baselines: StrictBool = (
+        True  # also link with deterministic and plain-Splink baselines to compare
+    )
     # Records that cannot be one person never share a cluster (uprnlink.linkage.constraints).
-    cannot_link: bool = True
+    cannot_link: StrictBool = True
     # A lone record with no date of birth or NHS number joins the one person of its forename
     # at the same UPRN over an overlapping period (uprnlink.linkage.coresidence).
-    coresidence: bool = True
+    coresidence: StrictBool = True
     # Train on one DuckDB thread so the same inputs give bit-identical parameters (and people);
     # false trades that for speed (`make bench` measures the difference).
-    repeatable_training: bool = True
-    seed: int = 42
-    spark_master: str | None = None  # e.g. "spark://host:7077"; default local[threads]
-    spark_conf: dict[str, str] = field(default_factory=dict)  # extra SparkSession settings
-    spark_dir: str | None = None  # Parquet exchange folder all Spark nodes see (cluster runs)
+    repeatable_training: StrictBool = True
+    seed: StrictInt = 42
+    spark_master: Text | None = None  # e.g. "spark://host:7077"; default local[threads]
+    # Extra SparkSession settings.
+    spark_conf: Annotated[
+        dict[str, str], BeforeValidator(_text_table), Field(description="a table of settings")
+    ] = field(default_factory=dict)
+    spark_dir: Text | None = None  # Parquet exchange folder all Spark nodes see (cluster runs)
+
+
+def _lasting_sources(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Only sources whose accounts last (not open lists, not visits) can end a registration."""
+    lasting = [s for s in sources_with("residence") if s not in sources_with("open_list")]
+    for name in names:
+        if name not in lasting:
+            raise ValueError(f"{name!r} is not a lasting account source; choose from {lasting}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -215,22 +320,28 @@ class HouseholdSettings:
     """How residence is judged from the evidence of all sources (`[households]`; the rules are
     in `uprnlink.households.residence`, measured in docs/design.md)."""
 
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
     # A hospital attendance's address places the person for this many days after it.
-    visit_days: int = 730
+    visit_days: PositiveWhole = 730
     # An open GP or care registration with no sign of life at its address for this many days
     # ends then (0: never; ~730 as in the ONS admin-based population estimates).
-    stale_after_days: int = 0
+    stale_after_days: NonNegativeWhole = 0
     # Lasting accounts (council_tax, housing_tenancies, benefits_claims) whose start at another
     # address ends an open GP or care registration (empty: none).
-    move_sources: tuple[str, ...] = ()
+    move_sources: Annotated[
+        tuple[StrictStr, ...],
+        AfterValidator(_lasting_sources),
+        Field(description="a list of source names"),
+    ] = ()
     # Rank sources by how often another confirms their address, for same-day conflicts.
-    learned_reliability: bool = True
+    learned_reliability: StrictBool = True
     # An adult known at an address only from GP, care or hospital records is not living there
     # when its open council tax account has a single person discount for someone else ...
-    single_person_discount: bool = True
+    single_person_discount: StrictBool = True
     # ... provided at least this share of the run's discounted accounts have nobody else with
     # an open account at their address (discounts recorded at random or not kept up are not).
-    single_person_min_share: float = 0.85
+    single_person_min_share: Share = 0.85
 
 
 @dataclass(frozen=True)
@@ -292,60 +403,6 @@ class RunSettings:
         return self.out_dir / "engineer.duckdb"
 
 
-_TOP_KEYS = {
-    "run",
-    "key",
-    "audit",
-    "release",
-    "service",
-    "linkage",
-    "households",
-    "sources",
-    "reference",
-}
-_RUN_KEYS = {
-    "name",
-    "landing_dir",
-    "work_dir",
-    "out_dir",
-    "schemas_dir",
-    "policy",
-    "reference_date",
-    "service_period_months",
-}
-_SOURCE_KEYS = {
-    "contract",
-    "version",
-    "path",
-    "format",
-    "delimiter",
-    "encoding",
-    "date_format",
-    "columns",
-    "required",
-    "skip_lines",
-    "person_groups",
-    "recode",
-    "sheet",
-}
-_COLUMN_KEYS = {"column", "format", "name_order", "from_rank", "group"}
-
-
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown setting(s) {sorted(unknown)} in [{where}]; allowed: {sorted(allowed)}"
-        )
-
-
-def _path(base: Path, value: Any, where: str, config: Path) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{config}: [{where}] needs a path string")
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
-
-
 EXCEL_DATE_FORMAT = "excel"
 """The date format of spreadsheet serial numbers (days since 1899-12-30)."""
 # Spreadsheet and database notations for the parts of a date, longest first, and the strptime
@@ -375,9 +432,9 @@ def strptime_equivalent(notation: str) -> str | None:
     return out if "%" in out else None
 
 
-def check_date_format(fmt: str, where: str, config: Path) -> str:
+def check_date_format(fmt: str) -> str:
     """A date format must be strptime codes (`%d/%m/%Y`) or "excel": `dd/mm/yyyy` would match
-    no date at all and quarantine every row, so it is refused with the equivalent."""
+    no date at all and quarantine every row, so it is refused (ValueError) with the equivalent."""
     if fmt == EXCEL_DATE_FORMAT:
         return fmt
     bare = re.sub(r"%[-#]?[A-Za-z%]", "", fmt)
@@ -385,197 +442,432 @@ def check_date_format(fmt: str, where: str, config: Path) -> str:
         return fmt
     hint = strptime_equivalent(fmt)
     suggestion = f": write {hint!r}" if hint else ' (for example "%d/%m/%Y" for 31/01/1980)'
-    raise ConfigError(
-        f"{config}: [{where}] date format {fmt!r} is not a strptime format{suggestion}, or "
+    raise ValueError(
+        f"date format {fmt!r} is not a strptime format{suggestion}, or "
         '"excel" for spreadsheet serial numbers'
     )
 
 
-def _formats(value: Any, where: str, config: Path) -> tuple[str, ...]:
-    """One strptime format or a list of them, tried in order (for extracts with mixed formats)."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (check_date_format(value, where, config),)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(check_date_format(v, where, config) for v in value)
-    raise ConfigError(f"{config}: [{where}] date format must be a string or a list of strings")
+DateFormats = Annotated[
+    tuple[Annotated[StrictStr, AfterValidator(check_date_format)], ...],
+    BeforeValidator(_listed),
+    Field(description='a date format (such as "%d/%m/%Y", or "excel") or a list of them'),
+]
+"""One strptime format or a list of them, tried in order (for extracts with mixed formats)."""
 
 
-def _source(
-    name: str, raw: dict[str, Any], landing: Path, config: Path, table: str
-) -> SourceSettings:
-    where = f"{table}.{name}"
-    _check_keys(raw, _SOURCE_KEYS, where, config)
-    if "path" not in raw:
-        raise ConfigError(f"{config}: [{where}] needs path (the extract file)")
-    if "columns" not in raw or not isinstance(raw["columns"], dict):
-        raise ConfigError(
-            f"{config}: [{where}.columns] is missing: map each contract field to the file's column"
-        )
-    columns = {
-        fname: _column_mapping(fname, spec, f"{where}.columns", config)
-        for fname, spec in raw["columns"].items()
-    }
-    groups = _person_groups(raw.get("person_groups"), where, config)
-    per_group = sorted(f for f, m in columns.items() if m.per_group)
-    if groups and not per_group:
-        raise ConfigError(
-            f"{config}: [{where}] person_groups is set but no column name holds "
-            f'{GROUP_PLACEHOLDER} (for example forename = "P{GROUP_PLACEHOLDER}_FORENAME")'
-        )
-    if per_group and not groups:
-        raise ConfigError(
-            f"{config}: [{where}.columns] {per_group[0]} holds {GROUP_PLACEHOLDER} but the source "
-            'has no person_groups (for example person_groups = ["1", "2"])'
-        )
-    for fname, m in columns.items():
-        if m.group is None:
-            continue
-        if m.group not in groups:
-            raise ConfigError(
-                f"{config}: [{where}.columns] {fname}: group = {m.group!r} is not one of the "
-                f"source's person_groups ({', '.join(groups) or 'none'})"
-            )
-        if m.per_group:
-            raise ConfigError(
-                f"{config}: [{where}.columns] {fname}: a {GROUP_PLACEHOLDER} column is read for "
-                "every group already; group = ... is for a shared column that is one group's"
-            )
-    recode = _recode(raw.get("recode", {}), where, config)
-    for key, kind in (("delimiter", str), ("encoding", str), ("contract", str), ("format", str)):
-        if key in raw and not isinstance(raw[key], kind):
-            raise ConfigError(f"{config}: [{where}] {key} must be a string")
-    for key in ("required",):
-        if key in raw and not isinstance(raw[key], bool):
-            raise ConfigError(f"{config}: [{where}] {key} must be true or false")
-    if "version" in raw and (
-        isinstance(raw["version"], bool) or not isinstance(raw["version"], int)
-    ):
-        raise ConfigError(f"{config}: [{where}] version must be a whole number (the major version)")
-    path = _path(landing, raw["path"], where, config)
-    suffix = path.suffix.lower()
-    by_suffix = (
-        "parquet" if suffix == ".parquet" else "excel" if suffix in EXCEL_SUFFIXES else "csv"
-    )
-    fmt = str(raw.get("format") or by_suffix)
-    if fmt not in {"csv", "parquet", "excel"}:
-        raise ConfigError(f"{config}: [{where}] format must be csv, excel or parquet, not {fmt!r}")
-    sheet = raw.get("sheet")
-    if sheet is not None:
-        if fmt != "excel":
-            raise ConfigError(f'{config}: [{where}] sheet is for a workbook (format = "excel")')
-        if isinstance(sheet, bool) or not isinstance(sheet, str | int) or sheet == "":
-            raise ConfigError(
-                f"{config}: [{where}] sheet must be a sheet's name or its number (1 = the first)"
-            )
-    version = raw.get("version")
-    skip = raw.get("skip_lines", 0)
-    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise ConfigError(f"{config}: [{where}] skip_lines must be a whole number >= 0")
-    return SourceSettings(
-        name=name,
-        contract=str(raw.get("contract", name)),
-        contract_version=int(version) if version is not None else None,
-        path=path,
-        format=fmt,
-        delimiter=str(raw.get("delimiter", ",")),
-        encoding=str(raw.get("encoding", "utf8")),
-        date_formats=_formats(raw.get("date_format"), where, config),
-        columns=columns,
-        required=bool(raw.get("required", True)),
-        skip_lines=skip,
-        person_groups=groups,
-        recode=recode,
-        sheet=sheet,
-    )
+def _column_table(value: Any) -> Any:
+    """A field's mapping written as a column name or a list of them: its table form."""
+    return {"column": value} if isinstance(value, str | list) else value
 
 
-def _column_mapping(fname: str, spec: Any, where: str, config: Path) -> ColumnMapping:
-    """One field's mapping: a column name, a list of columns (a composite value), or a table
-    `{ column = ..., format = ..., name_order = ..., from_rank = ... }`."""
-    if isinstance(spec, str | list):
-        spec = {"column": spec}
-    if not isinstance(spec, dict) or "column" not in spec:
-        raise ConfigError(
-            f"{config}: [{where}] {fname} must be a column name, a list of column names or "
-            "{ column = ..., format = ... }"
-        )
-    _check_keys(spec, _COLUMN_KEYS, f"{where}.{fname}", config)
-    column = spec["column"]
-    parts: tuple[str, ...] = ()
-    if isinstance(column, list):
-        if len(column) < 2 or not all(isinstance(c, str) and c for c in column):
-            raise ConfigError(
-                f"{config}: [{where}] {fname}: a composite value needs two or more column names"
-            )
-        if len(set(column)) != len(column):
-            raise ConfigError(f"{config}: [{where}] {fname}: a column is named twice")
-        parts = tuple(column)
-        column = column[0]
-    if not isinstance(column, str) or not column:
-        raise ConfigError(f"{config}: [{where}] {fname}: column must be a column name")
-    order = spec.get("name_order")
-    if order is not None and order not in NAME_ORDERS:
-        raise ConfigError(
-            f"{config}: [{where}] {fname}: name_order must be one of {', '.join(NAME_ORDERS)}"
-        )
-    rank = spec.get("from_rank")
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 10):
-        raise ConfigError(
-            f"{config}: [{where}] {fname}: from_rank must be the number of areas ranked "
-            "(a whole number, 10 or more)"
-        )
-    group = spec.get("group")
-    if group is not None and (isinstance(group, bool) or not isinstance(group, str | int)):
-        raise ConfigError(f"{config}: [{where}] {fname}: group must be one person group's tag")
-    return ColumnMapping(
-        column,
-        _formats(spec.get("format"), f"{where}.{fname}", config),
-        order,
-        parts,
-        rank,
-        None if group is None else str(group),
-    )
+def _column_names(value: Any) -> Any:
+    """One column, or two or more making a composite value (each named once)."""
+    if isinstance(value, list):
+        if len(value) < 2:
+            raise ValueError("a composite value needs two or more column names")
+        if len(set(map(str, value))) != len(value):
+            raise ValueError("a column is named twice")
+    return _listed(value)
 
 
-def _person_groups(value: Any, where: str, config: Path) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if (
-        not isinstance(value, list)
-        or len(value) < 2
-        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value)
-    ):
-        raise ConfigError(
-            f"{config}: [{where}] person_groups must list two or more group tags "
-            '(for example ["P1", "P2"] or ["1", "2", "3"])'
-        )
-    tags = tuple(str(v) for v in value)
-    if len(set(tags)) != len(tags) or not all(
-        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,19}", t) for t in tags
-    ):
-        raise ConfigError(
-            f"{config}: [{where}] person_groups: each tag must be unique, 1-20 letters, digits, "
-            "spaces, '_' or '-'"
-        )
+def _person_groups(value: Any) -> Any:
+    tags = tuple(_tag(v) for v in value) if isinstance(value, list) else value
+    if isinstance(tags, tuple) and len(set(tags)) != len(tags):
+        raise ValueError("each tag must be unique")
     return tags
 
 
-def _recode(value: Any, where: str, config: Path) -> dict[str, dict[str, str]]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{config}: [{where}.recode] must be a table of fields")
-    out: dict[str, dict[str, str]] = {}
-    for fname, table in value.items():
-        if not isinstance(table, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in table.items()
-        ):
-            raise ConfigError(
-                f"{config}: [{where}.recode.{fname}] must map each local code to a contract "
-                'value, for example "A&E attendance" = "AE"'
+class _Table(BaseModel):
+    """A table of the config file: strict types (a number is not a string), unknown settings
+    refused by name."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _ColumnTable(_Table):
+    """`{ column = ..., format = ..., name_order = ..., from_rank = ..., group = ... }`."""
+
+    column: Annotated[tuple[Text, ...], BeforeValidator(_column_names)]
+    format: DateFormats = ()
+    name_order: NameOrder | None = None
+    from_rank: (
+        Annotated[
+            StrictInt,
+            Field(ge=10, description="the number of areas ranked (a whole number, 10 or more)"),
+        ]
+        | None
+    ) = None
+    group: (
+        Annotated[Text, BeforeValidator(_tag), Field(description="one person group's tag")] | None
+    ) = None
+
+
+ColumnSpec = Annotated[
+    _ColumnTable,
+    BeforeValidator(_column_table),
+    Field(description="a column name, a list of column names or { column = ..., format = ... }"),
+]
+GroupTag = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,19}$")]
+
+
+def _format_of(written: str | None, path: str) -> str:
+    """The extract's format: as written, else from the file's suffix."""
+    suffix = Path(path).suffix.lower()
+    by_suffix = (
+        "parquet" if suffix == ".parquet" else "excel" if suffix in EXCEL_SUFFIXES else "csv"
+    )
+    return written or by_suffix
+
+
+class _SourceTable(_Table):
+    """`[sources.<name>]` or `[reference.<name>]`: one extract and its mapping."""
+
+    contract: Text | None = None
+    version: (
+        Annotated[StrictInt, Field(description="a whole number (the contract's major version)")]
+        | None
+    ) = None
+    path: Annotated[Text, Field(description="the extract file's path")]
+    format: Literal["csv", "excel", "parquet"] | None = None
+    delimiter: StrictStr = ","
+    encoding: StrictStr = "utf8"
+    date_format: DateFormats = ()
+    columns: Annotated[
+        dict[str, ColumnSpec], Field(description="map each contract field to the file's column")
+    ]
+    required: StrictBool = True
+    skip_lines: NonNegativeWhole = 0
+    person_groups: Annotated[
+        tuple[GroupTag, ...],
+        BeforeValidator(_person_groups),
+        Field(
+            min_length=2,
+            description="two or more unique group tags of 1-20 letters, digits, spaces, '_' or "
+            '\'-\' (for example ["P1", "P2"] or ["1", "2", "3"])',
+        ),
+    ] = ()
+    recode: dict[
+        str,
+        Annotated[
+            dict[StrictStr, StrictStr],
+            Field(
+                description="a table mapping each local code to a contract value, for example "
+                '"A&E attendance" = "AE"'
+            ),
+        ],
+    ] = Field(default_factory=dict)
+    sheet: (
+        Annotated[
+            Text | PositiveWhole,
+            Field(description="a sheet's name or its number (1 = the first)"),
+        ]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _groups_and_sheet(self) -> _SourceTable:
+        """Person groups need `{group}` columns and the other way round; a sheet needs a
+        workbook."""
+        per_group = sorted(f for f, c in self.columns.items() if _holds_placeholder(c.column))
+        if self.person_groups and not per_group:
+            raise ValueError(
+                f"person_groups is set but no column name holds {GROUP_PLACEHOLDER} "
+                f'(for example forename = "P{GROUP_PLACEHOLDER}_FORENAME")'
             )
-        out[fname] = dict(table)
-    return out
+        if per_group and not self.person_groups:
+            raise ValueError(
+                f"columns.{per_group[0]} holds {GROUP_PLACEHOLDER} but the source has no "
+                'person_groups (for example person_groups = ["1", "2"])'
+            )
+        for name, c in self.columns.items():
+            if c.group is not None and c.group not in self.person_groups:
+                raise ValueError(
+                    f"columns.{name}: group = {c.group!r} is not one of the source's "
+                    f"person_groups ({', '.join(self.person_groups) or 'none'})"
+                )
+            if c.group is not None and _holds_placeholder(c.column):
+                raise ValueError(
+                    f"columns.{name}: a {GROUP_PLACEHOLDER} column is read for every group "
+                    "already; group = ... is for a shared column that is one group's"
+                )
+        if self.sheet is not None and _format_of(self.format, self.path) != "excel":
+            raise ValueError('sheet is for a workbook (format = "excel")')
+        return self
+
+
+def _holds_placeholder(columns: tuple[str, ...]) -> bool:
+    return any(GROUP_PLACEHOLDER in c for c in columns)
+
+
+def _iso_date(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be a date written YYYY-MM-DD") from None
+
+
+class _RunTable(_Table):
+    """`[run]`: the run's name, folders, reference date and service period."""
+
+    name: StrictStr | None = None
+    landing_dir: ConfigPath
+    work_dir: ConfigPath
+    out_dir: ConfigPath
+    schemas_dir: ConfigPath | None = None
+    policy: ConfigPath | None = None
+    reference_date: Annotated[
+        date, BeforeValidator(_iso_date), Field(description="a date written YYYY-MM-DD")
+    ]
+    service_period_months: PositiveWhole = 12
+
+
+class _KeyTable(_Table):
+    """`[key]`: where the key comes from (never the key itself)."""
+
+    file: ConfigPath | None = None
+    passphrase_env: EnvName | None = None
+    key_env: EnvName | None = None
+
+
+def _syslog_sink(value: Any) -> Any:
+    """`witness_syslog = true` is journald's socket; false is none."""
+    return "/dev/log" if value is True else None if value is False else value
+
+
+class _AuditTable(_KeyTable):
+    """`[audit]`: the audit key's settings, its sealing state and its witnesses."""
+
+    seal_state: ConfigPath | None = None
+    witness_file: ConfigPath | None = None
+    witness_syslog: (
+        Annotated[
+            Text, BeforeValidator(_syslog_sink), Field(description="true, false or a socket path")
+        ]
+        | None
+    ) = None
+
+
+ProjectName = Annotated[
+    StrictStr,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="1-64 letters, digits, '.', '_' or '-'",
+    ),
+]
+
+
+class _ReleaseTable(_KeyTable):
+    """`[release]`: the release key's settings and the data-sharing project."""
+
+    project: ProjectName | None = None
+
+
+def _some_sources(sources: dict[str, _SourceTable]) -> dict[str, _SourceTable]:
+    if not sources:
+        raise ValueError("no [sources.*] tables: name at least one extract")
+    return sources
+
+
+class _ConfigFile(BaseModel):
+    """The whole run configuration file, as written; `read_settings` resolves it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: _RunTable
+    key: _KeyTable = _KeyTable()
+    audit: _AuditTable = _AuditTable()
+    release: _ReleaseTable = _ReleaseTable()
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    linkage: Annotated[LinkageSettings, BeforeValidator(_auto_threshold)] = Field(
+        default_factory=LinkageSettings
+    )
+    households: HouseholdSettings = Field(default_factory=HouseholdSettings)
+    sources: Annotated[dict[str, _SourceTable], AfterValidator(_some_sources)] = Field(
+        default_factory=dict, validate_default=True
+    )
+    reference: dict[str, _SourceTable] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ one line per mistake
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # models, dataclasses
+
+
+def validation_message(
+    exc: ValidationError, model: type, raw: Mapping[str, Any], path: Path
+) -> str:
+    """One line for the first mistake pydantic found in a TOML file: the file, the table, the
+    setting and the rule it breaks (read from the setting's declared type), never its value."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    kind, said = first["type"], first["msg"].removeprefix("Value error, ")
+    table, rest = _table_and_setting(model, raw, first["loc"], kind in (*_UNKNOWN, "missing"))
+    where = f"[{'.'.join(map(str, table))}]" if table else "the file"
+    if not rest:
+        return f"{path}: {where} {said}" if table else f"{path}: {said}"
+    setting = str(rest[0])
+    declared = _declared(model, [*table, setting])
+    if kind in _UNKNOWN:
+        allowed = ", ".join(_setting_names(_declared(model, table)))
+        if not table:
+            return f"{path}: unknown section [{setting}] (sections: {allowed})"
+        return f"{path}: {where} {setting}: unknown setting (settings: {allowed})"
+    if kind == "missing" and _is_model(declared):
+        return f"{path}: needs a [{'.'.join(map(str, [*table, setting]))}] table"
+    if kind == "missing":
+        why = _description(declared)
+        return f"{path}: {where} needs {setting}" + (f" ({why})" if why else "")
+    if kind == "value_error":
+        return f"{path}: {where} {setting}{' ' if said.startswith('must ') else ': '}{said}"
+    return f"{path}: {where} {setting} must be {_rule(declared)}"
+
+
+def _table_and_setting(
+    model: Any, raw: Mapping[str, Any], loc: tuple[int | str, ...], names_setting: bool
+) -> tuple[list[str | int], list[str | int]]:
+    """Split an error's location into the TOML table and the setting in it, skipping the
+    steps pydantic adds (union members, validators) that are not keys of the file."""
+    keys: list[str | int] = []
+    value: Any = raw
+    for i, part in enumerate(loc):
+        if _has(value, part):
+            keys.append(part)
+            value = value[part]
+        elif names_setting and i == len(loc) - 1:
+            keys.append(part)
+    table: list[str | int] = []
+    value = raw
+    for i, part in enumerate(keys):
+        value = value.get(part) if isinstance(value, dict) else None
+        if names_setting and i == len(keys) - 1:
+            break
+        if not isinstance(value, dict) or not _is_table(_declared(model, [*table, part])):
+            break
+        table.append(part)
+    return table, keys[len(table) :]
+
+
+def _has(value: Any, part: int | str) -> bool:
+    """Whether a step of an error's location is a key (or list index) of the file's value."""
+    if isinstance(value, dict):
+        return part in value
+    return isinstance(value, list) and isinstance(part, int) and part < len(value)
+
+
+def _unwrapped(declared: Any) -> tuple[Any, list[Any]]:
+    """A declared type without Annotated and None, with the metadata it carried (a Field's
+    own constraints included)."""
+    metadata: list[Any] = []
+    while True:
+        if isinstance(declared, FieldInfo):
+            metadata.append(declared)
+            declared = declared.annotation
+        elif get_origin(declared) is Annotated:
+            metadata += list(declared.__metadata__)
+            declared = get_args(declared)[0]
+        elif get_origin(declared) in (Union, UnionType) and type(None) in get_args(declared):
+            rest = [a for a in get_args(declared) if a is not type(None)]
+            if len(rest) != 1:
+                declared = Union[tuple(rest)]  # noqa: UP007
+                break
+            declared = rest[0]
+        else:
+            break
+    flat = [c for m in metadata if isinstance(m, FieldInfo) for c in m.metadata]
+    return declared, metadata + flat
+
+
+def _declared(model: Any, keys: list[str | int]) -> Any:
+    """What the settings model declares at `keys` (a field's type with its metadata)."""
+    declared: Any = model
+    for key in keys:
+        kind, _ = _unwrapped(declared)
+        if _is_model(kind) and isinstance(kind, type) and issubclass(kind, BaseModel):
+            declared = kind.model_fields.get(str(key))
+        elif _is_model(kind):
+            declared = get_type_hints(kind, include_extras=True).get(str(key))
+        elif get_origin(kind) is dict:
+            declared = get_args(kind)[1]
+        elif get_origin(kind) in (list, tuple):
+            declared = get_args(kind)[0]
+        else:
+            return None
+    return declared
+
+
+def _is_model(declared: Any) -> bool:
+    kind, _ = _unwrapped(declared)
+    return isinstance(kind, type) and (issubclass(kind, BaseModel) or is_dataclass(kind))
+
+
+def _is_table(declared: Any) -> bool:
+    """Whether a setting is written as a TOML table (a section, or a table of values)."""
+    return _is_model(declared) or get_origin(_unwrapped(declared)[0]) is dict
+
+
+def _setting_names(declared: Any) -> list[str]:
+    kind, _ = _unwrapped(declared)
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return list(kind.model_fields)
+    return [f.name for f in fields(kind)] if _is_model(kind) else []
+
+
+def _description(declared: Any) -> str | None:
+    _, metadata = _unwrapped(declared)
+    return next(
+        (m.description for m in metadata if isinstance(m, FieldInfo) and m.description), None
+    )
+
+
+_WORDS: dict[Any, str] = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    Path: "a path",
+    date: "a date",
+}
+
+
+def _number(bound: Any) -> str:
+    """A bound as written in a rule: 1000000, 0.5, 3600 (empty when there is none)."""
+    if bound is None:
+        return ""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def _rule(declared: Any) -> str:
+    """What a setting must be, in words, from its declared type and bounds."""
+    described = _description(declared)
+    if described:
+        return described
+    kind, metadata = _unwrapped(declared)
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(kind))
+    if get_origin(kind) in (Union, UnionType):
+        return " or ".join(_rule(a) for a in get_args(kind))
+    if get_origin(kind) in (list, tuple):
+        return "a list"
+    if get_origin(kind) is dict or _is_model(kind):
+        return "a table"
+    word = _WORDS.get(kind, "a value")
+    bound = {k: getattr(m, k) for m in metadata for k in ("ge", "gt", "le", "lt", "min_length")
+             if getattr(m, k, None) is not None}  # fmt: skip
+    if kind is str and bound.get("min_length"):
+        return "a non-empty string"
+    low, high = (_number(bound.get(k, bound.get(o))) for k, o in (("ge", "gt"), ("le", "lt")))
+    if low and high:
+        both = "ge" in bound and "le" in bound and kind is int
+        return f"{word} from {low} to {high}" if both else f"{word} between {low} and {high}"
+    if low:
+        return f"{word} >= {low}" if "ge" in bound else f"{word} above {low}"
+    if high:
+        return f"{word} <= {high}" if "le" in bound else f"{word} below {high}"
+    return word
+
+
+# ------------------------------------------------------------------ reading the file
 
 
 def read_toml(
@@ -583,12 +875,116 @@ def read_toml(
 ) -> dict[str, Any]:
     """A TOML file (a run configuration or the governance policy) as a dict; a missing or
     malformed file is `error` naming `what` and the path."""
+    return parse_toml(read_text(path, what, error), path, error)
+
+
+def read_text(path: Path, what: str, error: type[UprnlinkError] = ConfigError) -> str:
+    """A text file's content; a missing file is `error` naming `what` and the path."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
+
+
+def parse_toml(text: str, path: Path, error: type[UprnlinkError] = ConfigError) -> dict[str, Any]:
+    """TOML text read from `path` as a dict; malformed text is `error` naming the path."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML: {exc}") from None
+
+
+def read_settings(config_path: Path) -> RunSettings:
+    """Load and check a run configuration file, validated once per version of the file: every
+    stage of a run (and the runner) shares the one object; a changed file is read again."""
+    named = Path(config_path).expanduser()
+    # The folder is resolved but the file itself is not: a config that is a link (the checkout's
+    # config/demo.toml) keeps its relative paths relative to where the link is.
+    config_path = named.parent.resolve() / named.name
+    return _settings(config_path, read_text(config_path, "config file"))
+
+
+@functools.lru_cache(maxsize=16)
+def _settings(config_path: Path, text: str) -> RunSettings:
+    """The settings of one version of a config file (its text is the cache key: any change,
+    even one within a clock tick that leaves the size alone, is read again)."""
+    raw = parse_toml(text, config_path)
+    try:
+        file = _ConfigFile.model_validate(raw, context={"base": config_path.parent})
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, _ConfigFile, raw, config_path)) from None
+    run = file.run
+    name = run.name if run.name is not None else config_path.stem
+    project = file.release.project or name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", project):
+        raise ConfigError(
+            f"{config_path}: [release] project must be 1-64 letters, digits, '.', '_' or '-' "
+            "([run] name is used when it is not set)"
+        )
+    key = _key_settings(file.key, "key", None)
+    audit = file.audit
+    return RunSettings(
+        config_path=config_path,
+        name=name,
+        landing_dir=run.landing_dir,
+        work_dir=run.work_dir,
+        out_dir=run.out_dir,
+        schemas_dir=run.schemas_dir or schemas_dir(),
+        policy_path=run.policy or default_policy_path(),
+        reference_date=run.reference_date,
+        service_period_months=run.service_period_months,
+        sources={n: _source(n, s, run.landing_dir) for n, s in file.sources.items()},
+        reference={n: _source(n, s, run.landing_dir) for n, s in file.reference.items()},
+        key=key,
+        audit_key=_key_settings(audit, "audit", key.file),
+        release=ReleaseSettings(_key_settings(file.release, "release", key.file), project),
+        linkage=file.linkage,
+        service=file.service,
+        audit=AuditSettings(audit.seal_state, audit.witness_file, audit.witness_syslog),
+        households=file.households,
+    )
+
+
+def _key_settings(table: _KeyTable, name: str, beside: Path | None) -> KeySettings:
+    """One key's settings; an unset file lies beside the pseudonymisation key (`beside`)."""
+    kind, default_name, passphrase_env, key_env = KEY_TABLES[name]
+    file = table.file or (beside.with_name(default_name) if beside is not None else None)
+    return KeySettings(
+        file=file,
+        passphrase_env=table.passphrase_env or passphrase_env,
+        key_env=table.key_env or key_env,
+        kind=kind,
+    )
+
+
+def _source(name: str, table: _SourceTable, landing: Path) -> SourceSettings:
+    """One extract's settings: its path under the landing folder, its format and mapping."""
+    return SourceSettings(
+        name=name,
+        contract=table.contract or name,
+        contract_version=table.version,
+        path=_resolve(landing, table.path),
+        format=_format_of(table.format, table.path),
+        delimiter=table.delimiter,
+        encoding=table.encoding,
+        date_formats=table.date_format,
+        columns={
+            field_name: ColumnMapping(
+                column=c.column[0],
+                formats=c.format,
+                name_order=c.name_order,
+                parts=c.column if len(c.column) > 1 else (),
+                from_rank=c.from_rank,
+                group=c.group,
+            )
+            for field_name, c in table.columns.items()
+        },
+        required=table.required,
+        skip_lines=table.skip_lines,
+        person_groups=table.person_groups,
+        recode={field_name: dict(codes) for field_name, codes in table.recode.items()},
+        sheet=table.sheet,
+    )
 
 
 POLICY_SECTIONS = frozenset(
@@ -608,16 +1004,18 @@ POLICY_SECTIONS = frozenset(
 
 
 def read_policy_file(path: Path, error: type[UprnlinkError] = ConfigError) -> dict[str, Any]:
-    """The governance policy as a dict, read and parsed once per version of the file (every
-    section's reader, and the service's several, share it), with an unknown section refused
-    by name: a misspelt `[table]` would otherwise leave `[tables]`' defaults in force."""
-    resolved = Path(path).resolve()
+    """The governance policy as a dict (a copy: a caller's change never reaches the next)."""
+    return copy.deepcopy(policy_sections(path, read_text(path, "governance policy", error), error))
+
+
+def policy_sections(
+    path: Path, text: str, error: type[UprnlinkError] = ConfigError
+) -> dict[str, Any]:
+    """The policy's sections from its text, parsed once per version of the file (shared: not
+    to be changed), with an unknown section refused by name: a misspelt `[table]` would
+    otherwise leave `[tables]`' defaults in force."""
     try:
-        stat = resolved.stat()
-    except FileNotFoundError:
-        raise error(f"governance policy not found: {path}") from None
-    try:
-        raw = _parsed_policy(str(resolved), stat.st_mtime_ns, stat.st_size)
+        raw = _parsed_policy(str(Path(path).resolve()), text)
     except ConfigError as exc:
         raise error(str(exc)) from None
     unknown = sorted(set(raw) - POLICY_SECTIONS)
@@ -626,284 +1024,9 @@ def read_policy_file(path: Path, error: type[UprnlinkError] = ConfigError) -> di
             f"{path}: unknown section [{unknown[0]}] (sections: "
             f"{', '.join(sorted(POLICY_SECTIONS))})"
         )
-    return copy.deepcopy(raw)
+    return raw
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed_policy(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    del mtime_ns, size  # the cache key: a changed file is read again
-    return read_toml(Path(path), "governance policy")
-
-
-def _key_settings(
-    raw: dict[str, Any],
-    table: str,
-    base: Path,
-    config: Path,
-    beside: Path | None,
-    extra: set[str] | None = None,
-) -> KeySettings:
-    """One key's settings; an unset file lies beside the pseudonymisation key (`beside`)."""
-    kind, default_name, passphrase_env, key_env = KEY_TABLES[table]
-    spec = raw.get(table, {})
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{config}: [{table}] must be a table")
-    _check_keys(spec, {"file", "passphrase_env", "key_env", *(extra or set())}, table, config)
-    for name in ("passphrase_env", "key_env"):
-        if name in spec and not isinstance(spec[name], str):
-            raise ConfigError(f"{config}: [{table}] {name} must be an environment variable name")
-    if "file" in spec:
-        file: Path | None = _path(base, spec["file"], f"{table}.file", config)
-    else:
-        file = beside.with_name(default_name) if beside is not None else None
-    return KeySettings(
-        file=file,
-        passphrase_env=spec.get("passphrase_env", passphrase_env),
-        key_env=spec.get("key_env", key_env),
-        kind=kind,
-    )
-
-
-def _service_settings(raw: Any, base: Path, config: Path) -> ServiceSettings:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{config}: [service] must be a table")
-    allowed = {f.name for f in fields(ServiceSettings)}
-    _check_keys(raw, allowed, "service", config)
-    values: dict[str, Any] = {}
-    for name, kind in (("host", str), ("url", str)):
-        if name in raw:
-            if not isinstance(raw[name], kind) or not raw[name]:
-                raise ConfigError(f"{config}: [service] {name} must be a non-empty string")
-            values[name] = raw[name]
-    for name in (
-        "port",
-        "max_rows",
-        "workers",
-        "max_answer_mib",
-        "max_body_kib",
-        "user_concurrency",
-        "user_rate_per_minute",
-        "user_burst",
-        "workers_per_user",
-    ):
-        if name in raw:
-            if isinstance(raw[name], bool) or not isinstance(raw[name], int) or raw[name] < 1:
-                raise ConfigError(f"{config}: [service] {name} must be a positive whole number")
-            values[name] = raw[name]
-    if "user_queue" in raw:
-        q = raw["user_queue"]
-        if isinstance(q, bool) or not isinstance(q, int) or q < 0:
-            raise ConfigError(f"{config}: [service] user_queue must be a whole number >= 0")
-        values["user_queue"] = q
-    for name in (
-        "timeout_seconds",
-        "check_timeout_seconds",
-        "user_queue_seconds",
-        "failure_window_seconds",
-    ):
-        if name in raw:
-            t = raw[name]
-            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
-                raise ConfigError(f"{config}: [service] {name} must be between 0 and 3600")
-            values[name] = float(t)
-    if "users_file" in raw:
-        values["users_file"] = _path(base, raw["users_file"], "service.users_file", config)
-    return ServiceSettings(**values)
-
-
-_AUDIT_EXTRA = {"seal_state", "witness_file", "witness_syslog"}
-
-
-def _audit_settings(raw: Any, base: Path, config: Path) -> AuditSettings:
-    """The sealing state and witness sinks named in `[audit]` (its key settings are read by
-    `_key_settings`)."""
-    spec = raw.get("audit", {}) if isinstance(raw, dict) else {}
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{config}: [audit] must be a table")
-    values: dict[str, Any] = {}
-    for name in ("seal_state", "witness_file"):
-        if name in spec:
-            values[name] = _path(base, spec[name], f"audit.{name}", config)
-    if "witness_syslog" in spec:
-        sink = spec["witness_syslog"]
-        if sink is True:
-            values["witness_syslog"] = "/dev/log"
-        elif sink is False:
-            values["witness_syslog"] = None
-        elif isinstance(sink, str) and sink:
-            values["witness_syslog"] = sink
-        else:
-            raise ConfigError(
-                f"{config}: [audit] witness_syslog must be true, false or a socket path"
-            )
-    return AuditSettings(**values)
-
-
-def _typed(kind: type[_T], raw: dict[str, Any], where: str, config: Path) -> _T:
-    """A settings dataclass from a config table, each value checked against its declared type
-    (pydantic, strict: "0.95" is not a number); the first mismatch is a ConfigError naming
-    the table, the setting and the type expected (never the value)."""
-    from pydantic import ConfigDict, ValidationError, create_model
-
-    hints = get_type_hints(kind)
-    model = create_model(  # type: ignore[call-overload]
-        kind.__name__,
-        __config__=ConfigDict(strict=True, extra="forbid"),
-        **{
-            f.name: (
-                hints[f.name],
-                f.default if f.default is not MISSING else f.default_factory(),  # type: ignore[operator]
-            )
-            for f in fields(kind)  # type: ignore[arg-type]
-        },
-    )
-    try:
-        return kind(**dict(model.model_validate(raw)))
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        name = ".".join(str(p) for p in first["loc"]) or where
-        found = type(raw.get(str(first["loc"][0]))).__name__ if first["loc"] else "?"
-        raise ConfigError(
-            f"{config}: [{where}] {name}: {first['msg'].lower()} (found a {_TYPE_WORDS.get(found, found)})"
-        ) from None
-
-
-def _whole(value: Any, where: str, config: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{config}: [{where}] service_period_months must be a whole number >= 1")
-    return value
-
-
-_TYPE_WORDS = {"str": "string", "int": "whole number", "float": "number", "bool": "true/false"}
-_T = TypeVar("_T")
-
-
-def _auto_threshold(link_raw: dict[str, Any], config_path: Path) -> dict[str, Any]:
-    """`match_threshold = "auto"` is `threshold_mode = "auto"` (the threshold chosen from the
-    model's own probabilities, uprnlink.linkage.threshold) with the default as the fallback."""
-    if link_raw.get("match_threshold") != "auto":
-        return link_raw
-    if link_raw.get("threshold_mode", "auto") != "auto":
-        raise ConfigError(
-            f'{config_path}: [linkage] match_threshold = "auto" contradicts threshold_mode'
-        )
-    rest = {k: v for k, v in link_raw.items() if k != "match_threshold"}
-    return {**rest, "threshold_mode": "auto"}
-
-
-def read_settings(config_path: Path) -> RunSettings:
-    """Load and check a run configuration file."""
-    named = Path(config_path).expanduser()
-    # The folder is resolved but the file itself is not: a config that is a link (the checkout's
-    # config/demo.toml) keeps its relative paths relative to where the link is.
-    config_path = named.parent.resolve() / named.name
-    raw = read_toml(config_path)
-    _check_keys(raw, _TOP_KEYS, "top level", config_path)
-    base = config_path.parent
-    run = raw.get("run", {})
-    _check_keys(run, _RUN_KEYS, "run", config_path)
-    for needed in ("landing_dir", "work_dir", "out_dir", "reference_date"):
-        if needed not in run:
-            raise ConfigError(f"{config_path}: [run] needs {needed}")
-    landing = _path(base, run["landing_dir"], "run.landing_dir", config_path)
-    ref_date = run["reference_date"]
-    if isinstance(ref_date, str):
-        try:
-            ref_date = date.fromisoformat(ref_date)
-        except ValueError:
-            raise ConfigError(f"{config_path}: [run] reference_date must be YYYY-MM-DD") from None
-    if not isinstance(ref_date, date):
-        raise ConfigError(f"{config_path}: [run] reference_date must be a date")
-
-    sources_raw = raw.get("sources", {})
-    if not sources_raw:
-        raise ConfigError(f"{config_path}: no [sources.*] tables: name at least one extract")
-    sources = {n: _source(n, s, landing, config_path, "sources") for n, s in sources_raw.items()}
-    reference = {
-        n: _source(n, s, landing, config_path, "reference")
-        for n, s in raw.get("reference", {}).items()
-    }
-    key = _key_settings(raw, "key", base, config_path, None)
-    audit_key = _key_settings(raw, "audit", base, config_path, key.file, extra=_AUDIT_EXTRA)
-    audit = _audit_settings(raw, base, config_path)
-    release_raw = raw.get("release", {})
-    project = release_raw.get("project", run.get("name", config_path.stem))
-    if not isinstance(project, str) or not re.fullmatch(
-        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", project
-    ):
-        raise ConfigError(
-            f"{config_path}: [release] project must be 1-64 letters, digits, '.', '_' or '-'"
-        )
-    release = ReleaseSettings(
-        key=_key_settings(raw, "release", base, config_path, key.file, extra={"project"}),
-        project=project,
-    )
-    service = _service_settings(raw.get("service", {}), base, config_path)
-    link_raw = raw.get("linkage", {})
-    _check_keys(link_raw, {f.name for f in fields(LinkageSettings)}, "linkage", config_path)
-    if not isinstance(link_raw.get("spark_conf", {}), dict):
-        raise ConfigError(f"{config_path}: [linkage.spark_conf] must be a table of settings")
-    link_raw = {
-        **link_raw,
-        "spark_conf": {str(k): str(v) for k, v in link_raw.get("spark_conf", {}).items()},
-    }
-    link_raw = _auto_threshold(link_raw, config_path)
-    linkage = _typed(LinkageSettings, link_raw, "linkage", config_path)
-    if linkage.backend not in {"duckdb", "spark"}:
-        raise ConfigError(f"{config_path}: [linkage] backend must be duckdb or spark")
-    if not 0.0 < linkage.match_threshold < 1.0:
-        raise ConfigError(f"{config_path}: [linkage] match_threshold must be between 0 and 1")
-    if linkage.threshold_mode not in {"fixed", "auto"}:
-        raise ConfigError(f"{config_path}: [linkage] threshold_mode must be fixed or auto")
-    if linkage.predict_chunk_records < 1:
-        raise ConfigError(f"{config_path}: [linkage] predict_chunk_records must be positive")
-    households = _household_settings(raw.get("households", {}), config_path)
-    return RunSettings(
-        config_path=config_path,
-        name=str(run.get("name", config_path.stem)),
-        landing_dir=landing,
-        work_dir=_path(base, run["work_dir"], "run.work_dir", config_path),
-        out_dir=_path(base, run["out_dir"], "run.out_dir", config_path),
-        schemas_dir=_path(base, run["schemas_dir"], "run.schemas_dir", config_path)
-        if "schemas_dir" in run
-        else schemas_dir(),
-        policy_path=_path(base, run["policy"], "run.policy", config_path)
-        if "policy" in run
-        else default_policy_path(),
-        reference_date=ref_date,
-        service_period_months=_whole(run.get("service_period_months", 12), "run", config_path),
-        sources=sources,
-        reference=reference,
-        key=key,
-        audit_key=audit_key,
-        release=release,
-        linkage=linkage,
-        service=service,
-        audit=audit,
-        households=households,
-    )
-
-
-def _household_settings(raw: Any, config: Path) -> HouseholdSettings:
-    """The `[households]` table, typed and checked (each error names the setting and rule)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{config}: [households] must be a table")
-    _check_keys(raw, {f.name for f in fields(HouseholdSettings)}, "households", config)
-    moves = raw.get("move_sources", [])
-    if not isinstance(moves, list):
-        raise ConfigError(f"{config}: [households] move_sources must be a list of source names")
-    typed = _typed(HouseholdSettings, {**raw, "move_sources": tuple(moves)}, "households", config)
-    if typed.visit_days < 1:
-        raise ConfigError(f"{config}: [households] visit_days must be a whole number >= 1")
-    if not 0.0 <= typed.single_person_min_share <= 1.0:
-        raise ConfigError(f"{config}: [households] single_person_min_share must be between 0 and 1")
-    if typed.stale_after_days < 0:
-        raise ConfigError(f"{config}: [households] stale_after_days must be >= 0 (0: never stale)")
-    lasting = [s for s in sources_with("residence") if s not in sources_with("open_list")]
-    for name in typed.move_sources:
-        if name not in lasting:
-            raise ConfigError(
-                f"{config}: [households] move_sources: {name!r} is not a lasting account "
-                f"source; choose from {lasting}"
-            )
-    return typed
+def _parsed_policy(path: str, text: str) -> dict[str, Any]:
+    return parse_toml(text, Path(path))

@@ -68,6 +68,7 @@ from uprnlink.governance.witness import (
     witness_line,
     witness_sinks,
 )
+from uprnlink.policy import read_governance_policy
 from uprnlink.privacy.keys import MasterKey, load_audit_key
 from uprnlink.privacy.sealing import (
     LastSeal,
@@ -79,7 +80,7 @@ from uprnlink.privacy.sealing import (
     seal_mac,
     write_seal_state,
 )
-from uprnlink.settings import RunSettings, read_policy_file
+from uprnlink.settings import RunSettings
 from uprnlink.zones import Zones
 
 __all__ = [
@@ -225,22 +226,8 @@ class AuditPolicy:
 
 def read_audit_policy(policy_path: Path) -> AuditPolicy:
     """`[audit]` of the governance policy (defaults where absent); errors name the setting."""
-    raw = read_policy_file(policy_path).get("audit", {})
-    if not isinstance(raw, dict):
-        raise AuditError(f"{policy_path}: [audit] must be a table")
-    values: dict[str, float] = {}
-    for name in ("seal_minutes", "witness_minutes"):
-        if name in raw:
-            v = raw[name]
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1440:
-                raise AuditError(f"{policy_path}: [audit] {name} must be between 0 and 1440")
-            values[name] = float(v)
-    unknown = set(raw) - {"seal_minutes", "witness_minutes"}
-    if unknown:
-        raise AuditError(
-            f"{policy_path}: [audit] has unknown settings: {', '.join(sorted(unknown))}"
-        )
-    return AuditPolicy(**values)
+    section = read_governance_policy(policy_path, AuditError).audit
+    return AuditPolicy(seal_minutes=section.seal_minutes, witness_minutes=section.witness_minutes)
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from uprnlink.errors import ConfigError
 from uprnlink.governance.audit import actor, open_audit_log
-from uprnlink.settings import RunSettings, read_policy_file
+from uprnlink.policy import EnforceMode, read_governance_policy
+from uprnlink.settings import RunSettings
 
 __all__ = [
     "ENFORCE_MODES",
@@ -42,7 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DAY = 86_400
-ENFORCE_MODES = ("report", "delete")
+ENFORCE_MODES: tuple[str, ...] = get_args(EnforceMode)
 
 
 @dataclass(frozen=True)
@@ -61,32 +61,17 @@ class RetentionPolicy:
         return days
 
 
-_INT_KEYS = ("landing_days", "quarantine_days", "trusted_days", "published_releases")
-
-
 def read_retention(policy_path: Path) -> RetentionPolicy:
-    """The retention policy, validated; a missing section or key takes the default."""
-    raw = read_policy_file(policy_path)
-    section = raw.get("retention", {})
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{policy_path}: [retention] must be a table")
-    unknown = sorted(set(section) - {*_INT_KEYS, "enforce"})
-    if unknown:
-        raise ConfigError(f"{policy_path}: unknown key retention.{unknown[0]}")
-    values: dict[str, Any] = {}
-    for name in _INT_KEYS:
-        if name in section:
-            value = section[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{policy_path}: retention.{name} must be a whole number >= 1")
-            values[name] = value
-    if "enforce" in section:
-        if section["enforce"] not in ENFORCE_MODES:
-            raise ConfigError(
-                f"{policy_path}: retention.enforce must be one of {', '.join(ENFORCE_MODES)}"
-            )
-        values["enforce"] = section["enforce"]
-    return RetentionPolicy(**values)
+    """The retention policy (`[retention]`, checked with the whole governance policy); a
+    missing section or key takes the default."""
+    section = read_governance_policy(policy_path).retention
+    return RetentionPolicy(
+        landing_days=section.landing_days,
+        quarantine_days=section.quarantine_days,
+        trusted_days=section.trusted_days,
+        published_releases=section.published_releases,
+        enforce=section.enforce,
+    )
 
 
 @dataclass(frozen=True)

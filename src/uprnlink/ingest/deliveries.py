@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import ConfigError, UprnlinkError
-from uprnlink.settings import RunSettings, read_policy_file
+from uprnlink.policy import read_governance_policy
+from uprnlink.settings import RunSettings
 
 
 class DeliveryHeldError(UprnlinkError):
@@ -68,38 +69,15 @@ class Finding:
         return asdict(self)
 
 
-_FLOAT_KEYS = ("max_row_change", "max_null_share_rise")
-
-
 def read_delivery_policy(policy_path: Path) -> DeliveryPolicy:
     """The `[deliveries]` table of the governance policy (defaults where absent)."""
-    raw = read_policy_file(policy_path)
-    section = raw.get("deliveries", {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{policy_path}: [deliveries] must be a table")
-    allowed = {*_FLOAT_KEYS, "max_date_shortfall_days", "enabled"}
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ConfigError(f"{policy_path}: unknown key deliveries.{unknown[0]}")
-    values: dict[str, Any] = {}
-    for key in _FLOAT_KEYS:
-        if key in section:
-            v = section[key]
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 10:
-                raise ConfigError(f"{policy_path}: deliveries.{key} must be a share above 0")
-            values[key] = float(v)
-    if "max_date_shortfall_days" in section:
-        v = section["max_date_shortfall_days"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError(
-                f"{policy_path}: deliveries.max_date_shortfall_days must be a whole number >= 0"
-            )
-        values["max_date_shortfall_days"] = v
-    if "enabled" in section:
-        if not isinstance(section["enabled"], bool):
-            raise ConfigError(f"{policy_path}: deliveries.enabled must be true or false")
-        values["enabled"] = section["enabled"]
-    return DeliveryPolicy(**values)
+    section = read_governance_policy(policy_path).deliveries
+    return DeliveryPolicy(
+        max_row_change=section.max_row_change,
+        max_null_share_rise=section.max_null_share_rise,
+        max_date_shortfall_days=section.max_date_shortfall_days,
+        enabled=section.enabled,
+    )
 
 
 def profile(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from uprnlink.errors import ConfigError, UprnlinkError
 from uprnlink.governance.audit import AuditLog
+from uprnlink.policy import read_governance_policy
 from uprnlink.publish.database import MACRO_INPUTS, MACROS, VIEWS
 from uprnlink.publish.tabulation import (
     TableAnswer,
@@ -47,7 +48,6 @@ from uprnlink.publish.tabulation import (
     protect_table,
     table_sql,
 )
-from uprnlink.settings import read_policy_file
 
 __all__ = [
     "AccessRefusedError",
@@ -111,9 +111,8 @@ class QueryResult:
 
 def read_roles(policy_path: Path) -> dict[str, tuple[str, ...]]:
     """Role -> views and macros it may query, from the governance policy (`*`: all of them)."""
-    raw = read_policy_file(policy_path)
-    roles = raw.get("roles", {})
-    return {name: tuple(spec.get("views", ())) for name, spec in roles.items()}
+    roles = read_governance_policy(policy_path).roles
+    return {name: role.views for name, role in roles.items()}
 
 
 def role_relations(granted: tuple[str, ...]) -> frozenset[str]:

@@ -29,12 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import polars as pl
 
 from uprnlink.errors import PublishError
-from uprnlink.settings import read_policy_file
+from uprnlink.policy import DeathEndPrecision, read_governance_policy
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ DEFAULT_PRESET = "threshold_10"
 DEFAULT_AGE_BANDS = (*range(0, 85, 5), 85)
 #: How a residence spell ended by a death is published: its end moved back to the end of the
 #: month (quarter, year) before the death, so no published date falls on or next to it.
-DEATH_END_PRECISIONS = ("month", "quarter", "year")
+DEATH_END_PRECISIONS: tuple[str, ...] = get_args(DeathEndPrecision)
 
 
 @dataclass(frozen=True)
@@ -172,48 +172,21 @@ class DisclosurePolicy:
 
 def read_policy(path: Path) -> DisclosurePolicy:
     """The disclosure rule from a governance policy file: a preset, then explicit keys."""
-    raw = read_policy_file(path, PublishError)
-    d = raw.get("disclosure", {})
-    preset_name = d.get("preset")
+    d = read_governance_policy(path, PublishError).disclosure
     base = DisclosurePolicy()
-    if preset_name is not None:
-        if preset_name not in PRESETS:
-            raise PublishError(
-                f"{path}: disclosure.preset {preset_name!r} is not one of {sorted(PRESETS)}"
-            )
-        p = PRESETS[preset_name]
+    if d.preset is not None:
+        p = PRESETS[d.preset]
         base = DisclosurePolicy(p.min_count, p.suppress_zero, p.round_to, p.secondary)
-    try:
-        policy = DisclosurePolicy(
-            min_count=int(d.get("min_count", base.min_count)),
-            suppress_zero=bool(d.get("suppress_zero", base.suppress_zero)),
-            round_to=int(d.get("round_to", base.round_to)),
-            secondary=bool(d.get("secondary", base.secondary)),
-            preset=preset_name,
-            age_bands=tuple(int(a) for a in d.get("age_bands", DEFAULT_AGE_BANDS)),
-            death_end_precision=str(d.get("death_end_precision", "month")),
-            max_unique_share=float(d.get("max_unique_share", 0.05)),
-        )
-    except (TypeError, ValueError):
-        raise PublishError(
-            f"{path}: [disclosure] values must be integers, booleans, numbers or lists of them"
-        ) from None
-    bands = policy.age_bands
-    if not bands or bands[0] != 0 or any(b <= a for a, b in itertools.pairwise(bands)):
-        raise PublishError(
-            f"{path}: disclosure.age_bands must start at 0 and increase (lowest age of each band)"
-        )
-    if policy.death_end_precision not in DEATH_END_PRECISIONS:
-        raise PublishError(
-            f"{path}: disclosure.death_end_precision must be one of {list(DEATH_END_PRECISIONS)}"
-        )
-    if not 0.0 <= policy.max_unique_share <= 1.0:
-        raise PublishError(f"{path}: disclosure.max_unique_share must be between 0 and 1")
-    if policy.min_count < 1:
-        raise PublishError(f"{path}: disclosure.min_count must be at least 1")
-    if policy.round_to < 1:
-        raise PublishError(f"{path}: disclosure.round_to must be at least 1")
-    return policy
+    return DisclosurePolicy(
+        min_count=base.min_count if d.min_count is None else d.min_count,
+        suppress_zero=base.suppress_zero if d.suppress_zero is None else d.suppress_zero,
+        round_to=base.round_to if d.round_to is None else d.round_to,
+        secondary=base.secondary if d.secondary is None else d.secondary,
+        preset=d.preset,
+        age_bands=DEFAULT_AGE_BANDS if d.age_bands is None else d.age_bands,
+        death_end_precision=d.death_end_precision,
+        max_unique_share=d.max_unique_share,
+    )
 
 
 # ------------------------------------------------------------------------------ the engine

@@ -38,6 +38,7 @@ import duckdb
 import polars as pl
 
 from uprnlink.errors import ConfigError
+from uprnlink.policy import read_governance_policy
 from uprnlink.publish.database import (
     SUMMARY_COUNTS,
     SUMMARY_GROUPINGS,
@@ -45,7 +46,6 @@ from uprnlink.publish.database import (
     SUMMARY_VIEWS,
 )
 from uprnlink.publish.disclosure import DisclosurePolicy
-from uprnlink.settings import read_policy_file
 
 __all__ = [
     "WITHHELD",
@@ -150,17 +150,16 @@ class RoleRights:
 
 def read_role_rights(policy_path: Any) -> dict[str, RoleRights]:
     """Role -> its output rights, from the governance policy (booleans; default no)."""
-    raw = read_policy_file(policy_path)
-    out = {}
-    for name, spec in raw.get("roles", {}).items():
-        out[name] = RoleRights(
-            check_outputs=spec.get("check_outputs", False) is True,
-            audit=spec.get("audit", False) is True,
-            row_level_outputs=spec.get("row_level_outputs", False) is True,
-            review_linkage=spec.get("review_linkage", False) is True,
-            unchecked_answers=spec.get("unchecked_answers", True) is not False,
+    return {
+        name: RoleRights(
+            check_outputs=role.check_outputs,
+            audit=role.audit,
+            row_level_outputs=role.row_level_outputs,
+            review_linkage=role.review_linkage,
+            unchecked_answers=role.unchecked_answers,
         )
-    return out
+        for name, role in read_governance_policy(policy_path).roles.items()
+    }
 
 
 @dataclass(frozen=True)

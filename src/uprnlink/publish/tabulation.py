@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from uprnlink.errors import ConfigError, PublishError
+from uprnlink.policy import read_governance_policy
 from uprnlink.publish.datasets import (
     DATASETS,
     TOTAL,
@@ -36,7 +36,6 @@ from uprnlink.publish.datasets import (
     get_dataset,
 )
 from uprnlink.publish.perturbation import PerturbationSettings, perturb_counts, perturb_sums
-from uprnlink.settings import read_policy_file
 
 __all__ = [
     "DATASETS",
@@ -598,21 +597,6 @@ def _measure_expr(m: MeasureRequest) -> pl.Expr:
 # ------------------------------------------------------------------------------- policy
 
 
-class _TablesSection(BaseModel):
-    """`[tables]` of the governance policy, checked once (unknown keys refused)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_noise: int = 3
-    variance: float = 2.0
-    no_small_values: int = 2
-    threshold: int = 10
-    magnitude_noise: tuple[float, float] = (0.5, 1.5)
-    max_dimensions: int = Field(default=4, ge=1, le=8)
-    max_cells: int = Field(default=20_000, ge=1, le=1_000_000)
-    max_measures: int = Field(default=8, ge=1, le=32)
-
-
 @dataclass(frozen=True)
 class TablePolicy:
     """How tables are protected and how big they may be (`[tables]` in the policy)."""
@@ -631,13 +615,7 @@ class TablePolicy:
 
 def read_table_policy(path: Path) -> TablePolicy:
     """`[tables]` from a governance policy file (defaults where a key is not written)."""
-    raw = read_policy_file(path, PublishError).get("tables", {})
-    try:
-        section = _TablesSection.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "tables"
-        raise PublishError(f"{path}: [tables] {where}: {first['msg']}") from None
+    section = read_governance_policy(path, PublishError).tables
     try:
         perturbation = PerturbationSettings(
             max_noise=section.max_noise,

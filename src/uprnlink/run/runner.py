@@ -334,7 +334,7 @@ def execute(
             )
             deliveries = check_deliveries(settings, ingest, accept)  # a held run stops here
             summary = replace(summary, deliveries=deliveries)
-            audit_acceptances(config_path, run_id, accept, deliveries)
+            audit_acceptances(settings, run_id, accept, deliveries)
             begin("link")
             summary = replace(summary, linkage=steps.link(config_path, run_id, retrain))
             begin("publish")
@@ -388,13 +388,12 @@ def run_all(
 
 
 def audit_acceptances(
-    config_path: str, run_id: str, accept: tuple[str, ...], deliveries: dict[str, Any]
+    settings: RunSettings, run_id: str, accept: tuple[str, ...], deliveries: dict[str, Any]
 ) -> None:
     """Record each `--accept SOURCE` in the audit log: who let which delivery through, and
     what it would otherwise have been held for (nothing, if it passed the checks anyway)."""
     if not accept:
         return
-    settings = read_settings(Path(config_path))
     audit = open_audit_log(settings)
     for source in sorted(set(accept)):
         reasons = [f for f in deliveries["findings"] if f["source"] == source]

@@ -834,17 +834,13 @@ class OutputChecking:
 
 def read_output_checking(policy_path: Path) -> OutputChecking:
     """`[output_checking]` from the policy (defaults where a key is not written)."""
-    from uprnlink.settings import read_policy_file
+    from uprnlink.errors import ConfigError
+    from uprnlink.policy import read_governance_policy
 
-    raw = read_policy_file(policy_path).get("output_checking", {})
-    value = raw.get("checkers_required", 1)
-    if value not in (1, 2) or isinstance(value, bool):
-        raise OutputError(f"{policy_path}: [output_checking] checkers_required must be 1 or 2", 500)
-    waiting = raw.get("max_waiting_jobs", 5)
-    if isinstance(waiting, bool) or not isinstance(waiting, int) or not 1 <= waiting <= 100:
-        raise OutputError(
-            f"{policy_path}: [output_checking] max_waiting_jobs must be a whole number from 1 "
-            "to 100",
-            500,
-        )
-    return OutputChecking(checkers_required=int(value), max_waiting_jobs=waiting)
+    try:
+        section = read_governance_policy(policy_path).output_checking
+    except ConfigError as exc:
+        raise OutputError(str(exc), 500) from None
+    return OutputChecking(
+        checkers_required=section.checkers_required, max_waiting_jobs=section.max_waiting_jobs
+    )
