@@ -291,6 +291,16 @@ def _coresidence_pass(
     labels, report = link_coresidents(
         labels, profiles.select(*CORESIDENT_COLUMNS), listings, sources
     )
+    log.info(
+        "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
+        "the one co-resident of their forename (%s ambiguous, %s another stay, %s refused "
+        "by the rules)",
+        f"{report.linked:,}",
+        f"{report.candidates:,}",
+        f"{report.ambiguous:,}",
+        f"{report.other_stay:,}",
+        f"{report.refused:,}",
+    )
     if movers and set(MOVER_COLUMNS) <= set(profiles.columns):
         labels = link_movers(labels, profiles.select(*MOVER_COLUMNS), report, listings, sources)
         log.info(
@@ -302,16 +312,6 @@ def _coresidence_pass(
             f"{report.movers_elsewhere:,}",
             f"{report.movers_refused:,}",
         )
-    log.info(
-        "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
-        "the one co-resident of their forename (%s ambiguous, %s another stay, %s refused "
-        "by the rules)",
-        f"{report.linked:,}",
-        f"{report.candidates:,}",
-        f"{report.ambiguous:,}",
-        f"{report.other_stay:,}",
-        f"{report.refused:,}",
-    )
     return labels, report
 
 
