@@ -254,3 +254,24 @@ def test_a_mover_on_one_account_with_the_person_at_once_is_refused() -> None:
     labels = link_movers(_labels({1: 10, 2: 10, 3: 30}), profiles, report, listings, sources)
     assert _cluster_of(labels, 3) == 30
     assert (report.movers, report.movers_refused) == (0, 1)
+
+
+def test_a_chain_of_moves_is_followed_back_and_an_initial_is_enough() -> None:
+    # H HUGHES at U0 until 2012-03-31 (4, an initial only), then HELEN HUGHES at U1 (3) until
+    # 2019-05-31, then Helen at U2 (cluster 10): 3 joins in the first round, 4 in the second.
+    first = (4, "H", "HUGHES", None, None, "U0", "2008-01-01", "2012-03-31", "council_tax")
+    profiles, sources = _movers([*MOVER, first])
+    report = CoresidenceReport()
+    labels = link_movers(_labels({1: 10, 2: 10, 3: 30, 4: 40}), profiles, report, None, sources)
+    assert _cluster_of(labels, 3) == 10 and _cluster_of(labels, 4) == 10
+    assert report.movers == 2
+    labels = link_movers(
+        _labels({1: 10, 2: 10, 3: 30, 4: 40}), profiles, CoresidenceReport(), None, sources, 1
+    )
+    assert _cluster_of(labels, 3) == 10 and _cluster_of(labels, 4) == 40
+    # An initial that begins another name is no match.
+    other = _movers([*MOVER, (*first[:1], "J", *first[2:])])
+    labels = link_movers(
+        _labels({1: 10, 2: 10, 3: 30, 4: 40}), *other[:1], CoresidenceReport(), None, other[1]
+    )
+    assert _cluster_of(labels, 4) == 40

@@ -20,8 +20,8 @@ same months. The pass is guarded so that it cannot join two people:
 
 The mover pass (`link_movers`, run after it) follows the same kind of record to the address it
 moved to: a lone incomplete record whose stay ends on the day, or the day before, one of exactly
-one person of the same forename and surname begins at another UPRN (or begins as theirs ends)
-joins that person, unless that person held an account, tenancy or claim at a third address
+one person of the same surname and forename (or a forename its initial begins) begins at another
+UPRN (or begins as theirs ends) joins that person, round after round along a chain of moves, unless that person held an account, tenancy or claim at a third address
 through the record's own stay (one person is not liable at two addresses at once: a namesake
 who moved on the same day), and never where the cannot-link rules object.
 
@@ -221,8 +221,9 @@ def _follows_on_expr() -> pl.Expr:
 def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
     """For each candidate (a profile alone in its cluster with no date of birth or NHS number,
     with a UPRN token, forename, surname and period), the clusters holding a complete profile
-    and a profile of the same forename and surname at another UPRN token whose stay follows on
-    from the candidate's (`_follows_on_expr`): unique_id, cluster_id, targets."""
+    and a profile of the same surname and forename (or of a forename the candidate's initial
+    begins) at another UPRN token whose stay follows on from the candidate's
+    (`_follows_on_expr`): unique_id, cluster_id, targets."""
     nodes = labels.join(profiles, on="unique_id", how="inner")
     known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
     complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
@@ -236,9 +237,16 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
         pl.col("period_start").alias("other_start"),
         pl.col("period_end").alias("other_end"),
     )
+    initial = (pl.col("forename").str.len_chars() == 1) & pl.col("other_forename").str.starts_with(
+        pl.col("forename")
+    )
     found = (
-        candidates.join(anchored, on=["forename", "surname"])
-        .filter((pl.col("other_uprn") != pl.col("uprn_token")) & _follows_on_expr())
+        candidates.join(anchored.rename({"forename": "other_forename"}), on="surname")
+        .filter(
+            ((pl.col("forename") == pl.col("other_forename")) | initial)
+            & (pl.col("other_uprn") != pl.col("uprn_token"))
+            & _follows_on_expr()
+        )
         .select("unique_id", "cluster_id")
         .unique()
     )
@@ -287,26 +295,32 @@ def link_movers(
     report: CoresidenceReport,
     listings: pl.DataFrame | None = None,
     sources: pl.DataFrame | None = None,
+    rounds: int = 5,
 ) -> pl.DataFrame:
     """Clusters (unique_id, cluster_id) with each lone incomplete profile moved into the one
-    cluster of a person of its forename and surname whose stay at another address follows on
-    from its own (see the module docstring for the guards); counts go into `report`.
+    cluster of a person of its name whose stay at another address follows on from its own (see
+    the module docstring for the guards), for up to `rounds` rounds; counts go into `report`.
 
     `profiles` has MOVER_COLUMNS; `listings` and `sources` as for `link_coresidents` (without
     `sources` the lasting-stay guard cannot be checked and nothing is moved).
     """
     if sources is None:
         return labels
-    matches = mover_matches(labels, profiles)
-    report.movers_ambiguous = (
-        matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
-    )
-    moves = matches.filter(pl.col("targets") == 1).select(
-        "unique_id", pl.col("cluster_id").alias("_to")
-    )
-    elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
-    report.movers_elsewhere = elsewhere.len()
-    moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
-    moved, report.movers_refused = _apply_moves(labels, moves, profiles, listings)
-    report.movers = moves.height - report.movers_refused
-    return moved
+    # A chain of moves (three accounts in turn, only the last with a date of birth) is followed
+    # back one stay per round: a record joined in one round anchors the one before it.
+    for _ in range(rounds):
+        matches = mover_matches(labels, profiles)
+        ambiguous = matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
+        moves = matches.filter(pl.col("targets") == 1).select(
+            "unique_id", pl.col("cluster_id").alias("_to")
+        )
+        elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
+        moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
+        labels, refused = _apply_moves(labels, moves, profiles, listings)
+        report.movers += moves.height - refused
+        # What is left alone in the last round (a candidate is counted once).
+        report.movers_ambiguous, report.movers_elsewhere = ambiguous, elsewhere.len()
+        report.movers_refused = refused
+        if moves.height == refused:
+            break
+    return labels
