@@ -237,11 +237,15 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
         pl.col("period_start").alias("other_start"),
         pl.col("period_end").alias("other_end"),
     )
-    initial = (pl.col("forename").str.len_chars() == 1) & pl.col("other_forename").str.starts_with(
-        pl.col("forename")
-    )
+    # Joined on surname and first letter (not surname alone: a common surname's every record).
+    first = pl.col("forename").str.slice(0, 1).alias("_initial")
+    initial = pl.col("forename").str.len_chars() == 1
     found = (
-        candidates.join(anchored.rename({"forename": "other_forename"}), on="surname")
+        candidates.with_columns(first)
+        .join(
+            anchored.with_columns(first).rename({"forename": "other_forename"}),
+            on=["surname", "_initial"],
+        )
         .filter(
             ((pl.col("forename") == pl.col("other_forename")) | initial)
             & (pl.col("other_uprn") != pl.col("uprn_token"))
