@@ -6,7 +6,12 @@ from datetime import date
 
 import polars as pl
 
-from uprnlink.linkage.coresidence import CoresidenceReport, link_coresidents, link_movers
+from uprnlink.linkage.coresidence import (
+    CoresidenceReport,
+    link_companions,
+    link_coresidents,
+    link_movers,
+)
 
 D = date.fromisoformat
 
@@ -275,3 +280,83 @@ def test_a_chain_of_moves_is_followed_back_and_an_initial_is_enough() -> None:
         _labels({1: 10, 2: 10, 3: 30, 4: 40}), *other[:1], CoresidenceReport(), None, other[1]
     )
     assert _cluster_of(labels, 4) == 40
+
+
+# The companion pass. A couple billed together on account A1 at U1 until 2015 (3: HELEN HUGHES
+# with no date of birth; 6: her partner, cluster 60) is found together at U2 from 2016: Helen
+# (cluster 10, a GP record with a date of birth) and the partner's GP record there.
+COMPANIONS = [
+    (1, "HELEN", "HUGHES", "1980-02-03", "N1", "U2", "2016-03-01", None, "gp_registrations"),
+    (3, "HELEN", "HUGHES", None, None, "U1", "2009-04-01", "2015-08-31", "council_tax"),
+    (6, "TOM", "HUGHES", "1979-05-05", None, "U1", "2009-04-01", "2015-08-31", "council_tax"),
+    (7, "TOM", "HUGHES", "1979-05-05", "N7", "U2", "2016-03-01", None, "gp_registrations"),
+]
+ACCOUNT = pl.DataFrame(
+    {
+        "unique_id": [3, 6],
+        "listing": ["council_tax|A1", "council_tax|A1"],
+        "start": [D("2009-04-01"), D("2009-04-01")],
+        "end": [D("2015-08-31"), D("2015-08-31")],
+        "role": [None, None],
+    },
+    schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
+)
+COUPLE = {1: 10, 3: 30, 6: 60, 7: 60}
+
+
+def test_a_lone_party_joins_the_one_person_of_its_name_living_with_its_co_party() -> None:
+    profiles, sources = _movers(COMPANIONS)
+    report = CoresidenceReport()
+    labels = link_companions(_labels(COUPLE), profiles, report, ACCOUNT, sources)
+    assert _cluster_of(labels, 3) == 10
+    assert (report.companions, report.companions_ambiguous) == (1, 0)
+    # Without the account there is no co-party to follow.
+    labels = link_companions(_labels(COUPLE), profiles, CoresidenceReport(), None, sources)
+    assert _cluster_of(labels, 3) == 30
+
+
+def test_no_companion_link_at_another_time_under_another_name_or_with_two_such() -> None:
+    later = (
+        1,
+        "HELEN",
+        "HUGHES",
+        "1980-02-03",
+        "N1",
+        "U2",
+        "2005-01-01",
+        "2008-12-31",
+        "gp_registrations",
+    )
+    other = (
+        1,
+        "HANNAH",
+        "HUGHES",
+        "1980-02-03",
+        "N1",
+        "U2",
+        "2016-03-01",
+        None,
+        "gp_registrations",
+    )
+    for changed in (later, other):
+        profiles, sources = _movers([changed, *COMPANIONS[1:]])
+        report = CoresidenceReport()
+        labels = link_companions(_labels(COUPLE), profiles, report, ACCOUNT, sources)
+        assert _cluster_of(labels, 3) == 30 and report.companions == 0, changed
+    # Two Helen Hughes with the partner at U2 (mother and daughter): left alone.
+    daughter = (
+        4,
+        "HELEN",
+        "HUGHES",
+        "2001-01-01",
+        "N4",
+        "U2",
+        "2016-03-01",
+        None,
+        "gp_registrations",
+    )
+    profiles, sources = _movers([*COMPANIONS, daughter])
+    report = CoresidenceReport()
+    labels = link_companions(_labels({**COUPLE, 4: 40}), profiles, report, ACCOUNT, sources)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.companions, report.companions_ambiguous) == (0, 1)

@@ -25,7 +25,12 @@ UPRN (or begins as theirs ends) joins that person, round after round along a cha
 through the record's own stay (one person is not liable at two addresses at once: a namesake
 who moved on the same day), and never where the cannot-link rules object.
 
-Both work on identifier profiles (`uprnlink.linkage.predict.linkage_profiles`), after the
+The companion pass (`link_companions`, last) follows a household: a lone incomplete record on an
+account, tenancy or claim with another party joins the one person of its forename and surname
+who lived with that party at another address at the same time as the party (a couple billed
+together at an earlier home, found together at the next), with the same guards.
+
+All three work on identifier profiles (`uprnlink.linkage.predict.linkage_profiles`), after the
 cannot-link rules, and report counts only.
 """
 
@@ -61,6 +66,8 @@ class CoresidenceReport:
     movers_ambiguous: int = 0  # more than one such person: left alone
     movers_elsewhere: int = 0  # that person held an account elsewhere through the stay
     movers_refused: int = 0  # the cannot-link rules would have found a conflict
+    companions: int = 0  # joined the one person of their name living with a co-party elsewhere
+    companions_ambiguous: int = 0  # more than one such person: left alone
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
@@ -328,3 +335,82 @@ def link_movers(
         if moves.height == refused:
             break
     return labels
+
+
+def companion_matches(
+    labels: pl.DataFrame, profiles: pl.DataFrame, listings: pl.DataFrame
+) -> pl.DataFrame:
+    """For each candidate (as for `mover_matches`), the clusters holding a complete profile and
+    a profile of the candidate's forename and surname at a UPRN token other than the
+    candidate's, over a stay overlapping one of a co-party's there (stays with a period: a
+    hospital attendance is none): a co-party is another cluster's profile on one of the
+    candidate's listings. unique_id, cluster_id, targets."""
+    nodes = labels.join(profiles, on="unique_id", how="inner")
+    known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
+    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
+    alone = pl.len().over("cluster_id") == 1
+    candidates = nodes.filter(alone & ~complete, *known).select(
+        "unique_id", "cluster_id", "uprn_token", "forename", "surname"
+    )
+    listed = listings.select("unique_id", "listing").unique()
+    parties = listed.join(labels, on="unique_id").select(
+        "listing", pl.col("cluster_id").alias("_party")
+    )
+    stays = nodes.filter(pl.col("uprn_token").is_not_null(), pl.col("period_start").is_not_null())
+    their = stays.select(
+        pl.col("cluster_id").alias("_party"),
+        pl.col("uprn_token").alias("_at"),
+        "period_start",
+        "period_end",
+    ).unique()
+    residents = nodes.filter(complete.any().over("cluster_id"), *known).select(
+        pl.col("cluster_id").alias("_to"),
+        pl.col("uprn_token").alias("_at"),
+        "forename",
+        "surname",
+        pl.col("period_start").alias("other_start"),
+        pl.col("period_end").alias("other_end"),
+    )
+    found = (
+        candidates.join(listed, on="unique_id")
+        .join(parties, on="listing")
+        .filter(pl.col("_party") != pl.col("cluster_id"))
+        .join(their, on="_party")
+        .filter(pl.col("_at") != pl.col("uprn_token"))
+        .join(residents, on=["_at", "forename", "surname"])
+        .filter(
+            (pl.col("_to") != pl.col("_party"))
+            & overlap_expr("period_start", "period_end", "other_start", "other_end")
+        )
+        .select("unique_id", pl.col("_to").alias("cluster_id"))
+        .unique()
+    )
+    return found.with_columns(pl.len().over("unique_id").alias("targets"))
+
+
+def link_companions(
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    report: CoresidenceReport,
+    listings: pl.DataFrame | None = None,
+    sources: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Clusters (unique_id, cluster_id) with each lone incomplete profile moved into the one
+    cluster of a person of its name who lived elsewhere with a co-party of its account
+    (`companion_matches`), unless that person held a lasting stay at another address through
+    the candidate's (`lasting_elsewhere`) or the cannot-link rules object; counts go into
+    `report`. Without `listings` and `sources` nothing is moved."""
+    if listings is None or sources is None or listings.height == 0:
+        return labels
+    matches = companion_matches(labels, profiles, listings)
+    report.companions_ambiguous = (
+        matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
+    )
+    moves = matches.filter(pl.col("targets") == 1).select(
+        "unique_id", pl.col("cluster_id").alias("_to")
+    )
+    elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
+    moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
+    moved, refused = _apply_moves(labels, moves, profiles, listings)
+    report.companions = moves.height - refused
+    return moved

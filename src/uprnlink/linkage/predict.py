@@ -21,6 +21,7 @@ from uprnlink.linkage.coresidence import (
     CORESIDENT_COLUMNS,
     MOVER_COLUMNS,
     CoresidenceReport,
+    link_companions,
     link_coresidents,
     link_movers,
 )
@@ -286,7 +287,7 @@ def _coresidence_pass(
     movers: bool = True,
 ) -> tuple[pl.DataFrame, CoresidenceReport]:
     """The co-residence pass (uprnlink.linkage.coresidence) on the profile clusters, then the
-    mover pass when `movers` is set and the profiles carry surnames, logged."""
+    mover and companion passes when `movers` is set and the profiles carry surnames, logged."""
     sources = members.select(pl.col("profile").alias("unique_id"), "source_dataset").unique()
     labels, report = link_coresidents(
         labels, profiles.select(*CORESIDENT_COLUMNS), listings, sources
@@ -311,6 +312,13 @@ def _coresidence_pass(
             f"{report.movers_ambiguous:,}",
             f"{report.movers_elsewhere:,}",
             f"{report.movers_refused:,}",
+        )
+        labels = link_companions(labels, profiles.select(*MOVER_COLUMNS), report, listings, sources)
+        log.info(
+            "linkage: companion pass: %s lone records without a date of birth joined the one "
+            "person of their name living with a co-party of their account elsewhere (%s ambiguous)",
+            f"{report.companions:,}",
+            f"{report.companions_ambiguous:,}",
         )
     return labels, report
 
