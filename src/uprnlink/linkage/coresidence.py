@@ -19,11 +19,12 @@ same months. The pass is guarded so that it cannot join two people:
   conflict in the cluster (two people on one account at once).
 
 The mover pass (`link_movers`, run after it) follows the same kind of record to the address it
-moved to: a lone incomplete record whose stay ends on the day, or the day before, one of exactly
-one person of the same surname and forename (or a forename its initial begins) begins at another
-UPRN (or begins as theirs ends) joins that person, round after round along a chain of moves, unless that person held an account, tenancy or claim at a third address
-through the record's own stay (one person is not liable at two addresses at once: a namesake
-who moved on the same day), and never where the cannot-link rules object.
+moved to: a lone incomplete record whose stay ends on the day, or the day before, a stay of
+exactly one person of the same surname and forename (or a forename its initial begins) begins at
+another UPRN (or begins as theirs ends) joins that person, round after round along a chain of
+moves; not when that person held an account, tenancy or claim at a third address through the
+record's own stay (one person is not liable at two addresses at once: a namesake who moved on
+the same day), and never where the cannot-link rules object.
 
 The companion pass (`link_companions`, last) follows a household: a lone incomplete record on an
 account, tenancy or claim with another party joins the one person of its forename and surname
