@@ -6,7 +6,12 @@ from datetime import date
 
 import polars as pl
 
-from uprnlink.linkage.coresidence import link_coresidents
+from uprnlink.linkage.coresidence import (
+    CoresidenceReport,
+    link_companions,
+    link_coresidents,
+    link_movers,
+)
 
 D = date.fromisoformat
 
@@ -141,3 +146,217 @@ def test_a_previous_occupant_of_that_forename_is_not_the_coresident() -> None:
     moved, report = link_coresidents(labels, renamed, None, sources)
     assert _cluster_of(moved, 3) == 10
     assert (report.linked, report.other_stay) == (1, 0)
+
+
+# The mover pass. Helen Hughes (cluster 10: a GP record with a date of birth, and her council tax
+# account at U2 from 2019-06-01); a council tax party HELEN HUGHES with no date of birth at U1
+# whose liability ended 2019-05-31 (3, alone): she moved, and joins cluster 10.
+MOVER = [
+    (1, "HELEN", "HUGHES", "1980-02-03", "N1", "U2", "2019-06-01", None, "gp_registrations"),
+    (2, "HELEN", "HUGHES", None, None, "U2", "2019-06-01", None, "council_tax"),
+    (3, "HELEN", "HUGHES", None, None, "U1", "2012-04-01", "2019-05-31", "council_tax"),
+]
+
+
+def _movers(
+    rows: list[tuple[int, str, str, str | None, str | None, str, str, str | None, str]],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Profiles (MOVER_COLUMNS) and sources (unique_id, source_dataset) from rows of
+    (unique_id, forename, surname, dob, nhs_token, uprn_token, period_start, period_end, source)."""
+    profiles = _profiles([(r[0], r[1], r[3], r[4], r[5], r[6], r[7]) for r in rows])
+    profiles = profiles.with_columns(pl.Series("surname", [r[2] for r in rows]))
+    sources = pl.DataFrame(
+        {"unique_id": [r[0] for r in rows], "source_dataset": [r[8] for r in rows]},
+        schema_overrides={"unique_id": pl.Int64},
+    )
+    return profiles, sources
+
+
+def test_a_lone_party_follows_its_move_to_the_one_person_of_its_name() -> None:
+    profiles, sources = _movers(MOVER)
+    report = CoresidenceReport()
+    labels = link_movers(_labels({1: 10, 2: 10, 3: 30}), profiles, report, None, sources)
+    assert _cluster_of(labels, 3) == 10
+    assert (report.movers, report.movers_ambiguous, report.movers_elsewhere) == (1, 0, 0)
+    # The other way round: her stay elsewhere ended the day before the party's began.
+    backwards, sources = _movers(
+        [
+            (
+                1,
+                "HELEN",
+                "HUGHES",
+                "1980-02-03",
+                "N1",
+                "U2",
+                "2005-01-01",
+                "2012-03-31",
+                "gp_registrations",
+            ),
+            MOVER[2],
+        ]
+    )
+    labels = link_movers(_labels({1: 10, 3: 30}), backwards, CoresidenceReport(), None, sources)
+    assert _cluster_of(labels, 3) == 10
+
+
+def test_no_mover_link_without_a_stay_that_follows_on_or_under_another_name() -> None:
+    for changed in (
+        (3, "HELEN", "HUGHES", None, None, "U1", "2012-04-01", "2019-04-30", "council_tax"),
+        (3, "HELEN", "JONES", None, None, "U1", "2012-04-01", "2019-05-31", "council_tax"),
+        (3, "HANNAH", "HUGHES", None, None, "U1", "2012-04-01", "2019-05-31", "council_tax"),
+        (3, "HELEN", "HUGHES", None, None, "U2", "2012-04-01", "2019-05-31", "council_tax"),
+        (3, "HELEN", "HUGHES", "1990-01-01", None, "U1", "2012-04-01", "2019-05-31", "council_tax"),
+    ):
+        profiles, sources = _movers([*MOVER[:2], changed])
+        report = CoresidenceReport()
+        labels = link_movers(_labels({1: 10, 2: 10, 3: 30}), profiles, report, None, sources)
+        assert _cluster_of(labels, 3) == 30 and report.movers == 0, changed
+    # Without the sources the lasting-stay guard cannot be checked: nothing moves.
+    profiles, _ = _movers(MOVER)
+    labels = link_movers(_labels({1: 10, 2: 10, 3: 30}), profiles, CoresidenceReport())
+    assert _cluster_of(labels, 3) == 30
+
+
+def test_two_people_of_that_name_moving_in_leave_the_party_alone() -> None:
+    other = (4, "HELEN", "HUGHES", "1975-07-07", "N4", "U5", "2019-05-31", None, "gp_registrations")
+    profiles, sources = _movers([*MOVER, other])
+    report = CoresidenceReport()
+    labels = link_movers(_labels({1: 10, 2: 10, 3: 30, 4: 40}), profiles, report, None, sources)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.movers, report.movers_ambiguous) == (0, 1)
+
+
+def test_a_namesake_liable_elsewhere_through_the_stay_is_not_the_mover() -> None:
+    # The Helen Hughes who moved to U2 held an account at U7 over 2014-2019, through the
+    # party's own stay at U1: she is a namesake, not the party.
+    liable = (5, "HELEN", "HUGHES", None, None, "U7", "2014-01-01", "2019-05-31", "council_tax")
+    profiles, sources = _movers([*MOVER, liable])
+    report = CoresidenceReport()
+    labels = link_movers(_labels({1: 10, 2: 10, 5: 10, 3: 30}), profiles, report, None, sources)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.movers, report.movers_elsewhere) == (0, 1)
+    # The same stay held as a GP registration (a list, kept after a move) is no objection.
+    listed, sources = _movers([*MOVER, (*liable[:8], "gp_registrations")])
+    labels = link_movers(
+        _labels({1: 10, 2: 10, 5: 10, 3: 30}), listed, CoresidenceReport(), None, sources
+    )
+    assert _cluster_of(labels, 3) == 10
+
+
+def test_a_mover_on_one_account_with_the_person_at_once_is_refused() -> None:
+    profiles, sources = _movers(MOVER)
+    listings = pl.DataFrame(
+        {
+            "unique_id": [2, 3],
+            "listing": ["A1", "A1"],
+            "start": [D("2015-01-01"), D("2015-01-01")],
+            "end": [D("2019-05-31"), D("2019-05-31")],
+            "role": [None, None],
+        },
+        schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
+    )
+    report = CoresidenceReport()
+    labels = link_movers(_labels({1: 10, 2: 10, 3: 30}), profiles, report, listings, sources)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.movers, report.movers_refused) == (0, 1)
+
+
+def test_a_chain_of_moves_is_followed_back_and_an_initial_is_enough() -> None:
+    # H HUGHES at U0 until 2012-03-31 (4, an initial only), then HELEN HUGHES at U1 (3) until
+    # 2019-05-31, then Helen at U2 (cluster 10): 3 joins in the first round, 4 in the second.
+    first = (4, "H", "HUGHES", None, None, "U0", "2008-01-01", "2012-03-31", "council_tax")
+    profiles, sources = _movers([*MOVER, first])
+    report = CoresidenceReport()
+    labels = link_movers(_labels({1: 10, 2: 10, 3: 30, 4: 40}), profiles, report, None, sources)
+    assert _cluster_of(labels, 3) == 10 and _cluster_of(labels, 4) == 10
+    assert report.movers == 2
+    labels = link_movers(
+        _labels({1: 10, 2: 10, 3: 30, 4: 40}), profiles, CoresidenceReport(), None, sources, 1
+    )
+    assert _cluster_of(labels, 3) == 10 and _cluster_of(labels, 4) == 40
+    # An initial that begins another name is no match.
+    other = _movers([*MOVER, (*first[:1], "J", *first[2:])])
+    labels = link_movers(
+        _labels({1: 10, 2: 10, 3: 30, 4: 40}), *other[:1], CoresidenceReport(), None, other[1]
+    )
+    assert _cluster_of(labels, 4) == 40
+
+
+# The companion pass. A couple billed together on account A1 at U1 until 2015 (3: HELEN HUGHES
+# with no date of birth; 6: her partner, cluster 60) is found together at U2 from 2016: Helen
+# (cluster 10, a GP record with a date of birth) and the partner's GP record there.
+COMPANIONS = [
+    (1, "HELEN", "HUGHES", "1980-02-03", "N1", "U2", "2016-03-01", None, "gp_registrations"),
+    (3, "HELEN", "HUGHES", None, None, "U1", "2009-04-01", "2015-08-31", "council_tax"),
+    (6, "TOM", "HUGHES", "1979-05-05", None, "U1", "2009-04-01", "2015-08-31", "council_tax"),
+    (7, "TOM", "HUGHES", "1979-05-05", "N7", "U2", "2016-03-01", None, "gp_registrations"),
+]
+ACCOUNT = pl.DataFrame(
+    {
+        "unique_id": [3, 6],
+        "listing": ["council_tax|A1", "council_tax|A1"],
+        "start": [D("2009-04-01"), D("2009-04-01")],
+        "end": [D("2015-08-31"), D("2015-08-31")],
+        "role": [None, None],
+    },
+    schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
+)
+COUPLE = {1: 10, 3: 30, 6: 60, 7: 60}
+
+
+def test_a_lone_party_joins_the_one_person_of_its_name_living_with_its_co_party() -> None:
+    profiles, sources = _movers(COMPANIONS)
+    report = CoresidenceReport()
+    labels = link_companions(_labels(COUPLE), profiles, report, ACCOUNT, sources)
+    assert _cluster_of(labels, 3) == 10
+    assert (report.companions, report.companions_ambiguous) == (1, 0)
+    # Without the account there is no co-party to follow.
+    labels = link_companions(_labels(COUPLE), profiles, CoresidenceReport(), None, sources)
+    assert _cluster_of(labels, 3) == 30
+
+
+def test_no_companion_link_at_another_time_under_another_name_or_with_two_such() -> None:
+    later = (
+        1,
+        "HELEN",
+        "HUGHES",
+        "1980-02-03",
+        "N1",
+        "U2",
+        "2005-01-01",
+        "2008-12-31",
+        "gp_registrations",
+    )
+    other = (
+        1,
+        "HANNAH",
+        "HUGHES",
+        "1980-02-03",
+        "N1",
+        "U2",
+        "2016-03-01",
+        None,
+        "gp_registrations",
+    )
+    for changed in (later, other):
+        profiles, sources = _movers([changed, *COMPANIONS[1:]])
+        report = CoresidenceReport()
+        labels = link_companions(_labels(COUPLE), profiles, report, ACCOUNT, sources)
+        assert _cluster_of(labels, 3) == 30 and report.companions == 0, changed
+    # Two Helen Hughes with the partner at U2 (mother and daughter): left alone.
+    daughter = (
+        4,
+        "HELEN",
+        "HUGHES",
+        "2001-01-01",
+        "N4",
+        "U2",
+        "2016-03-01",
+        None,
+        "gp_registrations",
+    )
+    profiles, sources = _movers([*COMPANIONS, daughter])
+    report = CoresidenceReport()
+    labels = link_companions(_labels({**COUPLE, 4: 40}), profiles, report, ACCOUNT, sources)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.companions, report.companions_ambiguous) == (0, 1)

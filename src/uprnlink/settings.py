@@ -294,6 +294,10 @@ class LinkageSettings:
     # A lone record with no date of birth or NHS number joins the one person of its forename
     # at the same UPRN over an overlapping period (uprnlink.linkage.coresidence).
     coresidence: StrictBool = True
+    # Then a lone record with no date of birth or NHS number joins the one person of its forename
+    # and surname whose stay at another address begins as its own ends (or ends as it begins),
+    # or who lived elsewhere with a co-party of its account (uprnlink.linkage.coresidence).
+    coresidence_moves: StrictBool = True
     # Train on one DuckDB thread so the same inputs give bit-identical parameters (and people);
     # false trades that for speed (`make bench` measures the difference).
     repeatable_training: StrictBool = True

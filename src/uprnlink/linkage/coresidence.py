@@ -18,8 +18,21 @@ same months. The pass is guarded so that it cannot join two people:
 * and never where the cannot-link rules (`uprnlink.linkage.constraints`) would then find a
   conflict in the cluster (two people on one account at once).
 
-It works on identifier profiles (`uprnlink.linkage.predict.linkage_profiles`), after the
-cannot-link rules, and reports counts only.
+The mover pass (`link_movers`, run after it) follows the same kind of record to the address it
+moved to: a lone incomplete record whose stay ends on the day, or the day before, a stay of
+exactly one person of the same surname and forename (or a forename its initial begins) begins at
+another UPRN (or begins as theirs ends) joins that person, round after round along a chain of
+moves; not when that person held an account, tenancy or claim at a third address through the
+record's own stay (one person is not liable at two addresses at once: a namesake who moved on
+the same day), and never where the cannot-link rules object.
+
+The companion pass (`link_companions`, last) follows a household: a lone incomplete record on an
+account, tenancy or claim with another party joins the one person of its forename and surname
+who lived with that party at another address at the same time as the party (a couple billed
+together at an earlier home, found together at the next), with the same guards.
+
+All three work on identifier profiles (`uprnlink.linkage.predict.linkage_profiles`), after the
+cannot-link rules, and report counts only.
 """
 
 from __future__ import annotations
@@ -30,10 +43,15 @@ from typing import Any
 import polars as pl
 
 from uprnlink.linkage.constraints import conflict_pairs
+from uprnlink.sources import sources_with
 
 _NODE = ("uprn_token", "forename", "period_start", "period_end")
 #: The profile columns the pass reads.
 CORESIDENT_COLUMNS = ("unique_id", "dob", "nhs_token", *_NODE)
+#: The profile columns the mover pass reads.
+MOVER_COLUMNS = (*CORESIDENT_COLUMNS, "surname")
+#: Sources whose stays last while they are open (an account, a tenancy, a claim), unlike lists.
+LASTING_SOURCES = tuple(s for s in sources_with("residence") if s not in sources_with("open_list"))
 
 
 @dataclass
@@ -45,6 +63,12 @@ class CoresidenceReport:
     ambiguous: int = 0  # more than one such co-resident: left alone
     refused: int = 0  # the cannot-link rules would have found a conflict: left alone
     other_stay: int = 0  # the co-resident's own stay there in that source is another time
+    movers: int = 0  # joined the one person of their name whose stay elsewhere follows on
+    movers_ambiguous: int = 0  # more than one such person: left alone
+    movers_elsewhere: int = 0  # that person held an account elsewhere through the stay
+    movers_refused: int = 0  # the cannot-link rules would have found a conflict
+    companions: int = 0  # joined the one person of their name living with a co-party elsewhere
+    companions_ambiguous: int = 0  # more than one such person: left alone
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
@@ -165,15 +189,229 @@ def link_coresidents(
         elsewhere = other_stays(moves, labels, profiles, sources)
         report.other_stay = elsewhere.len()
         moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
+    moved, report.refused = _apply_moves(labels, moves, profiles, listings)
+    report.linked = moves.height - report.refused
+    return moved, report
+
+
+def _apply_moves(
+    labels: pl.DataFrame,
+    moves: pl.DataFrame,
+    profiles: pl.DataFrame,
+    listings: pl.DataFrame | None,
+) -> tuple[pl.DataFrame, int]:
+    """Labels with each move (unique_id, _to) made, except those after which the cannot-link
+    rules find a conflict in the joined cluster; and how many moves were refused so."""
     if moves.height == 0:
-        return labels, report
+        return labels, 0
     moved = _relabel(labels, moves)
     attributes = profiles.select("unique_id", "nhs_token", "dob")
     touched = moved.filter(pl.col("cluster_id").is_in(moves.get_column("_to").implode()))
     conflicts = conflict_pairs(touched, attributes, listings)
     refused = pl.concat([conflicts.get_column("a"), conflicts.get_column("b")]).unique()
-    report.refused = moves.filter(pl.col("unique_id").is_in(refused.implode())).height
-    report.linked = moves.height - report.refused
-    if report.refused:
+    n_refused = moves.filter(pl.col("unique_id").is_in(refused.implode())).height
+    if n_refused:
         moved = _relabel(labels, moves.filter(~pl.col("unique_id").is_in(refused.implode())))
-    return moved, report
+    return moved, n_refused
+
+
+def _follows_on_expr() -> pl.Expr:
+    """One stay (period_start, period_end) ends on the day, or the day before, the other
+    (other_start, other_end) begins, either way round (an open end follows nothing)."""
+    day = pl.duration(days=1)
+    return pl.col("other_start").is_between(
+        pl.col("period_end"), pl.col("period_end") + day
+    ).fill_null(False) | pl.col("period_start").is_between(
+        pl.col("other_end"), pl.col("other_end") + day
+    ).fill_null(False)
+
+
+def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
+    """For each candidate (a profile alone in its cluster with no date of birth or NHS number,
+    with a UPRN token, forename, surname and period), the clusters holding a complete profile
+    and a profile of the same surname and forename (or of a forename the candidate's initial
+    begins) at another UPRN token whose stay follows on from the candidate's
+    (`_follows_on_expr`): unique_id, cluster_id, targets."""
+    nodes = labels.join(profiles, on="unique_id", how="inner")
+    known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
+    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
+    alone = pl.len().over("cluster_id") == 1
+    candidates = nodes.filter(alone & ~complete, *known).select("unique_id", *_NODE, "surname")
+    anchored = nodes.filter(complete.any().over("cluster_id"), *known).select(
+        "cluster_id",
+        "forename",
+        "surname",
+        pl.col("uprn_token").alias("other_uprn"),
+        pl.col("period_start").alias("other_start"),
+        pl.col("period_end").alias("other_end"),
+    )
+    # Joined on surname and first letter (not surname alone: a common surname's every record).
+    first = pl.col("forename").str.slice(0, 1).alias("_initial")
+    initial = pl.col("forename").str.len_chars() == 1
+    found = (
+        candidates.with_columns(first)
+        .join(
+            anchored.with_columns(first).rename({"forename": "other_forename"}),
+            on=["surname", "_initial"],
+        )
+        .filter(
+            ((pl.col("forename") == pl.col("other_forename")) | initial)
+            & (pl.col("other_uprn") != pl.col("uprn_token"))
+            & _follows_on_expr()
+        )
+        .select("unique_id", "cluster_id")
+        .unique()
+    )
+    return found.with_columns(pl.len().over("unique_id").alias("targets"))
+
+
+def lasting_elsewhere(
+    moves: pl.DataFrame,
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    sources: pl.DataFrame,
+    gap_days: int = 31,
+) -> pl.Series:
+    """Candidates (moves: unique_id, _to) whose target cluster held a lasting stay (an account,
+    tenancy or claim: LASTING_SOURCES) at another UPRN through the candidate's own stay, from
+    more than `gap_days` before it ended to more than `gap_days` after it began: one person is
+    not liable at two addresses at once, so the target is a namesake, not the candidate."""
+    stay = profiles.select("unique_id", "uprn_token", "period_start", "period_end")
+    mine = moves.join(stay, on="unique_id")
+    lasting = sources.filter(pl.col("source_dataset").is_in(list(LASTING_SOURCES)))
+    theirs = (
+        labels.join(stay, on="unique_id")
+        .join(lasting.select("unique_id").unique(), on="unique_id")
+        .select(
+            pl.col("cluster_id").alias("_to"),
+            pl.col("uprn_token").alias("other_uprn"),
+            pl.col("period_start").alias("other_start"),
+            pl.col("period_end").alias("other_end"),
+        )
+    )
+    gap = pl.duration(days=gap_days)
+    through = (
+        pl.col("period_end").is_null() | (pl.col("other_start") < pl.col("period_end") - gap)
+    ) & (pl.col("other_end").is_null() | (pl.col("other_end") > pl.col("period_start") + gap))
+    return (
+        mine.join(theirs, on="_to")
+        .filter((pl.col("other_uprn") != pl.col("uprn_token")) & through.fill_null(False))
+        .get_column("unique_id")
+        .unique()
+    )
+
+
+def link_movers(
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    report: CoresidenceReport,
+    listings: pl.DataFrame | None = None,
+    sources: pl.DataFrame | None = None,
+    rounds: int = 5,
+) -> pl.DataFrame:
+    """Clusters (unique_id, cluster_id) with each lone incomplete profile moved into the one
+    cluster of a person of its name whose stay at another address follows on from its own (see
+    the module docstring for the guards), for up to `rounds` rounds; counts go into `report`.
+
+    `profiles` has MOVER_COLUMNS; `listings` and `sources` as for `link_coresidents` (without
+    `sources` the lasting-stay guard cannot be checked and nothing is moved).
+    """
+    if sources is None:
+        return labels
+    # A chain of moves (three accounts in turn, only the last with a date of birth) is followed
+    # back one stay per round: a record joined in one round anchors the one before it.
+    for _ in range(rounds):
+        matches = mover_matches(labels, profiles)
+        ambiguous = matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
+        moves = matches.filter(pl.col("targets") == 1).select(
+            "unique_id", pl.col("cluster_id").alias("_to")
+        )
+        elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
+        moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
+        labels, refused = _apply_moves(labels, moves, profiles, listings)
+        report.movers += moves.height - refused
+        # What is left alone in the last round (a candidate is counted once).
+        report.movers_ambiguous, report.movers_elsewhere = ambiguous, elsewhere.len()
+        report.movers_refused = refused
+        if moves.height == refused:
+            break
+    return labels
+
+
+def companion_matches(
+    labels: pl.DataFrame, profiles: pl.DataFrame, listings: pl.DataFrame
+) -> pl.DataFrame:
+    """For each candidate (as for `mover_matches`), the clusters holding a complete profile and
+    a profile of the candidate's forename and surname at a UPRN token other than the
+    candidate's, over a stay overlapping one of a co-party's there (stays with a period: a
+    hospital attendance is none): a co-party is another cluster's profile on one of the
+    candidate's listings. unique_id, cluster_id, targets."""
+    nodes = labels.join(profiles, on="unique_id", how="inner")
+    known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
+    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
+    alone = pl.len().over("cluster_id") == 1
+    candidates = nodes.filter(alone & ~complete, *known).select(
+        "unique_id", "cluster_id", "uprn_token", "forename", "surname"
+    )
+    listed = listings.select("unique_id", "listing").unique()
+    parties = listed.join(labels, on="unique_id").select(
+        "listing", pl.col("cluster_id").alias("_party")
+    )
+    stays = nodes.filter(pl.col("uprn_token").is_not_null(), pl.col("period_start").is_not_null())
+    their = stays.select(
+        pl.col("cluster_id").alias("_party"),
+        pl.col("uprn_token").alias("_at"),
+        "period_start",
+        "period_end",
+    ).unique()
+    residents = nodes.filter(complete.any().over("cluster_id"), *known).select(
+        pl.col("cluster_id").alias("_to"),
+        pl.col("uprn_token").alias("_at"),
+        "forename",
+        "surname",
+        pl.col("period_start").alias("other_start"),
+        pl.col("period_end").alias("other_end"),
+    )
+    found = (
+        candidates.join(listed, on="unique_id")
+        .join(parties, on="listing")
+        .filter(pl.col("_party") != pl.col("cluster_id"))
+        .join(their, on="_party")
+        .filter(pl.col("_at") != pl.col("uprn_token"))
+        .join(residents, on=["_at", "forename", "surname"])
+        .filter(
+            (pl.col("_to") != pl.col("_party"))
+            & overlap_expr("period_start", "period_end", "other_start", "other_end")
+        )
+        .select("unique_id", pl.col("_to").alias("cluster_id"))
+        .unique()
+    )
+    return found.with_columns(pl.len().over("unique_id").alias("targets"))
+
+
+def link_companions(
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    report: CoresidenceReport,
+    listings: pl.DataFrame | None = None,
+    sources: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Clusters (unique_id, cluster_id) with each lone incomplete profile moved into the one
+    cluster of a person of its name who lived elsewhere with a co-party of its account
+    (`companion_matches`), unless that person held a lasting stay at another address through
+    the candidate's (`lasting_elsewhere`) or the cannot-link rules object; counts go into
+    `report`. Without `listings` and `sources` nothing is moved."""
+    if listings is None or sources is None or listings.height == 0:
+        return labels
+    matches = companion_matches(labels, profiles, listings)
+    report.companions_ambiguous = (
+        matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
+    )
+    moves = matches.filter(pl.col("targets") == 1).select(
+        "unique_id", pl.col("cluster_id").alias("_to")
+    )
+    elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
+    moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
+    moved, refused = _apply_moves(labels, moves, profiles, listings)
+    report.companions = moves.height - refused
+    return moved

@@ -19,8 +19,11 @@ from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import CannotLinkReport, apply_cannot_link, profile_listings
 from uprnlink.linkage.coresidence import (
     CORESIDENT_COLUMNS,
+    MOVER_COLUMNS,
     CoresidenceReport,
+    link_companions,
     link_coresidents,
+    link_movers,
 )
 from uprnlink.linkage.model import (
     FULL_IDENTIFIERS,
@@ -281,8 +284,10 @@ def _coresidence_pass(
     profiles: pl.DataFrame,
     members: pl.DataFrame,
     listings: pl.DataFrame | None,
+    movers: bool = True,
 ) -> tuple[pl.DataFrame, CoresidenceReport]:
-    """The co-residence pass (uprnlink.linkage.coresidence) on the profile clusters, logged."""
+    """The co-residence pass (uprnlink.linkage.coresidence) on the profile clusters, then the
+    mover and companion passes when `movers` is set and the profiles carry surnames, logged."""
     sources = members.select(pl.col("profile").alias("unique_id"), "source_dataset").unique()
     labels, report = link_coresidents(
         labels, profiles.select(*CORESIDENT_COLUMNS), listings, sources
@@ -297,6 +302,24 @@ def _coresidence_pass(
         f"{report.other_stay:,}",
         f"{report.refused:,}",
     )
+    if movers and set(MOVER_COLUMNS) <= set(profiles.columns):
+        labels = link_movers(labels, profiles.select(*MOVER_COLUMNS), report, listings, sources)
+        log.info(
+            "linkage: mover pass: %s lone records without a date of birth joined the one person "
+            "of their name whose stay elsewhere follows on (%s ambiguous, %s held an account "
+            "elsewhere, %s refused by the rules)",
+            f"{report.movers:,}",
+            f"{report.movers_ambiguous:,}",
+            f"{report.movers_elsewhere:,}",
+            f"{report.movers_refused:,}",
+        )
+        labels = link_companions(labels, profiles.select(*MOVER_COLUMNS), report, listings, sources)
+        log.info(
+            "linkage: companion pass: %s lone records without a date of birth joined the one "
+            "person of their name living with a co-party of their account elsewhere (%s ambiguous)",
+            f"{report.companions:,}",
+            f"{report.companions_ambiguous:,}",
+        )
     return labels, report
 
 
@@ -543,6 +566,8 @@ def _cluster(
     coresidence: CoresidenceReport | None = None
     if settings.coresidence:
         t6 = time.perf_counter()
-        by_profile, coresidence = _coresidence_pass(by_profile, profiles, members, node_listings)
+        by_profile, coresidence = _coresidence_pass(
+            by_profile, profiles, members, node_listings, settings.coresidence_moves
+        )
         timings["coresidence"] = round(time.perf_counter() - t6, 2)
     return by_profile, report, coresidence
