@@ -142,6 +142,45 @@ def test_only_the_publisher_opens_a_duckdb_file_for_writing() -> None:
     assert _writable_connects(PUBLISHER), "the publisher writes the analyst database"
 
 
+#: The synthetic populations (the simulation's long generators) are outside the rule.
+SYNTHETIC = ("synth", "testpop")
+MAX_FUNCTION_LINES = 80
+
+
+def _long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int]]:
+    """Functions (nested ones too) longer than `limit` lines, def line to last line."""
+    return [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_function_is_longer_than_80_lines() -> None:
+    """House style: a function does one thing and reads on one screen; a longer one is split
+    along its own seams (the synthetic populations' generators excepted)."""
+    offenders = {
+        f"{path.relative_to(PACKAGE)}:{name}": lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] not in SYNTHETIC
+        for name, lines in _long_functions(path.read_text())
+    }
+    assert offenders == {}
+
+
+def test_the_length_rule_counts_def_to_last_line() -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(79))
+    assert _long_functions(f"def f():\n{body}\n") == []  # 80 lines
+    assert _long_functions(f"def f():\n{body}\n    y = 1\n") == [("f", 81)]
+    inner = "\n".join(f"        x{i} = {i}" for i in range(80))
+    assert _long_functions(f"def outer():\n    def inner():\n{inner}\n") == [
+        ("outer", 82),
+        ("inner", 81),
+    ]
+
+
 @pytest.mark.slow
 def test_a_run_unlocks_each_key_once(demo_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """scrypt runs once per key and process (pseudonymisation, release, audit), however many
