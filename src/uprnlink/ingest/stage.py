@@ -110,18 +110,7 @@ def ingest_person_source(
     z = Zones(settings)
     source = settings.sources[source_name]
     if not source.path.exists():
-        if source.required:
-            raise ContractError(
-                f"source {source_name!r} is configured but its extract is missing",
-                file=str(source.path),
-                rule="file_missing",
-            )
-        log.warning("optional source %s has no extract: skipped", source_name)
-        manifest.drop_entry(settings.trusted_dir, source_name)
-        write_empty_source(settings, source_name)
-        return SourceReport(
-            source=source_name, skipped="no extract (optional source)", reused=False
-        )
+        return skip_missing_extract(settings, source_name)
     contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
     started = time.perf_counter()
     key = load_run_key(settings)
@@ -178,6 +167,22 @@ def ingest_person_source(
         report.rows_quarantined,
     )
     return {**out, "reused": False}
+
+
+def skip_missing_extract(settings: RunSettings, source_name: str) -> SourceReport:
+    """A source with no extract: a required one is a ContractError; an optional one gets empty
+    trusted-zone files and is reported `skipped`."""
+    source = settings.sources[source_name]
+    if source.required:
+        raise ContractError(
+            f"source {source_name!r} is configured but its extract is missing",
+            file=str(source.path),
+            rule="file_missing",
+        )
+    log.warning("optional source %s has no extract: skipped", source_name)
+    manifest.drop_entry(settings.trusted_dir, source_name)
+    write_empty_source(settings, source_name)
+    return SourceReport(source=source_name, skipped="no extract (optional source)", reused=False)
 
 
 def not_supplied(settings: RunSettings, reports: Sequence[SourceReport]) -> NotSupplied:
