@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,18 @@ def test_the_run_summary_reads_the_typed_metadata() -> None:
     assert summary.counts == WRITTEN["counts"]
     assert summary.to_dict()["published"]["metadata"] == WRITTEN
     assert RunSummary().metadata is None and RunSummary().reference_date is None
+
+
+def test_the_evaluation_reads_residence_evidence_through_the_record(tmp_path: Path) -> None:
+    from uprnlink.run.evaluation import read_residence_confirmed
+
+    path = tmp_path / "run_metadata.json"
+    assert read_residence_confirmed(path) == []
+    path.write_text(json.dumps(WRITTEN, indent=2))
+    assert read_residence_confirmed(path) == WRITTEN["residence_confirmed"]
+    # A release published before residence evidence was recorded has none to show.
+    path.write_text(json.dumps({k: v for k, v in WRITTEN.items() if k != "residence_confirmed"}))
+    assert read_residence_confirmed(path) == []
+    path.write_text(json.dumps({**WRITTEN, "counts": {}}))
+    with pytest.raises(ConfigError, match=r"lacks field 'counts\.people'"):
+        read_residence_confirmed(path)

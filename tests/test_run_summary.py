@@ -16,6 +16,8 @@ from uprnlink.publication import NotSupplied, PublicationMetadata
 from uprnlink.run.history import list_runs, run_row
 from uprnlink.run_summary import (
     BaselineRecord,
+    DeliveryChecks,
+    DeliveryProfile,
     LinkSummary,
     ModelRecord,
     PublishedRelease,
@@ -135,6 +137,9 @@ def test_each_stage_returns_the_record_it_declares(small_run: PipelineRun) -> No
     assert _conforms(summary.published, PublishedRelease)
     assert _conforms(summary.release, ReleaseSwitch)
     assert _conforms(summary.not_supplied, NotSupplied)
+    assert summary.deliveries and _conforms(summary.deliveries, DeliveryChecks)
+    for delivered in summary.deliveries["profiles"].values():
+        assert _conforms(delivered, DeliveryProfile)
     for report in (*summary.reference, *summary.ingest):
         assert _conforms(report, SourceReport), report["source"]
     assert isinstance(summary.run, RunStart)

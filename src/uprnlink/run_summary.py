@@ -3,7 +3,7 @@ holds, and what the CLI, the run history and the quality report read.
 
 Each stage reports a small record of counts and paths, declared here (`RunStart`, and as
 TypedDicts, so they stay plain JSON-ready mappings inside Prefect and on disk: `LinkSummary`,
-`SourceReport`, `PublishedRelease`, `ReleaseSwitch`); the summary gathers them under named, typed fields, so a
+`SourceReport`, `DeliveryChecks`, `LinkSummary`, `PublishedRelease`, `ReleaseSwitch`); the summary gathers them under named, typed fields, so a
 reader names `summary.linkage` rather than chaining `.get(..., {})`, and mypy checks what one
 part hands the next. `from_dict` reads a summary
 written by any run (a failed or held one lacks the later stages: those fields are None);
@@ -22,6 +22,8 @@ from uprnlink.publication import NotSupplied, PublicationMetadata
 
 __all__ = [
     "BaselineRecord",
+    "DeliveryChecks",
+    "DeliveryProfile",
     "LinkSummary",
     "ModelRecord",
     "PublishedRelease",
@@ -92,6 +94,26 @@ class SourceReport(TypedDict, total=False):
     uprn_present: int
     uprn_in_lookup: int
     nhs_number_present: int
+
+
+class DeliveryProfile(TypedDict):
+    """What a delivery is compared on with its source's last accepted one (counts, shares,
+    the latest date and the file's checksum)."""
+
+    rows: int
+    null_shares: dict[str, float]
+    latest_date: str | None
+    checksum: str | None
+
+
+class DeliveryChecks(TypedDict):
+    """The delivery checks' record (`ingest.deliveries.check_deliveries`): the policy applied,
+    findings (held and accepted), the sources let through with `--accept`, each profile."""
+
+    policy: dict[str, Any]
+    findings: list[dict[str, Any]]
+    accepted: list[str]
+    profiles: dict[str, DeliveryProfile]
 
 
 class ModelRecord(TypedDict):
@@ -190,7 +212,7 @@ class RunSummary:
     ingest: tuple[SourceReport, ...] | None = None
     changes: dict[str, str] | None = None
     not_supplied: NotSupplied | None = None
-    deliveries: dict[str, Any] | None = None
+    deliveries: DeliveryChecks | None = None
     linkage: LinkSummary | None = None
     published: PublishedRelease | None = None
     reports: dict[str, str] | None = None

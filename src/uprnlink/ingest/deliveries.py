@@ -25,8 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import ConfigError, UprnlinkError
+<<<<<<< HEAD
 from uprnlink.policy import read_governance_policy
 from uprnlink.settings import RunSettings
+=======
+from uprnlink.run_summary import DeliveryChecks, DeliveryProfile
+from uprnlink.settings import RunSettings, read_policy_file
+>>>>>>> typed
 
 
 class DeliveryHeldError(UprnlinkError):
@@ -80,14 +85,14 @@ def read_delivery_policy(policy_path: Path) -> DeliveryPolicy:
     )
 
 
-def profile(report: Mapping[str, Any]) -> dict[str, Any]:
+def profile(report: Mapping[str, Any]) -> DeliveryProfile:
     """A delivery's profile from its ingest report."""
-    return {
-        "rows": int(report.get("file_rows") or report.get("rows_in") or 0),
-        "null_shares": dict(report.get("null_shares") or {}),
-        "latest_date": report.get("latest_date"),
-        "checksum": report.get("checksum"),
-    }
+    return DeliveryProfile(
+        rows=int(report.get("file_rows") or report.get("rows_in") or 0),
+        null_shares=dict(report.get("null_shares") or {}),
+        latest_date=report.get("latest_date"),
+        checksum=report.get("checksum"),
+    )
 
 
 def accepted_path(settings: RunSettings) -> Path:
@@ -105,7 +110,7 @@ def read_accepted(settings: RunSettings) -> dict[str, Any]:
 
 
 def compare(
-    source: str, now: dict[str, Any], before: dict[str, Any], policy: DeliveryPolicy
+    source: str, now: DeliveryProfile, before: Mapping[str, Any], policy: DeliveryPolicy
 ) -> list[Finding]:
     """The reasons to hold a delivery with profile `now` against the accepted `before`."""
     out: list[Finding] = []
@@ -153,7 +158,7 @@ def compare(
 
 def check_deliveries(
     settings: RunSettings, reports: Sequence[Mapping[str, Any]], accept: tuple[str, ...] = ()
-) -> dict[str, Any]:
+) -> DeliveryChecks:
     """Compare each delivered extract with its source's last accepted delivery.
 
     Returns the findings (held and accepted) and each delivery's profile; raises
@@ -168,7 +173,7 @@ def check_deliveries(
     policy = read_delivery_policy(settings.policy_path)
     accepted = read_accepted(settings)
     findings: list[Finding] = []
-    profiles: dict[str, Any] = {}
+    profiles: dict[str, DeliveryProfile] = {}
     for report in reports:
         if report.get("skipped"):
             continue
@@ -178,18 +183,20 @@ def check_deliveries(
         if policy.enabled and before and before.get("checksum") != now["checksum"]:
             findings += compare(name, now, before, policy)
     held = [f for f in findings if f.source not in accept]
-    result = {
-        "policy": asdict(policy),
-        "findings": [f.to_dict() for f in findings],
-        "accepted": sorted({f.source for f in findings if f.source in accept}),
-        "profiles": profiles,
-    }
+    result = DeliveryChecks(
+        policy=asdict(policy),
+        findings=[f.to_dict() for f in findings],
+        accepted=sorted({f.source for f in findings if f.source in accept}),
+        profiles=profiles,
+    )
     if held:
         raise DeliveryHeldError(held)
     return result
 
 
-def record_accepted(settings: RunSettings, run_id: str, profiles: dict[str, Any]) -> None:
+def record_accepted(
+    settings: RunSettings, run_id: str, profiles: Mapping[str, DeliveryProfile]
+) -> None:
     """The deliveries of a run that went live become the ones the next run is compared with."""
     accepted = read_accepted(settings)
     for name, prof in profiles.items():

@@ -95,30 +95,6 @@ def ingest_reference_data(config_path: str, run_id: str | None = None) -> list[S
     return reports
 
 
-def _skip_missing_extract(settings: RunSettings, source_name: str) -> SourceReport:
-    """A configured source whose extract is missing: an error if it is required, else skipped
-    with an empty trusted source (so the run's views keep their shape)."""
-    source = settings.sources[source_name]
-    if source.required:
-        raise ContractError(
-            f"source {source_name!r} is configured but its extract is missing",
-            file=str(source.path),
-            rule="file_missing",
-        )
-    log.warning("optional source %s has no extract: skipped", source_name)
-    manifest.drop_entry(settings.trusted_dir, source_name)
-    write_empty_source(settings, source_name)
-    return SourceReport(source=source_name, skipped="no extract (optional source)", reused=False)
-
-
-def _with_coverage(report: SourceReport, records: pl.DataFrame) -> SourceReport:
-    """The report with how many records carry a UPRN (and one in the lookup) and an NHS number."""
-    report["uprn_present"] = int(records.get_column("uprn_token").is_not_null().sum())
-    report["uprn_in_lookup"] = int(records.get_column("uprn_in_lookup").sum())
-    report["nhs_number_present"] = int(records.get_column("nhs_token").is_not_null().sum())
-    return report
-
-
 def ingest_person_source(
     config_path: str, source_name: str, run_id: str | None = None
 ) -> SourceReport:
@@ -134,7 +110,7 @@ def ingest_person_source(
     z = Zones(settings)
     source = settings.sources[source_name]
     if not source.path.exists():
-        return _skip_missing_extract(settings, source_name)
+        return skip_missing_extract(settings, source_name)
     contract = find_contract(settings.schemas_dir, source.contract, source.contract_version)
     started = time.perf_counter()
     key = load_run_key(settings)
@@ -173,7 +149,10 @@ def ingest_person_source(
         (z.crosswalk(source_name), trusted.crosswalk),
     ):
         write_trusted(frame, path, key)
-    out = _with_coverage(cast(SourceReport, report.to_dict()), trusted.records)
+    out = cast(SourceReport, report.to_dict())
+    out["uprn_present"] = int(trusted.records.get_column("uprn_token").is_not_null().sum())
+    out["uprn_in_lookup"] = int(trusted.records.get_column("uprn_in_lookup").sum())
+    out["nhs_number_present"] = int(trusted.records.get_column("nhs_token").is_not_null().sum())
     out["seconds"] = round(time.perf_counter() - started, 2)
     manifest.write_entry(
         settings.trusted_dir,
@@ -188,6 +167,22 @@ def ingest_person_source(
         report.rows_quarantined,
     )
     return {**out, "reused": False}
+
+
+def skip_missing_extract(settings: RunSettings, source_name: str) -> SourceReport:
+    """A source with no extract: a required one is a ContractError; an optional one gets empty
+    trusted-zone files and is reported `skipped`."""
+    source = settings.sources[source_name]
+    if source.required:
+        raise ContractError(
+            f"source {source_name!r} is configured but its extract is missing",
+            file=str(source.path),
+            rule="file_missing",
+        )
+    log.warning("optional source %s has no extract: skipped", source_name)
+    manifest.drop_entry(settings.trusted_dir, source_name)
+    write_empty_source(settings, source_name)
+    return SourceReport(source=source_name, skipped="no extract (optional source)", reused=False)
 
 
 def not_supplied(settings: RunSettings, reports: Sequence[SourceReport]) -> NotSupplied:

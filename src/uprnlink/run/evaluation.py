@@ -7,6 +7,7 @@ listing pairs, so a million records score in seconds. Results carry counts and r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from itertools import combinations_with_replacement
@@ -20,6 +21,7 @@ from uprnlink.households.ages import BIAS_BANDS, age_band_expr, age_on_expr
 from uprnlink.households.timelines import OPEN_END
 from uprnlink.privacy.keys import MasterKey, load_run_key
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.publication import PublicationMetadata, ResidenceConfirmed
 from uprnlink.review import current_labels, read_labels, splink_labels
 from uprnlink.settings import RunSettings
 from uprnlink.zones import Zones
@@ -841,15 +843,18 @@ def _table_lines(ev: LinkageEvaluation) -> list[str]:
     return lines
 
 
-def read_residence_confirmed(metadata_path: Path) -> list[dict[str, Any]]:
-    """The published run's per-source residence confirmation (empty when not recorded)."""
+def read_residence_confirmed(metadata_path: Path) -> list[ResidenceConfirmed]:
+    """The published run's per-source residence confirmation (empty when not recorded: a
+    release published before it was, whose metadata is otherwise read as it stands)."""
     if not metadata_path.exists():
         return []
     meta = json.loads(metadata_path.read_text())
-    return list(meta.get("residence_confirmed") or [])
+    if "residence_confirmed" not in meta:
+        return []
+    return list(PublicationMetadata.from_dict(meta).residence_confirmed)
 
 
-def residence_lines(confirmed: list[dict[str, Any]]) -> list[str]:
+def residence_lines(confirmed: Sequence[ResidenceConfirmed]) -> list[str]:
     """Per source: people placed on the reference date, and the share another source places
     at the same address that day."""
     lines = [

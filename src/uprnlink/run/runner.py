@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from uprnlink import __version__
 from uprnlink.errors import ContractError, UprnlinkError
@@ -43,6 +42,7 @@ from uprnlink.publish.stage import keep_releases, publish_outputs, switch_releas
 from uprnlink.reports.stage import write_quality_report
 from uprnlink.run.lock import run_lock
 from uprnlink.run_summary import (
+    DeliveryChecks,
     LinkSummary,
     PublishedRelease,
     ReleaseSwitch,
@@ -388,7 +388,7 @@ def run_all(
 
 
 def audit_acceptances(
-    settings: RunSettings, run_id: str, accept: tuple[str, ...], deliveries: dict[str, Any]
+    settings: RunSettings, run_id: str, accept: tuple[str, ...], deliveries: DeliveryChecks
 ) -> None:
     """Record each `--accept SOURCE` in the audit log: who let which delivery through, and
     what it would otherwise have been held for (nothing, if it passed the checks anyway)."""
@@ -397,13 +397,14 @@ def audit_acceptances(
     audit = open_audit_log(settings)
     for source in sorted(set(accept)):
         reasons = [f for f in deliveries["findings"] if f["source"] == source]
+        delivered = deliveries["profiles"].get(source)
         audit.append(
             "delivery.accepted",
             actor=actor(),
             data={
                 "run_id": run_id,
                 "source": source,
-                "checksum": deliveries["profiles"].get(source, {}).get("checksum"),
+                "checksum": delivered["checksum"] if delivered else None,
                 "held_for": [f["check"] for f in reasons],
                 "reasons": [f["message"] for f in reasons],
             },
