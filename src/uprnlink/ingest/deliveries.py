@@ -25,13 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import ConfigError, UprnlinkError
-<<<<<<< HEAD
 from uprnlink.policy import read_governance_policy
-from uprnlink.settings import RunSettings
-=======
 from uprnlink.run_summary import DeliveryChecks, DeliveryProfile
-from uprnlink.settings import RunSettings, read_policy_file
->>>>>>> typed
+from uprnlink.settings import RunSettings
 
 
 class DeliveryHeldError(UprnlinkError):
