@@ -195,6 +195,9 @@ class LinkageSettings:
     max_pairs_u: float = 2e6  # random pairs for the u probabilities
     max_pairs_em: float = 1e6  # most blocked pairs each EM session trains on (a sample)
     predict_chunk_records: int = 3_000_000  # profiles per prediction slice (bounds memory)
+    # Most profiles in one block of a prediction rule: a larger block is split by a further
+    # identifier (uprnlink.linkage.blocking). 0: derived from the delivery's own profiles.
+    block_cap: int = 0
     baselines: bool = True  # also link with deterministic and plain-Splink baselines to compare
     # Records that cannot be one person never share a cluster (uprnlink.linkage.constraints).
     cannot_link: bool = True
@@ -857,6 +860,8 @@ def read_settings(config_path: Path) -> RunSettings:
         raise ConfigError(f"{config_path}: [linkage] threshold_mode must be fixed or auto")
     if linkage.predict_chunk_records < 1:
         raise ConfigError(f"{config_path}: [linkage] predict_chunk_records must be positive")
+    if linkage.block_cap < 0 or linkage.block_cap == 1:
+        raise ConfigError(f"{config_path}: [linkage] block_cap must be 0 (derived) or at least 2")
     households = _household_settings(raw.get("households", {}), config_path)
     return RunSettings(
         config_path=config_path,
