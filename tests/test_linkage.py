@@ -14,6 +14,7 @@ import pytest
 
 from uprnlink.errors import LinkageError
 from uprnlink.linkage.backends import spark_memory
+from uprnlink.linkage.blocking import CAP_FLOOR
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.linkage.model import (
     MODEL_VERSION,
@@ -94,6 +95,25 @@ def trained(linked_synthetic_records: Any) -> Any:
 def _scores(clusters: pl.DataFrame, records: pl.DataFrame) -> tuple[float, float]:
     s = pairwise_scores(clusters.join(records.select("unique_id", "true_id"), on="unique_id"))
     return s.true_positive_pairs / s.predicted_pairs, s.true_positive_pairs / s.true_pairs
+
+
+def test_a_small_block_cap_splits_blocks_and_keeps_the_true_pairs(
+    records: pl.DataFrame, trained: Any, tmp_path: Path
+) -> None:
+    capped = link_people(
+        records, replace(SETTINGS, block_cap=3), work_dir=tmp_path, model=trained.model
+    )
+    assert not capped.model_trained  # the cap chooses pairs; the model's definition is the same
+    assert capped.block_cap == 3 and trained.block_cap >= CAP_FLOOR
+    assert not any(b["blocks_split"] for b in trained.blocking)
+    split = [b for b in capped.blocking if b["blocks_split"]]
+    assert len(split) >= 3 and all(b["split_by"] for b in split)
+    assert capped.candidate_pairs < trained.candidate_pairs
+    precision, recall = _scores(capped.clusters, records)
+    assert (precision, recall) >= _scores(trained.clusters, records)[:1] + (0.9,), (
+        precision,
+        recall,
+    )
 
 
 def test_saved_model_is_reused_and_gives_identical_clusters(
