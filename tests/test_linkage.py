@@ -14,8 +14,8 @@ import pytest
 
 from uprnlink.errors import LinkageError
 from uprnlink.linkage.backends import spark_memory
-from uprnlink.linkage.blocking import CAP_FLOOR
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
+from uprnlink.linkage.blocking import CAP_FLOOR
 from uprnlink.linkage.model import (
     MODEL_VERSION,
     blocking_rule_sqls,
@@ -110,10 +110,7 @@ def test_a_small_block_cap_splits_blocks_and_keeps_the_true_pairs(
     assert len(split) >= 3 and all(b["split_by"] for b in split)
     assert capped.candidate_pairs < trained.candidate_pairs
     precision, recall = _scores(capped.clusters, records)
-    assert (precision, recall) >= _scores(trained.clusters, records)[:1] + (0.9,), (
-        precision,
-        recall,
-    )
+    assert precision > 0.95 and recall > 0.9, (precision, recall)  # as without the cap
 
 
 def test_saved_model_is_reused_and_gives_identical_clusters(
