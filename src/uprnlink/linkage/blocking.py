@@ -123,38 +123,53 @@ def _block_pairs(frame: pl.DataFrame, symmetric: bool, keys: list[str]) -> pl.Da
     )
 
 
-def _refine_levels(
-    profiles: pl.DataFrame, key: BlockKey, cap_pairs: int
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """The refining value of every profile on each side of `key` (_row, _side, _refine) and
-    the blocks split and still over the cap."""
-    symmetric = key.left == key.right
-    n_parts, refiners = len(key.left), key.refiners
-    sides = [key.left] if symmetric else [key.left, key.right]
-    frame = pl.concat(
+def _key_rows(profiles: pl.DataFrame, key: BlockKey) -> pl.DataFrame:
+    """Every profile on each side of `key` (_row, _side, _k0.._kn), those with a null key part
+    left out (they meet nobody through this rule)."""
+    sides = [key.left] if key.left == key.right else [key.left, key.right]
+    return pl.concat(
         [
             profiles.select(
-                pl.int_range(pl.len()).alias("_row"),
+                pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
                 pl.lit(side, pl.Int8).alias("_side"),
-                *(_expr(p).cast(pl.Utf8).alias(f"_k{i}") for i, p in enumerate(parts)),
-                *(REFINERS[r].fill_null("?").alias(f"_f{j}") for j, r in enumerate(refiners)),
-            ).drop_nulls([f"_k{i}" for i in range(n_parts)])
+                *(_expr(p).alias(f"_k{i}") for i, p in enumerate(parts)),
+            ).drop_nulls()
             for side, parts in enumerate(sides)
         ]
-    ).with_columns(pl.lit(0, pl.Int8).alias("_level"))
-    stats = {"blocks_split": 0, "blocks_over_cap": 0}
-    keys = [f"_k{i}" for i in range(n_parts)]
-    for level in range(len(refiners) + 1):
-        at = frame.filter(pl.col("_level") == level)
-        over = _block_pairs(at, symmetric, keys).filter(pl.col("pairs") > cap_pairs)
-        if level == 0:
-            stats["blocks_split"] = over.height if refiners else 0
-        if level == len(refiners) or not over.height:
-            stats["blocks_over_cap"] = over.height
+    )
+
+
+def _refine_levels(
+    profiles: pl.DataFrame, key: BlockKey, cap_pairs: int
+) -> tuple[pl.DataFrame | None, dict[str, int]]:
+    """The refining value (_row, _side, _refine) of every profile in a block of `key` over the
+    cap (None when no block is), and the blocks split and still over the cap."""
+    symmetric, refiners = key.left == key.right, key.refiners
+    frame = _key_rows(profiles, key)
+    keys = [c for c in frame.columns if c.startswith("_k")]
+    over = _block_pairs(frame, symmetric, keys).filter(pl.col("pairs") > cap_pairs)
+    if not over.height or not refiners:
+        return None, {"blocks_split": 0, "blocks_over_cap": over.height}
+    stats = {"blocks_split": over.height, "blocks_over_cap": 0}
+    # Only the profiles in over-cap blocks are refined: the rest keep an empty value.
+    hit = frame.join(over.select(keys), on=keys, how="semi")
+    hit = hit.join(
+        profiles.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+            *(REFINERS[r].fill_null("?").alias(f"_f{j}") for j, r in enumerate(refiners)),
+        ),
+        on="_row",
+    ).with_columns(pl.lit(1, pl.Int8).alias("_level"))
+    for level in range(1, len(refiners) + 1):
+        keys.append(f"_f{level - 1}")
+        at = hit.filter(pl.col("_level") == level)
+        still = _block_pairs(at, symmetric, keys).filter(pl.col("pairs") > cap_pairs)
+        if level == len(refiners) or not still.height:
+            stats["blocks_over_cap"] = still.height
             break
-        flagged = over.select(*keys, pl.lit(True).alias("_over"))
-        frame = (
-            frame.join(flagged, on=keys, how="left", maintain_order="left")
+        flagged = still.select(*keys, pl.lit(True).alias("_over"))
+        hit = (
+            hit.join(flagged, on=keys, how="left")
             .with_columns(
                 pl.when(pl.col("_over") & (pl.col("_level") == level))
                 .then(pl.col("_level") + 1)
@@ -163,12 +178,11 @@ def _refine_levels(
             )
             .drop("_over")
         )
-        keys.append(f"_f{level}")
-    refine = pl.lit("")
-    for level in range(len(refiners), 0, -1):
+    refine = pl.col("_f0")
+    for level in range(2, len(refiners) + 1):
         value = pl.concat_str([pl.col(f"_f{j}") for j in range(level)], separator="|")
         refine = pl.when(pl.col("_level") == level).then(value).otherwise(refine)
-    return frame.select("_row", "_side", refine.alias("_refine")), stats
+    return hit.select("_row", "_side", refine.alias("_refine")), stats
 
 
 def refine_column_names(index: int) -> tuple[str, str]:
@@ -188,18 +202,14 @@ def split_blocks(
     for index, rule in enumerate(rules):
         key = key_of(rule)
         entry: dict[str, Any] = {"blocks_split": 0, "blocks_over_cap": 0, "split_by": []}
-        if key is not None:
-            levels, stats = _refine_levels(profiles, key, cap_pairs)
-            entry.update(stats)
-            if stats["blocks_split"]:
-                entry["split_by"] = list(key.refiners)
-                names = refine_column_names(index)
-                for side, name in enumerate(names):
-                    own = levels.filter(pl.col("_side") == (0 if key.left == key.right else side))
-                    full = pl.DataFrame({"_row": range(profiles.height)}).join(
-                        own.select("_row", "_refine"), on="_row", how="left", maintain_order="left"
-                    )
-                    columns.append(full.get_column("_refine").fill_null("").alias(name))
+        levels, stats = _refine_levels(profiles, key, cap_pairs) if key else (None, {})
+        entry.update(stats)
+        if key is not None and levels is not None:
+            entry["split_by"] = list(key.refiners)
+            for side, name in enumerate(refine_column_names(index)):
+                own = levels.filter(pl.col("_side") == (0 if key.left == key.right else side))
+                empty = pl.repeat("", profiles.height, dtype=pl.Utf8, eager=True).alias(name)
+                columns.append(empty.scatter(own.get_column("_row"), own.get_column("_refine")))
         report.append(entry)
     return profiles.with_columns(columns), report
 
