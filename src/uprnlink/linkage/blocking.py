@@ -97,17 +97,17 @@ def _expr(part: str) -> pl.Expr:
 
 
 def derived_block_cap(profiles: pl.DataFrame) -> int:
-    """The cap a delivery derives from its own profiles: twice the profiles one person has at
-    most (the 99.9th percentile of profiles sharing an NHS number, or a forename, surname and
-    date of birth), at least CAP_FLOOR. One person's profiles all stay in one block; two people
-    alike (twins, namesakes at one address) do too."""
-    sizes = [CAP_FLOOR // 2]
+    """The cap a delivery derives from its own profiles: the most profiles one person has (the
+    99.9th percentile of profiles sharing an NHS number, or a forename, surname and date of
+    birth), at least CAP_FLOOR. A block larger than that holds two people or more; the refiner
+    that splits it (a name's initial, a year of birth) keeps each person's profiles together."""
+    sizes = [CAP_FLOOR]
     for key in (("nhs_token",), ("forename", "surname", "dob")):
         if set(key) <= set(profiles.columns):
             counts = profiles.select(key).drop_nulls().group_by(key).len().get_column("len")
             if counts.len():
                 sizes.append(int(counts.quantile(0.999, "higher") or 0))
-    return max(CAP_FLOOR, 2 * max(sizes))
+    return max(sizes)
 
 
 def _block_pairs(frame: pl.DataFrame, symmetric: bool, keys: list[str]) -> pl.DataFrame:
