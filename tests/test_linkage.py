@@ -104,7 +104,8 @@ def test_a_small_block_cap_splits_blocks_and_keeps_the_true_pairs(
         records, replace(SETTINGS, block_cap=3), work_dir=tmp_path, model=trained.model
     )
     assert not capped.model_trained  # the cap chooses pairs; the model's definition is the same
-    assert capped.block_cap == 3 and trained.block_cap >= CAP_FLOOR
+    assert {b["block_cap"] for b in capped.blocking} == {3}
+    assert trained.blocking[0]["block_cap"] >= CAP_FLOOR
     assert not any(b["blocks_split"] for b in trained.blocking)
     split = [b for b in capped.blocking if b["blocks_split"]]
     assert len(split) >= 3 and all(b["split_by"] for b in split)

@@ -78,8 +78,6 @@ class LinkageResult:
     seconds: dict[str, float] = field(default_factory=dict)
     model_trained: bool = True  # False when a saved model was reused
     blocking: list[dict[str, Any]] = field(default_factory=list)
-    # Most profiles in one block before a rule splits it (uprnlink.linkage.blocking).
-    block_cap: int = 0
     profiles: int = 0  # distinct identifier profiles scored (see linkage_profiles)
     # The expected-F1 operating point read from the scored pairs (uprnlink.linkage.threshold).
     threshold_choice: dict[str, Any] | None = None
@@ -375,7 +373,6 @@ def link_people(
         seconds=timings,
         model_trained=saved is None,
         blocking=scored.blocking,
-        block_cap=scored.block_cap,
         profiles=profiles.height,
         threshold_choice=choice.to_dict() if choice is not None else None,
         cannot_link=report.to_dict() if report is not None else None,
@@ -400,7 +397,6 @@ class _Scored:
     blocking: list[dict[str, Any]]
     n_scored: int
     histograms: list[pl.DataFrame]
-    block_cap: int
 
 
 def _score(
@@ -458,13 +454,13 @@ def _score(
             linker, backend, min(retain, review_floor(retain)), chunks, histograms, identifiers
         )
         for entry, rule_split in zip(blocking, split, strict=True):
-            entry.update(rule_split)
+            entry.update(rule_split, block_cap=cap)
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
-    return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms, cap)
+    return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms)
 
 
 def _split_blocks(

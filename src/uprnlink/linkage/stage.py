@@ -109,7 +109,6 @@ def link_records(
         "ids": report.to_dict(),
         "seconds": result.seconds,
         "blocking": result.blocking,
-        "block_cap": result.block_cap,
         "cannot_link": result.cannot_link,
         "review": {"queued": result.review.height if result.review is not None else 0},
         "coresidence": result.coresidence,
