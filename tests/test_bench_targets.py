@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.run import scale_targets
+from benchmarks.run import blocking_markdown, scale_targets
 
 
 def _run(population: str, records: int, pairs: float, recall: float | None) -> dict[str, Any]:
@@ -42,3 +42,14 @@ def test_scale_targets_judge_every_size_against_the_smallest() -> None:
         "0.95 vs 0.96 (change -0.0100)",
         "**not met**",
     )
+
+
+def test_the_blocking_table_sums_each_runs_split_blocks() -> None:
+    run = _run("testpop", 1_000_000, 3.9, 0.95)
+    run["blocking"] = [
+        {"blocks_split": 3, "blocks_over_cap": 1},
+        {"blocks_split": 0, "blocks_over_cap": 0},
+        {"blocks_split": 1200, "blocks_over_cap": 0},
+    ]
+    table = blocking_markdown({"pipeline": [run]})
+    assert "| testpop | 1,000,000 | 3.9 | 1,203 | 1 |  | 0.95 |" in table
