@@ -73,8 +73,8 @@ def test_the_keys_of_the_rules_are_read_from_their_columns_or_sql() -> None:
         "l.forename = r.forename AND substr(l.surname, 1, 1) = substr(r.surname, 1, 1)"
     )
     assert initial == BlockKey(("forename", "surname_initial"), ("forename", "surname_initial"))
-    # Split by the surname's next letter, not the year of birth the rule does without.
-    assert initial.refiners == ("surname_prefix", "dob_year")
+    # Never split: it exists for pairs whose date of birth and one name disagree.
+    assert initial.refiners == ()
     assert key_of("split_part(l.a, ' ', 1) = split_part(r.a, ' ', 1)") is None
 
 

@@ -27,8 +27,6 @@ KEY_PARTS: dict[str, pl.Expr] = {
 }
 #: Refining identifiers, tried in this order (those a rule's key does not already pin).
 REFINERS: dict[str, pl.Expr] = {
-    "forename_prefix": pl.col("forename").str.slice(0, 2),
-    "surname_prefix": pl.col("surname").str.slice(0, 2),
     "forename_initial": pl.col("forename").str.slice(0, 1),
     "surname_initial": pl.col("surname").str.slice(0, 1),
     "dob_year": pl.col("dob").dt.year().cast(pl.Utf8),
@@ -41,10 +39,11 @@ _PINNED_BY = {
     "dob_year": ("dob",),
     "sex": ("sex",),
 }
-# A name's first two letters refine only a key holding its initial: a rule on one name and the
-# other's initial exists for pairs whose date of birth is missing or wrong, so its blocks are
-# split by the next letter of the name rather than by the year of birth.
-_EXTENDS = {"forename_prefix": "forename_initial", "surname_prefix": "surname_initial"}
+# A rule on one name and the other's initial (used only where no place pins the pairs) exists
+# for pairs whose date of birth is missing or wrong and one name mistyped: any further
+# identifier would split exactly those pairs apart (on FEBRL4 a year of birth or the name's
+# next letter lost true pairs), so its blocks are counted but never split.
+_UNSPLIT_PARTS = frozenset({"forename_initial", "surname_initial"})
 #: Refiners applied to one over-cap block at most (a block still over the cap after them is kept).
 MAX_REFINERS = 2
 #: The smallest cap a delivery can derive: a family of four at one address, each with two
@@ -64,11 +63,9 @@ class BlockKey:
     def refiners(self) -> tuple[str, ...]:
         """The identifiers that split this rule's over-cap blocks, in turn."""
         parts = {*self.left, *self.right}
-        free = [
-            r
-            for r in REFINERS
-            if (_EXTENDS[r] in parts if r in _EXTENDS else not parts & set(_PINNED_BY[r]))
-        ]
+        if parts & _UNSPLIT_PARTS:
+            return ()
+        free = [r for r in REFINERS if not parts & set(_PINNED_BY[r])]
         return tuple(free[:MAX_REFINERS])
 
 
