@@ -1,12 +1,13 @@
 """`make bench`: end-to-end and pseudonymisation figures, with baselines measured in the same run.
 
-Usage: python -m benchmarks.run [--records 100000 1000000] [--full] [--populations demo testpop]
-                                [--repeat] [--out bench-out] [--no-febrl]
+Usage: python -m benchmarks.run [--records 100000 1000000] [--full | --scale]
+                                [--populations demo testpop] [--repeat] [--out bench-out]
+                                [--no-febrl]
 
 Two populations are measured side by side: the demo's own (`uprnlink.synth`, the one the model
 was developed on) and the independent Westmere population (`uprnlink.testpop`, other systems'
 layouts and habits of error, config/testpop.toml). For each population and size (about 100,000
-and 1,000,000 source records; `--full` adds 5,000,000) it
+and 1,000,000 source records; `--full` adds 5,000,000, `--scale` 5,000,000 and 15,000,000) it
 synthesises extracts (not timed), then runs every pipeline stage from ingest to the published
 views in a child process with `[linkage] baselines = false`, recording wall time and peak
 resident memory (the process and its children) per stage, and records per second. In the same
@@ -56,6 +57,8 @@ TESTPOP_RECORDS_PER_PERSON = 4.77
 POPULATIONS = ("demo", "testpop")
 DEFAULT_RECORDS = (100_000, 1_000_000)
 FULL_RECORDS = 5_000_000
+# `--scale`: an integrated care system's size (15M records, about 3M people) beside 5M.
+SCALE_RECORDS = (5_000_000, 15_000_000)
 GIB = 1024**3
 
 TARGETS = {
@@ -63,6 +66,8 @@ TARGETS = {
     "peak_gib_at_1m": 6,
     "peak_gib_at_5m": 20,
     "growth_100k_to_1m": 11,
+    "pairs_per_record": 3.5,  # at every size, on both populations
+    "recall_drop": 0.002,  # recall at any size within this of the smallest size's
     "pseudonymisation_distinct_per_core_s": 1.5e6,
 }
 
@@ -620,6 +625,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         else:
             rows.append(("5M records run, peak <= 20 GiB", five["status"], "**not met**"))
+    rows += scale_targets(results)
     p = results["pseudonymisation"]
     if p:
         rows.append(
@@ -634,6 +640,68 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def scale_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows for blocking and recall by size, per population:
+    candidate pairs per record at every size, and recall at each larger size against the
+    smallest size's."""
+    rows: list[tuple[str, str, str]] = []
+    for population in POPULATIONS:
+        runs = sorted(
+            (r for r in results["pipeline"] if r.get("population", "demo") == population),
+            key=lambda r: r["target_records"],
+        )
+        ok = [r for r in runs if r["status"] == "ok"]
+        if not ok:
+            continue
+        worst = max(r["pairs_per_record"] for r in ok)
+        rows.append(
+            (
+                f"{population}: pairs per record <= {TARGETS['pairs_per_record']} at every size",
+                ", ".join(f"{r['pairs_per_record']} at {r['records']:,}" for r in ok),
+                _verdict(worst <= TARGETS["pairs_per_record"] and len(ok) == len(runs)),
+            )
+        )
+        scored = [r for r in ok if r.get("pairwise", {}).get("recall") is not None]
+        for r in scored[1:]:
+            drop = scored[0]["pairwise"]["recall"] - r["pairwise"]["recall"]
+            rows.append(
+                (
+                    f"{population}: recall at {r['records']:,} within "
+                    f"{TARGETS['recall_drop']} of {scored[0]['records']:,}",
+                    f"{r['pairwise']['recall']} vs {scored[0]['pairwise']['recall']} "
+                    f"(change {-drop:+.4f})",
+                    _verdict(drop <= TARGETS["recall_drop"]),
+                )
+            )
+    return rows
+
+
+def blocking_markdown(results: dict[str, Any]) -> str:
+    """Blocking and recall by population size: pairs per record, the blocks the cap split (and
+    those still over it after the refiners, uprnlink.linkage.blocking), precision and recall."""
+    lines = [
+        "",
+        "## Blocking and recall by population size",
+        "",
+        "| population | records | pairs/record | blocks split | still over the cap | precision "
+        "| recall |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in sorted(
+        (r for r in results["pipeline"] if r["status"] == "ok"),
+        key=lambda r: (r.get("population", "demo"), r["records"]),
+    ):
+        blocking = r.get("blocking", [])
+        split = sum(b.get("blocks_split", 0) for b in blocking)
+        over = sum(b.get("blocks_over_cap", 0) for b in blocking)
+        pw = r.get("pairwise", {})
+        lines.append(
+            f"| {r.get('population', 'demo')} | {r['records']:,} | {r['pairs_per_record']} "
+            f"| {split:,} | {over:,} | {pw.get('precision', '')} | {pw.get('recall', '')} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -820,6 +888,9 @@ def main() -> int:
         "--records", type=int, nargs="+", default=list(DEFAULT_RECORDS), help="source records"
     )
     parser.add_argument("--full", action="store_true", help="also run 5,000,000 records")
+    parser.add_argument(
+        "--scale", action="store_true", help="also run 5,000,000 and 15,000,000 records"
+    )
     parser.add_argument("--out", default="bench-out", help="where results.json/.md go")
     parser.add_argument("--work", default=None, help="where populations are built (default OUT)")
     parser.add_argument("--seed", type=int, default=42)
@@ -846,7 +917,8 @@ def main() -> int:
     )
     parser.add_argument("--no-febrl", action="store_true", help="skip the FEBRL4 benchmark")
     args = parser.parse_args()
-    sizes = list(dict.fromkeys([*args.records, *([FULL_RECORDS] if args.full else [])]))
+    extra = [*([FULL_RECORDS] if args.full else []), *(SCALE_RECORDS if args.scale else [])]
+    sizes = list(dict.fromkeys([*args.records, *extra]))
     out = Path(args.out).resolve()
     work = Path(args.work).resolve() if args.work else out
     out.mkdir(parents=True, exist_ok=True)
@@ -877,7 +949,7 @@ def main() -> int:
         print("FEBRL4: two council extracts through the project's config ...", flush=True)
         results["febrl4"] = febrl.run_variants(work / "febrl")
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    md = to_markdown(results)
+    md = to_markdown(results) + blocking_markdown(results)
     if "febrl4" in results:
         from benchmarks import febrl
 

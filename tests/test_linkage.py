@@ -21,6 +21,7 @@ from uprnlink.linkage.baselines import (
     plain_settings,
     plain_splink_clusters,
 )
+from uprnlink.linkage.blocking import CAP_FLOOR
 from uprnlink.linkage.model import (
     MODEL_VERSION,
     blocking_rule_sqls,
@@ -101,6 +102,23 @@ def trained(linked_synthetic_records: Any) -> Any:
 def _scores(clusters: pl.DataFrame, records: pl.DataFrame) -> tuple[float, float]:
     s = pairwise_scores(clusters.join(records.select("unique_id", "true_id"), on="unique_id"))
     return s.true_positive_pairs / s.predicted_pairs, s.true_positive_pairs / s.true_pairs
+
+
+def test_a_small_block_cap_splits_blocks_and_keeps_the_true_pairs(
+    records: pl.DataFrame, trained: Any, tmp_path: Path
+) -> None:
+    capped = link_people(
+        records, replace(SETTINGS, block_cap=3), work_dir=tmp_path, model=trained.model
+    )
+    assert not capped.model_trained  # the cap chooses pairs; the model's definition is the same
+    assert {b["block_cap"] for b in capped.blocking} == {3}
+    assert trained.blocking[0]["block_cap"] >= CAP_FLOOR
+    assert not any(b["blocks_split"] for b in trained.blocking)
+    split = [b for b in capped.blocking if b["blocks_split"]]
+    assert len(split) >= 3 and all(b["split_by"] for b in split)
+    assert capped.candidate_pairs < trained.candidate_pairs
+    precision, recall = _scores(capped.clusters, records)
+    assert precision > 0.95 and recall > 0.9, (precision, recall)  # as without the cap
 
 
 def test_saved_model_is_reused_and_gives_identical_clusters(

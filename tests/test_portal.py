@@ -512,9 +512,7 @@ def test_two_checkers_when_the_policy_asks_for_two(
 
     root = tmp_path / "two"
     # the running service may be writing its audit head (a transient .tmp): not copied
-    shutil.copytree(
-        query_service.root, root, symlinks=True, ignore=shutil.ignore_patterns("*.tmp")
-    )
+    shutil.copytree(query_service.root, root, symlinks=True, ignore=shutil.ignore_patterns("*.tmp"))
     policy = root / "suite-policy.toml"  # the fixture's copy of the policy, copied above
     shipped = default_policy_path().read_text()
     assert "checkers_required = 1" in shipped
@@ -570,9 +568,7 @@ def test_a_trusted_desktop_role_sees_sql_answers_and_analysts_do_not(
     assert status == 403 and "job" in body["error"] and "rows" not in body
     root = tmp_path / "lenient"
     # the running service may be writing its audit head (a transient .tmp): not copied
-    shutil.copytree(
-        query_service.root, root, symlinks=True, ignore=shutil.ignore_patterns("*.tmp")
-    )
+    shutil.copytree(query_service.root, root, symlinks=True, ignore=shutil.ignore_patterns("*.tmp"))
     policy = root / "suite-policy.toml"  # the fixture's copy of the policy, copied above
     shipped = policy.read_text()
     assert "[roles.analyst]" in shipped and "unchecked_answers = false" in shipped

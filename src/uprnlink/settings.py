@@ -286,6 +286,9 @@ class LinkageSettings:
     predict_chunk_records: PositiveWhole = (
         3_000_000  # profiles per prediction slice (bounds memory)
     )
+    # Most profiles in one block of a prediction rule: a larger block is split by a further
+    # identifier (uprnlink.linkage.blocking). 0: derived from the delivery's own profiles.
+    block_cap: Annotated[StrictInt, AfterValidator(_block_cap)] = 0
     baselines: StrictBool = (
         True  # also link with deterministic and plain-Splink baselines to compare
     )
@@ -308,6 +311,13 @@ class LinkageSettings:
         dict[str, str], BeforeValidator(_text_table), Field(description="a table of settings")
     ] = field(default_factory=dict)
     spark_dir: Text | None = None  # Parquet exchange folder all Spark nodes see (cluster runs)
+
+
+def _block_cap(cap: int) -> int:
+    """A block of one profile has no pair: a cap is 0 (derived from the data) or at least 2."""
+    if cap < 0 or cap == 1:
+        raise ValueError("must be 0 (derived) or at least 2")
+    return cap
 
 
 def _lasting_sources(names: tuple[str, ...]) -> tuple[str, ...]:

@@ -188,7 +188,9 @@ _FALLBACK_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...] | str], ...] = (
 )
 
 
-def _rule_specs(identifiers: frozenset[str]) -> list[tuple[str, ...] | str]:
+def rule_specs(identifiers: frozenset[str]) -> list[tuple[str, ...] | str]:
+    """The prediction blocking rules for these identifiers, in order: a tuple of columns for
+    Splink's `block_on`, or SQL."""
     rules = [rule for needs, rule in _RULES if identifiers.issuperset(needs)]
     if not ({"uprn_token", "postcode"} & identifiers):
         rules += [rule for needs, rule in _FALLBACK_RULES if identifiers.issuperset(needs)]
@@ -209,7 +211,7 @@ def _prediction_blocking_rules(identifiers: frozenset[str] = FULL_IDENTIFIERS) -
     """
     from splink import block_on
 
-    return [block_on(*r) if isinstance(r, tuple) else r for r in _rule_specs(identifiers)]
+    return [block_on(*r) if isinstance(r, tuple) else r for r in rule_specs(identifiers)]
 
 
 def settings_dict(threshold: float, identifiers: frozenset[str] = FULL_IDENTIFIERS) -> Any:

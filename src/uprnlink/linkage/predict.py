@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from uprnlink.linkage.backends import DuckDBLinkage, SparkLinkage, linkage_backend
+from uprnlink.linkage.blocking import derived_block_cap, split_blocks, with_split_rules
 from uprnlink.linkage.clustering import cluster_records
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import CannotLinkReport, apply_cannot_link, profile_listings
@@ -39,6 +40,7 @@ from uprnlink.linkage.model import (
     model_artefact,
     period_exprs,
     reusable_model,
+    rule_specs,
     settings_dict,
     settings_fingerprint,
     settings_json,
@@ -449,8 +451,10 @@ def _score(
     backend = linkage_backend(settings, work_dir)
     try:
         t1 = time.perf_counter()
-        sdf = backend.register(profiles, "profiles")
-        template = settings_json(creator, backend.dialect)
+        blocked, split, cap = _split_blocks(profiles, settings, identifiers)
+        sdf = backend.register(blocked, "profiles")
+        del blocked
+        template = with_split_rules(settings_json(creator, backend.dialect), split)
         if saved is not None:
             linker = Linker(sdf, with_parameters(template, saved), log_level=logging.ERROR)
             assert model is not None
@@ -481,12 +485,31 @@ def _score(
         pairs, blocking, n_scored = _predict(
             linker, backend, min(retain, review_floor(retain)), chunks, histograms, identifiers
         )
+        for entry, rule_split in zip(blocking, split, strict=True):
+            entry.update(rule_split, block_cap=cap)
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
     return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms)
+
+
+def _split_blocks(
+    profiles: pl.DataFrame, settings: LinkageSettings, identifiers: frozenset[str]
+) -> tuple[pl.DataFrame, list[dict[str, Any]], int]:
+    """The profiles with the refining columns of every rule with a block over the cap
+    (configured, or derived from these profiles), what was split, and the cap."""
+    cap = settings.block_cap or derived_block_cap(profiles)
+    with timed(f"linkage: blocks over {cap} profiles split"):
+        blocked, split = split_blocks(profiles, rule_specs(identifiers), cap)
+    log.info(
+        "linkage: blocking cap %d profiles: %s blocks split, %s still over it",
+        cap,
+        f"{sum(s['blocks_split'] for s in split):,}",
+        f"{sum(s['blocks_over_cap'] for s in split):,}",
+    )
+    return blocked, split, cap
 
 
 def _retained(settings: LinkageSettings) -> float:
