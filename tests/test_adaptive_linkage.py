@@ -86,7 +86,7 @@ def test_every_identifier_set_gives_its_own_model_definition() -> None:
 @pytest.mark.parametrize(
     ("dropped", "comparisons"),
     [
-        (("nhs_token", "sex"), ["forename", "surname", "dob", "address"]),
+        (("nhs_token", "sex"), ["forename", "surname", "dob", "address", "move"]),
         (
             ("uprn_token", "postcode"),
             ["forename", "surname", "dob", "move", "nhs_token", "sex"],

@@ -16,7 +16,6 @@ from uprnlink.linkage.comparisons import (
     Comparison,
     Declared,
     Level,
-    address,
     comparisons_for,
     forename,
     sql_level,
@@ -183,56 +182,3 @@ def test_a_declared_comparison_reaches_the_trained_model(
     assert 0 < same["u_probability"] < 0.1 < other["u_probability"]
     assert same["m_probability"] != 0.97 and same["m_probability"] > 0.5
     assert reusable_model(result.model, before) is None
-
-
-def _stay(uprn: str | None, postcode: str, start: date, end: date | None) -> dict[str, Any]:
-    from datetime import timedelta
-
-    moved = end + timedelta(days=1) if end else None
-    return {
-        "uprn_token": uprn,
-        "postcode": postcode,
-        "period_start": start,
-        "period_end": end,
-        "move_next": moved,
-    }
-
-
-def test_a_move_to_another_address_is_one_level_of_the_address_comparison() -> None:
-    # Council tax at one UPRN ends 2019-05-31, a GP registration elsewhere starts 2019-06-01:
-    # the move level, not "another postcode" (which the move would then have to outweigh).
-    place = address(FULL_IDENTIFIERS)
-    ended = _stay("u1", "AB1 2CD", date(2015, 1, 1), date(2019, 5, 31))
-    began = _stay("u2", "ZZ9 9ZZ", date(2019, 6, 1), None)
-    moved = level_of(place, ended, began)
-    assert moved == level_of(place, began, ended)
-    assert moved == "Moved: one stay ends the day before the other starts"
-    assert [c.name for c in comparisons_for(FULL_IDENTIFIERS)].count("move") == 0
-    # A fortnight between the stays: the looser move level.
-    later = _stay("u2", "ZZ9 9ZZ", date(2019, 6, 14), None)
-    assert level_of(place, ended, later).startswith("One stay ends within a month")
-
-
-def test_overlapping_stays_at_two_addresses_still_disagree_on_the_address() -> None:
-    place = address(FULL_IDENTIFIERS)
-    here = _stay("u1", "AB1 2CD", date(2015, 1, 1), date(2019, 5, 31))
-    assert level_of(place, here, _stay("u2", "ZZ9 9ZZ", date(2018, 1, 1), None)) == "else"
-    near = _stay("u2", "AB1 2CE", date(2018, 1, 1), None)
-    assert level_of(place, here, near) == "Same postcode sector"
-    # The same UPRN stays the same UPRN, consecutive stays or not.
-    again = _stay("u1", "AB1 2CD", date(2019, 6, 1), None)
-    assert level_of(place, here, again) == "Same UPRN"
-    # Without residence periods the address comparison has no move levels.
-    plain = address(FULL_IDENTIFIERS - {"period"})
-    assert "Moved" not in str(plain.creator().get_comparison("duckdb").as_dict())
-    assert len(plain.levels) == len(place.levels) - 2
-
-
-def test_the_move_is_a_comparison_of_its_own_only_without_a_place() -> None:
-    unplaced = frozenset({"forename", "surname", "dob", "period"})
-    assert [c.name for c in comparisons_for(unplaced)] == ["forename", "surname", "dob", "move"]
-    for place in ("uprn_token", "postcode", "address"):
-        names = [c.name for c in comparisons_for(unplaced | {place})]
-        assert names == ["forename", "surname", "dob", "address"], place
-        moves = [lvl for lvl in comparisons_for(unplaced | {place})[-1].levels if lvl.m == 0.05]
-        assert moves, place
