@@ -40,27 +40,6 @@ class Comparison:
     description: str
     levels: tuple[Level, ...]
 
-    def with_moves(self, identifiers: frozenset[str]) -> Comparison:
-        """This address comparison with the move levels (`move_levels`) after its first,
-        same-place level when the records carry residence periods: a different address where
-        one stay ends as the other begins is one piece of evidence for the same person (a
-        move), not a disagreement on the address plus a separate agreement on the move. The
-        other levels' priors are scaled to leave room for the move levels'."""
-        if "period" not in identifiers:
-            return self
-        moves = move_levels()
-        room = 1.0 - sum(lvl.m or 0.0 for lvl in moves)
-        first = next(i for i, lvl in enumerate(self.levels) if lvl.m is not None) + 1
-        scaled = [
-            lvl if lvl.m is None else Level(lvl.creator, round(lvl.m * room, 6))
-            for lvl in self.levels
-        ]
-        return Comparison(
-            self.name,
-            f"{self.description}, else a move",
-            (*scaled[:first], *moves, *scaled[first:]),
-        )
-
     @property
     def m_probabilities(self) -> list[float]:
         """The starting m of every non-null level, in order (they sum to 1)."""
@@ -236,7 +215,7 @@ def address(identifiers: frozenset[str]) -> Comparison:
             Level(_district_level("Same postcode district"), 0.06),
             Level(cll.ElseLevel(), 0.06),
         ),
-    ).with_moves(identifiers)
+    )
 
 
 def partial_address(identifiers: frozenset[str]) -> Comparison:
@@ -257,7 +236,7 @@ def partial_address(identifiers: frozenset[str]) -> Comparison:
                 ),
                 Level(cll.ElseLevel(), 0.25),
             ),
-        ).with_moves(identifiers)
+        )
     text, postcode = "address" in identifiers, "postcode" in identifiers
     a = ADDRESS_COLUMN
     nulls = [
@@ -307,15 +286,15 @@ def partial_address(identifiers: frozenset[str]) -> Comparison:
         ]
     levels.append(Level(cll.ElseLevel(), 0.02 if text and postcode else (0.1 if text else 0.15)))
     description = "Postcode levels" + (" and the address as written" if text else "")
-    return Comparison("address", description, tuple(levels)).with_moves(identifiers)
+    return Comparison("address", description, tuple(levels))
 
 
-def move_levels() -> tuple[Level, Level]:
+def move(identifiers: frozenset[str]) -> Comparison:
     """Time-aware address evidence: one record's stay at an address ends the day before
     another's begins (a move: council tax liability closed and reopened elsewhere, or a care
-    placement starting the day after a liability ends); or within a month of it. Levels of
-    the address comparison (`Comparison.with_moves`), or of `move` where no place is carried;
-    a pair without both periods falls through them."""
+    placement starting the day after a liability ends); or within a month of it."""
+    import splink.comparison_level_library as cll
+
     consecutive = (
         "(move_next_l IS NOT NULL AND period_start_r BETWEEN period_end_l AND move_next_l) OR "
         "(move_next_r IS NOT NULL AND period_start_l BETWEEN period_end_r AND move_next_r)"
@@ -324,17 +303,6 @@ def move_levels() -> tuple[Level, Level]:
         "(move_next_l IS NOT NULL AND abs(datediff('day', period_end_l, period_start_r)) <= 31) OR "
         "(move_next_r IS NOT NULL AND abs(datediff('day', period_end_r, period_start_l)) <= 31)"
     )
-    return (
-        Level(sql_level(consecutive, "Moved: one stay ends the day before the other starts"), 0.05),
-        Level(sql_level(within_month, "One stay ends within a month of the other starting"), 0.03),
-    )
-
-
-def move(identifiers: frozenset[str]) -> Comparison:
-    """The move levels (`move_levels`) as a comparison of their own, for records that carry
-    residence periods but no place to compare (with one, they are levels of `address`)."""
-    import splink.comparison_level_library as cll
-
     null = (
         "period_start_l IS NULL OR period_start_r IS NULL OR "
         "(period_end_l IS NULL AND period_end_r IS NULL)"
@@ -344,7 +312,12 @@ def move(identifiers: frozenset[str]) -> Comparison:
         "One stay ends as the other begins",
         (
             Level(sql_level(null).configure(is_null_level=True)),
-            *move_levels(),
+            Level(
+                sql_level(consecutive, "Moved: one stay ends the day before the other starts"), 0.05
+            ),
+            Level(
+                sql_level(within_month, "One stay ends within a month of the other starting"), 0.03
+            ),
             Level(cll.ElseLevel(), 0.92),
         ),
     )
@@ -370,31 +343,24 @@ def _exact(column: str, m_agree: float) -> Callable[[frozenset[str]], Comparison
 
 @dataclass(frozen=True)
 class Declared:
-    """A comparison and the identifiers it needs (any one of `any_of`, all of `all_of`) and
-    those that make it part of another comparison instead (`none_of`)."""
+    """A comparison and the identifiers it needs (any one of `any_of`, all of `all_of`)."""
 
     declare: Callable[[frozenset[str]], Comparison]
     all_of: frozenset[str] = frozenset()
     any_of: frozenset[str] = frozenset()
-    none_of: frozenset[str] = frozenset()
 
     def applies(self, identifiers: frozenset[str]) -> bool:
         """Whether the records carry what this comparison compares."""
-        return (
-            self.all_of <= identifiers
-            and (not self.any_of or bool(self.any_of & identifiers))
-            and not self.none_of & identifiers
-        )
+        return self.all_of <= identifiers and (not self.any_of or bool(self.any_of & identifiers))
 
 
-_PLACES = frozenset({"uprn_token", "postcode", "address"})
 #: The model's comparisons in order, each with the identifiers it needs.
 DECLARED: tuple[Declared, ...] = (
     Declared(forename, all_of=frozenset({"forename"})),
     Declared(surname, all_of=frozenset({"surname"})),
     Declared(date_of_birth, all_of=frozenset({"dob"})),
-    Declared(address, any_of=_PLACES),
-    Declared(move, all_of=frozenset({"period"}), none_of=_PLACES),
+    Declared(address, any_of=frozenset({"uprn_token", "postcode", "address"})),
+    Declared(move, all_of=frozenset({"period"})),
     Declared(_exact("nhs_token", 0.995), all_of=frozenset({"nhs_token"})),
     Declared(_exact("sex", 0.99), all_of=frozenset({"sex"})),
 )

@@ -71,10 +71,7 @@ NON_RESIDENCE_SOURCES = sources_with("visits")  # the source registry's (uprnlin
 # 4: comparisons declared with their priors (linkage.comparisons); forename / surname reversed
 # and one-edit levels on both names (replacing the names-swapped comparison); DOB + postcode
 # blocking; without a place, one name and the other's initial instead of both names.
-# 5: the move levels are levels of the address comparison (a move to another address is one
-# piece of evidence, not an address disagreement plus a move agreement); `move` only without a
-# place.
-MODEL_VERSION = "uprnlink-model/5"
+MODEL_VERSION = "uprnlink-model/4"
 VARIANTS_PATH = Path(__file__).parents[1] / "data" / "name_variants.csv"
 
 
