@@ -31,6 +31,7 @@ from uprnlink.privacy.release import record_keys, release_ids
 from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
 from uprnlink.publish import releases
 from uprnlink.publish.database import (
+    DuckDBLimits,
     read_policy,
     write_analyst_database,
     write_database,
@@ -53,6 +54,17 @@ def residence_rules(settings: RunSettings) -> ResidenceRules:
         learned_reliability=h.learned_reliability,
         single_person_discount=h.single_person_discount,
         single_person_min_share=h.single_person_min_share,
+    )
+
+
+def duckdb_limits(settings: RunSettings) -> DuckDBLimits:
+    """The publish databases' DuckDB limits: the run's DuckDB memory cap and threads
+    (`[linkage] memory_limit`, `threads`), spilling to the restricted work zone (the spill
+    files hold published rows, and the staging folder goes live as it is)."""
+    return DuckDBLimits(
+        memory_limit=settings.linkage.memory_limit,
+        threads=settings.linkage.threads,
+        temp_dir=settings.work_dir / "duckdb_tmp" / "publish",
     )
 
 
@@ -114,6 +126,7 @@ def publish_outputs(
     records = read_trusted_records(settings, key)
     clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
     linked = records.join(clusters, on="unique_id", how="inner")
+    del records  # each whole-population frame is dropped once its last reader is done
     facts = {}
     for name in settings.sources:
         if z.facts(name).exists():
@@ -137,8 +150,9 @@ def publish_outputs(
     confirmed = confirmation_on(
         linked, settings.reference_date, settings.households.visit_days
     ).to_dicts()
-    tables = published_ids(settings, tables, key)
     quality = linkage_quality_table(linked)
+    del linked, facts, clusters
+    tables = published_ids(settings, tables, key)
     contracts = {
         n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
         for n, s in {**settings.sources, **settings.reference}.items()
@@ -174,14 +188,21 @@ def publish_outputs(
     }
     staging = releases.begin(settings.out_dir, run_id)
     paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
+    unit_keys = unit_record_keys(settings, tables)
+    del tables  # the databases read the staged Parquet, not these frames
     # The engineers' database copies the staged Parquet into its own tables (it depends on no
     # other file); the analysts' holds only what their views show. Separate files, separate
-    # permissions: analysts reach theirs through the query service only.
+    # permissions: analysts reach theirs through the query service only. Both run in DuckDB
+    # under the run's memory cap, spilling beyond it.
     engineer_db = staging / ENGINEER_DATABASE
+    limits = duckdb_limits(settings)
     published = write_database(
-        engineer_db, paths, metadata, policy, record_keys=unit_record_keys(settings, tables)
+        engineer_db, paths, metadata, policy, record_keys=unit_keys, limits=limits
     )
-    analyst_tables = write_analyst_database(engineer_db, staging / ANALYST_DATABASE, policy)
+    del unit_keys
+    analyst_tables = write_analyst_database(
+        engineer_db, staging / ANALYST_DATABASE, policy, limits=limits
+    )
     os.chmod(staging / "linked", 0o700)
     risk = published.disclosure["uniqueness"]
     warn_uniqueness(risk)
