@@ -43,6 +43,18 @@ from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")
 
+#: Trusted record columns no household rule reads: linkage identifiers and the linkage quality
+#: table's inputs (made first), dropped before the households are assembled (less memory).
+NOT_FOR_HOUSEHOLDS = (
+    "forename",
+    "middle_names",
+    "address_line_1",
+    "area_from",
+    "nhs_token",
+    "uprn_token",
+    "uprn_in_lookup",
+)
+
 
 def residence_rules(settings: RunSettings) -> ResidenceRules:
     """The households stage's evidence rules from the run config's `[households]`."""
@@ -127,6 +139,8 @@ def publish_outputs(
     clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
     linked = records.join(clusters, on="unique_id", how="inner")
     del records  # each whole-population frame is dropped once its last reader is done
+    quality = linkage_quality_table(linked)
+    linked = linked.drop(*NOT_FOR_HOUSEHOLDS, strict=False)
     facts = {}
     for name in settings.sources:
         if z.facts(name).exists():
@@ -150,7 +164,6 @@ def publish_outputs(
     confirmed = confirmation_on(
         linked, settings.reference_date, settings.households.visit_days
     ).to_dicts()
-    quality = linkage_quality_table(linked)
     del linked, facts, clusters
     tables = published_ids(settings, tables, key)
     contracts = {
