@@ -128,27 +128,37 @@ def unit_record_keys(settings: RunSettings, tables: AnalysisTables) -> pl.DataFr
     return record_keys(ids, load_release_key(settings), settings.release.project)
 
 
+def linked_inputs(
+    settings: RunSettings, key: MasterKey
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.DataFrame]:
+    """The trusted records with their person ids, less the columns no household rule reads
+    (`NOT_FOR_HOUSEHOLDS`); each source's facts of linked records; and the linkage quality
+    table (made before those columns go). The whole trusted records and clusters are freed on
+    return."""
+    z = Zones(settings)
+    records = read_trusted_records(settings, key)
+    clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
+    linked = records.join(clusters, on="unique_id", how="inner")
+    del records
+    quality = linkage_quality_table(linked)
+    linked = linked.drop(*NOT_FOR_HOUSEHOLDS, strict=False)
+    facts = {
+        name: read_trusted(z.facts(name), key)
+        .join(clusters, on="unique_id", how="inner")
+        .drop("person_id")
+        for name in settings.sources
+        if z.facts(name).exists()
+    }
+    return linked, facts, quality
+
+
 def publish_outputs(
     config_path: str, run_id: str, stage_summaries: dict[str, Any]
 ) -> dict[str, Any]:
     """Assemble the de-identified tables and switch the published dataset and database in."""
     settings = read_settings(Path(config_path))
-    z = Zones(settings)
     key = load_run_key(settings)
-    records = read_trusted_records(settings, key)
-    clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
-    linked = records.join(clusters, on="unique_id", how="inner")
-    del records  # each whole-population frame is dropped once its last reader is done
-    quality = linkage_quality_table(linked)
-    linked = linked.drop(*NOT_FOR_HOUSEHOLDS, strict=False)
-    facts = {}
-    for name in settings.sources:
-        if z.facts(name).exists():
-            facts[name] = (
-                read_trusted(z.facts(name), key)
-                .join(clusters, on="unique_id", how="inner")
-                .drop("person_id")
-            )
+    linked, facts, quality = linked_inputs(settings, key)
     log.info("assembling households on %s and publishing ...", settings.reference_date)
     policy = read_policy(settings.policy_path)
     tables = build_analysis_tables(
@@ -164,7 +174,7 @@ def publish_outputs(
     confirmed = confirmation_on(
         linked, settings.reference_date, settings.households.visit_days
     ).to_dicts()
-    del linked, facts, clusters
+    del linked, facts  # each whole-population frame goes once its last reader is done
     tables = published_ids(settings, tables, key)
     contracts = {
         n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
