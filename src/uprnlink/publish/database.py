@@ -59,7 +59,9 @@ __all__ = [
     "TABLES",
     "VIEWS",
     "DisclosurePolicy",
+    "DuckDBLimits",
     "check_deidentified",
+    "connect_database",
     "macros_sql",
     "read_policy",
     "views_sql",
@@ -578,6 +580,30 @@ def suppression_stats(result: ProtectedTables) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class DuckDBLimits:
+    """What a publish DuckDB may use: a memory cap (DuckDB's `memory_limit`, such as "8GB"),
+    beyond which it spills to `temp_dir`, and its threads."""
+
+    memory_limit: str
+    threads: int
+    temp_dir: Path
+
+
+def connect_database(path: Path, limits: DuckDBLimits | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB database file for writing, within `limits` (None: DuckDB's defaults, most of
+    the machine's memory and no spilling folder of ours)."""
+    config: dict[str, Any] = {"python_enable_replacements": False}
+    if limits is not None:
+        limits.temp_dir.mkdir(parents=True, exist_ok=True)
+        config.update(
+            memory_limit=limits.memory_limit,
+            threads=int(limits.threads),
+            temp_directory=limits.temp_dir.as_posix(),
+        )
+    return duckdb.connect(str(path), config=config)
+
+
 def write_database(
     db_path: Path,
     parquet: dict[str, Path],
@@ -586,13 +612,16 @@ def write_database(
     *,
     record_keys: pl.DataFrame | None = None,
     views: tuple[View, ...] = ANALYST_VIEWS,
+    limits: DuckDBLimits | None = None,
 ) -> DatabaseSummary:
     """Build the engineers' DuckDB database (every table, declared view and macro) in a
-    temporary file, then move it into place in one step, readable by its owner only."""
+    temporary file, then move it into place in one step, readable by its owner only. The
+    tables are copied from the Parquet files inside DuckDB (within `limits`), not through
+    Python."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
+    con = connect_database(tmp, limits)
     try:
         con.execute("CREATE SCHEMA linked")
         con.execute("CREATE SCHEMA summaries")
@@ -674,15 +703,18 @@ def write_analyst_database(
     analyst_db: Path,
     policy: DisclosurePolicy,
     views: tuple[View, ...] = ANALYST_VIEWS,
+    *,
+    limits: DuckDBLimits | None = None,
 ) -> list[str]:
     """The analysts' database: each declared view's rows as a table of the view's name, the
     as-at macros and only the inputs they read; nothing else of the engineer database.
 
-    Built in a temporary file and moved into place; returns its tables (schema.name).
+    Built in a temporary file (DuckDB within `limits`) and moved into place; returns its
+    tables (schema.name).
     """
     tmp = analyst_db.with_name(analyst_db.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp), config={"python_enable_replacements": False})
+    con = connect_database(tmp, limits)
     try:
         con.execute("ATTACH ? AS eng (READ_ONLY)", [str(engineer_db)])
         for declared in views:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -37,6 +37,7 @@ from uprnlink.publication import (
 )
 from uprnlink.publish import releases
 from uprnlink.publish.database import (
+    DuckDBLimits,
     read_policy,
     write_analyst_database,
     write_database,
@@ -49,6 +50,18 @@ from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")
 
+#: Trusted record columns no household rule reads: linkage identifiers and the linkage quality
+#: table's inputs (made first), dropped before the households are assembled (less memory).
+NOT_FOR_HOUSEHOLDS = (
+    "forename",
+    "middle_names",
+    "address_line_1",
+    "area_from",
+    "nhs_token",
+    "uprn_token",
+    "uprn_in_lookup",
+)
+
 
 def residence_rules(settings: RunSettings) -> ResidenceRules:
     """The households stage's evidence rules from the run config's `[households]`."""
@@ -60,6 +73,17 @@ def residence_rules(settings: RunSettings) -> ResidenceRules:
         learned_reliability=h.learned_reliability,
         single_person_discount=h.single_person_discount,
         single_person_min_share=h.single_person_min_share,
+    )
+
+
+def duckdb_limits(settings: RunSettings) -> DuckDBLimits:
+    """The publish databases' DuckDB limits: the run's DuckDB memory cap and threads
+    (`[linkage] memory_limit`, `threads`), spilling to the restricted work zone (the spill
+    files hold published rows, and the staging folder goes live as it is)."""
+    return DuckDBLimits(
+        memory_limit=settings.linkage.memory_limit,
+        threads=settings.linkage.threads,
+        temp_dir=settings.work_dir / "duckdb_tmp" / "publish",
     )
 
 
@@ -111,24 +135,52 @@ def unit_record_keys(settings: RunSettings, tables: AnalysisTables) -> pl.DataFr
     return record_keys(ids, load_release_key(settings), settings.release.project)
 
 
-def read_linked(
+def linked_inputs(
     settings: RunSettings, key: MasterKey
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """The trusted records with their person ids, and each source's facts for the linked
-    records (the households stage's inputs)."""
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.DataFrame]:
+    """The trusted records with their person ids, less the columns no household rule reads
+    (`NOT_FOR_HOUSEHOLDS`); each source's facts of linked records; and the linkage quality
+    table (made before those columns go). The whole trusted records and clusters are freed on
+    return."""
     z = Zones(settings)
     records = read_trusted_records(settings, key)
     clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
     linked = records.join(clusters, on="unique_id", how="inner")
-    facts = {}
-    for name in settings.sources:
-        if z.facts(name).exists():
-            facts[name] = (
-                read_trusted(z.facts(name), key)
-                .join(clusters, on="unique_id", how="inner")
-                .drop("person_id")
-            )
-    return linked, facts
+    del records
+    quality = linkage_quality_table(linked)
+    linked = linked.drop(*NOT_FOR_HOUSEHOLDS, strict=False)
+    facts = {
+        name: read_trusted(z.facts(name), key)
+        .join(clusters, on="unique_id", how="inner")
+        .drop("person_id")
+        for name in settings.sources
+        if z.facts(name).exists()
+    }
+    return linked, facts, quality
+
+
+@dataclass(frozen=True)
+class ResidenceEvidence:
+    """What the publication records of the residence evidence, taken from the linked records
+    before they are freed."""
+
+    confirmed: tuple[ResidenceConfirmed, ...]
+    discount_share: float | None
+
+
+def residence_evidence(
+    settings: RunSettings, linked: pl.DataFrame, facts: dict[str, pl.DataFrame]
+) -> ResidenceEvidence:
+    """Per source, the people it places on the reference date and how many of them another
+    source places at the same address that day (households.evidence); and the share of single
+    person discounts no other open account contradicts (the discount rule applies at or above
+    [households] single_person_min_share; None: no discounts)."""
+    confirmed = confirmation_on(linked, settings.reference_date, settings.households.visit_days)
+    share = single_person_share(linked, facts)
+    return ResidenceEvidence(
+        confirmed=tuple(cast(list[ResidenceConfirmed], confirmed.to_dicts())),
+        discount_share=None if share is None else round(share, 4),
+    )
 
 
 def publication_counts(tables: AnalysisTables) -> PublicationCounts:
@@ -149,8 +201,7 @@ def publication_metadata(
     key: MasterKey,
     not_supplied: NotSupplied,
     *,
-    linked: pl.DataFrame,
-    facts: dict[str, pl.DataFrame],
+    evidence: ResidenceEvidence,
     tables: AnalysisTables,
 ) -> PublicationMetadata:
     """What this publication records about itself: run, keys, versions, contracts, what was not
@@ -159,12 +210,6 @@ def publication_metadata(
         n: find_contract(settings.schemas_dir, s.contract, s.contract_version).tag
         for n, s in {**settings.sources, **settings.reference}.items()
     }
-    # Share of single person discounts no other open account contradicts: the discount rule
-    # applies at or above [households] single_person_min_share (None: no discounts).
-    discount_share = single_person_share(linked, facts)
-    # Per source: people it places on the reference date, and how many of them another source
-    # places at the same address that day (households.evidence).
-    confirmed = confirmation_on(linked, settings.reference_date, settings.households.visit_days)
     return PublicationMetadata(
         run_id=run_id,
         key_id=key.key_id,
@@ -176,8 +221,8 @@ def publication_metadata(
         service_period_months=settings.service_period_months,
         contracts=contracts,
         not_supplied=not_supplied,
-        residence_confirmed=tuple(cast(list[ResidenceConfirmed], confirmed.to_dicts())),
-        single_person_discount_share=None if discount_share is None else round(discount_share, 4),
+        residence_confirmed=evidence.confirmed,
+        single_person_discount_share=evidence.discount_share,
         published_at=datetime.now(UTC).isoformat(timespec="seconds"),
         counts=publication_counts(tables),
     )
@@ -187,7 +232,7 @@ def publish_outputs(config_path: str, run_id: str, summary: RunSummary) -> Publi
     """Assemble the de-identified tables and switch the published dataset and database in."""
     settings = read_settings(Path(config_path))
     key = load_run_key(settings)
-    linked, facts = read_linked(settings, key)
+    linked, facts, quality = linked_inputs(settings, key)
     log.info("assembling households on %s and publishing ...", settings.reference_date)
     policy = read_policy(settings.policy_path)
     tables = build_analysis_tables(
@@ -199,24 +244,31 @@ def publish_outputs(config_path: str, run_id: str, summary: RunSummary) -> Publi
         death_end_precision=policy.death_end_precision,
         rules=residence_rules(settings),
     )
+    evidence = residence_evidence(settings, linked, facts)
+    del linked, facts  # each whole-population frame goes once its last reader is done
     # Sources and fields this release had no data for (their columns are typed nulls).
     not_supplied = summary.not_supplied or NotSupplied(sources=[], fields={})
     tables = published_ids(settings, tables, key)
     metadata = publication_metadata(
-        settings, run_id, key, not_supplied, linked=linked, facts=facts, tables=tables
+        settings, run_id, key, not_supplied, evidence=evidence, tables=tables
     )
     staging = releases.begin(settings.out_dir, run_id)
-    paths = write_linked_dataset(
-        tables, linkage_quality_table(linked), staging / "linked", metadata
-    )
+    paths = write_linked_dataset(tables, quality, staging / "linked", metadata)
+    unit_keys = unit_record_keys(settings, tables)
+    del tables  # the databases read the staged Parquet, not these frames
     # The engineers' database copies the staged Parquet into its own tables (it depends on no
     # other file); the analysts' holds only what their views show. Separate files, separate
-    # permissions: analysts reach theirs through the query service only.
+    # permissions: analysts reach theirs through the query service only. Both run in DuckDB
+    # under the run's memory cap, spilling beyond it.
     engineer_db = staging / ENGINEER_DATABASE
+    limits = duckdb_limits(settings)
     published = write_database(
-        engineer_db, paths, metadata, policy, record_keys=unit_record_keys(settings, tables)
+        engineer_db, paths, metadata, policy, record_keys=unit_keys, limits=limits
     )
-    analyst_tables = write_analyst_database(engineer_db, staging / ANALYST_DATABASE, policy)
+    del unit_keys
+    analyst_tables = write_analyst_database(
+        engineer_db, staging / ANALYST_DATABASE, policy, limits=limits
+    )
     os.chmod(staging / "linked", 0o700)
     risk = published.disclosure["uniqueness"]
     warn_uniqueness(risk)
