@@ -17,6 +17,7 @@ import polars as pl
 from tests.conftest import PipelineRun
 from uprnlink.households.ages import FIVE_YEAR_BANDS
 from uprnlink.households.tables import person_flags_table, person_table, service_facts
+from uprnlink.publication import PublicationMetadata
 from uprnlink.publish.database import (
     read_policy,
     write_analyst_database,
@@ -52,7 +53,7 @@ def test_a_declared_view_is_created_granted_and_copied_for_analysts(
     views = (*ANALYST_VIEWS, HOUSEHOLD_SIZES)
     linked = small_run.settings.linked_dir
     parquet = {p.stem: p for p in sorted(linked.glob("*.parquet"))}
-    metadata = json.loads((linked / "run_metadata.json").read_text())
+    metadata = PublicationMetadata.from_dict(json.loads((linked / "run_metadata.json").read_text()))
     policy = read_policy(small_run.settings.policy_path)
     engineer, analyst = tmp_path / "engineer.duckdb", tmp_path / "uprnlink.duckdb"
 
