@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import PipelineRun
 from uprnlink.errors import PublishError
+from uprnlink.publication import PublicationMetadata
 from uprnlink.publish.database import (
     DisclosurePolicy,
     DuckDBLimits,
@@ -92,7 +93,7 @@ def test_publish_databases_are_built_within_a_memory_cap_with_the_same_rows(
 
     linked = settings.linked_dir
     parquet = {p.stem: p for p in sorted(linked.glob("*.parquet"))}
-    metadata = json.loads((linked / "run_metadata.json").read_text())
+    metadata = PublicationMetadata.from_dict(json.loads((linked / "run_metadata.json").read_text()))
     policy = read_policy(settings.policy_path)
     engineer, analyst = tmp_path / "engineer.duckdb", tmp_path / "uprnlink.duckdb"
     with duckdb.connect(str(settings.engineer_database_path), read_only=True) as con:
