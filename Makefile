@@ -53,7 +53,7 @@ browser: ## Install Debian's Chromium for the portal's browser tests (apt, as ro
 	    || echo "browser: apt-get could not install chromium: the browser test will skip"; \
 	else echo "browser: no $(CHROMIUM) and no apt-get as root: the browser test will skip"; fi
 
-test: $(STAMP) browser ## Run the whole test suite, as CI does: about 6 min on 2 cores, on both (installs the test browser first: make browser)
+test: $(STAMP) browser ## Run the whole test suite, as CI does: about 5.5 min on 2 cores, on both (plus about a minute creating .venv on a fresh clone; installs the test browser first: make browser)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 screenshots: $(STAMP) browser ## Refresh the portal's screenshots in docs/img/ (the browser test, writing there)
