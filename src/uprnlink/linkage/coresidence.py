@@ -82,6 +82,33 @@ def overlap_expr(start: str, end: str, other_start: str, other_end: str) -> pl.E
     )
 
 
+def _complete() -> pl.Expr:
+    """A profile with a date of birth or an NHS number: enough to anchor a person."""
+    return pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
+
+
+def _lone_incomplete(nodes: pl.DataFrame, known: list[pl.Expr]) -> pl.DataFrame:
+    """The candidates of every pass: profiles alone in their cluster, without a date of birth
+    or NHS number, carrying each of the `known` columns."""
+    return nodes.filter((pl.len().over("cluster_id") == 1) & ~_complete(), *known)
+
+
+def _anchored(nodes: pl.DataFrame, known: list[pl.Expr]) -> pl.DataFrame:
+    """The profiles a candidate may join: those carrying the `known` columns in a cluster that
+    holds a complete profile."""
+    return nodes.filter(_complete().any().over("cluster_id"), *known)
+
+
+def _single_targets(matches: pl.DataFrame) -> tuple[int, pl.DataFrame]:
+    """Candidates with more than one target cluster (left alone, counted), and the moves of
+    those with exactly one (unique_id, _to)."""
+    ambiguous = matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
+    moves = matches.filter(pl.col("targets") == 1).select(
+        "unique_id", pl.col("cluster_id").alias("_to")
+    )
+    return ambiguous, moves
+
+
 def coresident_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
     """For each candidate (a profile alone in its cluster with no date of birth or NHS number),
     the clusters holding a complete profile at the same UPRN token with the same forename over
@@ -89,10 +116,8 @@ def coresident_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataF
     qualify)."""
     nodes = labels.join(profiles, on="unique_id", how="inner")
     known = [pl.col(c).is_not_null() for c in _NODE[:3]]
-    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
-    alone = pl.len().over("cluster_id") == 1
-    candidates = nodes.filter(alone & ~complete, *known).select("unique_id", *_NODE)
-    anchored = nodes.filter(complete.any().over("cluster_id"), *known).select(
+    candidates = _lone_incomplete(nodes, known).select("unique_id", *_NODE)
+    anchored = _anchored(nodes, known).select(
         "cluster_id",
         "uprn_token",
         "forename",
@@ -173,18 +198,9 @@ def link_coresidents(
     sources hold each profile, for the other-stay check (`other_stays`), or None.
     """
     nodes = labels.join(profiles, on="unique_id", how="inner")
-    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
-    report = CoresidenceReport(
-        candidates=nodes.filter(
-            (pl.len().over("cluster_id") == 1) & ~complete,
-            *[pl.col(c).is_not_null() for c in _NODE[:3]],
-        ).height
-    )
-    matches = coresident_matches(labels, profiles)
-    report.ambiguous = matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
-    moves = matches.filter(pl.col("targets") == 1).select(
-        "unique_id", pl.col("cluster_id").alias("_to")
-    )
+    known = [pl.col(c).is_not_null() for c in _NODE[:3]]
+    report = CoresidenceReport(candidates=_lone_incomplete(nodes, known).height)
+    report.ambiguous, moves = _single_targets(coresident_matches(labels, profiles))
     if moves.height and sources is not None:
         elsewhere = other_stays(moves, labels, profiles, sources)
         report.other_stay = elsewhere.len()
@@ -234,10 +250,8 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
     (`_follows_on_expr`): unique_id, cluster_id, targets."""
     nodes = labels.join(profiles, on="unique_id", how="inner")
     known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
-    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
-    alone = pl.len().over("cluster_id") == 1
-    candidates = nodes.filter(alone & ~complete, *known).select("unique_id", *_NODE, "surname")
-    anchored = nodes.filter(complete.any().over("cluster_id"), *known).select(
+    candidates = _lone_incomplete(nodes, known).select("unique_id", *_NODE, "surname")
+    anchored = _anchored(nodes, known).select(
         "cluster_id",
         "forename",
         "surname",
@@ -321,11 +335,7 @@ def link_movers(
     # A chain of moves (three accounts in turn, only the last with a date of birth) is followed
     # back one stay per round: a record joined in one round anchors the one before it.
     for _ in range(rounds):
-        matches = mover_matches(labels, profiles)
-        ambiguous = matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
-        moves = matches.filter(pl.col("targets") == 1).select(
-            "unique_id", pl.col("cluster_id").alias("_to")
-        )
+        ambiguous, moves = _single_targets(mover_matches(labels, profiles))
         elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
         moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
         labels, refused = _apply_moves(labels, moves, profiles, listings)
@@ -348,9 +358,7 @@ def companion_matches(
     candidate's listings. unique_id, cluster_id, targets."""
     nodes = labels.join(profiles, on="unique_id", how="inner")
     known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
-    complete = pl.col("dob").is_not_null() | pl.col("nhs_token").is_not_null()
-    alone = pl.len().over("cluster_id") == 1
-    candidates = nodes.filter(alone & ~complete, *known).select(
+    candidates = _lone_incomplete(nodes, known).select(
         "unique_id", "cluster_id", "uprn_token", "forename", "surname"
     )
     listed = listings.select("unique_id", "listing").unique()
@@ -364,7 +372,7 @@ def companion_matches(
         "period_start",
         "period_end",
     ).unique()
-    residents = nodes.filter(complete.any().over("cluster_id"), *known).select(
+    residents = _anchored(nodes, known).select(
         pl.col("cluster_id").alias("_to"),
         pl.col("uprn_token").alias("_at"),
         "forename",
@@ -403,12 +411,8 @@ def link_companions(
     `report`. Without `listings` and `sources` nothing is moved."""
     if listings is None or sources is None or listings.height == 0:
         return labels
-    matches = companion_matches(labels, profiles, listings)
-    report.companions_ambiguous = (
-        matches.filter(pl.col("targets") > 1).get_column("unique_id").n_unique()
-    )
-    moves = matches.filter(pl.col("targets") == 1).select(
-        "unique_id", pl.col("cluster_id").alias("_to")
+    report.companions_ambiguous, moves = _single_targets(
+        companion_matches(labels, profiles, listings)
     )
     elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
     moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
