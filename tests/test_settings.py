@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from uprnlink.errors import ConfigError, ContractError
 from uprnlink.ingest.contracts import find_contract, read_contract
@@ -118,24 +118,26 @@ def test_the_policy_is_read_once_per_version_and_an_unknown_section_is_named(
     """Every section's reader shares one parse of the governance policy; a changed file is
     read again; a misspelt section is refused by name (its defaults would silently apply)."""
     from uprnlink.errors import ConfigError, PublishError
+    from uprnlink.policy import read_governance_policy
     from uprnlink.resources import default_policy_path
-    from uprnlink.settings import read_policy_file
 
     policy = tmp_path / "policy.toml"
     policy.write_text(default_policy_path().read_text())
-    first = read_policy_file(policy)
-    assert set(first) <= {"disclosure", "outputs", "retention", "deliveries", "roles", "audit",
-                          "key", "tables", "output_checking"}  # fmt: skip
-    first["tables"]["threshold"] = -1  # a caller's change never reaches the next reader
-    assert read_policy_file(policy)["tables"].get("threshold") != -1
+    first = read_governance_policy(policy)
+    assert set(first.model_fields_set) <= {"disclosure", "outputs", "retention", "deliveries",
+                                           "roles", "audit", "key", "tables",
+                                           "output_checking"}  # fmt: skip
+    with pytest.raises(ValidationError):  # a caller's change never reaches the next reader
+        first.tables.threshold = -1  # type: ignore[misc]
+    assert read_governance_policy(policy) is first  # one validation per version of the file
     policy.write_text(policy.read_text() + "\n[table]\nthreshold = 5\n")
     with pytest.raises(ConfigError, match=r"unknown section \[table\]"):
-        read_policy_file(policy)
+        read_governance_policy(policy)
     with pytest.raises(PublishError, match="unknown section"):
-        read_policy_file(policy, PublishError)
+        read_governance_policy(policy, PublishError)
     policy.write_text("[tables\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        read_policy_file(policy)
+        read_governance_policy(policy)
 
 
 # ------------------------------------------------------- one typed model, one-line errors

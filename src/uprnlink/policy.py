@@ -32,7 +32,7 @@ from uprnlink.settings import (
     NonNegativeWhole,
     PositiveWhole,
     Share,
-    policy_sections,
+    parse_toml,
     read_text,
     validation_message,
 )
@@ -214,7 +214,7 @@ def read_governance_policy(
 @functools.lru_cache(maxsize=8)
 def _validated(path: Path, text: str) -> GovernancePolicy:
     """The model of one version of the policy (its text is the cache key)."""
-    raw = policy_sections(path, text)
+    raw = parse_toml(text, path)
     try:
         return GovernancePolicy.model_validate(raw)
     except ValidationError as exc:

@@ -13,7 +13,6 @@ shipped inside the package (`uprnlink.resources`).
 
 from __future__ import annotations
 
-import copy
 import functools
 import re
 import tomllib
@@ -999,48 +998,3 @@ def _source(name: str, table: _SourceTable, landing: Path) -> SourceSettings:
         recode={field_name: dict(codes) for field_name, codes in table.recode.items()},
         sheet=table.sheet,
     )
-
-
-POLICY_SECTIONS = frozenset(
-    {
-        "disclosure",
-        "outputs",
-        "retention",
-        "deliveries",
-        "roles",
-        "audit",
-        "key",
-        "tables",
-        "output_checking",
-    }
-)
-"""The governance policy's sections; each is read by its own zone's reader."""
-
-
-def read_policy_file(path: Path, error: type[UprnlinkError] = ConfigError) -> dict[str, Any]:
-    """The governance policy as a dict (a copy: a caller's change never reaches the next)."""
-    return copy.deepcopy(policy_sections(path, read_text(path, "governance policy", error), error))
-
-
-def policy_sections(
-    path: Path, text: str, error: type[UprnlinkError] = ConfigError
-) -> dict[str, Any]:
-    """The policy's sections from its text, parsed once per version of the file (shared: not
-    to be changed), with an unknown section refused by name: a misspelt `[table]` would
-    otherwise leave `[tables]`' defaults in force."""
-    try:
-        raw = _parsed_policy(str(Path(path).resolve()), text)
-    except ConfigError as exc:
-        raise error(str(exc)) from None
-    unknown = sorted(set(raw) - POLICY_SECTIONS)
-    if unknown:
-        raise error(
-            f"{path}: unknown section [{unknown[0]}] (sections: "
-            f"{', '.join(sorted(POLICY_SECTIONS))})"
-        )
-    return raw
-
-
-@functools.lru_cache(maxsize=8)
-def _parsed_policy(path: str, text: str) -> dict[str, Any]:
-    return parse_toml(text, Path(path))
