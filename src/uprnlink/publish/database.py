@@ -22,7 +22,7 @@ import polars as pl
 
 from uprnlink.errors import PublishError
 from uprnlink.households.composition import aggregates_sql, derived_sql
-from uprnlink.households.tables import LTC_FLAGS, AnalysisTables, months_before
+from uprnlink.households.tables import AnalysisTables, months_before
 from uprnlink.publication import PublicationMetadata
 from uprnlink.publish.dictionary import comment_sql
 from uprnlink.publish.disclosure import (
@@ -43,6 +43,7 @@ from uprnlink.publish.tabulation import (
 from uprnlink.publish.uniqueness import measure_uniqueness
 from uprnlink.publish.views import (
     ANALYST_VIEWS,
+    LTC_COLUMNS,
     SUMMARY_COUNTS,
     SUMMARY_GROUPINGS,
     SUMMARY_RATES,
@@ -186,9 +187,6 @@ def build_summaries(base: pl.DataFrame, policy: DisclosurePolicy) -> ProtectedTa
 
 
 # ------------------------------------------------------------------------------ views
-LTC_COLUMNS = ", ".join((*LTC_FLAGS, "ltc_any"))
-
-
 # One row per person placed on the reference date, with their household's circumstances:
 # materialised at publish time (a million-row join is too slow to repeat in every query).
 PERSON_ANALYSIS_SQL = f"""SELECT p.person_id, p.household_id, h.reference_date,
@@ -204,7 +202,7 @@ PERSON_ANALYSIS_SQL = f"""SELECT p.person_id, p.household_id, h.reference_date,
        CASE WHEN h.is_communal THEN NULL ELSE h.overcrowded END AS overcrowded,
        h.any_benefits AS household_any_benefits,
        h.any_social_care AS household_any_social_care,
-       {LTC_COLUMNS}, p.ltc_count, p.ae_attendances, p.emergency_admissions,
+       {", ".join(LTC_COLUMNS)}, p.ltc_count, p.ae_attendances, p.emergency_admissions,
        p.receives_benefits, p.housing_benefit, p.social_tenant, p.social_care_client
 FROM linked.person p JOIN linked.household h USING (household_id)"""
 

@@ -93,7 +93,8 @@ def _pick(types: dict[str, str], names: str) -> tuple[Column, ...]:
     return tuple(Column(n, types[n]) for n in names.replace(",", " ").split())
 
 
-LTC_COLUMNS = " ".join((*LTC_FLAGS, "ltc_any"))
+#: The long-term condition flags a person carries, and whether any is set.
+LTC_COLUMNS = (*LTC_FLAGS, "ltc_any")
 _AREA = {
     "lsoa": "VARCHAR",
     "msoa": "VARCHAR",
@@ -157,7 +158,7 @@ PERSON_TYPES: dict[str, str] = {
     **dict.fromkeys(("sex", "age_band", "age_group"), "VARCHAR"),
     **{k: v for k, v in _AREA.items() if k != "property_class"},
     **dict.fromkeys(("lives_in_communal_establishment", "died_before_reference_date"), "BOOLEAN"),
-    **dict.fromkeys(LTC_COLUMNS.split(), "BOOLEAN"),
+    **dict.fromkeys(LTC_COLUMNS, "BOOLEAN"),
     "ltc_count": "TINYINT",
     "ae_attendances": "INTEGER",
     "emergency_admissions": "INTEGER",
@@ -276,7 +277,7 @@ def people_view(sources: tuple[str, ...] = PERSON_SOURCES) -> View:
                 PERSON_TYPES,
                 f"""person_id sex age_band household_id lives_in_communal_establishment
                 lsoa msoa ward imd_decile died_before_reference_date
-                {LTC_COLUMNS} ae_attendances emergency_admissions
+                {" ".join(LTC_COLUMNS)} ae_attendances emergency_admissions
                 receives_benefits social_tenant social_care_client""",
             ),
             *(Column(f"in_{s}", "BOOLEAN") for s in sources),
@@ -292,7 +293,8 @@ _PERSON_ANALYSIS = View(
         f"""person_id household_id reference_date lives_in_communal_establishment sex age_band
         age_group lsoa msoa ward imd_decile household_type tenure council_tax_band
         household_residents living_alone overcrowded household_any_benefits
-        household_any_social_care {LTC_COLUMNS} ltc_count ae_attendances emergency_admissions
+        household_any_social_care {" ".join(LTC_COLUMNS)} ltc_count ae_attendances
+        emergency_admissions
         receives_benefits housing_benefit social_tenant social_care_client""",
     ),
     "FROM linked.person_analysis",
