@@ -182,3 +182,24 @@ def test_a_declared_comparison_reaches_the_trained_model(
     assert 0 < same["u_probability"] < 0.1 < other["u_probability"]
     assert same["m_probability"] != 0.97 and same["m_probability"] > 0.5
     assert reusable_model(result.model, before) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        # A system that knows only the year of birth records 1 January of it.
+        (date(1978, 1, 1), date(1978, 4, 4), "Known to the year or month only"),
+        (date(1978, 4, 4), date(1978, 1, 1), "Known to the year or month only"),
+        # ... or the 1st of the month when it knows the month.
+        (date(1980, 8, 1), date(1980, 8, 29), "Known to the year or month only"),
+        # 1 January of another year, and the 1st of another month, are not partial dates of it.
+        (date(1979, 1, 1), date(1978, 4, 4), "Abs difference of 'dob <= 1 year'"),
+        (date(1980, 7, 1), date(1980, 8, 29), "Abs difference of 'dob <= 1 year'"),
+    ],
+)
+def test_a_date_known_only_to_the_year_or_month_is_its_own_level(
+    a: date, b: date, expected: str
+) -> None:
+    from uprnlink.linkage.comparisons import date_of_birth
+
+    assert level_of(date_of_birth(FULL_IDENTIFIERS), {"dob": a}, {"dob": b}) == expected

@@ -138,9 +138,20 @@ def surname(identifiers: frozenset[str]) -> Comparison:
     )
 
 
+# One side is the 1st of January of the other's year (or the 1st of the other's month): the
+# date a system records when it knows only the year (or the month) of birth. Such dates are
+# common in council and care systems and disagree with the person's real date by months.
+PARTIAL_DATE = (
+    "((dayofyear(dob_l) = 1 OR dayofyear(dob_r) = 1) AND year(dob_l) = year(dob_r)) OR "
+    "((day(dob_l) = 1 OR day(dob_r) = 1) AND year(dob_l) = year(dob_r) "
+    "AND month(dob_l) = month(dob_r))"
+)
+
+
 def date_of_birth(identifiers: frozenset[str]) -> Comparison:
     """Date of birth: exact; day and month transposed (03/05 for 05/03); one character slip;
-    within a month, a year, ten years."""
+    a date known only to the year or month (PARTIAL_DATE); within a month, a year, ten
+    years."""
     import splink.comparison_level_library as cll
 
     transposed = (
@@ -158,7 +169,7 @@ def date_of_birth(identifiers: frozenset[str]) -> Comparison:
         "Date of birth with transposition and slip levels",
         (
             Level(cll.NullLevel("dob")),
-            Level(cll.ExactMatchLevel("dob"), 0.95),
+            Level(cll.ExactMatchLevel("dob"), 0.94),
             Level(sql_level(transposed, "Day and month transposed"), 0.008),
             Level(
                 sql_level(
@@ -167,6 +178,7 @@ def date_of_birth(identifiers: frozenset[str]) -> Comparison:
                 ),
                 0.022,
             ),
+            Level(sql_level(PARTIAL_DATE, "Known to the year or month only"), 0.01),
             Level(within(1, "month"), 0.008),
             Level(within(1, "year"), 0.008),
             Level(within(10, "year"), 0.003),
