@@ -282,6 +282,33 @@ def test_a_chain_of_moves_is_followed_back_and_an_initial_is_enough() -> None:
     assert _cluster_of(labels, 4) == 40
 
 
+def test_a_mover_is_found_under_a_slip_an_initial_or_another_name_of_the_person() -> None:
+    # The liability that follows on is under a one-letter slip (HELLEN), the initial H, or a
+    # married name (HELEN WOOD) whose cluster also holds her GP record as HELEN HUGHES.
+    for forename, surname in (("HELLEN", "HUGHES"), ("H", "HUGHES"), ("HELEN", "HUGHESS")):
+        follows = (2, forename, surname, None, None, "U2", "2019-06-01", None, "council_tax")
+        profiles, sources = _movers([MOVER[0], follows, MOVER[2]])
+        labels = link_movers(
+            _labels({1: 10, 2: 10, 3: 30}), profiles, CoresidenceReport(), None, sources
+        )
+        assert _cluster_of(labels, 3) == 10, (forename, surname)
+    married = (2, "HELEN", "WOOD", None, None, "U2", "2019-06-01", None, "council_tax")
+    gp_elsewhere = (1, "HELEN", "HUGHES", "1980-02-03", "N1", None, "2016-02-01", None, "gp")
+    profiles, sources = _movers([gp_elsewhere, married, MOVER[2]])
+    report = CoresidenceReport()
+    labels = link_movers(_labels({1: 10, 2: 10, 3: 30}), profiles, report, None, sources)
+    assert _cluster_of(labels, 3) == 10 and report.movers == 1
+    # Short names must agree exactly (ANN / ANA are two people), and a slip in both names is
+    # not one person.
+    for forename, surname in (("HELEN", "HUGH"), ("HELLEN", "HUGHESS")):
+        follows = (2, forename, surname, None, None, "U2", "2019-06-01", None, "council_tax")
+        profiles, sources = _movers([(1, forename, surname, *MOVER[0][3:]), follows, MOVER[2]])
+        labels = link_movers(
+            _labels({1: 10, 2: 10, 3: 30}), profiles, CoresidenceReport(), None, sources
+        )
+        assert _cluster_of(labels, 3) == 30, (forename, surname)
+
+
 # The companion pass. A couple billed together on account A1 at U1 until 2015 (3: HELEN HUGHES
 # with no date of birth; 6: her partner, cluster 60) is found together at U2 from 2016: Helen
 # (cluster 10, a GP record with a date of birth) and the partner's GP record there.

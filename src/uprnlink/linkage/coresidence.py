@@ -20,11 +20,14 @@ same months. The pass is guarded so that it cannot join two people:
 
 The mover pass (`link_movers`, run after it) follows the same kind of record to the address it
 moved to: a lone incomplete record whose stay ends on the day, or the day before, a stay of
-exactly one person of the same surname and forename (or a forename its initial begins) begins at
-another UPRN (or begins as theirs ends) joins that person, round after round along a chain of
-moves; not when that person held an account, tenancy or claim at a third address through the
-record's own stay (one person is not liable at two addresses at once: a namesake who moved on
-the same day), and never where the cannot-link rules object.
+exactly one person begins at another UPRN (or begins as theirs ends) joins that person, when a
+name of that person's agrees with its own (the same, or one of forename and surname the same and
+the other an initial or one keystroke away: `_NAMES_AGREE`); the person's names and stays are
+those of all their records, so a liability under a married name follows on from one under the
+maiden name their GP record still carries. Round after round along a chain of moves; not when
+that person held an account, tenancy or claim at a third address through the record's own stay
+(one person is not liable at two addresses at once: a namesake who moved on the same day), and
+never where the cannot-link rules object.
 
 The companion pass (`link_companions`, last) follows a household: a lone incomplete record on an
 account, tenancy or claim with another party joins the one person of its forename and surname
@@ -45,6 +48,9 @@ import polars as pl
 from uprnlink.linkage.constraints import conflict_pairs
 from uprnlink.sources import sources_with
 
+#: The passes' version: part of the link stage's input fingerprint, so a release that joins
+#: records differently links afresh instead of reusing the last clusters.
+PASSES_VERSION = "coresidence/2"
 _NODE = ("uprn_token", "forename", "period_start", "period_end")
 #: The profile columns the pass reads.
 CORESIDENT_COLUMNS = ("unique_id", "dob", "nhs_token", *_NODE)
@@ -242,41 +248,64 @@ def _follows_on_expr() -> pl.Expr:
     ).fill_null(False)
 
 
+# Two names that may be one person's on a council record: both the same, or one of them the
+# same and the other an initial it begins with or, past three letters, one keystroke away
+# (JOSSHUA, GRREEN); never a slip in both.
+_FORENAME_CLOSE = """(n.forename = c.forename
+    OR (length(c.forename) = 1 AND left(n.forename, 1) = c.forename)
+    OR (length(n.forename) = 1 AND left(c.forename, 1) = n.forename)
+    OR (length(c.forename) > 3 AND levenshtein(n.forename, c.forename) <= 1))"""
+_SURNAME_CLOSE = """(n.surname = c.surname
+    OR (length(c.surname) > 3 AND levenshtein(n.surname, c.surname) <= 1))"""
+_NAMES_AGREE = f"""((n.forename = c.forename AND {_SURNAME_CLOSE})
+    OR (n.surname = c.surname AND {_FORENAME_CLOSE}))"""
+
+
 def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
     """For each candidate (a profile alone in its cluster with no date of birth or NHS number,
     with a UPRN token, forename, surname and period), the clusters holding a complete profile
-    and a profile of the same surname and forename (or of a forename the candidate's initial
-    begins) at another UPRN token whose stay follows on from the candidate's
-    (`_follows_on_expr`): unique_id, cluster_id, targets."""
+    with a stay at another UPRN token that follows on from the candidate's (ends the day
+    before, or on the day, the candidate's begins, or begins as it ends) and a name that agrees
+    with the candidate's (`_NAMES_AGREE`) on any of its profiles: a cluster's names and stays
+    are the person's, so a liability under a married name still follows on from one under the
+    maiden name the person's GP record carries. Columns: unique_id, cluster_id, targets."""
+    import duckdb
+
     nodes = labels.join(profiles, on="unique_id", how="inner")
     known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
     candidates = _lone_incomplete(nodes, known).select("unique_id", *_NODE, "surname")
-    anchored = _anchored(nodes, known).select(
-        "cluster_id",
-        "forename",
-        "surname",
-        pl.col("uprn_token").alias("other_uprn"),
-        pl.col("period_start").alias("other_start"),
-        pl.col("period_end").alias("other_end"),
-    )
-    # Joined on surname and first letter (not surname alone: a common surname's every record).
-    first = pl.col("forename").str.slice(0, 1).alias("_initial")
-    initial = pl.col("forename").str.len_chars() == 1
-    found = (
-        candidates.with_columns(first)
-        .join(
-            anchored.with_columns(first).rename({"forename": "other_forename"}),
-            on=["surname", "_initial"],
-        )
-        .filter(
-            ((pl.col("forename") == pl.col("other_forename")) | initial)
-            & (pl.col("other_uprn") != pl.col("uprn_token"))
-            & _follows_on_expr()
-        )
-        .select("unique_id", "cluster_id")
+    anchored = nodes.filter(_complete().any().over("cluster_id"))
+    stays = anchored.filter(
+        pl.col("uprn_token").is_not_null() & pl.col("period_start").is_not_null()
+    ).select("cluster_id", "uprn_token", "period_start", "period_end")
+    names = (
+        anchored.filter(pl.col("forename").is_not_null() & pl.col("surname").is_not_null())
+        .select("cluster_id", "forename", "surname")
         .unique()
     )
-    return found.with_columns(pl.len().over("unique_id").alias("targets"))
+    con = duckdb.connect()
+    try:
+        for name, frame in (("c", candidates), ("s", stays), ("n", names)):
+            con.register(f"_{name}", frame.to_arrow())
+        found: pl.DataFrame = con.sql(
+            f"""
+            WITH follows AS (
+                SELECT DISTINCT c.unique_id, s.cluster_id
+                FROM _c c JOIN _s s ON s.uprn_token <> c.uprn_token AND (
+                    s.period_start BETWEEN c.period_end AND c.period_end + 1
+                    OR c.period_start BETWEEN s.period_end AND s.period_end + 1)
+            )
+            SELECT DISTINCT f.unique_id, f.cluster_id
+            FROM follows f JOIN _c c USING (unique_id) JOIN _n n USING (cluster_id)
+            WHERE {_NAMES_AGREE}
+            """
+        ).pl()
+    finally:
+        con.close()
+    found = found.cast({"unique_id": labels.schema["unique_id"]}).cast(
+        {"cluster_id": labels.schema["cluster_id"]}
+    )
+    return found.with_columns(pl.len().over("unique_id").cast(pl.UInt32).alias("targets"))
 
 
 def lasting_elsewhere(

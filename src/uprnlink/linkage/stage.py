@@ -20,6 +20,7 @@ from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
+from uprnlink.linkage.coresidence import PASSES_VERSION
 from uprnlink.linkage.model import (
     LINKAGE_COLUMNS,
     MODEL_VERSION,
@@ -182,7 +183,12 @@ def _linkage_inputs(settings: RunSettings) -> str:
             "linkage": asdict(settings.linkage),
             "model": file_checksum(model_path) if model_path.exists() else None,
             # New code that compares or clusters differently links afresh.
-            "definition": [MODEL_VERSION, current_fingerprint(settings.linkage), RULES_VERSION],
+            "definition": [
+                MODEL_VERSION,
+                current_fingerprint(settings.linkage),
+                RULES_VERSION,
+                PASSES_VERSION,
+            ],
         }
     )
 
