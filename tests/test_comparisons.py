@@ -203,3 +203,22 @@ def test_a_date_known_only_to_the_year_or_month_is_its_own_level(
     from uprnlink.linkage.comparisons import date_of_birth
 
     assert level_of(date_of_birth(FULL_IDENTIFIERS), {"dob": a}, {"dob": b}) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("SMITH JONES", "JONES", "One surname a part of the other"),
+        ("SMITH", "SMITH JONES", "One surname a part of the other"),
+        ("DE LA CRUZ", "CRUZ", "One surname a part of the other"),
+        # A word that merely begins the other is not a part of it.
+        ("SMITH JONES", "JONESON", "else"),
+    ],
+)
+def test_a_double_barrelled_surname_against_one_of_its_halves(
+    a: str, b: str, expected: str
+) -> None:
+    from uprnlink.linkage.comparisons import surname
+
+    found = level_of(surname(FULL_IDENTIFIERS), _names("ANNA", a), _names("ANNA", b))
+    assert found == expected

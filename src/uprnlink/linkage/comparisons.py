@@ -116,9 +116,20 @@ def forename(identifiers: frozenset[str]) -> Comparison:
     )
 
 
+# One surname is a whole word of the other: a double-barrelled name (SMITH JONES, written
+# SMITH-JONES before standardisation) against one of its halves, as systems that keep one
+# surname field often record it.
+SURNAME_PART = (
+    "(instr(surname_l, ' ') > 0 OR instr(surname_r, ' ') > 0) AND "
+    "(instr(' ' || surname_l || ' ', ' ' || surname_r || ' ') > 0 OR "
+    "instr(' ' || surname_r || ' ', ' ' || surname_l || ' ') > 0)"
+)
+
+
 def surname(identifiers: frozenset[str]) -> Comparison:
     """Surname: exact (term-frequency adjusted); forename and surname reversed; Jaro-Winkler
-    >= 0.92; one edit; Jaro-Winkler >= 0.88, >= 0.7."""
+    >= 0.92; one edit; one a word of the other (double-barrelled, SURNAME_PART); Jaro-Winkler
+    >= 0.88, >= 0.7."""
     import splink.comparison_level_library as cll
 
     reverse = [Level(_reversed_names(), 0.01)] if "forename" in identifiers else []
@@ -127,10 +138,11 @@ def surname(identifiers: frozenset[str]) -> Comparison:
         "Surname with spelling and reversal levels",
         (
             Level(cll.NullLevel("surname")),
-            Level(cll.ExactMatchLevel("surname", term_frequency_adjustments=True), 0.89),
+            Level(cll.ExactMatchLevel("surname", term_frequency_adjustments=True), 0.88),
             *reverse,
             Level(cll.JaroWinklerLevel("surname", 0.92), 0.03),
             Level(cll.DamerauLevenshteinLevel("surname", 1), 0.01),
+            Level(sql_level(SURNAME_PART, "One surname a part of the other"), 0.01),
             Level(cll.JaroWinklerLevel("surname", 0.88), 0.02),
             Level(cll.JaroWinklerLevel("surname", 0.7), 0.02),
             Level(cll.ElseLevel(), 0.02 if reverse else 0.03),
