@@ -906,6 +906,12 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     )
     if link.get("identifiers"):
         print("Identifiers used for linkage: " + ", ".join(link["identifiers"]))
+    matched = link.get("addresses_matched") or {}
+    if matched:
+        print(
+            "Records without a UPRN placed by their address as written: "
+            + ", ".join(f"{s} {n:,}" for s, n in matched.items())
+        )
     missing = summary.not_supplied or NotSupplied(sources=[], fields={})
     if missing["sources"]:
         print("Sources not supplied: " + ", ".join(missing["sources"]))

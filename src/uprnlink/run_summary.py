@@ -162,6 +162,8 @@ class LinkSummary(TypedDict):
     cannot_link: dict[str, Any] | None
     review: ReviewRecord
     coresidence: dict[str, Any] | None
+    # Records per source that took a UPRN from their address text (uprnlink.ingest.addresses).
+    addresses_matched: NotRequired[dict[str, int]]
     baselines: NotRequired[dict[str, BaselineRecord]]
     reused: NotRequired[bool]
     linked_in_run: NotRequired[str | None]

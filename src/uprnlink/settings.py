@@ -291,6 +291,9 @@ class LinkageSettings:
     baselines: StrictBool = (
         True  # also link with deterministic and plain-Splink baselines to compare
     )
+    # A record without a UPRN takes the UPRN of the one address in the delivery written the same
+    # way at its postcode, for linkage and the household rules (uprnlink.ingest.addresses).
+    match_addresses: StrictBool = True
     # Records that cannot be one person never share a cluster (uprnlink.linkage.constraints).
     cannot_link: StrictBool = True
     # A lone record with no date of birth or NHS number joins the one person of its forename

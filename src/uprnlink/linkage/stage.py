@@ -16,6 +16,7 @@ import polars as pl
 
 from uprnlink.errors import KeyManagementError
 from uprnlink.ingest import manifest
+from uprnlink.ingest.addresses import trusted_records
 from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
@@ -31,7 +32,7 @@ from uprnlink.linkage.predict import LinkageResult, link_people
 from uprnlink.linkage.review import review_queue_frame
 from uprnlink.linkage.stable_ids import IdChangeReport, assign_stable_ids
 from uprnlink.privacy.keys import MasterKey, load_run_key
-from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
+from uprnlink.privacy.trusted import read_trusted, write_trusted
 from uprnlink.review import current_labels, read_labels
 from uprnlink.run_summary import BaselineRecord, LinkSummary, ModelRecord, ReviewRecord
 from uprnlink.settings import RunSettings, read_settings
@@ -59,7 +60,8 @@ def link_records(
     z = Zones(settings)
     key = load_run_key(settings)
     # Only what linkage compares stays in memory while Splink runs.
-    trusted = read_trusted_records(settings, key)
+    matches = trusted_records(settings, key)
+    trusted = matches.records
     address = [ADDRESS_COLUMN] if ADDRESS_COLUMN in trusted.columns else []
     records = trusted.select(*LINKAGE_COLUMNS, *address, *PERIOD_COLUMNS)
     del trusted
@@ -83,6 +85,7 @@ def link_records(
         write_model(result.model, z.linkage_dir, run_id)
     report = write_clusters(result, z, key)
     summary = link_summary(result, report, settings.linkage.threshold_mode, retrain)
+    summary["addresses_matched"] = matches.matched
     log.info(
         "linked into %d people (%s model; ids kept %d, created %d)",
         result.people,

@@ -24,11 +24,12 @@ from uprnlink.households.tables import (
     build_analysis_tables,
     single_person_share,
 )
+from uprnlink.ingest.addresses import trusted_records
 from uprnlink.ingest.contracts import find_contract
 from uprnlink.linkage.quality import source_quality_table
 from uprnlink.privacy.keys import MasterKey, load_release_key, load_run_key
 from uprnlink.privacy.release import record_keys, release_ids
-from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
+from uprnlink.privacy.trusted import read_trusted, write_trusted
 from uprnlink.publication import (
     NotSupplied,
     PublicationCounts,
@@ -143,7 +144,7 @@ def linked_inputs(
     table (made before those columns go). The whole trusted records and clusters are freed on
     return."""
     z = Zones(settings)
-    records = read_trusted_records(settings, key)
+    records = trusted_records(settings, key).records
     clusters = read_trusted(z.clusters, key).select("unique_id", "person_id")
     linked = records.join(clusters, on="unique_id", how="inner")
     del records

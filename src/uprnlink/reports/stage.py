@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from uprnlink.errors import PublishError
+from uprnlink.ingest.addresses import trusted_records
 from uprnlink.privacy.keys import load_run_key
-from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.privacy.trusted import read_trusted
 from uprnlink.publish import releases
 from uprnlink.publish.database import read_policy
 from uprnlink.reports.quality import build_quality_report
@@ -32,7 +33,7 @@ def write_quality_report(
     log.info("writing the linkage quality report ...")
     model_path = z.linkage_dir / "model.json"
     model = json.loads(model_path.read_text()) if model_path.exists() else {}
-    records = read_trusted_records(settings, key)
+    records = trusted_records(settings, key).records
     clusters = read_trusted(z.clusters, key)
     # Into the run's staged release when there is one (it goes live with the data), else into
     # the live release (a report rewritten after `uprnlink evaluate`).

@@ -19,8 +19,9 @@ import polars as pl
 from uprnlink.errors import ConfigError
 from uprnlink.households.ages import BIAS_BANDS, age_band_expr, age_on_expr
 from uprnlink.households.timelines import OPEN_END
+from uprnlink.ingest.addresses import trusted_records
 from uprnlink.privacy.keys import MasterKey, load_run_key
-from uprnlink.privacy.trusted import read_trusted, read_trusted_records
+from uprnlink.privacy.trusted import read_trusted
 from uprnlink.publication import PublicationMetadata, ResidenceConfirmed
 from uprnlink.review import current_labels, read_labels, splink_labels
 from uprnlink.settings import RunSettings
@@ -948,7 +949,7 @@ def review_evaluation(
         marker = z.linkage_dir / "inputs.json"
         summary = json.loads(marker.read_text()).get("summary", {}) if marker.exists() else {}
         out["model"] = model_label_accuracy(
-            read_trusted_records(settings, key),
+            trusted_records(settings, key).records,
             splink_labels(labels),
             json.loads(model_path.read_text()),
             settings.linkage,

@@ -1,0 +1,119 @@
+"""Addresses without a UPRN matched to the delivery's own address index.
+
+A record whose system holds no UPRN (a GP registration keyed from a paper form, a care
+record, a council tax account at a new build the gazetteer had not reached) usually still
+holds the address as written and its postcode. The other records of the same delivery are an
+address index: every address line and postcode written beside a UPRN. A record without one
+takes the UPRN (its pseudonymised tokens and the areas that go with it) of the one address
+in the delivery written the same way at the same postcode; where two addresses share that
+text and postcode (the same text under two UPRNs: a block and its flat, a moved record) it
+stays without one. The text is compared after upper-casing and reducing every run of other
+characters than letters and digits to one space, so "Flat 2, 3 High St." and "FLAT 2 3 HIGH
+ST" agree; "3 High Street" and "3 High St" do not (no abbreviation list: a missed match costs
+what the record had before, a wrong one would put a person in another home).
+
+This is what linkage teams do with AddressBase matching, with the delivery as the gazetteer:
+nothing outside the trusted zone is read, and only addresses some record already placed at a
+UPRN can be matched. Linkage and the household rules both see the matched records
+(`trusted_records`), so a person is compared and housed on the same evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.trusted import read_trusted_records
+from uprnlink.settings import RunSettings
+
+#: What a matched record takes from the address it matched: the UPRN's tokens, its areas and
+#: class, and whether the area came from a UPRN in the lookup.
+UPRN_FIELDS = (
+    "uprn_token",
+    "household_token",
+    "oa",
+    "lsoa",
+    "msoa",
+    "ward",
+    "lad",
+    "imd_decile",
+    "property_class",
+    "is_communal",
+    "uprn_in_lookup",
+)
+#: `area_from` of a record whose UPRN came from its address text.
+FROM_ADDRESS = "address"
+
+
+def address_key_expr(column: str = "address_line_1") -> pl.Expr:
+    """The address as compared: upper case, every run of characters other than A-Z and 0-9
+    one space, trimmed; null when nothing is left."""
+    text = pl.col(column).cast(pl.String).str.to_uppercase()
+    key = text.str.replace_all(r"[^A-Z0-9]+", " ").str.strip_chars(" ")
+    return pl.when(key.str.len_bytes() > 0).then(key)
+
+
+@dataclass(frozen=True)
+class AddressMatches:
+    """Records after matching, and how many records of each source took a UPRN from their
+    address (counts only)."""
+
+    records: pl.DataFrame
+    matched: dict[str, int]
+
+
+def address_index(records: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """(address key, postcode) -> the UPRN's fields, for the keys written beside exactly one
+    UPRN in the records (the fields prefixed `_m_`)."""
+    placed = records.filter(
+        pl.col("uprn_token").is_not_null() & pl.col("postcode").is_not_null()
+    ).with_columns(address_key_expr().alias("_key"))
+    return (
+        placed.filter(pl.col("_key").is_not_null())
+        .sort("uprn_token")
+        .group_by("_key", "postcode")
+        .agg(
+            pl.col("uprn_token").n_unique().alias("_uprns"),
+            *(pl.col(c).drop_nulls().first().alias(f"_m_{c}") for c in fields),
+        )
+        .filter(pl.col("_uprns") == 1)
+        .drop("_uprns")
+    )
+
+
+def match_addresses(records: pl.DataFrame) -> AddressMatches:
+    """Give each record without a UPRN token the UPRN of the one address in `records` written
+    the same way at its postcode (module docstring). Records keep their rows and order; a
+    matched record's `area_from` is FROM_ADDRESS."""
+    needed = {"address_line_1", "postcode", "uprn_token", "source_dataset"}
+    if not needed <= set(records.columns):
+        return AddressMatches(records, {})
+    fields = [c for c in UPRN_FIELDS if c in records.columns]
+    index = address_index(records, fields)
+    unplaced = pl.col("uprn_token").is_null()
+    joined = records.with_columns(pl.when(unplaced).then(address_key_expr()).alias("_key")).join(
+        index, on=["_key", "postcode"], how="left", maintain_order="left"
+    )
+    took = unplaced & pl.col("_m_uprn_token").is_not_null()
+    matched = joined.filter(took).group_by("source_dataset").len().sort("source_dataset")
+    updates = [pl.when(took).then(pl.col(f"_m_{c}")).otherwise(pl.col(c)).alias(c) for c in fields]
+    if "area_from" in records.columns:
+        updates.append(
+            pl.when(took)
+            .then(pl.lit(FROM_ADDRESS))
+            .otherwise(pl.col("area_from"))
+            .alias("area_from")
+        )
+    out = joined.with_columns(updates).select(records.columns)
+    return AddressMatches(out, dict(matched.iter_rows()))
+
+
+def trusted_records(settings: RunSettings, key: MasterKey) -> AddressMatches:
+    """All sources' trusted records, with addresses matched to UPRNs when the run's
+    `[linkage] match_addresses` is on (every stage reads the records through this)."""
+    records = read_trusted_records(settings, key)
+    if not settings.linkage.match_addresses:
+        return AddressMatches(records, {})
+    return match_addresses(records)
