@@ -64,19 +64,19 @@ class AddressMatches:
     matched: dict[str, int]
 
 
-def address_index(records: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
-    """(address key, postcode) -> the UPRN's fields, for the keys written beside exactly one
-    UPRN in the records (the fields prefixed `_m_`)."""
-    placed = records.filter(
-        pl.col("uprn_token").is_not_null() & pl.col("postcode").is_not_null()
-    ).with_columns(address_key_expr().alias("_key"))
+def address_index(records: pl.DataFrame, postcodes: pl.DataFrame) -> pl.DataFrame:
+    """(`_key`, postcode) -> `_uprn`, for the address keys at `postcodes` written beside exactly
+    one UPRN token in the records."""
+    placed = records.filter(pl.col("uprn_token").is_not_null()).join(
+        postcodes, on="postcode", how="semi"
+    )
     return (
-        placed.filter(pl.col("_key").is_not_null())
-        .sort("uprn_token")
+        placed.select("postcode", "uprn_token", address_key_expr().alias("_key"))
+        .drop_nulls("_key")
         .group_by("_key", "postcode")
         .agg(
             pl.col("uprn_token").n_unique().alias("_uprns"),
-            *(pl.col(c).drop_nulls().first().alias(f"_m_{c}") for c in fields),
+            pl.col("uprn_token").first().alias("_uprn"),
         )
         .filter(pl.col("_uprns") == 1)
         .drop("_uprns")
@@ -90,24 +90,38 @@ def match_addresses(records: pl.DataFrame) -> AddressMatches:
     needed = {"address_line_1", "postcode", "uprn_token", "source_dataset"}
     if not needed <= set(records.columns):
         return AddressMatches(records, {})
+    rows = records.with_row_index("_row")
+    unplaced = rows.filter(
+        pl.col("uprn_token").is_null() & pl.col("postcode").is_not_null()
+    ).select("_row", "source_dataset", "postcode", address_key_expr().alias("_key"))
+    unplaced = unplaced.drop_nulls("_key")
+    index = address_index(records, unplaced.select("postcode").unique())
+    found = unplaced.join(index, on=["_key", "postcode"], how="inner")
+    if found.is_empty():
+        return AddressMatches(records, {})
+    # Everything a UPRN brings, from one record carrying it (the same for all of them: the
+    # tokens derive from the UPRN, the areas and class from the lookup by UPRN).
     fields = [c for c in UPRN_FIELDS if c in records.columns]
-    index = address_index(records, fields)
-    unplaced = pl.col("uprn_token").is_null()
-    joined = records.with_columns(pl.when(unplaced).then(address_key_expr()).alias("_key")).join(
-        index, on=["_key", "postcode"], how="left", maintain_order="left"
+    brought = (
+        records.filter(pl.col("uprn_token").is_in(found.get_column("_uprn").unique().implode()))
+        .unique("uprn_token", keep="first")
+        .select(pl.col("uprn_token").alias("_uprn"), *(pl.col(c).alias(f"_m_{c}") for c in fields))
     )
-    took = unplaced & pl.col("_m_uprn_token").is_not_null()
-    matched = joined.filter(took).group_by("source_dataset").len().sort("source_dataset")
-    updates = [pl.when(took).then(pl.col(f"_m_{c}")).otherwise(pl.col(c)).alias(c) for c in fields]
+    updates = found.join(brought, on="_uprn").select(
+        "_row", *(f"_m_{c}" for c in fields), pl.lit(True).alias("_took")
+    )
+    took = pl.col("_took").fill_null(False)
+    out = [pl.when(took).then(pl.col(f"_m_{c}")).otherwise(pl.col(c)).alias(c) for c in fields]
     if "area_from" in records.columns:
-        updates.append(
+        out.append(
             pl.when(took)
             .then(pl.lit(FROM_ADDRESS))
             .otherwise(pl.col("area_from"))
             .alias("area_from")
         )
-    out = joined.with_columns(updates).select(records.columns)
-    return AddressMatches(out, dict(matched.iter_rows()))
+    matched = rows.join(updates, on="_row", how="left", maintain_order="left").with_columns(out)
+    counts = found.group_by("source_dataset").len().sort("source_dataset")
+    return AddressMatches(matched.select(records.columns), dict(counts.iter_rows()))
 
 
 def trusted_records(settings: RunSettings, key: MasterKey) -> AddressMatches:
