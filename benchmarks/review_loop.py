@@ -62,6 +62,9 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         "recall": result["pairwise"]["recall"],
         "f1": result["pairwise"]["f1"],
         "household_pairs_f1": h.get("f1"),
+        "households_exact": (
+            h["households_exact"] / h["households"] if h.get("households") else None
+        ),
         "review": result.get("review"),
     }
 

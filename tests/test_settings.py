@@ -168,6 +168,7 @@ CONFIG_MISTAKES = [
     ("end", '[service]\nhost = ""', "[service] host must be a non-empty string"),
     ("end", f'[linkage]\nbackend = "{SENTINEL}"', "[linkage] backend must be one of duckdb, spark"),
     ("end", f'[linkage]\nthreshold_mode = "{SENTINEL}"', "[linkage] threshold_mode must be one of fixed, auto"),
+    ("end", f'[linkage]\ntrain_from_labels = "{SENTINEL}"', "[linkage] train_from_labels must be one of off, m, threshold"),
     ("end", "[linkage]\npredict_chunk_records = 0", "[linkage] predict_chunk_records must be a whole number >= 1"),
     ("end", "[linkage]\nspark_conf = 3", "[linkage] spark_conf must be a table of settings"),
     ("end", f'[linkage]\nbaselines = "{SENTINEL}"', "[linkage] baselines must be true or false"),

@@ -277,6 +277,12 @@ class LinkageSettings:
     # (uprnlink.linkage.threshold), within [0.5, 0.999]; match_threshold is then only the fallback.
     # `match_threshold = "auto"` in the config file means the same (with 0.95 as the fallback).
     threshold_mode: Literal["fixed", "auto"] = "fixed"
+    # Reviewers' labels in training (uprnlink.linkage.review): "m" adds Splink's m from the
+    # match labels as one more training session (each level's m is the median of the
+    # sessions'); "threshold" moves the clustering threshold, within REVIEW_BAND_BITS, to where
+    # it best separates the near-threshold labels; "off" uses them only as must-link and
+    # cannot-link evidence.
+    train_from_labels: Literal["off", "m", "threshold"] = "off"
     memory_limit: Text = "8GB"  # DuckDB's cap (it spills to disk beyond it); Spark driver memory
     threads: PositiveWhole = 2
     max_pairs_u: Annotated[StrictFloat, Field(gt=0)] = 2e6  # random pairs for the u probabilities

@@ -446,6 +446,7 @@ def train_model(
     settings: LinkageSettings,
     identifiers: frozenset[str] = FULL_IDENTIFIERS,
     records: pl.DataFrame | None = None,
+    labels: tuple[Any, int] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Train the model `creator` defines on `table` (a registered Splink table of `records`):
     λ from deterministic rules, u by random sampling, m by EM in two sessions (see
@@ -457,6 +458,8 @@ def train_model(
     whose blocking rule finds no pairs (a delivery too small, or an identifier too rare) is
     skipped, and one Splink cannot finish is undone (the linker rebuilt from the model saved
     before it): the comparisons it would have trained keep their documented starting values.
+    `labels` (a registered table of clerical match pairs on record keys, and how many) adds
+    Splink's m from labelled pairs as a last session (`_m_from_labels`).
     """
     from splink import Linker, block_on
 
@@ -507,6 +510,8 @@ def train_model(
                 linker = Linker(table, saved, log_level=logging.ERROR)
                 log.warning("linkage: %s failed (%s): skipped", what, type(exc).__name__)
                 done.append(f"{what}: skipped, it did not converge ({type(exc).__name__})")
+        if labels is not None:
+            done.append(_m_from_labels(linker, *labels))
         trained = floor_m_probabilities(model_json(linker))
     finally:
         splink_log.setLevel(previous_level)
@@ -514,6 +519,16 @@ def train_model(
     # linker would find the training tables (of records, not profiles).
     linker.table_management.invalidate_cache()  # type: ignore[no-untyped-call]
     return trained, done
+
+
+def _m_from_labels(linker: Any, table: Any, n: int) -> str:
+    """m from reviewers' match labels (`estimate_m_from_pairwise_labels`): one more training
+    session, so each level's m becomes the median of the sessions that observed it (the EM
+    sessions' and the labels'); levels no labelled pair falls in keep EM's. Returns the line
+    saying so."""
+    with timed(f"linkage: training, m from {n:,} clerical match labels"):
+        linker.training.estimate_m_from_pairwise_labels(table)
+    return f"m from {n:,} clerical match labels (each level's m the median with EM's)"
 
 
 def check_records(records: pl.DataFrame, columns: tuple[str, ...]) -> None:

@@ -3,6 +3,7 @@ clustered into people."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from contextlib import nullcontext
@@ -50,6 +51,9 @@ from uprnlink.linkage.model import (
 )
 from uprnlink.linkage.review import (
     labelled_profile_pairs,
+    labelled_scores,
+    labelled_threshold,
+    match_label_records,
     must_link_pairs,
     review_floor,
     select_review_pairs,
@@ -366,12 +370,16 @@ def link_people(
     log.info("linkage: identifiers carried: %s", ", ".join(sorted(identifiers)))
     creator = settings_dict(settings.match_threshold, identifiers)
     fingerprint = settings_fingerprint(settings_json(creator))
-    saved = None if retrain else reusable_model(model, fingerprint)
+    taught = _training_labels(settings, review_labels, records)
+    fresh = retrain or (model or {}).get("trained_on_labels") != _labels_digest(taught)
+    saved = None if fresh else reusable_model(model, fingerprint)
     scored = _score(
         records, profiles, settings, identifiers, creator, fingerprint, model, saved, work_dir,
-        timings,
+        timings, taught,
     )  # fmt: skip
     threshold, choice, pairs, below = _pick_threshold(settings, scored)
+    if settings.train_from_labels == "threshold" and review_labels is not None:
+        threshold, pairs, below = _label_threshold(review_labels, members, threshold, pairs, below)
     labelled, clerical, applied = _apply_labels(review_labels, members)
     pairs = with_must_links(pairs, must_link_pairs(labelled, pairs))
     by_profile, report, coresidence = _cluster(
@@ -400,6 +408,45 @@ def link_people(
         review=review,
         labels_applied=applied,
     )
+
+
+def _training_labels(
+    settings: LinkageSettings, review_labels: pl.DataFrame | None, records: pl.DataFrame
+) -> pl.DataFrame | None:
+    """The match labels training uses (`train_from_labels = "m"`, Splink's pairwise labels
+    table on record keys), or None when it uses none."""
+    if settings.train_from_labels != "m":
+        return None
+    taught = match_label_records(review_labels, records.get_column("unique_id"))
+    return taught if taught.height else None
+
+
+def _labels_digest(taught: pl.DataFrame | None) -> str | None:
+    """What a model was trained on beyond the records (the match labels' SHA-256), so a saved
+    model is reused only for the same labels; None without labels (a model as before)."""
+    if taught is None:
+        return None
+    rows = sorted(f"{a}|{b}" for a, b in taught.select("unique_id_l", "unique_id_r").iter_rows())
+    return "sha256:" + hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def _label_threshold(
+    review_labels: pl.DataFrame,
+    members: pl.DataFrame,
+    threshold: float,
+    pairs: pl.DataFrame,
+    below: pl.DataFrame,
+) -> tuple[float, pl.DataFrame, pl.DataFrame]:
+    """`train_from_labels = "threshold"`: the clustering threshold moved to where it best
+    separates the near-threshold labels (`labelled_threshold`), and the pairs at or above it
+    and just below it."""
+    everything = pl.concat([pairs, below])
+    moved = labelled_threshold(labelled_scores(review_labels, members, everything), threshold)
+    log.info("linkage: clerical labels place the threshold at %.4f (was %.4f)", moved, threshold)
+    if moved == threshold:
+        return threshold, pairs, below
+    at_or_above = pl.col("match_probability") >= moved
+    return moved, everything.filter(at_or_above), everything.filter(~at_or_above)
 
 
 def _person_ids(
@@ -442,6 +489,7 @@ def _score(
     saved: dict[str, Any] | None,
     work_dir: Path,
     timings: dict[str, float],
+    taught: pl.DataFrame | None = None,
 ) -> _Scored:
     """Train a model on the records (or load the saved one), then score the profiles' pairs,
     in one backend session."""
@@ -467,15 +515,21 @@ def _score(
             training_records = splink_records(records, identifiers=identifiers)
             table = backend.register(training_records, "records")
             one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
+            labels = None if taught is None else backend.register(taught, "clerical_labels")
             with backend.progress("linkage: training"), one_thread:
                 trained, training = train_model(
-                    table, creator, settings, identifiers, training_records
-                )
+                    table, creator, settings, identifiers, training_records,
+                    None if labels is None or taught is None else (labels, taught.height),
+                )  # fmt: skip
             del training_records
-            backend.release(table)
+            for registered in (table, labels):
+                if registered is not None:
+                    backend.release(registered)
             linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
             canonical = with_parameters(settings_json(creator), trained)
             artefact = model_artefact(canonical, fingerprint, records.height)
+            if taught is not None:
+                artefact["trained_on_labels"] = _labels_digest(taught)
             timings["train"] = round(time.perf_counter() - t1, 2)
 
         t2 = time.perf_counter()

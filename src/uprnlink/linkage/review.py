@@ -10,6 +10,7 @@ must-link edge (probability 1); a non-match label a cannot-link pair (rule `cler
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -142,6 +143,78 @@ def labelled_profile_pairs(labels: pl.DataFrame, members: pl.DataFrame) -> pl.Da
         )
         .unique(["a", "b"], keep="last", maintain_order=True)
     )
+
+
+def match_label_records(labels: pl.DataFrame | None, keys: pl.Series) -> pl.DataFrame:
+    """Match labels as Splink's pairwise labels table on record keys (unique_id_l,
+    unique_id_r, clerical_match_score = 1), for both records among `keys`; one row per pair."""
+    schema = {"unique_id_l": pl.Utf8, "unique_id_r": pl.Utf8, "clerical_match_score": pl.Float64}
+    if labels is None or labels.height == 0:
+        return pl.DataFrame(schema=schema)
+    known = keys.implode()
+    return (
+        labels.filter(
+            (pl.col("label") == "match")
+            & (pl.col("unique_id_l") != pl.col("unique_id_r"))
+            & pl.col("unique_id_l").is_in(known)
+            & pl.col("unique_id_r").is_in(known)
+        )
+        .select(
+            pl.min_horizontal("unique_id_l", "unique_id_r").alias("unique_id_l"),
+            pl.max_horizontal("unique_id_l", "unique_id_r").alias("unique_id_r"),
+            pl.lit(1.0).alias("clerical_match_score"),
+        )
+        .unique(maintain_order=True)
+        .cast(schema)  # type: ignore[arg-type]
+    )
+
+
+def labelled_scores(
+    labels: pl.DataFrame, members: pl.DataFrame, scored: pl.DataFrame
+) -> pl.DataFrame:
+    """The near-threshold labels (the queue's stratum sampled by distance from the threshold,
+    on both sides) with this run's score of their profile pair (label, match_probability);
+    pairs scored below the review floor or never blocked are left out (no threshold in the band
+    can change how they fall)."""
+    near = (
+        labels.filter(pl.col("reason") == "near_threshold")
+        if "reason" in labels.columns
+        else labels
+    )
+    pairs = labelled_profile_pairs(near, members)
+    ordered = scored.select(
+        pl.min_horizontal("unique_id_l", "unique_id_r").alias("a"),
+        pl.max_horizontal("unique_id_l", "unique_id_r").alias("b"),
+        "match_probability",
+    ).unique(["a", "b"])
+    return pairs.join(ordered, on=["a", "b"]).select("label", "match_probability")
+
+
+def labelled_threshold(scores: pl.DataFrame, threshold: float) -> float:
+    """The threshold that best separates labelled matches (at or above it) from non-matches
+    (below), within REVIEW_BAND_BITS of `threshold` in match weight; the midpoint in weight
+    between two neighbouring labelled scores. `threshold` itself unless another classifies
+    strictly more labels correctly (ties go to the one nearest it)."""
+    if scores.height == 0:
+        return threshold
+    centre = weight_of(threshold)
+    rows = sorted(
+        (weight_of(p), label == "match")
+        for label, p in scores.select("label", "match_probability").iter_rows()
+    )
+    weights = sorted({w for w, _ in rows})
+    candidates = [centre] + [(x + y) / 2 for x, y in itertools.pairwise(weights)]
+    candidates += [weights[0] - 0.01, weights[-1] + 0.01]
+
+    def correct(cut: float) -> int:
+        return sum((w >= cut) == is_match for w, is_match in rows)
+
+    allowed = [c for c in candidates if abs(c - centre) <= REVIEW_BAND_BITS]
+    best = max(allowed, key=lambda c: (correct(c), -abs(c - centre)))
+    if correct(best) <= correct(centre):
+        return threshold
+    odds = 2**best
+    return odds / (1 + odds)
 
 
 def must_link_pairs(profile_labels: pl.DataFrame, like: pl.DataFrame) -> pl.DataFrame:
