@@ -44,6 +44,10 @@ _PINNED_BY = {
 # identifier would split exactly those pairs apart (on FEBRL4 a year of birth or the name's
 # next letter lost true pairs), so its blocks are counted but never split.
 _UNSPLIT_PARTS = frozenset({"forename_initial", "surname_initial"})
+#: Key parts naming one person or one place (an NHS number, a property, a postcode of a few
+#: dozen addresses): a block on them holds about as many profiles at any population size, so a
+#: pair budget never lowers the cap of a rule pinning one (its pairs grow only linearly).
+FLAT_PARTS = frozenset({"nhs_token", "uprn_token", "postcode"})
 #: Refiners applied to one over-cap block at most (a block still over the cap after them is kept).
 MAX_REFINERS = 2
 #: The smallest cap a delivery can derive: a family of four at one address, each with two
@@ -67,6 +71,12 @@ class BlockKey:
             return ()
         free = [r for r in REFINERS if not parts & set(_PINNED_BY[r])]
         return tuple(free[:MAX_REFINERS])
+
+    @property
+    def tightenable(self) -> bool:
+        """Whether a pair budget may lower this rule's cap: it has refiners and its key pins
+        no person or single place (`FLAT_PARTS`), so its blocks can grow with the population."""
+        return bool(self.refiners) and not {*self.left, *self.right} & FLAT_PARTS
 
 
 def key_of(rule: tuple[str, ...] | str) -> BlockKey | None:
@@ -198,19 +208,46 @@ def refine_column_names(index: int) -> tuple[str, str]:
 
 
 def split_blocks(
-    profiles: pl.DataFrame, rules: list[tuple[str, ...] | str], cap: int
+    profiles: pl.DataFrame,
+    rules: list[tuple[str, ...] | str],
+    cap: int,
+    budget: int | None = None,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """The profiles with refining columns for every rule that has a block over `cap` profiles
-    (`refine_column_names`), and per rule: the blocks split and those still over the cap
-    after the refiners (kept whole, not dropped)."""
-    cap_pairs = cap * (cap - 1) // 2
+    """The profiles with refining columns for every rule that has a block over its cap
+    (`refine_column_names`), and per rule: its cap, the blocks split and those still over the
+    cap after the refiners (kept whole, not dropped).
+
+    Every rule starts at `cap`. With a `budget` (candidate pairs for the whole delivery), the
+    rules' pairs are counted as prediction will count them (each pair once, by the first rule
+    that finds it, `count_marginal_pairs`) and, while they exceed the budget, the cap of the
+    rule adding the most pairs among those whose blocks can grow with the population
+    (`BlockKey.tightenable`) is lowered a step (`_lower_cap`) down to 2; a rule is never
+    dropped, only its blocks split. Each entry then also carries `estimated_pairs`.
+    """
+    keys = [key_of(rule) for rule in rules]
+    caps = [cap] * len(rules)
+    plans = [_plan(profiles, key, cap) for key in keys]
+    if budget is not None:
+        pair_sets = [
+            _rule_pairs(profiles, key, levels) for key, (levels, _) in zip(keys, plans, strict=True)
+        ]
+        marginal = count_marginal_pairs(pair_sets)
+        while sum(marginal) > budget:
+            open_ = [i for i, k in enumerate(keys) if k and k.tightenable and caps[i] > 2]
+            if not open_:
+                break
+            index = max(open_, key=lambda i: marginal[i])
+            caps[index] = _lower_cap(caps[index])
+            plans[index] = _plan(profiles, keys[index], caps[index])
+            pair_sets[index] = _rule_pairs(profiles, keys[index], plans[index][0])
+            marginal = count_marginal_pairs(pair_sets)
     columns: list[pl.Series] = []
     report: list[dict[str, Any]] = []
-    for index, rule in enumerate(rules):
-        key = key_of(rule)
+    for index, (key, (levels, stats)) in enumerate(zip(keys, plans, strict=True)):
         entry: dict[str, Any] = {"blocks_split": 0, "blocks_over_cap": 0, "split_by": []}
-        levels, stats = _refine_levels(profiles, key, cap_pairs) if key else (None, {})
-        entry.update(stats)
+        entry.update(stats, block_cap=caps[index])
+        if budget is not None:
+            entry["estimated_pairs"] = marginal[index]
         if key is not None and levels is not None:
             entry["split_by"] = list(key.refiners)
             for side, name in enumerate(refine_column_names(index)):
@@ -219,6 +256,72 @@ def split_blocks(
                 columns.append(empty.scatter(own.get_column("_row"), own.get_column("_refine")))
         report.append(entry)
     return profiles.with_columns(columns), report
+
+
+def _plan(
+    profiles: pl.DataFrame, key: BlockKey | None, cap: int
+) -> tuple[pl.DataFrame | None, dict[str, int]]:
+    """`_refine_levels` of a rule at `cap` profiles per block (nothing for a rule whose key is
+    not read)."""
+    if key is None:
+        return None, {}
+    return _refine_levels(profiles, key, cap * (cap - 1) // 2)
+
+
+def _lower_cap(cap: int) -> int:
+    """The next cap a budget tries for a rule: a quarter lower, at least one lower, at least 2."""
+    return max(2, min(cap - 1, cap * 3 // 4))
+
+
+#: Blocks with more pairs than this (kept whole after the refiners) are counted, not listed,
+#: when a budget counts the pairs: all assumed new (an overestimate), so no join is quadratic.
+LISTED_BLOCK_PAIRS = 5_000
+
+
+def _rule_pairs(
+    profiles: pl.DataFrame, key: BlockKey | None, levels: pl.DataFrame | None
+) -> tuple[pl.Series, int]:
+    """The pairs of profiles a rule finds once its over-cap blocks are split by `levels`, as
+    Splink orients them (the smaller unique_id on the left): each pair one UInt64 (left id
+    * 2**32 + right id), and the pairs of blocks too large to list (`LISTED_BLOCK_PAIRS`)."""
+    if key is None:
+        return pl.Series("pair", [], pl.UInt64), 0
+    symmetric = key.left == key.right
+    frame = _key_rows(profiles, key).join(
+        profiles.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "unique_id"),
+        on="_row",
+    )
+    if levels is not None:
+        frame = frame.join(levels, on=["_row", "_side"], how="left")
+    else:
+        frame = frame.with_columns(pl.lit(None, pl.Utf8).alias("_refine"))
+    frame = frame.with_columns(pl.col("_refine").fill_null(""))
+    keys = [c for c in frame.columns if c.startswith("_k")] + ["_refine"]
+    blocks = _block_pairs(frame, symmetric, keys)
+    large = blocks.filter(pl.col("pairs") > LISTED_BLOCK_PAIRS)
+    extra = int(large.get_column("pairs").sum()) // (1 if symmetric else 2)
+    frame = frame.join(large.select(keys), on=keys, how="anti")
+    left = frame.filter(pl.col("_side") == 0).select(*keys, pl.col("unique_id").alias("_l"))
+    right = frame.filter(pl.col("_side") == (0 if symmetric else 1)).select(
+        *keys, pl.col("unique_id").alias("_r")
+    )
+    pairs = left.join(right, on=keys).filter(pl.col("_l") < pl.col("_r"))
+    packed = pl.col("_l").cast(pl.UInt64) * (1 << 32) + pl.col("_r").cast(pl.UInt64)
+    return pairs.select(packed.alias("pair")).get_column("pair"), extra
+
+
+def count_marginal_pairs(pair_sets: list[tuple[pl.Series, int]]) -> list[int]:
+    """Pairs each rule adds to those of the rules before it (Splink's marginal count: a pair
+    is scored once, for the first rule that finds it), from each rule's `_rule_pairs`."""
+    found = pl.concat(
+        [
+            pairs.to_frame("pair").with_columns(pl.lit(i, pl.UInt16).alias("rule"))
+            for i, (pairs, _) in enumerate(pair_sets)
+        ]
+    )
+    first = found.group_by("pair").agg(pl.col("rule").min()).get_column("rule").value_counts()
+    counts = dict(first.iter_rows())
+    return [int(counts.get(i, 0)) + extra for i, (_, extra) in enumerate(pair_sets)]
 
 
 def split_rule_sqls(sqls: list[str], report: list[dict[str, Any]]) -> list[str]:
