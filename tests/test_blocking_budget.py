@@ -97,13 +97,13 @@ def _marginal(found: list[set[tuple[int, int]]]) -> list[int]:
 def test_the_pairs_are_counted_as_prediction_counts_them() -> None:
     profiles, _ = _delivery(people=150)
     keys = [key_of(rule) for rule in RULES]
-    counted = count_marginal_pairs([_rule_pairs(profiles, key, None) for key in keys])
+    counted, _ = count_marginal_pairs([_rule_pairs(profiles, key, None) for key in keys])
     assert counted == _marginal(_found(profiles, SQLS))
     assert all(counted)
     # A block too large to list (the move rule's SMITHs) counts all its pairs as new, and the
     # sum is then an overestimate, never an underestimate.
     profiles, _ = _delivery()
-    counted = count_marginal_pairs([_rule_pairs(profiles, key, None) for key in keys])
+    counted, _ = count_marginal_pairs([_rule_pairs(profiles, key, None) for key in keys])
     exact = _marginal(_found(profiles, SQLS))
     assert counted[:3] == exact[:3] and counted[3] > exact[3]
 

@@ -220,9 +220,11 @@ def split_blocks(
     Every rule starts at `cap`. With a `budget` (candidate pairs for the whole delivery), the
     rules' pairs are counted as prediction will count them (each pair once, by the first rule
     that finds it, `count_marginal_pairs`) and, while they exceed the budget, the cap of the
-    rule adding the most pairs among those whose blocks can grow with the population
-    (`BlockKey.tightenable`) is lowered a step (`_lower_cap`) down to 2; a rule is never
-    dropped, only its blocks split. Each entry then also carries `estimated_pairs`.
+    rule finding the most pairs no other rule finds, among those whose blocks can grow with
+    the population (`BlockKey.tightenable`), is lowered a step (`_lower_cap`) down to 2. A
+    rule's pairs that another rule also finds (most of one person's) cost nothing to keep, so
+    a rule is chosen by what splitting its blocks would remove; no rule is dropped, only its
+    blocks split. Each entry then also carries `estimated_pairs`.
     """
     keys = [key_of(rule) for rule in rules]
     caps = [cap] * len(rules)
@@ -231,16 +233,16 @@ def split_blocks(
         pair_sets = [
             _rule_pairs(profiles, key, levels) for key, (levels, _) in zip(keys, plans, strict=True)
         ]
-        marginal = count_marginal_pairs(pair_sets)
+        marginal, alone = count_marginal_pairs(pair_sets)
         while sum(marginal) > budget:
             open_ = [i for i, k in enumerate(keys) if k and k.tightenable and caps[i] > 2]
             if not open_:
                 break
-            index = max(open_, key=lambda i: marginal[i])
+            index = max(open_, key=lambda i: alone[i])
             caps[index] = _lower_cap(caps[index])
             plans[index] = _plan(profiles, keys[index], caps[index])
             pair_sets[index] = _rule_pairs(profiles, keys[index], plans[index][0])
-            marginal = count_marginal_pairs(pair_sets)
+            marginal, alone = count_marginal_pairs(pair_sets)
     columns: list[pl.Series] = []
     report: list[dict[str, Any]] = []
     for index, (key, (levels, stats)) in enumerate(zip(keys, plans, strict=True)):
@@ -310,18 +312,24 @@ def _rule_pairs(
     return pairs.select(packed.alias("pair")).get_column("pair"), extra
 
 
-def count_marginal_pairs(pair_sets: list[tuple[pl.Series, int]]) -> list[int]:
-    """Pairs each rule adds to those of the rules before it (Splink's marginal count: a pair
-    is scored once, for the first rule that finds it), from each rule's `_rule_pairs`."""
+def count_marginal_pairs(pair_sets: list[tuple[pl.Series, int]]) -> tuple[list[int], list[int]]:
+    """Per rule, from each rule's `_rule_pairs`: the pairs it adds to those of the rules before
+    it (Splink's marginal count: a pair is scored once, for the first rule that finds it), and
+    the pairs no other rule finds (those only a lower cap on this rule can remove)."""
     found = pl.concat(
         [
             pairs.to_frame("pair").with_columns(pl.lit(i, pl.UInt16).alias("rule"))
             for i, (pairs, _) in enumerate(pair_sets)
         ]
     )
-    first = found.group_by("pair").agg(pl.col("rule").min()).get_column("rule").value_counts()
-    counts = dict(first.iter_rows())
-    return [int(counts.get(i, 0)) + extra for i, (_, extra) in enumerate(pair_sets)]
+    per_pair = found.group_by("pair").agg(pl.col("rule").min(), pl.len().alias("rules"))
+    first = dict(per_pair.get_column("rule").value_counts().iter_rows())
+    only = per_pair.filter(pl.col("rules") == 1).get_column("rule").value_counts()
+    alone = dict(only.iter_rows())
+    return (
+        [int(first.get(i, 0)) + extra for i, (_, extra) in enumerate(pair_sets)],
+        [int(alone.get(i, 0)) + extra for i, (_, extra) in enumerate(pair_sets)],
+    )
 
 
 def split_rule_sqls(sqls: list[str], report: list[dict[str, Any]]) -> list[str]:
