@@ -8,14 +8,10 @@ from datetime import date, timedelta
 
 import duckdb
 import polars as pl
+import pytest
 
-from uprnlink.linkage.blocking import (
-    _rule_pairs,
-    count_marginal_pairs,
-    key_of,
-    split_blocks,
-    split_rule_sqls,
-)
+from uprnlink.linkage import blocking
+from uprnlink.linkage.blocking import split_blocks, split_rule_sqls
 
 RULES: list[tuple[str, ...] | str] = [
     ("nhs_token",),
@@ -94,18 +90,19 @@ def _marginal(found: list[set[tuple[int, int]]]) -> list[int]:
     return out
 
 
-def test_the_pairs_are_counted_as_prediction_counts_them() -> None:
-    profiles, _ = _delivery(people=150)
-    keys = [key_of(rule) for rule in RULES]
-    counted, _ = count_marginal_pairs([_rule_pairs(profiles, key, None) for key in keys])
-    assert counted == _marginal(_found(profiles, SQLS))
-    assert all(counted)
-    # A block too large to list (the move rule's SMITHs) counts all its pairs as new, and the
-    # sum is then an overestimate, never an underestimate.
+def test_the_pairs_are_counted_as_prediction_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
     profiles, _ = _delivery()
-    counted, _ = count_marginal_pairs([_rule_pairs(profiles, key, None) for key in keys])
-    exact = _marginal(_found(profiles, SQLS))
-    assert counted[:3] == exact[:3] and counted[3] > exact[3]
+    for cap in (1000, 9, 3, 2):
+        blocked, sqls, report = _split(profiles, cap=cap, budget=10**9)
+        assert [e["block_cap"] for e in report] == [cap] * len(RULES)
+        assert [e["estimated_pairs"] for e in report] == _marginal(_found(blocked, sqls))
+    # Final blocks too large to list count all their pairs as new: an overestimate, never an
+    # underestimate.
+    monkeypatch.setattr(blocking, "LISTED_BLOCK_PAIRS", 0)
+    blocked, sqls, report = _split(profiles, cap=2, budget=10**9)
+    exact = _marginal(_found(blocked, sqls))
+    assert all(e["estimated_pairs"] >= n for e, n in zip(report, exact, strict=True))
+    assert sum(e["estimated_pairs"] for e in report) > sum(exact)
 
 
 def test_a_budget_is_met_on_a_skewed_delivery_and_the_true_pairs_kept() -> None:

@@ -13,6 +13,7 @@ apart (its refining values differ) can still meet through another rule.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -217,39 +218,24 @@ def split_blocks(
     (`refine_column_names`), and per rule: its cap, the blocks split and those still over the
     cap after the refiners (kept whole, not dropped).
 
-    Every rule starts at `cap`. With a `budget` (candidate pairs for the whole delivery), the
-    rules' pairs are counted as prediction will count them (each pair once, by the first rule
-    that finds it, `count_marginal_pairs`) and, while they exceed the budget, the cap of the
-    rule finding the most pairs no other rule finds, among those whose blocks can grow with
-    the population (`BlockKey.tightenable`), is lowered a step (`_lower_cap`) down to 2. A
-    rule's pairs that another rule also finds (most of one person's) cost nothing to keep, so
-    a rule is chosen by what splitting its blocks would remove; no rule is dropped, only its
-    blocks split. Each entry then also carries `estimated_pairs`.
+    Every rule starts at `cap`; with a `budget` (candidate pairs for the whole delivery) the
+    caps are lowered until the pairs fit (`plan_caps`), and each entry also carries the pairs
+    the rule is expected to add (`estimated_pairs`).
     """
     keys = [key_of(rule) for rule in rules]
-    caps = [cap] * len(rules)
-    plans = [_plan(profiles, key, cap) for key in keys]
+    caps, estimated = [cap] * len(rules), None
     if budget is not None:
-        pair_sets = [
-            _rule_pairs(profiles, key, levels) for key, (levels, _) in zip(keys, plans, strict=True)
-        ]
-        marginal, alone = count_marginal_pairs(pair_sets)
-        while sum(marginal) > budget:
-            open_ = [i for i, k in enumerate(keys) if k and k.tightenable and caps[i] > 2]
-            if not open_:
-                break
-            index = max(open_, key=lambda i: alone[i])
-            caps[index] = _lower_cap(caps[index])
-            plans[index] = _plan(profiles, keys[index], caps[index])
-            pair_sets[index] = _rule_pairs(profiles, keys[index], plans[index][0])
-            marginal, alone = count_marginal_pairs(pair_sets)
+        caps, estimated = plan_caps(profiles, keys, cap, budget)
     columns: list[pl.Series] = []
     report: list[dict[str, Any]] = []
-    for index, (key, (levels, stats)) in enumerate(zip(keys, plans, strict=True)):
+    for index, key in enumerate(keys):
+        levels, stats = (
+            _refine_levels(profiles, key, _cap_pairs(caps[index])) if key else (None, {})
+        )
         entry: dict[str, Any] = {"blocks_split": 0, "blocks_over_cap": 0, "split_by": []}
         entry.update(stats, block_cap=caps[index])
-        if budget is not None:
-            entry["estimated_pairs"] = marginal[index]
+        if estimated is not None:
+            entry["estimated_pairs"] = estimated[index]
         if key is not None and levels is not None:
             entry["split_by"] = list(key.refiners)
             for side, name in enumerate(refine_column_names(index)):
@@ -260,76 +246,175 @@ def split_blocks(
     return profiles.with_columns(columns), report
 
 
-def _plan(
-    profiles: pl.DataFrame, key: BlockKey | None, cap: int
-) -> tuple[pl.DataFrame | None, dict[str, int]]:
-    """`_refine_levels` of a rule at `cap` profiles per block (nothing for a rule whose key is
-    not read)."""
-    if key is None:
-        return None, {}
-    return _refine_levels(profiles, key, cap * (cap - 1) // 2)
+def _cap_pairs(cap: int) -> int:
+    """The most pairs a block of at most `cap` profiles holds."""
+    return cap * (cap - 1) // 2
 
 
-def _lower_cap(cap: int) -> int:
-    """The next cap a budget tries for a rule: a quarter lower, at least one lower, at least 2."""
-    return max(2, min(cap - 1, cap * 3 // 4))
+def plan_caps(
+    profiles: pl.DataFrame, keys: list[BlockKey | None], cap: int, budget: int
+) -> tuple[list[int], list[int]]:
+    """Per rule, the cap that keeps the delivery's candidate pairs within `budget`, and the
+    pairs the rule then adds (counted as prediction counts them: a pair once, for the first
+    rule that finds it).
+
+    Each pair a rule finds at `cap` is listed once with the most pairs a block may hold for
+    the rule to keep it (`_pair_thresholds`), so a lower cap is tried by comparing numbers,
+    not by blocking again. While over the budget, the rule whose next cap (`_lower_cap`)
+    removes the most pairs no other rule finds is lowered, among the rules whose blocks can
+    grow with the population (`BlockKey.tightenable`), down to 2: a pair another rule also
+    finds (most pairs of one person) costs nothing to keep. No rule is dropped; when every
+    such rule is at 2 the pairs may stay over the budget.
+    """
+    caps = [cap] * len(keys)
+    listed = [_pair_thresholds(profiles, k, cap) if k else (None, 0) for k in keys]
+    extra = [n for _, n in listed]
+    frames = [
+        t.with_columns(pl.lit(i, pl.UInt16).alias("rule"))
+        for i, (t, _) in enumerate(listed)
+        if t is not None
+    ]
+    wide = (
+        pl.concat(frames).pivot(on="rule", index="pair", values="most", aggregate_function="min")
+        if frames
+        else pl.DataFrame({"pair": []})
+    )
+    columns = [str(i) if str(i) in wide.columns else None for i in range(len(keys))]
+    # Pairs every rule finding them keeps at any cap count the same at every step.
+    variable = pl.any_horizontal(*(pl.col(c) > 0 for c in columns if c), pl.lit(False))
+    fixed = _pair_counts(wide.filter(~variable.fill_null(False)), columns, caps)
+    wide = wide.filter(variable.fill_null(False))
+    while True:
+        counts = _pair_counts(wide, columns, caps)
+        marginal = [sum(n) for n in zip(counts["marginal"], fixed["marginal"], extra, strict=True)]
+        alone = [a + b for a, b in zip(counts["alone"], fixed["alone"], strict=True)]
+        open_ = [i for i, k in enumerate(keys) if k and k.tightenable and caps[i] > 2]
+        if sum(marginal) <= budget or not open_:
+            return caps, marginal
+        nexts = {i: _lower_cap(caps[i], counts["largest"][i]) for i in open_}
+        gains = _pair_counts(wide, columns, caps, nexts)["gain"]
+        index = max(open_, key=lambda i: (gains[i], alone[i]))
+        caps[index] = nexts[index]
 
 
-#: Blocks with more pairs than this (kept whole after the refiners) are counted, not listed,
-#: when a budget counts the pairs: all assumed new (an overestimate), so no join is quadratic.
+def _pair_counts(
+    wide: pl.DataFrame,
+    columns: list[str | None],
+    caps: list[int],
+    nexts: dict[int, int] | None = None,
+) -> dict[str, list[int]]:
+    """From the listed pairs (`plan_caps`) at these caps, per rule: the pairs it adds
+    (`marginal`), those only it finds (`alone`), the largest block a lower cap would split
+    (`largest`, in pairs) and, for each rule given a next cap in `nexts`, the pairs only it
+    finds that the next cap would lose (`gain`)."""
+    found = {
+        i: (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False) for i, c in enumerate(columns) if c
+    }
+    # Bit i set when rule i finds the pair: the lowest bit is the rule that scores it.
+    mask = pl.sum_horizontal(
+        pl.lit(0, pl.UInt64), *(f.cast(pl.UInt64) * (1 << i) for i, f in found.items())
+    )
+    exprs = [pl.col(columns[i]).filter(f).max().alias(f"l{i}") for i, f in found.items()]
+    exprs += [
+        ((pl.col("_mask") == (1 << i)) & (pl.col(columns[i]) > _cap_pairs(cap)))
+        .sum()
+        .alias(f"g{i}")
+        for i, cap in (nexts or {}).items()
+        if i in found
+    ]
+    frame = wide.with_columns(mask.alias("_mask"))
+    row = frame.select(exprs).row(0, named=True) if exprs and frame.height else {}
+    lowest = frame.select(
+        pl.col("_mask").bitwise_trailing_zeros().alias("rule"),
+        (pl.col("_mask").bitwise_count_ones() == 1).alias("alone"),
+    )
+    first = dict(lowest.get_column("rule").value_counts().iter_rows())
+    only = dict(lowest.filter("alone").get_column("rule").value_counts().iter_rows())
+    return {
+        "marginal": [int(first.get(i, 0)) for i in range(len(columns))],
+        "alone": [int(only.get(i, 0)) for i in range(len(columns))],
+        "largest": [int(row.get(f"l{i}") or 0) for i in range(len(columns))],
+        "gain": [int(row.get(f"g{i}") or 0) for i in range(len(columns))],
+    }
+
+
+def _lower_cap(cap: int, largest: int) -> int:
+    """The next cap a budget tries for a rule: the largest that splits its largest splittable
+    block (`largest` pairs; 2 when none is splittable: no lower cap changes it), at least 2."""
+    below = (1 + math.isqrt(8 * (largest - 1) + 1)) // 2 if largest > 0 else 2
+    return max(2, min(cap - 1, below))
+
+
+#: Blocks with more pairs than this, kept whole after the refiners, are counted, not listed,
+#: when a budget counts the pairs (all assumed new: an overestimate), so no join is quadratic.
 LISTED_BLOCK_PAIRS = 5_000
 
 
-def _rule_pairs(
-    profiles: pl.DataFrame, key: BlockKey | None, levels: pl.DataFrame | None
-) -> tuple[pl.Series, int]:
-    """The pairs of profiles a rule finds once its over-cap blocks are split by `levels`, as
-    Splink orients them (the smaller unique_id on the left): each pair one UInt64 (left id
-    * 2**32 + right id), and the pairs of blocks too large to list (`LISTED_BLOCK_PAIRS`)."""
-    if key is None:
-        return pl.Series("pair", [], pl.UInt64), 0
-    symmetric = key.left == key.right
-    frame = _key_rows(profiles, key).join(
-        profiles.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "unique_id"),
+def _pair_thresholds(profiles: pl.DataFrame, key: BlockKey, cap: int) -> tuple[pl.DataFrame, int]:
+    """The pairs of profiles a rule finds at `cap` (`pair`: the smaller unique_id * 2**32 +
+    the larger, as Splink orients them; `most`: the most pairs a block may hold for the rule
+    to keep the pair at a lower cap, 0 when any cap keeps it), and the pairs of final blocks
+    too large to list (`LISTED_BLOCK_PAIRS`).
+
+    A pair in a block of P0 pairs is kept at any cap of at least P0 pairs; below that its
+    block is split by the first refiner, so a pair differing on it needs P0, one agreeing on
+    it lies in a sub-block of P1 pairs, split by the second refiner below P1, and so on.
+    """
+    symmetric, refiners = key.left == key.right, key.refiners
+    frame = _key_rows(profiles, key)
+    frame = frame.select(
+        "_row",
+        "_side",
+        pl.struct([c for c in frame.columns if c.startswith("_k")]).hash().alias("_k"),
+    ).join(
+        profiles.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+            pl.col("unique_id").cast(pl.UInt64).alias("_id"),
+            *(REFINERS[r].fill_null("?").hash().alias(f"_f{j}") for j, r in enumerate(refiners)),
+        ),
         on="_row",
     )
-    if levels is not None:
-        frame = frame.join(levels, on=["_row", "_side"], how="left")
-    else:
-        frame = frame.with_columns(pl.lit(None, pl.Utf8).alias("_refine"))
-    frame = frame.with_columns(pl.col("_refine").fill_null(""))
-    keys = [c for c in frame.columns if c.startswith("_k")] + ["_refine"]
-    blocks = _block_pairs(frame, symmetric, keys)
-    large = blocks.filter(pl.col("pairs") > LISTED_BLOCK_PAIRS)
+    groups, sizes = ["_k"], []
+    for level in range(len(refiners) + 1):
+        size = _block_pairs(frame, symmetric, groups).rename({"pairs": f"_p{level}"})
+        frame = frame.join(size, on=groups, how="left")
+        frame = frame.with_columns(pl.col(f"_p{level}").fill_null(0))
+        sizes.append(f"_p{level}")
+        if level < len(refiners):
+            groups = [*groups, f"_f{level}"]
+    # The level a profile's block is joined at: the first whose block fits the cap.
+    fits = [pl.col(p) <= _cap_pairs(cap) for p in sizes[:-1]]
+    level = pl.lit(len(refiners), pl.UInt8)
+    for i in reversed(range(len(fits))):
+        level = pl.when(fits[i]).then(pl.lit(i, pl.UInt8)).otherwise(level)
+    frame = frame.with_columns(level.alias("_level"))
+    group = pl.lit(0, pl.UInt64)
+    for i in reversed(range(1, len(refiners) + 1)):
+        group = (
+            pl.when(pl.col("_level") == i)
+            .then(pl.concat_list([f"_f{j}" for j in range(i)]).hash())
+            .otherwise(group)
+        )
+    frame = frame.with_columns(group.alias("_g"))
+    on = ["_k", "_level", "_g"]
+    blocks = _block_pairs(frame, symmetric, on)
+    large = blocks.filter(
+        (pl.col("pairs") > LISTED_BLOCK_PAIRS) & (pl.col("_level") == len(refiners))
+    )
     extra = int(large.get_column("pairs").sum()) // (1 if symmetric else 2)
-    frame = frame.join(large.select(keys), on=keys, how="anti")
-    left = frame.filter(pl.col("_side") == 0).select(*keys, pl.col("unique_id").alias("_l"))
-    right = frame.filter(pl.col("_side") == (0 if symmetric else 1)).select(
-        *keys, pl.col("unique_id").alias("_r")
-    )
-    pairs = left.join(right, on=keys).filter(pl.col("_l") < pl.col("_r"))
-    packed = pl.col("_l").cast(pl.UInt64) * (1 << 32) + pl.col("_r").cast(pl.UInt64)
-    return pairs.select(packed.alias("pair")).get_column("pair"), extra
-
-
-def count_marginal_pairs(pair_sets: list[tuple[pl.Series, int]]) -> tuple[list[int], list[int]]:
-    """Per rule, from each rule's `_rule_pairs`: the pairs it adds to those of the rules before
-    it (Splink's marginal count: a pair is scored once, for the first rule that finds it), and
-    the pairs no other rule finds (those only a lower cap on this rule can remove)."""
-    found = pl.concat(
-        [
-            pairs.to_frame("pair").with_columns(pl.lit(i, pl.UInt16).alias("rule"))
-            for i, (pairs, _) in enumerate(pair_sets)
-        ]
-    )
-    per_pair = found.group_by("pair").agg(pl.col("rule").min(), pl.len().alias("rules"))
-    first = dict(per_pair.get_column("rule").value_counts().iter_rows())
-    only = per_pair.filter(pl.col("rules") == 1).get_column("rule").value_counts()
-    alone = dict(only.iter_rows())
-    return (
-        [int(first.get(i, 0)) + extra for i, (_, extra) in enumerate(pair_sets)],
-        [int(alone.get(i, 0)) + extra for i, (_, extra) in enumerate(pair_sets)],
-    )
+    frame = frame.join(large.select(on), on=on, how="anti")
+    carried = ["_id", *sizes, *(f"_f{j}" for j in range(len(refiners)))]
+    left = frame.filter(pl.col("_side") == 0).select(*on, *carried)
+    right = frame.filter(pl.col("_side") == (0 if symmetric else 1)).select(*on, *carried)
+    pairs = left.join(right, on=on, suffix="_r").filter(pl.col("_id") < pl.col("_id_r"))
+    # Lost below the block of the first refiner the two differ on (at or after their level).
+    most = pl.lit(0, pl.Int64)
+    for j in reversed(range(len(refiners))):
+        differ = pl.col(f"_f{j}") != pl.col(f"_f{j}_r")
+        most = pl.when((pl.col("_level") <= j) & differ).then(pl.col(f"_p{j}")).otherwise(most)
+    return pairs.select(
+        (pl.col("_id") * (1 << 32) + pl.col("_id_r")).alias("pair"), most.alias("most")
+    ), extra
 
 
 def split_rule_sqls(sqls: list[str], report: list[dict[str, Any]]) -> list[str]:
