@@ -307,20 +307,17 @@ def _pair_counts(
     (`marginal`), those only it finds (`alone`), the largest block a lower cap would split
     (`largest`, in pairs) and, for each rule given a next cap in `nexts`, the pairs only it
     finds that the next cap would lose (`gain`)."""
-    found = {
-        i: (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False) for i, c in enumerate(columns) if c
-    }
+    named = {i: c for i, c in enumerate(columns) if c}
+    found = {i: (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False) for i, c in named.items()}
     # Bit i set when rule i finds the pair: the lowest bit is the rule that scores it.
     mask = pl.sum_horizontal(
         pl.lit(0, pl.UInt64), *(f.cast(pl.UInt64) * (1 << i) for i, f in found.items())
     )
-    exprs = [pl.col(columns[i]).filter(f).max().alias(f"l{i}") for i, f in found.items()]
+    exprs = [pl.col(named[i]).filter(f).max().alias(f"l{i}") for i, f in found.items()]
     exprs += [
-        ((pl.col("_mask") == (1 << i)) & (pl.col(columns[i]) > _cap_pairs(cap)))
-        .sum()
-        .alias(f"g{i}")
+        ((pl.col("_mask") == (1 << i)) & (pl.col(named[i]) > _cap_pairs(cap))).sum().alias(f"g{i}")
         for i, cap in (nexts or {}).items()
-        if i in found
+        if i in named
     ]
     frame = wide.with_columns(mask.alias("_mask"))
     row = frame.select(exprs).row(0, named=True) if exprs and frame.height else {}
@@ -384,10 +381,10 @@ def _pair_thresholds(profiles: pl.DataFrame, key: BlockKey, cap: int) -> tuple[p
             groups = [*groups, f"_f{level}"]
     # The level a profile's block is joined at: the first whose block fits the cap.
     fits = [pl.col(p) <= _cap_pairs(cap) for p in sizes[:-1]]
-    level = pl.lit(len(refiners), pl.UInt8)
+    at: pl.Expr = pl.lit(len(refiners), pl.UInt8)
     for i in reversed(range(len(fits))):
-        level = pl.when(fits[i]).then(pl.lit(i, pl.UInt8)).otherwise(level)
-    frame = frame.with_columns(level.alias("_level"))
+        at = pl.when(fits[i]).then(pl.lit(i, pl.UInt8)).otherwise(at)
+    frame = frame.with_columns(at.alias("_level"))
     group = pl.lit(0, pl.UInt64)
     for i in reversed(range(1, len(refiners) + 1)):
         group = (
