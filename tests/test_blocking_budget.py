@@ -169,3 +169,11 @@ def _split(
 ) -> tuple[pl.DataFrame, list[str], list[dict[str, object]]]:
     blocked, report = split_blocks(profiles, RULES, cap=cap, budget=budget)
     return blocked, split_rule_sqls(SQLS, report), report
+
+
+def test_a_rule_whose_key_is_not_read_is_neither_counted_nor_lowered() -> None:
+    profiles, _ = _delivery(people=60)
+    rules = [*RULES, "substr(l.surname, 1, 3) = substr(r.surname, 1, 3)"]
+    _, report = split_blocks(profiles, rules, cap=1000, budget=1)
+    assert report[-1]["estimated_pairs"] is None and report[-1]["block_cap"] == 1000
+    assert [e["block_cap"] for e in report[:-1]] == [1000, 2, 2, 2]

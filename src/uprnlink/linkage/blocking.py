@@ -220,7 +220,8 @@ def split_blocks(
 
     Every rule starts at `cap`; with a `budget` (candidate pairs for the whole delivery) the
     caps are lowered until the pairs fit (`plan_caps`), and each entry also carries the pairs
-    the rule is expected to add (`estimated_pairs`).
+    the rule is expected to add (`estimated_pairs`; None for a rule whose key is not read,
+    which the budget can neither count nor lower).
     """
     keys = [key_of(rule) for rule in rules]
     caps, estimated = [cap] * len(rules), None
@@ -235,7 +236,8 @@ def split_blocks(
         entry: dict[str, Any] = {"blocks_split": 0, "blocks_over_cap": 0, "split_by": []}
         entry.update(stats, block_cap=caps[index])
         if estimated is not None:
-            entry["estimated_pairs"] = estimated[index]
+            # A rule whose key is not read (not plain columns) is neither counted nor lowered.
+            entry["estimated_pairs"] = estimated[index] if key is not None else None
         if key is not None and levels is not None:
             entry["split_by"] = list(key.refiners)
             for side, name in enumerate(refine_column_names(index)):

@@ -513,7 +513,8 @@ def _split_blocks(
         f"{sum(s['blocks_over_cap'] for s in split):,}",
         ""
         if budget is None
-        else f"; {sum(s['estimated_pairs'] for s in split):,} pairs for a budget of {budget:,}",
+        else f"; {sum(s['estimated_pairs'] or 0 for s in split):,} pairs for a budget of "
+        f"{budget:,}",
     )
     return blocked, split
 
