@@ -411,8 +411,10 @@ def _pair_thresholds(profiles: pl.DataFrame, key: BlockKey, cap: int) -> tuple[p
     for j in reversed(range(len(refiners))):
         differ = pl.col(f"_f{j}") != pl.col(f"_f{j}_r")
         most = pl.when((pl.col("_level") <= j) & differ).then(pl.col(f"_p{j}")).otherwise(most)
+    # At most the pairs of a block within the cap, so 32 bits hold it (half the memory).
     return pairs.select(
-        (pl.col("_id") * (1 << 32) + pl.col("_id_r")).alias("pair"), most.alias("most")
+        (pl.col("_id") * (1 << 32) + pl.col("_id_r")).alias("pair"),
+        most.clip(0, 2**32 - 1).cast(pl.UInt32).alias("most"),
     ), extra
 
 
