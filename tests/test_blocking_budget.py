@@ -110,13 +110,13 @@ def test_a_budget_is_met_on_a_skewed_delivery_and_the_true_pairs_kept() -> None:
     unbudgeted = _found(profiles, SQLS)
     before = sum(_marginal(unbudgeted))
     budget = 2 * profiles.height  # two pairs per profile
-    assert before > 3 * budget  # the name and district blocks hold about 65 profiles each
+    assert before > 3 * budget  # the name and district blocks hold about 130 profiles each
     blocked, sqls, report = _split(profiles, cap=1000, budget=budget)
     found = _found(blocked, sqls)
     assert [e["estimated_pairs"] for e in report] == _marginal(found)
     assert sum(_marginal(found)) <= budget
     # Only the rules on common keys were tightened; the NHS number's blocks stay whole, and
-    # the surname and date of birth (two pairs) were never the rule adding the most.
+    # the surname and date of birth (two pairs) never had the most pairs to remove.
     assert [e["block_cap"] for e in report][:2] == [1000, 1000]
     assert report[2]["block_cap"] < 1000 and report[2]["blocks_split"]
     # No rule is dropped, and every true pair is still found by some rule.
