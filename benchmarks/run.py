@@ -680,14 +680,15 @@ def scale_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def blocking_markdown(results: dict[str, Any]) -> str:
     """Blocking and recall by population size: pairs per record, the blocks the cap split (and
-    those still over it after the refiners, uprnlink.linkage.blocking), precision and recall."""
+    those still over it after the refiners, uprnlink.linkage.blocking), the lowest cap the pair
+    budget set on a rule, precision and recall."""
     lines = [
         "",
         "## Blocking and recall by population size",
         "",
-        "| population | records | pairs/record | blocks split | still over the cap | precision "
-        "| recall |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| population | records | pairs/record | blocks split | still over the cap "
+        "| lowest cap | precision | recall |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in sorted(
         (r for r in results["pipeline"] if r["status"] == "ok"),
@@ -696,10 +697,12 @@ def blocking_markdown(results: dict[str, Any]) -> str:
         blocking = r.get("blocking", [])
         split = sum(b.get("blocks_split", 0) for b in blocking)
         over = sum(b.get("blocks_over_cap", 0) for b in blocking)
+        lowest = min((b["block_cap"] for b in blocking if "block_cap" in b), default="")
         pw = r.get("pairwise", {})
         lines.append(
             f"| {r.get('population', 'demo')} | {r['records']:,} | {r['pairs_per_record']} "
-            f"| {split:,} | {over:,} | {pw.get('precision', '')} | {pw.get('recall', '')} |"
+            f"| {split:,} | {over:,} | {lowest} | {pw.get('precision', '')} "
+            f"| {pw.get('recall', '')} |"
         )
     return "\n".join(lines) + "\n"
 

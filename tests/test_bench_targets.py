@@ -47,9 +47,9 @@ def test_scale_targets_judge_every_size_against_the_smallest() -> None:
 def test_the_blocking_table_sums_each_runs_split_blocks() -> None:
     run = _run("testpop", 1_000_000, 3.9, 0.95)
     run["blocking"] = [
-        {"blocks_split": 3, "blocks_over_cap": 1},
-        {"blocks_split": 0, "blocks_over_cap": 0},
-        {"blocks_split": 1200, "blocks_over_cap": 0},
+        {"blocks_split": 3, "blocks_over_cap": 1, "block_cap": 11},
+        {"blocks_split": 0, "blocks_over_cap": 0, "block_cap": 11},
+        {"blocks_split": 1200, "blocks_over_cap": 0, "block_cap": 4},
     ]
     table = blocking_markdown({"pipeline": [run]})
-    assert "| testpop | 1,000,000 | 3.9 | 1,203 | 1 |  | 0.95 |" in table
+    assert "| testpop | 1,000,000 | 3.9 | 1,203 | 1 | 4 |  | 0.95 |" in table

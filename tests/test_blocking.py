@@ -85,7 +85,12 @@ def test_a_block_over_the_cap_is_split_and_its_true_pair_still_found() -> None:
     assert len(before) == 15 + 1  # six SMITHs and two JONESes born the same day
     blocked, report = split_blocks(profiles, [rule], cap=3)
     assert report == [
-        {"blocks_split": 1, "blocks_over_cap": 0, "split_by": ["forename_initial", "sex"]}
+        {
+            "blocks_split": 1,
+            "blocks_over_cap": 0,
+            "split_by": ["forename_initial", "sex"],
+            "block_cap": 3,
+        }
     ]
     (sql,) = split_rule_sqls([RULE_SQL], report)
     after = _pairs(blocked, sql)

@@ -85,6 +85,7 @@ def test_relative_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
         (("[run]", "[linkage]\nmatch_threshold = 1.5\n[run]"), "between 0 and 1"),
         (("[run]", '[linkage]\nmatch_threshold = "high"\n[run]'), "match_threshold"),
         (("[run]", "[linkage]\nblock_cap = 1\n[run]"), "block_cap must be 0"),
+        (("[run]", "[linkage]\npair_budget = -1.0\n[run]"), "pair_budget"),
         (
             ("[run]", '[linkage]\nmatch_threshold = "auto"\nthreshold_mode = "fixed"\n[run]'),
             "contradicts threshold_mode",

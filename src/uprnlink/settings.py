@@ -294,6 +294,9 @@ class LinkageSettings:
     # Most profiles in one block of a prediction rule: a larger block is split by a further
     # identifier (uprnlink.linkage.blocking). 0: derived from the delivery's own profiles.
     block_cap: Annotated[StrictInt, AfterValidator(_block_cap)] = 0
+    # Candidate pairs per record the prediction rules may make in all: over it, the caps of the
+    # rules whose blocks grow with the population are lowered (uprnlink.linkage.blocking). 0: none.
+    pair_budget: Annotated[StrictFloat, Field(ge=0)] = 3.5
     baselines: StrictBool = (
         True  # also link with deterministic and plain-Splink baselines to compare
     )

@@ -13,6 +13,7 @@ apart (its refining values differ) can still meet through another rule.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,10 @@ _PINNED_BY = {
 # identifier would split exactly those pairs apart (on FEBRL4 a year of birth or the name's
 # next letter lost true pairs), so its blocks are counted but never split.
 _UNSPLIT_PARTS = frozenset({"forename_initial", "surname_initial"})
+#: Key parts naming one person or one place (an NHS number, a property, a postcode of a few
+#: dozen addresses): a block on them holds about as many profiles at any population size, so a
+#: pair budget never lowers the cap of a rule pinning one (its pairs grow only linearly).
+FLAT_PARTS = frozenset({"nhs_token", "uprn_token", "postcode"})
 #: Refiners applied to one over-cap block at most (a block still over the cap after them is kept).
 MAX_REFINERS = 2
 #: The smallest cap a delivery can derive: a family of four at one address, each with two
@@ -67,6 +72,12 @@ class BlockKey:
             return ()
         free = [r for r in REFINERS if not parts & set(_PINNED_BY[r])]
         return tuple(free[:MAX_REFINERS])
+
+    @property
+    def tightenable(self) -> bool:
+        """Whether a pair budget may lower this rule's cap: it has refiners and its key pins
+        no person or single place (`FLAT_PARTS`), so its blocks can grow with the population."""
+        return bool(self.refiners) and not {*self.left, *self.right} & FLAT_PARTS
 
 
 def key_of(rule: tuple[str, ...] | str) -> BlockKey | None:
@@ -198,19 +209,35 @@ def refine_column_names(index: int) -> tuple[str, str]:
 
 
 def split_blocks(
-    profiles: pl.DataFrame, rules: list[tuple[str, ...] | str], cap: int
+    profiles: pl.DataFrame,
+    rules: list[tuple[str, ...] | str],
+    cap: int,
+    budget: int | None = None,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """The profiles with refining columns for every rule that has a block over `cap` profiles
-    (`refine_column_names`), and per rule: the blocks split and those still over the cap
-    after the refiners (kept whole, not dropped)."""
-    cap_pairs = cap * (cap - 1) // 2
+    """The profiles with refining columns for every rule that has a block over its cap
+    (`refine_column_names`), and per rule: its cap, the blocks split and those still over the
+    cap after the refiners (kept whole, not dropped).
+
+    Every rule starts at `cap`; with a `budget` (candidate pairs for the whole delivery) the
+    caps are lowered until the pairs fit (`plan_caps`), and each entry also carries the pairs
+    the rule is expected to add (`estimated_pairs`; None for a rule whose key is not read,
+    which the budget can neither count nor lower).
+    """
+    keys = [key_of(rule) for rule in rules]
+    caps, estimated = [cap] * len(rules), None
+    if budget is not None:
+        caps, estimated = plan_caps(profiles, keys, cap, budget)
     columns: list[pl.Series] = []
     report: list[dict[str, Any]] = []
-    for index, rule in enumerate(rules):
-        key = key_of(rule)
+    for index, key in enumerate(keys):
+        levels, stats = (
+            _refine_levels(profiles, key, _cap_pairs(caps[index])) if key else (None, {})
+        )
         entry: dict[str, Any] = {"blocks_split": 0, "blocks_over_cap": 0, "split_by": []}
-        levels, stats = _refine_levels(profiles, key, cap_pairs) if key else (None, {})
-        entry.update(stats)
+        entry.update(stats, block_cap=caps[index])
+        if estimated is not None:
+            # A rule whose key is not read (not plain columns) is neither counted nor lowered.
+            entry["estimated_pairs"] = estimated[index] if key is not None else None
         if key is not None and levels is not None:
             entry["split_by"] = list(key.refiners)
             for side, name in enumerate(refine_column_names(index)):
@@ -219,6 +246,176 @@ def split_blocks(
                 columns.append(empty.scatter(own.get_column("_row"), own.get_column("_refine")))
         report.append(entry)
     return profiles.with_columns(columns), report
+
+
+def _cap_pairs(cap: int) -> int:
+    """The most pairs a block of at most `cap` profiles holds."""
+    return cap * (cap - 1) // 2
+
+
+def plan_caps(
+    profiles: pl.DataFrame, keys: list[BlockKey | None], cap: int, budget: int
+) -> tuple[list[int], list[int]]:
+    """Per rule, the cap that keeps the delivery's candidate pairs within `budget`, and the
+    pairs the rule then adds (counted as prediction counts them: a pair once, for the first
+    rule that finds it).
+
+    Each pair a rule finds at `cap` is listed once with the most pairs a block may hold for
+    the rule to keep it (`_pair_thresholds`), so a lower cap is tried by comparing numbers,
+    not by blocking again. While over the budget, the rule whose next cap (`_lower_cap`)
+    removes the most pairs no other rule finds is lowered, among the rules whose blocks can
+    grow with the population (`BlockKey.tightenable`), down to 2: a pair another rule also
+    finds (most pairs of one person) costs nothing to keep. No rule is dropped; when every
+    such rule is at 2 the pairs may stay over the budget.
+    """
+    caps = [cap] * len(keys)
+    listed = [_pair_thresholds(profiles, k, cap) if k else (None, 0) for k in keys]
+    extra = [n for _, n in listed]
+    frames = [
+        t.with_columns(pl.lit(i, pl.UInt16).alias("rule"))
+        for i, (t, _) in enumerate(listed)
+        if t is not None
+    ]
+    wide = (
+        pl.concat(frames).pivot(on="rule", index="pair", values="most", aggregate_function="min")
+        if frames
+        else pl.DataFrame({"pair": []})
+    )
+    columns = [str(i) if str(i) in wide.columns else None for i in range(len(keys))]
+    # Pairs every rule finding them keeps at any cap count the same at every step.
+    variable = pl.any_horizontal(*(pl.col(c) > 0 for c in columns if c), pl.lit(False))
+    fixed = _pair_counts(wide.filter(~variable.fill_null(False)), columns, caps)
+    wide = wide.filter(variable.fill_null(False))
+    while True:
+        counts = _pair_counts(wide, columns, caps)
+        marginal = [sum(n) for n in zip(counts["marginal"], fixed["marginal"], extra, strict=True)]
+        alone = [a + b for a, b in zip(counts["alone"], fixed["alone"], strict=True)]
+        open_ = [i for i, k in enumerate(keys) if k and k.tightenable and caps[i] > 2]
+        if sum(marginal) <= budget or not open_:
+            return caps, marginal
+        nexts = {i: _lower_cap(caps[i], counts["largest"][i]) for i in open_}
+        gains = _pair_counts(wide, columns, caps, nexts)["gain"]
+        index = max(open_, key=lambda i: (gains[i], alone[i]))
+        caps[index] = nexts[index]
+
+
+def _pair_counts(
+    wide: pl.DataFrame,
+    columns: list[str | None],
+    caps: list[int],
+    nexts: dict[int, int] | None = None,
+) -> dict[str, list[int]]:
+    """From the listed pairs (`plan_caps`) at these caps, per rule: the pairs it adds
+    (`marginal`), those only it finds (`alone`), the largest block a lower cap would split
+    (`largest`, in pairs) and, for each rule given a next cap in `nexts`, the pairs only it
+    finds that the next cap would lose (`gain`)."""
+    named = {i: c for i, c in enumerate(columns) if c}
+    found = {i: (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False) for i, c in named.items()}
+    # Bit i set when rule i finds the pair: the lowest bit is the rule that scores it.
+    mask = pl.sum_horizontal(
+        pl.lit(0, pl.UInt64), *(f.cast(pl.UInt64) * (1 << i) for i, f in found.items())
+    )
+    exprs = [pl.col(named[i]).filter(f).max().alias(f"l{i}") for i, f in found.items()]
+    exprs += [
+        ((pl.col("_mask") == (1 << i)) & (pl.col(named[i]) > _cap_pairs(cap))).sum().alias(f"g{i}")
+        for i, cap in (nexts or {}).items()
+        if i in named
+    ]
+    frame = wide.with_columns(mask.alias("_mask"))
+    row = frame.select(exprs).row(0, named=True) if exprs and frame.height else {}
+    lowest = frame.select(
+        pl.col("_mask").bitwise_trailing_zeros().alias("rule"),
+        (pl.col("_mask").bitwise_count_ones() == 1).alias("alone"),
+    )
+    first = dict(lowest.get_column("rule").value_counts().iter_rows())
+    only = dict(lowest.filter("alone").get_column("rule").value_counts().iter_rows())
+    return {
+        "marginal": [int(first.get(i, 0)) for i in range(len(columns))],
+        "alone": [int(only.get(i, 0)) for i in range(len(columns))],
+        "largest": [int(row.get(f"l{i}") or 0) for i in range(len(columns))],
+        "gain": [int(row.get(f"g{i}") or 0) for i in range(len(columns))],
+    }
+
+
+def _lower_cap(cap: int, largest: int) -> int:
+    """The next cap a budget tries for a rule: the largest that splits its largest splittable
+    block (`largest` pairs; 2 when none is splittable: no lower cap changes it), at least 2."""
+    below = (1 + math.isqrt(8 * (largest - 1) + 1)) // 2 if largest > 0 else 2
+    return max(2, min(cap - 1, below))
+
+
+#: Blocks with more pairs than this, kept whole after the refiners, are counted, not listed,
+#: when a budget counts the pairs (all assumed new: an overestimate), so no join is quadratic.
+LISTED_BLOCK_PAIRS = 5_000
+
+
+def _pair_thresholds(profiles: pl.DataFrame, key: BlockKey, cap: int) -> tuple[pl.DataFrame, int]:
+    """The pairs of profiles a rule finds at `cap` (`pair`: the smaller unique_id * 2**32 +
+    the larger, as Splink orients them; `most`: the most pairs a block may hold for the rule
+    to keep the pair at a lower cap, 0 when any cap keeps it), and the pairs of final blocks
+    too large to list (`LISTED_BLOCK_PAIRS`).
+
+    A pair in a block of P0 pairs is kept at any cap of at least P0 pairs; below that its
+    block is split by the first refiner, so a pair differing on it needs P0, one agreeing on
+    it lies in a sub-block of P1 pairs, split by the second refiner below P1, and so on.
+    """
+    symmetric, refiners = key.left == key.right, key.refiners
+    frame = _key_rows(profiles, key)
+    frame = frame.select(
+        "_row",
+        "_side",
+        pl.struct([c for c in frame.columns if c.startswith("_k")]).hash().alias("_k"),
+    ).join(
+        profiles.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+            pl.col("unique_id").cast(pl.UInt64).alias("_id"),
+            *(REFINERS[r].fill_null("?").hash().alias(f"_f{j}") for j, r in enumerate(refiners)),
+        ),
+        on="_row",
+    )
+    groups, sizes = ["_k"], []
+    for level in range(len(refiners) + 1):
+        size = _block_pairs(frame, symmetric, groups).rename({"pairs": f"_p{level}"})
+        frame = frame.join(size, on=groups, how="left")
+        frame = frame.with_columns(pl.col(f"_p{level}").fill_null(0))
+        sizes.append(f"_p{level}")
+        if level < len(refiners):
+            groups = [*groups, f"_f{level}"]
+    # The level a profile's block is joined at: the first whose block fits the cap.
+    fits = [pl.col(p) <= _cap_pairs(cap) for p in sizes[:-1]]
+    at: pl.Expr = pl.lit(len(refiners), pl.UInt8)
+    for i in reversed(range(len(fits))):
+        at = pl.when(fits[i]).then(pl.lit(i, pl.UInt8)).otherwise(at)
+    frame = frame.with_columns(at.alias("_level"))
+    group = pl.lit(0, pl.UInt64)
+    for i in reversed(range(1, len(refiners) + 1)):
+        group = (
+            pl.when(pl.col("_level") == i)
+            .then(pl.concat_list([f"_f{j}" for j in range(i)]).hash())
+            .otherwise(group)
+        )
+    frame = frame.with_columns(group.alias("_g"))
+    on = ["_k", "_level", "_g"]
+    blocks = _block_pairs(frame, symmetric, on)
+    large = blocks.filter(
+        (pl.col("pairs") > LISTED_BLOCK_PAIRS) & (pl.col("_level") == len(refiners))
+    )
+    extra = int(large.get_column("pairs").sum()) // (1 if symmetric else 2)
+    frame = frame.join(large.select(on), on=on, how="anti")
+    carried = ["_id", *sizes, *(f"_f{j}" for j in range(len(refiners)))]
+    left = frame.filter(pl.col("_side") == 0).select(*on, *carried)
+    right = frame.filter(pl.col("_side") == (0 if symmetric else 1)).select(*on, *carried)
+    pairs = left.join(right, on=on, suffix="_r").filter(pl.col("_id") < pl.col("_id_r"))
+    # Lost below the block of the first refiner the two differ on (at or after their level).
+    most = pl.lit(0, pl.Int64)
+    for j in reversed(range(len(refiners))):
+        differ = pl.col(f"_f{j}") != pl.col(f"_f{j}_r")
+        most = pl.when((pl.col("_level") <= j) & differ).then(pl.col(f"_p{j}")).otherwise(most)
+    # At most the pairs of a block within the cap, so 32 bits hold it (half the memory).
+    return pairs.select(
+        (pl.col("_id") * (1 << 32) + pl.col("_id_r")).alias("pair"),
+        most.clip(0, 2**32 - 1).cast(pl.UInt32).alias("most"),
+    ), extra
 
 
 def split_rule_sqls(sqls: list[str], report: list[dict[str, Any]]) -> list[str]:

@@ -499,7 +499,7 @@ def _score(
     backend = linkage_backend(settings, work_dir)
     try:
         t1 = time.perf_counter()
-        blocked, split, cap = _split_blocks(profiles, settings, identifiers)
+        blocked, split = _split_blocks(profiles, settings, identifiers, records.height)
         sdf = backend.register(blocked, "profiles")
         del blocked
         template = with_split_rules(settings_json(creator, backend.dialect), split)
@@ -540,7 +540,7 @@ def _score(
             linker, backend, min(retain, review_floor(retain)), chunks, histograms, identifiers
         )
         for entry, rule_split in zip(blocking, split, strict=True):
-            entry.update(rule_split, block_cap=cap)
+            entry.update(rule_split)
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)
@@ -550,20 +550,27 @@ def _score(
 
 
 def _split_blocks(
-    profiles: pl.DataFrame, settings: LinkageSettings, identifiers: frozenset[str]
-) -> tuple[pl.DataFrame, list[dict[str, Any]], int]:
-    """The profiles with the refining columns of every rule with a block over the cap
-    (configured, or derived from these profiles), what was split, and the cap."""
+    profiles: pl.DataFrame, settings: LinkageSettings, identifiers: frozenset[str], records: int
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """The profiles with the refining columns of every rule with a block over its cap
+    (configured, or derived from these profiles; lowered where the rules' pairs exceed
+    `pair_budget` pairs per record), and per rule what was split and its cap."""
     cap = settings.block_cap or derived_block_cap(profiles)
+    budget = round(settings.pair_budget * records) if settings.pair_budget else None
     with timed(f"linkage: blocks over {cap} profiles split"):
-        blocked, split = split_blocks(profiles, rule_specs(identifiers), cap)
+        blocked, split = split_blocks(profiles, rule_specs(identifiers), cap, budget)
     log.info(
-        "linkage: blocking cap %d profiles: %s blocks split, %s still over it",
+        "linkage: blocking cap %d profiles (lowest %d): %s blocks split, %s still over it%s",
         cap,
+        min(s["block_cap"] for s in split),
         f"{sum(s['blocks_split'] for s in split):,}",
         f"{sum(s['blocks_over_cap'] for s in split):,}",
+        ""
+        if budget is None
+        else f"; {sum(s['estimated_pairs'] or 0 for s in split):,} pairs for a budget of "
+        f"{budget:,}",
     )
-    return blocked, split, cap
+    return blocked, split
 
 
 def _retained(settings: LinkageSettings) -> float:
