@@ -371,7 +371,7 @@ def bench_pseudonymisation(
 
 
 def _config(
-    root: Path, threads: int, memory_limit: str, population: str = "demo", **linkage: bool
+    root: Path, threads: int, memory_limit: str, population: str = "demo", **linkage: bool | float
 ) -> Path:
     """The population's configuration pointed at root/<population>, with the evaluation
     baselines off (they are timed separately), the given DuckDB resources and any other
@@ -418,7 +418,8 @@ def bench_population(
     if synth["result"] is None:
         return {**result, "status": "failed", "stage": "synthesis", "why": _why(synth)}
     result["synth_seconds"] = round(synth["result"]["seconds"], 1)
-    config = _config(root, args.threads, args.duckdb_memory, population)
+    budget = {"pair_budget": args.pair_budget} if args.pair_budget else {}
+    config = _config(root, args.threads, args.duckdb_memory, population, **budget)
 
     print("  running the pipeline (ingest to published views) ...", flush=True)
     run = run_capped(
@@ -919,6 +920,12 @@ def main() -> int:
         "households, and the cost of one-thread training",
     )
     parser.add_argument("--no-febrl", action="store_true", help="skip the FEBRL4 benchmark")
+    parser.add_argument(
+        "--pair-budget",
+        type=float,
+        default=0.0,
+        help="[linkage] pair_budget for the populations' runs (default 0: the project's, off)",
+    )
     args = parser.parse_args()
     extra = [*([FULL_RECORDS] if args.full else []), *(SCALE_RECORDS if args.scale else [])]
     sizes = list(dict.fromkeys([*args.records, *extra]))
