@@ -26,6 +26,15 @@ from uprnlink.linkage.coresidence import (
     link_coresidents,
     link_movers,
 )
+from uprnlink.linkage.incremental import (
+    KEY_COLUMNS,
+    Increment,
+    ScoredPairs,
+    plan_increment,
+    profile_blocks,
+    scored_pairs,
+    with_fresh_rules,
+)
 from uprnlink.linkage.model import (
     FULL_IDENTIFIERS,
     LINKAGE_COLUMNS,
@@ -97,6 +106,10 @@ class LinkageResult:
     # reason), and how many reviewers' labels this run applied (uprnlink.linkage.review).
     review: pl.DataFrame | None = None
     labels_applied: dict[str, int] | None = None
+    # Every pair kept from prediction, by profile key, for the next link to reuse
+    # (uprnlink.linkage.incremental), and what this link reused (None: a full link).
+    scored: ScoredPairs | None = None
+    incremental: dict[str, int] | None = None
 
 
 def person_id_expr(col: str = "cluster_id") -> pl.Expr:
@@ -144,7 +157,8 @@ def linkage_profiles(
     one profile could not be split between them.
 
     Returns `profiles` (unique_id: a profile number 0..n-1, the same for the same records in
-    every run; the compared columns, forename roots and move_next) and `members` (unique_id,
+    every run; the compared columns, forename roots, move_next and the profile's key
+    `KEY_COLUMNS`, which does not depend on the other records) and `members` (unique_id,
     source_dataset, profile) with one row per record.
     """
     columns = profile_columns(identifiers)
@@ -194,6 +208,7 @@ def linkage_profiles(
         pl.col("profile").alias("unique_id"),
         *columns,
         (pl.col("period_end") + timedelta(days=1)).alias("move_next"),
+        *(pl.col(h).alias(k) for h, k in zip(("_h1", "_h2"), KEY_COLUMNS, strict=True)),
     )
     profiles = profiles.with_columns(forename_roots(profiles.get_column("forename")))
     return profiles, members
@@ -334,6 +349,7 @@ def link_people(
     retrain: bool = False,
     listings: pl.DataFrame | None = None,
     review_labels: pl.DataFrame | None = None,
+    previous: ScoredPairs | None = None,
 ) -> LinkageResult:
     """Predict pairs and cluster the records into people, with a saved model when it fits.
 
@@ -343,7 +359,8 @@ def link_people(
     on which account, tenancy or claim, and when) feed the cannot-link rules, which run when
     `settings.cannot_link` is set. `review_labels` (unique_id_l, unique_id_r, label: the
     reviewers' current labels on record keys) add match labels as must-link pairs and
-    non-match labels as cannot-link pairs (rule `clerical`).
+    non-match labels as cannot-link pairs (rule `clerical`). `previous` (the last link's
+    pairs, scored with this model) makes the link incremental when few profiles are new.
 
     Along Splink's own seams: profiles, then training (or the saved model) and inference in
     one backend session (`_score`), the threshold (`_pick_threshold`), clustering with the
@@ -369,7 +386,7 @@ def link_people(
     saved = None if retrain else reusable_model(model, fingerprint)
     scored = _score(
         records, profiles, settings, identifiers, creator, fingerprint, model, saved, work_dir,
-        timings,
+        timings, previous,
     )  # fmt: skip
     threshold, choice, pairs, below = _pick_threshold(settings, scored)
     labelled, clerical, applied = _apply_labels(review_labels, members)
@@ -399,6 +416,8 @@ def link_people(
         training=scored.training,
         review=review,
         labels_applied=applied,
+        scored=scored.state,
+        incremental=scored.increment,
     )
 
 
@@ -429,6 +448,8 @@ class _Scored:
     blocking: list[dict[str, Any]]
     n_scored: int
     histograms: list[pl.DataFrame]
+    state: ScoredPairs  # every pair kept from prediction, by profile key (for the next link)
+    increment: dict[str, int] | None = None  # counts, when the link was incremental
 
 
 def _score(
@@ -442,19 +463,25 @@ def _score(
     saved: dict[str, Any] | None,
     work_dir: Path,
     timings: dict[str, float],
+    previous: ScoredPairs | None = None,
 ) -> _Scored:
-    """Train a model on the records (or load the saved one), then score the profiles' pairs,
-    in one backend session."""
+    """Train a model on the records (or load the saved one), then score the profiles' pairs
+    (with `previous` pairs that still hold, only those of new profiles), in one session."""
     from splink import Linker
 
     training: list[str] = []
     backend = linkage_backend(settings, work_dir)
     try:
         t1 = time.perf_counter()
-        blocked, split, cap = _split_blocks(profiles, settings, identifiers)
+        reuse = previous if saved is not None else None
+        blocked, split, cap, current, increment = _blocked_profiles(
+            profiles, settings, identifiers, reuse
+        )
         sdf = backend.register(blocked, "profiles")
         del blocked
         template = with_split_rules(settings_json(creator, backend.dialect), split)
+        if increment is not None:
+            template = with_fresh_rules(template)
         if saved is not None:
             linker = Linker(sdf, with_parameters(template, saved), log_level=logging.ERROR)
             assert model is not None
@@ -487,12 +514,80 @@ def _score(
         )
         for entry, rule_split in zip(blocking, split, strict=True):
             entry.update(rule_split, block_cap=cap)
+        if increment is not None:
+            pairs = pl.concat([increment.kept, pairs], how="vertical_relaxed")
+        state = scored_pairs(current, pairs, identifiers)
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
-    return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms)
+    scored = _Scored(artefact, training, pairs, below, blocking, n_scored, histograms, state)
+    if increment is not None:
+        scored.increment = {
+            "new_profiles": increment.new_profiles,
+            "dropped_profiles": increment.dropped_profiles,
+            "pairs_scored": n_scored,
+            "pairs_kept": increment.kept.height,
+        }
+    return scored
+
+
+def _blocked_profiles(
+    profiles: pl.DataFrame,
+    settings: LinkageSettings,
+    identifiers: frozenset[str],
+    previous: ScoredPairs | None,
+) -> tuple[pl.DataFrame, list[dict[str, Any]], int, pl.DataFrame, Increment | None]:
+    """The profiles as Splink scores them (`_split_blocks`; with a `FRESH` column when the
+    link is incremental), what was split, the cap, each profile's key and blocks
+    (`profile_blocks`) and the increment (None for a full link)."""
+    blocked, split, cap = _split_blocks(profiles.drop(KEY_COLUMNS), settings, identifiers)
+    current = profile_blocks(profiles, blocked, len(split))
+    increment = _increment(current, previous, settings, identifiers)
+    if increment is not None:
+        blocked = blocked.with_columns(increment.fresh)
+    return blocked, split, cap, current, increment
+
+
+def _increment(
+    current: pl.DataFrame,
+    previous: ScoredPairs | None,
+    settings: LinkageSettings,
+    identifiers: frozenset[str],
+) -> Increment | None:
+    """The increment over the last link's pairs, or None (a full link) when there are none to
+    reuse, the link chooses its threshold from all scored pairs, the identifiers changed or
+    more than `incremental_max_new` of the profiles are new; the path taken is logged."""
+    if previous is None:
+        return None
+    refusal = None
+    if settings.threshold_mode == "auto":
+        refusal = "the threshold is chosen from every scored pair (threshold_mode auto)"
+    elif previous.identifiers != tuple(sorted(identifiers)):
+        refusal = "the identifiers the records carry changed"
+    if refusal is not None:
+        log.info("linkage: full link (%s)", refusal)
+        return None
+    increment = plan_increment(current, previous)
+    share = increment.new_profiles / max(1, current.height)
+    if share > settings.incremental_max_new:
+        log.info(
+            "linkage: full link (%.1f%% of the profiles are new, over incremental_max_new %.1f%%)",
+            100 * share,
+            100 * settings.incremental_max_new,
+        )
+        return None
+    log.info(
+        "linkage: incremental link: %s new profiles (%.1f%%) scored against all %s, %s gone; "
+        "%s pairs of the last link kept",
+        f"{increment.new_profiles:,}",
+        100 * share,
+        f"{current.height:,}",
+        f"{increment.dropped_profiles:,}",
+        f"{increment.kept.height:,}",
+    )
+    return increment
 
 
 def _split_blocks(

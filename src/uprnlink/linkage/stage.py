@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
+from uprnlink.linkage.incremental import read_scored_pairs, write_scored_pairs
 from uprnlink.linkage.model import (
     LINKAGE_COLUMNS,
     MODEL_VERSION,
@@ -67,6 +69,9 @@ def link_records(
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     model_path = z.linkage_dir / "model.json"
     saved = json.loads(model_path.read_text()) if model_path.exists() else None
+    previous = None
+    if not retrain and settings.linkage.incremental_max_new > 0:
+        previous = read_scored_pairs(z.linkage_dir, key, scoring_basis(settings))
     result = link_people(
         records,
         settings.linkage,
@@ -75,13 +80,19 @@ def link_records(
         retrain=retrain,
         listings=read_listings(settings, key, records),
         review_labels=labels if labels.height else None,
+        previous=previous,
     )
+    del previous
     if result.review is not None:
         write_trusted(review_queue_frame(result.review, records), z.review_queue, key)
     if result.model_trained:
         write_model(result.model, z.linkage_dir, run_id)
+    if result.scored is not None:
+        write_scored_pairs(result.scored, z.linkage_dir, key, scoring_basis(settings))
     report = write_clusters(result, z, key)
     summary = link_summary(result, report, settings.linkage.threshold_mode, retrain)
+    if result.incremental is not None:
+        summary["incremental"] = result.incremental
     log.info(
         "linked into %d people (%s model; ids kept %d, created %d)",
         result.people,
@@ -183,6 +194,21 @@ def _linkage_inputs(settings: RunSettings) -> str:
             "model": file_checksum(model_path) if model_path.exists() else None,
             # New code that compares or clusters differently links afresh.
             "definition": [MODEL_VERSION, current_fingerprint(settings.linkage), RULES_VERSION],
+        }
+    )
+
+
+def scoring_basis(settings: RunSettings) -> str:
+    """Digest of what a scored pair depends on besides its two profiles: the saved model, the
+    linkage settings, the versions of the model definition and cannot-link rules, and the
+    libraries that key the profiles (polars' hashes) and score them (Splink)."""
+    model_path = Zones(settings).linkage_dir / "model.json"
+    return manifest.fingerprint(
+        {
+            "linkage": asdict(settings.linkage),
+            "model": file_checksum(model_path) if model_path.exists() else None,
+            "definition": [MODEL_VERSION, current_fingerprint(settings.linkage), RULES_VERSION],
+            "libraries": [pl.__version__, version("splink")],
         }
     )
 

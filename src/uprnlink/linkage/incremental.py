@@ -1,0 +1,178 @@
+"""Incremental linkage: the last link's scored profile pairs, kept by profile key, so that a
+delivery in which few records changed scores only the pairs its new profiles take part in.
+
+A profile's score against another depends only on the two profiles' compared values, the
+model and which blocking rule (as split for over-common blocks) brings them together. So a pair
+of two profiles that were both in the last link, with the same refining values for every split
+rule, would score the same again (up to the term frequencies of the names, which Splink reads
+from the profiles being linked: see docs/design.md, "Incremental runs"). Profiles are keyed by
+the two hashes of their compared values (`linkage_profiles`), which do not depend on the
+delivery; their numbers do, so pairs are stored by key and mapped onto this link's numbers.
+
+New profiles (not in the last link, or whose blocks were split differently) are scored against
+every profile: each prediction rule gains the condition that one side is new (`FRESH`). Pairs
+of profiles gone from the delivery are dropped. Clustering, the cannot-link rules and the
+co-residence passes then run on the whole, as in a full link.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uprnlink.errors import KeyManagementError
+from uprnlink.linkage.blocking import refine_column_names
+from uprnlink.privacy.keys import MasterKey
+from uprnlink.privacy.trusted import read_trusted, write_trusted
+
+log = logging.getLogger(__name__)
+
+#: A profile's key: two independent 64-bit hashes of its compared values.
+KEY_COLUMNS = ("profile_h1", "profile_h2")
+#: The column that marks a profile new to this link (a prediction rule needs one new side).
+FRESH = "_fresh"
+#: Files in the linkage folder of the trusted zone.
+PAIRS_FILE = "scored_pairs.parquet"
+PROFILES_FILE = "scored_profiles.parquet"
+STATE_FILE = "scored_pairs.json"
+_A = {"profile_h1": "a_h1", "profile_h2": "a_h2"}
+_B = {"profile_h1": "b_h1", "profile_h2": "b_h2"}
+
+
+@dataclass(frozen=True)
+class ScoredPairs:
+    """The last link's pairs at or above the review floor (a_h1, a_h2, b_h1, b_h2,
+    match_probability) and its profiles (profile_h1, profile_h2, blocks: a hash of the
+    profile's refining values), with the identifiers it linked on."""
+
+    pairs: pl.DataFrame
+    profiles: pl.DataFrame
+    identifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Increment:
+    """What this link reuses: which profiles are new (a Boolean per profile row), the last
+    link's pairs between profiles that are not (unique_id_l, unique_id_r, match_probability,
+    on this link's profile numbers) and counts for the run summary."""
+
+    fresh: pl.Series
+    kept: pl.DataFrame
+    new_profiles: int
+    dropped_profiles: int
+
+
+def profile_blocks(profiles: pl.DataFrame, blocked: pl.DataFrame, rules: int) -> pl.DataFrame:
+    """Each profile's number, key and a hash of its refining values under every rule (an
+    unsplit rule counts as an empty refining value, which blocks the same pairs)."""
+    values = [
+        pl.col(name) if name in blocked.columns else pl.lit("")
+        for index in range(rules)
+        for name in refine_column_names(index)
+    ]
+    signature = pl.concat_str(values, separator="\x1f") if values else pl.lit("")
+    return pl.DataFrame(
+        {
+            "unique_id": profiles.get_column("unique_id"),
+            **{c: profiles.get_column(c) for c in KEY_COLUMNS},
+            # with_columns, not select: a literal (no rule split) is broadcast to every row.
+            "blocks": blocked.with_columns(signature.hash(seed=7).alias("_s")).get_column("_s"),
+        }
+    )
+
+
+def plan_increment(current: pl.DataFrame, previous: ScoredPairs) -> Increment:
+    """Which of this link's profiles (`profile_blocks`) are new, and the last link's pairs
+    between the others, renumbered (each pair with its smaller number first)."""
+    joined = current.join(
+        previous.profiles.rename({"blocks": "_was"}), on=KEY_COLUMNS, how="left",
+        maintain_order="left",
+    )  # fmt: skip
+    fresh = (pl.col("_was").is_null() | (pl.col("_was") != pl.col("blocks"))).alias(FRESH)
+    flagged = joined.with_columns(fresh)
+    known = flagged.filter(~pl.col(FRESH)).select("unique_id", *KEY_COLUMNS)
+    dropped = previous.profiles.join(current, on=KEY_COLUMNS, how="anti").height
+    kept = (
+        previous.pairs.join(known.rename({**_A, "unique_id": "a"}), on=list(_A.values()))
+        .join(known.rename({**_B, "unique_id": "b"}), on=list(_B.values()))
+        .select(
+            pl.min_horizontal("a", "b").alias("unique_id_l"),
+            pl.max_horizontal("a", "b").alias("unique_id_r"),
+            "match_probability",
+        )
+    )
+    fresh_rows = flagged.get_column(FRESH)
+    return Increment(fresh_rows, kept, int(fresh_rows.sum()), dropped)
+
+
+def with_fresh_rules(splink_settings: dict[str, Any]) -> dict[str, Any]:
+    """A resolved Splink settings dict whose prediction rules pair only where one side is new
+    (`FRESH`); the model's parameters and its fingerprint are unchanged."""
+    rules = splink_settings["blocking_rules_to_generate_predictions"]
+    out = dict(splink_settings)
+    out["blocking_rules_to_generate_predictions"] = [
+        {**rule, "blocking_rule": f"({rule['blocking_rule']}) AND (l.{FRESH} OR r.{FRESH})"}
+        for rule in rules
+    ]
+    return out
+
+
+def scored_pairs(
+    current: pl.DataFrame, pairs: pl.DataFrame, identifiers: frozenset[str]
+) -> ScoredPairs:
+    """This link's pairs (unique_id_l, unique_id_r, match_probability on profile numbers) and
+    profiles (`profile_blocks`) by key, for the next link."""
+    keys = current.select("unique_id", *KEY_COLUMNS)
+    keyed = (
+        pairs.join(keys.rename({**_A, "unique_id": "unique_id_l"}), on="unique_id_l")
+        .join(keys.rename({**_B, "unique_id": "unique_id_r"}), on="unique_id_r")
+        .select(*_A.values(), *_B.values(), "match_probability")
+    )
+    return ScoredPairs(keyed, current.drop("unique_id"), tuple(sorted(identifiers)))
+
+
+def write_scored_pairs(found: ScoredPairs, linkage_dir: Path, key: MasterKey, basis: str) -> None:
+    """Write the pairs and profiles to the trusted zone, with the digest of what scored them
+    (`basis`: model, settings, definitions and library versions) beside them."""
+    write_trusted(found.pairs, linkage_dir / PAIRS_FILE, key)
+    write_trusted(found.profiles, linkage_dir / PROFILES_FILE, key)
+    state = {"basis": basis, "identifiers": list(found.identifiers)}
+    (linkage_dir / STATE_FILE).write_text(json.dumps(state))
+
+
+def read_scored_pairs(linkage_dir: Path, key: MasterKey, basis: str) -> ScoredPairs | None:
+    """The last link's pairs when they were scored on the same basis and key epoch, else None
+    (logged: the link is then a full one)."""
+    state_path = linkage_dir / STATE_FILE
+    if not state_path.exists() or not (linkage_dir / PAIRS_FILE).exists():
+        log.info("linkage: full link (no scored pairs from an earlier link)")
+        return None
+    try:
+        state = json.loads(state_path.read_text())
+    except ValueError:
+        log.warning("linkage: full link (%s is not valid JSON)", STATE_FILE)
+        return None
+    if state.get("basis") != basis:
+        log.info(
+            "linkage: full link (the model, linkage settings, rules version or a library "
+            "changed since the last link)"
+        )
+        return None
+    try:
+        pairs = read_trusted(linkage_dir / PAIRS_FILE, key)
+        profiles = read_trusted(linkage_dir / PROFILES_FILE, key)
+    except KeyManagementError:
+        log.info("linkage: full link (the scored pairs are from another key epoch)")
+        return None
+    return ScoredPairs(pairs, profiles, tuple(state.get("identifiers", ())))
+
+
+def clear_scored_pairs(linkage_dir: Path) -> None:
+    """Remove the stored pairs (a link whose pairs cannot be reused next time)."""
+    for name in (STATE_FILE, PAIRS_FILE, PROFILES_FILE):
+        (linkage_dir / name).unlink(missing_ok=True)
