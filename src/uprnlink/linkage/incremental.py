@@ -5,7 +5,8 @@ A profile's score against another depends only on the two profiles' compared val
 model and which blocking rule (as split for over-common blocks) brings them together. So a pair
 of two profiles that were both in the last link, with the same refining values for every split
 rule, would score the same again (up to the term frequencies of the names, which Splink reads
-from the profiles being linked: see docs/design.md, "Incremental runs"). Profiles are keyed by
+from the profiles being linked; kept pairs' scores are moved to this link's frequencies,
+`rescaled_pairs`). Profiles are keyed by
 the two hashes of their compared values (`linkage_profiles`), which do not depend on the
 delivery; their numbers do, so pairs are stored by key and mapped onto this link's numbers.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ FRESH = "_fresh"
 #: Files in the linkage folder of the trusted zone.
 PAIRS_FILE = "scored_pairs.parquet"
 PROFILES_FILE = "scored_profiles.parquet"
+FREQUENCIES_FILE = "scored_frequencies.parquet"
 STATE_FILE = "scored_pairs.json"
 _A = {"profile_h1": "a_h1", "profile_h2": "a_h2"}
 _B = {"profile_h1": "b_h1", "profile_h2": "b_h2"}
@@ -47,11 +50,13 @@ _B = {"profile_h1": "b_h1", "profile_h2": "b_h2"}
 @dataclass(frozen=True)
 class ScoredPairs:
     """The last link's pairs at or above the review floor (a_h1, a_h2, b_h1, b_h2,
-    match_probability) and its profiles (profile_h1, profile_h2, blocks: a hash of the
-    profile's refining values), with the identifiers it linked on."""
+    match_probability), its profiles (profile_h1, profile_h2, blocks: a hash of the
+    profile's refining values), the term frequencies it scored with (`term_frequencies`)
+    and the identifiers it linked on."""
 
     pairs: pl.DataFrame
     profiles: pl.DataFrame
+    frequencies: pl.DataFrame
     identifiers: tuple[str, ...]
 
 
@@ -110,6 +115,72 @@ def plan_increment(current: pl.DataFrame, previous: ScoredPairs) -> Increment:
     return Increment(fresh_rows, kept, int(fresh_rows.sum()), dropped)
 
 
+def tf_weights(splink_settings: dict[str, Any]) -> dict[str, float] | None:
+    """Column -> weight of every comparison level adjusted for term frequency, or None when a
+    level adjusts in a way a kept pair's score cannot be moved by (not an exact match of the
+    column, or with a minimum u value)."""
+    out: dict[str, float] = {}
+    for comparison in splink_settings["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            column = level.get("tf_adjustment_column")
+            if not column:
+                continue
+            exact = level["sql_condition"] == f'"{column}_l" = "{column}_r"'
+            if not exact or level.get("tf_minimum_u_value"):
+                return None
+            out[column] = float(level.get("tf_adjustment_weight", 1.0))
+    return out
+
+
+def term_frequencies(profiles: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:
+    """Each value's share of the non-null values of each column (column, value, tf), as
+    Splink computes it from the profiles it scores."""
+    frames = [
+        profiles.select(pl.col(c).cast(pl.Utf8).alias("value"))
+        .drop_nulls()
+        .group_by("value")
+        .agg(pl.len().cast(pl.Float64).alias("tf"))
+        .select(pl.lit(c).alias("column"), "value", pl.col("tf") / pl.col("tf").sum())
+        for c in columns
+    ]
+    empty = pl.DataFrame(schema={"column": pl.Utf8, "value": pl.Utf8, "tf": pl.Float64})
+    return pl.concat([empty, *frames])
+
+
+def rescaled_pairs(
+    kept: pl.DataFrame,
+    profiles: pl.DataFrame,
+    weights: dict[str, float],
+    before: pl.DataFrame,
+    after: pl.DataFrame,
+) -> pl.DataFrame:
+    """Kept pairs' probabilities under this link's term frequencies: Splink adds
+    weight * (log2 u - log2 tf) to an exact match on an adjusted column, so the pair's match
+    weight moves by weight * log2(tf before / tf after) for each such column it agrees on."""
+    frame, shift = kept, pl.lit(0.0)
+    for n, (column, weight) in enumerate(weights.items()):
+        values = profiles.select("unique_id", pl.col(column).cast(pl.Utf8).alias("value"))
+        tf = before.filter(pl.col("column") == column).join(
+            after.filter(pl.col("column") == column), on=["column", "value"], suffix="_after"
+        )
+        moved = weight * (pl.col("tf").log(2) - pl.col("tf_after").log(2))
+        shifts = tf.select("value", moved.alias("tf"))
+        frame = (
+            frame.join(values.rename({"unique_id": "unique_id_l", "value": f"_l{n}"}),
+                       on="unique_id_l", how="left", maintain_order="left")
+            .join(values.rename({"unique_id": "unique_id_r", "value": f"_r{n}"}),
+                  on="unique_id_r", how="left", maintain_order="left")
+            .join(shifts.rename({"value": f"_l{n}", "tf": f"_s{n}"}), on=f"_l{n}", how="left",
+                  maintain_order="left")
+        )  # fmt: skip
+        agree = pl.col(f"_l{n}") == pl.col(f"_r{n}")
+        shift = shift + pl.when(agree).then(pl.col(f"_s{n}")).otherwise(0.0).fill_null(0.0)
+    p = pl.col("match_probability")
+    odds = p / (1 - p) * (2**shift)
+    moved = pl.when(p < 1).then(odds / (1 + odds)).otherwise(p).alias("match_probability")
+    return frame.select("unique_id_l", "unique_id_r", moved)
+
+
 def with_fresh_rules(splink_settings: dict[str, Any]) -> dict[str, Any]:
     """A resolved Splink settings dict whose prediction rules pair only where one side is new
     (`FRESH`); the model's parameters and its fingerprint are unchanged."""
@@ -123,17 +194,20 @@ def with_fresh_rules(splink_settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def scored_pairs(
-    current: pl.DataFrame, pairs: pl.DataFrame, identifiers: frozenset[str]
+    current: pl.DataFrame,
+    pairs: pl.DataFrame,
+    frequencies: pl.DataFrame,
+    identifiers: frozenset[str],
 ) -> ScoredPairs:
-    """This link's pairs (unique_id_l, unique_id_r, match_probability on profile numbers) and
-    profiles (`profile_blocks`) by key, for the next link."""
+    """This link's pairs (unique_id_l, unique_id_r, match_probability on profile numbers),
+    profiles (`profile_blocks`) by key and term frequencies, for the next link."""
     keys = current.select("unique_id", *KEY_COLUMNS)
     keyed = (
         pairs.join(keys.rename({**_A, "unique_id": "unique_id_l"}), on="unique_id_l")
         .join(keys.rename({**_B, "unique_id": "unique_id_r"}), on="unique_id_r")
         .select(*_A.values(), *_B.values(), "match_probability")
     )
-    return ScoredPairs(keyed, current.drop("unique_id"), tuple(sorted(identifiers)))
+    return ScoredPairs(keyed, current.drop("unique_id"), frequencies, tuple(sorted(identifiers)))
 
 
 def write_scored_pairs(found: ScoredPairs, linkage_dir: Path, key: MasterKey, basis: str) -> None:
@@ -141,6 +215,7 @@ def write_scored_pairs(found: ScoredPairs, linkage_dir: Path, key: MasterKey, ba
     (`basis`: model, settings, definitions and library versions) beside them."""
     write_trusted(found.pairs, linkage_dir / PAIRS_FILE, key)
     write_trusted(found.profiles, linkage_dir / PROFILES_FILE, key)
+    write_trusted(found.frequencies, linkage_dir / FREQUENCIES_FILE, key)
     state = {"basis": basis, "identifiers": list(found.identifiers)}
     (linkage_dir / STATE_FILE).write_text(json.dumps(state))
 
@@ -149,7 +224,8 @@ def read_scored_pairs(linkage_dir: Path, key: MasterKey, basis: str) -> ScoredPa
     """The last link's pairs when they were scored on the same basis and key epoch, else None
     (logged: the link is then a full one)."""
     state_path = linkage_dir / STATE_FILE
-    if not state_path.exists() or not (linkage_dir / PAIRS_FILE).exists():
+    files = (STATE_FILE, PAIRS_FILE, PROFILES_FILE, FREQUENCIES_FILE)
+    if not all((linkage_dir / name).exists() for name in files):
         log.info("linkage: full link (no scored pairs from an earlier link)")
         return None
     try:
@@ -166,13 +242,14 @@ def read_scored_pairs(linkage_dir: Path, key: MasterKey, basis: str) -> ScoredPa
     try:
         pairs = read_trusted(linkage_dir / PAIRS_FILE, key)
         profiles = read_trusted(linkage_dir / PROFILES_FILE, key)
+        frequencies = read_trusted(linkage_dir / FREQUENCIES_FILE, key)
     except KeyManagementError:
         log.info("linkage: full link (the scored pairs are from another key epoch)")
         return None
-    return ScoredPairs(pairs, profiles, tuple(state.get("identifiers", ())))
+    return ScoredPairs(pairs, profiles, frequencies, tuple(state.get("identifiers", ())))
 
 
 def clear_scored_pairs(linkage_dir: Path) -> None:
     """Remove the stored pairs (a link whose pairs cannot be reused next time)."""
-    for name in (STATE_FILE, PAIRS_FILE, PROFILES_FILE):
+    for name in (STATE_FILE, PAIRS_FILE, PROFILES_FILE, FREQUENCIES_FILE):
         (linkage_dir / name).unlink(missing_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,10 @@ from uprnlink.linkage.incremental import (
     ScoredPairs,
     plan_increment,
     profile_blocks,
+    rescaled_pairs,
     scored_pairs,
+    term_frequencies,
+    tf_weights,
     with_fresh_rules,
 )
 from uprnlink.linkage.model import (
@@ -474,11 +477,10 @@ def _score(
     try:
         t1 = time.perf_counter()
         reuse = previous if saved is not None else None
-        blocked, split, cap, current, increment = _blocked_profiles(
-            profiles, settings, identifiers, reuse
-        )
-        sdf = backend.register(blocked, "profiles")
-        del blocked
+        blocked = _blocked_profiles(profiles, settings, identifiers, creator, reuse)
+        split, cap, increment = blocked.split, blocked.cap, blocked.increment
+        sdf = backend.register(blocked.profiles, "profiles")
+        blocked.profiles = blocked.profiles.clear()
         template = with_split_rules(settings_json(creator, backend.dialect), split)
         if increment is not None:
             template = with_fresh_rules(template)
@@ -509,14 +511,16 @@ def _score(
         chunks = max(1, -(-profiles.height // settings.predict_chunk_records))
         retain = _retained(settings)
         histograms: list[pl.DataFrame] = []
+        floor = min(retain, review_floor(retain))
         pairs, blocking, n_scored = _predict(
-            linker, backend, min(retain, review_floor(retain)), chunks, histograms, identifiers
+            linker, backend, floor, chunks, histograms, identifiers
         )
         for entry, rule_split in zip(blocking, split, strict=True):
             entry.update(rule_split, block_cap=cap)
         if increment is not None:
-            pairs = pl.concat([increment.kept, pairs], how="vertical_relaxed")
-        state = scored_pairs(current, pairs, identifiers)
+            kept = increment.kept.filter(pl.col("match_probability") >= floor)
+            pairs = pl.concat([kept, pairs], how="vertical_relaxed")
+        state = scored_pairs(blocked.current, pairs, blocked.frequencies, identifiers)
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)
@@ -533,21 +537,41 @@ def _score(
     return scored
 
 
+@dataclass
+class _Blocked:
+    """The profiles as Splink scores them (`_split_blocks`; with a `FRESH` column when the
+    link is incremental), what was split and the cap, each profile's key and blocks
+    (`profile_blocks`), the term frequencies of the adjusted columns and the increment over
+    the last link (None for a full link)."""
+
+    profiles: pl.DataFrame
+    split: list[dict[str, Any]]
+    cap: int
+    current: pl.DataFrame
+    frequencies: pl.DataFrame
+    increment: Increment | None
+
+
 def _blocked_profiles(
     profiles: pl.DataFrame,
     settings: LinkageSettings,
     identifiers: frozenset[str],
+    creator: dict[str, Any],
     previous: ScoredPairs | None,
-) -> tuple[pl.DataFrame, list[dict[str, Any]], int, pl.DataFrame, Increment | None]:
-    """The profiles as Splink scores them (`_split_blocks`; with a `FRESH` column when the
-    link is incremental), what was split, the cap, each profile's key and blocks
-    (`profile_blocks`) and the increment (None for a full link)."""
+) -> _Blocked:
+    """The profiles blocked for scoring, incrementally over `previous` when it fits."""
     blocked, split, cap = _split_blocks(profiles.drop(KEY_COLUMNS), settings, identifiers)
     current = profile_blocks(profiles, blocked, len(split))
-    increment = _increment(current, previous, settings, identifiers)
+    weights = tf_weights(settings_json(creator))
+    frequencies = term_frequencies(profiles, weights or {})
+    increment = _increment(current, previous, settings, identifiers, weights is not None)
     if increment is not None:
         blocked = blocked.with_columns(increment.fresh)
-    return blocked, split, cap, current, increment
+        kept = rescaled_pairs(
+            increment.kept, profiles, weights or {}, previous.frequencies, frequencies
+        ) if previous is not None else increment.kept  # fmt: skip
+        increment = replace(increment, kept=kept)
+    return _Blocked(blocked, split, cap, current, frequencies, increment)
 
 
 def _increment(
@@ -555,10 +579,12 @@ def _increment(
     previous: ScoredPairs | None,
     settings: LinkageSettings,
     identifiers: frozenset[str],
+    rescalable: bool = True,
 ) -> Increment | None:
     """The increment over the last link's pairs, or None (a full link) when there are none to
-    reuse, the link chooses its threshold from all scored pairs, the identifiers changed or
-    more than `incremental_max_new` of the profiles are new; the path taken is logged."""
+    reuse, the link chooses its threshold from all scored pairs, the identifiers changed, a
+    term-frequency adjustment cannot be rescaled (`tf_weights`) or more than
+    `incremental_max_new` of the profiles are new; the path taken is logged."""
     if previous is None:
         return None
     refusal = None
@@ -566,6 +592,8 @@ def _increment(
         refusal = "the threshold is chosen from every scored pair (threshold_mode auto)"
     elif previous.identifiers != tuple(sorted(identifiers)):
         refusal = "the identifiers the records carry changed"
+    elif not rescalable:
+        refusal = "a term-frequency adjustment that kept pairs cannot be rescaled for"
     if refusal is not None:
         log.info("linkage: full link (%s)", refusal)
         return None
