@@ -108,7 +108,11 @@ def test_stable_ids_carry_over_the_same_way(months: dict[str, Any]) -> None:
         return assign_stable_ids(clusters, before)[0].sort("unique_id")
 
     assert ids(incr).equals(ids(full))
-    kept = ids(incr).join(before, on="unique_id").filter(pl.col("person_id") == pl.col("person_id_right"))
+    kept = (
+        ids(incr)
+        .join(before, on="unique_id")
+        .filter(pl.col("person_id") == pl.col("person_id_right"))
+    )
     assert kept.height > 0.9 * before.height
 
 
@@ -133,9 +137,12 @@ def test_too_many_new_profiles_or_an_auto_threshold_link_in_full(
         is None
     )
     auto = replace(SETTINGS, threshold_mode="auto")
-    assert link_people(
-        records, auto, work_dir=tmp_path / "d", model=first.model, previous=first.scored
-    ).incremental is None
+    assert (
+        link_people(
+            records, auto, work_dir=tmp_path / "d", model=first.model, previous=first.scored
+        ).incremental
+        is None
+    )
     other = replace(first.scored, identifiers=("forename",))
     assert (
         link_people(
