@@ -198,14 +198,19 @@ def _linkage_inputs(settings: RunSettings) -> str:
     )
 
 
+# The linkage settings a kept pair depends on: which pairs are scored and kept, and how.
+_SCORING_SETTINGS = ("backend", "match_threshold", "threshold_mode", "block_cap")
+
+
 def scoring_basis(settings: RunSettings) -> str:
     """Digest of what a scored pair depends on besides its two profiles: the saved model, the
-    linkage settings, the versions of the model definition and cannot-link rules, and the
-    libraries that key the profiles (polars' hashes) and score them (Splink)."""
+    settings that choose and score pairs, the versions of the model definition and cannot-link
+    rules, and the libraries that key the profiles (polars' hashes) and score them (Splink)."""
     model_path = Zones(settings).linkage_dir / "model.json"
+    chosen = {name: getattr(settings.linkage, name) for name in _SCORING_SETTINGS}
     return manifest.fingerprint(
         {
-            "linkage": asdict(settings.linkage),
+            "linkage": chosen,
             "model": file_checksum(model_path) if model_path.exists() else None,
             "definition": [MODEL_VERSION, current_fingerprint(settings.linkage), RULES_VERSION],
             "libraries": [pl.__version__, version("splink")],
