@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -115,18 +116,23 @@ def _child(config: str) -> None:
     )
 
 
-def _copy(base: Path, suffix: str, share: float, seed: int) -> tuple[Path, dict[str, int]]:
+def _copy(
+    base: Path, suffix: str, share: float, seed: int, block_cap: int
+) -> tuple[Path, dict[str, int]]:
     """A copy of the demo folder with the next month's landing extracts, baselines off."""
     folder = base.with_name(f"{base.name}-{suffix}")
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(base, folder, symlinks=True)
     config = folder / "demo.toml"
     text = config.read_text().replace("baselines = true", "baselines = false")
+    if block_cap:
+        text = text.replace("[linkage]\n", f"[linkage]\nblock_cap = {block_cap}\n", 1)
     config.write_text(text)
     return config, perturb_landing(config, share, seed)
 
 
 def _run(config: Path) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.incremental", "--child", str(config)],
         capture_output=True,
@@ -135,7 +141,11 @@ def _run(config: Path) -> dict[str, Any]:
     )
     if done.returncode:
         raise SystemExit(f"run of {config} failed:\n{done.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    # CPU seconds (user + system, all threads): on a shared machine, steadier than wall time.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["cpu_seconds"] = round(cpu, 1)
     return result
 
 
@@ -154,23 +164,30 @@ def main() -> int:
     parser.add_argument("--dir", help="a demo folder that has run once")
     parser.add_argument("--share", type=float, default=0.05, help="rows changed per extract")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--block-cap", type=int, default=0, help="pin [linkage] block_cap next month (0: derived)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child)
         return 0
     base = Path(args.dir).resolve()
-    full, rows = _copy(base, "full", args.share, args.seed)
-    incr, _ = _copy(base, "incr", args.share, args.seed)
+    full, rows = _copy(base, "full", args.share, args.seed, args.block_cap)
+    incr, _ = _copy(base, "incr", args.share, args.seed, args.block_cap)
     (Zones(read_settings(full)).linkage_dir / STATE_FILE).unlink()
-    results = {"share": args.share, "rows": rows, "full": _run(full), "incremental": _run(incr)}
+    results: dict[str, Any] = {"share": args.share, "block_cap": args.block_cap, "rows": rows}
+    results["full"], results["incremental"] = _run(full), _run(incr)
     results["compared"] = _same_people(full, incr)
-    base.with_name(f"{base.name}-incremental.json").write_text(json.dumps(results, indent=2))
+    name = f"{base.name}-incremental{f'-cap{args.block_cap}' if args.block_cap else ''}.json"
+    base.with_name(name).write_text(json.dumps(results, indent=2))
     f, i = results["full"], results["incremental"]
     print(f"{'stage':<12}{'full s':>10}{'incremental s':>15}{'share':>8}")
-    for stage in [*f["stages"], "link.predict", "end to end"]:
+    for stage in [*f["stages"], "link.predict", "end to end", "cpu"]:
         if stage == "end to end":
             a, b = f["seconds"], i["seconds"]
+        elif stage == "cpu":
+            a, b = f["cpu_seconds"], i["cpu_seconds"]
         elif stage == "link.predict":
             a, b = f["link"]["predict"], i["link"]["predict"]
         else:

@@ -173,7 +173,7 @@ def test_a_profile_whose_blocks_split_differently_is_rescored() -> None:
     plan = plan_increment(current, previous)
     assert plan.fresh.to_list() == [False, False, True]
     assert plan.kept.rows() == [(0, 1, 0.99)]
-    assert plan.new_profiles == 1 and plan.dropped_profiles == 0
+    assert plan.new_profiles == 1 and plan.dropped_profiles == 0 and plan.reblocked_profiles == 1
     gone = plan_increment(current.head(2), previous)
     assert gone.dropped_profiles == 1 and gone.kept.height == 1
 

@@ -11,7 +11,8 @@ the two hashes of their compared values (`linkage_profiles`), which do not depen
 delivery; their numbers do, so pairs are stored by key and mapped onto this link's numbers.
 
 New profiles (not in the last link, or whose blocks were split differently) are scored against
-every profile: each prediction rule gains the condition that one side is new (`FRESH`). Pairs
+every profile: numbered after the others, each prediction rule gains the condition that its
+right side is new (`fresh_last`). Pairs
 of profiles gone from the delivery are dropped. Clustering, the cannot-link rules and the
 co-residence passes then run on the whole, as in a full link.
 """
@@ -70,6 +71,7 @@ class Increment:
     kept: pl.DataFrame
     new_profiles: int
     dropped_profiles: int
+    reblocked_profiles: int = 0  # of the new: in the last link, but with other refining values
 
 
 def profile_blocks(profiles: pl.DataFrame, blocked: pl.DataFrame, rules: int) -> pl.DataFrame:
@@ -112,7 +114,8 @@ def plan_increment(current: pl.DataFrame, previous: ScoredPairs) -> Increment:
         )
     )
     fresh_rows = flagged.get_column(FRESH)
-    return Increment(fresh_rows, kept, int(fresh_rows.sum()), dropped)
+    reblocked = flagged.select((pl.col(FRESH) & pl.col("_was").is_not_null()).sum()).item()
+    return Increment(fresh_rows, kept, int(fresh_rows.sum()), dropped, int(reblocked))
 
 
 def tf_weights(splink_settings: dict[str, Any]) -> dict[str, float] | None:
@@ -181,14 +184,33 @@ def rescaled_pairs(
     return frame.select("unique_id_l", "unique_id_r", moved)
 
 
+def fresh_last(blocked: pl.DataFrame, fresh: pl.Series) -> pl.DataFrame:
+    """The profiles as Splink scores them in an incremental link: new profiles numbered after
+    all the others (number + n), so that in every pair Splink considers (the smaller number on
+    the left) with a new profile, the right one is new. `r._fresh` is then a condition on one
+    side, which DuckDB applies before the join: the join meets only the new profiles' blocks
+    (an `l._fresh OR r._fresh` condition is applied after it, to every pair of every block)."""
+    shift = pl.when(pl.col(FRESH)).then(blocked.height).otherwise(0)
+    return blocked.with_columns(fresh).with_columns(pl.col("unique_id") + shift)
+
+
+def original_numbers(pairs: pl.DataFrame, profiles: int) -> pl.DataFrame:
+    """Pairs scored on `fresh_last` numbers back on the profiles' own numbers, the smaller
+    first as Splink gives them."""
+    left, right = pl.col("unique_id_l") % profiles, pl.col("unique_id_r") % profiles
+    return pairs.with_columns(
+        pl.min_horizontal(left, right).alias("unique_id_l"),
+        pl.max_horizontal(left, right).alias("unique_id_r"),
+    )
+
+
 def with_fresh_rules(splink_settings: dict[str, Any]) -> dict[str, Any]:
-    """A resolved Splink settings dict whose prediction rules pair only where one side is new
-    (`FRESH`); the model's parameters and its fingerprint are unchanged."""
+    """A resolved Splink settings dict whose prediction rules pair only where the right side
+    is new (`fresh_last`); the model's parameters and its fingerprint are unchanged."""
     rules = splink_settings["blocking_rules_to_generate_predictions"]
     out = dict(splink_settings)
     out["blocking_rules_to_generate_predictions"] = [
-        {**rule, "blocking_rule": f"({rule['blocking_rule']}) AND (l.{FRESH} OR r.{FRESH})"}
-        for rule in rules
+        {**rule, "blocking_rule": f"({rule['blocking_rule']}) AND r.{FRESH}"} for rule in rules
     ]
     return out
 

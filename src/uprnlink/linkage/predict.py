@@ -30,6 +30,8 @@ from uprnlink.linkage.incremental import (
     KEY_COLUMNS,
     Increment,
     ScoredPairs,
+    fresh_last,
+    original_numbers,
     plan_increment,
     profile_blocks,
     rescaled_pairs,
@@ -519,7 +521,11 @@ def _score(
             entry.update(rule_split, block_cap=cap)
         if increment is not None:
             kept = increment.kept.filter(pl.col("match_probability") >= floor)
-            pairs = pl.concat([kept, pairs], how="vertical_relaxed")
+            found = original_numbers(pairs, profiles.height)
+            pairs = pl.concat([kept, found], how="vertical_relaxed")
+        # One order whatever Splink's threads or an incremental link gave: clustering and
+        # its passes then see the same pairs in the same order.
+        pairs = pairs.sort("unique_id_l", "unique_id_r")
         state = scored_pairs(blocked.current, pairs, blocked.frequencies, identifiers)
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
@@ -530,6 +536,7 @@ def _score(
     if increment is not None:
         scored.increment = {
             "new_profiles": increment.new_profiles,
+            "reblocked_profiles": increment.reblocked_profiles,
             "dropped_profiles": increment.dropped_profiles,
             "pairs_scored": n_scored,
             "pairs_kept": increment.kept.height,
@@ -566,7 +573,7 @@ def _blocked_profiles(
     frequencies = term_frequencies(profiles, weights or {})
     increment = _increment(current, previous, settings, identifiers, weights is not None)
     if increment is not None:
-        blocked = blocked.with_columns(increment.fresh)
+        blocked = fresh_last(blocked, increment.fresh)
         kept = rescaled_pairs(
             increment.kept, profiles, weights or {}, previous.frequencies, frequencies
         ) if previous is not None else increment.kept  # fmt: skip

@@ -198,8 +198,10 @@ def _linkage_inputs(settings: RunSettings) -> str:
     )
 
 
-# The linkage settings a kept pair depends on: which pairs are scored and kept, and how.
-_SCORING_SETTINGS = ("backend", "match_threshold", "threshold_mode", "block_cap")
+# The linkage settings a kept pair depends on: how it is scored and which pairs are kept. The
+# blocks (block_cap) are not among them: each profile's refining values are kept with it, and
+# a profile whose blocks changed is scored afresh (uprnlink.linkage.incremental).
+_SCORING_SETTINGS = ("backend", "match_threshold", "threshold_mode")
 
 
 def scoring_basis(settings: RunSettings) -> str:
