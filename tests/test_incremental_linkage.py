@@ -17,6 +17,7 @@ from uprnlink.linkage.incremental import (
     plan_increment,
     read_scored_pairs,
     rescaled_pairs,
+    settled_pairs,
     term_frequencies,
     write_scored_pairs,
 )
@@ -92,10 +93,10 @@ def test_incremental_clusters_equal_a_full_relink(months: dict[str, Any]) -> Non
     full, incr = months["full"], months["incr"]
     assert incr.clusters.sort("unique_id").equals(full.clusters.sort("unique_id"))
     assert incr.pairs_above_threshold == full.pairs_above_threshold
-    # The same pairs, by profile key, with the same scores: kept pairs score as they would.
+    # The same pairs, by profile key, with the same weights: kept pairs score as they would.
     got, want = _pairs(incr), _pairs(full)
-    assert got.drop("match_probability").equals(want.drop("match_probability"))
-    diff = (got.get_column("match_probability") - want.get_column("match_probability")).abs()
+    assert got.drop("match_weight").equals(want.drop("match_weight"))
+    diff = (got.get_column("match_weight") - want.get_column("match_weight")).abs()
     assert diff.max() < 1e-9  # type: ignore[operator]
 
 
@@ -159,7 +160,7 @@ def test_a_profile_whose_blocks_split_differently_is_rescored() -> None:
         pairs=pl.DataFrame(
             {
                 **{"a_h1": [1, 1], "a_h2": [4, 4], "b_h1": [2, 3], "b_h2": [5, 6]},
-                "match_probability": [0.99, 0.97],
+                "match_weight": [9.5, 8.0],
             }
         ),
         profiles=pl.DataFrame({**keys, "blocks": [7, 8, 9]}, schema_overrides=blocks),
@@ -172,7 +173,7 @@ def test_a_profile_whose_blocks_split_differently_is_rescored() -> None:
     )
     plan = plan_increment(current, previous)
     assert plan.fresh.to_list() == [False, False, True]
-    assert plan.kept.rows() == [(0, 1, 0.99)]
+    assert plan.kept.rows() == [(0, 1, 9.5)]
     assert plan.new_profiles == 1 and plan.dropped_profiles == 0 and plan.reblocked_profiles == 1
     gone = plan_increment(current.head(2), previous)
     assert gone.dropped_profiles == 1 and gone.kept.height == 1
@@ -193,10 +194,13 @@ def test_stored_pairs_are_reused_only_on_the_same_basis_and_key(
 
 
 def test_a_kept_pairs_score_moves_with_the_frequency_of_the_name_it_agrees_on() -> None:
-    kept = pl.DataFrame({"unique_id_l": [0, 0], "unique_id_r": [1, 2], "match_probability": 0.8})
+    kept = pl.DataFrame({"unique_id_l": [0, 0], "unique_id_r": [1, 2], "match_weight": 2.0})
     profiles = pl.DataFrame({"unique_id": [0, 1, 2], "forename": ["ANN", "ANN", "ANNE"]})
     before = term_frequencies(pl.DataFrame({"forename": ["ANN", "BOB"]}), ["forename"])
     after = term_frequencies(pl.DataFrame({"forename": ["ANN", "BOB", "BOB", "BOB"]}), ["forename"])
     moved = rescaled_pairs(kept, profiles, {"forename": 1.0}, before, after)
     # ANN was 1/2 of the forenames and is now 1/4: a match on it is worth one bit more.
-    assert moved.get_column("match_probability").to_list() == pytest.approx([8 / 9, 0.8])
+    assert moved.get_column("match_weight").to_list() == pytest.approx([3.0, 2.0])
+    settled = settled_pairs(moved, floor=0.5)
+    assert settled.get_column("match_probability").to_list() == pytest.approx([8 / 9, 0.8])
+    assert settled_pairs(moved, floor=0.85).height == 1

@@ -44,6 +44,8 @@ PAIRS_FILE = "scored_pairs.parquet"
 PROFILES_FILE = "scored_profiles.parquet"
 FREQUENCIES_FILE = "scored_frequencies.parquet"
 STATE_FILE = "scored_pairs.json"
+#: The layout of the files above (a part of the basis: files of another layout are not read).
+STATE_FORMAT = 2
 _A = {"profile_h1": "a_h1", "profile_h2": "a_h2"}
 _B = {"profile_h1": "b_h1", "profile_h2": "b_h2"}
 
@@ -51,7 +53,7 @@ _B = {"profile_h1": "b_h1", "profile_h2": "b_h2"}
 @dataclass(frozen=True)
 class ScoredPairs:
     """The last link's pairs at or above the review floor (a_h1, a_h2, b_h1, b_h2,
-    match_probability), its profiles (profile_h1, profile_h2, blocks: a hash of the
+    match_weight as Splink scored it, not settled), its profiles (profile_h1, profile_h2, blocks: a hash of the
     profile's refining values), the term frequencies it scored with (`term_frequencies`)
     and the identifiers it linked on."""
 
@@ -64,8 +66,8 @@ class ScoredPairs:
 @dataclass(frozen=True)
 class Increment:
     """What this link reuses: which profiles are new (a Boolean per profile row), the last
-    link's pairs between profiles that are not (unique_id_l, unique_id_r, match_probability,
-    on this link's profile numbers) and counts for the run summary."""
+    link's pairs between profiles that are not (unique_id_l, unique_id_r, match_weight, on
+    this link's profile numbers) and counts for the run summary."""
 
     fresh: pl.Series
     kept: pl.DataFrame
@@ -110,7 +112,7 @@ def plan_increment(current: pl.DataFrame, previous: ScoredPairs) -> Increment:
         .select(
             pl.min_horizontal("a", "b").alias("unique_id_l"),
             pl.max_horizontal("a", "b").alias("unique_id_r"),
-            "match_probability",
+            "match_weight",
         )
     )
     fresh_rows = flagged.get_column(FRESH)
@@ -157,7 +159,7 @@ def rescaled_pairs(
     before: pl.DataFrame,
     after: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Kept pairs' probabilities under this link's term frequencies: Splink adds
+    """Kept pairs' match weights under this link's term frequencies: Splink adds
     weight * (log2 u - log2 tf) to an exact match on an adjusted column, so the pair's match
     weight moves by weight * log2(tf before / tf after) for each such column it agrees on."""
     frame, shift = kept, pl.lit(0.0)
@@ -178,9 +180,7 @@ def rescaled_pairs(
         )  # fmt: skip
         agree = pl.col(f"_l{n}") == pl.col(f"_r{n}")
         shift = shift + pl.when(agree).then(pl.col(f"_s{n}")).otherwise(0.0).fill_null(0.0)
-    p = pl.col("match_probability")
-    odds = p / (1 - p) * (2**shift)
-    moved = pl.when(p < 1).then(odds / (1 + odds)).otherwise(p).alias("match_probability")
+    moved = (pl.col("match_weight") + shift).alias("match_weight")
     return frame.select("unique_id_l", "unique_id_r", moved)
 
 
@@ -204,6 +204,30 @@ def original_numbers(pairs: pl.DataFrame, profiles: int) -> pl.DataFrame:
     )
 
 
+#: Decimal places of match weight (bits) the pairs' probabilities are settled to.
+WEIGHT_DECIMALS = 6
+
+
+def settled_pairs(pairs: pl.DataFrame, floor: float) -> pl.DataFrame:
+    """Pairs (unique_id_l, unique_id_r, match_weight) sorted by profile numbers, with the
+    probability of their match weight rounded to WEIGHT_DECIMALS bits, at or above `floor`.
+
+    A kept pair's weight is moved by `rescaled_pairs` in other floating-point steps than
+    Splink's, so it can differ from a full relink's in the last bits; where two pairs tie
+    exactly (an incomplete record matching two people equally, the tie broken by cluster id)
+    that is enough to break the tie the other way. Settled to a millionth of a bit (two
+    names' frequencies differ by far more), both links give the same probability.
+    """
+    weight = pl.col("match_weight").round(WEIGHT_DECIMALS)
+    probability = (1 / (1 + pl.lit(2.0).pow(-weight))).alias("match_probability")
+    return (
+        pairs.sort("unique_id_l", "unique_id_r")
+        .with_columns(probability)
+        .filter(pl.col("match_probability") >= floor)
+        .select("unique_id_l", "unique_id_r", "match_probability", "match_weight")
+    )
+
+
 def with_fresh_rules(splink_settings: dict[str, Any]) -> dict[str, Any]:
     """A resolved Splink settings dict whose prediction rules pair only where the right side
     is new (`fresh_last`); the model's parameters and its fingerprint are unchanged."""
@@ -221,13 +245,13 @@ def scored_pairs(
     frequencies: pl.DataFrame,
     identifiers: frozenset[str],
 ) -> ScoredPairs:
-    """This link's pairs (unique_id_l, unique_id_r, match_probability on profile numbers),
+    """This link's pairs (unique_id_l, unique_id_r, match_weight on profile numbers),
     profiles (`profile_blocks`) by key and term frequencies, for the next link."""
     keys = current.select("unique_id", *KEY_COLUMNS)
     keyed = (
         pairs.join(keys.rename({**_A, "unique_id": "unique_id_l"}), on="unique_id_l")
         .join(keys.rename({**_B, "unique_id": "unique_id_r"}), on="unique_id_r")
-        .select(*_A.values(), *_B.values(), "match_probability")
+        .select(*_A.values(), *_B.values(), "match_weight")
     )
     return ScoredPairs(keyed, current.drop("unique_id"), frequencies, tuple(sorted(identifiers)))
 

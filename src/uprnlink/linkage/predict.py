@@ -36,6 +36,7 @@ from uprnlink.linkage.incremental import (
     profile_blocks,
     rescaled_pairs,
     scored_pairs,
+    settled_pairs,
     term_frequencies,
     tf_weights,
     with_fresh_rules,
@@ -520,13 +521,13 @@ def _score(
         for entry, rule_split in zip(blocking, split, strict=True):
             entry.update(rule_split, block_cap=cap)
         if increment is not None:
-            kept = increment.kept.filter(pl.col("match_probability") >= floor)
-            found = original_numbers(pairs, profiles.height)
-            pairs = pl.concat([kept, found], how="vertical_relaxed")
-        # One order whatever Splink's threads or an incremental link gave: clustering and
-        # its passes then see the same pairs in the same order.
-        pairs = pairs.sort("unique_id_l", "unique_id_r")
+            found = original_numbers(pairs, profiles.height).drop("match_probability")
+            pairs = pl.concat([increment.kept, found], how="vertical_relaxed")
+        # One order and one value whatever Splink's threads or an incremental link gave:
+        # clustering and its passes then see the same pairs in the same order.
+        pairs = settled_pairs(pairs.select("unique_id_l", "unique_id_r", "match_weight"), floor)
         state = scored_pairs(blocked.current, pairs, blocked.frequencies, identifiers)
+        pairs = pairs.drop("match_weight")
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)

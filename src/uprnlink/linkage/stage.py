@@ -21,7 +21,7 @@ from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
-from uprnlink.linkage.incremental import read_scored_pairs, write_scored_pairs
+from uprnlink.linkage.incremental import STATE_FORMAT, read_scored_pairs, write_scored_pairs
 from uprnlink.linkage.model import (
     LINKAGE_COLUMNS,
     MODEL_VERSION,
@@ -216,6 +216,7 @@ def scoring_basis(settings: RunSettings) -> str:
             "model": file_checksum(model_path) if model_path.exists() else None,
             "definition": [MODEL_VERSION, current_fingerprint(settings.linkage), RULES_VERSION],
             "libraries": [pl.__version__, version("splink")],
+            "format": STATE_FORMAT,
         }
     )
 
