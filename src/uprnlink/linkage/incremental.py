@@ -75,6 +75,16 @@ class Increment:
     dropped_profiles: int
     reblocked_profiles: int = 0  # of the new: in the last link, but with other refining values
 
+    def counts(self, pairs_scored: int) -> dict[str, int]:
+        """The run summary's `incremental` record, with the pairs this link scored."""
+        return {
+            "new_profiles": self.new_profiles,
+            "reblocked_profiles": self.reblocked_profiles,
+            "dropped_profiles": self.dropped_profiles,
+            "pairs_scored": pairs_scored,
+            "pairs_kept": self.kept.height,
+        }
+
 
 def profile_blocks(profiles: pl.DataFrame, blocked: pl.DataFrame, rules: int) -> pl.DataFrame:
     """Each profile's number, key and a hash of its refining values under every rule (an

@@ -533,16 +533,8 @@ def _score(
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
-    scored = _Scored(artefact, training, pairs, below, blocking, n_scored, histograms, state)
-    if increment is not None:
-        scored.increment = {
-            "new_profiles": increment.new_profiles,
-            "reblocked_profiles": increment.reblocked_profiles,
-            "dropped_profiles": increment.dropped_profiles,
-            "pairs_scored": n_scored,
-            "pairs_kept": increment.kept.height,
-        }
-    return scored
+    counts = increment.counts(n_scored) if increment is not None else None
+    return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms, state, counts)
 
 
 @dataclass
@@ -573,12 +565,12 @@ def _blocked_profiles(
     weights = tf_weights(settings_json(creator))
     frequencies = term_frequencies(profiles, weights or {})
     increment = _increment(current, previous, settings, identifiers, weights is not None)
-    if increment is not None:
+    if increment is not None and previous is not None:
         blocked = fresh_last(blocked, increment.fresh)
-        kept = rescaled_pairs(
+        moved = rescaled_pairs(
             increment.kept, profiles, weights or {}, previous.frequencies, frequencies
-        ) if previous is not None else increment.kept  # fmt: skip
-        increment = replace(increment, kept=kept)
+        )
+        increment = replace(increment, kept=moved)
     return _Blocked(blocked, split, cap, current, frequencies, increment)
 
 
