@@ -303,9 +303,3 @@ def read_scored_pairs(linkage_dir: Path, key: MasterKey, basis: str) -> ScoredPa
         log.info("linkage: full link (the scored pairs are from another key epoch)")
         return None
     return ScoredPairs(pairs, profiles, frequencies, tuple(state.get("identifiers", ())))
-
-
-def clear_scored_pairs(linkage_dir: Path) -> None:
-    """Remove the stored pairs (a link whose pairs cannot be reused next time)."""
-    for name in (STATE_FILE, PAIRS_FILE, PROFILES_FILE, FREQUENCIES_FILE):
-        (linkage_dir / name).unlink(missing_ok=True)
