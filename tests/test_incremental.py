@@ -89,6 +89,10 @@ def test_one_changed_extract_is_the_only_one_ingested_and_ids_stay_stable(tree: 
     link = third.linkage
     assert link["reused"] is False
     assert link["model"]["trained"] is False  # the saved model is reused
+    # Only the pairs of new profiles are scored; the last link's others are kept.
+    scored = link["incremental"]
+    assert scored["dropped_profiles"] > 0 and scored["pairs_kept"] > 0
+    assert scored["pairs_scored"] == link["candidate_pairs"] < scored["pairs_kept"]
     ids = link["ids"]
     assert ids["kept"] >= 0.9 * (ids["kept"] + ids["created"])
     after = published_tables(settings, "20260201T000000Z-0003")
@@ -109,6 +113,7 @@ def test_rebuild_ingests_everything_again_and_gives_the_same_content(tree: Path)
     summary = runner.run_all(str(tree), run_id="20260201T000000Z-0004", rebuild=True)
     assert set(summary.changes.values()) == {"ingested"}
     assert summary.linkage["model"]["trained"] is True
+    assert "incremental" not in summary.linkage  # a new model scores every pair
     # From scratch again (a new model, no previous ids) on the same inputs and key: the same
     # content, person and household ids included.
     again = runner.run_all(str(tree), run_id="20260201T000000Z-0014", rebuild=True)

@@ -167,6 +167,8 @@ class LinkSummary(TypedDict):
     baselines: NotRequired[dict[str, BaselineRecord]]
     reused: NotRequired[bool]
     linked_in_run: NotRequired[str | None]
+    # What an incremental link reused (new_profiles, dropped_profiles, pairs_scored, pairs_kept).
+    incremental: NotRequired[dict[str, int]]
 
 
 class PublishedRelease(TypedDict):

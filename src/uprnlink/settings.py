@@ -317,6 +317,9 @@ class LinkageSettings:
     # Train on one DuckDB thread so the same inputs give bit-identical parameters (and people);
     # false trades that for speed (`make bench` measures the difference).
     repeatable_training: StrictBool = True
+    # A delivery with at most this share of new identifier profiles scores only their pairs and
+    # reuses the last link's (uprnlink.linkage.incremental); 0: always a full link.
+    incremental_max_new: Share = 0.3
     seed: StrictInt = 42
     spark_master: Text | None = None  # e.g. "spark://host:7077"; default local[threads]
     # Extra SparkSession settings.

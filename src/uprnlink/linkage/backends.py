@@ -72,14 +72,15 @@ class DuckDBLinkage:
             self.con.execute(f"SET threads = {self.threads}")
 
     def scored(self, predictions: Any, threshold: float) -> tuple[dict[str, int], pl.DataFrame]:
-        """Pairs scored per blocking rule (match_key) and the pairs at or above `threshold`."""
+        """Pairs scored per blocking rule (match_key) and the pairs at or above `threshold`
+        (unique_id_l, unique_id_r, match_probability, match_weight)."""
         table = predictions.physical_name
         counts = self.con.execute(
             f"SELECT CAST(match_key AS VARCHAR), count(*) FROM {table} GROUP BY ALL"
         ).fetchall()
         above = pl.from_arrow(
             self.con.sql(
-                f"SELECT unique_id_l, unique_id_r, match_probability FROM {table} "
+                f"SELECT unique_id_l, unique_id_r, match_probability, match_weight FROM {table} "
                 f"WHERE match_probability >= {float(threshold)!r}"
             ).to_arrow_table()
         )
@@ -145,7 +146,8 @@ class SparkLinkage:
         return nullcontext()
 
     def scored(self, predictions: Any, threshold: float) -> tuple[dict[str, int], pl.DataFrame]:
-        """Pairs scored per blocking rule (match_key) and the pairs at or above `threshold`."""
+        """Pairs scored per blocking rule (match_key) and the pairs at or above `threshold`
+        (unique_id_l, unique_id_r, match_probability, match_weight)."""
         from pyspark.sql import functions as F
 
         frame = predictions.as_spark_dataframe()
@@ -155,7 +157,7 @@ class SparkLinkage:
         }
         path = self.work_dir / f"{predictions.physical_name}_above.parquet"
         frame.filter(F.col("match_probability") >= threshold).select(
-            "unique_id_l", "unique_id_r", "match_probability"
+            "unique_id_l", "unique_id_r", "match_probability", "match_weight"
         ).write.mode("overwrite").parquet(path.as_posix())
         return counts, pl.read_parquet(path / "*.parquet")
 

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,21 @@ from uprnlink.linkage.coresidence import (
     link_companions,
     link_coresidents,
     link_movers,
+)
+from uprnlink.linkage.incremental import (
+    KEY_COLUMNS,
+    Increment,
+    ScoredPairs,
+    fresh_last,
+    original_numbers,
+    plan_increment,
+    profile_blocks,
+    rescaled_pairs,
+    scored_pairs,
+    settled_pairs,
+    term_frequencies,
+    tf_weights,
+    with_fresh_rules,
 )
 from uprnlink.linkage.model import (
     FULL_IDENTIFIERS,
@@ -101,6 +116,10 @@ class LinkageResult:
     # reason), and how many reviewers' labels this run applied (uprnlink.linkage.review).
     review: pl.DataFrame | None = None
     labels_applied: dict[str, int] | None = None
+    # Every pair kept from prediction, by profile key, for the next link to reuse
+    # (uprnlink.linkage.incremental), and what this link reused (None: a full link).
+    scored: ScoredPairs | None = None
+    incremental: dict[str, int] | None = None
 
 
 def person_id_expr(col: str = "cluster_id") -> pl.Expr:
@@ -148,7 +167,8 @@ def linkage_profiles(
     one profile could not be split between them.
 
     Returns `profiles` (unique_id: a profile number 0..n-1, the same for the same records in
-    every run; the compared columns, forename roots and move_next) and `members` (unique_id,
+    every run; the compared columns, forename roots, move_next and the profile's key
+    `KEY_COLUMNS`, which does not depend on the other records) and `members` (unique_id,
     source_dataset, profile) with one row per record.
     """
     columns = profile_columns(identifiers)
@@ -198,6 +218,7 @@ def linkage_profiles(
         pl.col("profile").alias("unique_id"),
         *columns,
         (pl.col("period_end") + timedelta(days=1)).alias("move_next"),
+        *(pl.col(h).alias(k) for h, k in zip(("_h1", "_h2"), KEY_COLUMNS, strict=True)),
     )
     profiles = profiles.with_columns(forename_roots(profiles.get_column("forename")))
     return profiles, members
@@ -338,6 +359,7 @@ def link_people(
     retrain: bool = False,
     listings: pl.DataFrame | None = None,
     review_labels: pl.DataFrame | None = None,
+    previous: ScoredPairs | None = None,
 ) -> LinkageResult:
     """Predict pairs and cluster the records into people, with a saved model when it fits.
 
@@ -347,7 +369,8 @@ def link_people(
     on which account, tenancy or claim, and when) feed the cannot-link rules, which run when
     `settings.cannot_link` is set. `review_labels` (unique_id_l, unique_id_r, label: the
     reviewers' current labels on record keys) add match labels as must-link pairs and
-    non-match labels as cannot-link pairs (rule `clerical`).
+    non-match labels as cannot-link pairs (rule `clerical`). `previous` (the last link's
+    pairs, scored with this model) makes the link incremental when few profiles are new.
 
     Along Splink's own seams: profiles, then training (or the saved model) and inference in
     one backend session (`_score`), the threshold (`_pick_threshold`), clustering with the
@@ -356,18 +379,9 @@ def link_people(
     check_records(records, LINKAGE_COLUMNS)
     identifiers = identifiers_present(records)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     if not settings.cannot_link:
         listings = None
-    profiles, members = linkage_profiles(records, listings, identifiers)
-    timings["profiles"] = round(time.perf_counter() - t0, 2)
-    log.info(
-        "linkage: %s records hold %s distinct identifier profiles (%s backend)",
-        f"{records.height:,}",
-        f"{profiles.height:,}",
-        settings.backend,
-    )
-    log.info("linkage: identifiers carried: %s", ", ".join(sorted(identifiers)))
+    profiles, members = _profiles(records, listings, identifiers, settings, timings)
     creator = settings_dict(settings.match_threshold, identifiers)
     fingerprint = settings_fingerprint(settings_json(creator))
     taught = _training_labels(settings, review_labels, records)
@@ -375,7 +389,7 @@ def link_people(
     saved = None if fresh else reusable_model(model, fingerprint)
     scored = _score(
         records, profiles, settings, identifiers, creator, fingerprint, model, saved, work_dir,
-        timings, taught,
+        timings, taught, previous,
     )  # fmt: skip
     threshold, choice, pairs, below = _pick_threshold(settings, scored)
     if settings.train_from_labels == "threshold" and review_labels is not None:
@@ -407,7 +421,31 @@ def link_people(
         training=scored.training,
         review=review,
         labels_applied=applied,
+        scored=scored.state,
+        incremental=scored.increment,
     )
+
+
+def _profiles(
+    records: pl.DataFrame,
+    listings: pl.DataFrame | None,
+    identifiers: frozenset[str],
+    settings: LinkageSettings,
+    timings: dict[str, float],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The records' distinct identifier profiles and each record's profile
+    (`linkage_profiles`), timed and logged."""
+    t0 = time.perf_counter()
+    profiles, members = linkage_profiles(records, listings, identifiers)
+    timings["profiles"] = round(time.perf_counter() - t0, 2)
+    log.info(
+        "linkage: %s records hold %s distinct identifier profiles (%s backend)",
+        f"{records.height:,}",
+        f"{profiles.height:,}",
+        settings.backend,
+    )
+    log.info("linkage: identifiers carried: %s", ", ".join(sorted(identifiers)))
+    return profiles, members
 
 
 def _training_labels(
@@ -476,6 +514,8 @@ class _Scored:
     blocking: list[dict[str, Any]]
     n_scored: int
     histograms: list[pl.DataFrame]
+    state: ScoredPairs  # every pair kept from prediction, by profile key (for the next link)
+    increment: dict[str, int] | None = None  # counts, when the link was incremental
 
 
 def _score(
@@ -490,41 +530,31 @@ def _score(
     work_dir: Path,
     timings: dict[str, float],
     taught: pl.DataFrame | None = None,
+    previous: ScoredPairs | None = None,
 ) -> _Scored:
-    """Train a model on the records (or load the saved one), then score the profiles' pairs,
-    in one backend session."""
+    """Train a model on the records (or load the saved one), then score the profiles' pairs
+    (with `previous` pairs that still hold, only those of new profiles), in one session."""
     from splink import Linker
 
     training: list[str] = []
     backend = linkage_backend(settings, work_dir)
     try:
         t1 = time.perf_counter()
-        blocked, split = _split_blocks(profiles, settings, identifiers, records.height)
-        sdf = backend.register(blocked, "profiles")
-        del blocked
+        reuse = previous if saved is not None else None
+        blocked = _blocked_profiles(profiles, settings, identifiers, creator, reuse, records.height)
+        split, increment = blocked.split, blocked.increment
+        sdf = backend.register(blocked.profiles, "profiles")
+        blocked.profiles = blocked.profiles.clear()
         template = with_split_rules(settings_json(creator, backend.dialect), split)
+        if increment is not None:
+            template = with_fresh_rules(template)
         if saved is not None:
             linker = Linker(sdf, with_parameters(template, saved), log_level=logging.ERROR)
             assert model is not None
             artefact = model
             timings["load_model"] = round(time.perf_counter() - t1, 2)
         else:
-            # Trained on the records themselves: the parameters describe pairs of records (on
-            # 1M synthetic records, training on profiles instead lost 0.0004 precision and
-            # 0.0008 recall). Every training step samples, so this stays bounded.
-            training_records = splink_records(records, identifiers=identifiers)
-            table = backend.register(training_records, "records")
-            one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
-            labels = None if taught is None else backend.register(taught, "clerical_labels")
-            with backend.progress("linkage: training"), one_thread:
-                trained, training = train_model(
-                    table, creator, settings, identifiers, training_records,
-                    None if labels is None or taught is None else (labels, taught.height),
-                )  # fmt: skip
-            del training_records
-            for registered in (table, labels):
-                if registered is not None:
-                    backend.release(registered)
+            trained, training = _train(backend, records, settings, identifiers, creator, taught)
             linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
             canonical = with_parameters(settings_json(creator), trained)
             artefact = model_artefact(canonical, fingerprint, records.height)
@@ -536,17 +566,139 @@ def _score(
         chunks = max(1, -(-profiles.height // settings.predict_chunk_records))
         retain = _retained(settings)
         histograms: list[pl.DataFrame] = []
+        floor = min(retain, review_floor(retain))
         pairs, blocking, n_scored = _predict(
-            linker, backend, min(retain, review_floor(retain)), chunks, histograms, identifiers
+            linker, backend, floor, chunks, histograms, identifiers
         )
         for entry, rule_split in zip(blocking, split, strict=True):
             entry.update(rule_split)
+        if increment is not None:
+            found = original_numbers(pairs, profiles.height).drop("match_probability")
+            pairs = pl.concat([increment.kept, found], how="vertical_relaxed")
+        # One order and one value whatever Splink's threads or an incremental link gave:
+        # clustering and its passes then see the same pairs in the same order.
+        pairs = settled_pairs(pairs.select("unique_id_l", "unique_id_r", "match_weight"), floor)
+        state = scored_pairs(blocked.current, pairs, blocked.frequencies, identifiers)
+        pairs = pairs.drop("match_weight")
         below = pairs.filter(pl.col("match_probability") < retain)
         pairs = pairs.filter(pl.col("match_probability") >= retain)
         timings["predict"] = round(time.perf_counter() - t2, 2)
     finally:
         backend.close()
-    return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms)
+    counts = increment.counts(n_scored) if increment is not None else None
+    return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms, state, counts)
+
+
+@dataclass
+class _Blocked:
+    """The profiles as Splink scores them (`_split_blocks`; with a `FRESH` column when the
+    link is incremental), what was split and each rule's cap, each profile's key and blocks
+    (`profile_blocks`), the term frequencies of the adjusted columns and the increment over
+    the last link (None for a full link)."""
+
+    profiles: pl.DataFrame
+    split: list[dict[str, Any]]
+    current: pl.DataFrame
+    frequencies: pl.DataFrame
+    increment: Increment | None
+
+
+def _train(
+    backend: DuckDBLinkage | SparkLinkage,
+    records: pl.DataFrame,
+    settings: LinkageSettings,
+    identifiers: frozenset[str],
+    creator: dict[str, Any],
+    taught: pl.DataFrame | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The trained parameters and the training steps taken, on the records themselves (and
+    the match labels in `taught`, with `train_from_labels = "m"`).
+
+    The parameters describe pairs of records (on 1M synthetic records, training on profiles
+    instead lost 0.0004 precision and 0.0008 recall); every training step samples, so this
+    stays bounded."""
+    training_records = splink_records(records, identifiers=identifiers)
+    table = backend.register(training_records, "records")
+    one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
+    labels = None if taught is None else backend.register(taught, "clerical_labels")
+    with backend.progress("linkage: training"), one_thread:
+        trained, training = train_model(
+            table, creator, settings, identifiers, training_records,
+            None if labels is None or taught is None else (labels, taught.height),
+        )  # fmt: skip
+    del training_records
+    for registered in (table, labels):
+        if registered is not None:
+            backend.release(registered)
+    return trained, training
+
+
+def _blocked_profiles(
+    profiles: pl.DataFrame,
+    settings: LinkageSettings,
+    identifiers: frozenset[str],
+    creator: dict[str, Any],
+    previous: ScoredPairs | None,
+    records: int,
+) -> _Blocked:
+    """The profiles blocked for scoring (a pair budget counted per record of the `records`),
+    incrementally over `previous` when it fits."""
+    blocked, split = _split_blocks(profiles.drop(KEY_COLUMNS), settings, identifiers, records)
+    current = profile_blocks(profiles, blocked, len(split))
+    weights = tf_weights(settings_json(creator))
+    frequencies = term_frequencies(profiles, weights or {})
+    increment = _increment(current, previous, settings, identifiers, weights is not None)
+    if increment is not None and previous is not None:
+        blocked = fresh_last(blocked, increment.fresh)
+        moved = rescaled_pairs(
+            increment.kept, profiles, weights or {}, previous.frequencies, frequencies
+        )
+        increment = replace(increment, kept=moved)
+    return _Blocked(blocked, split, current, frequencies, increment)
+
+
+def _increment(
+    current: pl.DataFrame,
+    previous: ScoredPairs | None,
+    settings: LinkageSettings,
+    identifiers: frozenset[str],
+    rescalable: bool = True,
+) -> Increment | None:
+    """The increment over the last link's pairs, or None (a full link) when there are none to
+    reuse, the link chooses its threshold from all scored pairs, the identifiers changed, a
+    term-frequency adjustment cannot be rescaled (`tf_weights`) or more than
+    `incremental_max_new` of the profiles are new; the path taken is logged."""
+    if previous is None:
+        return None
+    refusal = None
+    if settings.threshold_mode == "auto":
+        refusal = "the threshold is chosen from every scored pair (threshold_mode auto)"
+    elif previous.identifiers != tuple(sorted(identifiers)):
+        refusal = "the identifiers the records carry changed"
+    elif not rescalable:
+        refusal = "a term-frequency adjustment that kept pairs cannot be rescaled for"
+    if refusal is not None:
+        log.info("linkage: full link (%s)", refusal)
+        return None
+    increment = plan_increment(current, previous)
+    share = increment.new_profiles / max(1, current.height)
+    if share > settings.incremental_max_new:
+        log.info(
+            "linkage: full link (%.1f%% of the profiles are new, over incremental_max_new %.1f%%)",
+            100 * share,
+            100 * settings.incremental_max_new,
+        )
+        return None
+    log.info(
+        "linkage: incremental link: %s new profiles (%.1f%%) scored against all %s, %s gone; "
+        "%s pairs of the last link kept",
+        f"{increment.new_profiles:,}",
+        100 * share,
+        f"{current.height:,}",
+        f"{increment.dropped_profiles:,}",
+        f"{increment.kept.height:,}",
+    )
+    return increment
 
 
 def _split_blocks(

@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clus
 from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
 from uprnlink.linkage.coresidence import PASSES_VERSION
+from uprnlink.linkage.incremental import STATE_FORMAT, read_scored_pairs, write_scored_pairs
 from uprnlink.linkage.model import (
     LINKAGE_COLUMNS,
     MODEL_VERSION,
@@ -70,6 +72,9 @@ def link_records(
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
     model_path = z.linkage_dir / "model.json"
     saved = json.loads(model_path.read_text()) if model_path.exists() else None
+    previous = None
+    if not retrain and settings.linkage.incremental_max_new > 0:
+        previous = read_scored_pairs(z.linkage_dir, key, scoring_basis(settings))
     result = link_people(
         records,
         settings.linkage,
@@ -78,14 +83,20 @@ def link_records(
         retrain=retrain,
         listings=read_listings(settings, key, records),
         review_labels=labels if labels.height else None,
+        previous=previous,
     )
+    del previous
     if result.review is not None:
         write_trusted(review_queue_frame(result.review, records), z.review_queue, key)
     if result.model_trained:
         write_model(result.model, z.linkage_dir, run_id)
+    if result.scored is not None:
+        write_scored_pairs(result.scored, z.linkage_dir, key, scoring_basis(settings))
     report = write_clusters(result, z, key)
     summary = link_summary(result, report, settings.linkage.threshold_mode, retrain)
     summary["addresses_matched"] = matches.matched
+    if result.incremental is not None:
+        summary["incremental"] = result.incremental
     log.info(
         "linked into %d people (%s model; ids kept %d, created %d)",
         result.people,
@@ -192,6 +203,29 @@ def _linkage_inputs(settings: RunSettings) -> str:
                 RULES_VERSION,
                 PASSES_VERSION,
             ],
+        }
+    )
+
+
+# The linkage settings a kept pair depends on: how it is scored and which pairs are kept. The
+# blocks (block_cap) are not among them: each profile's refining values are kept with it, and
+# a profile whose blocks changed is scored afresh (uprnlink.linkage.incremental).
+_SCORING_SETTINGS = ("backend", "match_threshold", "threshold_mode")
+
+
+def scoring_basis(settings: RunSettings) -> str:
+    """Digest of what a scored pair depends on besides its two profiles: the saved model, the
+    settings that choose and score pairs, the versions of the model definition and cannot-link
+    rules, and the libraries that key the profiles (polars' hashes) and score them (Splink)."""
+    model_path = Zones(settings).linkage_dir / "model.json"
+    chosen = {name: getattr(settings.linkage, name) for name in _SCORING_SETTINGS}
+    return manifest.fingerprint(
+        {
+            "linkage": chosen,
+            "model": file_checksum(model_path) if model_path.exists() else None,
+            "definition": [MODEL_VERSION, current_fingerprint(settings.linkage), RULES_VERSION],
+            "libraries": [pl.__version__, version("splink")],
+            "format": STATE_FORMAT,
         }
     )
 
