@@ -53,9 +53,7 @@ def test_a_record_takes_the_uprn_of_the_one_address_written_alike_at_its_postcod
     assert found.records.get_column("unique_id").to_list() == ["r0", "r1"]
 
 
-def test_no_match_at_another_postcode_under_other_words_or_where_two_uprns_share_the_text() -> (
-    None
-):
+def test_no_match_at_another_postcode_under_other_words_or_where_two_uprns_share_the_text() -> None:
     records = _records(
         [
             ("council_tax", "3 High Street", "AB1 2CD", "U1"),
