@@ -232,6 +232,66 @@ def test_a_cell_fixed_only_by_several_lines_is_found() -> None:
     )
 
 
+def _rational_determined(withheld: list[bool], equations: list[tuple[int, list[int]]]) -> list[int]:
+    """The reference: entries e_q in the row space, over the rationals, of the equations
+    restricted to the withheld entries (sympy-free Gauss-Jordan with Fractions)."""
+    from fractions import Fraction
+
+    rows = []
+    for total, parts in equations:
+        row: dict[int, Fraction] = {}
+        for i, coef in ((total, -1), *((q, 1) for q in parts)):
+            if withheld[i]:
+                row[i] = row.get(i, Fraction(0)) + coef
+        rows.append({i: c for i, c in row.items() if c})
+    pivots: dict[int, dict[int, Fraction]] = {}
+    for original in rows:
+        row = dict(original)
+        for q in sorted(pivots):
+            if q in row:
+                f = row[q]
+                for j, c in pivots[q].items():
+                    row[j] = row.get(j, Fraction(0)) - f * c
+                row = {j: c for j, c in row.items() if c}
+        if not row:
+            continue
+        q = min(row)
+        row = {j: c / row[q] for j, c in row.items()}
+        for prow in pivots.values():
+            if q in prow:
+                f = prow[q]
+                for j, c in row.items():
+                    prow[j] = prow.get(j, Fraction(0)) - f * c
+                for j in [j for j, c in prow.items() if not c]:
+                    del prow[j]
+        pivots[q] = row
+    return sorted(q for q, row in pivots.items() if len(row) == 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(3, 14).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.booleans(), min_size=n, max_size=n),
+            st.lists(
+                st.tuples(
+                    st.integers(0, n - 1), st.lists(st.integers(0, n - 1), min_size=1, max_size=4)
+                ),
+                min_size=1,
+                max_size=8,
+            ),
+        )
+    )
+)
+def test_the_entries_fixed_modulo_the_primes_are_those_fixed_over_the_rationals(
+    case: tuple[list[bool], list[tuple[int, list[int]]]],
+) -> None:
+    withheld, raw = case
+    equations = [(t, [p for p in parts if p != t]) for t, parts in raw]
+    equations = [(t, parts) for t, parts in equations if parts]
+    assert determined_entries(withheld, equations) == _rational_determined(withheld, equations)
+
+
 @st.composite
 def two_way_tables(draw: st.DrawFn) -> pl.DataFrame:
     n_rows, n_cols = draw(st.integers(2, 5)), draw(st.integers(2, 5))
