@@ -137,6 +137,11 @@ def test_too_many_new_profiles_or_an_auto_threshold_link_in_full(
         ).incremental
         is None
     )
+    # On Spark the incremental path is not verified: a full link, decided before any scoring.
+    from uprnlink.linkage.predict import _increment
+
+    spark = replace(SETTINGS, backend="spark")
+    assert _increment(pl.DataFrame(), first.scored, spark, frozenset(first.identifiers)) is None
     auto = replace(SETTINGS, threshold_mode="auto")
     assert (
         link_people(

@@ -665,13 +665,16 @@ def _increment(
     rescalable: bool = True,
 ) -> Increment | None:
     """The increment over the last link's pairs, or None (a full link) when there are none to
-    reuse, the link chooses its threshold from all scored pairs, the identifiers changed, a
-    term-frequency adjustment cannot be rescaled (`tf_weights`) or more than
-    `incremental_max_new` of the profiles are new; the path taken is logged."""
+    reuse, the backend is not DuckDB (the incremental path is verified there only), the link
+    chooses its threshold from all scored pairs, the identifiers changed, a term-frequency
+    adjustment cannot be rescaled (`tf_weights`) or more than `incremental_max_new` of the
+    profiles are new; the path taken is logged."""
     if previous is None:
         return None
     refusal = None
-    if settings.threshold_mode == "auto":
+    if settings.backend != "duckdb":
+        refusal = f"incremental links are verified on DuckDB only, not {settings.backend}"
+    elif settings.threshold_mode == "auto":
         refusal = "the threshold is chosen from every scored pair (threshold_mode auto)"
     elif previous.identifiers != tuple(sorted(identifiers)):
         refusal = "the identifiers the records carry changed"
