@@ -237,17 +237,6 @@ def _apply_moves(
     return moved, n_refused
 
 
-def _follows_on_expr() -> pl.Expr:
-    """One stay (period_start, period_end) ends on the day, or the day before, the other
-    (other_start, other_end) begins, either way round (an open end follows nothing)."""
-    day = pl.duration(days=1)
-    return pl.col("other_start").is_between(
-        pl.col("period_end"), pl.col("period_end") + day
-    ).fill_null(False) | pl.col("period_start").is_between(
-        pl.col("other_end"), pl.col("other_end") + day
-    ).fill_null(False)
-
-
 # Two names that may be one person's on a council record: both the same, or one of them the
 # same and the other an initial it begins with or, past three letters, one keystroke away
 # (JOSSHUA, GRREEN); never a slip in both.
