@@ -172,6 +172,18 @@ def _movers(
     return profiles, sources
 
 
+def _party_after_movers(
+    rows: list[tuple[int, str, str, str | None, str | None, str | None, str, str | None, str]],
+) -> int:
+    """The cluster of the party (profile 3, cluster 30) after the mover pass over `rows`,
+    profiles 1 and 2 starting in cluster 10."""
+    profiles, sources = _movers(rows)
+    labels = link_movers(
+        _labels({1: 10, 2: 10, 3: 30}), profiles, CoresidenceReport(), None, sources
+    )
+    return _cluster_of(labels, 3)
+
+
 def test_a_lone_party_follows_its_move_to_the_one_person_of_its_name() -> None:
     profiles, sources = _movers(MOVER)
     report = CoresidenceReport()
@@ -287,11 +299,7 @@ def test_a_mover_is_found_under_a_slip_an_initial_or_another_name_of_the_person(
     # married name (HELEN WOOD) whose cluster also holds her GP record as HELEN HUGHES.
     for forename, surname in (("HELLEN", "HUGHES"), ("H", "HUGHES"), ("HELEN", "HUGHESS")):
         follows = (2, forename, surname, None, None, "U2", "2019-06-01", None, "council_tax")
-        profiles, sources = _movers([MOVER[0], follows, MOVER[2]])
-        labels = link_movers(
-            _labels({1: 10, 2: 10, 3: 30}), profiles, CoresidenceReport(), None, sources
-        )
-        assert _cluster_of(labels, 3) == 10, (forename, surname)
+        assert _party_after_movers([MOVER[0], follows, MOVER[2]]) == 10, (forename, surname)
     married = (2, "HELEN", "WOOD", None, None, "U2", "2019-06-01", None, "council_tax")
     gp_elsewhere = (1, "HELEN", "HUGHES", "1980-02-03", "N1", None, "2016-02-01", None, "gp")
     profiles, sources = _movers([gp_elsewhere, married, MOVER[2]])
@@ -302,11 +310,8 @@ def test_a_mover_is_found_under_a_slip_an_initial_or_another_name_of_the_person(
     # not one person.
     for forename, surname in (("HELEN", "HUGH"), ("HELLEN", "HUGHESS")):
         follows = (2, forename, surname, None, None, "U2", "2019-06-01", None, "council_tax")
-        profiles, sources = _movers([(1, forename, surname, *MOVER[0][3:]), follows, MOVER[2]])
-        labels = link_movers(
-            _labels({1: 10, 2: 10, 3: 30}), profiles, CoresidenceReport(), None, sources
-        )
-        assert _cluster_of(labels, 3) == 30, (forename, surname)
+        rows = [(1, forename, surname, *MOVER[0][3:]), follows, MOVER[2]]
+        assert _party_after_movers(rows) == 30, (forename, surname)
 
 
 # The companion pass. A couple billed together on account A1 at U1 until 2015 (3: HELEN HUGHES
