@@ -272,7 +272,7 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
         .select("cluster_id", "forename", "surname")
         .unique()
     )
-    follows = _follows_on(candidates, stays)
+    follows = _follows_on(candidates, stays, names)
     con = duckdb.connect()
     try:
         for name, frame in (("f", follows), ("c", candidates), ("n", names)):
@@ -292,39 +292,45 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
     return found.with_columns(pl.len().over("unique_id").cast(pl.UInt32).alias("targets"))
 
 
-def _follows_on(candidates: pl.DataFrame, stays: pl.DataFrame) -> pl.DataFrame:
+def _follows_on(candidates: pl.DataFrame, stays: pl.DataFrame, names: pl.DataFrame) -> pl.DataFrame:
     """(unique_id, cluster_id) where a stay of the cluster at another UPRN token begins on the
     day, or the day after, the candidate's ends, or ends on the day, or the day before, it
-    begins: four equi-joins on a date (a range join over every candidate and stay took
-    minutes at a million records)."""
+    begins, and the cluster has a name sharing the candidate's surname or forename (every
+    pair `_NAMES_AGREE` accepts has one of them the same). Equi-joins on a date and a name: a
+    range join over every candidate and stay took minutes at a million records, and a date
+    alone (the day an extract's window opens) pairs too many at five million."""
     day = pl.duration(days=1)
-    mine = candidates.select("unique_id", "uprn_token", "period_start", "period_end")
+    mine = candidates.select(
+        "unique_id", "uprn_token", "forename", "surname", "period_start", "period_end"
+    )
     ends = pl.concat(
-        [mine.select("unique_id", "uprn_token", (pl.col("period_end") + day * k).alias("_d"))
-         for k in (0, 1)]
-    )  # fmt: skip
+        [mine.with_columns((pl.col("period_end") + day * k).alias("_d")) for k in (0, 1)]
+    )
     starts = pl.concat(
-        [mine.select("unique_id", "uprn_token", (pl.col("period_start") - day * k).alias("_d"))
-         for k in (0, 1)]
-    )  # fmt: skip
-    theirs = stays.select(
-        "cluster_id", pl.col("uprn_token").alias("_at"), "period_start", "period_end"
+        [mine.with_columns((pl.col("period_start") - day * k).alias("_d")) for k in (0, 1)]
     )
-    found = pl.concat(
-        [
-            ends.drop_nulls("_d").join(
-                theirs.select("cluster_id", "_at", pl.col("period_start").alias("_d")), on="_d"
-            ),
-            starts.drop_nulls("_d").join(
-                theirs.select("cluster_id", "_at", pl.col("period_end").alias("_d")).drop_nulls(
-                    "_d"
-                ),
-                on="_d",
-            ),
-        ]
+    theirs = stays.join(names, on="cluster_id").select(
+        "cluster_id",
+        pl.col("uprn_token").alias("_at"),
+        pl.col("forename").alias("_forename"),
+        pl.col("surname").alias("_surname"),
+        "period_start",
+        "period_end",
     )
+    found = []
+    for side, column in ((ends, "period_start"), (starts, "period_end")):
+        dated = theirs.select(
+            "cluster_id", "_at", "_forename", "_surname", pl.col(column).alias("_d")
+        ).drop_nulls("_d")
+        for name in ("surname", "forename"):
+            found.append(
+                side.drop_nulls("_d")
+                .join(dated.rename({f"_{name}": name}), on=["_d", name])
+                .select("unique_id", "uprn_token", "cluster_id", "_at")
+            )
     return (
-        found.filter(pl.col("_at") != pl.col("uprn_token"))
+        pl.concat(found)
+        .filter(pl.col("_at") != pl.col("uprn_token"))
         .select("unique_id", "cluster_id")
         .unique()
     )
