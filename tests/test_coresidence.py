@@ -7,6 +7,7 @@ from datetime import date
 import polars as pl
 
 from uprnlink.linkage.coresidence import (
+    MAX_UNIT,
     CoresidenceReport,
     link_companions,
     link_coresidents,
@@ -312,6 +313,54 @@ def test_a_mover_is_found_under_a_slip_an_initial_or_another_name_of_the_person(
         follows = (2, forename, surname, None, None, "U2", "2019-06-01", None, "council_tax")
         rows = [(1, forename, surname, *MOVER[0][3:]), follows, MOVER[2]]
         assert _party_after_movers(rows) == 30, (forename, surname)
+
+
+def test_an_incomplete_chain_the_model_joined_moves_as_one() -> None:
+    # H HUGHES at U0 until 2012-03-31 (4) and HELEN HUGHES at U1 after (3): the model joined
+    # the two accounts (cluster 30), neither with a date of birth. The cluster follows on to
+    # Helen at U2 (cluster 10) and moves whole, in one round.
+    first = (4, "H", "HUGHES", None, None, "U0", "2008-01-01", "2012-03-31", "council_tax")
+    profiles, sources = _movers([*MOVER, first])
+    report = CoresidenceReport()
+    chain = _labels({1: 10, 2: 10, 3: 30, 4: 30})
+    labels = link_movers(chain, profiles, report, None, sources, 1)
+    assert _cluster_of(labels, 3) == 10 and _cluster_of(labels, 4) == 10
+    assert report.movers == 2
+    # A cluster of more than MAX_UNIT incomplete profiles is not a candidate.
+    extra = [
+        (20 + i, "HELEN", "HUGHES", None, None, f"U{20 + i}", "1990-01-01", "1990-12-31", "ct")
+        for i in range(MAX_UNIT)
+    ]
+    profiles, sources = _movers([*MOVER, first, *extra])
+    big = _labels({1: 10, 2: 10, 3: 30, 4: 30, **{row[0]: 30 for row in extra}})
+    labels = link_movers(big, profiles, CoresidenceReport(), None, sources)
+    assert _cluster_of(labels, 3) == 30
+    # Refused whole: 4 shared an account with Helen's own at U0 at the same time.
+    listings = pl.DataFrame(
+        {
+            "unique_id": [4, 1],
+            "listing": ["A9", "A9"],
+            "start": [D("2008-01-01"), D("2008-01-01")],
+            "end": [D("2012-03-31"), D("2012-03-31")],
+            "role": [None, None],
+        },
+        schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
+    )
+    profiles, sources = _movers([*MOVER, first])
+    report = CoresidenceReport()
+    labels = link_movers(chain, profiles, report, listings, sources, 1)
+    assert _cluster_of(labels, 3) == 30 and _cluster_of(labels, 4) == 30
+    assert (report.movers, report.movers_refused) == (0, 2)
+
+
+def test_a_mover_is_found_under_a_known_variant_or_two_letters_swapped() -> None:
+    # The party is NELL HUGHES (a known variant of HELEN), or HLEEN (two letters swapped).
+    for forename in ("NELL", "HLEEN"):
+        party = (3, forename, "HUGHES", None, None, "U1", "2012-04-01", "2019-05-31", "ct")
+        assert _party_after_movers([*MOVER[:2], party]) == 10, forename
+    # A variant or a swap is one name's slip: the surname must then agree exactly.
+    party = (3, "NELL", "HUGHS", None, None, "U1", "2012-04-01", "2019-05-31", "ct")
+    assert _party_after_movers([*MOVER[:2], party]) == 30
 
 
 # The companion pass. A couple billed together on account A1 at U1 until 2015 (3: HELEN HUGHES

@@ -19,10 +19,12 @@ same months. The pass is guarded so that it cannot join two people:
   conflict in the cluster (two people on one account at once).
 
 The mover pass (`link_movers`, run after it) follows the same kind of record to the address it
-moved to: a lone incomplete record whose stay ends on the day, or the day before, a stay of
-exactly one person begins at another UPRN (or begins as theirs ends) joins that person, when a
-name of that person's agrees with its own (the same, or one of forename and surname the same and
-the other an initial or one keystroke away: `_NAMES_AGREE`); the person's names and stays are
+moved to: an incomplete cluster (a lone record, or up to MAX_UNIT records the model joined to
+each other, none with a date of birth or NHS number: a chain of council tax accounts) one of
+whose stays ends on the day, or the day before, a stay of exactly one person begins at another
+UPRN (or begins as theirs ends) joins that person whole, when a name of that person's agrees
+with its own (the same, or one of forename and surname the same and the other an initial, a
+known variant or one keystroke away: `_NAMES_AGREE`); the person's names and stays are
 those of all their records, so a liability under a married name follows on from one under the
 maiden name their GP record still carries. Round after round along a chain of moves; not when
 that person held an account, tenancy or claim at a third address through the record's own stay
@@ -46,12 +48,15 @@ from typing import Any
 import polars as pl
 
 from uprnlink.linkage.constraints import conflict_pairs
+from uprnlink.linkage.model import forename_roots
 from uprnlink.sources import sources_with
 
 #: The passes' version: part of the link stage's input fingerprint, so a release that joins
 #: records differently links afresh instead of reusing the last clusters.
-PASSES_VERSION = "coresidence/2"
+PASSES_VERSION = "coresidence/3"
 _NODE = ("uprn_token", "forename", "period_start", "period_end")
+#: The most profiles an incomplete cluster may hold and still move as one in the mover pass.
+MAX_UNIT = 4
 #: The profile columns the pass reads.
 CORESIDENT_COLUMNS = ("unique_id", "dob", "nhs_token", *_NODE)
 #: The profile columns the mover pass reads.
@@ -223,14 +228,20 @@ def _apply_moves(
     listings: pl.DataFrame | None,
 ) -> tuple[pl.DataFrame, int]:
     """Labels with each move (unique_id, _to) made, except those after which the cannot-link
-    rules find a conflict in the joined cluster; and how many moves were refused so."""
+    rules find a conflict in the joined cluster; and how many moves were refused so. Moves
+    with a `_unit` (the candidate's cluster) are refused a unit at a time."""
     if moves.height == 0:
         return labels, 0
-    moved = _relabel(labels, moves)
+    moved = _relabel(labels, moves.select("unique_id", "_to"))
     attributes = profiles.select("unique_id", "nhs_token", "dob")
     touched = moved.filter(pl.col("cluster_id").is_in(moves.get_column("_to").implode()))
     conflicts = conflict_pairs(touched, attributes, listings)
     refused = pl.concat([conflicts.get_column("a"), conflicts.get_column("b")]).unique()
+    if "_unit" in moves.columns:
+        # A unit moves whole or not at all.
+        units = moves.filter(pl.col("unique_id").is_in(refused.implode())).get_column("_unit")
+        refused = moves.filter(pl.col("_unit").is_in(units.implode())).get_column("unique_id")
+        moves = moves.drop("_unit")
     n_refused = moves.filter(pl.col("unique_id").is_in(refused.implode())).height
     if n_refused:
         moved = _relabel(labels, moves.filter(~pl.col("unique_id").is_in(refused.implode())))
@@ -238,31 +249,45 @@ def _apply_moves(
 
 
 # Two names that may be one person's on a council record: both the same, or one of them the
-# same and the other an initial it begins with or, past three letters, one keystroke away
-# (JOSSHUA, GRREEN); never a slip in both.
+# same and the other an initial it begins with, a known variant of the same name (BOB and
+# ROBERT: forename roots) or, past three letters, one keystroke away (JOSSHUA, GRREEN, RCAIG);
+# never a slip in both.
 _FORENAME_CLOSE = """(n.forename = c.forename
     OR (length(c.forename) = 1 AND left(n.forename, 1) = c.forename)
     OR (length(n.forename) = 1 AND left(c.forename, 1) = n.forename)
-    OR (length(c.forename) > 3 AND levenshtein(n.forename, c.forename) <= 1))"""
+    OR len(list_intersect(n.roots, c.roots)) > 0
+    OR (length(c.forename) > 3 AND damerau_levenshtein(n.forename, c.forename) <= 1))"""
 _SURNAME_CLOSE = """(n.surname = c.surname
-    OR (length(c.surname) > 3 AND levenshtein(n.surname, c.surname) <= 1))"""
+    OR (length(c.surname) > 3 AND damerau_levenshtein(n.surname, c.surname) <= 1))"""
 _NAMES_AGREE = f"""((n.forename = c.forename AND {_SURNAME_CLOSE})
     OR (n.surname = c.surname AND {_FORENAME_CLOSE}))"""
 
 
+def _incomplete_units(nodes: pl.DataFrame, known: list[pl.Expr]) -> pl.DataFrame:
+    """The candidates of the mover pass: profiles carrying each of the `known` columns in a
+    cluster of at most MAX_UNIT profiles none of which is complete. The cluster (a lone
+    profile, or a chain of accounts the model joined to each other, none with a date of birth)
+    moves as one."""
+    size = pl.len().over("cluster_id")
+    return nodes.filter(~_complete().any().over("cluster_id") & (size <= MAX_UNIT)).filter(*known)
+
+
 def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
-    """For each candidate (a profile alone in its cluster with no date of birth or NHS number,
-    with a UPRN token, forename, surname and period), the clusters holding a complete profile
-    with a stay at another UPRN token that follows on from the candidate's (ends the day
-    before, or on the day, the candidate's begins, or begins as it ends) and a name that agrees
-    with the candidate's (`_NAMES_AGREE`) on any of its profiles: a cluster's names and stays
-    are the person's, so a liability under a married name still follows on from one under the
-    maiden name the person's GP record carries. Columns: unique_id, cluster_id, targets."""
+    """For each candidate cluster (`_incomplete_units`: no profile with a date of birth or NHS
+    number; its profiles with a UPRN token, forename, surname and period), the clusters holding
+    a complete profile with a stay at another UPRN token that follows on from one of the
+    candidate's (ends the day before, or on the day, it begins, or begins as it ends) and a
+    name that agrees with that profile's (`_NAMES_AGREE`) on any of its profiles: a cluster's
+    names and stays are the person's, so a liability under a married name still follows on
+    from one under the maiden name the person's GP record carries. Columns: unique_id (the
+    candidate's profile that follows on), _unit (its cluster), cluster_id (the target) and
+    targets (how many clusters the unit follows on to)."""
     import duckdb
 
     nodes = labels.join(profiles, on="unique_id", how="inner")
     known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
-    candidates = _lone_incomplete(nodes, known).select("unique_id", *_NODE, "surname")
+    units = _incomplete_units(nodes, known)
+    candidates = units.select("unique_id", *_NODE, "surname")
     anchored = nodes.filter(_complete().any().over("cluster_id"))
     stays = anchored.filter(
         pl.col("uprn_token").is_not_null() & pl.col("period_start").is_not_null()
@@ -273,6 +298,10 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
         .unique()
     )
     follows = _follows_on(candidates, stays, names)
+    candidates = candidates.with_columns(
+        forename_roots(candidates.get_column("forename")).alias("roots")
+    )
+    names = names.with_columns(forename_roots(names.get_column("forename")).alias("roots"))
     con = duckdb.connect()
     try:
         for name, frame in (("f", follows), ("c", candidates), ("n", names)):
@@ -289,7 +318,10 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
     found = found.cast({"unique_id": labels.schema["unique_id"]}).cast(
         {"cluster_id": labels.schema["cluster_id"]}
     )
-    return found.with_columns(pl.len().over("unique_id").cast(pl.UInt32).alias("targets"))
+    unit = units.select("unique_id", pl.col("cluster_id").alias("_unit"))
+    return found.join(unit, on="unique_id").with_columns(
+        pl.col("cluster_id").n_unique().over("_unit").cast(pl.UInt32).alias("targets")
+    )
 
 
 def _follows_on(candidates: pl.DataFrame, stays: pl.DataFrame, names: pl.DataFrame) -> pl.DataFrame:
@@ -392,9 +424,18 @@ def link_movers(
     # A chain of moves (three accounts in turn, only the last with a date of birth) is followed
     # back one stay per round: a record joined in one round anchors the one before it.
     for _ in range(rounds):
-        ambiguous, moves = _single_targets(mover_matches(labels, profiles))
-        elsewhere = lasting_elsewhere(moves, labels, profiles, sources)
-        moves = moves.filter(~pl.col("unique_id").is_in(elsewhere.implode()))
+        matches = mover_matches(labels, profiles)
+        ambiguous = matches.filter(pl.col("targets") > 1).get_column("_unit").n_unique()
+        # Every profile of a unit with one target moves there, or none of them does.
+        moves = (
+            matches.filter(pl.col("targets") == 1)
+            .select("_unit", pl.col("cluster_id").alias("_to"))
+            .unique()
+            .join(labels.rename({"cluster_id": "_unit"}), on="_unit")
+            .select("unique_id", "_to", "_unit")
+        )
+        elsewhere = _whole_units(moves, lasting_elsewhere(moves, labels, profiles, sources))
+        moves = moves.filter(~pl.col("_unit").is_in(elsewhere.implode()))
         labels, refused = _apply_moves(labels, moves, profiles, listings)
         report.movers += moves.height - refused
         # What is left alone in the last round (a candidate is counted once).
@@ -403,6 +444,11 @@ def link_movers(
         if moves.height == refused:
             break
     return labels
+
+
+def _whole_units(moves: pl.DataFrame, flagged: pl.Series) -> pl.Series:
+    """The units (moves' _unit) holding any of the `flagged` profiles."""
+    return moves.filter(pl.col("unique_id").is_in(flagged.implode())).get_column("_unit").unique()
 
 
 def companion_matches(

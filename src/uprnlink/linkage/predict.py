@@ -332,9 +332,9 @@ def _coresidence_pass(
     if movers and set(MOVER_COLUMNS) <= set(profiles.columns):
         labels = link_movers(labels, profiles.select(*MOVER_COLUMNS), report, listings, sources)
         log.info(
-            "linkage: mover pass: %s lone records without a date of birth joined the one person "
-            "of their name whose stay elsewhere follows on (%s ambiguous, %s held an account "
-            "elsewhere, %s refused by the rules)",
+            "linkage: mover pass: %s records without a date of birth (alone, or in a small "
+            "cluster without one) joined the one person of their name whose stay elsewhere "
+            "follows on (%s ambiguous, %s held an account elsewhere, %s refused by the rules)",
             f"{report.movers:,}",
             f"{report.movers_ambiguous:,}",
             f"{report.movers_elsewhere:,}",
