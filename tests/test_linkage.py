@@ -377,3 +377,22 @@ def test_training_twice_on_the_same_records_gives_identical_parameters(tmp_path:
     second = link_people(many, settings, work_dir=tmp_path / "b", retrain=True)
     assert _trained_parameters(first.model) == _trained_parameters(second.model)
     assert first.clusters.sort("unique_id").equals(second.clusters.sort("unique_id"))
+
+
+def test_training_reads_a_fixed_sample_of_a_large_delivery() -> None:
+    from uprnlink.linkage.predict import training_sample
+
+    records = pl.DataFrame({"unique_id": [f"r{i:05d}" for i in range(5_000)]})
+    sample = training_sample(records, 1_000, seed=42)
+    assert sample.height == 1_000
+    # The same records whatever their order, another set under another seed, and all of a
+    # delivery no larger than the bound (or with no bound).
+    again = training_sample(records.sample(fraction=1.0, shuffle=True, seed=7), 1_000, seed=42)
+    assert set(again.get_column("unique_id")) == set(sample.get_column("unique_id"))
+    other = training_sample(records, 1_000, seed=43)
+    assert set(other.get_column("unique_id")) != set(sample.get_column("unique_id"))
+    assert training_sample(records, 5_000, seed=42).height == 5_000
+    assert training_sample(records, 0, seed=42).height == 5_000
+    # Drawn evenly: each fifth of the keys holds about a fifth of the sample.
+    fifths = sample.get_column("unique_id").str.slice(1).cast(pl.Int64) // 1_000
+    assert fifths.value_counts().get_column("count").min() > 150

@@ -288,6 +288,9 @@ class LinkageSettings:
     max_pairs_u: Annotated[StrictFloat, Field(gt=0)] = 2e6  # random pairs for the u probabilities
     # Most blocked pairs each EM session trains on (a sample).
     max_pairs_em: Annotated[StrictFloat, Field(gt=0)] = 1e6
+    # Most records training reads: a larger delivery trains on a fixed sample of this many
+    # (chosen by a hash of the record key, so the same records each run); 0: all records.
+    max_training_records: Annotated[StrictInt, Field(ge=0)] = 1_000_000
     predict_chunk_records: PositiveWhole = (
         3_000_000  # profiles per prediction slice (bounds memory)
     )
