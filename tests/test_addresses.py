@@ -6,6 +6,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import PipelineRun
 from uprnlink.ingest.addresses import FROM_ADDRESS, address_key_expr, match_addresses
 
 
@@ -51,6 +52,9 @@ def test_a_record_takes_the_uprn_of_the_one_address_written_alike_at_its_postcod
     assert found.matched == {"gp_registrations": 1}
     assert found.records.columns == records.columns
     assert found.records.get_column("unique_id").to_list() == ["r0", "r1"]
+    # The values are written into copies: the records matched from are unchanged.
+    assert records.get_column("uprn_token").to_list() == ["U1", None]
+    assert records.get_column("area_from").to_list() == ["uprn", "postcode"]
 
 
 def test_no_match_at_another_postcode_under_other_words_or_where_two_uprns_share_the_text() -> None:
@@ -123,3 +127,16 @@ def test_matching_keeps_every_record_and_only_fills_from_one_alike_address(
                 & pl.col("uprn_token").is_not_null()
             )
             assert alike.get_column("uprn_token").unique().to_list() == [after["uprn_token"]]
+
+
+def test_a_stage_reads_only_the_columns_it_asks_for(small_run: PipelineRun) -> None:
+    from uprnlink.ingest.addresses import trusted_records
+    from uprnlink.privacy.keys import load_run_key
+
+    key = load_run_key(small_run.settings)
+    whole = trusted_records(small_run.settings, key)
+    wanted = ("unique_id", "forename", "uprn_token", "area_from", "no_such_column")
+    narrow = trusted_records(small_run.settings, key, wanted)
+    assert narrow.records.columns == ["unique_id", "forename", "uprn_token", "area_from"]
+    assert narrow.matched == whole.matched and sum(whole.matched.values()) > 0
+    assert narrow.records.equals(whole.records.select(narrow.records.columns))

@@ -61,12 +61,10 @@ def link_records(
     settings = read_settings(Path(config_path))
     z = Zones(settings)
     key = load_run_key(settings)
-    # Only what linkage compares stays in memory while Splink runs.
-    matches = trusted_records(settings, key)
-    trusted = matches.records
-    address = [ADDRESS_COLUMN] if ADDRESS_COLUMN in trusted.columns else []
-    records = trusted.select(*LINKAGE_COLUMNS, *address, *PERIOD_COLUMNS)
-    del trusted
+    # Only what linkage compares is read and stays in memory while Splink runs.
+    matches = trusted_records(settings, key, (*LINKAGE_COLUMNS, ADDRESS_COLUMN, *PERIOD_COLUMNS))
+    records, addresses_matched = matches.records, matches.matched
+    del matches
     labels = current_labels(read_labels(z, key.key_id))
     log.info("linking %d records from %d sources ...", records.height, len(settings.sources))
     z.linkage_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +92,7 @@ def link_records(
         write_scored_pairs(result.scored, z.linkage_dir, key, scoring_basis(settings))
     report = write_clusters(result, z, key)
     summary = link_summary(result, report, settings.linkage.threshold_mode, retrain)
-    summary["addresses_matched"] = matches.matched
+    summary["addresses_matched"] = addresses_matched
     if result.incremental is not None:
         summary["incremental"] = result.incremental
     log.info(

@@ -4,6 +4,7 @@ epoch their tokens came from, so tokens of two epochs never mix in one dataset."
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -24,8 +25,9 @@ def write_trusted(frame: pl.DataFrame, path: Path, key: MasterKey) -> None:
     )
 
 
-def read_trusted(path: Path, key: MasterKey) -> pl.DataFrame:
-    """Read a trusted-zone file, refusing one whose tokens came from another key epoch."""
+def read_trusted(path: Path, key: MasterKey, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """Read a trusted-zone file (only `columns` of it, those it has, when given), refusing one
+    whose tokens came from another key epoch."""
     meta = pl.read_parquet_metadata(path)
     found = meta.get(KEY_ID_META)
     if found != key.key_id:
@@ -36,7 +38,10 @@ def read_trusted(path: Path, key: MasterKey) -> pl.DataFrame:
             "rotation, rebuild everything from the landing extracts with `uprnlink run "
             "--config FILE --rebuild` (it clears the trusted zone first)."
         )
-    return pl.read_parquet(path)
+    if columns is None:
+        return pl.read_parquet(path)
+    present = pl.read_parquet_schema(path)
+    return pl.read_parquet(path, columns=[c for c in columns if c in present])
 
 
 def clear_trusted_zone(settings: RunSettings) -> None:
@@ -45,10 +50,15 @@ def clear_trusted_zone(settings: RunSettings) -> None:
     shutil.rmtree(Zones(settings).reference.parent, ignore_errors=True)
 
 
-def read_trusted_records(settings: RunSettings, key: MasterKey) -> pl.DataFrame:
-    """All sources' trusted linkage records as one frame (all from the current key epoch)."""
+def read_trusted_records(
+    settings: RunSettings, key: MasterKey, columns: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """All sources' trusted linkage records as one frame (all from the current key epoch); only
+    `columns` (those the records have) when given."""
     z = Zones(settings)
-    frames = [read_trusted(z.records(n), key) for n in settings.sources if z.records(n).exists()]
+    frames = [
+        read_trusted(z.records(n), key, columns) for n in settings.sources if z.records(n).exists()
+    ]
     if not frames:
         raise ContractError("no trusted records: run the ingest stage first", rule="no_records")
     return pl.concat(frames, how="vertical_relaxed")
