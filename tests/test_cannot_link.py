@@ -122,6 +122,32 @@ def test_a_date_the_model_weighed_on_a_direct_link_is_no_veto() -> None:
     assert report["clusters_in_conflict"] == 0
 
 
+def test_a_second_nhs_number_on_a_direct_link_of_one_name_and_birthday_is_no_veto() -> None:
+    # A temporary registration: the same forename and date of birth under another NHS number,
+    # linked directly by the model. Twins (same birthday, other forenames) linked directly
+    # stay apart on their two numbers; so does the pair when only a third record joins them,
+    # or when the forenames are not known.
+    born = date(2012, 12, 26)
+
+    def people(names: list[str | None], pairs: list[tuple[str, str, float]]) -> dict[str, str]:
+        frame = nodes_frame([("gp", "N1", born), ("tmp", "N2", born), ("hes", "N1", born)])
+        frame = frame.with_columns(pl.Series("forename", names))
+        scored = pairs_frame(pairs)
+        labels = cluster_records(frame.select("unique_id", "complete"), scored, 0.95)
+        out, _ = apply_cannot_link(labels, frame, scored, 0.95, None)
+        return dict(out.iter_rows())
+
+    direct = [("gp", "hes", 0.999), ("gp", "tmp", 0.99), ("hes", "tmp", 0.99)]
+    c = people(["JAMES", "JAMES", "JAMES"], direct)
+    assert c["gp"] == c["tmp"] == c["hes"]
+    c = people(["JAMES", "JAMAL", "JAMES"], direct)
+    assert c["gp"] == c["hes"] != c["tmp"]
+    c = people(["JAMES", "JAMES", "JAMES"], [("gp", "hes", 0.999), ("hes", "tmp", 0.99)])
+    assert c["gp"] == c["hes"] and c["gp"] != c["tmp"]
+    c = people([None, None, None], direct)
+    assert c["gp"] == c["hes"] != c["tmp"]
+
+
 def test_the_same_dates_joined_only_through_another_record_are_split() -> None:
     # The same two dates, joined only through a third record: the link between the two was
     # never scored, and the third record's own date sides with the first.

@@ -6,7 +6,9 @@ compares except the date of birth and, where both carry one, the NHS number, and
 with a slipped date or no date of birth is enough to chain them into one cluster. Three rules,
 each a fact the extracts carry, not a likelihood:
 
-* `nhs_number`: two different NHS numbers (only valid numbers get a token at ingest);
+* `nhs_number`: two different NHS numbers (only valid numbers get a token at ingest), except
+  on a pair the model linked directly with the same forename and date of birth (a second,
+  temporary registration: `_weighed_by_the_model`);
 * `date_of_birth`: two dates of birth no known error pattern turns into each other: not the
   same date, not day and month transposed, and more than one of day, month and year different
   (a typo or a slipped digit changes one field), not 1 January of the other's year (the date
@@ -45,7 +47,7 @@ from uprnlink.sources import listing_fields
 
 RULES = ("nhs_number", "date_of_birth", "same_listing", "under_age")
 # Bumped when a rule changes, so the link stage does not reuse clusters made under the old ones.
-RULES_VERSION = "cannot-link/2"
+RULES_VERSION = "cannot-link/3"
 # The youngest a person can be liable for council tax, hold a tenancy or claim (18 for council
 # tax; 16- and 17-year-olds can hold some tenancies and claims).
 ADULT_AGE = 16
@@ -542,10 +544,18 @@ def profile_listings(listings: pl.DataFrame, members: pl.DataFrame) -> pl.DataFr
     ).select(pl.col("profile").alias("unique_id"), "listing", "start", "end", "role")
 
 
-def _weighed_by_the_model(conflicts: pl.DataFrame, above: pl.DataFrame) -> pl.DataFrame:
+def _weighed_by_the_model(
+    conflicts: pl.DataFrame, above: pl.DataFrame, nodes: pl.DataFrame
+) -> pl.DataFrame:
     """Dates of birth that disagree are no veto on a pair the model compared and linked anyway:
     it scored the disagreement (a date wholly mistyped or replaced, with names, address and
-    the rest agreeing), so only dates joined through other records forbid a cluster."""
+    the rest agreeing), so only dates joined through other records forbid a cluster.
+
+    Nor are two NHS numbers, on a pair the model linked that has the same forename and date of
+    birth (`nodes` with a forename column): one person registered a second time under a
+    temporary number. Twins, the pair two NHS numbers must keep apart, have the same date of
+    birth and surname but not the same forename (JAMES and JAMAL, ELISE and ELSIE), and a
+    father and son of one name differ in the date of birth."""
     if not conflicts.height or not above.height:
         return conflicts
     direct = above.select(
@@ -556,8 +566,20 @@ def _weighed_by_the_model(conflicts: pl.DataFrame, above: pl.DataFrame) -> pl.Da
     keyed = conflicts.with_columns(
         pl.min_horizontal("a", "b").alias("_lo"), pl.max_horizontal("a", "b").alias("_hi")
     ).join(direct, on=["_lo", "_hi"], how="left")
-    drop = (pl.col("rule") == "date_of_birth") & pl.col("_direct").fill_null(False)
-    return keyed.filter(~drop).drop("_lo", "_hi", "_direct")
+    linked = pl.col("_direct").fill_null(False)
+    drop = (pl.col("rule") == "date_of_birth") & linked
+    if "forename" in nodes.columns:
+        alike = nodes.select("unique_id", "forename", "dob")
+        for side in ("a", "b"):
+            keyed = keyed.join(
+                alike.rename(lambda c, side=side: f"{c}_{side}"),
+                left_on=side,
+                right_on=f"unique_id_{side}",
+                how="left",
+            )
+        same = (pl.col("forename_a") == pl.col("forename_b")) & (pl.col("dob_a") == pl.col("dob_b"))
+        drop = drop | ((pl.col("rule") == "nhs_number") & linked & same.fill_null(False))
+    return keyed.filter(~drop).select(conflicts.columns)
 
 
 def apply_cannot_link(
@@ -571,7 +593,8 @@ def apply_cannot_link(
     """Clusters (unique_id, cluster_id) in which no two nodes conflict, from clusters found
     without the rules.
 
-    `nodes` has unique_id, complete, nhs_token, dob; `pairs` the scored pairs (unique_id_l,
+    `nodes` has unique_id, complete, nhs_token, dob (and forename, for the NHS number
+    exemption of `_weighed_by_the_model`); `pairs` the scored pairs (unique_id_l,
     unique_id_r, match_probability), of which those at or above `threshold` are evidence;
     `listings` unique_id, listing, start, end, role (or None); `clerical` the pairs (a, b)
     reviewers labelled non-match.
@@ -579,6 +602,6 @@ def apply_cannot_link(
     attributes = nodes.select("unique_id", "nhs_token", "dob")
     conflicts = conflict_pairs(labels, attributes, listings, clerical)
     above = pairs.filter(pl.col("match_probability") >= threshold)
-    conflicts = _weighed_by_the_model(conflicts, above)
+    conflicts = _weighed_by_the_model(conflicts, above, nodes)
     complete = nodes.select("unique_id", "complete")
     return split_conflicts(labels, complete, above, conflicts, attributes, listings, clerical)

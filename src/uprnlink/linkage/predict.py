@@ -807,7 +807,9 @@ def _cluster(
         t4 = time.perf_counter()
         by_profile, report = apply_cannot_link(
             by_profile,
-            profiles.select("unique_id", "nhs_token", "dob").join(complete, on="unique_id"),
+            profiles.select("unique_id", "nhs_token", "dob", "forename").join(
+                complete, on="unique_id"
+            ),
             pairs,
             threshold,
             node_listings,
