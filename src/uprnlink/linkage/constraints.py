@@ -572,7 +572,7 @@ def _weighed_by_the_model(
         alike = nodes.select("unique_id", "forename", "dob")
         for side in ("a", "b"):
             keyed = keyed.join(
-                alike.rename(lambda c, side=side: f"{c}_{side}"),
+                alike.rename({c: f"{c}_{side}" for c in alike.columns}),
                 left_on=side,
                 right_on=f"unique_id_{side}",
                 how="left",
