@@ -29,9 +29,10 @@ from uprnlink.linkage.predict import link_people
 # The demo's full mapping: this model is the one whose precision and recall docs/design.md
 # reports, so adapting to other deliveries must leave it exactly as it was. (Model 3 added the
 # forename-initial level, model 4 the reversal and one-edit name levels and DOB + postcode
-# blocking, then the date of birth's partial-date level and the surname-part level; a change
-# to the full model is deliberate and updates this value.)
-FULL_MODEL_FINGERPRINT = "sha256:342830ee6a7cf3b4c47bde35ca369d610d5c19dec5291659e7f95305dacbb83a"
+# blocking, then the date of birth's partial-date level and the surname-part level, and the
+# slip level's two swapped digits; a change to the full model is deliberate and updates this
+# value.)
+FULL_MODEL_FINGERPRINT = "sha256:531440fcf4355a015106d332f68286625d95f0e36701e51d530206f6765f21ab"
 
 
 def _without(records: pl.DataFrame, *columns: str) -> pl.DataFrame:

@@ -161,10 +161,12 @@ PARTIAL_DATE = (
 
 
 def date_of_birth(identifiers: frozenset[str]) -> Comparison:
-    """Date of birth: exact; day and month transposed (03/05 for 05/03); one character slip;
+    """Date of birth: exact; day and month transposed (03/05 for 05/03); one character slip or
+    two adjacent digits swapped (1968 for 1986);
     a date known only to the year or month (PARTIAL_DATE); within a month, a year, ten
     years."""
     import splink.comparison_level_library as cll
+    from splink import ColumnExpression
 
     transposed = (
         "day(dob_l) <= 12 AND day(dob_r) <= 12 AND day(dob_l) <> month(dob_l) AND "
@@ -184,9 +186,8 @@ def date_of_birth(identifiers: frozenset[str]) -> Comparison:
             Level(cll.ExactMatchLevel("dob"), 0.94),
             Level(sql_level(transposed, "Day and month transposed"), 0.008),
             Level(
-                sql_level(
-                    "levenshtein(CAST(dob_l AS VARCHAR), CAST(dob_r AS VARCHAR)) <= 1",
-                    "One character different",
+                cll.DamerauLevenshteinLevel(ColumnExpression("dob").cast_to_string(), 1).configure(
+                    label_for_charts="One character different, or two next to each other swapped"
                 ),
                 0.022,
             ),
