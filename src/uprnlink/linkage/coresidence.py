@@ -298,6 +298,10 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
         .unique()
     )
     follows = _follows_on(candidates, stays, names)
+    # Only the candidates and clusters that follow on are compared by name (a few thousand of
+    # millions of names).
+    candidates = candidates.join(follows.select("unique_id").unique(), on="unique_id", how="semi")
+    names = names.join(follows.select("cluster_id").unique(), on="cluster_id", how="semi")
     candidates = candidates.with_columns(
         forename_roots(candidates.get_column("forename")).alias("roots")
     )
