@@ -146,6 +146,10 @@ def test_a_second_nhs_number_on_a_direct_link_of_one_name_and_birthday_is_no_vet
     assert c["gp"] == c["hes"] and c["gp"] != c["tmp"]
     c = people([None, None, None], direct)
     assert c["gp"] == c["hes"] != c["tmp"]
+    # Two namesakes registered with the placeholder 1 January: their numbers still decide.
+    born = date(1990, 1, 1)
+    c = people(["MOHAMMED", "MOHAMMED", "MOHAMMED"], direct)
+    assert c["gp"] == c["hes"] != c["tmp"]
 
 
 def test_the_same_dates_joined_only_through_another_record_are_split() -> None:

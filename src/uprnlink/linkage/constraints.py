@@ -7,8 +7,8 @@ with a slipped date or no date of birth is enough to chain them into one cluster
 each a fact the extracts carry, not a likelihood:
 
 * `nhs_number`: two different NHS numbers (only valid numbers get a token at ingest), except
-  on a pair the model linked directly with the same forename and date of birth (a second,
-  temporary registration: `_weighed_by_the_model`);
+  on a pair the model linked directly with the same forename and date of birth, other than
+  1 January (a second, temporary registration: `_weighed_by_the_model`);
 * `date_of_birth`: two dates of birth no known error pattern turns into each other: not the
   same date, not day and month transposed, and more than one of day, month and year different
   (a typo or a slipped digit changes one field), not 1 January of the other's year (the date
@@ -552,8 +552,8 @@ def _weighed_by_the_model(
     the rest agreeing), so only dates joined through other records forbid a cluster.
 
     Nor are two NHS numbers, on a pair the model linked that has the same forename and date of
-    birth (`nodes` with a forename column): one person registered a second time under a
-    temporary number. Twins, the pair two NHS numbers must keep apart, have the same date of
+    birth, not 1 January (`nodes` with a forename column): one person registered a second time
+    under a temporary number. Twins, the pair two NHS numbers must keep apart, have the same date of
     birth and surname but not the same forename (JAMES and JAMAL, ELISE and ELSIE), and a
     father and son of one name differ in the date of birth."""
     if not conflicts.height or not above.height:
@@ -577,7 +577,15 @@ def _weighed_by_the_model(
                 right_on=f"unique_id_{side}",
                 how="left",
             )
-        same = (pl.col("forename_a") == pl.col("forename_b")) & (pl.col("dob_a") == pl.col("dob_b"))
+        # 1 January is what a system writes when only the year is known (and the date many
+        # people without a known birthday are registered under): two namesakes sharing it are
+        # not evidence of one person, so their two numbers still decide.
+        placeholder = (pl.col("dob_a").dt.month() == 1) & (pl.col("dob_a").dt.day() == 1)
+        same = (
+            (pl.col("forename_a") == pl.col("forename_b"))
+            & (pl.col("dob_a") == pl.col("dob_b"))
+            & ~placeholder
+        )
         drop = drop | ((pl.col("rule") == "nhs_number") & linked & same.fill_null(False))
     return keyed.filter(~drop).select(conflicts.columns)
 
