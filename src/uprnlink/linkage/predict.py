@@ -605,7 +605,8 @@ class _Blocked:
 
 def training_sample(records: pl.DataFrame, most: int, seed: int) -> pl.DataFrame:
     """At most `most` of the records (all when `most` is 0 or more than there are): those with
-    the lowest hash of their record key, so the same records are drawn whatever their order.
+    the lowest hash of their record key, so the same records are drawn whatever their order
+    (with the same polars: its hash is not promised across versions).
 
     Every record is drawn with the same chance, whatever it agrees with, so a pair of records
     is kept with the same chance too: the share of matching pairs (lambda) and the m and u
