@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -140,3 +142,14 @@ def test_a_stage_reads_only_the_columns_it_asks_for(small_run: PipelineRun) -> N
     assert narrow.records.columns == ["unique_id", "forename", "uprn_token", "area_from"]
     assert narrow.matched == whole.matched and sum(whole.matched.values()) > 0
     assert narrow.records.equals(whole.records.select(narrow.records.columns))
+    # With matching off, the records are read as stored: nothing is placed.
+    off = replace(
+        small_run.settings, linkage=replace(small_run.settings.linkage, match_addresses=False)
+    )
+    unmatched = trusted_records(off, key, wanted)
+    assert unmatched.matched == {}
+    assert unmatched.records.columns == narrow.records.columns
+    assert (
+        unmatched.records.get_column("uprn_token").null_count()
+        > narrow.records.get_column("uprn_token").null_count()
+    )

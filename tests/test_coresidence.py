@@ -55,6 +55,21 @@ def _cluster_of(labels: pl.DataFrame, node: int) -> int:
     return int(labels.filter(pl.col("unique_id") == node).get_column("cluster_id").item())
 
 
+def _shared_account(listing: str, parties: tuple[int, int], start: str, end: str) -> pl.DataFrame:
+    """Listings (unique_id, listing, start, end, role) of two profiles on one account over the
+    same period, with no roles."""
+    return pl.DataFrame(
+        {
+            "unique_id": list(parties),
+            "listing": [listing] * 2,
+            "start": [D(start)] * 2,
+            "end": [D(end)] * 2,
+            "role": [None, None],
+        },
+        schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
+    )
+
+
 def test_a_lone_party_joins_the_one_coresident_of_its_forename() -> None:
     profiles = _profiles(HELEN)
     labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), profiles)
@@ -99,16 +114,7 @@ def test_two_people_on_one_account_at_once_are_refused() -> None:
     # The party and the anchor's own council tax record (5) share account A1 over 2018-2020:
     # the cannot-link rules say two people, so the pass does not join them.
     profiles = _profiles([*HELEN, (5, "HELEN", None, None, "U1", "2018-04-01", None)])
-    listings = pl.DataFrame(
-        {
-            "unique_id": [3, 5],
-            "listing": ["A1", "A1"],
-            "start": [D("2018-04-01"), D("2018-04-01")],
-            "end": [D("2020-03-31"), D("2020-03-31")],
-            "role": [None, None],
-        },
-        schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
-    )
+    listings = _shared_account("A1", (3, 5), "2018-04-01", "2020-03-31")
     labels, report = link_coresidents(_labels({1: 10, 2: 10, 5: 10, 3: 30}), profiles, listings)
     assert _cluster_of(labels, 3) == 30
     assert (report.linked, report.refused) == (0, 1)
@@ -258,16 +264,7 @@ def test_a_namesake_liable_elsewhere_through_the_stay_is_not_the_mover() -> None
 
 def test_a_mover_on_one_account_with_the_person_at_once_is_refused() -> None:
     profiles, sources = _movers(MOVER)
-    listings = pl.DataFrame(
-        {
-            "unique_id": [2, 3],
-            "listing": ["A1", "A1"],
-            "start": [D("2015-01-01"), D("2015-01-01")],
-            "end": [D("2019-05-31"), D("2019-05-31")],
-            "role": [None, None],
-        },
-        schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
-    )
+    listings = _shared_account("A1", (2, 3), "2015-01-01", "2019-05-31")
     report = CoresidenceReport()
     labels = link_movers(_labels({1: 10, 2: 10, 3: 30}), profiles, report, listings, sources)
     assert _cluster_of(labels, 3) == 30
@@ -336,16 +333,7 @@ def test_an_incomplete_chain_the_model_joined_moves_as_one() -> None:
     labels = link_movers(big, profiles, CoresidenceReport(), None, sources)
     assert _cluster_of(labels, 3) == 30
     # Refused whole: 4 shared an account with Helen's own at U0 at the same time.
-    listings = pl.DataFrame(
-        {
-            "unique_id": [4, 1],
-            "listing": ["A9", "A9"],
-            "start": [D("2008-01-01"), D("2008-01-01")],
-            "end": [D("2012-03-31"), D("2012-03-31")],
-            "role": [None, None],
-        },
-        schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
-    )
+    listings = _shared_account("A9", (4, 1), "2008-01-01", "2012-03-31")
     profiles, sources = _movers([*MOVER, first])
     report = CoresidenceReport()
     labels = link_movers(chain, profiles, report, listings, sources, 1)
@@ -372,16 +360,7 @@ COMPANIONS = [
     (6, "TOM", "HUGHES", "1979-05-05", None, "U1", "2009-04-01", "2015-08-31", "council_tax"),
     (7, "TOM", "HUGHES", "1979-05-05", "N7", "U2", "2016-03-01", None, "gp_registrations"),
 ]
-ACCOUNT = pl.DataFrame(
-    {
-        "unique_id": [3, 6],
-        "listing": ["council_tax|A1", "council_tax|A1"],
-        "start": [D("2009-04-01"), D("2009-04-01")],
-        "end": [D("2015-08-31"), D("2015-08-31")],
-        "role": [None, None],
-    },
-    schema_overrides={"unique_id": pl.Int64, "role": pl.Utf8},
-)
+ACCOUNT = _shared_account("council_tax|A1", (3, 6), "2009-04-01", "2015-08-31")
 COUPLE = {1: 10, 3: 30, 6: 60, 7: 60}
 
 

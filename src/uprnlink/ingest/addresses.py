@@ -116,18 +116,18 @@ def match_addresses(records: pl.DataFrame) -> AddressMatches:
         .select(fields)
         .filter(pl.col("uprn_token").is_in(found.get_column("_uprn").unique().implode()))
         .unique("uprn_token", keep="first")
-        .rename({"uprn_token": "_uprn"})
         .collect()
     )
-    updates = found.select("_row", "_uprn").join(brought, on="_uprn").sort("_row")
+    updates = (
+        found.select("_row", pl.col("_uprn").alias("uprn_token"))
+        .join(brought, on="uprn_token")
+        .sort("_row")
+    )
     # Only the matched rows' values change: each field is copied once and written at those
     # rows, and the other columns are shared with `records`, not copied (at 2M records a join
     # of every column took 1.7 GB).
     rows = updates.get_column("_row")
-    changed = [
-        records.get_column(c).scatter(rows, updates.get_column("_uprn" if c == "uprn_token" else c))
-        for c in fields
-    ]
+    changed = [records.get_column(c).scatter(rows, updates.get_column(c)) for c in fields]
     if "area_from" in records.columns:
         changed.append(
             records.get_column("area_from").scatter(
@@ -149,12 +149,11 @@ def trusted_records(
     `[linkage] match_addresses` is on (every stage reads the records through this). With
     `columns`, only those (that the records have) are kept, and only they and what matching
     needs are read: a stage that compares names need not hold every column of every record."""
-    wanted = None if columns is None else dict.fromkeys([*columns, *MATCH_COLUMNS, *UPRN_FIELDS])
-    records = read_trusted_records(settings, key, None if wanted is None else list(wanted))
-    if settings.linkage.match_addresses:
-        matches = match_addresses(records)
-    else:
-        matches = AddressMatches(records, {})
+    matching = settings.linkage.match_addresses
+    needed = (*MATCH_COLUMNS, *UPRN_FIELDS) if matching else ()
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *needed]))
+    records = read_trusted_records(settings, key, wanted)
+    matches = match_addresses(records) if matching else AddressMatches(records, {})
     if columns is None:
         return matches
     kept = [c for c in columns if c in matches.records.columns]

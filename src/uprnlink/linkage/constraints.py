@@ -83,6 +83,12 @@ class CannotLinkReport:
         return asdict(self)
 
 
+def year_only_expr(date: pl.Expr) -> pl.Expr:
+    """True where a date of birth is 1 January: what systems record when only the year is
+    known, so it says no more than the year."""
+    return date.dt.ordinal_day() == 1
+
+
 def dob_compatible_expr(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """True where dates of birth a and b may be one person's: the same date, day and month
     transposed, no more than one of day, month and year different, or one of them 1 January
@@ -95,7 +101,7 @@ def dob_compatible_expr(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     swapped = (
         (a.dt.year() == b.dt.year()) & (a.dt.month() == b.dt.day()) & (a.dt.day() == b.dt.month())
     )
-    january = (a.dt.ordinal_day() == 1) | (b.dt.ordinal_day() == 1)
+    january = year_only_expr(a) | year_only_expr(b)
     return (same_fields >= 2) | swapped | (january & (a.dt.year() == b.dt.year()))
 
 
@@ -553,9 +559,9 @@ def _weighed_by_the_model(
 
     Nor are two NHS numbers, on a pair the model linked that has the same forename and date of
     birth, not 1 January (`nodes` with a forename column): one person registered a second time
-    under a temporary number. Twins, the pair two NHS numbers must keep apart, have the same date of
-    birth and surname but not the same forename (JAMES and JAMAL, ELISE and ELSIE), and a
-    father and son of one name differ in the date of birth."""
+    under a temporary number. Twins, the pair two NHS numbers must keep apart, have the same
+    date of birth and surname but not the same forename (JAMES and JAMAL, ELISE and ELSIE),
+    and a father and son of one name differ in the date of birth."""
     if not conflicts.height or not above.height:
         return conflicts
     direct = above.select(
@@ -580,11 +586,10 @@ def _weighed_by_the_model(
         # 1 January is what a system writes when only the year is known (and the date many
         # people without a known birthday are registered under): two namesakes sharing it are
         # not evidence of one person, so their two numbers still decide.
-        placeholder = (pl.col("dob_a").dt.month() == 1) & (pl.col("dob_a").dt.day() == 1)
         same = (
             (pl.col("forename_a") == pl.col("forename_b"))
             & (pl.col("dob_a") == pl.col("dob_b"))
-            & ~placeholder
+            & ~year_only_expr(pl.col("dob_a"))
         )
         drop = drop | ((pl.col("rule") == "nhs_number") & linked & same.fill_null(False))
     return keyed.filter(~drop).select(conflicts.columns)

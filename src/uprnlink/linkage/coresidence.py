@@ -99,9 +99,9 @@ def _complete() -> pl.Expr:
 
 
 def _lone_incomplete(nodes: pl.DataFrame, known: list[pl.Expr]) -> pl.DataFrame:
-    """The candidates of every pass: profiles alone in their cluster, without a date of birth
-    or NHS number, carrying each of the `known` columns."""
-    return nodes.filter((pl.len().over("cluster_id") == 1) & ~_complete(), *known)
+    """The candidates of the co-residence and companion passes: profiles alone in their
+    cluster, without a date of birth or NHS number, carrying each of the `known` columns."""
+    return _incomplete_units(nodes, known, most=1)
 
 
 def _anchored(nodes: pl.DataFrame, known: list[pl.Expr]) -> pl.DataFrame:
@@ -239,7 +239,7 @@ def _apply_moves(
     refused = pl.concat([conflicts.get_column("a"), conflicts.get_column("b")]).unique()
     if "_unit" in moves.columns:
         # A unit moves whole or not at all.
-        units = moves.filter(pl.col("unique_id").is_in(refused.implode())).get_column("_unit")
+        units = _whole_units(moves, refused)
         refused = moves.filter(pl.col("_unit").is_in(units.implode())).get_column("unique_id")
         moves = moves.drop("_unit")
     n_refused = moves.filter(pl.col("unique_id").is_in(refused.implode())).height
@@ -263,13 +263,15 @@ _NAMES_AGREE = f"""((n.forename = c.forename AND {_SURNAME_CLOSE})
     OR (n.surname = c.surname AND {_FORENAME_CLOSE}))"""
 
 
-def _incomplete_units(nodes: pl.DataFrame, known: list[pl.Expr]) -> pl.DataFrame:
+def _incomplete_units(
+    nodes: pl.DataFrame, known: list[pl.Expr], most: int = MAX_UNIT
+) -> pl.DataFrame:
     """The candidates of the mover pass: profiles carrying each of the `known` columns in a
-    cluster of at most MAX_UNIT profiles none of which is complete. The cluster (a lone
-    profile, or a chain of accounts the model joined to each other, none with a date of birth)
-    moves as one."""
+    cluster of at most `most` profiles none of which is complete. The cluster (a lone profile,
+    or a chain of accounts the model joined to each other, none with a date of birth) moves as
+    one."""
     size = pl.len().over("cluster_id")
-    return nodes.filter(~_complete().any().over("cluster_id") & (size <= MAX_UNIT)).filter(*known)
+    return nodes.filter(~_complete().any().over("cluster_id") & (size <= most)).filter(*known)
 
 
 def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
@@ -288,7 +290,7 @@ def mover_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
     known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
     units = _incomplete_units(nodes, known)
     candidates = units.select("unique_id", *_NODE, "surname")
-    anchored = nodes.filter(_complete().any().over("cluster_id"))
+    anchored = _anchored(nodes, [])
     stays = anchored.filter(
         pl.col("uprn_token").is_not_null() & pl.col("period_start").is_not_null()
     ).select("cluster_id", "uprn_token", "period_start", "period_end")
