@@ -418,7 +418,7 @@ def bench_population(
     if synth["result"] is None:
         return {**result, "status": "failed", "stage": "synthesis", "why": _why(synth)}
     result["synth_seconds"] = round(synth["result"]["seconds"], 1)
-    budget = {"pair_budget": args.pair_budget} if args.pair_budget else {}
+    budget = {} if args.pair_budget is None else {"pair_budget": args.pair_budget}
     config = _config(root, args.threads, args.duckdb_memory, population, **budget)
 
     print("  running the pipeline (ingest to published views) ...", flush=True)
@@ -923,8 +923,9 @@ def main() -> int:
     parser.add_argument(
         "--pair-budget",
         type=float,
-        default=0.0,
-        help="[linkage] pair_budget for the populations' runs (default 0: the project's, off)",
+        default=None,
+        help="[linkage] pair_budget for the populations' runs (default: the project's, 3.5; "
+        "0 turns it off)",
     )
     args = parser.parse_args()
     extra = [*([FULL_RECORDS] if args.full else []), *(SCALE_RECORDS if args.scale else [])]

@@ -269,7 +269,8 @@ def plan_caps(
     such rule is at 2 the pairs may stay over the budget.
     """
     caps = [cap] * len(keys)
-    listed = [_pair_thresholds(profiles, k, cap) if k else (None, 0) for k in keys]
+    hashed = _hashed_refiners(profiles)
+    listed = [_pair_thresholds(profiles, hashed, k, cap) if k else (None, 0) for k in keys]
     extra = [n for _, n in listed]
     frames = [
         t.with_columns(pl.lit(i, pl.UInt16).alias("rule"))
@@ -349,7 +350,19 @@ def _lower_cap(cap: int, largest: int) -> int:
 LISTED_BLOCK_PAIRS = 5_000
 
 
-def _pair_thresholds(profiles: pl.DataFrame, key: BlockKey, cap: int) -> tuple[pl.DataFrame, int]:
+def _hashed_refiners(profiles: pl.DataFrame) -> pl.DataFrame:
+    """Per profile (`_row`, as `_key_rows` numbers them): its unique_id (`_id`) and each
+    refiner's value hashed (a column per REFINERS name), computed once for every rule."""
+    return profiles.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+        pl.col("unique_id").cast(pl.UInt64).alias("_id"),
+        *(expr.fill_null("?").hash().alias(name) for name, expr in REFINERS.items()),
+    )
+
+
+def _pair_thresholds(
+    profiles: pl.DataFrame, hashed: pl.DataFrame, key: BlockKey, cap: int
+) -> tuple[pl.DataFrame, int]:
     """The pairs of profiles a rule finds at `cap` (`pair`: the smaller unique_id * 2**32 +
     the larger, as Splink orients them; `most`: the most pairs a block may hold for the rule
     to keep the pair at a lower cap, 0 when any cap keeps it), and the pairs of final blocks
@@ -366,11 +379,7 @@ def _pair_thresholds(profiles: pl.DataFrame, key: BlockKey, cap: int) -> tuple[p
         "_side",
         pl.struct([c for c in frame.columns if c.startswith("_k")]).hash().alias("_k"),
     ).join(
-        profiles.select(
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
-            pl.col("unique_id").cast(pl.UInt64).alias("_id"),
-            *(REFINERS[r].fill_null("?").hash().alias(f"_f{j}") for j, r in enumerate(refiners)),
-        ),
+        hashed.select("_row", "_id", *(pl.col(r).alias(f"_f{j}") for j, r in enumerate(refiners))),
         on="_row",
     )
     groups, sizes = ["_k"], []
@@ -387,15 +396,12 @@ def _pair_thresholds(profiles: pl.DataFrame, key: BlockKey, cap: int) -> tuple[p
     for i in reversed(range(len(fits))):
         at = pl.when(fits[i]).then(pl.lit(i, pl.UInt8)).otherwise(at)
     frame = frame.with_columns(at.alias("_level"))
-    group = pl.lit(0, pl.UInt64)
-    for i in reversed(range(1, len(refiners) + 1)):
-        group = (
-            pl.when(pl.col("_level") == i)
-            .then(pl.concat_list([f"_f{j}" for j in range(i)]).hash())
-            .otherwise(group)
-        )
-    frame = frame.with_columns(group.alias("_g"))
-    on = ["_k", "_level", "_g"]
+    # A profile's block: its key and, from its level, the refiners that split it (0 beyond).
+    frame = frame.with_columns(
+        pl.when(pl.col("_level") > j).then(pl.col(f"_f{j}")).otherwise(0).alias(f"_g{j}")
+        for j in range(len(refiners))
+    )
+    on = ["_k", "_level", *(f"_g{j}" for j in range(len(refiners)))]
     blocks = _block_pairs(frame, symmetric, on)
     large = blocks.filter(
         (pl.col("pairs") > LISTED_BLOCK_PAIRS) & (pl.col("_level") == len(refiners))
