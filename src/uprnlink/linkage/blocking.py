@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -287,17 +287,77 @@ def plan_caps(
     variable = pl.any_horizontal(*(pl.col(c) > 0 for c in columns if c), pl.lit(False))
     fixed = _pair_counts(wide.filter(~variable.fill_null(False)), columns, caps)
     wide = wide.filter(variable.fill_null(False))
+    movable = [i for i, k in enumerate(keys) if k and k.tightenable]
+    # So are the pairs a rule whose cap never moves finds: each step reads only the others.
+    held = pl.any_horizontal(
+        *(
+            (pl.col(c) <= _cap_pairs(cap)).fill_null(False)
+            for i, c in enumerate(columns)
+            if c and i not in movable
+        ),
+        pl.lit(False),
+    )
+    listed_movable = [i for i in movable if columns[i]]
+    moving = wide.filter(~held).select(*(cast(str, columns[i]) for i in listed_movable))
+    settled = sum(fixed["marginal"]) + sum(extra) + wide.height - moving.height
+    # The block sizes (in pairs) a movable rule's pairs need, to find its largest below a cap.
+    sizes = {
+        i: wide.get_column(cast(str, columns[i])).drop_nulls().unique().sort()
+        for i in listed_movable
+    }
     while True:
-        counts = _pair_counts(wide, columns, caps)
-        marginal = [sum(n) for n in zip(counts["marginal"], fixed["marginal"], extra, strict=True)]
-        alone = [a + b for a, b in zip(counts["alone"], fixed["alone"], strict=True)]
-        open_ = [i for i, k in enumerate(keys) if k and k.tightenable and caps[i] > 2]
-        if sum(marginal) <= budget or not open_:
-            return caps, marginal
-        nexts = {i: _lower_cap(caps[i], counts["largest"][i]) for i in open_}
-        gains = _pair_counts(wide, columns, caps, nexts)["gain"]
-        index = max(open_, key=lambda i: (gains[i], alone[i]))
+        open_ = [i for i in movable if caps[i] > 2]
+        nexts = {i: _lower_cap(caps[i], _largest(sizes.get(i), caps[i])) for i in open_}
+        step = _step_counts(moving, columns, caps, nexts)
+        if settled + step["found"] <= budget or not open_:
+            break
+        alone = {i: step["alone"].get(i, 0) + fixed["alone"][i] for i in open_}
+        index = max(open_, key=lambda i: (step["gain"].get(i, 0), alone[i]))
         caps[index] = nexts[index]
+    counts = _pair_counts(wide, columns, caps)
+    return caps, [sum(n) for n in zip(counts["marginal"], fixed["marginal"], extra, strict=True)]
+
+
+def _largest(sizes: pl.Series | None, cap: int) -> int:
+    """The largest block (in pairs) at most `cap` allows among a rule's listed `sizes`."""
+    if sizes is None:
+        return 0
+    below = sizes.filter(sizes <= _cap_pairs(cap))
+    return int(below.max() or 0) if below.len() else 0  # type: ignore[arg-type]
+
+
+def _step_counts(
+    moving: pl.DataFrame, columns: list[str | None], caps: list[int], nexts: dict[int, int]
+) -> dict[str, Any]:
+    """One pass of `plan_caps` over the pairs only movable rules find (`moving`): how many
+    are found at `caps`, per rule those only it finds (`alone`) and of those, the ones its
+    next cap in `nexts` would lose (`gain`)."""
+    named = {i: c for i, c in enumerate(columns) if c and c in moving.columns}
+    if not named or not moving.height:
+        return {"found": 0, "alone": {}, "gain": {}}
+    found = {i: (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False) for i, c in named.items()}
+    mask = pl.sum_horizontal(
+        pl.lit(0, pl.UInt64), *(f.cast(pl.UInt64) * (1 << i) for i, f in found.items())
+    ).alias("_mask")
+    alone = {i: pl.col("_mask") == (1 << i) for i in named}
+    row = (
+        moving.with_columns(mask)
+        .select(
+            (pl.col("_mask") != 0).sum().alias("found"),
+            *(a.sum().alias(f"a{i}") for i, a in alone.items()),
+            *(
+                (alone[i] & (pl.col(named[i]) > _cap_pairs(nexts[i]))).sum().alias(f"g{i}")
+                for i in named
+                if i in nexts
+            ),
+        )
+        .row(0, named=True)
+    )
+    return {
+        "found": int(row["found"]),
+        "alone": {i: int(row[f"a{i}"]) for i in named},
+        "gain": {i: int(row[f"g{i}"]) for i in named if i in nexts},
+    }
 
 
 def _pair_counts(
