@@ -924,8 +924,7 @@ def main() -> int:
         "--pair-budget",
         type=float,
         default=None,
-        help="[linkage] pair_budget for the populations' runs (default: the project's, 3.5; "
-        "0 turns it off)",
+        help="[linkage] pair_budget for the populations' runs (default: the project's, off)",
     )
     args = parser.parse_args()
     extra = [*([FULL_RECORDS] if args.full else []), *(SCALE_RECORDS if args.scale else [])]

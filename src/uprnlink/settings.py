@@ -299,9 +299,11 @@ class LinkageSettings:
     block_cap: Annotated[StrictInt, AfterValidator(_block_cap)] = 0
     # Candidate pairs per record the prediction rules may make in all: over it, the caps of the
     # rules whose blocks grow with the population are lowered (uprnlink.linkage.blocking).
-    # Planning lists every rule pair before prediction (about 7 s at 1M records on 2 cores,
-    # repaid by the pairs it saves where blocks grow); 0: no budget, blocks capped only.
-    pair_budget: Annotated[StrictFloat, Field(ge=0)] = 3.5
+    # 0 (the default): no budget, blocks capped only. Planning lists every rule pair before
+    # prediction (about 7 s at 1M records on 2 cores, about what the pairs it saves cost to
+    # score; minutes at 5M), and where the rules pinning a person or place make most of the
+    # pairs, meeting it takes the other rules' caps down to 2 and loses true pairs.
+    pair_budget: Annotated[StrictFloat, Field(ge=0)] = 0.0
     baselines: StrictBool = (
         True  # also link with deterministic and plain-Splink baselines to compare
     )
