@@ -301,8 +301,8 @@ class LinkageSettings:
     # rules whose blocks grow with the population are lowered (uprnlink.linkage.blocking).
     # 0 (the default): no budget, blocks capped only. Planning lists every rule pair before
     # prediction (about 7 s at 1M records on 2 cores, about what the pairs it saves cost to
-    # score; minutes at 5M), and where the rules pinning a person or place make most of the
-    # pairs, meeting it takes the other rules' caps down to 2 and loses true pairs.
+    # score; about a minute at 5M), and where blocks stay over the cap after every refiner,
+    # meeting it takes the growing rules' caps down to 2 and loses true pairs.
     pair_budget: Annotated[StrictFloat, Field(ge=0)] = 0.0
     baselines: StrictBool = (
         True  # also link with deterministic and plain-Splink baselines to compare

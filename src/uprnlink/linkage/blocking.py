@@ -322,8 +322,7 @@ def _largest(sizes: pl.Series | None, cap: int) -> int:
     """The largest block (in pairs) at most `cap` allows among a rule's listed `sizes`."""
     if sizes is None:
         return 0
-    below = sizes.filter(sizes <= _cap_pairs(cap))
-    return int(below.max() or 0) if below.len() else 0  # type: ignore[arg-type]
+    return int(sizes.filter(sizes <= _cap_pairs(cap)).max() or 0)  # type: ignore[arg-type]
 
 
 def _step_counts(
@@ -335,13 +334,9 @@ def _step_counts(
     named = {i: c for i, c in enumerate(columns) if c and c in moving.columns}
     if not named or not moving.height:
         return {"found": 0, "alone": {}, "gain": {}}
-    found = {i: (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False) for i, c in named.items()}
-    mask = pl.sum_horizontal(
-        pl.lit(0, pl.UInt64), *(f.cast(pl.UInt64) * (1 << i) for i, f in found.items())
-    ).alias("_mask")
     alone = {i: pl.col("_mask") == (1 << i) for i in named}
     row = (
-        moving.with_columns(mask)
+        moving.with_columns(_found_mask([named.get(i) for i in range(len(columns))], caps))
         .select(
             (pl.col("_mask") != 0).sum().alias("found"),
             *(a.sum().alias(f"a{i}") for i, a in alone.items()),
@@ -360,31 +355,25 @@ def _step_counts(
     }
 
 
+def _found_mask(columns: list[str | None], caps: list[int]) -> pl.Expr:
+    """Per listed pair (`plan_caps`), bit i set when rule i finds it at `caps[i]`: the lowest
+    bit is the rule that scores it."""
+    return pl.sum_horizontal(
+        pl.lit(0, pl.UInt64),
+        *(
+            (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False).cast(pl.UInt64) * (1 << i)
+            for i, c in enumerate(columns)
+            if c
+        ),
+    ).alias("_mask")
+
+
 def _pair_counts(
-    wide: pl.DataFrame,
-    columns: list[str | None],
-    caps: list[int],
-    nexts: dict[int, int] | None = None,
+    wide: pl.DataFrame, columns: list[str | None], caps: list[int]
 ) -> dict[str, list[int]]:
     """From the listed pairs (`plan_caps`) at these caps, per rule: the pairs it adds
-    (`marginal`), those only it finds (`alone`), the largest block a lower cap would split
-    (`largest`, in pairs) and, for each rule given a next cap in `nexts`, the pairs only it
-    finds that the next cap would lose (`gain`)."""
-    named = {i: c for i, c in enumerate(columns) if c}
-    found = {i: (pl.col(c) <= _cap_pairs(caps[i])).fill_null(False) for i, c in named.items()}
-    # Bit i set when rule i finds the pair: the lowest bit is the rule that scores it.
-    mask = pl.sum_horizontal(
-        pl.lit(0, pl.UInt64), *(f.cast(pl.UInt64) * (1 << i) for i, f in found.items())
-    )
-    exprs = [pl.col(named[i]).filter(f).max().alias(f"l{i}") for i, f in found.items()]
-    exprs += [
-        ((pl.col("_mask") == (1 << i)) & (pl.col(named[i]) > _cap_pairs(cap))).sum().alias(f"g{i}")
-        for i, cap in (nexts or {}).items()
-        if i in named
-    ]
-    frame = wide.with_columns(mask.alias("_mask"))
-    row = frame.select(exprs).row(0, named=True) if exprs and frame.height else {}
-    lowest = frame.select(
+    (`marginal`) and those only it finds (`alone`)."""
+    lowest = wide.select(_found_mask(columns, caps)).select(
         pl.col("_mask").bitwise_trailing_zeros().alias("rule"),
         (pl.col("_mask").bitwise_count_ones() == 1).alias("alone"),
     )
@@ -393,8 +382,6 @@ def _pair_counts(
     return {
         "marginal": [int(first.get(i, 0)) for i in range(len(columns))],
         "alone": [int(only.get(i, 0)) for i in range(len(columns))],
-        "largest": [int(row.get(f"l{i}") or 0) for i in range(len(columns))],
-        "gain": [int(row.get(f"g{i}") or 0) for i in range(len(columns))],
     }
 
 
