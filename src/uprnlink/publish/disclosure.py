@@ -294,35 +294,55 @@ def _connected_rows(rows: list[dict[int, int]]) -> list[list[dict[int, int]]]:
 
 def _fixed_modulo(group: list[dict[int, int]], prime: int) -> list[int]:
     """The entries whose pivot row is the entry alone, in the reduced row echelon form of the
-    rows modulo `prime` (Gauss-Jordan, pivots on the lowest entry)."""
+    rows modulo `prime` (Gauss-Jordan).
+
+    Which entries are fixed does not depend on the order of elimination (an entry is fixed
+    when its unit vector is in the rows' span), so the order is chosen for speed: the
+    shortest rows first, so a total over hundreds of cells is reduced by the short rows'
+    pivots instead of filling them in, and an index of the pivot rows holding each entry, so
+    eliminating a new pivot touches only those rows. Summaries at 4.9M records: 50 s -> 0.5 s.
+    """
     pivots: dict[int, dict[int, int]] = {}
-    for original in group:
+    holders: dict[int, set[int]] = defaultdict(set)  # entry -> pivots whose rows hold it
+    for original in sorted(group, key=len):
         row = {j: c % prime for j, c in original.items() if c % prime}
         for p in [p for p in row if p in pivots]:
-            if p in row:
-                factor = row[p]
-                for j, c in pivots[p].items():
-                    v = (row.get(j, 0) - factor * c) % prime
-                    if v:
-                        row[j] = v
-                    else:
-                        row.pop(j, None)
+            _subtract(row, row.pop(p), pivots[p], p, prime)
         if not row:
             continue
         q = min(row)
         inverse = pow(row[q], -1, prime)
         row = {j: c * inverse % prime for j, c in row.items()}
-        for prow in pivots.values():
-            if q in prow:
-                factor = prow[q]
-                for j, c in row.items():
-                    v = (prow.get(j, 0) - factor * c) % prime
-                    if v:
-                        prow[j] = v
-                    else:
-                        prow.pop(j, None)
+        for r in holders.pop(q, ()):
+            prow = pivots[r]
+            for j, gone in _subtract(prow, prow.pop(q), row, q, prime):
+                (holders[j].discard if gone else holders[j].add)(r)
+        for j in row:
+            if j != q:
+                holders[j].add(q)
         pivots[q] = row
     return [q for q, row in pivots.items() if len(row) == 1]
+
+
+def _subtract(
+    row: dict[int, int], factor: int, pivot_row: dict[int, int], pivot: int, prime: int
+) -> list[tuple[int, bool]]:
+    """row -= factor * pivot_row modulo `prime`, over the pivot row's entries but its pivot
+    (already taken out of `row`); returns the entries that appeared in or left `row` (True:
+    left), so the caller can keep its index of rows per entry."""
+    changed: list[tuple[int, bool]] = []
+    for j, c in pivot_row.items():
+        if j == pivot:
+            continue
+        v = (row.get(j, 0) - factor * c) % prime
+        if v:
+            if j not in row:
+                changed.append((j, False))
+            row[j] = v
+        elif j in row:
+            del row[j]
+            changed.append((j, True))
+    return changed
 
 
 def complete_suppression(
