@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date
 
 import polars as pl
@@ -420,3 +421,52 @@ def test_no_companion_link_at_another_time_under_another_name_or_with_two_such()
     labels = link_companions(_labels({**COUPLE, 4: 40}), profiles, report, ACCOUNT, sources)
     assert _cluster_of(labels, 3) == 30
     assert (report.companions, report.companions_ambiguous) == (0, 1)
+
+
+def _random_moves(seed: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Labels, profiles and sources of a small random world of chains of moves: few names,
+    addresses and move dates, so candidates follow on to one, several or no people, round
+    after round."""
+    rng = random.Random(seed)
+    rows, clusters = [], {}
+    for person in range(60):
+        forename, surname = rng.choice(("ANN", "HELEN", "JO")), rng.choice(("HUGHES", "WOOD"))
+        dob = f"19{rng.randint(50, 99)}-01-01"
+        cuts = sorted(rng.sample(range(2005, 2024), rng.randint(1, 4)))
+        stays = list(zip([2000, *cuts], [*cuts, None], strict=True))
+        for k, (start, end) in enumerate(stays):
+            uid = 1000 * person + k
+            complete = k == len(stays) - 1 and rng.random() < 0.8
+            source = "gp_registrations" if complete else "council_tax"
+            last = f"{end - 1}-12-31" if end else None
+            rows.append(
+                (uid, forename, surname, dob if complete else None, None,
+                 f"U{rng.randint(0, 30)}", f"{start}-01-01", last, source)
+            )  # fmt: skip
+            clusters[uid] = uid if not complete or rng.random() < 0.5 else 1000 * person + 999
+    profiles, sources = _movers(rows)
+    return _labels(clusters), profiles, sources
+
+
+def test_later_rounds_find_what_searching_every_cluster_again_would(monkeypatch) -> None:
+    # After the first round the pass looks only at the clusters units joined: the clusters
+    # and counts must equal those of searching every cluster in every round.
+    import uprnlink.linkage.coresidence as coresidence
+
+    def everything(labels, profiles, found, changed):  # type: ignore[no-untyped-def]
+        return coresidence.mover_matches(labels, profiles).select(
+            "unique_id", "cluster_id", "_unit"
+        )
+
+    moved = 0
+    for seed in range(15):
+        labels, profiles, sources = _random_moves(seed)
+        fast, full = CoresidenceReport(), CoresidenceReport()
+        quick = link_movers(labels, profiles, fast, None, sources)
+        with monkeypatch.context() as m:
+            m.setattr(coresidence, "_mover_found", everything)
+            slow = link_movers(labels, profiles, full, None, sources)
+        assert quick.sort("unique_id").equals(slow.sort("unique_id")), seed
+        assert fast == full, seed
+        moved += fast.movers
+    assert moved > 0
