@@ -569,6 +569,10 @@ def build_quality_report(
 # ----------------------------------------------------------------------------- engineer page
 
 
+#: How many of the first records `example_pairs` looks among for near misses before all.
+NEAR_PREFIX = 1_000
+
+
 def example_pairs(
     linked: pl.DataFrame, n_matches: int = 4, n_near: int = 2
 ) -> list[tuple[str, str, str]]:
@@ -596,21 +600,27 @@ def example_pairs(
             .to_list()
         )
         out.append(("same person, two sources", recs[0], recs[1]))
+    # Only groups of one surname and date of birth holding two people give pairs, and the
+    # first pairs in id order are usually among the first records: those are tried first
+    # (the self-join over every record took 9 s at 4.9M records), then all of them.
     near = (
         linked.filter(pl.col("surname").is_not_null() & pl.col("dob").is_not_null())
         .select("unique_id", "person_id", "surname", "dob")
-        .sort("unique_id")
+        .filter(pl.col("person_id").n_unique().over("surname", "dob") > 1)
     )
-    pairs = (
-        near.join(near, on=["surname", "dob"], suffix="_r")
-        .filter(
-            (pl.col("person_id") != pl.col("person_id_r"))
-            & (pl.col("unique_id") < pl.col("unique_id_r"))
+    for first in (near.bottom_k(NEAR_PREFIX, by="unique_id"), near):
+        pairs = (
+            first.join(near, on=["surname", "dob"], suffix="_r")
+            .filter(
+                (pl.col("person_id") != pl.col("person_id_r"))
+                & (pl.col("unique_id") < pl.col("unique_id_r"))
+            )
+            .sort("unique_id", "unique_id_r")
+            .unique("person_id", keep="first", maintain_order=True)
+            .head(n_near)
         )
-        .sort("unique_id", "unique_id_r")
-        .unique("person_id", keep="first", maintain_order=True)
-        .head(n_near)
-    )
+        if pairs.height == n_near:
+            break
     for row in pairs.iter_rows(named=True):
         out.append(("different people, same surname and DOB", row["unique_id"], row["unique_id_r"]))
     return out
