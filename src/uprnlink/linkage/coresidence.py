@@ -352,31 +352,30 @@ def _follows_on(candidates: pl.DataFrame, stays: pl.DataFrame, names: pl.DataFra
     starts = pl.concat(
         [mine.with_columns((pl.col("period_start") - day * k).alias("_d")) for k in (0, 1)]
     )
-    theirs = stays.join(names, on="cluster_id").select(
-        "cluster_id",
-        pl.col("uprn_token").alias("_at"),
-        pl.col("forename").alias("_forename"),
-        pl.col("surname").alias("_surname"),
-        "period_start",
-        "period_end",
+    named = names.select(
+        "cluster_id", pl.col("forename").alias("_forename"), pl.col("surname").alias("_surname")
     )
     found = []
     for side, column in ((ends, "period_start"), (starts, "period_end")):
-        dated = theirs.select(
-            "cluster_id", "_at", "_forename", "_surname", pl.col(column).alias("_d")
-        ).drop_nulls("_d")
-        for name in ("surname", "forename"):
-            found.append(
-                side.drop_nulls("_d")
-                .join(dated.rename({f"_{name}": name}), on=["_d", name])
-                .select("unique_id", "uprn_token", "cluster_id", "_at")
+        side = side.drop_nulls("_d")
+        # Only stays dated on a day some candidate's stay meets take their cluster's names.
+        dated = (
+            stays.select(
+                "cluster_id", pl.col("uprn_token").alias("_at"), pl.col(column).alias("_d")
             )
-    return (
-        pl.concat(found)
-        .filter(pl.col("_at") != pl.col("uprn_token"))
-        .select("unique_id", "cluster_id")
-        .unique()
-    )
+            .join(side.select("_d").unique(), on="_d", how="semi")
+            .join(named, on="cluster_id")
+        )
+        for name in ("surname", "forename"):
+            # Each join is cut to its distinct pairs at once: millions of rows of two address
+            # tokens each made the pass the link stage's peak at 4.9M records.
+            found.append(
+                side.join(dated.rename({f"_{name}": name}), on=["_d", name])
+                .filter(pl.col("_at") != pl.col("uprn_token"))
+                .select("unique_id", "cluster_id")
+                .unique()
+            )
+    return pl.concat(found).unique()
 
 
 def lasting_elsewhere(

@@ -572,6 +572,9 @@ def _score(
         )
         for entry, rule_split in zip(blocking, split, strict=True):
             entry.update(rule_split)
+        # Scoring is done: DuckDB's memory goes before the pairs are settled and kept (at 4.9M
+        # records the run's peak was here, DuckDB's buffers beside polars' copies).
+        backend.close()
         if increment is not None:
             found = original_numbers(pairs, profiles.height).drop("match_probability")
             pairs = pl.concat([increment.kept, found], how="vertical_relaxed")
