@@ -398,3 +398,31 @@ def test_report_without_chart_libraries_keeps_its_figures(
     for section in SECTIONS:
         assert f'<section id="{section}">' in page, section
     assert page.count("<table>") >= 8
+
+
+def test_near_miss_examples_from_the_first_records_are_those_from_all(monkeypatch) -> None:
+    # The engineer page looks for near misses among the first records before all of them:
+    # the pairs must be those a search over every record finds, however few it looks among.
+    import random
+
+    import uprnlink.reports.quality as quality
+
+    rng = random.Random(3)
+    rows = []
+    for i in range(400):
+        person = rng.randrange(150)
+        rows.append(
+            {
+                "unique_id": f"r{rng.randrange(10**6):06d}-{i}",
+                "person_id": f"p{person}",
+                "source_dataset": rng.choice(("gp", "council_tax")),
+                "surname": rng.choice(("SMITH", "JONES", None)),
+                "dob": rng.choice((date(1980, 1, 1), date(1990, 5, 5), None)),
+            }
+        )
+    linked = pl.DataFrame(rows)
+    everything = quality.example_pairs(linked, n_near=4)
+    assert any(kind.startswith("different people") for kind, _, _ in everything)
+    for prefix in (1, 3, 20):
+        monkeypatch.setattr(quality, "NEAR_PREFIX", prefix)
+        assert quality.example_pairs(linked, n_near=4) == everything, prefix
