@@ -37,6 +37,10 @@ LINKAGE_COLUMNS = (
     "nhs_token",
 )
 PERIOD_COLUMNS = ("start_date", "end_date")
+#: The record columns linkage reads: those it compares and those that decide which identifiers
+#: the records carry (`identifiers_present`); a stage that scores pairs again (the quality
+#: report's examples) needs the same.
+COMPARED_COLUMNS = (*LINKAGE_COLUMNS, ADDRESS_COLUMN, *PERIOD_COLUMNS)
 
 #: Every identifier a comparison, blocking rule or training step can use, by the column (or
 #: derived column) that carries it; `period` is a residence stay (start and end dates).

@@ -20,16 +20,10 @@ from uprnlink.ingest import manifest
 from uprnlink.ingest.addresses import trusted_records
 from uprnlink.ingest.readers import file_checksum
 from uprnlink.linkage.baselines import deterministic_clusters, plain_splink_clusters
-from uprnlink.linkage.comparisons import ADDRESS_COLUMN
 from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_frame
 from uprnlink.linkage.coresidence import PASSES_VERSION
 from uprnlink.linkage.incremental import STATE_FORMAT, read_scored_pairs, write_scored_pairs
-from uprnlink.linkage.model import (
-    LINKAGE_COLUMNS,
-    MODEL_VERSION,
-    PERIOD_COLUMNS,
-    current_fingerprint,
-)
+from uprnlink.linkage.model import COMPARED_COLUMNS, MODEL_VERSION, current_fingerprint
 from uprnlink.linkage.predict import LinkageResult, link_people
 from uprnlink.linkage.review import review_queue_frame
 from uprnlink.linkage.stable_ids import IdChangeReport, assign_stable_ids
@@ -62,7 +56,7 @@ def link_records(
     z = Zones(settings)
     key = load_run_key(settings)
     # Only what linkage compares is read and stays in memory while Splink runs.
-    matches = trusted_records(settings, key, (*LINKAGE_COLUMNS, ADDRESS_COLUMN, *PERIOD_COLUMNS))
+    matches = trusted_records(settings, key, COMPARED_COLUMNS)
     records, addresses_matched = matches.records, matches.matched
     del matches
     labels = current_labels(read_labels(z, key.key_id))

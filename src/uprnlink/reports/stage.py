@@ -10,8 +10,7 @@ from typing import Any
 
 from uprnlink.errors import PublishError
 from uprnlink.ingest.addresses import trusted_records
-from uprnlink.linkage.comparisons import ADDRESS_COLUMN
-from uprnlink.linkage.model import LINKAGE_COLUMNS, PERIOD_COLUMNS
+from uprnlink.linkage.model import COMPARED_COLUMNS
 from uprnlink.privacy.keys import load_run_key
 from uprnlink.privacy.trusted import read_trusted
 from uprnlink.publish import releases
@@ -23,17 +22,11 @@ from uprnlink.zones import Zones
 
 log = logging.getLogger("uprnlink")
 
-#: The record columns the report reads: the model's identifiers (the engineer page scores its
-#: example pairs with them), coverage by source and the identifier columns the pages are
-#: checked against; not every column of every record (the stage's peak at 4.9M records
+#: The record columns the report reads: linkage's (the engineer page scores its example pairs
+#: with the model), coverage by source and the identifier columns the pages are checked
+#: against; not every column of every record (the stage's peak at 4.9M records
 #: 5.44 -> 4.25 GiB).
-REPORT_COLUMNS = (
-    *LINKAGE_COLUMNS,
-    ADDRESS_COLUMN,
-    *PERIOD_COLUMNS,
-    "uprn_in_lookup",
-    "household_token",
-)
+REPORT_COLUMNS = (*COMPARED_COLUMNS, "uprn_in_lookup", "household_token")
 
 
 def write_quality_report(
