@@ -302,8 +302,7 @@ def plan_caps(
     settled = sum(fixed["marginal"]) + sum(extra) + wide.height - moving.height
     # The block sizes (in pairs) a movable rule's pairs need, to find its largest below a cap.
     sizes = {
-        i: wide.get_column(cast(str, columns[i])).drop_nulls().unique().sort()
-        for i in listed_movable
+        i: wide.get_column(cast(str, columns[i])).drop_nulls().unique() for i in listed_movable
     }
     while True:
         open_ = [i for i in movable if caps[i] > 2]
