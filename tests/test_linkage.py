@@ -33,7 +33,13 @@ from uprnlink.linkage.model import (
     settings_json,
     with_parameters,
 )
-from uprnlink.linkage.predict import link_people, linkage_profiles
+from uprnlink.linkage.predict import (
+    CLUSTERED_COLUMNS,
+    link_inputs,
+    link_people,
+    link_profiles,
+    linkage_profiles,
+)
 from uprnlink.linkage.stable_ids import derived_id
 from uprnlink.run.evaluation import pairwise_scores
 from uprnlink.settings import LinkageSettings
@@ -154,6 +160,26 @@ def test_saved_model_is_reused_and_gives_identical_clusters(
 
     forced = link_people(records, SETTINGS, work_dir=tmp_path, model=first.model, retrain=True)
     assert forced.model_trained
+
+
+def test_scoring_holds_no_record_and_training_lets_its_sample_go(
+    records: pl.DataFrame, trained: Any, tmp_path: Path
+) -> None:
+    """The link stage drops its records before scoring: what linkage needs of them is in the
+    inputs, the training sample is released once trained, and the people are the same."""
+    reused = link_inputs(records, SETTINGS, model=trained.model)
+    assert reused.saved is not None and reused.training is None  # nothing to train on
+    again = link_profiles(reused, SETTINGS, work_dir=tmp_path / "a", model=trained.model)
+    assert again.clusters.sort("unique_id").equals(trained.clusters.sort("unique_id"))
+
+    sampled = replace(SETTINGS, max_training_records=records.height // 2)
+    fresh = link_inputs(records, sampled, retrain=True)
+    assert fresh.saved is None and fresh.training is not None
+    assert fresh.training.height == records.height // 2
+    linked = link_profiles(fresh, sampled, work_dir=tmp_path / "b")
+    assert fresh.training is None and linked.model_trained
+    assert set(fresh.profiles.columns) <= set(CLUSTERED_COLUMNS)  # what clustering reads
+    assert linked.model["records_trained_on"] == records.height == linked.records
 
 
 def test_model_of_another_version_or_definition_is_not_reused() -> None:

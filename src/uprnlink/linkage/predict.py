@@ -85,6 +85,10 @@ from uprnlink.settings import LinkageSettings
 
 log = logging.getLogger(__name__)
 
+#: The profile columns clustering, the cannot-link rules and the co-residence passes read: once
+#: the backend holds the profiles for scoring, the polars copy keeps only these.
+CLUSTERED_COLUMNS = MOVER_COLUMNS
+
 
 @dataclass
 class LinkageResult:
@@ -350,6 +354,71 @@ def _coresidence_pass(
     return labels, report
 
 
+@dataclass
+class LinkInputs:
+    """What linkage keeps of the records once their profiles are made (`link_inputs`): the
+    profiles and each record's profile, the model to reuse (None: train one), the records
+    training reads (a sample of at most `max_training_records`; None with a saved model,
+    and released once trained) and the match labels it learns from. Scoring then needs no
+    record, so a caller that drops its records holds only these while DuckDB scores; once
+    the backend holds the profiles, `profiles` keeps only `CLUSTERED_COLUMNS`."""
+
+    records: int
+    profiles: pl.DataFrame
+    members: pl.DataFrame
+    identifiers: frozenset[str]
+    creator: dict[str, Any]
+    fingerprint: str
+    saved: dict[str, Any] | None
+    training: pl.DataFrame | None
+    taught: pl.DataFrame | None
+    listings: pl.DataFrame | None
+    seconds: dict[str, float]
+
+
+def link_inputs(
+    records: pl.DataFrame,
+    settings: LinkageSettings,
+    *,
+    model: dict[str, Any] | None = None,
+    retrain: bool = False,
+    listings: pl.DataFrame | None = None,
+    review_labels: pl.DataFrame | None = None,
+) -> LinkInputs:
+    """The records' profiles, the model to reuse or the training sample, and the labels
+    (`LinkInputs`): everything `link_profiles` needs from the records. Arguments as for
+    `link_people`."""
+    check_records(records, LINKAGE_COLUMNS)
+    identifiers = identifiers_present(records)
+    timings: dict[str, float] = {}
+    if not settings.cannot_link:
+        listings = None
+    profiles, members = _profiles(records, listings, identifiers, settings, timings)
+    creator = settings_dict(settings.match_threshold, identifiers)
+    fingerprint = settings_fingerprint(settings_json(creator))
+    taught = _training_labels(settings, review_labels, records)
+    fresh = retrain or (model or {}).get("trained_on_labels") != _labels_digest(taught)
+    saved = None if fresh else reusable_model(model, fingerprint)
+    training = (
+        training_sample(records, settings.max_training_records, settings.seed)
+        if saved is None
+        else None
+    )
+    return LinkInputs(
+        records=records.height,
+        profiles=profiles,
+        members=members,
+        identifiers=identifiers,
+        creator=creator,
+        fingerprint=fingerprint,
+        saved=saved,
+        training=training,
+        taught=taught,
+        listings=listings,
+        seconds=timings,
+    )
+
+
 def link_people(
     records: pl.DataFrame,
     settings: LinkageSettings,
@@ -372,25 +441,39 @@ def link_people(
     non-match labels as cannot-link pairs (rule `clerical`). `previous` (the last link's
     pairs, scored with this model) makes the link incremental when few profiles are new.
 
-    Along Splink's own seams: profiles, then training (or the saved model) and inference in
-    one backend session (`_score`), the threshold (`_pick_threshold`), clustering with the
-    cannot-link rules and the co-residence pass (`_cluster`), then person ids.
+    Along Splink's own seams: profiles and the training sample (`link_inputs`), then
+    `link_profiles`: training (or the saved model) and inference in one backend session
+    (`_score`), the threshold (`_pick_threshold`), clustering with the cannot-link rules and
+    the co-residence pass (`_cluster`), then person ids.
     """
-    check_records(records, LINKAGE_COLUMNS)
-    identifiers = identifiers_present(records)
-    timings: dict[str, float] = {}
-    if not settings.cannot_link:
-        listings = None
-    profiles, members = _profiles(records, listings, identifiers, settings, timings)
-    creator = settings_dict(settings.match_threshold, identifiers)
-    fingerprint = settings_fingerprint(settings_json(creator))
-    taught = _training_labels(settings, review_labels, records)
-    fresh = retrain or (model or {}).get("trained_on_labels") != _labels_digest(taught)
-    saved = None if fresh else reusable_model(model, fingerprint)
-    scored = _score(
-        records, profiles, settings, identifiers, creator, fingerprint, model, saved, work_dir,
-        timings, taught, previous,
+    inputs = link_inputs(
+        records,
+        settings,
+        model=model,
+        retrain=retrain,
+        listings=listings,
+        review_labels=review_labels,
+    )
+    return link_profiles(
+        inputs, settings, work_dir=work_dir, model=model, review_labels=review_labels,
+        previous=previous,
     )  # fmt: skip
+
+
+def link_profiles(
+    inputs: LinkInputs,
+    settings: LinkageSettings,
+    *,
+    work_dir: Path,
+    model: dict[str, Any] | None = None,
+    review_labels: pl.DataFrame | None = None,
+    previous: ScoredPairs | None = None,
+) -> LinkageResult:
+    """`link_people` from the records' `LinkInputs` (the same `model` and `review_labels`
+    they were made with): scoring, clustering and person ids need no record."""
+    timings = dict(inputs.seconds)
+    scored = _score(inputs, settings, model, work_dir, timings, previous)
+    profiles, members, listings = inputs.profiles, inputs.members, inputs.listings
     threshold, choice, pairs, below = _pick_threshold(settings, scored)
     if settings.train_from_labels == "threshold" and review_labels is not None:
         threshold, pairs, below = _label_threshold(review_labels, members, threshold, pairs, below)
@@ -403,21 +486,21 @@ def link_people(
     clusters = _person_ids(members, by_profile, timings)
     return LinkageResult(
         clusters=clusters,
-        records=records.height,
+        records=inputs.records,
         people=clusters.get_column("person_id").n_unique(),
         candidate_pairs=scored.n_scored,
         pairs_above_threshold=pairs.height,
         match_threshold=threshold,
         model=scored.artefact,
         seconds=timings,
-        model_trained=saved is None,
+        model_trained=inputs.saved is None,
         blocking=scored.blocking,
         profiles=profiles.height,
         threshold_choice=choice.to_dict() if choice is not None else None,
         cannot_link=report.to_dict() if report is not None else None,
         coresidence=coresidence.to_dict() if coresidence is not None else None,
-        identifiers=sorted(identifiers),
-        comparisons=comparison_names(identifiers),
+        identifiers=sorted(inputs.identifiers),
+        comparisons=comparison_names(inputs.identifiers),
         training=scored.training,
         review=review,
         labels_applied=applied,
@@ -519,32 +602,34 @@ class _Scored:
 
 
 def _score(
-    records: pl.DataFrame,
-    profiles: pl.DataFrame,
+    inputs: LinkInputs,
     settings: LinkageSettings,
-    identifiers: frozenset[str],
-    creator: dict[str, Any],
-    fingerprint: str,
     model: dict[str, Any] | None,
-    saved: dict[str, Any] | None,
     work_dir: Path,
     timings: dict[str, float],
-    taught: pl.DataFrame | None = None,
     previous: ScoredPairs | None = None,
 ) -> _Scored:
-    """Train a model on the records (or load the saved one), then score the profiles' pairs
-    (with `previous` pairs that still hold, only those of new profiles), in one session."""
+    """Train a model on the training records (or load the saved one), then score the profiles'
+    pairs (with `previous` pairs that still hold, only those of new profiles), in one session.
+    The training records are released once trained (`inputs.training` is None after)."""
     from splink import Linker
 
+    profiles, identifiers, creator, saved, taught = (
+        inputs.profiles, inputs.identifiers, inputs.creator, inputs.saved, inputs.taught
+    )  # fmt: skip
     training: list[str] = []
     backend = linkage_backend(settings, work_dir)
     try:
         t1 = time.perf_counter()
         reuse = previous if saved is not None else None
-        blocked = _blocked_profiles(profiles, settings, identifiers, creator, reuse, records.height)
+        blocked = _blocked_profiles(profiles, settings, identifiers, creator, reuse, inputs.records)
         split, increment = blocked.split, blocked.increment
         sdf = backend.register(blocked.profiles, "profiles")
         blocked.profiles = blocked.profiles.clear()
+        # Scoring reads the backend's copy; clustering and its passes read only these.
+        inputs.profiles = profiles = profiles.select(
+            c for c in CLUSTERED_COLUMNS if c in profiles.columns
+        )
         template = with_split_rules(settings_json(creator, backend.dialect), split)
         if increment is not None:
             template = with_fresh_rules(template)
@@ -554,10 +639,13 @@ def _score(
             artefact = model
             timings["load_model"] = round(time.perf_counter() - t1, 2)
         else:
-            trained, training = _train(backend, records, settings, identifiers, creator, taught)
+            assert inputs.training is not None
+            sample, inputs.training = inputs.training, None
+            trained, training = _train(backend, sample, settings, identifiers, creator, taught)
+            del sample
             linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
             canonical = with_parameters(settings_json(creator), trained)
-            artefact = model_artefact(canonical, fingerprint, records.height)
+            artefact = model_artefact(canonical, inputs.fingerprint, inputs.records)
             if taught is not None:
                 artefact["trained_on_labels"] = _labels_digest(taught)
             timings["train"] = round(time.perf_counter() - t1, 2)
@@ -636,11 +724,8 @@ def _train(
     The parameters describe pairs of records (on 1M synthetic records, training on profiles
     instead lost 0.0004 precision and 0.0008 recall); every training step samples, and a
     delivery of more than `max_training_records` trains on a sample of them
-    (`training_sample`), so this stays bounded."""
-    training_records = splink_records(
-        training_sample(records, settings.max_training_records, settings.seed),
-        identifiers=identifiers,
-    )
+    (`training_sample`, drawn by `link_inputs`), so this stays bounded."""
+    training_records = splink_records(records, identifiers=identifiers)
     table = backend.register(training_records, "records")
     one_thread = backend.repeatable() if settings.repeatable_training else nullcontext()
     labels = None if taught is None else backend.register(taught, "clerical_labels")

@@ -248,6 +248,19 @@ def district_expr(col: str = "postcode") -> pl.Expr:
     return pl.col(col).str.strip_chars().str.split(" ").list.first()
 
 
+#: The record fields a reviewer sees (`review_queue_frame`): no NHS number, UPRN or address line.
+REVIEW_RECORD_COLUMNS = (
+    "unique_id",
+    "source_dataset",
+    "forename",
+    "surname",
+    "dob",
+    "postcode",
+    "start_date",
+    "end_date",
+)
+
+
 def _side_expr(side: str) -> list[pl.Expr]:
     period = pl.concat_str(
         pl.col("start_date").cast(pl.Utf8).fill_null("?"),
@@ -269,12 +282,14 @@ def review_queue_frame(review: pl.DataFrame, records: pl.DataFrame) -> pl.DataFr
     """The queue a reviewer sees: each pair (record keys, probability, reason) with the two
     records' source, names, date of birth, postcode district and period, in queue order.
 
-    Only those fields are taken from `records` (unique_id, source_dataset, forename, surname,
-    dob, postcode, start_date, end_date): no NHS number, UPRN or address line reaches it.
+    Only those fields are taken from `records` (`REVIEW_RECORD_COLUMNS`): no NHS number, UPRN
+    or address line reaches it.
     """
     from uprnlink.review import QUEUE_SCHEMA, pair_id_expr
 
-    shown = {side: records.select(_side_expr(side)) for side in ("l", "r")}
+    queued = pl.concat([review.get_column("unique_id_l"), review.get_column("unique_id_r")])
+    wanted = records.filter(pl.col("unique_id").is_in(queued.implode()))
+    shown = {side: wanted.select(_side_expr(side)) for side in ("l", "r")}
     return (
         review.with_row_index("_order")
         .join(shown["l"], on="unique_id_l", maintain_order="left")

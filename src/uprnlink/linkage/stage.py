@@ -24,11 +24,11 @@ from uprnlink.linkage.constraints import LISTING_FIELDS, RULES_VERSION, listing_
 from uprnlink.linkage.coresidence import PASSES_VERSION
 from uprnlink.linkage.incremental import STATE_FORMAT, read_scored_pairs, write_scored_pairs
 from uprnlink.linkage.model import COMPARED_COLUMNS, MODEL_VERSION, current_fingerprint
-from uprnlink.linkage.predict import LinkageResult, link_people
-from uprnlink.linkage.review import review_queue_frame
+from uprnlink.linkage.predict import LinkageResult, link_inputs, link_profiles
+from uprnlink.linkage.review import REVIEW_RECORD_COLUMNS, review_queue_frame
 from uprnlink.linkage.stable_ids import IdChangeReport, assign_stable_ids
 from uprnlink.privacy.keys import MasterKey, load_run_key
-from uprnlink.privacy.trusted import read_trusted, write_trusted
+from uprnlink.privacy.trusted import read_trusted, read_trusted_records, write_trusted
 from uprnlink.review import current_labels, read_labels
 from uprnlink.run_summary import BaselineRecord, LinkSummary, ModelRecord, ReviewRecord
 from uprnlink.settings import RunSettings, read_settings
@@ -67,19 +67,30 @@ def link_records(
     previous = None
     if not retrain and settings.linkage.incremental_max_new > 0:
         previous = read_scored_pairs(z.linkage_dir, key, scoring_basis(settings))
-    result = link_people(
+    review_labels = labels if labels.height else None
+    inputs = link_inputs(
         records,
         settings.linkage,
-        work_dir=z.linkage_dir,
         model=saved,
         retrain=retrain,
         listings=read_listings(settings, key, records),
-        review_labels=labels if labels.height else None,
+        review_labels=review_labels,
+    )
+    # Scoring needs only the profiles: the records go before DuckDB takes its memory (at 15M
+    # records they were 3 GB of the link stage's peak) and are read again for what follows.
+    del records
+    result = link_profiles(
+        inputs,
+        settings.linkage,
+        work_dir=z.linkage_dir,
+        model=saved,
+        review_labels=review_labels,
         previous=previous,
     )
-    del previous
+    del previous, inputs
     if result.review is not None:
-        write_trusted(review_queue_frame(result.review, records), z.review_queue, key)
+        shown = read_trusted_records(settings, key, REVIEW_RECORD_COLUMNS)
+        write_trusted(review_queue_frame(result.review, shown), z.review_queue, key)
     if result.model_trained:
         write_model(result.model, z.linkage_dir, run_id)
     if result.scored is not None:
@@ -98,6 +109,7 @@ def link_records(
     )
     if baselines and settings.linkage.baselines:
         log.info("linking the same records with the two baselines ...")
+        records = trusted_records(settings, key, COMPARED_COLUMNS).records
         summary["baselines"] = write_baselines(records, settings, key)
     shutil.rmtree(z.linkage_dir / "duckdb_tmp", ignore_errors=True)
     return summary
