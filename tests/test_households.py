@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import date
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uprnlink.households.ages import age_band_expr, age_on_expr
+from uprnlink.households.tables import CODED_IDS, coded_ids, decoded_ids
 from uprnlink.households.timelines import (
     build_memberships,
     household_composition,
@@ -395,3 +399,34 @@ def test_a_blocks_uprn_on_a_flats_record_is_only_a_postcode() -> None:
     on = residents_on(mem, REFERENCE_DATE)
     placed = dict(on.select("person_id", "household_token").iter_rows())
     assert placed == {"p": "flat-2"}  # q, known only at the block, is placed nowhere
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text("ab0Pf", min_size=1, max_size=6), min_size=1, max_size=30),
+    st.lists(
+        st.one_of(st.none(), st.text("c1e", min_size=1, max_size=5)), min_size=30, max_size=30
+    ),
+)
+def test_coded_ids_keep_the_order_and_equalities_of_the_ids(
+    people: list[str], tokens: list[str | None]
+) -> None:
+    """The household rules run on codes: codes sort, group and compare as the ids do, and
+    decode to the same ids (nulls stay null)."""
+    records = pl.DataFrame(
+        {"person_id": people, "household_token": tokens[: len(people)]},
+        schema={"person_id": pl.String, "household_token": pl.String},
+    )
+    coded, ids = coded_ids(records)
+    assert coded.schema["person_id"] == coded.schema["household_token"] == pl.UInt32
+    for column in CODED_IDS:
+        strings = records.get_column(column).to_list()
+        codes = coded.get_column(column).to_list()
+        assert [s is None for s in strings] == [c is None for c in codes]
+        for i, j in itertools.product(range(len(strings)), repeat=2):
+            if strings[i] is not None and strings[j] is not None:
+                assert (strings[i] < strings[j]) == (codes[i] < codes[j])
+                assert (strings[i] == strings[j]) == (codes[i] == codes[j])
+    back = decoded_ids(coded.rename({"household_token": "household_id"}), ids)
+    assert back.get_column("person_id").to_list() == people
+    assert back.get_column("household_id").to_list() == tokens[: len(people)]
