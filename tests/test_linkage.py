@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from uprnlink.errors import LinkageError
+from uprnlink.linkage import predict
 from uprnlink.linkage.backends import spark_memory
 from uprnlink.linkage.baselines import (
     _em_session,
@@ -34,6 +35,7 @@ from uprnlink.linkage.model import (
     with_parameters,
 )
 from uprnlink.linkage.predict import (
+    ASIDE_DIR,
     CLUSTERED_COLUMNS,
     link_inputs,
     link_people,
@@ -163,14 +165,29 @@ def test_saved_model_is_reused_and_gives_identical_clusters(
 
 
 def test_scoring_holds_no_record_and_training_lets_its_sample_go(
-    records: pl.DataFrame, trained: Any, tmp_path: Path
+    records: pl.DataFrame, trained: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The link stage drops its records before scoring: what linkage needs of them is in the
     inputs, the training sample is released once trained, and the people are the same."""
     reused = link_inputs(records, SETTINGS, model=trained.model)
     assert reused.saved is not None and reused.training is None  # nothing to train on
+    members = reused.members.height
+    seen: dict[str, Any] = {}
+    scoring = predict._predict
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        # While DuckDB scores, what clustering reads next is on disk, not in memory.
+        seen["files"] = sorted(p.name for p in (tmp_path / "a" / ASIDE_DIR).iterdir())
+        seen["held"] = (reused.profiles.height, reused.members.height)
+        return scoring(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "_predict", watched)
     again = link_profiles(reused, SETTINGS, work_dir=tmp_path / "a", model=trained.model)
     assert again.clusters.sort("unique_id").equals(trained.clusters.sort("unique_id"))
+    assert seen["files"] == ["current.parquet", "members.parquet", "profiles.parquet"]
+    assert seen["held"] == (0, 0) and reused.members.height == members
+    assert not (tmp_path / "a" / ASIDE_DIR).exists()
+    monkeypatch.undo()
 
     sampled = replace(SETTINGS, max_training_records=records.height // 2)
     fresh = link_inputs(records, sampled, retrain=True)
