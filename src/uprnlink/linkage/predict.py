@@ -615,10 +615,9 @@ def _score(
     The training records are released once trained (`inputs.training` is None after)."""
     from splink import Linker
 
-    profiles, identifiers, creator, saved, taught = (
-        inputs.profiles, inputs.identifiers, inputs.creator, inputs.saved, inputs.taught
+    profiles, identifiers, creator, saved = (
+        inputs.profiles, inputs.identifiers, inputs.creator, inputs.saved
     )  # fmt: skip
-    training: list[str] = []
     backend = linkage_backend(settings, work_dir)
     try:
         t1 = time.perf_counter()
@@ -634,22 +633,9 @@ def _score(
         template = with_split_rules(settings_json(creator, backend.dialect), split)
         if increment is not None:
             template = with_fresh_rules(template)
-        if saved is not None:
-            linker = Linker(sdf, with_parameters(template, saved), log_level=logging.ERROR)
-            assert model is not None
-            artefact = model
-            timings["load_model"] = round(time.perf_counter() - t1, 2)
-        else:
-            assert inputs.training is not None
-            sample, inputs.training = inputs.training, None
-            trained, training = _train(backend, sample, settings, identifiers, creator, taught)
-            del sample
-            linker = Linker(sdf, with_parameters(template, trained), log_level=logging.ERROR)
-            canonical = with_parameters(settings_json(creator), trained)
-            artefact = model_artefact(canonical, inputs.fingerprint, inputs.records)
-            if taught is not None:
-                artefact["trained_on_labels"] = _labels_digest(taught)
-            timings["train"] = round(time.perf_counter() - t1, 2)
+        parameters, artefact, training = _model_parameters(inputs, backend, settings, model)
+        linker = Linker(sdf, with_parameters(template, parameters), log_level=logging.ERROR)
+        timings["load_model" if saved is not None else "train"] = round(time.perf_counter() - t1, 2)
 
         t2 = time.perf_counter()
         n_profiles = profiles.height
@@ -685,6 +671,30 @@ def _score(
         shutil.rmtree(work_dir / ASIDE_DIR, ignore_errors=True)
     counts = increment.counts(n_scored) if increment is not None else None
     return _Scored(artefact, training, pairs, below, blocking, n_scored, histograms, state, counts)
+
+
+def _model_parameters(
+    inputs: LinkInputs,
+    backend: DuckDBLinkage | SparkLinkage,
+    settings: LinkageSettings,
+    model: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The parameters to score with, the model artefact to keep and the training steps taken:
+    the saved model's, or trained now on the training sample (released once trained)."""
+    if inputs.saved is not None:
+        assert model is not None
+        return inputs.saved, model, []
+    assert inputs.training is not None
+    sample, inputs.training = inputs.training, None
+    trained, training = _train(
+        backend, sample, settings, inputs.identifiers, inputs.creator, inputs.taught
+    )
+    del sample
+    canonical = with_parameters(settings_json(inputs.creator), trained)
+    artefact = model_artefact(canonical, inputs.fingerprint, inputs.records)
+    if inputs.taught is not None:
+        artefact["trained_on_labels"] = _labels_digest(inputs.taught)
+    return trained, artefact, training
 
 
 #: The linkage work folder's subfolder holding what clustering reads while DuckDB scores.
