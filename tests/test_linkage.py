@@ -182,7 +182,7 @@ def test_scoring_holds_no_record_and_training_lets_its_sample_go(
         return scoring(*args, **kwargs)
 
     monkeypatch.setattr(predict, "_predict", watched)
-    again = link_profiles(reused, SETTINGS, work_dir=tmp_path / "a", model=trained.model)
+    again = link_profiles(reused, SETTINGS, work_dir=tmp_path / "a")
     assert again.clusters.sort("unique_id").equals(trained.clusters.sort("unique_id"))
     assert seen["files"] == ["current.parquet", "members.parquet", "profiles.parquet"]
     assert seen["held"] == (0, 0) and reused.members.height == members

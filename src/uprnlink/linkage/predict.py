@@ -358,11 +358,12 @@ def _coresidence_pass(
 @dataclass
 class LinkInputs:
     """What linkage keeps of the records once their profiles are made (`link_inputs`): the
-    profiles and each record's profile, the model to reuse (None: train one), the records
-    training reads (a sample of at most `max_training_records`; None with a saved model,
-    and released once trained) and the match labels it learns from. Scoring then needs no
-    record, so a caller that drops its records holds only these while DuckDB scores; once
-    the backend holds the profiles, `profiles` keeps only `CLUSTERED_COLUMNS`."""
+    profiles and each record's profile, the model to reuse (`saved`, its parameters, and
+    `model`, its artefact; `saved` None: train one), the records training reads (a sample of
+    at most `max_training_records`; None with a saved model, and released once trained), the
+    match labels it learns from and the reviewers' labels. Scoring then needs no record, so a
+    caller that drops its records holds only these while DuckDB scores; once the backend
+    holds the profiles, `profiles` keeps only `CLUSTERED_COLUMNS`."""
 
     records: int
     profiles: pl.DataFrame
@@ -370,9 +371,11 @@ class LinkInputs:
     identifiers: frozenset[str]
     creator: dict[str, Any]
     fingerprint: str
+    model: dict[str, Any] | None
     saved: dict[str, Any] | None
     training: pl.DataFrame | None
     taught: pl.DataFrame | None
+    review_labels: pl.DataFrame | None
     listings: pl.DataFrame | None
     seconds: dict[str, float]
 
@@ -412,9 +415,11 @@ def link_inputs(
         identifiers=identifiers,
         creator=creator,
         fingerprint=fingerprint,
+        model=model,
         saved=saved,
         training=training,
         taught=taught,
+        review_labels=review_labels,
         listings=listings,
         seconds=timings,
     )
@@ -455,10 +460,7 @@ def link_people(
         listings=listings,
         review_labels=review_labels,
     )
-    return link_profiles(
-        inputs, settings, work_dir=work_dir, model=model, review_labels=review_labels,
-        previous=previous,
-    )  # fmt: skip
+    return link_profiles(inputs, settings, work_dir=work_dir, previous=previous)
 
 
 def link_profiles(
@@ -466,15 +468,14 @@ def link_profiles(
     settings: LinkageSettings,
     *,
     work_dir: Path,
-    model: dict[str, Any] | None = None,
-    review_labels: pl.DataFrame | None = None,
     previous: ScoredPairs | None = None,
 ) -> LinkageResult:
-    """`link_people` from the records' `LinkInputs` (the same `model` and `review_labels`
-    they were made with): scoring, clustering and person ids need no record."""
+    """`link_people` from the records' `LinkInputs`: scoring, clustering and person ids need
+    no record."""
     timings = dict(inputs.seconds)
-    scored = _score(inputs, settings, model, work_dir, timings, previous)
+    scored = _score(inputs, settings, work_dir, timings, previous)
     profiles, members, listings = inputs.profiles, inputs.members, inputs.listings
+    review_labels = inputs.review_labels
     threshold, choice, pairs, below = _pick_threshold(settings, scored)
     if settings.train_from_labels == "threshold" and review_labels is not None:
         threshold, pairs, below = _label_threshold(review_labels, members, threshold, pairs, below)
@@ -605,7 +606,6 @@ class _Scored:
 def _score(
     inputs: LinkInputs,
     settings: LinkageSettings,
-    model: dict[str, Any] | None,
     work_dir: Path,
     timings: dict[str, float],
     previous: ScoredPairs | None = None,
@@ -633,7 +633,7 @@ def _score(
         template = with_split_rules(settings_json(creator, backend.dialect), split)
         if increment is not None:
             template = with_fresh_rules(template)
-        parameters, artefact, training = _model_parameters(inputs, backend, settings, model)
+        parameters, artefact, training = _model_parameters(inputs, backend, settings)
         linker = Linker(sdf, with_parameters(template, parameters), log_level=logging.ERROR)
         timings["load_model" if saved is not None else "train"] = round(time.perf_counter() - t1, 2)
 
@@ -677,13 +677,12 @@ def _model_parameters(
     inputs: LinkInputs,
     backend: DuckDBLinkage | SparkLinkage,
     settings: LinkageSettings,
-    model: dict[str, Any] | None,
 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """The parameters to score with, the model artefact to keep and the training steps taken:
     the saved model's, or trained now on the training sample (released once trained)."""
     if inputs.saved is not None:
-        assert model is not None
-        return inputs.saved, model, []
+        assert inputs.model is not None
+        return inputs.saved, inputs.model, []
     assert inputs.training is not None
     sample, inputs.training = inputs.training, None
     trained, training = _train(
@@ -722,16 +721,14 @@ def _set_aside(inputs: LinkInputs, blocked: _Blocked, folder: Path) -> dict[str,
 
 
 def _take_back(paths: dict[str, Path], inputs: LinkInputs, blocked: _Blocked) -> None:
-    """Read back what `_set_aside` wrote, and remove the files. Each frame comes back in one
-    chunk, as it went (joins and groups on the 40 chunks of a Parquet read were slower: at 5M
+    """Read back what `_set_aside` wrote (`_score` removes the folder). Each frame comes back in
+    one chunk, as it went (joins and groups on the 40 chunks of a Parquet read were slower: at 5M
     records clustering and its passes took 6 s more)."""
     frames = {name: pl.read_parquet(path).rechunk() for name, path in paths.items()}
     inputs.profiles, inputs.members = frames["profiles"], frames["members"]
     blocked.current = frames["current"]
     if "listings" in frames:
         inputs.listings = frames["listings"]
-    for path in paths.values():
-        path.unlink()
 
 
 @dataclass

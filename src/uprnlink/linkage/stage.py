@@ -67,26 +67,18 @@ def link_records(
     previous = None
     if not retrain and settings.linkage.incremental_max_new > 0:
         previous = read_scored_pairs(z.linkage_dir, key, scoring_basis(settings))
-    review_labels = labels if labels.height else None
     inputs = link_inputs(
         records,
         settings.linkage,
         model=saved,
         retrain=retrain,
         listings=read_listings(settings, key, records),
-        review_labels=review_labels,
+        review_labels=labels if labels.height else None,
     )
     # Scoring needs only the profiles: the records go before DuckDB takes its memory (at 15M
     # records they were 3 GB of the link stage's peak) and are read again for what follows.
     del records
-    result = link_profiles(
-        inputs,
-        settings.linkage,
-        work_dir=z.linkage_dir,
-        model=saved,
-        review_labels=review_labels,
-        previous=previous,
-    )
+    result = link_profiles(inputs, settings.linkage, work_dir=z.linkage_dir, previous=previous)
     del previous, inputs
     if result.review is not None:
         shown = read_trusted_records(settings, key, REVIEW_RECORD_COLUMNS)
