@@ -453,7 +453,7 @@ def test_later_rounds_find_what_searching_every_cluster_again_would(monkeypatch)
     # and counts must equal those of searching every cluster in every round.
     import uprnlink.linkage.coresidence as coresidence
 
-    def everything(labels, profiles, found, changed):  # type: ignore[no-untyped-def]
+    def everything(labels, profiles, found, changed, units):  # type: ignore[no-untyped-def]
         return coresidence.mover_matches(labels, profiles).select(
             "unique_id", "cluster_id", "_unit"
         )

@@ -274,8 +274,19 @@ def _incomplete_units(
     return nodes.filter(~_complete().any().over("cluster_id") & (size <= most)).filter(*known)
 
 
+def mover_units(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
+    """The mover pass's candidates (`_incomplete_units` with a UPRN token, forename, period
+    and surname): their profiles' MOVER_COLUMNS and cluster_id (the unit)."""
+    nodes = labels.join(profiles, on="unique_id", how="inner")
+    known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
+    return _incomplete_units(nodes, known)
+
+
 def mover_matches(
-    labels: pl.DataFrame, profiles: pl.DataFrame, within: pl.Series | None = None
+    labels: pl.DataFrame,
+    profiles: pl.DataFrame,
+    within: pl.Series | None = None,
+    units: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """For each candidate cluster (`_incomplete_units`: no profile with a date of birth or NHS
     number; its profiles with a UPRN token, forename, surname and period), the clusters holding
@@ -286,16 +297,19 @@ def mover_matches(
     from one under the maiden name the person's GP record carries. Columns: unique_id (the
     candidate's profile that follows on), _unit (its cluster), cluster_id (the target) and
     targets (how many clusters the unit follows on to). `within` limits the targets to those
-    clusters (None: any)."""
+    clusters (None: any). `units` are the candidates if already known (`mover_units`)."""
     import duckdb
 
-    nodes = labels.join(profiles, on="unique_id", how="inner")
-    known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
-    units = _incomplete_units(nodes, known)
+    if units is None:
+        units = mover_units(labels, profiles)
     candidates = units.select("unique_id", *_NODE, "surname")
-    anchored = _anchored(nodes, [])
-    if within is not None:
-        anchored = anchored.filter(pl.col("cluster_id").is_in(within.implode()))
+    if within is None:
+        anchored = _anchored(labels.join(profiles, on="unique_id", how="inner"), [])
+    else:
+        # Only the `within` clusters' profiles are joined: a round after the first looks at
+        # the few clusters units joined, not at every profile again.
+        near = labels.filter(pl.col("cluster_id").is_in(within.implode()))
+        anchored = _anchored(near.join(profiles, on="unique_id", how="inner"), [])
     stays = anchored.filter(
         pl.col("uprn_token").is_not_null() & pl.col("period_start").is_not_null()
     ).select("cluster_id", "uprn_token", "period_start", "period_end")
@@ -439,10 +453,14 @@ def link_movers(
     # were, so after the first round only matches on those clusters are sought; the units'
     # earlier matches are kept (the same matches as searching everything again: 5 rounds at
     # 4.9M records 59 -> 20 s).
+    # A unit moves whole into a complete cluster, so no unit is ever made: the candidates are
+    # the first round's, less those that moved.
     found: pl.DataFrame | None = None
     changed: pl.Series | None = None
+    units = mover_units(labels, profiles)
     for _ in range(rounds):
-        found = _mover_found(labels, profiles, found, changed)
+        units = units.join(labels.select("cluster_id").unique(), on="cluster_id", how="semi")
+        found = _mover_found(labels, profiles, found, changed, units)
         matches = found.with_columns(
             pl.col("cluster_id").n_unique().over("_unit").cast(pl.UInt32).alias("targets")
         )
@@ -473,11 +491,12 @@ def _mover_found(
     profiles: pl.DataFrame,
     found: pl.DataFrame | None,
     changed: pl.Series | None,
+    units: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The mover pass's matches (unique_id, cluster_id, _unit) in this round: the earlier
     rounds' `found` of the units still in place (a unit that moved has no cluster of its own
     left) and new matches on the `changed` clusters (all clusters in the first round)."""
-    fresh = mover_matches(labels, profiles, within=changed).select(
+    fresh = mover_matches(labels, profiles, within=changed, units=units).select(
         "unique_id", "cluster_id", "_unit"
     )
     if found is None:
