@@ -252,3 +252,63 @@ def test_typed_parquet_columns_are_read(tmp_path: Path) -> None:
     assert accepted.get_column("sex").to_list() == ["F", "M", None]
     assert accepted.get_column("uprn").to_list() == [100023336956, 1, None]
     assert accepted.get_column("start_date").to_list() == [date(2010, 1, 1)] * 3
+
+
+def test_extracts_are_ingested_two_at_a_time_largest_first_and_reported_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from uprnlink.run import runner
+
+    monkeypatch.setattr(runner, "INGEST_WORKERS", 2)
+    both_running = threading.Barrier(2, timeout=30)
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def ingest(name: str) -> dict[str, object]:
+        with lock:
+            started.append(name)
+        if name in ("big", "bigger"):
+            both_running.wait()  # raises BrokenBarrierError unless the two run at once
+        return {"source": name, "rows_in": 1}
+
+    sizes = {"small": 10, "big": 1_000, "bigger": 2_000, "middling": 100}
+    reports = runner.ingest_in_order(list(sizes), ingest, sizes)  # type: ignore[arg-type]
+    assert [r["source"] for r in reports] == list(sizes)
+    assert started[:2] == ["bigger", "big"] and sorted(started) == sorted(sizes)
+
+
+def test_a_failing_extract_is_raised_and_no_later_one_is_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from uprnlink.run import runner
+
+    monkeypatch.setattr(runner, "INGEST_WORKERS", 1)
+    started: list[str] = []
+
+    def ingest(name: str) -> dict[str, object]:
+        started.append(name)
+        if name == "b":
+            raise ContractError("bad extract", file="b.csv", rule="test")
+        return {"source": name, "rows_in": 1}
+
+    with pytest.raises(ContractError, match="bad extract"):
+        runner.ingest_in_order(["a", "b", "c", "d"], ingest)  # type: ignore[arg-type]
+    assert started == ["a", "b"]
+
+
+def test_estimated_rows_reads_little_and_is_close(tmp_path: Path) -> None:
+    from uprnlink.ingest.readers import estimated_rows
+
+    lines = [HEADER] + [
+        f"P{i:06d},,FORENAME{i % 7},SURNAME,1980-01-01,F,AB1 2CD,{100000 + i},2020-01-01,\n"
+        for i in range(20_000)
+    ]
+    csv = tmp_path / "gp.csv"
+    csv.write_text("".join(lines))
+    assert abs(estimated_rows(gp_source(csv)) - 20_001) < 200
+    parquet = tmp_path / "gp.parquet"
+    pl.DataFrame({"a": range(12_345)}).write_parquet(parquet)
+    assert estimated_rows(gp_source(parquet, format="parquet")) == 12_345
+    assert estimated_rows(gp_source(tmp_path / "missing.csv")) == 0
