@@ -470,3 +470,71 @@ def test_later_rounds_find_what_searching_every_cluster_again_would(monkeypatch)
         assert fast == full, seed
         moved += fast.movers
     assert moved > 0
+
+
+def _random_named_moves(seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Labels and profiles of a small random world of moves whose records spell names in
+    several ways: variants (BILL, WILLIAM), initials, one keystroke, another surname."""
+    rng = random.Random(seed)
+    forenames = (("WILLIAM", "BILL", "W", "WILLAIM"), ("SUSAN", "SUE", "S", "SUSAM"), ("JO", "J"))
+    surnames = (("HUGHES", "HUGHS", "HUGHES"), ("WOOD", "WOODS"), ("SMITH", "SMYTH", "JONES"))
+    rows, clusters = [], {}
+    for person in range(80):
+        forename, surname = rng.choice(forenames), rng.choice(surnames)
+        cuts = sorted(rng.sample(range(2005, 2024), rng.randint(1, 4)))
+        stays = list(zip([2000, *cuts], [*cuts, None], strict=True))
+        for k, (start, end) in enumerate(stays):
+            uid = 1000 * person + k
+            complete = rng.random() < 0.5
+            begin = f"{start}-01-0{rng.choice((1, 2))}"
+            last = f"{end - 1}-12-3{rng.choice((0, 1))}" if end else None
+            rows.append(
+                (uid, rng.choice(forename), rng.choice(surname),
+                 "1970-01-01" if complete else None, None, f"U{rng.randint(0, 12)}", begin,
+                 last, "gp_registrations" if complete else "council_tax")
+            )  # fmt: skip
+            clusters[uid] = uid if rng.random() < 0.4 else 1000 * person + 999
+    profiles, _ = _movers(rows)
+    return _labels(clusters), profiles
+
+
+def test_mover_matches_are_the_follow_on_clusters_with_a_name_that_agrees() -> None:
+    # The pass's joins (a date and one shared name, then the other part compared) against the
+    # definition read literally: every candidate against every anchored cluster, a stay that
+    # follows on (begins on the day or the day after the candidate's ends, or ends on the day
+    # or the day before it begins) at another UPRN, and any of the cluster's names agreeing.
+    import duckdb
+
+    import uprnlink.linkage.coresidence as coresidence
+    from uprnlink.linkage.model import forename_roots
+
+    found = 0
+    for seed in range(12):
+        labels, profiles = _random_named_moves(seed)
+        got = coresidence.mover_matches(labels, profiles).select("unique_id", "cluster_id")
+        candidates = coresidence.mover_units(labels, profiles)
+        anchored = coresidence._anchored(labels.join(profiles, on="unique_id"), [])
+        candidates, anchored = (
+            f.with_columns(forename_roots(f.get_column("forename")).alias("roots"))
+            for f in (candidates, anchored)
+        )
+        con = duckdb.connect()
+        con.register("c", candidates.to_arrow())
+        con.register("a", anchored.to_arrow())
+        expected = con.sql(
+            f"""
+            SELECT DISTINCT c.unique_id, s.cluster_id
+            FROM c, a s, a n
+            WHERE n.cluster_id = s.cluster_id AND s.uprn_token IS NOT NULL
+              AND s.uprn_token <> c.uprn_token
+              AND (s.period_start BETWEEN c.period_end AND c.period_end + INTERVAL 1 DAY
+                   OR s.period_end BETWEEN c.period_start - INTERVAL 1 DAY AND c.period_start)
+              AND n.forename IS NOT NULL AND n.surname IS NOT NULL
+              AND {coresidence._NAMES_AGREE}
+            """
+        ).pl()
+        con.close()
+        key = ["unique_id", "cluster_id"]
+        assert got.sort(key).equals(expected.cast(got.schema).sort(key)), seed
+        found += got.height
+    assert found > 50
