@@ -899,7 +899,7 @@ def main() -> int:
     parser.add_argument("--work", default=None, help="where populations are built (default OUT)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2, help="DuckDB threads")
-    parser.add_argument("--duckdb-memory", default="8GB", help="DuckDB memory_limit")
+    parser.add_argument("--duckdb-memory", default="4GB", help="DuckDB memory_limit")
     parser.add_argument("--memory-cap-gib", type=float, default=20.0, help="kill a child above")
     parser.add_argument("--time-limit", type=float, default=3600, help="seconds per child")
     parser.add_argument("--baseline-time-limit", type=float, default=1800)
