@@ -140,3 +140,33 @@ def test_the_cap_is_derived_from_the_profiles_one_person_has() -> None:
     assert derived_block_cap(_profiles(SMITHS)) == CAP_FLOOR
     many = pl.DataFrame({"nhs_token": ["a"] * 9 + ["b"] * 2 + [f"c{i}" for i in range(500)]})
     assert derived_block_cap(many) == 9  # the nine profiles of one NHS number
+
+
+def test_a_rule_read_the_other_way_round_splits_as_if_alone() -> None:
+    # The mover rules come in pairs (l.move_next = r.period_start and r.move_next =
+    # l.period_start): the second reuses the first's blocks with its sides swapped, and must
+    # give the refining columns it would give on its own.
+    import random
+
+    rng = random.Random(5)
+    days = [date(2020, 4, 1), date(2021, 4, 1), date(2022, 1, 1)]
+    rows = [
+        (
+            i,
+            rng.choice(("ANN", "BOB", "CAT", "DAN")) + rng.choice("XY"),
+            rng.choice(("SMITH", "JONES")),
+            date(rng.randint(1950, 1990), 1, 1),
+            rng.choice("MF"),
+            rng.choice([*days, None]),
+            rng.choice([*days, None]),
+        )
+        for i in range(400)
+    ]
+    profiles = _profiles(rows)
+    mirror = "l.surname = r.surname AND r.move_next = l.period_start"
+    together, report = split_blocks(profiles, [MOVE_RULE, mirror], cap=4)
+    alone, alone_report = split_blocks(profiles, [mirror], cap=4)
+    assert report[1]["blocks_split"] > 0 and report[1] == alone_report[0]
+    for side in ("l", "r"):
+        assert together.get_column(f"_blk1_{side}").equals(alone.get_column(f"_blk0_{side}"))
+    assert not together.get_column("_blk1_l").equals(together.get_column("_blk0_l"))

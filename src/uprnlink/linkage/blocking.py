@@ -229,10 +229,9 @@ def split_blocks(
         caps, estimated = plan_caps(profiles, keys, cap, budget)
     columns: list[pl.Series] = []
     report: list[dict[str, Any]] = []
+    done: dict[tuple[BlockKey, int], _Levels] = {}
     for index, key in enumerate(keys):
-        levels, stats = (
-            _refine_levels(profiles, key, _cap_pairs(caps[index])) if key else (None, {})
-        )
+        levels, stats = _levels_of(profiles, key, caps[index], done) if key else (None, {})
         entry: dict[str, Any] = {"blocks_split": 0, "blocks_over_cap": 0, "split_by": []}
         entry.update(stats, block_cap=caps[index])
         if estimated is not None:
@@ -246,6 +245,26 @@ def split_blocks(
                 columns.append(empty.scatter(own.get_column("_row"), own.get_column("_refine")))
         report.append(entry)
     return profiles.with_columns(columns), report
+
+
+_Levels = tuple[pl.DataFrame | None, dict[str, int]]
+
+
+def _levels_of(
+    profiles: pl.DataFrame, key: BlockKey, cap: int, done: dict[tuple[BlockKey, int], _Levels]
+) -> _Levels:
+    """`_refine_levels` of `key` at `cap`, remembered in `done`. A rule read the other way
+    round (l.a = r.b beside r.a = l.b, as the mover rules come) has the same blocks with its
+    sides swapped, so it takes the first one's refining values on the other side."""
+    mirror = done.get((BlockKey(key.right, key.left), cap))
+    if mirror is not None and key.left != key.right:
+        levels, stats = mirror
+        if levels is not None:
+            levels = levels.with_columns((1 - pl.col("_side")).cast(pl.Int8).alias("_side"))
+    else:
+        levels, stats = _refine_levels(profiles, key, _cap_pairs(cap))
+    done[(key, cap)] = (levels, stats)
+    return levels, stats
 
 
 def _cap_pairs(cap: int) -> int:
