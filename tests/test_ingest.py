@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -284,7 +285,6 @@ def test_a_failing_extract_is_raised_and_no_later_one_is_started(
 ) -> None:
     from uprnlink.run import runner
 
-    monkeypatch.setattr(runner, "INGEST_WORKERS", 1)
     started: list[str] = []
 
     def ingest(name: str) -> dict[str, object]:
@@ -294,7 +294,7 @@ def test_a_failing_extract_is_raised_and_no_later_one_is_started(
         return {"source": name, "rows_in": 1}
 
     with pytest.raises(ContractError, match="bad extract"):
-        runner.ingest_in_order(["a", "b", "c", "d"], ingest)  # type: ignore[arg-type]
+        runner.ingest_in_order(["a", "b", "c", "d"], ingest, workers=1)  # type: ignore[arg-type]
     assert started == ["a", "b"]
 
 
@@ -312,3 +312,24 @@ def test_estimated_rows_reads_little_and_is_close(tmp_path: Path) -> None:
     pl.DataFrame({"a": range(12_345)}).write_parquet(parquet)
     assert estimated_rows(gp_source(parquet, format="parquet")) == 12_345
     assert estimated_rows(gp_source(tmp_path / "missing.csv")) == 0
+
+
+def test_the_run_ingests_no_more_extracts_at_once_than_its_threads(
+    demo_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uprnlink.run import runner
+
+    seen: dict[str, object] = {}
+
+    def planned(names, ingest, sizes=None, workers=None):  # type: ignore[no-untyped-def]
+        seen.update(names=names, sizes=sizes, workers=workers)
+        return []
+
+    monkeypatch.setattr(runner, "ingest_in_order", planned)
+    text = demo_tree.read_text()
+    for threads, workers in ((1, 1), (2, 2), (8, runner.INGEST_WORKERS)):
+        demo_tree.write_text(re.sub(r"(?m)^threads\s*=.*$", f"threads = {threads}", text))
+        runner.ingest_extracts(str(demo_tree), ["gp_registrations"], "run")
+        assert seen["workers"] == workers
+    sizes = seen["sizes"]
+    assert isinstance(sizes, dict) and min(sizes.values()) > 0  # every extract's rows estimated

@@ -230,19 +230,35 @@ class Steps:
     finish: Callable[[str, str, RunSummary], RunSummary]
 
 
-#: Extracts ingested at once. One extract's parsing and rules keep about 1.5 of two cores
-#: busy (polars runs each expression in parallel, but not every step is); a second extract
-#: fills the rest. The Prefect flow runs every extract as its own task the same way.
+#: Most extracts ingested at once (never more than `[linkage] threads`). One extract's
+#: parsing and rules keep about 1.5 of two cores busy (polars runs each expression in
+#: parallel, but not every step is); a second extract fills the rest. More would add memory
+#: (each extract is held whole) more than speed. The Prefect flow runs every extract as its
+#: own task the same way.
 INGEST_WORKERS = 2
+
+
+def ingest_extracts(config_path: str, names: list[str], run_id: str) -> list[SourceReport]:
+    """The sources' ingest (`ingest_in_order`), the largest extracts first, at most
+    `INGEST_WORKERS` and `[linkage] threads` at a time."""
+    settings = read_settings(Path(config_path))
+    sizes = {name: estimated_rows(source) for name, source in settings.sources.items()}
+    return ingest_in_order(
+        names,
+        lambda n: ingest_person_source(config_path, n, run_id),
+        sizes,
+        workers=min(INGEST_WORKERS, settings.linkage.threads),
+    )
 
 
 def ingest_in_order(
     names: list[str],
     ingest: Callable[[str], SourceReport],
     sizes: dict[str, int] | None = None,
+    workers: int | None = None,
 ) -> list[SourceReport]:
-    """Each source's ingest, `INGEST_WORKERS` at a time and the largest extracts (`sizes`,
-    rows) first so that no large one runs alone at the end, with a progress bar of extracts
+    """Each source's ingest, `workers` (default `INGEST_WORKERS`) at a time and the largest
+    extracts (`sizes`, rows) first so that no large one runs alone at the end, with a progress bar of extracts
     done and rows read; the reports come back in the order of `names`.
 
     Once one extract fails (or the run is interrupted) no other is started; those already
@@ -262,7 +278,8 @@ def ingest_in_order(
             raise
 
     reports: dict[str, SourceReport] = {}
-    with ThreadPoolExecutor(INGEST_WORKERS, thread_name_prefix="uprnlink-ingest") as pool:
+    at_once = workers or INGEST_WORKERS
+    with ThreadPoolExecutor(at_once, thread_name_prefix="uprnlink-ingest") as pool:
         futures = {pool.submit(run, name): name for name in ordered}
         try:
             for future in as_completed(futures):
@@ -277,12 +294,6 @@ def ingest_in_order(
         if failure is not None:
             raise failure
     return [reports[name] for name in names]
-
-
-def extract_sizes(config_path: str) -> dict[str, int]:
-    """About how many rows each source's extract holds (`estimated_rows`)."""
-    settings = read_settings(Path(config_path))
-    return {name: estimated_rows(source) for name, source in settings.sources.items()}
 
 
 class IngestProgress:
@@ -309,9 +320,7 @@ LOCAL_STEPS = Steps(
     clear_trusted=lambda config: clear_trusted_zone(read_settings(Path(config))),
     start=lambda config, run_id: start_run(config, run_id),
     ingest_reference=lambda config, run_id: ingest_reference_data(config, run_id),
-    ingest_sources=lambda config, names, run_id: ingest_in_order(
-        names, lambda n: ingest_person_source(config, n, run_id), extract_sizes(config)
-    ),
+    ingest_sources=ingest_extracts,
     link=lambda config, run_id, retrain: link_stage(config, run_id, retrain),
     publish=lambda config, run_id, summary: publish_outputs(config, run_id, summary),
     report=lambda config, summary: write_quality_report(config, summary),
