@@ -453,7 +453,7 @@ def test_later_rounds_find_what_searching_every_cluster_again_would(monkeypatch)
     # and counts must equal those of searching every cluster in every round.
     import uprnlink.linkage.coresidence as coresidence
 
-    def everything(labels, profiles, found, changed, units):  # type: ignore[no-untyped-def]
+    def everything(labels, profiles, found, changed, units, nodes):  # type: ignore[no-untyped-def]
         return coresidence.mover_matches(labels, profiles).select(
             "unique_id", "cluster_id", "_unit"
         )
@@ -512,8 +512,9 @@ def test_mover_matches_are_the_follow_on_clusters_with_a_name_that_agrees() -> N
     for seed in range(12):
         labels, profiles = _random_named_moves(seed)
         got = coresidence.mover_matches(labels, profiles).select("unique_id", "cluster_id")
-        candidates = coresidence.mover_units(labels, profiles)
-        anchored = coresidence._anchored(labels.join(profiles, on="unique_id"), [])
+        nodes = labels.join(profiles, on="unique_id")
+        candidates = coresidence.mover_units(nodes)
+        anchored = coresidence._anchored(nodes, [])
         candidates, anchored = (
             f.with_columns(forename_roots(f.get_column("forename")).alias("roots"))
             for f in (candidates, anchored)

@@ -274,10 +274,10 @@ def _incomplete_units(
     return nodes.filter(~_complete().any().over("cluster_id") & (size <= most)).filter(*known)
 
 
-def mover_units(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
+def mover_units(nodes: pl.DataFrame) -> pl.DataFrame:
     """The mover pass's candidates (`_incomplete_units` with a UPRN token, forename, period
-    and surname): their profiles' MOVER_COLUMNS and cluster_id (the unit)."""
-    nodes = labels.join(profiles, on="unique_id", how="inner")
+    and surname) among `nodes` (clusters joined to their profiles): their profiles'
+    MOVER_COLUMNS and cluster_id (the unit)."""
     known = [pl.col(c).is_not_null() for c in (*_NODE[:3], "surname")]
     return _incomplete_units(nodes, known)
 
@@ -287,6 +287,7 @@ def mover_matches(
     profiles: pl.DataFrame,
     within: pl.Series | None = None,
     units: pl.DataFrame | None = None,
+    nodes: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """For each candidate cluster (`_incomplete_units`: no profile with a date of birth or NHS
     number; its profiles with a UPRN token, forename, surname and period), the clusters holding
@@ -297,14 +298,19 @@ def mover_matches(
     from one under the maiden name the person's GP record carries. Columns: unique_id (the
     candidate's profile that follows on), _unit (its cluster), cluster_id (the target) and
     targets (how many clusters the unit follows on to). `within` limits the targets to those
-    clusters (None: any). `units` are the candidates if already known (`mover_units`)."""
+    clusters (None: any). `units` are the candidates and `nodes` the labels joined to the
+    profiles, if already known."""
     import duckdb
 
+    if nodes is None and (units is None or within is None):
+        nodes = labels.join(profiles, on="unique_id", how="inner")
     if units is None:
-        units = mover_units(labels, profiles)
+        assert nodes is not None
+        units = mover_units(nodes)
     candidates = units.select("unique_id", *_NODE, "surname")
     if within is None:
-        anchored = _anchored(labels.join(profiles, on="unique_id", how="inner"), [])
+        assert nodes is not None
+        anchored = _anchored(nodes, [])
     else:
         # Only the `within` clusters' profiles are joined: a round after the first looks at
         # the few clusters units joined, not at every profile again.
@@ -457,10 +463,15 @@ def link_movers(
     # the first round's, less those that moved.
     found: pl.DataFrame | None = None
     changed: pl.Series | None = None
-    units = mover_units(labels, profiles)
+    # The first round's labels joined to the profiles: its candidates and anchors (one join).
+    joined = labels.join(profiles, on="unique_id", how="inner")
+    units = mover_units(joined)
+    nodes: pl.DataFrame | None = joined
+    del joined
     for _ in range(rounds):
         units = units.join(labels.select("cluster_id").unique(), on="cluster_id", how="semi")
-        found = _mover_found(labels, profiles, found, changed, units)
+        found = _mover_found(labels, profiles, found, changed, units, nodes)
+        nodes = None  # the labels change with this round's moves
         matches = found.with_columns(
             pl.col("cluster_id").n_unique().over("_unit").cast(pl.UInt32).alias("targets")
         )
@@ -492,11 +503,12 @@ def _mover_found(
     found: pl.DataFrame | None,
     changed: pl.Series | None,
     units: pl.DataFrame | None = None,
+    nodes: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The mover pass's matches (unique_id, cluster_id, _unit) in this round: the earlier
     rounds' `found` of the units still in place (a unit that moved has no cluster of its own
     left) and new matches on the `changed` clusters (all clusters in the first round)."""
-    fresh = mover_matches(labels, profiles, within=changed, units=units).select(
+    fresh = mover_matches(labels, profiles, within=changed, units=units, nodes=nodes).select(
         "unique_id", "cluster_id", "_unit"
     )
     if found is None:

@@ -258,8 +258,8 @@ def ingest_in_order(
     workers: int | None = None,
 ) -> list[SourceReport]:
     """Each source's ingest, `workers` (default `INGEST_WORKERS`) at a time and the largest
-    extracts (`sizes`, rows) first so that no large one runs alone at the end, with a progress bar of extracts
-    done and rows read; the reports come back in the order of `names`.
+    extracts (`sizes`, rows) first so that no large one runs alone at the end, with a progress
+    bar of extracts done and rows read; the reports come back in the order of `names`.
 
     Once one extract fails (or the run is interrupted) no other is started; those already
     running finish, and the first failure is raised.
