@@ -401,6 +401,53 @@ def test_a_blocks_uprn_on_a_flats_record_is_only_a_postcode() -> None:
     assert placed == {"p": "flat-2"}  # q, known only at the block, is placed nowhere
 
 
+def test_an_attendance_without_uprn_joins_the_one_household_of_relatives_in_its_postcode() -> None:
+    # A child known only from hospital attendances without a UPRN: the attendance stands (a
+    # year without the evidence rules' visit_days) at the one address in its postcode where someone of the surname lives.
+    rows: list[Row] = [
+        ("mum", CT, "A", D(2015, 1, 1), None, "SHAH", "LS1 1AA"),
+        ("kid", HA, None, D(2025, 9, 1), D(2025, 9, 1), "SHAH", "LS1 1AA"),
+        ("other", CT, "B", D(2015, 1, 1), None, "JONES", "LS1 1AA"),
+    ]
+    assert placed_on(rows) == {"mum": "A", "kid": "A", "other": "B"}
+    assert timeline(rows, "kid") == [("A", D(2025, 9, 1), D(2026, 9, 1))]
+    # Not when the surname lives at two addresses there, and never beside an address the
+    # person's own records give (someone who left is not brought back by an attendance).
+    two: list[Row] = [*rows, ("aunt", CT, "C", D(2015, 1, 1), None, "SHAH", "LS1 1AA")]
+    assert "kid" not in placed_on(two)
+    left: list[Row] = [*rows, ("kid", GP, "D", D(2010, 1, 1), D(2020, 1, 1), "SHAH", "LS9 9ZZ")]
+    assert "kid" not in placed_on(left)
+
+
+def test_the_block_a_claim_names_picks_among_households_of_relatives() -> None:
+    # Two SHAH households in the postcode; the child's GP registration holds the block's UPRN,
+    # as does the registration of the adult in flat 2: the child is taken to live in flat 2.
+    rows: list[Row] = [
+        ("dad", "council_tax", "flat-2", D(2015, 1, 1), None, "SHAH", "OL1 2AB"),
+        ("dad", "gp_registrations", "block", D(2015, 1, 1), None, "SHAH", "OL1 2AB"),
+        ("aunt", "council_tax", "flat-7", D(2015, 1, 1), None, "SHAH", "OL1 2AB"),
+        ("kid", "gp_registrations", "block", D(2016, 2, 1), None, "SHAH", "OL1 2AB"),
+    ]
+
+    def placed(rows: list[Row]) -> dict[str, str]:
+        frame = records(rows).with_columns(
+            pl.when(pl.col("household_token") == "block")
+            .then(pl.lit("PP"))
+            .otherwise(pl.lit("RD06"))
+            .alias("property_class")
+        )
+        mem = build_memberships(residence_periods(frame), no_deaths("dad", "aunt", "kid"))
+        return dict(residents_on(mem, REFERENCE_DATE).select("person_id", "household_token").rows())
+
+    assert placed(rows) == {"dad": "flat-2", "aunt": "flat-7", "kid": "flat-2"}
+    # When both households' adults were registered at the block, it decides nothing.
+    both: list[Row] = [
+        *rows,
+        ("aunt", "gp_registrations", "block", D(2015, 1, 1), None, "SHAH", "OL1 2AB"),
+    ]
+    assert "kid" not in placed(both)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.text("ab0Pf", min_size=1, max_size=6), min_size=1, max_size=30),

@@ -131,8 +131,10 @@ def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None
        (`follow_household_moves`), or moves next door to them (`join_relatives_next_door`);
        a stay next door to the relatives who moved in with the person moves to them
        (`join_arrivals_next_door`);
-    6. an open claim still without a UPRN joins the one household in its postcode where a
-       relative lives (`impute_from_relatives`);
+    6. an open claim still without a UPRN, or a hospital attendance without one of someone
+       no record places anywhere, joins the one household in its postcode where a relative
+       lives, or the one of several whose relatives were recorded at the same block of flats
+       (`impute_from_relatives`);
     7. with `rules`, an open list stay ends on evidence of a move or of nothing seen there
        for a long time (`households.residence`);
     8. a hospital attendance's address stands for `rules.visit_days` (FALLBACK_DAYS without
@@ -143,6 +145,9 @@ def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None
     surnames = person_surnames(records)
     visit = FALLBACK_DAYS if rules is None else timedelta(days=rules.visit_days)
     claims = residence_claims(records, visit)
+    # Attendances without a UPRN are only imputed (step 6), never given an address by 1-5.
+    unaddressed = claims.filter(pl.col("fallback") & pl.col("household_token").is_null())
+    claims = claims.filter(~pl.col("fallback") | pl.col("household_token").is_not_null())
     claims = recover_own_addresses(claims)
     claims = resolve_neighbour_conflicts(claims, surnames)
     placed = claims.filter(pl.col("household_token").is_not_null())
@@ -151,9 +156,10 @@ def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None
     placed = follow_household_moves(placed, surnames)
     placed = join_relatives_next_door(placed, surnames)
     placed = join_arrivals_next_door(placed, surnames)
-    unplaced = claims.filter(pl.col("household_token").is_null())
+    unplaced = pl.concat([claims.filter(pl.col("household_token").is_null()), unaddressed])
     placed = pl.concat(
-        [placed, impute_from_relatives(unplaced, placed, surnames)], how="vertical_relaxed"
+        [placed, impute_from_relatives(unplaced, placed, surnames, parent_shells(records))],
+        how="vertical_relaxed",
     )
     if rules is not None:
         placed = apply_evidence_rules(placed, records, surnames, rules)
@@ -239,7 +245,6 @@ def residence_claims(records: pl.DataFrame, visit_days: timedelta = FALLBACK_DAY
         records.filter(
             pl.col("source_dataset").is_in([*RESIDENCE_SOURCES, *FALLBACK_SOURCES])
             & pl.col("start_date").is_not_null()
-            & (pl.col("household_token").is_not_null() | ~fallback)
         )
         .select(
             "person_id",
@@ -849,39 +854,79 @@ def join_arrivals_next_door(periods: pl.DataFrame, surnames: pl.DataFrame) -> pl
 
 
 def impute_from_relatives(
-    unplaced: pl.DataFrame, placed: pl.DataFrame, surnames: pl.DataFrame
+    unplaced: pl.DataFrame,
+    placed: pl.DataFrame,
+    surnames: pl.DataFrame,
+    shells: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Place an open claim without a UPRN in the one household of its postcode with a relative.
+    """Place a claim without a UPRN in the one household of its postcode with a relative.
 
-    For a person with no open stay anywhere else whose open claim (a GP registration, say)
-    has a postcode but no UPRN: when exactly one address in that postcode has someone with an
-    open stay who shares a surname with them, the claim is taken to be at that address.
-    Communal establishments are never imputed. Returns the imputed claims only.
+    The claims imputed are open ones (a GP registration, say) of a person with no open stay
+    anywhere else, and hospital attendances of a person no record places anywhere (an
+    attendance keeps its own period). When exactly one address in the claim's postcode has
+    someone with an open stay who shares a surname with the person, the claim is taken to be
+    at that address. When several have, and the person's records name a block of flats
+    (`shells`: person_id, `_shell`, the parent shell's token), the one address whose relatives
+    were recorded at the same block is taken. Communal establishments are never imputed.
+    Returns the imputed claims only.
     """
     open_stay = ~pl.col("fallback") & (pl.col("valid_to") == OPEN_END)
     housed = placed.filter(open_stay).select("person_id").unique()
+    addressed = placed.select("person_id").unique()
     claims = (
-        unplaced.filter(open_stay & pl.col("postcode").is_not_null())
-        .join(housed, on="person_id", how="anti")
+        pl.concat(
+            [
+                unplaced.filter(open_stay).join(housed, on="person_id", how="anti"),
+                unplaced.filter("fallback").join(addressed, on="person_id", how="anti"),
+            ]
+        )
+        .filter(pl.col("postcode").is_not_null())
         .with_row_index("_claim")
     )
-    relatives = _open_stays_by_surname(placed, surnames)
-    found = (
+    candidates = (
         claims.join(surnames, on="person_id")
-        .join(relatives, on=["postcode", "surname"])
+        .join(_open_stays_by_surname(placed, surnames), on=["postcode", "surname"])
         .filter(pl.col("_relative") != pl.col("person_id"))
-        .group_by("_claim")
+        .select("_claim", "person_id", "_relative", "_token", "_communal")
+    )
+    found = _one_address(candidates)
+    if shells is not None and not shells.is_empty():
+        same_block = candidates.join(shells, on="person_id").join(
+            shells.rename({"person_id": "_relative"}), on=["_relative", "_shell"]
+        )
+        found = pl.concat([found, _one_address(same_block.join(found, on="_claim", how="anti"))])
+    return (
+        claims.join(found, on="_claim")
+        .with_columns(pl.col("_token").alias("household_token"), pl.lit(False).alias("is_communal"))
+        .select(claims.drop("_claim").columns)
+    )
+
+
+def _one_address(candidates: pl.DataFrame) -> pl.DataFrame:
+    """The claims (`_claim`) whose candidate relatives all live at one private address:
+    `_claim`, `_token`."""
+    return (
+        candidates.group_by("_claim")
         .agg(
             pl.col("_token").n_unique().alias("_n"),
             pl.col("_token").first(),
             pl.col("_communal").any(),
         )
         .filter((pl.col("_n") == 1) & ~pl.col("_communal"))
+        .select("_claim", "_token")
     )
+
+
+def parent_shells(records: pl.DataFrame) -> pl.DataFrame:
+    """Who was recorded at a block of flats' own UPRN (an AddressBase parent shell): person_id,
+    `_shell` (the block's household token)."""
+    if "property_class" not in records.columns:
+        return pl.DataFrame(schema={"person_id": records.schema["person_id"], "_shell": pl.Utf8})
+    shell = pl.col("property_class").fill_null("").str.starts_with(PARENT_SHELL_PREFIX)
     return (
-        claims.join(found, on="_claim")
-        .with_columns(pl.col("_token").alias("household_token"), pl.lit(False).alias("is_communal"))
-        .select(claims.drop("_claim").columns)
+        records.filter(shell & pl.col("household_token").is_not_null())
+        .select("person_id", pl.col("household_token").alias("_shell"))
+        .unique()
     )
 
 
