@@ -419,6 +419,29 @@ def test_an_attendance_without_uprn_joins_the_one_household_of_relatives_in_its_
     assert "kid" not in placed_on(left)
 
 
+def test_a_childs_attendance_stands_while_the_relatives_there_stay() -> None:
+    # A child seen at hospital three years ago, at the address a parent still lives at: the
+    # attendance stands while the parent stays. An adult's does not (adults move on unrecorded),
+    # nor a child's past the last day of the relatives' stays there.
+    rows: list[Row] = [
+        ("mum", CT, "A", D(2015, 1, 1), None, "SHAH"),
+        ("kid", HA, "A", D(2023, 3, 1), D(2023, 3, 1), "SHAH"),
+        ("lodger", HA, "A", D(2023, 3, 1), D(2023, 3, 1), "SHAH"),
+        ("dad", CT, "B", D(2015, 1, 1), D(2024, 6, 30), "EVANS"),
+        ("son", HA, "B", D(2023, 3, 1), D(2023, 3, 1), "EVANS"),
+    ]
+    born = {"mum": D(1985, 1, 1), "kid": D(2012, 5, 5), "lodger": D(1990, 1, 1)}
+    born |= {"dad": D(1980, 1, 1), "son": D(2010, 1, 1)}
+    frame = records(rows).with_columns(
+        pl.col("person_id").replace_strict(born, return_dtype=pl.Date).alias("dob")
+    )
+    mem = build_memberships(residence_periods(frame), no_deaths(*born))
+    placed = dict(residents_on(mem, REFERENCE_DATE).select("person_id", "household_token").rows())
+    assert placed == {"mum": "A", "kid": "A"}
+    son = mem.filter(pl.col("person_id") == "son").select("valid_from", "valid_to").rows()
+    assert son == [(D(2023, 3, 1), D(2024, 6, 30))]
+
+
 def test_the_block_a_claim_names_picks_among_households_of_relatives() -> None:
     # Two SHAH households in the postcode; the child's GP registration holds the block's UPRN,
     # as does the registration of the adult in flat 2: the child is taken to live in flat 2.

@@ -135,10 +135,13 @@ def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None
        no record places anywhere, joins the one household in its postcode where a relative
        lives, or the one of several whose relatives were recorded at the same block of flats
        (`impute_from_relatives`);
-    7. with `rules`, an open list stay ends on evidence of a move or of nothing seen there
+    7. a child's hospital attendance stands while a relative who lived at its address then
+       stays there (`children_stay_with_relatives`);
+    8. with `rules`, an open list stay ends on evidence of a move or of nothing seen there
        for a long time (`households.residence`);
-    8. a hospital attendance's address stands for `rules.visit_days` (FALLBACK_DAYS without
-       rules) at most, and not past a later recorded departure from it (`limit_fallback`).
+    9. a hospital attendance's address stands for `rules.visit_days` (FALLBACK_DAYS without
+       rules) at most, unless step 7 let it stand longer, and not past a later recorded
+       departure from it (`limit_fallback`).
 
     The result has the columns of PERIOD_COLUMNS; `build_memberships` resolves it.
     """
@@ -161,6 +164,7 @@ def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None
         [placed, impute_from_relatives(unplaced, placed, surnames, parent_shells(records))],
         how="vertical_relaxed",
     )
+    placed = children_stay_with_relatives(placed, records, surnames)
     if rules is not None:
         placed = apply_evidence_rules(placed, records, surnames, rules)
     return (
@@ -928,6 +932,57 @@ def parent_shells(records: pl.DataFrame) -> pl.DataFrame:
         .select("person_id", pl.col("household_token").alias("_shell"))
         .unique()
     )
+
+
+def children_stay_with_relatives(
+    periods: pl.DataFrame, records: pl.DataFrame, surnames: pl.DataFrame
+) -> pl.DataFrame:
+    """Let a child's hospital attendance stand while the relatives they lived with stay.
+
+    An attendance's address stands for a while only (`visit_days`), since adults move on
+    unrecorded; a child (under 18 on the day) does not leave home alone. When someone sharing
+    the child's surname had a stay (not from an attendance) at that address covering the
+    attendance, the attendance stands until the last such stay ends.
+    """
+    if "dob" not in records.columns:
+        return periods
+    dobs = (
+        records.filter(pl.col("dob").is_not_null())
+        .group_by("person_id")
+        .agg(pl.col("dob").mode().min().dt.offset_by("18y").alias("_adult_from"))
+    )
+    attendances = periods.filter(pl.col("fallback")).with_row_index("_i")
+    stays = (
+        periods.filter(~pl.col("fallback"))
+        .join(surnames, on="person_id")
+        .select(
+            pl.col("person_id").alias("_relative"),
+            "household_token",
+            "surname",
+            pl.col("valid_from").alias("_from"),
+            pl.col("valid_to").alias("_to"),
+        )
+    )
+    until = (
+        attendances.join(dobs, on="person_id")
+        .filter(pl.col("valid_from") < pl.col("_adult_from"))
+        .select("_i", "person_id", "household_token", "valid_from")
+        .join(surnames, on="person_id")
+        .join(stays, on=["household_token", "surname"])
+        .filter(
+            (pl.col("_relative") != pl.col("person_id"))
+            & (pl.col("_from") <= pl.col("valid_from"))
+            & (pl.col("_to") >= pl.col("valid_from"))
+        )
+        .group_by("_i")
+        .agg(pl.col("_to").max())
+    )
+    extended = (
+        attendances.join(until, on="_i", how="left")
+        .with_columns(pl.max_horizontal("valid_to", "_to").alias("valid_to"))
+        .drop("_i", "_to")
+    )
+    return pl.concat([periods.filter(~pl.col("fallback")), extended], how="vertical_relaxed")
 
 
 def limit_fallback(periods: pl.DataFrame) -> pl.DataFrame:
