@@ -180,6 +180,51 @@ def test_alone_not_when_the_discounts_are_not_borne_out() -> None:
     assert _sole(rows, {"m", "p"}, min_share=0.85)["c"] == "X"
 
 
+# ------------------------------------------------------------------------------ superseded
+# "old" never had their account closed; a new account (another reference) began at X in 2024
+# for "new", whose GP registration is at X too. "old" also stays on the GP list at X.
+SUPERSEDED = [
+    ("old", "council_tax", "X", D(2015, 1, 1), None, "Ash"),
+    ("old", "gp_registrations", "X", D(2015, 2, 1), None, "Ash"),
+    ("new", "council_tax", "X", D(2024, 5, 1), None, "Bell"),
+    ("new", "gp_registrations", "X", D(2024, 5, 20), None, "Bell"),
+]
+ACCOUNTS = {"old": "1001", "new": "2002"}
+
+
+def _superseded(rows: Sequence[Row], accounts: dict[str, str]) -> dict[str, str]:
+    from uprnlink.households.residence import end_superseded_stays, superseded_accounts
+
+    recs = records(rows)
+    council_tax = recs.filter(pl.col("source_dataset") == "council_tax").with_columns(
+        pl.col("person_id").replace_strict(accounts, default=None).alias("account_ref")
+    )
+    periods = end_superseded_stays(
+        residence_periods(recs, OFF), recs, superseded_accounts(council_tax, recs)
+    )
+    m = build_memberships(periods, people(rows))
+    return dict(residents_on(m, ON).select("person_id", "household_token").rows())
+
+
+def test_superseded_a_later_account_of_a_confirmed_occupier_ends_every_stay_there() -> None:
+    assert _superseded(SUPERSEDED, ACCOUNTS) == {"new": "X"}
+    # Joint parties share the reference: nobody has left.
+    assert _superseded(SUPERSEDED, {"old": "1001", "new": "1001"}) == {"old": "X", "new": "X"}
+
+
+def test_superseded_not_by_an_account_no_other_source_places_there() -> None:
+    # The new account's party is known at X from council tax alone (a wrong UPRN, say).
+    rows = [r for r in SUPERSEDED if r[:2] != ("new", "gp_registrations")]
+    assert _superseded(rows, ACCOUNTS)["old"] == "X"
+
+
+def test_superseded_not_when_the_person_is_seen_there_afterwards() -> None:
+    rows = [*SUPERSEDED, ("old", "hospital_activity", "X", D(2025, 9, 1), None, "Ash")]
+    assert _superseded(rows, ACCOUNTS)["old"] == "X"
+    # Nor without account references (the field not supplied): nothing is judged.
+    assert _superseded(SUPERSEDED, {})["old"] == "X"
+
+
 # ----------------------------------------------------------------------------- reliability
 # Two people confirmed at the same address by council tax and GP; benefits places one of them
 # elsewhere. Benefits is confirmed for nobody, so it ranks last.
@@ -266,6 +311,7 @@ def test_config_households_section_is_read(tmp_path: Path) -> None:
     assert settings.households.move_sources == ("council_tax",)
     assert settings.households.visit_days == 730
     assert settings.households.learned_reliability is False
+    assert settings.households.superseded_accounts is True
 
 
 @pytest.mark.parametrize(

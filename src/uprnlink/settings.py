@@ -381,6 +381,9 @@ class HouseholdSettings:
     # ... provided at least this share of the run's discounted accounts have nobody else with
     # an open account at their address (discounts recorded at random or not kept up are not).
     single_person_min_share: Share = 0.85
+    # A council tax party's stays at an address end when a later account there (another
+    # account reference) names someone another source also records at the address.
+    superseded_accounts: StrictBool = True
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class ResidenceRules:
     learned_reliability: bool = True
     single_person_discount: bool = True
     single_person_min_share: float = 0.85
+    superseded_accounts: bool = True
 
 
 def last_seen(signs: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
@@ -238,6 +239,85 @@ def end_stays_beside_sole_occupiers(
         periods.join(ends, on=one, how="left")
         .with_columns(
             pl.when(judged & pl.col("_end").is_not_null() & (pl.col("valid_to") > pl.col("_end")))
+            .then(pl.col("_end"))
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_end")
+    )
+
+
+def superseded_accounts(council_tax: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+    """Council tax parties whose account at an address was followed there by another one:
+    person_id, household_token, `_end` (the day before the first such account began).
+
+    A property has one council tax account at a time, its liable parties sharing the account
+    reference. A later account there under another reference, not naming the person, whose
+    party another source also records at the address (a registration, a tenancy, a claim: a
+    real new occupier, not a record with a wrong UPRN), says the person's liability there has
+    ended, whether or not the council closed it. Empty without account references.
+    """
+    schema = pl.Schema(
+        {
+            "person_id": records.schema["person_id"],
+            "household_token": records.schema["household_token"],
+            "_end": pl.Date(),
+        }
+    )
+    if "account_ref" not in council_tax.columns or council_tax.schema["account_ref"] == pl.Null:
+        return pl.DataFrame(schema=schema)
+    accounts = council_tax.filter(
+        pl.col("household_token").is_not_null() & pl.col("account_ref").is_not_null()
+    ).select("person_id", "household_token", "account_ref", "start_date", "end_date")
+    elsewhere = (
+        records.filter(
+            (pl.col("source_dataset") != "council_tax") & pl.col("household_token").is_not_null()
+        )
+        .select("person_id", "household_token")
+        .unique()
+    )
+    newer = accounts.join(elsewhere, on=["person_id", "household_token"], how="semi").select(
+        "household_token", pl.col("account_ref").alias("_ref"), pl.col("start_date").alias("_new")
+    )
+    named = accounts.select("person_id", "household_token", pl.col("account_ref").alias("_ref"))
+    return (
+        accounts.join(newer, on="household_token")
+        .filter(
+            (pl.col("_ref") != pl.col("account_ref"))
+            & (pl.col("_new") > pl.col("start_date"))
+            & (pl.col("end_date").is_null() | (pl.col("end_date") >= pl.col("_new")))
+        )
+        .join(named, on=["person_id", "household_token", "_ref"], how="anti")
+        .group_by("person_id", "household_token")
+        .agg((pl.col("_new").min() - ONE_DAY).alias("_end"))
+        .cast(schema)
+    )
+
+
+def end_superseded_stays(
+    periods: pl.DataFrame, records: pl.DataFrame, superseded: pl.DataFrame
+) -> pl.DataFrame:
+    """End a person's stays at an address whose account was superseded (`superseded_accounts`)
+    on the day before the new account began, unless a record of theirs there begins after
+    it (a later registration, attendance or account: they are still about)."""
+    one = ["person_id", "household_token"]
+    later = (
+        records.filter(pl.col("household_token").is_not_null())
+        .select(*one, "start_date")
+        .join(superseded, on=one)
+        .filter(pl.col("start_date") > pl.col("_end"))
+        .select(one)
+        .unique()
+    )
+    ends = superseded.join(later, on=one, how="anti")
+    return (
+        periods.join(ends, on=one, how="left")
+        .with_columns(
+            pl.when(
+                pl.col("_end").is_not_null()
+                & (pl.col("valid_from") <= pl.col("_end"))
+                & (pl.col("valid_to") > pl.col("_end"))
+            )
             .then(pl.col("_end"))
             .otherwise(pl.col("valid_to"))
             .alias("valid_to")

@@ -24,8 +24,10 @@ from uprnlink.households.composition import GENERATION_GAP, derived_expr
 from uprnlink.households.evidence import confirmation_on, reliability_rank, signs_of_life
 from uprnlink.households.residence import (
     ResidenceRules,
+    end_superseded_stays,
     sole_occupancies,
     sole_occupancy_share,
+    superseded_accounts,
 )
 from uprnlink.households.timelines import (
     FALLBACK_SOURCES,
@@ -274,6 +276,9 @@ def household_memberships(
         periods, _ = end_beside_sole_occupiers(
             periods, records, council_tax, people, on, rules.single_person_min_share
         )
+    if rules is not None and rules.superseded_accounts:
+        council_tax = _facts(records, facts, "council_tax")
+        periods = end_superseded_stays(periods, records, superseded_accounts(council_tax, records))
     spells = build_memberships(periods, people, residence_rank(records, on, rules))
     return (
         spells.drop("is_communal")

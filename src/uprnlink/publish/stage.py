@@ -74,6 +74,7 @@ def residence_rules(settings: RunSettings) -> ResidenceRules:
         learned_reliability=h.learned_reliability,
         single_person_discount=h.single_person_discount,
         single_person_min_share=h.single_person_min_share,
+        superseded_accounts=h.superseded_accounts,
     )
 
 
