@@ -105,6 +105,45 @@ def test_two_coresidents_of_that_forename_leave_it_alone() -> None:
     assert (report.linked, report.ambiguous) == (0, 1)
 
 
+def _named(
+    rows: list[tuple[int, str, str | None, str | None, str, str, str | None]],
+    surnames: dict[int, str],
+) -> pl.DataFrame:
+    return _profiles(rows).with_columns(
+        pl.col("unique_id").replace_strict(surnames, return_dtype=pl.Utf8).alias("surname")
+    )
+
+
+def test_a_party_under_an_initial_or_a_variant_joins_the_one_coresident_of_that_surname() -> None:
+    # "H WOOD" and "HELLEN WOOD" (no date of birth) at U1 while HELEN WOOD lives there: with
+    # surnames, a forename that is an initial of hers or one keystroke away is enough.
+    for forename in ("H", "HELLEN"):
+        rows = [*HELEN[:2], (3, forename, None, None, "U1", "2018-04-01", None)]
+        profiles = _named(rows, {1: "WOOD", 2: "WOOD", 3: "WOOD"})
+        labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), profiles)
+        assert _cluster_of(labels, 3) == 10 and report.linked == 1, forename
+    # Not under another surname, nor without surnames (the forename must then be the same).
+    other = _named(
+        [*HELEN[:2], (3, "H", None, None, "U1", "2018-04-01", None)],
+        {1: "WOOD", 2: "WOOD", 3: "ROSS"},
+    )
+    labels, _ = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), other)
+    assert _cluster_of(labels, 3) == 30
+    bare = _profiles([*HELEN[:2], (3, "H", None, None, "U1", "2018-04-01", None)])
+    labels, _ = link_coresidents(_labels({1: 10, 2: 10, 3: 30}), bare)
+    assert _cluster_of(labels, 3) == 30
+
+
+def test_an_initial_two_coresidents_share_is_left_alone() -> None:
+    # HELEN and her son HARRY WOOD both live at U1: "H WOOD" could be either.
+    son = (4, "HARRY", "2001-05-06", "N2", "U1", "2001-05-06", None)
+    rows = [*HELEN[:2], (3, "H", None, None, "U1", "2018-04-01", None), son]
+    profiles = _named(rows, {1: "WOOD", 2: "WOOD", 3: "WOOD", 4: "WOOD"})
+    labels, report = link_coresidents(_labels({1: 10, 2: 10, 3: 30, 4: 40}), profiles)
+    assert _cluster_of(labels, 3) == 30
+    assert (report.linked, report.ambiguous) == (0, 1)
+
+
 def test_a_cluster_without_a_complete_record_is_no_anchor() -> None:
     profiles = _profiles([(1, "HELEN", None, None, "U1", "2015-01-01", None), HELEN[2]])
     labels, report = link_coresidents(_labels({1: 10, 3: 30}), profiles)

@@ -11,6 +11,8 @@ same months. The pass is guarded so that it cannot join two people:
   number, at a UPRN token, with a forename and a residence period, is a candidate;
 * it joins a cluster that holds a record with a date of birth or an NHS number, at the same
   UPRN token with the same forename, whose residence period overlaps the candidate's;
+* or, when no cluster there holds that forename, one whose names agree with the record's under
+  the same surname (an initial, a known variant or one keystroke away: `_NAMES_AGREE`);
 * exactly one such cluster, or nothing (two Helens at the address: no link);
 * not where that cluster's own record in the candidate's source (its own council tax stay,
   say) places it at that UPRN at another time: then the candidate is a previous or later
@@ -53,7 +55,7 @@ from uprnlink.sources import sources_with
 
 #: The passes' version: part of the link stage's input fingerprint, so a release that joins
 #: records differently links afresh instead of reusing the last clusters.
-PASSES_VERSION = "coresidence/3"
+PASSES_VERSION = "coresidence/4"
 _NODE = ("uprn_token", "forename", "period_start", "period_end")
 #: The most profiles an incomplete cluster may hold and still move as one in the mover pass.
 MAX_UNIT = 4
@@ -124,10 +126,15 @@ def coresident_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataF
     """For each candidate (a profile alone in its cluster with no date of birth or NHS number),
     the clusters holding a complete profile at the same UPRN token with the same forename over
     an overlapping period: unique_id, cluster_id (the target), targets (how many clusters
-    qualify)."""
+    qualify). A candidate no such cluster holds, when the profiles carry surnames, takes
+    instead the clusters with a complete profile there over an overlapping period one of whose
+    names agrees with its own (`_NAMES_AGREE`: the same surname and the forename an initial, a
+    known variant or one keystroke away: "E WALKER" for the one ELIZABETH WALKER there)."""
     nodes = labels.join(profiles, on="unique_id", how="inner")
     known = [pl.col(c).is_not_null() for c in _NODE[:3]]
-    candidates = _lone_incomplete(nodes, known).select("unique_id", *_NODE)
+    candidates = _lone_incomplete(nodes, known).select(
+        "unique_id", *_NODE, *(["surname"] if "surname" in nodes.columns else [])
+    )
     anchored = _anchored(nodes, known).select(
         "cluster_id",
         "uprn_token",
@@ -141,7 +148,54 @@ def coresident_matches(labels: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataF
         .select("unique_id", "cluster_id")
         .unique()
     )
+    if "surname" in candidates.columns:
+        rest = candidates.join(found, on="unique_id", how="anti").filter(
+            pl.col("surname").is_not_null()
+        )
+        found = pl.concat([found, _close_names_there(rest, anchored, nodes)])
     return found.with_columns(pl.len().over("unique_id").alias("targets"))
+
+
+def _close_names_there(
+    candidates: pl.DataFrame, anchored: pl.DataFrame, nodes: pl.DataFrame
+) -> pl.DataFrame:
+    """(unique_id, cluster_id): clusters with a stay at the candidate's UPRN token over an
+    overlapping period (`anchored`) one of whose names (`nodes`) agrees with the candidate's."""
+    import duckdb
+
+    there = (
+        candidates.join(anchored.drop("forename"), on="uprn_token")
+        .filter(overlap_expr("period_start", "period_end", "other_start", "other_end"))
+        .select("unique_id", "cluster_id")
+        .unique()
+    )
+    names = (
+        nodes.join(there.select("cluster_id").unique(), on="cluster_id", how="semi")
+        .filter(pl.col("forename").is_not_null() & pl.col("surname").is_not_null())
+        .select("cluster_id", "forename", "surname")
+        .unique()
+    )
+    mine = candidates.join(there.select("unique_id").unique(), on="unique_id", how="semi").select(
+        "unique_id", "forename", "surname"
+    )
+    mine = mine.with_columns(forename_roots(mine.get_column("forename")).alias("roots"))
+    names = names.with_columns(forename_roots(names.get_column("forename")).alias("roots"))
+    con = duckdb.connect()
+    try:
+        for name, frame in (("f", there), ("c", mine), ("n", names)):
+            con.register(f"_{name}", frame.to_arrow())
+        agreed: pl.DataFrame = con.sql(
+            f"""
+            SELECT DISTINCT f.unique_id, f.cluster_id
+            FROM _f f JOIN _c c USING (unique_id) JOIN _n n USING (cluster_id)
+            WHERE {_NAMES_AGREE}
+            """
+        ).pl()
+    finally:
+        con.close()
+    return agreed.cast(
+        {"unique_id": there.schema["unique_id"], "cluster_id": there.schema["cluster_id"]}
+    )
 
 
 def _relabel(labels: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:

@@ -322,11 +322,16 @@ def _coresidence_pass(
     mover and companion passes when `movers` is set and the profiles carry surnames, logged."""
     sources = members.select(pl.col("profile").alias("unique_id"), "source_dataset").unique()
     labels, report = link_coresidents(
-        labels, profiles.select(*CORESIDENT_COLUMNS), listings, sources
+        labels,
+        profiles.select(
+            *CORESIDENT_COLUMNS, *(["surname"] if "surname" in profiles.columns else [])
+        ),
+        listings,
+        sources,
     )
     log.info(
         "linkage: co-residence pass: %s of %s lone records without a date of birth joined "
-        "the one co-resident of their forename (%s ambiguous, %s another stay, %s refused "
+        "the one co-resident of their name (%s ambiguous, %s another stay, %s refused "
         "by the rules)",
         f"{report.linked:,}",
         f"{report.candidates:,}",
