@@ -225,6 +225,45 @@ def test_superseded_not_when_the_person_is_seen_there_afterwards() -> None:
     assert _superseded(SUPERSEDED, {})["old"] == "X"
 
 
+# ------------------------------------------------------------------------------- care homes
+# "gran" held the tenancy at H until 2024-02-29; her residential care package began the next
+# day and still carries H. She lives in a care home now, not at H, attendance or not.
+CARE = [
+    ("gran", "housing_tenancies", "H", D(2001, 1, 1), D(2024, 2, 29), "Cole"),
+    ("gran", "gp_registrations", "H", D(2001, 1, 1), None, "Cole"),
+    ("gran", "adult_social_care", "H", D(2024, 3, 1), None, "Cole"),
+    ("gran", "hospital_activity", "H", D(2025, 11, 2), D(2025, 11, 9), "Cole"),
+    ("son", "council_tax", "H", D(2024, 3, 1), None, "Cole"),
+]
+
+
+def _in_care(rows: Sequence[Row], setting: str | None) -> dict[str, str]:
+    from uprnlink.households.residence import care_home_stays, end_stays_in_care
+
+    recs = records(rows)
+    care = care_home_stays(
+        recs.filter(pl.col("source_dataset") == "adult_social_care").with_columns(
+            pl.lit(setting, pl.Utf8).alias("support_setting")
+        )
+    )
+    care_prio = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES).index("adult_social_care")
+    periods = end_stays_in_care(residence_periods(recs, OFF), care, care_prio)
+    m = build_memberships(periods, people(rows))
+    return dict(residents_on(m, ON).select("person_id", "household_token").rows())
+
+
+def test_care_homes_a_residential_package_takes_the_person_out_of_the_private_home() -> None:
+    assert _in_care(CARE, "COMMUNITY") == {"gran": "H", "son": "H"}
+    assert _in_care(CARE, "RESIDENTIAL") == {"son": "H"}
+    assert _in_care(CARE, "NURSING") == {"son": "H"}
+
+
+def test_care_homes_a_stay_that_begins_after_the_package_is_kept() -> None:
+    # She came home: a tenancy of her own at K after the package began.
+    rows = [*CARE, ("gran", "housing_tenancies", "K", D(2025, 6, 1), None, "Cole")]
+    assert _in_care(rows, "RESIDENTIAL")["gran"] == "K"
+
+
 # ----------------------------------------------------------------------------- reliability
 # Two people confirmed at the same address by council tax and GP; benefits places one of them
 # elsewhere. Benefits is confirmed for nobody, so it ranks last.
@@ -312,6 +351,7 @@ def test_config_households_section_is_read(tmp_path: Path) -> None:
     assert settings.households.visit_days == 730
     assert settings.households.learned_reliability is False
     assert settings.households.superseded_accounts is True
+    assert settings.households.care_homes is True
 
 
 @pytest.mark.parametrize(

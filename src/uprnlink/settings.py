@@ -384,6 +384,9 @@ class HouseholdSettings:
     # A council tax party's stays at an address end when a later account there (another
     # account reference) names someone another source also records at the address.
     superseded_accounts: StrictBool = True
+    # A residential or nursing care package (adult social care's support_setting) places the
+    # person in a care home, not at the private address the record may still carry.
+    care_homes: StrictBool = True
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class ResidenceRules:
     single_person_discount: bool = True
     single_person_min_share: float = 0.85
     superseded_accounts: bool = True
+    care_homes: bool = True
 
 
 def last_seen(signs: pl.DataFrame, surnames: pl.DataFrame) -> pl.DataFrame:
@@ -323,4 +324,78 @@ def end_superseded_stays(
             .alias("valid_to")
         )
         .drop("_end")
+    )
+
+
+#: Adult social care settings that are a care home (SALT): the person lives there, not at the
+#: private address the record may still carry.
+CARE_HOME_SETTINGS = ("RESIDENTIAL", "NURSING")
+
+
+def care_home_stays(social_care: pl.DataFrame) -> pl.DataFrame:
+    """Residential and nursing care packages (`social_care`: adult social care facts joined to
+    their records): person_id, household_token, `_from` (the start), `_to` (the end; OPEN_END
+    while open). Empty when the setting is not supplied."""
+    schema = pl.Schema(
+        {
+            "person_id": social_care.schema["person_id"],
+            "household_token": social_care.schema["household_token"],
+            "_from": pl.Date(),
+            "_to": pl.Date(),
+        }
+    )
+    if "support_setting" not in social_care.columns:
+        return pl.DataFrame(schema=schema)
+    return (
+        social_care.filter(
+            pl.col("support_setting").is_in(list(CARE_HOME_SETTINGS))
+            & pl.col("start_date").is_not_null()
+        )
+        .select(
+            "person_id",
+            "household_token",
+            pl.col("start_date").alias("_from"),
+            pl.col("end_date").fill_null(OPEN_END).alias("_to"),
+        )
+        .cast(schema)
+    )
+
+
+def end_stays_in_care(periods: pl.DataFrame, care: pl.DataFrame, care_prio: int) -> pl.DataFrame:
+    """A person in a care home (`care_home_stays`) does not live at a private address.
+
+    A council's care record often keeps the home the person came from: a residential or
+    nursing package at a private address places nobody there; the person's stays at private
+    addresses that began before the package end the day before it began; and a hospital
+    attendance at a private address while it is open does not place them there. A stay that
+    begins after the package began (a tenancy, a registration: they came home) is kept.
+    """
+    one = ["person_id", "household_token"]
+    private = ~pl.col("is_communal")
+    packages = care.filter(pl.col("household_token").is_not_null()).select(
+        *one, pl.col("_from").alias("valid_from"), pl.lit(care_prio, pl.Int8).alias("prio")
+    )
+    kept = periods.join(packages, on=[*one, "valid_from", "prio"], how="anti").with_row_index("_i")
+    window = care.select("person_id", "_from", "_to")
+    ends = (
+        kept.filter(private & ~pl.col("fallback"))
+        .select("_i", "person_id", "valid_from", "valid_to")
+        .join(window, on="person_id")
+        .filter((pl.col("valid_from") < pl.col("_from")) & (pl.col("valid_to") >= pl.col("_from")))
+        .group_by("_i")
+        .agg((pl.col("_from").min() - ONE_DAY).alias("_end"))
+    )
+    visits = (
+        kept.filter(private & pl.col("fallback"))
+        .select("_i", "person_id", "valid_from")
+        .join(window, on="person_id")
+        .filter((pl.col("valid_from") >= pl.col("_from")) & (pl.col("valid_from") <= pl.col("_to")))
+        .select("_i")
+        .unique()
+    )
+    return (
+        kept.join(visits, on="_i", how="anti")
+        .join(ends, on="_i", how="left")
+        .with_columns(pl.coalesce("_end", "valid_to").alias("valid_to"))
+        .drop("_i", "_end")
     )

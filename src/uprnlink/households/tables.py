@@ -24,6 +24,8 @@ from uprnlink.households.composition import GENERATION_GAP, derived_expr
 from uprnlink.households.evidence import confirmation_on, reliability_rank, signs_of_life
 from uprnlink.households.residence import (
     ResidenceRules,
+    care_home_stays,
+    end_stays_in_care,
     end_superseded_stays,
     sole_occupancies,
     sole_occupancy_share,
@@ -279,6 +281,10 @@ def household_memberships(
     if rules is not None and rules.superseded_accounts:
         council_tax = _facts(records, facts, "council_tax")
         periods = end_superseded_stays(periods, records, superseded_accounts(council_tax, records))
+    if rules is not None and rules.care_homes:
+        care = care_home_stays(_facts(records, facts, "adult_social_care"))
+        care_prio = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES).index("adult_social_care")
+        periods = end_stays_in_care(periods, care, care_prio)
     spells = build_memberships(periods, people, residence_rank(records, on, rules))
     return (
         spells.drop("is_communal")

@@ -75,6 +75,7 @@ def residence_rules(settings: RunSettings) -> ResidenceRules:
         single_person_discount=h.single_person_discount,
         single_person_min_share=h.single_person_min_share,
         superseded_accounts=h.superseded_accounts,
+        care_homes=h.care_homes,
     )
 
 
