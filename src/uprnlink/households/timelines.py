@@ -946,11 +946,6 @@ def children_stay_with_relatives(
     """
     if "dob" not in records.columns:
         return periods
-    dobs = (
-        records.filter(pl.col("dob").is_not_null())
-        .group_by("person_id")
-        .agg(pl.col("dob").mode().min().dt.offset_by("18y").alias("_adult_from"))
-    )
     attendances = periods.filter(pl.col("fallback")).with_row_index("_i")
     stays = (
         periods.filter(~pl.col("fallback"))
@@ -963,19 +958,29 @@ def children_stay_with_relatives(
             pl.col("valid_to").alias("_to"),
         )
     )
-    until = (
-        attendances.join(dobs, on="person_id")
-        .filter(pl.col("valid_from") < pl.col("_adult_from"))
-        .select("_i", "person_id", "household_token", "valid_from")
+    beside = (
+        attendances.select("_i", "person_id", "household_token", "valid_from", "valid_to")
         .join(surnames, on="person_id")
         .join(stays, on=["household_token", "surname"])
         .filter(
             (pl.col("_relative") != pl.col("person_id"))
             & (pl.col("_from") <= pl.col("valid_from"))
-            & (pl.col("_to") >= pl.col("valid_from"))
+            & (pl.col("_to") > pl.col("valid_to"))
         )
-        .group_by("_i")
+        .group_by("_i", "person_id", "valid_from")
         .agg(pl.col("_to").max())
+    )
+    # Dates of birth only of the people that could gain (the mode of their records').
+    adult_from = (
+        records.join(beside.select("person_id").unique(), on="person_id", how="semi")
+        .filter(pl.col("dob").is_not_null())
+        .group_by("person_id")
+        .agg(pl.col("dob").mode().min().dt.offset_by("18y").alias("_adult_from"))
+    )
+    until = (
+        beside.join(adult_from, on="person_id")
+        .filter(pl.col("valid_from") < pl.col("_adult_from"))
+        .select("_i", "_to")
     )
     extended = (
         attendances.join(until, on="_i", how="left")
