@@ -181,6 +181,12 @@ def reconstruction(query_service: QueryService) -> Reconstruction:
 
 
 @pytest.fixture(scope="module")
+def reconstruction_men(query_service: QueryService) -> Reconstruction:
+    """The same attack on every man."""
+    return _reconstruct(query_service, {"sex": ["M"]}, ("age_band", FLAG))
+
+
+@pytest.fixture(scope="module")
 def neighbour(query_service: QueryService) -> Reconstruction:
     """What a neighbour knows of the woman next door: her sex, her age band and her household
     type (the test picks a household type in which some woman is the only one of her age
@@ -204,13 +210,20 @@ def neighbour(query_service: QueryService) -> Reconstruction:
 
 
 def test_withheld_counts_cannot_be_reconstructed_from_many_overlapping_tables(
-    reconstruction: Reconstruction,
+    reconstruction: Reconstruction, reconstruction_men: Reconstruction
 ) -> None:
-    r = reconstruction
-    small = [(a, r.truth.get(a, 0)) for a in r.atoms if 1 <= r.truth.get(a, 0) <= 9]
-    assert len(small) >= 10, "nothing small to aim at"
-    exact = sum(int(r.estimate[r.atoms.index(a)]) == t for a, t in small)
-    # The defence holds if the attacker is right for no more than a guess would be.
+    # Women and men together: on one universe's 15-25 small cells the rate moves by a cell or
+    # two whenever the release's record keys (and so its noise) change.
+    small = [
+        (r, a, r.truth.get(a, 0))
+        for r in (reconstruction, reconstruction_men)
+        for a in r.atoms
+        if 1 <= r.truth.get(a, 0) <= 9
+    ]
+    assert len(small) >= 20, "nothing small to aim at"
+    exact = sum(int(r.estimate[r.atoms.index(a)]) == t for r, a, t in small)
+    # The defence holds if the attacker is right for no more than a guess would be (saying
+    # "1" for every small cell is right for 25-46% of them here).
     assert exact / len(small) < 0.35, f"{exact} of {len(small)} withheld counts recovered exactly"
 
 
