@@ -14,7 +14,10 @@ from uprnlink.households.ages import age_band_expr, age_on_expr
 from uprnlink.households.tables import CODED_IDS, coded_ids, decoded_ids
 from uprnlink.households.timelines import (
     build_memberships,
+    children_stay_with_relatives,
     household_composition,
+    limit_fallback,
+    person_surnames,
     residence_periods,
     residents_on,
 )
@@ -435,7 +438,11 @@ def test_a_childs_attendance_stands_while_the_relatives_there_stay() -> None:
     frame = records(rows).with_columns(
         pl.col("person_id").replace_strict(born, return_dtype=pl.Date).alias("dob")
     )
-    mem = build_memberships(residence_periods(frame), no_deaths(*born))
+    folk = no_deaths(*born).with_columns(
+        pl.col("person_id").replace_strict(born, return_dtype=pl.Date).alias("dob")
+    )
+    periods = children_stay_with_relatives(residence_periods(frame), folk, person_surnames(frame))
+    mem = build_memberships(limit_fallback(periods), folk)
     placed = dict(residents_on(mem, REFERENCE_DATE).select("person_id", "household_token").rows())
     assert placed == {"mum": "A", "kid": "A"}
     son = mem.filter(pl.col("person_id") == "son").select("valid_from", "valid_to").rows()

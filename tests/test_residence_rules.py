@@ -237,10 +237,14 @@ CARE = [
 ]
 
 
-def _in_care(rows: Sequence[Row], setting: str | None) -> dict[str, str]:
+def _in_care(
+    rows: Sequence[Row], setting: str | None, communal: tuple[str, ...] = ()
+) -> dict[str, str]:
     from uprnlink.households.residence import care_home_stays, end_stays_in_care
 
-    recs = records(rows)
+    recs = records(rows).with_columns(
+        pl.col("household_token").is_in(list(communal)).fill_null(False).alias("is_communal")
+    )
     care = care_home_stays(
         recs.filter(pl.col("source_dataset") == "adult_social_care").with_columns(
             pl.lit(setting, pl.Utf8).alias("support_setting")
@@ -262,6 +266,68 @@ def test_care_homes_a_stay_that_begins_after_the_package_is_kept() -> None:
     # She came home: a tenancy of her own at K after the package began.
     rows = [*CARE, ("gran", "housing_tenancies", "K", D(2025, 6, 1), None, "Cole")]
     assert _in_care(rows, "RESIDENTIAL")["gran"] == "K"
+
+
+def test_care_homes_the_care_homes_own_address_stands() -> None:
+    rows = [CARE[0], ("gran", "adult_social_care", "CH", D(2024, 3, 1), None, "Cole")]
+    assert _in_care(rows, "RESIDENTIAL", communal=("CH",)) == {"gran": "CH"}
+
+
+def test_care_homes_a_package_without_a_uprn_places_nobody_at_home() -> None:
+    # The package has only the home's postcode; the timeline rules give it her home's UPRN.
+    rows: list[Row] = [
+        ("gran", "council_tax", "H", D(2001, 1, 1), None, "Cole", "AB1 1AA"),
+        ("gran", "adult_social_care", None, D(2024, 3, 1), None, "Cole", "AB1 1AA"),
+    ]
+    assert _in_care(rows, "COMMUNITY") == {"gran": "H"}
+    assert _in_care(rows, "RESIDENTIAL") == {}
+
+
+def test_care_homes_a_package_that_ended_ends_nothing() -> None:
+    # Four weeks of respite care in 2020: she went home.
+    rows = [
+        ("gran", "housing_tenancies", "H", D(2001, 1, 1), None, "Cole"),
+        ("gran", "adult_social_care", "H", D(2020, 1, 1), D(2020, 1, 28), "Cole"),
+    ]
+    assert _in_care(rows, "RESIDENTIAL") == {"gran": "H"}
+
+
+def test_a_childs_attendance_follows_the_relatives_final_stays() -> None:
+    # The child's attendance stands while mum stays; mum's stay ends when a new occupier's
+    # account supersedes hers, and the child's attendance is not left behind with strangers.
+    from uprnlink.households.tables import household_memberships
+
+    rows = [
+        ("mum", "council_tax", "X", D(2015, 1, 1), None, "Ash"),
+        ("kid", "hospital_activity", "X", D(2023, 3, 1), D(2023, 3, 1), "Ash"),
+        ("new", "council_tax", "X", D(2024, 5, 1), None, "Bell"),
+        ("new", "gp_registrations", "X", D(2024, 5, 20), None, "Bell"),
+    ]
+    born = {"mum": D(1980, 1, 1), "kid": D(2012, 1, 1), "new": D(1970, 1, 1)}
+    recs = records(rows).with_row_index("unique_id").with_columns(pl.col("unique_id").cast(pl.Utf8))
+    facts = {
+        "council_tax": recs.filter(pl.col("source_dataset") == "council_tax").select(
+            "unique_id",
+            "source_dataset",
+            pl.col("person_id").replace_strict({"mum": "1001", "new": "2002"}).alias("account_ref"),
+        )
+    }
+    folk = people(rows).with_columns(
+        pl.col("person_id").replace_strict(born, return_dtype=pl.Date).alias("dob")
+    )
+    areas = pl.DataFrame({"household_token": ["X"], "is_communal": [False]})
+    rules = ResidenceRules(visit_days=730, learned_reliability=False)
+
+    def on(date_: date, accounts: bool) -> dict[str, str]:
+        r = ResidenceRules(
+            visit_days=rules.visit_days, learned_reliability=False, superseded_accounts=accounts
+        )
+        m = household_memberships(recs, facts, folk, areas, date_, r)
+        return dict(residents_on(m, date_).select("person_id", "household_token").rows())
+
+    assert on(D(2024, 1, 1), accounts=True) == {"mum": "X", "kid": "X"}
+    assert on(ON, accounts=False) == {"mum": "X", "kid": "X", "new": "X"}
+    assert on(ON, accounts=True) == {"new": "X"}
 
 
 # ----------------------------------------------------------------------------- reliability

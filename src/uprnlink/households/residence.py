@@ -362,40 +362,35 @@ def care_home_stays(social_care: pl.DataFrame) -> pl.DataFrame:
 
 
 def end_stays_in_care(periods: pl.DataFrame, care: pl.DataFrame, care_prio: int) -> pl.DataFrame:
-    """A person in a care home (`care_home_stays`) does not live at a private address.
+    """A person in a care home (`care_home_stays`, packages still open) does not live at a
+    private address.
 
-    A council's care record often keeps the home the person came from: a residential or
-    nursing package at a private address places nobody there; the person's stays at private
-    addresses that began before the package end the day before it began; and a hospital
-    attendance at a private address while it is open does not place them there. A stay that
-    begins after the package began (a tenancy, a registration: they came home) is kept.
+    A council's care record often keeps the home the person came from: while a residential or
+    nursing package is open, a care record's claim at a private address (wherever the timeline
+    rules put it) places nobody; the person's stays at private addresses that began before
+    the package end the day before it began; and a hospital attendance at a private address
+    does not place them there. A stay that begins after the package began (a tenancy, a
+    registration: they came home) is kept, and so is the care home's own address. A package
+    that has ended (respite, a stay in hospital) ends nothing.
     """
-    one = ["person_id", "household_token"]
     private = ~pl.col("is_communal")
-    packages = care.filter(pl.col("household_token").is_not_null()).select(
-        *one, pl.col("_from").alias("valid_from"), pl.lit(care_prio, pl.Int8).alias("prio")
-    )
-    kept = periods.join(packages, on=[*one, "valid_from", "prio"], how="anti").with_row_index("_i")
-    window = care.select("person_id", "_from", "_to")
-    ends = (
-        kept.filter(private & ~pl.col("fallback"))
-        .select("_i", "person_id", "valid_from", "valid_to")
-        .join(window, on="person_id")
-        .filter((pl.col("valid_from") < pl.col("_from")) & (pl.col("valid_to") >= pl.col("_from")))
-        .group_by("_i")
-        .agg((pl.col("_from").min() - ONE_DAY).alias("_end"))
-    )
-    visits = (
-        kept.filter(private & pl.col("fallback"))
-        .select("_i", "person_id", "valid_from")
-        .join(window, on="person_id")
-        .filter((pl.col("valid_from") >= pl.col("_from")) & (pl.col("valid_from") <= pl.col("_to")))
-        .select("_i")
-        .unique()
+    open_ = care.filter(pl.col("_to") == OPEN_END).group_by("person_id").agg(pl.col("_from").min())
+    stays = periods.join(open_, on="person_id", how="left")
+    since = pl.col("_from").is_not_null() & (pl.col("valid_from") >= pl.col("_from"))
+    dropped = private & since & (pl.col("fallback") | (pl.col("prio") == care_prio))
+    ending = (
+        private
+        & ~pl.col("fallback")
+        & (pl.col("valid_from") < pl.col("_from"))
+        & (pl.col("valid_to") >= pl.col("_from"))
     )
     return (
-        kept.join(visits, on="_i", how="anti")
-        .join(ends, on="_i", how="left")
-        .with_columns(pl.coalesce("_end", "valid_to").alias("valid_to"))
-        .drop("_i", "_end")
+        stays.filter(~dropped)
+        .with_columns(
+            pl.when(ending.fill_null(False))
+            .then(pl.col("_from") - ONE_DAY)
+            .otherwise(pl.col("valid_to"))
+            .alias("valid_to")
+        )
+        .drop("_from")
     )

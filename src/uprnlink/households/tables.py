@@ -36,9 +36,12 @@ from uprnlink.households.timelines import (
     OPEN_END,
     RESIDENCE_SOURCES,
     build_memberships,
+    children_stay_with_relatives,
     end_beside_sole_occupiers,
     household_composition,
+    limit_fallback,
     person_attributes,
+    person_surnames,
     residence_periods,
     residents_on,
 )
@@ -269,8 +272,12 @@ def household_memberships(
 ) -> pl.DataFrame:
     """Each person's residence spells at household tokens (`households.timelines`).
 
-    Communal or not is a property of the address, whichever record put a person there (a
-    spell moved next door by the timeline rules keeps its own record's flag otherwise).
+    The timeline rules (`residence_periods`), then the rules that read a source's facts
+    (single person discounts, superseded accounts, care homes), then children's attendances
+    standing while their relatives stay (`children_stay_with_relatives`, on the relatives'
+    final stays). Communal or not is a property of the address, whichever record put a person
+    there (a spell moved next door by the timeline rules keeps its own record's flag
+    otherwise).
     """
     periods = residence_periods(records, rules)
     if rules is not None and rules.single_person_discount:
@@ -285,6 +292,9 @@ def household_memberships(
         care = care_home_stays(_facts(records, facts, "adult_social_care"))
         care_prio = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES).index("adult_social_care")
         periods = end_stays_in_care(periods, care, care_prio)
+    periods = limit_fallback(
+        children_stay_with_relatives(periods, people, person_surnames(records))
+    )
     spells = build_memberships(periods, people, residence_rank(records, on, rules))
     return (
         spells.drop("is_communal")

@@ -135,13 +135,14 @@ def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None
        no record places anywhere, joins the one household in its postcode where a relative
        lives, or the one of several whose relatives were recorded at the same block of flats
        (`impute_from_relatives`);
-    7. a child's hospital attendance stands while a relative who lived at its address then
-       stays there (`children_stay_with_relatives`);
-    8. with `rules`, an open list stay ends on evidence of a move or of nothing seen there
+    7. with `rules`, an open list stay ends on evidence of a move or of nothing seen there
        for a long time (`households.residence`);
-    9. a hospital attendance's address stands for `rules.visit_days` (FALLBACK_DAYS without
-       rules) at most, unless step 7 let it stand longer, and not past a later recorded
-       departure from it (`limit_fallback`).
+    8. a hospital attendance's address stands for `rules.visit_days` (FALLBACK_DAYS without
+       rules) at most, and not past a later recorded departure from it (`limit_fallback`).
+
+    The rules that read a source's facts (`households.tables.household_memberships`) end
+    stays after these; a child's attendance then stands while the relatives it lived with
+    stay (`children_stay_with_relatives`).
 
     The result has the columns of PERIOD_COLUMNS; `build_memberships` resolves it.
     """
@@ -164,7 +165,6 @@ def residence_periods(records: pl.DataFrame, rules: ResidenceRules | None = None
         [placed, impute_from_relatives(unplaced, placed, surnames, parent_shells(records))],
         how="vertical_relaxed",
     )
-    placed = children_stay_with_relatives(placed, records, surnames)
     if rules is not None:
         placed = apply_evidence_rules(placed, records, surnames, rules)
     return (
@@ -935,17 +935,17 @@ def parent_shells(records: pl.DataFrame) -> pl.DataFrame:
 
 
 def children_stay_with_relatives(
-    periods: pl.DataFrame, records: pl.DataFrame, surnames: pl.DataFrame
+    periods: pl.DataFrame, people: pl.DataFrame, surnames: pl.DataFrame
 ) -> pl.DataFrame:
     """Let a child's hospital attendance stand while the relatives they lived with stay.
 
     An attendance's address stands for a while only (`visit_days`), since adults move on
-    unrecorded; a child (under 18 on the day) does not leave home alone. When someone sharing
-    the child's surname had a stay (not from an attendance) at that address covering the
-    attendance, the attendance stands until the last such stay ends.
+    unrecorded; a child (under 18 on the day, by `people`' dates of birth) does not leave home
+    alone. When someone sharing the child's surname had a stay (not from an attendance) at
+    that address covering the attendance, the attendance stands until the last such stay
+    ends. Run it after every rule that ends stays, so it follows the relatives' final ones,
+    and then `limit_fallback`.
     """
-    if "dob" not in records.columns:
-        return periods
     attendances = periods.filter(pl.col("fallback")).with_row_index("_i")
     stays = (
         periods.filter(~pl.col("fallback"))
@@ -958,8 +958,13 @@ def children_stay_with_relatives(
             pl.col("valid_to").alias("_to"),
         )
     )
-    beside = (
+    adult_from = people.filter(pl.col("dob").is_not_null()).select(
+        "person_id", pl.col("dob").cast(pl.Date).dt.offset_by("18y").alias("_adult_from")
+    )
+    until = (
         attendances.select("_i", "person_id", "household_token", "valid_from", "valid_to")
+        .join(adult_from, on="person_id")
+        .filter(pl.col("valid_from") < pl.col("_adult_from"))
         .join(surnames, on="person_id")
         .join(stays, on=["household_token", "surname"])
         .filter(
@@ -967,20 +972,8 @@ def children_stay_with_relatives(
             & (pl.col("_from") <= pl.col("valid_from"))
             & (pl.col("_to") > pl.col("valid_to"))
         )
-        .group_by("_i", "person_id", "valid_from")
+        .group_by("_i")
         .agg(pl.col("_to").max())
-    )
-    # Dates of birth only of the people that could gain (the mode of their records').
-    adult_from = (
-        records.join(beside.select("person_id").unique(), on="person_id", how="semi")
-        .filter(pl.col("dob").is_not_null())
-        .group_by("person_id")
-        .agg(pl.col("dob").mode().min().dt.offset_by("18y").alias("_adult_from"))
-    )
-    until = (
-        beside.join(adult_from, on="person_id")
-        .filter(pl.col("valid_from") < pl.col("_adult_from"))
-        .select("_i", "_to")
     )
     extended = (
         attendances.join(until, on="_i", how="left")
