@@ -188,8 +188,12 @@ SUPERSEDED = [
     ("old", "gp_registrations", "X", D(2015, 2, 1), None, "Ash"),
     ("new", "council_tax", "X", D(2024, 5, 1), None, "Bell"),
     ("new", "gp_registrations", "X", D(2024, 5, 20), None, "Bell"),
+    # A couple on one account elsewhere: the extract's references are accounts, shared by
+    # joint parties (`joint_share`).
+    ("him", "council_tax", "Z", D(2010, 1, 1), None, "Day"),
+    ("her", "council_tax", "Z", D(2010, 1, 1), None, "Day"),
 ]
-ACCOUNTS = {"old": "1001", "new": "2002"}
+ACCOUNTS = {"old": "1001", "new": "2002", "him": "9009", "her": "9009"}
 
 
 def _superseded(rows: Sequence[Row], accounts: dict[str, str]) -> dict[str, str]:
@@ -207,9 +211,17 @@ def _superseded(rows: Sequence[Row], accounts: dict[str, str]) -> dict[str, str]
 
 
 def test_superseded_a_later_account_of_a_confirmed_occupier_ends_every_stay_there() -> None:
-    assert _superseded(SUPERSEDED, ACCOUNTS) == {"new": "X"}
+    assert _superseded(SUPERSEDED, ACCOUNTS) == {"new": "X", "him": "Z", "her": "Z"}
     # Joint parties share the reference: nobody has left.
-    assert _superseded(SUPERSEDED, {"old": "1001", "new": "1001"}) == {"old": "X", "new": "X"}
+    joint = {**ACCOUNTS, "new": "1001"}
+    assert _superseded(SUPERSEDED, joint) == {"old": "X", "new": "X", "him": "Z", "her": "Z"}
+
+
+def test_superseded_not_when_the_extracts_references_name_one_party_each() -> None:
+    # References per party, not per account (no reference names two people): a later joint
+    # party would look like a new account, so nothing is judged.
+    per_party = {**ACCOUNTS, "her": "9010"}
+    assert _superseded(SUPERSEDED, per_party)["old"] == "X"
 
 
 def test_superseded_not_by_an_account_no_other_source_places_there() -> None:
@@ -302,20 +314,24 @@ def test_a_childs_attendance_follows_the_relatives_final_stays() -> None:
         ("kid", "hospital_activity", "X", D(2023, 3, 1), D(2023, 3, 1), "Ash"),
         ("new", "council_tax", "X", D(2024, 5, 1), None, "Bell"),
         ("new", "gp_registrations", "X", D(2024, 5, 20), None, "Bell"),
+        *SUPERSEDED[4:],  # a couple on one account elsewhere
     ]
     born = {"mum": D(1980, 1, 1), "kid": D(2012, 1, 1), "new": D(1970, 1, 1)}
+    born |= {"him": D(1960, 1, 1), "her": D(1961, 1, 1)}
     recs = records(rows).with_row_index("unique_id").with_columns(pl.col("unique_id").cast(pl.Utf8))
     facts = {
         "council_tax": recs.filter(pl.col("source_dataset") == "council_tax").select(
             "unique_id",
             "source_dataset",
-            pl.col("person_id").replace_strict({"mum": "1001", "new": "2002"}).alias("account_ref"),
+            pl.col("person_id")
+            .replace_strict({"mum": "1001", "new": "2002", "him": "9", "her": "9"})
+            .alias("account_ref"),
         )
     }
     folk = people(rows).with_columns(
         pl.col("person_id").replace_strict(born, return_dtype=pl.Date).alias("dob")
     )
-    areas = pl.DataFrame({"household_token": ["X"], "is_communal": [False]})
+    areas = pl.DataFrame({"household_token": ["X", "Z"], "is_communal": [False, False]})
     rules = ResidenceRules(visit_days=730, learned_reliability=False)
 
     def on(date_: date, accounts: bool) -> dict[str, str]:
@@ -325,9 +341,10 @@ def test_a_childs_attendance_follows_the_relatives_final_stays() -> None:
         m = household_memberships(recs, facts, folk, areas, date_, r)
         return dict(residents_on(m, date_).select("person_id", "household_token").rows())
 
-    assert on(D(2024, 1, 1), accounts=True) == {"mum": "X", "kid": "X"}
-    assert on(ON, accounts=False) == {"mum": "X", "kid": "X", "new": "X"}
-    assert on(ON, accounts=True) == {"new": "X"}
+    couple = {"him": "Z", "her": "Z"}
+    assert on(D(2024, 1, 1), accounts=True) == {"mum": "X", "kid": "X", **couple}
+    assert on(ON, accounts=False) == {"mum": "X", "kid": "X", "new": "X", **couple}
+    assert on(ON, accounts=True) == {"new": "X", **couple}
 
 
 # ----------------------------------------------------------------------------- reliability

@@ -248,6 +248,20 @@ def end_stays_beside_sole_occupiers(
     )
 
 
+#: The least share of council tax references naming two or more people for them to be read as
+#: accounts (joint liable parties share one); demo 0.58, Westmere 0.47.
+JOINT_MIN_SHARE = 0.05
+
+
+def joint_share(accounts: pl.DataFrame) -> float:
+    """The share of account references (`account_ref`) naming two or more people (0 when
+    there are none)."""
+    parties = accounts.group_by("account_ref").agg(pl.col("person_id").n_unique().alias("_n"))
+    if parties.is_empty():
+        return 0.0
+    return parties.filter(pl.col("_n") > 1).height / parties.height
+
+
 def superseded_accounts(council_tax: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
     """Council tax parties whose account at an address was followed there by another one:
     person_id, household_token, `_end` (the day before the first such account began).
@@ -256,7 +270,10 @@ def superseded_accounts(council_tax: pl.DataFrame, records: pl.DataFrame) -> pl.
     reference. A later account there under another reference, not naming the person, whose
     party another source also records at the address (a registration, a tenancy, a claim: a
     real new occupier, not a record with a wrong UPRN), says the person's liability there has
-    ended, whether or not the council closed it. Empty without account references.
+    ended, whether or not the council closed it. Empty without account references, and when
+    fewer than JOINT_MIN_SHARE of the references name two or more people: the extract's
+    reference then identifies a party, not an account (a joint party added later would look
+    like a new account).
     """
     schema = pl.Schema(
         {
@@ -270,6 +287,8 @@ def superseded_accounts(council_tax: pl.DataFrame, records: pl.DataFrame) -> pl.
     accounts = council_tax.filter(
         pl.col("household_token").is_not_null() & pl.col("account_ref").is_not_null()
     ).select("person_id", "household_token", "account_ref", "start_date", "end_date")
+    if joint_share(accounts) < JOINT_MIN_SHARE:
+        return pl.DataFrame(schema=schema)
     elsewhere = (
         records.filter(
             (pl.col("source_dataset") != "council_tax") & pl.col("household_token").is_not_null()
