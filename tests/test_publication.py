@@ -52,6 +52,19 @@ def test_the_file_reads_back_byte_for_byte() -> None:
     assert PublicationMetadata.from_dict(again) == meta
 
 
+def test_the_residence_rules_counts_read_back_and_are_absent_when_empty() -> None:
+    rules = {"joint_reference_share": 0.58, "accounts_superseded": 370, "in_care_homes": 325}
+    written = {**WRITTEN, "residence_rules": rules}
+    text = json.dumps(written, indent=2)
+    meta = PublicationMetadata.from_dict(json.loads(text))
+    assert meta.residence_rules == rules and meta.extra == {}
+    assert json.dumps(meta.to_dict(), indent=2) == text
+    # Metadata written before the rules has none, and is written back without the key.
+    assert PublicationMetadata.from_dict(WRITTEN).residence_rules == {}
+    with pytest.raises(ConfigError, match="residence_rules"):
+        PublicationMetadata.from_dict({**WRITTEN, "residence_rules": [1]})
+
+
 def test_keys_it_does_not_know_are_kept_after_the_known_ones() -> None:
     data = {**WRITTEN, "from_a_later_version": {"x": 1}}
     meta = PublicationMetadata.from_dict(data)

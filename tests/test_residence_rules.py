@@ -478,6 +478,13 @@ def test_run_reports_how_often_each_source_is_confirmed(small_run: PipelineRun) 
     assert share is not None and 0.0 <= share <= 1.0
     published = json.loads((small_run.settings.linked_dir / "run_metadata.json").read_text())
     assert published["residence_confirmed"] == rows
+    # What the superseded accounts and care homes rules acted on (the demo's accounts are
+    # shared by joint parties, and its care records name residential and nursing packages).
+    applied = meta.residence_rules
+    assert set(applied) == {"joint_reference_share", "accounts_superseded", "in_care_homes"}
+    assert 0.05 <= applied["joint_reference_share"] <= 1.0
+    assert applied["accounts_superseded"] > 0 and applied["in_care_homes"] > 0
+    assert published["residence_rules"] == applied
     shown = residence_rows(meta, min_count=10)
     assert [r[0] for r in shown] == [r["source_dataset"] for r in rows]
     result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")

@@ -937,6 +937,19 @@ def print_run_summary(summary: RunSummary, wall_seconds: float) -> None:
     share = meta.single_person_discount_share
     if share is not None:
         print(f"Single person discounts borne out by the other accounts: {share:.2f}")
+    applied = meta.residence_rules
+    if "accounts_superseded" in applied:
+        print(
+            f"Council tax parties whose account a later one superseded: "
+            f"{applied['accounts_superseded']:,}"
+            + (
+                f" (references shared by joint parties: {applied['joint_reference_share']:.2f})"
+                if "joint_reference_share" in applied
+                else ""
+            )
+        )
+    if "in_care_homes" in applied:
+        print(f"People in a care home (residential or nursing care): {applied['in_care_homes']:,}")
     confirmed = meta.residence_confirmed
     if confirmed:
         print(

@@ -92,6 +92,9 @@ class PublicationMetadata:
     single_person_discount_share: float | None
     published_at: str
     counts: PublicationCounts
+    # What the superseded accounts and care homes rules acted on (counts and one share; a
+    # rule switched off is absent; empty in metadata written before them).
+    residence_rules: dict[str, float | int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +103,7 @@ class PublicationMetadata:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "extra":
+            if f.name == "extra" or (f.name == "residence_rules" and not value):
                 continue
             if f.name == "reference_date":
                 value = value.isoformat()
@@ -108,7 +111,7 @@ class PublicationMetadata:
                 value = value.to_dict()
             elif f.name == "residence_confirmed":
                 value = [dict(r) for r in value]
-            elif f.name in ("contracts", "not_supplied"):
+            elif f.name in ("contracts", "not_supplied", "residence_rules"):
                 value = dict(value)
             out[f.name] = value
         out.update(self.extra)
@@ -155,5 +158,8 @@ class PublicationMetadata:
             else _field(data, "single_person_discount_share", (int, float)),
             published_at=_field(data, "published_at", str),
             counts=counts,
+            residence_rules=dict(_field(data, "residence_rules", Mapping))
+            if "residence_rules" in data
+            else {},
             extra={k: v for k, v in data.items() if k not in known},
         )

@@ -27,6 +27,7 @@ from uprnlink.households.residence import (
     care_home_stays,
     end_stays_in_care,
     end_superseded_stays,
+    joint_share,
     sole_occupancies,
     sole_occupancy_share,
     superseded_accounts,
@@ -112,6 +113,27 @@ def single_person_share(records: pl.DataFrame, facts: dict[str, pl.DataFrame]) -
     (`households.residence.sole_occupancy_share`; None when no discount is recorded)."""
     sole = sole_occupancies(_facts(records, facts, "council_tax"))
     return sole_occupancy_share(sole, signs_of_life(records))
+
+
+def residence_rule_counts(
+    records: pl.DataFrame, facts: dict[str, pl.DataFrame], on: date, rules: ResidenceRules
+) -> dict[str, float | int]:
+    """What the rules that read a source's facts act on, for the run summary (counts only):
+    council tax parties whose account a later one superseded (`superseded_accounts`, with the
+    share of references joint parties share) and people with a residential or nursing package
+    open on the reference date (`care_homes`). A rule switched off is left out."""
+    out: dict[str, float | int] = {}
+    if rules.superseded_accounts:
+        council_tax = _facts(records, facts, "council_tax")
+        if "account_ref" in council_tax.columns and council_tax.schema["account_ref"] != pl.Null:
+            accounts = council_tax.filter(pl.col("account_ref").is_not_null())
+            out["joint_reference_share"] = round(joint_share(accounts), 4)
+        out["accounts_superseded"] = superseded_accounts(council_tax, records).height
+    if rules.care_homes:
+        care = care_home_stays(_facts(records, facts, "adult_social_care"))
+        open_on = (pl.col("_from") <= on) & (pl.col("_to") >= on)
+        out["in_care_homes"] = care.filter(open_on).get_column("person_id").n_unique()
+    return out
 
 
 def months_before(on: date, months: int) -> date:

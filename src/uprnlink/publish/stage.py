@@ -22,6 +22,7 @@ from uprnlink.households.residence import ResidenceRules
 from uprnlink.households.tables import (
     AnalysisTables,
     build_analysis_tables,
+    residence_rule_counts,
     single_person_share,
 )
 from uprnlink.ingest.addresses import trusted_records
@@ -169,6 +170,7 @@ class ResidenceEvidence:
 
     confirmed: tuple[ResidenceConfirmed, ...]
     discount_share: float | None
+    rules: dict[str, float | int]
 
 
 def residence_evidence(
@@ -177,12 +179,15 @@ def residence_evidence(
     """Per source, the people it places on the reference date and how many of them another
     source places at the same address that day (households.evidence); and the share of single
     person discounts no other open account contradicts (the discount rule applies at or above
-    [households] single_person_min_share; None: no discounts)."""
-    confirmed = confirmation_on(linked, settings.reference_date, settings.households.visit_days)
+    [households] single_person_min_share; None: no discounts); and what the superseded
+    accounts and care homes rules act on (`residence_rule_counts`)."""
+    on = settings.reference_date
+    confirmed = confirmation_on(linked, on, settings.households.visit_days)
     share = single_person_share(linked, facts)
     return ResidenceEvidence(
         confirmed=tuple(cast(list[ResidenceConfirmed], confirmed.to_dicts())),
         discount_share=None if share is None else round(share, 4),
+        rules=residence_rule_counts(linked, facts, on, residence_rules(settings)),
     )
 
 
@@ -226,6 +231,7 @@ def publication_metadata(
         not_supplied=not_supplied,
         residence_confirmed=evidence.confirmed,
         single_person_discount_share=evidence.discount_share,
+        residence_rules=evidence.rules,
         published_at=datetime.now(UTC).isoformat(timespec="seconds"),
         counts=publication_counts(tables),
     )
