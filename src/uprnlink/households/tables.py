@@ -8,6 +8,7 @@ household ids, ages, areas and facts.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -97,14 +98,26 @@ def _facts(records: pl.DataFrame, facts: dict[str, pl.DataFrame], source: str) -
 
 
 def residence_rank(
-    records: pl.DataFrame, on: date, rules: ResidenceRules | None
+    records: pl.DataFrame,
+    on: date,
+    rules: ResidenceRules | None,
+    confirmed: Mapping[str, float] | None = None,
 ) -> dict[int, int] | None:
     """Priority code -> rank by learned reliability (how often another source confirms each
-    source's address on `on`), or None when the rules do not ask for it."""
+    source's address on `on`: `confirmed`, source -> share, when the caller has it), or None
+    when the rules do not ask for it."""
     if rules is None or not rules.learned_reliability:
         return None
     order = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES)
-    ranks = reliability_rank(confirmation_on(records, on, rules.visit_days), order)
+    shares = (
+        confirmation_on(records, on, rules.visit_days)
+        if confirmed is None
+        else pl.DataFrame(
+            {"source_dataset": list(confirmed), "share": list(confirmed.values())},
+            schema={"source_dataset": pl.Utf8, "share": pl.Float64},
+        )
+    )
+    ranks = reliability_rank(shares, order)
     return {order.index(s): r for s, r in ranks.items()}
 
 
@@ -191,19 +204,22 @@ def build_analysis_tables(
     age_bands: AgeBands = FIVE_YEAR_BANDS,
     death_end_precision: str = "month",
     rules: ResidenceRules | None = None,
+    confirmed: Mapping[str, float] | None = None,
 ) -> AnalysisTables:
     """All published tables from linked trusted records (records carry `person_id`).
 
     `age_bands` are the person table's `age_band` (governance policy); spells ended by a
     death are published to `death_end_precision` (see `published_memberships`). `rules` are
     the residence evidence rules (`households.residence`); None keeps the timeline rules only.
+    `confirmed` (source -> share of its addresses another source confirms on the reference
+    date) saves computing them again when the caller has them.
     """
     on = reference_date
     records, ids = coded_ids(records)
     cut = service_facts(records, facts, on, months_before(on, service_period_months))
     people = person_attributes(records, cut.gp)
     areas = household_areas(records)
-    memberships = household_memberships(records, facts, people, areas, on, rules)
+    memberships = household_memberships(records, facts, people, areas, on, rules, confirmed)
     residents = residents_on(memberships, on)
     alive = people.filter(pl.col("date_of_death").is_null() | (pl.col("date_of_death") > on))
     residents = residents.join(alive.select("person_id"), on="person_id", how="semi")
@@ -291,6 +307,7 @@ def household_memberships(
     areas: pl.DataFrame,
     on: date,
     rules: ResidenceRules | None,
+    confirmed: Mapping[str, float] | None = None,
 ) -> pl.DataFrame:
     """Each person's residence spells at household tokens (`households.timelines`).
 
@@ -317,7 +334,7 @@ def household_memberships(
     periods = limit_fallback(
         children_stay_with_relatives(periods, people, person_surnames(records))
     )
-    spells = build_memberships(periods, people, residence_rank(records, on, rules))
+    spells = build_memberships(periods, people, residence_rank(records, on, rules, confirmed))
     return (
         spells.drop("is_communal")
         .join(areas.select("household_token", "is_communal"), on="household_token", how="left")

@@ -244,6 +244,7 @@ def publish_outputs(config_path: str, run_id: str, summary: RunSummary) -> Publi
     linked, facts, quality = linked_inputs(settings, key)
     log.info("assembling households on %s and publishing ...", settings.reference_date)
     policy = read_policy(settings.policy_path)
+    evidence = residence_evidence(settings, linked, facts)
     tables = build_analysis_tables(
         linked,
         facts,
@@ -252,8 +253,8 @@ def publish_outputs(config_path: str, run_id: str, summary: RunSummary) -> Publi
         age_bands=bands_from(policy.age_bands),
         death_end_precision=policy.death_end_precision,
         rules=residence_rules(settings),
+        confirmed={r["source_dataset"]: r["share"] for r in evidence.confirmed},
     )
-    evidence = residence_evidence(settings, linked, facts)
     del linked, facts  # each whole-population frame goes once its last reader is done
     # Sources and fields this release had no data for (their columns are typed nulls).
     not_supplied = summary.not_supplied or NotSupplied(sources=[], fields={})
