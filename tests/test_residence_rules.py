@@ -27,7 +27,7 @@ from uprnlink.households.timelines import (
     residence_periods,
     residents_on,
 )
-from uprnlink.reports.quality import residence_rows
+from uprnlink.reports.quality import RESIDENCE_RULE_LABELS, residence_rows, residence_rule_rows
 from uprnlink.settings import read_settings
 from uprnlink.sources import PERSON_SOURCES
 
@@ -485,6 +485,12 @@ def test_run_reports_how_often_each_source_is_confirmed(small_run: PipelineRun) 
     assert 0.05 <= applied["joint_reference_share"] <= 1.0
     assert applied["accounts_superseded"] > 0 and applied["in_care_homes"] > 0
     assert published["residence_rules"] == applied
+    figures = dict(residence_rule_rows(meta, min_count=10))
+    assert figures[RESIDENCE_RULE_LABELS["joint_reference_share"]] == (
+        f"{applied['joint_reference_share']:.2f}"
+    )
+    report = (small_run.settings.out_dir / "quality_report.html").read_text()
+    assert RESIDENCE_RULE_LABELS["in_care_homes"].split(" (")[0] in report
     shown = residence_rows(meta, min_count=10)
     assert [r[0] for r in shown] == [r["source_dataset"] for r in rows]
     result = evaluate_run(small_run.settings, small_run.root / "demo" / "truth")

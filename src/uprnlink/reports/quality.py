@@ -245,6 +245,28 @@ def residence_rows(meta: PublicationMetadata, min_count: int) -> list[tuple[str,
     return rows
 
 
+#: The residence rules' figures in the run summary (`residence_rules`), as the report names
+#: them; counts are suppressed below the report's minimum, the share is shown as it is.
+RESIDENCE_RULE_LABELS = {
+    "accounts_superseded": "council tax parties whose account a later one superseded",
+    "joint_reference_share": "share of council tax references joint parties share",
+    "in_care_homes": "people in a care home on the reference date (residential or nursing care)",
+}
+
+
+def residence_rule_rows(meta: PublicationMetadata, min_count: int) -> list[tuple[str, str]]:
+    """What the superseded accounts and care homes rules acted on (the publish stage's
+    `residence_rules`), counts with small numbers suppressed."""
+    rows: list[tuple[str, str]] = []
+    for name, label in RESIDENCE_RULE_LABELS.items():
+        value = meta.residence_rules.get(name)
+        if value is None:
+            continue
+        shown = f"{value:.2f}" if name.endswith("_share") else shown_count(int(value), min_count)
+        rows.append((label, shown))
+    return rows
+
+
 def _cluster_section(
     sizes: pl.DataFrame, min_count: int
 ) -> tuple[dict[str, list[tuple[str, str]]], list[Chart]]:
@@ -513,6 +535,7 @@ def quality_page_parts(
         ("nhs-coverage", "NHS number coverage"),
     ]
     residence = residence_rows(meta, min_count)
+    residence_rules = residence_rule_rows(meta, min_count)
     if residence:
         nav.append(("residence", "Residence evidence"))
     bias: list[dict[str, Any]] = []
@@ -538,6 +561,7 @@ def quality_page_parts(
         "accuracy": accuracy,
         "link_rates": link_rates,
         "residence": residence,
+        "residence_rules": residence_rules,
         "min_count": min_count,
     }
 
