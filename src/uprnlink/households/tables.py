@@ -319,18 +319,19 @@ def household_memberships(
     otherwise).
     """
     periods = residence_periods(records, rules)
-    if rules is not None and rules.single_person_discount:
+    if rules is not None:
         council_tax = _facts(records, facts, "council_tax")
-        periods, _ = end_beside_sole_occupiers(
-            periods, records, council_tax, people, on, rules.single_person_min_share
-        )
-    if rules is not None and rules.superseded_accounts:
-        council_tax = _facts(records, facts, "council_tax")
-        periods = end_superseded_stays(periods, records, superseded_accounts(council_tax, records))
-    if rules is not None and rules.care_homes:
-        care = care_home_stays(_facts(records, facts, "adult_social_care"))
-        care_prio = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES).index("adult_social_care")
-        periods = end_stays_in_care(periods, care, care_prio)
+        if rules.single_person_discount:
+            periods, _ = end_beside_sole_occupiers(
+                periods, records, council_tax, people, on, rules.single_person_min_share
+            )
+        if rules.superseded_accounts:
+            superseded = superseded_accounts(council_tax, records)
+            periods = end_superseded_stays(periods, records, superseded)
+        if rules.care_homes:
+            care = care_home_stays(_facts(records, facts, "adult_social_care"))
+            care_prio = (*RESIDENCE_SOURCES, *FALLBACK_SOURCES).index("adult_social_care")
+            periods = end_stays_in_care(periods, care, care_prio)
     periods = limit_fallback(
         children_stay_with_relatives(periods, people, person_surnames(records))
     )

@@ -161,8 +161,6 @@ def _close_names_there(
 ) -> pl.DataFrame:
     """(unique_id, cluster_id): clusters with a stay at the candidate's UPRN token over an
     overlapping period (`anchored`) one of whose names (`nodes`) agrees with the candidate's."""
-    import duckdb
-
     there = (
         candidates.join(anchored.drop("forename"), on="uprn_token")
         .filter(overlap_expr("period_start", "period_end", "other_start", "other_end"))
@@ -175,15 +173,27 @@ def _close_names_there(
         .select("cluster_id", "forename", "surname")
         .unique()
     )
-    mine = candidates.join(there.select("unique_id").unique(), on="unique_id", how="semi").select(
-        "unique_id", "forename", "surname"
-    )
-    mine = mine.with_columns(forename_roots(mine.get_column("forename")).alias("roots"))
-    names = names.with_columns(forename_roots(names.get_column("forename")).alias("roots"))
+    mine = candidates.join(there.select("unique_id").unique(), on="unique_id", how="semi")
+    return _names_agreeing(there, mine, names)
+
+
+def _names_agreeing(
+    pairs: pl.DataFrame, candidates: pl.DataFrame, names: pl.DataFrame
+) -> pl.DataFrame:
+    """The (unique_id, cluster_id) `pairs` where the candidate's forename and surname
+    (`candidates`: unique_id, forename, surname) and one of the cluster's (`names`:
+    cluster_id, forename, surname) agree (`_NAMES_AGREE`), distinct, typed as `pairs`."""
+    import duckdb
+
+    def rooted(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+        frame = frame.select(key, "forename", "surname")
+        return frame.with_columns(forename_roots(frame.get_column("forename")).alias("roots"))
+
     con = duckdb.connect()
     try:
-        for name, frame in (("f", there), ("c", mine), ("n", names)):
-            con.register(f"_{name}", frame.to_arrow())
+        con.register("_f", pairs.select("unique_id", "cluster_id").to_arrow())
+        con.register("_c", rooted(candidates, "unique_id").to_arrow())
+        con.register("_n", rooted(names, "cluster_id").to_arrow())
         agreed: pl.DataFrame = con.sql(
             f"""
             SELECT DISTINCT f.unique_id, f.cluster_id
@@ -194,7 +204,7 @@ def _close_names_there(
     finally:
         con.close()
     return agreed.cast(
-        {"unique_id": there.schema["unique_id"], "cluster_id": there.schema["cluster_id"]}
+        {"unique_id": pairs.schema["unique_id"], "cluster_id": pairs.schema["cluster_id"]}
     )
 
 
@@ -354,7 +364,6 @@ def mover_matches(
     targets (how many clusters the unit follows on to). `within` limits the targets to those
     clusters (None: any). `units` are the candidates and `nodes` the labels joined to the
     profiles, if already known."""
-    import duckdb
 
     if nodes is None and (units is None or within is None):
         nodes = labels.join(profiles, on="unique_id", how="inner")
@@ -383,25 +392,8 @@ def mover_matches(
     # millions of names).
     candidates = candidates.join(follows.select("unique_id").unique(), on="unique_id", how="semi")
     names = names.join(follows.select("cluster_id").unique(), on="cluster_id", how="semi")
-    candidates = candidates.with_columns(
-        forename_roots(candidates.get_column("forename")).alias("roots")
-    )
-    names = names.with_columns(forename_roots(names.get_column("forename")).alias("roots"))
-    con = duckdb.connect()
-    try:
-        for name, frame in (("f", follows), ("c", candidates), ("n", names)):
-            con.register(f"_{name}", frame.to_arrow())
-        found: pl.DataFrame = con.sql(
-            f"""
-            SELECT DISTINCT f.unique_id, f.cluster_id
-            FROM _f f JOIN _c c USING (unique_id) JOIN _n n USING (cluster_id)
-            WHERE {_NAMES_AGREE}
-            """
-        ).pl()
-    finally:
-        con.close()
-    found = found.cast({"unique_id": labels.schema["unique_id"]}).cast(
-        {"cluster_id": labels.schema["cluster_id"]}
+    found = _names_agreeing(follows, candidates, names).cast(
+        {"unique_id": labels.schema["unique_id"], "cluster_id": labels.schema["cluster_id"]}
     )
     unit = units.select("unique_id", pl.col("cluster_id").alias("_unit"))
     return found.join(unit, on="unique_id").with_columns(
