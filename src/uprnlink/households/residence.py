@@ -353,12 +353,12 @@ CARE_HOME_SETTINGS = ("RESIDENTIAL", "NURSING")
 
 def care_home_stays(social_care: pl.DataFrame) -> pl.DataFrame:
     """Residential and nursing care packages (`social_care`: adult social care facts joined to
-    their records): person_id, household_token, `_from` (the start), `_to` (the end; OPEN_END
-    while open). Empty when the setting is not supplied."""
+    their records): person_id, `_from` (the start), `_to` (the end; OPEN_END while open). The
+    address the record carries is not kept: the person is not there. Empty when the setting
+    is not supplied."""
     schema = pl.Schema(
         {
             "person_id": social_care.schema["person_id"],
-            "household_token": social_care.schema["household_token"],
             "_from": pl.Date(),
             "_to": pl.Date(),
         }
@@ -372,7 +372,6 @@ def care_home_stays(social_care: pl.DataFrame) -> pl.DataFrame:
         )
         .select(
             "person_id",
-            "household_token",
             pl.col("start_date").alias("_from"),
             pl.col("end_date").fill_null(OPEN_END).alias("_to"),
         )
